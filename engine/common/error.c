@@ -1,0 +1,16 @@
+/* error.c: see error.h. */
+#include "common/error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+int eng_fail(eng_error *err, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}

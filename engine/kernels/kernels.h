@@ -1,0 +1,55 @@
+/* kernels.h: the numeric kernels under the forward pass.
+ *
+ * The model code (engine/model) describes the math; everything that touches many
+ * numbers goes through here. Implementations exist for AVX-512 (+BF16), AVX2+FMA
+ * and portable C; eng_kernels_init() picks one at run time from the CPU's features
+ * (TANDEM_ISA=avx512|avx2|portable forces one, for tests). All activations are f32;
+ * weights may be bf16, f16 or f32 and are read in place, never copied to f32. */
+#ifndef ENG_KERNELS_H
+#define ENG_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/threadpool.h"
+
+typedef enum eng_dtype {
+    ENG_DT_F32 = 0,
+    ENG_DT_F16 = 1,
+    ENG_DT_BF16 = 2,
+} eng_dtype;
+
+size_t eng_dtype_size(eng_dtype dt);
+const char *eng_dtype_name(eng_dtype dt);
+
+/* Chooses the implementation; safe to call more than once. Returns its name. */
+const char *eng_kernels_init(void);
+const char *eng_kernels_isa(void);
+
+/* y[t][o] = sum_i x[t][i] * W[o][i]  for t < n_tokens, o < n_out.
+ * W is row-major [n_out][n_in] of dtype wdt (the Hugging Face Linear layout).
+ * Work is split over the pool's threads (pool may be NULL: run on the caller). */
+void eng_matmul(eng_pool *pool, float *y, const float *x, const void *w, eng_dtype wdt,
+                int n_tokens, int n_in, int n_out);
+
+/* dst[i] = (float)src[i] for one row of any dtype (embedding lookup, norm weights). */
+void eng_to_f32(float *dst, const void *src, eng_dtype dt, size_t n);
+
+float eng_dot(const float *a, const float *b, int n);
+void eng_axpy(float *y, float a, const float *x, int n);          /* y += a * x */
+void eng_scale(float *y, float a, int n);                         /* y *= a */
+
+/* y = x * rsqrt(mean(x^2) + eps) * w, computed in f32. y may alias x. */
+void eng_rmsnorm(float *y, const float *x, const float *w, int n, float eps);
+
+/* g[i] = silu(g[i]) * u[i] */
+void eng_silu_mul(float *g, const float *u, int n);
+
+/* In-place softmax over n values; returns nothing, max-subtracted for stability. */
+void eng_softmax(float *x, int n);
+
+/* NeoX rotary embedding of n_heads vectors of head_dim at one position: pairs
+ * (i, i + head_dim/2) rotated by (cos[i], sin[i]), i < head_dim/2. */
+void eng_rope_neox(float *x, int n_heads, int head_dim, const float *cos, const float *sin);
+
+#endif
