@@ -1,0 +1,56 @@
+/* model.h: a loaded Qwen3 checkpoint (dense or MoE) and its forward pass.
+ *
+ * eng_model_load() memory-maps the safetensors files and uses the weights in place.
+ * eng_forward() runs one step over a batch of independent sequences, each adding a
+ * chunk of tokens at its own position: a prefill chunk, a single decode token, or a
+ * mix. That one function is the building block of chunked prefill and continuous
+ * batching. */
+#ifndef ENG_MODEL_H
+#define ENG_MODEL_H
+
+#include <stdint.h>
+
+#include "common/error.h"
+#include "model/config.h"
+#include "model/kvcache.h"
+
+typedef struct eng_model eng_model;
+
+typedef struct eng_model_options {
+    int n_threads; /* 0: one per online CPU */
+    /* MoE expert ownership: NULL = this process computes every expert; otherwise
+     * num_experts bytes, nonzero = owned. A process computes only the owned experts'
+     * share of each MoE layer (expert parallelism); shares of disjoint sets add up
+     * to the full layer. Only owned experts' weights are touched. */
+    const uint8_t *expert_mask;
+} eng_model_options;
+
+int eng_model_load(const char *dir, const eng_model_options *opt, eng_model **out, eng_error *err);
+void eng_model_free(eng_model *m);
+const eng_config *eng_model_config(const eng_model *m);
+/* The KV layout this model needs (dtype f32, the given block size). */
+eng_kv_layout eng_model_kv_layout(const eng_model *m, int block_size);
+
+typedef struct eng_batch_item {
+    eng_seq *seq;          /* cache state; the chunk is appended at seq->n_past */
+    const int32_t *tokens; /* the chunk */
+    int n_tokens;
+    float *logits; /* NULL: none wanted; else vocab_size floats for the chunk's last token */
+} eng_batch_item;
+
+/* Called after layer `layer` has written its K/V for every item of the step. */
+typedef void (*eng_layer_done_fn)(void *ctx, int layer);
+
+/* Runs the batch. Each item's sequence must already hold blocks for
+ * n_past + n_tokens tokens (eng_seq_reserve). On success each seq->n_past grows
+ * by its n_tokens. Results for an item do not depend on what else is in the batch. */
+int eng_forward(eng_model *m, eng_kv_pool *kv, eng_batch_item *items, int n_items,
+                eng_layer_done_fn on_layer, void *ctx, eng_error *err);
+
+/* One MoE layer on n_tokens rows of normalised hidden states x[n_tokens][hidden]:
+ * routing over all experts, then out += the owned experts' weighted outputs
+ * (mask NULL = all). Exposed so expert-parallel ranks and tests can call it. */
+int eng_moe_layer(eng_model *m, int layer, const float *x, int n_tokens, const uint8_t *expert_mask,
+                  float *out, eng_error *err);
+
+#endif
