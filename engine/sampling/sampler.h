@@ -1,0 +1,46 @@
+/* sampler.h: turning logits into the next token.
+ *
+ * Greedy, temperature, top-k, top-p, min-p, presence / frequency / repetition
+ * penalties, and logprobs with top alternatives. Randomness is derived only from
+ * (seed, step), step = number of tokens generated so far, so the same seed gives the
+ * same tokens however requests are batched, split or moved between workers. */
+#ifndef ENG_SAMPLER_H
+#define ENG_SAMPLER_H
+
+#include <stdint.h>
+
+#define ENG_MAX_TOP_LOGPROBS 20
+
+typedef struct eng_sampling {
+    float temperature;        /* 0: greedy */
+    int top_k;                /* 0 or <0: off */
+    float top_p;              /* 1: off */
+    float min_p;              /* 0: off */
+    float presence_penalty;   /* 0: off; applied to generated tokens (OpenAI/vLLM) */
+    float frequency_penalty;  /* 0: off; applied to generated tokens */
+    float repetition_penalty; /* 1: off; applied to prompt and generated tokens (HF/vLLM) */
+    uint64_t seed;
+} eng_sampling;
+
+/* Greedy, all filters and penalties off, seed 0. */
+void eng_sampling_defaults(eng_sampling *s);
+
+typedef struct eng_token_logprob {
+    int32_t id;
+    float logprob;
+} eng_token_logprob;
+
+typedef struct eng_sample_result {
+    int32_t id;
+    float logprob; /* of id under the model's distribution: log_softmax of the raw logits */
+    int n_top;
+    eng_token_logprob top[ENG_MAX_TOP_LOGPROBS]; /* best first, from the same distribution */
+} eng_sample_result;
+
+/* Picks the next token. logits (vocab floats) are used as scratch and modified.
+ * prompt/generated are the sequence so far (for penalties); step = n_generated.
+ * n_top_logprobs in [0, ENG_MAX_TOP_LOGPROBS]. Returns 0, or -1 on bad parameters. */
+int eng_sample(const eng_sampling *s, float *logits, int vocab, const int32_t *prompt, int n_prompt,
+               const int32_t *generated, int n_generated, int n_top_logprobs, eng_sample_result *out);
+
+#endif
