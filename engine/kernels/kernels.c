@@ -1,0 +1,218 @@
+/* kernels.c: picks the kernel variant for this CPU and divides eng_matmul between
+ * threads.
+ *
+ * The variants (kernels_portable.c, kernels_avx2.c, kernels_avx512.c) only supply
+ * single-threaded loops; this file owns everything that must be the same for all
+ * of them: dtype facts, the choice of variant (CPU features, or TANDEM_ISA to force
+ * one), and the split of a matmul's output rows into one contiguous range per
+ * thread. Each output element is computed by exactly one task, so the numbers do
+ * not depend on the thread count. */
+#include "kernels/kernels_impl.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+size_t eng_dtype_size(eng_dtype dt)
+{
+    switch (dt) {
+    case ENG_DT_F32: return 4;
+    case ENG_DT_F16: return 2;
+    case ENG_DT_BF16: return 2;
+    }
+    return 0;
+}
+
+const char *eng_dtype_name(eng_dtype dt)
+{
+    switch (dt) {
+    case ENG_DT_F32: return "f32";
+    case ENG_DT_F16: return "f16";
+    case ENG_DT_BF16: return "bf16";
+    }
+    return "unknown";
+}
+
+/* IEEE half to single, exact for every input (subnormals, inf, NaN payloads). */
+float eng_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t mant = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (mant << 13);
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112) << 23) | (mant << 13);
+    } else if (mant == 0) {
+        bits = sign;
+    } else {
+        /* Subnormal half: normalise the mantissa into a single's exponent. */
+        int e = -1;
+        do {
+            mant <<= 1;
+            e++;
+        } while (!(mant & 0x400));
+        bits = sign | ((uint32_t)(112 - e) << 23) | ((mant & 0x3ff) << 13);
+    }
+    union { uint32_t u; float f; } v = { .u = bits };
+    return v.f;
+}
+
+static int cpu_has(const char *isa)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (strcmp(isa, "avx512") == 0)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    if (strcmp(isa, "avx2") == 0)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+#endif
+    return strcmp(isa, "portable") == 0;
+}
+
+static const eng_kernel_impl *variant_table(const char *name)
+{
+    if (strcmp(name, "portable") == 0)
+        return &eng_kernels_portable;
+    return NULL;
+}
+
+const eng_kernel_impl *eng_kernels_variant(const char *name)
+{
+    const eng_kernel_impl *impl = variant_table(name);
+    return impl && cpu_has(name) ? impl : NULL;
+}
+
+static _Atomic(const eng_kernel_impl *) g_impl;
+
+/* TANDEM_ISA forces a variant; an unknown or unsupported value falls back to the
+ * best available one rather than failing, since init cannot report errors. */
+const char *eng_kernels_init(void)
+{
+    const eng_kernel_impl *impl = NULL;
+    const char *forced = getenv("TANDEM_ISA");
+    if (forced && *forced)
+        impl = eng_kernels_variant(forced);
+    static const char *const order[] = { "avx512", "avx2", "portable" };
+    for (size_t i = 0; !impl && i < sizeof order / sizeof order[0]; i++)
+        impl = eng_kernels_variant(order[i]);
+    atomic_store(&g_impl, impl);
+    return impl->name;
+}
+
+static inline const eng_kernel_impl *K(void)
+{
+    const eng_kernel_impl *impl = atomic_load_explicit(&g_impl, memory_order_acquire);
+    if (!impl) {
+        eng_kernels_init();
+        impl = atomic_load(&g_impl);
+    }
+    return impl;
+}
+
+const char *eng_kernels_isa(void)
+{
+    return K()->name;
+}
+
+/* ---- eng_matmul: the thread split ---- */
+
+typedef struct matmul_job {
+    const eng_kernel_impl *impl;
+    float *y;
+    const float *x;
+    const void *w;
+    eng_dtype wdt;
+    int n_tokens, n_in, n_out;
+    int rows_per_task;
+} matmul_job;
+
+static void matmul_task(void *ctx, int task)
+{
+    const matmul_job *j = ctx;
+    int o0 = task * j->rows_per_task;
+    int o1 = o0 + j->rows_per_task;
+    if (o1 > j->n_out)
+        o1 = j->n_out;
+    if (o0 < o1)
+        j->impl->matmul_rows(j->y, j->n_out, j->x, j->w, j->wdt, j->n_tokens, j->n_in, o0, o1);
+}
+
+/* Rows are handed out in multiples of 16 so that every variant's row blocking
+ * stays whole inside a task. Tiny products run on the caller: waking threads
+ * would cost more than the work. */
+#define ROW_ALIGN 16
+#define MIN_PARALLEL_MACS (1 << 15)
+
+void eng_matmul(eng_pool *pool, float *y, const float *x, const void *w, eng_dtype wdt,
+                int n_tokens, int n_in, int n_out)
+{
+    if (n_tokens <= 0 || n_out <= 0)
+        return;
+    matmul_job j = {
+        .impl = K(), .y = y, .x = x, .w = w, .wdt = wdt,
+        .n_tokens = n_tokens, .n_in = n_in, .n_out = n_out,
+    };
+    int n_threads = eng_pool_threads(pool);
+    long long macs = (long long)n_tokens * n_in * n_out;
+    int n_tasks = n_threads;
+    if (macs < MIN_PARALLEL_MACS)
+        n_tasks = 1;
+    int blocks = (n_out + ROW_ALIGN - 1) / ROW_ALIGN;
+    if (n_tasks > blocks)
+        n_tasks = blocks;
+    j.rows_per_task = ((blocks + n_tasks - 1) / n_tasks) * ROW_ALIGN;
+    if (n_tasks == 1) {
+        j.rows_per_task = n_out;
+        matmul_task(&j, 0);
+        return;
+    }
+    eng_pool_run(pool, matmul_task, &j, n_tasks);
+}
+
+/* ---- the rest forward to the chosen variant ---- */
+
+void eng_to_f32(float *dst, const void *src, eng_dtype dt, size_t n)
+{
+    K()->to_f32(dst, src, dt, n);
+}
+
+float eng_dot(const float *a, const float *b, int n)
+{
+    return K()->dot(a, b, n);
+}
+
+void eng_axpy(float *y, float a, const float *x, int n)
+{
+    K()->axpy(y, a, x, n);
+}
+
+void eng_scale(float *y, float a, int n)
+{
+    K()->scale(y, a, n);
+}
+
+void eng_rmsnorm(float *y, const float *x, const float *w, int n, float eps)
+{
+    K()->rmsnorm(y, x, w, n, eps);
+}
+
+void eng_silu_mul(float *g, const float *u, int n)
+{
+    K()->silu_mul(g, u, n);
+}
+
+void eng_softmax(float *x, int n)
+{
+    K()->softmax(x, n);
+}
+
+void eng_rope_neox(float *x, int n_heads, int head_dim, const float *cos, const float *sin)
+{
+    K()->rope_neox(x, n_heads, head_dim, cos, sin);
+}

@@ -1,0 +1,420 @@
+/* test_kernels.c: every kernel variant this CPU can run, against a naive
+ * double-precision reference and against each other.
+ *
+ * Covers all weight dtypes, sizes that are not multiples of any vector width,
+ * 1..70 tokens and 1..3 threads, plus two properties the engine relies on: a
+ * matmul's result does not depend on the thread count, nor on which other tokens
+ * share the batch (bitwise). */
+#include "kernels/kernels_impl.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int g_failures;
+
+#define CHECK(cond, ...)                                                     \
+    do {                                                                     \
+        if (!(cond)) {                                                       \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);             \
+            fprintf(stderr, __VA_ARGS__);                                    \
+            fprintf(stderr, "\n");                                           \
+            if (++g_failures > 20)                                           \
+                exit(1);                                                     \
+        }                                                                    \
+    } while (0)
+
+static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+
+static uint32_t rnd_u32(void)
+{
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (uint32_t)(g_rng >> 16);
+}
+
+static float rnd_f(void) /* uniform in [-1, 1) */
+{
+    return (float)((rnd_u32() & 0xffffff) / 8388608.0 - 1.0);
+}
+
+/* Independent decoders, written from the format definitions. */
+static double ref_bf16(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static double ref_f16(uint16_t h)
+{
+    int s = h >> 15, e = (h >> 10) & 31, m = h & 1023;
+    double v;
+    if (e == 0)
+        v = ldexp(m / 1024.0, -14);
+    else if (e == 31)
+        v = m ? NAN : INFINITY;
+    else
+        v = ldexp(1.0 + m / 1024.0, e - 15);
+    return s ? -v : v;
+}
+
+static uint16_t rnd_bf16(void)
+{
+    float f = rnd_f();
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)(u >> 16);
+}
+
+static uint16_t rnd_f16(void) /* finite, magnitude about 2^-6 .. 2 */
+{
+    uint16_t s = (uint16_t)(rnd_u32() & 1) << 15;
+    uint16_t e = (uint16_t)(9 + rnd_u32() % 7);
+    return s | (uint16_t)(e << 10) | (uint16_t)(rnd_u32() & 1023);
+}
+
+static double ref_weight(const void *w, eng_dtype dt, size_t idx)
+{
+    switch (dt) {
+    case ENG_DT_F32: return ((const float *)w)[idx];
+    case ENG_DT_BF16: return ref_bf16(((const uint16_t *)w)[idx]);
+    case ENG_DT_F16: return ref_f16(((const uint16_t *)w)[idx]);
+    }
+    return 0;
+}
+
+static void *rnd_weights(eng_dtype dt, size_t n)
+{
+    void *w = malloc(n * eng_dtype_size(dt) + 64);
+    for (size_t i = 0; i < n; i++) {
+        if (dt == ENG_DT_F32)
+            ((float *)w)[i] = rnd_f();
+        else if (dt == ENG_DT_BF16)
+            ((uint16_t *)w)[i] = rnd_bf16();
+        else
+            ((uint16_t *)w)[i] = rnd_f16();
+    }
+    return w;
+}
+
+static const char *const VARIANTS[] = { "portable", "avx2", "avx512" };
+#define N_VARIANTS 3
+
+static void use_variant(const char *name)
+{
+    setenv("TANDEM_ISA", name, 1);
+    const char *got = eng_kernels_init();
+    CHECK(strcmp(got, name) == 0, "TANDEM_ISA=%s selected %s", name, got);
+}
+
+/* ---- conversions ---- */
+
+static void test_f16_all_values(void)
+{
+    for (uint32_t h = 0; h < 65536; h++) {
+        float got = eng_f16_to_f32((uint16_t)h);
+        double want = ref_f16((uint16_t)h);
+        if (isnan(want))
+            CHECK(isnan(got), "f16 %04x: want NaN got %g", h, got);
+        else
+            CHECK((double)got == want, "f16 %04x: want %.9g got %.9g", h, want, got);
+    }
+}
+
+static void test_to_f32(const eng_kernel_impl *k)
+{
+    static const size_t sizes[] = { 0, 1, 7, 8, 15, 16, 17, 31, 32, 33, 100, 1027 };
+    for (int dt = 0; dt < 3; dt++) {
+        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+            size_t n = sizes[si];
+            void *w = rnd_weights((eng_dtype)dt, n);
+            float *out = malloc((n + 1) * sizeof(float));
+            out[n] = 12345.0f;
+            k->to_f32(out, w, (eng_dtype)dt, n);
+            for (size_t i = 0; i < n; i++)
+                CHECK(out[i] == (float)ref_weight(w, (eng_dtype)dt, i), "%s to_f32 %s n=%zu i=%zu",
+                      k->name, eng_dtype_name((eng_dtype)dt), n, i);
+            CHECK(out[n] == 12345.0f, "%s to_f32 wrote past the end", k->name);
+            free(w);
+            free(out);
+        }
+    }
+}
+
+/* ---- matmul ---- */
+
+static void ref_matmul(double *y, const float *x, const void *w, eng_dtype dt, int nt, int n_in,
+                       int n_out, double *mag)
+{
+    for (int t = 0; t < nt; t++)
+        for (int o = 0; o < n_out; o++) {
+            double s = 0, m = 0;
+            for (int i = 0; i < n_in; i++) {
+                double p = x[(size_t)t * n_in + i] * ref_weight(w, dt, (size_t)o * n_in + i);
+                s += p;
+                m += fabs(p);
+            }
+            y[(size_t)t * n_out + o] = s;
+            mag[(size_t)t * n_out + o] = m;
+        }
+}
+
+static void test_matmul_shape(eng_pool *pools[4], eng_dtype dt, int nt, int n_in, int n_out)
+{
+    float *x = malloc((size_t)nt * n_in * sizeof(float));
+    for (size_t i = 0; i < (size_t)nt * n_in; i++)
+        x[i] = rnd_f();
+    void *w = rnd_weights(dt, (size_t)n_out * n_in);
+    size_t ny = (size_t)nt * n_out;
+    double *ref = malloc(ny * sizeof(double)), *mag = malloc(ny * sizeof(double));
+    ref_matmul(ref, x, w, dt, nt, n_in, n_out, mag);
+    float *y = malloc((ny + 1) * sizeof(float));
+    float *y1 = malloc(ny * sizeof(float));
+    float *single = malloc((size_t)n_out * sizeof(float));
+    float *port = malloc(ny * sizeof(float));
+
+    for (int v = 0; v < N_VARIANTS; v++) {
+        if (!eng_kernels_variant(VARIANTS[v]))
+            continue;
+        use_variant(VARIANTS[v]);
+        for (int th = 1; th <= 3; th++) {
+            y[ny] = -777.0f;
+            eng_matmul(pools[th], y, x, w, dt, nt, n_in, n_out);
+            CHECK(y[ny] == -777.0f, "%s matmul wrote past y", VARIANTS[v]);
+            if (th == 1) {
+                memcpy(y1, y, ny * sizeof(float));
+                for (size_t i = 0; i < ny; i++) {
+                    double err = fabs(y[i] - ref[i]);
+                    CHECK(err <= 1e-6 * mag[i] + 1e-6 * sqrt(n_in) + 1e-30,
+                          "%s matmul %s nt=%d n_in=%d n_out=%d idx=%zu got %.9g want %.9g",
+                          VARIANTS[v], eng_dtype_name(dt), nt, n_in, n_out, i, y[i], ref[i]);
+                }
+                if (v == 0)
+                    memcpy(port, y, ny * sizeof(float));
+                else
+                    for (size_t i = 0; i < ny; i++)
+                        CHECK(fabsf(y[i] - port[i]) <= 2e-6 * mag[i] + 1e-30,
+                              "%s vs portable %s nt=%d n_in=%d n_out=%d idx=%zu", VARIANTS[v],
+                              eng_dtype_name(dt), nt, n_in, n_out, i);
+            } else {
+                CHECK(memcmp(y, y1, ny * sizeof(float)) == 0,
+                      "%s matmul %s nt=%d n_in=%d n_out=%d: %d threads differ from 1",
+                      VARIANTS[v], eng_dtype_name(dt), nt, n_in, n_out, th);
+            }
+        }
+        /* A token's result must not depend on the rest of the batch. */
+        int t = nt - 1;
+        eng_matmul(pools[2], single, x + (size_t)t * n_in, w, dt, 1, n_in, n_out);
+        CHECK(memcmp(single, y1 + (size_t)t * n_out, (size_t)n_out * sizeof(float)) == 0,
+              "%s matmul %s nt=%d n_in=%d n_out=%d: batch changes token %d", VARIANTS[v],
+              eng_dtype_name(dt), nt, n_in, n_out, t);
+    }
+    free(x);
+    free(w);
+    free(ref);
+    free(mag);
+    free(y);
+    free(y1);
+    free(single);
+    free(port);
+}
+
+static void test_matmul(void)
+{
+    eng_pool *pools[4] = { NULL };
+    for (int th = 1; th <= 3; th++) {
+        pools[th] = eng_pool_create(th);
+        CHECK(pools[th] != NULL, "pool of %d", th);
+    }
+    static const int n_ins[] = { 1, 3, 16, 17, 31, 32, 33, 63, 100, 257, 515 };
+    static const int n_outs[] = { 1, 5, 16, 17, 40, 67 };
+    static const int nts[] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16, 17, 31, 33, 64, 70 };
+    for (int dt = 0; dt < 3; dt++)
+        for (size_t a = 0; a < sizeof n_ins / sizeof n_ins[0]; a++)
+            for (size_t b = 0; b < sizeof n_outs / sizeof n_outs[0]; b++) {
+                /* Every token count on a few shapes, a rotating pair elsewhere. */
+                int full = (a % 4 == 1 && b % 2 == 1);
+                for (size_t c = 0; c < sizeof nts / sizeof nts[0]; c++) {
+                    if (!full && (c % 5) != (a + b) % 5)
+                        continue;
+                    test_matmul_shape(pools, (eng_dtype)dt, nts[c], n_ins[a], n_outs[b]);
+                }
+            }
+    /* Larger shapes that cross every blocking boundary and use many tasks. */
+    test_matmul_shape(pools, ENG_DT_BF16, 37, 1040, 300);
+    test_matmul_shape(pools, ENG_DT_F16, 70, 200, 129);
+    test_matmul_shape(pools, ENG_DT_F32, 19, 333, 97);
+    for (int th = 1; th <= 3; th++)
+        eng_pool_destroy(pools[th]);
+}
+
+/* ---- element-wise kernels ---- */
+
+static void fill(float *v, int n, float s)
+{
+    for (int i = 0; i < n; i++)
+        v[i] = rnd_f() * s;
+}
+
+static void test_vector_ops(const eng_kernel_impl *k)
+{
+    static const int sizes[] = { 1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100, 128, 1000, 1027 };
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        int n = sizes[si];
+        float *a = malloc((n + 1) * sizeof(float)), *b = malloc((n + 1) * sizeof(float));
+        float *c = malloc((n + 1) * sizeof(float)), *w = malloc(n * sizeof(float));
+        fill(a, n, 3);
+        fill(b, n, 3);
+        fill(w, n, 2);
+
+        double s = 0, m = 0;
+        for (int i = 0; i < n; i++) {
+            s += (double)a[i] * b[i];
+            m += fabs((double)a[i] * b[i]);
+        }
+        float d = k->dot(a, b, n);
+        CHECK(fabs(d - s) <= 1e-6 * m + 1e-7, "%s dot n=%d got %g want %g", k->name, n, d, s);
+
+        memcpy(c, b, n * sizeof(float));
+        c[n] = 99.0f;
+        k->axpy(c, 0.37f, a, n);
+        for (int i = 0; i < n; i++)
+            CHECK(fabs(c[i] - (b[i] + 0.37 * a[i])) <= 1e-6 * (fabs(b[i]) + fabs(a[i])) + 1e-7,
+                  "%s axpy n=%d i=%d", k->name, n, i);
+        CHECK(c[n] == 99.0f, "%s axpy wrote past the end", k->name);
+
+        memcpy(c, a, n * sizeof(float));
+        k->scale(c, -1.7f, n);
+        for (int i = 0; i < n; i++)
+            CHECK(fabs(c[i] - (-1.7 * a[i])) <= 1e-6 * fabs(a[i]) + 1e-7, "%s scale n=%d i=%d",
+                  k->name, n, i);
+        CHECK(c[n] == 99.0f, "%s scale wrote past the end", k->name);
+
+        double ss = 0;
+        for (int i = 0; i < n; i++)
+            ss += (double)a[i] * a[i];
+        double r = 1.0 / sqrt(ss / n + 1e-6);
+        k->rmsnorm(c, a, w, n, 1e-6f);
+        for (int i = 0; i < n; i++)
+            CHECK(fabs(c[i] - a[i] * r * w[i]) <= 1e-5 * fabs(a[i] * r * w[i]) + 1e-6,
+                  "%s rmsnorm n=%d i=%d got %g want %g", k->name, n, i, c[i], a[i] * r * w[i]);
+        memcpy(c, a, n * sizeof(float));
+        k->rmsnorm(c, c, w, n, 1e-6f); /* in place */
+        for (int i = 0; i < n; i++)
+            CHECK(fabs(c[i] - a[i] * r * w[i]) <= 1e-5 * fabs(a[i] * r * w[i]) + 1e-6,
+                  "%s rmsnorm in place n=%d i=%d", k->name, n, i);
+
+        memcpy(c, a, n * sizeof(float));
+        c[n] = 99.0f;
+        k->silu_mul(c, b, n);
+        for (int i = 0; i < n; i++) {
+            double g = a[i], want = g / (1 + exp(-g)) * b[i];
+            CHECK(fabs(c[i] - want) <= 2e-6 * fabs(want) + 1e-7, "%s silu_mul n=%d i=%d got %g want %g",
+                  k->name, n, i, c[i], want);
+        }
+        CHECK(c[n] == 99.0f, "%s silu_mul wrote past the end", k->name);
+
+        /* Large logits check the max subtraction. */
+        for (int i = 0; i < n; i++)
+            c[i] = a[i] * 30 + 500;
+        double mx = -INFINITY, sum = 0;
+        for (int i = 0; i < n; i++)
+            mx = fmax(mx, (double)c[i]);
+        double *e = malloc(n * sizeof(double));
+        for (int i = 0; i < n; i++)
+            sum += (e[i] = exp((double)c[i] - mx));
+        k->softmax(c, n);
+        for (int i = 0; i < n; i++)
+            CHECK(fabs(c[i] - e[i] / sum) <= 2e-6 * (e[i] / sum) + 1e-9,
+                  "%s softmax n=%d i=%d got %g want %g", k->name, n, i, c[i], e[i] / sum);
+        CHECK(c[n] == 99.0f, "%s softmax wrote past the end", k->name);
+        free(e);
+        free(a);
+        free(b);
+        free(c);
+        free(w);
+    }
+    /* silu at extremes must stay finite (no inf * 0). */
+    float g[4] = { -100.0f, 100.0f, -88.9f, 0.0f }, u[4] = { 1, 1, 1, 1 };
+    k->silu_mul(g, u, 4);
+    CHECK(fabsf(g[0]) < 1e-30f && fabsf(g[1] - 100.0f) < 1e-4f && isfinite(g[2]) && g[3] == 0,
+          "%s silu extremes: %g %g %g %g", k->name, g[0], g[1], g[2], g[3]);
+}
+
+static void test_rope(const eng_kernel_impl *k)
+{
+    static const int dims[] = { 2, 4, 6, 16, 34, 64, 128, 256 };
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+        int hd = dims[di], nh = 3, half = hd / 2;
+        float *x = malloc((size_t)nh * hd * sizeof(float)), *x0 = malloc((size_t)nh * hd * sizeof(float));
+        float *cs = malloc(half * sizeof(float)), *sn = malloc(half * sizeof(float));
+        fill(x0, nh * hd, 2);
+        for (int i = 0; i < half; i++) {
+            double th = 17.0 * pow(10000.0, -2.0 * i / hd);
+            cs[i] = (float)cos(th);
+            sn[i] = (float)sin(th);
+        }
+        memcpy(x, x0, (size_t)nh * hd * sizeof(float));
+        k->rope_neox(x, nh, hd, cs, sn);
+        for (int h = 0; h < nh; h++)
+            for (int i = 0; i < half; i++) {
+                double a = x0[h * hd + i], b = x0[h * hd + i + half];
+                double wa = a * cs[i] - b * sn[i], wb = a * sn[i] + b * cs[i];
+                CHECK(fabs(x[h * hd + i] - wa) < 1e-6 && fabs(x[h * hd + i + half] - wb) < 1e-6,
+                      "%s rope hd=%d h=%d i=%d", k->name, hd, h, i);
+            }
+        free(x);
+        free(x0);
+        free(cs);
+        free(sn);
+    }
+}
+
+/* ---- dispatch ---- */
+
+static void test_dispatch(void)
+{
+    CHECK(eng_kernels_variant("portable") != NULL, "portable must always exist");
+    CHECK(eng_kernels_variant("sse9") == NULL, "unknown variant accepted");
+    setenv("TANDEM_ISA", "no-such-isa", 1);
+    const char *best = eng_kernels_init();
+    unsetenv("TANDEM_ISA");
+    CHECK(strcmp(best, eng_kernels_init()) == 0, "unknown TANDEM_ISA must fall back to the default");
+    CHECK(strcmp(eng_kernels_isa(), best) == 0, "eng_kernels_isa disagrees with init");
+    CHECK(eng_dtype_size(ENG_DT_F32) == 4 && eng_dtype_size(ENG_DT_BF16) == 2 &&
+              eng_dtype_size(ENG_DT_F16) == 2,
+          "dtype sizes");
+    CHECK(strcmp(eng_dtype_name(ENG_DT_BF16), "bf16") == 0 && strcmp(eng_dtype_name(ENG_DT_F16), "f16") == 0 &&
+              strcmp(eng_dtype_name(ENG_DT_F32), "f32") == 0,
+          "dtype names");
+    printf("default variant: %s; available:", best);
+    for (int v = 0; v < N_VARIANTS; v++)
+        if (eng_kernels_variant(VARIANTS[v]))
+            printf(" %s", VARIANTS[v]);
+    printf("\n");
+}
+
+int main(void)
+{
+    test_dispatch();
+    test_f16_all_values();
+    for (int v = 0; v < N_VARIANTS; v++) {
+        const eng_kernel_impl *k = eng_kernels_variant(VARIANTS[v]);
+        if (!k)
+            continue;
+        test_to_f32(k);
+        test_vector_ops(k);
+        test_rope(k);
+    }
+    test_matmul();
+    if (g_failures) {
+        fprintf(stderr, "%d failure(s)\n", g_failures);
+        return 1;
+    }
+    printf("kernels: all tests passed\n");
+    return 0;
+}

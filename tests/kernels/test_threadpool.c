@@ -1,0 +1,99 @@
+/* test_threadpool.c: eng_pool runs every task exactly once, on the thread the
+ * fixed pattern promises, across many back-to-back loops and across the
+ * spin-then-sleep transition of its workers. */
+#include "kernels/threadpool.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static int g_failures;
+
+#define CHECK(cond, ...)                                         \
+    do {                                                         \
+        if (!(cond)) {                                           \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+            fprintf(stderr, __VA_ARGS__);                        \
+            fprintf(stderr, "\n");                               \
+            if (++g_failures > 20)                               \
+                exit(1);                                         \
+        }                                                        \
+    } while (0)
+
+#define MAX_TASKS 64
+
+typedef struct ctx {
+    atomic_int count[MAX_TASKS];
+    pthread_t thread[MAX_TASKS];
+} ctx;
+
+static void record(void *p, int task)
+{
+    ctx *c = p;
+    atomic_fetch_add(&c->count[task], 1);
+    c->thread[task] = pthread_self();
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = { .tv_sec = 0, .tv_nsec = ms * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+static void check_run(eng_pool *pool, int n_tasks, int round)
+{
+    ctx c;
+    for (int t = 0; t < MAX_TASKS; t++)
+        atomic_init(&c.count[t], 0);
+    eng_pool_run(pool, record, &c, n_tasks);
+    int n = eng_pool_threads(pool);
+    pthread_t by_thread[8];
+    for (int t = 0; t < n_tasks; t++) {
+        CHECK(atomic_load(&c.count[t]) == 1, "round %d: task %d of %d ran %d times", round, t,
+              n_tasks, atomic_load(&c.count[t]));
+        /* Tasks t and t + n run on the same thread; the caller takes thread 0's. */
+        if (t < n)
+            by_thread[t] = c.thread[t];
+        else
+            CHECK(pthread_equal(c.thread[t], by_thread[t % n]), "round %d: task %d moved thread", round, t);
+        if (t % n == 0)
+            CHECK(pthread_equal(c.thread[t], pthread_self()), "round %d: task %d not on the caller", round, t);
+    }
+    for (int t = n_tasks; t < MAX_TASKS; t++)
+        CHECK(atomic_load(&c.count[t]) == 0, "task %d beyond n_tasks ran", t);
+}
+
+int main(void)
+{
+    CHECK(eng_pool_create(0) == NULL, "a pool of 0 threads must fail");
+    CHECK(eng_pool_create(-3) == NULL, "a pool of -3 threads must fail");
+    CHECK(eng_pool_threads(NULL) == 1, "NULL pool has one thread");
+    check_run(NULL, 5, -1);
+    eng_pool_destroy(NULL);
+
+    for (int n = 1; n <= 4; n++) {
+        eng_pool *pool = eng_pool_create(n);
+        CHECK(pool != NULL, "create %d", n);
+        CHECK(eng_pool_threads(pool) == n, "threads %d", n);
+        for (int round = 0; round < 1000; round++)
+            check_run(pool, 1 + round % MAX_TASKS, round);
+        check_run(pool, 0, -2);
+        /* Let the workers fall asleep, then wake them again. */
+        for (int round = 0; round < 4; round++) {
+            sleep_ms(30);
+            check_run(pool, 2 * n + 1, round);
+        }
+        eng_pool_destroy(pool);
+    }
+    /* A pool destroyed straight after creation (workers possibly not started). */
+    for (int i = 0; i < 20; i++)
+        eng_pool_destroy(eng_pool_create(3));
+    if (g_failures) {
+        fprintf(stderr, "%d failure(s)\n", g_failures);
+        return 1;
+    }
+    printf("threadpool: all tests passed\n");
+    return 0;
+}
