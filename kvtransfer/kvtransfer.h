@@ -1,0 +1,158 @@
+/* kvtransfer.h: moving KV-cache bytes from one process's memory into another's.
+ *
+ * The transport interface that the workers code against; TCP implements it now and an
+ * RDMA transport (libibverbs) implements the same calls later without changes on the
+ * callers' side. kvtransfer knows memory regions and byte runs, never requests or models.
+ *
+ * Receiver (decode worker):
+ *   kvt_register(t, pool_base, pool_bytes, &region)      once, the whole KV pool
+ *   kvt_descriptor(t, region, buf, ...)                 opaque bytes for the KvTarget
+ *   kvt_expect(t, region, expected_bytes, &id)          per request, BEFORE handing out the target
+ *   kvt_wait(t, id, timeout_ms, err)                    (or kvt_set_notify) -> KVT_OK / KVT_FAILED
+ *   kvt_forget(t, id)                                   always, when done with the id; after it
+ *                                                       returns no byte of that transfer is written
+ * Sender (prefill worker):
+ *   kvt_register(t, pool_base, pool_bytes, &region)      once, its own KV pool (source)
+ *   kvt_connect(t, descriptor, len, &peer)              cached per receiver, reused
+ *   kvt_peer_hello(peer, ...)                           if it returns bytes, deliver them to the
+ *                                                       receiver's kvt_accept() over the control
+ *                                                       plane before the first write (TCP: none;
+ *                                                       RDMA queue-pair parameters: yes)
+ *   kvt_send_begin(peer, region, id, &send)
+ *   kvt_send_write(send, src_off, dst_off, len) ...     per contiguous run, as each layer is done;
+ *                                                       queued, returns at once (compute overlaps)
+ *   kvt_send_finish(send, timeout_ms)                   completion notice (byte count + XXH3-64 of
+ *                                                       all bytes in write order); returns 0 only
+ *                                                       once the receiver verified them
+ *   or kvt_send_abort(send, reason)                     the receiver's transfer fails
+ *
+ * Memory rules: the source bytes of a write must stay unchanged until finish/abort returns.
+ * The receiver writes only into its registered region (every run is bounds-checked; a bad
+ * run fails the transfer) and only while the transfer is expected and not forgotten.
+ *
+ * Failure rules: a peer that disconnects fails every transfer in flight on that connection
+ * on both sides; a sender blocked by a peer that stopped reading gives up after the
+ * transport's io timeout; kvt_wait and kvt_send_finish take a timeout as the last resort.
+ *
+ * Thread safety: every call may come from any thread; one kvt_send is used by one thread
+ * at a time. All functions that can fail return 0 / -1 with one line in err. */
+#ifndef KVT_KVTRANSFER_H
+#define KVT_KVTRANSFER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+typedef struct kvt_transport kvt_transport;
+typedef struct kvt_region kvt_region; /* a registered memory region */
+typedef struct kvt_peer kvt_peer;     /* sender's cached connection to one receiver */
+typedef struct kvt_send kvt_send;     /* one outgoing transfer */
+
+/* Longest descriptor any transport produces (fits in a KvTarget's bytes field). */
+#define KVT_DESCRIPTOR_MAX 256
+/* Longest hello any transport produces. */
+#define KVT_HELLO_MAX 256
+
+/* ---------------------------------------------------------------- transports */
+
+typedef struct kvt_tcp_options {
+    const char *bind_host;      /* listening address; NULL = "127.0.0.1" */
+    int port;                   /* 0 = chosen by the OS */
+    const char *advertise_host; /* put in descriptors; NULL = bind_host ("0.0.0.0" is refused) */
+    int io_timeout_ms;          /* connect, and a send that makes no progress; 0 = 10000 */
+} kvt_tcp_options;
+
+/* Starts a TCP transport: it listens at once (receiving) and connects on demand (sending). */
+int kvt_tcp_create(const kvt_tcp_options *opt, kvt_transport **out, eng_error *err);
+
+/* Stops the threads, closes every connection (in-flight transfers fail), frees everything.
+ * Regions must have been deregistered and sends finished or aborted first. */
+void kvt_destroy(kvt_transport *t);
+const char *kvt_name(const kvt_transport *t); /* "tcp", "rdma" */
+
+/* The transport a descriptor is for ("tcp", ...), written into name (NUL-terminated).
+ * Returns -1 when the bytes are no descriptor. */
+int kvt_descriptor_transport(const void *desc, size_t len, char *name, size_t cap, eng_error *err);
+
+/* ---------------------------------------------------------------- regions */
+
+int kvt_register(kvt_transport *t, void *base, size_t len, kvt_region **out, eng_error *err);
+/* Fails (and keeps the region) while any transfer still uses it: forget/finish them first. */
+int kvt_deregister(kvt_transport *t, kvt_region *r, eng_error *err);
+/* The endpoint descriptor for peers to write into region r: opaque bytes, at most
+ * KVT_DESCRIPTOR_MAX, printable for TCP (handy in logs). */
+int kvt_descriptor(kvt_transport *t, const kvt_region *r, void *buf, size_t cap, size_t *len,
+                   eng_error *err);
+
+/* ---------------------------------------------------------------- receiving */
+
+typedef enum kvt_state {
+    KVT_PENDING = 0, /* still running (or nothing arrived yet) */
+    KVT_OK = 1,      /* all bytes arrived and the checksum matched: the blocks may be used */
+    KVT_FAILED = 2,  /* never use the blocks; the reason is in err */
+} kvt_state;
+
+/* Opens a transfer into region r and returns its id (unique for the transport's life;
+ * put it in the KvTarget). expected_bytes > 0 makes the transfer fail unless exactly that
+ * many bytes arrived (guards against a sender that skipped runs); 0 accepts any count. */
+int kvt_expect(kvt_transport *t, kvt_region *r, uint64_t expected_bytes, uint64_t *id,
+               eng_error *err);
+/* Waits up to timeout_ms (0: just look; -1: no limit) for the transfer to end.
+ * KVT_PENDING after the timeout, KVT_FAILED with the reason in err (also for ids that are
+ * unknown or forgotten). */
+kvt_state kvt_wait(kvt_transport *t, uint64_t id, int timeout_ms, eng_error *err);
+/* Drops the transfer: if it still runs it fails, later data for it is discarded, and when
+ * this returns the transport no longer writes any of its bytes, so its blocks may be freed
+ * and reused. Call it for every id from kvt_expect. Unknown ids are ignored. */
+void kvt_forget(kvt_transport *t, uint64_t id);
+
+/* Called on a transport thread when a transfer ends (KVT_OK or KVT_FAILED), for waking a
+ * scheduler; it must not block or call back into the transport. NULL turns it off. */
+typedef void (*kvt_notify_fn)(void *user, uint64_t id, kvt_state state);
+void kvt_set_notify(kvt_transport *t, kvt_notify_fn fn, void *user);
+
+/* Receiver side of kvt_peer_hello (a zero-length hello is accepted and does nothing). */
+int kvt_accept(kvt_transport *t, const void *hello, size_t len, eng_error *err);
+
+/* ---------------------------------------------------------------- sending */
+
+/* The cached connection to the receiver named by desc, (re)connecting when there is none or
+ * it broke. Peers live until kvt_destroy. */
+int kvt_connect(kvt_transport *t, const void *desc, size_t len, kvt_peer **out, eng_error *err);
+/* Bytes the receiver must pass to kvt_accept before this peer's first write; 0 when none
+ * are needed (always for TCP). */
+size_t kvt_peer_hello(kvt_peer *p, void *buf, size_t cap);
+
+/* Starts transfer id (from the receiver's kvt_expect) reading from the local region src. */
+int kvt_send_begin(kvt_peer *p, kvt_region *src, uint64_t id, kvt_send **out, eng_error *err);
+/* Queues one run: len bytes at src_off in the local region to dst_off in the receiver's.
+ * Returns at once; -1 when the run lies outside the source region or the transfer already
+ * failed (peer gone, receiver rejected it): then abort it. */
+int kvt_send_write(kvt_send *s, uint64_t src_off, uint64_t dst_off, uint64_t len, eng_error *err);
+/* Sends the completion notice and waits (up to timeout_ms, -1 = no limit) for the
+ * receiver's verdict. 0 only when the receiver verified every byte. Frees s either way. */
+int kvt_send_finish(kvt_send *s, int timeout_ms, eng_error *err);
+/* Gives up: queued runs are dropped, the receiver's transfer fails with reason. Frees s. */
+void kvt_send_abort(kvt_send *s, const char *reason);
+
+/* ---------------------------------------------------------------- counters */
+
+typedef struct kvt_stats {
+    uint64_t bytes_sent;     /* payload bytes of transfers the receiver verified */
+    uint64_t bytes_received; /* payload bytes of transfers verified here */
+    double send_seconds;     /* summed begin -> verified, over verified outgoing transfers */
+    double recv_seconds;     /* summed first byte -> verified, over verified incoming ones */
+    uint64_t sends_ok, sends_failed;
+    uint64_t recvs_ok, recvs_failed;
+} kvt_stats;
+
+void kvt_get_stats(kvt_transport *t, kvt_stats *out);
+
+#ifdef KVT_TEST_HOOKS
+/* Test-only build (tandem_kvtransfer_testhooks): the next run sent for s has one byte
+ * flipped on the wire after it was checksummed, so the receiver must reject the transfer. */
+void kvt_test_corrupt_next_write(kvt_send *s);
+#endif
+
+#endif
