@@ -9,6 +9,8 @@
 
 #include <stdint.h>
 
+#include "common/error.h"
+
 #define ENG_MAX_TOP_LOGPROBS 20
 
 typedef struct eng_sampling {
@@ -24,6 +26,14 @@ typedef struct eng_sampling {
 
 /* Greedy, all filters and penalties off, seed 0. */
 void eng_sampling_defaults(eng_sampling *s);
+
+/* Checks the ranges vLLM accepts: temperature >= 0, top_k >= -1, top_p in (0, 1],
+ * min_p in [0, 1], presence/frequency in [-2, 2], repetition > 0. Returns 0 or -1 with
+ * one line naming the bad parameter (eng_sample rejects the same, without a message). */
+int eng_sampling_check(const eng_sampling *s, eng_error *err);
+
+/* The one uniform in [0, 1) that step `step` of a request seeded `seed` draws. */
+double eng_sample_uniform(uint64_t seed, uint64_t step);
 
 typedef struct eng_token_logprob {
     int32_t id;
