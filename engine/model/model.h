@@ -8,6 +8,7 @@
 #ifndef ENG_MODEL_H
 #define ENG_MODEL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/error.h"
@@ -30,6 +31,9 @@ void eng_model_free(eng_model *m);
 const eng_config *eng_model_config(const eng_model *m);
 /* The KV layout this model needs (dtype f32, the given block size). */
 eng_kv_layout eng_model_kv_layout(const eng_model *m, int block_size);
+/* Bytes of all tensors in the checkpoint's files (what the mapping can bring in). */
+size_t eng_model_weight_bytes(const eng_model *m);
+int eng_model_threads(const eng_model *m); /* size of the model's thread pool */
 
 typedef struct eng_batch_item {
     eng_seq *seq;          /* cache state; the chunk is appended at seq->n_past */

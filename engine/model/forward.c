@@ -1,0 +1,268 @@
+/* forward.c: the Qwen3 forward pass over a batch of sequences (QWEN3.md).
+ *
+ * All tokens of the step (every item's chunk, back to back) go through each
+ * projection as one matrix, so weights are read once per step whatever the batch.
+ * The parts that differ per sequence (q/k norm, RoPE, the KV write, attention)
+ * run per token. Every number for a token is computed by the same code in the same
+ * order whatever else is in the batch, so results do not depend on batching or
+ * chunking. The layer loop reads top to bottom like the math:
+ *
+ *   x = embed[token]
+ *   for each layer: x += attention(rmsnorm(x)); x += mlp(rmsnorm(x))
+ *   logits = lm_head(rmsnorm(x)) for each item's last token */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model_impl.h"
+
+static int grow(float **p, size_t n)
+{
+    float *q = realloc(*p, n * sizeof(float));
+    if (!q)
+        return -1;
+    *p = q;
+    return 0;
+}
+
+/* Sizes the run state for T tokens and attention over up to max_len positions. */
+static int run_state_reserve(eng_model *m, int T, int max_len, eng_error *err)
+{
+    const eng_config *c = &m->cfg;
+    eng_run_state *rs = &m->rs;
+    if (T > rs->cap) {
+        size_t H = c->hidden_size, Q = (size_t)c->num_attention_heads * c->head_dim;
+        size_t KV = (size_t)c->num_key_value_heads * c->head_dim, F = c->intermediate_size;
+        if (grow(&rs->x, T * H) || grow(&rs->xb, T * H) || grow(&rs->q, T * Q) || grow(&rs->k, T * KV) ||
+            grow(&rs->v, T * KV) || grow(&rs->att, T * Q) || grow(&rs->hb, T * (F ? F : 1)) ||
+            grow(&rs->hb2, T * (F ? F : 1)) || grow(&rs->out, T * H))
+            return eng_fail(err, "out of memory for the activations of %d tokens", T);
+        int *p = realloc(rs->pos, (size_t)T * sizeof *p);
+        if (p)
+            rs->pos = p;
+        int *it = p ? realloc(rs->item, (size_t)T * sizeof *it) : NULL;
+        if (!p || !it)
+            return eng_fail(err, "out of memory for the activations of %d tokens", T);
+        rs->item = it;
+        rs->cap = T;
+    }
+    if (max_len > rs->score_cap) {
+        int n_tasks = eng_pool_threads(m->pool) * ENG_ATT_TASKS_PER_THREAD;
+        if (grow(&rs->scores, (size_t)n_tasks * max_len))
+            return eng_fail(err, "out of memory for attention over %d positions", max_len);
+        rs->score_cap = max_len;
+    }
+    return 0;
+}
+
+/* ---- per-token work: q/k norm, RoPE, KV write ---- */
+
+typedef struct step_ctx {
+    eng_model *m;
+    eng_kv_pool *kv;
+    eng_batch_item *items;
+    int layer, T;
+} step_ctx;
+
+static float *kv_slot(eng_kv_pool *kv, int layer, const eng_seq *seq, int pos, int kv_head, int is_v)
+{
+    const eng_kv_layout *l = eng_kv_pool_layout(kv);
+    int bs = l->block_size;
+    float *unit = eng_kv_unit(kv, layer, seq->blocks[pos / bs]);
+    size_t k_size = (size_t)l->n_kv_heads * bs * l->head_dim;
+    return unit + (is_v ? k_size : 0) + ((size_t)kv_head * bs + pos % bs) * l->head_dim;
+}
+
+static void qk_rope_store(void *arg, int t)
+{
+    step_ctx *s = arg;
+    eng_model *m = s->m;
+    const eng_config *c = &m->cfg;
+    const eng_layer_weights *w = &m->layers[s->layer];
+    int HD = c->head_dim, NH = c->num_attention_heads, NKV = c->num_key_value_heads, half = HD / 2;
+    float *q = m->rs.q + (size_t)t * NH * HD, *k = m->rs.k + (size_t)t * NKV * HD;
+    const float *v = m->rs.v + (size_t)t * NKV * HD;
+    for (int h = 0; h < NH; h++)
+        eng_rmsnorm(q + h * HD, q + h * HD, w->q_norm, HD, c->rms_norm_eps);
+    for (int h = 0; h < NKV; h++)
+        eng_rmsnorm(k + h * HD, k + h * HD, w->k_norm, HD, c->rms_norm_eps);
+    int pos = m->rs.pos[t];
+    const float *cs = m->rope_cos + (size_t)pos * half, *sn = m->rope_sin + (size_t)pos * half;
+    eng_rope_neox(q, NH, HD, cs, sn);
+    eng_rope_neox(k, NKV, HD, cs, sn);
+    const eng_seq *seq = s->items[m->rs.item[t]].seq;
+    for (int h = 0; h < NKV; h++) {
+        memcpy(kv_slot(s->kv, s->layer, seq, pos, h, 0), k + h * HD, HD * sizeof(float));
+        memcpy(kv_slot(s->kv, s->layer, seq, pos, h, 1), v + h * HD, HD * sizeof(float));
+    }
+}
+
+/* ---- attention: one (token, head) pair at a time, causal over the cache ---- */
+
+static void attention_task(void *arg, int task)
+{
+    step_ctx *s = arg;
+    eng_model *m = s->m;
+    const eng_config *c = &m->cfg;
+    int HD = c->head_dim, NH = c->num_attention_heads, group = NH / c->num_key_value_heads;
+    int n_tasks = eng_pool_threads(m->pool) * ENG_ATT_TASKS_PER_THREAD;
+    int pairs = s->T * NH;
+    int lo = (int)((long long)pairs * task / n_tasks), hi = (int)((long long)pairs * (task + 1) / n_tasks);
+    float *scores = m->rs.scores + (size_t)task * m->rs.score_cap;
+    float scale = 1.0f / sqrtf((float)HD);
+    for (int p = lo; p < hi; p++) {
+        int t = p / NH, h = p % NH, g = h / group;
+        int pos = m->rs.pos[t];
+        const eng_seq *seq = s->items[m->rs.item[t]].seq;
+        const float *q = m->rs.q + ((size_t)t * NH + h) * HD;
+        for (int j = 0; j <= pos; j++)
+            scores[j] = eng_dot(q, kv_slot(s->kv, s->layer, seq, j, g, 0), HD) * scale;
+        eng_softmax(scores, pos + 1);
+        float *o = m->rs.att + ((size_t)t * NH + h) * HD;
+        memset(o, 0, HD * sizeof(float));
+        for (int j = 0; j <= pos; j++)
+            eng_axpy(o, scores[j], kv_slot(s->kv, s->layer, seq, j, g, 1), HD);
+    }
+}
+
+static void rmsnorm_rows(const eng_model *m, float *y, const float *x, const float *w, int T)
+{
+    int H = m->cfg.hidden_size;
+    for (int t = 0; t < T; t++)
+        eng_rmsnorm(y + (size_t)t * H, x + (size_t)t * H, w, H, m->cfg.rms_norm_eps);
+}
+
+static void attention_block(eng_model *m, step_ctx *s)
+{
+    const eng_config *c = &m->cfg;
+    const eng_layer_weights *w = &m->layers[s->layer];
+    eng_run_state *rs = &m->rs;
+    int T = s->T, H = c->hidden_size;
+    int Q = c->num_attention_heads * c->head_dim, KV = c->num_key_value_heads * c->head_dim;
+    rmsnorm_rows(m, rs->xb, rs->x, w->attn_norm, T);
+    eng_matmul(m->pool, rs->q, rs->xb, w->wq.w, w->wq.dt, T, H, Q);
+    eng_matmul(m->pool, rs->k, rs->xb, w->wk.w, w->wk.dt, T, H, KV);
+    eng_matmul(m->pool, rs->v, rs->xb, w->wv.w, w->wv.dt, T, H, KV);
+    eng_pool_run(m->pool, qk_rope_store, s, T);
+    eng_pool_run(m->pool, attention_task, s, eng_pool_threads(m->pool) * ENG_ATT_TASKS_PER_THREAD);
+    eng_matmul(m->pool, rs->out, rs->att, w->wo.w, w->wo.dt, T, Q, H);
+    eng_axpy(rs->x, 1.0f, rs->out, T * H);
+}
+
+static int mlp_block(eng_model *m, int layer, int T, eng_error *err)
+{
+    const eng_config *c = &m->cfg;
+    const eng_layer_weights *w = &m->layers[layer];
+    eng_run_state *rs = &m->rs;
+    int H = c->hidden_size, F = c->intermediate_size;
+    rmsnorm_rows(m, rs->xb, rs->x, w->ffn_norm, T);
+    if (w->is_moe) {
+        memset(rs->out, 0, (size_t)T * H * sizeof(float));
+        if (eng_moe_layer(m, layer, rs->xb, T, m->expert_mask, rs->out, err) < 0)
+            return -1;
+    } else {
+        eng_matmul(m->pool, rs->hb, rs->xb, w->gate.w, w->gate.dt, T, H, F);
+        eng_matmul(m->pool, rs->hb2, rs->xb, w->up.w, w->up.dt, T, H, F);
+        for (int t = 0; t < T; t++)
+            eng_silu_mul(rs->hb + (size_t)t * F, rs->hb2 + (size_t)t * F, F);
+        eng_matmul(m->pool, rs->out, rs->hb, w->down.w, w->down.dt, T, F, H);
+    }
+    eng_axpy(rs->x, 1.0f, rs->out, T * H);
+    return 0;
+}
+
+static int check_batch(eng_model *m, eng_kv_pool *kv, const eng_batch_item *items, int n_items, int *T_out,
+                       int *max_len_out, eng_error *err)
+{
+    const eng_config *c = &m->cfg;
+    eng_kv_layout want = eng_model_kv_layout(m, eng_kv_pool_layout(kv)->block_size);
+    if (!eng_kv_layout_equal(&want, eng_kv_pool_layout(kv))) {
+        char a[96], b[96];
+        eng_kv_layout_str(eng_kv_pool_layout(kv), a, sizeof a);
+        eng_kv_layout_str(&want, b, sizeof b);
+        return eng_fail(err, "KV pool layout %s does not fit this model (needs %s)", a, b);
+    }
+    int bs = want.block_size;
+    long long T = 0;
+    int max_len = 0;
+    for (int i = 0; i < n_items; i++) {
+        const eng_batch_item *it = &items[i];
+        if (!it->seq || it->n_tokens <= 0 || !it->tokens)
+            return eng_fail(err, "batch item %d: needs a sequence and at least one token", i);
+        int end = it->seq->n_past + it->n_tokens;
+        if (it->seq->n_past < 0 || (long long)it->seq->n_blocks * bs < end)
+            return eng_fail(err, "batch item %d: sequence holds blocks for %d tokens, needs %d (eng_seq_reserve)", i,
+                            it->seq->n_blocks * bs, end);
+        for (int b = 0; b < it->seq->n_blocks; b++)
+            if (it->seq->blocks[b] < 0 || it->seq->blocks[b] >= eng_kv_pool_blocks(kv))
+                return eng_fail(err, "batch item %d: block id %d is not in the pool", i, it->seq->blocks[b]);
+        for (int t = 0; t < it->n_tokens; t++)
+            if (it->tokens[t] < 0 || it->tokens[t] >= c->vocab_size)
+                return eng_fail(err, "batch item %d: token id %d is outside the vocabulary (%d)", i, it->tokens[t],
+                                c->vocab_size);
+        T += it->n_tokens;
+        if (end > max_len)
+            max_len = end;
+    }
+    if (T > (1 << 24))
+        return eng_fail(err, "batch of %lld tokens is too large", T);
+    *T_out = (int)T;
+    *max_len_out = max_len;
+    return 0;
+}
+
+int eng_forward(eng_model *m, eng_kv_pool *kv, eng_batch_item *items, int n_items, eng_layer_done_fn on_layer,
+                void *ctx, eng_error *err)
+{
+    const eng_config *c = &m->cfg;
+    int T = 0, max_len = 0;
+    if (n_items <= 0)
+        return eng_fail(err, "empty batch");
+    if (check_batch(m, kv, items, n_items, &T, &max_len, err) < 0 || run_state_reserve(m, T, max_len, err) < 0 ||
+        eng_rope_reserve(m, max_len, err) < 0)
+        return -1;
+    eng_run_state *rs = &m->rs;
+    int H = c->hidden_size;
+    size_t row_bytes = (size_t)H * eng_dtype_size(m->embed.dt);
+
+    for (int i = 0, t = 0; i < n_items; i++)
+        for (int j = 0; j < items[i].n_tokens; j++, t++) {
+            rs->pos[t] = items[i].seq->n_past + j;
+            rs->item[t] = i;
+            eng_to_f32(rs->x + (size_t)t * H, (const char *)m->embed.w + (size_t)items[i].tokens[j] * row_bytes,
+                       m->embed.dt, (size_t)H);
+        }
+
+    step_ctx s = {.m = m, .kv = kv, .items = items, .T = T};
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        s.layer = l;
+        attention_block(m, &s);
+        if (mlp_block(m, l, T, err) < 0)
+            return -1;
+        if (on_layer)
+            on_layer(ctx, l);
+    }
+
+    /* Logits for each item that wants them, from its chunk's last token; all rows
+     * in one matmul so the (large) head is read once per step. */
+    int n_out = 0;
+    for (int i = 0; i < n_items; i++)
+        n_out += items[i].logits != NULL;
+    if (n_out) {
+        float *logits = malloc((size_t)n_out * c->vocab_size * sizeof(float));
+        if (!logits)
+            return eng_fail(err, "out of memory for %d rows of logits", n_out);
+        for (int i = 0, t = 0, r = 0; i < n_items; t += items[i].n_tokens, i++)
+            if (items[i].logits)
+                eng_rmsnorm(rs->xb + (size_t)r++ * H, rs->x + (size_t)(t + items[i].n_tokens - 1) * H,
+                            m->final_norm, H, c->rms_norm_eps);
+        eng_matmul(m->pool, logits, rs->xb, m->lm_head.w, m->lm_head.dt, n_out, H, c->vocab_size);
+        for (int i = 0, r = 0; i < n_items; i++)
+            if (items[i].logits)
+                memcpy(items[i].logits, logits + (size_t)r++ * c->vocab_size, (size_t)c->vocab_size * sizeof(float));
+        free(logits);
+    }
+    for (int i = 0; i < n_items; i++)
+        items[i].seq->n_past += items[i].n_tokens;
+    return 0;
+}

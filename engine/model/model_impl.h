@@ -1,0 +1,64 @@
+/* model_impl.h: the inside of eng_model, shared by the files of engine/model only
+ * (model.c loads, forward.c runs the layers, moe.c runs a sparse MLP). */
+#ifndef ENG_MODEL_IMPL_H
+#define ENG_MODEL_IMPL_H
+
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "model/safetensors.h"
+
+/* A weight matrix in the mapping, row-major [out][in], used in place. */
+typedef struct eng_wref {
+    const void *w; /* NULL: not loaded (an expert this process does not own) */
+    eng_dtype dt;
+} eng_wref;
+
+typedef struct eng_layer_weights {
+    float *attn_norm, *ffn_norm, *q_norm, *k_norm; /* f32 copies of the tiny norm vectors */
+    eng_wref wq, wk, wv, wo;
+    int is_moe;
+    eng_wref gate, up, down;               /* dense MLP */
+    eng_wref router;                       /* MoE: [num_experts][hidden] */
+    eng_wref *exp_gate, *exp_up, *exp_down; /* MoE: one per expert */
+} eng_layer_weights;
+
+/* Activations of one step, sized for `cap` tokens; grown on demand. */
+typedef struct eng_run_state {
+    int cap;
+    float *x;      /* [T][hidden] residual stream */
+    float *xb;     /* [T][hidden] normalised input of a sublayer */
+    float *q;      /* [T][heads * head_dim] */
+    float *k, *v;  /* [T][kv_heads * head_dim] */
+    float *att;    /* [T][heads * head_dim] attention output */
+    float *hb, *hb2; /* [T][intermediate_size] dense MLP */
+    float *out;    /* [T][hidden] what a sublayer adds to the residual */
+    int *pos;      /* [T] position of each token */
+    int *item;     /* [T] which batch item each token belongs to */
+    float *scores; /* attention scratch: n_att_tasks rows of score_cap floats */
+    int score_cap;
+} eng_run_state;
+
+struct eng_model {
+    eng_config cfg;
+    eng_st *st;
+    eng_pool *pool;
+    eng_wref embed, lm_head;
+    float *final_norm;
+    eng_layer_weights *layers;
+    uint8_t *expert_mask; /* copy of the option; NULL = all experts */
+    /* RoPE: inv_freq after any scaling, the YaRN attention factor, and cos/sin
+     * tables [rope_len][head_dim / 2] (already multiplied by attn_factor). */
+    double *inv_freq;
+    double attn_factor;
+    float *rope_cos, *rope_sin;
+    int rope_len;
+    eng_run_state rs;
+};
+
+/* Makes sure the tables cover positions [0, n_pos). */
+int eng_rope_reserve(eng_model *m, int n_pos, eng_error *err);
+
+/* Number of tasks the attention loop is split into (each gets its own scratch). */
+#define ENG_ATT_TASKS_PER_THREAD 4
+
+#endif

@@ -1,0 +1,375 @@
+/* safetensors.c: see safetensors.h.
+ *
+ * Format: 8-byte little-endian header size N, N bytes of JSON mapping each tensor
+ * name to {dtype, shape, data_offsets: [begin, end]} (offsets relative to the end
+ * of the header), then the data. All tensors of all files go into one array sorted
+ * by name, so lookups are a binary search even for MoE checkpoints with tens of
+ * thousands of tensors. */
+#include "model/safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct st_file {
+    char *path;
+    void *map;
+    size_t size;
+} st_file;
+
+struct eng_st {
+    st_file *files;
+    int n_files;
+    eng_st_tensor *tensors;
+    int n_tensors, cap_tensors;
+    char *source; /* what to name when a tensor is missing */
+};
+
+static int dtype_bytes(const char *dt)
+{
+    static const struct { const char *name; int bytes; } T[] = {
+        {"F64", 8}, {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"I64", 8}, {"I32", 4}, {"I16", 2},
+        {"I8", 1},  {"U8", 1},  {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1}, {"U16", 2}, {"U32", 4}, {"U64", 8},
+    };
+    for (size_t i = 0; i < sizeof T / sizeof T[0]; i++)
+        if (!strcmp(dt, T[i].name))
+            return T[i].bytes;
+    return 0;
+}
+
+static int add_tensor(eng_st *st, const eng_st_tensor *t)
+{
+    if (st->n_tensors == st->cap_tensors) {
+        int cap = st->cap_tensors ? st->cap_tensors * 2 : 256;
+        eng_st_tensor *p = realloc(st->tensors, (size_t)cap * sizeof *p);
+        if (!p)
+            return -1;
+        st->tensors = p;
+        st->cap_tensors = cap;
+    }
+    st->tensors[st->n_tensors++] = *t;
+    return 0;
+}
+
+/* Maps one file and adds its tensors. */
+static int open_file(eng_st *st, const char *path, eng_error *err)
+{
+    st_file *f = &st->files[st->n_files];
+    memset(f, 0, sizeof *f);
+    f->path = strdup(path);
+    if (!f->path)
+        return eng_fail(err, "%s: out of memory", path);
+    st->n_files++; /* from here on eng_st_close() cleans up this file */
+
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return eng_fail(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) < 0) {
+        close(fd);
+        return eng_fail(err, "%s: cannot stat: %s", path, strerror(errno));
+    }
+    if (sb.st_size < 8) {
+        close(fd);
+        return eng_fail(err, "%s: truncated file (%lld bytes, no safetensors header)", path, (long long)sb.st_size);
+    }
+    f->size = (size_t)sb.st_size;
+    f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (f->map == MAP_FAILED) {
+        f->map = NULL;
+        return eng_fail(err, "%s: cannot mmap: %s", path, strerror(errno));
+    }
+
+    uint64_t hlen = 0;
+    const unsigned char *p = f->map;
+    for (int i = 7; i >= 0; i--)
+        hlen = (hlen << 8) | p[i];
+    if (hlen > f->size - 8)
+        return eng_fail(err, "%s: corrupt or truncated file (header of %llu bytes, file of %zu)", path,
+                        (unsigned long long)hlen, f->size);
+    const char *end = NULL;
+    cJSON *h = cJSON_ParseWithLengthOpts((const char *)p + 8, (size_t)hlen, &end, 0);
+    if (!h || !cJSON_IsObject(h)) {
+        long at = (h || !end) ? 0 : (long)(end - ((const char *)p + 8));
+        cJSON_Delete(h);
+        return eng_fail(err, "%s: corrupt header (invalid JSON near byte %ld)", path, at);
+    }
+    const unsigned char *data = p + 8 + hlen;
+    size_t data_size = f->size - 8 - (size_t)hlen;
+    int rc = -1;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, h)
+    {
+        if (!strcmp(it->string, "__metadata__"))
+            continue;
+        eng_st_tensor t;
+        memset(&t, 0, sizeof t);
+        t.file = f->path;
+        const cJSON *dt = cJSON_GetObjectItemCaseSensitive(it, "dtype");
+        const cJSON *shape = cJSON_GetObjectItemCaseSensitive(it, "shape");
+        const cJSON *off = cJSON_GetObjectItemCaseSensitive(it, "data_offsets");
+        if (!cJSON_IsString(dt) || !cJSON_IsArray(shape) || !cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2) {
+            eng_fail(err, "%s: corrupt header entry for tensor %s", path, it->string);
+            goto done;
+        }
+        snprintf(t.dtype, sizeof t.dtype, "%s", dt->valuestring);
+        int esize = dtype_bytes(t.dtype);
+        if (!esize) {
+            eng_fail(err, "%s: tensor %s has unknown dtype \"%s\"", path, it->string, dt->valuestring);
+            goto done;
+        }
+        t.n_dims = cJSON_GetArraySize(shape);
+        if (t.n_dims > ENG_ST_MAX_DIMS) {
+            eng_fail(err, "%s: tensor %s has %d dimensions", path, it->string, t.n_dims);
+            goto done;
+        }
+        uint64_t count = 1;
+        for (int d = 0; d < t.n_dims; d++) {
+            const cJSON *v = cJSON_GetArrayItem(shape, d);
+            if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 1e15) {
+                eng_fail(err, "%s: tensor %s has an invalid shape", path, it->string);
+                goto done;
+            }
+            t.shape[d] = (int64_t)v->valuedouble;
+            count *= (uint64_t)t.shape[d];
+        }
+        const cJSON *b = cJSON_GetArrayItem(off, 0), *e = cJSON_GetArrayItem(off, 1);
+        if (!cJSON_IsNumber(b) || !cJSON_IsNumber(e) || b->valuedouble < 0 || e->valuedouble < b->valuedouble) {
+            eng_fail(err, "%s: tensor %s has invalid data_offsets", path, it->string);
+            goto done;
+        }
+        uint64_t ob = (uint64_t)b->valuedouble, oe = (uint64_t)e->valuedouble;
+        if (oe > data_size) {
+            eng_fail(err, "%s: truncated file: tensor %s ends at byte %llu of a %zu-byte data section", path,
+                     it->string, (unsigned long long)oe, data_size);
+            goto done;
+        }
+        if (oe - ob != count * (uint64_t)esize) {
+            eng_fail(err, "%s: tensor %s holds %llu bytes, its shape and dtype need %llu", path, it->string,
+                     (unsigned long long)(oe - ob), (unsigned long long)(count * (uint64_t)esize));
+            goto done;
+        }
+        t.data = data + ob;
+        t.nbytes = (size_t)(oe - ob);
+        t.name = strdup(it->string);
+        if (!t.name || add_tensor(st, &t) < 0) {
+            free((void *)t.name);
+            eng_fail(err, "%s: out of memory", path);
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    cJSON_Delete(h);
+    return rc;
+}
+
+static int cmp_tensor(const void *a, const void *b)
+{
+    return strcmp(((const eng_st_tensor *)a)->name, ((const eng_st_tensor *)b)->name);
+}
+
+/* Reads the index: the distinct shard names, in order of first appearance. */
+static int read_index(const char *dir, const char *path, eng_st *st, char ***shards, int *n_shards, cJSON **root_out,
+                      eng_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return eng_fail(err, "%s: cannot open: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *text = len >= 0 ? malloc((size_t)len + 1) : NULL;
+    if (!text || fread(text, 1, (size_t)len, f) != (size_t)len) {
+        free(text);
+        fclose(f);
+        return eng_fail(err, "%s: read error", path);
+    }
+    fclose(f);
+    text[len] = 0;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    const cJSON *wm = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
+    if (!cJSON_IsObject(wm)) {
+        cJSON_Delete(root);
+        return eng_fail(err, "%s: corrupt index (invalid JSON or no \"weight_map\" object)", path);
+    }
+    int cap = cJSON_GetArraySize(wm);
+    char **names = calloc((size_t)cap + 1, sizeof *names);
+    int n = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, wm)
+    {
+        if (!cJSON_IsString(it) || strchr(it->valuestring, '/')) {
+            for (int i = 0; i < n; i++)
+                free(names[i]);
+            free(names);
+            cJSON_Delete(root);
+            return eng_fail(err, "%s: weight_map entry for %s is not a file name", path, it->string);
+        }
+        int seen = 0;
+        for (int i = 0; i < n && !seen; i++)
+            seen = !strcmp(names[i], it->valuestring);
+        if (!seen) {
+            size_t need = strlen(dir) + strlen(it->valuestring) + 2;
+            names[n] = malloc(need);
+            snprintf(names[n], need, "%s/%s", dir, it->valuestring);
+            n++;
+        }
+    }
+    (void)st;
+    *shards = names;
+    *n_shards = n;
+    *root_out = root;
+    return 0;
+}
+
+int eng_st_open(const char *dir, eng_st **out, eng_error *err)
+{
+    *out = NULL;
+    eng_st *st = calloc(1, sizeof *st);
+    if (!st)
+        return eng_fail(err, "out of memory");
+    char index_path[4096], single[4096];
+    snprintf(index_path, sizeof index_path, "%s/model.safetensors.index.json", dir);
+    snprintf(single, sizeof single, "%s/model.safetensors", dir);
+
+    cJSON *index = NULL;
+    if (access(index_path, F_OK) == 0) {
+        char **shards = NULL;
+        int n = 0;
+        if (read_index(dir, index_path, st, &shards, &n, &index, err) < 0)
+            goto fail;
+        st->source = strdup(index_path);
+        st->files = calloc((size_t)n + 1, sizeof *st->files);
+        int rc = st->files ? 0 : eng_fail(err, "out of memory");
+        for (int i = 0; i < n && rc == 0; i++)
+            rc = open_file(st, shards[i], err);
+        for (int i = 0; i < n; i++)
+            free(shards[i]);
+        free(shards);
+        if (rc < 0)
+            goto fail;
+    } else {
+        st->source = strdup(single);
+        st->files = calloc(1, sizeof *st->files);
+        if (!st->files) {
+            eng_fail(err, "out of memory");
+            goto fail;
+        }
+        if (access(single, F_OK) != 0) {
+            eng_fail(err, "%s: no weights (neither model.safetensors nor model.safetensors.index.json)", dir);
+            goto fail;
+        }
+        if (open_file(st, single, err) < 0)
+            goto fail;
+    }
+    qsort(st->tensors, (size_t)st->n_tensors, sizeof *st->tensors, cmp_tensor);
+    for (int i = 1; i < st->n_tensors; i++)
+        if (!strcmp(st->tensors[i].name, st->tensors[i - 1].name)) {
+            eng_fail(err, "%s: tensor %s appears in both %s and %s", st->source, st->tensors[i].name,
+                     st->tensors[i - 1].file, st->tensors[i].file);
+            goto fail;
+        }
+    if (index) {
+        /* Every tensor the index lists must be in the shard it names. */
+        const cJSON *it;
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(index, "weight_map"))
+        {
+            const eng_st_tensor *t = eng_st_find(st, it->string);
+            if (!t) {
+                eng_fail(err, "%s/%s: missing tensor %s (listed in model.safetensors.index.json)", dir,
+                         it->valuestring, it->string);
+                goto fail;
+            }
+        }
+        cJSON_Delete(index);
+    }
+    *out = st;
+    return 0;
+fail:
+    cJSON_Delete(index);
+    eng_st_close(st);
+    return -1;
+}
+
+void eng_st_close(eng_st *st)
+{
+    if (!st)
+        return;
+    for (int i = 0; i < st->n_tensors; i++)
+        free((void *)st->tensors[i].name);
+    free(st->tensors);
+    for (int i = 0; i < st->n_files; i++) {
+        if (st->files[i].map)
+            munmap(st->files[i].map, st->files[i].size);
+        free(st->files[i].path);
+    }
+    free(st->files);
+    free(st->source);
+    free(st);
+}
+
+const eng_st_tensor *eng_st_find(const eng_st *st, const char *name)
+{
+    eng_st_tensor key;
+    key.name = name;
+    return bsearch(&key, st->tensors, (size_t)st->n_tensors, sizeof *st->tensors, cmp_tensor);
+}
+
+const char *eng_st_source(const eng_st *st)
+{
+    return st->source;
+}
+
+size_t eng_st_total_bytes(const eng_st *st)
+{
+    size_t n = 0;
+    for (int i = 0; i < st->n_tensors; i++)
+        n += st->tensors[i].nbytes;
+    return n;
+}
+
+static void shape_str(char *buf, size_t len, int n, const int64_t *shape)
+{
+    size_t used = (size_t)snprintf(buf, len, "[");
+    for (int d = 0; d < n && used < len; d++)
+        used += (size_t)snprintf(buf + used, len - used, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (used < len)
+        snprintf(buf + used, len - used, "]");
+}
+
+int eng_st_get(const eng_st *st, const char *name, int n_dims, const int64_t *shape, const void **data,
+               eng_dtype *dt, eng_error *err)
+{
+    const eng_st_tensor *t = eng_st_find(st, name);
+    if (!t)
+        return eng_fail(err, "%s: missing tensor %s", st->source, name);
+    if (!strcmp(t->dtype, "BF16"))
+        *dt = ENG_DT_BF16;
+    else if (!strcmp(t->dtype, "F16"))
+        *dt = ENG_DT_F16;
+    else if (!strcmp(t->dtype, "F32"))
+        *dt = ENG_DT_F32;
+    else
+        return eng_fail(err, "%s: tensor %s has unsupported dtype %s (supported: BF16, F16, F32)", t->file, name,
+                        t->dtype);
+    int same = t->n_dims == n_dims;
+    for (int d = 0; same && d < n_dims; d++)
+        same = t->shape[d] == shape[d];
+    if (!same) {
+        char got[128], want[128];
+        shape_str(got, sizeof got, t->n_dims, t->shape);
+        shape_str(want, sizeof want, n_dims, shape);
+        return eng_fail(err, "%s: tensor %s has shape %s, expected %s", t->file, name, got, want);
+    }
+    *data = t->data;
+    return 0;
+}
