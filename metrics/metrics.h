@@ -90,7 +90,7 @@ typedef struct met_tandem {
     met_family *requests_waiting;    /* gauge tandem_num_requests_waiting [role, worker] */
     met_family *kv_usage_perc;       /* gauge tandem_kv_cache_usage_perc [role, worker], 0..1 */
     met_family *kv_blocks_used;      /* gauge tandem_kv_blocks_used [role, worker] */
-    met_family *kv_blocks_total;     /* gauge tandem_kv_blocks_total [role, worker] */
+    met_family *kv_blocks_total;     /* gauge tandem_kv_blocks_capacity [role, worker] (a gauge may not end in _total) */
     met_family *kv_transfer_bytes;   /* counter tandem_kv_transfer_bytes_total [role, worker, transport] */
     met_family *kv_transfer_seconds; /* histogram tandem_kv_transfer_seconds [role, worker, transport] */
     met_family *batch_size;          /* histogram tandem_batch_size [role, worker]: sequences per step */
