@@ -1,0 +1,144 @@
+/* kvtransfer.c: the transport-independent entry points.
+ *
+ * Each public call checks its arguments once and forwards to the transport's ops table,
+ * so that the TCP and (later) RDMA transports share one API and one set of caller-side
+ * rules. The descriptor prefix parsing lives here because a worker must learn which
+ * transport a descriptor is for before it has picked a transport. */
+#include <string.h>
+
+#include "transport.h"
+
+void kvt_destroy(kvt_transport *t)
+{
+    if (t)
+        t->ops->destroy(t);
+}
+
+const char *kvt_name(const kvt_transport *t)
+{
+    return t->ops->name;
+}
+
+int kvt_descriptor_transport(const void *desc, size_t len, char *name, size_t cap, eng_error *err)
+{
+    const char *s = desc;
+    size_t plen = strlen(KVT_DESC_PREFIX);
+    if (!desc || len <= plen || memcmp(s, KVT_DESC_PREFIX, plen) != 0)
+        return eng_fail(err, "kvtransfer: not an endpoint descriptor (no \"kvt1\" prefix)");
+    size_t n = 0;
+    while (plen + n < len && s[plen + n] != ' ' && s[plen + n] != '\0')
+        n++;
+    if (n == 0 || n + 1 > cap)
+        return eng_fail(err, "kvtransfer: descriptor names no transport or a too long one");
+    memcpy(name, s + plen, n);
+    name[n] = '\0';
+    return 0;
+}
+
+int kvt_register(kvt_transport *t, void *base, size_t len, kvt_region **out, eng_error *err)
+{
+    if (!base || len == 0)
+        return eng_fail(err, "kvtransfer: cannot register an empty memory region");
+    return t->ops->reg(t, base, len, out, err);
+}
+
+int kvt_deregister(kvt_transport *t, kvt_region *r, eng_error *err)
+{
+    if (!r)
+        return 0;
+    if (r->t != t)
+        return eng_fail(err, "kvtransfer: region belongs to another transport");
+    return t->ops->dereg(t, r, err);
+}
+
+int kvt_descriptor(kvt_transport *t, const kvt_region *r, void *buf, size_t cap, size_t *len,
+                   eng_error *err)
+{
+    if (!r || r->t != t)
+        return eng_fail(err, "kvtransfer: descriptor asked for a region of another transport");
+    return t->ops->descriptor(t, r, buf, cap, len, err);
+}
+
+int kvt_expect(kvt_transport *t, kvt_region *r, uint64_t expected_bytes, uint64_t *id,
+               eng_error *err)
+{
+    if (!r || r->t != t)
+        return eng_fail(err, "kvtransfer: expect into a region of another transport");
+    if (expected_bytes > r->len)
+        return eng_fail(err, "kvtransfer: expecting %llu bytes but the region holds only %zu",
+                        (unsigned long long)expected_bytes, r->len);
+    return t->ops->expect(t, r, expected_bytes, id, err);
+}
+
+kvt_state kvt_wait(kvt_transport *t, uint64_t id, int timeout_ms, eng_error *err)
+{
+    return t->ops->wait(t, id, timeout_ms, err);
+}
+
+void kvt_forget(kvt_transport *t, uint64_t id)
+{
+    t->ops->forget(t, id);
+}
+
+void kvt_set_notify(kvt_transport *t, kvt_notify_fn fn, void *user)
+{
+    t->ops->set_notify(t, fn, user);
+}
+
+int kvt_accept(kvt_transport *t, const void *hello, size_t len, eng_error *err)
+{
+    if (len == 0)
+        return 0;
+    return t->ops->accept(t, hello, len, err);
+}
+
+int kvt_connect(kvt_transport *t, const void *desc, size_t len, kvt_peer **out, eng_error *err)
+{
+    char name[32];
+    if (kvt_descriptor_transport(desc, len, name, sizeof name, err) < 0)
+        return -1;
+    if (strcmp(name, t->ops->name) != 0)
+        return eng_fail(err, "kvtransfer: descriptor is for transport \"%s\", this one is \"%s\"",
+                        name, t->ops->name);
+    return t->ops->connect(t, desc, len, out, err);
+}
+
+size_t kvt_peer_hello(kvt_peer *p, void *buf, size_t cap)
+{
+    return p->t->ops->peer_hello(p, buf, cap);
+}
+
+int kvt_send_begin(kvt_peer *p, kvt_region *src, uint64_t id, kvt_send **out, eng_error *err)
+{
+    if (!src || src->t != p->t)
+        return eng_fail(err, "kvtransfer: send source is not a region of this transport");
+    return p->t->ops->send_begin(p, src, id, out, err);
+}
+
+int kvt_send_write(kvt_send *s, uint64_t src_off, uint64_t dst_off, uint64_t len, eng_error *err)
+{
+    return s->t->ops->send_write(s, src_off, dst_off, len, err);
+}
+
+int kvt_send_finish(kvt_send *s, int timeout_ms, eng_error *err)
+{
+    return s->t->ops->send_finish(s, timeout_ms, err);
+}
+
+void kvt_send_abort(kvt_send *s, const char *reason)
+{
+    if (s)
+        s->t->ops->send_abort(s, reason ? reason : "aborted by sender");
+}
+
+void kvt_get_stats(kvt_transport *t, kvt_stats *out)
+{
+    t->ops->get_stats(t, out);
+}
+
+#ifdef KVT_TEST_HOOKS
+void kvt_test_corrupt_next_write(kvt_send *s)
+{
+    s->corrupt_next = 1;
+}
+#endif

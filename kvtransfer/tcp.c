@@ -1,0 +1,1423 @@
+/* tcp.c: the TCP transport.
+ *
+ * Receiving: a listener thread accepts connections; each incoming connection gets a reader
+ * thread that parses frames and recv()s a run's payload straight into the registered
+ * region at its destination offset. A payload chunk is written only while its transfer is
+ * expected, bound to this connection and still pending, and the reader marks the transfer
+ * "writing" around each recv() so that kvt_forget() can wait for the chunk in progress:
+ * once kvt_forget() returns, late data for that id goes to a scratch buffer, never into
+ * blocks that the decode side may already have reused.
+ *
+ * Sending: one connection per receiver endpoint, cached in the transport. kvt_send_write()
+ * only queues the run; the connection's sender thread hashes (XXH3-64, in queue order) and
+ * sends it, so the prefill forward pass keeps computing while earlier layers travel. A
+ * second thread per connection reads the receiver's verdicts. A connection that fails
+ * (reset, EOF, a send that makes no progress for io_timeout_ms) fails every transfer in
+ * flight on it, on both ends; the next kvt_connect() builds a fresh one.
+ *
+ * Wire format, all little-endian: a 40-byte frame header {magic, type, id, a, b, c}, then
+ * for WRITE the payload and for ABORT/VERDICT a reason text.
+ *   HELLO   sender->receiver  a = receiver instance the descriptor named, b = version
+ *   BEGIN   sender->receiver  id, a = region id
+ *   WRITE   sender->receiver  id, a = dst offset, b = length, payload
+ *   FINISH  sender->receiver  id, a = byte count, b = XXH3-64 of all payload bytes in order
+ *   ABORT   sender->receiver  id, a = reason length, reason
+ *   VERDICT receiver->sender  id (0: the whole connection), a = 1 ok / 0 failed, b = reason length
+ * One state mutex per transport guards every table; it is never held across a blocking
+ * send or recv. */
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "transport.h"
+
+#define FRAME_MAGIC 0x3154564bu /* "KVT1" */
+#define FRAME_BYTES 40
+#define PROTO_VERSION 1
+#define MAX_REASON 1024
+#define RECV_CHUNK (4u << 20)  /* one recv() into the region, between accept-state checks */
+#define SCRATCH_BYTES (1u << 16)
+
+enum { F_HELLO = 1, F_BEGIN, F_WRITE, F_FINISH, F_ABORT, F_VERDICT };
+
+typedef struct frame {
+    uint32_t magic, type;
+    uint64_t id, a, b, c;
+} frame;
+
+typedef struct tcp_transport tcp_transport;
+
+typedef struct tcp_region {
+    kvt_region base;
+    uint64_t id;
+    int users; /* transfers (either direction) that reference it */
+    struct tcp_region *next;
+} tcp_region;
+
+/* ---- receiving side */
+
+typedef struct in_conn {
+    tcp_transport *t;
+    int fd;
+    pthread_t thread;
+    int done; /* thread finished; the listener or kvt_destroy joins it */
+    struct in_conn *next;
+} in_conn;
+
+typedef struct rx_transfer {
+    uint64_t id;
+    tcp_region *region;
+    uint64_t expected; /* 0: any count */
+    kvt_state state;
+    in_conn *conn; /* bound by BEGIN; NULL before, and after the connection ended */
+    int writing;   /* the reader is recv()ing into the region right now */
+    uint64_t bytes;
+    XXH3_state_t *hash;
+    double t_start;
+    char reason[256];
+    struct rx_transfer *next;
+} rx_transfer;
+
+/* ---- sending side */
+
+typedef struct tx_transfer tx_transfer;
+
+typedef struct tx_item {
+    int type; /* F_BEGIN, F_WRITE, F_FINISH, F_ABORT */
+    tx_transfer *s; /* NULL for ABORT (its transfer is already gone) */
+    uint64_t id, region_id, dst_off, len;
+    const char *src;
+    char *reason; /* ABORT: owned */
+    int corrupt;
+} tx_item;
+
+typedef struct tcp_peer {
+    kvt_peer base;
+    tcp_transport *t;
+    char host[128];
+    int port;
+    uint64_t instance, region_id, region_size;
+    pthread_mutex_t connect_mu; /* one (re)connect at a time */
+    int fd;
+    int alive;
+    int has_threads;
+    uint64_t epoch; /* bumped per connection, so transfers never cross connections */
+    pthread_t sender, reader;
+    pthread_cond_t q_cv;
+    tx_item *q;
+    size_t q_head, q_len, q_cap; /* items q[q_head .. q_head+q_len) */
+    tx_transfer *txs;
+    tx_transfer *busy; /* the transfer whose frame the sender thread is sending */
+    char dead_reason[200];
+    struct tcp_peer *next;
+} tcp_peer;
+
+struct tx_transfer {
+    kvt_send base;
+    tcp_peer *peer;
+    tcp_region *src;
+    uint64_t id, epoch;
+    kvt_state state;
+    XXH3_state_t *hash; /* sender thread only */
+    uint64_t bytes;     /* sender thread only */
+    double t_start;
+    char reason[256];
+    tx_transfer *next;
+};
+
+struct tcp_transport {
+    kvt_transport base;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* any transfer changed state, a writer finished a chunk, busy cleared */
+    int io_timeout_ms;
+    char host[128];
+    int port;
+    uint64_t instance;
+    int listen_fd;
+    pthread_t listener;
+    int stopping;
+    uint64_t next_region_id, next_transfer_id;
+    tcp_region *regions;
+    rx_transfer *rxs;
+    in_conn *conns;
+    tcp_peer *peers;
+    kvt_notify_fn notify;
+    void *notify_user;
+    kvt_stats stats;
+};
+
+static const kvt_ops tcp_ops;
+
+/* ---------------------------------------------------------------- helpers */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void deadline_after(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static void encode_frame(unsigned char *out, const frame *f)
+{
+    uint32_t u32[2] = {htole32(f->magic), htole32(f->type)};
+    uint64_t u64[4] = {htole64(f->id), htole64(f->a), htole64(f->b), htole64(f->c)};
+    memcpy(out, u32, 8);
+    memcpy(out + 8, u64, 32);
+}
+
+static void decode_frame(const unsigned char *in, frame *f)
+{
+    uint32_t u32[2];
+    uint64_t u64[4];
+    memcpy(u32, in, 8);
+    memcpy(u64, in + 8, 32);
+    f->magic = le32toh(u32[0]);
+    f->type = le32toh(u32[1]);
+    f->id = le64toh(u64[0]);
+    f->a = le64toh(u64[1]);
+    f->b = le64toh(u64[2]);
+    f->c = le64toh(u64[3]);
+}
+
+/* Sends every byte of iov (blocking socket; SO_SNDTIMEO bounds a stalled peer). */
+static int send_all(int fd, struct iovec *iov, int n, char *why, size_t why_len)
+{
+    while (n > 0) {
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = n};
+        ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                snprintf(why, why_len, "send made no progress within the io timeout");
+            else
+                snprintf(why, why_len, "send failed: %s", strerror(errno));
+            return -1;
+        }
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= w;
+        }
+    }
+    return 0;
+}
+
+/* Reads exactly len bytes; -1 with a reason on EOF or error. */
+static int recv_all(int fd, void *buf, size_t len, char *why, size_t why_len)
+{
+    char *p = buf;
+    while (len > 0) {
+        ssize_t r = recv(fd, p, len, 0);
+        if (r == 0) {
+            snprintf(why, why_len, "peer closed the connection");
+            return -1;
+        }
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            snprintf(why, why_len, "recv failed: %s", strerror(errno));
+            return -1;
+        }
+        p += r;
+        len -= r;
+    }
+    return 0;
+}
+
+static int send_frame(int fd, const frame *f, const char *text, size_t text_len, char *why,
+                      size_t why_len)
+{
+    unsigned char hdr[FRAME_BYTES];
+    encode_frame(hdr, f);
+    struct iovec iov[2] = {{hdr, FRAME_BYTES}, {(void *)text, text_len}};
+    return send_all(fd, iov, text_len ? 2 : 1, why, why_len);
+}
+
+static void tune_socket(int fd, int io_timeout_ms)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    int idle = 10, intvl = 5, cnt = 3; /* a vanished host shows up within ~25 s */
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    struct timeval tv = {io_timeout_ms / 1000, (io_timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+/* ---------------------------------------------------------------- receiving */
+
+static rx_transfer *find_rx(tcp_transport *t, uint64_t id)
+{
+    for (rx_transfer *x = t->rxs; x; x = x->next)
+        if (x->id == id)
+            return x;
+    return NULL;
+}
+
+/* Ends a pending incoming transfer. Caller holds t->mu. */
+static void rx_finish_locked(tcp_transport *t, rx_transfer *x, kvt_state st, const char *reason)
+{
+    if (x->state != KVT_PENDING)
+        return;
+    x->state = st;
+    if (st == KVT_OK) {
+        t->stats.recvs_ok++;
+        t->stats.bytes_received += x->bytes;
+        t->stats.recv_seconds += now_s() - x->t_start;
+    } else {
+        t->stats.recvs_failed++;
+        snprintf(x->reason, sizeof x->reason, "%s", reason);
+    }
+    if (t->notify)
+        t->notify(t->notify_user, x->id, st);
+    pthread_cond_broadcast(&t->cv);
+}
+
+static int send_verdict(in_conn *c, uint64_t id, int ok, const char *reason)
+{
+    char why[128];
+    size_t n = reason ? strlen(reason) : 0;
+    frame f = {FRAME_MAGIC, F_VERDICT, id, (uint64_t)ok, n, 0};
+    return send_frame(c->fd, &f, reason, n, why, sizeof why);
+}
+
+/* Receives one WRITE's payload: into the region while the transfer accepts it, into
+ * scratch otherwise. Returns -1 only when the connection itself failed. */
+static int rx_payload(tcp_transport *t, in_conn *c, uint64_t id, uint64_t off, uint64_t len,
+                      char *scratch, char *why, size_t why_len)
+{
+    while (len > 0) {
+        pthread_mutex_lock(&t->mu);
+        rx_transfer *x = find_rx(t, id);
+        int accept = x && x->conn == c && x->state == KVT_PENDING;
+        if (accept)
+            x->writing = 1;
+        pthread_mutex_unlock(&t->mu);
+
+        size_t want = len;
+        char *dst;
+        if (accept) {
+            if (want > RECV_CHUNK)
+                want = RECV_CHUNK;
+            dst = x->region->base.base + off;
+        } else {
+            if (want > SCRATCH_BYTES)
+                want = SCRATCH_BYTES;
+            dst = scratch;
+        }
+        ssize_t r = recv(c->fd, dst, want, 0);
+        if (r > 0 && accept)
+            XXH3_64bits_update(x->hash, dst, (size_t)r);
+        if (accept) {
+            pthread_mutex_lock(&t->mu);
+            x->writing = 0;
+            if (r > 0)
+                x->bytes += (uint64_t)r;
+            pthread_cond_broadcast(&t->cv);
+            pthread_mutex_unlock(&t->mu);
+        }
+        if (r == 0) {
+            snprintf(why, why_len, "peer closed the connection mid-run");
+            return -1;
+        }
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            snprintf(why, why_len, "recv failed: %s", strerror(errno));
+            return -1;
+        }
+        off += (uint64_t)r;
+        len -= (uint64_t)r;
+    }
+    return 0;
+}
+
+static void in_conn_serve(in_conn *c, char *why, size_t why_len)
+{
+    tcp_transport *t = c->t;
+    unsigned char hdr[FRAME_BYTES];
+    char text[MAX_REASON + 1];
+    char verdict[300];
+    char *scratch = malloc(SCRATCH_BYTES);
+    frame f;
+    if (!scratch) {
+        snprintf(why, why_len, "out of memory");
+        return;
+    }
+
+    if (recv_all(c->fd, hdr, FRAME_BYTES, why, why_len) < 0)
+        goto out;
+    decode_frame(hdr, &f);
+    if (f.magic != FRAME_MAGIC || f.type != F_HELLO || f.b != PROTO_VERSION) {
+        snprintf(why, why_len, "not a kvtransfer peer (bad hello)");
+        goto out;
+    }
+    if (f.a != t->instance) {
+        snprintf(why, why_len, "stale descriptor: it names instance %016" PRIx64
+                 ", this receiver is %016" PRIx64, f.a, t->instance);
+        send_verdict(c, 0, 0, why);
+        goto out;
+    }
+
+    uint64_t last_nack = 0;
+    for (;;) {
+        if (recv_all(c->fd, hdr, FRAME_BYTES, why, why_len) < 0)
+            goto out;
+        decode_frame(hdr, &f);
+        if (f.magic != FRAME_MAGIC) {
+            snprintf(why, why_len, "protocol error: bad frame magic");
+            goto out;
+        }
+        int nack = 0, ack = 0;
+        verdict[0] = '\0';
+        switch (f.type) {
+        case F_BEGIN: {
+            pthread_mutex_lock(&t->mu);
+            rx_transfer *x = find_rx(t, f.id);
+            if (!x) {
+                snprintf(verdict, sizeof verdict, "transfer %" PRIu64 " is not expected here "
+                         "(never opened, or cancelled by the receiver)", f.id);
+                nack = 1;
+            } else if (x->conn || x->state != KVT_PENDING) {
+                snprintf(verdict, sizeof verdict, "transfer %" PRIu64 " was already begun", f.id);
+                nack = 1;
+            } else if (x->region->id != f.a) {
+                snprintf(verdict, sizeof verdict, "transfer %" PRIu64 " targets region %" PRIu64
+                         ", the sender named region %" PRIu64, f.id, x->region->id, f.a);
+                rx_finish_locked(t, x, KVT_FAILED, verdict);
+                nack = 1;
+            } else {
+                x->conn = c;
+                x->t_start = now_s();
+            }
+            pthread_mutex_unlock(&t->mu);
+            break;
+        }
+        case F_WRITE: {
+            uint64_t off = f.a, len = f.b;
+            pthread_mutex_lock(&t->mu);
+            rx_transfer *x = find_rx(t, f.id);
+            if (x && x->conn == c && x->state == KVT_PENDING) {
+                size_t size = x->region->base.len;
+                if (off > size || len > size - off) {
+                    snprintf(verdict, sizeof verdict, "run [%" PRIu64 ", +%" PRIu64 ") lies "
+                             "outside the %zu-byte region", off, len, size);
+                    rx_finish_locked(t, x, KVT_FAILED, verdict);
+                    nack = 1;
+                }
+            } else if (!x && f.id != last_nack) {
+                snprintf(verdict, sizeof verdict, "transfer %" PRIu64 " is not expected here "
+                         "(cancelled by the receiver)", f.id);
+                nack = 1;
+            }
+            /* A length beyond any region cannot be skipped sensibly: the stream is broken. */
+            uint64_t largest = 0;
+            for (tcp_region *r = t->regions; r; r = r->next)
+                if (r->base.len > largest)
+                    largest = r->base.len;
+            pthread_mutex_unlock(&t->mu);
+            if (len > largest && len > (1ull << 32)) {
+                snprintf(why, why_len, "protocol error: run of %" PRIu64 " bytes", len);
+                goto out;
+            }
+            if (nack) {
+                if (send_verdict(c, f.id, 0, verdict) < 0) {
+                    snprintf(why, why_len, "could not send a verdict to the sender");
+                    goto out;
+                }
+                last_nack = f.id;
+                nack = 0;
+            }
+            if (rx_payload(t, c, f.id, off, len, scratch, why, why_len) < 0)
+                goto out;
+            break;
+        }
+        case F_FINISH: {
+            pthread_mutex_lock(&t->mu);
+            rx_transfer *x = find_rx(t, f.id);
+            if (!x) {
+                snprintf(verdict, sizeof verdict, "transfer %" PRIu64 " is not expected here "
+                         "(never opened, or cancelled by the receiver)", f.id);
+                nack = 1;
+            } else if (x->conn != c) {
+                snprintf(verdict, sizeof verdict, "transfer %" PRIu64 " was not begun on this "
+                         "connection", f.id);
+                nack = 1;
+            } else if (x->state == KVT_PENDING) {
+                uint64_t sum = XXH3_64bits_digest(x->hash);
+                if (f.a != x->bytes)
+                    snprintf(verdict, sizeof verdict, "sender sent %" PRIu64 " bytes, %" PRIu64
+                             " arrived", f.a, x->bytes);
+                else if (x->expected && x->bytes != x->expected)
+                    snprintf(verdict, sizeof verdict, "%" PRIu64 " bytes arrived, the receiver "
+                             "expected %" PRIu64, x->bytes, x->expected);
+                else if (sum != f.b)
+                    snprintf(verdict, sizeof verdict, "checksum mismatch (XXH3 sender %016" PRIx64
+                             ", receiver %016" PRIx64 ")", f.b, sum);
+                if (verdict[0]) {
+                    rx_finish_locked(t, x, KVT_FAILED, verdict);
+                    nack = 1;
+                } else {
+                    rx_finish_locked(t, x, KVT_OK, "");
+                    ack = 1;
+                }
+            } else if (x->state == KVT_OK) {
+                ack = 1;
+            }
+            /* KVT_FAILED was already reported to the sender when it failed. */
+            pthread_mutex_unlock(&t->mu);
+            break;
+        }
+        case F_ABORT: {
+            if (f.a > MAX_REASON) {
+                snprintf(why, why_len, "protocol error: abort reason of %" PRIu64 " bytes", f.a);
+                goto out;
+            }
+            if (recv_all(c->fd, text, f.a, why, why_len) < 0)
+                goto out;
+            text[f.a] = '\0';
+            pthread_mutex_lock(&t->mu);
+            rx_transfer *x = find_rx(t, f.id);
+            if (x && x->conn == c) {
+                snprintf(verdict, sizeof verdict, "aborted by sender: %.200s", text);
+                rx_finish_locked(t, x, KVT_FAILED, verdict);
+            }
+            pthread_mutex_unlock(&t->mu);
+            break;
+        }
+        default:
+            snprintf(why, why_len, "protocol error: frame type %u", f.type);
+            goto out;
+        }
+        if ((ack || nack) && send_verdict(c, f.id, ack, nack ? verdict : NULL) < 0) {
+            snprintf(why, why_len, "could not send a verdict to the sender");
+            goto out;
+        }
+    }
+out:
+    free(scratch);
+}
+
+static void *in_conn_main(void *arg)
+{
+    in_conn *c = arg;
+    tcp_transport *t = c->t;
+    char why[200] = "connection ended";
+    in_conn_serve(c, why, sizeof why);
+
+    char reason[256];
+    snprintf(reason, sizeof reason, "connection from the sender lost: %s", why);
+    pthread_mutex_lock(&t->mu);
+    for (rx_transfer *x = t->rxs; x; x = x->next) {
+        if (x->conn == c) {
+            rx_finish_locked(t, x, KVT_FAILED, reason);
+            x->conn = NULL;
+        }
+    }
+    c->done = 1;
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
+}
+
+/* Joins and frees finished incoming connections. With all = 1 (kvt_destroy) it first
+ * shuts every connection down. Called without t->mu. */
+static void reap_conns(tcp_transport *t, int all)
+{
+    pthread_mutex_lock(&t->mu);
+    in_conn **pp = &t->conns;
+    in_conn *dead = NULL;
+    while (*pp) {
+        in_conn *c = *pp;
+        if (all && !c->done)
+            shutdown(c->fd, SHUT_RDWR);
+        if (c->done || all) {
+            *pp = c->next;
+            c->next = dead;
+            dead = c;
+        } else {
+            pp = &c->next;
+        }
+    }
+    pthread_mutex_unlock(&t->mu);
+    while (dead) {
+        in_conn *c = dead;
+        dead = c->next;
+        pthread_join(c->thread, NULL);
+        close(c->fd);
+        free(c);
+    }
+}
+
+static void *listener_main(void *arg)
+{
+    tcp_transport *t = arg;
+    for (;;) {
+        int fd = accept4(t->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        pthread_mutex_lock(&t->mu);
+        int stopping = t->stopping;
+        pthread_mutex_unlock(&t->mu);
+        if (stopping) {
+            if (fd >= 0)
+                close(fd);
+            return NULL;
+        }
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE ||
+                errno == ENOBUFS || errno == ENOMEM) {
+                if (errno != EINTR && errno != ECONNABORTED)
+                    usleep(10000); /* out of descriptors: let some close */
+                continue;
+            }
+            return NULL;
+        }
+        reap_conns(t, 0);
+        tune_socket(fd, t->io_timeout_ms);
+        in_conn *c = calloc(1, sizeof *c);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        c->t = t;
+        c->fd = fd;
+        pthread_mutex_lock(&t->mu);
+        if (pthread_create(&c->thread, NULL, in_conn_main, c) != 0) {
+            pthread_mutex_unlock(&t->mu);
+            close(fd);
+            free(c);
+            continue;
+        }
+        c->next = t->conns;
+        t->conns = c;
+        pthread_mutex_unlock(&t->mu);
+    }
+}
+
+static int tcp_expect(kvt_transport *base, kvt_region *r, uint64_t expected_bytes, uint64_t *id,
+                      eng_error *err)
+{
+    tcp_transport *t = (tcp_transport *)base;
+    rx_transfer *x = calloc(1, sizeof *x);
+    if (!x || !(x->hash = XXH3_createState())) {
+        free(x);
+        return eng_fail(err, "kvtransfer: out of memory");
+    }
+    XXH3_64bits_reset(x->hash);
+    x->region = (tcp_region *)r;
+    x->expected = expected_bytes;
+    x->state = KVT_PENDING;
+    pthread_mutex_lock(&t->mu);
+    x->id = t->next_transfer_id++;
+    x->region->users++;
+    x->next = t->rxs;
+    t->rxs = x;
+    pthread_mutex_unlock(&t->mu);
+    *id = x->id;
+    return 0;
+}
+
+static kvt_state tcp_wait(kvt_transport *base, uint64_t id, int timeout_ms, eng_error *err)
+{
+    tcp_transport *t = (tcp_transport *)base;
+    struct timespec dl;
+    if (timeout_ms > 0)
+        deadline_after(&dl, timeout_ms);
+    pthread_mutex_lock(&t->mu);
+    for (;;) {
+        rx_transfer *x = find_rx(t, id);
+        if (!x) {
+            pthread_mutex_unlock(&t->mu);
+            eng_fail(err, "kvtransfer: transfer %" PRIu64 " is unknown or forgotten", id);
+            return KVT_FAILED;
+        }
+        if (x->state != KVT_PENDING) {
+            kvt_state st = x->state;
+            if (st == KVT_FAILED)
+                eng_fail(err, "kvtransfer: transfer %" PRIu64 " failed: %s", id, x->reason);
+            pthread_mutex_unlock(&t->mu);
+            return st;
+        }
+        int rc = 0;
+        if (timeout_ms == 0)
+            rc = ETIMEDOUT;
+        else if (timeout_ms < 0)
+            pthread_cond_wait(&t->cv, &t->mu);
+        else
+            rc = pthread_cond_timedwait(&t->cv, &t->mu, &dl);
+        if (rc == ETIMEDOUT) {
+            uint64_t got = x->bytes;
+            pthread_mutex_unlock(&t->mu);
+            eng_fail(err, "kvtransfer: transfer %" PRIu64 " still pending after %d ms (%" PRIu64
+                     " bytes arrived)", id, timeout_ms, got);
+            return KVT_PENDING;
+        }
+    }
+}
+
+static void tcp_forget(kvt_transport *base, uint64_t id)
+{
+    tcp_transport *t = (tcp_transport *)base;
+    pthread_mutex_lock(&t->mu);
+    rx_transfer **pp = &t->rxs;
+    while (*pp && (*pp)->id != id)
+        pp = &(*pp)->next;
+    rx_transfer *x = *pp;
+    if (!x) {
+        pthread_mutex_unlock(&t->mu);
+        return;
+    }
+    rx_finish_locked(t, x, KVT_FAILED, "forgotten by the receiver");
+    *pp = x->next; /* from now on the reader cannot find it, so it writes no new chunk */
+    while (x->writing)
+        pthread_cond_wait(&t->cv, &t->mu); /* the chunk in progress */
+    x->region->users--;
+    pthread_mutex_unlock(&t->mu);
+    XXH3_freeState(x->hash);
+    free(x);
+}
+
+static void tcp_set_notify(kvt_transport *base, kvt_notify_fn fn, void *user)
+{
+    tcp_transport *t = (tcp_transport *)base;
+    pthread_mutex_lock(&t->mu);
+    t->notify = fn;
+    t->notify_user = user;
+    pthread_mutex_unlock(&t->mu);
+}
+
+static int tcp_accept(kvt_transport *base, const void *hello, size_t len, eng_error *err)
+{
+    (void)base;
+    (void)hello;
+    return eng_fail(err, "kvtransfer: the tcp transport takes no hello (got %zu bytes)", len);
+}
+
+/* ---------------------------------------------------------------- sending */
+
+/* Marks the connection dead and fails its transfers. Caller holds t->mu. */
+static void peer_fail_locked(tcp_peer *p, const char *why)
+{
+    if (!p->alive)
+        return;
+    tcp_transport *t = p->t;
+    p->alive = 0;
+    snprintf(p->dead_reason, sizeof p->dead_reason, "%s", why);
+    shutdown(p->fd, SHUT_RDWR); /* wakes the reader and a blocked sender */
+    for (tx_transfer *s = p->txs; s; s = s->next) {
+        if (s->epoch == p->epoch && s->state == KVT_PENDING) {
+            s->state = KVT_FAILED;
+            snprintf(s->reason, sizeof s->reason, "connection to the receiver %s:%d lost: %s",
+                     p->host, p->port, why);
+        }
+    }
+    pthread_cond_broadcast(&p->q_cv);
+    pthread_cond_broadcast(&t->cv);
+}
+
+static int q_push(tcp_peer *p, const tx_item *it)
+{
+    if (p->q_head + p->q_len == p->q_cap) {
+        if (p->q_head > 0) {
+            memmove(p->q, p->q + p->q_head, p->q_len * sizeof *p->q);
+            p->q_head = 0;
+        }
+        if (p->q_len == p->q_cap) {
+            size_t cap = p->q_cap ? p->q_cap * 2 : 64;
+            tx_item *q = realloc(p->q, cap * sizeof *q);
+            if (!q)
+                return -1;
+            p->q = q;
+            p->q_cap = cap;
+        }
+    }
+    p->q[p->q_head + p->q_len++] = *it;
+    pthread_cond_signal(&p->q_cv);
+    return 0;
+}
+
+/* Drops the queued items of s (or all with s NULL), keeping the others in order. */
+static void q_drop(tcp_peer *p, tx_transfer *s)
+{
+    size_t w = p->q_head;
+    for (size_t i = p->q_head; i < p->q_head + p->q_len; i++) {
+        tx_item *it = &p->q[i];
+        if (s == NULL || it->s == s)
+            free(it->reason);
+        else
+            p->q[w++] = *it;
+    }
+    p->q_len = w - p->q_head;
+}
+
+/* Sends one item (without t->mu). */
+static int send_item(tcp_peer *p, tx_item *it, char *why, size_t why_len)
+{
+    unsigned char hdr[FRAME_BYTES];
+    frame f = {FRAME_MAGIC, (uint32_t)it->type, it->id, 0, 0, 0};
+    switch (it->type) {
+    case F_BEGIN:
+        f.a = it->region_id;
+        return send_frame(p->fd, &f, NULL, 0, why, why_len);
+    case F_WRITE: {
+        tx_transfer *s = it->s;
+        XXH3_64bits_update(s->hash, it->src, it->len);
+        s->bytes += it->len;
+        f.a = it->dst_off;
+        f.b = it->len;
+        encode_frame(hdr, &f);
+        struct iovec iov[4] = {{hdr, FRAME_BYTES}, {(void *)it->src, it->len}};
+        int n = 2;
+        unsigned char flipped;
+        if (it->corrupt && it->len > 0) {
+            /* Test builds only: the middle byte goes out flipped, after hashing. */
+            size_t mid = it->len / 2;
+            flipped = (unsigned char)it->src[mid] ^ 0x5a;
+            iov[1].iov_len = mid;
+            iov[2] = (struct iovec){&flipped, 1};
+            iov[3] = (struct iovec){(void *)(it->src + mid + 1), it->len - mid - 1};
+            n = 4;
+        }
+        return send_all(p->fd, iov, n, why, why_len);
+    }
+    case F_FINISH:
+        f.a = it->s->bytes;
+        f.b = XXH3_64bits_digest(it->s->hash);
+        return send_frame(p->fd, &f, NULL, 0, why, why_len);
+    case F_ABORT:
+        f.a = strlen(it->reason);
+        return send_frame(p->fd, &f, it->reason, f.a, why, why_len);
+    }
+    snprintf(why, why_len, "internal error: queue item type %d", it->type);
+    return -1;
+}
+
+static void *sender_main(void *arg)
+{
+    tcp_peer *p = arg;
+    tcp_transport *t = p->t;
+    char why[200];
+    pthread_mutex_lock(&t->mu);
+    for (;;) {
+        while (p->alive && p->q_len == 0)
+            pthread_cond_wait(&p->q_cv, &t->mu);
+        if (!p->alive)
+            break;
+        tx_item it = p->q[p->q_head++];
+        p->q_len--;
+        if (it.s && it.s->state != KVT_PENDING)
+            continue; /* its fate is sealed: save the bandwidth */
+        p->busy = it.s;
+        pthread_mutex_unlock(&t->mu);
+        int rc = send_item(p, &it, why, sizeof why);
+        free(it.reason);
+        pthread_mutex_lock(&t->mu);
+        p->busy = NULL;
+        pthread_cond_broadcast(&t->cv);
+        if (rc < 0) {
+            peer_fail_locked(p, why);
+            break;
+        }
+    }
+    q_drop(p, NULL);
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
+}
+
+static void *reader_main(void *arg)
+{
+    tcp_peer *p = arg;
+    tcp_transport *t = p->t;
+    char why[200], text[MAX_REASON + 1];
+    unsigned char hdr[FRAME_BYTES];
+    for (;;) {
+        frame f;
+        if (recv_all(p->fd, hdr, FRAME_BYTES, why, sizeof why) < 0)
+            break;
+        decode_frame(hdr, &f);
+        if (f.magic != FRAME_MAGIC || f.type != F_VERDICT || f.b > MAX_REASON) {
+            snprintf(why, sizeof why, "protocol error from the receiver");
+            break;
+        }
+        if (recv_all(p->fd, text, f.b, why, sizeof why) < 0)
+            break;
+        text[f.b] = '\0';
+        if (f.id == 0) { /* about the whole connection */
+            snprintf(why, sizeof why, "receiver refused the connection: %.150s", text);
+            break;
+        }
+        pthread_mutex_lock(&t->mu);
+        for (tx_transfer *s = p->txs; s; s = s->next) {
+            if (s->id == f.id && s->epoch == p->epoch && s->state == KVT_PENDING) {
+                s->state = f.a == 1 ? KVT_OK : KVT_FAILED;
+                if (s->state == KVT_FAILED)
+                    snprintf(s->reason, sizeof s->reason, "receiver rejected the transfer: %.200s",
+                             text);
+                pthread_cond_broadcast(&t->cv);
+                break;
+            }
+        }
+        pthread_mutex_unlock(&t->mu);
+    }
+    pthread_mutex_lock(&t->mu);
+    peer_fail_locked(p, why);
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
+}
+
+/* "kvt1 tcp HOST PORT INSTANCE REGION SIZE" */
+static int parse_descriptor(const void *desc, size_t len, tcp_peer *out, eng_error *err)
+{
+    char buf[KVT_DESCRIPTOR_MAX + 1];
+    if (len > KVT_DESCRIPTOR_MAX)
+        return eng_fail(err, "kvtransfer: descriptor of %zu bytes is too long", len);
+    memcpy(buf, desc, len);
+    buf[len] = '\0';
+    char host[128];
+    unsigned long long inst, region, size;
+    int port, used = 0;
+    if (sscanf(buf, "kvt1 tcp %127s %d %llx %llu %llu%n", host, &port, &inst, &region, &size,
+               &used) != 5 || (size_t)used != len || port <= 0 || port > 65535)
+        return eng_fail(err, "kvtransfer: malformed tcp descriptor \"%.100s\"", buf);
+    snprintf(out->host, sizeof out->host, "%s", host);
+    out->port = port;
+    out->instance = inst;
+    out->region_id = region;
+    out->region_size = size;
+    return 0;
+}
+
+/* Connects with a timeout and says hello. Returns the socket or -1. */
+static int dial(tcp_transport *t, tcp_peer *p, eng_error *err)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", p->port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(p->host, port, &hints, &res);
+    if (rc != 0)
+        return eng_fail(err, "kvtransfer: cannot resolve %s: %s", p->host, gai_strerror(rc));
+    int fd = -1;
+    char why[160] = "no address";
+    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0) {
+            snprintf(why, sizeof why, "socket: %s", strerror(errno));
+            continue;
+        }
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
+            snprintf(why, sizeof why, "%s", strerror(errno));
+            close(fd);
+            fd = -1;
+            continue;
+        }
+        struct pollfd pfd = {fd, POLLOUT, 0};
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        int pr;
+        do
+            pr = poll(&pfd, 1, t->io_timeout_ms);
+        while (pr < 0 && errno == EINTR);
+        if (pr == 0)
+            snprintf(why, sizeof why, "no answer within %d ms", t->io_timeout_ms);
+        else if (pr < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr)
+            snprintf(why, sizeof why, "%s", strerror(soerr ? soerr : errno));
+        if (pr <= 0 || soerr) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        return eng_fail(err, "kvtransfer: cannot connect to %s:%d: %s", p->host, p->port, why);
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    tune_socket(fd, t->io_timeout_ms);
+    frame hello = {FRAME_MAGIC, F_HELLO, 0, p->instance, PROTO_VERSION, 0};
+    if (send_frame(fd, &hello, NULL, 0, why, sizeof why) < 0) {
+        close(fd);
+        return eng_fail(err, "kvtransfer: hello to %s:%d: %s", p->host, p->port, why);
+    }
+    return fd;
+}
+
+static int tcp_connect(kvt_transport *base, const void *desc, size_t len, kvt_peer **out,
+                       eng_error *err)
+{
+    tcp_transport *t = (tcp_transport *)base;
+    tcp_peer want;
+    if (parse_descriptor(desc, len, &want, err) < 0)
+        return -1;
+
+    pthread_mutex_lock(&t->mu);
+    tcp_peer *p = t->peers;
+    while (p && !(p->port == want.port && p->instance == want.instance &&
+                  p->region_id == want.region_id && strcmp(p->host, want.host) == 0))
+        p = p->next;
+    if (!p) {
+        p = calloc(1, sizeof *p);
+        if (!p) {
+            pthread_mutex_unlock(&t->mu);
+            return eng_fail(err, "kvtransfer: out of memory");
+        }
+        p->base.t = base;
+        p->t = t;
+        memcpy(p->host, want.host, sizeof p->host);
+        p->port = want.port;
+        p->instance = want.instance;
+        p->region_id = want.region_id;
+        p->region_size = want.region_size;
+        p->fd = -1;
+        pthread_mutex_init(&p->connect_mu, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&p->q_cv, &ca);
+        pthread_condattr_destroy(&ca);
+        p->next = t->peers;
+        t->peers = p;
+    }
+    pthread_mutex_unlock(&t->mu);
+
+    int rc = 0;
+    pthread_mutex_lock(&p->connect_mu);
+    pthread_mutex_lock(&t->mu);
+    int alive = p->alive, stopping = t->stopping;
+    pthread_mutex_unlock(&t->mu);
+    if (stopping) {
+        rc = eng_fail(err, "kvtransfer: transport is shutting down");
+    } else if (!alive) {
+        if (p->has_threads) { /* the broken connection's threads are exiting */
+            pthread_join(p->sender, NULL);
+            pthread_join(p->reader, NULL);
+            close(p->fd);
+            p->fd = -1;
+            p->has_threads = 0;
+        }
+        int fd = dial(t, p, err);
+        if (fd < 0) {
+            rc = -1;
+        } else {
+            pthread_mutex_lock(&t->mu);
+            p->fd = fd;
+            p->epoch++;
+            p->alive = 1;
+            p->dead_reason[0] = '\0';
+            if (pthread_create(&p->sender, NULL, sender_main, p) != 0) {
+                p->alive = 0;
+                rc = eng_fail(err, "kvtransfer: cannot start a sender thread");
+            } else if (pthread_create(&p->reader, NULL, reader_main, p) != 0) {
+                peer_fail_locked(p, "cannot start a reader thread");
+                pthread_mutex_unlock(&t->mu);
+                pthread_join(p->sender, NULL);
+                pthread_mutex_lock(&t->mu);
+                rc = eng_fail(err, "kvtransfer: cannot start a reader thread");
+            } else {
+                p->has_threads = 1;
+            }
+            pthread_mutex_unlock(&t->mu);
+            if (rc < 0) {
+                close(fd);
+                p->fd = -1;
+            }
+        }
+    }
+    pthread_mutex_unlock(&p->connect_mu);
+    if (rc < 0)
+        return -1;
+    *out = &p->base;
+    return 0;
+}
+
+static size_t tcp_peer_hello(kvt_peer *p, void *buf, size_t cap)
+{
+    (void)p;
+    (void)buf;
+    (void)cap;
+    return 0;
+}
+
+static int tcp_send_begin(kvt_peer *pb, kvt_region *src, uint64_t id, kvt_send **out,
+                          eng_error *err)
+{
+    tcp_peer *p = (tcp_peer *)pb;
+    tcp_transport *t = p->t;
+    tx_transfer *s = calloc(1, sizeof *s);
+    if (!s || !(s->hash = XXH3_createState())) {
+        free(s);
+        return eng_fail(err, "kvtransfer: out of memory");
+    }
+    XXH3_64bits_reset(s->hash);
+    s->base.t = pb->t;
+    s->peer = p;
+    s->src = (tcp_region *)src;
+    s->id = id;
+    s->state = KVT_PENDING;
+    s->t_start = now_s();
+    pthread_mutex_lock(&t->mu);
+    int ok = p->alive;
+    tx_item it = {.type = F_BEGIN, .s = s, .id = id, .region_id = p->region_id};
+    if (ok && q_push(p, &it) < 0)
+        ok = -1;
+    if (ok == 1) {
+        s->epoch = p->epoch;
+        s->src->users++;
+        s->next = p->txs;
+        p->txs = s;
+    }
+    char reason[200];
+    snprintf(reason, sizeof reason, "%s", p->dead_reason);
+    pthread_mutex_unlock(&t->mu);
+    if (ok != 1) {
+        XXH3_freeState(s->hash);
+        free(s);
+        if (ok < 0)
+            return eng_fail(err, "kvtransfer: out of memory");
+        return eng_fail(err, "kvtransfer: no connection to %s:%d (%s); connect again", p->host,
+                        p->port, reason[0] ? reason : "never connected");
+    }
+    *out = &s->base;
+    return 0;
+}
+
+static int tcp_send_write(kvt_send *sb, uint64_t src_off, uint64_t dst_off, uint64_t len,
+                          eng_error *err)
+{
+    tx_transfer *s = (tx_transfer *)sb;
+    tcp_peer *p = s->peer;
+    tcp_transport *t = p->t;
+    size_t size = s->src->base.len;
+    if (src_off > size || len > size - src_off)
+        return eng_fail(err, "kvtransfer: source run [%" PRIu64 ", +%" PRIu64 ") lies outside "
+                        "the %zu-byte local region", src_off, len, size);
+    if (len == 0)
+        return 0;
+    tx_item it = {.type = F_WRITE, .s = s, .id = s->id, .dst_off = dst_off, .len = len,
+                  .src = s->src->base.base + src_off};
+#ifdef KVT_TEST_HOOKS
+    it.corrupt = sb->corrupt_next;
+    sb->corrupt_next = 0;
+#endif
+    int rc = 0;
+    pthread_mutex_lock(&t->mu);
+    if (s->state != KVT_PENDING)
+        rc = eng_fail(err, "kvtransfer: transfer %" PRIu64 " failed: %s", s->id, s->reason);
+    else if (q_push(p, &it) < 0)
+        rc = eng_fail(err, "kvtransfer: out of memory");
+    pthread_mutex_unlock(&t->mu);
+    return rc;
+}
+
+/* Detaches s from its peer once the sender thread no longer touches it. Caller holds t->mu. */
+static void tx_release_locked(tx_transfer *s)
+{
+    tcp_peer *p = s->peer;
+    tcp_transport *t = p->t;
+    q_drop(p, s);
+    while (p->busy == s)
+        pthread_cond_wait(&t->cv, &t->mu);
+    tx_transfer **pp = &p->txs;
+    while (*pp != s)
+        pp = &(*pp)->next;
+    *pp = s->next;
+    s->src->users--;
+}
+
+static int tcp_send_finish(kvt_send *sb, int timeout_ms, eng_error *err)
+{
+    tx_transfer *s = (tx_transfer *)sb;
+    tcp_peer *p = s->peer;
+    tcp_transport *t = p->t;
+    struct timespec dl;
+    if (timeout_ms > 0)
+        deadline_after(&dl, timeout_ms);
+    pthread_mutex_lock(&t->mu);
+    if (s->state == KVT_PENDING) {
+        tx_item it = {.type = F_FINISH, .s = s, .id = s->id};
+        if (q_push(p, &it) < 0) {
+            s->state = KVT_FAILED;
+            snprintf(s->reason, sizeof s->reason, "out of memory");
+        }
+    }
+    while (s->state == KVT_PENDING) {
+        int rc = 0;
+        if (timeout_ms == 0)
+            rc = ETIMEDOUT;
+        else if (timeout_ms < 0)
+            pthread_cond_wait(&t->cv, &t->mu);
+        else
+            rc = pthread_cond_timedwait(&t->cv, &t->mu, &dl);
+        if (rc == ETIMEDOUT && s->state == KVT_PENDING) {
+            s->state = KVT_FAILED;
+            snprintf(s->reason, sizeof s->reason, "no verdict from the receiver within %d ms",
+                     timeout_ms);
+        }
+    }
+    tx_release_locked(s);
+    int ok = s->state == KVT_OK;
+    if (ok) {
+        t->stats.sends_ok++;
+        t->stats.bytes_sent += s->bytes;
+        t->stats.send_seconds += now_s() - s->t_start;
+    } else {
+        t->stats.sends_failed++;
+        eng_fail(err, "kvtransfer: transfer %" PRIu64 " to %s:%d failed: %s", s->id, p->host,
+                 p->port, s->reason);
+    }
+    pthread_mutex_unlock(&t->mu);
+    XXH3_freeState(s->hash);
+    free(s);
+    return ok ? 0 : -1;
+}
+
+static void tcp_send_abort(kvt_send *sb, const char *reason)
+{
+    tx_transfer *s = (tx_transfer *)sb;
+    tcp_peer *p = s->peer;
+    tcp_transport *t = p->t;
+    pthread_mutex_lock(&t->mu);
+    tx_release_locked(s);
+    if (p->alive && p->epoch == s->epoch) {
+        tx_item it = {.type = F_ABORT, .id = s->id, .reason = strndup(reason, MAX_REASON)};
+        if (it.reason && q_push(p, &it) < 0)
+            free(it.reason);
+    }
+    t->stats.sends_failed++;
+    pthread_mutex_unlock(&t->mu);
+    XXH3_freeState(s->hash);
+    free(s);
+}
+
+/* ---------------------------------------------------------------- regions, stats, life */
+
+static int tcp_reg(kvt_transport *base, void *mem, size_t len, kvt_region **out, eng_error *err)
+{
+    tcp_transport *t = (tcp_transport *)base;
+    tcp_region *r = calloc(1, sizeof *r);
+    if (!r)
+        return eng_fail(err, "kvtransfer: out of memory");
+    r->base.t = base;
+    r->base.base = mem;
+    r->base.len = len;
+    pthread_mutex_lock(&t->mu);
+    r->id = t->next_region_id++;
+    r->next = t->regions;
+    t->regions = r;
+    pthread_mutex_unlock(&t->mu);
+    *out = &r->base;
+    return 0;
+}
+
+static int tcp_dereg(kvt_transport *base, kvt_region *rb, eng_error *err)
+{
+    tcp_transport *t = (tcp_transport *)base;
+    tcp_region *r = (tcp_region *)rb;
+    pthread_mutex_lock(&t->mu);
+    if (r->users > 0) {
+        int n = r->users;
+        pthread_mutex_unlock(&t->mu);
+        return eng_fail(err, "kvtransfer: region still used by %d transfer(s)", n);
+    }
+    tcp_region **pp = &t->regions;
+    while (*pp && *pp != r)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = r->next;
+    pthread_mutex_unlock(&t->mu);
+    free(r);
+    return 0;
+}
+
+static int tcp_descriptor(kvt_transport *base, const kvt_region *rb, void *buf, size_t cap,
+                          size_t *len, eng_error *err)
+{
+    tcp_transport *t = (tcp_transport *)base;
+    const tcp_region *r = (const tcp_region *)rb;
+    char d[KVT_DESCRIPTOR_MAX + 1];
+    int n = snprintf(d, sizeof d, "kvt1 tcp %s %d %016" PRIx64 " %" PRIu64 " %zu", t->host,
+                     t->port, t->instance, r->id, r->base.len);
+    if (n < 0 || (size_t)n > KVT_DESCRIPTOR_MAX || (size_t)n > cap)
+        return eng_fail(err, "kvtransfer: descriptor needs %d bytes, buffer has %zu", n, cap);
+    memcpy(buf, d, (size_t)n);
+    *len = (size_t)n;
+    return 0;
+}
+
+static void tcp_get_stats(kvt_transport *base, kvt_stats *out)
+{
+    tcp_transport *t = (tcp_transport *)base;
+    pthread_mutex_lock(&t->mu);
+    *out = t->stats;
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void tcp_destroy(kvt_transport *base)
+{
+    tcp_transport *t = (tcp_transport *)base;
+    pthread_mutex_lock(&t->mu);
+    t->stopping = 1;
+    pthread_mutex_unlock(&t->mu);
+    shutdown(t->listen_fd, SHUT_RDWR); /* wakes accept() */
+    pthread_join(t->listener, NULL);
+    close(t->listen_fd);
+    reap_conns(t, 1);
+
+    for (tcp_peer *p = t->peers; p;) {
+        pthread_mutex_lock(&p->connect_mu);
+        pthread_mutex_lock(&t->mu);
+        peer_fail_locked(p, "transport destroyed");
+        pthread_mutex_unlock(&t->mu);
+        if (p->has_threads) {
+            pthread_join(p->sender, NULL);
+            pthread_join(p->reader, NULL);
+        }
+        if (p->fd >= 0)
+            close(p->fd);
+        pthread_mutex_unlock(&p->connect_mu);
+        tcp_peer *next = p->next;
+        q_drop(p, NULL);
+        free(p->q);
+        pthread_cond_destroy(&p->q_cv);
+        pthread_mutex_destroy(&p->connect_mu);
+        free(p);
+        p = next;
+    }
+    for (rx_transfer *x = t->rxs; x;) {
+        rx_transfer *next = x->next;
+        XXH3_freeState(x->hash);
+        free(x);
+        x = next;
+    }
+    for (tcp_region *r = t->regions; r;) {
+        tcp_region *next = r->next;
+        free(r);
+        r = next;
+    }
+    pthread_cond_destroy(&t->cv);
+    pthread_mutex_destroy(&t->mu);
+    free(t);
+}
+
+int kvt_tcp_create(const kvt_tcp_options *opt, kvt_transport **out, eng_error *err)
+{
+    kvt_tcp_options o = opt ? *opt : (kvt_tcp_options){0};
+    const char *bind_host = o.bind_host ? o.bind_host : "127.0.0.1";
+    const char *adv = o.advertise_host ? o.advertise_host : bind_host;
+    if (strcmp(adv, "0.0.0.0") == 0 || strcmp(adv, "::") == 0)
+        return eng_fail(err, "kvtransfer: binding to %s needs an advertise_host that peers can "
+                        "reach", bind_host);
+    if (strlen(adv) >= 128 || strchr(adv, ' '))
+        return eng_fail(err, "kvtransfer: bad advertise host \"%.60s\"", adv);
+    if (o.port < 0 || o.port > 65535)
+        return eng_fail(err, "kvtransfer: bad port %d", o.port);
+
+    char port[16];
+    snprintf(port, sizeof port, "%d", o.port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(bind_host, port, &hints, &res);
+    if (rc != 0)
+        return eng_fail(err, "kvtransfer: cannot resolve %s: %s", bind_host, gai_strerror(rc));
+    int fd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 64) < 0) {
+        int e = errno;
+        freeaddrinfo(res);
+        if (fd >= 0)
+            close(fd);
+        return eng_fail(err, "kvtransfer: cannot listen on %s:%d: %s", bind_host, o.port,
+                        strerror(e));
+    }
+    freeaddrinfo(res);
+    struct sockaddr_storage sa;
+    socklen_t sl = sizeof sa;
+    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    int bound_port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
+                                                    : ((struct sockaddr_in *)&sa)->sin_port);
+
+    tcp_transport *t = calloc(1, sizeof *t);
+    if (!t) {
+        close(fd);
+        return eng_fail(err, "kvtransfer: out of memory");
+    }
+    t->base.ops = &tcp_ops;
+    t->io_timeout_ms = o.io_timeout_ms > 0 ? o.io_timeout_ms : 10000;
+    snprintf(t->host, sizeof t->host, "%s", adv);
+    t->port = bound_port;
+    t->listen_fd = fd;
+    /* The instance tells a restarted receiver on the same port from the old one. */
+    if (getrandom(&t->instance, sizeof t->instance, 0) != sizeof t->instance)
+        t->instance = ((uint64_t)getpid() << 32) ^ (uint64_t)(now_s() * 1e9);
+    t->next_region_id = 1;
+    t->next_transfer_id = (t->instance >> 16) | 1; /* ids differ across restarts too */
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&t->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&t->listener, NULL, listener_main, t) != 0) {
+        close(fd);
+        pthread_cond_destroy(&t->cv);
+        pthread_mutex_destroy(&t->mu);
+        free(t);
+        return eng_fail(err, "kvtransfer: cannot start the listener thread");
+    }
+    *out = &t->base;
+    return 0;
+}
+
+static const kvt_ops tcp_ops = {
+    .name = "tcp",
+    .destroy = tcp_destroy,
+    .reg = tcp_reg,
+    .dereg = tcp_dereg,
+    .descriptor = tcp_descriptor,
+    .expect = tcp_expect,
+    .wait = tcp_wait,
+    .forget = tcp_forget,
+    .set_notify = tcp_set_notify,
+    .accept = tcp_accept,
+    .connect = tcp_connect,
+    .peer_hello = tcp_peer_hello,
+    .send_begin = tcp_send_begin,
+    .send_write = tcp_send_write,
+    .send_finish = tcp_send_finish,
+    .send_abort = tcp_send_abort,
+    .get_stats = tcp_get_stats,
+};
