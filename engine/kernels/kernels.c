@@ -79,6 +79,12 @@ static const eng_kernel_impl *variant_table(const char *name)
 {
     if (strcmp(name, "portable") == 0)
         return &eng_kernels_portable;
+#if defined(__x86_64__)
+    if (strcmp(name, "avx2") == 0)
+        return &eng_kernels_avx2;
+    if (strcmp(name, "avx512") == 0)
+        return &eng_kernels_avx512;
+#endif
     return NULL;
 }
 

@@ -32,6 +32,13 @@ const char *eng_kernels_isa(void);
 void eng_matmul(eng_pool *pool, float *y, const float *x, const void *w, eng_dtype wdt,
                 int n_tokens, int n_in, int n_out);
 
+/* Batches of fewer than this many tokens give every token bitwise the same result
+ * as computing it alone (decode batches can grow and shrink without changing any
+ * sequence's numbers). Larger batches use the compute-bound prefill loops, whose
+ * summation order differs in the last bits. Results never depend on the pool's
+ * thread count. */
+#define ENG_MATMUL_BATCH_INVARIANT 16
+
 /* dst[i] = (float)src[i] for one row of any dtype (embedding lookup, norm weights). */
 void eng_to_f32(float *dst, const void *src, eng_dtype dt, size_t n);
 

@@ -1,0 +1,57 @@
+/* kernels_avx2.c: the AVX2 + FMA + F16C variant.
+ *
+ * Only the vector vocabulary lives here; the loops are in kernels_simd.h, shared
+ * with the AVX-512 variant. The horizontal sum below is one fixed sequence of
+ * adds, so results never depend on anything but the data. */
+#include "kernels/kernels_impl.h"
+
+#include <immintrin.h>
+
+static inline float hsum256(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline float hmax256(__m256 v)
+{
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* 2^n for integral n in [-127, 128] by building the exponent field. */
+static inline __m256 pow2i256(__m256 n)
+{
+    __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+}
+
+#define V __m256
+#define VL 8
+#define V_ZERO() _mm256_setzero_ps()
+#define V_SET1(a) _mm256_set1_ps(a)
+#define V_LOAD(p) _mm256_loadu_ps(p)
+#define V_STORE(p, v) _mm256_storeu_ps((p), (v))
+#define V_ADD(a, b) _mm256_add_ps((a), (b))
+#define V_SUB(a, b) _mm256_sub_ps((a), (b))
+#define V_MUL(a, b) _mm256_mul_ps((a), (b))
+#define V_DIV(a, b) _mm256_div_ps((a), (b))
+#define V_MAX(a, b) _mm256_max_ps((a), (b))
+#define V_MIN(a, b) _mm256_min_ps((a), (b))
+#define V_FMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define V_ROUND(a) _mm256_round_ps((a), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define V_POW2I(n) pow2i256(n)
+#define V_REDUCE(v) hsum256(v)
+#define V_REDUCE_MAX(v) hmax256(v)
+#define V_LOAD_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+#define V_LOAD_BF16(p) \
+    _mm256_castsi256_ps(_mm256_slli_epi32( \
+        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))), 16))
+
+#define SIMD_IMPL_NAME eng_kernels_avx2
+#define SIMD_ISA_STRING "avx2"
+#include "kernels/kernels_simd.h"

@@ -1,0 +1,34 @@
+/* kernels_avx512.c: the AVX-512 variant (F, BW, VL, DQ and BF16 required).
+ *
+ * Only the vector vocabulary lives here; the loops are in kernels_simd.h, shared
+ * with the AVX2 variant. bf16 weights widen with a zero-extend and a 16-bit shift,
+ * f16 with vcvtph2ps; both are exact. */
+#include "kernels/kernels_impl.h"
+
+#include <immintrin.h>
+
+#define V __m512
+#define VL 16
+#define V_ZERO() _mm512_setzero_ps()
+#define V_SET1(a) _mm512_set1_ps(a)
+#define V_LOAD(p) _mm512_loadu_ps(p)
+#define V_STORE(p, v) _mm512_storeu_ps((p), (v))
+#define V_ADD(a, b) _mm512_add_ps((a), (b))
+#define V_SUB(a, b) _mm512_sub_ps((a), (b))
+#define V_MUL(a, b) _mm512_mul_ps((a), (b))
+#define V_DIV(a, b) _mm512_div_ps((a), (b))
+#define V_MAX(a, b) _mm512_max_ps((a), (b))
+#define V_MIN(a, b) _mm512_min_ps((a), (b))
+#define V_FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define V_ROUND(a) _mm512_roundscale_ps((a), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define V_POW2I(n) _mm512_scalef_ps(_mm512_set1_ps(1.0f), (n))
+#define V_REDUCE(v) _mm512_reduce_add_ps(v)
+#define V_REDUCE_MAX(v) _mm512_reduce_max_ps(v)
+#define V_LOAD_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
+#define V_LOAD_BF16(p) \
+    _mm512_castsi512_ps(_mm512_slli_epi32( \
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(p))), 16))
+
+#define SIMD_IMPL_NAME eng_kernels_avx512
+#define SIMD_ISA_STRING "avx512"
+#include "kernels/kernels_simd.h"
