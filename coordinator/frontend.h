@@ -74,8 +74,8 @@ typedef struct coord_delta {
     const char *reasoning;
     size_t reasoning_len;
     const cJSON *tool_calls; /* NULL or an array of complete OpenAI tool_call objects
-                                {id, type, function{name, arguments}}, numbered in
-                                order across the response */
+                                {index, id, type, function{name, arguments}}; index
+                                counts the response's calls from 0 */
     const coord_logprob *logprobs;
     int n_logprobs;
     int n_tokens;

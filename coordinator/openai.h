@@ -41,7 +41,7 @@ typedef struct coord_accum {
     eng_buf reasoning;
     cJSON *tool_calls;  /* array or NULL */
     cJSON *logprobs;    /* chat: content array; completions: {tokens, token_logprobs, ...} */
-    size_t text_offset; /* completions: bytes of text so far */
+    size_t text_offset; /* completions: bytes of the tokens so far */
 } coord_accum;
 
 void coord_accum_init(coord_accum *a);
@@ -56,7 +56,8 @@ char *coord_format_response(const coord_request *req, const coord_accum *a, coor
  *   finish chunk: empty delta and finish_reason
  *   usage chunk: choices [] and usage (stream_options.include_usage)
  * With include_usage every other chunk carries "usage": null, as OpenAI does.
- * text_offset (completions logprobs) is advanced past the delta's text. */
+ * text_offset (completions logprobs) is advanced by each token's bytes.
+ * Each returns NULL for a delta with nothing to send, or when memory runs out. */
 char *coord_format_role_chunk(const coord_request *req);
 char *coord_format_delta_chunk(const coord_request *req, const coord_delta *d, size_t *text_offset);
 char *coord_format_finish_chunk(const coord_request *req, coord_finish finish);
