@@ -389,7 +389,15 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
     if (f.a != t->instance) {
         snprintf(why, why_len, "stale descriptor: it names instance %016" PRIx64
                  ", this receiver is %016" PRIx64, f.a, t->instance);
-        send_verdict(c, 0, 0, why);
+        /* Say why, then let the sender hang up first, so that it reads the reason
+         * instead of tripping over a reset connection. */
+        if (send_verdict(c, 0, 0, why) == 0) {
+            shutdown(c->fd, SHUT_WR);
+            struct timeval tv = {2, 0};
+            setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+            while (recv(c->fd, scratch, SCRATCH_BYTES, 0) > 0)
+                ;
+        }
         goto out;
     }
 
@@ -512,7 +520,7 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
             text[f.a] = '\0';
             pthread_mutex_lock(&t->mu);
             rx_transfer *x = find_rx(t, f.id);
-            if (x && x->conn == c) {
+            if (x && (x->conn == c || !x->conn)) { /* its BEGIN may have been dropped */
                 snprintf(verdict, sizeof verdict, "aborted by sender: %.200s", text);
                 rx_finish_locked(t, x, KVT_FAILED, verdict);
             }
