@@ -1,0 +1,552 @@
+/* test_rpc.c: the rpc library against a real gRPC server on loopback, carrying the
+ * real tandem.proto messages: unary round trips and errors, deadlines, long streams
+ * sent from other threads, cancellation seen by the server, a server that stops or is
+ * killed mid-stream, 32 concurrent streams, unknown methods, bad bytes, busy ports. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rpc.h"
+#include "tandem.pb-c.h"
+
+#define CHECK(cond)                                                                   \
+    do {                                                                              \
+        if (!(cond)) {                                                                \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+            exit(1);                                                                  \
+        }                                                                             \
+    } while (0)
+
+#define REGISTER "/tandem.Registry/RegisterWorker"
+#define PREFILL "/tandem.Prefill/Run"
+#define GENERATE "/tandem.Decode/Generate"
+#define HOLD "/test.Stream/Hold"
+#define GARBAGE "/test.Stream/Garbage"
+
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+/* ------------------------------------------------------------------ handlers */
+
+/* RegisterWorker: accepts a worker with an id, echoing it, and refuses one without. */
+static void on_register(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes *resp, rpc_status *st) {
+    (void)user;
+    (void)call;
+    Tandem__WorkerInfo *w = rpc_unpack(&tandem__worker_info__descriptor, req->data, req->len, st);
+    if (!w) return;
+    if (!w->worker_id[0]) {
+        rpc_status_set(st, RPC_INVALID_ARGUMENT, "worker_id missing");
+        rpc_msg_free(w);
+        return;
+    }
+    Tandem__RegisterReply r = TANDEM__REGISTER_REPLY__INIT;
+    char reason[128];
+    snprintf(reason, sizeof reason, "hello %s on %s with %zu transports", w->worker_id, w->rpc_address,
+             w->n_transports);
+    r.accepted = 1;
+    r.reason = reason;
+    r.heartbeat_interval_ms = w->capacity ? w->capacity->kv_blocks_total : 0;
+    rpc_pack(&r.base, resp);
+    rpc_msg_free(w);
+}
+
+/* Prefill.Run stand-in that takes long: waits for cancellation for up to 2 s. */
+static atomic_int prefill_saw_cancel;
+static void on_slow_prefill(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes *resp, rpc_status *st) {
+    (void)user;
+    (void)req;
+    if (rpc_call_wait_cancel(call, 2000)) {
+        atomic_store(&prefill_saw_cancel, 1);
+        rpc_status_set(st, RPC_CANCELLED, "abandoned");
+        return;
+    }
+    Tandem__PrefillResult r = TANDEM__PREFILL_RESULT__INIT;
+    r.prompt_tokens = 7;
+    rpc_pack(&r.base, resp);
+}
+
+/* Generate: a KvTarget, then max_tokens tokens prompt[0]+i. colocated = true hands the
+ * call to a separate thread to prove that any thread may send and finish. */
+typedef struct gen_job {
+    rpc_call *call;
+    int first, n;
+} gen_job;
+
+static void *gen_send(void *arg) {
+    gen_job *j = arg;
+    Tandem__GenerateEvent ev = TANDEM__GENERATE_EVENT__INIT;
+    Tandem__KvTarget kt = TANDEM__KV_TARGET__INIT;
+    int32_t blocks[3] = {4, 9, 2};
+    kt.request_id = "req-1";
+    kt.transport = "tcp";
+    kt.n_block_ids = 3;
+    kt.block_ids = blocks;
+    ev.event_case = TANDEM__GENERATE_EVENT__EVENT_KV_TARGET;
+    ev.kv_target = &kt;
+    int ok = rpc_call_send_msg(j->call, &ev.base, -1) == 0;
+    for (int i = 0; ok && i < j->n; i++) {
+        Tandem__Token tok = TANDEM__TOKEN__INIT;
+        tok.id = j->first + i;
+        tok.index = (uint32_t)i;
+        tok.logprob = -0.5f;
+        tok.finish_reason = i == j->n - 1 ? TANDEM__FINISH_REASON__FINISH_LENGTH : TANDEM__FINISH_REASON__FINISH_NONE;
+        ev.event_case = TANDEM__GENERATE_EVENT__EVENT_TOKEN;
+        ev.token = &tok;
+        ok = rpc_call_send_msg(j->call, &ev.base, -1) == 0;
+    }
+    rpc_call_finish(j->call, ok ? RPC_OK : RPC_CANCELLED, ok ? NULL : "client went away");
+    free(j);
+    return NULL;
+}
+
+static pthread_mutex_t sender_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_t senders[64];
+static int n_senders;
+
+static void on_generate(void *user, rpc_call *call, const rpc_bytes *req) {
+    (void)user;
+    rpc_status st;
+    Tandem__GenerateRequest *g = rpc_unpack(&tandem__generate_request__descriptor, req->data, req->len, &st);
+    if (!g) {
+        rpc_call_finish(call, st.code, st.msg);
+        return;
+    }
+    if (g->n_prompt == 0 || !g->sampling) {
+        rpc_msg_free(g);
+        rpc_call_finish(call, RPC_INVALID_ARGUMENT, "empty prompt");
+        return;
+    }
+    gen_job *j = malloc(sizeof *j);
+    CHECK(j);
+    j->call = call;
+    j->first = g->prompt[0];
+    j->n = (int)g->sampling->max_tokens;
+    int elsewhere = g->colocated;
+    rpc_msg_free(g);
+    if (!elsewhere) {
+        gen_send(j);
+        return;
+    }
+    pthread_mutex_lock(&sender_mu);
+    CHECK(n_senders < 64);
+    CHECK(pthread_create(&senders[n_senders++], NULL, gen_send, j) == 0);
+    pthread_mutex_unlock(&sender_mu);
+}
+
+static void join_senders(void) {
+    pthread_mutex_lock(&sender_mu);
+    for (int i = 0; i < n_senders; i++) pthread_join(senders[i], NULL);
+    n_senders = 0;
+    pthread_mutex_unlock(&sender_mu);
+}
+
+/* Hold: sends one message and keeps the call open, owned by nobody, until the client
+ * cancels (or the server stops); the cancel callback records when and finishes it. */
+static atomic_int hold_cancels;
+static _Atomic double hold_cancel_at;
+static void hold_cancelled(void *arg) {
+    hold_cancel_at = now_ms();
+    atomic_fetch_add(&hold_cancels, 1);
+    rpc_call_finish((rpc_call *)arg, RPC_CANCELLED, "client went away");
+}
+
+static void on_hold(void *user, rpc_call *call, const rpc_bytes *req) {
+    (void)user;
+    (void)req;
+    rpc_call_send(call, "ready", 5, -1);
+    rpc_call_on_cancel(call, hold_cancelled, call);
+}
+
+/* Garbage: a message that is not a valid protobuf (field 0 is illegal). */
+static void on_garbage(void *user, rpc_call *call, const rpc_bytes *req) {
+    (void)user;
+    (void)req;
+    static const uint8_t bad[] = {0x00, 0xff, 0xff, 0xff};
+    rpc_call_send(call, bad, sizeof bad, -1);
+    rpc_call_finish(call, RPC_OK, NULL);
+}
+
+static rpc_server *start_server(int *port) {
+    rpc_server *s;
+    rpc_status st;
+    CHECK(rpc_server_create("127.0.0.1:0", port, &s, &st) == 0);
+    CHECK(*port > 0 && rpc_server_port(s) == *port);
+    CHECK(rpc_server_add_unary(s, REGISTER, on_register, NULL, &st) == 0);
+    CHECK(rpc_server_add_unary(s, PREFILL, on_slow_prefill, NULL, &st) == 0);
+    CHECK(rpc_server_add_stream(s, GENERATE, on_generate, NULL, &st) == 0);
+    CHECK(rpc_server_add_stream(s, HOLD, on_hold, NULL, &st) == 0);
+    CHECK(rpc_server_add_stream(s, GARBAGE, on_garbage, NULL, &st) == 0);
+    CHECK(rpc_server_add_stream(s, HOLD, on_hold, NULL, &st) == -1 && st.code == RPC_ALREADY_EXISTS);
+    CHECK(rpc_server_add_unary(s, "no-slash", on_register, NULL, &st) == -1 && st.code == RPC_INVALID_ARGUMENT);
+    CHECK(rpc_server_start(s, &st) == 0);
+    CHECK(rpc_server_add_unary(s, "/x.Y/Z", on_register, NULL, &st) == -1);
+    return s;
+}
+
+static rpc_channel *connect_to(int port) {
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", port);
+    rpc_channel *ch;
+    rpc_status st;
+    CHECK(rpc_channel_create(target, &ch, &st) == 0);
+    return ch;
+}
+
+/* ------------------------------------------------------------------ tests */
+
+static void test_unary(rpc_channel *ch) {
+    Tandem__WorkerInfo w = TANDEM__WORKER_INFO__INIT;
+    Tandem__Capacity cap = TANDEM__CAPACITY__INIT;
+    Tandem__KvLayout lay = TANDEM__KV_LAYOUT__INIT;
+    Tandem__TransportEndpoint tcp = TANDEM__TRANSPORT_ENDPOINT__INIT, *eps[1] = {&tcp};
+    w.worker_id = "decode-0";
+    w.role = TANDEM__ROLE__ROLE_DECODE;
+    w.rpc_address = "127.0.0.1:7001";
+    cap.kv_blocks_total = 4096;
+    w.capacity = &cap;
+    lay.block_size = 16;
+    w.kv_layout = &lay;
+    tcp.transport = "tcp";
+    w.n_transports = 1;
+    w.transports = eps;
+    rpc_status st;
+    Tandem__RegisterReply *r;
+    CHECK(rpc_unary_msg(ch, REGISTER, &w.base, &tandem__register_reply__descriptor, 2000, (void **)&r, &st) == 0);
+    CHECK(st.code == RPC_OK);
+    CHECK(r->accepted && r->heartbeat_interval_ms == 4096);
+    CHECK(strcmp(r->reason, "hello decode-0 on 127.0.0.1:7001 with 1 transports") == 0);
+    rpc_msg_free(r);
+
+    /* An error status from the handler, with its message. */
+    w.worker_id = "";
+    CHECK(rpc_unary_msg(ch, REGISTER, &w.base, &tandem__register_reply__descriptor, 2000, (void **)&r, &st) == -1);
+    CHECK(r == NULL && st.code == RPC_INVALID_ARGUMENT && strcmp(st.msg, "worker_id missing") == 0);
+
+    /* Bytes that are no WorkerInfo: the handler's rpc_unpack turns them down. */
+    static const uint8_t bad[] = {0x0a, 0x50, 'x'}; /* field 1, length 80, 1 byte present */
+    rpc_bytes out;
+    CHECK(rpc_unary(ch, REGISTER, bad, sizeof bad, 2000, &out, &st) == -1);
+    CHECK(st.code == RPC_INVALID_ARGUMENT && strstr(st.msg, "tandem.WorkerInfo"));
+    CHECK(out.data == NULL);
+
+    /* Unknown method. */
+    CHECK(rpc_unary(ch, "/tandem.Nope/Missing", "", 0, 2000, &out, &st) == -1);
+    CHECK(st.code == RPC_UNIMPLEMENTED);
+    CHECK(strstr(st.msg, "/tandem.Nope/Missing"));
+    printf("unary: round trip, error status, bad bytes, unknown method ok\n");
+}
+
+static void test_deadline(rpc_channel *ch) {
+    rpc_status st;
+    rpc_bytes out;
+    atomic_store(&prefill_saw_cancel, 0);
+    double t0 = now_ms();
+    CHECK(rpc_unary(ch, PREFILL, "", 0, 150, &out, &st) == -1);
+    double took = now_ms() - t0;
+    CHECK(st.code == RPC_DEADLINE_EXCEEDED);
+    CHECK(took >= 140 && took < 1000);
+    /* The handler, still waiting, learns of it promptly. */
+    for (int i = 0; i < 100 && !atomic_load(&prefill_saw_cancel); i++) usleep(5000);
+    CHECK(atomic_load(&prefill_saw_cancel));
+    printf("deadline: DEADLINE_EXCEEDED after %.0f ms (150 asked), handler saw it\n", took);
+}
+
+/* Reads one Generate stream to the end and checks every event. */
+static void read_generate(rpc_channel *ch, int first, int n, int elsewhere) {
+    Tandem__GenerateRequest g = TANDEM__GENERATE_REQUEST__INIT;
+    Tandem__SamplingParams sp = TANDEM__SAMPLING_PARAMS__INIT;
+    int32_t prompt[2] = {first, 1};
+    g.request_id = "r";
+    g.n_prompt = 2;
+    g.prompt = prompt;
+    sp.max_tokens = (uint32_t)n;
+    g.sampling = &sp;
+    g.colocated = elsewhere;
+    rpc_stream *s;
+    rpc_status st;
+    CHECK(rpc_stream_open_msg(ch, GENERATE, &g.base, 30000, &s, &st) == 0);
+    Tandem__GenerateEvent *ev;
+    CHECK(rpc_stream_next_msg(s, 10000, &tandem__generate_event__descriptor, (void **)&ev, &st) == RPC_NEXT_MSG);
+    CHECK(ev->event_case == TANDEM__GENERATE_EVENT__EVENT_KV_TARGET);
+    CHECK(ev->kv_target->n_block_ids == 3 && ev->kv_target->block_ids[1] == 9);
+    CHECK(strcmp(ev->kv_target->transport, "tcp") == 0);
+    rpc_msg_free(ev);
+    for (int i = 0; i < n; i++) {
+        CHECK(rpc_stream_next_msg(s, 10000, &tandem__generate_event__descriptor, (void **)&ev, &st) == RPC_NEXT_MSG);
+        CHECK(ev->event_case == TANDEM__GENERATE_EVENT__EVENT_TOKEN);
+        CHECK(ev->token->id == first + i && ev->token->index == (uint32_t)i);
+        CHECK((ev->token->finish_reason == TANDEM__FINISH_REASON__FINISH_LENGTH) == (i == n - 1));
+        rpc_msg_free(ev);
+    }
+    CHECK(rpc_stream_next_msg(s, 10000, &tandem__generate_event__descriptor, (void **)&ev, &st) == RPC_NEXT_END);
+    CHECK(st.code == RPC_OK);
+    CHECK(rpc_stream_next_msg(s, 0, &tandem__generate_event__descriptor, (void **)&ev, &st) == RPC_NEXT_END);
+    rpc_stream_close(s);
+}
+
+static void test_stream_many(rpc_channel *ch) {
+    double t0 = now_ms();
+    read_generate(ch, 100, 5000, 0);
+    double t1 = now_ms();
+    read_generate(ch, 7, 3000, 1);
+    printf("stream: 5000 messages from the handler in %.0f ms, 3000 from another thread ok\n", t1 - t0);
+
+    /* A handler's error status ends the stream. */
+    Tandem__GenerateRequest g = TANDEM__GENERATE_REQUEST__INIT;
+    rpc_stream *s;
+    rpc_status st;
+    rpc_bytes b;
+    CHECK(rpc_stream_open_msg(ch, GENERATE, &g.base, 5000, &s, &st) == 0);
+    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END);
+    CHECK(st.code == RPC_INVALID_ARGUMENT && strcmp(st.msg, "empty prompt") == 0);
+    rpc_stream_close(s);
+
+    /* A message that does not parse ends the stream with INTERNAL. */
+    void *m;
+    CHECK(rpc_stream_open(ch, GARBAGE, "", 0, 5000, &s, &st) == 0);
+    CHECK(rpc_stream_next_msg(s, 5000, &tandem__generate_event__descriptor, &m, &st) == RPC_NEXT_END);
+    CHECK(st.code == RPC_INTERNAL && m == NULL);
+    CHECK(rpc_stream_next(s, 0, &b, &st) == RPC_NEXT_END && st.code == RPC_INTERNAL);
+    rpc_stream_close(s);
+
+    /* Unknown streaming method. */
+    CHECK(rpc_stream_open(ch, "/tandem.Nope/Stream", "", 0, 5000, &s, &st) == 0);
+    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END && st.code == RPC_UNIMPLEMENTED);
+    rpc_stream_close(s);
+    printf("stream: error status, unparsable message, unknown method ok\n");
+}
+
+typedef struct canceller {
+    rpc_stream *s;
+    int delay_ms;
+    double at;
+} canceller;
+
+static void *cancel_later(void *arg) {
+    canceller *c = arg;
+    usleep((useconds_t)c->delay_ms * 1000);
+    c->at = now_ms();
+    rpc_stream_cancel(c->s);
+    return NULL;
+}
+
+static void test_cancel(rpc_channel *ch) {
+    rpc_stream *s;
+    rpc_status st;
+    rpc_bytes b;
+    int before = atomic_load(&hold_cancels);
+    CHECK(rpc_stream_open(ch, HOLD, "", 0, 0, &s, &st) == 0);
+    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
+    CHECK(b.len == 5 && memcmp(b.data, "ready", 5) == 0);
+    rpc_bytes_free(&b);
+    /* Nothing more comes: the wait times out and the stream goes on. */
+    double t0 = now_ms();
+    CHECK(rpc_stream_next(s, 50, &b, &st) == RPC_NEXT_TIMEOUT);
+    CHECK(now_ms() - t0 >= 45);
+    CHECK(st.code == RPC_DEADLINE_EXCEEDED);
+
+    /* Another thread cancels while this one waits. */
+    canceller c = {s, 30, 0};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, cancel_later, &c) == 0);
+    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END);
+    double reader_at = now_ms();
+    CHECK(st.code == RPC_CANCELLED);
+    pthread_join(t, NULL);
+    for (int i = 0; i < 200 && atomic_load(&hold_cancels) == before; i++) usleep(1000);
+    CHECK(atomic_load(&hold_cancels) == before + 1);
+    double server_ms = hold_cancel_at - c.at;
+    CHECK(server_ms < 100);
+    rpc_stream_close(s);
+
+    /* Closing an open stream cancels it too. */
+    CHECK(rpc_stream_open(ch, HOLD, "", 0, 0, &s, &st) == 0);
+    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
+    rpc_bytes_free(&b);
+    rpc_stream_close(s);
+    for (int i = 0; i < 200 && atomic_load(&hold_cancels) == before + 1; i++) usleep(1000);
+    CHECK(atomic_load(&hold_cancels) == before + 2);
+    printf("cancel: server saw the client's cancel after %.2f ms, reader after %.2f ms\n", server_ms,
+           reader_at - c.at);
+}
+
+typedef struct worker_arg {
+    rpc_channel *ch;
+    int id;
+} worker_arg;
+
+static void *stream_worker(void *arg) {
+    worker_arg *w = arg;
+    read_generate(w->ch, 1000 * w->id, 300, w->id % 2);
+    return NULL;
+}
+
+static void *slow_unary(void *arg) {
+    rpc_bytes out;
+    rpc_status st;
+    CHECK(rpc_unary(arg, PREFILL, "", 0, 400, &out, &st) == -1 && st.code == RPC_DEADLINE_EXCEEDED);
+    return NULL;
+}
+
+static void test_concurrent(rpc_channel *ch) {
+    enum { N = 32 };
+    pthread_t t[N], slow;
+    worker_arg a[N];
+    /* A blocked unary handler must not hold up the others. */
+    CHECK(pthread_create(&slow, NULL, slow_unary, ch) == 0);
+    usleep(50000);
+    double t0 = now_ms();
+    for (int i = 0; i < N; i++) {
+        a[i] = (worker_arg){ch, i + 1};
+        CHECK(pthread_create(&t[i], NULL, stream_worker, &a[i]) == 0);
+    }
+    for (int i = 0; i < N; i++) pthread_join(t[i], NULL);
+    double took = now_ms() - t0;
+    pthread_join(slow, NULL);
+    printf("concurrent: %d streams x 300 messages in %.0f ms (one unary handler blocked meanwhile)\n", N, took);
+    join_senders();
+}
+
+typedef struct stopper {
+    rpc_server *s;
+    double done_at;
+} stopper;
+
+static void *stop_later(void *arg) {
+    stopper *p = arg;
+    usleep(50000);
+    rpc_server_stop(p->s);
+    p->done_at = now_ms();
+    return NULL;
+}
+
+/* The server stops with a stream open: the reader gets an error, the port goes dead. */
+static void test_server_stop(void) {
+    int port;
+    rpc_server *srv = start_server(&port);
+    rpc_channel *ch = connect_to(port);
+    rpc_stream *s;
+    rpc_status st;
+    rpc_bytes b;
+    int before = atomic_load(&hold_cancels);
+    CHECK(rpc_stream_open(ch, HOLD, "", 0, 0, &s, &st) == 0);
+    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
+    rpc_bytes_free(&b);
+    stopper p = {srv, 0};
+    pthread_t t;
+    double t0 = now_ms();
+    CHECK(pthread_create(&t, NULL, stop_later, &p) == 0);
+    CHECK(rpc_stream_next(s, 10000, &b, &st) == RPC_NEXT_END);
+    double took = now_ms() - t0;
+    CHECK(st.code != RPC_OK);
+    pthread_join(t, NULL);
+    CHECK(atomic_load(&hold_cancels) == before + 1);
+    rpc_stream_close(s);
+    printf("server stop: open stream ended with %s (\"%s\") after %.0f ms, stop took %.0f ms\n",
+           rpc_code_name(st.code), st.msg, took, p.done_at - t0 - 50);
+
+    t0 = now_ms();
+    CHECK(rpc_unary(ch, REGISTER, "", 0, 5000, &b, &st) == -1);
+    CHECK(st.code == RPC_UNAVAILABLE);
+    CHECK(rpc_stream_open(ch, HOLD, "", 0, 5000, &s, &st) == 0);
+    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END && st.code == RPC_UNAVAILABLE);
+    rpc_stream_close(s);
+    printf("server gone: UNAVAILABLE after %.0f ms\n", now_ms() - t0);
+    rpc_channel_destroy(ch);
+}
+
+static void test_bind_errors(void) {
+    int port;
+    rpc_server *a, *b;
+    rpc_status st;
+    CHECK(rpc_server_create("127.0.0.1:0", &port, &a, &st) == 0);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    CHECK(rpc_server_create(addr, NULL, &b, &st) == -1 && b == NULL);
+    CHECK(st.code == RPC_UNAVAILABLE && strstr(st.msg, addr));
+    CHECK(rpc_server_create("not an address", NULL, &b, &st) == -1);
+    rpc_server_stop(a); /* never started */
+    rpc_server_stop(NULL);
+    rpc_channel *ch;
+    CHECK(rpc_channel_create("", &ch, &st) == -1 && st.code == RPC_INVALID_ARGUMENT);
+    printf("bind: busy port and bad address refused\n");
+}
+
+/* ------------------------------------------------------------------ a killed server process */
+
+static int child_pid = -1, child_port;
+
+/* Forked before this process touches gRPC (gRPC does not survive fork). */
+static void spawn_child_server(void) {
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    child_pid = fork();
+    CHECK(child_pid >= 0);
+    if (child_pid == 0) {
+        close(fds[0]);
+        int port;
+        rpc_server *s = start_server(&port);
+        CHECK(write(fds[1], &port, sizeof port) == sizeof port);
+        close(fds[1]);
+        for (;;) pause();
+        rpc_server_stop(s);
+    }
+    close(fds[1]);
+    CHECK(read(fds[0], &child_port, sizeof child_port) == sizeof child_port);
+    close(fds[0]);
+}
+
+static void test_killed_server(void) {
+    rpc_channel *ch = connect_to(child_port);
+    rpc_stream *s;
+    rpc_status st;
+    rpc_bytes b;
+    CHECK(rpc_stream_open(ch, HOLD, "", 0, 0, &s, &st) == 0);
+    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
+    rpc_bytes_free(&b);
+    double t0 = now_ms();
+    kill(child_pid, SIGKILL);
+    CHECK(rpc_stream_next(s, 10000, &b, &st) == RPC_NEXT_END);
+    double took = now_ms() - t0;
+    CHECK(st.code == RPC_UNAVAILABLE || st.code == RPC_CANCELLED || st.code == RPC_INTERNAL);
+    rpc_stream_close(s);
+    waitpid(child_pid, NULL, 0);
+    CHECK(rpc_unary(ch, REGISTER, "", 0, 5000, &b, &st) == -1 && st.code == RPC_UNAVAILABLE);
+    rpc_channel_destroy(ch);
+    printf("killed server: open stream ended with %s (\"%s\") after %.1f ms\n", rpc_code_name(st.code), st.msg,
+           took);
+}
+
+int main(void) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    spawn_child_server();
+
+    int port;
+    rpc_server *srv = start_server(&port);
+    rpc_channel *ch = connect_to(port);
+    test_unary(ch);
+    test_deadline(ch);
+    test_stream_many(ch);
+    test_cancel(ch);
+    test_concurrent(ch);
+    join_senders();
+    rpc_channel_destroy(ch);
+    rpc_server_stop(srv);
+
+    test_server_stop();
+    test_bind_errors();
+    test_killed_server();
+    CHECK(strcmp(rpc_code_name(RPC_DEADLINE_EXCEEDED), "DEADLINE_EXCEEDED") == 0);
+    CHECK(strcmp(rpc_code_name(99), "CODE_99") == 0);
+    printf("all rpc tests passed\n");
+    return 0;
+}
