@@ -1,0 +1,199 @@
+/* cmd_bench.c: `tandem bench`, the engine's speed on one sequence.
+ *
+ * Prefill of P tokens (in the same 512-token chunks as `tandem generate`), then D
+ * greedy decode steps, timed separately, after one untimed warm-up token that
+ * brings the mapped weights into memory. Reports tokens/s for both phases and the
+ * peak resident set against what it should be: the weights plus the KV cache. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "commands.h"
+#include "model/model.h"
+
+#define PREFILL_CHUNK 512
+#define KV_BLOCK 16
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: tandem bench --model DIR [--prompt-tokens P] [--decode-tokens D] [--threads N] [--json]\n"
+                 "  --model DIR          Hugging Face checkpoint folder\n"
+                 "  --prompt-tokens P    prompt length to prefill (default 512)\n"
+                 "  --decode-tokens D    decode steps after it (default 64)\n"
+                 "  --threads N          compute threads (default: one per CPU)\n"
+                 "  --json               one JSON object: prefill_tok_s, decode_tok_s, peak_rss_bytes, ...\n");
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "tandem bench: %s wants an integer in [%ld, %ld], got '%s'\n", opt, lo, hi, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int argmax(const float *x, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    const char *model = NULL;
+    int P = 512, D = 64, threads = 0, json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(o, "--json")) {
+            json = 1;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "tandem bench: %s needs a value (see --help)\n", o);
+            return 2;
+        }
+        const char *v = argv[++i];
+        int rc = 0;
+        if (!strcmp(o, "--model"))
+            model = v;
+        else if (!strcmp(o, "--prompt-tokens"))
+            rc = parse_int(o, v, 1, 1 << 20, &P);
+        else if (!strcmp(o, "--decode-tokens"))
+            rc = parse_int(o, v, 1, 1 << 20, &D);
+        else if (!strcmp(o, "--threads"))
+            rc = parse_int(o, v, 1, 4096, &threads);
+        else {
+            fprintf(stderr, "tandem bench: unknown option '%s' (see --help)\n", o);
+            return 2;
+        }
+        if (rc < 0)
+            return 2;
+    }
+    if (!model) {
+        fprintf(stderr, "tandem bench: --model DIR is required (see --help)\n");
+        return 2;
+    }
+
+    eng_error err = {{0}};
+    eng_model *m = NULL;
+    eng_kv_pool *kv = NULL;
+    eng_seq seq = {0};
+    int32_t *prompt = NULL;
+    float *logits = NULL;
+    int status = 1;
+    double t0 = now_s();
+    eng_model_options opt = {.n_threads = threads};
+    if (eng_model_load(model, &opt, &m, &err) < 0)
+        goto fail;
+    const eng_config *c = eng_model_config(m);
+    int V = c->vocab_size;
+    eng_kv_layout layout = eng_model_kv_layout(m, KV_BLOCK);
+    int n_blocks = (P + D + KV_BLOCK - 1) / KV_BLOCK;
+    prompt = malloc((size_t)P * sizeof *prompt);
+    logits = malloc((size_t)V * sizeof *logits);
+    if (!prompt || !logits) {
+        eng_fail(&err, "out of memory");
+        goto fail;
+    }
+    /* Ordinary (non-special) ids spread over the vocabulary. */
+    int ordinary = V < 151643 ? V : 151643;
+    for (int i = 0; i < P; i++)
+        prompt[i] = (int32_t)(((long long)i * 7919 + 13) % ordinary);
+    if (eng_kv_pool_create(&layout, n_blocks, &kv, &err) < 0)
+        goto fail;
+    double load_s = now_s() - t0;
+
+    /* warm-up: one token touches every weight page once */
+    eng_batch_item warm = {.seq = &seq, .tokens = prompt, .n_tokens = 1, .logits = logits};
+    if (eng_seq_reserve(kv, &seq, 1, &err) < 0 || eng_forward(m, kv, &warm, 1, NULL, NULL, &err) < 0)
+        goto fail;
+    eng_seq_release(kv, &seq);
+
+    if (eng_seq_reserve(kv, &seq, P + D, &err) < 0)
+        goto fail;
+    double t1 = now_s();
+    for (int done = 0; done < P;) {
+        int n = P - done < PREFILL_CHUNK ? P - done : PREFILL_CHUNK;
+        eng_batch_item it = {.seq = &seq, .tokens = prompt + done, .n_tokens = n,
+                             .logits = done + n == P ? logits : NULL};
+        if (eng_forward(m, kv, &it, 1, NULL, NULL, &err) < 0)
+            goto fail;
+        done += n;
+    }
+    double t2 = now_s();
+    for (int s = 0; s < D; s++) {
+        int32_t tok = argmax(logits, V);
+        eng_batch_item it = {.seq = &seq, .tokens = &tok, .n_tokens = 1, .logits = logits};
+        if (eng_forward(m, kv, &it, 1, NULL, NULL, &err) < 0)
+            goto fail;
+    }
+    double t3 = now_s();
+
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double rss = (double)ru.ru_maxrss * 1024.0;
+    double wbytes = (double)eng_model_weight_bytes(m), kvbytes = (double)eng_kv_pool_bytes(kv);
+    double prefill_tok_s = P / (t2 - t1), decode_tok_s = D / (t3 - t2);
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "prefill_tok_s", prefill_tok_s);
+        cJSON_AddNumberToObject(o, "decode_tok_s", decode_tok_s);
+        cJSON_AddNumberToObject(o, "prompt_tokens", P);
+        cJSON_AddNumberToObject(o, "decode_tokens", D);
+        cJSON_AddNumberToObject(o, "prefill_s", t2 - t1);
+        cJSON_AddNumberToObject(o, "decode_s", t3 - t2);
+        cJSON_AddNumberToObject(o, "load_s", load_s);
+        cJSON_AddNumberToObject(o, "threads", eng_model_threads(m));
+        cJSON_AddStringToObject(o, "kernels", eng_kernels_isa());
+        cJSON_AddNumberToObject(o, "weight_bytes", wbytes);
+        cJSON_AddNumberToObject(o, "kv_bytes", kvbytes);
+        cJSON_AddNumberToObject(o, "peak_rss_bytes", rss);
+        cJSON_AddNumberToObject(o, "rss_over_weights_kv", rss / (wbytes + kvbytes));
+        char *s = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        if (s)
+            puts(s);
+        free(s);
+    } else {
+        printf("model %s: %d threads, kernels %s\n", model, eng_model_threads(m), eng_kernels_isa());
+        printf("prefill %d tokens: %.2f s, %.1f tok/s\n", P, t2 - t1, prefill_tok_s);
+        printf("decode  %d tokens: %.2f s, %.1f tok/s\n", D, t3 - t2, decode_tok_s);
+        printf("peak RSS %.1f MiB = %.3f x (weights %.1f MiB + KV %.1f MiB)\n", rss / 1048576, rss / (wbytes + kvbytes),
+               wbytes / 1048576, kvbytes / 1048576);
+    }
+    status = 0;
+    goto done;
+fail:
+    fprintf(stderr, "tandem bench: %s\n", err.msg);
+done:
+    if (kv)
+        eng_seq_release(kv, &seq);
+    eng_kv_pool_destroy(kv);
+    free(prompt);
+    free(logits);
+    eng_model_free(m);
+    return status;
+}
