@@ -12,6 +12,8 @@ struct command {
 
 /* One line per subcommand. */
 static const struct command COMMANDS[] = {
+    {"generate", cmd_generate, "generate text from a prompt with a model in this process"},
+    {"bench", cmd_bench, "time prefill and decode of a model on this machine"},
     {NULL, NULL, NULL},
 };
 
