@@ -28,6 +28,7 @@
 #define GENERATE "/tandem.Decode/Generate"
 #define HOLD "/test.Stream/Hold"
 #define GARBAGE "/test.Stream/Garbage"
+#define FLOOD "/test.Stream/Flood"
 
 static double now_ms(void) {
     struct timespec t;
@@ -40,7 +41,8 @@ static double now_ms(void) {
 /* RegisterWorker: accepts a worker with an id, echoing it, and refuses one without. */
 static void on_register(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes *resp, rpc_status *st) {
     (void)user;
-    (void)call;
+    CHECK(strcmp(rpc_call_method(call), REGISTER) == 0);
+    CHECK(strstr(rpc_call_peer(call), "127.0.0.1:"));
     Tandem__WorkerInfo *w = rpc_unpack(&tandem__worker_info__descriptor, req->data, req->len, st);
     if (!w) return;
     if (!w->worker_id[0]) {
@@ -175,6 +177,22 @@ static void on_garbage(void *user, rpc_call *call, const rpc_bytes *req) {
     rpc_call_finish(call, RPC_OK, NULL);
 }
 
+/* Flood: sends 1 KiB messages until a send fails, then reports why. With request
+ * "block" a full queue waits for room forever (only cancellation stops it), else 200 ms. */
+static atomic_int flood_sent, flood_result; /* result: 1 queue stayed full, 2 cancelled */
+static void on_flood(void *user, rpc_call *call, const rpc_bytes *req) {
+    (void)user;
+    int block = req->len == 5 && memcmp(req->data, "block", 5) == 0;
+    char buf[1024];
+    memset(buf, 'f', sizeof buf);
+    int n = 0;
+    while (rpc_call_send(call, buf, sizeof buf, block ? -1 : 200) == 0) n++;
+    atomic_store(&flood_sent, n);
+    int cancelled = rpc_call_cancelled(call);
+    atomic_store(&flood_result, cancelled ? 2 : 1);
+    rpc_call_finish(call, cancelled ? RPC_CANCELLED : RPC_RESOURCE_EXHAUSTED, "client too slow");
+}
+
 static rpc_server *start_server(int *port) {
     rpc_server *s;
     rpc_status st;
@@ -185,6 +203,7 @@ static rpc_server *start_server(int *port) {
     CHECK(rpc_server_add_stream(s, GENERATE, on_generate, NULL, &st) == 0);
     CHECK(rpc_server_add_stream(s, HOLD, on_hold, NULL, &st) == 0);
     CHECK(rpc_server_add_stream(s, GARBAGE, on_garbage, NULL, &st) == 0);
+    CHECK(rpc_server_add_stream(s, FLOOD, on_flood, NULL, &st) == 0);
     CHECK(rpc_server_add_stream(s, HOLD, on_hold, NULL, &st) == -1 && st.code == RPC_ALREADY_EXISTS);
     CHECK(rpc_server_add_unary(s, "no-slash", on_register, NULL, &st) == -1 && st.code == RPC_INVALID_ARGUMENT);
     CHECK(rpc_server_start(s, &st) == 0);
@@ -325,6 +344,30 @@ static void test_stream_many(rpc_channel *ch) {
     printf("stream: error status, unparsable message, unknown method ok\n");
 }
 
+/* A reader that does not keep up: the server's queue fills, sends time out, and the
+ * reader still gets every queued message and then the handler's status. */
+static void test_backpressure(rpc_channel *ch) {
+    rpc_stream *s;
+    rpc_status st;
+    rpc_bytes b;
+    atomic_store(&flood_result, 0);
+    CHECK(rpc_stream_open(ch, FLOOD, "", 0, 10000, &s, &st) == 0);
+    for (int i = 0; i < 300 && !atomic_load(&flood_result); i++) usleep(10000);
+    CHECK(atomic_load(&flood_result) == 1);
+    int sent = atomic_load(&flood_sent), got = 0;
+    CHECK(sent >= RPC_SEND_QUEUE_MAX);
+    rpc_next r;
+    while ((r = rpc_stream_next(s, 5000, &b, &st)) == RPC_NEXT_MSG) {
+        CHECK(b.len == 1024 && b.data[0] == 'f' && b.data[1023] == 'f');
+        rpc_bytes_free(&b);
+        got++;
+    }
+    CHECK(r == RPC_NEXT_END && st.code == RPC_RESOURCE_EXHAUSTED && strcmp(st.msg, "client too slow") == 0);
+    CHECK(got == sent);
+    rpc_stream_close(s);
+    printf("backpressure: queue full after %d messages, all %d delivered, then the status\n", sent, got);
+}
+
 typedef struct canceller {
     rpc_stream *s;
     int delay_ms;
@@ -441,6 +484,11 @@ static void test_server_stop(void) {
     CHECK(rpc_stream_open(ch, HOLD, "", 0, 0, &s, &st) == 0);
     CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
     rpc_bytes_free(&b);
+    /* And a handler blocked in rpc_call_send on a reader that never reads. */
+    rpc_stream *flood;
+    atomic_store(&flood_result, 0);
+    CHECK(rpc_stream_open(ch, FLOOD, "block", 5, 0, &flood, &st) == 0);
+    for (int i = 0; i < 100 && atomic_load(&flood_sent) < RPC_SEND_QUEUE_MAX; i++) usleep(10000);
     stopper p = {srv, 0};
     pthread_t t;
     double t0 = now_ms();
@@ -450,7 +498,9 @@ static void test_server_stop(void) {
     CHECK(st.code != RPC_OK);
     pthread_join(t, NULL);
     CHECK(atomic_load(&hold_cancels) == before + 1);
+    CHECK(atomic_load(&flood_result) == 2);
     rpc_stream_close(s);
+    rpc_stream_close(flood);
     printf("server stop: open stream ended with %s (\"%s\") after %.0f ms, stop took %.0f ms\n",
            rpc_code_name(st.code), st.msg, took, p.done_at - t0 - 50);
 
@@ -537,6 +587,7 @@ int main(void) {
     test_deadline(ch);
     test_stream_many(ch);
     test_cancel(ch);
+    test_backpressure(ch);
     test_concurrent(ch);
     join_senders();
     rpc_channel_destroy(ch);
