@@ -390,8 +390,8 @@ int cmd_generate(int argc, char **argv)
     if (!text)
         goto fail;
     eng_model_options opt = {.n_threads = a.threads};
-    if (eng_tokenizer_load(a.model, &tok, &err) < 0 || build_prompt(tok, text, len, a.raw, &prompt, &n_prompt, &err) < 0 ||
-        eng_model_load(a.model, &opt, &m, &err) < 0 || eng_gen_config_load(a.model, eng_model_config(m), &g, &err) < 0)
+    if (eng_model_load(a.model, &opt, &m, &err) < 0 || eng_gen_config_load(a.model, eng_model_config(m), &g, &err) < 0 ||
+        eng_tokenizer_load(a.model, &tok, &err) < 0 || build_prompt(tok, text, len, a.raw, &prompt, &n_prompt, &err) < 0)
         goto fail;
     for (int i = 0; i < n_prompt; i++)
         if (prompt[i] >= eng_model_config(m)->vocab_size) {

@@ -204,6 +204,10 @@ static int read_index(const char *dir, const char *path, eng_st *st, char ***sha
     int cap = cJSON_GetArraySize(wm);
     char **names = calloc((size_t)cap + 1, sizeof *names);
     int n = 0;
+    if (!names) {
+        cJSON_Delete(root);
+        return eng_fail(err, "%s: out of memory", path);
+    }
     const cJSON *it;
     cJSON_ArrayForEach(it, wm)
     {
@@ -214,15 +218,18 @@ static int read_index(const char *dir, const char *path, eng_st *st, char ***sha
             cJSON_Delete(root);
             return eng_fail(err, "%s: weight_map entry for %s is not a file name", path, it->string);
         }
+        size_t need = strlen(dir) + strlen(it->valuestring) + 2;
+        char *full = malloc(need);
+        if (!full)
+            continue; /* reported below as a missing shard's tensor */
+        snprintf(full, need, "%s/%s", dir, it->valuestring);
         int seen = 0;
         for (int i = 0; i < n && !seen; i++)
-            seen = !strcmp(names[i], it->valuestring);
-        if (!seen) {
-            size_t need = strlen(dir) + strlen(it->valuestring) + 2;
-            names[n] = malloc(need);
-            snprintf(names[n], need, "%s/%s", dir, it->valuestring);
-            n++;
-        }
+            seen = !strcmp(names[i], full);
+        if (seen)
+            free(full);
+        else
+            names[n++] = full;
     }
     (void)st;
     *shards = names;

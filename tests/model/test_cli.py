@@ -1,0 +1,121 @@
+#!/usr/bin/python3
+"""`tandem generate` and `tandem bench` on the fixture checkpoints: the JSON a user
+gets, sharded == single-file, thread count and seeds, stopping on an eos id from
+generation_config.json, and one-line errors with a non-zero exit for bad input.
+usage: test_cli.py TANDEM MODELS_DIR"""
+import json, os, shutil, subprocess, sys, tempfile
+
+tandem, models = sys.argv[1], sys.argv[2]
+failures = 0
+
+def check(cond, what):
+    global failures
+    if not cond:
+        failures += 1
+        print("FAIL:", what, file=sys.stderr)
+
+def run(*args):
+    p = subprocess.run([tandem, *args], capture_output=True, text=True, timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+def gen(model, prompt="The capital of France is", *extra):
+    rc, out, err = run("generate", "--model", model, "--prompt", prompt, "--raw", "--json", *extra)
+    check(rc == 0, f"generate {model} {extra}: rc {rc}: {err}")
+    return json.loads(out) if rc == 0 else None
+
+def fails_with(needle, *args):
+    rc, out, err = run(*args)
+    lines = err.strip().split("\n")
+    check(rc != 0, f"{args}: should fail (rc {rc})")
+    check(len(lines) == 1 and needle in lines[0], f"{args}: wanted one line with '{needle}', got {err!r}")
+
+dense, sharded, moe = (os.path.join(models, n) for n in ("dense", "dense-sharded", "moe"))
+
+# the JSON object
+d = gen(dense, "The capital of France is", "--max-tokens", "9", "--temperature", "0", "--top-logprobs", "3")
+if d:
+    check(d["prompt_tokens"] == [785, 6722, 315, 9625, 374], f"prompt tokens {d['prompt_tokens']}")
+    check(len(d["tokens"]) == 9 and d["finish_reason"] == "length", "9 tokens, length")
+    check(len(d["logprobs"]) == 9, "one logprobs entry per token")
+    for tok, lp in zip(d["tokens"], d["logprobs"]):
+        check(lp["id"] == tok and lp["logprob"] <= 0, "logprob entry")
+        check(len(lp["top"]) == 3 and lp["top"][0][0] == tok, "greedy picks the top alternative")
+        check(all(lp["top"][i][1] >= lp["top"][i + 1][1] for i in range(2)), "top sorted")
+    check(isinstance(d["text"], str) and len(d["text"]) > 0, "text")
+    check(d["timing"]["decode_tok_s"] > 0 and d["timing"]["prefill_tok_s"] > 0, "timing")
+
+    # the same weights in 3 shards, and on 1 thread: the same ids and logprobs
+    s = gen(sharded, "The capital of France is", "--max-tokens", "9", "--temperature", "0", "--top-logprobs", "3")
+    check(s and s["tokens"] == d["tokens"] and s["logprobs"] == d["logprobs"], "sharded == single file")
+    t1 = gen(dense, "The capital of France is", "--max-tokens", "9", "--temperature", "0", "--top-logprobs", "3",
+             "--threads", "1")
+    check(t1 and t1["tokens"] == d["tokens"], "1 thread == default threads")
+
+    # stop on any eos id of generation_config.json: make the first greedy token one
+    tmp = tempfile.mkdtemp()
+    try:
+        for f in os.listdir(dense):
+            if f != "generation_config.json":
+                os.symlink(os.path.join(dense, f), os.path.join(tmp, f))
+        json.dump({"eos_token_id": [151645, d["tokens"][1]], "do_sample": False},
+                  open(os.path.join(tmp, "generation_config.json"), "w"))
+        e = gen(tmp, "The capital of France is", "--max-tokens", "9")
+        check(e and e["tokens"] == d["tokens"][:2] and e["finish_reason"] == "stop", f"stops at eos: {e}")
+        # defaults from generation_config.json (do_sample false: greedy)
+        check(e and e["tokens"][0] == d["tokens"][0], "greedy by generation_config")
+    finally:
+        shutil.rmtree(tmp)
+
+# sampling: a seed gives the same tokens every time
+a = gen(moe, "Hello", "--max-tokens", "8", "--temperature", "1.5", "--seed", "42")
+b = gen(moe, "Hello", "--max-tokens", "8", "--temperature", "1.5", "--seed", "42")
+check(a and b and a["tokens"] == b["tokens"], "same seed, same tokens")
+c = gen(moe, "<|im_start|>user\nHi<|im_end|>", "--max-tokens", "4", "--top-k", "5", "--top-p", "0.9", "--min-p", "0.01")
+check(c and c["prompt_tokens"][0] == 151644 and c["prompt_tokens"][-1] == 151645, "special tokens in a raw prompt")
+
+# plain output streams text
+rc, out, err = run("generate", "--model", dense, "--prompt", "Hi", "--raw", "--max-tokens", "4", "--temperature", "0")
+check(rc == 0 and len(out) > 0 and "generated" in err, f"plain output: {rc} {err}")
+
+# bench
+rc, out, err = run("bench", "--model", moe, "--prompt-tokens", "40", "--decode-tokens", "4", "--threads", "2", "--json")
+check(rc == 0, f"bench: {err}")
+if rc == 0:
+    bj = json.loads(out)
+    for k in ("prefill_tok_s", "decode_tok_s", "peak_rss_bytes", "weight_bytes", "kv_bytes"):
+        check(bj.get(k, 0) > 0, f"bench reports {k}")
+
+# bad input: non-zero exit, one line naming the problem
+fails_with("--raw", "generate", "--model", dense, "--prompt", "Hi")
+fails_with("config.json", "generate", "--model", "/nonexistent/model", "--prompt", "Hi", "--raw")
+fails_with("--max-tokens", "generate", "--model", dense, "--prompt", "Hi", "--raw", "--max-tokens", "zero")
+fails_with("unknown option", "generate", "--model", dense, "--prompt", "Hi", "--raw", "--frobnicate", "1")
+fails_with("exactly one of --prompt", "generate", "--model", dense, "--raw")
+fails_with("--top-p", "generate", "--model", dense, "--prompt", "Hi", "--raw", "--top-p", "1.5")
+fails_with("empty", "generate", "--model", dense, "--prompt", "", "--raw")
+fails_with("/nonexistent/prompt.txt", "generate", "--model", dense, "--prompt-file", "/nonexistent/prompt.txt", "--raw")
+fails_with("--model", "bench", "--prompt-tokens", "4")
+tmp = tempfile.mkdtemp()
+try:
+    for f in os.listdir(dense):
+        if f != "model.safetensors":
+            os.symlink(os.path.join(dense, f), os.path.join(tmp, f))
+    with open(os.path.join(dense, "model.safetensors"), "rb") as src:
+        data = src.read()
+    with open(os.path.join(tmp, "model.safetensors"), "wb") as dst:
+        dst.write(data[: len(data) // 2])
+    fails_with("model.safetensors: truncated file", "generate", "--model", tmp, "--prompt", "Hi", "--raw")
+    fails_with("model.safetensors: truncated file", "bench", "--model", tmp)
+    with open(os.path.join(tmp, "config.json"), "r+") as f:
+        pass
+    os.unlink(os.path.join(tmp, "config.json"))
+    cfg = json.load(open(os.path.join(dense, "config.json")))
+    cfg["model_type"] = "mistral"
+    json.dump(cfg, open(os.path.join(tmp, "config.json"), "w"))
+    fails_with("unknown model_type \"mistral\"", "generate", "--model", tmp, "--prompt", "Hi", "--raw")
+finally:
+    shutil.rmtree(tmp)
+
+if failures:
+    sys.exit(f"{failures} failure(s)")
+print("ok")
