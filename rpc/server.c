@@ -579,6 +579,7 @@ static void *cq_thread(void *arg) {
 
 int rpc_server_create(const char *bind, int *port, rpc_server **out, rpc_status *st) {
     *out = NULL;
+    if (!bind || !*bind) return rpc_status_set(st, RPC_INVALID_ARGUMENT, "empty listen address");
     rpc_server *s = calloc(1, sizeof *s);
     if (!s) return rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
     grpc_init();
@@ -588,8 +589,10 @@ int rpc_server_create(const char *bind, int *port, rpc_server **out, rpc_status 
     s->shutdown_tag.done = shutdown_done;
 
     /* No SO_REUSEPORT: a second server on a busy port must fail, not share it. Pings
-     * from clients' keepalive (rpc_channel_create) are allowed every 10 s. */
-    grpc_arg args[5];
+     * from clients' keepalive (rpc_channel_create) are allowed every 10 s, and the
+     * server pings its clients too, so an open stream to a host that vanished without
+     * closing its connection is cancelled within 30 s. */
+    grpc_arg args[8];
     memset(args, 0, sizeof args);
     args[0].type = GRPC_ARG_INTEGER, args[0].key = GRPC_ARG_ALLOW_REUSEPORT, args[0].value.integer = 0;
     args[1].type = GRPC_ARG_INTEGER, args[1].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
@@ -599,7 +602,10 @@ int rpc_server_create(const char *bind, int *port, rpc_server **out, rpc_status 
     args[3].type = GRPC_ARG_INTEGER, args[3].key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
     args[3].value.integer = 10000;
     args[4].type = GRPC_ARG_INTEGER, args[4].key = GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, args[4].value.integer = 1;
-    grpc_channel_args ca = {5, args};
+    args[5].type = GRPC_ARG_INTEGER, args[5].key = GRPC_ARG_KEEPALIVE_TIME_MS, args[5].value.integer = 20000;
+    args[6].type = GRPC_ARG_INTEGER, args[6].key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS, args[6].value.integer = 10000;
+    args[7].type = GRPC_ARG_INTEGER, args[7].key = GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, args[7].value.integer = 0;
+    grpc_channel_args ca = {8, args};
     s->gs = grpc_server_create(&ca, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->gs, s->cq, NULL);

@@ -4,6 +4,7 @@
  * killed mid-stream, 32 concurrent streams, unknown methods, bad bytes, busy ports. */
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -576,8 +577,55 @@ static void test_killed_server(void) {
            took);
 }
 
-int main(void) {
+/* ------------------------------------------------------------------ a killed client process */
+
+/* The child side (this binary run as "test_rpc hold-client PORT"): opens a Hold stream,
+ * reports on stdout once it is open, and waits to be killed. */
+static int hold_client_main(int port) {
+    rpc_channel *ch = connect_to(port);
+    rpc_stream *s;
+    rpc_status st;
+    rpc_bytes b;
+    CHECK(rpc_stream_open(ch, HOLD, "", 0, 0, &s, &st) == 0);
+    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
+    CHECK(write(1, "o", 1) == 1);
+    for (;;) pause();
+}
+
+extern char **environ;
+
+static void test_killed_client(int port) {
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    char *argv[] = {"test_rpc", "hold-client", portstr, NULL};
+    pid_t pid;
+    /* posix_spawn, not fork: gRPC's threads do not survive a fork in this process. */
+    CHECK(posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, environ) == 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    int before = atomic_load(&hold_cancels);
+    char c;
+    CHECK(read(fds[0], &c, 1) == 1 && c == 'o');
+    close(fds[0]);
+    double t0 = now_ms();
+    kill(pid, SIGKILL);
+    while (atomic_load(&hold_cancels) == before && now_ms() - t0 < 5000) usleep(200);
+    CHECK(atomic_load(&hold_cancels) == before + 1);
+    double took = hold_cancel_at - t0;
+    CHECK(took < 100);
+    waitpid(pid, NULL, 0);
+    printf("killed client: the server's handler saw it after %.2f ms\n", took);
+}
+
+int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
+    if (argc == 3 && strcmp(argv[1], "hold-client") == 0) return hold_client_main(atoi(argv[2]));
     spawn_child_server();
 
     int port;
@@ -589,6 +637,7 @@ int main(void) {
     test_cancel(ch);
     test_backpressure(ch);
     test_concurrent(ch);
+    test_killed_client(port);
     join_senders();
     rpc_channel_destroy(ch);
     rpc_server_stop(srv);
