@@ -260,9 +260,11 @@ static int apply_top_p(struct cand *c, int n, double total, float top_p)
     return 0;
 }
 
-/* Random sampling on penalised logits: temperature, min-p, top-k, top-p, inverse CDF. */
-static int sample_random(const eng_sampling *s, const float *logits, int vocab, uint64_t step,
-                         int32_t *out_id)
+/* The filtered distribution on penalised logits: temperature, min-p, top-k, top-p.
+ * On success *cands (caller frees) holds the n finite tokens in id order, w = 0 for the
+ * removed ones, and *total the sum of w. */
+static int filter(const eng_sampling *s, const float *logits, int vocab, struct cand **cands, int *n_cands,
+                  double *total_out)
 {
     struct cand *c = malloc((size_t)vocab * sizeof *c);
     if (!c)
@@ -326,6 +328,21 @@ static int sample_random(const eng_sampling *s, const float *logits, int vocab, 
         for (int i = 0; i < n; i++)
             total += c[i].w;
     }
+    *cands = c;
+    *n_cands = n;
+    *total_out = total;
+    return 0;
+}
+
+/* Random sampling: the filtered distribution, then an inverse CDF in id order. */
+static int sample_random(const eng_sampling *s, const float *logits, int vocab, uint64_t step,
+                         int32_t *out_id)
+{
+    struct cand *c;
+    int n;
+    double total;
+    if (filter(s, logits, vocab, &c, &n, &total) < 0)
+        return -1;
     double target = eng_sample_uniform(s->seed, step) * total;
     double acc = 0.0;
     int32_t pick = -1;
@@ -342,25 +359,77 @@ static int sample_random(const eng_sampling *s, const float *logits, int vocab, 
     return pick < 0 ? -1 : 0;
 }
 
-int eng_sample(const eng_sampling *s, float *logits, int vocab, const int32_t *prompt, int n_prompt,
-               const int32_t *generated, int n_generated, int n_top_logprobs, eng_sample_result *out)
+/* Argmax of the penalised logits, ties to the lowest id. */
+static int32_t greedy(const float *logits, int vocab)
 {
-    if (eng_sampling_check(s, NULL) < 0 || !logits || vocab <= 0 || !out || n_prompt < 0 ||
-        n_generated < 0 || (n_prompt > 0 && !prompt) || (n_generated > 0 && !generated) ||
-        n_top_logprobs < 0 || n_top_logprobs > ENG_MAX_TOP_LOGPROBS)
-        return -1;
+    float best = -INFINITY;
+    int32_t id = -1;
+    for (int32_t i = 0; i < vocab; i++)
+        if (logits[i] > best) {
+            best = logits[i];
+            id = i;
+        }
+    return id;
+}
 
-    /* 1. Raw log_softmax statistics and the top alternatives. */
+static int bad_call(const eng_sampling *s, const float *logits, int vocab, const int32_t *prompt, int n_prompt,
+                    const int32_t *generated, int n_generated)
+{
+    if (eng_sampling_check(s, NULL) < 0 || !logits || vocab <= 0 || n_prompt < 0 || n_generated < 0 ||
+        (n_prompt > 0 && !prompt) || (n_generated > 0 && !generated))
+        return 1;
     float rmax = -INFINITY;
     for (int i = 0; i < vocab; i++) {
         float v = logits[i];
         if (isnan(v) || v == INFINITY)
-            return -1;
+            return 1;
         if (v > rmax)
             rmax = v;
     }
-    if (rmax == -INFINITY)
-        return -1; /* every token masked: nothing can be sampled */
+    return rmax == -INFINITY; /* every token masked: nothing can be sampled */
+}
+
+int eng_sample_probs(const eng_sampling *s, float *logits, int vocab, const int32_t *prompt, int n_prompt,
+                     const int32_t *generated, int n_generated, float *probs)
+{
+    if (!probs || bad_call(s, logits, vocab, prompt, n_prompt, generated, n_generated))
+        return -1;
+    struct touched *saved;
+    int n_saved;
+    if (apply_penalties(s, logits, vocab, prompt, n_prompt, generated, n_generated, &saved, &n_saved) < 0)
+        return -1;
+    free(saved);
+    memset(probs, 0, (size_t)vocab * sizeof *probs);
+    if (s->temperature < GREEDY_EPS) {
+        int32_t id = greedy(logits, vocab);
+        if (id < 0)
+            return -1;
+        probs[id] = 1.0f;
+        return 0;
+    }
+    struct cand *c;
+    int n;
+    double total;
+    if (filter(s, logits, vocab, &c, &n, &total) < 0)
+        return -1;
+    for (int i = 0; i < n; i++)
+        probs[c[i].id] = (float)(c[i].w / total);
+    free(c);
+    return 0;
+}
+
+int eng_sample(const eng_sampling *s, float *logits, int vocab, const int32_t *prompt, int n_prompt,
+               const int32_t *generated, int n_generated, int n_top_logprobs, eng_sample_result *out)
+{
+    if (!out || n_top_logprobs < 0 || n_top_logprobs > ENG_MAX_TOP_LOGPROBS ||
+        bad_call(s, logits, vocab, prompt, n_prompt, generated, n_generated))
+        return -1;
+
+    /* 1. Raw log_softmax statistics and the top alternatives. */
+    float rmax = -INFINITY;
+    for (int i = 0; i < vocab; i++)
+        if (logits[i] > rmax)
+            rmax = logits[i];
     double sum = 0.0;
     for (int i = 0; i < vocab; i++)
         sum += expf(logits[i] - rmax);
@@ -382,15 +451,8 @@ int eng_sample(const eng_sampling *s, float *logits, int vocab, const int32_t *p
     int32_t id = -1;
     int rc = 0;
     if (s->temperature < GREEDY_EPS) {
-        float best = -INFINITY;
-        for (int32_t i = 0; i < vocab; i++)
-            if (logits[i] > best) {
-                best = logits[i];
-                id = i;
-            }
-        /* Penalties can push every logit to -inf only if they were -inf already. */
-        if (id < 0)
-            rc = -1;
+        id = greedy(logits, vocab);
+        rc = id < 0 ? -1 : 0;
     } else {
         rc = sample_random(s, logits, vocab, (uint64_t)n_generated, &id);
     }

@@ -53,4 +53,10 @@ typedef struct eng_sample_result {
 int eng_sample(const eng_sampling *s, float *logits, int vocab, const int32_t *prompt, int n_prompt,
                const int32_t *generated, int n_generated, int n_top_logprobs, eng_sample_result *out);
 
+/* The distribution eng_sample draws from at this step (after penalties, temperature,
+ * min-p, top-k, top-p), written to probs[vocab]: zero for removed tokens, one-hot for
+ * greedy. For tests and diagnostics; logits are scratch as above. 0, or -1 as eng_sample. */
+int eng_sample_probs(const eng_sampling *s, float *logits, int vocab, const int32_t *prompt, int n_prompt,
+                     const int32_t *generated, int n_generated, float *probs);
+
 #endif
