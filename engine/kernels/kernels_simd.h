@@ -68,8 +68,12 @@ ALWAYS_INLINE void dec_tile(float *y, int ldy, const float *x, int n_in, const c
     for (; i + VL <= n_in; i += VL) {
         V wv[4];
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++)
+        for (int r = 0; r < R; r++) {
+            /* Rows are short streams (2-6 KiB), too short for the hardware
+             * prefetcher to ramp up; fetch the next row block's matching bytes. */
+            __builtin_prefetch(w + (R + r) * row_bytes + (size_t)i * eng_dtype_size(dt), 0, 0);
             wv[r] = load_w(w + r * row_bytes, i, dt);
+        }
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) {
             V xv = V_LOAD(x + (size_t)t * n_in + i);
