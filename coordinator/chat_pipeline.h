@@ -1,0 +1,42 @@
+/* chat_pipeline.h: the coordinator's text layer between HTTP and the token backend.
+ *
+ * Implements coord_frontend (frontend.h) over a coord_backend (backend.h): renders
+ * the model's chat template, tokenizes, checks the prompt against the context,
+ * fills generation defaults, submits token ids, and turns the sampled tokens
+ * back into text: streaming detokenization (never splitting a UTF-8 character),
+ * stop strings (cut before the stop, held back while it might be starting),
+ * reasoning_content / tool_calls (engine/chat/parser.h) and logprobs. */
+#ifndef COORD_CHAT_PIPELINE_H
+#define COORD_CHAT_PIPELINE_H
+
+#include "chat/template.h"
+#include "common/error.h"
+#include "frontend.h"
+#include "model/config.h"
+#include "tokenizer/tokenizer.h"
+
+typedef struct coord_pipeline_config {
+    const eng_tokenizer *tok;       /* must outlive the pipeline */
+    const eng_chat_template *tmpl;  /* NULL: chat requests are refused with a 400 */
+    coord_backend backend;
+    int context_len;                /* max_position_embeddings */
+    const int32_t *eos_ids;         /* stop token ids (generation_config eos_token_id) */
+    int n_eos;
+    /* 1 when the model writes <think>...</think> reasoning unless told not to
+     * (Qwen3 hybrid and thinking models); the chat_template_kwargs
+     * enable_thinking=false switch and a prompt that already closed the think
+     * block turn it off per request. */
+    int reasoning;
+} coord_pipeline_config;
+
+typedef struct coord_pipeline coord_pipeline;
+
+int coord_pipeline_new(const coord_pipeline_config *cfg, coord_pipeline **out, eng_error *err);
+void coord_pipeline_free(coord_pipeline *p); /* after every call was released */
+coord_frontend coord_pipeline_frontend(coord_pipeline *p);
+
+/* Sampling defaults from generation_config.json as vLLM applies them: do_sample
+ * false means greedy; top_k 0 and top_p 1 mean off. */
+void coord_sampling_from_gen_config(const eng_gen_config *gen, eng_sampling *out);
+
+#endif
