@@ -372,8 +372,9 @@ static int32_t greedy(const float *logits, int vocab)
     return id;
 }
 
+/* 1 when the parameters or logits cannot be sampled from; else *rmax = the raw max. */
 static int bad_call(const eng_sampling *s, const float *logits, int vocab, const int32_t *prompt, int n_prompt,
-                    const int32_t *generated, int n_generated)
+                    const int32_t *generated, int n_generated, float *rmax_out)
 {
     if (eng_sampling_check(s, NULL) < 0 || !logits || vocab <= 0 || n_prompt < 0 || n_generated < 0 ||
         (n_prompt > 0 && !prompt) || (n_generated > 0 && !generated))
@@ -386,13 +387,15 @@ static int bad_call(const eng_sampling *s, const float *logits, int vocab, const
         if (v > rmax)
             rmax = v;
     }
+    *rmax_out = rmax;
     return rmax == -INFINITY; /* every token masked: nothing can be sampled */
 }
 
 int eng_sample_probs(const eng_sampling *s, float *logits, int vocab, const int32_t *prompt, int n_prompt,
                      const int32_t *generated, int n_generated, float *probs)
 {
-    if (!probs || bad_call(s, logits, vocab, prompt, n_prompt, generated, n_generated))
+    float rmax;
+    if (!probs || bad_call(s, logits, vocab, prompt, n_prompt, generated, n_generated, &rmax))
         return -1;
     struct touched *saved;
     int n_saved;
@@ -421,15 +424,12 @@ int eng_sample_probs(const eng_sampling *s, float *logits, int vocab, const int3
 int eng_sample(const eng_sampling *s, float *logits, int vocab, const int32_t *prompt, int n_prompt,
                const int32_t *generated, int n_generated, int n_top_logprobs, eng_sample_result *out)
 {
+    float rmax;
     if (!out || n_top_logprobs < 0 || n_top_logprobs > ENG_MAX_TOP_LOGPROBS ||
-        bad_call(s, logits, vocab, prompt, n_prompt, generated, n_generated))
+        bad_call(s, logits, vocab, prompt, n_prompt, generated, n_generated, &rmax))
         return -1;
 
     /* 1. Raw log_softmax statistics and the top alternatives. */
-    float rmax = -INFINITY;
-    for (int i = 0; i < vocab; i++)
-        if (logits[i] > rmax)
-            rmax = logits[i];
     double sum = 0.0;
     for (int i = 0; i < vocab; i++)
         sum += expf(logits[i] - rmax);
