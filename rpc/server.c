@@ -86,7 +86,7 @@ struct rpc_call {
     int freed;
     void (*cb)(void *);
     void *cb_arg;
-    int in_cb;
+    int in_cb;           /* cancel callbacks running (nested only on cb_thread) */
     pthread_t cb_thread;
 };
 
@@ -229,13 +229,19 @@ static void run_cancel_cb_locked(rpc_call *c) {
     void (*fn)(void *) = c->cb;
     void *arg = c->cb_arg;
     c->cb = NULL;
-    c->in_cb = 1;
+    c->in_cb++;
     c->cb_thread = pthread_self();
     pthread_mutex_unlock(&c->mu);
     fn(arg);
     pthread_mutex_lock(&c->mu);
-    c->in_cb = 0;
+    c->in_cb--;
     pthread_cond_broadcast(&c->cv);
+}
+
+/* Waits until no cancel callback runs on another thread (one on this thread, which
+ * is calling us from inside it, cannot be waited for). */
+static void wait_other_cb_locked(rpc_call *c) {
+    while (c->in_cb && !pthread_equal(c->cb_thread, pthread_self())) pthread_cond_wait(&c->cv, &c->mu);
 }
 
 static void close_done(rpc_tag *t, int ok) {
@@ -295,7 +301,7 @@ int rpc_call_send(rpc_call *c, const void *data, size_t len, int timeout_ms) {
 
 void rpc_call_finish(rpc_call *c, int code, const char *msg) {
     pthread_mutex_lock(&c->mu);
-    while (c->in_cb && !pthread_equal(c->cb_thread, pthread_self())) pthread_cond_wait(&c->cv, &c->mu);
+    wait_other_cb_locked(c);
     if (c->user_done) { /* a second finish: a caller bug, but harmless to ignore */
         pthread_mutex_unlock(&c->mu);
         return;
@@ -341,6 +347,7 @@ int rpc_call_wait_cancel(rpc_call *c, int timeout_ms) {
 
 void rpc_call_on_cancel(rpc_call *c, void (*fn)(void *arg), void *arg) {
     pthread_mutex_lock(&c->mu);
+    wait_other_cb_locked(c);
     if (c->user_done) {
         pthread_mutex_unlock(&c->mu);
         return;

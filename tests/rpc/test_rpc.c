@@ -30,6 +30,7 @@
 #define HOLD "/test.Stream/Hold"
 #define GARBAGE "/test.Stream/Garbage"
 #define FLOOD "/test.Stream/Flood"
+#define RACE "/test.Stream/Race"
 
 static double now_ms(void) {
     struct timespec t;
@@ -194,6 +195,43 @@ static void on_flood(void *user, rpc_call *call, const rpc_bytes *req) {
     rpc_call_finish(call, cancelled ? RPC_CANCELLED : RPC_RESOURCE_EXHAUSTED, "client too slow");
 }
 
+/* Race: the cancel callback is slow, and another thread (the owner) registers a second
+ * callback and finishes the call meanwhile: both must wait for the first callback,
+ * the second runs at once on the owner's thread (the call is cancelled by then). */
+static rpc_call *race_call;
+static atomic_int race_in_cb, race_cb_done, race_second_saw_done, race_finish_saw_done;
+static void race_cb(void *arg) {
+    (void)arg;
+    atomic_store(&race_in_cb, 1);
+    usleep(100000);
+    atomic_store(&race_cb_done, 1);
+}
+
+static void race_second_cb(void *arg) {
+    (void)arg;
+    atomic_store(&race_second_saw_done, atomic_load(&race_cb_done) ? 1 : -1);
+}
+
+static void on_race(void *user, rpc_call *call, const rpc_bytes *req) {
+    (void)user;
+    (void)req;
+    CHECK(rpc_call_wait_cancel(call, 20) == 0 && !rpc_call_cancelled(call));
+    race_call = call;
+    rpc_call_on_cancel(call, race_cb, NULL);
+    CHECK(rpc_call_send(call, "ready", 5, -1) == 0);
+}
+
+static void *race_owner(void *arg) {
+    (void)arg;
+    while (!atomic_load(&race_in_cb)) usleep(1000);
+    rpc_call_on_cancel(race_call, race_second_cb, NULL);
+    CHECK(rpc_call_cancelled(race_call) && rpc_call_wait_cancel(race_call, -1));
+    CHECK(rpc_call_send(race_call, "late", 4, 0) == -1);
+    rpc_call_finish(race_call, RPC_CANCELLED, NULL);
+    atomic_store(&race_finish_saw_done, atomic_load(&race_cb_done) ? 1 : -1);
+    return NULL;
+}
+
 static rpc_server *start_server(int *port) {
     rpc_server *s;
     rpc_status st;
@@ -205,6 +243,7 @@ static rpc_server *start_server(int *port) {
     CHECK(rpc_server_add_stream(s, HOLD, on_hold, NULL, &st) == 0);
     CHECK(rpc_server_add_stream(s, GARBAGE, on_garbage, NULL, &st) == 0);
     CHECK(rpc_server_add_stream(s, FLOOD, on_flood, NULL, &st) == 0);
+    CHECK(rpc_server_add_stream(s, RACE, on_race, NULL, &st) == 0);
     CHECK(rpc_server_add_stream(s, HOLD, on_hold, NULL, &st) == -1 && st.code == RPC_ALREADY_EXISTS);
     CHECK(rpc_server_add_unary(s, "no-slash", on_register, NULL, &st) == -1 && st.code == RPC_INVALID_ARGUMENT);
     CHECK(rpc_server_start(s, &st) == 0);
@@ -432,6 +471,24 @@ static void test_cancel(rpc_channel *ch) {
            reader_at - c.at);
 }
 
+static void test_cancel_race(rpc_channel *ch) {
+    rpc_stream *s;
+    rpc_status st;
+    rpc_bytes b;
+    CHECK(rpc_stream_open(ch, RACE, "", 0, 0, &s, &st) == 0);
+    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
+    rpc_bytes_free(&b);
+    pthread_t owner;
+    CHECK(pthread_create(&owner, NULL, race_owner, NULL) == 0);
+    rpc_stream_cancel(s);
+    pthread_join(owner, NULL);
+    CHECK(atomic_load(&race_second_saw_done) == 1);
+    CHECK(atomic_load(&race_finish_saw_done) == 1);
+    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END && st.code == RPC_CANCELLED);
+    rpc_stream_close(s);
+    printf("cancel race: a second callback and finish waited for a running callback\n");
+}
+
 typedef struct worker_arg {
     rpc_channel *ch;
     int id;
@@ -644,6 +701,7 @@ int main(int argc, char **argv) {
     test_deadline(ch);
     test_stream_many(ch);
     test_cancel(ch);
+    test_cancel_race(ch);
     test_backpressure(ch);
     test_concurrent(ch);
     test_killed_client(port);
