@@ -15,7 +15,17 @@
  * thread at a time, while rpc_stream_cancel may come from any thread.
  *
  * Errors. Fallible functions return 0 or -1 and describe the failure in an rpc_status:
- * a gRPC status code plus one readable line. Nothing here prints or exits. */
+ * a gRPC status code plus one readable line. Nothing here prints or exits (gRPC itself
+ * may log to stderr; GRPC_VERBOSITY=NONE silences it).
+ *
+ * Typical use:
+ *   rpc_server_create("127.0.0.1:0", &port, &srv, &st);
+ *   rpc_server_add_stream(srv, RPC_DECODE_GENERATE, on_generate, worker, &st);
+ *   rpc_server_start(srv, &st);            ...            rpc_server_stop(srv);
+ *
+ *   rpc_channel_create("127.0.0.1:7000", &ch, &st);
+ *   rpc_unary_msg(ch, RPC_REGISTRY_REGISTER, &info.base, &tandem__register_reply__descriptor,
+ *                 2000, (void **)&reply, &st);  ...  rpc_msg_free(reply); */
 #ifndef RPC_H
 #define RPC_H
 
@@ -23,6 +33,15 @@
 #include <stdint.h>
 
 #include <protobuf-c/protobuf-c.h>
+
+/* Full names of the methods of proto/tandem.proto (checked against it by the tests). */
+#define RPC_REGISTRY_REGISTER "/tandem.Registry/RegisterWorker"
+#define RPC_REGISTRY_HEARTBEAT "/tandem.Registry/Heartbeat"
+#define RPC_DECODE_GENERATE "/tandem.Decode/Generate" /* server streaming */
+#define RPC_DECODE_KV_READY "/tandem.Decode/KvReady"
+#define RPC_PREFILL_RUN "/tandem.Prefill/Run"
+#define RPC_ADMIN_STATUS "/tandem.Admin/Status"
+#define RPC_ADMIN_CANCEL "/tandem.Admin/Cancel"
 
 /* gRPC's status codes, same numbers, so they travel unchanged. */
 typedef enum rpc_code {

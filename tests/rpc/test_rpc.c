@@ -24,9 +24,9 @@
         }                                                                             \
     } while (0)
 
-#define REGISTER "/tandem.Registry/RegisterWorker"
-#define PREFILL "/tandem.Prefill/Run"
-#define GENERATE "/tandem.Decode/Generate"
+#define REGISTER RPC_REGISTRY_REGISTER
+#define PREFILL RPC_PREFILL_RUN
+#define GENERATE RPC_DECODE_GENERATE
 #define HOLD "/test.Stream/Hold"
 #define GARBAGE "/test.Stream/Garbage"
 #define FLOOD "/test.Stream/Flood"
@@ -689,10 +689,35 @@ static void test_killed_client(int port) {
     printf("killed client: the server's handler saw it after %.2f ms\n", took);
 }
 
+/* The method-name macros of rpc.h name real methods of tandem.proto, and every
+ * method of tandem.proto has one. */
+static void test_method_names(void) {
+    const ProtobufCServiceDescriptor *services[] = {&tandem__registry__descriptor, &tandem__decode__descriptor,
+                                                    &tandem__prefill__descriptor, &tandem__admin__descriptor};
+    const char *names[] = {RPC_REGISTRY_REGISTER, RPC_REGISTRY_HEARTBEAT, RPC_DECODE_GENERATE, RPC_DECODE_KV_READY,
+                           RPC_PREFILL_RUN,       RPC_ADMIN_STATUS,       RPC_ADMIN_CANCEL};
+    const int n_names = (int)(sizeof names / sizeof names[0]);
+    int n_methods = 0;
+    for (size_t i = 0; i < sizeof services / sizeof services[0]; i++) {
+        for (unsigned j = 0; j < services[i]->n_methods; j++) {
+            char full[128];
+            snprintf(full, sizeof full, "/%s/%s", services[i]->name, services[i]->methods[j].name);
+            int found = 0;
+            for (int k = 0; k < n_names; k++) found += strcmp(full, names[k]) == 0;
+            if (found != 1) fprintf(stderr, "method %s has no macro in rpc.h\n", full);
+            CHECK(found == 1);
+            n_methods++;
+        }
+    }
+    CHECK(n_methods == n_names);
+    printf("method names: %d macros match tandem.proto\n", n_methods);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
     if (argc == 3 && strcmp(argv[1], "hold-client") == 0) return hold_client_main(atoi(argv[2]));
     spawn_child_server();
+    test_method_names();
 
     int port;
     rpc_server *srv = start_server(&port);
