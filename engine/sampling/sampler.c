@@ -14,7 +14,8 @@
  *      order. Nothing depends on other requests or on a global generator, so batching,
  *      splitting or moving a request between workers never changes its tokens.
  *
- * Cost is a few linear passes over the vocabulary; only top-p sorts, and only the
+ * Cost is a few linear passes over the vocabulary. A small top-k (<= 1024) first
+ * selects its tokens with a heap, and the rest works on those; top-p sorts only the
  * tokens needed to reach top_p (gathered by decreasing probability thresholds). */
 #include "sampling/sampler.h"
 
@@ -201,6 +202,45 @@ static float kth_largest(float *vals, int n, int k)
     return vals[want];
 }
 
+#define SMALL_TOP_K 1024
+
+/* The k-th largest finite logits[i] * inv_t, with a size-k min-heap: one compare per
+ * token once the heap is full. -inf when fewer than k tokens are finite. */
+static float kth_largest_z(const float *logits, int vocab, float inv_t, int k)
+{
+    float heap[SMALL_TOP_K];
+    int n = 0;
+    for (int i = 0; i < vocab; i++) {
+        if (logits[i] == -INFINITY)
+            continue;
+        float z = logits[i] * inv_t;
+        if (n < k) { /* sift up */
+            int j = n++;
+            while (j > 0 && heap[(j - 1) / 2] > z) {
+                heap[j] = heap[(j - 1) / 2];
+                j = (j - 1) / 2;
+            }
+            heap[j] = z;
+        } else if (z > heap[0]) { /* replace the minimum, sift down */
+            int j = 0;
+            for (;;) {
+                int l = 2 * j + 1, r = l + 1, m = j;
+                float v = z;
+                if (l < n && heap[l] < v)
+                    m = l, v = heap[l];
+                if (r < n && heap[r] < v)
+                    m = r;
+                if (m == j)
+                    break;
+                heap[j] = heap[m];
+                j = m;
+            }
+            heap[j] = z;
+        }
+    }
+    return n < k ? -INFINITY : heap[0];
+}
+
 struct cand {
     int32_t id;
     float z;   /* logit after penalties and temperature */
@@ -266,16 +306,36 @@ static int apply_top_p(struct cand *c, int n, double total, float top_p)
 static int filter(const eng_sampling *s, const float *logits, int vocab, struct cand **cands, int *n_cands,
                   double *total_out)
 {
-    struct cand *c = malloc((size_t)vocab * sizeof *c);
+    float inv_t = 1.0f / s->temperature;
+    /* With a small top-k only the tokens at or above the k-th largest logit can survive
+     * (min-p and top-k keep upper sets of the ranking, so their order does not matter
+     * for membership), and only those become candidates. */
+    float floor_z = -INFINITY;
+    size_t cap = (size_t)vocab;
+    if (s->top_k > 0 && s->top_k <= SMALL_TOP_K && s->top_k < vocab) {
+        floor_z = kth_largest_z(logits, vocab, inv_t, s->top_k);
+        cap = (size_t)s->top_k * 2;
+    }
+    struct cand *c = malloc(cap * sizeof *c);
     if (!c)
         return -1;
-    float inv_t = 1.0f / s->temperature;
     float zmax = -INFINITY;
     int n = 0;
     for (int32_t i = 0; i < vocab; i++) {
         if (logits[i] == -INFINITY)
             continue; /* masked: never sampled */
         float z = logits[i] * inv_t;
+        if (z < floor_z)
+            continue;
+        if ((size_t)n == cap) { /* ties with the k-th logit */
+            struct cand *more = realloc(c, 2 * cap * sizeof *c);
+            if (!more) {
+                free(c);
+                return -1;
+            }
+            c = more;
+            cap *= 2;
+        }
         c[n].id = i;
         c[n].z = z;
         n++;

@@ -226,6 +226,11 @@ static void test_filters(void)
     s.top_k = 2;
     histogram(&s, tie, 4, draws, counts);
     CHECK(counts[1] > 0 && counts[2] > 0 && counts[3] > 0);
+    /* ... however many there are: top-k 1 over five equal logits keeps all five. */
+    const double flat[5] = {0.2, 0.2, 0.2, 0.2, 0.2};
+    s.top_k = 1;
+    histogram(&s, flat, 5, draws, counts);
+    CHECK(chi_square(counts, flat, 5, draws) < 18.5);
 
     /* Temperature 0.5 squares the probabilities (then renormalises). */
     eng_sampling_defaults(&s);
