@@ -469,6 +469,19 @@ static void test_cancel(rpc_channel *ch) {
     CHECK(atomic_load(&hold_cancels) == before + 2);
     printf("cancel: server saw the client's cancel after %.2f ms, reader after %.2f ms\n", server_ms,
            reader_at - c.at);
+
+    /* A stream's deadline ends it on both sides. */
+    CHECK(rpc_stream_open(ch, HOLD, "", 0, 120, &s, &st) == 0);
+    double t1 = now_ms();
+    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
+    rpc_bytes_free(&b);
+    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END);
+    double took = now_ms() - t1;
+    CHECK(st.code == RPC_DEADLINE_EXCEEDED && took >= 100 && took < 2000);
+    for (int i = 0; i < 200 && atomic_load(&hold_cancels) == before + 2; i++) usleep(1000);
+    CHECK(atomic_load(&hold_cancels) == before + 3);
+    rpc_stream_close(s);
+    printf("stream deadline: DEADLINE_EXCEEDED after %.0f ms (120 asked), handler saw it\n", took);
 }
 
 static void test_cancel_race(rpc_channel *ch) {
