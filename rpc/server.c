@@ -168,9 +168,10 @@ static void pump_locked(rpc_call *c) {
         ops[n].op = GRPC_OP_SEND_MESSAGE;
         ops[n].data.send_message.send_message = c->send_bb;
         n++;
-        c->md_sent = 1;
         c->send_inflight = 1;
-        if (grpc_call_start_batch(c->call, ops, (size_t)n, &c->send_tag, NULL) != GRPC_CALL_OK) {
+        if (grpc_call_start_batch(c->call, ops, (size_t)n, &c->send_tag, NULL) == GRPC_CALL_OK) {
+            c->md_sent = 1;
+        } else {
             grpc_byte_buffer_destroy(c->send_bb);
             c->send_bb = NULL;
             c->send_inflight = 0;
