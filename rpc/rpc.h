@@ -137,7 +137,8 @@ int rpc_call_cancelled(rpc_call *c);
 int rpc_call_wait_cancel(rpc_call *c, int timeout_ms);
 /* fn(arg) runs once when the call is cancelled, on a library thread (it must not
  * block; it may call rpc_call_finish), or right away on this thread if the call is
- * already cancelled. Replaces an earlier callback; rpc_call_finish drops it. */
+ * already cancelled. Replaces an earlier callback; rpc_call_finish drops it. Like
+ * rpc_call_finish, it first waits for a callback running on another thread. */
 void rpc_call_on_cancel(rpc_call *c, void (*fn)(void *arg), void *arg);
 const char *rpc_call_method(const rpc_call *c);
 /* The client's address ("ipv4:127.0.0.1:40312"), for logs. */
