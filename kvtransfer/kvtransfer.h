@@ -131,7 +131,9 @@ int kvt_send_begin(kvt_peer *p, kvt_region *src, uint64_t id, kvt_send **out, en
  * failed (peer gone, receiver rejected it): then abort it. */
 int kvt_send_write(kvt_send *s, uint64_t src_off, uint64_t dst_off, uint64_t len, eng_error *err);
 /* Sends the completion notice and waits (up to timeout_ms, -1 = no limit) for the
- * receiver's verdict. 0 only when the receiver verified every byte. Frees s either way. */
+ * receiver's verdict. 0 only when the receiver verified every byte (it sends the verdict
+ * first and then turns the transfer KVT_OK, so a receiver never acts on a transfer that
+ * its sender could still see fail). Frees s either way. */
 int kvt_send_finish(kvt_send *s, int timeout_ms, eng_error *err);
 /* Gives up: queued runs are dropped, the receiver's transfer fails with reason. Frees s. */
 void kvt_send_abort(kvt_send *s, const char *reason);

@@ -500,8 +500,7 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
                     rx_finish_locked(t, x, KVT_FAILED, verdict);
                     nack = 1;
                 } else {
-                    rx_finish_locked(t, x, KVT_OK, "");
-                    ack = 1;
+                    ack = 1; /* committed only once the sender has been told, below */
                 }
             } else if (x->state == KVT_OK) {
                 ack = 1;
@@ -534,6 +533,15 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
         if ((ack || nack) && send_verdict(c, f.id, ack, nack ? verdict : NULL) < 0) {
             snprintf(why, why_len, "could not send a verdict to the sender");
             goto out;
+        }
+        if (ack) {
+            /* The receiver may use the blocks (and shut down) only after the sender has its
+             * verdict on the wire, or a successful transfer would look failed to prefill. */
+            pthread_mutex_lock(&t->mu);
+            rx_transfer *x = find_rx(t, f.id);
+            if (x && x->conn == c)
+                rx_finish_locked(t, x, KVT_OK, "");
+            pthread_mutex_unlock(&t->mu);
         }
     }
 out:

@@ -5,8 +5,12 @@
  * threads sharing one connection, corrupted bytes (test hook), runs outside the region,
  * a receiver that forgets a transfer while data still arrives (its blocks get reused),
  * sender abort, short transfers, unknown ids, stale descriptors, a receiver that goes away
- * mid-transfer, deregistering a region in use, and the counters. */
+ * mid-transfer, a receiver that hangs (stops reading, or never answers), deregistering a
+ * region in use, and the counters. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "kvt_util.h"
@@ -261,7 +265,7 @@ static void test_abort_and_short(side *a, side *b)
     s = begin(a, b, 0, &id);
     CHECK(kvt_wait(b->t, id, 50, &err) == KVT_PENDING && strstr(err.msg, "pending"));
     CHECK_OK(kvt_send_finish(s, 10000, &err), &err);
-    CHECK(kvt_wait(b->t, id, 0, &err) == KVT_OK);
+    CHECK(kvt_wait(b->t, id, 1000, &err) == KVT_OK);
     kvt_forget(b->t, id);
     kvt_forget(b->t, id); /* twice: ignored */
 
@@ -334,6 +338,113 @@ static void test_receiver_gone(const test_layout *l)
     printf("receiver gone mid-transfer: sender fails in %.3f s\n", mono_s() - t0);
 }
 
+typedef struct quitter {
+    side *b;
+    uint64_t id;
+    int ok;
+} quitter;
+
+static void *wait_then_quit(void *arg)
+{
+    quitter *q = arg;
+    eng_error err;
+    q->ok = kvt_wait(q->b->t, q->id, 10000, &err) == KVT_OK;
+    kvt_forget(q->b->t, q->id);
+    side_free(q->b); /* shuts the transport down at once */
+    return NULL;
+}
+
+/* A receiver that verified a transfer and shuts down immediately: the sender must still
+ * hear success (the verdict leaves before the receiver may act on it). */
+static void test_receiver_quits_after_ok(const test_layout *l)
+{
+    eng_error err;
+    side a;
+    side_init(&a, l, 64, 21);
+    size_t ub = unit_bytes(l);
+    for (int round = 0; round < 30; round++) {
+        side b;
+        side_init(&b, l, 64, 0);
+        quitter q = {&b, 0, 0};
+        kvt_send *s = begin(&a, &b, 8 * ub, &q.id);
+        pthread_t th;
+        CHECK(pthread_create(&th, NULL, wait_then_quit, &q) == 0);
+        CHECK_OK(kvt_send_write(s, 0, 0, 8 * ub, &err), &err);
+        CHECK_OK(kvt_send_finish(s, 10000, &err), &err);
+        pthread_join(th, NULL);
+        CHECK(q.ok);
+    }
+    side_free(&a);
+    printf("receiver quitting right after verifying: sender always saw success\n");
+}
+
+/* A fake receiver that accepts one connection and then hangs: mode 0 never reads,
+ * mode 1 reads everything and never answers. */
+typedef struct hung {
+    int listen_fd, mode, stop;
+    pthread_t th;
+} hung;
+
+static void *hung_main(void *arg)
+{
+    hung *h = arg;
+    int fd = accept(h->listen_fd, NULL, NULL);
+    CHECK(fd >= 0);
+    static char sink[1 << 16];
+    while (!__atomic_load_n(&h->stop, __ATOMIC_SEQ_CST)) {
+        if (h->mode == 0)
+            usleep(10000);
+        else if (recv(fd, sink, sizeof sink, 0) <= 0)
+            break;
+    }
+    close(fd);
+    return NULL;
+}
+
+static void test_hung_receiver(const test_layout *l)
+{
+    for (int mode = 0; mode < 2; mode++) {
+        eng_error err;
+        hung h = {.mode = mode};
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t sl = sizeof sa;
+        h.listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+        CHECK(h.listen_fd >= 0 && bind(h.listen_fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+        CHECK(listen(h.listen_fd, 1) == 0);
+        CHECK(getsockname(h.listen_fd, (struct sockaddr *)&sa, &sl) == 0);
+        CHECK(pthread_create(&h.th, NULL, hung_main, &h) == 0);
+
+        kvt_tcp_options o = {.io_timeout_ms = 300};
+        kvt_transport *t;
+        CHECK_OK(kvt_tcp_create(&o, &t, &err), &err);
+        test_pool src;
+        pool_init(&src, l, 512, 3);
+        kvt_region *r;
+        CHECK_OK(kvt_register(t, src.mem, src.bytes, &r, &err), &err);
+        char desc[128];
+        int n = snprintf(desc, sizeof desc, "kvt1 tcp 127.0.0.1 %d 0123456789abcdef 1 %zu",
+                         ntohs(sa.sin_port), src.bytes);
+        kvt_peer *p;
+        kvt_send *s;
+        CHECK_OK(kvt_connect(t, desc, (size_t)n, &p, &err), &err);
+        CHECK_OK(kvt_send_begin(p, r, 1, &s, &err), &err);
+        CHECK_OK(kvt_send_write(s, 0, 0, mode == 0 ? src.bytes : 4096, &err), &err);
+        double t0 = mono_s();
+        CHECK(kvt_send_finish(s, mode == 0 ? 30000 : 500, &err) == -1);
+        double dt = mono_s() - t0;
+        CHECK(dt < 5.0);
+        CHECK(strstr(err.msg, mode == 0 ? "no progress" : "no verdict"));
+        printf("hung receiver (%s): sender gave up in %.2f s: %s\n",
+               mode == 0 ? "not reading" : "never answering", dt, err.msg);
+        __atomic_store_n(&h.stop, 1, __ATOMIC_SEQ_CST);
+        CHECK_OK(kvt_deregister(t, r, &err), &err);
+        kvt_destroy(t); /* closes the connection, which ends the fake's recv */
+        pthread_join(h.th, NULL);
+        close(h.listen_fd);
+        pool_free(&src);
+    }
+}
+
 int main(void)
 {
     test_layouts();
@@ -353,6 +464,8 @@ int main(void)
     side_free(&b);
 
     test_receiver_gone(&TEST_LAYOUTS[1]);
+    test_hung_receiver(&TEST_LAYOUTS[0]);
+    test_receiver_quits_after_ok(&TEST_LAYOUTS[2]);
     CHECK(n_notified > 0);
     printf("kvtransfer loopback: all passed\n");
     return 0;
