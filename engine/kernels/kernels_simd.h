@@ -7,10 +7,10 @@
  *
  * eng_matmul has two loop nests:
  *  - few tokens (decode, n_tokens < GEMM_MIN_TOKENS): memory bound. Each weight row
- *    is streamed once; a tile of 4 rows x up to 4 tokens keeps one vector
- *    accumulator per output, lanes running over the input index, reduced at the
- *    end in a fixed order. The order depends only on n_in, so a token's result is
- *    the same alone or in any small batch.
+ *    is streamed once, front to back, against up to 4 tokens at a time; each
+ *    output keeps four vector accumulators with lanes over the input index,
+ *    combined at the end in a fixed order. The order depends only on n_in, so a
+ *    token's result is the same alone or in any small batch.
  *  - many tokens (prefill): compute bound. A panel of PW rows is widened to f32
  *    and transposed into an L1-sized buffer of KC inputs, then reused by every
  *    token; the micro-kernel keeps 6 tokens x PW outputs in registers and adds one
@@ -35,6 +35,11 @@
 
 /* ---- loading VL weights of any dtype as f32 ---- */
 
+ALWAYS_INLINE size_t dt_size(eng_dtype dt) /* inlined, unlike eng_dtype_size */
+{
+    return dt == ENG_DT_F32 ? 4 : 2;
+}
+
 ALWAYS_INLINE V load_w(const char *row, int i, eng_dtype dt)
 {
     switch (dt) {
@@ -55,77 +60,72 @@ static float scalar_w(const char *row, int i, eng_dtype dt)
 
 /* ---- decode: lanes over the input index ---- */
 
+/* One weight row against T tokens (T <= 4). Four accumulators per output take
+ * the input chunks of VL in turn (chunk j goes to accumulator j % 4), so a row is
+ * read front to back as one sequential stream, which is what the hardware
+ * prefetcher handles best, and the FMA latency chain is split four ways. */
 ALWAYS_INLINE void dec_tile(float *y, int ldy, const float *x, int n_in, const char *w,
-                            size_t row_bytes, eng_dtype dt, const int R, const int T)
+                            eng_dtype dt, const int T)
 {
     V acc[4][4];
 #pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
+    for (int t = 0; t < T; t++)
 #pragma GCC unroll 4
-        for (int t = 0; t < T; t++)
-            acc[r][t] = V_ZERO();
+        for (int a = 0; a < 4; a++)
+            acc[t][a] = V_ZERO();
     int i = 0;
-    for (; i + VL <= n_in; i += VL) {
-        V wv[4];
+    for (; i + 4 * VL <= n_in; i += 4 * VL) {
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            /* Rows are short streams (2-6 KiB), too short for the hardware
-             * prefetcher to ramp up; fetch the next row block's matching bytes. */
-            __builtin_prefetch(w + (R + r) * row_bytes + (size_t)i * eng_dtype_size(dt), 0, 0);
-            wv[r] = load_w(w + r * row_bytes, i, dt);
-        }
+        for (int a = 0; a < 4; a++) {
+            V wv = load_w(w, i + a * VL, dt);
 #pragma GCC unroll 4
-        for (int t = 0; t < T; t++) {
-            V xv = V_LOAD(x + (size_t)t * n_in + i);
-#pragma GCC unroll 4
-            for (int r = 0; r < R; r++)
-                acc[r][t] = V_FMA(wv[r], xv, acc[r][t]);
+            for (int t = 0; t < T; t++)
+                acc[t][a] = V_FMA(wv, V_LOAD(x + (size_t)t * n_in + i + a * VL), acc[t][a]);
         }
     }
+    int a = 0;
+    for (; i + VL <= n_in; i += VL, a++) {
+        V wv = load_w(w, i, dt);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+            acc[t][a] = V_FMA(wv, V_LOAD(x + (size_t)t * n_in + i), acc[t][a]);
+    }
     if (i < n_in) {
-        /* The tail goes through zero-padded copies into the same accumulators,
-         * exactly as a masked load would. */
-        float wt[4][VL], xt[VL];
+        /* The last partial chunk goes through zero-padded copies, exactly as a
+         * masked load would. */
+        float wt[VL], xt[VL];
         int rem = n_in - i;
-        for (int r = 0; r < R; r++)
-            for (int k = 0; k < VL; k++)
-                wt[r][k] = k < rem ? scalar_w(w + r * row_bytes, i + k, dt) : 0.0f;
+        for (int k = 0; k < VL; k++)
+            wt[k] = k < rem ? scalar_w(w, i + k, dt) : 0.0f;
+        V wv = V_LOAD(wt);
         for (int t = 0; t < T; t++) {
             for (int k = 0; k < VL; k++)
                 xt[k] = k < rem ? x[(size_t)t * n_in + i + k] : 0.0f;
-            V xv = V_LOAD(xt);
-            for (int r = 0; r < R; r++)
-                acc[r][t] = V_FMA(V_LOAD(wt[r]), xv, acc[r][t]);
+            acc[t][a] = V_FMA(wv, V_LOAD(xt), acc[t][a]);
         }
     }
 #pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int t = 0; t < T; t++)
-            y[(size_t)t * ldy + r] = V_REDUCE(acc[r][t]);
+    for (int t = 0; t < T; t++)
+        y[(size_t)t * ldy] = V_REDUCE(V_ADD(V_ADD(acc[t][0], acc[t][1]), V_ADD(acc[t][2], acc[t][3])));
 }
 
 ALWAYS_INLINE void dec_rows(float *y, int ldy, const float *x, const void *w, eng_dtype dt,
                             int n_tokens, int n_in, int o0, int o1)
 {
-    size_t row_bytes = (size_t)n_in * eng_dtype_size(dt);
-    int o = o0;
-    for (; o + 4 <= o1; o += 4) {
+    size_t row_bytes = (size_t)n_in * dt_size(dt);
+    for (int o = o0; o < o1; o++) {
         const char *wr = (const char *)w + (size_t)o * row_bytes;
         int t = 0;
         for (; t + 4 <= n_tokens; t += 4)
-            dec_tile(y + (size_t)t * ldy + o, ldy, x + (size_t)t * n_in, n_in, wr, row_bytes, dt, 4, 4);
+            dec_tile(y + (size_t)t * ldy + o, ldy, x + (size_t)t * n_in, n_in, wr, dt, 4);
+        float *yt = y + (size_t)t * ldy + o;
+        const float *xt = x + (size_t)t * n_in;
         switch (n_tokens - t) {
-        case 3: dec_tile(y + (size_t)t * ldy + o, ldy, x + (size_t)t * n_in, n_in, wr, row_bytes, dt, 4, 3); break;
-        case 2: dec_tile(y + (size_t)t * ldy + o, ldy, x + (size_t)t * n_in, n_in, wr, row_bytes, dt, 4, 2); break;
-        case 1: dec_tile(y + (size_t)t * ldy + o, ldy, x + (size_t)t * n_in, n_in, wr, row_bytes, dt, 4, 1); break;
+        case 3: dec_tile(yt, ldy, xt, n_in, wr, dt, 3); break;
+        case 2: dec_tile(yt, ldy, xt, n_in, wr, dt, 2); break;
+        case 1: dec_tile(yt, ldy, xt, n_in, wr, dt, 1); break;
         default: break;
         }
-    }
-    for (; o < o1; o++) {
-        const char *wr = (const char *)w + (size_t)o * row_bytes;
-        for (int t = 0; t < n_tokens; t++)
-            dec_tile(y + (size_t)t * ldy + o, ldy, x + (size_t)t * n_in, n_in, wr, row_bytes, dt, 1, 1);
     }
 }
 
@@ -216,7 +216,7 @@ static void gemm_panel(float *c, int ldc, const float *x, int n_tokens, int n_in
 static void gemm_rows(float *y, int ldy, const float *x, const void *w, eng_dtype dt,
                       int n_tokens, int n_in, int o0, int o1)
 {
-    size_t row_bytes = (size_t)n_in * eng_dtype_size(dt);
+    size_t row_bytes = (size_t)n_in * dt_size(dt);
     int o = o0;
     for (; o + PW <= o1; o += PW)
         gemm_panel(y + o, ldy, x, n_tokens, n_in, (const char *)w + (size_t)o * row_bytes, row_bytes, PW, dt);
