@@ -480,17 +480,7 @@ static jv *str_split(jctx *c, int line, jv *s, jv *sep, long long maxsplit)
                 break;
             size_t end = pos;
             if (maxsplit >= 0 && splits >= maxsplit) {
-                end = len;
-                /* Python keeps the remainder minus trailing whitespace */
-                while (end > pos) {
-                    size_t k = end - 1;
-                    while (k > pos && ((unsigned char)p[k] & 0xC0) == 0x80)
-                        k--;
-                    size_t r = k;
-                    if (!py_isspace(utf8_decode(p, len, &r)))
-                        break;
-                    end = k;
-                }
+                end = len; /* the remainder, trailing whitespace included */
             } else {
                 while (end < len) {
                     size_t r = end;
@@ -1557,6 +1547,8 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
         const char *method = S[1] && S[1]->kind == JV_STR ? S[1]->u.str.s : "common";
         if (!jv_is_num(v))
             return err(c, line, "round needs a number, not '%s'%s", jv_type_name(v), "");
+        if (v->kind != JV_FLOAT && !strcmp(method, "common") && prec >= 0) /* round(int) stays an int */
+            return v->kind == JV_INT ? v : jv_int(A, v->u.b) ?: nomem(c, line);
         double x = jv_num(v), m = pow(10.0, (double)prec), r;
         if (!strcmp(method, "common"))
             r = round(x * m) / m;

@@ -115,7 +115,7 @@ jv *jinja_to_str(jctx *c, int line, jv *v)
     eng_buf b = {0};
     if (jv_str_out(v, &b)) {
         eng_buf_free(&b);
-        jnomem(c, line);
+        jfail(c, line, "cannot print the value: nested more than %d deep, or out of memory", JINJA_MAX_VALUE_DEPTH);
         return NULL;
     }
     jv *s = jv_str(c->arena, b.data ? b.data : "", b.len);
@@ -304,7 +304,7 @@ static jv *binop(jctx *c, int line, int op, jv *x, jv *y)
         eng_buf b = {0};
         if (jv_str_out(x, &b) || jv_str_out(y, &b)) {
             eng_buf_free(&b);
-            jnomem(c, line);
+            jfail(c, line, "cannot print the value: nested more than %d deep, or out of memory", JINJA_MAX_VALUE_DEPTH);
             return NULL;
         }
         jv *v = jv_str(A, b.data ? b.data : "", b.len);
@@ -530,7 +530,23 @@ static jv *apply_chain(jctx *c, jframe *f, const jnode *n, jv *base)
     return jinja_filter(c, n->line, n->name, base, &a);
 }
 
+static jv *eval_node(jctx *c, jframe *f, const jnode *n);
+
+/* Long operator chains (1+1+1+...) parse into deep trees without deep parsing; this
+ * bounds the evaluator's recursion so that they fail instead of overflowing the stack. */
 static jv *eval(jctx *c, jframe *f, const jnode *n)
+{
+    if (c->eval_depth >= JINJA_MAX_EVAL_DEPTH) {
+        jfail(c, n->line, "expression nested too deeply (more than %d levels)", JINJA_MAX_EVAL_DEPTH);
+        return NULL;
+    }
+    c->eval_depth++;
+    jv *v = eval_node(c, f, n);
+    c->eval_depth--;
+    return v;
+}
+
+static jv *eval_node(jctx *c, jframe *f, const jnode *n)
 {
     jv *x, *y, *v = NULL;
     switch (n->kind) {
@@ -742,12 +758,13 @@ static int exec_for(jctx *c, jframe *f, const jnode *n)
         items = kept;
     }
     size_t len = items->u.list.len;
+    /* One loop object, updated in place each iteration, as Jinja2's LoopContext. */
+    jv *loop = jv_list(c->arena, JV_LOOP);
+    if (!loop)
+        return jnomem(c, n->line);
     for (size_t i = 0; i < len; i++) {
         if (step(c, n->line))
             return -1;
-        jv *loop = jv_list(c->arena, JV_LOOP);
-        if (!loop)
-            return jnomem(c, n->line);
         loop->u.loop.index0 = (long long)i;
         loop->u.loop.length = (long long)len;
         loop->u.loop.prev = i > 0 ? items->u.list.items[i - 1] : NULL;

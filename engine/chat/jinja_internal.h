@@ -15,11 +15,13 @@
 #include "chat/jinja.h"
 
 /* Limits that keep a hostile template from hanging or exhausting the process. */
-#define JINJA_MAX_MEMORY ((size_t)512 << 20) /* bytes a render may allocate */
-#define JINJA_MAX_OUTPUT ((size_t)64 << 20)  /* bytes of rendered text */
-#define JINJA_MAX_STEPS 20000000LL           /* statements + loop iterations */
-#define JINJA_MAX_CALL_DEPTH 200             /* nested macro calls */
+#define JINJA_MAX_MEMORY ((size_t)256 << 20) /* bytes a render may allocate */
+#define JINJA_MAX_OUTPUT ((size_t)16 << 20)  /* bytes of rendered text */
+#define JINJA_MAX_STEPS 5000000LL            /* statements + loop iterations */
+#define JINJA_MAX_CALL_DEPTH 100             /* nested macro calls */
 #define JINJA_MAX_NEST 200                   /* nesting of parsed expressions/blocks */
+#define JINJA_MAX_EVAL_DEPTH 1000            /* nesting of evaluation (long operator chains) */
+#define JINJA_MAX_VALUE_DEPTH 200            /* nesting of lists/dicts printed or compared */
 #define JINJA_MAX_RANGE 100000               /* as Jinja2's sandbox */
 
 /* ---- arena ---- */
@@ -172,6 +174,7 @@ typedef struct jctx {
     size_t out_total;
     long long steps;
     int call_depth;
+    int eval_depth;
     jv *globals; /* the render variables */
 } jctx;
 

@@ -230,6 +230,10 @@ static jnode *parse_primary(parser *P)
         advance(P);
     } else if (tok_is(t, T_OP, "(")) {
         advance(P);
+        if (is_op(P, ")")) { /* () is the empty tuple */
+            advance(P);
+            return node(P, N_TUPLE, line);
+        }
         n = parse_tuple(P, 1, NULL, 0);
         if (!n || expect_op(P, ")"))
             return NULL;

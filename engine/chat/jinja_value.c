@@ -6,6 +6,7 @@
  * the way json.dumps(ensure_ascii=False) does; the byte-identity of rendered
  * prompts depends on every one of these details. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,8 +175,25 @@ static jv *jv_new(jarena *a, jv_kind kind)
     return v;
 }
 
+/* Small ints are shared (as in CPython), so that counting loops allocate nothing. */
+#define SMALL_INTS 1024
+static jv small_ints[SMALL_INTS];
+static pthread_once_t small_ints_once = PTHREAD_ONCE_INIT;
+
+static void small_ints_init(void)
+{
+    for (int i = 0; i < SMALL_INTS; i++) {
+        small_ints[i].kind = JV_INT;
+        small_ints[i].u.i = i;
+    }
+}
+
 jv *jv_int(jarena *a, long long i)
 {
+    if (i >= 0 && i < SMALL_INTS) {
+        pthread_once(&small_ints_once, small_ints_init);
+        return &small_ints[i];
+    }
     jv *v = jv_new(a, JV_INT);
     if (v)
         v->u.i = i;
@@ -286,7 +304,7 @@ jv *jv_from_json(jarena *a, const cJSON *j)
         return jv_bool(cJSON_IsTrue(j));
     if (cJSON_IsNumber(j)) {
         double d = j->valuedouble;
-        if (d == floor(d) && fabs(d) <= 9007199254740992.0)
+        if (d == floor(d) && fabs(d) <= 9007199254740992.0 && !(d == 0 && signbit(d)))
             return jv_int(a, (long long)d);
         return jv_float(a, d);
     }
@@ -364,7 +382,12 @@ double jv_num(const jv *v)
 
 static long long jv_intval(const jv *v) { return v->kind == JV_INT ? v->u.i : v->u.b; }
 
-int jv_eq(const jv *x, const jv *y)
+static int eq_depth(const jv *x, const jv *y, int depth);
+
+int jv_eq(const jv *x, const jv *y) { return eq_depth(x, y, 0); }
+
+/* Beyond JINJA_MAX_VALUE_DEPTH containers compare unequal (Python would raise). */
+static int eq_depth(const jv *x, const jv *y, int depth)
 {
     if (jv_is_num(x) && jv_is_num(y)) {
         if (x->kind != JV_FLOAT && y->kind != JV_FLOAT)
@@ -378,18 +401,18 @@ int jv_eq(const jv *x, const jv *y)
     case JV_STR:
         return x->u.str.len == y->u.str.len && !memcmp(x->u.str.s, y->u.str.s, x->u.str.len);
     case JV_LIST: case JV_TUPLE:
-        if (x->u.list.len != y->u.list.len)
+        if (x->u.list.len != y->u.list.len || depth > JINJA_MAX_VALUE_DEPTH)
             return 0;
         for (size_t i = 0; i < x->u.list.len; i++)
-            if (!jv_eq(x->u.list.items[i], y->u.list.items[i]))
+            if (!eq_depth(x->u.list.items[i], y->u.list.items[i], depth + 1))
                 return 0;
         return 1;
     case JV_DICT:
-        if (x->u.dict.len != y->u.dict.len)
+        if (x->u.dict.len != y->u.dict.len || depth > JINJA_MAX_VALUE_DEPTH)
             return 0;
         for (size_t i = 0; i < x->u.dict.len; i++) {
             const jv *o = jv_dict_get(y, x->u.dict.keys[i]);
-            if (!o || !jv_eq(x->u.dict.vals[i], o))
+            if (!o || !eq_depth(x->u.dict.vals[i], o, depth + 1))
                 return 0;
         }
         return 1;
@@ -398,7 +421,11 @@ int jv_eq(const jv *x, const jv *y)
     }
 }
 
-int jv_cmp(const jv *x, const jv *y, int *res)
+static int cmp_depth(const jv *x, const jv *y, int *res, int depth);
+
+int jv_cmp(const jv *x, const jv *y, int *res) { return cmp_depth(x, y, res, 0); }
+
+static int cmp_depth(const jv *x, const jv *y, int *res, int depth)
 {
     if (jv_is_num(x) && jv_is_num(y)) {
         if (x->kind != JV_FLOAT && y->kind != JV_FLOAT) {
@@ -420,12 +447,12 @@ int jv_cmp(const jv *x, const jv *y, int *res)
         *res = c ? (c < 0 ? -1 : 1) : (x->u.str.len < y->u.str.len ? -1 : x->u.str.len > y->u.str.len);
         return 0;
     }
-    if ((x->kind == JV_LIST || x->kind == JV_TUPLE) && x->kind == y->kind) {
+    if ((x->kind == JV_LIST || x->kind == JV_TUPLE) && x->kind == y->kind && depth <= JINJA_MAX_VALUE_DEPTH) {
         size_t n = x->u.list.len < y->u.list.len ? x->u.list.len : y->u.list.len;
         for (size_t i = 0; i < n; i++) {
             if (jv_eq(x->u.list.items[i], y->u.list.items[i]))
                 continue;
-            return jv_cmp(x->u.list.items[i], y->u.list.items[i], res);
+            return cmp_depth(x->u.list.items[i], y->u.list.items[i], res, depth + 1);
         }
         *res = x->u.list.len < y->u.list.len ? -1 : x->u.list.len > y->u.list.len;
         return 0;
@@ -537,9 +564,18 @@ static int out_ok(eng_buf *out, size_t before)
     return out->data || before ? 0 : -1;
 }
 
-int jv_repr_out(const jv *v, eng_buf *out)
+static int repr_depth(const jv *v, eng_buf *out, int depth);
+static int str_depth(const jv *v, eng_buf *out, int depth);
+
+int jv_repr_out(const jv *v, eng_buf *out) { return repr_depth(v, out, 0); }
+int jv_str_out(const jv *v, eng_buf *out) { return str_depth(v, out, 0); }
+
+/* Fails (-1) on values nested deeper than JINJA_MAX_VALUE_DEPTH, or out of memory. */
+static int repr_depth(const jv *v, eng_buf *out, int depth)
 {
     size_t before = out->len;
+    if (depth > JINJA_MAX_VALUE_DEPTH)
+        return -1;
     switch (v->kind) {
     case JV_STR:
         str_repr(v->u.str.s, v->u.str.len, out);
@@ -552,7 +588,7 @@ int jv_repr_out(const jv *v, eng_buf *out)
         for (size_t i = 0; i < v->u.list.len; i++) {
             if (i)
                 eng_buf_puts(out, ", ");
-            if (jv_repr_out(v->u.list.items[i], out))
+            if (repr_depth(v->u.list.items[i], out, depth + 1))
                 return -1;
         }
         if (v->kind == JV_TUPLE && v->u.list.len == 1)
@@ -566,21 +602,21 @@ int jv_repr_out(const jv *v, eng_buf *out)
         for (size_t i = 0; i < v->u.dict.len; i++) {
             if (i)
                 eng_buf_puts(out, ", ");
-            if (jv_repr_out(v->u.dict.keys[i], out))
+            if (repr_depth(v->u.dict.keys[i], out, depth + 1))
                 return -1;
             eng_buf_puts(out, ": ");
-            if (jv_repr_out(v->u.dict.vals[i], out))
+            if (repr_depth(v->u.dict.vals[i], out, depth + 1))
                 return -1;
         }
         eng_buf_puts(out, v->kind == JV_NS ? "}>" : "}");
         break;
     default:
-        return jv_str_out(v, out);
+        return str_depth(v, out, depth);
     }
     return out_ok(out, before);
 }
 
-int jv_str_out(const jv *v, eng_buf *out)
+static int str_depth(const jv *v, eng_buf *out, int depth)
 {
     size_t before = out->len;
     switch (v->kind) {
@@ -590,7 +626,7 @@ int jv_str_out(const jv *v, eng_buf *out)
     case JV_INT: eng_buf_printf(out, "%lld", v->u.i); break;
     case JV_FLOAT: jv_float_repr(v->u.f, out); break;
     case JV_STR: eng_buf_append(out, v->u.str.s, v->u.str.len); break;
-    case JV_LIST: case JV_TUPLE: case JV_DICT: case JV_NS: return jv_repr_out(v, out);
+    case JV_LIST: case JV_TUPLE: case JV_DICT: case JV_NS: return repr_depth(v, out, depth);
     case JV_MACRO: eng_buf_printf(out, "<Macro '%s'>", v->u.macro.def->name); break;
     case JV_FUNC: eng_buf_puts(out, "<built-in function>"); break;
     case JV_METHOD: eng_buf_printf(out, "<built-in method %s>", v->u.method.name); break;
@@ -677,7 +713,7 @@ static int key_order(const void *a, const void *b)
 static int json_value(const jv *v, eng_buf *out, int indent, const char *const *seps, int sort_keys, int level,
                       const char **bad)
 {
-    if (level > 500) {
+    if (level > JINJA_MAX_VALUE_DEPTH) {
         *bad = "nesting too deep";
         return -1;
     }
