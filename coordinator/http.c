@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +70,8 @@ struct conn {
     size_t out_pos;
     size_t text_offset;
     double t_last_token;
+    double t_first_token;
+    double t_done;
     int n_tokens_seen;
 };
 
@@ -77,6 +80,24 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void log_line(const coord_http *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void log_line(const coord_http *h, const char *fmt, ...)
+{
+    if (!h->cfg.log)
+        return;
+    char line[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    h->cfg.log(h->cfg.log_ctx, line);
+}
+
+static const char *route_path(enum route r)
+{
+    return r == R_CHAT ? "/v1/chat/completions" : "/v1/completions";
 }
 
 /* 1 when the peer has closed its side or the socket failed. */
@@ -150,6 +171,7 @@ static void record_tokens(struct conn *c, int n)
         return;
     double t = now_s();
     if (c->n_tokens_seen == 0) {
+        c->t_first_token = t;
         met_observe(c->h->m_ttft, t - c->t_arrival);
     } else {
         /* A delta may carry several tokens (held back text released at once):
@@ -200,7 +222,8 @@ static void sink_done(void *ctx, coord_finish finish, const coord_usage *usage, 
         }
         eng_buf_puts(&c->out, "data: [DONE]\n\n");
     }
-    double e2e = now_s() - c->t_arrival;
+    c->t_done = now_s();
+    double e2e = c->t_done - c->t_arrival;
     met_observe(h->m_e2e, e2e);
     met_inc(finish == COORD_FINISH_CANCELLED ? h->m_cancelled
             : finish == COORD_FINISH_ERROR   ? h->m_error
@@ -273,8 +296,17 @@ static void conn_free(struct conn *c)
     int release = c->submitted;
     c->submitted = 0;
     pthread_mutex_unlock(&c->mu);
-    if (release)
+    if (release) {
         h->cfg.frontend.release(h->cfg.frontend.self, c->call);
+        const char *outcome = c->finish == COORD_FINISH_CANCELLED ? "cancelled"
+                              : c->finish == COORD_FINISH_ERROR   ? "error"
+                                                                  : coord_finish_name(c->finish);
+        log_line(h, "request %s %s %s%s%s prompt_tokens=%d completion_tokens=%d ttft_ms=%.1f e2e_ms=%.1f",
+                 c->req.id, route_path(c->route), outcome, c->finish == COORD_FINISH_ERROR ? ": " : "",
+                 c->finish == COORD_FINISH_ERROR ? c->err.message : "", c->usage.prompt_tokens,
+                 c->usage.completion_tokens, c->n_tokens_seen ? (c->t_first_token - c->t_arrival) * 1e3 : -1.0,
+                 (c->t_done - c->t_arrival) * 1e3);
+    }
     if (c->have_req)
         coord_request_free(&c->req);
     coord_accum_free(&c->acc);
@@ -299,20 +331,29 @@ static void request_completed(void *cls, struct MHD_Connection *mhd, void **con_
 
 /* ---- routes ---- */
 
+static enum MHD_Result refuse(struct conn *c, const coord_error *e)
+{
+    log_line(c->h, "request %s %s refused %d %s: %s", c->have_req ? c->req.id : "-", route_path(c->route),
+             e->status, e->type, e->message);
+    return respond_error(c->mhd, e, NULL);
+}
+
 static enum MHD_Result serve_generation(struct conn *c)
 {
     coord_http *h = c->h;
     struct MHD_Connection *mhd = c->mhd;
     if (c->too_large) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "The request body is larger than the limit of %zu bytes", h->cfg.max_body_bytes);
-        return respond_fail(h, mhd, 413, "invalid_request_error", NULL, "request_too_large", msg, NULL);
+        coord_error e;
+        coord_fail(&e, 413, "invalid_request_error", NULL, "request_too_large",
+                   "The request body is larger than the limit of %zu bytes", h->cfg.max_body_bytes);
+        met_inc(h->m_rejected, 1);
+        return refuse(c, &e);
     }
     coord_error err;
     coord_api api = c->route == R_CHAT ? COORD_API_CHAT : COORD_API_COMPLETIONS;
     if (coord_parse_request(api, c->body.data ? c->body.data : "", c->body.len, h->cfg.api, &c->req, &err)) {
         met_inc(h->m_rejected, 1);
-        return respond_error(mhd, &err, NULL);
+        return refuse(c, &err);
     }
     c->have_req = 1;
     eng_buf_free(&c->body);
@@ -333,7 +374,7 @@ static enum MHD_Result serve_generation(struct conn *c)
         if (err.status < 400)
             err.status = 500;
         met_inc(err.status >= 500 && err.status != 503 ? h->m_error : h->m_rejected, 1);
-        return respond_error(mhd, &err, NULL);
+        return refuse(c, &err);
     }
     pthread_mutex_lock(&c->mu);
     c->call = call;

@@ -30,6 +30,38 @@ static int failures;
         }                                                                                \
     } while (0)
 
+/* ---- the server's request log ---- */
+
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char log_text[1 << 16];
+
+static void log_cb(void *ctx, const char *line)
+{
+    (void)ctx;
+    pthread_mutex_lock(&log_mu);
+    if (strlen(log_text) + strlen(line) + 2 < sizeof log_text) {
+        strcat(log_text, line);
+        strcat(log_text, "\n");
+    }
+    pthread_mutex_unlock(&log_mu);
+}
+
+static int log_has(const char *a, const char *b)
+{
+    pthread_mutex_lock(&log_mu);
+    int found = 0;
+    for (char *p = log_text; (p = strstr(p, a)) != NULL; p++) {
+        char *eol = strchr(p, '\n');
+        char *q = strstr(p, b);
+        if (q && (!eol || q < eol)) {
+            found = 1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&log_mu);
+    return found;
+}
+
 /* ---- a small HTTP/1.1 client ---- */
 
 static int port;
@@ -467,6 +499,7 @@ int main(void)
         .frontend = scripted_frontend(),
         .metrics = reg,
         .met = &met,
+        .log = log_cb,
     };
     coord_http *h;
     if (coord_http_start(&cfg, &h, &err)) {
@@ -483,6 +516,14 @@ int main(void)
     test_disconnects();
     test_concurrency();
     test_metrics_endpoint();
+    /* one line per request, with its id and outcome */
+    CHECK(log_has("request chatcmpl-", "/v1/chat/completions length prompt_tokens=3 completion_tokens=3 ttft_ms="));
+    CHECK(log_has("request chatcmpl-", "/v1/chat/completions tool_calls"));
+    CHECK(log_has("request cmpl-", "/v1/completions error: decode worker w1 died"));
+    CHECK(log_has("request chatcmpl-", "/v1/chat/completions cancelled"));
+    CHECK(log_has("request - /v1/chat/completions", "refused 400 invalid_request_error"));
+    CHECK(log_has("request chatcmpl-", "refused 503 server_error: no decode worker"));
+    CHECK(log_has("request - /v1/completions", "refused 413"));
 
     /* Stopping with a request in flight cancels it and returns. */
     int before = atomic_load(&n_cancelled);
