@@ -64,14 +64,14 @@ def vllm_v1_probs(logits, c):
 
 
 def random_case(rng):
-    V = int(rng.choice([5, 17, 64, 300, 2000]))
+    V = int(rng.choice([5, 17, 64, 300, 2000, 4000]))
     logits = (rng.standard_normal(V) * rng.choice([0.5, 2.0, 5.0])).astype(np.float32)
     if rng.random() < 0.2:
         logits[rng.integers(0, V, size=V // 4)] = -np.inf
         logits[rng.integers(0, V)] = 1.0
     c = {
         "temperature": float(rng.choice([0.0, 0.3, 0.7, 1.0, 1.5])),
-        "top_k": int(rng.choice([0, -1, 1, 3, 10, 50])),
+        "top_k": int(rng.choice([0, -1, 1, 3, 10, 50, 1500])),  # 1500: past the heap path
         "top_p": float(rng.choice([1.0, 0.95, 0.8, 0.5, 0.1])),
         "min_p": float(rng.choice([0.0, 0.0, 0.05, 0.2])),
         "presence_penalty": float(rng.choice([0.0, 0.5, -0.3])),
