@@ -451,6 +451,18 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *mhd, const char 
             const char *path, *method;
         } routes[] = {{"/v1/chat/completions", "POST"}, {"/v1/completions", "POST"}, {"/v1/models", "GET"},
                       {"/health", "GET"},               {"/metrics", "GET"}};
+        if (strncmp(url, "/v1/models/", 11) == 0) {
+            if (strcmp(method, "GET") != 0)
+                return respond_fail(h, mhd, 405, "invalid_request_error", NULL, "method_not_allowed",
+                                    "Only GET is allowed on /v1/models/{model}", "GET");
+            char *json = coord_format_model(h->cfg.api, url + 11, (int64_t)time(NULL));
+            if (!json) {
+                char msg[200];
+                snprintf(msg, sizeof msg, "The model '%.120s' does not exist", url + 11);
+                return respond_fail(h, mhd, 404, "invalid_request_error", "model", "model_not_found", msg, NULL);
+            }
+            return respond(mhd, MHD_HTTP_OK, "application/json", json, NULL);
+        }
         int found = -1;
         for (int i = 0; i < (int)(sizeof routes / sizeof routes[0]); i++)
             if (strcmp(url, routes[i].path) == 0)

@@ -636,24 +636,6 @@ char *coord_format_error(const coord_error *e)
     return s;
 }
 
-char *coord_format_models(const coord_api_config *cfg, int64_t created)
-{
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "object", "list");
-    cJSON *data = cJSON_AddArrayToObject(root, "data");
-    for (int i = 0; data && i < cfg->n_models; i++) {
-        cJSON *m = cJSON_CreateObject();
-        cJSON_AddStringToObject(m, "id", cfg->models[i]);
-        cJSON_AddStringToObject(m, "object", "model");
-        cJSON_AddNumberToObject(m, "created", (double)created);
-        cJSON_AddStringToObject(m, "owned_by", "tandem");
-        cJSON_AddItemToArray(data, m);
-    }
-    char *s = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    return s;
-}
-
 void coord_accum_init(coord_accum *a)
 {
     memset(a, 0, sizeof *a);
@@ -727,6 +709,36 @@ static char *finish_json(cJSON *root)
     char *s = root ? cJSON_PrintUnformatted(root) : NULL;
     cJSON_Delete(root);
     return s;
+}
+
+static cJSON *model_obj(const char *id, int64_t created)
+{
+    cJSON *m = cJSON_CreateObject();
+    if (!m)
+        return NULL;
+    cJSON_AddStringToObject(m, "id", id);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double)created);
+    cJSON_AddStringToObject(m, "owned_by", "tandem");
+    return m;
+}
+
+char *coord_format_models(const coord_api_config *cfg, int64_t created)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(root, "data");
+    for (int i = 0; data && i < cfg->n_models; i++)
+        cJSON_AddItemToArray(data, model_obj(cfg->models[i], created));
+    return finish_json(root);
+}
+
+char *coord_format_model(const coord_api_config *cfg, const char *id, int64_t created)
+{
+    for (int i = 0; i < cfg->n_models; i++)
+        if (strcmp(cfg->models[i], id) == 0)
+            return finish_json(model_obj(id, created));
+    return NULL;
 }
 
 static void add_finish(cJSON *choice, coord_finish finish)

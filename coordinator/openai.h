@@ -34,6 +34,8 @@ int coord_utf8_valid(const char *s, size_t len);
  * when memory runs out. */
 char *coord_format_error(const coord_error *e);             /* {"error": {...}} */
 char *coord_format_models(const coord_api_config *cfg, int64_t created);
+/* One model object (GET /v1/models/{id}); NULL when id is not served. */
+char *coord_format_model(const coord_api_config *cfg, const char *id, int64_t created);
 
 /* Non-streaming: feed every delta to an accumulator, then format the response. */
 typedef struct coord_accum {

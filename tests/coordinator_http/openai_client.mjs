@@ -43,6 +43,9 @@ const check = async (name, fn) => { await fn(); checks++; console.log(`ok ${name
 await check("models", async () => {
   const list = await client.models.list();
   assert.deepEqual(list.data.map((m) => m.id), ["qwen3-test"]);
+  const m = await client.models.retrieve("qwen3-test");
+  assert.equal(m.id, "qwen3-test");
+  await expectError(client.models.retrieve("gpt-4"), 404, /gpt-4/);
 });
 
 await check("chat", async () => {

@@ -244,6 +244,14 @@ static void test_routes(void)
     cJSON_Delete(j);
     free(r.body);
 
+    r = request("GET", "/v1/models/qwen3-test", NULL);
+    j = body_json(&r);
+    CHECK(r.status == 200 && strcmp(cJSON_GetObjectItem(j, "id")->valuestring, "qwen3-test") == 0 &&
+          strcmp(cJSON_GetObjectItem(j, "object")->valuestring, "model") == 0);
+    cJSON_Delete(j);
+    free(r.body);
+    expect_error("GET", "/v1/models/gpt-4", NULL, 404, "invalid_request_error");
+    expect_error("POST", "/v1/models/qwen3-test", "{}", 405, "invalid_request_error");
     expect_error("GET", "/v1/nothing", NULL, 404, "invalid_request_error");
     expect_error("POST", "/", "{}", 404, "invalid_request_error");
     expect_error("GET", "/v1/chat/completions", NULL, 405, "invalid_request_error");
