@@ -265,7 +265,7 @@ static jv *repeat(jctx *c, int line, jv *seq, long long times)
             return NULL;
         }
         size_t len = seq->u.str.len * (size_t)times;
-        char *p = ja_alloc(c->arena, len + 1);
+        char *p = ja_alloc_raw(c->arena, len + 1);
         jv *v = p ? jv_list(c->arena, JV_STR) : NULL;
         if (!v) {
             jnomem(c, line);
@@ -273,6 +273,7 @@ static jv *repeat(jctx *c, int line, jv *seq, long long times)
         }
         for (long long i = 0; i < times; i++)
             memcpy(p + (size_t)i * seq->u.str.len, seq->u.str.s, seq->u.str.len);
+        p[len] = 0;
         v->u.str.s = p;
         v->u.str.len = len;
         return v;
@@ -332,10 +333,11 @@ static jv *binop(jctx *c, int line, int op, jv *x, jv *y)
         } else if (both_num) {
             v = jv_float(A, jv_num(x) + jv_num(y));
         } else if (x->kind == JV_STR && y->kind == JV_STR) {
-            char *p = ja_alloc(A, x->u.str.len + y->u.str.len + 1);
+            char *p = ja_alloc_raw(A, x->u.str.len + y->u.str.len + 1);
             if (p && (v = jv_list(A, JV_STR))) {
                 memcpy(p, x->u.str.s, x->u.str.len);
                 memcpy(p + x->u.str.len, y->u.str.s, y->u.str.len);
+                p[x->u.str.len + y->u.str.len] = 0;
                 v->u.str.s = p;
                 v->u.str.len = x->u.str.len + y->u.str.len;
             }

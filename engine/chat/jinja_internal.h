@@ -32,6 +32,7 @@ typedef struct jarena {
 } jarena;
 
 void *ja_alloc(jarena *a, size_t n); /* zeroed; NULL when the limit is hit */
+void *ja_alloc_raw(jarena *a, size_t n); /* not zeroed */
 char *ja_strndup(jarena *a, const char *s, size_t n);
 void ja_free(jarena *a);
 

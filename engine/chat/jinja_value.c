@@ -25,6 +25,14 @@ typedef struct jchunk {
 
 void *ja_alloc(jarena *a, size_t n)
 {
+    void *p = ja_alloc_raw(a, n);
+    if (p)
+        memset(p, 0, n);
+    return p;
+}
+
+void *ja_alloc_raw(jarena *a, size_t n)
+{
     n = (n + 15) & ~(size_t)15;
     if (n == 0)
         n = 16;
@@ -48,13 +56,12 @@ void *ja_alloc(jarena *a, size_t n)
     }
     void *p = (char *)c->data + c->used;
     c->used += n;
-    memset(p, 0, n);
     return p;
 }
 
 char *ja_strndup(jarena *a, const char *s, size_t n)
 {
-    char *p = ja_alloc(a, n + 1);
+    char *p = ja_alloc_raw(a, n + 1);
     if (p) {
         if (n)
             memcpy(p, s, n);
@@ -308,8 +315,14 @@ jv *jv_from_json(jarena *a, const cJSON *j)
             return jv_int(a, (long long)d);
         return jv_float(a, d);
     }
-    if (cJSON_IsString(j))
-        return jv_strz(a, j->valuestring ? j->valuestring : "");
+    if (cJSON_IsString(j)) { /* the JSON outlives the render: no copy */
+        jv *v = jv_new(a, JV_STR);
+        if (v) {
+            v->u.str.s = j->valuestring ? j->valuestring : "";
+            v->u.str.len = strlen(v->u.str.s);
+        }
+        return v;
+    }
     if (cJSON_IsArray(j)) {
         jv *l = jv_list(a, JV_LIST);
         if (!l)
