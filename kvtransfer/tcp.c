@@ -1,16 +1,18 @@
 /* tcp.c: the TCP transport.
  *
  * Receiving: a listener thread accepts connections; each incoming connection gets a reader
- * thread that parses frames and recv()s a run's payload straight into the registered
- * region at its destination offset. A payload chunk is written only while its transfer is
+ * thread that parses frames from a staging buffer (many small frames per recv) and recv()s
+ * the bulk of a large run straight into the registered region at its destination offset.
+ * A payload chunk is written only while its transfer is
  * expected, bound to this connection and still pending, and the reader marks the transfer
  * "writing" around each recv() so that kvt_forget() can wait for the chunk in progress:
- * once kvt_forget() returns, late data for that id goes to a scratch buffer, never into
+ * once kvt_forget() returns, late data for that id is dropped, never written into
  * blocks that the decode side may already have reused.
  *
  * Sending: one connection per receiver endpoint, cached in the transport. kvt_send_write()
  * only queues the run; the connection's sender thread hashes (XXH3-64, in queue order) and
- * sends it, so the prefill forward pass keeps computing while earlier layers travel. A
+ * sends queued frames in batches (one sendmsg each), so the prefill forward pass keeps
+ * computing while earlier layers travel. A
  * second thread per connection reads the receiver's verdicts. A connection that fails
  * (reset, EOF, a send that makes no progress for io_timeout_ms) fails every transfer in
  * flight on it, on both ends; the next kvt_connect() builds a fresh one.
@@ -52,7 +54,7 @@
 #define PROTO_VERSION 1
 #define MAX_REASON 1024
 #define RECV_CHUNK (4u << 20)  /* one recv() into the region, between accept-state checks */
-#define SCRATCH_BYTES (1u << 16)
+#define STAGE_BYTES (256u << 10) /* per incoming connection */
 
 enum { F_HELLO = 1, F_BEGIN, F_WRITE, F_FINISH, F_ABORT, F_VERDICT };
 
@@ -123,7 +125,6 @@ typedef struct tcp_peer {
     tx_item *q;
     size_t q_head, q_len, q_cap; /* items q[q_head .. q_head+q_len) */
     tx_transfer *txs;
-    tx_transfer *busy; /* the transfer whose frame the sender thread is sending */
     char dead_reason[200];
     struct tcp_peer *next;
 } tcp_peer;
@@ -136,6 +137,7 @@ struct tx_transfer {
     kvt_state state;
     XXH3_state_t *hash; /* sender thread only */
     uint64_t bytes;     /* sender thread only */
+    int in_flight;      /* its frames in the batch being sent */
     double t_start;
     char reason[256];
     tx_transfer *next;
@@ -144,7 +146,7 @@ struct tx_transfer {
 struct tcp_transport {
     kvt_transport base;
     pthread_mutex_t mu;
-    pthread_cond_t cv; /* any transfer changed state, a writer finished a chunk, busy cleared */
+    pthread_cond_t cv; /* any transfer changed state, a writer finished a chunk, a batch went out */
     int io_timeout_ms;
     char host[128];
     int port;
@@ -315,10 +317,55 @@ static int send_verdict(in_conn *c, uint64_t id, int ok, const char *reason)
     return send_frame(c->fd, &f, reason, n, why, sizeof why);
 }
 
-/* Receives one WRITE's payload: into the region while the transfer accepts it, into
- * scratch otherwise. Returns -1 only when the connection itself failed. */
-static int rx_payload(tcp_transport *t, in_conn *c, uint64_t id, uint64_t off, uint64_t len,
-                      char *scratch, char *why, size_t why_len)
+/* An incoming connection's staging buffer: frame headers and small runs are read in bulk
+ * (one recv for many frames) and the bulk of a large run goes straight into the region.
+ * Unread bytes are buf[pos, pos + len). */
+typedef struct rxbuf {
+    char *buf;
+    size_t pos, len;
+} rxbuf;
+
+/* Receives at least one more byte into the staging buffer (which must not be full). */
+static int rd_more(int fd, rxbuf *r, char *why, size_t why_len)
+{
+    if (r->pos > 0) {
+        memmove(r->buf, r->buf + r->pos, r->len);
+        r->pos = 0;
+    }
+    for (;;) {
+        ssize_t n = recv(fd, r->buf + r->len, STAGE_BYTES - r->len, 0);
+        if (n > 0) {
+            r->len += (size_t)n;
+            return 0;
+        }
+        if (n == 0) {
+            snprintf(why, why_len, "peer closed the connection");
+            return -1;
+        }
+        if (errno != EINTR) {
+            snprintf(why, why_len, "recv failed: %s", strerror(errno));
+            return -1;
+        }
+    }
+}
+
+/* Takes exactly n (<= STAGE_BYTES) bytes from the connection. */
+static int rd_exact(int fd, rxbuf *r, void *dst, size_t n, char *why, size_t why_len)
+{
+    while (r->len < n)
+        if (rd_more(fd, r, why, why_len) < 0)
+            return -1;
+    memcpy(dst, r->buf + r->pos, n);
+    r->pos += n;
+    r->len -= n;
+    return 0;
+}
+
+/* Receives one WRITE's payload: into the region while the transfer accepts it, dropped
+ * otherwise. Each piece is written with the transfer marked "writing", so kvt_forget()
+ * can wait for it. Returns -1 only when the connection itself failed. */
+static int rx_payload(tcp_transport *t, in_conn *c, rxbuf *rb, uint64_t id, uint64_t off,
+                      uint64_t len, char *why, size_t why_len)
 {
     while (len > 0) {
         pthread_mutex_lock(&t->mu);
@@ -328,40 +375,43 @@ static int rx_payload(tcp_transport *t, in_conn *c, uint64_t id, uint64_t off, u
             x->writing = 1;
         pthread_mutex_unlock(&t->mu);
 
-        size_t want = len;
-        char *dst;
-        if (accept) {
-            if (want > RECV_CHUNK)
-                want = RECV_CHUNK;
-            dst = x->region->base.base + off;
-        } else {
-            if (want > SCRATCH_BYTES)
-                want = SCRATCH_BYTES;
-            dst = scratch;
+        size_t n = 0;
+        int failed = 0;
+        char *dst = accept ? x->region->base.base + off : NULL;
+        if (rb->len > 0) { /* already staged */
+            n = rb->len < len ? rb->len : (size_t)len;
+            if (accept)
+                memcpy(dst, rb->buf + rb->pos, n);
+            rb->pos += n;
+            rb->len -= n;
+        } else if (accept) { /* straight into the region */
+            size_t want = len < RECV_CHUNK ? (size_t)len : RECV_CHUNK;
+            ssize_t r;
+            do
+                r = recv(c->fd, dst, want, 0);
+            while (r < 0 && errno == EINTR);
+            if (r > 0)
+                n = (size_t)r;
+            else if (r == 0)
+                failed = snprintf(why, why_len, "peer closed the connection mid-run");
+            else
+                failed = snprintf(why, why_len, "recv failed: %s", strerror(errno));
+        } else if (rd_more(c->fd, rb, why, why_len) < 0) { /* to be dropped next round */
+            return -1;
         }
-        ssize_t r = recv(c->fd, dst, want, 0);
-        if (r > 0 && accept)
-            XXH3_64bits_update(x->hash, dst, (size_t)r);
         if (accept) {
+            if (n > 0)
+                XXH3_64bits_update(x->hash, dst, n);
             pthread_mutex_lock(&t->mu);
             x->writing = 0;
-            if (r > 0)
-                x->bytes += (uint64_t)r;
+            x->bytes += n;
             pthread_cond_broadcast(&t->cv);
             pthread_mutex_unlock(&t->mu);
         }
-        if (r == 0) {
-            snprintf(why, why_len, "peer closed the connection mid-run");
+        if (failed)
             return -1;
-        }
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            snprintf(why, why_len, "recv failed: %s", strerror(errno));
-            return -1;
-        }
-        off += (uint64_t)r;
-        len -= (uint64_t)r;
+        off += n;
+        len -= n;
     }
     return 0;
 }
@@ -372,14 +422,14 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
     unsigned char hdr[FRAME_BYTES];
     char text[MAX_REASON + 1];
     char verdict[300];
-    char *scratch = malloc(SCRATCH_BYTES);
+    rxbuf rb = {malloc(STAGE_BYTES), 0, 0};
     frame f;
-    if (!scratch) {
+    if (!rb.buf) {
         snprintf(why, why_len, "out of memory");
         return;
     }
 
-    if (recv_all(c->fd, hdr, FRAME_BYTES, why, why_len) < 0)
+    if (rd_exact(c->fd, &rb, hdr, FRAME_BYTES, why, why_len) < 0)
         goto out;
     decode_frame(hdr, &f);
     if (f.magic != FRAME_MAGIC || f.type != F_HELLO || f.b != PROTO_VERSION) {
@@ -395,7 +445,7 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
             shutdown(c->fd, SHUT_WR);
             struct timeval tv = {2, 0};
             setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-            while (recv(c->fd, scratch, SCRATCH_BYTES, 0) > 0)
+            while (recv(c->fd, rb.buf, STAGE_BYTES, 0) > 0)
                 ;
         }
         goto out;
@@ -403,7 +453,7 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
 
     uint64_t last_nack = 0;
     for (;;) {
-        if (recv_all(c->fd, hdr, FRAME_BYTES, why, why_len) < 0)
+        if (rd_exact(c->fd, &rb, hdr, FRAME_BYTES, why, why_len) < 0)
             goto out;
         decode_frame(hdr, &f);
         if (f.magic != FRAME_MAGIC) {
@@ -470,7 +520,7 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
                 last_nack = f.id;
                 nack = 0;
             }
-            if (rx_payload(t, c, f.id, off, len, scratch, why, why_len) < 0)
+            if (rx_payload(t, c, &rb, f.id, off, len, why, why_len) < 0)
                 goto out;
             break;
         }
@@ -514,7 +564,7 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
                 snprintf(why, why_len, "protocol error: abort reason of %" PRIu64 " bytes", f.a);
                 goto out;
             }
-            if (recv_all(c->fd, text, f.a, why, why_len) < 0)
+            if (rd_exact(c->fd, &rb, text, f.a, why, why_len) < 0)
                 goto out;
             text[f.a] = '\0';
             pthread_mutex_lock(&t->mu);
@@ -545,7 +595,7 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
         }
     }
 out:
-    free(scratch);
+    free(rb.buf);
 }
 
 static void *in_conn_main(void *arg)
@@ -798,46 +848,63 @@ static void q_drop(tcp_peer *p, tx_transfer *s)
     p->q_len = w - p->q_head;
 }
 
-/* Sends one item (without t->mu). */
-static int send_item(tcp_peer *p, tx_item *it, char *why, size_t why_len)
+/* A batch: up to BATCH_ITEMS queued frames (at most BATCH_BYTES of payload) go out in one
+ * sendmsg, so that many small runs cost one system call instead of one each. */
+#define BATCH_ITEMS 128
+#define BATCH_BYTES (16u << 20)
+
+typedef struct batch {
+    tx_item items[BATCH_ITEMS];
+    unsigned char hdr[BATCH_ITEMS][FRAME_BYTES];
+    unsigned char flipped[BATCH_ITEMS];
+    struct iovec iov[BATCH_ITEMS * 4];
+    int n_items, n_iov;
+} batch;
+
+/* Encodes item i of the batch into iovecs, hashing WRITE payloads in queue order (the
+ * sender thread is the only one touching a transfer's hash). Without t->mu. */
+static void batch_add(batch *b, int i)
 {
-    unsigned char hdr[FRAME_BYTES];
+    tx_item *it = &b->items[i];
+    tx_transfer *s = it->s;
     frame f = {FRAME_MAGIC, (uint32_t)it->type, it->id, 0, 0, 0};
+    struct iovec *iov = &b->iov[b->n_iov];
+    const char *text = NULL;
+    size_t text_len = 0;
     switch (it->type) {
     case F_BEGIN:
         f.a = it->region_id;
-        return send_frame(p->fd, &f, NULL, 0, why, why_len);
-    case F_WRITE: {
-        tx_transfer *s = it->s;
+        break;
+    case F_WRITE:
         XXH3_64bits_update(s->hash, it->src, it->len);
         s->bytes += it->len;
         f.a = it->dst_off;
         f.b = it->len;
-        encode_frame(hdr, &f);
-        struct iovec iov[4] = {{hdr, FRAME_BYTES}, {(void *)it->src, it->len}};
-        int n = 2;
-        unsigned char flipped;
-        if (it->corrupt && it->len > 0) {
-            /* Test builds only: the middle byte goes out flipped, after hashing. */
-            size_t mid = it->len / 2;
-            flipped = (unsigned char)it->src[mid] ^ 0x5a;
-            iov[1].iov_len = mid;
-            iov[2] = (struct iovec){&flipped, 1};
-            iov[3] = (struct iovec){(void *)(it->src + mid + 1), it->len - mid - 1};
-            n = 4;
-        }
-        return send_all(p->fd, iov, n, why, why_len);
-    }
+        break;
     case F_FINISH:
-        f.a = it->s->bytes;
-        f.b = XXH3_64bits_digest(it->s->hash);
-        return send_frame(p->fd, &f, NULL, 0, why, why_len);
+        f.a = s->bytes;
+        f.b = XXH3_64bits_digest(s->hash);
+        break;
     case F_ABORT:
-        f.a = strlen(it->reason);
-        return send_frame(p->fd, &f, it->reason, f.a, why, why_len);
+        text = it->reason;
+        text_len = f.a = strlen(it->reason);
+        break;
     }
-    snprintf(why, why_len, "internal error: queue item type %d", it->type);
-    return -1;
+    encode_frame(b->hdr[i], &f);
+    *iov++ = (struct iovec){b->hdr[i], FRAME_BYTES};
+    if (it->type == F_WRITE && it->corrupt) {
+        /* Test builds only: the middle byte goes out flipped, after hashing. */
+        size_t mid = it->len / 2;
+        b->flipped[i] = (unsigned char)it->src[mid] ^ 0x5a;
+        *iov++ = (struct iovec){(void *)it->src, mid};
+        *iov++ = (struct iovec){&b->flipped[i], 1};
+        *iov++ = (struct iovec){(void *)(it->src + mid + 1), it->len - mid - 1};
+    } else if (it->type == F_WRITE) {
+        *iov++ = (struct iovec){(void *)it->src, it->len};
+    } else if (text_len) {
+        *iov++ = (struct iovec){(void *)text, text_len};
+    }
+    b->n_iov = (int)(iov - b->iov);
 }
 
 static void *sender_main(void *arg)
@@ -845,22 +912,37 @@ static void *sender_main(void *arg)
     tcp_peer *p = arg;
     tcp_transport *t = p->t;
     char why[200];
+    batch *b = malloc(sizeof *b);
     pthread_mutex_lock(&t->mu);
+    if (!b)
+        peer_fail_locked(p, "out of memory for the send batch");
     for (;;) {
         while (p->alive && p->q_len == 0)
             pthread_cond_wait(&p->q_cv, &t->mu);
         if (!p->alive)
             break;
-        tx_item it = p->q[p->q_head++];
-        p->q_len--;
-        if (it.s && it.s->state != KVT_PENDING)
-            continue; /* its fate is sealed: save the bandwidth */
-        p->busy = it.s;
+        b->n_items = b->n_iov = 0;
+        size_t bytes = 0;
+        while (p->q_len > 0 && b->n_items < BATCH_ITEMS && bytes < BATCH_BYTES) {
+            tx_item it = p->q[p->q_head++];
+            p->q_len--;
+            if (it.s && it.s->state != KVT_PENDING)
+                continue; /* its fate is sealed: save the bandwidth */
+            if (it.s)
+                it.s->in_flight++;
+            bytes += it.type == F_WRITE ? it.len : 0;
+            b->items[b->n_items++] = it;
+        }
         pthread_mutex_unlock(&t->mu);
-        int rc = send_item(p, &it, why, sizeof why);
-        free(it.reason);
+        for (int i = 0; i < b->n_items; i++)
+            batch_add(b, i);
+        int rc = send_all(p->fd, b->iov, b->n_iov, why, sizeof why);
         pthread_mutex_lock(&t->mu);
-        p->busy = NULL;
+        for (int i = 0; i < b->n_items; i++) {
+            if (b->items[i].s)
+                b->items[i].s->in_flight--;
+            free(b->items[i].reason);
+        }
         pthread_cond_broadcast(&t->cv);
         if (rc < 0) {
             peer_fail_locked(p, why);
@@ -869,6 +951,7 @@ static void *sender_main(void *arg)
     }
     q_drop(p, NULL);
     pthread_mutex_unlock(&t->mu);
+    free(b);
     return NULL;
 }
 
@@ -1162,7 +1245,7 @@ static void tx_release_locked(tx_transfer *s)
     tcp_peer *p = s->peer;
     tcp_transport *t = p->t;
     q_drop(p, s);
-    while (p->busy == s)
+    while (s->in_flight > 0)
         pthread_cond_wait(&t->cv, &t->mu);
     tx_transfer **pp = &p->txs;
     while (*pp != s)
