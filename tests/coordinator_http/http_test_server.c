@@ -1,16 +1,141 @@
-/* http_test_server.c: the coordinator's HTTP server with the scripted test
- * frontend, as a process, for clients written in other languages (the official
- * OpenAI npm client in openai_client.mjs). Prints "PORT <n>" once listening on
- * 127.0.0.1, serves until its standard input closes, then stops cleanly. Test
- * code only. */
+/* http_test_server.c: the coordinator's HTTP server as a process, for clients
+ * written in other languages (the official OpenAI npm client in
+ * openai_client.mjs). Two modes:
+ *   http_test_server                the HTTP layer over the scripted frontend
+ *   http_test_server --model DIR    HTTP + the real chat pipeline (DIR's tokenizer
+ *                                   and chat template) over a token backend that
+ *                                   replays, token by token, the text found between
+ *                                   "SCRIPT[" and "]SCRIPT" in the prompt, then EOS.
+ * Prints "PORT <n>" once listening on 127.0.0.1, serves until its standard input
+ * closes, then stops cleanly. Test code only. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "http.h"
 #include "scripted_frontend.h"
 
-int main(void)
+#ifdef HTTP_TEST_PIPELINE
+#include "chat_pipeline.h"
+
+#define EOS 151645
+
+static eng_tokenizer *tok;
+
+struct coord_backend_call {
+    pthread_mutex_t mu;
+    int refs;
+    atomic_int cancel;
+    coord_token_sink sink;
+    int32_t *ids;
+    int n_ids;
+    int max_tokens;
+    int n_top;
+};
+
+static void unref(struct coord_backend_call *c)
 {
+    pthread_mutex_lock(&c->mu);
+    int left = --c->refs;
+    pthread_mutex_unlock(&c->mu);
+    if (!left) {
+        free(c->ids);
+        pthread_mutex_destroy(&c->mu);
+        free(c);
+    }
+}
+
+static void *replay(void *arg)
+{
+    struct coord_backend_call *c = arg;
+    coord_finish finish = COORD_FINISH_LENGTH;
+    for (int i = 0; i < c->n_ids && i < c->max_tokens; i++) {
+        if (atomic_load(&c->cancel)) {
+            finish = COORD_FINISH_CANCELLED;
+            break;
+        }
+        eng_sample_result r = {.id = c->ids[i], .logprob = -0.25f, .n_top = c->n_top};
+        for (int k = 0; k < c->n_top; k++) {
+            r.top[k].id = k == 0 ? c->ids[i] : 15 + k;
+            r.top[k].logprob = -0.25f - (float)k;
+        }
+        if (c->sink.on_token(c->sink.ctx, &r)) {
+            finish = COORD_FINISH_CANCELLED;
+            break;
+        }
+        if (c->ids[i] == EOS) {
+            finish = COORD_FINISH_STOP;
+            break;
+        }
+        usleep(1000);
+    }
+    c->sink.on_done(c->sink.ctx, finish, NULL);
+    unref(c);
+    return NULL;
+}
+
+static int be_submit(void *self, const coord_gen_request *req, const coord_token_sink *sink,
+                     coord_backend_call **out, coord_error *err)
+{
+    (void)self;
+    eng_buf prompt = {0};
+    eng_detokenize(tok, req->prompt, req->n_prompt, 0, &prompt);
+    const char *text = prompt.data ? prompt.data : "";
+    const char *start = NULL;
+    for (const char *p = text; (p = strstr(p, "SCRIPT[")) != NULL; p++)
+        start = p + 7;
+    const char *end = start ? strstr(start, "]SCRIPT") : NULL;
+    if (!end) {
+        eng_buf_free(&prompt);
+        return coord_fail(err, 400, "invalid_request_error", NULL, NULL, "no SCRIPT[...]SCRIPT in the prompt");
+    }
+    struct coord_backend_call *c = calloc(1, sizeof *c);
+    pthread_mutex_init(&c->mu, NULL);
+    c->refs = 2;
+    c->sink = *sink;
+    c->max_tokens = req->max_tokens;
+    c->n_top = req->n_top_logprobs;
+    eng_error e;
+    int rc = eng_tokenize(tok, start, (size_t)(end - start), 1, &c->ids, &c->n_ids, &e);
+    eng_buf_free(&prompt);
+    if (rc) {
+        pthread_mutex_destroy(&c->mu);
+        free(c);
+        return coord_fail(err, 400, "invalid_request_error", NULL, NULL, "%s", e.msg);
+    }
+    c->ids = realloc(c->ids, sizeof(int32_t) * (size_t)(c->n_ids + 1));
+    c->ids[c->n_ids++] = EOS;
+    pthread_t th;
+    pthread_create(&th, NULL, replay, c);
+    pthread_detach(th);
+    *out = c;
+    return 0;
+}
+
+static void be_cancel(void *self, coord_backend_call *c)
+{
+    (void)self;
+    atomic_store(&c->cancel, 1);
+}
+
+static void be_release(void *self, coord_backend_call *c)
+{
+    (void)self;
+    unref(c);
+}
+
+#endif
+
+int main(int argc, char **argv)
+{
+    const char *model_dir = argc == 3 && strcmp(argv[1], "--model") == 0 ? argv[2] : NULL;
+    if (argc != 1 && !model_dir) {
+        fprintf(stderr, "usage: http_test_server [--model DIR]\n");
+        return 2;
+    }
     const char *models[] = {"qwen3-test"};
     coord_api_config api = {.models = models, .n_models = 1};
     api.defaults.repetition_penalty = 1;
@@ -30,6 +155,36 @@ int main(void)
         .metrics = reg,
         .met = &met,
     };
+#ifdef HTTP_TEST_PIPELINE
+    eng_chat_template *tmpl = NULL;
+    coord_pipeline *pipe = NULL;
+    if (model_dir) {
+        if (eng_tokenizer_load(model_dir, &tok, &err) || eng_chat_template_load(model_dir, &tmpl, &err)) {
+            fprintf(stderr, "http_test_server: %s\n", err.msg);
+            return 1;
+        }
+        const int32_t eos[] = {EOS, 151643};
+        coord_pipeline_config pc = {
+            .tok = tok,
+            .tmpl = tmpl,
+            .backend = {.submit = be_submit, .cancel = be_cancel, .release = be_release},
+            .context_len = 4096,
+            .eos_ids = eos,
+            .n_eos = 2,
+            .reasoning = 1,
+        };
+        if (coord_pipeline_new(&pc, &pipe, &err)) {
+            fprintf(stderr, "http_test_server: %s\n", err.msg);
+            return 1;
+        }
+        cfg.frontend = coord_pipeline_frontend(pipe);
+    }
+#else
+    if (model_dir) {
+        fprintf(stderr, "http_test_server: built without the chat pipeline\n");
+        return 2;
+    }
+#endif
     coord_http *h;
     if (coord_http_start(&cfg, &h, &err)) {
         fprintf(stderr, "http_test_server: %s\n", err.msg);
@@ -41,6 +196,12 @@ int main(void)
     while (fgets(line, sizeof line, stdin))
         ;
     coord_http_stop(h);
+#ifdef HTTP_TEST_PIPELINE
+    usleep(20000); /* replay threads drop their last reference after on_done */
+    coord_pipeline_free(pipe);
+    eng_chat_template_free(tmpl);
+    eng_tokenizer_free(tok);
+#endif
     met_registry_free(reg);
     return 0;
 }

@@ -11,18 +11,26 @@ import { once } from "node:events";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 
-const server = spawn(process.argv[2], [], { stdio: ["pipe", "pipe", "inherit"] });
-const killServer = () => { try { server.kill("SIGKILL"); } catch {} };
-process.on("exit", killServer);
-
-let out = "";
-server.stdout.setEncoding("utf8");
-while (!/PORT \d+\n/.test(out)) {
-  const [chunk] = await once(server.stdout, "data");
-  out += chunk;
+async function startServer(args) {
+  const proc = spawn(process.argv[2], args, { stdio: ["pipe", "pipe", "inherit"] });
+  process.on("exit", () => { try { proc.kill("SIGKILL"); } catch {} });
+  let out = "";
+  proc.stdout.setEncoding("utf8");
+  while (!/PORT \d+\n/.test(out)) {
+    const [chunk] = await once(proc.stdout, "data");
+    out += chunk;
+  }
+  const port = Number(/PORT (\d+)/.exec(out)[1]);
+  const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: "unused", maxRetries: 0 });
+  const stop = async () => {
+    proc.stdin.end();
+    const [code] = await once(proc, "exit");
+    assert.equal(code, 0, "server exit status");
+  };
+  return { port, client, stop };
 }
-const port = Number(/PORT (\d+)/.exec(out)[1]);
-const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: "unused", maxRetries: 0 });
+
+let { port, client, stop } = await startServer([]);
 const user = (content) => [{ role: "user", content }];
 
 async function expectError(promise, status, match) {
@@ -167,7 +175,93 @@ await check("metrics after traffic pass promtool", async () => {
   assert.equal(lint.status, 0, `promtool: ${lint.stdout}${lint.stderr}`);
 });
 
-server.stdin.end();
-const [code] = await once(server, "exit");
-assert.equal(code, 0, "server exit status");
+await stop();
+
+// ---- HTTP + chat pipeline: the real Qwen3 tokenizer and template, scripted outputs ----
+if (process.argv[3]) {
+  ({ port, client, stop } = await startServer(["--model", process.argv[3]]));
+  const script = (text) => user(`Please answer. SCRIPT[${text}]SCRIPT`);
+  const weather = [{ type: "function", function: { name: "get_weather", description: "Weather in a city",
+    parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] } } }];
+
+  await check("pipeline: reasoning and content", async () => {
+    const r = await client.chat.completions.create({ model: "qwen3-test",
+      messages: script("<think>\nI should greet.\n</think>\n\nHello there!") });
+    const m = r.choices[0].message;
+    assert.equal(m.reasoning_content, "I should greet.");
+    assert.equal(m.content, "Hello there!");
+    assert.equal(r.choices[0].finish_reason, "stop");
+    assert.ok(r.usage.prompt_tokens > 10);
+    assert.ok(r.usage.completion_tokens >= 8);
+  });
+
+  await check("pipeline: streamed deltas add up", async () => {
+    const text = "<think>\nLet me see: 2+2.\n</think>\n\nIt is 4 \u2014 h\u00e9llo \u4e16\u754c \ud83d\ude42";
+    const stream = await client.chat.completions.create({ model: "qwen3-test", messages: script(text), stream: true,
+      stream_options: { include_usage: true } });
+    let reasoning = "", content = "", finish = null, usage = null;
+    for await (const chunk of stream) {
+      if (chunk.usage) usage = chunk.usage;
+      for (const c of chunk.choices) {
+        reasoning += c.delta.reasoning_content ?? "";
+        content += c.delta.content ?? "";
+        if (c.finish_reason) finish = c.finish_reason;
+      }
+    }
+    assert.equal(reasoning, "Let me see: 2+2.");
+    assert.equal(content, "It is 4 \u2014 h\u00e9llo \u4e16\u754c \ud83d\ude42");
+    assert.equal(finish, "stop");
+    assert.ok(usage.completion_tokens > 10);
+  });
+
+  await check("pipeline: tool calls", async () => {
+    const out = "<think>\nNeed the weather.\n</think>\n\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+    const r = await client.chat.completions.create({ model: "qwen3-test", messages: script(out), tools: weather });
+    const m = r.choices[0].message;
+    assert.equal(r.choices[0].finish_reason, "tool_calls");
+    assert.equal(m.reasoning_content, "Need the weather.");
+    assert.equal(m.tool_calls.length, 1);
+    assert.equal(m.tool_calls[0].type, "function");
+    assert.equal(m.tool_calls[0].function.name, "get_weather");
+    assert.deepEqual(JSON.parse(m.tool_calls[0].function.arguments), { city: "Paris" });
+    const runner = client.beta.chat.completions.stream({ model: "qwen3-test", messages: script(out), tools: weather });
+    const final = await runner.finalChatCompletion();
+    assert.deepEqual(JSON.parse(final.choices[0].message.tool_calls[0].function.arguments), { city: "Paris" });
+    assert.equal(final.choices[0].finish_reason, "tool_calls");
+  });
+
+  await check("pipeline: thinking off, stop strings, max_tokens", async () => {
+    let r = await client.chat.completions.create({ model: "qwen3-test", messages: script("Just the answer."),
+      chat_template_kwargs: { enable_thinking: false } });
+    assert.equal(r.choices[0].message.content, "Just the answer.");
+    assert.equal(r.choices[0].message.reasoning_content, null);
+    r = await client.chat.completions.create({ model: "qwen3-test", messages: script("one two three"),
+      chat_template_kwargs: { enable_thinking: false }, stop: ["two"] });
+    assert.equal(r.choices[0].message.content, "one ");
+    assert.equal(r.choices[0].finish_reason, "stop");
+    const stream = await client.chat.completions.create({ model: "qwen3-test", messages: script("alpha beta gamma delta"),
+      chat_template_kwargs: { enable_thinking: false }, stop: "a d", stream: true });
+    let content = "";
+    for await (const chunk of stream) content += chunk.choices[0]?.delta?.content ?? "";
+    assert.equal(content, "alpha beta gamm");
+    r = await client.chat.completions.create({ model: "qwen3-test", messages: script("one two three four"),
+      chat_template_kwargs: { enable_thinking: false }, max_tokens: 2 });
+    assert.equal(r.choices[0].finish_reason, "length");
+    assert.equal(r.usage.completion_tokens, 2);
+  });
+
+  await check("pipeline: completions with logprobs", async () => {
+    const r = await client.completions.create({ model: "qwen3-test", prompt: "SCRIPT[abc def]SCRIPT", logprobs: 2 });
+    const c = r.choices[0];
+    assert.equal(c.text, "abc def");
+    assert.equal(c.logprobs.tokens.slice(0, -1).join(""), "abc def"); // the last one is EOS
+    assert.equal(c.logprobs.token_logprobs[0], -0.25);
+    assert.equal(Object.keys(c.logprobs.top_logprobs[0]).length, 2);
+    assert.equal(c.logprobs.text_offset[1], c.logprobs.tokens[0].length);
+    await expectError(client.completions.create({ model: "qwen3-test", prompt: "x ".repeat(5000) }), 400,
+      /maximum context length is 4096/);
+    await expectError(client.completions.create({ model: "qwen3-test", prompt: [1, 99999999] }), 400, /token id/);
+  });
+  await stop();
+}
 console.log(`openai client: ${checks} checks passed`);
