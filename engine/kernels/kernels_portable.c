@@ -76,6 +76,18 @@ static void scale(float *y, float a, int n)
         y[i] *= a;
 }
 
+static void dot_rows(float *out, const float *q, const float *k, int n, size_t stride, int dim, float scale)
+{
+    for (int j = 0; j < n; j++)
+        out[j] = dot(q, k + (size_t)j * stride, dim) * scale;
+}
+
+static void axpy_rows(float *y, const float *p, const float *v, int n, size_t stride, int dim)
+{
+    for (int j = 0; j < n; j++)
+        axpy(y, p[j], v + (size_t)j * stride, dim);
+}
+
 static void rmsnorm(float *y, const float *x, const float *w, int n, float eps)
 {
     double ss = 0.0;
@@ -129,6 +141,8 @@ const eng_kernel_impl eng_kernels_portable = {
     .dot = dot,
     .axpy = axpy,
     .scale = scale,
+    .dot_rows = dot_rows,
+    .axpy_rows = axpy_rows,
     .rmsnorm = rmsnorm,
     .silu_mul = silu_mul,
     .softmax = softmax,

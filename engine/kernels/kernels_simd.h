@@ -322,6 +322,72 @@ static void scale(float *y, float a, int n)
         y[i] *= a;
 }
 
+/* Four keys at a time, one accumulator each: independent chains hide the FMA
+ * latency that a single 128-element dot cannot. */
+static void dot_rows(float *out, const float *q, const float *k, int n, size_t stride, int dim, float scale)
+{
+    int dv = dim / VL * VL;
+    int j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const float *k0 = k + (size_t)j * stride, *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
+        V a0 = V_ZERO(), a1 = V_ZERO(), a2 = V_ZERO(), a3 = V_ZERO();
+        for (int d = 0; d < dv; d += VL) {
+            V qv = V_LOAD(q + d);
+            a0 = V_FMA(qv, V_LOAD(k0 + d), a0);
+            a1 = V_FMA(qv, V_LOAD(k1 + d), a1);
+            a2 = V_FMA(qv, V_LOAD(k2 + d), a2);
+            a3 = V_FMA(qv, V_LOAD(k3 + d), a3);
+        }
+        float s0 = V_REDUCE(a0), s1 = V_REDUCE(a1), s2 = V_REDUCE(a2), s3 = V_REDUCE(a3);
+        for (int d = dv; d < dim; d++) {
+            s0 += q[d] * k0[d];
+            s1 += q[d] * k1[d];
+            s2 += q[d] * k2[d];
+            s3 += q[d] * k3[d];
+        }
+        out[j] = s0 * scale;
+        out[j + 1] = s1 * scale;
+        out[j + 2] = s2 * scale;
+        out[j + 3] = s3 * scale;
+    }
+    for (; j < n; j++)
+        out[j] = dot(q, k + (size_t)j * stride, dim) * scale;
+}
+
+/* y is held in up to four vectors while every row is added, so it is loaded and
+ * stored once per call rather than once per row. */
+static void axpy_rows(float *y, const float *p, const float *v, int n, size_t stride, int dim)
+{
+    int d = 0;
+    for (; d + 4 * VL <= dim; d += 4 * VL) {
+        V y0 = V_LOAD(y + d), y1 = V_LOAD(y + d + VL), y2 = V_LOAD(y + d + 2 * VL), y3 = V_LOAD(y + d + 3 * VL);
+        for (int j = 0; j < n; j++) {
+            const float *vr = v + (size_t)j * stride + d;
+            V pj = V_SET1(p[j]);
+            y0 = V_FMA(pj, V_LOAD(vr), y0);
+            y1 = V_FMA(pj, V_LOAD(vr + VL), y1);
+            y2 = V_FMA(pj, V_LOAD(vr + 2 * VL), y2);
+            y3 = V_FMA(pj, V_LOAD(vr + 3 * VL), y3);
+        }
+        V_STORE(y + d, y0);
+        V_STORE(y + d + VL, y1);
+        V_STORE(y + d + 2 * VL, y2);
+        V_STORE(y + d + 3 * VL, y3);
+    }
+    for (; d + VL <= dim; d += VL) {
+        V y0 = V_LOAD(y + d);
+        for (int j = 0; j < n; j++)
+            y0 = V_FMA(V_SET1(p[j]), V_LOAD(v + (size_t)j * stride + d), y0);
+        V_STORE(y + d, y0);
+    }
+    for (; d < dim; d++) {
+        float acc = y[d];
+        for (int j = 0; j < n; j++)
+            acc += p[j] * v[(size_t)j * stride + d];
+        y[d] = acc;
+    }
+}
+
 static void rmsnorm(float *y, const float *x, const float *w, int n, float eps)
 {
     V acc = V_ZERO();
@@ -421,6 +487,8 @@ const eng_kernel_impl SIMD_IMPL_NAME = {
     .dot = dot,
     .axpy = axpy,
     .scale = scale,
+    .dot_rows = dot_rows,
+    .axpy_rows = axpy_rows,
     .rmsnorm = rmsnorm,
     .silu_mul = silu_mul,
     .softmax = softmax,

@@ -347,6 +347,53 @@ static void test_vector_ops(const eng_kernel_impl *k)
           "%s silu extremes: %g %g %g %g", k->name, g[0], g[1], g[2], g[3]);
 }
 
+static void test_attention_rows(const eng_kernel_impl *k)
+{
+    static const int dims[] = { 1, 7, 16, 33, 64, 100, 128, 200 };
+    static const int ns[] = { 0, 1, 3, 4, 5, 16, 17 };
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++)
+        for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+            int dim = dims[di], n = ns[ni];
+            size_t stride = (size_t)dim + (di % 2) * 5; /* rows need not be packed */
+            float *q = malloc(dim * sizeof(float)), *kv = malloc((n * stride + 1) * sizeof(float));
+            float *out = malloc((n + 1) * sizeof(float)), *p = malloc((n + 1) * sizeof(float));
+            float *y = malloc((dim + 1) * sizeof(float)), *y0 = malloc(dim * sizeof(float));
+            fill(q, dim, 1);
+            fill(kv, (int)(n * stride), 1);
+            fill(p, n, 1);
+            fill(y0, dim, 1);
+            out[n] = 55.0f;
+            k->dot_rows(out, q, kv, n, stride, dim, 0.125f);
+            for (int j = 0; j < n; j++) {
+                double s = 0, m = 0;
+                for (int d = 0; d < dim; d++) {
+                    s += (double)q[d] * kv[j * stride + d];
+                    m += fabs((double)q[d] * kv[j * stride + d]);
+                }
+                CHECK(fabs(out[j] - 0.125 * s) <= 1e-6 * m + 1e-7, "%s dot_rows dim=%d n=%d j=%d", k->name, dim, n, j);
+            }
+            CHECK(out[n] == 55.0f, "%s dot_rows wrote past the end", k->name);
+            memcpy(y, y0, dim * sizeof(float));
+            y[dim] = 55.0f;
+            k->axpy_rows(y, p, kv, n, stride, dim);
+            for (int d = 0; d < dim; d++) {
+                double s = y0[d], m = fabs(y0[d]);
+                for (int j = 0; j < n; j++) {
+                    s += (double)p[j] * kv[j * stride + d];
+                    m += fabs((double)p[j] * kv[j * stride + d]);
+                }
+                CHECK(fabs(y[d] - s) <= 1e-6 * m + 1e-7, "%s axpy_rows dim=%d n=%d d=%d", k->name, dim, n, d);
+            }
+            CHECK(y[dim] == 55.0f, "%s axpy_rows wrote past the end", k->name);
+            free(q);
+            free(kv);
+            free(out);
+            free(p);
+            free(y);
+            free(y0);
+        }
+}
+
 static void test_rope(const eng_kernel_impl *k)
 {
     static const int dims[] = { 2, 4, 6, 16, 34, 64, 128, 256 };
@@ -373,6 +420,48 @@ static void test_rope(const eng_kernel_impl *k)
         free(x0);
         free(cs);
         free(sn);
+    }
+}
+
+/* ---- the public wrappers reach the selected variant ---- */
+
+static void test_public_api(void)
+{
+    for (int v = 0; v < N_VARIANTS; v++) {
+        const eng_kernel_impl *k = eng_kernels_variant(VARIANTS[v]);
+        if (!k)
+            continue;
+        use_variant(VARIANTS[v]);
+        enum { N = 77 };
+        float a[N], b[N], w[N], c1[N], c2[N], p[4], o1[4], o2[4];
+        uint16_t h[N];
+        fill(a, N, 2);
+        fill(b, N, 2);
+        fill(w, N, 1);
+        fill(p, 4, 1);
+        for (int i = 0; i < N; i++)
+            h[i] = rnd_bf16();
+        CHECK(eng_dot(a, b, N) == k->dot(a, b, N), "%s eng_dot", k->name);
+#define SAME(call_pub, call_k, what)                                              \
+    do {                                                                          \
+        memcpy(c1, a, sizeof c1);                                                 \
+        memcpy(c2, a, sizeof c2);                                                 \
+        call_pub;                                                                 \
+        call_k;                                                                   \
+        CHECK(memcmp(c1, c2, sizeof c1) == 0, "%s public %s differs", k->name, what); \
+    } while (0)
+        SAME(eng_axpy(c1, 0.5f, b, N), k->axpy(c2, 0.5f, b, N), "axpy");
+        SAME(eng_scale(c1, 0.5f, N), k->scale(c2, 0.5f, N), "scale");
+        SAME(eng_rmsnorm(c1, a, w, N, 1e-5f), k->rmsnorm(c2, a, w, N, 1e-5f), "rmsnorm");
+        SAME(eng_silu_mul(c1, b, N), k->silu_mul(c2, b, N), "silu_mul");
+        SAME(eng_softmax(c1, N), k->softmax(c2, N), "softmax");
+        SAME(eng_rope_neox(c1, 2, 38, b, w), k->rope_neox(c2, 2, 38, b, w), "rope");
+        SAME(eng_to_f32(c1, h, ENG_DT_BF16, N), k->to_f32(c2, h, ENG_DT_BF16, N), "to_f32");
+        SAME(eng_axpy_rows(c1, p, b, 4, 19, 17), k->axpy_rows(c2, p, b, 4, 19, 17), "axpy_rows");
+#undef SAME
+        eng_dot_rows(o1, a, b, 4, 19, 17, 0.3f);
+        k->dot_rows(o2, a, b, 4, 19, 17, 0.3f);
+        CHECK(memcmp(o1, o2, sizeof o1) == 0, "%s public dot_rows differs", k->name);
     }
 }
 
@@ -411,7 +500,9 @@ int main(void)
         test_to_f32(k);
         test_vector_ops(k);
         test_rope(k);
+        test_attention_rows(k);
     }
+    test_public_api();
     test_matmul();
     if (g_failures) {
         fprintf(stderr, "%d failure(s)\n", g_failures);
