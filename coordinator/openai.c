@@ -404,6 +404,13 @@ static int parse_body(const cJSON *body, const coord_api_config *cfg, coord_requ
         return BAD("echo", "'echo' is not supported");
     if (member(body, "suffix"))
         return BAD("suffix", "'suffix' is not supported");
+    /* Structured output is not implemented: refuse it rather than ignore it. */
+    const cJSON *rf = member(body, "response_format");
+    if (rf) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(rf, "type");
+        if (!cJSON_IsObject(rf) || !cJSON_IsString(type) || strcmp(type->valuestring, "text") != 0)
+            return BAD("response_format", "'response_format' other than {\"type\": \"text\"} is not supported");
+    }
     const cJSON *bias = member(body, "logit_bias");
     if (bias && (!cJSON_IsObject(bias) || cJSON_GetArraySize(bias) > 0))
         return BAD("logit_bias", "'logit_bias' is not supported");

@@ -119,6 +119,8 @@ static void test_bad_inputs(void)
     bad(C, CHAT(",\"stream_options\":{\"include_usage\":true}"), 400, "stream_options", "stream");
     bad(C, CHAT(",\"stream\":true,\"stream_options\":{\"include_usage\":1}"), 400, "stream_options", NULL);
     bad(C, CHAT(",\"logit_bias\":{\"5\":10}"), 400, "logit_bias", NULL);
+    bad(C, CHAT(",\"response_format\":{\"type\":\"json_object\"}"), 400, "response_format", "not supported");
+    bad(C, CHAT(",\"response_format\":\"json\""), 400, "response_format", NULL);
     bad(T, "{\"model\":\"qwen3-test\"}", 400, "prompt", "required");
     bad(T, CMPL(",\"max_tokens\":-5"), 400, "max_tokens", NULL);
     bad(T, "{\"model\":\"qwen3-test\",\"prompt\":\"\"}", 400, "prompt", "empty");
@@ -148,7 +150,7 @@ static void test_good_inputs(void)
                 "\"logprobs\":true,\"top_logprobs\":5,\"max_completion_tokens\":9,\"max_tokens\":100,"
                 "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{}}}],"
                 "\"tool_choice\":\"auto\",\"chat_template_kwargs\":{\"enable_thinking\":false},"
-                "\"n\":1,\"stream\":true,\"stream_options\":{\"include_usage\":true},\"user\":\"u\"}",
+                "\"n\":1,\"response_format\":{\"type\":\"text\"},\"logit_bias\":{},\"stream\":true,\"stream_options\":{\"include_usage\":true},\"user\":\"u\"}",
                 &req, &err) == 0);
     CHECK(strcmp(req.model, "other") == 0 && strncmp(req.id, "chatcmpl-", 9) == 0 && strlen(req.id) == 33);
     CHECK(fabsf(req.sampling.temperature - 0.7f) < 1e-6 && fabsf(req.sampling.top_p - 0.8f) < 1e-6);
