@@ -8,6 +8,10 @@
  * Stop strings apply to the raw generated text before parsing, as in vLLM, so a
  * stop string inside the reasoning ends the response too. EOS tokens end the
  * output without adding text; they count as completion tokens (as in vLLM).
+ * Tool-call blocks are parsed whether or not the request offered tools: a model
+ * only writes them when its prompt listed tools, and a half-parsed block would
+ * be worse than a clean tool_calls entry. A response that made tool calls and
+ * then stopped finishes with "tool_calls", as OpenAI reports it.
  *
  * Call life cycle: the pipeline call holds the backend call; the HTTP layer's
  * release() is the last event, so the backend call is released there too. */
@@ -44,8 +48,6 @@ struct coord_call {
     eng_buf released;   /* text past the stop-string matcher */
     eng_parse_delta parsed;
 };
-
-static void pipeline_release(void *self, coord_call *c);
 
 void coord_sampling_from_gen_config(const eng_gen_config *gen, eng_sampling *s)
 {

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -36,7 +37,7 @@ struct coord_http {
     struct MHD_Daemon *daemon;
     coord_http_config cfg;
     int port;
-    volatile int stopping;
+    atomic_int stopping;
     /* metric handles, looked up once (NULL when no metrics) */
     met_metric *m_success, *m_cancelled, *m_error, *m_rejected;
     met_metric *m_ttft, *m_itl, *m_e2e, *m_prompt, *m_gen, *m_running;

@@ -518,14 +518,13 @@ int met_render(met_registry *r, eng_buf *out)
         fns[i] = r->collectors[i].fn;
         ctxs[i] = r->collectors[i].ctx;
     }
-    met_family *first = r->head;
     pthread_mutex_unlock(&r->mu);
     for (int i = 0; i < n; i++)
         fns[i](ctxs[i], r);
 
-    /* Families are only ever appended, so walking the list without the registry
-     * lock is safe once the head was read; next pointers are read under it. */
-    (void)first;
+    /* Families are only ever appended and live as long as the registry, so each
+     * can be rendered under its own lock; list links are read under the
+     * registry's, since another thread may be appending. */
     pthread_mutex_lock(&r->mu);
     met_family *f = r->head;
     pthread_mutex_unlock(&r->mu);
