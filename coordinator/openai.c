@@ -445,6 +445,21 @@ static int parse_body(const cJSON *body, const coord_api_config *cfg, coord_requ
     return 0;
 }
 
+/* cJSON ends strings at a NUL, so "a\u0000b" would silently become "a": refuse
+ * it instead. Escapes are skipped pairwise so that "\\u0000" (a backslash, then
+ * the text u0000) is not mistaken for one. */
+static int has_nul_escape(const char *s, size_t len)
+{
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (s[i] != '\\')
+            continue;
+        if (s[i + 1] == 'u' && i + 5 < len && memcmp(s + i + 2, "0000", 4) == 0)
+            return 1;
+        i++;
+    }
+    return 0;
+}
+
 int coord_parse_request(coord_api api, const char *body, size_t len, const coord_api_config *cfg,
                         coord_request *req, coord_error *err)
 {
@@ -457,6 +472,8 @@ int coord_parse_request(coord_api api, const char *body, size_t len, const coord
 
     if (!coord_utf8_valid(body, len))
         return BAD(NULL, "The request body is not valid UTF-8");
+    if (has_nul_escape(body, len))
+        return BAD(NULL, "The request body contains a NUL character (\\u0000), which is not supported");
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
     if (!root) {

@@ -70,6 +70,7 @@ static void test_bad_inputs(void)
     bad(C, "[1,2]", 400, "", "JSON object");
     bad(C, "{\"model\":\"qwen3-test\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}", 400, "", "UTF-8");
     bad(C, "{\"model\":\"qwen3-test\",\"messages\":[{\"role\":\"user\",\"content\":\"\xed\xa0\x80\"}]}", 400, "", "UTF-8");
+    bad(C, "{\"model\":\"qwen3-test\",\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000b\"}]}", 400, "", "NUL");
     bad(C, "{\"model\":\"qwen3-test\"}", 400, "messages", "required");
     bad(C, "{\"model\":\"qwen3-test\",\"messages\":[]}", 400, "messages", "empty");
     bad(C, "{\"model\":\"qwen3-test\",\"messages\":\"hi\"}", 400, "messages", "array");
@@ -187,6 +188,11 @@ static void test_good_inputs(void)
                 &req, &err) == 0);
     CHECK(req.prompt_text && strcmp(req.prompt_text, "h\xc3\xa9llo \xf0\x9f\x98\x80") == 0);
     CHECK(req.sampling.top_k == 0); /* duplicate keys: the first one, as cJSON reads it */
+    coord_request_free(&req);
+
+    /* An escaped backslash followed by the text u0000 is fine. */
+    CHECK(parse(COORD_API_COMPLETIONS, "{\"prompt\":\"a\\\\u0000\"}", &req, &err) == 0);
+    CHECK(req.prompt_text && strcmp(req.prompt_text, "a\\u0000") == 0);
     coord_request_free(&req);
 
     /* A body that is not NUL-terminated is read only up to its length. */
