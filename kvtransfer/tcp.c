@@ -368,6 +368,15 @@ static int rx_payload(tcp_transport *t, in_conn *c, rxbuf *rb, uint64_t id, uint
                       uint64_t len, char *why, size_t why_len)
 {
     while (len > 0) {
+        if (rb->len == 0) {
+            /* Wait for data before marking the transfer "writing": a sender that stalls
+             * mid-run must not make kvt_forget() wait with it. */
+            struct pollfd pfd = {c->fd, POLLIN, 0};
+            if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
+                snprintf(why, why_len, "poll failed: %s", strerror(errno));
+                return -1;
+            }
+        }
         pthread_mutex_lock(&t->mu);
         rx_transfer *x = find_rx(t, id);
         int accept = x && x->conn == c && x->state == KVT_PENDING;
@@ -386,15 +395,12 @@ static int rx_payload(tcp_transport *t, in_conn *c, rxbuf *rb, uint64_t id, uint
             rb->len -= n;
         } else if (accept) { /* straight into the region */
             size_t want = len < RECV_CHUNK ? (size_t)len : RECV_CHUNK;
-            ssize_t r;
-            do
-                r = recv(c->fd, dst, want, 0);
-            while (r < 0 && errno == EINTR);
+            ssize_t r = recv(c->fd, dst, want, MSG_DONTWAIT);
             if (r > 0)
                 n = (size_t)r;
             else if (r == 0)
                 failed = snprintf(why, why_len, "peer closed the connection mid-run");
-            else
+            else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                 failed = snprintf(why, why_len, "recv failed: %s", strerror(errno));
         } else if (rd_more(c->fd, rb, why, why_len) < 0) { /* to be dropped next round */
             return -1;

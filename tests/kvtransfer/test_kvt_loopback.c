@@ -5,9 +5,10 @@
  * threads sharing one connection, corrupted bytes (test hook), runs outside the region,
  * a receiver that forgets a transfer while data still arrives (its blocks get reused),
  * sender abort, short transfers, unknown ids, stale descriptors, a receiver that goes away
- * mid-transfer, a receiver that hangs (stops reading, or never answers), deregistering a
- * region in use, and the counters. */
+ * mid-transfer, a receiver that hangs (stops reading, or never answers), a sender that
+ * stalls mid-run or sends garbage, deregistering a region in use, and the counters. */
 #include <arpa/inet.h>
+#include <endian.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sys/socket.h>
@@ -445,6 +446,76 @@ static void test_hung_receiver(const test_layout *l)
     }
 }
 
+/* A hand-made sender speaking the wire format (tcp.c's header comment), to stall mid-run
+ * and to send garbage, which the real sender never does. */
+static int raw_connect(const char *desc, size_t dlen, uint64_t *instance, uint64_t *region)
+{
+    char buf[KVT_DESCRIPTOR_MAX + 1], host[64];
+    int port;
+    unsigned long long inst, reg, size;
+    memcpy(buf, desc, dlen);
+    buf[dlen] = '\0';
+    CHECK(sscanf(buf, "kvt1 tcp %63s %d %llx %llu %llu", host, &port, &inst, &reg, &size) == 5);
+    *instance = inst;
+    *region = reg;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    CHECK(inet_pton(AF_INET, host, &sa.sin_addr) == 1);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    return fd;
+}
+
+static void raw_frame(int fd, uint32_t magic, uint32_t type, uint64_t id, uint64_t a, uint64_t b)
+{
+    unsigned char h[40];
+    uint32_t u32[2] = {htole32(magic), htole32(type)};
+    uint64_t u64[4] = {htole64(id), htole64(a), htole64(b), 0};
+    memcpy(h, u32, 8);
+    memcpy(h + 8, u64, 32);
+    CHECK(send(fd, h, sizeof h, MSG_NOSIGNAL) == (ssize_t)sizeof h);
+}
+
+#define MAGIC 0x3154564bu
+enum { HELLO = 1, BEGIN, WRITE };
+
+static void test_stalled_and_garbage_sender(side *b)
+{
+    eng_error err;
+    uint64_t inst, region, id;
+    static char junk[4096];
+    memset(junk, 0x33, sizeof junk);
+
+    /* Stalls in the middle of a 1 MiB run: forgetting the transfer must not wait for it. */
+    CHECK_OK(kvt_expect(b->t, b->rdst, 0, &id, &err), &err);
+    int fd = raw_connect(b->desc, b->dlen, &inst, &region);
+    raw_frame(fd, MAGIC, HELLO, 0, inst, 1);
+    raw_frame(fd, MAGIC, BEGIN, id, region, 0);
+    raw_frame(fd, MAGIC, WRITE, id, 0, 1 << 20);
+    CHECK(send(fd, junk, sizeof junk, MSG_NOSIGNAL) == (ssize_t)sizeof junk);
+    usleep(100000);
+    double t0 = mono_s();
+    kvt_forget(b->t, id);
+    double dt = mono_s() - t0;
+    CHECK(dt < 1.0);
+    memset(b->dst.mem, 0xEE, 8192);
+    CHECK(send(fd, junk, sizeof junk, MSG_NOSIGNAL) == (ssize_t)sizeof junk); /* late data */
+    usleep(100000);
+    CHECK(untouched(b->dst.mem, 0, 8192));
+    close(fd);
+
+    /* Garbage instead of a frame: the connection is dropped, its transfer fails. */
+    CHECK_OK(kvt_expect(b->t, b->rdst, 0, &id, &err), &err);
+    fd = raw_connect(b->desc, b->dlen, &inst, &region);
+    raw_frame(fd, MAGIC, HELLO, 0, inst, 1);
+    raw_frame(fd, MAGIC, BEGIN, id, region, 0);
+    raw_frame(fd, 0xdeadbeef, WRITE, id, 0, 16);
+    CHECK(kvt_wait(b->t, id, 5000, &err) == KVT_FAILED && strstr(err.msg, "protocol error"));
+    kvt_forget(b->t, id);
+    close(fd);
+    printf("stalled sender: forget returned in %.4f s, late data dropped; garbage: %s\n", dt,
+           err.msg);
+}
+
 int main(void)
 {
     test_layouts();
@@ -457,6 +528,7 @@ int main(void)
     test_forget_late_data(&a, &b);
     test_abort_and_short(&a, &b);
     test_bad_descriptors(&a, &b);
+    test_stalled_and_garbage_sender(&b);
     /* After all those failures the cached connection still carries good transfers. */
     uint64_t rng = 99;
     transfer_ok(&a, &b, 64, 0, 128, &rng);
