@@ -5,7 +5,9 @@
  * counter for a while after each loop and only then sleep on a condition variable.
  * Thread k (the caller is thread 0) always runs tasks k, k + n, k + 2n, ...: the
  * assignment never depends on timing, which keeps results reproducible and lets a
- * caller give each thread one contiguous piece of work by passing n_tasks = n. */
+ * caller give each thread one contiguous piece of work by passing n_tasks = n.
+ * A loop started from inside a task, or while another thread's loop is running,
+ * runs inline on its caller. */
 #include "kernels/threadpool.h"
 
 #include <pthread.h>
@@ -41,7 +43,13 @@ struct eng_pool {
     atomic_int n_done;     /* workers finished with the current generation */
     atomic_int n_sleeping; /* workers blocked (or about to block) on `wake` */
     atomic_int stop;
+    /* Held by the thread whose loop the workers are running. */
+    pthread_mutex_t run_lock;
 };
+
+/* The pool whose task this thread is running, if any: a task that starts a loop
+ * on the same pool runs it inline instead of deadlocking. */
+static _Thread_local const eng_pool *tls_running;
 
 typedef struct worker_arg {
     eng_pool *pool;
@@ -50,8 +58,17 @@ typedef struct worker_arg {
 
 static void run_share(eng_pool *p, int index)
 {
+    const eng_pool *outer = tls_running;
+    tls_running = p;
     for (int t = index; t < p->n_tasks; t += p->n_threads)
         p->fn(p->ctx, t);
+    tls_running = outer;
+}
+
+static void run_inline(eng_pool_fn fn, void *ctx, int n_tasks)
+{
+    for (int t = 0; t < n_tasks; t++)
+        fn(ctx, t);
 }
 
 static void *worker_main(void *arg)
@@ -113,6 +130,12 @@ eng_pool *eng_pool_create(int n_threads)
         free(p);
         return NULL;
     }
+    if (pthread_mutex_init(&p->run_lock, NULL) != 0) {
+        pthread_cond_destroy(&p->wake);
+        pthread_mutex_destroy(&p->lock);
+        free(p);
+        return NULL;
+    }
     p->threads = calloc((size_t)n_threads, sizeof *p->threads);
     if (!p->threads) {
         eng_pool_destroy(p);
@@ -145,6 +168,7 @@ void eng_pool_destroy(eng_pool *pool)
             pthread_join(pool->threads[i], NULL);
         free(pool->threads);
     }
+    pthread_mutex_destroy(&pool->run_lock);
     pthread_cond_destroy(&pool->wake);
     pthread_mutex_destroy(&pool->lock);
     free(pool);
@@ -159,9 +183,12 @@ void eng_pool_run(eng_pool *pool, eng_pool_fn fn, void *ctx, int n_tasks)
 {
     if (n_tasks <= 0)
         return;
-    if (!pool || pool->n_threads == 1 || n_tasks == 1) {
-        for (int t = 0; t < n_tasks; t++)
-            fn(ctx, t);
+    /* Inline when there is nothing to share, when called from inside one of this
+     * pool's tasks, or when another thread's loop holds the workers. Every task
+     * still runs exactly once, and tasks are independent, so results are the same. */
+    if (!pool || pool->n_threads == 1 || n_tasks == 1 || tls_running == pool ||
+        pthread_mutex_trylock(&pool->run_lock) != 0) {
+        run_inline(fn, ctx, n_tasks);
         return;
     }
     pool->fn = fn;
@@ -179,4 +206,5 @@ void eng_pool_run(eng_pool *pool, eng_pool_fn fn, void *ctx, int n_tasks)
         else
             sched_yield();
     }
+    pthread_mutex_unlock(&pool->run_lock);
 }

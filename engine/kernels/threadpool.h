@@ -3,7 +3,9 @@
  * eng_pool_run(pool, fn, ctx, n_tasks) calls fn(ctx, task) for every task in
  * [0, n_tasks) across the pool's threads (the caller's thread takes part) and
  * returns when all are done. Tasks are handed out in a fixed pattern so that the
- * split of work, and therefore every floating-point sum, does not depend on timing. */
+ * split of work, and therefore every floating-point sum, does not depend on timing.
+ * A loop started from inside a task of the same pool, or while another thread's
+ * loop occupies it, runs all its tasks on the calling thread instead. */
 #ifndef ENG_THREADPOOL_H
 #define ENG_THREADPOOL_H
 

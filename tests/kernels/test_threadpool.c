@@ -65,8 +65,74 @@ static void check_run(eng_pool *pool, int n_tasks, int round)
         CHECK(atomic_load(&c.count[t]) == 0, "task %d beyond n_tasks ran", t);
 }
 
+/* A task that starts a loop on its own pool: it must run inline, not deadlock. */
+typedef struct nested {
+    eng_pool *pool;
+    atomic_int inner[8][5];
+} nested;
+
+static void inner_task(void *p, int task)
+{
+    atomic_fetch_add((atomic_int *)p + task, 1);
+}
+
+static void outer_task(void *p, int task)
+{
+    nested *n = p;
+    eng_pool_run(n->pool, inner_task, n->inner[task], 5);
+}
+
+/* Two outside threads sharing one pool: one gets the workers, the other runs
+ * inline; both must complete every task. */
+typedef struct sharer {
+    eng_pool *pool;
+    int ok;
+} sharer;
+
+static void *share_main(void *arg)
+{
+    sharer *s = arg;
+    s->ok = 1;
+    for (int round = 0; round < 300; round++) {
+        ctx c;
+        for (int t = 0; t < MAX_TASKS; t++)
+            atomic_init(&c.count[t], 0);
+        eng_pool_run(s->pool, record, &c, 17);
+        for (int t = 0; t < 17; t++)
+            if (atomic_load(&c.count[t]) != 1)
+                s->ok = 0;
+    }
+    return NULL;
+}
+
+static void test_nested_and_shared(void)
+{
+    eng_pool *pool = eng_pool_create(3);
+    nested n = { .pool = pool };
+    for (int i = 0; i < 8; i++)
+        for (int k = 0; k < 5; k++)
+            atomic_init(&n.inner[i][k], 0);
+    eng_pool_run(pool, outer_task, &n, 8);
+    for (int i = 0; i < 8; i++)
+        for (int k = 0; k < 5; k++)
+            CHECK(atomic_load(&n.inner[i][k]) == 1, "nested loop %d task %d ran %d times", i, k,
+                  atomic_load(&n.inner[i][k]));
+    sharer s[3];
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) {
+        s[i].pool = pool;
+        pthread_create(&th[i], NULL, share_main, &s[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(s[i].ok, "shared pool: thread %d lost or repeated a task", i);
+    }
+    eng_pool_destroy(pool);
+}
+
 int main(void)
 {
+    test_nested_and_shared();
     CHECK(eng_pool_create(0) == NULL, "a pool of 0 threads must fail");
     CHECK(eng_pool_create(-3) == NULL, "a pool of -3 threads must fail");
     CHECK(eng_pool_threads(NULL) == 1, "NULL pool has one thread");
