@@ -462,6 +462,58 @@ static void test_stop_strings(void)
     coord_stop_free(&s);
 }
 
+/* Mutated bodies (bytes flipped, cut, duplicated): every one is either accepted
+ * or refused with a 4xx, never a crash or a leak (this also runs under ASan). */
+static void test_mutations(void)
+{
+    const char *seeds[] = {
+        CHAT(",\"temperature\":0.5,\"stop\":[\"a\"],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+             "\"stream\":true,\"stream_options\":{\"include_usage\":true},\"logprobs\":true,\"top_logprobs\":2"),
+        CMPL(",\"max_tokens\":5,\"logprobs\":1,\"seed\":7,\"stop\":\"x\""),
+        "{\"prompt\":[1,2,3],\"top_k\":-1,\"min_p\":0.1}",
+    };
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    int accepted = 0, refused = 0;
+    for (int round = 0; round < 3000; round++) {
+        const char *seed = seeds[round % 3];
+        size_t len = strlen(seed);
+        char buf[512];
+        memcpy(buf, seed, len);
+        int edits = 1 + round % 4;
+        for (int e = 0; e < edits; e++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            size_t at = (size_t)(x % len);
+            switch ((x >> 32) % 4) {
+            case 0: buf[at] = (char)(x >> 40); break;                 /* any byte */
+            case 1: len = at; break;                                  /* cut */
+            case 2: buf[at] = "{}[]\",:0-e.\\n"[(x >> 40) % 14]; break; /* JSON punctuation */
+            default: if (len + 8 < sizeof buf) { memmove(buf + at + 8, buf + at, len - at); len += 8; } break;
+            }
+            if (len == 0)
+                break;
+        }
+        coord_request req;
+        coord_error err;
+        coord_api api = round % 3 == 0 ? COORD_API_CHAT : COORD_API_COMPLETIONS;
+        if (coord_parse_request(api, buf, len, &cfg, &req, &err) == 0) {
+            accepted++;
+            coord_request_free(&req);
+        } else {
+            refused++;
+            if (err.status != 400 && err.status != 404) {
+                fprintf(stderr, "mutation gave status %d: %s\n", err.status, err.message);
+                failures++;
+            }
+            char *json = coord_format_error(&err);
+            cJSON *parsed = json ? cJSON_Parse(json) : NULL;
+            CHECK(parsed != NULL); /* the error body is valid JSON even for garbage input */
+            cJSON_Delete(parsed);
+            free(json);
+        }
+    }
+    CHECK(accepted > 0 && refused > 0);
+}
+
 int main(void)
 {
     cfg.models = models;
@@ -476,6 +528,7 @@ int main(void)
     test_chat_formatting();
     test_completion_formatting();
     test_stop_strings();
+    test_mutations();
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);
         return 1;
