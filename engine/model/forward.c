@@ -237,10 +237,10 @@ int eng_forward(eng_model *m, eng_kv_pool *kv, eng_batch_item *items, int n_item
     for (int l = 0; l < c->num_hidden_layers; l++) {
         s.layer = l;
         attention_block(m, &s);
+        if (on_layer) /* the layer's K/V are final now: shipping them can overlap the MLP */
+            on_layer(ctx, l);
         if (mlp_block(m, l, T, err) < 0)
             return -1;
-        if (on_layer)
-            on_layer(ctx, l);
     }
 
     /* Logits for each item that wants them, from its chunk's last token; all rows
