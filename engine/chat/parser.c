@@ -20,10 +20,11 @@
  * "</tool_call>" before which it is a valid call (so the marker may appear inside JSON
  * strings); when there is none it is malformed: it ends at its first "</tool_call>" (or
  * at the end of the output), stays in the content verbatim, and parsing goes on after it.
- * Whitespace: vLLM's hermes parser keeps only the text before the first call and drops
- * everything between and after calls. We keep all text but drop the whitespace that
- * separates calls: trailing whitespace right before a call, and whitespace-only text
- * after the last call. So "Sure.\n<tool_call>..</tool_call>\n<tool_call>..</tool_call>\n"
+ * Whitespace: vLLM's hermes parser keeps only the text before the first call (verbatim,
+ * with its trailing newline), drops everything between and after calls, and turns the
+ * whole output into content when one block is malformed. We keep all text but drop the
+ * whitespace that separates calls: trailing whitespace right before a call, and
+ * whitespace-only text after the last call. So "Sure.\n<tool_call>..</tool_call>\n<tool_call>..</tool_call>\n"
  * gives content "Sure." and two calls, and text after the calls keeps its own form.
  * Empty content and reasoning are reported as null (as vLLM does).
  *
