@@ -668,13 +668,11 @@ static void *listener_main(void *arg)
             return NULL;
         }
         if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE ||
-                errno == ENOBUFS || errno == ENOMEM) {
-                if (errno != EINTR && errno != ECONNABORTED)
-                    usleep(10000); /* out of descriptors: let some close */
-                continue;
-            }
-            return NULL;
+            if (errno == EBADF || errno == EINVAL || errno == ENOTSOCK)
+                return NULL; /* the socket itself is gone */
+            if (errno != EINTR && errno != ECONNABORTED)
+                usleep(10000); /* out of descriptors or memory: let some go */
+            continue;
         }
         reap_conns(t, 0);
         tune_socket(fd, t->io_timeout_ms);
