@@ -12,6 +12,7 @@ struct command {
 
 /* One line per subcommand. */
 static const struct command COMMANDS[] = {
+    {"tokenize", cmd_tokenize, "print the token ids of a text (or of JSON lines)"},
     {"generate", cmd_generate, "generate text from a prompt with a model in this process"},
     {"bench", cmd_bench, "time prefill and decode of a model on this machine"},
     {"chat-template", cmd_chat_template, "print the prompt a chat request renders to"},
