@@ -4,9 +4,9 @@
  * The variants (kernels_portable.c, kernels_avx2.c, kernels_avx512.c) only supply
  * single-threaded loops; this file owns everything that must be the same for all
  * of them: dtype facts, the choice of variant (CPU features, or TANDEM_ISA to force
- * one), and the split of a matmul's output rows into one contiguous range per
- * thread. Each output element is computed by exactly one task, so the numbers do
- * not depend on the thread count. */
+ * one), and the split of a matmul's output rows into contiguous ranges, a few per
+ * thread. Each output element is computed by exactly one task, alone, so the
+ * numbers depend neither on the thread count nor on which thread ran what. */
 #include "kernels/kernels_impl.h"
 
 #include <stdatomic.h>
@@ -150,9 +150,12 @@ static void matmul_task(void *ctx, int task)
 }
 
 /* Rows are handed out in multiples of 16 so that every variant's row blocking
- * stays whole inside a task. Tiny products run on the caller: waking threads
+ * stays whole inside a task. A few tasks per thread let a thread that has its
+ * core to itself take over work from one that is sharing (the pool hands tasks
+ * to whichever thread is free). Tiny products run on the caller: waking threads
  * would cost more than the work. */
 #define ROW_ALIGN 16
+#define TASKS_PER_THREAD 4
 #define MIN_PARALLEL_MACS (1 << 15)
 
 void eng_matmul(eng_pool *pool, float *y, const float *x, const void *w, eng_dtype wdt,
@@ -166,7 +169,7 @@ void eng_matmul(eng_pool *pool, float *y, const float *x, const void *w, eng_dty
     };
     int n_threads = eng_pool_threads(pool);
     long long macs = (long long)n_tokens * n_in * n_out;
-    int n_tasks = n_threads;
+    int n_tasks = n_threads > 1 ? n_threads * TASKS_PER_THREAD : 1;
     if (macs < MIN_PARALLEL_MACS)
         n_tasks = 1;
     int blocks = (n_out + ROW_ALIGN - 1) / ROW_ALIGN;

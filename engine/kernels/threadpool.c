@@ -3,9 +3,10 @@
  * A forward pass issues hundreds of short loops per token, so waking a thread must
  * cost microseconds, not a scheduler round trip: workers spin on a generation
  * counter for a while after each loop and only then sleep on a condition variable.
- * Thread k (the caller is thread 0) always runs tasks k, k + n, k + 2n, ...: the
- * assignment never depends on timing, which keeps results reproducible and lets a
- * caller give each thread one contiguous piece of work by passing n_tasks = n.
+ * Threads (the caller included) take the next task from a shared counter, so on a
+ * machine shared with other work a thread that lost its core does not hold the
+ * others up. Which thread runs a task never changes a result: the caller decides
+ * how the work is cut into tasks, and each task computes its own outputs alone.
  * A loop started from inside a task, or while another thread's loop is running,
  * runs inline on its caller. */
 #include "kernels/threadpool.h"
@@ -39,6 +40,7 @@ struct eng_pool {
     eng_pool_fn fn;
     void *ctx;
     int n_tasks;
+    atomic_int next_task;  /* the next task to hand out */
     atomic_uint generation;
     atomic_int n_done;     /* workers finished with the current generation */
     atomic_int n_sleeping; /* workers blocked (or about to block) on `wake` */
@@ -51,17 +53,16 @@ struct eng_pool {
  * on the same pool runs it inline instead of deadlocking. */
 static _Thread_local const eng_pool *tls_running;
 
-typedef struct worker_arg {
-    eng_pool *pool;
-    int index;
-} worker_arg;
-
-static void run_share(eng_pool *p, int index)
+static void run_share(eng_pool *p)
 {
     const eng_pool *outer = tls_running;
     tls_running = p;
-    for (int t = index; t < p->n_tasks; t += p->n_threads)
+    for (;;) {
+        int t = atomic_fetch_add_explicit(&p->next_task, 1, memory_order_relaxed);
+        if (t >= p->n_tasks)
+            break;
         p->fn(p->ctx, t);
+    }
     tls_running = outer;
 }
 
@@ -73,9 +74,7 @@ static void run_inline(eng_pool_fn fn, void *ctx, int n_tasks)
 
 static void *worker_main(void *arg)
 {
-    worker_arg wa = *(worker_arg *)arg;
-    free(arg);
-    eng_pool *p = wa.pool;
+    eng_pool *p = arg;
     unsigned seen = 0;
     for (;;) {
         unsigned gen;
@@ -98,7 +97,7 @@ static void *worker_main(void *arg)
         seen = gen;
         if (atomic_load_explicit(&p->stop, memory_order_acquire))
             return NULL;
-        run_share(p, wa.index);
+        run_share(p);
         atomic_fetch_add_explicit(&p->n_done, 1, memory_order_release);
     }
 }
@@ -142,13 +141,7 @@ eng_pool *eng_pool_create(int n_threads)
         return NULL;
     }
     for (int i = 1; i < n_threads; i++) {
-        worker_arg *wa = malloc(sizeof *wa);
-        if (wa) {
-            wa->pool = p;
-            wa->index = i;
-        }
-        if (!wa || pthread_create(&p->threads[i], NULL, worker_main, wa) != 0) {
-            free(wa);
+        if (pthread_create(&p->threads[i], NULL, worker_main, p) != 0) {
             p->n_threads = i; /* only threads 1..i-1 exist; destroy joins those */
             eng_pool_destroy(p);
             return NULL;
@@ -194,9 +187,10 @@ void eng_pool_run(eng_pool *pool, eng_pool_fn fn, void *ctx, int n_tasks)
     pool->fn = fn;
     pool->ctx = ctx;
     pool->n_tasks = n_tasks;
+    atomic_store_explicit(&pool->next_task, 0, memory_order_relaxed);
     atomic_store_explicit(&pool->n_done, 0, memory_order_relaxed);
     publish(pool);
-    run_share(pool, 0);
+    run_share(pool);
     /* Wait for the workers; yield after a while so a busy machine (more threads
      * than free cores) still lets them run. */
     int spins = 0;

@@ -1,9 +1,12 @@
 /* threadpool.h: a fixed set of worker threads that run one parallel loop at a time.
  *
- * eng_pool_run(pool, fn, ctx, n_tasks) calls fn(ctx, task) for every task in
- * [0, n_tasks) across the pool's threads (the caller's thread takes part) and
- * returns when all are done. Tasks are handed out in a fixed pattern so that the
- * split of work, and therefore every floating-point sum, does not depend on timing.
+ * eng_pool_run(pool, fn, ctx, n_tasks) calls fn(ctx, task) exactly once for every
+ * task in [0, n_tasks) across the pool's threads (the caller's thread takes part)
+ * and returns when all are done. Threads take tasks as they become free, so which
+ * thread runs a task depends on timing; what a task computes must therefore
+ * depend only on its index (keep scratch per task, not per thread). The split of
+ * work into tasks is the caller's and never changes with timing, so neither does
+ * any floating-point sum.
  * A loop started from inside a task of the same pool, or while another thread's
  * loop occupies it, runs all its tasks on the calling thread instead. */
 #ifndef ENG_THREADPOOL_H
