@@ -999,18 +999,25 @@ int jinja_test(jctx *c, int line, const char *name, jv *v, const jargs *a)
         return v == arg || (k == JV_INT && arg->kind == JV_INT && v->u.i == arg->u.i && v->u.i >= -5 && v->u.i <= 256);
     }
     if (!strcmp(name, "odd") || !strcmp(name, "even") || !strcmp(name, "divisibleby")) {
-        long long x, d = 2;
-        if (as_int(c, line, v, name, &x))
-            return -1;
-        if (name[0] == 'd') {
+        /* value % d with Python's sign rule, for ints and floats alike */
+        jv *d = name[0] == 'd' ? arg : NULL;
+        if (name[0] == 'd')
             NEED_ARG;
-            if (as_int(c, line, arg, "divisibleby argument", &d))
-                return -1;
-            if (d == 0)
-                return jfail(c, line, "integer division or modulo by zero");
-            return x % d == 0;
+        if (!jv_is_num(v) || (d && !jv_is_num(d)))
+            return jfail(c, line, "test '%s' needs numbers, not '%s'", name, jv_type_name(jv_is_num(v) ? d : v));
+        double dv = d ? jv_num(d) : 2.0;
+        if (dv == 0)
+            return jfail(c, line, "integer division or modulo by zero");
+        if (v->kind != JV_FLOAT && (!d || d->kind != JV_FLOAT)) {
+            long long x = v->kind == JV_INT ? v->u.i : v->u.b, m = (long long)dv, r = m == -1 ? 0 : x % m;
+            if (r != 0 && ((r < 0) != (m < 0)))
+                r += m;
+            return name[0] == 'o' ? r == 1 : r == 0;
         }
-        return (x % 2 != 0) == (name[0] == 'o');
+        double r = fmod(jv_num(v), dv);
+        if (r != 0 && ((r < 0) != (dv < 0)))
+            r += dv;
+        return name[0] == 'o' ? r == 1.0 : r == 0.0;
     }
     if (!strcmp(name, "eq") || !strcmp(name, "equalto") || !strcmp(name, "==")) {
         NEED_ARG;
@@ -1041,8 +1048,10 @@ int jinja_test(jctx *c, int line, const char *name, jv *v, const jargs *a)
             return jv_dict_get(arg, v) != NULL;
         return jfail(c, line, "argument of type '%s' is not iterable", jv_type_name(arg));
     }
-    if (!strcmp(name, "lower") || !strcmp(name, "upper"))
-        return k == JV_STR && str_class(v, name[0] == 'l' ? 5 : 4);
+    if (!strcmp(name, "lower") || !strcmp(name, "upper")) { /* Jinja2 tests str(value) */
+        jv *sv = jinja_to_str(c, line, v);
+        return sv ? str_class(sv, name[0] == 'l' ? 5 : 4) : -1;
+    }
     if (!strcmp(name, "filter") || !strcmp(name, "test"))
         return k == JV_STR && (name[0] == 'f' ? jinja_has_filter(v->u.str.s) : jinja_has_test(v->u.str.s));
 #undef NEED_ARG
@@ -1534,6 +1543,8 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
     }
     if (!strcmp(name, "int") || !strcmp(name, "float")) {
         BIND(name, "default", "base");
+        if (v->kind == JV_UNDEF)
+            return err(c, line, "%s%s", v->u.undef.name ? v->u.undef.name : "value is undefined", "");
         jv *def = S[0] ? S[0] : name[0] == 'i' ? jv_int(A, 0) : jv_float(A, 0.0);
         if (!def)
             return nomem(c, line);
@@ -1562,8 +1573,8 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
     }
     if (!strcmp(name, "indent")) {
         BIND(name, "width", "first", "blank");
-        jv *s = jinja_to_str(c, line, v);
-        if (!s)
+        jv *s = v;
+        if (need_str(c, line, s, "indent"))
             return NULL;
         eng_buf pad = {0}, b = {0};
         if (S[0] && S[0]->kind == JV_STR)
@@ -1600,8 +1611,23 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
     if (!strcmp(name, "wordcount")) {
         BIND(name);
         (void)S;
-        jv *s = jinja_to_str(c, line, v), *words = s ? str_split(c, line, s, NULL, -1) : NULL;
-        return words ? jv_int(A, (long long)words->u.list.len) ?: nomem(c, line) : NULL;
+        /* Jinja2 counts runs of \w (letters, digits, underscore) */
+        jv *s = jinja_to_str(c, line, v);
+        if (!s)
+            return NULL;
+        long long words = 0;
+        int in_word = 0;
+        size_t pos = 0;
+        while (pos < s->u.str.len) {
+            int cp = utf8_decode(s->u.str.s, s->u.str.len, &pos);
+            utf8proc_category_t cat = cp < 0 ? UTF8PROC_CATEGORY_CN : utf8proc_category(cp);
+            int w = cp == '_' || (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO) ||
+                    (cat >= UTF8PROC_CATEGORY_ND && cat <= UTF8PROC_CATEGORY_NO) || cat == UTF8PROC_CATEGORY_MN ||
+                    cat == UTF8PROC_CATEGORY_MC;
+            words += w && !in_word;
+            in_word = w;
+        }
+        return jv_int(A, words) ?: nomem(c, line);
     }
     if (!strcmp(name, "escape") || !strcmp(name, "e")) {
         BIND(name);

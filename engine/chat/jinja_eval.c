@@ -418,6 +418,8 @@ static jv *binop(jctx *c, int line, int op, jv *x, jv *y)
                 m = __builtin_fmod(a, b);
                 if (m != 0 && ((m < 0) != (b < 0)))
                     m += b;
+                else if (m == 0)
+                    m = __builtin_copysign(0.0, b); /* Python: a zero result takes the divisor's sign */
             }
             v = jv_float(A, op == OP_FLOORDIV ? q : m);
         }
@@ -440,7 +442,16 @@ static jv *binop(jctx *c, int line, int op, jv *x, jv *y)
             }
             v = jv_int(A, acc);
         } else {
-            v = jv_float(A, __builtin_pow(jv_num(x), jv_num(y)));
+            double r = __builtin_pow(jv_num(x), jv_num(y));
+            if (__builtin_isinf(r) && !__builtin_isinf(jv_num(x)) && !__builtin_isinf(jv_num(y))) {
+                jfail(c, line, "numerical result out of range");
+                return NULL;
+            }
+            if (jv_num(x) == 0 && jv_num(y) < 0) {
+                jfail(c, line, "0.0 cannot be raised to a negative power");
+                return NULL;
+            }
+            v = jv_float(A, r);
         }
         break;
     default:

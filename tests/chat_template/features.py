@@ -142,7 +142,13 @@ CASES = [
     "{%- for message in msgs %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{%- endfor %}{%- if add_generation_prompt is not defined or add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}",
     "{%- set ns = namespace(last=msgs|length - 1) %}{%- for m in msgs[::-1] %}{%- set idx = (msgs|length - 1) - loop.index0 %}{%- if m.role == 'user' and ns.last == msgs|length - 1 %}{%- set ns.last = idx %}{%- endif %}{%- endfor %}{{ ns.last }}",
     "{{ (msgs|selectattr('role', 'eq', 'user')|list|last).content }} {{ msgs|map(attribute='content')|select('string')|join('|') }}",
+    # --- found by differential fuzzing
+    "{{ f|wordcount }} {{ 'a_b c-d é1'|wordcount }} {{ 2.0 is even }} {{ 3.0 is odd }} {{ 7.5 is divisibleby 2.5 }} {{ -3 is odd }} {{ d is lower }} {{ 'AB1' is upper }}",
+    "{{ false % -0.5 }} {{ 0.0 % 2 }} {{ -1 % 0.5 }} {{ 7.5 % -2 }} {{ -7 // 2.0 }}",
     # --- errors: both sides must reject
+    "{{ undefined_var|int }}",
+    "{{ 10.0 ** 1000 }}",
+    "{{ 5|indent }}",
     "{{ raise_exception('custom failure') }}",
     "line1\nline2 {{ raise_exception('on line 2') }}",
     "{% if t %}unclosed",
