@@ -852,10 +852,12 @@ static void q_drop(tcp_peer *p, tx_transfer *s)
     p->q_len = w - p->q_head;
 }
 
-/* A batch: up to BATCH_ITEMS queued frames (at most BATCH_BYTES of payload) go out in one
- * sendmsg, so that many small runs cost one system call instead of one each. */
+/* A batch: up to BATCH_ITEMS queued frames (about BATCH_BYTES of payload) go out in one
+ * sendmsg, so that many small runs cost one system call instead of one each. The batch is
+ * hashed just before it is sent; keeping it near L2 size lets the kernel's copy find the
+ * bytes still in cache. */
 #define BATCH_ITEMS 128
-#define BATCH_BYTES (16u << 20)
+#define BATCH_BYTES (1u << 20)
 
 typedef struct batch {
     tx_item items[BATCH_ITEMS];
