@@ -9,5 +9,6 @@ int cmd_bench(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_chat_template(int argc, char **argv);
 int cmd_parse(int argc, char **argv);
+int cmd_worker(int argc, char **argv);
 
 #endif

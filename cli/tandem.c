@@ -16,6 +16,7 @@ static const struct command COMMANDS[] = {
     {"generate", cmd_generate, "generate text from a prompt with a model in this process"},
     {"bench", cmd_bench, "time prefill and decode of a model on this machine"},
     {"chat-template", cmd_chat_template, "print the prompt a chat request renders to"},
+    {"worker", cmd_worker, "run a prefill / decode worker process"},
     {NULL, NULL, NULL},
 };
 

@@ -1,0 +1,828 @@
+/* test_worker_cluster.c: real worker processes over real gRPC and TCP.
+ *
+ * The test plays the coordinator: it serves a small Registry (RegisterWorker,
+ * Heartbeat) with the rpc library, starts `tandem worker` processes (prefill, decode
+ * and both, on the dense and MoE fixture models), and drives the request flow of
+ * tandem.proto itself: Decode.Generate -> KvTarget -> Prefill.Run -> Decode.KvReady ->
+ * tokens. Checks:
+ *   - tokens (and logprobs) equal `tandem generate --raw --json`, greedy and seeded,
+ *     dense and MoE, disaggregated and colocated, one at a time and 8 at once (the
+ *     decode worker then runs batches larger than one, per its heartbeat);
+ *   - a cancelled stream (before the prefill, and mid-decode) frees its blocks within
+ *     a second; an unclaimed reservation is freed when its lease runs out;
+ *   - a target with another KV layout is refused naming both layouts;
+ *   - a too-large reservation is RESOURCE_EXHAUSTED and retryable;
+ *   - every worker reports 0 KV blocks used when idle, serves /metrics, and exits 0
+ *     on SIGTERM, failing an open stream explicitly.
+ * usage: test_worker_cluster TANDEM MODELS_DIR */
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rpc.h"
+#include "tandem.pb-c.h"
+
+static int failures;
+#define CHECK(cond, ...)                                                                   \
+    do {                                                                                   \
+        if (!(cond)) {                                                                     \
+            failures++;                                                                    \
+            fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__, #cond);                \
+            fprintf(stderr, __VA_ARGS__);                                                  \
+            fprintf(stderr, "\n");                                                         \
+        }                                                                                  \
+    } while (0)
+#define REQUIRE(cond, ...)                                                                 \
+    do {                                                                                   \
+        if (!(cond)) {                                                                     \
+            fprintf(stderr, "%s:%d: FATAL %s: ", __FILE__, __LINE__, #cond);               \
+            fprintf(stderr, __VA_ARGS__);                                                  \
+            fprintf(stderr, "\n");                                                         \
+            cleanup();                                                                     \
+            exit(1);                                                                       \
+        }                                                                                  \
+    } while (0)
+
+static const char *tandem, *models;
+static int verbose;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ------------------------------------------------------------------ the registry */
+
+#define MAX_WORKERS 8
+typedef struct known_worker {
+    char id[64], address[128], metrics[128];
+    int role, registrations;
+    uint32_t blocks_used, blocks_total, max_batch;
+    uint64_t heartbeats;
+} known_worker;
+
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static known_worker workers[MAX_WORKERS];
+static int n_workers;
+
+static known_worker *find_worker(const char *id)
+{
+    for (int i = 0; i < n_workers; i++)
+        if (!strcmp(workers[i].id, id))
+            return &workers[i];
+    return NULL;
+}
+
+static void on_register(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes *resp, rpc_status *st)
+{
+    (void)user, (void)call;
+    Tandem__WorkerInfo *info = rpc_unpack(&tandem__worker_info__descriptor, req->data, req->len, st);
+    if (!info)
+        return;
+    pthread_mutex_lock(&reg_mu);
+    known_worker *k = find_worker(info->worker_id);
+    if (!k && n_workers < MAX_WORKERS)
+        k = &workers[n_workers++];
+    if (k) {
+        snprintf(k->id, sizeof k->id, "%s", info->worker_id);
+        snprintf(k->address, sizeof k->address, "%s", info->rpc_address);
+        snprintf(k->metrics, sizeof k->metrics, "%s", info->metrics_address);
+        k->role = info->role;
+        k->registrations++;
+        k->blocks_total = info->capacity ? info->capacity->kv_blocks_total : 0;
+    }
+    pthread_mutex_unlock(&reg_mu);
+    Tandem__RegisterReply rep = TANDEM__REGISTER_REPLY__INIT;
+    rep.accepted = k != NULL;
+    rep.reason = k ? "" : "registry full";
+    rep.heartbeat_interval_ms = 100;
+    rpc_pack(&rep.base, resp);
+    rpc_msg_free(info);
+}
+
+static void on_heartbeat(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes *resp, rpc_status *st)
+{
+    (void)user, (void)call;
+    Tandem__WorkerLoad *l = rpc_unpack(&tandem__worker_load__descriptor, req->data, req->len, st);
+    if (!l)
+        return;
+    pthread_mutex_lock(&reg_mu);
+    known_worker *k = find_worker(l->worker_id);
+    if (k) {
+        k->blocks_used = l->kv_blocks_used;
+        k->blocks_total = l->kv_blocks_total;
+        k->max_batch = l->batch ? l->batch->max_batch : 0;
+        k->heartbeats++;
+    }
+    pthread_mutex_unlock(&reg_mu);
+    Tandem__HeartbeatReply rep = TANDEM__HEARTBEAT_REPLY__INIT;
+    rep.reregister = k == NULL;
+    rep.heartbeat_interval_ms = 100;
+    rpc_pack(&rep.base, resp);
+    rpc_msg_free(l);
+}
+
+/* A fresh heartbeat's view of a worker (waits for one newer than the call). */
+static known_worker worker_state(const char *id)
+{
+    known_worker snap = {0};
+    uint64_t seen = 0;
+    pthread_mutex_lock(&reg_mu);
+    known_worker *k = find_worker(id);
+    if (k)
+        seen = k->heartbeats;
+    pthread_mutex_unlock(&reg_mu);
+    for (double t0 = now_s(); now_s() - t0 < 3;) {
+        pthread_mutex_lock(&reg_mu);
+        k = find_worker(id);
+        if (k && k->heartbeats >= seen + 2)
+            snap = *k;
+        pthread_mutex_unlock(&reg_mu);
+        if (snap.id[0])
+            break;
+        usleep(20000);
+    }
+    return snap;
+}
+
+/* Waits up to timeout_s for the worker's heartbeat to report 0 KV blocks used. */
+static double wait_blocks_free(const char *id, double timeout_s)
+{
+    double t0 = now_s();
+    while (now_s() - t0 < timeout_s) {
+        known_worker k = worker_state(id);
+        if (k.id[0] && k.blocks_used == 0)
+            return now_s() - t0;
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------------ processes */
+
+typedef struct proc {
+    pid_t pid;
+    char id[32];
+    rpc_channel *ch;
+} proc;
+
+static proc procs[MAX_WORKERS];
+static int n_procs;
+static rpc_server *registry;
+
+static void cleanup(void)
+{
+    for (int i = 0; i < n_procs; i++)
+        if (procs[i].pid > 0) {
+            kill(procs[i].pid, SIGKILL);
+            waitpid(procs[i].pid, NULL, 0);
+            procs[i].pid = 0;
+        }
+}
+
+static proc *start_worker(const char *id, const char *role, const char *model, int reg_port, const char *extra)
+{
+    proc *p = &procs[n_procs++];
+    snprintf(p->id, sizeof p->id, "%s", id);
+    char modeldir[512], coord[64], logpath[600];
+    snprintf(modeldir, sizeof modeldir, "%s/%s", models, model);
+    snprintf(coord, sizeof coord, "127.0.0.1:%d", reg_port);
+    snprintf(logpath, sizeof logpath, "worker-%s.log", id);
+    char *argv[32];
+    int n = 0;
+    argv[n++] = (char *)tandem;
+    argv[n++] = "worker";
+    argv[n++] = "--role", argv[n++] = (char *)role;
+    argv[n++] = "--model", argv[n++] = modeldir;
+    argv[n++] = "--coordinator", argv[n++] = coord;
+    argv[n++] = "--id", argv[n++] = (char *)id;
+    argv[n++] = "--threads", argv[n++] = "1";
+    char extra_copy[256];
+    snprintf(extra_copy, sizeof extra_copy, "%s", extra ? extra : "");
+    for (char *tok = strtok(extra_copy, " "); tok && n < 30; tok = strtok(NULL, " "))
+        argv[n++] = tok;
+    argv[n] = NULL;
+    p->pid = fork();
+    REQUIRE(p->pid >= 0, "fork: %s", strerror(errno));
+    if (p->pid == 0) {
+        FILE *log = freopen(logpath, "w", stderr);
+        (void)log;
+        if (!freopen("/dev/null", "w", stdout))
+            _exit(126);
+        execv(tandem, argv);
+        _exit(127);
+    }
+    return p;
+}
+
+static void wait_registered(proc *p)
+{
+    char address[128] = "";
+    for (double t0 = now_s(); now_s() - t0 < 60 && !address[0];) {
+        pthread_mutex_lock(&reg_mu);
+        known_worker *k = find_worker(p->id);
+        if (k)
+            snprintf(address, sizeof address, "%s", k->address);
+        pthread_mutex_unlock(&reg_mu);
+        int status;
+        REQUIRE(waitpid(p->pid, &status, WNOHANG) == 0, "worker %s exited early (see worker-%s.log)", p->id, p->id);
+        if (!address[0])
+            usleep(20000);
+    }
+    REQUIRE(address[0], "worker %s never registered", p->id);
+    rpc_status st;
+    REQUIRE(rpc_channel_create(address, &p->ch, &st) == 0, "%s", st.msg);
+    if (verbose)
+        fprintf(stderr, "worker %s registered at %s\n", p->id, address);
+}
+
+/* SIGTERM; returns the exit status (or -1 when it had to be killed). */
+static int stop_worker(proc *p)
+{
+    kill(p->pid, SIGTERM);
+    for (double t0 = now_s(); now_s() - t0 < 15;) {
+        int status;
+        if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+            p->pid = 0;
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        }
+        usleep(20000);
+    }
+    kill(p->pid, SIGKILL);
+    waitpid(p->pid, NULL, 0);
+    p->pid = 0;
+    return -1;
+}
+
+/* ------------------------------------------------------------------ the reference */
+
+typedef struct result {
+    int32_t prompt[4096];
+    int n_prompt;
+    int32_t tokens[512];
+    float logprobs[512];
+    int n;
+    int finish; /* 1 stop, 2 length */
+    int code;   /* final status of the flow */
+    char msg[300];
+} result;
+
+typedef struct sampling {
+    double temperature, top_p;
+    int top_k;
+    unsigned long long seed;
+    int max_tokens;
+} sampling;
+
+static int32_t eos_ids[4];
+static int n_eos;
+
+static void load_eos(const char *model)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s/generation_config.json", models, model);
+    FILE *f = fopen(path, "r");
+    REQUIRE(f, "%s", path);
+    char buf[4096];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    cJSON *j = cJSON_Parse(buf), *e = cJSON_GetObjectItem(j, "eos_token_id");
+    n_eos = 0;
+    if (cJSON_IsArray(e)) {
+        cJSON *x;
+        cJSON_ArrayForEach(x, e) if (n_eos < 4) eos_ids[n_eos++] = x->valueint;
+    } else if (cJSON_IsNumber(e)) {
+        eos_ids[n_eos++] = e->valueint;
+    }
+    cJSON_Delete(j);
+}
+
+/* `tandem generate --raw --json` on this prompt text: prompt ids and tokens. */
+static void reference(const char *model, const char *text, const sampling *s, result *out)
+{
+    memset(out, 0, sizeof *out);
+    char cmd[16384], num[64];
+    snprintf(cmd, sizeof cmd, "'%s' generate --model '%s/%s' --raw --json --threads 1 --max-tokens %d --temperature %g",
+             tandem, models, model, s->max_tokens, s->temperature);
+    if (s->top_p < 1) {
+        snprintf(num, sizeof num, " --top-p %g", s->top_p);
+        strcat(cmd, num);
+    }
+    if (s->top_k) {
+        snprintf(num, sizeof num, " --top-k %d", s->top_k);
+        strcat(cmd, num);
+    }
+    snprintf(num, sizeof num, " --seed %llu --prompt '", s->seed);
+    strcat(cmd, num);
+    strcat(cmd, text);
+    strcat(cmd, "'");
+    FILE *p = popen(cmd, "r");
+    REQUIRE(p, "popen");
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf - 1, p);
+    buf[n] = 0;
+    REQUIRE(pclose(p) == 0, "tandem generate failed: %s", cmd);
+    cJSON *j = cJSON_Parse(buf);
+    REQUIRE(j, "generate's JSON");
+    cJSON *x;
+    cJSON_ArrayForEach(x, cJSON_GetObjectItem(j, "prompt_tokens")) out->prompt[out->n_prompt++] = x->valueint;
+    cJSON_ArrayForEach(x, cJSON_GetObjectItem(j, "logprobs"))
+    {
+        out->tokens[out->n] = cJSON_GetObjectItem(x, "id")->valueint;
+        out->logprobs[out->n++] = (float)cJSON_GetObjectItem(x, "logprob")->valuedouble;
+    }
+    out->finish = !strcmp(cJSON_GetObjectItem(j, "finish_reason")->valuestring, "stop") ? 1 : 2;
+    cJSON_Delete(j);
+}
+
+/* ------------------------------------------------------------------ the flow */
+
+static void fill_sampling(Tandem__SamplingParams *sp, const sampling *s)
+{
+    tandem__sampling_params__init(sp);
+    sp->temperature = (float)s->temperature;
+    sp->top_p = s->top_p > 0 ? (float)s->top_p : 1;
+    sp->top_k = s->top_k;
+    sp->repetition_penalty = 1;
+    sp->seed = s->seed;
+    sp->max_tokens = (uint32_t)s->max_tokens;
+    sp->stop_token_ids = eos_ids;
+    sp->n_stop_token_ids = (size_t)n_eos;
+    sp->top_logprobs = 2;
+}
+
+static void add_token(result *r, const Tandem__Token *t)
+{
+    if (r->n < 512) {
+        CHECK(t->index == (uint32_t)r->n, "token index %u, expected %d", t->index, r->n);
+        r->tokens[r->n] = t->id;
+        r->logprobs[r->n++] = t->logprob;
+    }
+    if (t->finish_reason)
+        r->finish = t->finish_reason;
+}
+
+/* Reads a Generate stream to its end, collecting tokens. */
+static void read_tokens(rpc_stream *s, result *out)
+{
+    for (;;) {
+        Tandem__GenerateEvent *ev = NULL;
+        rpc_status st;
+        rpc_next nx = rpc_stream_next_msg(s, 30000, &tandem__generate_event__descriptor, (void **)&ev, &st);
+        if (nx == RPC_NEXT_END) {
+            out->code = st.code;
+            snprintf(out->msg, sizeof out->msg, "%s", st.msg);
+            return;
+        }
+        if (nx == RPC_NEXT_TIMEOUT) {
+            out->code = RPC_DEADLINE_EXCEEDED;
+            snprintf(out->msg, sizeof out->msg, "no event in 30 s");
+            return;
+        }
+        if (ev->event_case == TANDEM__GENERATE_EVENT__EVENT_TOKEN)
+            add_token(out, ev->token);
+        else if (ev->event_case == TANDEM__GENERATE_EVENT__EVENT_ERROR)
+            snprintf(out->msg, sizeof out->msg, "error event: %s", ev->error->message);
+        rpc_msg_free(ev);
+    }
+}
+
+/* Decode.Generate on d, Prefill.Run on p, KvReady on d, tokens from d. */
+static void run_disagg(proc *d, proc *p, const char *rid, const int32_t *prompt, int n_prompt, const sampling *s,
+                       result *out)
+{
+    out->n = 0;
+    out->finish = 0;
+    out->code = -1;
+    out->msg[0] = 0;
+    Tandem__SamplingParams sp;
+    fill_sampling(&sp, s);
+    Tandem__GenerateRequest g = TANDEM__GENERATE_REQUEST__INIT;
+    g.request_id = (char *)rid;
+    g.prompt = (int32_t *)prompt;
+    g.n_prompt = (size_t)n_prompt;
+    g.sampling = &sp;
+    rpc_stream *stream = NULL;
+    rpc_status st;
+    REQUIRE(rpc_stream_open_msg(d->ch, RPC_DECODE_GENERATE, &g.base, 120000, &stream, &st) == 0, "%s", st.msg);
+    Tandem__GenerateEvent *ev = NULL;
+    rpc_next nx = rpc_stream_next_msg(stream, 30000, &tandem__generate_event__descriptor, (void **)&ev, &st);
+    if (nx != RPC_NEXT_MSG || ev->event_case != TANDEM__GENERATE_EVENT__EVENT_KV_TARGET) {
+        out->code = nx == RPC_NEXT_END ? st.code : RPC_UNKNOWN;
+        snprintf(out->msg, sizeof out->msg, "no KvTarget first: %s", nx == RPC_NEXT_END ? st.msg : "other event");
+        rpc_msg_free(ev);
+        rpc_stream_close(stream);
+        return;
+    }
+    Tandem__PrefillRequest pr = TANDEM__PREFILL_REQUEST__INIT;
+    pr.request_id = (char *)rid;
+    pr.prompt = (int32_t *)prompt;
+    pr.n_prompt = (size_t)n_prompt;
+    pr.sampling = &sp;
+    pr.target = ev->kv_target;
+    Tandem__PrefillResult *res = NULL;
+    if (rpc_unary_msg(p->ch, RPC_PREFILL_RUN, &pr.base, &tandem__prefill_result__descriptor, 60000, (void **)&res,
+                      &st) < 0) {
+        out->code = st.code;
+        snprintf(out->msg, sizeof out->msg, "Prefill.Run: %s", st.msg);
+        rpc_msg_free(ev);
+        rpc_stream_close(stream);
+        return;
+    }
+    CHECK(res->prompt_tokens == (uint32_t)n_prompt, "prompt_tokens %u", res->prompt_tokens);
+    CHECK(res->timings && res->timings->kv_bytes > 0, "timings carry the KV bytes");
+    add_token(out, res->first_token);
+    Tandem__KvReadyRequest kr = TANDEM__KV_READY_REQUEST__INIT;
+    kr.request_id = (char *)rid;
+    kr.transfer_id = ev->kv_target->transfer_id;
+    kr.first_token = res->first_token;
+    kr.prompt_tokens = (uint32_t)n_prompt;
+    Tandem__KvReadyReply *kv = NULL;
+    int rc = rpc_unary_msg(d->ch, RPC_DECODE_KV_READY, &kr.base, &tandem__kv_ready_reply__descriptor, 10000,
+                           (void **)&kv, &st);
+    CHECK(rc == 0 && kv->ok, "KvReady: %s", rc ? st.msg : kv->reason);
+    rpc_msg_free(kv);
+    rpc_msg_free(res);
+    rpc_msg_free(ev);
+    read_tokens(stream, out);
+    rpc_stream_close(stream);
+}
+
+static void run_colocated(proc *b, const char *rid, const int32_t *prompt, int n_prompt, const sampling *s,
+                          result *out)
+{
+    out->n = 0;
+    out->finish = 0;
+    Tandem__SamplingParams sp;
+    fill_sampling(&sp, s);
+    Tandem__GenerateRequest g = TANDEM__GENERATE_REQUEST__INIT;
+    g.request_id = (char *)rid;
+    g.prompt = (int32_t *)prompt;
+    g.n_prompt = (size_t)n_prompt;
+    g.sampling = &sp;
+    g.colocated = 1;
+    rpc_stream *stream = NULL;
+    rpc_status st;
+    REQUIRE(rpc_stream_open_msg(b->ch, RPC_DECODE_GENERATE, &g.base, 120000, &stream, &st) == 0, "%s", st.msg);
+    read_tokens(stream, out);
+    rpc_stream_close(stream);
+}
+
+static void compare(const char *what, const result *ref, const result *got)
+{
+    CHECK(got->code == RPC_OK, "%s: status %s: %s", what, rpc_code_name(got->code), got->msg);
+    CHECK(got->n == ref->n, "%s: %d tokens, reference %d", what, got->n, ref->n);
+    int same = got->n == ref->n;
+    for (int i = 0; same && i < ref->n; i++)
+        same = got->tokens[i] == ref->tokens[i];
+    CHECK(same, "%s: tokens differ from tandem generate", what);
+    double worst = 0;
+    for (int i = 0; i < ref->n && i < got->n; i++)
+        worst = fmax(worst, fabs(got->logprobs[i] - ref->logprobs[i]));
+    CHECK(worst < 1e-3, "%s: logprobs differ by %g", what, worst);
+    CHECK(got->finish == ref->finish, "%s: finish %d, reference %d", what, got->finish, ref->finish);
+    if (verbose)
+        fprintf(stderr, "%s: %d tokens, %s, logprob diff %.2g\n", what, got->n, same ? "same" : "DIFFERENT", worst);
+}
+
+/* ------------------------------------------------------------------ scenarios */
+
+static const char *TEXTS[] = {
+    "The capital of France is",
+    "Once upon a time, in a land far away, there lived a",
+    "def fibonacci(n):\\n    if n < 2:\\n        return n\\n",
+    "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28",
+};
+
+typedef struct job {
+    proc *d, *p;
+    const char *model;
+    char rid[32];
+    const result *ref;
+    sampling s;
+    result got;
+} job;
+
+static void *job_main(void *arg)
+{
+    job *j = arg;
+    run_disagg(j->d, j->p, j->rid, j->ref->prompt, j->ref->n_prompt, &j->s, &j->got);
+    return NULL;
+}
+
+/* Equal tokens for greedy and seeded requests, one by one and all at once. */
+static void same_tokens(const char *model, proc *d, proc *p, proc *b)
+{
+    load_eos(model);
+    static char long_text[6000];
+    long_text[0] = 0;
+    for (int i = 0; i < 40; i++)
+        strcat(long_text, "the quick brown fox jumps over the lazy dog and ");
+    const char *texts[] = {TEXTS[0], TEXTS[1], TEXTS[2], TEXTS[3], long_text};
+    enum { NT = 5, NJ = 2 * NT };
+    static result refs[NJ];
+    static job jobs[NJ];
+    for (int i = 0; i < NJ; i++) {
+        sampling s = i < NT ? (sampling){.temperature = 0, .top_p = 1, .seed = 1, .max_tokens = 12 + i}
+                            : (sampling){.temperature = 0.8, .top_p = 0.9, .top_k = 50, .seed = 1000 + i,
+                                         .max_tokens = 16};
+        reference(model, texts[i % NT], &s, &refs[i]);
+        jobs[i] = (job){.d = d, .p = p, .model = model, .ref = &refs[i], .s = s};
+        snprintf(jobs[i].rid, sizeof jobs[i].rid, "%s-%d", model, i);
+    }
+    /* one at a time: the first greedy and the first seeded */
+    for (int i = 0; i < NJ; i += NT) {
+        char what[96];
+        run_disagg(d, p, jobs[i].rid, refs[i].prompt, refs[i].n_prompt, &jobs[i].s, &jobs[i].got);
+        snprintf(what, sizeof what, "%s disaggregated %s", model, i < NT ? "greedy" : "seeded");
+        compare(what, &refs[i], &jobs[i].got);
+        if (b) {
+            result col;
+            run_colocated(b, jobs[i].rid, refs[i].prompt, refs[i].n_prompt, &jobs[i].s, &col);
+            snprintf(what, sizeof what, "%s colocated %s", model, i < NT ? "greedy" : "seeded");
+            compare(what, &refs[i], &col);
+        }
+    }
+    /* all at once: chunked prefill of several prompts, decode batches > 1 */
+    pthread_t th[NJ];
+    for (int i = 0; i < NJ; i++) {
+        snprintf(jobs[i].rid, sizeof jobs[i].rid, "%s-c%d", model, i);
+        pthread_create(&th[i], NULL, job_main, &jobs[i]);
+    }
+    for (int i = 0; i < NJ; i++) {
+        pthread_join(th[i], NULL);
+        char what[96];
+        snprintf(what, sizeof what, "%s concurrent #%d (%d prompt tokens)", model, i, refs[i].n_prompt);
+        compare(what, &refs[i], &jobs[i].got);
+    }
+    known_worker k = worker_state(d->id);
+    CHECK(k.max_batch > 1, "%s: decode worker's largest batch %u", model, k.max_batch);
+    if (verbose)
+        fprintf(stderr, "%s: decode worker's largest batch %u\n", model, k.max_batch);
+    CHECK(wait_blocks_free(d->id, 2) >= 0, "%s: decode blocks back to 0", model);
+    CHECK(wait_blocks_free(p->id, 2) >= 0, "%s: prefill blocks back to 0", model);
+}
+
+/* Opens Generate and returns the stream once its KvTarget arrived (*target kept). */
+static rpc_stream *reserve(proc *d, const char *rid, int n_prompt, int max_tokens, Tandem__GenerateEvent **target,
+                           rpc_status *st)
+{
+    static int32_t prompt[4096];
+    for (int i = 0; i < n_prompt; i++)
+        prompt[i] = 100 + i;
+    sampling s = {.temperature = 0, .top_p = 1, .max_tokens = max_tokens};
+    Tandem__SamplingParams sp;
+    fill_sampling(&sp, &s);
+    Tandem__GenerateRequest g = TANDEM__GENERATE_REQUEST__INIT;
+    g.request_id = (char *)rid;
+    g.prompt = prompt;
+    g.n_prompt = (size_t)n_prompt;
+    g.sampling = &sp;
+    rpc_stream *stream = NULL;
+    REQUIRE(rpc_stream_open_msg(d->ch, RPC_DECODE_GENERATE, &g.base, 120000, &stream, st) == 0, "%s", st->msg);
+    *target = NULL;
+    rpc_next nx = rpc_stream_next_msg(stream, 10000, &tandem__generate_event__descriptor, (void **)target, st);
+    if (nx == RPC_NEXT_MSG && (*target)->event_case == TANDEM__GENERATE_EVENT__EVENT_KV_TARGET)
+        return stream;
+    if (nx == RPC_NEXT_MSG && (*target)->event_case == TANDEM__GENERATE_EVENT__EVENT_ERROR) {
+        st->code = (*target)->error->code;
+        snprintf(st->msg, sizeof st->msg, "retryable=%d %s", (*target)->error->retryable, (*target)->error->message);
+    }
+    rpc_msg_free(*target);
+    *target = NULL;
+    rpc_stream_close(stream);
+    return NULL;
+}
+
+static void cancels_and_errors(proc *d, proc *p)
+{
+    rpc_status st;
+    Tandem__GenerateEvent *t = NULL;
+
+    /* cancelled before the prefill: blocks back within a second */
+    rpc_stream *s = reserve(d, "cancel-early", 100, 50, &t, &st);
+    REQUIRE(s, "reserve: %s", st.msg);
+    CHECK(worker_state(d->id).blocks_used > 0, "the reservation holds blocks");
+    rpc_stream_cancel(s);
+    double took = wait_blocks_free(d->id, 1.5);
+    CHECK(took >= 0 && took < 1.0, "cancelled reservation freed in %.2f s", took);
+    rpc_msg_free(t);
+    rpc_stream_close(s);
+
+    /* another layout: refused, naming both */
+    s = reserve(d, "layout", 40, 5, &t, &st);
+    REQUIRE(s, "reserve: %s", st.msg);
+    t->kv_target->layout->block_size = 32;
+    t->kv_target->n_block_ids = 2;
+    Tandem__SamplingParams sp;
+    sampling smp = {.temperature = 0, .top_p = 1, .max_tokens = 5};
+    fill_sampling(&sp, &smp);
+    int32_t prompt[40];
+    for (int i = 0; i < 40; i++)
+        prompt[i] = 100 + i;
+    Tandem__PrefillRequest pr = TANDEM__PREFILL_REQUEST__INIT;
+    pr.request_id = "layout";
+    pr.prompt = prompt;
+    pr.n_prompt = 40;
+    pr.sampling = &sp;
+    pr.target = t->kv_target;
+    Tandem__PrefillResult *res = NULL;
+    int rc = rpc_unary_msg(p->ch, RPC_PREFILL_RUN, &pr.base, &tandem__prefill_result__descriptor, 10000,
+                           (void **)&res, &st);
+    CHECK(rc < 0 && st.code == RPC_INVALID_ARGUMENT && strstr(st.msg, "bs32") && strstr(st.msg, "bs16"),
+          "layout mismatch refused naming both: %s %s", rpc_code_name(st.code), st.msg);
+    rpc_msg_free(res);
+    rpc_msg_free(t);
+    rpc_stream_close(s);
+
+    /* more than the pool: RESOURCE_EXHAUSTED, retryable */
+    s = reserve(d, "too-big", 100, 39000, &t, &st);
+    CHECK(!s && st.code == RPC_RESOURCE_EXHAUSTED && strstr(st.msg, "retryable=1"), "oversized reservation: %s %s",
+          rpc_code_name(st.code), st.msg);
+    if (s) {
+        rpc_msg_free(t);
+        rpc_stream_close(s);
+    }
+
+    /* cancelled mid-decode: freed within a second */
+    load_eos("dense");
+    n_eos = 0; /* no stop token: it must still be running when cancelled */
+    s = reserve(d, "cancel-late", 20, 2000, &t, &st);
+    REQUIRE(s, "reserve: %s", st.msg);
+    pr.request_id = "cancel-late";
+    pr.n_prompt = 20;
+    smp.max_tokens = 2000;
+    fill_sampling(&sp, &smp);
+    pr.target = t->kv_target;
+    rc = rpc_unary_msg(p->ch, RPC_PREFILL_RUN, &pr.base, &tandem__prefill_result__descriptor, 10000, (void **)&res,
+                       &st);
+    REQUIRE(rc == 0, "prefill: %s", st.msg);
+    Tandem__KvReadyRequest kr = TANDEM__KV_READY_REQUEST__INIT;
+    kr.request_id = "cancel-late";
+    kr.transfer_id = t->kv_target->transfer_id;
+    kr.first_token = res->first_token;
+    kr.prompt_tokens = 20;
+    Tandem__KvReadyReply *kv = NULL;
+    rc = rpc_unary_msg(d->ch, RPC_DECODE_KV_READY, &kr.base, &tandem__kv_ready_reply__descriptor, 10000, (void **)&kv,
+                       &st);
+    CHECK(rc == 0 && kv->ok, "KvReady");
+    rpc_msg_free(kv);
+    rpc_msg_free(res);
+    int got = 0;
+    for (; got < 5; got++) {
+        Tandem__GenerateEvent *ev = NULL;
+        if (rpc_stream_next_msg(s, 10000, &tandem__generate_event__descriptor, (void **)&ev, &st) != RPC_NEXT_MSG)
+            break;
+        rpc_msg_free(ev);
+    }
+    CHECK(got == 5, "tokens before the cancel: %d", got);
+    rpc_stream_cancel(s);
+    took = wait_blocks_free(d->id, 1.5);
+    CHECK(took >= 0 && took < 1.0, "cancelled stream freed in %.2f s", took);
+    rpc_msg_free(t);
+    rpc_stream_close(s);
+
+    /* KvReady for something unknown: refused, not crashed */
+    Tandem__Token tok = TANDEM__TOKEN__INIT;
+    kr.first_token = &tok;
+    kr.request_id = "nobody";
+    rc = rpc_unary_msg(d->ch, RPC_DECODE_KV_READY, &kr.base, &tandem__kv_ready_reply__descriptor, 10000, (void **)&kv,
+                       &st);
+    CHECK(rc == 0 && !kv->ok && strstr(kv->reason, "unknown"), "unknown KvReady refused");
+    rpc_msg_free(kv);
+
+    /* never claimed: the lease (2 s here) frees it and ends the stream with an error */
+    s = reserve(d, "lease", 30, 10, &t, &st);
+    REQUIRE(s, "reserve: %s", st.msg);
+    double t0 = now_s();
+    result r = {0};
+    read_tokens(s, &r);
+    double waited = now_s() - t0;
+    CHECK(r.code == RPC_DEADLINE_EXCEEDED && waited > 1.5 && waited < 4, "lease expiry: %s after %.1f s: %s",
+          rpc_code_name(r.code), waited, r.msg);
+    CHECK(wait_blocks_free(d->id, 1) >= 0, "lease expiry freed the blocks");
+    rpc_msg_free(t);
+    rpc_stream_close(s);
+}
+
+/* /metrics answers with the worker's families. */
+static void check_metrics(const char *id)
+{
+    char addr[128] = "";
+    pthread_mutex_lock(&reg_mu);
+    known_worker *k = find_worker(id);
+    if (k)
+        snprintf(addr, sizeof addr, "%s", k->metrics);
+    pthread_mutex_unlock(&reg_mu);
+    char *colon = strrchr(addr, ':');
+    REQUIRE(colon, "metrics address of %s: '%s'", id, addr);
+    int port = atoi(colon + 1);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    REQUIRE(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect to /metrics");
+    const char *req = "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n";
+    REQUIRE(write(fd, req, strlen(req)) == (ssize_t)strlen(req), "write");
+    static char buf[1 << 20];
+    size_t n = 0;
+    ssize_t r;
+    while ((r = read(fd, buf + n, sizeof buf - 1 - n)) > 0)
+        n += (size_t)r;
+    buf[n] = 0;
+    close(fd);
+    char want[160];
+    snprintf(want, sizeof want, "tandem_kv_blocks_used{role=\"decode\",worker=\"%s\"} 0", id);
+    CHECK(strstr(buf, want), "metrics of %s: %s", id, want);
+    CHECK(strstr(buf, "tandem_batch_size_bucket") && strstr(buf, "tandem_generation_tokens_total") &&
+              strstr(buf, "tandem_kv_transfer_bytes_total") && strstr(buf, "tandem_num_requests_running"),
+          "metric families present");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s TANDEM MODELS_DIR\n", argv[0]);
+        return 2;
+    }
+    tandem = argv[1];
+    models = argv[2];
+    verbose = getenv("VERBOSE") != NULL;
+    signal(SIGPIPE, SIG_IGN);
+    rpc_status st;
+    int port = 0;
+    REQUIRE(rpc_server_create("127.0.0.1:0", &port, &registry, &st) == 0, "%s", st.msg);
+    REQUIRE(rpc_server_add_unary(registry, RPC_REGISTRY_REGISTER, on_register, NULL, &st) == 0, "%s", st.msg);
+    REQUIRE(rpc_server_add_unary(registry, RPC_REGISTRY_HEARTBEAT, on_heartbeat, NULL, &st) == 0, "%s", st.msg);
+    REQUIRE(rpc_server_start(registry, &st) == 0, "%s", st.msg);
+
+    proc *dp = start_worker("dense-p", "prefill", "dense", port, "--max-batch-tokens 64 --kv-blocks 256");
+    proc *dd = start_worker("dense-d", "decode", "dense", port, "--kv-blocks 2048 --lease-ms 2000");
+    proc *db = start_worker("dense-b", "both", "dense", port, "--max-batch-tokens 100 --kv-blocks 512");
+    proc *mp = start_worker("moe-p", "prefill", "moe", port, "--max-batch-tokens 128");
+    proc *md = start_worker("moe-d", "decode", "moe", port, "--kv-blocks 1024");
+    for (int i = 0; i < n_procs; i++)
+        wait_registered(&procs[i]);
+
+    same_tokens("dense", dd, dp, db);
+    same_tokens("moe", md, mp, NULL);
+    cancels_and_errors(dd, dp);
+    check_metrics(dd->id);
+
+    /* SIGTERM with an open stream: the stream ends with an error, the worker exits 0. */
+    load_eos("dense");
+    n_eos = 0;
+    static result ref;
+    reference("dense", TEXTS[0], &(sampling){.temperature = 0, .top_p = 1, .max_tokens = 1}, &ref);
+    Tandem__SamplingParams sp;
+    fill_sampling(&sp, &(sampling){.temperature = 0, .top_p = 1, .max_tokens = 30000});
+    Tandem__GenerateRequest g = TANDEM__GENERATE_REQUEST__INIT;
+    g.request_id = "sigterm";
+    g.prompt = ref.prompt;
+    g.n_prompt = (size_t)ref.n_prompt;
+    g.sampling = &sp;
+    g.colocated = 1;
+    rpc_stream *s = NULL;
+    REQUIRE(rpc_stream_open_msg(db->ch, RPC_DECODE_GENERATE, &g.base, 60000, &s, &st) == 0, "%s", st.msg);
+    Tandem__GenerateEvent *ev = NULL;
+    CHECK(rpc_stream_next_msg(s, 10000, &tandem__generate_event__descriptor, (void **)&ev, &st) == RPC_NEXT_MSG,
+          "a first token");
+    rpc_msg_free(ev);
+    for (int i = 0; i < n_procs; i++) {
+        rpc_channel_destroy(procs[i].ch == db->ch ? NULL : procs[i].ch);
+        if (procs[i].ch != db->ch)
+            procs[i].ch = NULL;
+    }
+    int code = stop_worker(db);
+    result r = {0};
+    read_tokens(s, &r);
+    CHECK(r.code != RPC_OK, "the open stream ends with an error on SIGTERM (%s: %s)", rpc_code_name(r.code), r.msg);
+    rpc_stream_close(s);
+    rpc_channel_destroy(db->ch);
+    db->ch = NULL;
+    CHECK(code == 0, "worker %s exit status %d on SIGTERM", db->id, code);
+    for (int i = 0; i < n_procs; i++)
+        if (procs[i].pid > 0) {
+            int c = stop_worker(&procs[i]);
+            CHECK(c == 0, "worker %s exit status %d on SIGTERM", procs[i].id, c);
+        }
+    rpc_server_stop(registry);
+    cleanup();
+    if (failures)
+        fprintf(stderr, "%d checks failed (worker logs: worker-*.log in the test's directory)\n", failures);
+    else
+        fprintf(stderr, "all worker cluster checks passed\n");
+    return failures ? 1 : 0;
+}

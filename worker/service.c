@@ -1,0 +1,502 @@
+/* service.c: the worker's gRPC handlers, the front door of the request flow
+ * (tandem.proto's header): Decode.Generate reserves KV blocks and answers with a
+ * KvTarget (or, colocated, queues the whole request here); Prefill.Run queues a
+ * prompt whose KV the engine pushes into that target and waits for the receiver's
+ * verdict; Decode.KvReady checks the transfer and lets the sequence join the batch;
+ * Decode.KvHello relays a transport handshake. Every check that can fail before any
+ * work is done happens here, so the engine thread only sees well-formed requests. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "worker_internal.h"
+
+static int blocks_for(const wrk_worker *w, int tokens)
+{
+    return (tokens + w->layout.block_size - 1) / w->layout.block_size;
+}
+
+/* Shared checks of a request's prompt and sampling; fills r. Returns an rpc_code. */
+static int take_request(wrk_worker *w, wrk_req *r, const int32_t *prompt, size_t n_prompt,
+                        const Tandem__SamplingParams *sp, char *msg, size_t cap)
+{
+    if (n_prompt == 0)
+        return snprintf(msg, cap, "the prompt is empty"), RPC_INVALID_ARGUMENT;
+    if (n_prompt >= (size_t)w->max_context)
+        return snprintf(msg, cap, "the prompt has %zu tokens; the context holds %d", n_prompt, w->max_context),
+               RPC_INVALID_ARGUMENT;
+    for (size_t i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= w->cfg->vocab_size)
+            return snprintf(msg, cap, "prompt token %d at %zu is outside the vocabulary (%d)", prompt[i], i,
+                            w->cfg->vocab_size),
+                   RPC_INVALID_ARGUMENT;
+    if (!sp)
+        return snprintf(msg, cap, "no sampling parameters"), RPC_INVALID_ARGUMENT;
+    eng_sampling s = {.temperature = sp->temperature, .top_k = sp->top_k, .top_p = sp->top_p, .min_p = sp->min_p,
+                      .presence_penalty = sp->presence_penalty, .frequency_penalty = sp->frequency_penalty,
+                      .repetition_penalty = sp->repetition_penalty, .seed = sp->seed};
+    eng_error err;
+    if (eng_sampling_check(&s, &err) < 0)
+        return snprintf(msg, cap, "%s", err.msg), RPC_INVALID_ARGUMENT;
+    if (sp->max_tokens == 0)
+        return snprintf(msg, cap, "max_tokens must be at least 1"), RPC_INVALID_ARGUMENT;
+    if (sp->top_logprobs > ENG_MAX_TOP_LOGPROBS)
+        return snprintf(msg, cap, "top_logprobs %u is above %d", sp->top_logprobs, ENG_MAX_TOP_LOGPROBS),
+               RPC_INVALID_ARGUMENT;
+    r->samp = s;
+    r->n_prompt = (int)n_prompt;
+    r->max_tokens = sp->max_tokens > (uint32_t)w->max_context ? w->max_context : (int)sp->max_tokens;
+    r->top_logprobs = (int)sp->top_logprobs;
+    r->cap_tokens = wrk_cap_tokens(r->n_prompt, r->max_tokens, w->max_context);
+    r->prompt = malloc(n_prompt * sizeof *r->prompt);
+    r->gen = malloc((size_t)(r->cap_tokens - r->n_prompt + 1) * sizeof *r->gen);
+    r->stop_ids = malloc((sp->n_stop_token_ids + 1) * sizeof *r->stop_ids);
+    if (!r->prompt || !r->gen || !r->stop_ids)
+        return snprintf(msg, cap, "out of memory"), RPC_RESOURCE_EXHAUSTED;
+    memcpy(r->prompt, prompt, n_prompt * sizeof *r->prompt);
+    memcpy(r->stop_ids, sp->stop_token_ids, sp->n_stop_token_ids * sizeof *r->stop_ids);
+    r->n_stop = (int)sp->n_stop_token_ids;
+    return RPC_OK;
+}
+
+static void stream_fail(rpc_call *call, int code, int retryable, const char *msg)
+{
+    Tandem__Error e = TANDEM__ERROR__INIT;
+    e.code = code;
+    e.message = (char *)msg;
+    e.retryable = retryable;
+    Tandem__GenerateEvent ev = TANDEM__GENERATE_EVENT__INIT;
+    ev.event_case = TANDEM__GENERATE_EVENT__EVENT_ERROR;
+    ev.error = &e;
+    rpc_call_send_msg(call, &ev.base, 1000);
+    rpc_call_finish(call, code, msg);
+}
+
+/* The caller went away: the engine frees the blocks and forgets the transfer. */
+static void on_stream_cancel(void *arg)
+{
+    wrk_req *r = arg;
+    wrk_worker *w = r->w;
+    pthread_mutex_lock(&w->mu);
+    r->cancelled = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* ------------------------------------------------------------------ Decode.Generate */
+
+static void on_generate(void *user, rpc_call *call, const rpc_bytes *bytes)
+{
+    wrk_worker *w = user;
+    rpc_status st;
+    char msg[800];
+    Tandem__GenerateRequest *g = rpc_unpack(&tandem__generate_request__descriptor, bytes->data, bytes->len, &st);
+    if (!g) {
+        stream_fail(call, st.code, 0, st.msg);
+        return;
+    }
+    wrk_req *r = NULL;
+    int code = RPC_OK, retryable = 0;
+    if (g->colocated && w->opt.role != WRK_ROLE_BOTH) {
+        code = RPC_FAILED_PRECONDITION;
+        snprintf(msg, sizeof msg, "colocated requests need a worker with role both; this one is %s", w->role_name);
+    } else if (!g->colocated && w->opt.role == WRK_ROLE_PREFILL) {
+        code = RPC_FAILED_PRECONDITION;
+        snprintf(msg, sizeof msg, "this is a prefill worker: it serves Prefill.Run, not Decode.Generate");
+    } else if (!(r = wrk_req_new(w, g->colocated ? REQ_COLOCATED : REQ_DECODE, g->request_id))) {
+        code = RPC_RESOURCE_EXHAUSTED;
+        snprintf(msg, sizeof msg, "out of memory");
+    } else {
+        code = take_request(w, r, g->prompt, g->n_prompt, g->sampling, msg, sizeof msg);
+    }
+    if (code == RPC_OK) {
+        pthread_mutex_lock(&w->mu);
+        int free_blocks = eng_kv_pool_free_blocks(w->pool), need = blocks_for(w, r->cap_tokens);
+        eng_error err;
+        if (w->stopping) {
+            code = RPC_UNAVAILABLE, retryable = 1;
+            snprintf(msg, sizeof msg, "the worker is shutting down");
+        } else if (w->n_reserved_or_running >= w->opt.max_running) {
+            code = RPC_RESOURCE_EXHAUSTED, retryable = 1;
+            snprintf(msg, sizeof msg, "%d requests already running (max_running)", w->n_reserved_or_running);
+        } else if (need > eng_kv_pool_blocks(w->pool) && !g->colocated) {
+            code = RPC_RESOURCE_EXHAUSTED, retryable = 1;
+            snprintf(msg, sizeof msg, "the request needs %d KV blocks; the pool has %d", need,
+                     eng_kv_pool_blocks(w->pool));
+        } else if (eng_seq_reserve(w->pool, &r->seq, r->cap_tokens, &err) < 0) {
+            code = RPC_RESOURCE_EXHAUSTED, retryable = 1;
+            snprintf(msg, sizeof msg, "not enough free KV blocks: %d needed, %d free", need, free_blocks);
+        } else {
+            w->n_reserved_or_running++;
+            r->arming = 1;
+            r->call = call;
+            wrk_req_link(w, r);
+        }
+        pthread_mutex_unlock(&w->mu);
+    }
+    if (code != RPC_OK) {
+        wrk_log(w, "req %s: Generate refused: %s (%s)", g->request_id, msg, rpc_code_name(code));
+        if (code == RPC_RESOURCE_EXHAUSTED)
+            met_inc(w->m_rejected, 1);
+        else
+            met_inc(w->m_error, 1);
+        stream_fail(call, code, retryable, msg);
+        if (r) {
+            pthread_mutex_lock(&w->mu);
+            eng_seq_release(w->pool, &r->seq);
+            wrk_req_unref_locked(w, r);
+            pthread_mutex_unlock(&w->mu);
+        }
+        rpc_msg_free(g);
+        return;
+    }
+
+    /* Linked but arming: the engine leaves it alone until the target is out. */
+    rpc_call_on_cancel(call, on_stream_cancel, r);
+    if (!g->colocated) {
+        int nb = blocks_for(w, r->n_prompt);
+        uint64_t expected = (uint64_t)w->layout.n_layers * (uint64_t)nb * w->unit_bytes;
+        eng_error err;
+        if (kvt_expect(w->kvt, w->region, expected, &r->transfer_id, &err) < 0) {
+            pthread_mutex_lock(&w->mu);
+            wrk_req_end_locked(w, r, RPC_UNAVAILABLE, 1, err.msg);
+        } else {
+            r->have_transfer = 1;
+            r->lease_deadline = wrk_now() + w->opt.lease_ms / 1000.0;
+            Tandem__KvLayout lay = TANDEM__KV_LAYOUT__INIT;
+            lay.dtype = (Tandem__DType)w->layout.dtype;
+            lay.block_size = (uint32_t)w->layout.block_size;
+            lay.layers = (uint32_t)w->layout.n_layers;
+            lay.kv_heads = (uint32_t)w->layout.n_kv_heads;
+            lay.head_dim = (uint32_t)w->layout.head_dim;
+            Tandem__KvTarget t = TANDEM__KV_TARGET__INIT;
+            t.request_id = r->id;
+            t.decode_worker_id = w->id;
+            t.transport = (char *)kvt_name(w->kvt);
+            t.descriptor.data = w->descriptor;
+            t.descriptor.len = w->descriptor_len;
+            t.transfer_id = r->transfer_id;
+            t.n_block_ids = (size_t)nb;
+            t.block_ids = r->seq.blocks;
+            t.layout = &lay;
+            t.lease_ms = (uint32_t)w->opt.lease_ms;
+            t.rpc_address = w->rpc_address;
+            t.pool_blocks = (uint32_t)eng_kv_pool_blocks(w->pool);
+            Tandem__GenerateEvent ev = TANDEM__GENERATE_EVENT__INIT;
+            ev.event_case = TANDEM__GENERATE_EVENT__EVENT_KV_TARGET;
+            ev.kv_target = &t;
+            rpc_call_send_msg(call, &ev.base, 1000); /* a failure shows as a cancel */
+            wrk_log(w, "req %s: reserved %d KV blocks (%d for the prompt of %d tokens), transfer %llu, lease %d ms",
+                    r->id, r->seq.n_blocks, nb, r->n_prompt, (unsigned long long)r->transfer_id, w->opt.lease_ms);
+            pthread_mutex_lock(&w->mu);
+        }
+    } else {
+        wrk_log(w, "req %s: colocated, %d prompt tokens, %d KV blocks", r->id, r->n_prompt, r->seq.n_blocks);
+        pthread_mutex_lock(&w->mu);
+    }
+    r->arming = 0;
+    pthread_cond_signal(&w->cv);
+    wrk_req_unref_locked(w, r);
+    pthread_mutex_unlock(&w->mu);
+    rpc_msg_free(g);
+}
+
+/* ------------------------------------------------------------------ Decode.KvReady */
+
+static void on_kv_ready(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_bytes *resp, rpc_status *st)
+{
+    (void)call;
+    wrk_worker *w = user;
+    Tandem__KvReadyRequest *q = rpc_unpack(&tandem__kv_ready_request__descriptor, bytes->data, bytes->len, st);
+    if (!q)
+        return;
+    char reason[900] = "";
+    int ok = 0;
+    pthread_mutex_lock(&w->mu);
+    wrk_req *r = w->reqs;
+    while (r && !(r->kind == REQ_DECODE && !strcmp(r->id, q->request_id)))
+        r = r->next;
+    if (!r)
+        snprintf(reason, sizeof reason, "unknown request %s (ended, or never reserved here)", q->request_id);
+    else if (r->ending || r->state != ST_RESERVED || r->arming)
+        snprintf(reason, sizeof reason, "request %s is not waiting for its KV", q->request_id), r = NULL;
+    else if (r->transfer_id != q->transfer_id)
+        snprintf(reason, sizeof reason, "transfer %llu is not request %s's (%llu)",
+                 (unsigned long long)q->transfer_id, q->request_id, (unsigned long long)r->transfer_id),
+            r = NULL;
+    else if (!q->first_token || q->first_token->id < 0 || q->first_token->id >= w->cfg->vocab_size)
+        snprintf(reason, sizeof reason, "no valid first token"), r = NULL;
+    else if (q->prompt_tokens != (uint32_t)r->n_prompt)
+        snprintf(reason, sizeof reason, "prompt_tokens %u, but the request has %d", q->prompt_tokens, r->n_prompt),
+            r = NULL;
+    if (r)
+        r->refs++;
+    pthread_mutex_unlock(&w->mu);
+
+    if (r) {
+        eng_error err;
+        /* The sender saw the verdict; the receiver turns OK right after sending it. */
+        kvt_state ks = kvt_wait(w->kvt, r->transfer_id, 5000, &err);
+        pthread_mutex_lock(&w->mu);
+        if (ks != KVT_OK) {
+            snprintf(reason, sizeof reason, "KV transfer %llu not verified: %s", (unsigned long long)r->transfer_id,
+                     ks == KVT_PENDING ? "still pending after 5 s" : err.msg);
+            wrk_req_end_locked(w, r, RPC_DATA_LOSS, 0, reason);
+        } else if (r->ending || r->state != ST_RESERVED) {
+            snprintf(reason, sizeof reason, "request %s ended while its transfer was checked", r->id);
+        } else {
+            r->gen[0] = q->first_token->id;
+            r->n_gen = 1;
+            r->seq.n_past = r->n_prompt;
+            r->t_last_token = wrk_now();
+            ok = 1;
+            int f = wrk_finish_reason(r->gen[0], r->stop_ids, r->n_stop, r->n_prompt, 1, r->cap_tokens);
+            if (f || q->first_token->finish_reason != TANDEM__FINISH_REASON__FINISH_NONE)
+                wrk_req_end_locked(w, r, RPC_OK, 0, NULL); /* the first token was the last */
+            else
+                r->state = ST_READY;
+            pthread_cond_signal(&w->cv);
+        }
+        wrk_req_unref_locked(w, r);
+        pthread_mutex_unlock(&w->mu);
+    }
+    wrk_log(w, "req %s: KvReady transfer %llu: %s%s", q->request_id, (unsigned long long)q->transfer_id,
+            ok ? "verified, joining the batch" : "refused: ", reason);
+    Tandem__KvReadyReply rep = TANDEM__KV_READY_REPLY__INIT;
+    rep.ok = ok;
+    rep.reason = reason;
+    if (rpc_pack(&rep.base, resp) < 0)
+        rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    rpc_msg_free(q);
+}
+
+/* ------------------------------------------------------------------ Decode.KvHello */
+
+static void on_kv_hello(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_bytes *resp, rpc_status *st)
+{
+    (void)call;
+    wrk_worker *w = user;
+    Tandem__KvHelloRequest *q = rpc_unpack(&tandem__kv_hello_request__descriptor, bytes->data, bytes->len, st);
+    if (!q)
+        return;
+    eng_error err;
+    Tandem__KvHelloReply rep = TANDEM__KV_HELLO_REPLY__INIT;
+    rep.ok = kvt_accept(w->kvt, q->hello.data, q->hello.len, &err) == 0;
+    rep.reason = rep.ok ? "" : err.msg;
+    wrk_log(w, "req %s: KvHello of %zu bytes: %s", q->request_id, q->hello.len, rep.ok ? "accepted" : err.msg);
+    if (rpc_pack(&rep.base, resp) < 0)
+        rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    rpc_msg_free(q);
+}
+
+/* ------------------------------------------------------------------ Prefill.Run */
+
+/* The target must be ours to write: same layout, a block for every prompt block. */
+static int check_target(wrk_worker *w, const Tandem__KvTarget *t, int n_prompt, char *msg, size_t cap)
+{
+    if (!t)
+        return snprintf(msg, cap, "no KV target"), RPC_INVALID_ARGUMENT;
+    eng_kv_layout theirs = {0};
+    if (t->layout)
+        theirs = (eng_kv_layout){.dtype = (eng_dtype)t->layout->dtype, .block_size = (int)t->layout->block_size,
+                                 .n_layers = (int)t->layout->layers, .n_kv_heads = (int)t->layout->kv_heads,
+                                 .head_dim = (int)t->layout->head_dim};
+    if (!eng_kv_layout_equal(&theirs, &w->layout)) {
+        char a[96], b[96];
+        eng_kv_layout_str(&theirs, a, sizeof a);
+        eng_kv_layout_str(&w->layout, b, sizeof b);
+        return snprintf(msg, cap, "KV layout mismatch: target %s, this prefill worker %s", a, b),
+               RPC_INVALID_ARGUMENT;
+    }
+    if (t->n_block_ids != (size_t)blocks_for(w, n_prompt))
+        return snprintf(msg, cap, "the target has %zu blocks; a prompt of %d tokens needs %d", t->n_block_ids,
+                        n_prompt, blocks_for(w, n_prompt)),
+               RPC_INVALID_ARGUMENT;
+    if (t->pool_blocks == 0)
+        return snprintf(msg, cap, "the target does not say its pool size (pool_blocks)"), RPC_INVALID_ARGUMENT;
+    for (size_t i = 0; i < t->n_block_ids; i++)
+        if (t->block_ids[i] < 0 || (uint32_t)t->block_ids[i] >= t->pool_blocks)
+            return snprintf(msg, cap, "target block %d is outside its pool of %u", t->block_ids[i], t->pool_blocks),
+                   RPC_INVALID_ARGUMENT;
+    char name[32];
+    eng_error err;
+    if (kvt_descriptor_transport(t->descriptor.data, t->descriptor.len, name, sizeof name, &err) < 0)
+        return snprintf(msg, cap, "bad KV descriptor: %s", err.msg), RPC_INVALID_ARGUMENT;
+    if (strcmp(name, kvt_name(w->kvt)))
+        return snprintf(msg, cap, "the target speaks %s; this prefill worker %s", name, kvt_name(w->kvt)),
+               RPC_INVALID_ARGUMENT;
+    return RPC_OK;
+}
+
+/* Delivers the peer's handshake to the decode worker when its transport needs one. */
+static int relay_hello(wrk_worker *w, kvt_peer *peer, const Tandem__KvTarget *t, const char *id, char *msg,
+                       size_t cap)
+{
+    uint8_t hello[KVT_HELLO_MAX];
+    size_t n = kvt_peer_hello(peer, hello, sizeof hello);
+    if (n == 0)
+        return RPC_OK;
+    rpc_status st;
+    rpc_channel *ch = wrk_channel(w, t->rpc_address, &st);
+    if (!ch)
+        return snprintf(msg, cap, "decode worker %s: %s", t->rpc_address, st.msg), RPC_UNAVAILABLE;
+    Tandem__KvHelloRequest q = TANDEM__KV_HELLO_REQUEST__INIT;
+    q.request_id = (char *)id;
+    q.hello.data = hello;
+    q.hello.len = n;
+    Tandem__KvHelloReply *rep = NULL;
+    if (rpc_unary_msg(ch, WRK_RPC_DECODE_KV_HELLO, &q.base, &tandem__kv_hello_reply__descriptor, 5000,
+                      (void **)&rep, &st) < 0)
+        return snprintf(msg, cap, "KvHello to %s: %s", t->rpc_address, st.msg), RPC_UNAVAILABLE;
+    int ok = rep->ok;
+    if (!ok)
+        snprintf(msg, cap, "KvHello refused by %s: %s", t->rpc_address, rep->reason);
+    rpc_msg_free(rep);
+    return ok ? RPC_OK : RPC_UNAVAILABLE;
+}
+
+static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_bytes *resp, rpc_status *st)
+{
+    wrk_worker *w = user;
+    Tandem__PrefillRequest *q = rpc_unpack(&tandem__prefill_request__descriptor, bytes->data, bytes->len, st);
+    if (!q)
+        return;
+    char msg[900] = "";
+    int code = RPC_OK;
+    wrk_req *r = NULL;
+    kvt_peer *peer = NULL;
+    kvt_send *send = NULL;
+    eng_error err;
+    if (w->opt.role == WRK_ROLE_DECODE) {
+        code = RPC_FAILED_PRECONDITION;
+        snprintf(msg, sizeof msg, "this is a decode worker: it does not serve Prefill.Run");
+    } else if (!(r = wrk_req_new(w, REQ_PREFILL, q->request_id))) {
+        code = RPC_RESOURCE_EXHAUSTED;
+        snprintf(msg, sizeof msg, "out of memory");
+    } else if ((code = take_request(w, r, q->prompt, q->n_prompt, q->sampling, msg, sizeof msg)) == RPC_OK &&
+               (code = check_target(w, q->target, r->n_prompt, msg, sizeof msg)) == RPC_OK) {
+        if (blocks_for(w, r->n_prompt) > eng_kv_pool_blocks(w->pool)) {
+            code = RPC_RESOURCE_EXHAUSTED;
+            snprintf(msg, sizeof msg, "the prompt needs %d KV blocks; the pool has %d", blocks_for(w, r->n_prompt),
+                     eng_kv_pool_blocks(w->pool));
+        } else if (kvt_connect(w->kvt, q->target->descriptor.data, q->target->descriptor.len, &peer, &err) < 0) {
+            code = RPC_UNAVAILABLE;
+            snprintf(msg, sizeof msg, "cannot reach decode worker %s's KV endpoint: %s",
+                     q->target->decode_worker_id, err.msg);
+        } else if ((code = relay_hello(w, peer, q->target, r->id, msg, sizeof msg)) == RPC_OK &&
+                   kvt_send_begin(peer, w->region, q->target->transfer_id, &send, &err) < 0) {
+            code = RPC_UNAVAILABLE;
+            snprintf(msg, sizeof msg, "KV transfer to %s: %s", q->target->decode_worker_id, err.msg);
+        }
+    }
+    if (code == RPC_OK) {
+        r->dst_blocks = malloc(q->target->n_block_ids * sizeof *r->dst_blocks);
+        if (!r->dst_blocks) {
+            code = RPC_RESOURCE_EXHAUSTED;
+            snprintf(msg, sizeof msg, "out of memory");
+        } else {
+            memcpy(r->dst_blocks, q->target->block_ids, q->target->n_block_ids * sizeof *r->dst_blocks);
+            r->n_dst = (int)q->target->n_block_ids;
+            r->dst_pool_blocks = q->target->pool_blocks;
+            r->send = send;
+            r->t_enqueued = wrk_now();
+        }
+    }
+    if (code == RPC_OK) {
+        pthread_mutex_lock(&w->mu);
+        if (w->stopping) {
+            code = RPC_UNAVAILABLE;
+            snprintf(msg, sizeof msg, "the worker is shutting down");
+        } else {
+            wrk_req_link(w, r);
+            /* Wait for the engine; notice the caller leaving (it cannot call us back). */
+            while (!r->done) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += 50 * 1000000L;
+                if (ts.tv_nsec >= 1000000000L)
+                    ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+                pthread_cond_timedwait(&r->done_cv, &w->mu, &ts);
+                if (!r->done && !r->cancelled && rpc_call_cancelled(call)) {
+                    r->cancelled = 1;
+                    pthread_cond_signal(&w->cv);
+                }
+            }
+            if (r->ending) {
+                code = r->end_code;
+                snprintf(msg, sizeof msg, "%s", r->end_msg);
+            }
+        }
+        pthread_mutex_unlock(&w->mu);
+        wrk_log(w, "req %s: prefill of %d tokens %s", r->id, r->n_prompt,
+                code == RPC_OK ? "computed, waiting for the receiver's verdict" : msg);
+    }
+
+    /* The engine is done with the request: finish or abort the push, free our blocks. */
+    uint64_t kv_bytes = (uint64_t)w->layout.n_layers * (uint64_t)(r ? blocks_for(w, r->n_prompt) : 0) * w->unit_bytes;
+    if (send) {
+        if (code == RPC_OK && kvt_send_finish(send, 30000, &err) < 0) {
+            code = RPC_UNAVAILABLE;
+            snprintf(msg, sizeof msg, "KV transfer to %s failed: %s", q->target->decode_worker_id, err.msg);
+        } else if (code != RPC_OK) {
+            kvt_send_abort(send, msg);
+        }
+    }
+    double t_end = wrk_now();
+    if (r) {
+        pthread_mutex_lock(&w->mu);
+        eng_seq_release(w->pool, &r->seq);
+        pthread_mutex_unlock(&w->mu);
+    }
+    if (code == RPC_OK) {
+        Tandem__Token tok;
+        Tandem__TokenLogprob store[ENG_MAX_TOP_LOGPROBS], *ptrs[ENG_MAX_TOP_LOGPROBS];
+        r->gen[0] = r->first.id;
+        int f = wrk_finish_reason(r->first.id, r->stop_ids, r->n_stop, r->n_prompt, 1, r->cap_tokens);
+        wrk_token_msg(&r->first, 0, f, &tok, store, ptrs);
+        Tandem__PrefillTimings tm = TANDEM__PREFILL_TIMINGS__INIT;
+        tm.queue_us = (uint64_t)((r->t_started - r->t_enqueued) * 1e6);
+        tm.compute_us = (uint64_t)((r->t_computed - r->t_started) * 1e6);
+        tm.transfer_us = (uint64_t)((t_end - r->t_started) * 1e6);
+        tm.kv_bytes = kv_bytes;
+        Tandem__PrefillResult res = TANDEM__PREFILL_RESULT__INIT;
+        res.first_token = &tok;
+        res.prompt_tokens = (uint32_t)r->n_prompt;
+        res.timings = &tm;
+        if (rpc_pack(&res.base, resp) < 0)
+            code = RPC_RESOURCE_EXHAUSTED, snprintf(msg, sizeof msg, "out of memory");
+        met_inc(w->m_kv_bytes, (double)kv_bytes);
+        met_observe(w->m_kv_seconds, t_end - r->t_started);
+        met_observe(w->m_ttft, t_end - r->t_arrival);
+        met_observe(w->m_e2e, t_end - r->t_arrival);
+        wrk_log(w, "req %s: first token %d, %llu KV bytes pushed to %s in %.1f ms (queue %.1f, compute %.1f)", r->id,
+                r->first.id, (unsigned long long)kv_bytes, q->target->decode_worker_id, tm.transfer_us / 1e3,
+                tm.queue_us / 1e3, tm.compute_us / 1e3);
+    }
+    if (code == RPC_OK)
+        met_inc(w->m_ok, 1);
+    else if (code == RPC_CANCELLED)
+        met_inc(w->m_cancelled, 1);
+    else if (code == RPC_RESOURCE_EXHAUSTED)
+        met_inc(w->m_rejected, 1);
+    else
+        met_inc(w->m_error, 1);
+    if (code != RPC_OK) {
+        wrk_log(w, "req %s: Prefill.Run failed: %s (%s)", q->request_id, msg, rpc_code_name(code));
+        rpc_status_set(st, code, "%s", msg);
+    }
+    if (r)
+        wrk_req_unref(w, r);
+    rpc_msg_free(q);
+}
+
+int wrk_service_register(wrk_worker *w, rpc_status *st)
+{
+    if (rpc_server_add_unary(w->server, RPC_PREFILL_RUN, on_prefill, w, st) < 0 ||
+        rpc_server_add_stream(w->server, RPC_DECODE_GENERATE, on_generate, w, st) < 0 ||
+        rpc_server_add_unary(w->server, RPC_DECODE_KV_READY, on_kv_ready, w, st) < 0 ||
+        rpc_server_add_unary(w->server, WRK_RPC_DECODE_KV_HELLO, on_kv_hello, w, st) < 0)
+        return -1;
+    return 0;
+}

@@ -1,0 +1,461 @@
+/* worker.c: a worker's life: start (model, KV pool, transport, metrics, gRPC, engine
+ * thread, registration), the registration/heartbeat thread, the /metrics gauges, the
+ * log, and stop (in the reverse order, failing whatever is in flight explicitly).
+ *
+ * Registration keeps retrying until the coordinator answers, so workers may start
+ * before it; a heartbeat answered with `reregister` (the coordinator restarted or
+ * dropped us) registers again at once. */
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "worker_internal.h"
+
+double wrk_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void wrk_log(wrk_worker *w, const char *fmt, ...)
+{
+    if (!w->opt.log)
+        return;
+    char line[1024];
+    int n = snprintf(line, sizeof line, "%s %s: ", w->role_name, w->id);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n > 0 && (size_t)n < sizeof line)
+        vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    va_end(ap);
+    w->opt.log(w->opt.log_ctx, line);
+}
+
+rpc_channel *wrk_channel(wrk_worker *w, const char *address, rpc_status *st)
+{
+    if (!address || !*address) {
+        rpc_status_set(st, RPC_INVALID_ARGUMENT, "no rpc_address in the KV target");
+        return NULL;
+    }
+    pthread_mutex_lock(&w->chan_mu);
+    wrk_chan *c = w->chans;
+    while (c && strcmp(c->address, address))
+        c = c->next;
+    if (!c && (c = calloc(1, sizeof *c))) {
+        snprintf(c->address, sizeof c->address, "%s", address);
+        if (rpc_channel_create(address, &c->ch, st) < 0) {
+            free(c);
+            c = NULL;
+        } else {
+            c->next = w->chans;
+            w->chans = c;
+        }
+    } else if (!c) {
+        rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    pthread_mutex_unlock(&w->chan_mu);
+    return c ? c->ch : NULL;
+}
+
+int wrk_rpc_port(const wrk_worker *w) { return w->rpc_port; }
+int wrk_metrics_port(const wrk_worker *w) { return w->met_server ? met_server_port(w->met_server) : -1; }
+const char *wrk_id(const wrk_worker *w) { return w->id; }
+
+int wrk_kv_blocks_used(wrk_worker *w)
+{
+    pthread_mutex_lock(&w->mu);
+    int used = eng_kv_pool_blocks(w->pool) - eng_kv_pool_free_blocks(w->pool);
+    pthread_mutex_unlock(&w->mu);
+    return used;
+}
+
+/* ------------------------------------------------------------------ metrics */
+
+static void collect(void *ctx, met_registry *reg)
+{
+    (void)reg;
+    wrk_worker *w = ctx;
+    int running = 0, waiting = 0;
+    pthread_mutex_lock(&w->mu);
+    for (wrk_req *r = w->reqs; r; r = r->next)
+        r->state == ST_RUNNING ? running++ : waiting++;
+    int total = eng_kv_pool_blocks(w->pool), used = total - eng_kv_pool_free_blocks(w->pool);
+    pthread_mutex_unlock(&w->mu);
+    met_set(w->m_running, running);
+    met_set(w->m_waiting, waiting);
+    met_set(w->m_used, used);
+    met_set(w->m_total, total);
+    met_set(w->m_usage, total ? (double)used / total : 0);
+    /* The receiving side's bytes come from the transport's own count. */
+    kvt_stats ks;
+    kvt_get_stats(w->kvt, &ks);
+    if (ks.bytes_received > w->kv_bytes_seen) {
+        met_inc(w->m_kv_bytes, (double)(ks.bytes_received - w->kv_bytes_seen));
+        w->kv_bytes_seen = ks.bytes_received;
+    }
+}
+
+static int metrics_init(wrk_worker *w, eng_error *err)
+{
+    if (!(w->metrics = met_registry_new()))
+        return eng_fail(err, "out of memory");
+    if (met_tandem_register(w->metrics, &w->met, err) < 0)
+        return -1;
+    const char *ro = w->role_name, *id = w->id;
+    const char *tr = kvt_name(w->kvt);
+    w->m_running = met_get(w->met.requests_running, ro, id);
+    w->m_waiting = met_get(w->met.requests_waiting, ro, id);
+    w->m_used = met_get(w->met.kv_blocks_used, ro, id);
+    w->m_total = met_get(w->met.kv_blocks_total, ro, id);
+    w->m_usage = met_get(w->met.kv_usage_perc, ro, id);
+    w->m_batch = met_get(w->met.batch_size, ro, id);
+    w->m_batch_tokens = met_get(w->met.batch_tokens, ro, id);
+    w->m_prompt_tokens = met_get(w->met.prompt_tokens, ro, id);
+    w->m_gen_tokens = met_get(w->met.generation_tokens, ro, id);
+    w->m_ok = met_get(w->met.requests_total, ro, id, "success");
+    w->m_cancelled = met_get(w->met.requests_total, ro, id, "cancelled");
+    w->m_error = met_get(w->met.requests_total, ro, id, "error");
+    w->m_rejected = met_get(w->met.requests_total, ro, id, "rejected");
+    w->m_kv_bytes = met_get(w->met.kv_transfer_bytes, ro, id, tr);
+    w->m_kv_seconds = met_get(w->met.kv_transfer_seconds, ro, id, tr);
+    w->m_ttft = met_get(w->met.ttft, ro, id);
+    w->m_itl = met_get(w->met.itl, ro, id);
+    w->m_e2e = met_get(w->met.e2e, ro, id);
+    if (met_on_collect(w->metrics, collect, w) < 0)
+        return eng_fail(err, "metrics: no room for a collector");
+    if (w->opt.metrics_port >= 0 && met_server_start(w->metrics, w->host, w->opt.metrics_port, &w->met_server, err) < 0)
+        return -1;
+    if (w->met_server)
+        snprintf(w->metrics_address, sizeof w->metrics_address, "%s:%d", w->host, met_server_port(w->met_server));
+    return 0;
+}
+
+/* ------------------------------------------------------------------ registration */
+
+static void fill_layout(const wrk_worker *w, Tandem__KvLayout *l)
+{
+    tandem__kv_layout__init(l);
+    l->dtype = (Tandem__DType)w->layout.dtype;
+    l->block_size = (uint32_t)w->layout.block_size;
+    l->layers = (uint32_t)w->layout.n_layers;
+    l->kv_heads = (uint32_t)w->layout.n_kv_heads;
+    l->head_dim = (uint32_t)w->layout.head_dim;
+}
+
+static int do_register(wrk_worker *w, uint32_t *interval_ms, char *why, size_t cap)
+{
+    Tandem__KvLayout lay;
+    fill_layout(w, &lay);
+    Tandem__Capacity c = TANDEM__CAPACITY__INIT;
+    c.max_running = (uint32_t)w->opt.max_running;
+    c.max_batch_tokens = (uint32_t)w->opt.max_batch_tokens;
+    c.kv_blocks_total = (uint32_t)eng_kv_pool_blocks(w->pool);
+    pthread_mutex_lock(&w->mu);
+    c.kv_blocks_free = (uint32_t)eng_kv_pool_free_blocks(w->pool);
+    pthread_mutex_unlock(&w->mu);
+    c.max_context = (uint32_t)w->max_context;
+    Tandem__TransportEndpoint ep = TANDEM__TRANSPORT_ENDPOINT__INIT, *eps[1] = {&ep};
+    ep.transport = (char *)kvt_name(w->kvt);
+    ep.descriptor.data = w->descriptor;
+    ep.descriptor.len = w->descriptor_len;
+    Tandem__WorkerInfo info = TANDEM__WORKER_INFO__INIT;
+    info.worker_id = w->id;
+    info.role = (Tandem__Role)w->opt.role;
+    info.rpc_address = w->rpc_address;
+    info.metrics_address = w->metrics_address;
+    info.capacity = &c;
+    info.kv_layout = &lay;
+    info.n_transports = 1;
+    info.transports = eps;
+    info.model = w->model_name;
+    Tandem__RegisterReply *rep = NULL;
+    rpc_status st;
+    if (rpc_unary_msg(w->coord, RPC_REGISTRY_REGISTER, &info.base, &tandem__register_reply__descriptor, 2000,
+                      (void **)&rep, &st) < 0) {
+        snprintf(why, cap, "%s", st.msg);
+        return -1;
+    }
+    int ok = rep->accepted;
+    if (!ok)
+        snprintf(why, cap, "refused: %s", rep->reason);
+    *interval_ms = rep->heartbeat_interval_ms ? rep->heartbeat_interval_ms : 1000;
+    rpc_msg_free(rep);
+    return ok ? 0 : -1;
+}
+
+/* 1: keep going, 0: re-register, -1: unreachable. */
+static int do_heartbeat(wrk_worker *w, uint32_t *interval_ms, char *why, size_t cap)
+{
+    Tandem__BatchStats b = TANDEM__BATCH_STATS__INIT;
+    Tandem__WorkerLoad l = TANDEM__WORKER_LOAD__INIT;
+    l.worker_id = w->id;
+    pthread_mutex_lock(&w->mu);
+    for (wrk_req *r = w->reqs; r; r = r->next) {
+        if (r->state == ST_RUNNING)
+            l.running++;
+        else
+            l.queued++;
+        if (r->state == ST_QUEUED || r->state == ST_PREFILLING)
+            l.queued_prompt_tokens += (uint64_t)(r->n_prompt - r->n_prefilled);
+    }
+    l.kv_blocks_total = (uint32_t)eng_kv_pool_blocks(w->pool);
+    l.kv_blocks_used = l.kv_blocks_total - (uint32_t)eng_kv_pool_free_blocks(w->pool);
+    b.steps = w->steps;
+    b.batched_seqs = w->batched_seqs;
+    b.max_batch = w->max_batch;
+    b.last_batch = w->last_batch;
+    pthread_mutex_unlock(&w->mu);
+    l.batch = &b;
+    Tandem__HeartbeatReply *rep = NULL;
+    rpc_status st;
+    if (rpc_unary_msg(w->coord, RPC_REGISTRY_HEARTBEAT, &l.base, &tandem__heartbeat_reply__descriptor, 2000,
+                      (void **)&rep, &st) < 0) {
+        snprintf(why, cap, "%s", st.msg);
+        return -1;
+    }
+    int again = rep->reregister;
+    if (rep->heartbeat_interval_ms)
+        *interval_ms = rep->heartbeat_interval_ms;
+    rpc_msg_free(rep);
+    return again ? 0 : 1;
+}
+
+static void *registry_main(void *arg)
+{
+    wrk_worker *w = arg;
+    int registered = 0, failures = 0, unreachable = 0;
+    uint32_t interval = 1000;
+    char why[300], last_why[300] = "";
+    pthread_mutex_lock(&w->reg_mu);
+    while (!w->reg_stop) {
+        pthread_mutex_unlock(&w->reg_mu);
+        uint32_t wait_ms = interval;
+        if (!registered) {
+            if (do_register(w, &interval, why, sizeof why) == 0) {
+                registered = 1;
+                failures = 0;
+                last_why[0] = 0;
+                wait_ms = interval;
+                wrk_log(w, "registered with the coordinator at %s (heartbeat every %u ms)", w->opt.coordinator,
+                        interval);
+            } else {
+                /* Say each new reason once, then every 20 tries, not every half second. */
+                if (strcmp(why, last_why) || failures % 20 == 0)
+                    wrk_log(w, "registration with %s failed (%s); retrying", w->opt.coordinator, why);
+                snprintf(last_why, sizeof last_why, "%s", why);
+                failures++;
+                wait_ms = 500;
+            }
+        } else {
+            int hb = do_heartbeat(w, &interval, why, sizeof why);
+            if (hb == 0) {
+                registered = 0;
+                wait_ms = 0;
+                wrk_log(w, "the coordinator asks us to register again");
+            } else if (hb < 0 && !unreachable) {
+                unreachable = 1;
+                wrk_log(w, "heartbeat to %s failed (%s); still trying", w->opt.coordinator, why);
+            } else if (hb > 0 && unreachable) {
+                unreachable = 0;
+                wrk_log(w, "coordinator reachable again");
+            }
+        }
+        pthread_mutex_lock(&w->reg_mu);
+        if (wait_ms && !w->reg_stop) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            long ns = ts.tv_nsec + (long)wait_ms * 1000000L;
+            ts.tv_sec += ns / 1000000000L;
+            ts.tv_nsec = ns % 1000000000L;
+            pthread_cond_timedwait(&w->reg_cv, &w->reg_mu, &ts);
+        }
+    }
+    pthread_mutex_unlock(&w->reg_mu);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ start / stop */
+
+static size_t memory_budget(void)
+{
+    long pages = sysconf(_SC_AVPHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || size <= 0)
+        return (size_t)1 << 30;
+    return (size_t)pages * (size_t)size / 10; /* a tenth of what is free now */
+}
+
+static int open_transport(wrk_worker *w, eng_error *err)
+{
+    const char *which = w->opt.kv_transport ? w->opt.kv_transport : "auto";
+    if (strcmp(which, "auto") && strcmp(which, "tcp"))
+        return eng_fail(err, "KV transport '%s' is not available in this build (use tcp or auto)", which);
+    kvt_tcp_options to = {.bind_host = w->host};
+    if (kvt_tcp_create(&to, &w->kvt, err) < 0)
+        return -1;
+    if (kvt_register(w->kvt, eng_kv_pool_base(w->pool), eng_kv_pool_bytes(w->pool), &w->region, err) < 0 ||
+        kvt_descriptor(w->kvt, w->region, w->descriptor, sizeof w->descriptor, &w->descriptor_len, err) < 0)
+        return -1;
+    return 0;
+}
+
+int wrk_start(const wrk_options *opt, wrk_worker **out, eng_error *err)
+{
+    *out = NULL;
+    if (!opt->model_dir)
+        return eng_fail(err, "no model directory");
+    if (opt->role != WRK_ROLE_PREFILL && opt->role != WRK_ROLE_DECODE && opt->role != WRK_ROLE_BOTH)
+        return eng_fail(err, "role must be prefill, decode or both");
+    wrk_worker *w = calloc(1, sizeof *w);
+    if (!w)
+        return eng_fail(err, "out of memory");
+    w->opt = *opt;
+    if (!w->opt.block_size)
+        w->opt.block_size = 16;
+    if (!w->opt.max_batch_tokens)
+        w->opt.max_batch_tokens = 2048;
+    if (!w->opt.max_running)
+        w->opt.max_running = 64;
+    if (!w->opt.lease_ms)
+        w->opt.lease_ms = 30000;
+    if (w->opt.block_size < 1 || w->opt.max_batch_tokens < 1 || w->opt.max_running < 1 || w->opt.lease_ms < 1 ||
+        w->opt.kv_blocks < 0) {
+        free(w);
+        return eng_fail(err, "block size, batch tokens, max running, lease and KV blocks must be positive");
+    }
+    snprintf(w->host, sizeof w->host, "%s", opt->host && *opt->host ? opt->host : "127.0.0.1");
+    w->role_name = wrk_role_name(opt->role);
+    snprintf(w->id, sizeof w->id, "%s", opt->id && *opt->id ? opt->id : "starting");
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    pthread_mutex_init(&w->reg_mu, NULL);
+    pthread_cond_init(&w->reg_cv, NULL);
+    pthread_mutex_init(&w->chan_mu, NULL);
+    {
+        char tmp[256];
+        snprintf(tmp, sizeof tmp, "%s", opt->model_dir);
+        size_t n = strlen(tmp);
+        while (n > 1 && tmp[n - 1] == '/')
+            tmp[--n] = 0;
+        snprintf(w->model_name, sizeof w->model_name, "%s", basename(tmp));
+    }
+
+    eng_model_options mo = {.n_threads = opt->threads};
+    if (eng_model_load(opt->model_dir, &mo, &w->model, err) < 0)
+        goto fail;
+    w->cfg = eng_model_config(w->model);
+    w->max_context = w->cfg->max_position_embeddings > 0 ? w->cfg->max_position_embeddings : 4096;
+    w->layout = eng_model_kv_layout(w->model, w->opt.block_size);
+    w->unit_bytes = eng_kv_unit_bytes(&w->layout);
+    size_t block_bytes = w->unit_bytes * (size_t)w->layout.n_layers;
+    int n_blocks = w->opt.kv_blocks;
+    size_t budget = memory_budget();
+    if (!n_blocks)
+        n_blocks = wrk_default_kv_blocks(block_bytes, budget, w->opt.max_running, w->max_context, w->opt.block_size);
+    if (eng_kv_pool_create(&w->layout, n_blocks, &w->pool, err) < 0)
+        goto fail;
+
+    if (open_transport(w, err) < 0)
+        goto fail;
+    rpc_status st;
+    char bind[300];
+    snprintf(bind, sizeof bind, "%s:%d", w->host, opt->port);
+    if (rpc_server_create(bind, &w->rpc_port, &w->server, &st) < 0) {
+        eng_fail(err, "gRPC server on %s: %s", bind, st.msg);
+        goto fail;
+    }
+    snprintf(w->rpc_address, sizeof w->rpc_address, "%s:%d", w->host, w->rpc_port);
+    if (!opt->id || !*opt->id)
+        snprintf(w->id, sizeof w->id, "%s-%s", w->role_name, w->rpc_address);
+    if (metrics_init(w, err) < 0)
+        goto fail;
+    if (wrk_service_register(w, &st) < 0) {
+        eng_fail(err, "gRPC: %s", st.msg);
+        goto fail;
+    }
+    if (pthread_create(&w->engine_thread, NULL, wrk_engine_main, w) != 0) {
+        eng_fail(err, "cannot start the engine thread");
+        goto fail;
+    }
+    w->engine_started = 1;
+    if (rpc_server_start(w->server, &st) < 0) {
+        eng_fail(err, "gRPC: %s", st.msg);
+        goto fail;
+    }
+    char lay[96];
+    eng_kv_layout_str(&w->layout, lay, sizeof lay);
+    wrk_log(w, "serving %s on %s (metrics %s), KV pool %d blocks x %zu bytes = %.1f MiB (%s; %s), transport %s %.*s",
+            w->model_name, w->rpc_address, w->metrics_address[0] ? w->metrics_address : "off", n_blocks, block_bytes,
+            (double)n_blocks * (double)block_bytes / (1 << 20), lay,
+            w->opt.kv_blocks ? "--kv-blocks"
+                             : "default: a tenth of free memory, at most max_running full contexts",
+            kvt_name(w->kvt), (int)w->descriptor_len, (const char *)w->descriptor);
+    (void)budget;
+    if (opt->coordinator && *opt->coordinator) {
+        if (rpc_channel_create(opt->coordinator, &w->coord, &st) < 0) {
+            eng_fail(err, "coordinator %s: %s", opt->coordinator, st.msg);
+            goto fail;
+        }
+        if (pthread_create(&w->registry_thread, NULL, registry_main, w) != 0) {
+            eng_fail(err, "cannot start the registration thread");
+            goto fail;
+        }
+        w->registry_started = 1;
+    }
+    *out = w;
+    return 0;
+fail:
+    wrk_stop(w);
+    return -1;
+}
+
+void wrk_stop(wrk_worker *w)
+{
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->stopping = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    if (w->registry_started) {
+        pthread_mutex_lock(&w->reg_mu);
+        w->reg_stop = 1;
+        pthread_cond_broadcast(&w->reg_cv);
+        pthread_mutex_unlock(&w->reg_mu);
+        pthread_join(w->registry_thread, NULL);
+    }
+    /* The engine thread ends every request (UNAVAILABLE) while the server waits for
+     * the owners of open calls; then both are gone. */
+    rpc_server_stop(w->server);
+    if (w->engine_started)
+        pthread_join(w->engine_thread, NULL);
+    met_server_stop(w->met_server);
+    if (w->kvt) {
+        if (w->region) {
+            eng_error e;
+            kvt_deregister(w->kvt, w->region, &e);
+        }
+        kvt_destroy(w->kvt);
+    }
+    for (wrk_chan *c = w->chans, *next; c; c = next) {
+        next = c->next;
+        rpc_channel_destroy(c->ch);
+        free(c);
+    }
+    rpc_channel_destroy(w->coord);
+    eng_kv_pool_destroy(w->pool);
+    eng_model_free(w->model);
+    met_registry_free(w->metrics);
+    if (w->rpc_port || w->model)
+        wrk_log(w, "stopped");
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->reg_mu);
+    pthread_cond_destroy(&w->reg_cv);
+    pthread_mutex_destroy(&w->chan_mu);
+    free(w);
+}
