@@ -379,6 +379,41 @@ static void after_step(wrk_worker *w, wrk_step *s)
     }
 }
 
+/* Outside w->mu: reservations whose incoming transfer failed end now (retryable:
+ * nothing was streamed), rather than at their lease. */
+static void drain_failed_transfers(wrk_worker *w)
+{
+    for (;;) {
+        pthread_mutex_lock(&w->fail_mu);
+        uint64_t id = 0;
+        int have = w->n_failed > 0;
+        if (have)
+            id = w->failed_ids[--w->n_failed];
+        pthread_mutex_unlock(&w->fail_mu);
+        if (!have)
+            return;
+        eng_error err = {{0}};
+        kvt_wait(w->kvt, id, 0, &err);
+        char msg[700];
+        snprintf(msg, sizeof msg, "KV transfer %llu failed: %.600s", (unsigned long long)id, err.msg);
+        pthread_mutex_lock(&w->mu);
+        for (wrk_req *r = w->reqs; r; r = r->next)
+            if (r->kind == REQ_DECODE && r->have_transfer && r->transfer_id == id && r->state == ST_RESERVED) {
+                wrk_req_end_locked(w, r, RPC_UNAVAILABLE, 1, msg);
+                wrk_log(w, "req %s: %s", r->id, msg);
+            }
+        pthread_mutex_unlock(&w->mu);
+    }
+}
+
+static int failed_pending(wrk_worker *w)
+{
+    pthread_mutex_lock(&w->fail_mu);
+    int n = w->n_failed;
+    pthread_mutex_unlock(&w->fail_mu);
+    return n;
+}
+
 static int count_reqs(wrk_worker *w)
 {
     int n = 0;
@@ -452,6 +487,11 @@ void *wrk_engine_main(void *arg)
             timed_wait(w, wrk_now() + 0.1);
             continue;
         }
+        if (failed_pending(w)) {
+            pthread_mutex_unlock(&w->mu);
+            drain_failed_transfers(w);
+            pthread_mutex_lock(&w->mu);
+        }
         int n_ended = plan(w, &s, ended, cap);
         if (!n_ended && !s.n) {
             if (w->stopping && !w->reqs)
@@ -460,7 +500,8 @@ void *wrk_engine_main(void *arg)
             for (wrk_req *r = w->reqs; r; r = r->next)
                 if (r->state == ST_RESERVED && r->lease_deadline < until)
                     until = r->lease_deadline;
-            timed_wait(w, until);
+            if (!failed_pending(w))
+                timed_wait(w, until);
             continue;
         }
         pthread_mutex_unlock(&w->mu);

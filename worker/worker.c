@@ -289,6 +289,25 @@ static size_t memory_budget(void)
     return (size_t)pages * (size_t)size / 10; /* a tenth of what is free now */
 }
 
+/* The transport's thread, under its lock: note the id, wake the engine. */
+static void on_transfer_end(void *user, uint64_t id, kvt_state state)
+{
+    wrk_worker *w = user;
+    if (state != KVT_FAILED)
+        return;
+    pthread_mutex_lock(&w->fail_mu);
+    if (w->n_failed == w->cap_failed) {
+        int cap = w->cap_failed ? 2 * w->cap_failed : 16;
+        uint64_t *p = realloc(w->failed_ids, (size_t)cap * sizeof *p);
+        if (p)
+            w->failed_ids = p, w->cap_failed = cap;
+    }
+    if (w->n_failed < w->cap_failed)
+        w->failed_ids[w->n_failed++] = id; /* else the lease still ends it */
+    pthread_mutex_unlock(&w->fail_mu);
+    pthread_cond_signal(&w->cv);
+}
+
 static int open_transport(wrk_worker *w, eng_error *err)
 {
     const char *which = w->opt.kv_transport ? w->opt.kv_transport : "auto";
@@ -297,6 +316,7 @@ static int open_transport(wrk_worker *w, eng_error *err)
     kvt_tcp_options to = {.bind_host = w->host};
     if (kvt_tcp_create(&to, &w->kvt, err) < 0)
         return -1;
+    kvt_set_notify(w->kvt, on_transfer_end, w);
     if (kvt_register(w->kvt, eng_kv_pool_base(w->pool), eng_kv_pool_bytes(w->pool), &w->region, err) < 0 ||
         kvt_descriptor(w->kvt, w->region, w->descriptor, sizeof w->descriptor, &w->descriptor_len, err) < 0)
         return -1;
@@ -335,6 +355,7 @@ int wrk_start(const wrk_options *opt, wrk_worker **out, eng_error *err)
     pthread_mutex_init(&w->reg_mu, NULL);
     pthread_cond_init(&w->reg_cv, NULL);
     pthread_mutex_init(&w->chan_mu, NULL);
+    pthread_mutex_init(&w->fail_mu, NULL);
     {
         char tmp[256];
         snprintf(tmp, sizeof tmp, "%s", opt->model_dir);
@@ -457,5 +478,7 @@ void wrk_stop(wrk_worker *w)
     pthread_mutex_destroy(&w->reg_mu);
     pthread_cond_destroy(&w->reg_cv);
     pthread_mutex_destroy(&w->chan_mu);
+    pthread_mutex_destroy(&w->fail_mu);
+    free(w->failed_ids);
     free(w);
 }

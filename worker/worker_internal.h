@@ -143,6 +143,13 @@ struct wrk_worker {
     int reg_stop;
     rpc_channel *coord;
 
+    /* Incoming transfers that failed (kvt notify, called under the transport's own
+     * lock, so it only takes fail_mu): the engine ends their reservations at once
+     * instead of letting them wait for the lease. */
+    pthread_mutex_t fail_mu;
+    uint64_t *failed_ids;
+    int n_failed, cap_failed;
+
     /* Channels to decode workers (KvHello), by address. */
     pthread_mutex_t chan_mu;
     wrk_chan *chans;

@@ -695,6 +695,35 @@ static void cancels_and_errors(proc *d, proc *p)
     rpc_msg_free(t);
     rpc_stream_close(s);
 
+    /* the caller of Prefill.Run gives up mid-prompt: the prefill worker frees its blocks
+     * and aborts the push; the decode worker ends the reservation at once (retryable),
+     * long before its lease */
+    static int32_t long_prompt[4000];
+    for (int i = 0; i < 4000; i++)
+        long_prompt[i] = 100 + i;
+    s = reserve(d, "prefill-cancel", 4000, 5, &t, &st);
+    REQUIRE(s, "reserve: %s", st.msg);
+    pr.request_id = "prefill-cancel";
+    pr.prompt = long_prompt;
+    pr.n_prompt = 4000;
+    pr.target = t->kv_target;
+    double t0 = now_s();
+    rc = rpc_unary_msg(p->ch, RPC_PREFILL_RUN, &pr.base, &tandem__prefill_result__descriptor, 30, (void **)&res, &st);
+    CHECK(rc < 0 && st.code == RPC_DEADLINE_EXCEEDED, "Prefill.Run past its deadline: %s", rpc_code_name(st.code));
+    if (rc == 0)
+        rpc_msg_free(res);
+    took = wait_blocks_free(p->id, 1.5);
+    CHECK(took >= 0, "the abandoned prefill freed its blocks");
+    result aborted = {0};
+    read_tokens(s, &aborted);
+    double waited = now_s() - t0;
+    CHECK(aborted.code == RPC_UNAVAILABLE && waited < 1.5, "decode told of the failed transfer: %s after %.2f s: %s",
+          rpc_code_name(aborted.code), waited, aborted.msg);
+    CHECK(wait_blocks_free(d->id, 1) >= 0, "the failed transfer's reservation freed");
+    rpc_msg_free(t);
+    rpc_stream_close(s);
+    pr.prompt = prompt;
+
     /* KvReady for something unknown: refused, not crashed */
     Tandem__Token tok = TANDEM__TOKEN__INIT;
     kr.first_token = &tok;
@@ -707,10 +736,10 @@ static void cancels_and_errors(proc *d, proc *p)
     /* never claimed: the lease (2 s here) frees it and ends the stream with an error */
     s = reserve(d, "lease", 30, 10, &t, &st);
     REQUIRE(s, "reserve: %s", st.msg);
-    double t0 = now_s();
+    t0 = now_s();
     result r = {0};
     read_tokens(s, &r);
-    double waited = now_s() - t0;
+    waited = now_s() - t0;
     CHECK(r.code == RPC_DEADLINE_EXCEEDED && waited > 1.5 && waited < 4, "lease expiry: %s after %.1f s: %s",
           rpc_code_name(r.code), waited, r.msg);
     CHECK(wait_blocks_free(d->id, 1) >= 0, "lease expiry freed the blocks");
