@@ -7,6 +7,7 @@
  * sandbox transformers uses. Strings are indexed, sliced and measured by code point.
  * tojson is transformers' override: json.dumps(x, ensure_ascii=False). */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,9 +27,14 @@ static jv *nomem(jctx *c, int line)
     return NULL;
 }
 
-static jv *err(jctx *c, int line, const char *fmt, const char *a, const char *b)
+/* jfail for functions that return a value: NULL. */
+static jv *err(jctx *c, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static jv *err(jctx *c, int line, const char *fmt, ...)
 {
-    jfail(c, line, fmt, a, b);
+    va_list ap;
+    va_start(ap, fmt);
+    jvfail(c, line, fmt, ap);
+    va_end(ap);
     return NULL;
 }
 
@@ -80,10 +86,14 @@ static int need_str(jctx *c, int line, const jv *v, const char *what)
     return jfail(c, line, "%s expects a string, not '%s'", what, jv_type_name(v));
 }
 
-static jv *str_of(jctx *c, int line, eng_buf *b)
+static jv *str_of(jctx *c, int line, jbuf *b)
 {
+    if (b->oom) {
+        jb_free(b);
+        return nomem(c, line);
+    }
     jv *v = jv_str(c->arena, b->data ? b->data : "", b->len);
-    eng_buf_free(b);
+    jb_free(b);
     return v ? v : nomem(c, line);
 }
 
@@ -283,10 +293,10 @@ jv *jinja_getitem(jctx *c, int line, jv *obj, jv *key)
     char *msg = ja_alloc(c->arena, 80);
     if (!msg)
         return nomem(c, line);
-    eng_buf b = {0};
+    jbuf b = {0};
     jv_repr_out(key, &b);
     snprintf(msg, 80, "%s has no element %s", obj_type_repr(obj), b.data ? b.data : "");
-    eng_buf_free(&b);
+    jb_free(&b);
     return jv_undef(c->arena, msg) ?: nomem(c, line);
 }
 
@@ -319,11 +329,11 @@ jv *jinja_slice(jctx *c, int line, jv *obj, jv *start, jv *stop, jv *stepv)
         return NULL;
     }
     if (obj->kind != JV_LIST && obj->kind != JV_TUPLE && obj->kind != JV_STR)
-        return err(c, line, "'%s' object is not subscriptable%s", jv_type_name(obj), "");
+        return err(c, line, "'%s' object is not subscriptable", jv_type_name(obj));
     if (stepv && stepv->kind != JV_NONE && as_int(c, line, stepv, "slice step", &step))
         return NULL;
     if (step == 0)
-        return err(c, line, "slice step cannot be zero%s%s", "", "");
+        return err(c, line, "slice step cannot be zero");
     size_t *offs = NULL;
     long long len;
     if (obj->kind == JV_STR) {
@@ -343,9 +353,9 @@ jv *jinja_slice(jctx *c, int line, jv *obj, jv *start, jv *stop, jv *stepv)
     if (slice_bound(c, line, start, len, step, 1, &b) || slice_bound(c, line, stop, len, step, 0, &e))
         goto out;
     if (obj->kind == JV_STR) {
-        eng_buf buf = {0};
+        jbuf buf = {0};
         for (long long i = b; step > 0 ? i < e : i > e; i += step)
-            eng_buf_append(&buf, obj->u.str.s + offs[i], offs[i + 1] - offs[i]);
+            jb_append(&buf, obj->u.str.s + offs[i], offs[i + 1] - offs[i]);
         res = str_of(c, line, &buf);
     } else {
         res = jv_list(c->arena, obj->kind);
@@ -368,13 +378,13 @@ static int cp_lower(int cp) { return (int)utf8proc_tolower(cp); }
 
 static jv *str_map(jctx *c, int line, const jv *s, cp_map f)
 {
-    eng_buf b = {0};
+    jbuf b = {0};
     size_t pos = 0;
     while (pos < s->u.str.len) {
         size_t start = pos;
         int cp = utf8_decode(s->u.str.s, s->u.str.len, &pos);
         if (cp < 0)
-            eng_buf_append(&b, s->u.str.s + start, pos - start);
+            jb_append(&b, s->u.str.s + start, pos - start);
         else
             utf8_encode(&b, f(cp));
     }
@@ -386,7 +396,7 @@ static int is_cased(int cp) { return utf8proc_islower(cp) || utf8proc_isupper(cp
 /* Python's str.title(): a letter after a cased letter is lowered, others uppered. */
 static jv *str_title(jctx *c, int line, const jv *s)
 {
-    eng_buf b = {0};
+    jbuf b = {0};
     size_t pos = 0;
     int prev_cased = 0;
     while (pos < s->u.str.len) {
@@ -402,7 +412,7 @@ static jv *str_title(jctx *c, int line, const jv *s)
 
 static jv *str_capitalize(jctx *c, int line, const jv *s)
 {
-    eng_buf b = {0};
+    jbuf b = {0};
     size_t pos = 0;
     int first = 1;
     while (pos < s->u.str.len) {
@@ -502,7 +512,7 @@ static jv *str_split(jctx *c, int line, jv *s, jv *sep, long long maxsplit)
     if (need_str(c, line, sep, "split separator"))
         return NULL;
     if (!sep->u.str.len)
-        return err(c, line, "empty separator%s%s", "", "");
+        return err(c, line, "empty separator");
     size_t pos = 0;
     long long splits = 0;
     for (;;) {
@@ -525,11 +535,11 @@ static jv *str_rsplit(jctx *c, int line, jv *s, jv *sep, long long maxsplit)
 {
     if (maxsplit < 0 || !sep || sep->kind == JV_NONE)
         return maxsplit < 0 ? str_split(c, line, s, sep, -1)
-                            : err(c, line, "rsplit with maxsplit needs a separator%s%s", "", "");
+                            : err(c, line, "rsplit with maxsplit needs a separator");
     if (need_str(c, line, sep, "rsplit separator"))
         return NULL;
     if (!sep->u.str.len)
-        return err(c, line, "empty separator%s%s", "", "");
+        return err(c, line, "empty separator");
     const char *p = s->u.str.s;
     size_t end = s->u.str.len, n = sep->u.str.len;
     jv *rev = jv_list(c->arena, JV_LIST), *l = jv_list(c->arena, JV_LIST);
@@ -563,34 +573,34 @@ static jv *str_replace(jctx *c, int line, jv *s, jv *old, jv *new, long long cou
 {
     if (need_str(c, line, old, "replace") || need_str(c, line, new, "replace"))
         return NULL;
-    eng_buf b = {0};
+    jbuf b = {0};
     const char *p = s->u.str.s;
     size_t len = s->u.str.len, pos = 0;
     long long done = 0;
     if (!old->u.str.len) { /* Python inserts `new` around every character */
         while (count < 0 || done < count) {
-            eng_buf_append(&b, new->u.str.s, new->u.str.len);
+            jb_append(&b, new->u.str.s, new->u.str.len);
             done++;
             if (pos >= len)
                 break;
             size_t q = pos;
             utf8_decode(p, len, &q);
-            eng_buf_append(&b, p + pos, q - pos);
+            jb_append(&b, p + pos, q - pos);
             pos = q;
         }
-        eng_buf_append(&b, p + pos, len - pos);
+        jb_append(&b, p + pos, len - pos);
         return str_of(c, line, &b);
     }
     for (;;) {
         const char *hit = count >= 0 && done >= count ? NULL : memmem(p + pos, len - pos, old->u.str.s, old->u.str.len);
         if (!hit)
             break;
-        eng_buf_append(&b, p + pos, (size_t)(hit - p) - pos);
-        eng_buf_append(&b, new->u.str.s, new->u.str.len);
+        jb_append(&b, p + pos, (size_t)(hit - p) - pos);
+        jb_append(&b, new->u.str.s, new->u.str.len);
         pos = (size_t)(hit - p) + old->u.str.len;
         done++;
     }
-    eng_buf_append(&b, p + pos, len - pos);
+    jb_append(&b, p + pos, len - pos);
     return str_of(c, line, &b);
 }
 
@@ -656,18 +666,18 @@ static long long str_find(const jv *s, const jv *sub, int reverse)
 
 static jv *join_items(jctx *c, int line, jv *items, const char *sep, size_t seplen, int strict)
 {
-    eng_buf b = {0};
+    jbuf b = {0};
     for (size_t i = 0; i < items->u.list.len; i++) {
         jv *it = items->u.list.items[i];
         if (strict && it->kind != JV_STR) {
-            eng_buf_free(&b);
+            jb_free(&b);
             jfail(c, line, "sequence item %zu: expected str instance, %s found", i, jv_type_name(it));
             return NULL;
         }
         if (i)
-            eng_buf_append(&b, sep, seplen);
+            jb_append(&b, sep, seplen);
         if (jv_str_out(it, &b)) {
-            eng_buf_free(&b);
+            jb_free(&b);
             return nomem(c, line);
         }
     }
@@ -697,7 +707,7 @@ static jv *call_method(jctx *c, int line, jv *fn, const jargs *a)
         if (!strcmp(name, "startswith") || !strcmp(name, "endswith")) {
             BIND(name, "prefix");
             if (!S[0])
-                return err(c, line, "%s() takes at least 1 argument%s", name, "");
+                return err(c, line, "%s() takes at least 1 argument", name);
             int r = str_affix(c, line, self, S[0], name[0] == 'e');
             return r < 0 ? NULL : jv_bool(r);
         }
@@ -720,7 +730,7 @@ static jv *call_method(jctx *c, int line, jv *fn, const jargs *a)
             BIND(name, "old", "new", "count");
             long long count = -1;
             if (!S[0] || !S[1])
-                return err(c, line, "replace() takes at least 2 arguments%s%s", "", "");
+                return err(c, line, "replace() takes at least 2 arguments");
             if (S[2] && as_int(c, line, S[2], "count", &count))
                 return NULL;
             return str_replace(c, line, self, S[0], S[1], count);
@@ -728,14 +738,14 @@ static jv *call_method(jctx *c, int line, jv *fn, const jargs *a)
         if (!strcmp(name, "join")) {
             BIND(name, "iterable");
             if (!S[0])
-                return err(c, line, "join() takes exactly one argument%s%s", "", "");
+                return err(c, line, "join() takes exactly one argument");
             jv *items = jinja_iter_list(c, line, S[0]);
             return items ? join_items(c, line, items, self->u.str.s, self->u.str.len, 1) : NULL;
         }
         if (!strcmp(name, "find") || !strcmp(name, "rfind") || !strcmp(name, "count")) {
             BIND(name, "sub");
             if (!S[0] || need_str(c, line, S[0], name))
-                return S[0] ? NULL : err(c, line, "%s() takes at least 1 argument%s", name, "");
+                return S[0] ? NULL : err(c, line, "%s() takes at least 1 argument", name);
             if (name[0] != 'c')
                 return jv_int(A, str_find(self, S[0], name[0] == 'r')) ?: nomem(c, line);
             long long n = 0;
@@ -792,7 +802,7 @@ static jv *call_method(jctx *c, int line, jv *fn, const jargs *a)
         if (!strcmp(name, "get")) {
             BIND(name, "key", "default");
             if (!S[0])
-                return err(c, line, "get() takes at least 1 argument%s%s", "", "");
+                return err(c, line, "get() takes at least 1 argument");
             jv *v = jv_dict_get(self, S[0]);
             return v ? v : S[1] ? S[1] : JV_NONE_P;
         }
@@ -810,7 +820,7 @@ static jv *call_method(jctx *c, int line, jv *fn, const jargs *a)
     } else if (self->kind == JV_LIST || self->kind == JV_TUPLE) {
         BIND(name, "value");
         if (!S[0])
-            return err(c, line, "%s() takes exactly one argument%s", name, "");
+            return err(c, line, "%s() takes exactly one argument", name);
         long long n = 0;
         for (size_t i = 0; i < self->u.list.len; i++)
             if (jv_eq(self->u.list.items[i], S[0])) {
@@ -819,11 +829,11 @@ static jv *call_method(jctx *c, int line, jv *fn, const jargs *a)
                 n++;
             }
         if (name[0] == 'i')
-            return err(c, line, "value is not in list%s%s", "", "");
+            return err(c, line, "value is not in list");
         return jv_int(A, n) ?: nomem(c, line);
     } else if (self->kind == JV_LOOP) { /* loop.cycle(a, b, ...) */
         if (a->nkw || !a->npos)
-            return err(c, line, "loop.cycle() needs at least one positional argument%s%s", "", "");
+            return err(c, line, "loop.cycle() needs at least one positional argument");
         return a->pos[self->u.loop.index0 % a->npos];
     } else if (self->kind == JV_CYCLER) {
         jv *items = self->u.cycler.items;
@@ -862,7 +872,7 @@ static jv *kw_dict(jctx *c, int line, jv_kind kind, const jargs *a, const char *
     if (!d)
         return nomem(c, line);
     if (a->npos > 1)
-        return err(c, line, "%s() takes at most one positional argument%s", what, "");
+        return err(c, line, "%s() takes at most one positional argument", what);
     if (a->npos) {
         jv *src = a->pos[0];
         if (src->kind != JV_DICT && src->kind != JV_NS)
@@ -888,12 +898,12 @@ jv *jinja_call_builtin(jctx *c, int line, jv *fn, const jargs *a)
     case F_RANGE: {
         long long v[3] = {0, 0, 1};
         if (a->nkw || a->npos < 1 || a->npos > 3)
-            return err(c, line, "range() takes 1 to 3 positional arguments%s%s", "", "");
+            return err(c, line, "range() takes 1 to 3 positional arguments");
         for (int i = 0; i < a->npos; i++)
             if (as_int(c, line, a->pos[i], "range() argument", &v[a->npos == 1 ? 1 : i]))
                 return NULL;
         if (v[2] == 0)
-            return err(c, line, "range() arg 3 must not be zero%s%s", "", "");
+            return err(c, line, "range() arg 3 must not be zero");
         long long n = v[2] > 0 ? (v[1] > v[0] ? (v[1] - v[0] + v[2] - 1) / v[2] : 0)
                                : (v[0] > v[1] ? (v[0] - v[1] - v[2] - 1) / -v[2] : 0);
         if (n > JINJA_MAX_RANGE) {
@@ -924,7 +934,7 @@ jv *jinja_call_builtin(jctx *c, int line, jv *fn, const jargs *a)
     case F_STRFTIME: {
         BIND("strftime_now", "format");
         if (!S[0] || need_str(c, line, S[0], "strftime_now"))
-            return S[0] ? NULL : err(c, line, "strftime_now() takes exactly one argument%s%s", "", "");
+            return S[0] ? NULL : err(c, line, "strftime_now() takes exactly one argument");
         char buf[512];
         time_t now = time(NULL);
         struct tm tm;
@@ -934,7 +944,7 @@ jv *jinja_call_builtin(jctx *c, int line, jv *fn, const jargs *a)
     }
     case F_CYCLER: {
         if (a->nkw || !a->npos)
-            return err(c, line, "cycler() needs at least one positional argument%s%s", "", "");
+            return err(c, line, "cycler() needs at least one positional argument");
         jv *cy = jv_list(A, JV_CYCLER), *items = jv_list(A, JV_LIST);
         if (!cy || !items)
             return nomem(c, line);
@@ -945,7 +955,7 @@ jv *jinja_call_builtin(jctx *c, int line, jv *fn, const jargs *a)
         return cy;
     }
     }
-    return err(c, line, "unknown function%s%s", "", "");
+    return err(c, line, "unknown function");
 }
 
 /* ---- tests ---- */
@@ -1074,7 +1084,7 @@ static jv *attr_path(jctx *c, int line, jv *v, const jv *path)
     if (path->kind == JV_INT)
         return jinja_getitem(c, line, v, (jv *)path);
     if (path->kind != JV_STR)
-        return err(c, line, "attribute must be a string, not '%s'%s", jv_type_name(path), "");
+        return err(c, line, "attribute must be a string, not '%s'", jv_type_name(path));
     const char *p = path->u.str.s;
     while (v) {
         const char *dot = strchr(p, '.');
@@ -1157,13 +1167,12 @@ static jv *sorted(jctx *c, int line, jv *items, jv *keys, int reverse)
     return l;
 }
 
-static jv *filter_args_tail(jctx *c, const jargs *a, int skip, jargs *rest)
+/* The arguments after the first `skip` positional ones (a test's or filter's own). */
+static void args_after(const jargs *a, int skip, jargs *rest)
 {
-    (void)c;
     *rest = *a;
     rest->npos = a->npos > skip ? a->npos - skip : 0;
     rest->pos = a->npos > skip ? a->pos + skip : NULL;
-    return JV_NONE_P;
 }
 
 /* select/reject/selectattr/rejectattr. */
@@ -1174,12 +1183,12 @@ static jv *select_filter(jctx *c, int line, jv *seq, const jargs *a, int want, i
         return items ? nomem(c, line) : NULL;
     int skip = by_attr ? 1 : 0;
     if (by_attr && !a->npos)
-        return err(c, line, "%s needs an attribute name%s", want ? "selectattr" : "rejectattr", "");
+        return err(c, line, "%s needs an attribute name", want ? "selectattr" : "rejectattr");
     const char *test = a->npos > skip ? (a->pos[skip]->kind == JV_STR ? a->pos[skip]->u.str.s : NULL) : NULL;
     if (a->npos > skip && !test)
-        return err(c, line, "test name must be a string%s%s", "", "");
+        return err(c, line, "test name must be a string");
     jargs rest;
-    filter_args_tail(c, a, skip + 1, &rest);
+    args_after(a, skip + 1, &rest);
     for (size_t i = 0; i < items->u.list.len; i++) {
         jv *it = items->u.list.items[i], *x = it;
         if (by_attr && !(x = attr_path(c, line, it, a->pos[0])))
@@ -1250,7 +1259,7 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
         case JV_LIST: case JV_TUPLE: n = (long long)v->u.list.len; break;
         case JV_DICT: n = (long long)v->u.dict.len; break;
         case JV_UNDEF: n = 0; break;
-        default: return err(c, line, "object of type '%s' has no len()%s", jv_type_name(v), "");
+        default: return err(c, line, "object of type '%s' has no len()", jv_type_name(v));
         }
         return jv_int(A, n) ?: nomem(c, line);
     }
@@ -1264,22 +1273,22 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
             if (indent < 0)
                 indent = 0;
             if (indent > 64)
-                return err(c, line, "tojson indent too large%s%s", "", "");
+                return err(c, line, "tojson indent too large");
         }
         if (S[2] && S[2]->kind != JV_NONE) {
             if ((S[2]->kind != JV_LIST && S[2]->kind != JV_TUPLE) || S[2]->u.list.len != 2 ||
                 S[2]->u.list.items[0]->kind != JV_STR || S[2]->u.list.items[1]->kind != JV_STR)
-                return err(c, line, "tojson separators must be a pair of strings%s%s", "", "");
+                return err(c, line, "tojson separators must be a pair of strings");
             seps[0] = S[2]->u.list.items[0]->u.str.s;
             seps[1] = S[2]->u.list.items[1]->u.str.s;
         }
         if (S[0] && jv_truthy(S[0]))
-            return err(c, line, "tojson(ensure_ascii=True) is not supported%s%s", "", "");
-        eng_buf b = {0};
+            return err(c, line, "tojson(ensure_ascii=True) is not supported");
+        jbuf b = {0};
         const char *bad;
         if (jv_json_out(v, &b, (int)indent, seps[0], seps[1], S[3] && jv_truthy(S[3]), &bad)) {
-            eng_buf_free(&b);
-            return err(c, line, "tojson: Object of type %s is not JSON serializable%s", bad, "");
+            jb_free(&b);
+            return err(c, line, "tojson: Object of type %s is not JSON serializable", bad);
         }
         return str_of(c, line, &b);
     }
@@ -1307,7 +1316,7 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
         if (name[0] == 'l') return str_map(c, line, s, cp_lower);
         if (name[0] == 'c') return str_capitalize(c, line, s);
         /* Jinja's title: capitalise each word split at whitespace, - ( { [ < */
-        eng_buf b = {0};
+        jbuf b = {0};
         size_t pos = 0;
         int word_start = 1;
         while (pos < s->u.str.len) {
@@ -1327,7 +1336,7 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
         if (!s)
             return NULL;
         if (!S[0] || !S[1])
-            return err(c, line, "replace filter needs old and new strings%s%s", "", "");
+            return err(c, line, "replace filter needs old and new strings");
         if (S[2] && S[2]->kind != JV_NONE && as_int(c, line, S[2], "count", &count))
             return NULL;
         return str_replace(c, line, s, S[0], S[1], count);
@@ -1382,17 +1391,17 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
         if (v->kind == JV_UNDEF)
             return jv_list(A, JV_LIST) ?: nomem(c, line);
         if (v->kind != JV_DICT)
-            return err(c, line, "Can only get item pairs from a mapping, not '%s'%s", jv_type_name(v), "");
+            return err(c, line, "Can only get item pairs from a mapping, not '%s'", jv_type_name(v));
         return dict_items(c, line, v);
     }
     if (!strcmp(name, "dictsort")) {
         BIND(name, "case_sensitive", "by", "reverse");
         if (v->kind != JV_DICT)
-            return err(c, line, "dictsort needs a mapping, not '%s'%s", jv_type_name(v), "");
+            return err(c, line, "dictsort needs a mapping, not '%s'", jv_type_name(v));
         int by_value = 0;
         if (S[1]) {
             if (S[1]->kind != JV_STR || (strcmp(S[1]->u.str.s, "key") && strcmp(S[1]->u.str.s, "value")))
-                return err(c, line, "You can only sort by either \"key\" or \"value\"%s%s", "", "");
+                return err(c, line, "You can only sort by either \"key\" or \"value\"");
             by_value = S[1]->u.str.s[0] == 'v';
         }
         jv *items = dict_items(c, line, v), *keys = jv_list(A, JV_LIST);
@@ -1481,9 +1490,9 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
                 def = a->kwv[i];
         }
         if (!attribute && (!a->npos || a->pos[0]->kind != JV_STR))
-            return err(c, line, "map needs a filter name or attribute=%s%s", "", "");
+            return err(c, line, "map needs a filter name or attribute=");
         jargs rest;
-        filter_args_tail(c, a, 1, &rest);
+        args_after(a, 1, &rest);
         rest.nkw = 0;
         for (size_t i = 0; i < items->u.list.len; i++) {
             jv *x = items->u.list.items[i];
@@ -1519,7 +1528,7 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
             else {
                 long long r;
                 if (__builtin_add_overflow((long long)jv_num(acc), (long long)jv_num(x), &r))
-                    return err(c, line, "integer overflow%s%s", "", "");
+                    return err(c, line, "integer overflow");
                 acc = jv_int(A, acc->kind == JV_INT ? acc->u.i + (x->kind == JV_INT ? x->u.i : x->u.b)
                                                     : acc->u.b + (x->kind == JV_INT ? x->u.i : x->u.b));
             }
@@ -1536,15 +1545,15 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
         if (v->kind == JV_INT || v->kind == JV_BOOL) {
             long long x = v->kind == JV_INT ? v->u.i : v->u.b;
             if (x == (-9223372036854775807LL - 1))
-                return err(c, line, "integer overflow%s%s", "", "");
+                return err(c, line, "integer overflow");
             return jv_int(A, x < 0 ? -x : x) ?: nomem(c, line);
         }
-        return err(c, line, "bad operand type for abs(): '%s'%s", jv_type_name(v), "");
+        return err(c, line, "bad operand type for abs(): '%s'", jv_type_name(v));
     }
     if (!strcmp(name, "int") || !strcmp(name, "float")) {
         BIND(name, "default", "base");
         if (v->kind == JV_UNDEF)
-            return err(c, line, "%s%s", v->u.undef.name ? v->u.undef.name : "value is undefined", "");
+            return err(c, line, "%s", v->u.undef.name ? v->u.undef.name : "value is undefined");
         jv *def = S[0] ? S[0] : name[0] == 'i' ? jv_int(A, 0) : jv_float(A, 0.0);
         if (!def)
             return nomem(c, line);
@@ -1557,7 +1566,7 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
             return NULL;
         const char *method = S[1] && S[1]->kind == JV_STR ? S[1]->u.str.s : "common";
         if (!jv_is_num(v))
-            return err(c, line, "round needs a number, not '%s'%s", jv_type_name(v), "");
+            return err(c, line, "round needs a number, not '%s'", jv_type_name(v));
         if (v->kind != JV_FLOAT && !strcmp(method, "common") && prec >= 0) /* round(int) stays an int */
             return v->kind == JV_INT ? v : jv_int(A, v->u.b) ?: nomem(c, line);
         double x = jv_num(v), m = pow(10.0, (double)prec), r;
@@ -1568,7 +1577,7 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
         else if (!strcmp(method, "floor"))
             r = floor(x * m) / m;
         else
-            return err(c, line, "method must be common, ceil or floor%s%s", "", "");
+            return err(c, line, "method must be common, ceil or floor");
         return jv_float(A, r) ?: nomem(c, line);
     }
     if (!strcmp(name, "indent")) {
@@ -1576,15 +1585,15 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
         jv *s = v;
         if (need_str(c, line, s, "indent"))
             return NULL;
-        eng_buf pad = {0}, b = {0};
+        jbuf pad = {0}, b = {0};
         if (S[0] && S[0]->kind == JV_STR)
-            eng_buf_append(&pad, S[0]->u.str.s, S[0]->u.str.len);
+            jb_append(&pad, S[0]->u.str.s, S[0]->u.str.len);
         else {
             long long w = 4;
             if (S[0] && as_int(c, line, S[0], "width", &w))
                 return NULL;
             for (long long i = 0; i < w && i < 1024; i++)
-                eng_buf_puts(&pad, " ");
+                jb_puts(&pad, " ");
         }
         int first = S[1] && jv_truthy(S[1]), blank = S[2] && jv_truthy(S[2]);
         const char *p = s->u.str.s, *end = p + s->u.str.len;
@@ -1597,15 +1606,15 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
                 if (!py_isspace((unsigned char)p[i]))
                     is_blank = 0;
             if ((lineno > 0 || first) && (blank || !is_blank) && pad.len)
-                eng_buf_append(&b, pad.data, pad.len);
-            eng_buf_append(&b, p, n);
+                jb_append(&b, pad.data, pad.len);
+            jb_append(&b, p, n);
             if (!nl)
                 break;
-            eng_buf_puts(&b, "\n");
+            jb_puts(&b, "\n");
             p = nl + 1;
             lineno++;
         }
-        eng_buf_free(&pad);
+        jb_free(&pad);
         return str_of(c, line, &b);
     }
     if (!strcmp(name, "wordcount")) {
@@ -1635,16 +1644,16 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
         jv *s = jinja_to_str(c, line, v);
         if (!s)
             return NULL;
-        eng_buf b = {0};
+        jbuf b = {0};
         for (size_t i = 0; i < s->u.str.len; i++) {
             char ch = s->u.str.s[i];
             switch (ch) {
-            case '&': eng_buf_puts(&b, "&amp;"); break;
-            case '<': eng_buf_puts(&b, "&lt;"); break;
-            case '>': eng_buf_puts(&b, "&gt;"); break;
-            case '"': eng_buf_puts(&b, "&#34;"); break;
-            case '\'': eng_buf_puts(&b, "&#39;"); break;
-            default: eng_buf_append(&b, &ch, 1);
+            case '&': jb_puts(&b, "&amp;"); break;
+            case '<': jb_puts(&b, "&lt;"); break;
+            case '>': jb_puts(&b, "&gt;"); break;
+            case '"': jb_puts(&b, "&#34;"); break;
+            case '\'': jb_puts(&b, "&#39;"); break;
+            default: jb_append(&b, &ch, 1);
             }
         }
         return str_of(c, line, &b);
@@ -1657,16 +1666,16 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
     if (!strcmp(name, "attr")) {
         BIND(name, "name");
         if (!S[0] || need_str(c, line, S[0], "attr"))
-            return S[0] ? NULL : err(c, line, "attr needs a name%s%s", "", "");
+            return S[0] ? NULL : err(c, line, "attr needs a name");
         return jinja_getattr(c, line, v, S[0]->u.str.s);
     }
     if (!strcmp(name, "batch")) {
         BIND(name, "linecount", "fill_with");
         long long n;
         if (!S[0] || as_int(c, line, S[0], "linecount", &n))
-            return S[0] ? NULL : err(c, line, "batch needs a line count%s%s", "", "");
+            return S[0] ? NULL : err(c, line, "batch needs a line count");
         if (n <= 0)
-            return err(c, line, "batch line count must be positive%s%s", "", "");
+            return err(c, line, "batch line count must be positive");
         jv *items = jinja_iter_list(c, line, v), *l = jv_list(A, JV_LIST), *cur = NULL;
         if (!items || !l)
             return items ? nomem(c, line) : NULL;
@@ -1683,5 +1692,5 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
                 return nomem(c, line);
         return l;
     }
-    return err(c, line, "no filter named '%s'%s", name, "");
+    return err(c, line, "no filter named '%s'", name);
 }

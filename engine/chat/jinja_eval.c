@@ -19,17 +19,23 @@ struct eng_jinja {
     jnode *root;
 };
 
-int jfail(jctx *c, int line, const char *fmt, ...)
+int jvfail(jctx *c, int line, const char *fmt, va_list ap)
 {
     if (!c->failed) {
         char msg[400];
-        va_list ap;
-        va_start(ap, fmt);
         vsnprintf(msg, sizeof msg, fmt, ap);
-        va_end(ap);
         eng_fail(c->err, "template line %d: %s", line, msg);
         c->failed = 1;
     }
+    return -1;
+}
+
+int jfail(jctx *c, int line, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    jvfail(c, line, fmt, ap);
+    va_end(ap);
     return -1;
 }
 
@@ -96,7 +102,7 @@ static int emit(jctx *c, int line, const char *s, size_t len)
     c->out_total += len;
     if (c->out_total > JINJA_MAX_OUTPUT)
         return jfail(c, line, "template output exceeds %zu MiB", JINJA_MAX_OUTPUT >> 20);
-    if (eng_buf_append(c->out, s, len))
+    if (jb_append(c->out, s, len))
         return jnomem(c, line);
     return 0;
 }
@@ -112,14 +118,14 @@ jv *jinja_to_str(jctx *c, int line, jv *v)
 {
     if (v->kind == JV_STR)
         return v;
-    eng_buf b = {0};
+    jbuf b = {0};
     if (jv_str_out(v, &b)) {
-        eng_buf_free(&b);
+        jb_free(&b);
         jfail(c, line, "cannot print the value: nested more than %d deep, or out of memory", JINJA_MAX_VALUE_DEPTH);
         return NULL;
     }
     jv *s = jv_str(c->arena, b.data ? b.data : "", b.len);
-    eng_buf_free(&b);
+    jb_free(&b);
     if (!s)
         jnomem(c, line);
     return s;
@@ -216,16 +222,16 @@ static jv *call_macro(jctx *c, int line, jv *macro, const jargs *a, jv *caller)
     if (frame_set(c, line, fr, "varargs", varargs) || frame_set(c, line, fr, "kwargs", kwargs) ||
         (caller && frame_set(c, line, fr, "caller", caller)))
         goto out;
-    eng_buf body = {0}, *saved = c->out;
+    jbuf body = {0}, *saved = c->out;
     c->out = &body;
     int rc = exec_body(c, fr, &def->list);
     c->out = saved;
     if (rc >= 0) {
-        result = jv_str(c->arena, body.data ? body.data : "", body.len);
+        result = body.oom ? NULL : jv_str(c->arena, body.data ? body.data : "", body.len);
         if (!result)
             jnomem(c, line);
     }
-    eng_buf_free(&body);
+    jb_free(&body);
 out:
     c->call_depth--;
     return result;
@@ -302,14 +308,14 @@ static jv *binop(jctx *c, int line, int op, jv *x, jv *y)
 {
     jarena *A = c->arena;
     if (op == OP_CONCAT) {
-        eng_buf b = {0};
+        jbuf b = {0};
         if (jv_str_out(x, &b) || jv_str_out(y, &b)) {
-            eng_buf_free(&b);
+            jb_free(&b);
             jfail(c, line, "cannot print the value: nested more than %d deep, or out of memory", JINJA_MAX_VALUE_DEPTH);
             return NULL;
         }
         jv *v = jv_str(A, b.data ? b.data : "", b.len);
-        eng_buf_free(&b);
+        jb_free(&b);
         if (!v)
             jnomem(c, line);
         return v;
@@ -798,16 +804,16 @@ static int exec_for(jctx *c, jframe *f, const jnode *n)
 
 static int capture(jctx *c, jframe *f, const jnodes *body, jv **result, int line)
 {
-    eng_buf b = {0}, *saved = c->out;
+    jbuf b = {0}, *saved = c->out;
     c->out = &b;
     int rc = exec_body(c, f, body);
     c->out = saved;
     if (rc >= 0) {
-        *result = jv_str(c->arena, b.data ? b.data : "", b.len);
+        *result = b.oom ? NULL : jv_str(c->arena, b.data ? b.data : "", b.len);
         if (!*result)
             rc = jnomem(c, line);
     }
-    eng_buf_free(&b);
+    jb_free(&b);
     return rc < 0 ? -1 : rc;
 }
 
@@ -938,7 +944,8 @@ int eng_jinja_render(const eng_jinja *t, const cJSON *vars, eng_buf *out, eng_er
     if (vars && !cJSON_IsObject(vars))
         return eng_fail(err, "template variables must be a JSON object");
     jarena arena = {.limit = JINJA_MAX_MEMORY};
-    jctx c = {.arena = &arena, .err = err, .out = out};
+    jbuf text = {0};
+    jctx c = {.arena = &arena, .err = err, .out = &text};
     int rc = -1;
     c.globals = vars ? jv_from_json(&arena, vars) : jv_dict(&arena, JV_DICT);
     jframe *root = frame_new(&c, NULL);
@@ -948,6 +955,9 @@ int eng_jinja_render(const eng_jinja *t, const cJSON *vars, eng_buf *out, eng_er
     }
     rc = exec_body(&c, root, &t->root->list) < 0 ? -1 : 0;
 done:
+    if (text.len && eng_buf_append(out, text.data, text.len) && rc == 0)
+        rc = eng_fail(err, "out of memory for the rendered text");
+    jb_free(&text);
     ja_free(&arena);
     return rc;
 }

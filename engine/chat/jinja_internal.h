@@ -36,6 +36,21 @@ void *ja_alloc_raw(jarena *a, size_t n); /* not zeroed */
 char *ja_strndup(jarena *a, const char *s, size_t n);
 void ja_free(jarena *a);
 
+/* ---- text buffer ---- */
+/* Like eng_buf, but an allocation failure is sticky: once an append fails every later
+ * one fails too and oom stays set, so a truncated text is never mistaken for a whole
+ * one. Appends return 0, or -1 once oom is set. */
+typedef struct jbuf {
+    char *data; /* NUL-terminated when non-NULL */
+    size_t len, cap;
+    int oom;
+} jbuf;
+
+int jb_append(jbuf *b, const void *data, size_t len);
+int jb_puts(jbuf *b, const char *s);
+int jb_printf(jbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void jb_free(jbuf *b);
+
 /* ---- values ---- */
 typedef enum {
     JV_UNDEF, JV_NONE, JV_BOOL, JV_INT, JV_FLOAT, JV_STR, JV_LIST, JV_TUPLE, JV_DICT,
@@ -90,19 +105,19 @@ double jv_num(const jv *v);
 /* Python ordering: *res <0, 0, >0. Returns -1 for unorderable types. */
 int jv_cmp(const jv *x, const jv *y, int *res);
 /* str() and repr() as Python prints them. Return 0 or -1 (out of memory). */
-int jv_str_out(const jv *v, eng_buf *out);
-int jv_repr_out(const jv *v, eng_buf *out);
+int jv_str_out(const jv *v, jbuf *out);
+int jv_repr_out(const jv *v, jbuf *out);
 /* json.dumps(v, ensure_ascii=False, indent=indent (<0: none), separators (NULL:
  * Python's defaults), sort_keys). Returns -1 and says why in *bad. */
-int jv_json_out(const jv *v, eng_buf *out, int indent, const char *item_sep, const char *key_sep,
+int jv_json_out(const jv *v, jbuf *out, int indent, const char *item_sep, const char *key_sep,
                 int sort_keys, const char **bad);
-void jv_float_repr(double f, eng_buf *out);
+void jv_float_repr(double f, jbuf *out);
 
 /* UTF-8 helpers: strings index and slice by code point, as Python does. */
 size_t utf8_count(const char *s, size_t len);
 size_t utf8_offset(const char *s, size_t len, size_t cp_index); /* byte offset */
 int utf8_decode(const char *s, size_t len, size_t *pos); /* -1 on bad byte */
-void utf8_encode(eng_buf *out, int cp);
+void utf8_encode(jbuf *out, int cp);
 int py_isspace(int cp);
 
 /* ---- tokens ---- */
@@ -171,7 +186,7 @@ typedef struct jctx {
     jarena *arena;
     eng_error *err;
     int failed;
-    eng_buf *out;
+    jbuf *out;
     size_t out_total;
     long long steps;
     int call_depth;
@@ -179,7 +194,9 @@ typedef struct jctx {
     jv *globals; /* the render variables */
 } jctx;
 
+/* Records "template line N: <message>" (the first failure wins) and returns -1. */
 int jfail(jctx *c, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int jvfail(jctx *c, int line, const char *fmt, va_list ap);
 int jnomem(jctx *c, int line);
 
 typedef struct jargs {

@@ -134,11 +134,11 @@ static int emit_text(lexer *L, size_t start, size_t end, char sign, int is_var, 
 /* Python unicode-escape decoding of a string literal's body. */
 static int decode_string(lexer *L, size_t at, const char *s, size_t len, jtoken *t)
 {
-    eng_buf b = {0};
+    jbuf b = {0};
     for (size_t i = 0; i < len; i++) {
         char ch = s[i];
         if (ch != '\\' || i + 1 >= len) {
-            if (eng_buf_append(&b, &ch, 1))
+            if (jb_append(&b, &ch, 1))
                 goto nomem;
             continue;
         }
@@ -178,35 +178,35 @@ static int decode_string(lexer *L, size_t at, const char *s, size_t len, jtoken 
                 int v = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
                       : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
                 if (v < 0) {
-                    eng_buf_free(&b);
+                    jb_free(&b);
                     return lex_fail(L, at, "truncated \\x, \\u or \\U escape in a string");
                 }
                 cp = cp * 16 + v;
             }
             i += (size_t)digits;
             if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-                eng_buf_free(&b);
+                jb_free(&b);
                 return lex_fail(L, at, "escape in a string is not a valid character");
             }
         }
         if (cp < 0) { /* unknown escape: Python keeps the backslash */
             char two[2] = {'\\', e};
-            if (eng_buf_append(&b, two, 2))
+            if (jb_append(&b, two, 2))
                 goto nomem;
         } else {
             utf8_encode(&b, cp);
         }
     }
-    if (eng_buf_append(&b, "", 0))
+    if (b.oom)
         goto nomem;
     t->s = ja_strndup(L->a, b.data, b.len);
     t->len = b.len;
-    eng_buf_free(&b);
+    jb_free(&b);
     if (!t->s)
         return eng_fail(L->err, "out of memory while reading the template");
     return 0;
 nomem:
-    eng_buf_free(&b);
+    jb_free(&b);
     return eng_fail(L->err, "out of memory while reading the template");
 }
 

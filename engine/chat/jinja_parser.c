@@ -202,19 +202,19 @@ static jnode *parse_primary(parser *P)
         }
         advance(P);
     } else if (t->kind == T_STRING) {
-        eng_buf b = {0};
+        jbuf b = {0};
         while (cur(P)->kind == T_STRING) {
-            if (eng_buf_append(&b, cur(P)->s, cur(P)->len)) {
-                eng_buf_free(&b);
+            if (jb_append(&b, cur(P)->s, cur(P)->len)) {
+                jb_free(&b);
                 eng_fail(P->err, "out of memory while parsing the template");
                 return NULL;
             }
             advance(P);
         }
-        n = node(P, N_CONST, line);
+        n = b.oom ? NULL : node(P, N_CONST, line);
         if (n)
             n->value = jv_str(P->a, b.data ? b.data : "", b.len);
-        eng_buf_free(&b);
+        jb_free(&b);
         if (!n || !n->value) {
             eng_fail(P->err, "out of memory while parsing the template");
             return NULL;

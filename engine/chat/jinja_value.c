@@ -7,6 +7,7 @@
  * prompts depends on every one of these details. */
 #include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,65 @@ void ja_free(jarena *a)
     a->total = 0;
 }
 
+/* ---- text buffer ---- */
+
+int jb_append(jbuf *b, const void *data, size_t len)
+{
+    if (b->oom)
+        return -1;
+    if (b->len + len + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->len + len + 1)
+            cap *= 2;
+        char *p = realloc(b->data, cap);
+        if (!p) {
+            b->oom = 1;
+            return -1;
+        }
+        b->data = p;
+        b->cap = cap;
+    }
+    if (len)
+        memcpy(b->data + b->len, data, len);
+    b->len += len;
+    b->data[b->len] = 0;
+    return 0;
+}
+
+int jb_puts(jbuf *b, const char *s) { return jb_append(b, s, strlen(s)); }
+
+int jb_printf(jbuf *b, const char *fmt, ...)
+{
+    char small[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        b->oom = 1;
+        return -1;
+    }
+    if ((size_t)n < sizeof small)
+        return jb_append(b, small, (size_t)n);
+    char *big = malloc((size_t)n + 1);
+    if (!big) {
+        b->oom = 1;
+        return -1;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    int rc = jb_append(b, big, (size_t)n);
+    free(big);
+    return rc;
+}
+
+void jb_free(jbuf *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof *b);
+}
+
 /* ---- UTF-8 ---- */
 
 int utf8_decode(const char *s, size_t len, size_t *pos)
@@ -118,7 +178,7 @@ int utf8_decode(const char *s, size_t len, size_t *pos)
     return cp;
 }
 
-void utf8_encode(eng_buf *out, int cp)
+void utf8_encode(jbuf *out, int cp)
 {
     char b[4];
     size_t n;
@@ -133,7 +193,7 @@ void utf8_encode(eng_buf *out, int cp)
         b[0] = (char)(0xF0 | (cp >> 18)), b[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
         b[2] = (char)(0x80 | ((cp >> 6) & 0x3F)), b[3] = (char)(0x80 | (cp & 0x3F)), n = 4;
     }
-    eng_buf_append(out, b, n);
+    jb_append(out, b, n);
 }
 
 size_t utf8_count(const char *s, size_t len)
@@ -474,14 +534,14 @@ static int cmp_depth(const jv *x, const jv *y, int *res, int depth)
 }
 
 /* Python's repr(float): the shortest digits that read back the same. */
-void jv_float_repr(double f, eng_buf *out)
+void jv_float_repr(double f, jbuf *out)
 {
     if (isnan(f)) {
-        eng_buf_puts(out, "nan");
+        jb_puts(out, "nan");
         return;
     }
     if (isinf(f)) {
-        eng_buf_puts(out, f < 0 ? "-inf" : "inf");
+        jb_puts(out, f < 0 ? "-inf" : "inf");
         return;
     }
     char buf[64];
@@ -503,29 +563,29 @@ void jv_float_repr(double f, eng_buf *out)
         nd--;
     digits[nd] = 0;
     if (neg)
-        eng_buf_puts(out, "-");
+        jb_puts(out, "-");
     if (exp >= -5 + 1 && exp < 16) { /* fixed notation */
         if (exp >= 0) {
             for (int i = 0; i <= exp; i++)
-                eng_buf_append(out, i < nd ? &digits[i] : "0", 1);
-            eng_buf_puts(out, ".");
+                jb_append(out, i < nd ? &digits[i] : "0", 1);
+            jb_puts(out, ".");
             if (nd > exp + 1)
-                eng_buf_append(out, digits + exp + 1, (size_t)(nd - exp - 1));
+                jb_append(out, digits + exp + 1, (size_t)(nd - exp - 1));
             else
-                eng_buf_puts(out, "0");
+                jb_puts(out, "0");
         } else {
-            eng_buf_puts(out, "0.");
+            jb_puts(out, "0.");
             for (int i = 0; i < -exp - 1; i++)
-                eng_buf_puts(out, "0");
-            eng_buf_append(out, digits, (size_t)nd);
+                jb_puts(out, "0");
+            jb_append(out, digits, (size_t)nd);
         }
     } else {
-        eng_buf_append(out, digits, 1);
+        jb_append(out, digits, 1);
         if (nd > 1) {
-            eng_buf_puts(out, ".");
-            eng_buf_append(out, digits + 1, (size_t)(nd - 1));
+            jb_puts(out, ".");
+            jb_append(out, digits + 1, (size_t)(nd - 1));
         }
-        eng_buf_printf(out, "e%c%02d", exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
+        jb_printf(out, "e%c%02d", exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
     }
 }
 
@@ -541,52 +601,48 @@ static int printable(int cp)
              c == UTF8PROC_CATEGORY_ZP || c == UTF8PROC_CATEGORY_ZS);
 }
 
-static void str_repr(const char *s, size_t len, eng_buf *out)
+static void str_repr(const char *s, size_t len, jbuf *out)
 {
     int has_sq = memchr(s, '\'', len) != NULL, has_dq = memchr(s, '"', len) != NULL;
     char q = has_sq && !has_dq ? '"' : '\'';
-    eng_buf_append(out, &q, 1);
+    jb_append(out, &q, 1);
     size_t pos = 0;
     while (pos < len) {
         size_t start = pos;
         int cp = utf8_decode(s, len, &pos);
         if (cp == q || cp == '\\')
-            eng_buf_printf(out, "\\%c", cp);
+            jb_printf(out, "\\%c", cp);
         else if (cp == '\t')
-            eng_buf_puts(out, "\\t");
+            jb_puts(out, "\\t");
         else if (cp == '\n')
-            eng_buf_puts(out, "\\n");
+            jb_puts(out, "\\n");
         else if (cp == '\r')
-            eng_buf_puts(out, "\\r");
+            jb_puts(out, "\\r");
         else if (cp < 0)
-            eng_buf_printf(out, "\\x%02x", (unsigned char)s[start]);
+            jb_printf(out, "\\x%02x", (unsigned char)s[start]);
         else if (printable(cp))
-            eng_buf_append(out, s + start, pos - start);
+            jb_append(out, s + start, pos - start);
         else if (cp <= 0xff)
-            eng_buf_printf(out, "\\x%02x", cp);
+            jb_printf(out, "\\x%02x", cp);
         else if (cp <= 0xffff)
-            eng_buf_printf(out, "\\u%04x", cp);
+            jb_printf(out, "\\u%04x", cp);
         else
-            eng_buf_printf(out, "\\U%08x", cp);
+            jb_printf(out, "\\U%08x", cp);
     }
-    eng_buf_append(out, &q, 1);
+    jb_append(out, &q, 1);
 }
 
-static int out_ok(eng_buf *out, size_t before)
-{
-    return out->data || before ? 0 : -1;
-}
+static int out_ok(const jbuf *out) { return out->oom ? -1 : 0; }
 
-static int repr_depth(const jv *v, eng_buf *out, int depth);
-static int str_depth(const jv *v, eng_buf *out, int depth);
+static int repr_depth(const jv *v, jbuf *out, int depth);
+static int str_depth(const jv *v, jbuf *out, int depth);
 
-int jv_repr_out(const jv *v, eng_buf *out) { return repr_depth(v, out, 0); }
-int jv_str_out(const jv *v, eng_buf *out) { return str_depth(v, out, 0); }
+int jv_repr_out(const jv *v, jbuf *out) { return repr_depth(v, out, 0); }
+int jv_str_out(const jv *v, jbuf *out) { return str_depth(v, out, 0); }
 
 /* Fails (-1) on values nested deeper than JINJA_MAX_VALUE_DEPTH, or out of memory. */
-static int repr_depth(const jv *v, eng_buf *out, int depth)
+static int repr_depth(const jv *v, jbuf *out, int depth)
 {
-    size_t before = out->len;
     if (depth > JINJA_MAX_VALUE_DEPTH)
         return -1;
     switch (v->kind) {
@@ -594,66 +650,65 @@ static int repr_depth(const jv *v, eng_buf *out, int depth)
         str_repr(v->u.str.s, v->u.str.len, out);
         break;
     case JV_UNDEF:
-        eng_buf_puts(out, "Undefined");
+        jb_puts(out, "Undefined");
         break;
     case JV_LIST: case JV_TUPLE:
-        eng_buf_puts(out, v->kind == JV_LIST ? "[" : "(");
+        jb_puts(out, v->kind == JV_LIST ? "[" : "(");
         for (size_t i = 0; i < v->u.list.len; i++) {
             if (i)
-                eng_buf_puts(out, ", ");
+                jb_puts(out, ", ");
             if (repr_depth(v->u.list.items[i], out, depth + 1))
                 return -1;
         }
         if (v->kind == JV_TUPLE && v->u.list.len == 1)
-            eng_buf_puts(out, ",");
-        eng_buf_puts(out, v->kind == JV_LIST ? "]" : ")");
+            jb_puts(out, ",");
+        jb_puts(out, v->kind == JV_LIST ? "]" : ")");
         break;
     case JV_DICT: case JV_NS:
         if (v->kind == JV_NS)
-            eng_buf_puts(out, "<Namespace ");
-        eng_buf_puts(out, "{");
+            jb_puts(out, "<Namespace ");
+        jb_puts(out, "{");
         for (size_t i = 0; i < v->u.dict.len; i++) {
             if (i)
-                eng_buf_puts(out, ", ");
+                jb_puts(out, ", ");
             if (repr_depth(v->u.dict.keys[i], out, depth + 1))
                 return -1;
-            eng_buf_puts(out, ": ");
+            jb_puts(out, ": ");
             if (repr_depth(v->u.dict.vals[i], out, depth + 1))
                 return -1;
         }
-        eng_buf_puts(out, v->kind == JV_NS ? "}>" : "}");
+        jb_puts(out, v->kind == JV_NS ? "}>" : "}");
         break;
     default:
         return str_depth(v, out, depth);
     }
-    return out_ok(out, before);
+    return out_ok(out);
 }
 
-static int str_depth(const jv *v, eng_buf *out, int depth)
+static int str_depth(const jv *v, jbuf *out, int depth)
 {
-    size_t before = out->len;
     switch (v->kind) {
-    case JV_UNDEF: eng_buf_puts(out, ""); break;
-    case JV_NONE: eng_buf_puts(out, "None"); break;
-    case JV_BOOL: eng_buf_puts(out, v->u.b ? "True" : "False"); break;
-    case JV_INT: eng_buf_printf(out, "%lld", v->u.i); break;
+    case JV_UNDEF: jb_puts(out, ""); break;
+    case JV_NONE: jb_puts(out, "None"); break;
+    case JV_BOOL: jb_puts(out, v->u.b ? "True" : "False"); break;
+    case JV_INT: jb_printf(out, "%lld", v->u.i); break;
     case JV_FLOAT: jv_float_repr(v->u.f, out); break;
-    case JV_STR: eng_buf_append(out, v->u.str.s, v->u.str.len); break;
+    case JV_STR: jb_append(out, v->u.str.s, v->u.str.len); break;
     case JV_LIST: case JV_TUPLE: case JV_DICT: case JV_NS: return repr_depth(v, out, depth);
-    case JV_MACRO: eng_buf_printf(out, "<Macro '%s'>", v->u.macro.def->name); break;
-    case JV_FUNC: eng_buf_puts(out, "<built-in function>"); break;
-    case JV_METHOD: eng_buf_printf(out, "<built-in method %s>", v->u.method.name); break;
-    case JV_LOOP: eng_buf_printf(out, "<LoopContext %lld/%lld>", v->u.loop.index0 + 1, v->u.loop.length); break;
-    case JV_CYCLER: eng_buf_puts(out, "<Cycler>"); break;
+    case JV_MACRO: jb_printf(out, "<Macro '%s'>", v->u.macro.def->name); break;
+    case JV_FUNC: jb_puts(out, "<built-in function>"); break;
+    case JV_METHOD: jb_printf(out, "<built-in method %s>", v->u.method.name); break;
+    case JV_LOOP: jb_printf(out, "<LoopContext %lld/%lld>", v->u.loop.index0 + 1, v->u.loop.length); break;
+    case JV_CYCLER: jb_puts(out, "<Cycler>"); break;
     }
-    return out_ok(out, before);
+    return out_ok(out);
 }
 
 /* ---- json.dumps(ensure_ascii=False) ---- */
 
-static void json_string(const char *s, size_t len, eng_buf *out)
+static void json_string(const char *s, size_t len, jbuf *out)
 {
-    eng_buf_puts(out, "\"");
+    jb_puts(out, "\"");
     size_t run = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -674,39 +729,39 @@ static void json_string(const char *s, size_t len, eng_buf *out)
             }
         }
         if (esc) {
-            eng_buf_append(out, s + run, i - run);
-            eng_buf_puts(out, esc);
+            jb_append(out, s + run, i - run);
+            jb_puts(out, esc);
             run = i + 1;
         }
     }
-    eng_buf_append(out, s + run, len - run);
-    eng_buf_puts(out, "\"");
+    jb_append(out, s + run, len - run);
+    jb_puts(out, "\"");
 }
 
-static void json_newline(eng_buf *out, int indent, int level)
+static void json_newline(jbuf *out, int indent, int level)
 {
-    eng_buf_puts(out, "\n");
+    jb_puts(out, "\n");
     for (int i = 0; i < indent * level; i++)
-        eng_buf_puts(out, " ");
+        jb_puts(out, " ");
 }
 
-static int json_key(const jv *k, eng_buf *out, const char **bad)
+static int json_key(const jv *k, jbuf *out, const char **bad)
 {
     switch (k->kind) {
     case JV_STR: json_string(k->u.str.s, k->u.str.len, out); return 0;
-    case JV_INT: eng_buf_printf(out, "\"%lld\"", k->u.i); return 0;
-    case JV_BOOL: eng_buf_puts(out, k->u.b ? "\"true\"" : "\"false\""); return 0;
-    case JV_NONE: eng_buf_puts(out, "\"null\""); return 0;
+    case JV_INT: jb_printf(out, "\"%lld\"", k->u.i); return 0;
+    case JV_BOOL: jb_puts(out, k->u.b ? "\"true\"" : "\"false\""); return 0;
+    case JV_NONE: jb_puts(out, "\"null\""); return 0;
     case JV_FLOAT: {
-        eng_buf tmp = {0};
+        jbuf tmp = {0};
         if (isnan(k->u.f))
-            eng_buf_puts(&tmp, "NaN");
+            jb_puts(&tmp, "NaN");
         else if (isinf(k->u.f))
-            eng_buf_puts(&tmp, k->u.f < 0 ? "-Infinity" : "Infinity");
+            jb_puts(&tmp, k->u.f < 0 ? "-Infinity" : "Infinity");
         else
             jv_float_repr(k->u.f, &tmp);
-        eng_buf_printf(out, "\"%s\"", tmp.data ? tmp.data : "");
-        eng_buf_free(&tmp);
+        jb_printf(out, "\"%s\"", tmp.data ? tmp.data : "");
+        jb_free(&tmp);
         return 0;
     }
     default:
@@ -723,7 +778,7 @@ static int key_order(const void *a, const void *b)
     return r;
 }
 
-static int json_value(const jv *v, eng_buf *out, int indent, const char *const *seps, int sort_keys, int level,
+static int json_value(const jv *v, jbuf *out, int indent, const char *const *seps, int sort_keys, int level,
                       const char **bad)
 {
     if (level > JINJA_MAX_VALUE_DEPTH) {
@@ -731,27 +786,27 @@ static int json_value(const jv *v, eng_buf *out, int indent, const char *const *
         return -1;
     }
     switch (v->kind) {
-    case JV_NONE: eng_buf_puts(out, "null"); return 0;
-    case JV_BOOL: eng_buf_puts(out, v->u.b ? "true" : "false"); return 0;
-    case JV_INT: eng_buf_printf(out, "%lld", v->u.i); return 0;
+    case JV_NONE: jb_puts(out, "null"); return 0;
+    case JV_BOOL: jb_puts(out, v->u.b ? "true" : "false"); return 0;
+    case JV_INT: jb_printf(out, "%lld", v->u.i); return 0;
     case JV_FLOAT:
         if (isnan(v->u.f))
-            eng_buf_puts(out, "NaN");
+            jb_puts(out, "NaN");
         else if (isinf(v->u.f))
-            eng_buf_puts(out, v->u.f < 0 ? "-Infinity" : "Infinity");
+            jb_puts(out, v->u.f < 0 ? "-Infinity" : "Infinity");
         else
             jv_float_repr(v->u.f, out);
         return 0;
     case JV_STR: json_string(v->u.str.s, v->u.str.len, out); return 0;
     case JV_LIST: case JV_TUPLE:
         if (!v->u.list.len) {
-            eng_buf_puts(out, "[]");
+            jb_puts(out, "[]");
             return 0;
         }
-        eng_buf_puts(out, "[");
+        jb_puts(out, "[");
         for (size_t i = 0; i < v->u.list.len; i++) {
             if (i)
-                eng_buf_puts(out, seps[0]);
+                jb_puts(out, seps[0]);
             if (indent >= 0)
                 json_newline(out, indent, level + 1);
             if (json_value(v->u.list.items[i], out, indent, seps, sort_keys, level + 1, bad))
@@ -759,12 +814,12 @@ static int json_value(const jv *v, eng_buf *out, int indent, const char *const *
         }
         if (indent >= 0)
             json_newline(out, indent, level);
-        eng_buf_puts(out, "]");
+        jb_puts(out, "]");
         return 0;
     case JV_DICT: {
         size_t n = v->u.dict.len;
         if (!n) {
-            eng_buf_puts(out, "{}");
+            jb_puts(out, "{}");
             return 0;
         }
         jv ***order = malloc(n * sizeof *order);
@@ -783,17 +838,17 @@ static int json_value(const jv *v, eng_buf *out, int indent, const char *const *
                 }
             qsort(order, n, sizeof *order, key_order);
         }
-        eng_buf_puts(out, "{");
+        jb_puts(out, "{");
         int rc = 0;
         for (size_t i = 0; i < n && !rc; i++) {
             size_t k = (size_t)(order[i] - v->u.dict.keys);
             if (i)
-                eng_buf_puts(out, seps[0]);
+                jb_puts(out, seps[0]);
             if (indent >= 0)
                 json_newline(out, indent, level + 1);
             rc = json_key(v->u.dict.keys[k], out, bad);
             if (!rc) {
-                eng_buf_puts(out, seps[1]);
+                jb_puts(out, seps[1]);
                 rc = json_value(v->u.dict.vals[k], out, indent, seps, sort_keys, level + 1, bad);
             }
         }
@@ -802,7 +857,7 @@ static int json_value(const jv *v, eng_buf *out, int indent, const char *const *
             return -1;
         if (indent >= 0)
             json_newline(out, indent, level);
-        eng_buf_puts(out, "}");
+        jb_puts(out, "}");
         return 0;
     }
     default:
@@ -811,14 +866,14 @@ static int json_value(const jv *v, eng_buf *out, int indent, const char *const *
     }
 }
 
-int jv_json_out(const jv *v, eng_buf *out, int indent, const char *item_sep, const char *key_sep,
+int jv_json_out(const jv *v, jbuf *out, int indent, const char *item_sep, const char *key_sep,
                 int sort_keys, const char **bad)
 {
     const char *seps[2] = {item_sep ? item_sep : indent >= 0 ? "," : ", ", key_sep ? key_sep : ": "};
     *bad = NULL;
     if (json_value(v, out, indent, seps, sort_keys, 0, bad))
         return -1;
-    if (!out->data) {
+    if (out->oom) {
         *bad = "out of memory";
         return -1;
     }
