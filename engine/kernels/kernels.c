@@ -163,6 +163,10 @@ void eng_matmul(eng_pool *pool, float *y, const float *x, const void *w, eng_dty
 {
     if (n_tokens <= 0 || n_out <= 0)
         return;
+    if (n_in <= 0) { /* an empty sum */
+        memset(y, 0, (size_t)n_tokens * n_out * sizeof(float));
+        return;
+    }
     matmul_job j = {
         .impl = K(), .y = y, .x = x, .w = w, .wdt = wdt,
         .n_tokens = n_tokens, .n_in = n_in, .n_out = n_out,

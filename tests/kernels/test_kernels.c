@@ -246,6 +246,20 @@ static void test_matmul(void)
                     test_matmul_shape(pools, (eng_dtype)dt, nts[c], n_ins[a], n_outs[b]);
                 }
             }
+    /* An empty sum is zero on every path (decode and prefill token counts). */
+    for (int v = 0; v < N_VARIANTS; v++) {
+        if (!eng_kernels_variant(VARIANTS[v]))
+            continue;
+        use_variant(VARIANTS[v]);
+        float y[20 * 3];
+        for (int nt = 1; nt <= 20; nt += 19) {
+            for (int i = 0; i < 60; i++)
+                y[i] = 1.0f;
+            eng_matmul(pools[2], y, NULL, NULL, ENG_DT_BF16, nt, 0, 3);
+            for (int i = 0; i < nt * 3; i++)
+                CHECK(y[i] == 0.0f, "%s matmul n_in=0 nt=%d: y[%d]=%g", VARIANTS[v], nt, i, y[i]);
+        }
+    }
     /* Larger shapes that cross every blocking boundary and use many tasks. */
     test_matmul_shape(pools, ENG_DT_BF16, 37, 1040, 300);
     test_matmul_shape(pools, ENG_DT_F16, 70, 200, 129);
