@@ -1,8 +1,8 @@
 /* jinja_eval.c: walks the AST and writes the rendered text; the public entry points.
  *
- * Scoping follows Jinja2: a for loop, a macro call and a with block open a scope
- * whose assignments vanish when it ends (which is why templates carry state out of
- * loops in a namespace()), while if blocks share their enclosing scope. Names not
+ * Scoping follows Jinja2: each iteration of a for loop, a macro call and a with block
+ * open a scope whose assignments vanish when it ends (which is why templates carry
+ * state out of loops in a namespace()), while if blocks share their enclosing scope. Names not
  * found in any scope come from the render variables, then from the globals
  * (range, namespace, dict, raise_exception, strftime_now, cycler, joiner).
  * Undefined values print as "" and are falsy, but using them (attribute, call,
@@ -789,6 +789,7 @@ static int exec_for(jctx *c, jframe *f, const jnode *n)
         loop->u.loop.prev = i > 0 ? items->u.list.items[i - 1] : NULL;
         loop->u.loop.next = i + 1 < len ? items->u.list.items[i + 1] : NULL;
         loop->u.loop.depth = 1;
+        lf->n = 0; /* each iteration starts a fresh scope: a set in one is not seen by the next */
         if (assign(c, lf, n->a, items->u.list.items[i], n->line) || frame_set(c, n->line, lf, "loop", loop))
             return -1;
         int rc = exec_body(c, lf, &n->list);

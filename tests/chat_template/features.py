@@ -89,6 +89,13 @@ CASES = [
     "{% set block %}inside {{ s }}{% endset %}[{{ block }}]",
     "{% set upper_block | upper | trim %}  shout {{ n }}  {% endset %}[{{ upper_block }}]",
     "{% with a = 1, b = s %}{{ a }}{{ b }}{% endwith %}{{ a }}|",
+    "{% set x = 'outer' %}{% for i in [1,2] %}[{{ x }}]{% set x = i %}{% endfor %}{{ x }}",
+    "{% for i in [1,2] %}[{{ y }}]{% set y = i %}{% endfor %}[{{ y }}]",
+    "{% for i in [1,2,3] %}{% if loop.first %}{% set first = i %}{% endif %}[{{ first }}]{% endfor %}",
+    "{% set a = [1] %}{% for i in a %}{% set a = [5, 6] %}{{ a }}{% endfor %}{{ a }}",
+    "{% set x = 'a' %}{% for x in [1, 2] %}{% endfor %}{{ x }} {% for q in [1] %}{% endfor %}[{{ q }}]",
+    "{% set ns = namespace(a=1) %}{% macro m() %}{% set ns.a = 9 %}{% endmacro %}{{ m() }}{{ ns.a }}",
+    "{% macro m() %}{{ late }}{% endmacro %}{% set late = 2 %}{{ m() }}",
     # --- macros and call
     "{% macro hello(name, greeting='Hi') %}{{ greeting }}, {{ name }}!{% endmacro %}{{ hello('Bob') }} {{ hello('Ann', greeting='Yo') }} {{ hello(name='Z') }}",
     "{% macro m(a, b) %}[{{ a }}|{{ b }}|{{ varargs }}|{{ kwargs }}]{% endmacro %}{{ m(1) }}{{ m(1, 2, 3, 4) }}{{ m(1, b=2, c=3) }}",
