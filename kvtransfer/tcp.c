@@ -852,65 +852,92 @@ static void q_drop(tcp_peer *p, tx_transfer *s)
     p->q_len = w - p->q_head;
 }
 
-/* A batch: up to BATCH_ITEMS queued frames (about BATCH_BYTES of payload) go out in one
- * sendmsg, so that many small runs cost one system call instead of one each. The batch is
- * hashed just before it is sent; keeping it near L2 size lets the kernel's copy find the
- * bytes still in cache. */
+/* The sender thread takes up to BATCH_ITEMS queued frames at a time and sends them in
+ * windows of about WINDOW_BYTES of payload, one sendmsg per window: many small runs cost
+ * one system call, and a large run is hashed a window at a time just before it is sent,
+ * so the kernel's copy finds the bytes still in cache. */
 #define BATCH_ITEMS 128
-#define BATCH_BYTES (1u << 20)
+#define BATCH_BYTES (8u << 20)
+#define WINDOW_BYTES (1u << 20)
+#define WINDOW_IOVS 256
 
 typedef struct batch {
     tx_item items[BATCH_ITEMS];
     unsigned char hdr[BATCH_ITEMS][FRAME_BYTES];
     unsigned char flipped[BATCH_ITEMS];
-    struct iovec iov[BATCH_ITEMS * 4];
+    struct iovec iov[WINDOW_IOVS];
     int n_items, n_iov;
+    size_t window; /* payload bytes in iov */
 } batch;
 
-/* Encodes item i of the batch into iovecs, hashing WRITE payloads in queue order (the
- * sender thread is the only one touching a transfer's hash). Without t->mu. */
-static void batch_add(batch *b, int i)
+static int flush_window(tcp_peer *p, batch *b, char *why, size_t why_len)
+{
+    int rc = b->n_iov ? send_all(p->fd, b->iov, b->n_iov, why, why_len) : 0;
+    b->n_iov = 0;
+    b->window = 0;
+    return rc;
+}
+
+/* Appends piece [off, off + n) of WRITE item i: hashed now (the sender thread alone
+ * touches a transfer's hash, in queue order), sent with the window. */
+static void add_piece(batch *b, int i, size_t off, size_t n)
 {
     tx_item *it = &b->items[i];
-    tx_transfer *s = it->s;
-    frame f = {FRAME_MAGIC, (uint32_t)it->type, it->id, 0, 0, 0};
-    struct iovec *iov = &b->iov[b->n_iov];
-    const char *text = NULL;
-    size_t text_len = 0;
-    switch (it->type) {
-    case F_BEGIN:
-        f.a = it->region_id;
-        break;
-    case F_WRITE:
-        XXH3_64bits_update(s->hash, it->src, it->len);
-        s->bytes += it->len;
-        f.a = it->dst_off;
-        f.b = it->len;
-        break;
-    case F_FINISH:
-        f.a = s->bytes;
-        f.b = XXH3_64bits_digest(s->hash);
-        break;
-    case F_ABORT:
-        text = it->reason;
-        text_len = f.a = strlen(it->reason);
-        break;
-    }
-    encode_frame(b->hdr[i], &f);
-    *iov++ = (struct iovec){b->hdr[i], FRAME_BYTES};
-    if (it->type == F_WRITE && it->corrupt) {
-        /* Test builds only: the middle byte goes out flipped, after hashing. */
-        size_t mid = it->len / 2;
+    const char *src = it->src + off;
+    XXH3_64bits_update(it->s->hash, src, n);
+    size_t mid = it->len / 2;
+    if (it->corrupt && mid >= off && mid < off + n) {
+        /* Test builds only: the run's middle byte goes out flipped, after hashing. */
         b->flipped[i] = (unsigned char)it->src[mid] ^ 0x5a;
-        *iov++ = (struct iovec){(void *)it->src, mid};
-        *iov++ = (struct iovec){&b->flipped[i], 1};
-        *iov++ = (struct iovec){(void *)(it->src + mid + 1), it->len - mid - 1};
-    } else if (it->type == F_WRITE) {
-        *iov++ = (struct iovec){(void *)it->src, it->len};
-    } else if (text_len) {
-        *iov++ = (struct iovec){(void *)text, text_len};
+        b->iov[b->n_iov++] = (struct iovec){(void *)src, mid - off};
+        b->iov[b->n_iov++] = (struct iovec){&b->flipped[i], 1};
+        b->iov[b->n_iov++] = (struct iovec){(void *)(it->src + mid + 1), off + n - mid - 1};
+    } else {
+        b->iov[b->n_iov++] = (struct iovec){(void *)src, n};
     }
-    b->n_iov = (int)(iov - b->iov);
+    b->window += n;
+}
+
+/* Sends the frames of the batch in order. Without t->mu. */
+static int send_batch(tcp_peer *p, batch *b, char *why, size_t why_len)
+{
+    b->n_iov = 0;
+    b->window = 0;
+    for (int i = 0; i < b->n_items; i++) {
+        tx_item *it = &b->items[i];
+        if (b->n_iov + 5 > WINDOW_IOVS && flush_window(p, b, why, why_len) < 0)
+            return -1;
+        frame f = {FRAME_MAGIC, (uint32_t)it->type, it->id, 0, 0, 0};
+        if (it->type == F_BEGIN) {
+            f.a = it->region_id;
+        } else if (it->type == F_WRITE) {
+            f.a = it->dst_off;
+            f.b = it->len;
+            it->s->bytes += it->len;
+        } else if (it->type == F_FINISH) { /* every earlier piece is hashed by now */
+            f.a = it->s->bytes;
+            f.b = XXH3_64bits_digest(it->s->hash);
+        } else if (it->type == F_ABORT) {
+            f.a = strlen(it->reason);
+        }
+        encode_frame(b->hdr[i], &f);
+        b->iov[b->n_iov++] = (struct iovec){b->hdr[i], FRAME_BYTES};
+        if (it->type == F_ABORT)
+            b->iov[b->n_iov++] = (struct iovec){it->reason, f.a};
+        if (it->type != F_WRITE)
+            continue;
+        for (size_t off = 0; off < it->len;) {
+            size_t n = it->len - off;
+            if (n > WINDOW_BYTES - b->window)
+                n = WINDOW_BYTES - b->window;
+            add_piece(b, i, off, n);
+            off += n;
+            if ((b->window >= WINDOW_BYTES || b->n_iov + 5 > WINDOW_IOVS) &&
+                flush_window(p, b, why, why_len) < 0)
+                return -1;
+        }
+    }
+    return flush_window(p, b, why, why_len);
 }
 
 static void *sender_main(void *arg)
@@ -927,7 +954,7 @@ static void *sender_main(void *arg)
             pthread_cond_wait(&p->q_cv, &t->mu);
         if (!p->alive)
             break;
-        b->n_items = b->n_iov = 0;
+        b->n_items = 0;
         size_t bytes = 0;
         while (p->q_len > 0 && b->n_items < BATCH_ITEMS && bytes < BATCH_BYTES) {
             tx_item it = p->q[p->q_head++];
@@ -940,9 +967,7 @@ static void *sender_main(void *arg)
             b->items[b->n_items++] = it;
         }
         pthread_mutex_unlock(&t->mu);
-        for (int i = 0; i < b->n_items; i++)
-            batch_add(b, i);
-        int rc = send_all(p->fd, b->iov, b->n_iov, why, sizeof why);
+        int rc = send_batch(p, b, why, sizeof why);
         pthread_mutex_lock(&t->mu);
         for (int i = 0; i < b->n_items; i++) {
             if (b->items[i].s)
