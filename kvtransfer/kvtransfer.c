@@ -85,11 +85,27 @@ void kvt_set_notify(kvt_transport *t, kvt_notify_fn fn, void *user)
     t->ops->set_notify(t, fn, user);
 }
 
-int kvt_accept(kvt_transport *t, const void *hello, size_t len, eng_error *err)
+int kvt_accept_hello(kvt_transport *t, const void *hello, size_t len, void *reply, size_t cap,
+                     size_t *reply_len, eng_error *err)
 {
+    *reply_len = 0;
     if (len == 0)
         return 0;
-    return t->ops->accept(t, hello, len, err);
+    if (len > KVT_HELLO_MAX)
+        return eng_fail(err, "kvtransfer: hello of %zu bytes is too long", len);
+    return t->ops->accept(t, hello, len, reply, cap, reply_len, err);
+}
+
+int kvt_accept(kvt_transport *t, const void *hello, size_t len, eng_error *err)
+{
+    char reply[KVT_HELLO_MAX];
+    size_t n;
+    if (kvt_accept_hello(t, hello, len, reply, sizeof reply, &n, err) < 0)
+        return -1;
+    if (n > 0)
+        return eng_fail(err, "kvtransfer: the %s transport answers its hello; relay the reply "
+                        "with kvt_accept_hello and kvt_peer_reply", t->ops->name);
+    return 0;
 }
 
 int kvt_connect(kvt_transport *t, const void *desc, size_t len, kvt_peer **out, eng_error *err)
@@ -106,6 +122,15 @@ int kvt_connect(kvt_transport *t, const void *desc, size_t len, kvt_peer **out, 
 size_t kvt_peer_hello(kvt_peer *p, void *buf, size_t cap)
 {
     return p->t->ops->peer_hello(p, buf, cap);
+}
+
+int kvt_peer_reply(kvt_peer *p, const void *reply, size_t len, eng_error *err)
+{
+    if (len == 0)
+        return 0;
+    if (len > KVT_HELLO_MAX)
+        return eng_fail(err, "kvtransfer: hello reply of %zu bytes is too long", len);
+    return p->t->ops->peer_reply(p, reply, len, err);
 }
 
 int kvt_send_begin(kvt_peer *p, kvt_region *src, uint64_t id, kvt_send **out, eng_error *err)

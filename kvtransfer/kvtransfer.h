@@ -15,9 +15,11 @@
  *   kvt_register(t, pool_base, pool_bytes, &region)      once, its own KV pool (source)
  *   kvt_connect(t, descriptor, len, &peer)              cached per receiver, reused
  *   kvt_peer_hello(peer, ...)                           if it returns bytes, deliver them to the
- *                                                       receiver's kvt_accept() over the control
- *                                                       plane before the first write (TCP: none;
- *                                                       RDMA queue-pair parameters: yes)
+ *                                                       receiver's kvt_accept_hello() over the
+ *                                                       control plane and hand its reply to
+ *                                                       kvt_peer_reply(), all before the first
+ *                                                       write (TCP: no hello; RDMA: the two
+ *                                                       queue pairs' parameters, both ways)
  *   kvt_send_begin(peer, region, id, &send)
  *   kvt_send_write(send, src_off, dst_off, len) ...     per contiguous run, as each layer is done;
  *                                                       queued, returns at once (compute overlaps)
@@ -112,7 +114,13 @@ void kvt_forget(kvt_transport *t, uint64_t id);
 typedef void (*kvt_notify_fn)(void *user, uint64_t id, kvt_state state);
 void kvt_set_notify(kvt_transport *t, kvt_notify_fn fn, void *user);
 
-/* Receiver side of kvt_peer_hello (a zero-length hello is accepted and does nothing). */
+/* Receiver side of kvt_peer_hello: takes the sender's hello and writes the reply (at most
+ * KVT_HELLO_MAX bytes, *reply_len 0 when there is none) that the sender must pass to
+ * kvt_peer_reply(). A zero-length hello is accepted and does nothing. A connection-oriented
+ * transport (RDMA RC queue pairs) needs both directions, so relay the reply too. */
+int kvt_accept_hello(kvt_transport *t, const void *hello, size_t len, void *reply, size_t cap,
+                     size_t *reply_len, eng_error *err);
+/* kvt_accept_hello for callers that relay no reply: fails if the transport has one. */
 int kvt_accept(kvt_transport *t, const void *hello, size_t len, eng_error *err);
 
 /* ---------------------------------------------------------------- sending */
@@ -120,9 +128,11 @@ int kvt_accept(kvt_transport *t, const void *hello, size_t len, eng_error *err);
 /* The cached connection to the receiver named by desc, (re)connecting when there is none or
  * it broke. Peers live until kvt_destroy. */
 int kvt_connect(kvt_transport *t, const void *desc, size_t len, kvt_peer **out, eng_error *err);
-/* Bytes the receiver must pass to kvt_accept before this peer's first write; 0 when none
- * are needed (always for TCP). */
+/* Bytes the receiver must pass to kvt_accept_hello before this peer's first write; 0 when
+ * none are needed (always for TCP, and once the peer is connected). */
 size_t kvt_peer_hello(kvt_peer *p, void *buf, size_t cap);
+/* The receiver's reply to this peer's hello (a zero-length reply does nothing). */
+int kvt_peer_reply(kvt_peer *p, const void *reply, size_t len, eng_error *err);
 
 /* Starts transfer id (from the receiver's kvt_expect) reading from the local region src. */
 int kvt_send_begin(kvt_peer *p, kvt_region *src, uint64_t id, kvt_send **out, eng_error *err);

@@ -788,11 +788,24 @@ static void tcp_set_notify(kvt_transport *base, kvt_notify_fn fn, void *user)
     pthread_mutex_unlock(&t->mu);
 }
 
-static int tcp_accept(kvt_transport *base, const void *hello, size_t len, eng_error *err)
+/* TCP needs no handshake beyond its own connection: any hello is a mix-up of transports. */
+static int tcp_accept(kvt_transport *base, const void *hello, size_t len, void *reply,
+                      size_t cap, size_t *reply_len, eng_error *err)
 {
     (void)base;
     (void)hello;
+    (void)reply;
+    (void)cap;
+    *reply_len = 0;
     return eng_fail(err, "kvtransfer: the tcp transport takes no hello (got %zu bytes)", len);
+}
+
+static int tcp_peer_reply(kvt_peer *p, const void *reply, size_t len, eng_error *err)
+{
+    (void)p;
+    (void)reply;
+    return eng_fail(err, "kvtransfer: the tcp transport takes no hello reply (got %zu bytes)",
+                    len);
 }
 
 /* ---------------------------------------------------------------- sending */
@@ -1545,6 +1558,7 @@ static const kvt_ops tcp_ops = {
     .accept = tcp_accept,
     .connect = tcp_connect,
     .peer_hello = tcp_peer_hello,
+    .peer_reply = tcp_peer_reply,
     .send_begin = tcp_send_begin,
     .send_write = tcp_send_write,
     .send_finish = tcp_send_finish,

@@ -21,9 +21,11 @@ typedef struct kvt_ops {
     kvt_state (*wait)(kvt_transport *t, uint64_t id, int timeout_ms, eng_error *err);
     void (*forget)(kvt_transport *t, uint64_t id);
     void (*set_notify)(kvt_transport *t, kvt_notify_fn fn, void *user);
-    int (*accept)(kvt_transport *t, const void *hello, size_t len, eng_error *err);
+    int (*accept)(kvt_transport *t, const void *hello, size_t len, void *reply, size_t cap,
+                  size_t *reply_len, eng_error *err);
     int (*connect)(kvt_transport *t, const void *desc, size_t len, kvt_peer **out, eng_error *err);
     size_t (*peer_hello)(kvt_peer *p, void *buf, size_t cap);
+    int (*peer_reply)(kvt_peer *p, const void *reply, size_t len, eng_error *err);
     int (*send_begin)(kvt_peer *p, kvt_region *src, uint64_t id, kvt_send **out, eng_error *err);
     int (*send_write)(kvt_send *s, uint64_t src_off, uint64_t dst_off, uint64_t len,
                       eng_error *err);

@@ -283,6 +283,17 @@ static void test_bad_descriptors(side *a, side *b)
 {
     eng_error err;
     kvt_peer *p;
+    /* The handshake calls: empty is a no-op, bytes are a transport mix-up for TCP. */
+    char reply[KVT_HELLO_MAX];
+    size_t rlen = 99;
+    CHECK_OK(kvt_accept_hello(b->t, "", 0, reply, sizeof reply, &rlen, &err), &err);
+    CHECK(rlen == 0);
+    CHECK_OK(kvt_accept(b->t, "", 0, &err), &err);
+    CHECK(kvt_accept(b->t, "rdma-qp", 7, &err) == -1 && strstr(err.msg, "no hello"));
+    CHECK(kvt_accept_hello(b->t, "rdma-qp", 7, reply, sizeof reply, &rlen, &err) == -1);
+    CHECK_OK(kvt_connect(a->t, b->desc, b->dlen, &p, &err), &err);
+    CHECK_OK(kvt_peer_reply(p, "", 0, &err), &err);
+    CHECK(kvt_peer_reply(p, "qp", 2, &err) == -1 && strstr(err.msg, "no hello reply"));
     CHECK(kvt_connect(a->t, "hello", 5, &p, &err) == -1 && strstr(err.msg, "descriptor"));
     CHECK(kvt_connect(a->t, "kvt1 rdma x", 11, &p, &err) == -1 && strstr(err.msg, "rdma"));
     CHECK(kvt_connect(a->t, "kvt1 tcp 127.0.0.1 notaport 1 1 1", 33, &p, &err) == -1);
