@@ -4,6 +4,7 @@
  * so that the TCP and (later) RDMA transports share one API and one set of caller-side
  * rules. The descriptor prefix parsing lives here because a worker must learn which
  * transport a descriptor is for before it has picked a transport. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "transport.h"
@@ -67,7 +68,71 @@ int kvt_expect(kvt_transport *t, kvt_region *r, uint64_t expected_bytes, uint64_
     if (expected_bytes > r->len)
         return eng_fail(err, "kvtransfer: expecting %llu bytes but the region holds only %zu",
                         (unsigned long long)expected_bytes, r->len);
-    return t->ops->expect(t, r, expected_bytes, id, err);
+    return t->ops->expect(t, r, NULL, 0, expected_bytes, id, err);
+}
+
+static int span_cmp(const void *a, const void *b)
+{
+    const kvt_span *x = a, *y = b;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+int kvt_expect_spans(kvt_transport *t, kvt_region *r, const kvt_span *spans, int n,
+                     uint64_t expected_bytes, uint64_t *id, eng_error *err)
+{
+    if (!r || r->t != t)
+        return eng_fail(err, "kvtransfer: expect into a region of another transport");
+    if (n <= 0 || !spans)
+        return eng_fail(err, "kvtransfer: expect with no spans (use kvt_expect for any)");
+    if (expected_bytes > r->len)
+        return eng_fail(err, "kvtransfer: expecting %llu bytes but the region holds only %zu",
+                        (unsigned long long)expected_bytes, r->len);
+    kvt_span *s = malloc(sizeof *s * (size_t)n);
+    if (!s)
+        return eng_fail(err, "kvtransfer: out of memory");
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        if (spans[i].off > r->len || spans[i].len > r->len - spans[i].off) {
+            free(s);
+            return eng_fail(err, "kvtransfer: span [%llu, +%llu) lies outside the %zu-byte "
+                            "region", (unsigned long long)spans[i].off,
+                            (unsigned long long)spans[i].len, r->len);
+        }
+        if (spans[i].len)
+            s[m++] = spans[i];
+    }
+    qsort(s, (size_t)m, sizeof *s, span_cmp);
+    int k = 0;
+    for (int i = 0; i < m; i++) {
+        if (k > 0 && s[i].off <= s[k - 1].off + s[k - 1].len) { /* touching or overlapping */
+            uint64_t end = s[i].off + s[i].len;
+            if (end > s[k - 1].off + s[k - 1].len)
+                s[k - 1].len = end - s[k - 1].off;
+        } else {
+            s[k++] = s[i];
+        }
+    }
+    if (k == 0) {
+        free(s);
+        return eng_fail(err, "kvtransfer: expect with only empty spans");
+    }
+    return t->ops->expect(t, r, s, k, expected_bytes, id, err);
+}
+
+int kvt_spans_cover(const kvt_span *spans, int n, uint64_t off, uint64_t len)
+{
+    int lo = 0, hi = n - 1, at = -1;
+    while (lo <= hi) { /* the last span starting at or before off */
+        int mid = lo + (hi - lo) / 2;
+        if (spans[mid].off <= off) {
+            at = mid;
+            lo = mid + 1;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    return at >= 0 && off - spans[at].off <= spans[at].len &&
+           len <= spans[at].len - (off - spans[at].off);
 }
 
 kvt_state kvt_wait(kvt_transport *t, uint64_t id, int timeout_ms, eng_error *err)

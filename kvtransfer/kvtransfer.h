@@ -7,7 +7,9 @@
  * Receiver (decode worker):
  *   kvt_register(t, pool_base, pool_bytes, &region)      once, the whole KV pool
  *   kvt_descriptor(t, region, buf, ...)                 opaque bytes for the KvTarget
- *   kvt_expect(t, region, expected_bytes, &id)          per request, BEFORE handing out the target
+ *   kvt_expect_spans(t, region, spans, n, bytes, &id)   per request, BEFORE handing out the
+ *                                                       target; writes may land only in the
+ *                                                       request's blocks (kvt_expect: anywhere)
  *   kvt_wait(t, id, timeout_ms, err)                    (or kvt_set_notify) -> KVT_OK / KVT_FAILED
  *   kvt_forget(t, id)                                   always, when done with the id; after it
  *                                                       returns no byte of that transfer is written
@@ -100,6 +102,17 @@ typedef enum kvt_state {
  * many bytes arrived (guards against a sender that skipped runs); 0 accepts any count. */
 int kvt_expect(kvt_transport *t, kvt_region *r, uint64_t expected_bytes, uint64_t *id,
                eng_error *err);
+/* A byte range of a region. */
+typedef struct kvt_span {
+    uint64_t off, len;
+} kvt_span;
+
+/* kvt_expect, and the transfer may write only inside these spans of r (any order; they are
+ * sorted and merged here): a run outside them fails the transfer like a run outside the
+ * region, so a sender with wrong block ids cannot overwrite another request's blocks.
+ * Pass, for instance, each layer's runs of the request's blocks. */
+int kvt_expect_spans(kvt_transport *t, kvt_region *r, const kvt_span *spans, int n,
+                     uint64_t expected_bytes, uint64_t *id, eng_error *err);
 /* Waits up to timeout_ms (0: just look; -1: no limit) for the transfer to end.
  * KVT_PENDING after the timeout, KVT_FAILED with the reason in err (also for ids that are
  * unknown or forgotten). */

@@ -86,6 +86,8 @@ typedef struct rx_transfer {
     uint64_t id;
     tcp_region *region;
     uint64_t expected; /* 0: any count */
+    kvt_span *spans;   /* where it may write (sorted, merged); NULL: anywhere in the region */
+    int n_spans;
     kvt_state state;
     in_conn *conn; /* bound by BEGIN; NULL before, and after the connection ended */
     int writing;   /* the reader is recv()ing into the region right now */
@@ -502,6 +504,11 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
                              "outside the %zu-byte region", off, len, size);
                     rx_finish_locked(t, x, KVT_FAILED, verdict);
                     nack = 1;
+                } else if (x->spans && !kvt_spans_cover(x->spans, x->n_spans, off, len)) {
+                    snprintf(verdict, sizeof verdict, "run [%" PRIu64 ", +%" PRIu64 ") lies "
+                             "outside the transfer's blocks", off, len);
+                    rx_finish_locked(t, x, KVT_FAILED, verdict);
+                    nack = 1;
                 }
             } else if (!x && f.id != last_nack) {
                 snprintf(verdict, sizeof verdict, "transfer %" PRIu64 " is not expected here "
@@ -696,17 +703,27 @@ static void *listener_main(void *arg)
     }
 }
 
-static int tcp_expect(kvt_transport *base, kvt_region *r, uint64_t expected_bytes, uint64_t *id,
-                      eng_error *err)
+static void rx_free(rx_transfer *x)
+{
+    XXH3_freeState(x->hash);
+    free(x->spans);
+    free(x);
+}
+
+static int tcp_expect(kvt_transport *base, kvt_region *r, kvt_span *spans, int n_spans,
+                      uint64_t expected_bytes, uint64_t *id, eng_error *err)
 {
     tcp_transport *t = (tcp_transport *)base;
     rx_transfer *x = calloc(1, sizeof *x);
     if (!x || !(x->hash = XXH3_createState())) {
         free(x);
+        free(spans);
         return eng_fail(err, "kvtransfer: out of memory");
     }
     XXH3_64bits_reset(x->hash);
     x->region = (tcp_region *)r;
+    x->spans = spans;
+    x->n_spans = n_spans;
     x->expected = expected_bytes;
     x->state = KVT_PENDING;
     pthread_mutex_lock(&t->mu);
@@ -775,8 +792,7 @@ static void tcp_forget(kvt_transport *base, uint64_t id)
         pthread_cond_wait(&t->cv, &t->mu); /* the chunk in progress */
     x->region->users--;
     pthread_mutex_unlock(&t->mu);
-    XXH3_freeState(x->hash);
-    free(x);
+    rx_free(x);
 }
 
 static void tcp_set_notify(kvt_transport *base, kvt_notify_fn fn, void *user)
@@ -1459,8 +1475,7 @@ static void tcp_destroy(kvt_transport *base)
     }
     for (rx_transfer *x = t->rxs; x;) {
         rx_transfer *next = x->next;
-        XXH3_freeState(x->hash);
-        free(x);
+        rx_free(x);
         x = next;
     }
     for (tcp_region *r = t->regions; r;) {

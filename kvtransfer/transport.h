@@ -27,8 +27,9 @@ typedef struct kvt_ops {
     int (*dereg)(kvt_transport *t, kvt_region *r, eng_error *err);
     int (*descriptor)(kvt_transport *t, const kvt_region *r, void *buf, size_t cap, size_t *len,
                       eng_error *err);
-    int (*expect)(kvt_transport *t, kvt_region *r, uint64_t expected_bytes, uint64_t *id,
-                  eng_error *err);
+    /* spans: sorted, merged, inside the region, owned by the callee from now (NULL: any) */
+    int (*expect)(kvt_transport *t, kvt_region *r, kvt_span *spans, int n_spans,
+                  uint64_t expected_bytes, uint64_t *id, eng_error *err);
     kvt_state (*wait)(kvt_transport *t, uint64_t id, int timeout_ms, eng_error *err);
     void (*forget)(kvt_transport *t, uint64_t id);
     void (*set_notify)(kvt_transport *t, kvt_notify_fn fn, void *user);
@@ -63,6 +64,9 @@ struct kvt_send {
     kvt_transport *t;
     int corrupt_next; /* set only by kvt_test_corrupt_next_write (test builds) */
 };
+
+/* 1 when [off, off + len) lies inside one of the n sorted, merged spans. */
+int kvt_spans_cover(const kvt_span *spans, int n, uint64_t off, uint64_t len);
 
 /* Every descriptor starts with "kvt1 <transport> ", so any transport can tell whose it is. */
 #define KVT_DESC_PREFIX "kvt1 "

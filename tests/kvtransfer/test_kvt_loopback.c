@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "kvt_util.h"
+#include "transport.h" /* kvt_spans_cover, tested directly */
 
 typedef struct side {
     kvt_transport *t;
@@ -76,7 +77,15 @@ static void transfer_ok(side *a, side *b, int k, int lo, int span, uint64_t *rng
     for (int i = 0; i < k; i++)
         db[i] += lo;
     uint64_t bytes = (uint64_t)k * a->src.l.n_layers * unit_bytes(&a->src.l), id;
-    CHECK_OK(kvt_expect(b->t, b->rdst, bytes, &id, &err), &err);
+    /* As a decode worker would: the transfer may only write the request's blocks. */
+    int ns = k * a->src.l.n_layers;
+    kvt_span *spans = malloc(sizeof *spans * ns);
+    CHECK(spans);
+    for (int layer = 0; layer < a->src.l.n_layers; layer++)
+        for (int i = 0; i < k; i++)
+            spans[layer * k + i] = (kvt_span){unit_off(&b->dst, layer, db[i]), unit_bytes(&b->dst.l)};
+    CHECK_OK(kvt_expect_spans(b->t, b->rdst, spans, ns, bytes, &id, &err), &err);
+    free(spans);
     kvt_peer *p;
     kvt_send *s;
     CHECK_OK(kvt_connect(a->t, b->desc, b->dlen, &p, &err), &err);
@@ -236,6 +245,45 @@ static void test_forget_late_data(side *a, side *b)
             CHECK(b->dst.mem[i] == 0x11);
     }
     printf("forgotten transfer: late data discarded, reused blocks intact\n");
+}
+
+/* Writes outside the spans a transfer was opened with fail it and land nowhere. */
+static void test_spans(side *a, side *b)
+{
+    eng_error err;
+    size_t ub = unit_bytes(&a->src.l);
+    kvt_span sp[3] = {{7 * ub, ub}, {2 * ub, ub}, {3 * ub, ub}}; /* blocks 7, 2, 3 */
+    kvt_span merged[2] = {{2 * ub, 2 * ub}, {7 * ub, ub}};
+    CHECK(kvt_spans_cover(merged, 2, 2 * ub, 2 * ub) && kvt_spans_cover(merged, 2, 3 * ub, ub));
+    CHECK(kvt_spans_cover(merged, 2, 7 * ub, ub) && kvt_spans_cover(merged, 2, 4 * ub, 0));
+    CHECK(!kvt_spans_cover(merged, 2, 2 * ub, 3 * ub) && !kvt_spans_cover(merged, 2, ub, ub));
+    CHECK(!kvt_spans_cover(merged, 2, 7 * ub + 1, ub) && !kvt_spans_cover(merged, 2, 0, 1));
+    uint64_t id;
+    kvt_span bad = {b->dst.bytes - 10, 20};
+    CHECK(kvt_expect_spans(b->t, b->rdst, &bad, 1, 0, &id, &err) == -1 && strstr(err.msg, "outside"));
+    CHECK(kvt_expect_spans(b->t, b->rdst, sp, 0, 0, &id, &err) == -1);
+
+    memset(b->dst.mem, 0xEE, b->dst.bytes);
+    kvt_peer *p;
+    kvt_send *s;
+    CHECK_OK(kvt_expect_spans(b->t, b->rdst, sp, 3, 0, &id, &err), &err);
+    CHECK_OK(kvt_connect(a->t, b->desc, b->dlen, &p, &err), &err);
+    CHECK_OK(kvt_send_begin(p, a->rsrc, id, &s, &err), &err);
+    CHECK_OK(kvt_send_write(s, 0, 2 * ub, 2 * ub, &err), &err); /* blocks 2-3: one run */
+    CHECK_OK(kvt_send_write(s, 0, 7 * ub, ub, &err), &err);
+    CHECK_OK(kvt_send_finish(s, 10000, &err), &err);
+    CHECK(kvt_wait(b->t, id, 1000, &err) == KVT_OK);
+    kvt_forget(b->t, id);
+    CHECK(memcmp(b->dst.mem + 2 * ub, a->src.mem, 2 * ub) == 0);
+
+    CHECK_OK(kvt_expect_spans(b->t, b->rdst, sp, 3, 0, &id, &err), &err);
+    CHECK_OK(kvt_send_begin(p, a->rsrc, id, &s, &err), &err);
+    CHECK_OK(kvt_send_write(s, 0, 3 * ub, 2 * ub, &err), &err); /* blocks 3-4: 4 is not its */
+    CHECK(kvt_send_finish(s, 10000, &err) == -1 && strstr(err.msg, "outside the transfer's blocks"));
+    CHECK(kvt_wait(b->t, id, 1000, &err) == KVT_FAILED);
+    kvt_forget(b->t, id);
+    CHECK(untouched(b->dst.mem, 4 * ub, ub));
+    printf("spans: writes outside the transfer's blocks rejected\n");
 }
 
 static void test_abort_and_short(side *a, side *b)
@@ -538,6 +586,7 @@ int main(void)
     test_out_of_region(&a, &b);
     test_forget_late_data(&a, &b);
     test_abort_and_short(&a, &b);
+    test_spans(&a, &b);
     test_bad_descriptors(&a, &b);
     test_stalled_and_garbage_sender(&b);
     /* After all those failures the cached connection still carries good transfers. */
