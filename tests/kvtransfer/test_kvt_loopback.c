@@ -592,6 +592,8 @@ int main(void)
     /* After all those failures the cached connection still carries good transfers. */
     uint64_t rng = 99;
     transfer_ok(&a, &b, 64, 0, 128, &rng);
+    /* A worker doing both roles sends to itself through its own transport. */
+    transfer_ok(&a, &a, 64, 0, 128, &rng);
     side_free(&a);
     side_free(&b);
 
