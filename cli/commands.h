@@ -10,5 +10,7 @@ int cmd_chat(int argc, char **argv);
 int cmd_chat_template(int argc, char **argv);
 int cmd_parse(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
+int cmd_coordinator(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

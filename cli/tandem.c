@@ -18,6 +18,8 @@ static const struct command COMMANDS[] = {
     {"parse", cmd_parse, "split model output into reasoning, content and tool calls"},
     {"chat-template", cmd_chat_template, "print the prompt a chat request renders to"},
     {"worker", cmd_worker, "run a prefill / decode worker process"},
+    {"coordinator", cmd_coordinator, "run the coordinator: OpenAI HTTP API, worker registry, router"},
+    {"serve", cmd_serve, "start a coordinator and its workers on this machine (the default)"},
     {NULL, NULL, NULL},
 };
 

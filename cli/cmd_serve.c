@@ -1,0 +1,437 @@
+/* cmd_serve.c: `tandem serve`, a whole cluster on this machine with one command.
+ *
+ * Starts `tandem coordinator` and the workers as separate processes (fork + exec
+ * of /proc/self/exe, so every piece is the same binary the user can also run by
+ * hand), all on loopback: first the coordinator, whose stdout line gives its gRPC
+ * port, then the workers pointed at it. Waits until every worker has registered
+ * (Admin.Status), prints the URL, and then only watches: SIGINT/SIGTERM stop the
+ * workers and then the coordinator, each with SIGTERM (they finish cleanly) and
+ * SIGKILL after a grace period; a child that dies on its own is reported (a dead
+ * coordinator ends the cluster; a dead worker does not, the coordinator routes
+ * around it). Children get PR_SET_PDEATHSIG so that they never outlive us.
+ *
+ * Worker ids are fixed (prefill-1, decode-2, ...), so a worker restarted by hand
+ * with the same arguments takes its old place in the registry. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "rpc.h"
+#include "tandem.pb-c.h"
+
+#define MAX_CHILDREN 66
+
+typedef struct child {
+    pid_t pid;
+    char name[64];
+    int alive;
+} child;
+
+static child children[MAX_CHILDREN];
+static int n_children;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: tandem serve --model DIR [options]\n"
+            "  --model DIR              Hugging Face checkpoint folder\n"
+            "  --prefill-workers N      prefill worker processes (default 1)\n"
+            "  --decode-workers M       decode worker processes (default 1)\n"
+            "  --colocated              no split: M workers with role both each run whole requests\n"
+            "  --port N                 HTTP port of the OpenAI API (default 8000; 0: any free port)\n"
+            "  --host H                 address to serve on (default 127.0.0.1)\n"
+            "  --threads-per-worker T   compute threads per worker (default: CPUs / workers, at least 1)\n"
+            "  --kv-blocks N            KV pool size per worker in blocks (default: the worker's own)\n"
+            "  --heartbeat-ms N         worker heartbeat interval (default 500)\n"
+            "  --ready-timeout S        seconds to wait for every worker to register (default 300)\n");
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "tandem serve: %s wants an integer in [%ld, %ld], got '%s'\n", opt, lo, hi, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+/* fork + exec of ourselves with argv; the child's stdout goes to out_fd (-1: our
+ * stderr, so that every log line of the cluster reads in one place). */
+static pid_t spawn(const char *name, char *const argv[], int out_fd, const sigset_t *unblock)
+{
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "tandem serve: cannot start %s: %s\n", name, strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() == 1)
+            _exit(1); /* the parent is already gone */
+        dup2(out_fd >= 0 ? out_fd : 2, 1);
+        if (out_fd > 2)
+            close(out_fd);
+        pthread_sigmask(SIG_UNBLOCK, unblock, NULL);
+        execv("/proc/self/exe", argv);
+        fprintf(stderr, "tandem serve: exec %s: %s\n", name, strerror(errno));
+        _exit(127);
+    }
+    if (n_children < MAX_CHILDREN) {
+        children[n_children].pid = pid;
+        snprintf(children[n_children].name, sizeof children[n_children].name, "%s", name);
+        children[n_children].alive = 1;
+        n_children++;
+    }
+    return pid;
+}
+
+static child *find_child(pid_t pid)
+{
+    for (int i = 0; i < n_children; i++)
+        if (children[i].pid == pid)
+            return &children[i];
+    return NULL;
+}
+
+static void describe_exit(int status, char *buf, size_t cap)
+{
+    if (WIFEXITED(status))
+        snprintf(buf, cap, "exit status %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(buf, cap, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else
+        snprintf(buf, cap, "status %d", status);
+}
+
+/* Reaps children that ended; reports the ones we did not stop. Returns 1 when the
+ * coordinator (children[0]) is among them. */
+static int reap(int stopping)
+{
+    int coordinator_died = 0, status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        child *c = find_child(pid);
+        if (!c)
+            continue;
+        c->alive = 0;
+        if (!stopping) {
+            char how[96];
+            describe_exit(status, how, sizeof how);
+            fprintf(stderr, "tandem serve: %s (pid %d) exited unexpectedly: %s%s\n", c->name, (int)pid, how,
+                    c == &children[0] ? "; stopping the cluster" : "; the coordinator routes around it");
+        }
+        if (c == &children[0])
+            coordinator_died = 1;
+    }
+    return coordinator_died;
+}
+
+/* SIGTERM to [from, to), then wait up to grace seconds, then SIGKILL. */
+static void stop_range(int from, int to, double grace)
+{
+    for (int i = from; i < to; i++)
+        if (children[i].alive)
+            kill(children[i].pid, SIGTERM);
+    double end = now_s() + grace;
+    for (;;) {
+        reap(1);
+        int left = 0;
+        for (int i = from; i < to; i++)
+            left += children[i].alive;
+        if (!left)
+            return;
+        if (now_s() >= end)
+            break;
+        usleep(20 * 1000);
+    }
+    for (int i = from; i < to; i++)
+        if (children[i].alive) {
+            fprintf(stderr, "tandem serve: %s (pid %d) did not stop within %.0f s; killing it\n", children[i].name,
+                    (int)children[i].pid, grace);
+            kill(children[i].pid, SIGKILL);
+            waitpid(children[i].pid, NULL, 0);
+            children[i].alive = 0;
+        }
+}
+
+static void stop_all(void)
+{
+    stop_range(1, n_children, 15); /* workers first: the coordinator then sees them leave */
+    stop_range(0, 1, 15);
+}
+
+/* Copies the coordinator's stdout to our stderr after its first line was read. */
+static void *drain_main(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0)
+        if (write(2, buf, (size_t)n) < 0)
+            break;
+    close(fd);
+    return NULL;
+}
+
+/* Reads the coordinator's first stdout line within timeout seconds. */
+static int read_line(int fd, char *line, size_t cap, double timeout)
+{
+    size_t n = 0;
+    double end = now_s() + timeout;
+    while (n + 1 < cap) {
+        int ms = (int)((end - now_s()) * 1000);
+        if (ms <= 0)
+            return -1;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int pr = poll(&p, 1, ms > 200 ? 200 : ms);
+        if (pr < 0 && errno != EINTR)
+            return -1;
+        if (pr <= 0)
+            continue;
+        char ch;
+        ssize_t r = read(fd, &ch, 1);
+        if (r <= 0)
+            return -1;
+        if (ch == '\n')
+            break;
+        line[n++] = ch;
+    }
+    line[n] = 0;
+    return 0;
+}
+
+/* Healthy workers registered with the coordinator, or -1 when it cannot be asked. */
+static int healthy_workers(rpc_channel *ch)
+{
+    Tandem__StatusRequest q = TANDEM__STATUS_REQUEST__INIT;
+    Tandem__ClusterStatus *cs = NULL;
+    rpc_status st;
+    if (rpc_unary_msg(ch, RPC_ADMIN_STATUS, &q.base, &tandem__cluster_status__descriptor, 2000, (void **)&cs, &st) < 0)
+        return -1;
+    int n = 0;
+    for (size_t i = 0; i < cs->n_workers; i++)
+        n += cs->workers[i]->state == TANDEM__WORKER_STATE__WORKER_HEALTHY;
+    rpc_msg_free(cs);
+    return n;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    const char *model = NULL, *host = "127.0.0.1";
+    int n_prefill = 1, n_decode = 1, colocated = 0, port = 8000, threads = 0, kv_blocks = 0, heartbeat_ms = 0;
+    int ready_timeout = 300;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--colocated")) {
+            colocated = 1;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "tandem serve: %s needs a value (see --help)\n", a);
+            return 2;
+        }
+        const char *v = argv[++i];
+        int rc = 0;
+        if (!strcmp(a, "--model"))
+            model = v;
+        else if (!strcmp(a, "--host"))
+            host = v;
+        else if (!strcmp(a, "--prefill-workers"))
+            rc = parse_int(a, v, 0, 32, &n_prefill);
+        else if (!strcmp(a, "--decode-workers"))
+            rc = parse_int(a, v, 1, 32, &n_decode);
+        else if (!strcmp(a, "--port"))
+            rc = parse_int(a, v, 0, 65535, &port);
+        else if (!strcmp(a, "--threads-per-worker"))
+            rc = parse_int(a, v, 1, 4096, &threads);
+        else if (!strcmp(a, "--kv-blocks"))
+            rc = parse_int(a, v, 1, 1 << 30, &kv_blocks);
+        else if (!strcmp(a, "--heartbeat-ms"))
+            rc = parse_int(a, v, 10, 600000, &heartbeat_ms);
+        else if (!strcmp(a, "--ready-timeout"))
+            rc = parse_int(a, v, 1, 86400, &ready_timeout);
+        else {
+            fprintf(stderr, "tandem serve: unknown option '%s' (see --help)\n", a);
+            return 2;
+        }
+        if (rc < 0)
+            return 2;
+    }
+    if (!model) {
+        fprintf(stderr, "tandem serve: --model DIR is required (see --help)\n");
+        return 2;
+    }
+    if (colocated)
+        n_prefill = 0;
+    else if (n_prefill < 1) {
+        fprintf(stderr, "tandem serve: --prefill-workers must be at least 1 (or pass --colocated)\n");
+        return 2;
+    }
+    int n_workers = n_prefill + n_decode;
+    if (!threads) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = cpus > n_workers ? (int)(cpus / n_workers) : 1;
+    }
+
+    /* Blocked here and in every thread; children unblock them before exec. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGCHLD);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    /* 1. the coordinator */
+    int pfd[2];
+    if (pipe(pfd) < 0) {
+        fprintf(stderr, "tandem serve: pipe: %s\n", strerror(errno));
+        return 1;
+    }
+    char port_s[16], hb_s[16];
+    snprintf(port_s, sizeof port_s, "%d", port);
+    snprintf(hb_s, sizeof hb_s, "%d", heartbeat_ms ? heartbeat_ms : 500);
+    char *cargv[16];
+    int k = 0;
+    cargv[k++] = "tandem", cargv[k++] = "coordinator", cargv[k++] = "--model", cargv[k++] = (char *)model;
+    cargv[k++] = "--host", cargv[k++] = (char *)host, cargv[k++] = "--port", cargv[k++] = port_s;
+    cargv[k++] = "--rpc-port", cargv[k++] = "0", cargv[k++] = "--heartbeat-ms", cargv[k++] = hb_s;
+    if (colocated)
+        cargv[k++] = "--colocated";
+    cargv[k] = NULL;
+    if (spawn("coordinator", cargv, pfd[1], &set) < 0)
+        return 1;
+    close(pfd[1]);
+    char line[512], http_url[300] = "", rpc_addr[300] = "", model_name[256] = "";
+    if (read_line(pfd[0], line, sizeof line, 120) < 0 ||
+        sscanf(line, "coordinator %299s rpc %299s model %255s", http_url, rpc_addr, model_name) != 3) {
+        fprintf(stderr, "tandem serve: the coordinator did not start (see its messages above)\n");
+        close(pfd[0]);
+        stop_all();
+        return 1;
+    }
+    pthread_t drain;
+    if (pthread_create(&drain, NULL, drain_main, (void *)(intptr_t)pfd[0]) == 0)
+        pthread_detach(drain);
+
+    /* 2. the workers */
+    char threads_s[16], kv_s[16];
+    snprintf(threads_s, sizeof threads_s, "%d", threads);
+    snprintf(kv_s, sizeof kv_s, "%d", kv_blocks);
+    for (int i = 0; i < n_workers; i++) {
+        const char *role = colocated ? "both" : i < n_prefill ? "prefill" : "decode";
+        char id[64];
+        snprintf(id, sizeof id, "%s-%d", role, colocated ? i + 1 : i < n_prefill ? i + 1 : i - n_prefill + 1);
+        char *wargv[24];
+        k = 0;
+        wargv[k++] = "tandem", wargv[k++] = "worker", wargv[k++] = "--role", wargv[k++] = (char *)role;
+        wargv[k++] = "--model", wargv[k++] = (char *)model, wargv[k++] = "--coordinator", wargv[k++] = rpc_addr;
+        wargv[k++] = "--host", wargv[k++] = (char *)host, wargv[k++] = "--port", wargv[k++] = "0";
+        wargv[k++] = "--metrics-port", wargv[k++] = "0", wargv[k++] = "--threads", wargv[k++] = threads_s;
+        wargv[k++] = "--id", wargv[k++] = id;
+        if (kv_blocks)
+            wargv[k++] = "--kv-blocks", wargv[k++] = kv_s;
+        wargv[k] = NULL;
+        if (spawn(id, wargv, -1, &set) < 0) {
+            stop_all();
+            return 1;
+        }
+    }
+
+    /* 3. wait for every registration */
+    rpc_channel *ch = NULL;
+    rpc_status st;
+    if (rpc_channel_create(rpc_addr, &ch, &st) < 0) {
+        fprintf(stderr, "tandem serve: coordinator %s: %s\n", rpc_addr, st.msg);
+        stop_all();
+        return 1;
+    }
+    double deadline = now_s() + ready_timeout;
+    int healthy = 0;
+    for (;;) {
+        if (reap(0)) {
+            rpc_channel_destroy(ch);
+            stop_all();
+            return 1;
+        }
+        int dead = 0;
+        for (int i = 1; i < n_children; i++)
+            dead += !children[i].alive;
+        if (dead) {
+            fprintf(stderr, "tandem serve: %d worker(s) failed to start (see their messages above)\n", dead);
+            rpc_channel_destroy(ch);
+            stop_all();
+            return 1;
+        }
+        healthy = healthy_workers(ch);
+        if (healthy >= n_workers)
+            break;
+        struct timespec ts = {0, 100 * 1000000L};
+        int sig = sigtimedwait(&set, NULL, &ts);
+        if (sig == SIGINT || sig == SIGTERM) {
+            fprintf(stderr, "tandem serve: %s while starting, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+            rpc_channel_destroy(ch);
+            stop_all();
+            return 1;
+        }
+        if (now_s() > deadline) {
+            fprintf(stderr, "tandem serve: only %d of %d workers registered within %d s\n", healthy < 0 ? 0 : healthy,
+                    n_workers, ready_timeout);
+            rpc_channel_destroy(ch);
+            stop_all();
+            return 1;
+        }
+    }
+    rpc_channel_destroy(ch);
+    if (colocated)
+        printf("tandem: serving %s at %s/v1 (%d colocated workers; gRPC %s). Ctrl-C stops it.\n", model_name, http_url,
+               n_decode, rpc_addr);
+    else
+        printf("tandem: serving %s at %s/v1 (%d prefill + %d decode workers; gRPC %s). Ctrl-C stops it.\n",
+               model_name, http_url, n_prefill, n_decode, rpc_addr);
+    fflush(stdout);
+
+    /* 4. watch */
+    int rc = 0;
+    for (;;) {
+        int sig = sigwaitinfo(&set, NULL);
+        if (sig == SIGCHLD) {
+            if (reap(0)) {
+                rc = 1;
+                break;
+            }
+            continue;
+        }
+        if (sig == SIGINT || sig == SIGTERM) {
+            fprintf(stderr, "tandem serve: %s, stopping the cluster\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+            break;
+        }
+    }
+    stop_all();
+    return rc;
+}

@@ -1,0 +1,195 @@
+/* tandemctl.c: the operator's view of a running cluster, over the coordinator's
+ * Admin service (gRPC).
+ *
+ *   tandemctl status [--coordinator HOST:PORT] [--json]
+ *       every worker: id, role, address, state, running/queued requests, KV blocks
+ *       used/total, KV layout, transport (a table, or one JSON object)
+ *   tandemctl cancel REQUEST_ID [--coordinator HOST:PORT]
+ *       cancels a request in flight
+ *
+ * The coordinator address defaults to $TANDEM_COORDINATOR, else 127.0.0.1:50051.
+ * A separate small binary (no engine) so that it runs anywhere the cluster is
+ * reachable from. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rpc.h"
+#include "tandem.pb-c.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: tandemctl status [--coordinator HOST:PORT] [--json]\n"
+                 "       tandemctl cancel REQUEST_ID [--coordinator HOST:PORT]\n"
+                 "The coordinator's gRPC address defaults to $TANDEM_COORDINATOR, else 127.0.0.1:50051\n"
+                 "(`tandem serve` and `tandem coordinator` print it when they start).\n");
+}
+
+static const char *role_name(int r)
+{
+    switch (r) {
+    case TANDEM__ROLE__ROLE_PREFILL: return "prefill";
+    case TANDEM__ROLE__ROLE_DECODE: return "decode";
+    case TANDEM__ROLE__ROLE_BOTH: return "both";
+    default: return "?";
+    }
+}
+
+static const char *state_name(int s)
+{
+    switch (s) {
+    case TANDEM__WORKER_STATE__WORKER_HEALTHY: return "healthy";
+    case TANDEM__WORKER_STATE__WORKER_UNHEALTHY: return "unhealthy";
+    default: return "unknown";
+    }
+}
+
+static void layout_str(const Tandem__KvLayout *l, char *buf, size_t cap)
+{
+    static const char *dt[] = {"f32", "f16", "bf16"};
+    if (!l) {
+        snprintf(buf, cap, "-");
+        return;
+    }
+    snprintf(buf, cap, "%s bs%u L%u kv%u d%u", (unsigned)l->dtype < 3 ? dt[l->dtype] : "?", l->block_size, l->layers,
+             l->kv_heads, l->head_dim);
+}
+
+static const char *transport_of(const Tandem__WorkerInfo *i)
+{
+    return i && i->n_transports && i->transports[0]->transport ? i->transports[0]->transport : "-";
+}
+
+static int print_json(const Tandem__ClusterStatus *cs)
+{
+    cJSON *root = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(root, "workers");
+    cJSON_AddStringToObject(root, "model", cs->model ? cs->model : "");
+    for (size_t i = 0; i < cs->n_workers; i++) {
+        const Tandem__WorkerStatus *w = cs->workers[i];
+        const Tandem__WorkerInfo *in = w->info;
+        const Tandem__WorkerLoad *ld = w->load;
+        cJSON *o = cJSON_CreateObject();
+        char lay[96];
+        layout_str(in ? in->kv_layout : NULL, lay, sizeof lay);
+        cJSON_AddStringToObject(o, "id", in && in->worker_id ? in->worker_id : "");
+        cJSON_AddStringToObject(o, "role", role_name(in ? in->role : 0));
+        cJSON_AddStringToObject(o, "address", in && in->rpc_address ? in->rpc_address : "");
+        cJSON_AddStringToObject(o, "metrics_address", in && in->metrics_address ? in->metrics_address : "");
+        cJSON_AddStringToObject(o, "state", state_name(w->state));
+        cJSON_AddNumberToObject(o, "last_heartbeat_ms_ago", (double)w->last_heartbeat_ms_ago);
+        cJSON_AddNumberToObject(o, "running", ld ? ld->running : 0);
+        cJSON_AddNumberToObject(o, "queued", ld ? ld->queued : 0);
+        cJSON_AddNumberToObject(o, "queued_prompt_tokens", ld ? (double)ld->queued_prompt_tokens : 0);
+        cJSON_AddNumberToObject(o, "kv_blocks_used", ld ? ld->kv_blocks_used : 0);
+        cJSON_AddNumberToObject(o, "kv_blocks_total", ld ? ld->kv_blocks_total : 0);
+        cJSON_AddStringToObject(o, "layout", lay);
+        cJSON_AddStringToObject(o, "transport", transport_of(in));
+        if (ld && ld->batch) {
+            cJSON_AddNumberToObject(o, "steps", (double)ld->batch->steps);
+            cJSON_AddNumberToObject(o, "max_batch", ld->batch->max_batch);
+            cJSON_AddNumberToObject(o, "last_batch", ld->batch->last_batch);
+        }
+        cJSON_AddItemToArray(arr, o);
+    }
+    char *s = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!s)
+        return 1;
+    printf("%s\n", s);
+    free(s);
+    return 0;
+}
+
+static void print_table(const Tandem__ClusterStatus *cs)
+{
+    printf("model %s, %zu worker(s)\n", cs->model ? cs->model : "", cs->n_workers);
+    printf("%-22s %-8s %-22s %-10s %7s %6s %14s  %-22s %s\n", "WORKER", "ROLE", "ADDRESS", "STATE", "RUNNING", "QUEUED",
+           "KV USED/TOTAL", "LAYOUT", "TRANSPORT");
+    for (size_t i = 0; i < cs->n_workers; i++) {
+        const Tandem__WorkerStatus *w = cs->workers[i];
+        const Tandem__WorkerInfo *in = w->info;
+        const Tandem__WorkerLoad *ld = w->load;
+        char lay[96], kv[40];
+        layout_str(in ? in->kv_layout : NULL, lay, sizeof lay);
+        snprintf(kv, sizeof kv, "%u/%u", ld ? ld->kv_blocks_used : 0, ld ? ld->kv_blocks_total : 0);
+        printf("%-22s %-8s %-22s %-10s %7u %6u %14s  %-22s %s\n", in && in->worker_id ? in->worker_id : "",
+               role_name(in ? in->role : 0), in && in->rpc_address ? in->rpc_address : "", state_name(w->state),
+               ld ? ld->running : 0, ld ? ld->queued : 0, kv, lay, transport_of(in));
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *addr = getenv("TANDEM_COORDINATOR");
+    if (!addr || !*addr)
+        addr = "127.0.0.1:50051";
+    const char *cmd = NULL, *arg = NULL;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--json")) {
+            json = 1;
+        } else if (!strcmp(argv[i], "--coordinator")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "tandemctl: --coordinator needs HOST:PORT\n");
+                return 2;
+            }
+            addr = argv[++i];
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "tandemctl: unknown option '%s' (see --help)\n", argv[i]);
+            return 2;
+        } else if (!cmd) {
+            cmd = argv[i];
+        } else if (!arg) {
+            arg = argv[i];
+        } else {
+            fprintf(stderr, "tandemctl: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!cmd || (strcmp(cmd, "status") && strcmp(cmd, "cancel")) || (!strcmp(cmd, "cancel") && !arg) ||
+        (!strcmp(cmd, "status") && arg)) {
+        usage(stderr);
+        return 2;
+    }
+    rpc_channel *ch = NULL;
+    rpc_status st;
+    if (rpc_channel_create(addr, &ch, &st) < 0) {
+        fprintf(stderr, "tandemctl: %s: %s\n", addr, st.msg);
+        return 1;
+    }
+    int rc = 0;
+    if (!strcmp(cmd, "status")) {
+        Tandem__StatusRequest q = TANDEM__STATUS_REQUEST__INIT;
+        Tandem__ClusterStatus *cs = NULL;
+        if (rpc_unary_msg(ch, RPC_ADMIN_STATUS, &q.base, &tandem__cluster_status__descriptor, 5000, (void **)&cs,
+                          &st) < 0) {
+            fprintf(stderr, "tandemctl: coordinator %s: %s (%s)\n", addr, st.msg, rpc_code_name(st.code));
+            rc = 1;
+        } else {
+            if (json)
+                rc = print_json(cs);
+            else
+                print_table(cs);
+            rpc_msg_free(cs);
+        }
+    } else {
+        Tandem__CancelRequest q = TANDEM__CANCEL_REQUEST__INIT;
+        q.request_id = (char *)arg;
+        Tandem__CancelReply *rep = NULL;
+        if (rpc_unary_msg(ch, RPC_ADMIN_CANCEL, &q.base, &tandem__cancel_reply__descriptor, 5000, (void **)&rep, &st) <
+            0) {
+            fprintf(stderr, "tandemctl: coordinator %s: %s (%s)\n", addr, st.msg, rpc_code_name(st.code));
+            rc = 1;
+        } else {
+            printf(json ? "{\"found\": %s}\n" : "%s\n", rep->found ? (json ? "true" : "cancelled") : (json ? "false" : "no such request"));
+            rc = rep->found ? 0 : 1;
+            rpc_msg_free(rep);
+        }
+    }
+    rpc_channel_destroy(ch);
+    return rc;
+}

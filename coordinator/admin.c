@@ -1,0 +1,132 @@
+/* admin.c: the Admin service on the coordinator's gRPC port (tandem.proto).
+ *
+ * Admin.Status answers every registered worker with its role, addresses, state,
+ * load (running/queued, KV blocks used/total, batch statistics), KV layout and
+ * transport: what `tandemctl status` prints and what tests poll to see a cluster
+ * come up or drain. Admin.Cancel cancels a request in flight by id. Kept apart
+ * from the registry and the router since it only reads them. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "coordinator.h"
+
+struct coord_admin {
+    coord_registry *reg;
+    coord_router *router;
+    const char *model;
+};
+typedef struct coord_admin admin;
+
+static void on_status(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes *resp, rpc_status *st)
+{
+    (void)call, (void)req;
+    admin *a = user;
+    coord_worker_view *v = NULL;
+    int n = 0;
+    if (coord_registry_snapshot(a->reg, &v, &n) < 0) {
+        rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    /* Everything on the stack or in a few arrays: the messages only point at v. */
+    size_t m = (size_t)(n ? n : 1);
+    Tandem__WorkerStatus *ws = calloc(m, sizeof *ws), **wsp = calloc(m, sizeof *wsp);
+    Tandem__WorkerInfo *wi = calloc(m, sizeof *wi);
+    Tandem__WorkerLoad *wl = calloc(m, sizeof *wl);
+    Tandem__Capacity *cap = calloc(m, sizeof *cap);
+    Tandem__KvLayout *lay = calloc(m, sizeof *lay);
+    Tandem__BatchStats *bs = calloc(m, sizeof *bs);
+    Tandem__TransportEndpoint *ep = calloc(m, sizeof *ep), **epp = calloc(m, sizeof *epp);
+    if (!ws || !wsp || !wi || !wl || !cap || !lay || !bs || !ep || !epp) {
+        rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        tandem__worker_status__init(&ws[i]);
+        tandem__worker_info__init(&wi[i]);
+        tandem__worker_load__init(&wl[i]);
+        tandem__capacity__init(&cap[i]);
+        tandem__kv_layout__init(&lay[i]);
+        tandem__batch_stats__init(&bs[i]);
+        tandem__transport_endpoint__init(&ep[i]);
+        lay[i].dtype = (Tandem__DType)v[i].layout.dtype;
+        lay[i].block_size = (uint32_t)v[i].layout.block_size;
+        lay[i].layers = (uint32_t)v[i].layout.n_layers;
+        lay[i].kv_heads = (uint32_t)v[i].layout.n_kv_heads;
+        lay[i].head_dim = (uint32_t)v[i].layout.head_dim;
+        cap[i].max_running = v[i].max_running;
+        cap[i].max_context = v[i].max_context;
+        cap[i].kv_blocks_total = v[i].kv_total;
+        cap[i].kv_blocks_free = v[i].kv_total - v[i].kv_used;
+        ep[i].transport = v[i].transport;
+        epp[i] = &ep[i];
+        wi[i].worker_id = v[i].id;
+        wi[i].role = (Tandem__Role)v[i].role;
+        wi[i].rpc_address = v[i].rpc_address;
+        wi[i].metrics_address = v[i].metrics_address;
+        wi[i].capacity = &cap[i];
+        wi[i].kv_layout = &lay[i];
+        wi[i].n_transports = v[i].transport[0] ? 1 : 0;
+        wi[i].transports = &epp[i];
+        wi[i].model = (char *)a->model;
+        bs[i].steps = v[i].steps;
+        bs[i].batched_seqs = v[i].batched_seqs;
+        bs[i].max_batch = v[i].max_batch;
+        bs[i].last_batch = v[i].last_batch;
+        wl[i].worker_id = v[i].id;
+        wl[i].running = v[i].running;
+        wl[i].queued = v[i].queued;
+        wl[i].queued_prompt_tokens = v[i].queued_prompt_tokens;
+        wl[i].kv_blocks_used = v[i].kv_used;
+        wl[i].kv_blocks_total = v[i].kv_total;
+        wl[i].batch = &bs[i];
+        ws[i].info = &wi[i];
+        ws[i].load = &wl[i];
+        ws[i].state = v[i].healthy ? TANDEM__WORKER_STATE__WORKER_HEALTHY : TANDEM__WORKER_STATE__WORKER_UNHEALTHY;
+        ws[i].last_heartbeat_ms_ago = (uint64_t)(v[i].since_heartbeat_s * 1000);
+        wsp[i] = &ws[i];
+    }
+    Tandem__ClusterStatus cs = TANDEM__CLUSTER_STATUS__INIT;
+    cs.n_workers = (size_t)n;
+    cs.workers = wsp;
+    cs.model = (char *)a->model;
+    if (rpc_pack(&cs.base, resp) < 0)
+        rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+out:
+    free(ws), free(wsp), free(wi), free(wl), free(cap), free(lay), free(bs), free(ep), free(epp);
+    free(v);
+}
+
+static void on_cancel(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes *resp, rpc_status *st)
+{
+    (void)call;
+    admin *a = user;
+    Tandem__CancelRequest *q = rpc_unpack(&tandem__cancel_request__descriptor, req->data, req->len, st);
+    if (!q)
+        return;
+    Tandem__CancelReply rep = TANDEM__CANCEL_REPLY__INIT;
+    rep.found = q->request_id && *q->request_id && coord_router_cancel_id(a->router, q->request_id);
+    if (rpc_pack(&rep.base, resp) < 0)
+        rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    rpc_msg_free(q);
+}
+
+int coord_admin_serve(rpc_server *s, coord_registry *reg, coord_router *router, const char *model,
+                      coord_admin **out, rpc_status *st)
+{
+    *out = NULL;
+    admin *a = calloc(1, sizeof *a);
+    if (!a)
+        return rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    a->reg = reg;
+    a->router = router;
+    a->model = model;
+    if (rpc_server_add_unary(s, RPC_ADMIN_STATUS, on_status, a, st) < 0 ||
+        rpc_server_add_unary(s, RPC_ADMIN_CANCEL, on_cancel, a, st) < 0) {
+        free(a); /* the server is stopped without ever calling it */
+        return -1;
+    }
+    *out = a;
+    return 0;
+}
+
+void coord_admin_free(coord_admin *a) { free(a); }

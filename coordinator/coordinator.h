@@ -1,0 +1,43 @@
+/* coordinator.h: the coordinator process as a library (`tandem coordinator`).
+ *
+ * coord_coordinator_start() reads the model folder's tokenizer, chat template,
+ * config.json and generation_config.json (never the weights), then assembles:
+ * metrics registry -> worker registry -> router (coord_backend over gRPC workers)
+ * -> chat pipeline -> HTTP server (OpenAI API, /health, /metrics), plus one gRPC
+ * server carrying Registry (workers register and heartbeat) and Admin (status,
+ * cancel). coord_coordinator_stop() takes it down in the reverse order. */
+#ifndef COORD_COORDINATOR_H
+#define COORD_COORDINATOR_H
+
+#include "common/error.h"
+#include "registry.h"
+#include "router.h"
+
+typedef struct coord_options {
+    const char *model_dir;
+    const char *host;       /* HTTP and gRPC bind address; NULL = "127.0.0.1" */
+    int port;               /* HTTP; 0 = any free port */
+    int rpc_port;           /* gRPC (Registry, Admin); 0 = any free port */
+    int colocated;          /* route every request to one role-BOTH worker */
+    int heartbeat_ms;       /* told to workers; 0 = 500 */
+    coord_log_fn log;       /* NULL = silent */
+    void *log_ctx;
+} coord_options;
+
+typedef struct coord_coordinator coord_coordinator;
+
+int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, eng_error *err);
+/* Stops HTTP (cancelling requests in flight), the router, gRPC, frees all. NULL is fine. */
+void coord_coordinator_stop(coord_coordinator *c);
+int coord_coordinator_http_port(const coord_coordinator *c);
+int coord_coordinator_rpc_port(const coord_coordinator *c);
+const char *coord_coordinator_model(const coord_coordinator *c); /* served model name */
+
+/* The Admin service (admin.c), registered on an rpc_server before it starts; free
+ * the returned handle after the server stopped. */
+typedef struct coord_admin coord_admin;
+int coord_admin_serve(rpc_server *s, coord_registry *reg, coord_router *router, const char *model,
+                      coord_admin **out, rpc_status *st);
+void coord_admin_free(coord_admin *a);
+
+#endif

@@ -1,0 +1,398 @@
+/* registry.c: worker registration, heartbeats and health (see registry.h).
+ *
+ * One mutex guards the table; nothing under it blocks. Health is derived from the
+ * time since the last heartbeat when anyone looks, so there is no state to get out
+ * of step; a small thread only notices transitions to log them (a worker leaving
+ * or rejoining rotation is the first thing an operator wants to see) and keeps the
+ * per-worker gauges of /metrics fresh between scrapes. */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "registry.h"
+
+typedef struct entry {
+    coord_worker_view v;
+    double last_seen;   /* monotonic seconds of the last registration or heartbeat */
+    double failed_at;   /* when the router saw it unreachable; 0 = not */
+    int logged_healthy; /* state last logged, to report transitions once */
+} entry;
+
+struct coord_registry {
+    coord_registry_config cfg;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    entry *w;
+    int n, cap;
+    int stop;
+    pthread_t thread;
+    int thread_started;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void logf_(coord_registry *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void logf_(coord_registry *r, const char *fmt, ...)
+{
+    if (!r->cfg.log)
+        return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    r->cfg.log(r->cfg.log_ctx, line);
+}
+
+const char *coord_role_name(int role)
+{
+    switch (role) {
+    case TANDEM__ROLE__ROLE_PREFILL: return "prefill";
+    case TANDEM__ROLE__ROLE_DECODE: return "decode";
+    case TANDEM__ROLE__ROLE_BOTH: return "both";
+    default: return "unspecified";
+    }
+}
+
+static int healthy_locked(const coord_registry *r, const entry *e, double now)
+{
+    if (e->failed_at > 0)
+        return 0;
+    return now - e->last_seen <= (double)r->cfg.missed_heartbeats * r->cfg.heartbeat_ms / 1000.0;
+}
+
+static entry *find_locked(coord_registry *r, const char *id)
+{
+    for (int i = 0; i < r->n; i++)
+        if (!strcmp(r->w[i].v.id, id))
+            return &r->w[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ metrics */
+
+static void export_locked(coord_registry *r, double now)
+{
+    const met_tandem *m = r->cfg.met;
+    if (!m)
+        return;
+    for (int i = 0; i < r->n; i++) {
+        const coord_worker_view *v = &r->w[i].v;
+        const char *ro = coord_role_name(v->role);
+        int up = healthy_locked(r, &r->w[i], now);
+        met_set(met_get(m->kv_blocks_used, ro, v->id), up ? v->kv_used : 0);
+        met_set(met_get(m->kv_blocks_total, ro, v->id), up ? v->kv_total : 0);
+        met_set(met_get(m->kv_usage_perc, ro, v->id), up && v->kv_total ? (double)v->kv_used / v->kv_total : 0);
+        met_set(met_get(m->requests_running, ro, v->id), up ? v->running : 0);
+        met_set(met_get(m->requests_waiting, ro, v->id), up ? v->queued : 0);
+    }
+}
+
+static void collect(void *ctx, met_registry *reg)
+{
+    (void)reg;
+    coord_registry *r = ctx;
+    pthread_mutex_lock(&r->mu);
+    export_locked(r, now_s());
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* ------------------------------------------------------------------ health thread */
+
+static void *health_main(void *arg)
+{
+    coord_registry *r = arg;
+    pthread_mutex_lock(&r->mu);
+    while (!r->stop) {
+        double now = now_s();
+        for (int i = 0; i < r->n; i++) {
+            entry *e = &r->w[i];
+            int h = healthy_locked(r, e, now);
+            if (h != e->logged_healthy) {
+                if (h)
+                    logf_(r, "registry: worker %s (%s, %s) is back in rotation", e->v.id,
+                          coord_role_name(e->v.role), e->v.rpc_address);
+                else if (e->failed_at > 0)
+                    logf_(r, "registry: worker %s (%s, %s) out of rotation: calls to it fail", e->v.id,
+                          coord_role_name(e->v.role), e->v.rpc_address);
+                else
+                    logf_(r, "registry: worker %s (%s, %s) out of rotation: no heartbeat for %.1f s", e->v.id,
+                          coord_role_name(e->v.role), e->v.rpc_address, now - e->last_seen);
+                e->logged_healthy = h;
+            }
+        }
+        export_locked(r, now);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        long ns = ts.tv_nsec + (long)(r->cfg.heartbeat_ms / 2) * 1000000L;
+        ts.tv_sec += ns / 1000000000L;
+        ts.tv_nsec = ns % 1000000000L;
+        pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ decisions */
+
+static void layout_str(const eng_kv_layout *l, char *buf, size_t cap)
+{
+    static const char *dt[] = {"f32", "f16", "bf16"};
+    snprintf(buf, cap, "%s bs%d L%d kv%d d%d", (unsigned)l->dtype < 3 ? dt[l->dtype] : "?", l->block_size,
+             l->n_layers, l->n_kv_heads, l->head_dim);
+}
+
+int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, char *reason, size_t cap)
+{
+    reason[0] = 0;
+    const char *id = info->worker_id ? info->worker_id : "";
+    const Tandem__KvLayout *kl = info->kv_layout;
+    eng_kv_layout lay = {0};
+    if (kl)
+        lay = (eng_kv_layout){.dtype = (eng_dtype)kl->dtype, .block_size = (int)kl->block_size,
+                              .n_layers = (int)kl->layers, .n_kv_heads = (int)kl->kv_heads,
+                              .head_dim = (int)kl->head_dim};
+    char ls[96];
+    layout_str(&lay, ls, sizeof ls);
+    if (!*id || strlen(id) >= sizeof ((coord_worker_view *)0)->id)
+        snprintf(reason, cap, "worker_id must be 1..127 bytes");
+    else if (info->role != TANDEM__ROLE__ROLE_PREFILL && info->role != TANDEM__ROLE__ROLE_DECODE &&
+             info->role != TANDEM__ROLE__ROLE_BOTH)
+        snprintf(reason, cap, "role must be prefill, decode or both");
+    else if (!info->rpc_address || !*info->rpc_address ||
+             strlen(info->rpc_address) >= sizeof ((coord_worker_view *)0)->rpc_address)
+        snprintf(reason, cap, "rpc_address must be a host:port");
+    else if (!info->model || strcmp(info->model, r->cfg.model))
+        snprintf(reason, cap, "the worker serves model '%s'; this cluster serves '%s'", info->model ? info->model : "",
+                 r->cfg.model);
+    else if (!kl || lay.block_size <= 0 || lay.dtype > ENG_DT_BF16 || lay.n_layers != r->cfg.n_layers ||
+             lay.n_kv_heads != r->cfg.n_kv_heads || lay.head_dim != r->cfg.head_dim)
+        snprintf(reason, cap, "KV layout %s does not fit this model (L%d kv%d d%d)", ls, r->cfg.n_layers,
+                 r->cfg.n_kv_heads, r->cfg.head_dim);
+    else if (!info->capacity || info->capacity->kv_blocks_total == 0)
+        snprintf(reason, cap, "the worker reports no KV blocks");
+    if (reason[0]) {
+        logf_(r, "registry: refused worker '%s' at %s: %s", id, info->rpc_address ? info->rpc_address : "", reason);
+        return 0;
+    }
+
+    pthread_mutex_lock(&r->mu);
+    entry *e = find_locked(r, id);
+    int replaced = e != NULL;
+    if (!e) {
+        if (r->n == r->cap) {
+            int nc = r->cap ? 2 * r->cap : 8;
+            entry *p = realloc(r->w, (size_t)nc * sizeof *p);
+            if (!p) {
+                pthread_mutex_unlock(&r->mu);
+                snprintf(reason, cap, "the coordinator is out of memory");
+                return 0;
+            }
+            r->w = p, r->cap = nc;
+        }
+        e = &r->w[r->n++];
+        memset(e, 0, sizeof *e);
+    }
+    uint64_t regs = e->v.registrations;
+    memset(&e->v, 0, sizeof e->v);
+    snprintf(e->v.id, sizeof e->v.id, "%s", id);
+    snprintf(e->v.rpc_address, sizeof e->v.rpc_address, "%s", info->rpc_address);
+    snprintf(e->v.metrics_address, sizeof e->v.metrics_address, "%s", info->metrics_address ? info->metrics_address : "");
+    snprintf(e->v.transport, sizeof e->v.transport, "%s",
+             info->n_transports && info->transports[0]->transport ? info->transports[0]->transport : "");
+    e->v.role = info->role;
+    e->v.layout = lay;
+    e->v.max_running = info->capacity->max_running;
+    e->v.max_context = info->capacity->max_context;
+    e->v.kv_total = info->capacity->kv_blocks_total;
+    e->v.kv_used = info->capacity->kv_blocks_total - info->capacity->kv_blocks_free;
+    e->v.registrations = regs + 1;
+    e->last_seen = now_s();
+    e->failed_at = 0;
+    e->logged_healthy = 1;
+    pthread_mutex_unlock(&r->mu);
+    logf_(r, "registry: %s worker %s (%s) at %s, metrics %s, KV %s x %u blocks, transport %s",
+          replaced ? "re-registered" : "registered", id, coord_role_name(info->role), info->rpc_address,
+          info->metrics_address && *info->metrics_address ? info->metrics_address : "none", ls,
+          info->capacity->kv_blocks_total, e->v.transport[0] ? e->v.transport : "none");
+    return 1;
+}
+
+int coord_registry_heartbeat(coord_registry *r, const Tandem__WorkerLoad *l)
+{
+    pthread_mutex_lock(&r->mu);
+    entry *e = l->worker_id ? find_locked(r, l->worker_id) : NULL;
+    if (e) {
+        e->v.running = l->running;
+        e->v.queued = l->queued;
+        e->v.queued_prompt_tokens = l->queued_prompt_tokens;
+        e->v.kv_used = l->kv_blocks_used;
+        e->v.kv_total = l->kv_blocks_total;
+        if (l->batch) {
+            e->v.steps = l->batch->steps;
+            e->v.batched_seqs = l->batch->batched_seqs;
+            e->v.max_batch = l->batch->max_batch;
+            e->v.last_batch = l->batch->last_batch;
+        }
+        e->v.sent_streams = e->v.sent_blocks = 0;
+        e->v.sent_prompt_tokens = 0;
+        e->last_seen = now_s();
+        e->failed_at = 0;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return e != NULL;
+}
+
+int coord_registry_heartbeat_ms(const coord_registry *r) { return r->cfg.heartbeat_ms; }
+
+int coord_registry_snapshot(coord_registry *r, coord_worker_view **out, int *n)
+{
+    pthread_mutex_lock(&r->mu);
+    coord_worker_view *v = malloc((size_t)(r->n ? r->n : 1) * sizeof *v);
+    if (!v) {
+        pthread_mutex_unlock(&r->mu);
+        return -1;
+    }
+    double now = now_s();
+    for (int i = 0; i < r->n; i++) {
+        v[i] = r->w[i].v;
+        v[i].healthy = healthy_locked(r, &r->w[i], now);
+        v[i].since_heartbeat_s = now - r->w[i].last_seen;
+    }
+    *n = r->n;
+    pthread_mutex_unlock(&r->mu);
+    *out = v;
+    return 0;
+}
+
+void coord_registry_note_sent(coord_registry *r, const char *id, int streams, int blocks, uint64_t prompt_tokens)
+{
+    pthread_mutex_lock(&r->mu);
+    entry *e = find_locked(r, id);
+    if (e) {
+        e->v.sent_streams += (uint32_t)streams;
+        e->v.sent_blocks += (uint32_t)blocks;
+        e->v.sent_prompt_tokens += prompt_tokens;
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+void coord_registry_mark_failed(coord_registry *r, const char *id, const char *why)
+{
+    pthread_mutex_lock(&r->mu);
+    entry *e = find_locked(r, id);
+    int was = e && e->failed_at == 0;
+    if (e && was)
+        e->failed_at = now_s();
+    pthread_mutex_unlock(&r->mu);
+    if (was)
+        logf_(r, "registry: worker %s unreachable (%s): out of rotation until it heartbeats", id, why);
+}
+
+void coord_registry_counts(coord_registry *r, int counts[3])
+{
+    counts[0] = counts[1] = counts[2] = 0;
+    pthread_mutex_lock(&r->mu);
+    double now = now_s();
+    for (int i = 0; i < r->n; i++)
+        if (healthy_locked(r, &r->w[i], now) && r->w[i].v.role >= 1 && r->w[i].v.role <= 3)
+            counts[r->w[i].v.role - 1]++;
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* ------------------------------------------------------------------ RPC handlers */
+
+static void on_register(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes *resp, rpc_status *st)
+{
+    (void)call;
+    coord_registry *r = user;
+    Tandem__WorkerInfo *info = rpc_unpack(&tandem__worker_info__descriptor, req->data, req->len, st);
+    if (!info)
+        return;
+    char reason[512];
+    Tandem__RegisterReply rep = TANDEM__REGISTER_REPLY__INIT;
+    rep.accepted = coord_registry_register(r, info, reason, sizeof reason);
+    rep.reason = reason;
+    rep.heartbeat_interval_ms = (uint32_t)r->cfg.heartbeat_ms;
+    if (rpc_pack(&rep.base, resp) < 0)
+        rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    rpc_msg_free(info);
+}
+
+static void on_heartbeat(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes *resp, rpc_status *st)
+{
+    (void)call;
+    coord_registry *r = user;
+    Tandem__WorkerLoad *l = rpc_unpack(&tandem__worker_load__descriptor, req->data, req->len, st);
+    if (!l)
+        return;
+    Tandem__HeartbeatReply rep = TANDEM__HEARTBEAT_REPLY__INIT;
+    rep.reregister = !coord_registry_heartbeat(r, l);
+    rep.heartbeat_interval_ms = (uint32_t)r->cfg.heartbeat_ms;
+    if (rpc_pack(&rep.base, resp) < 0)
+        rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    rpc_msg_free(l);
+}
+
+int coord_registry_serve(coord_registry *r, rpc_server *s, rpc_status *st)
+{
+    if (rpc_server_add_unary(s, RPC_REGISTRY_REGISTER, on_register, r, st) < 0 ||
+        rpc_server_add_unary(s, RPC_REGISTRY_HEARTBEAT, on_heartbeat, r, st) < 0)
+        return -1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ life */
+
+int coord_registry_new(const coord_registry_config *cfg, coord_registry **out, eng_error *err)
+{
+    *out = NULL;
+    if (!cfg->model || !*cfg->model)
+        return eng_fail(err, "registry: no model name");
+    coord_registry *r = calloc(1, sizeof *r);
+    if (!r)
+        return eng_fail(err, "out of memory");
+    r->cfg = *cfg;
+    if (r->cfg.heartbeat_ms <= 0)
+        r->cfg.heartbeat_ms = 500;
+    if (r->cfg.missed_heartbeats <= 0)
+        r->cfg.missed_heartbeats = 3;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    if (cfg->metrics && cfg->met && met_on_collect(cfg->metrics, collect, r) < 0) {
+        coord_registry_free(r);
+        return eng_fail(err, "registry: no room for a metrics collector");
+    }
+    if (pthread_create(&r->thread, NULL, health_main, r) != 0) {
+        coord_registry_free(r);
+        return eng_fail(err, "registry: cannot start the health thread");
+    }
+    r->thread_started = 1;
+    *out = r;
+    return 0;
+}
+
+void coord_registry_free(coord_registry *r)
+{
+    if (!r)
+        return;
+    if (r->thread_started) {
+        pthread_mutex_lock(&r->mu);
+        r->stop = 1;
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        pthread_join(r->thread, NULL);
+    }
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    free(r->w);
+    free(r);
+}

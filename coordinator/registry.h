@@ -1,0 +1,91 @@
+/* registry.h: the coordinator's list of workers and their health.
+ *
+ * Workers call Registry.RegisterWorker once and Registry.Heartbeat every
+ * heartbeat_ms (tandem.proto). The registry keeps, per worker id, what it said
+ * about itself (role, addresses, capacity, KV layout, transports, model) and its
+ * latest load. A worker is HEALTHY while its heartbeats arrive; after
+ * `missed_heartbeats` intervals of silence, or once the router saw a call to it
+ * fail as unreachable, it is UNHEALTHY (out of rotation) until its next heartbeat.
+ * A worker serving another model, or whose KV layout cannot hold this model's KV,
+ * is refused with the reason. Registering again under a known id replaces the
+ * entry (a restarted worker).
+ *
+ * The router reads consistent copies (coord_registry_snapshot) and adds what it
+ * sent since the worker's last heartbeat (coord_registry_note_sent), so that a burst
+ * of requests between two heartbeats does not all go to the same worker. */
+#ifndef COORD_REGISTRY_H
+#define COORD_REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "metrics/metrics.h"
+#include "model/kvcache.h"
+#include "rpc.h"
+#include "tandem.pb-c.h"
+
+typedef void (*coord_log_fn)(void *ctx, const char *line);
+
+typedef struct coord_registry_config {
+    const char *model;        /* served model name; a worker must report the same */
+    int n_layers, n_kv_heads, head_dim; /* from config.json: a worker's KV layout must match */
+    int heartbeat_ms;         /* told to workers; 0 = 500 */
+    int missed_heartbeats;    /* silence (in intervals) before UNHEALTHY; 0 = 3 */
+    met_registry *metrics;    /* may be NULL; else per-worker gauges are exported */
+    const met_tandem *met;
+    coord_log_fn log;         /* may be NULL */
+    void *log_ctx;
+} coord_registry_config;
+
+/* A copy of one worker's entry, as the router and Admin.Status see it. */
+typedef struct coord_worker_view {
+    char id[128];
+    char rpc_address[128];
+    char metrics_address[128];
+    char transport[32];       /* first transport's name ("tcp") */
+    int role;                 /* Tandem__Role */
+    int healthy;
+    eng_kv_layout layout;
+    uint32_t max_running, max_context;
+    uint32_t running, queued;
+    uint64_t queued_prompt_tokens;
+    uint32_t kv_used, kv_total;
+    uint32_t max_batch, last_batch;
+    uint64_t steps, batched_seqs;
+    /* sent by the router since the last heartbeat (not yet in the load above) */
+    uint32_t sent_streams, sent_blocks;
+    uint64_t sent_prompt_tokens;
+    uint64_t registrations;   /* how many times this id registered */
+    double since_heartbeat_s;
+} coord_worker_view;
+
+typedef struct coord_registry coord_registry;
+
+int coord_registry_new(const coord_registry_config *cfg, coord_registry **out, eng_error *err);
+/* Stops the health thread and frees everything. NULL is fine. */
+void coord_registry_free(coord_registry *r);
+/* Serves Registry.RegisterWorker and Registry.Heartbeat on s (before rpc_server_start). */
+int coord_registry_serve(coord_registry *r, rpc_server *s, rpc_status *st);
+
+/* The same decisions as the RPC handlers, callable directly (tests, embedding).
+ * register: 1 accepted, 0 refused (reason says why). heartbeat: 1 known, 0 unknown
+ * (the worker must register again). */
+int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, char *reason, size_t cap);
+int coord_registry_heartbeat(coord_registry *r, const Tandem__WorkerLoad *load);
+int coord_registry_heartbeat_ms(const coord_registry *r);
+
+/* A malloc'd copy of every worker (*n of them, in registration order); free() it.
+ * Returns -1 when memory runs out. */
+int coord_registry_snapshot(coord_registry *r, coord_worker_view **out, int *n);
+/* The router sent streams/blocks/prompt tokens to worker id (counted until its next
+ * heartbeat). Unknown ids are ignored. */
+void coord_registry_note_sent(coord_registry *r, const char *id, int streams, int blocks, uint64_t prompt_tokens);
+/* A call to worker id failed as unreachable: out of rotation until it heartbeats again. */
+void coord_registry_mark_failed(coord_registry *r, const char *id, const char *why);
+/* Healthy workers by role: [0] prefill, [1] decode, [2] both. */
+void coord_registry_counts(coord_registry *r, int counts[3]);
+
+const char *coord_role_name(int role); /* "prefill", "decode", "both", "unspecified" */
+
+#endif

@@ -1,0 +1,957 @@
+/* router.c: requests to worker pairs over gRPC (see router.h).
+ *
+ * Each request gets a thread that runs attempts until one finishes. An attempt is
+ * one pass of tandem.proto's flow on one route; its outcome says what the next
+ * step is: done, cancelled, run again elsewhere (a worker failed), wait (workers
+ * full), or fail (the workers refuse the request itself). Tokens are delivered
+ * through deliver(), which also replays: after a failover the first n tokens of
+ * the new run must equal the n already delivered, and are not delivered twice.
+ *
+ * Locking: the router's mutex guards the list of calls and each call's current
+ * stream pointer and cancel flag, so cancel() (HTTP thread, Admin.Cancel) can
+ * cancel the stream the request thread is reading. Sink callbacks run only on the
+ * request's thread, never under a lock. */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "router.h"
+
+#define MAX_EXCLUDE 16
+
+typedef struct chan {
+    char address[128];
+    rpc_channel *ch;
+    struct chan *next;
+} chan;
+
+struct coord_backend_call {
+    coord_router *r;
+    char id[96];
+    int32_t *prompt;
+    int n_prompt;
+    int32_t *stop_ids;
+    int n_stop;
+    eng_sampling samp;
+    int max_tokens, n_top;
+    coord_token_sink sink;
+    /* delivered tokens, for replays */
+    int32_t *gen;
+    int n_gen;
+    /* guarded by r->mu */
+    rpc_stream *stream;
+    int cancelled;
+    int refs;
+    int waiting; /* counted in the queue depth */
+    struct coord_backend_call *prev, *next;
+    /* the thread's own */
+    char exclude[MAX_EXCLUDE][128];
+    int n_exclude;
+    coord_error err;
+    int attempt;
+};
+
+struct coord_router {
+    coord_router_config cfg;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    coord_backend_call *calls;
+    int n_calls, n_waiting, stopping;
+    atomic_ulong seq;
+    chan *chans;
+    met_metric *m_waiting;
+    met_family *retries;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void logf_(coord_router *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void logf_(coord_router *r, const char *fmt, ...)
+{
+    if (!r->cfg.log)
+        return;
+    char line[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    r->cfg.log(r->cfg.log_ctx, line);
+}
+
+/* One channel per worker address, kept for the router's life: gRPC reconnects a
+ * channel by itself when a worker restarts on the same address. */
+static rpc_channel *channel(coord_router *r, const char *address, rpc_status *st)
+{
+    pthread_mutex_lock(&r->mu);
+    chan *c = r->chans;
+    while (c && strcmp(c->address, address))
+        c = c->next;
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c) {
+            rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+        } else if (rpc_channel_create(address, &c->ch, st) < 0) {
+            free(c);
+            c = NULL;
+        } else {
+            snprintf(c->address, sizeof c->address, "%s", address);
+            c->next = r->chans;
+            r->chans = c;
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return c ? c->ch : NULL;
+}
+
+/* ------------------------------------------------------------------ route choice */
+
+static int layout_equal(const eng_kv_layout *a, const eng_kv_layout *b)
+{
+    return a->dtype == b->dtype && a->block_size == b->block_size && a->n_layers == b->n_layers &&
+           a->n_kv_heads == b->n_kv_heads && a->head_dim == b->head_dim;
+}
+
+static void layout_str(const eng_kv_layout *l, char *buf, size_t cap)
+{
+    static const char *dt[] = {"f32", "f16", "bf16"};
+    snprintf(buf, cap, "%s bs%d L%d kv%d d%d", (unsigned)l->dtype < 3 ? dt[l->dtype] : "?", l->block_size,
+             l->n_layers, l->n_kv_heads, l->head_dim);
+}
+
+static int excluded(const char *id, const char *const *ex, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!strcmp(ex[i], id))
+            return 1;
+    return 0;
+}
+
+static long free_blocks(const coord_worker_view *v)
+{
+    return (long)v->kv_total - (long)v->kv_used - (long)v->sent_blocks;
+}
+
+static long decode_load(const coord_worker_view *v)
+{
+    return (long)v->running + (long)v->queued + (long)v->sent_streams;
+}
+
+static int blocks_for(const coord_worker_view *v, int tokens)
+{
+    int bs = v->layout.block_size > 0 ? v->layout.block_size : 1;
+    return (tokens + bs - 1) / bs;
+}
+
+/* 1 when a is a better decode choice than b for a request needing `need(x)` blocks:
+ * room for it first, then fewer streams, then more free blocks. */
+static int better_decode(const coord_worker_view *a, const coord_worker_view *b, int cap_tokens)
+{
+    int fa = free_blocks(a) >= blocks_for(a, cap_tokens), fb = free_blocks(b) >= blocks_for(b, cap_tokens);
+    if (fa != fb)
+        return fa > fb;
+    if (decode_load(a) != decode_load(b))
+        return decode_load(a) < decode_load(b);
+    return free_blocks(a) > free_blocks(b);
+}
+
+static uint64_t prefill_load(const coord_worker_view *v)
+{
+    return v->queued_prompt_tokens + v->sent_prompt_tokens;
+}
+
+int coord_route_pick(const coord_worker_view *v, int n, int force_colocated, int n_prompt, int cap_tokens,
+                     const char *const *exclude, int n_exclude, coord_route *out, int *full, char *why,
+                     size_t cap)
+{
+    if (full)
+        *full = 0;
+    why[0] = 0;
+    int n_pre = 0, n_dec = 0, n_both = 0;
+    for (int i = 0; i < n; i++) {
+        if (!v[i].healthy || excluded(v[i].id, exclude, n_exclude))
+            continue;
+        n_pre += v[i].role == TANDEM__ROLE__ROLE_PREFILL;
+        n_dec += v[i].role == TANDEM__ROLE__ROLE_DECODE;
+        n_both += v[i].role == TANDEM__ROLE__ROLE_BOTH;
+    }
+    int colocated = force_colocated || (n_pre == 0 && n_dec == 0);
+    if (colocated) {
+        int best = -1, too_small = 0, ctx_short = 0;
+        for (int i = 0; i < n; i++) {
+            if (!v[i].healthy || v[i].role != TANDEM__ROLE__ROLE_BOTH || excluded(v[i].id, exclude, n_exclude))
+                continue;
+            if (v[i].max_context && (uint32_t)n_prompt >= v[i].max_context) {
+                ctx_short++;
+                continue;
+            }
+            if ((long)v[i].kv_total < blocks_for(&v[i], cap_tokens)) {
+                too_small++;
+                continue;
+            }
+            if (best < 0 || better_decode(&v[i], &v[best], cap_tokens))
+                best = i;
+        }
+        if (best < 0) {
+            if (ctx_short)
+                snprintf(why, cap, "the prompt of %d tokens does not fit the workers' context", n_prompt);
+            else if (too_small)
+                snprintf(why, cap, "no worker's KV pool can hold %d tokens", cap_tokens);
+            else
+                snprintf(why, cap, "no healthy worker with role both%s", force_colocated ? " (colocated mode)" : "");
+            return -1;
+        }
+        if (full && free_blocks(&v[best]) < blocks_for(&v[best], cap_tokens))
+            *full = 1;
+        *out = (coord_route){.decode = best, .prefill = -1, .colocated = 1};
+        return 0;
+    }
+
+    /* Disaggregated: decode side DECODE or BOTH, prefill side PREFILL or BOTH. */
+    int best_d = -1, best_p = -1, any_dec = 0, any_pre = 0, too_small = 0, ctx_short = 0;
+    for (int i = 0; i < n; i++) {
+        if (!v[i].healthy || excluded(v[i].id, exclude, n_exclude))
+            continue;
+        if (v[i].role == TANDEM__ROLE__ROLE_PREFILL || v[i].role == TANDEM__ROLE__ROLE_BOTH)
+            any_pre++;
+        if (v[i].role != TANDEM__ROLE__ROLE_DECODE && v[i].role != TANDEM__ROLE__ROLE_BOTH)
+            continue;
+        any_dec++;
+        if (v[i].max_context && (uint32_t)n_prompt >= v[i].max_context) {
+            ctx_short++;
+            continue;
+        }
+        if ((long)v[i].kv_total < blocks_for(&v[i], cap_tokens)) {
+            too_small++;
+            continue;
+        }
+        /* the best prefill partner for this decode worker: same layout, least queued */
+        int p = -1;
+        for (int j = 0; j < n; j++) {
+            if (j == i || !v[j].healthy || excluded(v[j].id, exclude, n_exclude) ||
+                (v[j].role != TANDEM__ROLE__ROLE_PREFILL && v[j].role != TANDEM__ROLE__ROLE_BOTH) ||
+                !layout_equal(&v[j].layout, &v[i].layout) || strcmp(v[j].transport, v[i].transport))
+                continue;
+            if (v[j].max_context && (uint32_t)n_prompt >= v[j].max_context)
+                continue;
+            if (p < 0 || prefill_load(&v[j]) < prefill_load(&v[p]) ||
+                (prefill_load(&v[j]) == prefill_load(&v[p]) && v[j].queued < v[p].queued))
+                p = j;
+        }
+        if (p < 0)
+            continue;
+        if (best_d < 0 || better_decode(&v[i], &v[best_d], cap_tokens))
+            best_d = i, best_p = p;
+    }
+    if (best_d < 0) {
+        if (!any_dec)
+            snprintf(why, cap, "no healthy decode worker");
+        else if (!any_pre)
+            snprintf(why, cap, "no healthy prefill worker");
+        else if (ctx_short)
+            snprintf(why, cap, "the prompt of %d tokens does not fit the workers' context", n_prompt);
+        else if (too_small)
+            snprintf(why, cap, "no decode worker's KV pool can hold %d tokens", cap_tokens);
+        else {
+            /* name the layouts on both sides so the operator sees the mismatch */
+            char dl[256] = "", pl[256] = "", s[64];
+            for (int i = 0; i < n; i++) {
+                if (!v[i].healthy || excluded(v[i].id, exclude, n_exclude))
+                    continue;
+                layout_str(&v[i].layout, s, sizeof s);
+                char *dst = v[i].role == TANDEM__ROLE__ROLE_PREFILL ? pl : dl;
+                size_t len = strlen(dst);
+                snprintf(dst + len, sizeof dl - len, "%s%s %s/%s", len ? ", " : "", v[i].id, s, v[i].transport);
+            }
+            snprintf(why, cap, "no prefill worker shares a decode worker's KV layout and transport (decode: %s; prefill: %s)",
+                     dl, pl);
+        }
+        return -1;
+    }
+    if (full && free_blocks(&v[best_d]) < blocks_for(&v[best_d], cap_tokens))
+        *full = 1;
+    *out = (coord_route){.decode = best_d, .prefill = best_p, .colocated = 0};
+    return 0;
+}
+
+/* ------------------------------------------------------------------ calls */
+
+static void call_unref_locked(coord_router *r, coord_backend_call *c)
+{
+    if (--c->refs > 0)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        r->calls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    r->n_calls--;
+    pthread_cond_broadcast(&r->cv);
+    free(c->prompt);
+    free(c->stop_ids);
+    free(c->gen);
+    free(c);
+}
+
+static void set_waiting(coord_backend_call *c, int waiting)
+{
+    coord_router *r = c->r;
+    pthread_mutex_lock(&r->mu);
+    if (c->waiting != waiting) {
+        c->waiting = waiting;
+        r->n_waiting += waiting ? 1 : -1;
+        met_set(r->m_waiting, r->n_waiting);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+static int is_cancelled(coord_backend_call *c)
+{
+    pthread_mutex_lock(&c->r->mu);
+    int v = c->cancelled;
+    pthread_mutex_unlock(&c->r->mu);
+    return v;
+}
+
+/* Publishes (or clears) the stream cancel() should cancel. Returns 0 when the call
+ * was cancelled meanwhile (the stream is then cancelled here). */
+static int set_stream(coord_backend_call *c, rpc_stream *s)
+{
+    pthread_mutex_lock(&c->r->mu);
+    c->stream = s;
+    int cancelled = c->cancelled;
+    if (s && cancelled)
+        rpc_stream_cancel(s);
+    pthread_mutex_unlock(&c->r->mu);
+    return !cancelled;
+}
+
+static void note_retry(coord_router *r, const char *reason)
+{
+    if (r->retries)
+        met_inc(met_get(r->retries, reason), 1);
+}
+
+typedef enum outcome {
+    OUT_DONE,      /* finished; c->finish set */
+    OUT_CANCELLED, /* cancel() or the sink stopped */
+    OUT_RETRY,     /* a worker failed: run again elsewhere */
+    OUT_WAIT,      /* workers full: try again soon */
+    OUT_FAIL,      /* the request itself was refused or replay diverged: c->err */
+} outcome;
+
+typedef struct attempt_state {
+    coord_finish finish;
+    char blame[128]; /* worker to exclude on OUT_RETRY ("" none) */
+    char why[512];
+} attempt_state;
+
+/* Hands one streamed token to the sink, or checks it against what was delivered
+ * before a failover. Returns OUT_DONE with as->finish set when it was the last
+ * token, -1 (as int) to go on, or OUT_CANCELLED / OUT_FAIL. */
+static int deliver(coord_backend_call *c, const Tandem__Token *t, attempt_state *as)
+{
+    if (!t)
+        return coord_fail(&c->err, 502, "server_error", NULL, NULL, "a worker sent an empty token event"), OUT_FAIL;
+    int idx = (int)t->index;
+    if (idx < c->n_gen) {
+        if (c->gen[idx] != t->id) {
+            coord_fail(&c->err, 502, "server_error", NULL, NULL,
+                       "a decode worker failed after %d tokens were sent and the rerun on another worker "
+                       "diverged at token %d; the response is incomplete",
+                       c->n_gen, idx);
+            return OUT_FAIL;
+        }
+    } else if (idx == c->n_gen) {
+        if (c->n_gen >= c->max_tokens + 1)
+            return coord_fail(&c->err, 502, "server_error", NULL, NULL, "a worker sent more tokens than asked"),
+                   OUT_FAIL;
+        eng_sample_result s = {.id = t->id, .logprob = t->logprob};
+        s.n_top = (int)(t->n_top < ENG_MAX_TOP_LOGPROBS ? t->n_top : ENG_MAX_TOP_LOGPROBS);
+        for (int k = 0; k < s.n_top; k++) {
+            s.top[k].id = t->top[k]->id;
+            s.top[k].logprob = t->top[k]->logprob;
+        }
+        c->gen[c->n_gen++] = t->id;
+        if (c->n_gen == 1)
+            set_waiting(c, 0); /* out of the queue once its first token is out */
+        if (c->sink.on_token(c->sink.ctx, &s))
+            return OUT_CANCELLED;
+    } else {
+        coord_fail(&c->err, 502, "server_error", NULL, NULL, "a worker skipped from token %d to %d", c->n_gen, idx);
+        return OUT_FAIL;
+    }
+    if (t->finish_reason == TANDEM__FINISH_REASON__FINISH_STOP) {
+        as->finish = COORD_FINISH_STOP;
+        return OUT_DONE;
+    }
+    if (t->finish_reason == TANDEM__FINISH_REASON__FINISH_LENGTH) {
+        as->finish = COORD_FINISH_LENGTH;
+        return OUT_DONE;
+    }
+    return -1;
+}
+
+/* An error the worker reported on the stream or as a call status. */
+static outcome classify(coord_backend_call *c, int code, int retryable, const char *msg, const char *worker,
+                        attempt_state *as)
+{
+    if (code == RPC_CANCELLED && is_cancelled(c))
+        return OUT_CANCELLED;
+    if (code == RPC_RESOURCE_EXHAUSTED && retryable) {
+        snprintf(as->why, sizeof as->why, "%s is full: %s", worker, msg);
+        return OUT_WAIT;
+    }
+    if (code == RPC_INVALID_ARGUMENT || code == RPC_OUT_OF_RANGE) {
+        coord_fail(&c->err, 400, "invalid_request_error", NULL, NULL, "%s", msg);
+        return OUT_FAIL;
+    }
+    if (code == RPC_RESOURCE_EXHAUSTED) {
+        coord_fail(&c->err, 400, "invalid_request_error", NULL, NULL, "%s", msg);
+        return OUT_FAIL;
+    }
+    snprintf(as->blame, sizeof as->blame, "%s", worker);
+    snprintf(as->why, sizeof as->why, "%s: %s (%s)", worker, msg, rpc_code_name(code));
+    return OUT_RETRY;
+}
+
+static void fill_sampling(const coord_backend_call *c, Tandem__SamplingParams *sp)
+{
+    tandem__sampling_params__init(sp);
+    sp->temperature = c->samp.temperature;
+    sp->top_k = c->samp.top_k;
+    sp->top_p = c->samp.top_p;
+    sp->min_p = c->samp.min_p;
+    sp->presence_penalty = c->samp.presence_penalty;
+    sp->frequency_penalty = c->samp.frequency_penalty;
+    sp->repetition_penalty = c->samp.repetition_penalty;
+    sp->seed = c->samp.seed;
+    sp->max_tokens = (uint32_t)c->max_tokens;
+    sp->n_stop_token_ids = (size_t)c->n_stop;
+    sp->stop_token_ids = c->stop_ids;
+    sp->top_logprobs = (uint32_t)c->n_top;
+}
+
+/* Reads token events until the last one. */
+static outcome stream_tokens(coord_backend_call *c, rpc_stream *s, const coord_worker_view *d, attempt_state *as)
+{
+    coord_router *r = c->r;
+    for (;;) {
+        Tandem__GenerateEvent *ev = NULL;
+        rpc_status st;
+        rpc_next nx = rpc_stream_next_msg(s, r->cfg.token_gap_ms, &tandem__generate_event__descriptor, (void **)&ev, &st);
+        if (nx == RPC_NEXT_TIMEOUT) {
+            snprintf(as->blame, sizeof as->blame, "%s", d->id);
+            snprintf(as->why, sizeof as->why, "%s sent nothing for %d ms", d->id, r->cfg.token_gap_ms);
+            return OUT_RETRY;
+        }
+        if (nx == RPC_NEXT_END) {
+            if (st.code == RPC_OK) {
+                coord_fail(&c->err, 502, "server_error", NULL, NULL, "%s ended the stream without a last token", d->id);
+                return OUT_FAIL;
+            }
+            outcome o = classify(c, st.code, 0, st.msg, d->id, as);
+            if (o == OUT_RETRY && (st.code == RPC_UNAVAILABLE || st.code == RPC_DEADLINE_EXCEEDED))
+                coord_registry_mark_failed(r->cfg.registry, d->id, st.msg);
+            return o;
+        }
+        int o = -1;
+        if (ev->event_case == TANDEM__GENERATE_EVENT__EVENT_TOKEN)
+            o = deliver(c, ev->token, as);
+        else if (ev->event_case == TANDEM__GENERATE_EVENT__EVENT_ERROR)
+            o = classify(c, ev->error->code, ev->error->retryable, ev->error->message, d->id, as);
+        else {
+            coord_fail(&c->err, 502, "server_error", NULL, NULL, "%s sent an unexpected event mid-stream", d->id);
+            o = OUT_FAIL;
+        }
+        rpc_msg_free(ev);
+        if (o >= 0)
+            return (outcome)o;
+    }
+}
+
+static outcome attempt(coord_backend_call *c, const coord_worker_view *d, const coord_worker_view *p,
+                       attempt_state *as)
+{
+    coord_router *r = c->r;
+    rpc_status st;
+    char rid[128];
+    if (c->attempt == 0)
+        snprintf(rid, sizeof rid, "%s", c->id);
+    else
+        snprintf(rid, sizeof rid, "%s.%d", c->id, c->attempt);
+    rpc_channel *dch = channel(r, d->rpc_address, &st);
+    rpc_channel *pch = p ? channel(r, p->rpc_address, &st) : NULL;
+    if (!dch || (p && !pch)) {
+        coord_fail(&c->err, 500, "server_error", NULL, NULL, "gRPC channel: %s", st.msg);
+        return OUT_FAIL;
+    }
+    Tandem__SamplingParams sp;
+    fill_sampling(c, &sp);
+    Tandem__GenerateRequest g = TANDEM__GENERATE_REQUEST__INIT;
+    g.request_id = rid;
+    g.n_prompt = (size_t)c->n_prompt;
+    g.prompt = c->prompt;
+    g.sampling = &sp;
+    g.colocated = p == NULL;
+    rpc_stream *s = NULL;
+    if (rpc_stream_open_msg(dch, RPC_DECODE_GENERATE, &g.base, r->cfg.stream_ms, &s, &st) < 0) {
+        snprintf(as->blame, sizeof as->blame, "%s", d->id);
+        snprintf(as->why, sizeof as->why, "%s: %s", d->id, st.msg);
+        return OUT_RETRY;
+    }
+    if (!set_stream(c, s)) {
+        rpc_stream_close(s);
+        return OUT_CANCELLED;
+    }
+    int cap_tokens = c->n_prompt + c->max_tokens;
+    if (d->max_context && cap_tokens > (int)d->max_context)
+        cap_tokens = (int)d->max_context;
+    coord_registry_note_sent(r->cfg.registry, d->id, 1, blocks_for(d, cap_tokens), 0);
+
+    outcome o;
+    if (!p) {
+        o = stream_tokens(c, s, d, as);
+        goto end;
+    }
+
+    /* 1. the decode worker's reservation */
+    Tandem__GenerateEvent *ev = NULL;
+    rpc_next nx = rpc_stream_next_msg(s, r->cfg.first_event_ms, &tandem__generate_event__descriptor, (void **)&ev, &st);
+    if (nx == RPC_NEXT_TIMEOUT) {
+        snprintf(as->blame, sizeof as->blame, "%s", d->id);
+        snprintf(as->why, sizeof as->why, "%s sent no KV target within %d ms", d->id, r->cfg.first_event_ms);
+        o = OUT_RETRY;
+        goto end;
+    }
+    if (nx == RPC_NEXT_END) {
+        o = st.code == RPC_OK ? OUT_RETRY : classify(c, st.code, 0, st.msg, d->id, as);
+        if (st.code == RPC_OK)
+            snprintf(as->why, sizeof as->why, "%s ended the stream before its KV target", d->id);
+        if (o == OUT_RETRY && st.code == RPC_UNAVAILABLE)
+            coord_registry_mark_failed(r->cfg.registry, d->id, st.msg);
+        goto end;
+    }
+    if (ev->event_case != TANDEM__GENERATE_EVENT__EVENT_KV_TARGET) {
+        if (ev->event_case == TANDEM__GENERATE_EVENT__EVENT_ERROR)
+            o = classify(c, ev->error->code, ev->error->retryable, ev->error->message, d->id, as);
+        else {
+            coord_fail(&c->err, 502, "server_error", NULL, NULL, "%s streamed a token before its KV target", d->id);
+            o = OUT_FAIL;
+        }
+        rpc_msg_free(ev);
+        goto end;
+    }
+
+    /* 2. the prefill, pushing KV into that reservation */
+    Tandem__PrefillRequest pr = TANDEM__PREFILL_REQUEST__INIT;
+    pr.request_id = rid;
+    pr.n_prompt = (size_t)c->n_prompt;
+    pr.prompt = c->prompt;
+    pr.sampling = &sp;
+    pr.target = ev->kv_target;
+    coord_registry_note_sent(r->cfg.registry, p->id, 0, 0, (uint64_t)c->n_prompt);
+    Tandem__PrefillResult *res = NULL;
+    int prc = rpc_unary_msg(pch, RPC_PREFILL_RUN, &pr.base, &tandem__prefill_result__descriptor, r->cfg.prefill_ms,
+                            (void **)&res, &st);
+    uint64_t transfer_id = ev->kv_target->transfer_id;
+    rpc_msg_free(ev);
+    if (prc < 0) {
+        if (is_cancelled(c)) {
+            o = OUT_CANCELLED;
+            goto end;
+        }
+        /* Whose fault? If the decode stream already ended, the decode worker's. */
+        Tandem__GenerateEvent *late = NULL;
+        rpc_status dst;
+        rpc_next dn = rpc_stream_next_msg(s, 0, &tandem__generate_event__descriptor, (void **)&late, &dst);
+        rpc_msg_free(late);
+        if (dn == RPC_NEXT_END && dst.code != RPC_OK) {
+            o = classify(c, dst.code, 1, dst.msg, d->id, as);
+            if (o == OUT_RETRY && dst.code == RPC_UNAVAILABLE)
+                coord_registry_mark_failed(r->cfg.registry, d->id, dst.msg);
+        } else {
+            o = classify(c, st.code, 0, st.msg, p->id, as);
+            if (o == OUT_RETRY && (st.code == RPC_UNAVAILABLE || st.code == RPC_DEADLINE_EXCEEDED))
+                coord_registry_mark_failed(r->cfg.registry, p->id, st.msg);
+        }
+        goto end;
+    }
+    if (r->cfg.met && res->timings) {
+        met_inc(met_get(r->cfg.met->kv_transfer_bytes, "coordinator", p->id, d->transport), (double)res->timings->kv_bytes);
+        met_observe(met_get(r->cfg.met->kv_transfer_seconds, "coordinator", p->id, d->transport),
+                    res->timings->transfer_us / 1e6);
+    }
+
+    /* 3. the decode worker takes over from the first token */
+    Tandem__KvReadyRequest kr = TANDEM__KV_READY_REQUEST__INIT;
+    kr.request_id = rid;
+    kr.transfer_id = transfer_id;
+    kr.first_token = res->first_token;
+    kr.prompt_tokens = res->prompt_tokens;
+    Tandem__KvReadyReply *krep = NULL;
+    if (rpc_unary_msg(dch, RPC_DECODE_KV_READY, &kr.base, &tandem__kv_ready_reply__descriptor, r->cfg.kv_ready_ms,
+                      (void **)&krep, &st) < 0) {
+        rpc_msg_free(res);
+        o = is_cancelled(c) ? OUT_CANCELLED : classify(c, st.code, 0, st.msg, d->id, as);
+        if (o == OUT_RETRY && st.code == RPC_UNAVAILABLE)
+            coord_registry_mark_failed(r->cfg.registry, d->id, st.msg);
+        goto end;
+    }
+    if (!krep->ok) {
+        snprintf(as->why, sizeof as->why, "%s refused KvReady: %s", d->id, krep->reason);
+        rpc_msg_free(krep);
+        rpc_msg_free(res);
+        o = is_cancelled(c) ? OUT_CANCELLED : OUT_RETRY;
+        goto end;
+    }
+    rpc_msg_free(krep);
+    int dl = deliver(c, res->first_token, as);
+    rpc_msg_free(res);
+    if (dl >= 0) {
+        o = (outcome)dl;
+        goto end;
+    }
+    o = stream_tokens(c, s, d, as);
+end:
+    set_stream(c, NULL);
+    rpc_stream_close(s);
+    return o;
+}
+
+static void finish(coord_backend_call *c, coord_finish f, const coord_error *err)
+{
+    set_waiting(c, 0);
+    c->sink.on_done(c->sink.ctx, f, f == COORD_FINISH_ERROR ? err : NULL);
+}
+
+static void *call_main(void *arg)
+{
+    coord_backend_call *c = arg;
+    coord_router *r = c->r;
+    int failures = 0;
+    double wait_until = now_s() + r->cfg.wait_ms / 1000.0;
+    char last_why[512] = "";
+    for (;;) {
+        if (is_cancelled(c)) {
+            finish(c, COORD_FINISH_CANCELLED, NULL);
+            break;
+        }
+        coord_worker_view *v = NULL;
+        int n = 0;
+        if (coord_registry_snapshot(r->cfg.registry, &v, &n) < 0) {
+            coord_fail(&c->err, 500, "server_error", NULL, NULL, "out of memory");
+            finish(c, COORD_FINISH_ERROR, &c->err);
+            break;
+        }
+        const char *ex[MAX_EXCLUDE];
+        for (int i = 0; i < c->n_exclude; i++)
+            ex[i] = c->exclude[i];
+        coord_route rt;
+        char why[768];
+        int full = 0;
+        int cap_tokens = c->n_prompt + c->max_tokens;
+        if (coord_route_pick(v, n, r->cfg.colocated, c->n_prompt, cap_tokens, ex, c->n_exclude, &rt, &full, why,
+                             sizeof why) < 0) {
+            free(v);
+            /* Workers may come back (restart) or excluded ones may be the only ones:
+             * wait a little, then give up with the reason. */
+            if (now_s() < wait_until) {
+                usleep(50 * 1000);
+                if (c->n_exclude && failures < r->cfg.max_failures)
+                    c->n_exclude = 0; /* give the excluded a second chance */
+                continue;
+            }
+            coord_fail(&c->err, 503, "server_error", NULL, NULL, "no worker can take the request: %s%s%s", why,
+                       last_why[0] ? "; last failure: " : "", last_why);
+            logf_(r, "req %s: failed: %s", c->id, c->err.message);
+            finish(c, COORD_FINISH_ERROR, &c->err);
+            break;
+        }
+        coord_worker_view d = v[rt.decode], p;
+        if (!rt.colocated)
+            p = v[rt.prefill];
+        free(v);
+        attempt_state as = {.finish = COORD_FINISH_STOP};
+        outcome o = attempt(c, &d, rt.colocated ? NULL : &p, &as);
+        c->attempt++;
+        if (o == OUT_DONE) {
+            if (failures)
+                logf_(r, "req %s: completed on %s%s%s after %d failover(s)", c->id, d.id, rt.colocated ? "" : " + ",
+                      rt.colocated ? "" : p.id, failures);
+            finish(c, as.finish, NULL);
+            break;
+        }
+        if (o == OUT_CANCELLED) {
+            finish(c, COORD_FINISH_CANCELLED, NULL);
+            break;
+        }
+        if (o == OUT_FAIL) {
+            logf_(r, "req %s: failed: %s", c->id, c->err.message);
+            finish(c, COORD_FINISH_ERROR, &c->err);
+            break;
+        }
+        if (o == OUT_WAIT) {
+            note_retry(r, "full");
+            if (now_s() >= wait_until) {
+                coord_fail(&c->err, 503, "server_error", NULL, NULL, "no worker had room for the request within %d ms: %s",
+                           r->cfg.wait_ms, as.why);
+                logf_(r, "req %s: failed: %s", c->id, c->err.message);
+                finish(c, COORD_FINISH_ERROR, &c->err);
+                break;
+            }
+            usleep(20 * 1000);
+            continue;
+        }
+        /* OUT_RETRY */
+        failures++;
+        note_retry(r, c->n_gen ? "replay" : "failover");
+        snprintf(last_why, sizeof last_why, "%s", as.why);
+        if (failures > r->cfg.max_failures) {
+            coord_fail(&c->err, c->n_gen ? 502 : 503, "server_error", NULL, NULL,
+                       "the request failed on %d workers; last: %s", failures, as.why);
+            logf_(r, "req %s: failed: %s", c->id, c->err.message);
+            finish(c, COORD_FINISH_ERROR, &c->err);
+            break;
+        }
+        logf_(r, "req %s: attempt %d failed (%s); %s", c->id, c->attempt, as.why,
+              c->n_gen ? "rerunning elsewhere and replaying the tokens already sent" : "retrying elsewhere");
+        if (as.blame[0] && c->n_exclude < MAX_EXCLUDE)
+            snprintf(c->exclude[c->n_exclude++], sizeof c->exclude[0], "%s", as.blame);
+        wait_until = now_s() + r->cfg.wait_ms / 1000.0;
+    }
+    pthread_mutex_lock(&r->mu);
+    call_unref_locked(r, c);
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ coord_backend */
+
+static int be_submit(void *self, const coord_gen_request *req, const coord_token_sink *sink, coord_backend_call **out,
+                     coord_error *err)
+{
+    coord_router *r = self;
+    if (req->n_prompt < 1)
+        return coord_fail(err, 400, "invalid_request_error", "prompt", NULL, "the prompt is empty");
+    if (req->max_tokens < 1)
+        return coord_fail(err, 400, "invalid_request_error", "max_tokens", NULL, "max_tokens must be at least 1");
+    if (req->n_top_logprobs < 0 || req->n_top_logprobs > ENG_MAX_TOP_LOGPROBS)
+        return coord_fail(err, 400, "invalid_request_error", "top_logprobs", NULL, "top_logprobs must be 0..%d",
+                          ENG_MAX_TOP_LOGPROBS);
+    /* Refuse at once when no route exists at all (the client gets a 503 now). */
+    coord_worker_view *v = NULL;
+    int n = 0;
+    if (coord_registry_snapshot(r->cfg.registry, &v, &n) < 0)
+        return coord_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+    coord_route rt;
+    char why[768];
+    int rc = coord_route_pick(v, n, r->cfg.colocated, req->n_prompt, req->n_prompt + req->max_tokens, NULL, 0, &rt,
+                              NULL, why, sizeof why);
+    free(v);
+    if (rc < 0)
+        return coord_fail(err, 503, "server_error", NULL, NULL, "no worker can take the request: %s", why);
+
+    coord_backend_call *c = calloc(1, sizeof *c);
+    if (!c)
+        return coord_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+    c->r = r;
+    if (req->request_id && *req->request_id)
+        snprintf(c->id, sizeof c->id, "%s", req->request_id);
+    else
+        snprintf(c->id, sizeof c->id, "req-%lu", (unsigned long)atomic_fetch_add(&r->seq, 1));
+    c->n_prompt = req->n_prompt;
+    c->n_stop = req->n_stop_ids;
+    c->samp = req->sampling;
+    c->max_tokens = req->max_tokens;
+    c->n_top = req->n_top_logprobs;
+    c->sink = *sink;
+    c->prompt = malloc((size_t)req->n_prompt * sizeof *c->prompt);
+    c->stop_ids = malloc((size_t)(req->n_stop_ids + 1) * sizeof *c->stop_ids);
+    c->gen = malloc((size_t)(req->max_tokens + 2) * sizeof *c->gen);
+    if (!c->prompt || !c->stop_ids || !c->gen) {
+        free(c->prompt), free(c->stop_ids), free(c->gen), free(c);
+        return coord_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+    }
+    memcpy(c->prompt, req->prompt, (size_t)req->n_prompt * sizeof *c->prompt);
+    if (req->n_stop_ids)
+        memcpy(c->stop_ids, req->stop_ids, (size_t)req->n_stop_ids * sizeof *c->stop_ids);
+    c->refs = 2; /* the request thread and the caller's release() */
+
+    pthread_mutex_lock(&r->mu);
+    if (r->stopping) {
+        pthread_mutex_unlock(&r->mu);
+        free(c->prompt), free(c->stop_ids), free(c->gen), free(c);
+        return coord_fail(err, 503, "server_error", NULL, NULL, "the coordinator is shutting down");
+    }
+    c->next = r->calls;
+    if (r->calls)
+        r->calls->prev = c;
+    r->calls = c;
+    r->n_calls++;
+    c->waiting = 1;
+    r->n_waiting++;
+    met_set(r->m_waiting, r->n_waiting);
+    pthread_mutex_unlock(&r->mu);
+
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&at, 256 * 1024);
+    pthread_t th;
+    int trc = pthread_create(&th, &at, call_main, c);
+    pthread_attr_destroy(&at);
+    if (trc != 0) {
+        pthread_mutex_lock(&r->mu);
+        c->waiting = 0;
+        r->n_waiting--;
+        met_set(r->m_waiting, r->n_waiting);
+        c->refs = 1;
+        call_unref_locked(r, c);
+        pthread_mutex_unlock(&r->mu);
+        return coord_fail(err, 503, "server_error", NULL, NULL, "cannot start a request thread");
+    }
+    *out = c;
+    return 0;
+}
+
+static void cancel_locked(coord_backend_call *c)
+{
+    c->cancelled = 1;
+    if (c->stream)
+        rpc_stream_cancel(c->stream);
+}
+
+static void be_cancel(void *self, coord_backend_call *c)
+{
+    coord_router *r = self;
+    pthread_mutex_lock(&r->mu);
+    cancel_locked(c);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void be_release(void *self, coord_backend_call *c)
+{
+    coord_router *r = self;
+    pthread_mutex_lock(&r->mu);
+    call_unref_locked(r, c);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static int be_ready(void *self)
+{
+    coord_router *r = self;
+    coord_worker_view *v = NULL;
+    int n = 0;
+    if (coord_registry_snapshot(r->cfg.registry, &v, &n) < 0)
+        return 0;
+    coord_route rt;
+    char why[512];
+    int ok = coord_route_pick(v, n, r->cfg.colocated, 1, 2, NULL, 0, &rt, NULL, why, sizeof why) == 0;
+    free(v);
+    return ok;
+}
+
+coord_backend coord_router_backend(coord_router *r)
+{
+    return (coord_backend){.self = r, .submit = be_submit, .cancel = be_cancel, .release = be_release, .ready = be_ready};
+}
+
+int coord_router_cancel_id(coord_router *r, const char *request_id)
+{
+    int found = 0;
+    pthread_mutex_lock(&r->mu);
+    for (coord_backend_call *c = r->calls; c; c = c->next)
+        if (!strcmp(c->id, request_id)) {
+            cancel_locked(c);
+            found = 1;
+        }
+    pthread_mutex_unlock(&r->mu);
+    if (found)
+        logf_(r, "req %s: cancelled by Admin.Cancel", request_id);
+    return found;
+}
+
+int coord_router_active(coord_router *r)
+{
+    pthread_mutex_lock(&r->mu);
+    int n = r->n_calls;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+/* ------------------------------------------------------------------ life */
+
+int coord_router_new(const coord_router_config *cfg, coord_router **out, eng_error *err)
+{
+    *out = NULL;
+    if (!cfg->registry)
+        return eng_fail(err, "router: no registry");
+    coord_router *r = calloc(1, sizeof *r);
+    if (!r)
+        return eng_fail(err, "out of memory");
+    r->cfg = *cfg;
+    if (r->cfg.max_failures <= 0)
+        r->cfg.max_failures = 3;
+    if (r->cfg.wait_ms <= 0)
+        r->cfg.wait_ms = 30000;
+    if (r->cfg.first_event_ms <= 0)
+        r->cfg.first_event_ms = 10000;
+    if (r->cfg.prefill_ms <= 0)
+        r->cfg.prefill_ms = 120000;
+    if (r->cfg.kv_ready_ms <= 0)
+        r->cfg.kv_ready_ms = 10000;
+    if (r->cfg.token_gap_ms <= 0)
+        r->cfg.token_gap_ms = 60000;
+    if (r->cfg.stream_ms <= 0)
+        r->cfg.stream_ms = 600000;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    atomic_init(&r->seq, 1);
+    if (cfg->met)
+        r->m_waiting = met_get(cfg->met->requests_waiting, "coordinator", "");
+    if (cfg->metrics) {
+        static const char *labels[] = {"reason"};
+        r->retries = met_family_new(cfg->metrics, MET_COUNTER, "tandem_router_retries_total",
+                                    "Requests run again on other workers (failover: nothing sent yet; replay: "
+                                    "after tokens were sent) or retried because workers were full",
+                                    1, labels, NULL, 0, err);
+        if (!r->retries) {
+            coord_router_free(r);
+            return -1;
+        }
+    }
+    *out = r;
+    return 0;
+}
+
+void coord_router_free(coord_router *r)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->mu);
+    r->stopping = 1;
+    for (coord_backend_call *c = r->calls; c; c = c->next)
+        cancel_locked(c);
+    while (r->n_calls > 0)
+        pthread_cond_wait(&r->cv, &r->mu);
+    pthread_mutex_unlock(&r->mu);
+    for (chan *c = r->chans, *next; c; c = next) {
+        next = c->next;
+        rpc_channel_destroy(c->ch);
+        free(c);
+    }
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    free(r);
+}

@@ -1,0 +1,73 @@
+/* router.h: the coordinator's token backend over gRPC workers.
+ *
+ * Implements coord_backend (backend.h). For each request it picks a pair of
+ * workers from the registry (the least-loaded healthy decode worker, the
+ * least-queued prefill worker with the same KV layout) and drives tandem.proto's
+ * flow: Decode.Generate -> KvTarget -> Prefill.Run(target) -> Decode.KvReady(first
+ * token) -> the first token, then the rest of the stream. In colocated mode
+ * (forced, or when only role-BOTH workers are up) one worker runs Generate with
+ * colocated = true.
+ *
+ * Failures: a worker that cannot be reached is taken out of rotation and the
+ * request is run again on another pair with a fresh reservation. When tokens had
+ * already been delivered, the new run replays the request (same prompt, same seed)
+ * and the router checks that the replayed tokens equal the delivered ones before
+ * delivering more; if they differ, or no worker is left, the request ends with
+ * COORD_FINISH_ERROR and a message saying why. A worker that is merely full
+ * (RESOURCE_EXHAUSTED) is waited for. Every call carries a deadline.
+ *
+ * One thread per request runs the flow; cancel() cancels its gRPC stream, which
+ * makes the decode worker free the request's blocks. */
+#ifndef COORD_ROUTER_H
+#define COORD_ROUTER_H
+
+#include "backend.h"
+#include "registry.h"
+
+typedef struct coord_router_config {
+    coord_registry *registry;  /* must outlive the router */
+    int colocated;             /* 1: always Generate(colocated) on role-BOTH workers */
+    met_registry *metrics;     /* may be NULL */
+    const met_tandem *met;     /* may be NULL */
+    coord_log_fn log;          /* may be NULL */
+    void *log_ctx;
+    int max_failures;          /* worker failures tolerated per request; 0 = 3 */
+    int wait_ms;               /* how long a request waits for a worker with room; 0 = 30000 */
+    int first_event_ms;        /* Generate's KvTarget (or colocated first token); 0 = 10000 */
+    int prefill_ms;            /* Prefill.Run deadline; 0 = 120000 */
+    int kv_ready_ms;           /* Decode.KvReady deadline; 0 = 10000 */
+    int token_gap_ms;          /* silence on a stream taken as a dead worker; 0 = 60000 */
+    int stream_ms;             /* whole Generate stream deadline; 0 = 600000 */
+} coord_router_config;
+
+typedef struct coord_router coord_router;
+
+int coord_router_new(const coord_router_config *cfg, coord_router **out, eng_error *err);
+/* Cancels every request in flight, waits for them to end, frees the router. The
+ * HTTP server must be stopped first (it releases its calls). NULL is fine. */
+void coord_router_free(coord_router *r);
+coord_backend coord_router_backend(coord_router *r);
+/* Admin.Cancel: cancels the request with this id. 1 when found. */
+int coord_router_cancel_id(coord_router *r, const char *request_id);
+/* Requests in flight (for logs and tests). */
+int coord_router_active(coord_router *r);
+
+/* ------------------------------------------------------------------ the choice, pure */
+
+typedef struct coord_route {
+    int decode;    /* index into the views: the Generate worker */
+    int prefill;   /* index of the Prefill.Run worker; -1 when colocated */
+    int colocated;
+} coord_route;
+
+/* Picks a route among views[0..n) for a prompt of n_prompt tokens needing
+ * cap_tokens of KV on the decode side. Workers whose id is in exclude are skipped.
+ * Returns 0 with *out filled; -1 when no pair fits, with why saying what is
+ * missing (no healthy worker of a role, KV layouts that differ, pools too small).
+ * *full (may be NULL) is set to 1 when pairs exist but none has free KV blocks
+ * for the request now (waiting may help). */
+int coord_route_pick(const coord_worker_view *views, int n, int force_colocated, int n_prompt, int cap_tokens,
+                     const char *const *exclude, int n_exclude, coord_route *out, int *full, char *why,
+                     size_t cap);
+
+#endif
