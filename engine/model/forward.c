@@ -48,7 +48,8 @@ static int run_state_reserve(eng_model *m, int T, int max_len, eng_error *err)
     }
     if (max_len > rs->score_cap) {
         int n_tasks = eng_pool_threads(m->pool) * ENG_ATT_TASKS_PER_THREAD;
-        if (grow(&rs->scores, (size_t)n_tasks * max_len))
+        int group = c->num_attention_heads / c->num_key_value_heads;
+        if (grow(&rs->scores, (size_t)n_tasks * group * max_len))
             return eng_fail(err, "out of memory for attention over %d positions", max_len);
         rs->score_cap = max_len;
     }
@@ -97,31 +98,52 @@ static void qk_rope_store(void *arg, int t)
     }
 }
 
-/* ---- attention: one (token, head) pair at a time, causal over the cache ---- */
+/* ---- attention: one (token, kv head) pair at a time, causal over the cache ----
+ * The query heads that share a kv head are done together, so each cached K and V
+ * row is read from memory once for all of them. Each head's scores and output are
+ * summed over positions in increasing order, whatever the split into tasks. */
 
 static void attention_task(void *arg, int task)
 {
     step_ctx *s = arg;
     eng_model *m = s->m;
     const eng_config *c = &m->cfg;
-    int HD = c->head_dim, NH = c->num_attention_heads, group = NH / c->num_key_value_heads;
+    int HD = c->head_dim, NH = c->num_attention_heads, NKV = c->num_key_value_heads, group = NH / NKV;
+    const eng_kv_layout *l = eng_kv_pool_layout(s->kv);
+    int bs = l->block_size;
+    size_t k_size = (size_t)NKV * bs * HD; /* V follows K in a unit */
     int n_tasks = eng_pool_threads(m->pool) * ENG_ATT_TASKS_PER_THREAD;
-    int pairs = s->T * NH;
+    int pairs = s->T * NKV;
     int lo = (int)((long long)pairs * task / n_tasks), hi = (int)((long long)pairs * (task + 1) / n_tasks);
-    float *scores = m->rs.scores + (size_t)task * m->rs.score_cap;
+    float *scores = m->rs.scores + (size_t)task * group * m->rs.score_cap; /* [group][score_cap] */
     float scale = 1.0f / sqrtf((float)HD);
     for (int p = lo; p < hi; p++) {
-        int t = p / NH, h = p % NH, g = h / group;
-        int pos = m->rs.pos[t];
+        int t = p / NKV, g = p % NKV;
+        int n = m->rs.pos[t] + 1; /* positions 0..pos */
         const eng_seq *seq = s->items[m->rs.item[t]].seq;
-        const float *q = m->rs.q + ((size_t)t * NH + h) * HD;
-        for (int j = 0; j <= pos; j++)
-            scores[j] = eng_dot(q, kv_slot(s->kv, s->layer, seq, j, g, 0), HD) * scale;
-        eng_softmax(scores, pos + 1);
-        float *o = m->rs.att + ((size_t)t * NH + h) * HD;
-        memset(o, 0, HD * sizeof(float));
-        for (int j = 0; j <= pos; j++)
-            eng_axpy(o, scores[j], kv_slot(s->kv, s->layer, seq, j, g, 1), HD);
+        const float *q = m->rs.q + ((size_t)t * NH + (size_t)g * group) * HD;
+        float *o = m->rs.att + ((size_t)t * NH + (size_t)g * group) * HD;
+        /* scores = q . K for a block's keys at a time: one small matmul (the block's
+         * K rows are the weight rows), then the 1/sqrt(head_dim) scale */
+        for (int j0 = 0; j0 < n; j0 += bs) {
+            const float *k = (const float *)eng_kv_unit(s->kv, s->layer, seq->blocks[j0 / bs]) + (size_t)g * bs * HD;
+            int nj = n - j0 < bs ? n - j0 : bs;
+            for (int h = 0; h < group; h++)
+                eng_matmul(NULL, scores + (size_t)h * m->rs.score_cap + j0, q + (size_t)h * HD, k, ENG_DT_F32, 1,
+                           HD, nj);
+        }
+        for (int h = 0; h < group; h++) {
+            eng_scale(scores + (size_t)h * m->rs.score_cap, scale, n);
+            eng_softmax(scores + (size_t)h * m->rs.score_cap, n);
+        }
+        memset(o, 0, (size_t)group * HD * sizeof(float));
+        for (int j0 = 0; j0 < n; j0 += bs) {
+            const float *v = (const float *)eng_kv_unit(s->kv, s->layer, seq->blocks[j0 / bs]) + k_size +
+                             (size_t)g * bs * HD;
+            for (int j = j0; j < n && j < j0 + bs; j++, v += HD)
+                for (int h = 0; h < group; h++)
+                    eng_axpy(o + (size_t)h * HD, scores[(size_t)h * m->rs.score_cap + j], v, HD);
+        }
     }
 }
 
