@@ -371,6 +371,24 @@ static jnode *parse_postfix(parser *P, jnode *n)
     return n;
 }
 
+/* A filter or test name, which Jinja2 lets contain dots ("a.b"); consumes it. */
+static const char *dotted_name(parser *P)
+{
+    eng_buf b = {0};
+    int ok = !eng_buf_append(&b, cur(P)->s, cur(P)->len);
+    advance(P);
+    while (ok && is_op(P, ".") && peek(P, 1)->kind == T_NAME) {
+        advance(P);
+        ok = !eng_buf_puts(&b, ".") && !eng_buf_append(&b, cur(P)->s, cur(P)->len);
+        advance(P);
+    }
+    const char *name = ok ? ja_strndup(P->a, b.data, b.len) : NULL;
+    eng_buf_free(&b);
+    if (!name)
+        eng_fail(P->err, "out of memory while parsing the template");
+    return name;
+}
+
 /* Filter chain: `|name(args)|name` applied to base (NULL for a filter block). */
 static jnode *parse_filter(parser *P, jnode *base, int start_inline)
 {
@@ -384,9 +402,8 @@ static jnode *parse_filter(parser *P, jnode *base, int start_inline)
             return NULL;
         }
         jnode *f = node(P, N_FILTER, line);
-        if (!f || !(f->name = tok_str(P, cur(P))))
+        if (!f || !(f->name = dotted_name(P)))
             return NULL;
-        advance(P);
         if (is_op(P, "(") && parse_call_args(P, f))
             return NULL;
         f->a = base;
@@ -410,9 +427,8 @@ static jnode *parse_test(parser *P, jnode *base)
         unexpected(P, "test name");
         return NULL;
     }
-    if (!(t->name = tok_str(P, cur(P))))
+    if (!(t->name = dotted_name(P)))
         return NULL;
-    advance(P);
     const jtoken *c = cur(P);
     if (is_op(P, "(")) {
         if (parse_call_args(P, t))
@@ -1024,11 +1040,66 @@ static int subparse(parser *P, jnodes *body, const char *const *end_tags)
     }
 }
 
+/* Unknown filters and tests are errors when the template is loaded, as Jinja2's
+ * compiler makes them, except inside an if (its test and branches) or an inline
+ * if-expression, where Jinja2 defers the error until the filter runs. Scopes (for
+ * bodies, macros, call/filter/set blocks, with bodies) are not "inside the if". */
+static int check_names(eng_error *err, const jnode *n, int soft, int depth);
+
+static int check_list(eng_error *err, const jnodes *l, int soft, int depth)
+{
+    for (int i = 0; i < l->n; i++)
+        if (l->v[i] && check_names(err, l->v[i], soft, depth))
+            return -1;
+    return 0;
+}
+
+/* Also bounds the tree's depth: long operator chains are parsed by loops, so only here
+ * (and in the evaluator) does their depth show. */
+static int check_names(eng_error *err, const jnode *n, int soft, int depth)
+{
+    if (!n)
+        return 0;
+    if (++depth > JINJA_MAX_EVAL_DEPTH)
+        return eng_fail(err, "template line %d: syntax error: expression nested too deeply", n->line);
+    switch (n->kind) {
+    case N_IF:
+    case N_COND:
+        soft = 1;
+        break;
+    case N_FOR:
+        return check_names(err, n->b, soft, depth) || check_names(err, n->c, 0, depth) ||
+               check_list(err, &n->list, 0, depth) || check_list(err, &n->list2, 0, depth);
+    case N_MACRO:
+        return check_list(err, &n->list2, 0, depth) || check_list(err, &n->list, 0, depth);
+    case N_CALL_BLOCK:
+        return check_names(err, n->b, soft, depth) || check_list(err, &n->list2, 0, depth) ||
+               check_list(err, &n->list, 0, depth);
+    case N_FILTER_BLOCK:
+    case N_SET_BLOCK:
+        return check_names(err, n->a, 0, depth) || check_names(err, n->d, 0, depth) ||
+               check_list(err, &n->list, 0, depth);
+    case N_WITH:
+        return check_list(err, &n->list2, soft, depth) || check_list(err, &n->list, 0, depth);
+    case N_FILTER:
+    case N_TEST:
+        if (!soft && !(n->kind == N_FILTER ? jinja_has_filter(n->name) : jinja_has_test(n->name)))
+            return eng_fail(err, "template line %d: no %s named '%s'", n->line,
+                            n->kind == N_FILTER ? "filter" : "test", n->name);
+        break;
+    default:
+        break;
+    }
+    return check_names(err, n->a, soft, depth) || check_names(err, n->b, soft, depth) ||
+           check_names(err, n->c, soft, depth) || check_names(err, n->d, soft, depth) ||
+           check_list(err, &n->list, soft, depth) || check_list(err, &n->list2, soft, depth);
+}
+
 int jinja_parse_tokens(jarena *a, const jtoken *toks, int ntoks, jnode **root, eng_error *err)
 {
     parser P = {.a = a, .t = toks, .n = ntoks, .err = err};
     jnode *body = node(&P, N_BODY, 1);
-    if (!body || subparse(&P, &body->list, NULL))
+    if (!body || subparse(&P, &body->list, NULL) || check_names(err, body, 0, 0))
         return -1;
     *root = body;
     return 0;

@@ -152,7 +152,13 @@ CASES = [
     # --- found by differential fuzzing
     "{{ f|wordcount }} {{ 'a_b c-d é1'|wordcount }} {{ 2.0 is even }} {{ 3.0 is odd }} {{ 7.5 is divisibleby 2.5 }} {{ -3 is odd }} {{ d is lower }} {{ 'AB1' is upper }}",
     "{{ false % -0.5 }} {{ 0.0 % 2 }} {{ -1 % 0.5 }} {{ 7.5 % -2 }} {{ -7 // 2.0 }}",
+    "{% if no %}{{ x|no_such_filter }}{{ x is no_such_test }}{% endif %}deferred inside if",
+    "{{ 'a' if t else x|no_such_filter }} {{ s|upper.x if no }}|",
     # --- errors: both sides must reject
+    "{% if t %}{% for i in l %}{{ i|no_such_filter }}{% endfor %}{% endif %}",
+    "{% if t %}{{ s|no_such_filter }}{% endif %}",
+    "{% macro m() %}{{ 1 is no_such_test }}{% endmacro %}",
+    "{% set b %}{{ 1|nope }}{% endset %}",
     "{{ undefined_var|int }}",
     "{{ 10.0 ** 1000 }}",
     "{{ 5|indent }}",

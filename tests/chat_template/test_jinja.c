@@ -113,6 +113,18 @@ static void test_errors(void)
     expect_error("line one\n{{ raise_exception('Only user and assistant roles are supported!') }}", NULL, 2,
                  "Only user and assistant roles are supported!");
     expect_error("{{ x|nosuchfilter }}", NULL, 1, "no filter named 'nosuchfilter'");
+    /* unknown filters fail at load time unless inside an if, as Jinja2's compiler */
+    {
+        eng_jinja *t = NULL;
+        eng_error e = {{0}};
+        const char *src = "a\n{% for i in [1] %}{{ i|nope }}{% endfor %}";
+        CHECK(eng_jinja_parse(src, strlen(src), &t, &e) == -1 && strstr(e.msg, "template line 2: no filter named 'nope'"),
+              "load-time filter check: %s", e.msg);
+        src = "{% if false %}{{ i|nope }}{% endif %}ok";
+        CHECK(eng_jinja_parse(src, strlen(src), &t, &e) == 0, "deferred filter check: %s", e.msg);
+        eng_jinja_free(t);
+    }
+    expect_error("{% if true %}\n{{ 1|nope }}{% endif %}", NULL, 2, "no filter named 'nope'");
     expect_error("{{ x is nosuchtest }}", NULL, 1, "no test named 'nosuchtest'");
     expect_error("{{ missing_fn() }}", NULL, 1, "'missing_fn' is undefined");
     expect_error("{{ missing.attr }}", NULL, 1, "'missing' is undefined");
@@ -191,6 +203,23 @@ static void test_limits(void)
     strcat(deep, " }}");
     expect_error(deep, NULL, 1, "nested too deeply");
     free(deep);
+    /* a million-term chain is refused when loading, without deep recursion */
+    size_t terms = 1000000;
+    char *chain = malloc(terms * 4 + 16);
+    strcpy(chain, "{{ 1");
+    for (size_t i = 0; i < terms; i++)
+        memcpy(chain + 4 + i * 4, " + 1", 4);
+    strcpy(chain + 4 + terms * 4, " }}");
+    expect_error(chain, NULL, 1, "nested too deeply");
+    free(chain);
+    /* so is an elif chain that would recurse as deep */
+    char *elifs = malloc(20 * 5000 + 64);
+    strcpy(elifs, "{% if 0 %}");
+    for (int i = 0; i < 5000; i++)
+        strcat(elifs + strlen(elifs), "{% elif 0 %}");
+    strcat(elifs, "{% endif %}");
+    expect_error(elifs, NULL, 1, "nested too deeply");
+    free(elifs);
     /* values nested deeper than can be printed */
     expect_error("{% set ns = namespace(x=[]) %}{% for i in range(1000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x }}",
                  NULL, 1, "cannot print");
