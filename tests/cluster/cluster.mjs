@@ -1,0 +1,448 @@
+// cluster.mjs: a real Tandem cluster (`tandem serve`: coordinator + worker processes on
+// loopback) driven by the official OpenAI npm client, as a user would.
+//
+// usage: node cluster.mjs TANDEM TANDEMCTL MODEL_DIR MODE [PROMTOOL]
+//   MODE disagg  --prefill-workers 2 --decode-workers 2, every check below
+//        colocated  --colocated --decode-workers 2: tokens, streaming, chat, drain
+//        tokens     --prefill-workers 2 --decode-workers 2: tokens and chat only (e.g. MoE)
+//        tokens_colocated  the same, colocated
+// Checks (disagg):
+//   - chat and text completions, streaming and not; a streamed greedy answer equals
+//     the non-streamed one;
+//   - greedy and seeded completions with token-id prompts give exactly the tokens of
+//     `tandem generate --raw --json` (text and every logprob);
+//   - 32 concurrent streaming requests, prompts of 16..1500 tokens, all complete;
+//     three of them are checked against `tandem generate`; the decode workers ran
+//     batches of more than one (tandemctl and their /metrics); afterwards every
+//     worker has 0 KV blocks in use;
+//   - a client that disconnects mid-stream: blocks freed within a second, counted
+//     as cancelled on the coordinator;
+//   - bad inputs get 4xx OpenAI errors and the server keeps serving;
+//   - a decode worker SIGKILLed mid-request: every non-streamed request completes
+//     with the right tokens (rerun elsewhere), every streamed one either completes
+//     with the right tokens or ends with an explicit error, the worker shows as
+//     unhealthy, requests keep being served, and the same `tandem worker` command
+//     brings it back into rotation (it then serves requests);
+//   - `promtool check metrics` on the coordinator's and a worker's /metrics;
+//   - SIGTERM stops the whole cluster with exit status 0.
+// Every process started here is killed when the script exits, whatever happens.
+import { spawn, spawnSync, execFileSync } from "node:child_process";
+import { once } from "node:events";
+import { readFileSync, readdirSync } from "node:fs";
+import net from "node:net";
+import assert from "node:assert/strict";
+import OpenAI from "openai";
+
+const [tandem, tandemctl, modelDir, mode = "disagg", promtool] = process.argv.slice(2);
+const colocated = mode === "colocated" || mode === "tokens_colocated";
+const modelName = modelDir.replace(/\/+$/, "").split("/").pop();
+const procs = [];
+process.on("exit", () => {
+  for (const p of procs) {
+    try { process.kill(-p.pid, "SIGKILL"); } catch {}
+    try { p.kill("SIGKILL"); } catch {}
+  }
+});
+for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => process.exit(1));
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const t0 = Date.now();
+let checks = 0;
+const check = async (name, fn) => {
+  const t = Date.now();
+  await fn();
+  checks++;
+  console.log(`ok ${name} (${((Date.now() - t) / 1000).toFixed(1)} s)`);
+};
+
+async function freePort() {
+  const srv = net.createServer();
+  srv.listen(0, "127.0.0.1");
+  await once(srv, "listening");
+  const port = srv.address().port;
+  srv.close();
+  await once(srv, "close");
+  return port;
+}
+
+// ------------------------------------------------------------------ the cluster
+
+const port = await freePort();
+const serveArgs = ["serve", "--model", modelDir, "--port", String(port), "--threads-per-worker", "1",
+  "--kv-blocks", "2048", "--heartbeat-ms", "200"];
+if (colocated) serveArgs.push("--colocated", "--decode-workers", "2");
+else serveArgs.push("--prefill-workers", "2", "--decode-workers", "2");
+const serve = spawn(tandem, serveArgs, { stdio: ["ignore", "pipe", "pipe"], detached: true });
+procs.push(serve);
+let serveErr = "";
+serve.stderr.setEncoding("utf8");
+serve.stderr.on("data", (d) => { serveErr += d; if (process.env.TANDEM_TEST_VERBOSE) process.stderr.write(d); });
+let serveOut = "";
+serve.stdout.setEncoding("utf8");
+serve.stdout.on("data", (d) => { serveOut += d; });
+{
+  const deadline = Date.now() + 120000;
+  while (!/tandem: serving .* at (\S+)\/v1 .*gRPC ([\d.:]+)\)/.test(serveOut)) {
+    if (serve.exitCode !== null || Date.now() > deadline) {
+      console.error(serveErr);
+      assert.fail(`tandem serve did not come up: ${serveOut}`);
+    }
+    await sleep(50);
+  }
+}
+const [, baseUrl, rpcAddr] = /tandem: serving .* at (\S+)\/v1 .*gRPC ([\d.:]+)\)/.exec(serveOut);
+const health = await fetch(`${baseUrl}/health`);
+assert.equal(health.status, 200);
+const client = new OpenAI({ baseURL: `${baseUrl}/v1`, apiKey: "unused", maxRetries: 0, timeout: 120000 });
+console.log(`cluster up at ${baseUrl} (gRPC ${rpcAddr}) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+
+function status() {
+  const out = execFileSync(tandemctl, ["status", "--coordinator", rpcAddr, "--json"], { encoding: "utf8" });
+  return JSON.parse(out);
+}
+
+async function metricsText(addr) {
+  const r = await fetch(`http://${addr}/metrics`);
+  assert.equal(r.status, 200);
+  return r.text();
+}
+
+function metricValue(text, name, labels = {}) {
+  let sum = 0, found = false;
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(name + "{") && !line.startsWith(name + " ")) continue;
+    const m = /^(\w+)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const ls = Object.fromEntries([...(m[2] || "").matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+    if (Object.entries(labels).every(([k, v]) => ls[k] === v)) { sum += Number(m[3]); found = true; }
+  }
+  return found ? sum : NaN;
+}
+
+// KV blocks in use on every worker right now, from their own /metrics.
+async function blocksInUse() {
+  const s = status();
+  let used = 0;
+  for (const w of s.workers) {
+    if (w.state !== "healthy" || !w.metrics_address) continue;
+    used += metricValue(await metricsText(w.metrics_address), "tandem_kv_blocks_used");
+  }
+  return used;
+}
+
+async function waitBlocksFree(ms) {
+  const end = Date.now() + ms;
+  let used;
+  while ((used = await blocksInUse()) !== 0 && Date.now() < end) await sleep(50);
+  return used;
+}
+
+// ------------------------------------------------------------------ references
+
+const refCache = new Map();
+function generate(prompt, maxTokens, samp) {
+  const key = JSON.stringify([prompt, maxTokens, samp]);
+  if (refCache.has(key)) return refCache.get(key);
+  const args = ["generate", "--model", modelDir, "--raw", "--prompt", prompt, "--max-tokens", String(maxTokens),
+    "--json", "--threads", "1", "--temperature", String(samp.temperature)];
+  if (samp.top_k !== undefined) args.push("--top-k", String(samp.top_k));
+  if (samp.top_p !== undefined) args.push("--top-p", String(samp.top_p));
+  if (samp.seed !== undefined) args.push("--seed", String(samp.seed));
+  const r = spawnSync(tandem, args, { encoding: "utf8", maxBuffer: 1 << 26 });
+  assert.equal(r.status, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  refCache.set(key, j);
+  return j;
+}
+
+// The request for a reference: token-id prompt and the same sampling, explicitly.
+function completionParams(ref, maxTokens, samp) {
+  const p = { model: modelName, prompt: ref.prompt_tokens, max_tokens: maxTokens, temperature: samp.temperature,
+    logprobs: 0, top_p: samp.top_p ?? 1, top_k: samp.top_k ?? 0, min_p: 0 };
+  if (samp.seed !== undefined) p.seed = samp.seed;
+  return p;
+}
+
+function sameTokens(what, ref, text, logprobs, finish) {
+  assert.equal(text, ref.text, `${what}: text`);
+  assert.equal(logprobs.length, ref.tokens.length, `${what}: token count`);
+  for (let i = 0; i < logprobs.length; i++)
+    assert.ok(Math.abs(logprobs[i] - ref.logprobs[i].logprob) <= 1e-3 + 1e-3 * Math.abs(ref.logprobs[i].logprob),
+      `${what}: logprob ${i}: ${logprobs[i]} vs ${ref.logprobs[i].logprob}`);
+  assert.equal(finish, ref.finish_reason, `${what}: finish_reason`);
+}
+
+async function streamCompletion(params, onChunk) {
+  const stream = await client.completions.create({ ...params, stream: true });
+  let text = "", finish = null;
+  const lps = [];
+  for await (const ch of stream) {
+    const c = ch.choices[0];
+    if (!c) continue;
+    text += c.text;
+    if (c.logprobs) lps.push(...c.logprobs.token_logprobs);
+    if (c.finish_reason) finish = c.finish_reason;
+    if (onChunk) onChunk(ch);
+  }
+  return { text, lps, finish };
+}
+
+const GREEDY = { temperature: 0 };
+const SEEDED = { temperature: 0.8, top_k: 40, top_p: 0.95, seed: 1234 };
+const words = "the quick brown fox jumps over a lazy dog while seven cats sing about distributed inference".split(" ");
+const promptOf = (n, salt = 0) => Array.from({ length: n }, (_, i) => words[(i * 7 + salt) % words.length]).join(" ");
+
+// ------------------------------------------------------------------ checks
+
+await check("tandemctl status: every worker registered and healthy", async () => {
+  const s = status();
+  assert.equal(s.model, modelName);
+  assert.equal(s.workers.length, colocated ? 2 : 4);
+  for (const w of s.workers) {
+    assert.equal(w.state, "healthy");
+    assert.ok(w.kv_blocks_total > 0);
+    assert.equal(w.transport, "tcp");
+    assert.match(w.layout, /bs16 L\d+ kv\d+ d\d+/);
+  }
+  const roles = s.workers.map((w) => w.role).sort();
+  assert.deepEqual(roles, colocated ? ["both", "both"] : ["decode", "decode", "prefill", "prefill"]);
+  const table = execFileSync(tandemctl, ["status", "--coordinator", rpcAddr], { encoding: "utf8" });
+  assert.match(table, /WORKER\s+ROLE\s+ADDRESS\s+STATE/);
+});
+
+await check("greedy and seeded completions equal tandem generate (token-id prompts, stream and not)", async () => {
+  for (const [samp, prompt, n] of [[GREEDY, "Once upon a time in a land far away", 12], [SEEDED, "The capital of France is", 12],
+    [GREEDY, promptOf(200, 3), 6]]) {
+    const ref = generate(prompt, n, samp);
+    const params = completionParams(ref, n, samp);
+    const r = await client.completions.create(params);
+    sameTokens(`non-streamed ${JSON.stringify(samp)}`, ref, r.choices[0].text, r.choices[0].logprobs.token_logprobs,
+      r.choices[0].finish_reason);
+    assert.equal(r.usage.prompt_tokens, ref.prompt_tokens.length);
+    assert.equal(r.usage.completion_tokens, ref.tokens.length);
+    const s = await streamCompletion(params);
+    sameTokens(`streamed ${JSON.stringify(samp)}`, ref, s.text, s.lps, s.finish);
+  }
+});
+
+await check("chat completions, streamed and not, agree", async () => {
+  const params = { model: modelName, messages: [{ role: "user", content: "Say hello." }], max_tokens: 10, temperature: 0 };
+  const r = await client.chat.completions.create(params);
+  assert.equal(r.object, "chat.completion");
+  assert.equal(r.usage.completion_tokens, 10);
+  const m = r.choices[0].message;
+  const full = (m.reasoning_content ?? "") + "|" + (m.content ?? "");
+  const stream = await client.chat.completions.create({ ...params, stream: true, stream_options: { include_usage: true } });
+  let reasoning = "", content = "", usage = null, finish = null;
+  for await (const ch of stream) {
+    if (ch.usage) usage = ch.usage;
+    const c = ch.choices[0];
+    if (!c) continue;
+    reasoning += c.delta.reasoning_content ?? "";
+    content += c.delta.content ?? "";
+    if (c.finish_reason) finish = c.finish_reason;
+  }
+  assert.equal(reasoning + "|" + content, full);
+  assert.equal(finish, r.choices[0].finish_reason);
+  assert.equal(usage.completion_tokens, 10);
+});
+
+if (mode.startsWith("tokens")) {
+  await stopCluster();
+  process.exit(0);
+}
+
+await check("32 concurrent streaming requests, prompts of 16..1500 tokens", async () => {
+  const lens = Array.from({ length: 32 }, (_, i) => Math.round(16 + (1500 - 16) * Math.pow(i / 31, 2)));
+  const maxTokens = 8;
+  const results = await Promise.all(lens.map(async (n, i) => {
+    const prompt = promptOf(n, i);
+    return { i, prompt, r: await streamCompletion({ model: modelName, prompt, max_tokens: maxTokens, temperature: 0, logprobs: 0 }) };
+  }));
+  for (const { r } of results) {
+    assert.ok(r.finish === "length" || r.finish === "stop", `finish ${r.finish}`);
+    assert.ok(r.lps.length >= 1 && r.lps.length <= maxTokens);
+  }
+  for (const k of [0, 17, 31]) {
+    const ref = generate(results[k].prompt, maxTokens, GREEDY);
+    sameTokens(`concurrent request ${k} (${lens[k]} words)`, ref, results[k].r.text, results[k].r.lps, results[k].r.finish);
+  }
+  // batches of more than one sequence on the decode side
+  const s = status();
+  const decoders = s.workers.filter((w) => w.role !== "prefill");
+  assert.ok(decoders.some((w) => w.max_batch > 1), `decode max_batch: ${decoders.map((w) => w.max_batch)}`);
+  let batched = 0;
+  for (const w of decoders) {
+    const text = await metricsText(w.metrics_address);
+    const le1 = metricValue(text, "tandem_batch_size_bucket", { le: "1" });
+    const all = metricValue(text, "tandem_batch_size_count");
+    batched += all - le1;
+  }
+  assert.ok(batched > 0, "no decode step with more than one sequence in /metrics");
+  assert.equal(await waitBlocksFree(3000), 0, "KV blocks still in use after every request ended");
+  await sleep(600); // one heartbeat: tandemctl agrees
+  for (const w of status().workers) assert.equal(w.kv_blocks_used, 0, `${w.id} reports blocks in use`);
+});
+
+await check("client disconnect mid-stream frees its blocks within a second, counted as cancelled", async () => {
+  const coordMetrics = async () => metricValue(await metricsText(new URL(baseUrl).host), "tandem_requests_total",
+    { role: "coordinator", outcome: "cancelled" }) || 0;
+  const before = await coordMetrics();
+  const ac = new AbortController();
+  const stream = await client.completions.create({ model: modelName, prompt: promptOf(300, 9), max_tokens: 2000,
+    temperature: 0, stream: true }, { signal: ac.signal });
+  let got = 0;
+  try {
+    for await (const ch of stream) {
+      if (ch.choices[0]?.text !== undefined) got++;
+      if (got === 3) {
+        assert.ok((await blocksInUse()) > 0, "the request holds KV blocks while it runs");
+        ac.abort();
+      }
+    }
+  } catch (e) {
+    assert.ok(ac.signal.aborted, `unexpected ${e}`);
+  }
+  const t = Date.now();
+  assert.equal(await waitBlocksFree(1000), 0, "blocks not freed within a second");
+  console.log(`   blocks freed ${Date.now() - t} ms after the disconnect`);
+  const end = Date.now() + 2000;
+  while ((await coordMetrics()) < before + 1 && Date.now() < end) await sleep(50);
+  assert.equal(await coordMetrics(), before + 1, "cancelled requests");
+});
+
+if (mode === "disagg") {
+  await check("bad inputs get 4xx OpenAI errors and the server keeps serving", async () => {
+    const post = async (path, body, ct = "application/json") => {
+      const r = await fetch(`${baseUrl}/v1/${path}`, { method: "POST", headers: { "content-type": ct }, body });
+      const text = await r.text();
+      return { status: r.status, json: (() => { try { return JSON.parse(text); } catch { return null; } })() };
+    };
+    const longPrompt = Array.from({ length: 41000 }, (_, i) => 100 + (i % 1000));
+    const cases = [
+      ["chat/completions", "{not json", 400],
+      ["chat/completions", JSON.stringify({ model: modelName }), 400],
+      ["chat/completions", JSON.stringify({ model: modelName, messages: [] }), 400],
+      ["chat/completions", JSON.stringify({ model: "no-such-model", messages: [{ role: "user", content: "x" }] }), 404],
+      ["completions", JSON.stringify({ model: modelName, prompt: "x", max_tokens: -1 }), 400],
+      ["completions", JSON.stringify({ model: modelName, prompt: longPrompt, max_tokens: 4 }), 400],
+      ["completions", Buffer.concat([Buffer.from(`{"model":"${modelName}","prompt":"`), Buffer.from([0xff, 0xfe]), Buffer.from('"}')]), 400],
+      ["completions", JSON.stringify({ model: modelName, prompt: "x", temperature: "hot" }), 400],
+      ["completions", JSON.stringify({ model: modelName, prompt: [1, 2, -5] }), 400],
+      ["chat/completions", JSON.stringify({ model: modelName, messages: "hello" }), 400],
+    ];
+    for (const [path, body, want] of cases) {
+      const r = await post(path, body);
+      assert.equal(r.status, want, `${path} ${String(body).slice(0, 80)}: HTTP ${r.status}`);
+      assert.ok(r.json && r.json.error && typeof r.json.error.message === "string" && "type" in r.json.error &&
+        "param" in r.json.error && "code" in r.json.error, `error body for ${String(body).slice(0, 60)}`);
+    }
+    try {
+      await client.completions.create({ model: modelName, prompt: "x", max_tokens: -3 });
+      assert.fail("negative max_tokens accepted");
+    } catch (e) {
+      assert.ok(e instanceof OpenAI.APIError && e.status === 400, `${e}`);
+    }
+    const ok = await client.completions.create({ model: modelName, prompt: "still serving?", max_tokens: 2 });
+    assert.equal(ok.usage.completion_tokens, 2);
+  });
+
+  await check("a decode worker SIGKILLed mid-request: reruns, explicit errors, routed around, taken back", async () => {
+    const victimId = "decode-1";
+    // the worker's pid and exact command line, from /proc (a child of tandem serve)
+    let victim = null;
+    for (const d of readdirSync("/proc")) {
+      if (!/^\d+$/.test(d)) continue;
+      let argv;
+      try { argv = readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0").filter(Boolean); } catch { continue; }
+      if (argv[1] === "worker" && argv.includes(rpcAddr) && argv[argv.indexOf("--id") + 1] === victimId)
+        victim = { pid: Number(d), argv };
+    }
+    assert.ok(victim, "decode-1's process");
+    const n = 48;
+    const prompts = Array.from({ length: 8 }, (_, i) => promptOf(40 + 10 * i, 20 + i));
+    const refs = prompts.map((p) => generate(p, n, GREEDY));
+    let streamedTokens = 0;
+    const streamed = prompts.slice(0, 4).map((p, i) =>
+      streamCompletion({ ...completionParams(refs[i], n, GREEDY) }, () => streamedTokens++)
+        .then((r) => ({ ok: true, r }), (e) => ({ ok: false, e })));
+    const plain = prompts.slice(4).map((p, i) => client.completions.create(completionParams(refs[4 + i], n, GREEDY))
+      .then((r) => ({ ok: true, r }), (e) => ({ ok: false, e })));
+    const end = Date.now() + 10000;
+    while (streamedTokens < 8 && Date.now() < end) await sleep(5);
+    process.kill(victim.pid, "SIGKILL");
+    const sres = await Promise.all(streamed), pres = await Promise.all(plain);
+    pres.forEach((x, i) => {
+      assert.ok(x.ok, `non-streamed request ${i} failed: ${x.e}`);
+      const c = x.r.choices[0];
+      sameTokens(`non-streamed request ${i} across the failure`, refs[4 + i], c.text, c.logprobs.token_logprobs, c.finish_reason);
+    });
+    let errors = 0;
+    sres.forEach((x, i) => {
+      if (x.ok) sameTokens(`streamed request ${i} across the failure`, refs[i], x.r.text, x.r.lps, x.r.finish);
+      else {
+        errors++;
+        assert.ok(x.e instanceof OpenAI.APIError || /error/i.test(String(x.e)), `streamed ${i}: ${x.e}`);
+      }
+    });
+    console.log(`   streamed: ${4 - errors} completed by a rerun, ${errors} ended with an error event`);
+    let s = status();
+    assert.equal(s.workers.find((w) => w.id === victimId).state, "unhealthy");
+    // routed around: requests keep working
+    for (let i = 0; i < 3; i++) {
+      const r = await client.completions.create({ model: modelName, prompt: `after the crash ${i}`, max_tokens: 3 });
+      assert.equal(r.usage.completion_tokens, 3);
+    }
+    // the same command brings it back
+    const again = spawn(tandem, victim.argv.slice(1), { stdio: ["ignore", "ignore", "pipe"], detached: true });
+    procs.push(again);
+    again.stderr.resume();
+    const back = Date.now() + 60000;
+    while ((s = status()).workers.find((w) => w.id === victimId).state !== "healthy" && Date.now() < back) await sleep(100);
+    const w = s.workers.find((x) => x.id === victimId);
+    assert.equal(w.state, "healthy", "restarted worker back in rotation");
+    const rs = await Promise.all(Array.from({ length: 6 }, (_, i) =>
+      client.completions.create({ model: modelName, prompt: promptOf(30, 50 + i), max_tokens: 4, temperature: 0 })));
+    rs.forEach((r) => assert.equal(r.usage.completion_tokens, 4));
+    const gen = metricValue(await metricsText(w.metrics_address), "tandem_generation_tokens_total");
+    assert.ok(gen > 0, "the restarted worker serves requests again");
+    assert.equal(await waitBlocksFree(3000), 0);
+    again.kill("SIGTERM");
+    const [code] = await once(again, "exit");
+    assert.equal(code, 0, "restarted worker's exit status");
+  });
+
+  if (promtool) {
+    await check("promtool check metrics: coordinator and a worker", async () => {
+      const worker = status().workers.find((w) => w.state === "healthy");
+      for (const addr of [new URL(baseUrl).host, worker.metrics_address]) {
+        const text = await metricsText(addr);
+        const r = spawnSync(promtool, ["check", "metrics"], { input: text, encoding: "utf8" });
+        assert.equal(r.status, 0, `promtool on ${addr}: ${r.stdout}${r.stderr}`);
+      }
+      const coord = await metricsText(new URL(baseUrl).host);
+      assert.ok(metricValue(coord, "tandem_requests_total", { role: "coordinator", outcome: "success" }) > 0);
+      assert.ok(metricValue(coord, "tandem_time_to_first_token_seconds_count", { role: "coordinator" }) > 0);
+      assert.ok(metricValue(coord, "tandem_kv_blocks_capacity", { role: "decode" }) > 0);
+      assert.ok(metricValue(coord, "tandem_kv_transfer_bytes_total", { role: "coordinator" }) > 0);
+    });
+  }
+}
+
+async function stopCluster() {
+  await check("SIGTERM stops the whole cluster cleanly", async () => {
+    serve.kill("SIGTERM");
+    const [code] = await once(serve, "exit");
+    assert.equal(code, 0, `tandem serve exit status; stderr:\n${serveErr.slice(-3000)}`);
+    // no process of this cluster is left
+    for (const d of readdirSync("/proc")) {
+      if (!/^\d+$/.test(d)) continue;
+      let cmd;
+      try { cmd = readFileSync(`/proc/${d}/cmdline`, "utf8"); } catch { continue; }
+      assert.ok(!cmd.includes(rpcAddr) || !cmd.includes("worker"), `left over: ${cmd.replace(/\0/g, " ")}`);
+    }
+  });
+}
+
+await stopCluster();
+console.log(`all ${checks} checks passed in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+process.exit(0);
