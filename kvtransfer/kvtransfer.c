@@ -4,6 +4,7 @@
  * so that the TCP and (later) RDMA transports share one API and one set of caller-side
  * rules. The descriptor prefix parsing lives here because a worker must learn which
  * transport a descriptor is for before it has picked a transport. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +19,43 @@ void kvt_destroy(kvt_transport *t)
 const char *kvt_name(const kvt_transport *t)
 {
     return t->ops->name;
+}
+
+const char *kvt_choice(const kvt_transport *t)
+{
+    return t->choice[0] ? t->choice : t->ops->name;
+}
+
+int kvt_open(const char *which, const kvt_open_options *opt, kvt_transport **out, eng_error *err)
+{
+    kvt_open_options o = opt ? *opt : (kvt_open_options){.rdma.gid_index = -1};
+    char dev[64] = "", why[200] = "";
+    *out = NULL;
+    if (!which)
+        which = "auto";
+    if (strcmp(which, "tcp") == 0) {
+        if (kvt_tcp_create(&o.tcp, out, err) < 0)
+            return -1;
+        snprintf((*out)->choice, sizeof (*out)->choice, "tcp (asked for)");
+        return 0;
+    }
+    if (strcmp(which, "rdma") == 0) {
+        if (!kvt_rdma_probe(dev, sizeof dev, why, sizeof why))
+            return eng_fail(err, "kvtransfer: %s; use --kv-transport tcp or auto", why);
+        return kvt_rdma_create(&o.rdma, out, err);
+    }
+    if (strcmp(which, "auto") != 0)
+        return eng_fail(err, "kvtransfer: unknown transport \"%.40s\" (auto, rdma or tcp)", which);
+    if (kvt_rdma_probe(dev, sizeof dev, why, sizeof why)) {
+        eng_error e;
+        if (kvt_rdma_create(&o.rdma, out, &e) == 0)
+            return 0;
+        snprintf(why, sizeof why, "%.190s", e.msg); /* a device that cannot be used: say why */
+    }
+    if (kvt_tcp_create(&o.tcp, out, err) < 0)
+        return -1;
+    snprintf((*out)->choice, sizeof (*out)->choice, "tcp (auto: %.140s)", why);
+    return 0;
 }
 
 int kvt_descriptor_transport(const void *desc, size_t len, char *name, size_t cap, eng_error *err)

@@ -70,6 +70,33 @@ typedef struct kvt_tcp_options {
 /* Starts a TCP transport: it listens at once (receiving) and connects on demand (sending). */
 int kvt_tcp_create(const kvt_tcp_options *opt, kvt_transport **out, eng_error *err);
 
+typedef struct kvt_rdma_options {
+    const char *device;  /* verbs device name ("rxe0", "mlx5_0"); NULL = first with an active port */
+    int port;            /* 0 = the device's first active port */
+    int gid_index;       /* -1 = auto: an IPv4-mapped (RoCE v2) GID if any, else index 0 */
+    int io_timeout_ms;   /* a handshake step or a request that makes no progress; 0 = 10000 */
+} kvt_rdma_options;
+
+/* Starts an RDMA transport (libibverbs, reliable-connected queue pairs, one-sided writes).
+ * Fails when the build has no RDMA support or no usable device is found. */
+int kvt_rdma_create(const kvt_rdma_options *opt, kvt_transport **out, eng_error *err);
+
+/* 1 when this build has RDMA support and a verbs device with an active port exists (its
+ * name written to name); 0 otherwise with the reason in why. Never fails harder than that. */
+int kvt_rdma_probe(char *name, size_t name_cap, char *why, size_t why_cap);
+
+typedef struct kvt_open_options {
+    kvt_tcp_options tcp;
+    kvt_rdma_options rdma; /* zeroed = defaults (gid_index 0 means index 0; use -1 for auto) */
+} kvt_open_options;
+
+/* Opens the transport named by which: "rdma" (fails clearly without a device or without
+ * RDMA support in the build), "tcp", or "auto" (RDMA when a device exists, else TCP).
+ * kvt_choice() then says which and why, for logs and status pages. */
+int kvt_open(const char *which, const kvt_open_options *opt, kvt_transport **out, eng_error *err);
+/* One line: "rdma (rxe0 port 1, gid 1)", "tcp (auto: no RDMA device found)", ... */
+const char *kvt_choice(const kvt_transport *t);
+
 /* Stops the threads, closes every connection (in-flight transfers fail), frees everything.
  * Regions must have been deregistered and sends finished or aborted first. */
 void kvt_destroy(kvt_transport *t);

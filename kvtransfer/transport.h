@@ -48,6 +48,7 @@ typedef struct kvt_ops {
 
 struct kvt_transport {
     const kvt_ops *ops;
+    char choice[160]; /* kvt_choice(): set by kvt_open or the create function */
 };
 
 struct kvt_region {

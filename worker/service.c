@@ -282,8 +282,12 @@ static void on_kv_hello(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_
         return;
     eng_error err;
     Tandem__KvHelloReply rep = TANDEM__KV_HELLO_REPLY__INIT;
-    rep.ok = kvt_accept(w->kvt, q->hello.data, q->hello.len, &err) == 0;
+    uint8_t reply[KVT_HELLO_MAX];
+    size_t reply_len = 0;
+    rep.ok = kvt_accept_hello(w->kvt, q->hello.data, q->hello.len, reply, sizeof reply, &reply_len, &err) == 0;
     rep.reason = rep.ok ? "" : err.msg;
+    rep.reply.data = reply;
+    rep.reply.len = rep.ok ? reply_len : 0;
     wrk_log(w, "req %s: KvHello of %zu bytes: %s", q->request_id, q->hello.len, rep.ok ? "accepted" : err.msg);
     if (rpc_pack(&rep.base, resp) < 0)
         rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
@@ -350,8 +354,11 @@ static int relay_hello(wrk_worker *w, kvt_peer *peer, const Tandem__KvTarget *t,
                       (void **)&rep, &st) < 0)
         return snprintf(msg, cap, "KvHello to %s: %s", t->rpc_address, st.msg), RPC_UNAVAILABLE;
     int ok = rep->ok;
+    eng_error err;
     if (!ok)
         snprintf(msg, cap, "KvHello refused by %s: %s", t->rpc_address, rep->reason);
+    else if (kvt_peer_reply(peer, rep->reply.data, rep->reply.len, &err) < 0)
+        ok = 0, snprintf(msg, cap, "KvHello reply from %s: %s", t->rpc_address, err.msg);
     rpc_msg_free(rep);
     return ok ? RPC_OK : RPC_UNAVAILABLE;
 }

@@ -311,11 +311,10 @@ static void on_transfer_end(void *user, uint64_t id, kvt_state state)
 static int open_transport(wrk_worker *w, eng_error *err)
 {
     const char *which = w->opt.kv_transport ? w->opt.kv_transport : "auto";
-    if (strcmp(which, "auto") && strcmp(which, "tcp"))
-        return eng_fail(err, "KV transport '%s' is not available in this build (use tcp or auto)", which);
-    kvt_tcp_options to = {.bind_host = w->host};
-    if (kvt_tcp_create(&to, &w->kvt, err) < 0)
+    kvt_open_options to = {.tcp = {.bind_host = w->host}, .rdma = {.gid_index = -1}};
+    if (kvt_open(which, &to, &w->kvt, err) < 0)
         return -1;
+    wrk_log(w, "KV transport: %s", kvt_choice(w->kvt));
     kvt_set_notify(w->kvt, on_transfer_end, w);
     if (kvt_register(w->kvt, eng_kv_pool_base(w->pool), eng_kv_pool_bytes(w->pool), &w->region, err) < 0 ||
         kvt_descriptor(w->kvt, w->region, w->descriptor, sizeof w->descriptor, &w->descriptor_len, err) < 0)
