@@ -1491,9 +1491,8 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
         }
         if (!attribute && (!a->npos || a->pos[0]->kind != JV_STR))
             return err(c, line, "map needs a filter name or attribute=");
-        jargs rest;
+        jargs rest; /* map('filter', args..., kwargs...) passes the rest on */
         args_after(a, 1, &rest);
-        rest.nkw = 0;
         for (size_t i = 0; i < items->u.list.len; i++) {
             jv *x = items->u.list.items[i];
             if (attribute) {

@@ -113,6 +113,7 @@ CASES = [
     "{{ undefined_var|default('dflt') }} {{ z|default('dflt') }} {{ ''|default('dflt', true) }} {{ 0|d('zero', boolean=true) }} {{ s|default('x') }}",
     "{{ d|items|list }} {{ d|dictsort }} {{ d|dictsort(reverse=true) }} {{ d|dictsort(by='value') }}",
     "{{ l|list }} {{ 'abc'|list }} {{ d|list }} {{ l|sort }} {{ l|sort(reverse=true) }} {{ words|sort }} {{ words|sort(case_sensitive=true) }} {{ msgs|sort(attribute='n')|map(attribute='content')|list }}",
+    "{{ [none, 'x']|map('default', 'dflt', boolean=true)|list }} {{ [[1, 2], [3]]|map('join', '+')|list }}",
     "{{ msgs|map(attribute='role')|list }} {{ words|map('upper')|list }} {{ l|map('string')|join }} {{ msgs|map(attribute='missing', default='?')|list }}",
     "{{ msgs|selectattr('role', 'equalto', 'user')|map(attribute='content')|list }} {{ msgs|rejectattr('role', '==', 'user')|list|length }} {{ msgs|selectattr('n')|list|length }}",
     "{{ [0, 1, 2, none, '']|select|list }} {{ l|select('odd')|list }} {{ l|reject('odd')|list }} {{ range(10)|select('divisibleby', 3)|list }} {{ l|select('gt', 1)|list }}",
