@@ -86,6 +86,8 @@ static int ranks_before(float va, int32_t ia, float vb, int32_t ib)
 static void top_n_raw(const float *logits, int vocab, int n, eng_token_logprob *top)
 {
     int have = 0;
+    if (n == 0)
+        return;
     for (int32_t i = 0; i < vocab; i++) {
         float v = logits[i];
         if (have == n && !ranks_before(v, i, top[n - 1].logprob, top[n - 1].id))
