@@ -728,7 +728,7 @@ static void *call_main(void *arg)
               c->n_gen ? "rerunning elsewhere and replaying the tokens already sent" : "retrying elsewhere");
         if (as.blame[0] && c->n_exclude < MAX_EXCLUDE)
             snprintf(c->exclude[c->n_exclude++], sizeof c->exclude[0], "%s", as.blame);
-        wait_until = now_s() + r->cfg.wait_ms / 1000.0;
+        wait_until = now_s() + r->cfg.failover_wait_ms / 1000.0;
     }
     pthread_mutex_lock(&r->mu);
     call_unref_locked(r, c);
@@ -905,6 +905,8 @@ int coord_router_new(const coord_router_config *cfg, coord_router **out, eng_err
         r->cfg.max_failures = 3;
     if (r->cfg.wait_ms <= 0)
         r->cfg.wait_ms = 30000;
+    if (r->cfg.failover_wait_ms <= 0)
+        r->cfg.failover_wait_ms = 5000;
     if (r->cfg.first_event_ms <= 0)
         r->cfg.first_event_ms = 10000;
     if (r->cfg.prefill_ms <= 0)

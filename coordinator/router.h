@@ -33,6 +33,7 @@ typedef struct coord_router_config {
     void *log_ctx;
     int max_failures;          /* worker failures tolerated per request; 0 = 3 */
     int wait_ms;               /* how long a request waits for a worker with room; 0 = 30000 */
+    int failover_wait_ms;      /* after a worker failed, how long to wait for any route; 0 = 5000 */
     int first_event_ms;        /* Generate's KvTarget (or colocated first token); 0 = 10000 */
     int prefill_ms;            /* Prefill.Run deadline; 0 = 120000 */
     int kv_ready_ms;           /* Decode.KvReady deadline; 0 = 10000 */

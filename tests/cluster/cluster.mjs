@@ -428,6 +428,40 @@ if (mode === "disagg") {
   }
 }
 
+if (mode === "colocated") {
+  await check("every worker SIGKILLed mid-stream: the stream ends with an explicit error", async () => {
+    const pids = [];
+    for (const d of readdirSync("/proc")) {
+      if (!/^\d+$/.test(d)) continue;
+      let argv;
+      try { argv = readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0"); } catch { continue; }
+      if (argv[1] === "worker" && argv.includes(rpcAddr)) pids.push(Number(d));
+    }
+    assert.equal(pids.length, 2);
+    let got = 0, error = null, finish = null;
+    const t = Date.now();
+    try {
+      const stream = await client.completions.create({ model: modelName, prompt: promptOf(50, 77), max_tokens: 2000,
+        temperature: 0, stream: true });
+      for await (const ch of stream) {
+        if (ch.choices[0]?.finish_reason) finish = ch.choices[0].finish_reason;
+        if (++got === 5) for (const pid of pids) process.kill(pid, "SIGKILL");
+      }
+    } catch (e) {
+      error = e;
+    }
+    assert.ok(error, `the stream ended without an error (finish ${finish}, ${got} chunks)`);
+    assert.ok(error instanceof OpenAI.APIError, `${error}`);
+    assert.match(error.message, /no worker|failed/);
+    console.log(`   error event after ${((Date.now() - t) / 1000).toFixed(1)} s: ${error.message.slice(0, 160)}`);
+    assert.ok(status().workers.every((w) => w.state === "unhealthy"));
+    const r = await fetch(`${baseUrl}/health`);
+    assert.equal(r.status, 503, "/health with no worker");
+    await assert.rejects(client.completions.create({ model: modelName, prompt: "anyone?", max_tokens: 2 }),
+      (e) => e instanceof OpenAI.APIError && e.status === 503);
+  });
+}
+
 async function stopCluster() {
   await check("SIGTERM stops the whole cluster cleanly", async () => {
     serve.kill("SIGTERM");
