@@ -14,9 +14,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "rpc.h"
 #include "tandem.pb-c.h"
+
+/* One Admin call. A fresh channel's first connection attempt may fail on a busy
+ * machine (gRPC fails fast instead of waiting): UNAVAILABLE is retried for up to
+ * three seconds before it counts. */
+static int admin_call(rpc_channel *ch, const char *method, const ProtobufCMessage *q,
+                      const ProtobufCMessageDescriptor *d, void **out, rpc_status *st)
+{
+    for (int tries = 0;; tries++) {
+        if (rpc_unary_msg(ch, method, q, d, 5000, out, st) == 0)
+            return 0;
+        if (st->code != RPC_UNAVAILABLE || tries >= 30)
+            return -1;
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
 
 static void usage(FILE *out)
 {
@@ -165,8 +182,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "status")) {
         Tandem__StatusRequest q = TANDEM__STATUS_REQUEST__INIT;
         Tandem__ClusterStatus *cs = NULL;
-        if (rpc_unary_msg(ch, RPC_ADMIN_STATUS, &q.base, &tandem__cluster_status__descriptor, 5000, (void **)&cs,
-                          &st) < 0) {
+        if (admin_call(ch, RPC_ADMIN_STATUS, &q.base, &tandem__cluster_status__descriptor, (void **)&cs, &st) < 0) {
             fprintf(stderr, "tandemctl: coordinator %s: %s (%s)\n", addr, st.msg, rpc_code_name(st.code));
             rc = 1;
         } else {
@@ -180,8 +196,7 @@ int main(int argc, char **argv)
         Tandem__CancelRequest q = TANDEM__CANCEL_REQUEST__INIT;
         q.request_id = (char *)arg;
         Tandem__CancelReply *rep = NULL;
-        if (rpc_unary_msg(ch, RPC_ADMIN_CANCEL, &q.base, &tandem__cancel_reply__descriptor, 5000, (void **)&rep, &st) <
-            0) {
+        if (admin_call(ch, RPC_ADMIN_CANCEL, &q.base, &tandem__cancel_reply__descriptor, (void **)&rep, &st) < 0) {
             fprintf(stderr, "tandemctl: coordinator %s: %s (%s)\n", addr, st.msg, rpc_code_name(st.code));
             rc = 1;
         } else {

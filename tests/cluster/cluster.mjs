@@ -310,6 +310,30 @@ await check("client disconnect mid-stream frees its blocks within a second, coun
   assert.equal(await coordMetrics(), before + 1, "cancelled requests");
 });
 
+await check("tandemctl cancel ends a request in flight and frees its blocks", async () => {
+  const stream = await client.completions.create({ model: modelName, prompt: promptOf(100, 5), max_tokens: 2000,
+    temperature: 0, stream: true });
+  let got = 0, cancelled = null, ended = "end";
+  try {
+    for await (const ch of stream) {
+      if (++got === 3) {
+        const r = spawnSync(tandemctl, ["cancel", ch.id, "--coordinator", rpcAddr], { encoding: "utf8" });
+        assert.equal(r.status, 0, r.stderr);
+        assert.match(r.stdout, /cancelled/);
+        cancelled = Date.now();
+      }
+    }
+  } catch (e) {
+    ended = String(e);
+  }
+  assert.ok(cancelled, "the stream ended before it could be cancelled");
+  assert.ok(got < 200, `the stream went on after the cancel (${got} chunks, ${ended})`);
+  assert.equal(await waitBlocksFree(1000), 0, "blocks not freed within a second of the cancel");
+  const r = spawnSync(tandemctl, ["cancel", "cmpl-nonexistent", "--coordinator", rpcAddr], { encoding: "utf8" });
+  assert.equal(r.status, 1);
+  assert.match(r.stdout, /no such request/);
+});
+
 if (mode === "disagg") {
   await check("bad inputs get 4xx OpenAI errors and the server keeps serving", async () => {
     const post = async (path, body, ct = "application/json") => {
