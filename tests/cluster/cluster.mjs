@@ -435,6 +435,28 @@ if (mode === "disagg") {
     assert.equal(code, 0, "restarted worker's exit status");
   });
 
+  await check("a prefill worker SIGKILLed: requests sent to it run on the other one", async () => {
+    let victim = null;
+    for (const d of readdirSync("/proc")) {
+      if (!/^\d+$/.test(d)) continue;
+      let argv;
+      try { argv = readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0"); } catch { continue; }
+      if (argv[1] === "worker" && argv.includes(rpcAddr) && argv[argv.indexOf("--id") + 1] === "prefill-1") victim = Number(d);
+    }
+    assert.ok(victim, "prefill-1's process");
+    const prompts = Array.from({ length: 6 }, (_, i) => promptOf(300 + 50 * i, 60 + i));
+    const refs = prompts.map((p) => generate(p, 4, GREEDY));
+    process.kill(victim, "SIGKILL"); // the registry has not noticed yet: some requests go to it
+    const rs = await Promise.all(refs.map((ref) => client.completions.create(completionParams(ref, 4, GREEDY))));
+    rs.forEach((r, i) => sameTokens(`request ${i} after the prefill worker died`, refs[i], r.choices[0].text,
+      r.choices[0].logprobs.token_logprobs, r.choices[0].finish_reason));
+    const end = Date.now() + 3000;
+    let s;
+    while ((s = status()).workers.find((w) => w.id === "prefill-1").state !== "unhealthy" && Date.now() < end) await sleep(50);
+    assert.equal(s.workers.find((w) => w.id === "prefill-1").state, "unhealthy");
+    assert.equal(await waitBlocksFree(3000), 0);
+  });
+
   if (promtool) {
     await check("promtool check metrics: coordinator and a worker", async () => {
       const worker = status().workers.find((w) => w.state === "healthy");
