@@ -210,7 +210,7 @@ typedef struct split_step {
 struct eng_tokenizer {
     arena strings;
     tok_info *tok;
-    int32_t n_tok; /* highest id + 1 */
+    int32_t n_tok, cap_tok; /* highest id + 1, allocated */
     str_map vocab;      /* model vocabulary, by token string */
     str_map vocab_bytes; /* model vocabulary, by bytes (only with ignore_merges) */
     str_map added_map;  /* added tokens, by content */
@@ -337,17 +337,23 @@ static int flag(const cJSON *obj, const char *name)
     return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(obj, name));
 }
 
+/* Makes room for id (geometrically: ids mostly arrive in increasing order). */
 static int grow_ids(eng_tokenizer *t, int32_t id)
 {
     if (id < t->n_tok)
         return 0;
-    int32_t n = id + 1;
-    tok_info *p = realloc(t->tok, (size_t)n * sizeof *p);
-    if (!p)
-        return -1;
-    memset(p + t->n_tok, 0, (size_t)(n - t->n_tok) * sizeof *p);
-    t->tok = p;
-    t->n_tok = n;
+    if (id >= t->cap_tok) {
+        int32_t cap = t->cap_tok ? t->cap_tok : 1024;
+        while (cap <= id)
+            cap *= 2;
+        tok_info *p = realloc(t->tok, (size_t)cap * sizeof *p);
+        if (!p)
+            return -1;
+        t->tok = p;
+        t->cap_tok = cap;
+    }
+    memset(t->tok + t->n_tok, 0, (size_t)(id + 1 - t->n_tok) * sizeof *t->tok);
+    t->n_tok = id + 1;
     return 0;
 }
 
@@ -1336,7 +1342,7 @@ int eng_detokenize(const eng_tokenizer *t, const int32_t *ids, int n, int skip_s
         }
     }
     size_t rest;
-    int rc = lossy_append(out, (const unsigned char *)raw.data, raw.len, 1, &rest);
+    int rc = raw.len ? lossy_append(out, (const unsigned char *)raw.data, raw.len, 1, &rest) : 0;
     eng_buf_free(&raw);
     return rc;
 }
