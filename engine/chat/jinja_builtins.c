@@ -307,7 +307,7 @@ static int slice_bound(jctx *c, int line, jv *v, long long len, long long step, 
         *out = step > 0 ? (is_start ? 0 : len) : (is_start ? len - 1 : -1);
         return 0;
     }
-    long long i;
+    long long i = 0; /* as_int sets it on success; zeroed for -O2 flow analysis */
     if (as_int(c, line, v, "slice index", &i))
         return -1;
     if (i < 0) {
