@@ -25,7 +25,7 @@ static void usage(FILE *out)
             "                     are read here (the weights are not; workers load them)\n"
             "  --host H           address for HTTP and gRPC (default 127.0.0.1)\n"
             "  --port N           HTTP port of the OpenAI API (default 8000; 0: any free port)\n"
-            "  --rpc-port N       gRPC port for workers and tandemctl (default 0: any free port)\n"
+            "  --rpc-port N       gRPC port for workers and tandemctl (default 50051; 0: any free port)\n"
             "  --colocated        run every request on one worker with role both\n"
             "  --heartbeat-ms N   heartbeat interval told to workers (default 500); a worker\n"
             "                     silent for 3 intervals leaves rotation until it returns\n");
@@ -59,7 +59,7 @@ static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
 
 int cmd_coordinator(int argc, char **argv)
 {
-    coord_options o = {.port = 8000};
+    coord_options o = {.port = 8000, .rpc_port = 50051};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {

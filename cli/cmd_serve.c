@@ -12,6 +12,7 @@
  *
  * Worker ids are fixed (prefill-1, decode-2, ...), so a worker restarted by hand
  * with the same arguments takes its old place in the registry. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -20,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,6 +55,8 @@ static void usage(FILE *out)
             "  --host H                 address to serve on (default 127.0.0.1)\n"
             "  --threads-per-worker T   compute threads per worker (default: CPUs / workers, at least 1)\n"
             "  --kv-blocks N            KV pool size per worker in blocks (default: the worker's own)\n"
+            "  --rpc-port N             the coordinator's gRPC port (default 50051 when free, so that a\n"
+            "                           bare `tandemctl status` finds it; else any free port)\n"
             "  --heartbeat-ms N         worker heartbeat interval (default 500)\n"
             "  --ready-timeout S        seconds to wait for every worker to register (default 300)\n");
 }
@@ -221,6 +226,20 @@ static int read_line(int fd, char *line, size_t cap, double timeout)
     return 0;
 }
 
+/* 1 when host:port can be bound now (the default gRPC port is taken only when free). */
+static int port_free(const char *host, int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return 0;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    int ok = inet_pton(AF_INET, host, &a.sin_addr) == 1 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
 /* Healthy workers registered with the coordinator, or -1 when it cannot be asked. */
 static int healthy_workers(rpc_channel *ch)
 {
@@ -240,7 +259,7 @@ int cmd_serve(int argc, char **argv)
 {
     const char *model = NULL, *host = "127.0.0.1";
     int n_prefill = 1, n_decode = 1, colocated = 0, port = 8000, threads = 0, kv_blocks = 0, heartbeat_ms = 0;
-    int ready_timeout = 300;
+    int ready_timeout = 300, rpc_port = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -273,6 +292,8 @@ int cmd_serve(int argc, char **argv)
             rc = parse_int(a, v, 1, 1 << 30, &kv_blocks);
         else if (!strcmp(a, "--heartbeat-ms"))
             rc = parse_int(a, v, 10, 600000, &heartbeat_ms);
+        else if (!strcmp(a, "--rpc-port"))
+            rc = parse_int(a, v, 0, 65535, &rpc_port);
         else if (!strcmp(a, "--ready-timeout"))
             rc = parse_int(a, v, 1, 86400, &ready_timeout);
         else {
@@ -313,14 +334,17 @@ int cmd_serve(int argc, char **argv)
         fprintf(stderr, "tandem serve: pipe: %s\n", strerror(errno));
         return 1;
     }
-    char port_s[16], hb_s[16];
+    if (rpc_port < 0)
+        rpc_port = port_free(host, 50051) ? 50051 : 0;
+    char port_s[16], hb_s[16], rpc_s[16];
+    snprintf(rpc_s, sizeof rpc_s, "%d", rpc_port);
     snprintf(port_s, sizeof port_s, "%d", port);
     snprintf(hb_s, sizeof hb_s, "%d", heartbeat_ms ? heartbeat_ms : 500);
     char *cargv[16];
     int k = 0;
     cargv[k++] = "tandem", cargv[k++] = "coordinator", cargv[k++] = "--model", cargv[k++] = (char *)model;
     cargv[k++] = "--host", cargv[k++] = (char *)host, cargv[k++] = "--port", cargv[k++] = port_s;
-    cargv[k++] = "--rpc-port", cargv[k++] = "0", cargv[k++] = "--heartbeat-ms", cargv[k++] = hb_s;
+    cargv[k++] = "--rpc-port", cargv[k++] = rpc_s, cargv[k++] = "--heartbeat-ms", cargv[k++] = hb_s;
     if (colocated)
         cargv[k++] = "--colocated";
     cargv[k] = NULL;

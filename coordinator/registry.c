@@ -28,6 +28,10 @@ struct coord_registry {
     entry *w;
     int n, cap;
     int stop;
+    /* the last refusal logged, so that a worker retrying every half second with the
+     * same problem is reported once a minute, not every time */
+    char refused_id[128], refused_why[512];
+    double refused_at;
     pthread_t thread;
     int thread_started;
 };
@@ -180,7 +184,17 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
     else if (!info->capacity || info->capacity->kv_blocks_total == 0)
         snprintf(reason, cap, "the worker reports no KV blocks");
     if (reason[0]) {
-        logf_(r, "registry: refused worker '%s' at %s: %s", id, info->rpc_address ? info->rpc_address : "", reason);
+        pthread_mutex_lock(&r->mu);
+        double now = now_s();
+        int repeat = !strcmp(r->refused_id, id) && !strcmp(r->refused_why, reason) && now - r->refused_at < 60;
+        if (!repeat) {
+            snprintf(r->refused_id, sizeof r->refused_id, "%s", id);
+            snprintf(r->refused_why, sizeof r->refused_why, "%s", reason);
+            r->refused_at = now;
+        }
+        pthread_mutex_unlock(&r->mu);
+        if (!repeat)
+            logf_(r, "registry: refused worker '%s' at %s: %s", id, info->rpc_address ? info->rpc_address : "", reason);
         return 0;
     }
 

@@ -68,7 +68,7 @@ async function freePort() {
 
 const port = await freePort();
 const serveArgs = ["serve", "--model", modelDir, "--port", String(port), "--threads-per-worker", "1",
-  "--kv-blocks", "2048", "--heartbeat-ms", "200"];
+  "--kv-blocks", "2048", "--heartbeat-ms", "200", "--rpc-port", "0"];
 if (colocated) serveArgs.push("--colocated", "--decode-workers", "2");
 else serveArgs.push("--prefill-workers", "2", "--decode-workers", "2");
 const serve = spawn(tandem, serveArgs, { stdio: ["ignore", "pipe", "pipe"], detached: true });
@@ -245,6 +245,26 @@ await check("chat completions, streamed and not, agree", async () => {
   assert.equal(finish, r.choices[0].finish_reason);
   assert.equal(usage.completion_tokens, 10);
 });
+
+if (mode === "tokens") {
+  await check("a worker serving another model is refused with the reason", async () => {
+    const other = modelDir.replace(/\/+$/, "").replace(/[^/]+$/, "dense");
+    const w = spawn(tandem, ["worker", "--role", "decode", "--model", other, "--coordinator", rpcAddr, "--kv-blocks", "64",
+      "--threads", "1", "--id", "intruder"], { stdio: ["ignore", "ignore", "pipe"], detached: true });
+    procs.push(w);
+    let werr = "";
+    w.stderr.setEncoding("utf8");
+    w.stderr.on("data", (d) => { werr += d; });
+    const end = Date.now() + 30000;
+    while (!/refused worker 'intruder'/.test(serveErr) && Date.now() < end) await sleep(50);
+    assert.match(serveErr, /refused worker 'intruder' at [\d.:]+: the worker serves model 'dense'; this cluster serves 'moe'/);
+    while (!/refused/.test(werr) && Date.now() < end) await sleep(50);
+    assert.match(werr, /refused: the worker serves model 'dense'/);
+    assert.ok(!status().workers.some((x) => x.id === "intruder"));
+    w.kill("SIGTERM");
+    await once(w, "exit");
+  });
+}
 
 if (mode.startsWith("tokens")) {
   await stopCluster();
