@@ -232,11 +232,13 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
     e->last_seen = now_s();
     e->failed_at = 0;
     e->logged_healthy = 1;
-    pthread_mutex_unlock(&r->mu);
+    char transport[sizeof e->v.transport];
+    snprintf(transport, sizeof transport, "%s", e->v.transport[0] ? e->v.transport : "none");
+    pthread_mutex_unlock(&r->mu); /* e may move (realloc) from here on */
     logf_(r, "registry: %s worker %s (%s) at %s, metrics %s, KV %s x %u blocks, transport %s",
           replaced ? "re-registered" : "registered", id, coord_role_name(info->role), info->rpc_address,
           info->metrics_address && *info->metrics_address ? info->metrics_address : "none", ls,
-          info->capacity->kv_blocks_total, e->v.transport[0] ? e->v.transport : "none");
+          info->capacity->kv_blocks_total, transport);
     return 1;
 }
 
