@@ -123,7 +123,8 @@ int py_isspace(int cp);
 /* ---- tokens ---- */
 typedef enum {
     T_EOF, T_DATA, T_VAR_BEGIN, T_VAR_END, T_BLOCK_BEGIN, T_BLOCK_END,
-    T_NAME, T_STRING, T_INT, T_FLOAT, T_OP
+    T_NAME, T_STRING, T_INT, T_FLOAT, T_OP,
+    T_ERROR /* a lexing error; s is its message; the parser fails on reaching it */
 } jtok_kind;
 
 typedef struct jtoken {
@@ -135,7 +136,8 @@ typedef struct jtoken {
     double fval;
 } jtoken;
 
-/* Tokenizes into *toks (malloc'd). On error fills err and returns -1. */
+/* Tokenizes into *toks (malloc'd). A syntax error ends the tokens with a T_ERROR
+ * token (still returning 0); only running out of memory fails (-1, err filled). */
 int jinja_lex(jarena *a, const char *src, size_t len, jtoken **toks, int *ntoks, eng_error *err);
 
 /* ---- AST ---- */

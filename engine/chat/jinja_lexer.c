@@ -22,6 +22,12 @@ typedef struct lexer {
     jtoken *toks;
     int n, cap;
     eng_error *err;
+    /* A syntax error is kept here and becomes a T_ERROR token, so that the parser
+     * reports whichever error comes first in the template, as Jinja2's lazy lexer. */
+    eng_error syntax;
+    int syntax_line;
+    size_t syntax_pos;
+    int has_syntax;
 } lexer;
 
 static int line_at(lexer *L, size_t pos)
@@ -36,7 +42,10 @@ static int line_at(lexer *L, size_t pos)
 
 static int lex_fail(lexer *L, size_t pos, const char *msg)
 {
-    return eng_fail(L->err, "template line %d: syntax error: %s", line_at(L, pos), msg);
+    L->has_syntax = 1;
+    L->syntax_pos = pos;
+    L->syntax_line = line_at(L, pos);
+    return eng_fail(&L->syntax, "template line %d: syntax error: %s", L->syntax_line, msg);
 }
 
 static int emit(lexer *L, jtok_kind kind, size_t at, const char *s, size_t len)
@@ -496,10 +505,20 @@ int jinja_lex(jarena *a, const char *src, size_t len, jtoken **toks, int *ntoks,
     }
     if (emit(&L, T_EOF, L.len, "", 0))
         goto fail;
+    if (L.n > 1) /* Jinja2 dates the end of the template at its last token */
+        L.toks[L.n - 1].line = L.toks[L.n - 2].line;
     *toks = L.toks;
     *ntoks = L.n;
     return 0;
 fail:
+    if (L.has_syntax) { /* tokens so far, then the error, then the end */
+        const char *msg = ja_strndup(a, L.syntax.msg, strlen(L.syntax.msg));
+        if (msg && !emit(&L, T_ERROR, L.syntax_pos, msg, strlen(msg)) && !emit(&L, T_EOF, L.syntax_pos, "", 0)) {
+            *toks = L.toks;
+            *ntoks = L.n;
+            return 0;
+        }
+    }
     free(L.toks);
     return -1;
 }

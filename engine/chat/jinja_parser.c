@@ -61,6 +61,8 @@ static void describe(const jtoken *t, char *buf, size_t n)
 
 static int pfail(parser *P, const char *fmt, const char *arg)
 {
+    if (cur(P)->kind == T_ERROR) /* the lexer's error came first */
+        return eng_fail(P->err, "%s", cur(P)->s);
     char msg[256];
     snprintf(msg, sizeof msg, fmt, arg);
     return eng_fail(P->err, "template line %d: syntax error: %s", cur(P)->line, msg);
@@ -94,6 +96,14 @@ static int expect_block_end(parser *P)
         return unexpected(P, "end of statement block");
     advance(P);
     return 0;
+}
+
+/* The end of a tag that opens a body; Jinja2 allows a colon first ({% if x: %}). */
+static int expect_body_start(parser *P)
+{
+    if (is_op(P, ":"))
+        advance(P);
+    return expect_block_end(P);
 }
 
 static jnode *node(parser *P, jnode_kind kind, int line)
@@ -328,26 +338,27 @@ static jnode *parse_postfix(parser *P, jnode *n)
             m->a = n;
             n = m;
         } else if (is_op(P, "[")) {
+            /* Jinja2: x[a] is an index, x[a, b] and x[] index by a tuple */
             advance(P);
-            jnode *key = parse_subscribed(P);
-            if (!key)
+            jnode *tup = node(P, N_TUPLE, line);
+            if (!tup)
                 return NULL;
-            if (is_op(P, ",")) { /* x[a, b]: a tuple key */
-                jnode *tup = node(P, N_TUPLE, line);
-                if (!tup || push(P, &tup->list, key))
+            while (!is_op(P, "]")) {
+                if (tup->list.n && expect_op(P, ","))
                     return NULL;
-                while (is_op(P, ",")) {
-                    advance(P);
-                    if (is_op(P, "]"))
-                        break;
-                    jnode *k = parse_subscribed(P);
-                    if (!k || push(P, &tup->list, k))
-                        return NULL;
-                }
-                key = tup;
+                if (is_op(P, "]"))
+                    break;
+                jnode *k = parse_subscribed(P);
+                if (!k || push(P, &tup->list, k))
+                    return NULL;
             }
-            if (expect_op(P, "]"))
-                return NULL;
+            advance(P);
+            jnode *key = tup->list.n == 1 ? tup->list.v[0] : tup;
+            for (int i = 0; key == tup && i < tup->list.n; i++)
+                if (tup->list.v[i]->kind == N_SLICE) {
+                    pfail(P, "%s", "a slice inside a tuple index is not supported");
+                    return NULL;
+                }
             jnode *m;
             if (key->kind == N_SLICE) {
                 m = key;
@@ -839,7 +850,7 @@ static jnode *parse_statement(parser *P)
             pfail(P, "%s", "recursive for loops are not supported");
             return NULL;
         }
-        if (expect_block_end(P))
+        if (expect_body_start(P))
             return NULL;
         P->loop_depth++;
         int rc = parse_body(P, &n->list, ends1);
@@ -848,7 +859,7 @@ static jnode *parse_statement(parser *P)
             return NULL;
         if (is_name(P, "else")) {
             advance(P);
-            if (expect_block_end(P) || parse_body(P, &n->list2, ends2))
+            if (expect_body_start(P) || parse_body(P, &n->list2, ends2))
                 return NULL;
         }
         if (expect_end_tag(P, "endfor"))
@@ -859,7 +870,7 @@ static jnode *parse_statement(parser *P)
         jnode *top = NULL, *last = NULL;
         for (;;) {
             jnode *br = node(P, N_IF, cur(P)->line);
-            if (!br || !(br->a = parse_tuple(P, 0, NULL, 0)) || expect_block_end(P) ||
+            if (!br || !(br->a = parse_tuple(P, 0, NULL, 0)) || expect_body_start(P) ||
                 parse_body(P, &br->list, ends))
                 return NULL;
             if (!top)
@@ -873,7 +884,7 @@ static jnode *parse_statement(parser *P)
             }
             if (is_name(P, "else")) {
                 advance(P);
-                if (expect_block_end(P) || parse_body(P, &last->list2, ends2))
+                if (expect_body_start(P) || parse_body(P, &last->list2, ends2))
                     return NULL;
             }
             break;
@@ -896,7 +907,7 @@ static jnode *parse_statement(parser *P)
                 return NULL;
             if (is_op(P, "|") && !(n->d = parse_filter(P, NULL, 0)))
                 return NULL;
-            if (expect_block_end(P) || parse_body(P, &n->list, ends) || expect_end_tag(P, "endset"))
+            if (expect_body_start(P) || parse_body(P, &n->list, ends) || expect_end_tag(P, "endset"))
                 return NULL;
         }
         n->a = target;
@@ -912,7 +923,7 @@ static jnode *parse_statement(parser *P)
         advance(P);
         int saved = P->loop_depth;
         P->loop_depth = 0;
-        int rc = parse_signature(P, n) || expect_block_end(P) || parse_body(P, &n->list, ends) ||
+        int rc = parse_signature(P, n) || expect_body_start(P) || parse_body(P, &n->list, ends) ||
                  expect_end_tag(P, "endmacro");
         P->loop_depth = saved;
         if (rc)
@@ -933,7 +944,7 @@ static jnode *parse_statement(parser *P)
         }
         int saved = P->loop_depth;
         P->loop_depth = 0;
-        int rc = expect_block_end(P) || parse_body(P, &n->list, ends) || expect_end_tag(P, "endcall");
+        int rc = expect_body_start(P) || parse_body(P, &n->list, ends) || expect_end_tag(P, "endcall");
         P->loop_depth = saved;
         if (rc)
             return NULL;
@@ -941,7 +952,7 @@ static jnode *parse_statement(parser *P)
         static const char *const ends[] = {"endfilter", NULL};
         advance(P);
         if (!(n = node(P, N_FILTER_BLOCK, line)) || !(n->a = parse_filter(P, NULL, 1)) ||
-            expect_block_end(P) || parse_body(P, &n->list, ends) || expect_end_tag(P, "endfilter"))
+            expect_body_start(P) || parse_body(P, &n->list, ends) || expect_end_tag(P, "endfilter"))
             return NULL;
     } else if (is_name(P, "with")) {
         static const char *const ends[] = {"endwith", NULL};
@@ -967,7 +978,7 @@ static jnode *parse_statement(parser *P)
                 return NULL;
             count++;
         }
-        if (expect_block_end(P) || parse_body(P, &n->list, ends) || expect_end_tag(P, "endwith"))
+        if (expect_body_start(P) || parse_body(P, &n->list, ends) || expect_end_tag(P, "endwith"))
             return NULL;
     } else if (is_name(P, "break") || is_name(P, "continue")) {
         if (!P->loop_depth) {
@@ -981,7 +992,7 @@ static jnode *parse_statement(parser *P)
     } else if (is_name(P, "generation")) { /* transformers' AssistantTracker: renders its body */
         static const char *const ends[] = {"endgeneration", NULL};
         advance(P);
-        if (!(n = node(P, N_BODY, line)) || expect_block_end(P) || parse_body(P, &n->list, ends) ||
+        if (!(n = node(P, N_BODY, line)) || expect_body_start(P) || parse_body(P, &n->list, ends) ||
             expect_end_tag(P, "endgeneration"))
             return NULL;
     } else if (is_name(P, "print")) {

@@ -3,7 +3,8 @@
 Takes the stored Qwen templates, applies a few random edits (deletions, insertions of
 template syntax fragments, duplicated spans), renders each with the variables of a
 random corpus request, and checks that jinja_run and Jinja2 agree: the same bytes, or
-both reject the template. A rejection must be one line naming the template line.
+both reject the template. A rejection must be one line naming the template line, the
+same line as Jinja2's for syntax errors.
 This finds divergences in error handling (what is a syntax error, what is deferred to
 run time) that hand-written cases miss. Seeded, so failures reproduce.
 
@@ -18,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import warnings
+
+import jinja2
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import corpus  # noqa: E402
@@ -67,8 +70,11 @@ def main():
                 f.write(src)
             with open(vpath, "w", encoding="utf-8") as f:
                 json.dump(variables, f, ensure_ascii=False)
+            lineno = None
             try:
                 want, why = jinja_ref.compile_template(src).render(**copy.deepcopy(variables)).encode("utf-8"), None
+            except jinja2.exceptions.TemplateSyntaxError as e:
+                want, why, lineno = None, "%s: %s" % (type(e).__name__, e), e.lineno
             except Exception as e:
                 want, why = None, "%s: %s" % (type(e).__name__, e)
             run = subprocess.run([args.jinja_run, tpath, vpath], capture_output=True, timeout=60)
@@ -79,6 +85,8 @@ def main():
                 problem = "C %r / Jinja2 %r" % (got[:120] if got else err.strip()[:120], want[:120] if want else why)
             elif got is None and (run.returncode != 1 or err.count("\n") != 1 or "template line" not in err):
                 problem = "bad error report (exit %d): %r" % (run.returncode, err[:200])
+            elif got is None and lineno is not None and ("template line %d:" % lineno) not in err:
+                problem = "Jinja2 reports line %d (%s), C %r" % (lineno, why, err.strip()[:200])
             if problem:
                 failures += 1
                 print("FAIL mutated template %r...\n  %s" % (src[:60], problem))
