@@ -23,6 +23,10 @@ if (!tandem || !modelDir || !corpusPath) {
 
 const lines = readFileSync(corpusPath, "utf8").split("\n").filter((l) => l.trim() !== "");
 const texts = lines.map((l) => JSON.parse(l));
+if (texts.length === 0) {
+  console.error(`FAIL: ${corpusPath} holds no strings`);
+  process.exit(1);
+}
 const tok = fromPreTrained();
 
 function run(cmd, args) {
