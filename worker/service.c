@@ -55,7 +55,8 @@ static int take_request(wrk_worker *w, wrk_req *r, const int32_t *prompt, size_t
     if (!r->prompt || !r->gen || !r->stop_ids)
         return snprintf(msg, cap, "out of memory"), RPC_RESOURCE_EXHAUSTED;
     memcpy(r->prompt, prompt, n_prompt * sizeof *r->prompt);
-    memcpy(r->stop_ids, sp->stop_token_ids, sp->n_stop_token_ids * sizeof *r->stop_ids);
+    if (sp->n_stop_token_ids)
+        memcpy(r->stop_ids, sp->stop_token_ids, sp->n_stop_token_ids * sizeof *r->stop_ids);
     r->n_stop = (int)sp->n_stop_token_ids;
     return RPC_OK;
 }

@@ -14,7 +14,7 @@
  *   - a too-large reservation is RESOURCE_EXHAUSTED and retryable;
  *   - every worker reports 0 KV blocks used when idle, serves /metrics, and exits 0
  *     on SIGTERM, failing an open stream explicitly.
- * usage: test_worker_cluster TANDEM MODELS_DIR */
+ * usage: test_worker_cluster TANDEM MODELS_DIR   (env: VERBOSE, TANDEM_REFERENCE) */
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -54,7 +54,7 @@ static int failures;
         }                                                                                  \
     } while (0)
 
-static const char *tandem, *models;
+static const char *tandem, *models, *reference_tandem;
 static int verbose;
 
 static double now_s(void)
@@ -316,7 +316,7 @@ static void reference(const char *model, const char *text, const sampling *s, re
     memset(out, 0, sizeof *out);
     char cmd[16384], num[64];
     snprintf(cmd, sizeof cmd, "'%s' generate --model '%s/%s' --raw --json --threads 1 --max-tokens %d --temperature %g",
-             tandem, models, model, s->max_tokens, s->temperature);
+             reference_tandem, models, model, s->max_tokens, s->temperature);
     if (s->top_p < 1) {
         snprintf(num, sizeof num, " --top-p %g", s->top_p);
         strcat(cmd, num);
@@ -789,6 +789,9 @@ int main(int argc, char **argv)
     tandem = argv[1];
     models = argv[2];
     verbose = getenv("VERBOSE") != NULL;
+    /* A sanitizer build's `tandem generate` may take minutes to load the tokenizer:
+     * TANDEM_REFERENCE names another build's binary for the reference outputs. */
+    reference_tandem = getenv("TANDEM_REFERENCE") ? getenv("TANDEM_REFERENCE") : tandem;
     signal(SIGPIPE, SIG_IGN);
     rpc_status st;
     int port = 0;
