@@ -1,0 +1,1427 @@
+/* rdma.c: the RDMA transport (libibverbs, reliable-connected queue pairs).
+ *
+ * The bulk data goes by one-sided RDMA WRITE straight from the sender's registered KV pool
+ * into the receiver's; only small control messages (SEND/RECV into 4 KiB slots) travel
+ * over each queue pair, and the queue pairs' own parameters travel over the control plane
+ * (descriptor, then hello -> kvt_accept_hello -> reply -> kvt_peer_reply), never over a
+ * side socket.
+ *
+ * Per transfer (rdma_wire.h has the messages):
+ *   sender BEGIN(id) -> receiver binds the expected transfer to this queue pair and answers
+ *   SPANS (the byte ranges it may write) and GO; only then does the sender post WRITEs, so
+ *   a transfer that was forgotten before its BEGIN arrived never receives a byte. Runs that
+ *   continue each other on both sides are coalesced into one WRITE; WRITEs stay in flight
+ *   up to the send queue's depth. FINISH (byte count, XXH3-64 of the source bytes in write
+ *   order) follows RUNS messages with the (dst_off, len) list; RC ordering guarantees that
+ *   every WRITE before them has landed when they arrive, so the receiver hashes its own
+ *   destination bytes in the same order, answers VERDICT, and only then marks the transfer
+ *   KVT_OK.
+ *
+ * The forget/late-write rule: one-sided writes cannot be refused per run, so kvt_forget of
+ * a transfer that is bound to a queue pair and has not been closed by FINISH or ABORT
+ * destroys that queue pair (ibv_destroy_qp returns only once the device will no longer
+ * access memory through it); other transfers on the same pair fail, and the sender sees
+ * its pair fail and reconnects with a new hello. A transfer forgotten before its BEGIN is
+ * answered with a failed VERDICT. After FINISH/ABORT no write of it can follow (the sender
+ * posts none and RC delivers in order), so forgetting it needs no fence.
+ *
+ * Failures: any completion in error kills its queue pair and fails every transfer on it,
+ * on both sides; a PING every second on each connected pair turns a vanished peer into a
+ * retry-exceeded error within about a second. Dead pairs are destroyed once nothing refers
+ * to them; kvt_connect builds a new one (the caller relays the new hello).
+ *
+ * Threads: one poller per transport sleeps on the completion channel (ibv_req_notify_cq +
+ * ibv_get_cq_event; a 250 ms poll timeout drives the pings), so an idle transport does not
+ * spin. One mutex guards all state; ibv_post_* are non-blocking and called under it.
+ * Messages the poller itself must send wait in a per-pair outbox when the send queue is
+ * full, because the poller cannot wait for its own completions. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <infiniband/verbs.h>
+#include <xxhash.h>
+
+#include "rdma_wire.h"
+#include "transport.h"
+
+#define N_RECV 64    /* receive slots per queue pair */
+#define N_SEND 64    /* message send slots per queue pair */
+#define SQ_DEPTH 512 /* WRITEs and SENDs in flight per queue pair */
+#define MAX_WRITE ((uint64_t)1 << 30)
+#define PING_EVERY_S 1.0
+
+enum { W_RECV = 1, W_SEND, W_WRITE };
+enum { C_HELLO = 1, C_UP, C_DEAD };
+
+typedef struct rdma_transport rdma_transport;
+typedef struct rconn rconn;
+
+typedef struct rregion {
+    kvt_region base;
+    struct ibv_mr *mr;
+    uint64_t id;
+    int users; /* transfers reading or writing it */
+    struct rregion *next;
+} rregion;
+
+typedef struct rx { /* incoming transfer */
+    uint64_t id;
+    rregion *region;
+    kvt_span *spans;
+    int n_spans;
+    uint64_t expected;
+    kvt_state state;
+    char reason[300];
+    rconn *conn; /* bound by BEGIN (holds a reference) */
+    int closed;  /* FINISH or ABORT arrived: no more writes can come */
+    uint64_t *runs; /* (dst_off, len) pairs in write order */
+    size_t n_runs, cap_runs;
+    int bad_run;
+    double t_first;
+    struct rx *next;
+} rx;
+
+typedef struct tx { /* outgoing transfer */
+    kvt_send base;
+    rconn *c;
+    rregion *src;
+    uint64_t id, remote_size;
+    kvt_state state;
+    char reason[300];
+    int go;
+    kvt_span *spans;
+    int n_spans, cap_spans;
+    rdma_run pending;
+    int has_pending;
+    uint64_t *runs;
+    size_t n_runs, cap_runs;
+    XXH3_state_t *hash;
+    uint64_t bytes;
+    double t_start;
+    struct tx *next;
+} tx;
+
+typedef struct outmsg {
+    size_t len;
+    struct outmsg *next;
+    unsigned char data[];
+} outmsg;
+
+struct rconn {
+    rdma_transport *t;
+    struct ibv_cq *cq;
+    struct ibv_qp *qp;
+    struct ibv_mr *mr;
+    unsigned char *mem; /* N_RECV receive slots, then N_SEND send slots */
+    int state, sender;
+    uint64_t token;
+    uint32_t psn;
+    int sq_used;
+    int free_slots[N_SEND], n_free;
+    int ping_slot; /* slot of the PING in flight, -1 none */
+    double last_ping;
+    int refs;
+    char reason[240];
+    outmsg *out_head, *out_tail;
+    tx *txs;
+    rconn *next;
+};
+
+typedef struct rpeer {
+    kvt_peer base;
+    rdma_desc d;
+    rconn *c;
+    struct rpeer *next;
+} rpeer;
+
+struct rdma_transport {
+    kvt_transport base;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct ibv_context *ctx;
+    struct ibv_pd *pd;
+    struct ibv_comp_channel *ch;
+    int port, gid_index;
+    union ibv_gid gid;
+    uint16_t lid;
+    enum ibv_mtu mtu;
+    uint64_t max_write;
+    int io_timeout_ms;
+    uint64_t instance, next_region, next_id, next_token;
+    rregion *regions;
+    rx *rxs;
+    rconn *conns;
+    rpeer *peers;
+    kvt_notify_fn notify;
+    void *notify_user;
+    kvt_stats stats;
+    int wake[2];
+    int stopping;
+    pthread_t poller;
+};
+
+static const kvt_ops rdma_ops;
+
+/* ---------------------------------------------------------------- helpers */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void deadline_after(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* Waits on t->cv until the deadline (ms < 0: none); returns 0 when it passed. */
+static int wait_until(rdma_transport *t, const struct timespec *dl, int ms)
+{
+    if (ms < 0)
+        return pthread_cond_wait(&t->cv, &t->mu), 1;
+    return pthread_cond_timedwait(&t->cv, &t->mu, dl) != ETIMEDOUT;
+}
+
+static int push_pair(uint64_t **arr, size_t *n, size_t *cap, uint64_t a, uint64_t b)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? 2 * *cap : 64;
+        uint64_t *p = realloc(*arr, nc * 2 * sizeof *p);
+        if (!p)
+            return -1;
+        *arr = p;
+        *cap = nc;
+    }
+    (*arr)[2 * *n] = a;
+    (*arr)[2 * *n + 1] = b;
+    (*n)++;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- device */
+
+/* The first active port of the named device (or of any device). Returns the open context. */
+static struct ibv_context *find_port(const char *want, int want_port, int *port,
+                                     struct ibv_port_attr *pa, char *why, size_t cap)
+{
+    int n = 0;
+    struct ibv_device **list = ibv_get_device_list(&n);
+    if (!list || n == 0) {
+        if (list)
+            ibv_free_device_list(list);
+        snprintf(why, cap, "no RDMA device found (ibv_get_device_list returned none)");
+        return NULL;
+    }
+    struct ibv_context *found = NULL;
+    snprintf(why, cap, want ? "RDMA device %s not found" : "no RDMA device has an active port",
+             want);
+    for (int i = 0; i < n && !found; i++) {
+        const char *name = ibv_get_device_name(list[i]);
+        if (want && strcmp(want, name) != 0)
+            continue;
+        struct ibv_context *ctx = ibv_open_device(list[i]);
+        struct ibv_device_attr da;
+        if (!ctx || ibv_query_device(ctx, &da) != 0) {
+            snprintf(why, cap, "cannot open RDMA device %s: %s", name, strerror(errno));
+            if (ctx)
+                ibv_close_device(ctx);
+            continue;
+        }
+        for (int p = 1; p <= da.phys_port_cnt && !found; p++) {
+            if (want_port > 0 && p != want_port)
+                continue;
+            if (ibv_query_port(ctx, (uint8_t)p, pa) == 0 && pa->state == IBV_PORT_ACTIVE) {
+                found = ctx;
+                *port = p;
+            }
+        }
+        if (!found) {
+            snprintf(why, cap, "RDMA device %s has no active port", name);
+            ibv_close_device(ctx);
+        }
+    }
+    ibv_free_device_list(list);
+    return found;
+}
+
+int kvt_rdma_probe(char *name, size_t name_cap, char *why, size_t why_cap)
+{
+    int port;
+    struct ibv_port_attr pa;
+    struct ibv_context *ctx = find_port(NULL, 0, &port, &pa, why, why_cap);
+    if (!ctx)
+        return 0;
+    snprintf(name, name_cap, "%s", ibv_get_device_name(ctx->device));
+    ibv_close_device(ctx);
+    return 1;
+}
+
+/* ---------------------------------------------------------------- queue pairs */
+
+static void conn_fail(rconn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int post_recv(rconn *c, int slot)
+{
+    struct ibv_sge sge = {.addr = (uintptr_t)(c->mem + (size_t)slot * RDMA_MSG_BYTES),
+                          .length = RDMA_MSG_BYTES, .lkey = c->mr->lkey};
+    struct ibv_recv_wr wr = {.wr_id = (uint64_t)W_RECV << 56 | (uint64_t)slot, .sg_list = &sge,
+                             .num_sge = 1};
+    struct ibv_recv_wr *bad;
+    return ibv_post_recv(c->qp, &wr, &bad);
+}
+
+static void conn_free(rconn *c)
+{
+    for (outmsg *m = c->out_head, *n; m; m = n) {
+        n = m->next;
+        free(m);
+    }
+    if (c->qp)
+        ibv_destroy_qp(c->qp);
+    if (c->cq)
+        ibv_destroy_cq(c->cq);
+    if (c->mr)
+        ibv_dereg_mr(c->mr);
+    free(c->mem);
+    free(c);
+}
+
+/* A queue pair in INIT with its receives posted; linked into t->conns. */
+static rconn *conn_new(rdma_transport *t, int sender, eng_error *err)
+{
+    rconn *c = calloc(1, sizeof *c);
+    size_t bytes = (size_t)(N_RECV + N_SEND) * RDMA_MSG_BYTES;
+    if (!c || !(c->mem = aligned_alloc(4096, bytes))) {
+        free(c);
+        eng_fail(err, "kvtransfer: out of memory");
+        return NULL;
+    }
+    c->t = t;
+    c->sender = sender;
+    c->state = C_HELLO;
+    c->ping_slot = -1;
+    c->last_ping = now_s();
+    c->token = ++t->next_token;
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof r, 0) != sizeof r)
+        r = (uint32_t)(uintptr_t)c;
+    c->psn = r & 0xffffff;
+    for (int i = 0; i < N_SEND; i++)
+        c->free_slots[c->n_free++] = N_SEND - 1 - i;
+    c->mr = ibv_reg_mr(t->pd, c->mem, bytes, IBV_ACCESS_LOCAL_WRITE);
+    c->cq = c->mr ? ibv_create_cq(t->ctx, SQ_DEPTH + N_RECV + 16, c, t->ch, 0) : NULL;
+    if (!c->cq || ibv_req_notify_cq(c->cq, 0) != 0) {
+        eng_fail(err, "kvtransfer: cannot set up an RDMA completion queue: %s", strerror(errno));
+        conn_free(c);
+        return NULL;
+    }
+    struct ibv_qp_init_attr ia = {.send_cq = c->cq, .recv_cq = c->cq, .qp_type = IBV_QPT_RC,
+                                  .cap = {.max_send_wr = SQ_DEPTH, .max_recv_wr = N_RECV,
+                                          .max_send_sge = 1, .max_recv_sge = 1}};
+    c->qp = ibv_create_qp(t->pd, &ia);
+    if (!c->qp) {
+        eng_fail(err, "kvtransfer: cannot create an RDMA queue pair: %s", strerror(errno));
+        conn_free(c);
+        return NULL;
+    }
+    struct ibv_qp_attr a = {.qp_state = IBV_QPS_INIT, .pkey_index = 0, .port_num = (uint8_t)t->port,
+                            .qp_access_flags = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE};
+    if (ibv_modify_qp(c->qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS)) {
+        eng_fail(err, "kvtransfer: RDMA queue pair to INIT: %s", strerror(errno));
+        conn_free(c);
+        return NULL;
+    }
+    for (int i = 0; i < N_RECV; i++)
+        if (post_recv(c, i) != 0) {
+            eng_fail(err, "kvtransfer: cannot post RDMA receives: %s", strerror(errno));
+            conn_free(c);
+            return NULL;
+        }
+    c->next = t->conns;
+    t->conns = c;
+    return c;
+}
+
+/* INIT -> RTR -> RTS towards the remote side described by h. */
+static int conn_connect(rconn *c, const rdma_hello *h, eng_error *err)
+{
+    rdma_transport *t = c->t;
+    static const uint8_t zero[16];
+    struct ibv_qp_attr a = {.qp_state = IBV_QPS_RTR,
+                            .path_mtu = h->mtu < t->mtu ? (enum ibv_mtu)h->mtu : t->mtu,
+                            .dest_qp_num = h->qpn, .rq_psn = h->psn, .max_dest_rd_atomic = 1,
+                            .min_rnr_timer = 12,
+                            .ah_attr = {.dlid = h->lid, .port_num = (uint8_t)t->port}};
+    if (memcmp(h->gid, zero, 16) != 0) {
+        a.ah_attr.is_global = 1;
+        memcpy(a.ah_attr.grh.dgid.raw, h->gid, 16);
+        a.ah_attr.grh.sgid_index = (uint8_t)t->gid_index;
+        a.ah_attr.grh.hop_limit = 64;
+    }
+    if (ibv_modify_qp(c->qp, &a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
+                                     IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER))
+        return eng_fail(err, "kvtransfer: RDMA queue pair to RTR: %s", strerror(errno));
+    struct ibv_qp_attr b = {.qp_state = IBV_QPS_RTS, .timeout = 15, .retry_cnt = 7, .rnr_retry = 7,
+                            .sq_psn = c->psn, .max_rd_atomic = 1};
+    if (ibv_modify_qp(c->qp, &b, IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT |
+                                     IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC))
+        return eng_fail(err, "kvtransfer: RDMA queue pair to RTS: %s", strerror(errno));
+    c->state = C_UP;
+    c->last_ping = now_s();
+    return 0;
+}
+
+static void fill_hello(rconn *c, rdma_hello *h, int kind, uint64_t to, uint64_t token)
+{
+    rdma_transport *t = c->t;
+    memset(h, 0, sizeof *h);
+    h->kind = kind;
+    h->to = to;
+    h->from = t->instance;
+    h->token = token;
+    memcpy(h->gid, t->gid.raw, 16);
+    h->qpn = c->qp->qp_num;
+    h->psn = c->psn;
+    h->lid = t->lid;
+    h->mtu = (uint8_t)t->mtu;
+}
+
+static void rx_end(rdma_transport *t, rx *x, kvt_state st, const char *reason)
+{
+    if (x->state != KVT_PENDING)
+        return;
+    x->state = st;
+    if (reason)
+        snprintf(x->reason, sizeof x->reason, "%s", reason);
+    if (st == KVT_OK)
+        t->stats.recvs_ok++;
+    else
+        t->stats.recvs_failed++;
+    if (t->notify)
+        t->notify(t->notify_user, x->id, st);
+    pthread_cond_broadcast(&t->cv);
+}
+
+/* Kills the queue pair (destroying it, so that no more bytes land through it) and fails
+ * every transfer on it, on this side. */
+static void conn_fail(rconn *c, const char *fmt, ...)
+{
+    rdma_transport *t = c->t;
+    if (c->state == C_DEAD)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->reason, sizeof c->reason, fmt, ap);
+    va_end(ap);
+    c->state = C_DEAD;
+    if (c->qp) {
+        ibv_destroy_qp(c->qp);
+        c->qp = NULL;
+    }
+    char why[300];
+    snprintf(why, sizeof why, "RDMA connection to the peer failed: %s", c->reason);
+    for (tx *s = c->txs; s; s = s->next)
+        if (s->state == KVT_PENDING) {
+            s->state = KVT_FAILED;
+            snprintf(s->reason, sizeof s->reason, "%s", why);
+        }
+    for (rx *x = t->rxs; x; x = x->next)
+        if (x->conn == c && !x->closed) {
+            x->closed = 1;
+            rx_end(t, x, KVT_FAILED, why);
+        }
+    pthread_cond_broadcast(&t->cv);
+}
+
+static int post_msg_now(rconn *c, const void *data, size_t len, int *slot_out)
+{
+    int slot = c->free_slots[--c->n_free];
+    unsigned char *buf = c->mem + (size_t)(N_RECV + slot) * RDMA_MSG_BYTES;
+    memcpy(buf, data, len);
+    struct ibv_sge sge = {.addr = (uintptr_t)buf, .length = (uint32_t)len, .lkey = c->mr->lkey};
+    struct ibv_send_wr wr = {.wr_id = (uint64_t)W_SEND << 56 | (uint64_t)slot, .sg_list = &sge,
+                             .num_sge = 1, .opcode = IBV_WR_SEND, .send_flags = IBV_SEND_SIGNALED};
+    struct ibv_send_wr *bad;
+    if (ibv_post_send(c->qp, &wr, &bad) != 0) {
+        c->free_slots[c->n_free++] = slot;
+        conn_fail(c, "posting a message: %s", strerror(errno));
+        return -1;
+    }
+    c->sq_used++;
+    if (slot_out)
+        *slot_out = slot;
+    return 0;
+}
+
+static int has_room(const rconn *c)
+{
+    return c->n_free > 0 && c->sq_used < SQ_DEPTH;
+}
+
+/* From the poller: send now or queue in the outbox (never waits). */
+static void send_async(rconn *c, const rdma_msg *m, const uint64_t *pairs, const char *text)
+{
+    unsigned char buf[RDMA_MSG_BYTES];
+    if (c->state != C_UP)
+        return;
+    size_t len = rdma_msg_encode(m, pairs, text, buf);
+    if (!c->out_head && has_room(c)) {
+        post_msg_now(c, buf, len, NULL);
+        return;
+    }
+    outmsg *o = malloc(sizeof *o + len);
+    if (!o) {
+        conn_fail(c, "out of memory queueing a message");
+        return;
+    }
+    o->len = len;
+    o->next = NULL;
+    memcpy(o->data, buf, len);
+    if (c->out_tail)
+        c->out_tail->next = o;
+    else
+        c->out_head = o;
+    c->out_tail = o;
+}
+
+static void flush_outbox(rconn *c)
+{
+    while (c->state == C_UP && c->out_head && has_room(c)) {
+        outmsg *o = c->out_head;
+        c->out_head = o->next;
+        if (!c->out_head)
+            c->out_tail = NULL;
+        post_msg_now(c, o->data, o->len, NULL);
+        free(o);
+    }
+}
+
+/* From a caller's thread: waits for room (up to the io timeout). Holds t->mu. */
+static int wait_room(rconn *c, eng_error *err)
+{
+    rdma_transport *t = c->t;
+    struct timespec dl;
+    deadline_after(&dl, t->io_timeout_ms);
+    while (c->state == C_UP && (!has_room(c) || c->out_head))
+        if (!wait_until(t, &dl, t->io_timeout_ms)) {
+            conn_fail(c, "no send queue progress for %d ms", t->io_timeout_ms);
+            break;
+        }
+    if (c->state != C_UP)
+        return eng_fail(err, "kvtransfer: RDMA connection to the peer failed: %s", c->reason);
+    return 0;
+}
+
+static int send_sync(rconn *c, const rdma_msg *m, const uint64_t *pairs, const char *text,
+                     eng_error *err)
+{
+    unsigned char buf[RDMA_MSG_BYTES];
+    if (wait_room(c, err) < 0)
+        return -1;
+    size_t len = rdma_msg_encode(m, pairs, text, buf);
+    if (post_msg_now(c, buf, len, NULL) < 0)
+        return eng_fail(err, "kvtransfer: RDMA connection to the peer failed: %s", c->reason);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- receiving side */
+
+static rx *find_rx(rdma_transport *t, uint64_t id)
+{
+    for (rx *x = t->rxs; x; x = x->next)
+        if (x->id == id)
+            return x;
+    return NULL;
+}
+
+static void send_verdict(rconn *c, uint64_t id, int ok, const char *reason)
+{
+    rdma_msg m = {.type = RM_VERDICT, .id = id, .a = (uint64_t)ok, .n = (uint32_t)strlen(reason)};
+    send_async(c, &m, NULL, reason);
+}
+
+static void on_begin(rconn *c, uint64_t id)
+{
+    rdma_transport *t = c->t;
+    rx *x = find_rx(t, id);
+    if (!x || x->state != KVT_PENDING || x->conn) {
+        send_verdict(c, id, 0, !x ? "the receiver does not expect this transfer (unknown or forgotten)"
+                               : x->conn ? "the transfer was already started"
+                                         : x->reason);
+        return;
+    }
+    x->conn = c;
+    c->refs++;
+    x->t_first = now_s();
+    for (int i = 0; i < x->n_spans; i += RDMA_MSG_MAX_PAIRS) {
+        int n = x->n_spans - i < RDMA_MSG_MAX_PAIRS ? x->n_spans - i : RDMA_MSG_MAX_PAIRS;
+        rdma_msg m = {.type = RM_SPANS, .id = id, .n = (uint32_t)n};
+        send_async(c, &m, (const uint64_t *)(x->spans + i), NULL);
+    }
+    rdma_msg go = {.type = RM_GO, .id = id, .a = (uint64_t)x->n_spans};
+    send_async(c, &go, NULL, NULL);
+}
+
+static void on_runs(rconn *c, const rdma_msg *m, const unsigned char *p)
+{
+    rx *x = find_rx(c->t, m->id);
+    if (!x || x->conn != c || x->closed)
+        return;
+    for (uint32_t i = 0; i < m->n; i++) {
+        uint64_t off = rdma_msg_pair(p, i, 0), len = rdma_msg_pair(p, i, 1);
+        if (off > x->region->base.len || len > x->region->base.len - off ||
+            (x->spans && !kvt_spans_cover(x->spans, x->n_spans, off, len)))
+            x->bad_run = 1;
+        if (push_pair(&x->runs, &x->n_runs, &x->cap_runs, off, len) < 0)
+            x->bad_run = 1;
+    }
+}
+
+static void on_finish(rconn *c, const rdma_msg *m)
+{
+    rdma_transport *t = c->t;
+    rx *x = find_rx(t, m->id);
+    if (!x || x->conn != c || x->closed) {
+        send_verdict(c, m->id, 0, "the receiver forgot this transfer");
+        return;
+    }
+    x->closed = 1;
+    char why[300] = "";
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < x->n_runs; i++)
+        bytes += x->runs[2 * i + 1];
+    if (x->state != KVT_PENDING)
+        snprintf(why, sizeof why, "%s", x->reason);
+    else if (x->bad_run)
+        snprintf(why, sizeof why, "a run lies outside the transfer's blocks or the region");
+    else if (m->c != x->n_runs || m->a != bytes)
+        snprintf(why, sizeof why, "sender reports %" PRIu64 " bytes in %" PRIu64 " runs, %" PRIu64
+                 " bytes in %zu runs described", m->a, m->c, bytes, x->n_runs);
+    else if (x->expected && bytes != x->expected)
+        snprintf(why, sizeof why, "expected %" PRIu64 " bytes, the sender wrote %" PRIu64,
+                 x->expected, bytes);
+    else {
+        XXH3_state_t *h = XXH3_createState();
+        if (!h) {
+            snprintf(why, sizeof why, "out of memory");
+        } else {
+            XXH3_64bits_reset(h);
+            for (size_t i = 0; i < x->n_runs; i++)
+                XXH3_64bits_update(h, x->region->base.base + x->runs[2 * i], x->runs[2 * i + 1]);
+            uint64_t sum = XXH3_64bits_digest(h);
+            XXH3_freeState(h);
+            if (sum != m->b)
+                snprintf(why, sizeof why, "checksum mismatch: received bytes hash to %016" PRIx64
+                         ", the sender's to %016" PRIx64, sum, m->b);
+        }
+    }
+    send_verdict(c, m->id, why[0] == '\0', why); /* the verdict first, then KVT_OK */
+    if (why[0] == '\0') {
+        t->stats.bytes_received += bytes;
+        t->stats.recv_seconds += now_s() - x->t_first;
+        rx_end(t, x, KVT_OK, NULL);
+    } else {
+        rx_end(t, x, KVT_FAILED, why);
+    }
+}
+
+static void on_abort(rconn *c, const rdma_msg *m, const unsigned char *p)
+{
+    rx *x = find_rx(c->t, m->id);
+    if (!x || x->conn != c || x->closed)
+        return;
+    x->closed = 1;
+    char why[300];
+    snprintf(why, sizeof why, "the sender aborted: %.*s", (int)(m->n < 250 ? m->n : 250),
+             (const char *)p);
+    rx_end(c->t, x, KVT_FAILED, why);
+}
+
+/* ---------------------------------------------------------------- the poller */
+
+static tx *find_tx(rconn *c, uint64_t id)
+{
+    for (tx *s = c->txs; s; s = s->next)
+        if (s->id == id)
+            return s;
+    return NULL;
+}
+
+static void on_message(rconn *c, const void *buf, size_t len)
+{
+    rdma_msg m;
+    const unsigned char *p;
+    eng_error err;
+    if (rdma_msg_decode(buf, len, &m, &p, &err) < 0) {
+        conn_fail(c, "%s", err.msg);
+        return;
+    }
+    tx *s = NULL;
+    switch (m.type) {
+    case RM_BEGIN: on_begin(c, m.id); break;
+    case RM_RUNS: on_runs(c, &m, p); break;
+    case RM_FINISH: on_finish(c, &m); break;
+    case RM_ABORT: on_abort(c, &m, p); break;
+    case RM_PING: break;
+    case RM_SPANS:
+        if ((s = find_tx(c, m.id)) && s->state == KVT_PENDING) {
+            for (uint32_t i = 0; i < m.n; i++) {
+                if (s->n_spans == s->cap_spans) {
+                    int nc = s->cap_spans ? 2 * s->cap_spans : 64;
+                    kvt_span *q = realloc(s->spans, (size_t)nc * sizeof *q);
+                    if (!q) {
+                        s->state = KVT_FAILED;
+                        snprintf(s->reason, sizeof s->reason, "out of memory");
+                        break;
+                    }
+                    s->spans = q;
+                    s->cap_spans = nc;
+                }
+                s->spans[s->n_spans++] = (kvt_span){rdma_msg_pair(p, i, 0), rdma_msg_pair(p, i, 1)};
+            }
+        }
+        break;
+    case RM_GO:
+        if ((s = find_tx(c, m.id)) && s->state == KVT_PENDING) {
+            s->go = 1;
+            if (m.a != (uint64_t)s->n_spans) {
+                s->state = KVT_FAILED;
+                snprintf(s->reason, sizeof s->reason, "lost span messages");
+            }
+        }
+        break;
+    case RM_VERDICT:
+        if ((s = find_tx(c, m.id)) && s->state == KVT_PENDING) {
+            s->state = m.a ? KVT_OK : KVT_FAILED;
+            snprintf(s->reason, sizeof s->reason, "receiver: %.*s", (int)(m.n < 250 ? m.n : 250),
+                     (const char *)p);
+        }
+        break;
+    }
+}
+
+static void drain_cq(rconn *c)
+{
+    struct ibv_wc wc[32];
+    int n;
+    while (c->cq && (n = ibv_poll_cq(c->cq, 32, wc)) > 0) {
+        for (int i = 0; i < n; i++) {
+            int kind = (int)(wc[i].wr_id >> 56), slot = (int)(wc[i].wr_id & 0xffff);
+            if (kind != W_RECV) {
+                c->sq_used--;
+                if (kind == W_SEND) {
+                    c->free_slots[c->n_free++] = slot;
+                    if (slot == c->ping_slot)
+                        c->ping_slot = -1;
+                }
+            }
+            if (wc[i].status != IBV_WC_SUCCESS) {
+                conn_fail(c, "%s work request completed with \"%s\"",
+                          kind == W_RECV ? "a receive" : kind == W_SEND ? "a send" : "an RDMA write",
+                          ibv_wc_status_str(wc[i].status));
+                continue;
+            }
+            if (kind == W_RECV && c->state == C_UP) {
+                on_message(c, c->mem + (size_t)slot * RDMA_MSG_BYTES, wc[i].byte_len);
+                if (c->state == C_UP && post_recv(c, slot) != 0)
+                    conn_fail(c, "reposting a receive: %s", strerror(errno));
+            }
+        }
+    }
+    flush_outbox(c);
+    pthread_cond_broadcast(&c->t->cv);
+}
+
+static void housekeeping(rdma_transport *t)
+{
+    double now = now_s();
+    for (rconn **pc = &t->conns; *pc;) {
+        rconn *c = *pc;
+        if (c->state == C_DEAD && c->refs == 0) {
+            *pc = c->next;
+            conn_free(c);
+            continue;
+        }
+        if (c->state == C_UP && c->ping_slot < 0 && now - c->last_ping >= PING_EVERY_S &&
+            has_room(c) && !c->out_head) {
+            unsigned char buf[RDMA_MSG_HEADER];
+            rdma_msg m = {.type = RM_PING};
+            size_t len = rdma_msg_encode(&m, NULL, NULL, buf);
+            c->last_ping = now;
+            post_msg_now(c, buf, len, &c->ping_slot);
+        }
+        pc = &c->next;
+    }
+}
+
+static void *poller_main(void *arg)
+{
+    rdma_transport *t = arg;
+    for (;;) {
+        struct pollfd p[2] = {{.fd = t->ch->fd, .events = POLLIN}, {.fd = t->wake[0], .events = POLLIN}};
+        poll(p, 2, 250);
+        pthread_mutex_lock(&t->mu);
+        if (t->stopping) {
+            pthread_mutex_unlock(&t->mu);
+            return NULL;
+        }
+        struct ibv_cq *cq;
+        void *ctx;
+        while (ibv_get_cq_event(t->ch, &cq, &ctx) == 0) {
+            ibv_ack_cq_events(cq, 1);
+            ibv_req_notify_cq(cq, 0);
+            drain_cq(ctx); /* after re-arming, so nothing slips between */
+        }
+        housekeeping(t);
+        pthread_mutex_unlock(&t->mu);
+    }
+}
+
+/* ---------------------------------------------------------------- regions */
+
+static rregion *region_of(rdma_transport *t, const kvt_region *r)
+{
+    for (rregion *x = t->regions; x; x = x->next)
+        if (&x->base == r)
+            return x;
+    return NULL;
+}
+
+static int rdma_reg(kvt_transport *base, void *mem, size_t len, kvt_region **out, eng_error *err)
+{
+    rdma_transport *t = (rdma_transport *)base;
+    rregion *r = calloc(1, sizeof *r);
+    if (!r)
+        return eng_fail(err, "kvtransfer: out of memory");
+    r->mr = ibv_reg_mr(t->pd, mem, len, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+    if (!r->mr) {
+        int e = errno;
+        free(r);
+        return eng_fail(err, "kvtransfer: ibv_reg_mr of %zu bytes failed: %s (raise the locked "
+                        "memory limit, ulimit -l)", len, strerror(e));
+    }
+    r->base = (kvt_region){.t = base, .base = mem, .len = len};
+    pthread_mutex_lock(&t->mu);
+    r->id = ++t->next_region;
+    r->next = t->regions;
+    t->regions = r;
+    pthread_mutex_unlock(&t->mu);
+    *out = &r->base;
+    return 0;
+}
+
+static int rdma_dereg(kvt_transport *base, kvt_region *reg, eng_error *err)
+{
+    rdma_transport *t = (rdma_transport *)base;
+    pthread_mutex_lock(&t->mu);
+    rregion *r = region_of(t, reg);
+    if (!r || r->users > 0) {
+        pthread_mutex_unlock(&t->mu);
+        return eng_fail(err, r ? "kvtransfer: region still used by %d transfers" : "kvtransfer: unknown region%.0d",
+                        r ? r->users : 0);
+    }
+    for (rregion **p = &t->regions; *p; p = &(*p)->next)
+        if (*p == r) {
+            *p = r->next;
+            break;
+        }
+    pthread_mutex_unlock(&t->mu);
+    ibv_dereg_mr(r->mr);
+    free(r);
+    return 0;
+}
+
+static int rdma_descriptor(kvt_transport *base, const kvt_region *reg, void *buf, size_t cap,
+                           size_t *len, eng_error *err)
+{
+    rdma_transport *t = (rdma_transport *)base;
+    pthread_mutex_lock(&t->mu);
+    rregion *r = region_of(t, reg);
+    rdma_desc d = {.instance = t->instance, .lid = t->lid};
+    if (r) {
+        d.region_id = r->id;
+        d.rkey = r->mr->rkey;
+        d.addr = (uintptr_t)r->base.base;
+        d.size = r->base.len;
+    }
+    memcpy(d.gid, t->gid.raw, 16);
+    pthread_mutex_unlock(&t->mu);
+    if (!r)
+        return eng_fail(err, "kvtransfer: unknown region");
+    return rdma_desc_encode(&d, buf, cap, len, err);
+}
+
+/* ---------------------------------------------------------------- receiving API */
+
+static int rdma_expect(kvt_transport *base, kvt_region *reg, kvt_span *spans, int n_spans,
+                       uint64_t expected, uint64_t *id, eng_error *err)
+{
+    rdma_transport *t = (rdma_transport *)base;
+    rx *x = calloc(1, sizeof *x);
+    if (!x) {
+        free(spans);
+        return eng_fail(err, "kvtransfer: out of memory");
+    }
+    pthread_mutex_lock(&t->mu);
+    rregion *r = region_of(t, reg);
+    if (!r) {
+        pthread_mutex_unlock(&t->mu);
+        free(spans);
+        free(x);
+        return eng_fail(err, "kvtransfer: unknown region");
+    }
+    x->id = ++t->next_id;
+    x->region = r;
+    r->users++;
+    x->spans = spans;
+    x->n_spans = n_spans;
+    x->expected = expected;
+    x->next = t->rxs;
+    t->rxs = x;
+    *id = x->id;
+    pthread_mutex_unlock(&t->mu);
+    return 0;
+}
+
+static kvt_state rdma_wait(kvt_transport *base, uint64_t id, int timeout_ms, eng_error *err)
+{
+    rdma_transport *t = (rdma_transport *)base;
+    struct timespec dl;
+    deadline_after(&dl, timeout_ms > 0 ? timeout_ms : 0);
+    pthread_mutex_lock(&t->mu);
+    rx *x;
+    while ((x = find_rx(t, id)) && x->state == KVT_PENDING && timeout_ms != 0)
+        if (!wait_until(t, &dl, timeout_ms))
+            break;
+    kvt_state st = x ? x->state : KVT_FAILED;
+    if (!x)
+        eng_fail(err, "kvtransfer: unknown or forgotten transfer %" PRIu64, id);
+    else if (st == KVT_FAILED)
+        eng_fail(err, "kvtransfer: transfer %" PRIu64 " failed: %s", id, x->reason);
+    pthread_mutex_unlock(&t->mu);
+    return st;
+}
+
+static void rdma_forget(kvt_transport *base, uint64_t id)
+{
+    rdma_transport *t = (rdma_transport *)base;
+    pthread_mutex_lock(&t->mu);
+    rx **px = &t->rxs;
+    while (*px && (*px)->id != id)
+        px = &(*px)->next;
+    rx *x = *px;
+    if (!x) {
+        pthread_mutex_unlock(&t->mu);
+        return;
+    }
+    if (x->state == KVT_PENDING)
+        rx_end(t, x, KVT_FAILED, "forgotten");
+    if (x->conn) {
+        /* The fence: writes of this transfer may still be on the wire unless FINISH/ABORT
+         * closed it; destroying the queue pair stops them for good. */
+        if (!x->closed)
+            conn_fail(x->conn, "transfer %" PRIu64 " was forgotten while its writes could still "
+                      "land", id);
+        x->conn->refs--;
+    }
+    *px = x->next;
+    x->region->users--;
+    pthread_mutex_unlock(&t->mu);
+    free(x->spans);
+    free(x->runs);
+    free(x);
+}
+
+static void rdma_set_notify(kvt_transport *base, kvt_notify_fn fn, void *user)
+{
+    rdma_transport *t = (rdma_transport *)base;
+    pthread_mutex_lock(&t->mu);
+    t->notify = fn;
+    t->notify_user = user;
+    pthread_mutex_unlock(&t->mu);
+}
+
+static int rdma_accept(kvt_transport *base, const void *hello, size_t len, void *reply, size_t cap,
+                       size_t *reply_len, eng_error *err)
+{
+    rdma_transport *t = (rdma_transport *)base;
+    rdma_hello h, r;
+    if (rdma_hello_decode(hello, len, &h, err) < 0)
+        return -1;
+    if (h.kind != RDMA_HELLO)
+        return eng_fail(err, "kvtransfer: an RDMA reply was passed as a hello");
+    if (h.to != t->instance)
+        return eng_fail(err, "kvtransfer: RDMA hello for transport %016" PRIx64 ", this is %016" PRIx64
+                        " (the receiver restarted? the sender reconnects with a fresh descriptor)",
+                        h.to, t->instance);
+    pthread_mutex_lock(&t->mu);
+    rconn *c = conn_new(t, 0, err);
+    if (!c || conn_connect(c, &h, err) < 0) {
+        if (c)
+            conn_fail(c, "handshake failed");
+        pthread_mutex_unlock(&t->mu);
+        return -1;
+    }
+    fill_hello(c, &r, RDMA_REPLY, h.from, h.token);
+    pthread_mutex_unlock(&t->mu);
+    *reply_len = rdma_hello_encode(&r, reply, cap);
+    if (*reply_len == 0)
+        return eng_fail(err, "kvtransfer: reply buffer of %zu bytes is too small", cap);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- sending API */
+
+static int rdma_connect(kvt_transport *base, const void *desc, size_t len, kvt_peer **out,
+                        eng_error *err)
+{
+    rdma_transport *t = (rdma_transport *)base;
+    rdma_desc d;
+    if (rdma_desc_decode(desc, len, &d, err) < 0)
+        return -1;
+    pthread_mutex_lock(&t->mu);
+    rpeer *p = t->peers;
+    while (p && !(p->d.instance == d.instance && p->d.region_id == d.region_id && p->d.addr == d.addr))
+        p = p->next;
+    if (!p) {
+        p = calloc(1, sizeof *p);
+        if (!p) {
+            pthread_mutex_unlock(&t->mu);
+            return eng_fail(err, "kvtransfer: out of memory");
+        }
+        p->base.t = base;
+        p->d = d;
+        p->next = t->peers;
+        t->peers = p;
+    }
+    if (p->c && p->c->state == C_DEAD) {
+        p->c->refs--;
+        p->c = NULL;
+    }
+    if (!p->c) {
+        p->c = conn_new(t, 1, err);
+        if (!p->c) {
+            pthread_mutex_unlock(&t->mu);
+            return -1;
+        }
+        p->c->refs++;
+    }
+    pthread_mutex_unlock(&t->mu);
+    *out = &p->base;
+    return 0;
+}
+
+static size_t rdma_peer_hello(kvt_peer *pb, void *buf, size_t cap)
+{
+    rpeer *p = (rpeer *)pb;
+    rdma_transport *t = (rdma_transport *)pb->t;
+    size_t n = 0;
+    pthread_mutex_lock(&t->mu);
+    if (p->c && p->c->state == C_HELLO) {
+        rdma_hello h;
+        fill_hello(p->c, &h, RDMA_HELLO, p->d.instance, p->c->token);
+        n = rdma_hello_encode(&h, buf, cap);
+    }
+    pthread_mutex_unlock(&t->mu);
+    return n;
+}
+
+static int rdma_peer_reply(kvt_peer *pb, const void *reply, size_t len, eng_error *err)
+{
+    rpeer *p = (rpeer *)pb;
+    rdma_transport *t = (rdma_transport *)pb->t;
+    rdma_hello h;
+    if (rdma_hello_decode(reply, len, &h, err) < 0)
+        return -1;
+    pthread_mutex_lock(&t->mu);
+    int rc = 0;
+    if (!p->c || p->c->state != C_HELLO)
+        rc = eng_fail(err, "kvtransfer: an RDMA reply arrived for a queue pair that is not waiting for one");
+    else if (h.kind != RDMA_REPLY || h.to != t->instance || h.from != p->d.instance || h.token != p->c->token)
+        rc = eng_fail(err, "kvtransfer: the RDMA reply answers another hello");
+    else if (conn_connect(p->c, &h, err) < 0) {
+        conn_fail(p->c, "handshake failed");
+        rc = -1;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return rc;
+}
+
+static void tx_free(rdma_transport *t, tx *s) /* holds t->mu */
+{
+    for (tx **ps = &s->c->txs; *ps; ps = &(*ps)->next)
+        if (*ps == s) {
+            *ps = s->next;
+            break;
+        }
+    s->c->refs--;
+    s->src->users--;
+    pthread_cond_broadcast(&t->cv);
+    XXH3_freeState(s->hash);
+    free(s->spans);
+    free(s->runs);
+    free(s);
+}
+
+static int rdma_send_begin(kvt_peer *pb, kvt_region *src, uint64_t id, kvt_send **out, eng_error *err)
+{
+    rpeer *p = (rpeer *)pb;
+    rdma_transport *t = (rdma_transport *)pb->t;
+    tx *s = calloc(1, sizeof *s);
+    XXH3_state_t *h = XXH3_createState();
+    if (!s || !h) {
+        free(s);
+        XXH3_freeState(h);
+        return eng_fail(err, "kvtransfer: out of memory");
+    }
+    XXH3_64bits_reset(h);
+    pthread_mutex_lock(&t->mu);
+    rconn *c = p->c;
+    rregion *r = region_of(t, src);
+    if (!c || c->state != C_UP || !r) {
+        int dead = c && c->state == C_DEAD;
+        pthread_mutex_unlock(&t->mu);
+        free(s);
+        XXH3_freeState(h);
+        if (!r)
+            return eng_fail(err, "kvtransfer: unknown source region");
+        return eng_fail(err, dead ? "kvtransfer: RDMA connection to the peer failed: %s (connect again)"
+                                  : "kvtransfer: the RDMA queue pair is not connected%s: relay "
+                                    "kvt_peer_hello through kvt_accept_hello and kvt_peer_reply first",
+                        dead ? c->reason : "");
+    }
+    s->base.t = pb->t;
+    s->c = c;
+    c->refs++;
+    s->src = r;
+    r->users++;
+    s->id = id;
+    s->remote_size = p->d.size;
+    s->hash = h;
+    s->t_start = now_s();
+    s->next = c->txs;
+    c->txs = s;
+    rdma_msg m = {.type = RM_BEGIN, .id = id};
+    int rc = send_sync(c, &m, NULL, NULL, err);
+    struct timespec dl;
+    deadline_after(&dl, t->io_timeout_ms);
+    while (rc == 0 && !s->go && s->state == KVT_PENDING)
+        if (!wait_until(t, &dl, t->io_timeout_ms)) {
+            rc = eng_fail(err, "kvtransfer: the receiver did not answer BEGIN within %d ms", t->io_timeout_ms);
+            break;
+        }
+    if (rc == 0 && s->state != KVT_PENDING)
+        rc = eng_fail(err, "kvtransfer: transfer %" PRIu64 " refused: %s", id, s->reason);
+    if (rc < 0) {
+        t->stats.sends_failed++;
+        tx_free(t, s);
+    } else {
+        *out = &s->base;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return rc;
+}
+
+/* Hashes and posts one coalesced run (split at the device's message limit). */
+static int post_run(tx *s, const rdma_run *run, eng_error *err)
+{
+    rdma_transport *t = (rdma_transport *)s->base.t;
+    XXH3_64bits_update(s->hash, s->src->base.base + run->src, run->len);
+    s->bytes += run->len;
+    pthread_mutex_lock(&t->mu);
+    int rc = 0;
+    rpeer *p = NULL;
+    for (rpeer *q = t->peers; q; q = q->next)
+        if (q->c == s->c)
+            p = q;
+    for (uint64_t done = 0; rc == 0 && done < run->len;) {
+        uint64_t n = run->len - done < t->max_write ? run->len - done : t->max_write;
+        if (s->state != KVT_PENDING) {
+            rc = eng_fail(err, "kvtransfer: transfer %" PRIu64 " failed: %s", s->id, s->reason);
+            break;
+        }
+        if (wait_room(s->c, err) < 0 || !p) {
+            rc = p ? -1 : eng_fail(err, "kvtransfer: the peer was reconnected under this transfer");
+            break;
+        }
+        struct ibv_sge sge = {.addr = (uintptr_t)(s->src->base.base + run->src + done),
+                              .length = (uint32_t)n, .lkey = s->src->mr->lkey};
+        struct ibv_send_wr wr = {.wr_id = (uint64_t)W_WRITE << 56, .sg_list = &sge, .num_sge = 1,
+                                 .opcode = IBV_WR_RDMA_WRITE, .send_flags = IBV_SEND_SIGNALED};
+        wr.wr.rdma.remote_addr = p->d.addr + run->dst + done;
+        wr.wr.rdma.rkey = p->d.rkey;
+        struct ibv_send_wr *bad;
+        if (ibv_post_send(s->c->qp, &wr, &bad) != 0) {
+            conn_fail(s->c, "posting an RDMA write: %s", strerror(errno));
+            rc = eng_fail(err, "kvtransfer: RDMA connection to the peer failed: %s", s->c->reason);
+            break;
+        }
+        s->c->sq_used++;
+        if (push_pair(&s->runs, &s->n_runs, &s->cap_runs, run->dst + done, n) < 0)
+            rc = eng_fail(err, "kvtransfer: out of memory");
+        done += n;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return rc;
+}
+
+static int rdma_send_write(kvt_send *sb, uint64_t src_off, uint64_t dst_off, uint64_t len,
+                           eng_error *err)
+{
+    tx *s = (tx *)sb;
+    rdma_transport *t = (rdma_transport *)sb->t;
+    if (len == 0)
+        return 0;
+    if (src_off > s->src->base.len || len > s->src->base.len - src_off)
+        return eng_fail(err, "kvtransfer: run [%" PRIu64 ", +%" PRIu64 ") lies outside the %zu-byte "
+                        "source region", src_off, len, s->src->base.len);
+    if (dst_off > s->remote_size || len > s->remote_size - dst_off ||
+        (s->n_spans && !kvt_spans_cover(s->spans, s->n_spans, dst_off, len))) {
+        pthread_mutex_lock(&t->mu);
+        if (s->state == KVT_PENDING) {
+            s->state = KVT_FAILED;
+            snprintf(s->reason, sizeof s->reason, "run to [%" PRIu64 ", +%" PRIu64 ") lies outside the "
+                     "receiver's blocks for this transfer", dst_off, len);
+        }
+        pthread_mutex_unlock(&t->mu);
+        return eng_fail(err, "kvtransfer: transfer %" PRIu64 " failed: %s", s->id, s->reason);
+    }
+    rdma_run flush;
+    if (rdma_run_add(&s->pending, &s->has_pending, src_off, dst_off, len, t->max_write, &flush))
+        return post_run(s, &flush, err);
+    pthread_mutex_lock(&t->mu);
+    int failed = s->state != KVT_PENDING;
+    if (failed)
+        eng_fail(err, "kvtransfer: transfer %" PRIu64 " failed: %s", s->id, s->reason);
+    pthread_mutex_unlock(&t->mu);
+    return failed ? -1 : 0;
+}
+
+static int rdma_send_finish(kvt_send *sb, int timeout_ms, eng_error *err)
+{
+    tx *s = (tx *)sb;
+    rdma_transport *t = (rdma_transport *)sb->t;
+    int rc = 0;
+    if (s->has_pending) {
+        s->has_pending = 0;
+        rc = post_run(s, &s->pending, err);
+    }
+    uint64_t sum = XXH3_64bits_digest(s->hash);
+    pthread_mutex_lock(&t->mu);
+    for (size_t i = 0; rc == 0 && i < s->n_runs; i += RDMA_MSG_MAX_PAIRS) {
+        size_t n = s->n_runs - i < RDMA_MSG_MAX_PAIRS ? s->n_runs - i : RDMA_MSG_MAX_PAIRS;
+        rdma_msg m = {.type = RM_RUNS, .id = s->id, .n = (uint32_t)n};
+        rc = send_sync(s->c, &m, s->runs + 2 * i, NULL, err);
+    }
+    if (rc == 0) {
+        rdma_msg m = {.type = RM_FINISH, .id = s->id, .a = s->bytes, .b = sum, .c = s->n_runs};
+        rc = send_sync(s->c, &m, NULL, NULL, err);
+    }
+    struct timespec dl;
+    deadline_after(&dl, timeout_ms > 0 ? timeout_ms : 0);
+    while (rc == 0 && s->state == KVT_PENDING)
+        if (!wait_until(t, &dl, timeout_ms)) {
+            rc = eng_fail(err, "kvtransfer: no verdict from the receiver within %d ms", timeout_ms);
+            rdma_msg m = {.type = RM_ABORT, .id = s->id, .n = 28};
+            if (has_room(s->c) && s->c->state == C_UP) {
+                unsigned char buf[RDMA_MSG_BYTES];
+                post_msg_now(s->c, buf, rdma_msg_encode(&m, NULL, "sender timed out on verdict", buf), NULL);
+            }
+            break;
+        }
+    if (rc == 0 && s->state != KVT_OK)
+        rc = eng_fail(err, "kvtransfer: transfer %" PRIu64 " failed: %s", s->id, s->reason);
+    if (rc == 0) {
+        t->stats.sends_ok++;
+        t->stats.bytes_sent += s->bytes;
+        t->stats.send_seconds += now_s() - s->t_start;
+    } else {
+        t->stats.sends_failed++;
+    }
+    tx_free(t, s);
+    pthread_mutex_unlock(&t->mu);
+    return rc;
+}
+
+static void rdma_send_abort(kvt_send *sb, const char *reason)
+{
+    tx *s = (tx *)sb;
+    rdma_transport *t = (rdma_transport *)sb->t;
+    pthread_mutex_lock(&t->mu);
+    if (s->c->state == C_UP) {
+        eng_error e;
+        size_t n = strlen(reason);
+        rdma_msg m = {.type = RM_ABORT, .id = s->id, .n = (uint32_t)(n < 1000 ? n : 1000)};
+        send_sync(s->c, &m, NULL, reason, &e);
+    }
+    t->stats.sends_failed++;
+    tx_free(t, s);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void rdma_get_stats(kvt_transport *base, kvt_stats *out)
+{
+    rdma_transport *t = (rdma_transport *)base;
+    pthread_mutex_lock(&t->mu);
+    *out = t->stats;
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* ---------------------------------------------------------------- life cycle */
+
+static void rdma_destroy(kvt_transport *base)
+{
+    rdma_transport *t = (rdma_transport *)base;
+    pthread_mutex_lock(&t->mu);
+    t->stopping = 1;
+    pthread_mutex_unlock(&t->mu);
+    if (write(t->wake[1], "x", 1) < 0) { /* the poller also wakes within 250 ms */
+    }
+    pthread_join(t->poller, NULL);
+    for (rx *x = t->rxs, *n; x; x = n) {
+        n = x->next;
+        free(x->spans);
+        free(x->runs);
+        free(x);
+    }
+    for (rpeer *p = t->peers, *n; p; p = n) {
+        n = p->next;
+        free(p);
+    }
+    for (rconn *c = t->conns, *n; c; c = n) {
+        n = c->next;
+        for (tx *s = c->txs, *m; s; s = m) {
+            m = s->next;
+            XXH3_freeState(s->hash);
+            free(s->spans);
+            free(s->runs);
+            free(s);
+        }
+        conn_free(c);
+    }
+    for (rregion *r = t->regions, *n; r; r = n) {
+        n = r->next;
+        ibv_dereg_mr(r->mr);
+        free(r);
+    }
+    ibv_destroy_comp_channel(t->ch);
+    ibv_dealloc_pd(t->pd);
+    ibv_close_device(t->ctx);
+    close(t->wake[0]);
+    close(t->wake[1]);
+    pthread_cond_destroy(&t->cv);
+    pthread_mutex_destroy(&t->mu);
+    free(t);
+}
+
+int kvt_rdma_create(const kvt_rdma_options *opt, kvt_transport **out, eng_error *err)
+{
+    kvt_rdma_options o = opt ? *opt : (kvt_rdma_options){.gid_index = -1};
+    char why[200];
+    *out = NULL;
+    rdma_transport *t = calloc(1, sizeof *t);
+    if (!t)
+        return eng_fail(err, "kvtransfer: out of memory");
+    struct ibv_port_attr pa;
+    t->ctx = find_port(o.device, o.port, &t->port, &pa, why, sizeof why);
+    if (!t->ctx) {
+        free(t);
+        return eng_fail(err, "kvtransfer: %s", why);
+    }
+    const char *dev = ibv_get_device_name(t->ctx->device);
+    t->gid_index = o.gid_index;
+    if (t->gid_index < 0) { /* auto: RoCE v2 over IPv4 if the port has it, else index 0 */
+        t->gid_index = 0;
+        for (int i = 0; i < pa.gid_tbl_len; i++) {
+            union ibv_gid g;
+            if (ibv_query_gid(t->ctx, (uint8_t)t->port, i, &g) == 0 && rdma_gid_is_ipv4(g.raw)) {
+                t->gid_index = i;
+                break;
+            }
+        }
+    }
+    if (ibv_query_gid(t->ctx, (uint8_t)t->port, t->gid_index, &t->gid) != 0) {
+        eng_fail(err, "kvtransfer: RDMA device %s port %d has no GID %d", dev, t->port, t->gid_index);
+        ibv_close_device(t->ctx);
+        free(t);
+        return -1;
+    }
+    t->lid = pa.lid;
+    t->mtu = pa.active_mtu;
+    t->max_write = pa.max_msg_sz && pa.max_msg_sz < MAX_WRITE ? pa.max_msg_sz : MAX_WRITE;
+    t->io_timeout_ms = o.io_timeout_ms > 0 ? o.io_timeout_ms : 10000;
+    if (getrandom(&t->instance, sizeof t->instance, 0) != sizeof t->instance)
+        t->instance = (uint64_t)now_s() ^ (uint64_t)getpid() << 32;
+    t->pd = ibv_alloc_pd(t->ctx);
+    t->ch = t->pd ? ibv_create_comp_channel(t->ctx) : NULL;
+    if (!t->ch || pipe2(t->wake, O_CLOEXEC) != 0) {
+        eng_fail(err, "kvtransfer: cannot set up RDMA device %s: %s", dev, strerror(errno));
+        if (t->ch)
+            ibv_destroy_comp_channel(t->ch);
+        if (t->pd)
+            ibv_dealloc_pd(t->pd);
+        ibv_close_device(t->ctx);
+        free(t);
+        return -1;
+    }
+    fcntl(t->ch->fd, F_SETFL, fcntl(t->ch->fd, F_GETFL) | O_NONBLOCK);
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&t->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    t->base.ops = &rdma_ops;
+    snprintf(t->base.choice, sizeof t->base.choice, "rdma (%s port %d, gid %d, mtu %d)", dev, t->port,
+             t->gid_index, 128 << t->mtu);
+    if (pthread_create(&t->poller, NULL, poller_main, t) != 0) {
+        ibv_destroy_comp_channel(t->ch);
+        ibv_dealloc_pd(t->pd);
+        ibv_close_device(t->ctx);
+        close(t->wake[0]);
+        close(t->wake[1]);
+        free(t);
+        return eng_fail(err, "kvtransfer: cannot start the RDMA poller thread");
+    }
+    *out = &t->base;
+    return 0;
+}
+
+static const kvt_ops rdma_ops = {
+    .name = "rdma",
+    .destroy = rdma_destroy,
+    .reg = rdma_reg,
+    .dereg = rdma_dereg,
+    .descriptor = rdma_descriptor,
+    .expect = rdma_expect,
+    .wait = rdma_wait,
+    .forget = rdma_forget,
+    .set_notify = rdma_set_notify,
+    .accept = rdma_accept,
+    .connect = rdma_connect,
+    .peer_hello = rdma_peer_hello,
+    .peer_reply = rdma_peer_reply,
+    .send_begin = rdma_send_begin,
+    .send_write = rdma_send_write,
+    .send_finish = rdma_send_finish,
+    .send_abort = rdma_send_abort,
+    .get_stats = rdma_get_stats,
+};
