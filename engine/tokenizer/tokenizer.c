@@ -663,7 +663,7 @@ static int add_split(eng_tokenizer *t, const char *pattern, int is_regex, int be
         return eng_fail(err, "%s: out of memory", path);
     int code;
     PCRE2_SIZE at;
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP | (is_regex ? 0 : PCRE2_LITERAL);
+    uint32_t opts = PCRE2_UTF | (is_regex ? PCRE2_UCP : PCRE2_LITERAL); /* LITERAL refuses UCP */
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, opts, &code, &at, NULL);
     free(pat);
     if (!re) {
@@ -1067,15 +1067,16 @@ static int pre_tokenize(encoder *e, const char *s, size_t n, int step)
                 off++;
             continue;
         }
-        int keep_gap = sp->behavior == SPLIT_ISOLATED || sp->invert;
-        int keep_match = sp->behavior == SPLIT_ISOLATED || !sp->invert;
+        /* Removed drops the delimiters: the matches, or with invert what lies between them. */
+        int keep_gap = sp->behavior == SPLIT_ISOLATED || !sp->invert;
+        int keep_match = sp->behavior == SPLIT_ISOLATED || sp->invert;
         if (keep_gap && ms > prev && pre_tokenize(e, s + prev, ms - prev, step + 1))
             return -1;
         if (keep_match && pre_tokenize(e, s + ms, me - ms, step + 1))
             return -1;
         prev = off = me;
     }
-    if ((sp->behavior == SPLIT_ISOLATED || sp->invert) && prev < n)
+    if ((sp->behavior == SPLIT_ISOLATED || !sp->invert) && prev < n)
         return pre_tokenize(e, s + prev, n - prev, step + 1);
     return 0;
 }

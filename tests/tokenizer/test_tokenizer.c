@@ -490,6 +490,97 @@ static void test_config_tokens(void)
     unlink(path);
 }
 
+/* Loads the fixture after edit() changed it; NULL (and a failed check) if it does not load. */
+static eng_tokenizer *load_variant(void (*edit)(cJSON *root))
+{
+    cJSON *root = fixture();
+    edit(root);
+    write_fixture(root);
+    cJSON_Delete(root);
+    eng_tokenizer *t;
+    eng_error err;
+    if (eng_tokenizer_load(dir, &t, &err)) {
+        fprintf(stderr, "variant load: %s\n", err.msg);
+        failures++;
+        return NULL;
+    }
+    return t;
+}
+
+static void set_pre_tokenizer(cJSON *root, const char *json)
+{
+    cJSON_ReplaceItemInObject(root, "pre_tokenizer", cJSON_CreateRaw(json));
+}
+
+static void edit_ignore_merges(cJSON *root)
+{
+    cJSON *model = cJSON_GetObjectItem(root, "model");
+    cJSON_AddNumberToObject(cJSON_GetObjectItem(model, "vocab"), "ab", 270); /* no merge makes it */
+    cJSON_AddTrueToObject(model, "ignore_merges");
+}
+
+static void edit_gpt2(cJSON *root)
+{
+    set_pre_tokenizer(root, "{\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"use_regex\": true}");
+}
+
+static void edit_split_removed(cJSON *root)
+{
+    set_pre_tokenizer(root, "{\"type\": \"Sequence\", \"pretokenizers\": ["
+                            "{\"type\": \"Split\", \"pattern\": {\"String\": \" \"}, \"behavior\": \"Removed\"},"
+                            "{\"type\": \"ByteLevel\", \"use_regex\": false}]}");
+}
+
+static void edit_split_inverted(cJSON *root)
+{
+    set_pre_tokenizer(root, "{\"type\": \"Sequence\", \"pretokenizers\": ["
+                            "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\p{L}+\"}, "
+                            "\"behavior\": \"Removed\", \"invert\": true},"
+                            "{\"type\": \"ByteLevel\", \"use_regex\": false}]}");
+}
+
+static void edit_merged_with_previous(cJSON *root)
+{
+    set_pre_tokenizer(root, "{\"type\": \"Sequence\", \"pretokenizers\": ["
+                            "{\"type\": \"Split\", \"pattern\": {\"String\": \" \"}, "
+                            "\"behavior\": \"MergedWithPrevious\"}, {\"type\": \"ByteLevel\"}]}");
+}
+
+/* The generic parts of tokenizer.json that Qwen3 does not use. */
+static void test_variants(void)
+{
+    eng_tokenizer *t = load_variant(edit_ignore_merges);
+    if (t) { /* a whole word found in the vocabulary wins over the merges */
+        CHECK(encodes_to(t, "ab", 1, 270, -1));
+        CHECK(encodes_to(t, "ab ab", 1, 270, ' ', 'a', 'b', -1));
+        CHECK(encodes_to(t, "hello", 1, ID_HELLO, -1));
+        eng_tokenizer_free(t);
+    }
+    t = load_variant(edit_gpt2);
+    if (t) { /* ByteLevel's own regex, and a space put before the text */
+        CHECK(encodes_to(t, "hello world", 1, ' ', ID_HELLO, ID_SP_W, 'o', 'r', 'l', 'd', -1));
+        CHECK(encodes_to(t, " hello", 1, ' ', ID_HELLO, -1));
+        CHECK(encodes_to(t, "a<think>hello", 1, ' ', 'a', ID_THINK, ' ', ID_HELLO, -1));
+        eng_tokenizer_free(t);
+    }
+    t = load_variant(edit_split_removed);
+    if (t) { /* the literal " " separates and disappears */
+        CHECK(encodes_to(t, "hello  world", 1, ID_HELLO, 'w', 'o', 'r', 'l', 'd', -1));
+        eng_tokenizer_free(t);
+    }
+    t = load_variant(edit_split_inverted);
+    if (t) { /* inverted: the matches are kept, what lies between them goes */
+        CHECK(encodes_to(t, "hello, 12 you!", 1, ID_HELLO, 'y', 'o', 'u', -1));
+        eng_tokenizer_free(t);
+    }
+    cJSON *root = fixture();
+    edit_merged_with_previous(root);
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    expect_load_error(s, "MergedWithPrevious");
+    free(s);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/tandem-tok-XXXXXX");
@@ -514,6 +605,7 @@ int main(void)
     test_stream(t);
     eng_tokenizer_free(t);
     test_config_tokens();
+    test_variants();
     test_load_errors();
 
     char path[512];
