@@ -87,6 +87,29 @@ static void on_stream_cancel(void *arg)
 
 /* ------------------------------------------------------------------ Decode.Generate */
 
+/* Opens the incoming transfer confined to this request's prompt blocks in every
+ * layer, so a sender with wrong block ids fails the transfer instead of overwriting
+ * another request's KV. */
+static int expect_blocks(wrk_worker *w, const int32_t *blocks, int nb, uint64_t expected, uint64_t *id,
+                         eng_error *err)
+{
+    wrk_run *runs = malloc((size_t)nb * sizeof *runs);
+    kvt_span *spans = runs ? malloc((size_t)nb * (size_t)w->layout.n_layers * sizeof *spans) : NULL;
+    if (!spans) {
+        free(runs);
+        return eng_fail(err, "out of memory");
+    }
+    int nr = wrk_block_runs(blocks, blocks, nb, runs), n = 0;
+    for (int l = 0; l < w->layout.n_layers; l++)
+        for (int k = 0; k < nr; k++)
+            spans[n++] = (kvt_span){.off = eng_kv_unit_offset(w->pool, l, runs[k].src),
+                                    .len = (uint64_t)runs[k].n * w->unit_bytes};
+    int rc = kvt_expect_spans(w->kvt, w->region, spans, n, expected, id, err);
+    free(spans);
+    free(runs);
+    return rc;
+}
+
 static void on_generate(void *user, rpc_call *call, const rpc_bytes *bytes)
 {
     wrk_worker *w = user;
@@ -159,7 +182,7 @@ static void on_generate(void *user, rpc_call *call, const rpc_bytes *bytes)
         int nb = blocks_for(w, r->n_prompt);
         uint64_t expected = (uint64_t)w->layout.n_layers * (uint64_t)nb * w->unit_bytes;
         eng_error err;
-        if (kvt_expect(w->kvt, w->region, expected, &r->transfer_id, &err) < 0) {
+        if (expect_blocks(w, r->seq.blocks, nb, expected, &r->transfer_id, &err) < 0) {
             pthread_mutex_lock(&w->mu);
             wrk_req_end_locked(w, r, RPC_UNAVAILABLE, 1, err.msg);
         } else {

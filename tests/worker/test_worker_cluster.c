@@ -648,6 +648,27 @@ static void cancels_and_errors(proc *d, proc *p)
     rpc_msg_free(t);
     rpc_stream_close(s);
 
+    /* a target naming blocks that are not the reservation's: the transfer fails on the
+     * receiver (nothing written outside the request's blocks), both sides say so */
+    s = reserve(d, "wrong-blocks", 40, 5, &t, &st);
+    REQUIRE(s, "reserve: %s", st.msg);
+    for (size_t i = 0; i < t->kv_target->n_block_ids; i++)
+        t->kv_target->block_ids[i] = (int32_t)((t->kv_target->block_ids[i] + 1000) % t->kv_target->pool_blocks);
+    pr.request_id = "wrong-blocks";
+    pr.target = t->kv_target;
+    res = NULL;
+    rc = rpc_unary_msg(p->ch, RPC_PREFILL_RUN, &pr.base, &tandem__prefill_result__descriptor, 10000, (void **)&res,
+                       &st);
+    CHECK(rc < 0 && st.code == RPC_UNAVAILABLE, "push into foreign blocks refused: %s %s", rpc_code_name(st.code),
+          st.msg);
+    rpc_msg_free(res);
+    result wb = {0};
+    read_tokens(s, &wb);
+    CHECK(wb.code == RPC_UNAVAILABLE, "decode ends the reservation: %s %s", rpc_code_name(wb.code), wb.msg);
+    CHECK(wait_blocks_free(d->id, 1) >= 0, "wrong-blocks reservation freed");
+    rpc_msg_free(t);
+    rpc_stream_close(s);
+
     /* more than the pool: RESOURCE_EXHAUSTED, retryable */
     s = reserve(d, "too-big", 100, 39000, &t, &st);
     CHECK(!s && st.code == RPC_RESOURCE_EXHAUSTED && strstr(st.msg, "retryable=1"), "oversized reservation: %s %s",
@@ -807,6 +828,21 @@ int main(int argc, char **argv)
     proc *md = start_worker("moe-d", "decode", "moe", port, "--kv-blocks 1024");
     for (int i = 0; i < n_procs; i++)
         wait_registered(&procs[i]);
+
+    /* a coordinator that forgot a worker (restarted): the worker registers again */
+    pthread_mutex_lock(&reg_mu);
+    known_worker *k = find_worker("dense-p");
+    int before = k->registrations;
+    k->id[0] = 0; /* heartbeats now get reregister */
+    pthread_mutex_unlock(&reg_mu);
+    int again = 0;
+    for (double t0 = now_s(); now_s() - t0 < 5 && !again; usleep(20000)) {
+        pthread_mutex_lock(&reg_mu);
+        k = find_worker("dense-p");
+        again = k && k->registrations >= 1;
+        pthread_mutex_unlock(&reg_mu);
+    }
+    CHECK(again && before == 1, "a forgotten worker registers again");
 
     same_tokens("dense", dd, dp, db);
     same_tokens("moe", md, mp, NULL);
