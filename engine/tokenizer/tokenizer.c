@@ -222,7 +222,7 @@ struct eng_tokenizer {
     int nfc;
     split_step splits[MAX_SPLITS];
     int n_splits;
-    int add_prefix_space;
+    int add_prefix_space, prefix_step; /* ByteLevel's: a space before each piece reaching it */
 };
 
 /* GPT-2's byte <-> printable code point table. */
@@ -699,6 +699,7 @@ static int load_pre_tokenizer(eng_tokenizer *t, const cJSON *pt, int *byte_level
             return eng_fail(err, "%s: two ByteLevel pre-tokenizers", path);
         *byte_level = 1;
         t->add_prefix_space = flag(pt, "add_prefix_space");
+        t->prefix_step = t->n_splits;
         const cJSON *use_regex = cJSON_GetObjectItemCaseSensitive(pt, "use_regex");
         if (!cJSON_IsFalse(use_regex)) /* HF's default is true */
             return add_split(t, GPT2_PATTERN, 1, SPLIT_ISOLATED, 0, path, err);
@@ -1040,11 +1041,28 @@ static int bpe_word(encoder *e, const unsigned char *w, size_t n)
     return 0;
 }
 
-/* Pre-tokenizer split number `step` of s[0..n), then BPE on each piece. */
+static int split_piece(encoder *e, const char *s, size_t n, int step);
+
+/* Pre-tokenizer stage number `step` on s[0..n), then BPE on each piece. */
 static int pre_tokenize(encoder *e, const char *s, size_t n, int step)
 {
     if (n == 0)
         return 0;
+    const eng_tokenizer *t = e->t;
+    if (!t->add_prefix_space || step != t->prefix_step || s[0] == ' ')
+        return split_piece(e, s, n, step);
+    char *p = malloc(n + 1);
+    if (!p)
+        return eng_fail(e->err, "out of memory");
+    p[0] = ' ';
+    memcpy(p + 1, s, n);
+    int rc = split_piece(e, p, n + 1, step);
+    free(p);
+    return rc;
+}
+
+static int split_piece(encoder *e, const char *s, size_t n, int step)
+{
     const eng_tokenizer *t = e->t;
     if (step == t->n_splits)
         return bpe_word(e, (const unsigned char *)s, n);
@@ -1084,18 +1102,7 @@ static int pre_tokenize(encoder *e, const char *s, size_t n, int step)
 /* A normalised stretch of text with no added token in it. */
 static int encode_plain(encoder *e, const char *s, size_t n)
 {
-    if (n == 0)
-        return 0;
-    if (!e->t->add_prefix_space || s[0] == ' ')
-        return pre_tokenize(e, s, n, 0);
-    char *p = malloc(n + 1);
-    if (!p)
-        return eng_fail(e->err, "out of memory");
-    p[0] = ' ';
-    memcpy(p + 1, s, n);
-    int rc = pre_tokenize(e, p, n + 1, 0);
-    free(p);
-    return rc;
+    return pre_tokenize(e, s, n, 0);
 }
 
 static int is_word_char(utf8proc_int32_t c)

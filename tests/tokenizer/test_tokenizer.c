@@ -531,6 +531,13 @@ static void edit_split_removed(cJSON *root)
                             "{\"type\": \"ByteLevel\", \"use_regex\": false}]}");
 }
 
+static void edit_split_then_prefix(cJSON *root)
+{
+    set_pre_tokenizer(root, "{\"type\": \"Sequence\", \"pretokenizers\": ["
+                            "{\"type\": \"Split\", \"pattern\": {\"String\": \" \"}, \"behavior\": \"Removed\"},"
+                            "{\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"use_regex\": false}]}");
+}
+
 static void edit_split_inverted(cJSON *root)
 {
     set_pre_tokenizer(root, "{\"type\": \"Sequence\", \"pretokenizers\": ["
@@ -566,6 +573,11 @@ static void test_variants(void)
     t = load_variant(edit_split_removed);
     if (t) { /* the literal " " separates and disappears */
         CHECK(encodes_to(t, "hello  world", 1, ID_HELLO, 'w', 'o', 'r', 'l', 'd', -1));
+        eng_tokenizer_free(t);
+    }
+    t = load_variant(edit_split_then_prefix);
+    if (t) { /* ByteLevel puts its space before every piece that reaches it */
+        CHECK(encodes_to(t, "hello world", 1, ' ', ID_HELLO, ID_SP_W, 'o', 'r', 'l', 'd', -1));
         eng_tokenizer_free(t);
     }
     t = load_variant(edit_split_inverted);
