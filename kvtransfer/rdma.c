@@ -26,8 +26,10 @@
  * posts none and RC delivers in order), so forgetting it needs no fence.
  *
  * Failures: any completion in error kills its queue pair and fails every transfer on it,
- * on both sides; a PING every second on each connected pair turns a vanished peer into a
- * retry-exceeded error within about a second. Dead pairs are destroyed once nothing refers
+ * on both sides. Each connected pair PINGs every second and answers PINGs; a pair that
+ * heard nothing for half the io timeout (at least 2 s) is declared dead, because a peer
+ * that vanished does not always surface as a retry-exceeded completion (Soft-RoCE keeps
+ * retrying a SEND to a destroyed queue pair). Dead pairs are destroyed once nothing refers
  * to them; kvt_connect builds a new one (the caller relays the new hello).
  *
  * Threads: one poller per transport sleeps on the completion channel (ibv_req_notify_cq +
@@ -129,7 +131,7 @@ struct rconn {
     int sq_used;
     int free_slots[N_SEND], n_free;
     int ping_slot; /* slot of the PING in flight, -1 none */
-    double last_ping;
+    double last_ping, last_heard;
     int refs;
     char reason[240];
     outmsg *out_head, *out_tail;
@@ -157,6 +159,7 @@ struct rdma_transport {
     enum ibv_mtu mtu;
     uint64_t max_write;
     int io_timeout_ms;
+    double dead_after_s; /* a connected pair silent this long (pings unanswered) fails */
     uint64_t instance, next_region, next_id, next_token;
     rregion *regions;
     rx *rxs;
@@ -385,7 +388,7 @@ static int conn_connect(rconn *c, const rdma_hello *h, eng_error *err)
                                      IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC))
         return eng_fail(err, "kvtransfer: RDMA queue pair to RTS: %s", strerror(errno));
     c->state = C_UP;
-    c->last_ping = now_s();
+    c->last_ping = c->last_heard = now_s();
     return 0;
 }
 
@@ -675,12 +678,18 @@ static void on_message(rconn *c, const void *buf, size_t len)
         return;
     }
     tx *s = NULL;
+    c->last_heard = now_s();
     switch (m.type) {
     case RM_BEGIN: on_begin(c, m.id); break;
     case RM_RUNS: on_runs(c, &m, p); break;
     case RM_FINISH: on_finish(c, &m); break;
     case RM_ABORT: on_abort(c, &m, p); break;
-    case RM_PING: break;
+    case RM_PING:
+        if (m.a == 0) { /* answer, so the peer knows this side is alive */
+            rdma_msg pong = {.type = RM_PING, .a = 1};
+            send_async(c, &pong, NULL, NULL);
+        }
+        break;
     case RM_SPANS:
         if ((s = find_tx(c, m.id)) && s->state == KVT_PENDING) {
             for (uint32_t i = 0; i < m.n; i++) {
@@ -759,6 +768,11 @@ static void housekeeping(rdma_transport *t)
             *pc = c->next;
             conn_free(c);
             continue;
+        }
+        if (c->state == C_UP && now - c->last_heard > t->dead_after_s) {
+            conn_fail(c, "the peer did not answer for %.1f s (process gone or link down)",
+                      now - c->last_heard);
+            continue; /* reaped on a later pass, once nothing refers to it */
         }
         if (c->state == C_UP && c->ping_slot < 0 && now - c->last_ping >= PING_EVERY_S &&
             has_room(c) && !c->out_head) {
@@ -1368,6 +1382,7 @@ int kvt_rdma_create(const kvt_rdma_options *opt, kvt_transport **out, eng_error 
     t->mtu = pa.active_mtu;
     t->max_write = pa.max_msg_sz && pa.max_msg_sz < MAX_WRITE ? pa.max_msg_sz : MAX_WRITE;
     t->io_timeout_ms = o.io_timeout_ms > 0 ? o.io_timeout_ms : 10000;
+    t->dead_after_s = t->io_timeout_ms / 2000.0 < 2.0 ? 2.0 : t->io_timeout_ms / 2000.0;
     if (getrandom(&t->instance, sizeof t->instance, 0) != sizeof t->instance)
         t->instance = (uint64_t)now_s() ^ (uint64_t)getpid() << 32;
     t->pd = ibv_alloc_pd(t->ctx);
