@@ -984,6 +984,11 @@ int jinja_test(jctx *c, int line, const char *name, jv *v, const jargs *a)
 {
     jv *arg = a->npos ? a->pos[0] : a->nkw ? a->kwv[0] : NULL;
     int k = v->kind;
+    static const char *const ONE_ARG[] = {"sameas", "divisibleby", "eq", "equalto", "==", "ne", "!=", "lt", "<",
+                                          "lessthan", "le", "<=", "gt", ">", "greaterthan", "ge", ">=", "in", NULL};
+    if (a->npos + a->nkw > (in_list(ONE_ARG, name) ? 1 : 0) && jinja_has_test(name))
+        return jfail(c, line, "test '%s' takes %s argument%s (%d given)", name, in_list(ONE_ARG, name) ? "one" : "no",
+                     in_list(ONE_ARG, name) ? "" : "s", a->npos + a->nkw);
 #define NEED_ARG                                                                        \
     if (!arg)                                                                           \
         return jfail(c, line, "test '%s' needs an argument", name)
@@ -1056,6 +1061,8 @@ int jinja_test(jctx *c, int line, const char *name, jv *v, const jargs *a)
         }
         if (arg->kind == JV_DICT)
             return jv_dict_get(arg, v) != NULL;
+        if (arg->kind == JV_UNDEF) /* iterates as empty */
+            return 0;
         return jfail(c, line, "argument of type '%s' is not iterable", jv_type_name(arg));
     }
     if (!strcmp(name, "lower") || !strcmp(name, "upper")) { /* Jinja2 tests str(value) */

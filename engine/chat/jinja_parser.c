@@ -319,6 +319,11 @@ static jnode *parse_postfix(parser *P, jnode *n)
         int line = cur(P)->line;
         if (is_op(P, ".")) {
             advance(P);
+            if (peek(P, 1)->kind == T_ERROR) { /* Jinja2 reads past the attribute before checking it */
+                advance(P);
+                pfail(P, "%s", "");
+                return NULL;
+            }
             jnode *m;
             if (cur(P)->kind == T_NAME) {
                 if (!(m = node(P, N_GETATTR, line)) || !(m->name = tok_str(P, cur(P))))
@@ -344,10 +349,8 @@ static jnode *parse_postfix(parser *P, jnode *n)
             if (!tup)
                 return NULL;
             while (!is_op(P, "]")) {
-                if (tup->list.n && expect_op(P, ","))
+                if (tup->list.n && expect_op(P, ",")) /* no trailing comma, as Jinja2 */
                     return NULL;
-                if (is_op(P, "]"))
-                    break;
                 jnode *k = parse_subscribed(P);
                 if (!k || push(P, &tup->list, k))
                     return NULL;

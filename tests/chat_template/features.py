@@ -96,6 +96,8 @@ CASES = [
     "{% set x = 'a' %}{% for x in [1, 2] %}{% endfor %}{{ x }} {% for q in [1] %}{% endfor %}[{{ q }}]",
     "{% set ns = namespace(a=1) %}{% macro m() %}{% set ns.a = 9 %}{% endmacro %}{{ m() }}{{ ns.a }}",
     "{% macro m() %}{{ late }}{% endmacro %}{% set late = 2 %}{{ m() }}",
+    "{% if t: %}colon{% elif no: %}x{% else: %}y{% endif %} {% for i in l: %}{{ i }}{% endfor %}",
+    "{{ d[] }}|{{ {(1, 2): 'tuple key'}[1, 2] }}|",
     # --- macros and call
     "{% macro hello(name, greeting='Hi') %}{{ greeting }}, {{ name }}!{% endmacro %}{{ hello('Bob') }} {{ hello('Ann', greeting='Yo') }} {{ hello(name='Z') }}",
     "{% macro m(a, b) %}[{{ a }}|{{ b }}|{{ varargs }}|{{ kwargs }}]{% endmacro %}{{ m(1) }}{{ m(1, 2, 3, 4) }}{{ m(1, b=2, c=3) }}",
@@ -142,6 +144,7 @@ CASES = [
     "{{ l is iterable }} {{ s is iterable }} {{ n is iterable }} {{ l is sequence }} {{ n is number }} {{ f is number }} {{ t is number }} {{ n is integer }} {{ f is float }} {{ t is boolean }}",
     "{{ t is true }} {{ no is false }} {{ 1 is true }} {{ n is odd }} {{ n is even }} {{ 9 is divisibleby 3 }} {{ 9 is divisibleby(4) }} {{ s is lower }} {{ 'ABC' is upper }}",
     "{{ n is eq 7 }} {{ n is ne 7 }} {{ n is lt 8 }} {{ n is ge 7 }} {{ n is gt(7) }} {{ 'a' is in 'abc' }} {{ 2 is in l }} {{ z is sameas none }} {{ t is sameas true }}",
+    "{{ 1 is in undefined_var }} {{ 'a' is in undefined_var }}",
     "{{ x is not defined }} {{ not x is defined }} {{ s is not none }} {{ 'upper' is filter }} {{ 'nope' is filter }} {{ 'odd' is test }} {{ range is callable }}",
     # --- globals
     "{{ dict(a=1, b='x') }} {{ namespace(a=1).a }} {% set c = cycler('x', 'y') %}{{ c.next() }}{{ c.next() }}{{ c.next() }}{{ c.current }}",
@@ -180,6 +183,9 @@ CASES = [
     "{{ 'a' < 1 }}",
     "{{ n() }}",
     "{% break %}",
+    "{{ l[1,] }}",
+    "{{ s is string 1 }}",
+    "{{ s is defined(1) }}",
     "{{ 'unterminated }}",
     "{% set 1 = 2 %}",
     "{% nosuchtag %}",
