@@ -470,7 +470,7 @@ void wrk_stop(wrk_worker *w)
     eng_kv_pool_destroy(w->pool);
     eng_model_free(w->model);
     met_registry_free(w->metrics);
-    if (w->rpc_port || w->model)
+    if (w->engine_started)
         wrk_log(w, "stopped");
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);

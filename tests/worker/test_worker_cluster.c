@@ -796,6 +796,15 @@ static void check_metrics(const char *id)
     char want[160];
     snprintf(want, sizeof want, "tandem_kv_blocks_used{role=\"decode\",worker=\"%s\"} 0", id);
     CHECK(strstr(buf, want), "metrics of %s: %s", id, want);
+    /* The exposition passes promtool when it is installed. */
+    char *body = strstr(buf, "\r\n\r\n");
+    if (body && system("command -v promtool >/dev/null 2>&1") == 0) {
+        FILE *f = popen("promtool check metrics >promtool.out 2>&1", "w");
+        REQUIRE(f, "popen promtool");
+        fputs(body + 4, f);
+        int rc = pclose(f);
+        CHECK(rc == 0, "promtool check metrics on %s's /metrics (see promtool.out)", id);
+    }
     CHECK(strstr(buf, "tandem_batch_size_bucket") && strstr(buf, "tandem_generation_tokens_total") &&
               strstr(buf, "tandem_kv_transfer_bytes_total") && strstr(buf, "tandem_num_requests_running"),
           "metric families present");
