@@ -114,10 +114,11 @@ static void attention_task(void *arg, int task)
     size_t k_size = (size_t)NKV * bs * HD; /* V follows K in a unit */
     int n_tasks = eng_pool_threads(m->pool) * ENG_ATT_TASKS_PER_THREAD;
     int pairs = s->T * NKV;
-    int lo = (int)((long long)pairs * task / n_tasks), hi = (int)((long long)pairs * (task + 1) / n_tasks);
     float *scores = m->rs.scores + (size_t)task * group * m->rs.score_cap; /* [group][score_cap] */
     float scale = 1.0f / sqrtf((float)HD);
-    for (int p = lo; p < hi; p++) {
+    /* Strided, not contiguous: in a prefill chunk later tokens attend over more
+     * positions, and striding gives every task a similar share of them. */
+    for (int p = task; p < pairs; p += n_tasks) {
         int t = p / NKV, g = p % NKV;
         int n = m->rs.pos[t] + 1; /* positions 0..pos */
         const eng_seq *seq = s->items[m->rs.item[t]].seq;
