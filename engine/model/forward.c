@@ -5,7 +5,11 @@
  * The parts that differ per sequence (q/k norm, RoPE, the KV write, attention)
  * run per token. Every number for a token is computed by the same code in the same
  * order whatever else is in the batch, so results do not depend on batching or
- * chunking. The layer loop reads top to bottom like the math:
+ * chunking, with one exception below us: eng_matmul sums in one order for fewer
+ * than 16 rows and in another for more, so a token's numbers can move in the last
+ * bits when its step crosses that size (tests/model/test_forward.c bounds it).
+ * A model runs one step at a time (its activations live in the model).
+ * The layer loop reads top to bottom like the math:
  *
  *   x = embed[token]
  *   for each layer: x += attention(rmsnorm(x)); x += mlp(rmsnorm(x))
