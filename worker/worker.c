@@ -83,7 +83,7 @@ static void collect(void *ctx, met_registry *reg)
     int running = 0, waiting = 0;
     pthread_mutex_lock(&w->mu);
     for (wrk_req *r = w->reqs; r; r = r->next)
-        r->state == ST_RUNNING ? running++ : waiting++;
+        r->state == ST_RUNNING || r->state == ST_PREFILLING ? running++ : waiting++;
     int total = eng_kv_pool_blocks(w->pool), used = total - eng_kv_pool_free_blocks(w->pool);
     pthread_mutex_unlock(&w->mu);
     met_set(w->m_running, running);
@@ -196,7 +196,7 @@ static int do_heartbeat(wrk_worker *w, uint32_t *interval_ms, char *why, size_t 
     l.worker_id = w->id;
     pthread_mutex_lock(&w->mu);
     for (wrk_req *r = w->reqs; r; r = r->next) {
-        if (r->state == ST_RUNNING)
+        if (r->state == ST_RUNNING || r->state == ST_PREFILLING)
             l.running++;
         else
             l.queued++;

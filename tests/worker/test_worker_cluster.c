@@ -6,7 +6,7 @@
  * tandem.proto itself: Decode.Generate -> KvTarget -> Prefill.Run -> Decode.KvReady ->
  * tokens. Checks:
  *   - tokens (and logprobs) equal `tandem generate --raw --json`, greedy and seeded,
- *     dense and MoE, disaggregated and colocated, one at a time and 8 at once (the
+ *     dense and MoE, disaggregated and colocated, one at a time and 12 at once (the
  *     decode worker then runs batches larger than one, per its heartbeat);
  *   - a cancelled stream (before the prefill, and mid-decode) frees its blocks within
  *     a second; an unclaimed reservation is freed when its lease runs out;
@@ -527,12 +527,14 @@ static void *job_main(void *arg)
 static void same_tokens(const char *model, proc *d, proc *p, proc *b)
 {
     load_eos(model);
-    static char long_text[6000];
-    long_text[0] = 0;
+    static char long_text[6000], longer_text[20000];
+    long_text[0] = longer_text[0] = 0;
     for (int i = 0; i < 40; i++)
         strcat(long_text, "the quick brown fox jumps over the lazy dog and ");
-    const char *texts[] = {TEXTS[0], TEXTS[1], TEXTS[2], TEXTS[3], long_text};
-    enum { NT = 5, NJ = 2 * NT };
+    for (int i = 0; i < 150; i++)
+        strcat(longer_text, "a stitch in time saves nine, ");
+    const char *texts[] = {TEXTS[0], TEXTS[1], TEXTS[2], TEXTS[3], long_text, longer_text};
+    enum { NT = 6, NJ = 2 * NT };
     static result refs[NJ];
     static job jobs[NJ];
     for (int i = 0; i < NJ; i++) {
