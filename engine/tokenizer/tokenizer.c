@@ -16,8 +16,10 @@
  * whole sequence and for a stream pushed one id at a time, so that the sum of the
  * streamed pieces is always the whole decode.
  *
- * Unknown ids make eng_detokenize / eng_detok_push return -1 without output: the
- * caller (who has no error slot there) learns that its ids are not this model's. */
+ * Ids the tokenizer does not know decode to nothing, as in Hugging Face's decode: a
+ * model's vocab_size is often larger than the tokenizer's (Qwen3: 151936 rows for
+ * 151669 tokens), and a model can emit those padding rows. Decoding fails (-1) only
+ * when memory runs out. */
 #include "tokenizer/tokenizer.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -1336,11 +1338,10 @@ static int lossy_append(eng_buf *out, const unsigned char *s, size_t n, int fina
 
 int eng_detokenize(const eng_tokenizer *t, const int32_t *ids, int n, int skip_special, eng_buf *out)
 {
-    for (int i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= t->n_tok || !t->tok[ids[i]].known)
-            return -1;
     eng_buf raw = {0};
     for (int i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= t->n_tok || !t->tok[ids[i]].known)
+            continue;
         const tok_info *k = &t->tok[ids[i]];
         if (skip_special && k->special)
             continue;
@@ -1358,7 +1359,7 @@ int eng_detokenize(const eng_tokenizer *t, const int32_t *ids, int n, int skip_s
 int eng_detok_push(const eng_tokenizer *t, eng_detok *d, int32_t id, int skip_special, eng_buf *out)
 {
     if (id < 0 || id >= t->n_tok || !t->tok[id].known)
-        return -1;
+        return 0;
     const tok_info *k = &t->tok[id];
     if (skip_special && k->special)
         return 0;
