@@ -8,6 +8,7 @@
  * enough to reason about by hand. Also covers load errors and the lossy and streaming
  * decoders on arbitrary bytes. */
 #include <cjson/cJSON.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -494,6 +495,57 @@ static void test_config_tokens(void)
     unlink(path);
 }
 
+/* One tokenizer shared by threads that encode at once (the coordinator does this). */
+static const char *THREAD_TEXTS[] = {"hello world", "<|im_start|>aaaaa<think>", "cafe\xcc\x81 12", " hello\n\n\t x",
+                                     "\xe4\xbd\xa0\xe5\xa5\xbd<mask>"};
+enum { N_THREAD_TEXTS = sizeof THREAD_TEXTS / sizeof *THREAD_TEXTS };
+
+struct thread_job {
+    const eng_tokenizer *t;
+    int32_t want[N_THREAD_TEXTS][32];
+    int n_want[N_THREAD_TEXTS];
+    int bad;
+};
+
+static void *encode_many(void *arg)
+{
+    struct thread_job *j = arg;
+    for (int round = 0; round < 300; round++)
+        for (int i = 0; i < N_THREAD_TEXTS; i++) {
+            int32_t *ids;
+            int n;
+            eng_error err;
+            if (eng_tokenize(j->t, THREAD_TEXTS[i], strlen(THREAD_TEXTS[i]), 1, &ids, &n, &err)) {
+                __atomic_add_fetch(&j->bad, 1, __ATOMIC_RELAXED);
+                continue;
+            }
+            if (n != j->n_want[i] || memcmp(ids, j->want[i], (size_t)n * sizeof *ids))
+                __atomic_add_fetch(&j->bad, 1, __ATOMIC_RELAXED);
+            free(ids);
+        }
+    return NULL;
+}
+
+static void test_threads(const eng_tokenizer *t)
+{
+    static struct thread_job job;
+    job.t = t;
+    for (int i = 0; i < N_THREAD_TEXTS; i++) {
+        int32_t *ids;
+        eng_error err;
+        CHECK(eng_tokenize(t, THREAD_TEXTS[i], strlen(THREAD_TEXTS[i]), 1, &ids, &job.n_want[i], &err) == 0);
+        CHECK(job.n_want[i] <= 32);
+        memcpy(job.want[i], ids, (size_t)job.n_want[i] * sizeof *ids);
+        free(ids);
+    }
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        CHECK(pthread_create(&th[i], NULL, encode_many, &job) == 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    CHECK(job.bad == 0);
+}
+
 /* Loads the fixture after edit() changed it; NULL (and a failed check) if it does not load. */
 static eng_tokenizer *load_variant(void (*edit)(cJSON *root))
 {
@@ -619,6 +671,7 @@ int main(void)
     test_lookup(t);
     test_decode(t);
     test_stream(t);
+    test_threads(t);
     eng_tokenizer_free(t);
     test_config_tokens();
     test_variants();
