@@ -1,6 +1,9 @@
 /* kvcache.c: see kvcache.h.
  *
- * The pool is one zeroed allocation, layer-major, plus a stack of free block ids.
+ * The pool is one anonymous mapping, layer-major, plus a stack of free block ids.
+ * The mapping is page-aligned (good for registering it with a NIC), starts zeroed,
+ * and only the pages of blocks actually written become resident, so a large pool
+ * costs memory as it fills, not when it is made.
  * Allocation takes from the top of the stack; freeing pushes back. Nothing here
  * knows about models: the layout is given by the caller. */
 #include "model/kvcache.h"
@@ -8,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 struct eng_kv_pool {
     eng_kv_layout layout;
@@ -50,18 +54,17 @@ int eng_kv_pool_create(const eng_kv_layout *layout, int n_blocks, eng_kv_pool **
     p->n_blocks = n_blocks;
     p->unit_bytes = eng_kv_unit_bytes(layout);
     p->bytes = p->unit_bytes * (size_t)n_blocks * (size_t)layout->n_layers;
-    /* 64-byte alignment keeps every unit SIMD- and cache-line-aligned. */
-    size_t rounded = (p->bytes + 63) & ~(size_t)63;
-    p->base = aligned_alloc(64, rounded);
+    void *base = mmap(NULL, p->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    p->base = base == MAP_FAILED ? NULL : base;
     p->free_ids = malloc((size_t)n_blocks * sizeof *p->free_ids);
     p->in_use = calloc((size_t)n_blocks, 1);
     if (!p->base || !p->free_ids || !p->in_use) {
         char lay[96];
         eng_kv_layout_str(layout, lay, sizeof lay);
+        size_t bytes = p->bytes;
         eng_kv_pool_destroy(p);
-        return eng_fail(err, "KV pool: cannot allocate %d blocks of %s (%zu bytes)", n_blocks, lay, rounded);
+        return eng_fail(err, "KV pool: cannot allocate %d blocks of %s (%zu bytes)", n_blocks, lay, bytes);
     }
-    memset(p->base, 0, rounded);
     /* Lowest ids on top, so a fresh pool hands out 0, 1, 2, ... (contiguous spans). */
     for (int i = 0; i < n_blocks; i++)
         p->free_ids[i] = n_blocks - 1 - i;
@@ -74,7 +77,8 @@ void eng_kv_pool_destroy(eng_kv_pool *p)
 {
     if (!p)
         return;
-    free(p->base);
+    if (p->base)
+        munmap(p->base, p->bytes);
     free(p->free_ids);
     free(p->in_use);
     free(p);
