@@ -68,6 +68,14 @@ static int pfail(parser *P, const char *fmt, const char *arg)
     return eng_fail(P->err, "template line %d: syntax error: %s", cur(P)->line, msg);
 }
 
+/* A syntax error about an already parsed node, reported at its line. */
+static int pfail_at(parser *P, int line, const char *msg)
+{
+    if (cur(P)->kind == T_ERROR)
+        return eng_fail(P->err, "%s", cur(P)->s);
+    return eng_fail(P->err, "template line %d: syntax error: %s", line, msg);
+}
+
 static int unexpected(parser *P, const char *expected)
 {
     char what[64], msg[200];
@@ -760,11 +768,11 @@ static jnode *parse_assign_target(parser *P, int with_ns, const char *extra_end)
     if (t->kind == N_TUPLE) {
         for (int i = 0; i < t->list.n; i++)
             if (t->list.v[i]->kind != N_NAME) {
-                pfail(P, "%s", "can't assign to this expression");
+                pfail_at(P, t->list.v[i]->line, "can't assign to this expression");
                 return NULL;
             }
     } else if (t->kind != N_NAME) {
-        pfail(P, "%s", "can't assign to this expression");
+        pfail_at(P, t->line, "can't assign to this expression");
         return NULL;
     }
     return t;
