@@ -292,8 +292,8 @@ static int plan(wrk_worker *w, wrk_step *s, wrk_req **ended, int cap)
     }
     int budget = w->opt.max_batch_tokens - tokens;
     for (wrk_req *r = w->reqs; r && budget > 0; r = r->next) {
-        if (r->arming || (r->state != ST_QUEUED && r->state != ST_PREFILLING))
-            continue;
+        if (r->arming || (r->state != ST_QUEUED && r->state != ST_PREFILLING) || r->n_prefilled >= r->n_prompt)
+            continue; /* (a computed prompt waits here only until it is ended) */
         if (r->state == ST_QUEUED && r->kind == REQ_PREFILL) {
             eng_error err;
             if (eng_seq_reserve(w->pool, &r->seq, r->n_prompt, &err) < 0)
