@@ -31,7 +31,7 @@ cp "$busybox" "$root/bin/busybox"
 # Load order matters: each module after the ones it depends on.
 modules="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci crc32_generic
 failover net_failover virtio_net netfs fscache 9pnet 9pnet_virtio 9p ib_core ib_uverbs
-udp_tunnel ip6_udp_tunnel rdma_rxe"
+udp_tunnel ip6_udp_tunnel rdma_rxe overlay"
 for m in $modules; do
   f=$(find "$moddir" -name "$m.ko*" | head -1)
   [ -n "$f" ] || { echo "vm.sh: module $m missing in $moddir" >&2; exit 2; }
@@ -53,7 +53,10 @@ ip link set lo up; ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0
 mount -t 9p -o trans=virtio,version=9p2000.L,ro host /mnt/host
 h=/mnt/host
 mount -t proc proc \$h/proc; mount -t sysfs sys \$h/sys; mount -t devtmpfs dev \$h/dev
-mount -t tmpfs tmp \$h/tmp; mount -t tmpfs run \$h/run
+# /tmp stays the host's (a build may live there) with writes going to memory.
+mkdir -p /ovl; mount -t tmpfs ovl /ovl; mkdir -p /ovl/up /ovl/work
+mount -t overlay overlay -o lowerdir=\$h/tmp,upperdir=/ovl/up,workdir=/ovl/work \$h/tmp || echo "vm: overlay on /tmp failed"
+mount -t tmpfs run \$h/run
 cp /cmd.sh \$h/tmp/tandem-vm-cmd.sh
 echo "vm: booted, running the script"
 chroot \$h /bin/sh -c "rdma link add rxe0 type rxe netdev eth0 && cd \$(cat /workdir) && /bin/sh /tmp/tandem-vm-cmd.sh"
