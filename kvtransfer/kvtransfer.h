@@ -1,8 +1,9 @@
 /* kvtransfer.h: moving KV-cache bytes from one process's memory into another's.
  *
- * The transport interface that the workers code against; TCP implements it now and an
- * RDMA transport (libibverbs) implements the same calls later without changes on the
- * callers' side. kvtransfer knows memory regions and byte runs, never requests or models.
+ * The transport interface that the workers code against, implemented by TCP (tcp.c) and
+ * RDMA (rdma.c: libibverbs RC queue pairs and one-sided writes, built when libibverbs is
+ * installed); kvt_open picks one. kvtransfer knows memory regions and byte runs, never
+ * requests or models.
  *
  * Receiver (decode worker):
  *   kvt_register(t, pool_base, pool_bytes, &region)      once, the whole KV pool

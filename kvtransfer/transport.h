@@ -1,19 +1,20 @@
 /* transport.h: what a transport implements (internal to kvtransfer/).
  *
- * kvtransfer.h's calls dispatch through the ops table found in every handle, so a new
- * transport (RDMA) adds one file with its own ops and a create function, and callers keep
+ * kvtransfer.h's calls dispatch through the ops table found in every handle, so each
+ * transport (tcp.c, rdma.c) is one file with its own ops and a create function, and callers keep
  * using the same kvt_* calls. Each implementation embeds the base structs below as the
  * first member of its own structs.
  *
- * What the interface promises and an RDMA transport must keep (tcp.c shows one way):
+ * What the interface promises and the RDMA transport keeps (rdma.c's header says how):
  *  - descriptor: "kvt1 rdma ..." with what a writer needs (GID, rkey, base address, size);
  *  - connect/hello/accept_hello/peer_reply: the RC queue pairs' QPN, PSN, GID and MTU go
  *    one way in the hello and the other way in the reply, over the control plane;
  *  - finish: the notice carries the byte count, the XXH3-64 of the payload in write order,
  *    and whatever the receiver needs to recompute it (with one-sided writes: the runs);
  *  - forget: once it returns, no byte of that transfer may land. One-sided writes cannot be
- *    refused per run, so fence them (a memory window per transfer, invalidated on forget,
- *    or the peer's queue pair moved to the error state, failing its other transfers);
+ *    refused per run, so rdma.c fences them: writes start only after the receiver bound the
+ *    transfer to one queue pair (BEGIN/GO), and forgetting a bound transfer that FINISH or
+ *    ABORT has not closed destroys that queue pair (failing its other transfers);
  *  - a peer gone or a queue pair in error fails every transfer in flight on it. */
 #ifndef KVT_TRANSPORT_H
 #define KVT_TRANSPORT_H
