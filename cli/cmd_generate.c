@@ -1,10 +1,12 @@
 /* cmd_generate.c: `tandem generate`, one prompt through the engine in this process.
  *
  * Loads the model, tokenizer and generation_config.json, turns the prompt into ids
- * (build_prompt: the one place that will apply the chat template), prefills it in
- * chunks through the paged KV cache, then decodes one token at a time until an
- * eos id or --max-tokens. Text streams to stdout as it is generated; with --json one
- * object with ids, text, logprobs and timing is printed at the end instead. */
+ * (build_prompt: one user message through the model's chat template, or with --raw
+ * the text as is), then runs the shared generation loop (cli_generate.h: chunked
+ * prefill through the paged KV cache, one token at a time until an eos id or
+ * --max-tokens). Text streams to stdout as it is generated; with --json one object
+ * with ids, text, the parsed reasoning_content / content / tool_calls, logprobs and
+ * timing is printed at the end instead. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
@@ -12,14 +14,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "chat/parser.h"
+#include "cli_generate.h"
 #include "commands.h"
 #include "common/buf.h"
 #include "model/model.h"
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
-
-#define PREFILL_CHUNK 512 /* tokens per prefill step: bounds activation memory */
-#define KV_BLOCK 16
 
 static void usage(FILE *out)
 {
@@ -30,6 +31,7 @@ static void usage(FILE *out)
             "  --prompt-file F    read the prompt from F ('-' for standard input)\n"
             "  --raw              feed the prompt as is (special tokens such as <|im_start|> recognised)\n"
             "                     instead of as one user message through the chat template\n"
+            "  --no-think         render the template with enable_thinking=false (no reasoning)\n"
             "  --max-tokens N     stop after N generated tokens (default 256)\n"
             "  --temperature T    0 = greedy; giving any sampling option replaces\n"
             "  --top-k K          generation_config.json's defaults (unset ones are off,\n"
@@ -38,18 +40,15 @@ static void usage(FILE *out)
             "  --seed S           seed of the sampler (default: from the clock)\n"
             "  --top-logprobs K   alternatives per token in --json's logprobs (0-%d, default 0)\n"
             "  --threads N        compute threads (default: one per CPU)\n"
-            "  --json             print one JSON object: prompt_tokens, tokens, text, finish_reason,\n"
-            "                     logprobs, timing\n",
+            "  --json             print one JSON object: prompt_tokens, tokens, text, reasoning_content,\n"
+            "                     content, tool_calls (not with --raw), finish_reason, logprobs, timing\n",
             ENG_MAX_TOP_LOGPROBS);
 }
 
 typedef struct gen_args {
     const char *model, *prompt, *prompt_file;
-    int raw, json, max_tokens, top_logprobs, threads;
-    int have_temperature, have_top_k, have_top_p, have_min_p, have_seed;
-    float temperature, top_p, min_p;
-    int top_k;
-    unsigned long long seed;
+    int raw, no_think, json, max_tokens, top_logprobs, threads;
+    cli_sampling_opts sampling;
 } gen_args;
 
 static double now_s(void)
@@ -57,32 +56,6 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "tandem generate: %s wants an integer in [%ld, %ld], got '%s'\n", opt, lo, hi, s);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
-static int parse_float(const char *opt, const char *s, float lo, float hi, float *out)
-{
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "tandem generate: %s wants a number in [%g, %g], got '%s'\n", opt, lo, hi, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
 }
 
 static int parse_args(int argc, char **argv, gen_args *a)
@@ -103,42 +76,31 @@ static int parse_args(int argc, char **argv, gen_args *a)
             a->json = 1;
             continue;
         }
+        if (!strcmp(o, "--no-think")) {
+            a->no_think = 1;
+            continue;
+        }
         if (i + 1 >= argc) {
             fprintf(stderr, "tandem generate: %s needs a value (see --help)\n", o);
             return -1;
         }
         const char *v = argv[++i];
-        int rc = 0;
-        if (!strcmp(o, "--model"))
+        int rc = cli_parse_sampling_opt("generate", o, v, &a->sampling);
+        if (rc)
+            ;
+        else if (!strcmp(o, "--model"))
             a->model = v;
         else if (!strcmp(o, "--prompt"))
             a->prompt = v;
         else if (!strcmp(o, "--prompt-file"))
             a->prompt_file = v;
         else if (!strcmp(o, "--max-tokens"))
-            rc = parse_int(o, v, 1, 1 << 20, &a->max_tokens);
-        else if (!strcmp(o, "--temperature"))
-            rc = parse_float(o, v, 0, 100, &a->temperature), a->have_temperature = 1;
-        else if (!strcmp(o, "--top-k"))
-            rc = parse_int(o, v, -1, 1 << 30, &a->top_k), a->have_top_k = 1;
-        else if (!strcmp(o, "--top-p"))
-            rc = parse_float(o, v, 1e-9f, 1, &a->top_p), a->have_top_p = 1;
-        else if (!strcmp(o, "--min-p"))
-            rc = parse_float(o, v, 0, 1, &a->min_p), a->have_min_p = 1;
+            rc = cli_parse_int("generate", o, v, 1, 1 << 20, &a->max_tokens);
         else if (!strcmp(o, "--top-logprobs"))
-            rc = parse_int(o, v, 0, ENG_MAX_TOP_LOGPROBS, &a->top_logprobs);
+            rc = cli_parse_int("generate", o, v, 0, ENG_MAX_TOP_LOGPROBS, &a->top_logprobs);
         else if (!strcmp(o, "--threads"))
-            rc = parse_int(o, v, 1, 4096, &a->threads);
-        else if (!strcmp(o, "--seed")) {
-            char *end;
-            errno = 0;
-            a->seed = strtoull(v, &end, 10);
-            a->have_seed = 1;
-            if (errno || end == v || *end || v[0] == '-') {
-                fprintf(stderr, "tandem generate: --seed wants a non-negative integer, got '%s'\n", v);
-                rc = -1;
-            }
-        } else {
+            rc = cli_parse_int("generate", o, v, 1, 4096, &a->threads);
+        else {
             fprintf(stderr, "tandem generate: unknown option '%s' (see --help)\n", o);
             return -1;
         }
@@ -184,13 +146,31 @@ static char *read_file(const char *path, size_t *len, eng_error *err)
 }
 
 /* The user's text as prompt ids. With raw, the text as is (special tokens written
- * in it recognised); otherwise one user message through the chat template. */
-static int build_prompt(const eng_tokenizer *tok, const char *text, size_t len, int raw, int32_t **ids, int *n_ids,
-                        eng_error *err)
+ * in it recognised); otherwise one user message through the model's chat template
+ * (add_generation_prompt on; enable_thinking=false with --no-think), as a chat
+ * client would send it. *rendered gets the text the ids encode (NULL with raw). */
+static int build_prompt(const cli_session *s, const char *text, size_t len, const gen_args *a, char **rendered,
+                        int32_t **ids, int *n_ids, eng_error *err)
 {
-    if (!raw)
-        return eng_fail(err, "the chat template is not available yet: pass --raw to feed the prompt as is");
-    if (eng_tokenize(tok, text, len, 1, ids, n_ids, err) < 0)
+    *rendered = NULL;
+    if (!a->raw) {
+        if (memchr(text, 0, len))
+            return eng_fail(err, "the prompt contains a NUL byte");
+        cJSON *req = cJSON_CreateObject();
+        cJSON *msgs = cJSON_AddArrayToObject(req, "messages");
+        cJSON *user = cJSON_CreateObject();
+        cJSON_AddItemToArray(msgs, user);
+        cJSON_AddStringToObject(user, "role", "user");
+        cJSON_AddStringToObject(user, "content", text);
+        cJSON_AddBoolToObject(req, "add_generation_prompt", 1);
+        if (a->no_think)
+            cJSON_AddBoolToObject(cJSON_AddObjectToObject(req, "chat_template_kwargs"), "enable_thinking", 0);
+        int rc = cJSON_GetObjectItem(user, "content") ? cli_render_prompt(s, req, rendered, ids, n_ids, err)
+                                                       : eng_fail(err, "out of memory");
+        cJSON_Delete(req);
+        return rc;
+    }
+    if (eng_tokenize(s->tok, text, len, 1, ids, n_ids, err) < 0)
         return -1;
     if (*n_ids == 0) {
         free(*ids);
@@ -200,117 +180,11 @@ static int build_prompt(const eng_tokenizer *tok, const char *text, size_t len, 
     return 0;
 }
 
-/* The sampler's settings: generation_config.json's unless the user gave any. */
-static void choose_sampling(const gen_args *a, const eng_gen_config *g, eng_sampling *s)
+static void stream_text(void *ctx, const char *text, size_t len)
 {
-    eng_sampling_defaults(s);
-    if (a->have_temperature || a->have_top_k || a->have_top_p || a->have_min_p) {
-        s->temperature = a->have_temperature ? a->temperature : 1.0f;
-        if (a->have_top_k)
-            s->top_k = a->top_k;
-        if (a->have_top_p)
-            s->top_p = a->top_p;
-        if (a->have_min_p)
-            s->min_p = a->min_p;
-    } else if (g->do_sample) {
-        s->temperature = g->temperature;
-        s->top_k = g->top_k;
-        s->top_p = g->top_p;
-        s->min_p = g->min_p;
-        s->repetition_penalty = g->repetition_penalty;
-        s->presence_penalty = g->presence_penalty;
-        s->frequency_penalty = g->frequency_penalty;
-    } else {
-        s->repetition_penalty = g->repetition_penalty;
-    }
-    s->seed = a->have_seed ? a->seed : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 20);
-}
-
-typedef struct gen_out {
-    int32_t *tokens;
-    eng_sample_result *results;
-    int n;
-    const char *finish_reason;
-    double prefill_s, decode_s;
-} gen_out;
-
-/* Prefill then decode; streams text to stdout unless quiet. */
-static int generate(eng_model *m, const eng_tokenizer *tok, const eng_gen_config *g, const eng_sampling *samp,
-                    const int32_t *prompt, int n_prompt, int max_tokens, int top_logprobs, int stream, gen_out *o,
-                    eng_error *err)
-{
-    const eng_config *c = eng_model_config(m);
-    int V = c->vocab_size, rc = -1;
-    eng_kv_layout layout = eng_model_kv_layout(m, KV_BLOCK);
-    eng_kv_pool *kv = NULL;
-    eng_seq seq = {0};
-    eng_buf text = {0};
-    eng_detok detok = {0};
-    float *logits = malloc((size_t)V * sizeof(float));
-    o->tokens = malloc((size_t)max_tokens * sizeof *o->tokens);
-    o->results = malloc((size_t)max_tokens * sizeof *o->results);
-    if (!logits || !o->tokens || !o->results) {
-        eng_fail(err, "out of memory");
-        goto done;
-    }
-    long long total = (long long)n_prompt + max_tokens;
-    if (eng_kv_pool_create(&layout, (int)((total + KV_BLOCK - 1) / KV_BLOCK), &kv, err) < 0 ||
-        eng_seq_reserve(kv, &seq, (int)total, err) < 0)
-        goto done;
-
-    double t0 = now_s();
-    for (int done = 0; done < n_prompt;) {
-        int n = n_prompt - done < PREFILL_CHUNK ? n_prompt - done : PREFILL_CHUNK;
-        eng_batch_item it = {.seq = &seq, .tokens = prompt + done, .n_tokens = n,
-                             .logits = done + n == n_prompt ? logits : NULL};
-        if (eng_forward(m, kv, &it, 1, NULL, NULL, err) < 0)
-            goto done;
-        done += n;
-    }
-    double t1 = now_s();
-    o->prefill_s = t1 - t0;
-    o->finish_reason = "length";
-    for (;;) {
-        eng_sample_result *r = &o->results[o->n];
-        if (eng_sample(samp, logits, V, prompt, n_prompt, o->tokens, o->n, top_logprobs, r) < 0) {
-            eng_fail(err, "sampler rejected its parameters");
-            goto done;
-        }
-        o->tokens[o->n++] = r->id;
-        if (eng_gen_config_is_eos(g, r->id)) {
-            o->finish_reason = "stop";
-            break;
-        }
-        if (stream) {
-            eng_buf_clear(&text);
-            eng_detok_push(tok, &detok, r->id, 0, &text);
-            if (text.len) {
-                fwrite(text.data, 1, text.len, stdout);
-                fflush(stdout);
-            }
-        }
-        if (o->n == max_tokens)
-            break;
-        eng_batch_item it = {.seq = &seq, .tokens = &r->id, .n_tokens = 1, .logits = logits};
-        if (eng_forward(m, kv, &it, 1, NULL, NULL, err) < 0)
-            goto done;
-    }
-    o->decode_s = now_s() - t1;
-    if (stream) {
-        eng_buf_clear(&text);
-        eng_detok_flush(&detok, &text);
-        eng_buf_puts(&text, "\n");
-        fwrite(text.data, 1, text.len, stdout);
-        fflush(stdout);
-    }
-    rc = 0;
-done:
-    if (kv)
-        eng_seq_release(kv, &seq);
-    eng_kv_pool_destroy(kv);
-    eng_buf_free(&text);
-    free(logits);
-    return rc;
+    (void)ctx;
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
 }
 
 static cJSON *id_array(const int32_t *ids, int n)
@@ -321,17 +195,39 @@ static cJSON *id_array(const int32_t *ids, int n)
     return a;
 }
 
-static int print_json(const eng_tokenizer *tok, const eng_gen_config *g, const int32_t *prompt, int n_prompt,
-                      const gen_out *o, double load_s)
+/* With the chat template, the text parsed as a chat client gets it: reasoning_content
+ * (when the prompt left the model thinking), content and tool_calls, null where empty. */
+static int print_json(const cli_session *s, const int32_t *prompt, int n_prompt, const cli_gen_out *o,
+                      double load_s, int parse, int thinking)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddItemToObject(root, "prompt_tokens", id_array(prompt, n_prompt));
     cJSON_AddItemToObject(root, "tokens", id_array(o->tokens, o->n));
     /* The text leaves out the stop token, as a chat client sees it. */
-    int n_text = o->n - (o->n && eng_gen_config_is_eos(g, o->tokens[o->n - 1]));
+    int n_text = o->n - (o->n && eng_gen_config_is_eos(&s->gen, o->tokens[o->n - 1]));
     eng_buf text = {0};
-    eng_detokenize(tok, o->tokens, n_text, 0, &text);
+    eng_detokenize(s->tok, o->tokens, n_text, 0, &text);
     cJSON_AddStringToObject(root, "text", text.data ? text.data : "");
+    if (parse) {
+        eng_parse_delta d;
+        eng_parse_delta_init(&d);
+        eng_error perr;
+        cJSON *fields = NULL;
+        if (eng_parse_text(text.data ? text.data : "", text.len, thinking, NULL, &d, &perr) == 0)
+            fields = eng_parse_delta_to_json(&d);
+        eng_parse_delta_free(&d);
+        if (!fields) {
+            eng_buf_free(&text);
+            cJSON_Delete(root);
+            return -1;
+        }
+        const char *names[] = {"reasoning_content", "content", "tool_calls"};
+        for (int i = 0; i < 3; i++) {
+            cJSON *f = cJSON_DetachItemFromObjectCaseSensitive(fields, names[i]);
+            cJSON_AddItemToObject(root, names[i], f ? f : cJSON_CreateNull());
+        }
+        cJSON_Delete(fields);
+    }
     eng_buf_free(&text);
     cJSON_AddStringToObject(root, "finish_reason", o->finish_reason);
     cJSON *lps = cJSON_AddArrayToObject(root, "logprobs");
@@ -355,12 +251,12 @@ static int print_json(const eng_tokenizer *tok, const eng_gen_config *g, const i
     cJSON_AddNumberToObject(t, "decode_s", o->decode_s);
     cJSON_AddNumberToObject(t, "prefill_tok_s", o->prefill_s > 0 ? n_prompt / o->prefill_s : 0);
     cJSON_AddNumberToObject(t, "decode_tok_s", o->decode_s > 0 && o->n > 1 ? (o->n - 1) / o->decode_s : 0);
-    char *s = cJSON_PrintUnformatted(root);
+    char *out = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
-    if (!s)
+    if (!out)
         return -1;
-    puts(s);
-    free(s);
+    puts(out);
+    free(out);
     return 0;
 }
 
@@ -370,13 +266,11 @@ int cmd_generate(int argc, char **argv)
     if (parse_args(argc, argv, &a) < 0)
         return 2;
     eng_error err = {{0}};
-    eng_model *m = NULL;
-    eng_tokenizer *tok = NULL;
-    char *text = NULL;
+    cli_session s = {0};
+    char *text = NULL, *rendered = NULL;
     int32_t *prompt = NULL;
     int n_prompt = 0, status = 1;
-    gen_out o = {0};
-    eng_gen_config g;
+    cli_gen_out o = {0};
     eng_sampling samp;
 
     double t0 = now_s();
@@ -389,28 +283,25 @@ int cmd_generate(int argc, char **argv)
     }
     if (!text)
         goto fail;
-    eng_model_options opt = {.n_threads = a.threads};
-    if (eng_model_load(a.model, &opt, &m, &err) < 0 || eng_gen_config_load(a.model, eng_model_config(m), &g, &err) < 0 ||
-        eng_tokenizer_load(a.model, &tok, &err) < 0 || build_prompt(tok, text, len, a.raw, &prompt, &n_prompt, &err) < 0)
+    if (cli_session_open(&s, a.model, a.threads, !a.raw, &err) < 0 ||
+        build_prompt(&s, text, len, &a, &rendered, &prompt, &n_prompt, &err) < 0)
         goto fail;
-    for (int i = 0; i < n_prompt; i++)
-        if (prompt[i] >= eng_model_config(m)->vocab_size) {
-            eng_fail(&err, "prompt token %d is outside the model's vocabulary (%d)", prompt[i],
-                     eng_model_config(m)->vocab_size);
-            goto fail;
-        }
-    choose_sampling(&a, &g, &samp);
+    cli_choose_sampling(&a.sampling, &s.gen, &samp);
     if (eng_sampling_check(&samp, &err) < 0)
         goto fail;
     double load_s = now_s() - t0;
-    if (generate(m, tok, &g, &samp, prompt, n_prompt, a.max_tokens, a.top_logprobs, !a.json, &o, &err) < 0)
+    if (cli_session_generate(&s, &samp, prompt, n_prompt, a.max_tokens, a.top_logprobs, a.json ? NULL : stream_text,
+                             NULL, &o, &err) < 0)
         goto fail;
     if (a.json) {
-        if (print_json(tok, &g, prompt, n_prompt, &o, load_s) < 0) {
+        int thinking = !a.raw && cli_starts_thinking(&s, rendered, !a.no_think);
+        if (print_json(&s, prompt, n_prompt, &o, load_s, !a.raw, thinking) < 0) {
             eng_fail(&err, "out of memory printing the result");
             goto fail;
         }
     } else {
+        fputs("\n", stdout);
+        fflush(stdout);
         fprintf(stderr, "[%d prompt tokens, %.1f tok/s; %d generated, %.1f tok/s; finish: %s]\n", n_prompt,
                 o.prefill_s > 0 ? n_prompt / o.prefill_s : 0, o.n,
                 o.decode_s > 0 && o.n > 1 ? (o.n - 1) / o.decode_s : 0, o.finish_reason);
@@ -420,11 +311,10 @@ int cmd_generate(int argc, char **argv)
 fail:
     fprintf(stderr, "tandem generate: %s\n", err.msg);
 done:
-    free(o.tokens);
-    free(o.results);
+    cli_gen_out_free(&o);
     free(prompt);
+    free(rendered);
     free(text);
-    eng_model_free(m);
-    eng_tokenizer_free(tok);
+    cli_session_close(&s);
     return status;
 }

@@ -1,0 +1,87 @@
+/* cli_generate.h: the in-process generation loop shared by `tandem generate` and `tandem chat`.
+ *
+ * A cli_session holds a loaded model, its tokenizer, generation_config.json, the chat
+ * template (when the model has one) and one KV-cache sequence that outlives a call:
+ * the next call keeps the cached tokens its prompt shares as a prefix and prefills
+ * only the rest, which is what makes a multi-turn chat cheap. The sampling flags
+ * (--temperature, --top-k, --top-p, --min-p, --seed) are parsed and applied here too,
+ * so that both commands read them the same way. */
+#ifndef CLI_GENERATE_H
+#define CLI_GENERATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "chat/template.h"
+#include "common/error.h"
+#include "model/model.h"
+#include "sampling/sampler.h"
+#include "tokenizer/tokenizer.h"
+
+typedef struct cli_sampling_opts {
+    int have_temperature, have_top_k, have_top_p, have_min_p, have_seed;
+    float temperature, top_p, min_p;
+    int top_k;
+    unsigned long long seed;
+} cli_sampling_opts;
+
+/* Integer option value in [lo, hi]; prints "tandem CMD: ..." and returns -1 when not. */
+int cli_parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi, int *out);
+/* 1: opt was a sampling option and its value is good; 0: not a sampling option;
+ * -1: a bad value (one line printed on stderr). */
+int cli_parse_sampling_opt(const char *cmd, const char *opt, const char *val, cli_sampling_opts *o);
+/* generation_config.json's sampling unless the user gave any sampling option (then the
+ * unset ones are off and temperature is 1); the seed from the clock unless given. */
+void cli_choose_sampling(const cli_sampling_opts *o, const eng_gen_config *g, eng_sampling *s);
+
+typedef struct cli_session {
+    eng_model *model;
+    eng_tokenizer *tok;
+    eng_gen_config gen;
+    eng_chat_template *tmpl; /* NULL unless loaded with want_template */
+    int context;             /* max_position_embeddings */
+    eng_kv_pool *kv;
+    int kv_tokens; /* capacity of the pool in tokens */
+    eng_seq seq;
+    int32_t *cached; /* the tokens whose K/V are in seq, in order (seq.n_past of them) */
+    int cap_cached;
+    float *logits;
+} cli_session;
+
+/* Loads the model, tokenizer, generation config and, with want_template, the chat
+ * template of tokenizer_config.json. */
+int cli_session_open(cli_session *s, const char *model_dir, int n_threads, int want_template, eng_error *err);
+void cli_session_close(cli_session *s);
+
+/* The prompt text of an OpenAI-style request through the model's chat template, and
+ * its ids (special tokens such as <|im_start|> recognised). *text and *ids are malloc'd. */
+int cli_render_prompt(const cli_session *s, const cJSON *request, char **text, int32_t **ids, int *n_ids,
+                      eng_error *err);
+
+/* Whether the completion of this rendered prompt starts inside <think>: the model has
+ * the token, thinking is enabled, and the prompt did not already close the block. */
+int cli_starts_thinking(const cli_session *s, const char *prompt, int enabled);
+
+/* Called with each piece of generated text as it comes (whole UTF-8 characters only). */
+typedef void (*cli_text_fn)(void *ctx, const char *text, size_t len);
+
+typedef struct cli_gen_out {
+    int32_t *tokens; /* generated ids, the stop token included when there was one */
+    eng_sample_result *results;
+    int n;
+    const char *finish_reason; /* "stop" (an eos id) or "length" */
+    int n_reused;              /* prompt tokens whose K/V came from the previous call */
+    double prefill_s, decode_s;
+} cli_gen_out;
+
+void cli_gen_out_free(cli_gen_out *o);
+
+/* Prefills what the cache does not already hold of the prompt, then samples until an
+ * eos id or max_tokens (cut to what the model's context leaves). on_text may be NULL;
+ * the stop token's text is not passed. */
+int cli_session_generate(cli_session *s, const eng_sampling *samp, const int32_t *prompt, int n_prompt, int max_tokens,
+                         int top_logprobs, cli_text_fn on_text, void *ctx, cli_gen_out *o, eng_error *err);
+
+#endif
