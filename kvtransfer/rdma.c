@@ -61,6 +61,7 @@
 #define SQ_DEPTH 512 /* WRITEs and SENDs in flight per queue pair */
 #define MAX_WRITE ((uint64_t)1 << 30)
 #define PING_EVERY_S 1.0
+#define STALE_HELLO_S 60.0
 
 enum { W_RECV = 1, W_SEND, W_WRITE };
 enum { C_HELLO = 1, C_UP, C_DEAD };
@@ -97,7 +98,8 @@ typedef struct tx { /* outgoing transfer */
     kvt_send base;
     rconn *c;
     rregion *src;
-    uint64_t id, remote_size;
+    uint64_t id, remote_size, remote_addr;
+    uint32_t rkey;
     kvt_state state;
     char reason[300];
     int go;
@@ -132,6 +134,7 @@ struct rconn {
     int free_slots[N_SEND], n_free;
     int ping_slot; /* slot of the PING in flight, -1 none */
     double last_ping, last_heard;
+    int heard; /* a message arrived on it: the remote pair is connected to this one */
     int refs;
     char reason[240];
     outmsg *out_head, *out_tail;
@@ -679,6 +682,7 @@ static void on_message(rconn *c, const void *buf, size_t len)
     }
     tx *s = NULL;
     c->last_heard = now_s();
+    c->heard = 1;
     switch (m.type) {
     case RM_BEGIN: on_begin(c, m.id); break;
     case RM_RUNS: on_runs(c, &m, p); break;
@@ -769,12 +773,17 @@ static void housekeeping(rdma_transport *t)
             conn_free(c);
             continue;
         }
-        if (c->state == C_UP && now - c->last_heard > t->dead_after_s) {
+        /* A receiving pair that never heard from its sender may answer a hello whose reply
+         * was never applied (the sender's pair talks to another one): it must stay silent,
+         * or its packets would disturb that pair, and it expires after STALE_HELLO_S. */
+        double limit = c->sender || c->heard ? t->dead_after_s : STALE_HELLO_S;
+        if (c->state == C_UP && now - c->last_heard > limit) {
             conn_fail(c, "the peer did not answer for %.1f s (process gone or link down)",
                       now - c->last_heard);
             continue; /* reaped on a later pass, once nothing refers to it */
         }
-        if (c->state == C_UP && c->ping_slot < 0 && now - c->last_ping >= PING_EVERY_S &&
+        if (c->state == C_UP && (c->sender || c->heard) && c->ping_slot < 0 &&
+            now - c->last_ping >= PING_EVERY_S &&
             has_room(c) && !c->out_head) {
             unsigned char buf[RDMA_MSG_HEADER];
             rdma_msg m = {.type = RM_PING};
@@ -1067,7 +1076,9 @@ static int rdma_peer_reply(kvt_peer *pb, const void *reply, size_t len, eng_erro
         return -1;
     pthread_mutex_lock(&t->mu);
     int rc = 0;
-    if (!p->c || p->c->state != C_HELLO)
+    if (p->c && p->c->state == C_UP && h.kind == RDMA_REPLY && h.token == p->c->token)
+        rc = 0; /* two callers relayed the same hello; the first reply connected the pair */
+    else if (!p->c || p->c->state != C_HELLO)
         rc = eng_fail(err, "kvtransfer: an RDMA reply arrived for a queue pair that is not waiting for one");
     else if (h.kind != RDMA_REPLY || h.to != t->instance || h.from != p->d.instance || h.token != p->c->token)
         rc = eng_fail(err, "kvtransfer: the RDMA reply answers another hello");
@@ -1129,6 +1140,8 @@ static int rdma_send_begin(kvt_peer *pb, kvt_region *src, uint64_t id, kvt_send 
     r->users++;
     s->id = id;
     s->remote_size = p->d.size;
+    s->remote_addr = p->d.addr;
+    s->rkey = p->d.rkey;
     s->hash = h;
     s->t_start = now_s();
     s->next = c->txs;
@@ -1162,26 +1175,22 @@ static int post_run(tx *s, const rdma_run *run, eng_error *err)
     s->bytes += run->len;
     pthread_mutex_lock(&t->mu);
     int rc = 0;
-    rpeer *p = NULL;
-    for (rpeer *q = t->peers; q; q = q->next)
-        if (q->c == s->c)
-            p = q;
     for (uint64_t done = 0; rc == 0 && done < run->len;) {
         uint64_t n = run->len - done < t->max_write ? run->len - done : t->max_write;
         if (s->state != KVT_PENDING) {
             rc = eng_fail(err, "kvtransfer: transfer %" PRIu64 " failed: %s", s->id, s->reason);
             break;
         }
-        if (wait_room(s->c, err) < 0 || !p) {
-            rc = p ? -1 : eng_fail(err, "kvtransfer: the peer was reconnected under this transfer");
+        if (wait_room(s->c, err) < 0) {
+            rc = -1;
             break;
         }
         struct ibv_sge sge = {.addr = (uintptr_t)(s->src->base.base + run->src + done),
                               .length = (uint32_t)n, .lkey = s->src->mr->lkey};
         struct ibv_send_wr wr = {.wr_id = (uint64_t)W_WRITE << 56, .sg_list = &sge, .num_sge = 1,
                                  .opcode = IBV_WR_RDMA_WRITE, .send_flags = IBV_SEND_SIGNALED};
-        wr.wr.rdma.remote_addr = p->d.addr + run->dst + done;
-        wr.wr.rdma.rkey = p->d.rkey;
+        wr.wr.rdma.remote_addr = s->remote_addr + run->dst + done;
+        wr.wr.rdma.rkey = s->rkey;
         struct ibv_send_wr *bad;
         if (ibv_post_send(s->c->qp, &wr, &bad) != 0) {
             conn_fail(s->c, "posting an RDMA write: %s", strerror(errno));
@@ -1254,10 +1263,11 @@ static int rdma_send_finish(kvt_send *sb, int timeout_ms, eng_error *err)
     while (rc == 0 && s->state == KVT_PENDING)
         if (!wait_until(t, &dl, timeout_ms)) {
             rc = eng_fail(err, "kvtransfer: no verdict from the receiver within %d ms", timeout_ms);
-            rdma_msg m = {.type = RM_ABORT, .id = s->id, .n = 28};
+            static const char why[] = "the sender timed out waiting for the verdict";
+            rdma_msg m = {.type = RM_ABORT, .id = s->id, .n = sizeof why - 1};
             if (has_room(s->c) && s->c->state == C_UP) {
                 unsigned char buf[RDMA_MSG_BYTES];
-                post_msg_now(s->c, buf, rdma_msg_encode(&m, NULL, "sender timed out on verdict", buf), NULL);
+                post_msg_now(s->c, buf, rdma_msg_encode(&m, NULL, why, buf), NULL);
             }
             break;
         }
