@@ -1,0 +1,450 @@
+/* cmd_chat.c: `tandem chat`, a multi-turn conversation with a model in this process.
+ *
+ * Keeps the history as Qwen3's model card's QwenChatbot does: each input line is a user
+ * turn, the whole history is rendered through the model's own chat template and
+ * generated from, and the answer joins the history. Only the answer (content) goes
+ * back, never the reasoning, which is what the template expects of earlier turns.
+ * The generation loop is cli_generate.h's: its KV cache survives between turns and
+ * is rewound to the prefix the new prompt shares, so a turn prefills only what is new.
+ *
+ * Thinking. --no-think renders every turn with enable_thinking=false. "/think" and
+ * "/no_think" in a line stay in the message (the model obeys them) and set the
+ * thinking state for parsing until the next switch: with it off the output is content,
+ * except that a leading "<think>...</think>" block (Qwen3 writes an empty one when told
+ * /no_think) is still taken apart as reasoning rather than shown as the answer.
+ *
+ * Display. On a terminal the reasoning is dimmed and the answer plain; piped, every
+ * reasoning line starts with "thinking: " and the answer with "assistant: ", so that
+ * transcripts stay readable and scripts can tell them apart. Text streams as generated.
+ * TANDEM_CHAT_DUMP=DIR writes each turn's request, rendered prompt and raw output to
+ * DIR/turn<N>.{request.json,prompt.txt,output.txt} (the chat tests compare them). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "chat/parser.h"
+#include "cli_generate.h"
+#include "commands.h"
+#include "common/buf.h"
+
+#define THINK_OPEN "<think>"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: tandem chat --model DIR [options]\n"
+            "Reads one user turn per line of standard input; an empty line is skipped, /exit or\n"
+            "the end of input ends the chat. /think and /no_think in a line switch thinking.\n"
+            "  --model DIR        Hugging Face checkpoint folder with a chat template\n"
+            "  --no-think         render every turn with enable_thinking=false\n"
+            "  --system TEXT      a system message before the first turn\n"
+            "  --max-tokens N     at most N generated tokens per turn (default 2048)\n"
+            "  --temperature T    sampling as in `tandem generate` (default: generation_config.json)\n"
+            "  --top-k K, --top-p P, --min-p M, --seed S\n"
+            "  --threads N        compute threads (default: one per CPU)\n"
+            "  --verbose          one line per turn on stderr: tokens, cache reuse, speed\n");
+}
+
+typedef struct chat_args {
+    const char *model, *system;
+    int no_think, verbose, max_tokens, threads;
+    cli_sampling_opts sampling;
+} chat_args;
+
+static int parse_args(int argc, char **argv, chat_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->max_tokens = 2048;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+            usage(stdout);
+            exit(0);
+        }
+        if (!strcmp(o, "--no-think")) {
+            a->no_think = 1;
+            continue;
+        }
+        if (!strcmp(o, "--verbose")) {
+            a->verbose = 1;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "tandem chat: %s needs a value (see --help)\n", o);
+            return -1;
+        }
+        const char *v = argv[++i];
+        int rc = cli_parse_sampling_opt("chat", o, v, &a->sampling);
+        if (rc)
+            ;
+        else if (!strcmp(o, "--model"))
+            a->model = v;
+        else if (!strcmp(o, "--system"))
+            a->system = v;
+        else if (!strcmp(o, "--max-tokens"))
+            rc = cli_parse_int("chat", o, v, 1, 1 << 20, &a->max_tokens);
+        else if (!strcmp(o, "--threads"))
+            rc = cli_parse_int("chat", o, v, 1, 4096, &a->threads);
+        else {
+            fprintf(stderr, "tandem chat: unknown option '%s' (see --help)\n", o);
+            return -1;
+        }
+        if (rc < 0)
+            return -1;
+    }
+    if (!a->model) {
+        fprintf(stderr, "tandem chat: --model DIR is required (see --help)\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* +1 when the line's last switch is /think, -1 when it is /no_think, 0 without one. */
+static int latest_switch(const char *line)
+{
+    const char *think = NULL, *no_think = NULL;
+    for (const char *p = line; (p = strstr(p, "/think")); p++)
+        think = p;
+    for (const char *p = line; (p = strstr(p, "/no_think")); p++)
+        no_think = p;
+    if (!think && !no_think)
+        return 0;
+    return think > no_think ? 1 : -1;
+}
+
+/* One turn's output on its way to the screen and into the history. */
+typedef struct turn {
+    int tty;            /* stdout is a terminal */
+    int thinking;       /* the parser starts in reasoning */
+    int sniff;          /* thinking off: still looking for a leading <think> */
+    eng_parser *parser; /* created once thinking is decided */
+    eng_buf held;       /* sniffed bytes not yet given to the parser */
+    eng_buf raw;        /* everything generated (for the dump) */
+    eng_buf content;    /* the answer, for the history */
+    eng_parse_delta d;
+    int shown;          /* 0 nothing yet, 1 in reasoning, 2 in the answer */
+    int line_start;     /* the last character shown ended a line (or none yet) */
+    int failed;
+    eng_error err;
+} turn;
+
+static void put(turn *t, const char *s, size_t n)
+{
+    if (n) {
+        fwrite(s, 1, n, stdout);
+        t->line_start = s[n - 1] == '\n';
+    }
+}
+
+static void show_reasoning(turn *t, const char *s, size_t n)
+{
+    if (!n)
+        return;
+    if (t->shown != 1) {
+        if (!t->line_start)
+            put(t, "\n", 1);
+        if (t->tty)
+            fputs("\033[2m", stdout);
+        t->shown = 1;
+    }
+    if (t->tty) {
+        put(t, s, n);
+        return;
+    }
+    for (size_t i = 0; i < n;) { /* each line marked, as it starts */
+        if (t->line_start)
+            fputs("thinking: ", stdout), t->line_start = 0;
+        const char *nl = memchr(s + i, '\n', n - i);
+        size_t k = nl ? (size_t)(nl - (s + i)) + 1 : n - i;
+        put(t, s + i, k);
+        i += k;
+    }
+}
+
+static void start_answer(turn *t)
+{
+    if (t->shown == 2)
+        return;
+    if (t->shown == 1 && t->tty)
+        fputs("\033[0m", stdout);
+    if (!t->line_start)
+        put(t, "\n", 1);
+    if (!t->tty)
+        fputs("assistant: ", stdout);
+    t->line_start = 0;
+    t->shown = 2;
+}
+
+static void show_delta(turn *t)
+{
+    eng_parse_delta *d = &t->d;
+    show_reasoning(t, d->reasoning.data, d->reasoning.len);
+    if (d->content.len) {
+        start_answer(t);
+        put(t, d->content.data, d->content.len);
+        if (eng_buf_append(&t->content, d->content.data, d->content.len) < 0 && !t->failed)
+            t->failed = 1, eng_fail(&t->err, "out of memory");
+    }
+    for (int i = 0; i < d->n_calls; i++) {
+        start_answer(t);
+        if (!t->line_start)
+            put(t, "\n", 1);
+        fprintf(stdout, "[tool call %s: %s]\n", d->calls[i].name, d->calls[i].arguments);
+        t->line_start = 1;
+    }
+    fflush(stdout);
+    eng_parse_delta_clear(d);
+}
+
+static void parse(turn *t, const char *s, size_t n, int final)
+{
+    if (t->failed)
+        return;
+    int rc = 0;
+    if (n)
+        rc = eng_parser_feed(t->parser, s, n, &t->d, &t->err);
+    if (!rc && final)
+        rc = eng_parser_finish(t->parser, &t->d, &t->err);
+    if (rc < 0)
+        t->failed = 1;
+    else
+        show_delta(t);
+}
+
+/* Thinking off: decides on the first bytes whether a <think> block leads the output. */
+static void decide(turn *t, int final)
+{
+    size_t n = t->held.len, k = strlen(THINK_OPEN);
+    const char *s = t->held.data ? t->held.data : "";
+    if (!final && n < k && !memcmp(s, THINK_OPEN, n))
+        return; /* could still become <think> */
+    t->sniff = 0;
+    t->parser = eng_parser_new(n >= k && !memcmp(s, THINK_OPEN, k), NULL, &t->err);
+    if (!t->parser) {
+        t->failed = 1;
+        return;
+    }
+    parse(t, s, n, 0);
+    eng_buf_clear(&t->held);
+}
+
+static void on_text(void *ctx, const char *s, size_t n)
+{
+    turn *t = ctx;
+    if (eng_buf_append(&t->raw, s, n) < 0 && !t->failed)
+        t->failed = 1, eng_fail(&t->err, "out of memory");
+    if (t->failed)
+        return;
+    if (t->sniff) {
+        if (eng_buf_append(&t->held, s, n) < 0) {
+            t->failed = 1, eng_fail(&t->err, "out of memory");
+            return;
+        }
+        decide(t, 0);
+        return;
+    }
+    parse(t, s, n, 0);
+}
+
+static void turn_free(turn *t)
+{
+    eng_parser_free(t->parser);
+    eng_buf_free(&t->held);
+    eng_buf_free(&t->raw);
+    eng_buf_free(&t->content);
+    eng_parse_delta_free(&t->d);
+}
+
+static int dump(const char *dir, int n, const char *what, const char *data, size_t len, eng_error *err)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/turn%d.%s", dir, n, what) >= (int)sizeof path)
+        return eng_fail(err, "TANDEM_CHAT_DUMP: path too long");
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return eng_fail(err, "TANDEM_CHAT_DUMP: %s: %s", path, strerror(errno));
+    int bad = fwrite(data, 1, len, f) != len;
+    bad |= fclose(f) != 0;
+    return bad ? eng_fail(err, "TANDEM_CHAT_DUMP: cannot write %s", path) : 0;
+}
+
+static cJSON *message(const char *role, const char *content)
+{
+    cJSON *m = cJSON_CreateObject();
+    if (m && (!cJSON_AddStringToObject(m, "role", role) || !cJSON_AddStringToObject(m, "content", content))) {
+        cJSON_Delete(m);
+        return NULL;
+    }
+    return m;
+}
+
+typedef struct chat {
+    const chat_args *a;
+    cli_session s;
+    cJSON *request; /* {"messages": history, "add_generation_prompt": true, "chat_template_kwargs"?} */
+    cJSON *history;
+    int soft_thinking; /* the latest /think or /no_think; at first, !--no-think */
+    int n_turns;
+    const char *dump_dir;
+} chat;
+
+/* One user turn: render, generate, show, keep the answer. -1 with err set. */
+static int run_turn(chat *c, const char *line, eng_error *err)
+{
+    int sw = latest_switch(line);
+    if (sw)
+        c->soft_thinking = sw > 0;
+    cJSON *user = message("user", line);
+    if (!user)
+        return eng_fail(err, "out of memory");
+    cJSON_AddItemToArray(c->history, user);
+    c->n_turns++;
+
+    char *prompt = NULL, *req_text = NULL;
+    int32_t *ids = NULL;
+    int n_ids = 0, rc = -1;
+    turn t = {.tty = isatty(STDOUT_FILENO), .line_start = 1};
+    eng_parse_delta_init(&t.d);
+    cli_gen_out o = {0};
+    eng_sampling samp;
+
+    if (cli_render_prompt(&c->s, c->request, &prompt, &ids, &n_ids, err) < 0)
+        goto done;
+    if (c->dump_dir && (!(req_text = cJSON_Print(c->request)) ||
+                        dump(c->dump_dir, c->n_turns, "request.json", req_text, strlen(req_text), err) < 0 ||
+                        dump(c->dump_dir, c->n_turns, "prompt.txt", prompt, strlen(prompt), err) < 0)) {
+        if (!req_text)
+            eng_fail(err, "out of memory");
+        goto done;
+    }
+    int template_thinking = cli_starts_thinking(&c->s, prompt, !c->a->no_think);
+    t.thinking = template_thinking && c->soft_thinking;
+    t.sniff = !t.thinking;
+    if (!t.sniff && !(t.parser = eng_parser_new(1, NULL, err)))
+        goto done;
+    cli_choose_sampling(&c->a->sampling, &c->s.gen, &samp);
+    if (eng_sampling_check(&samp, err) < 0)
+        goto done;
+    if (cli_session_generate(&c->s, &samp, ids, n_ids, c->a->max_tokens, 0, on_text, &t, &o, err) < 0)
+        goto done;
+    if (t.sniff)
+        decide(&t, 1);
+    if (!t.failed)
+        parse(&t, NULL, 0, 1);
+    if (t.failed) {
+        eng_fail(err, "%s", t.err.msg);
+        goto done;
+    }
+    start_answer(&t); /* every turn shows its (maybe empty) answer */
+    if (t.tty && t.shown == 1)
+        fputs("\033[0m", stdout);
+    if (!t.line_start)
+        putchar('\n');
+    fflush(stdout);
+    if (c->a->verbose)
+        fprintf(stderr, "[turn %d: %d prompt tokens (%d from the cache), %.1f tok/s; %d generated, %.1f tok/s; finish: %s]\n",
+                c->n_turns, n_ids, o.n_reused, o.prefill_s > 0 ? (n_ids - o.n_reused) / o.prefill_s : 0, o.n,
+                o.decode_s > 0 && o.n > 1 ? (o.n - 1) / o.decode_s : 0, o.finish_reason);
+    if (c->dump_dir && dump(c->dump_dir, c->n_turns, "output.txt", t.raw.data ? t.raw.data : "", t.raw.len, err) < 0)
+        goto done;
+    cJSON *answer = message("assistant", t.content.data ? t.content.data : "");
+    if (!answer) {
+        eng_fail(err, "out of memory");
+        goto done;
+    }
+    cJSON_AddItemToArray(c->history, answer);
+    rc = 0;
+done:
+    if (rc < 0) /* keep the history as it was before the failed turn */
+        cJSON_DeleteItemFromArray(c->history, cJSON_GetArraySize(c->history) - 1);
+    cli_gen_out_free(&o);
+    turn_free(&t);
+    free(req_text);
+    free(prompt);
+    free(ids);
+    return rc;
+}
+
+static int is_blank(const char *s)
+{
+    for (; *s; s++)
+        if (*s != ' ' && *s != '\t' && *s != '\r' && *s != '\n')
+            return 0;
+    return 1;
+}
+
+int cmd_chat(int argc, char **argv)
+{
+    chat_args a;
+    if (parse_args(argc, argv, &a) < 0)
+        return 2;
+    eng_error err = {{0}};
+    chat c = {.a = &a, .soft_thinking = !a.no_think};
+    const char *dir = getenv("TANDEM_CHAT_DUMP");
+    c.dump_dir = dir && *dir ? dir : NULL;
+    char *line = NULL;
+    size_t cap = 0;
+    int status = 1, interactive = isatty(STDIN_FILENO);
+
+    if (cli_session_open(&c.s, a.model, a.threads, 1, &err) < 0)
+        goto fail;
+    c.request = cJSON_CreateObject();
+    c.history = c.request ? cJSON_AddArrayToObject(c.request, "messages") : NULL;
+    if (!c.history || !cJSON_AddBoolToObject(c.request, "add_generation_prompt", 1) ||
+        (a.no_think &&
+         !cJSON_AddBoolToObject(cJSON_AddObjectToObject(c.request, "chat_template_kwargs"), "enable_thinking", 0))) {
+        eng_fail(&err, "out of memory");
+        goto fail;
+    }
+    if (a.system) {
+        cJSON *m = message("system", a.system);
+        if (!m) {
+            eng_fail(&err, "out of memory");
+            goto fail;
+        }
+        cJSON_AddItemToArray(c.history, m);
+    }
+    for (;;) {
+        if (interactive) {
+            fputs("> ", stdout);
+            fflush(stdout);
+        }
+        ssize_t n = getline(&line, &cap, stdin);
+        if (n < 0)
+            break;
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = 0;
+        if ((size_t)n != strlen(line)) {
+            eng_fail(&err, "input line %d contains a NUL byte", c.n_turns + 1);
+            goto fail;
+        }
+        if (is_blank(line))
+            continue;
+        if (!strcmp(line, "/exit"))
+            break;
+        if (run_turn(&c, line, &err) < 0) {
+            char msg[sizeof err.msg];
+            snprintf(msg, sizeof msg, "%s", err.msg);
+            eng_fail(&err, "turn %d: %s", c.n_turns, msg);
+            goto fail;
+        }
+    }
+    if (ferror(stdin)) {
+        eng_fail(&err, "standard input: read error");
+        goto fail;
+    }
+    status = 0;
+    goto done;
+fail:
+    fflush(stdout);
+    fprintf(stderr, "tandem chat: %s\n", err.msg);
+done:
+    free(line);
+    cJSON_Delete(c.request);
+    cli_session_close(&c.s);
+    return status;
+}
