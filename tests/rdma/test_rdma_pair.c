@@ -9,8 +9,8 @@
  *   2. The sender (C) is SIGKILLed mid-transfer: A's wait fails within a bound.
  *   3. The receiver (D) is SIGKILLed mid-transfer: A's finish fails within a bound.
  *   4. B forgets a transfer while A still writes it: A's transfer fails, B's memory does
- *      not change after kvt_forget returned, and a new hello rebuilds the queue pair for
- *      a transfer that succeeds. */
+ *      not change after kvt_forget returned, and a new hello (relayed twice, as two racing
+ *      requests would) rebuilds the queue pair for a transfer that succeeds. */
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -68,6 +68,26 @@ static kvt_peer *link_to(kvt_transport *t, chan c, const char *desc, size_t dlen
     size_t r = get(c, reply, sizeof reply);
     CHECK_OK(kvt_peer_reply(p, reply, r, &err), &err);
     CHECK(kvt_peer_hello(p, hello, sizeof hello) == 0); /* connected now */
+    return p;
+}
+
+/* The same hello relayed twice (two requests racing to a new peer): both answers are
+ * applied, the second one changes nothing, and the pair works. */
+static kvt_peer *link_to_twice(kvt_transport *t, chan c, const char *desc, size_t dlen)
+{
+    eng_error err;
+    kvt_peer *p;
+    char hello[KVT_HELLO_MAX], reply[2][KVT_HELLO_MAX];
+    size_t r[2];
+    CHECK_OK(kvt_connect(t, desc, dlen, &p, &err), &err);
+    size_t n = kvt_peer_hello(p, hello, sizeof hello);
+    CHECK(n > 0);
+    for (int i = 0; i < 2; i++) {
+        put(c, hello, n);
+        r[i] = get(c, reply[i], sizeof reply[i]);
+    }
+    CHECK_OK(kvt_peer_reply(p, reply[0], r[0], &err), &err);
+    CHECK_OK(kvt_peer_reply(p, reply[1], r[1], &err), &err);
     return p;
 }
 
@@ -274,9 +294,10 @@ static void b_forget(kvt_transport *t, chan c)
     CHECK(memcmp(snap, dst.mem, dst.bytes) == 0);
     printf("B: forgot a transfer mid-way; no byte landed after kvt_forget returned\n");
     free(snap);
-    /* The queue pair was torn down; a new hello builds a new one. */
+    /* The queue pair was torn down; a new hello (relayed twice here) builds a new one. */
     memset(dst.mem, 0xEE, dst.bytes);
     serve_one(t, c, rd, &dst, &id);
+    answer_hello(t, c);
     CHECK(kvt_wait(t, id, 60000, &err) == KVT_OK);
     test_pool src;
     pool_init(&src, &TEST_LAYOUTS[1], POOL_BLOCKS, 0xA1);
@@ -316,7 +337,10 @@ static void a_forget(kvt_transport *t, chan c)
     CHECK(rc == -1);
     printf("A: the forgotten transfer failed on the sender after %.2f s: %s\n", mono_s() - t0, err.msg);
     put(c, &m, 1);
-    p = start_big(t, c, &id);
+    char desc[KVT_DESCRIPTOR_MAX];
+    size_t dlen = get(c, desc, sizeof desc);
+    CHECK(get(c, &id, sizeof id) == sizeof id);
+    p = link_to_twice(t, c, desc, dlen);
     CHECK_OK(kvt_send_begin(p, rs, id, &s, &err), &err);
     CHECK_OK(send_blocks(s, &src, sb, &src, db, BIG_K, &err), &err);
     CHECK_OK(kvt_send_finish(s, 60000, &err), &err);
