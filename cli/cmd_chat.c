@@ -13,9 +13,9 @@
  * except that a leading "<think>...</think>" block (Qwen3 writes an empty one when told
  * /no_think) is still taken apart as reasoning rather than shown as the answer.
  *
- * Display. On a terminal the reasoning is dimmed and the answer plain; piped, every
- * reasoning line starts with "thinking: " and the answer with "assistant: ", so that
- * transcripts stay readable and scripts can tell them apart. Text streams as generated.
+ * Display. Every reasoning line starts with "thinking: " (dimmed on a terminal); piped,
+ * the answer starts with "assistant: ", so that transcripts stay readable and scripts
+ * can tell the parts apart. Text streams as generated.
  * TANDEM_CHAT_DUMP=DIR writes each turn's request, rendered prompt and raw output to
  * DIR/turn<N>.{request.json,prompt.txt,output.txt} (the chat tests compare them). */
 #include <errno.h>
@@ -150,10 +150,6 @@ static void show_reasoning(turn *t, const char *s, size_t n)
         if (t->tty)
             fputs("\033[2m", stdout);
         t->shown = 1;
-    }
-    if (t->tty) {
-        put(t, s, n);
-        return;
     }
     for (size_t i = 0; i < n;) { /* each line marked, as it starts */
         if (t->line_start)
