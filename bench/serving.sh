@@ -146,8 +146,11 @@ for mode in $MODES; do
         sleep 0.1
     done
     if [ -z "$url" ]; then
-        why=$(grep -v '^\s*$' "$LOG" | tail -1 || true)
-        die "the $mode cluster did not come up within ${READY_S} s${why:+ (last log line: $why)}"
+        # the first line that reads like a cause, else the last one
+        why=$(grep -m1 -iE 'error|cannot|corrupt|fail|invalid|missing|no such|denied|in use' "$LOG" ||
+              grep -v '^\s*$' "$LOG" | tail -1 || true)
+        kill -0 "$SERVE_PID" 2>/dev/null && how="within ${READY_S} s" || how="(tandem serve exited)"
+        die "the $mode cluster did not come up $how${why:+: $why}"
     fi
     echo "== $mode: serving at $url; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
     if ! timeout $((RUN_LIMIT_S + 30)) "$NODE" "$ROOT/bench/serving_load.mjs" run --url "$url" --model "$MODEL_NAME" \
