@@ -15,7 +15,7 @@
 # usage: bench/serving.sh [--requests N] [--concurrency C] [--min-prompt P] [--max-prompt P]
 #                         [--max-tokens T] [--seed S] [--threads-per-worker T]
 #                         [--modes "disagg colocated"] [--build DIR] [--cache DIR] [--no-build]
-# (--no-build uses the tandem and kvt_bench already built in the build directory)
+# (--no-build uses the tandem, tandemctl and kvt_bench already built in the build directory)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -100,11 +100,11 @@ trap 'stop_cluster; rm -rf "$OUT"' EXIT
 trap 'exit 130' INT TERM
 
 if [ $BUILD_FIRST = 0 ]; then
-    [ -x "$BUILD/cli/tandem" ] && [ -x "$BUILD/kvtransfer/kvt_bench" ] ||
-        die "--no-build but $BUILD/cli/tandem or $BUILD/kvtransfer/kvt_bench is missing"
+    [ -x "$BUILD/cli/tandem" ] && [ -x "$BUILD/cli/tandemctl" ] && [ -x "$BUILD/kvtransfer/kvt_bench" ] ||
+        die "--no-build but $BUILD/cli/tandem, tandemctl or kvtransfer/kvt_bench is missing"
 else
-    echo "== building tandem and kvt_bench in $BUILD" >&2
-    if ! { cmake -S "$ROOT" -B "$BUILD" && cmake --build "$BUILD" -j2 --target tandem kvt_bench; } >"$OUT/build.log" 2>&1; then
+    echo "== building tandem, tandemctl and kvt_bench in $BUILD" >&2
+    if ! { cmake -S "$ROOT" -B "$BUILD" && cmake --build "$BUILD" -j2 --target tandem tandemctl kvt_bench; } >"$OUT/build.log" 2>&1; then
         cat "$OUT/build.log" >&2
         die "build failed"
     fi
@@ -138,14 +138,15 @@ for mode in $MODES; do
     LOG=$OUT/$mode.log
     "$TANDEM" "${args[@]}" >"$OUT/$mode.out" 2>"$LOG" &
     SERVE_PID=$!
-    url=
+    url= rpc=
     for _ in $(seq $((READY_S * 10))); do
         url=$(sed -n 's|^tandem: serving .* at \(http://127\.0\.0\.1:[0-9]*\)/v1 .*|\1|p' "$OUT/$mode.out" | head -1)
-        [ -n "$url" ] && break
+        rpc=$(sed -n 's|^tandem: serving .*gRPC \(127\.0\.0\.1:[0-9]*\)).*|\1|p' "$OUT/$mode.out" | head -1)
+        [ -n "$url" ] && [ -n "$rpc" ] && break
         kill -0 "$SERVE_PID" 2>/dev/null || break
         sleep 0.1
     done
-    if [ -z "$url" ]; then
+    if [ -z "$url" ] || [ -z "$rpc" ]; then
         # the first line that reads like a cause, else the last one
         why=$(grep -m1 -iE 'error|cannot|corrupt|fail|invalid|missing|no such|denied|in use' "$LOG" ||
               grep -v '^\s*$' "$LOG" | tail -1 || true)
@@ -155,6 +156,7 @@ for mode in $MODES; do
     echo "== $mode: serving at $url; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
     if ! timeout $((RUN_LIMIT_S + 30)) "$NODE" "$ROOT/bench/serving_load.mjs" run --url "$url" --model "$MODEL_NAME" \
         --out "$OUT/$mode.json" --mode "$label" --serve-log "$LOG" --requests "$REQUESTS" \
+        --tandemctl "$BUILD/cli/tandemctl" --rpc "$rpc" \
         --concurrency "$CONCURRENCY" --min-prompt "$MIN_PROMPT" --max-prompt "$MAX_PROMPT" \
         --max-tokens "$MAX_TOKENS" --seed "$SEED" --time-limit-s "$RUN_LIMIT_S"; then
         tail -5 "$LOG" >&2

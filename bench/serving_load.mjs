@@ -14,12 +14,14 @@
 //        [--mode LABEL] [--requests N] [--concurrency C] [--min-prompt P] [--max-prompt P]
 //        [--max-tokens T] [--seed S] [--request-timeout-s S] [--time-limit-s S] [--serve-log FILE]
 //        [--layers L (the model's, to size one layer's KV push; default 8)]
+//        [--tandemctl PATH --rpc HOST:PORT (then each worker's steps and batch sizes are read too)]
 //   node bench/serving_load.mjs report RUN.json... [--kvt FILE]
 //
 // `run` exits non-zero with one line when a request fails or the time limit passes;
 // `report` prints the comparison table (and the loopback TCP baseline from kvt_bench's
 // output when --kvt is given). Only 127.0.0.1 is ever contacted.
 import { createRequire } from "node:module";
+import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync, statSync, openSync, readSync, closeSync } from "node:fs";
 import { loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
@@ -104,6 +106,28 @@ async function scrape(url, signal) {
   };
 }
 
+// Every worker's forward steps so far: count, summed sequences and tokens per step.
+async function workerSteps(o, signal) {
+  if (!o.tandemctl || !o.rpc) return {};
+  let st;
+  try {
+    st = JSON.parse(execFileSync(o.tandemctl, ["status", "--coordinator", o.rpc, "--json"],
+      { encoding: "utf8", timeout: 10000 }));
+  } catch (e) {
+    fail(`tandemctl status failed: ${e.message.split("\n")[0]}`);
+  }
+  const out = {};
+  for (const w of st.workers) {
+    if (!w.metrics_address || !/^127\.0\.0\.1:\d+$/.test(w.metrics_address)) continue;
+    const r = await fetch(`http://${w.metrics_address}/metrics`, { signal });
+    if (r.status !== 200) fail(`GET ${w.metrics_address}/metrics answered ${r.status}`);
+    const t = await r.text();
+    out[w.id] = { role: w.role, steps: metricSum(t, "tandem_batch_size_count"),
+      seqs: metricSum(t, "tandem_batch_size_sum"), tokens: metricSum(t, "tandem_batch_tokens_sum") };
+  }
+  return out;
+}
+
 function logSize(path) {
   try { return statSync(path).size; } catch { return 0; }
 }
@@ -136,7 +160,7 @@ async function run(argv) {
   const { opts: o } = parseArgs(argv, {
     url: "", model: "", out: "", mode: "", "serve-log": "",
     requests: 24, concurrency: 4, "min-prompt": 64, "max-prompt": 1024, "max-tokens": 32, seed: 42,
-    "request-timeout-s": 300, "time-limit-s": 900, layers: 8,
+    "request-timeout-s": 300, "time-limit-s": 900, layers: 8, tandemctl: "", rpc: "",
   });
   if (!o.url || !o.model || !o.out) fail("run wants --url, --model and --out");
   if (!/^http:\/\/127\.0\.0\.1:\d+$/.test(o.url)) fail(`--url must be http://127.0.0.1:PORT, got '${o.url}'`);
@@ -189,6 +213,7 @@ async function run(argv) {
   }
 
   const before = await scrape(o.url, deadline);
+  const stepsBefore = await workerSteps(o, deadline);
   const logOffset = o["serve-log"] ? logSize(o["serve-log"]) : 0;
   const load0 = loadavg();
   const results = new Array(reqs.length);
@@ -208,6 +233,11 @@ async function run(argv) {
   const wall = (performance.now() - tStart) / 1000;
   const load1 = loadavg();
   const after = await scrape(o.url, deadline);
+  const stepsAfter = await workerSteps(o, deadline);
+  const workers = Object.entries(stepsAfter).map(([id, a]) => {
+    const b = stepsBefore[id] || { steps: 0, seqs: 0, tokens: 0 };
+    return { id, role: a.role, steps: a.steps - b.steps, seqs: a.seqs - b.seqs, tokens: a.tokens - b.tokens };
+  });
   const exposed = exposedTransfers(logSince(o["serve-log"], logOffset));
 
   const outTokens = results.reduce((s, r) => s + r.tokens, 0);
@@ -233,6 +263,7 @@ async function run(argv) {
       exposed_ms: exposed.map((x) => Math.max(0, x.total_ms - x.compute_ms)),
       layers: o.layers,
     },
+    workers,
     loadavg: { start: load0, end: load1 },
   };
   writeFileSync(o.out, JSON.stringify(summary, null, 1));
@@ -265,6 +296,12 @@ function report(argv) {
       `${ms(r.itl.p99)} | ${ms(r.e2e.p50)} | ${ms(r.e2e.p99)} | ${r.output_tok_s.toFixed(1)} | ${r.req_s.toFixed(3)} | ` +
       `${r.wall_s.toFixed(1)} | ${r.loadavg.start[0].toFixed(1)} / ${r.loadavg.end[0].toFixed(1)} |`);
   console.log("(latencies in ms; finish reasons: " + runs.map((r) => `${r.mode} ${JSON.stringify(r.finish)}`).join(", ") + ")");
+  console.log("");
+  for (const r of runs)
+    for (const w of r.workers || [])
+      if (w.steps)
+        console.log(`${r.mode}: ${w.id} (${w.role}) ran ${w.steps} forward steps, ${(w.seqs / w.steps).toFixed(2)} sequences ` +
+          `and ${(w.tokens / w.steps).toFixed(1)} tokens per step on average`);
   console.log("");
   const kvt = opts.kvt ? parseKvt(readFileSync(opts.kvt, "utf8")) : [];
   const bestRaw = kvt.reduce((m, k) => Math.max(m, k.raw), 0);
