@@ -86,7 +86,9 @@ if rc == 0:
         check(bj.get(k, 0) > 0, f"bench reports {k}")
 
 # bad input: non-zero exit, one line naming the problem
-fails_with("--raw", "generate", "--model", dense, "--prompt", "Hi")
+# without --raw the prompt is one user message through the chat template
+rc, out, err = run("generate", "--model", dense, "--prompt", "Hi", "--max-tokens", "2", "--temperature", "0", "--json")
+check(rc == 0 and json.loads(out)["prompt_tokens"][:4] == [151644, 872, 198, 13048], f"chat template: {rc} {err}")
 fails_with("config.json", "generate", "--model", "/nonexistent/model", "--prompt", "Hi", "--raw")
 fails_with("--max-tokens", "generate", "--model", dense, "--prompt", "Hi", "--raw", "--max-tokens", "zero")
 fails_with("unknown option", "generate", "--model", dense, "--prompt", "Hi", "--raw", "--frobnicate", "1")
