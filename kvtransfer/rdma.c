@@ -27,9 +27,9 @@
  *
  * Failures: any completion in error kills its queue pair and fails every transfer on it,
  * on both sides. Each connected pair PINGs every second and answers PINGs; a pair that
- * heard nothing for half the io timeout (at least 2 s) is declared dead, because a peer
- * that vanished does not always surface as a retry-exceeded completion (Soft-RoCE keeps
- * retrying a SEND to a destroyed queue pair). Dead pairs are destroyed once nothing refers
+ * heard nothing (no message, no acknowledged PING) for half the io timeout (at least 2 s)
+ * is declared dead, because a peer that vanished does not always surface as a
+ * retry-exceeded completion (Soft-RoCE keeps retrying a SEND to a destroyed queue pair). Dead pairs are destroyed once nothing refers
  * to them; kvt_connect builds a new one (the caller relays the new hello).
  *
  * Threads: one poller per transport sleeps on the completion channel (ibv_req_notify_cq +
@@ -59,7 +59,9 @@
 #define N_RECV 64    /* receive slots per queue pair */
 #define N_SEND 64    /* message send slots per queue pair */
 #define SQ_DEPTH 512 /* WRITEs and SENDs in flight per queue pair */
-#define MAX_WRITE ((uint64_t)1 << 30)
+#define MAX_WRITE ((uint64_t)16 << 20) /* longer coalesced runs are split: keeps the send
+                                          * queue granular, so PINGs are never stuck behind
+                                          * one huge WRITE */
 #define PING_EVERY_S 1.0
 #define STALE_HELLO_S 60.0
 
@@ -742,8 +744,13 @@ static void drain_cq(rconn *c)
                 c->sq_used--;
                 if (kind == W_SEND) {
                     c->free_slots[c->n_free++] = slot;
-                    if (slot == c->ping_slot)
+                    if (slot == c->ping_slot) {
                         c->ping_slot = -1;
+                        /* Acknowledged by the peer's device: its pair is alive, even when
+                         * its own send queue is too busy for a PING of its own. */
+                        if (wc[i].status == IBV_WC_SUCCESS && c->heard)
+                            c->last_heard = now_s();
+                    }
                 }
             }
             if (wc[i].status != IBV_WC_SUCCESS) {
@@ -780,7 +787,7 @@ static void housekeeping(rdma_transport *t)
         if (c->state == C_UP && now - c->last_heard > limit) {
             conn_fail(c, "the peer did not answer for %.1f s (process gone or link down)",
                       now - c->last_heard);
-            continue; /* reaped on a later pass, once nothing refers to it */
+            continue; /* looked at again: freed now if nothing refers to it */
         }
         if (c->state == C_UP && (c->sender || c->heard) && c->ping_slot < 0 &&
             now - c->last_ping >= PING_EVERY_S &&
