@@ -292,8 +292,10 @@ int cli_session_generate(cli_session *s, const eng_sampling *samp, const int32_t
         if (on_text) {
             eng_buf_clear(&text);
             eng_detok_push(s->tok, &detok, r->id, 0, &text);
-            if (text.len)
-                on_text(ctx, text.data, text.len);
+            if (text.len && on_text(ctx, text.data, text.len)) {
+                o->finish_reason = "cancelled";
+                break;
+            }
         }
         if (o->n == max_tokens)
             break;
@@ -307,7 +309,7 @@ int cli_session_generate(cli_session *s, const eng_sampling *samp, const int32_t
         eng_buf_clear(&text);
         eng_detok_flush(&detok, &text);
         if (text.len)
-            on_text(ctx, text.data, text.len);
+            (void)on_text(ctx, text.data, text.len); /* the end anyway */
     }
     eng_buf_free(&text);
     return 0;

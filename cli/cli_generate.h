@@ -64,14 +64,15 @@ int cli_render_prompt(const cli_session *s, const cJSON *request, char **text, i
  * the token, thinking is enabled, and the prompt did not already close the block. */
 int cli_starts_thinking(const cli_session *s, const char *prompt, int enabled);
 
-/* Called with each piece of generated text as it comes (whole UTF-8 characters only). */
-typedef void (*cli_text_fn)(void *ctx, const char *text, size_t len);
+/* Called with each piece of generated text as it comes (whole UTF-8 characters only).
+ * A non-zero return ends the generation there (finish_reason "cancelled"). */
+typedef int (*cli_text_fn)(void *ctx, const char *text, size_t len);
 
 typedef struct cli_gen_out {
     int32_t *tokens; /* generated ids, the stop token included when there was one */
     eng_sample_result *results;
     int n;
-    const char *finish_reason; /* "stop" (an eos id) or "length" */
+    const char *finish_reason; /* "stop" (an eos id), "length", or "cancelled" by on_text */
     int n_reused;              /* prompt tokens whose K/V came from the previous call */
     double prefill_s, decode_s;
 } cli_gen_out;

@@ -16,9 +16,11 @@
  * Display. Every reasoning line starts with "thinking: " (dimmed on a terminal); piped,
  * the answer starts with "assistant: ", so that transcripts stay readable and scripts
  * can tell the parts apart. Text streams as generated.
- * TANDEM_CHAT_DUMP=DIR writes each turn's request, rendered prompt and raw output to
+ * Ctrl-C during an answer stops it (what came so far is kept); at the prompt it ends
+ * the chat. TANDEM_CHAT_DUMP=DIR writes each turn's request, rendered prompt and raw output to
  * DIR/turn<N>.{request.json,prompt.txt,output.txt} (the chat tests compare them). */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,22 +230,33 @@ static void decide(turn *t, int final)
     eng_buf_clear(&t->held);
 }
 
-static void on_text(void *ctx, const char *s, size_t n)
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+static int on_text(void *ctx, const char *s, size_t n)
 {
     turn *t = ctx;
+    if (interrupted)
+        return 1;
     if (eng_buf_append(&t->raw, s, n) < 0 && !t->failed)
         t->failed = 1, eng_fail(&t->err, "out of memory");
     if (t->failed)
-        return;
+        return 1;
     if (t->sniff) {
         if (eng_buf_append(&t->held, s, n) < 0) {
             t->failed = 1, eng_fail(&t->err, "out of memory");
-            return;
+            return 1;
         }
         decide(t, 0);
-        return;
+        return t->failed;
     }
     parse(t, s, n, 0);
+    return t->failed;
 }
 
 static void turn_free(turn *t)
@@ -325,8 +338,10 @@ static int run_turn(chat *c, const char *line, eng_error *err)
     cli_choose_sampling(&c->a->sampling, &c->s.gen, &samp);
     if (eng_sampling_check(&samp, err) < 0)
         goto done;
+    interrupted = 0;
     if (cli_session_generate(&c->s, &samp, ids, n_ids, c->a->max_tokens, 0, on_text, &t, &o, err) < 0)
         goto done;
+    interrupted = 0;
     if (t.sniff)
         decide(&t, 1);
     if (!t.failed)
@@ -388,6 +403,11 @@ int cmd_chat(int argc, char **argv)
 
     if (cli_session_open(&c.s, a.model, a.threads, 1, &err) < 0)
         goto fail;
+    /* No SA_RESTART: Ctrl-C at the prompt interrupts getline, which ends the chat. */
+    struct sigaction sa = {.sa_handler = on_sigint};
+    sigemptyset(&sa.sa_mask);
+    if (interactive)
+        sigaction(SIGINT, &sa, NULL);
     c.request = cJSON_CreateObject();
     c.history = c.request ? cJSON_AddArrayToObject(c.request, "messages") : NULL;
     if (!c.history || !cJSON_AddBoolToObject(c.request, "add_generation_prompt", 1) ||
@@ -410,8 +430,13 @@ int cmd_chat(int argc, char **argv)
             fflush(stdout);
         }
         ssize_t n = getline(&line, &cap, stdin);
-        if (n < 0)
+        if (n < 0) {
+            if (interrupted) { /* Ctrl-C at the prompt: a clean end, as EOF */
+                clearerr(stdin);
+                putchar('\n');
+            }
             break;
+        }
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
             line[--n] = 0;
         if ((size_t)n != strlen(line)) {

@@ -180,11 +180,12 @@ static int build_prompt(const cli_session *s, const char *text, size_t len, cons
     return 0;
 }
 
-static void stream_text(void *ctx, const char *text, size_t len)
+static int stream_text(void *ctx, const char *text, size_t len)
 {
     (void)ctx;
     fwrite(text, 1, len, stdout);
     fflush(stdout);
+    return 0;
 }
 
 static cJSON *id_array(const int32_t *ids, int n)
