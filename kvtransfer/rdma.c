@@ -137,7 +137,7 @@ struct rconn {
     int ping_slot; /* slot of the PING in flight, -1 none */
     double last_ping, last_heard;
     int heard; /* a message arrived on it: the remote pair is connected to this one */
-    int refs;
+    int refs; /* transfers bound to it (rx until forgotten, tx until finished); peers hold none */
     char reason[240];
     outmsg *out_head, *out_tail;
     tx *txs;
@@ -776,6 +776,9 @@ static void housekeeping(rdma_transport *t)
     for (rconn **pc = &t->conns; *pc;) {
         rconn *c = *pc;
         if (c->state == C_DEAD && c->refs == 0) {
+            for (rpeer *p = t->peers; p; p = p->next) /* peers only point, they hold no ref */
+                if (p->c == c)
+                    p->c = NULL;
             *pc = c->next;
             conn_free(c);
             continue;
@@ -1042,17 +1045,14 @@ static int rdma_connect(kvt_transport *base, const void *desc, size_t len, kvt_p
         p->next = t->peers;
         t->peers = p;
     }
-    if (p->c && p->c->state == C_DEAD) {
-        p->c->refs--;
-        p->c = NULL;
-    }
+    if (p->c && p->c->state == C_DEAD)
+        p->c = NULL; /* the poller frees it once no transfer refers to it */
     if (!p->c) {
         p->c = conn_new(t, 1, err);
         if (!p->c) {
             pthread_mutex_unlock(&t->mu);
             return -1;
         }
-        p->c->refs++;
     }
     pthread_mutex_unlock(&t->mu);
     *out = &p->base;
