@@ -12,6 +12,7 @@
 #include "chat/template.h"
 #include "commands.h"
 #include "common/buf.h"
+#include "common/file.h"
 
 static void usage(FILE *out)
 {
@@ -23,28 +24,6 @@ static void usage(FILE *out)
             "messages, tools, add_generation_prompt (default true), chat_template_kwargs.\n"
             "--template FILE uses a raw Jinja template file instead of a model directory.\n"
             "--request - reads the request from standard input.\n");
-}
-
-static char *slurp(const char *path)
-{
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f)
-        return NULL;
-    eng_buf b = {0};
-    char chunk[65536];
-    size_t n;
-    int bad = 0;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        if (eng_buf_append(&b, chunk, n))
-            bad = 1;
-    bad |= ferror(f);
-    if (f != stdin)
-        fclose(f);
-    if (bad || eng_buf_append(&b, "", 0)) {
-        eng_buf_free(&b);
-        return NULL;
-    }
-    return eng_buf_take(&b);
 }
 
 int cmd_chat_template(int argc, char **argv)
@@ -82,20 +61,16 @@ int cmd_chat_template(int argc, char **argv)
         if (eng_chat_template_load(model, &t, &err))
             goto fail;
     } else {
-        char *src = slurp(template_file);
-        if (!src) {
-            snprintf(err.msg, sizeof err.msg, "%s: cannot read the template", template_file);
+        char *src = eng_read_file(template_file, NULL, &err);
+        if (!src)
             goto fail;
-        }
         int rc = eng_chat_template_from_string(src, &t, &err);
         free(src);
         if (rc)
             goto fail;
     }
-    if (!(request_text = slurp(request_file))) {
-        snprintf(err.msg, sizeof err.msg, "%s: cannot read the request", request_file);
+    if (!(request_text = eng_read_file(request_file, NULL, &err)))
         goto fail;
-    }
     if (!(request = cJSON_Parse(request_text))) {
         snprintf(err.msg, sizeof err.msg, "%s: the request is not valid JSON", request_file);
         goto fail;

@@ -13,36 +13,13 @@
 
 #include "chat/jinja.h"
 #include "common/buf.h"
+#include "common/file.h"
 
 struct eng_chat_template {
     eng_jinja *def;      /* the template, or the "default" one of a named list */
     eng_jinja *tool_use; /* the "tool_use" one of a named list, if any */
     cJSON *special;      /* special token variables (bos_token, eos_token, ...) */
 };
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    eng_buf b = {0};
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        if (eng_buf_append(&b, chunk, n)) {
-            fclose(f);
-            eng_buf_free(&b);
-            return NULL;
-        }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad || eng_buf_append(&b, "", 0)) {
-        eng_buf_free(&b);
-        return NULL;
-    }
-    *len = b.len;
-    return eng_buf_take(&b);
-}
 
 static int parse_one(const char *src, size_t len, const char *what, eng_jinja **out, eng_error *err)
 {
@@ -104,7 +81,7 @@ int eng_chat_template_load(const char *model_dir, eng_chat_template **out, eng_e
     int rc = -1;
 
     snprintf(path, sizeof path, "%s/tokenizer_config.json", model_dir);
-    text = read_file(path, &len);
+    text = eng_read_file(path, &len, NULL);
     if (text) {
         cfg = cJSON_ParseWithLength(text, len);
         free(text);
@@ -118,7 +95,7 @@ int eng_chat_template_load(const char *model_dir, eng_chat_template **out, eng_e
     }
 
     snprintf(path, sizeof path, "%s/chat_template.jinja", model_dir);
-    text = read_file(path, &len);
+    text = eng_read_file(path, &len, NULL);
     if (text) {
         rc = parse_one(text, len, path, &t->def, err);
         goto done;

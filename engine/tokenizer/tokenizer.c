@@ -22,6 +22,8 @@
  * when memory runs out. */
 #include "tokenizer/tokenizer.h"
 
+#include "common/file.h"
+
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <cjson/cJSON.h>
 #include <pcre2.h>
@@ -283,44 +285,6 @@ static size_t utf8_valid_prefix(const unsigned char *s, size_t n)
 
 /* ---------------------------------------------------------------------------------- */
 /* Loading */
-
-static char *read_file(const char *path, size_t *len, eng_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        eng_fail(err, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *data = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n + 65536 > cap) {
-            cap = cap ? cap * 2 : 1 << 20;
-            char *d = realloc(data, cap + 1);
-            if (!d) {
-                free(data);
-                fclose(f);
-                eng_fail(err, "%s: out of memory", path);
-                return NULL;
-            }
-            data = d;
-        }
-        size_t got = fread(data + n, 1, cap - n, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(data);
-        eng_fail(err, "%s: read error", path);
-        return NULL;
-    }
-    data[n] = 0;
-    *len = n;
-    return data;
-}
 
 static int type_is(const cJSON *obj, const char *type)
 {
@@ -590,7 +554,7 @@ static int load_added(eng_tokenizer *t, const cJSON *root, const char *path, con
     if (probe) {
         fclose(probe);
         size_t len;
-        char *text = read_file(cfg_path, &len, err);
+        char *text = eng_read_file(cfg_path, &len, err);
         if (!text) {
             rc = -1;
             goto done;
@@ -857,7 +821,7 @@ int eng_tokenizer_load(const char *dir, eng_tokenizer **out, eng_error *err)
     if (snprintf(path, sizeof path, "%s/tokenizer.json", dir) >= (int)sizeof path)
         return eng_fail(err, "tokenizer directory path too long");
     size_t len;
-    char *text = read_file(path, &len, err);
+    char *text = eng_read_file(path, &len, err);
     if (!text)
         return -1;
     cJSON *root = cJSON_ParseWithLength(text, len);

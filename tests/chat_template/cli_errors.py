@@ -47,7 +47,7 @@ def main():
             (["--model", args.qwen3, "--request", write("g.json", json.dumps({"messages": [
                 {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{bad"}}]}]}))],
              1, "not valid JSON"),
-            (["--model", args.qwen3, "--request", os.path.join(tmp, "missing.json")], 1, "cannot read the request"),
+            (["--model", args.qwen3, "--request", os.path.join(tmp, "missing.json")], 1, "missing.json: No such file or directory"),
             (["--model", os.path.join(tmp, "no_such_dir"), "--request", good], 1, "cannot read"),
             (["--model", broken_dir, "--request", good], 1, "template line 2"),
             (["--template", write("t1.jinja", "ok\n{{ raise_exception('bad role') }}"), "--request", good], 1,
@@ -58,7 +58,7 @@ def main():
              1, "nested too deeply"),
             (["--template", write("t5.jinja", "{% for i in range(100000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}"),
               "--request", good], 1, "runs too long"),
-            (["--template", os.path.join(tmp, "missing.jinja"), "--request", good], 1, "cannot read the template"),
+            (["--template", os.path.join(tmp, "missing.jinja"), "--request", good], 1, "missing.jinja: No such file or directory"),
             (["--request", good], 2, "usage"),
             (["--model", args.qwen3], 2, "usage"),
             (["--model", args.qwen3, "--template", "x", "--request", good], 2, "usage"),

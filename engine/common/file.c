@@ -1,0 +1,37 @@
+/* file.c: see file.h. */
+#include "common/file.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/buf.h"
+
+char *eng_read_file(const char *path, size_t *len, eng_error *err)
+{
+    int is_stdin = !strcmp(path, "-");
+    FILE *f = is_stdin ? stdin : fopen(path, "rb");
+    if (!f) {
+        eng_fail(err, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    eng_buf b = {0};
+    char chunk[65536];
+    size_t n;
+    int nomem = 0;
+    while (!nomem && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        nomem = eng_buf_append(&b, chunk, n);
+    int bad = ferror(f);
+    if (!is_stdin)
+        fclose(f);
+    if (!nomem && !bad)
+        nomem = eng_buf_append(&b, "", 0); /* an empty file still gets its NUL */
+    if (nomem || bad) {
+        eng_buf_free(&b);
+        eng_fail(err, "%s: %s", path, nomem ? "out of memory" : "read error");
+        return NULL;
+    }
+    if (len)
+        *len = b.len;
+    return eng_buf_take(&b);
+}
