@@ -18,6 +18,7 @@
 #include "cli_generate.h"
 #include "commands.h"
 #include "common/buf.h"
+#include "common/file.h"
 #include "model/model.h"
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -116,33 +117,6 @@ static int parse_args(int argc, char **argv, gen_args *a)
         return -1;
     }
     return 0;
-}
-
-static char *read_file(const char *path, size_t *len, eng_error *err)
-{
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f) {
-        eng_fail(err, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    eng_buf b = {0};
-    char chunk[65536];
-    size_t n;
-    int oom = 0;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        oom |= eng_buf_append(&b, chunk, n) < 0;
-    int bad = ferror(f);
-    if (f != stdin)
-        fclose(f);
-    if (bad || oom) {
-        eng_buf_free(&b);
-        eng_fail(err, "%s: %s", path, bad ? "read error" : "out of memory");
-        return NULL;
-    }
-    *len = b.len;
-    if (!b.data)
-        return calloc(1, 1);
-    return eng_buf_take(&b);
 }
 
 /* The user's text as prompt ids. With raw, the text as is (special tokens written
@@ -280,7 +254,7 @@ int cmd_generate(int argc, char **argv)
         len = strlen(a.prompt);
         text = strdup(a.prompt);
     } else {
-        text = read_file(a.prompt_file, &len, &err);
+        text = eng_read_file(a.prompt_file, &len, &err);
     }
     if (!text)
         goto fail;

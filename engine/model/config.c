@@ -5,6 +5,8 @@
  * the key so a broken checkpoint is fixed in one look. */
 #include "model/config.h"
 
+#include "common/file.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -13,46 +15,9 @@
 #include <string.h>
 
 /* Reads a whole file into a NUL-terminated malloc'd string. */
-static char *read_text(const char *path, eng_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        eng_fail(err, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *data = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 + 1 > cap) {
-            cap = cap ? cap * 2 : 16384;
-            char *p = realloc(data, cap);
-            if (!p) {
-                free(data);
-                fclose(f);
-                eng_fail(err, "%s: out of memory", path);
-                return NULL;
-            }
-            data = p;
-        }
-        size_t n = fread(data + len, 1, cap - len - 1, f);
-        len += n;
-        if (n == 0)
-            break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(data);
-        eng_fail(err, "%s: read error", path);
-        return NULL;
-    }
-    data[len] = 0;
-    return data;
-}
-
 static cJSON *parse_json_file(const char *path, eng_error *err)
 {
-    char *text = read_text(path, err);
+    char *text = eng_read_file(path, NULL, err);
     if (!text)
         return NULL;
     const char *end = NULL;
