@@ -164,6 +164,12 @@ for mode in $MODES; do
     fi
     stop_cluster
     RUNS+=("$OUT/$mode.json")
+    if grep -q '"request"' "$OUT/$mode.json"; then
+        mkdir -p "$CACHE/anomalies"
+        keep=$CACHE/anomalies/$mode-$(date -u +%Y%m%dT%H%M%S)
+        cp "$OUT/$mode.json" "$keep.json" && cp "$LOG" "$keep.log"
+        echo "serving.sh: $mode: streams that disagree with their usage; run and cluster log kept as $keep.{json,log}" >&2
+    fi
 done
 
 echo

@@ -187,14 +187,21 @@ async function run(argv) {
       const c = ch.choices?.[0];
       if (!c) continue;
       if (c.finish_reason) finish = c.finish_reason;
-      const k = c.logprobs?.token_logprobs?.length ?? (c.text ? 1 : 0);
-      if (k > 0) chunks.push({ t: performance.now(), k });
+      // Tokens are counted by their logprobs (always requested): a chunk may carry no
+      // token (the final flush of held-back bytes of an incomplete UTF-8 character)
+      // or text-less tokens (the first bytes of such a character).
+      const k = c.logprobs?.token_logprobs?.length ?? 0;
+      if (k > 0) chunks.push({ t: performance.now(), k, text: c.text, ids: c.logprobs?.tokens, lps: c.logprobs?.token_logprobs });
     }
     const t1 = performance.now();
     if (!chunks.length) throw new Error("the stream carried no token");
     const tokens = chunks.reduce((s, c) => s + c.k, 0);
-    if (usage && usage.completion_tokens !== tokens)
-      throw new Error(`usage says ${usage.completion_tokens} tokens, the stream carried ${tokens}`);
+    // A stream that disagrees with its own usage is a server bug, not a reason to lose
+    // the run's timings: it is recorded with the chunks as evidence and reported.
+    const anomaly = usage && usage.completion_tokens !== tokens
+      ? { usage: usage.completion_tokens, streamed: tokens, finish,
+        chunks: chunks.map((c) => ({ ms: +(c.t - t0).toFixed(1), text: c.text, tokens: c.ids, logprobs: c.lps })) }
+      : null;
     const ttft = (chunks[0].t - t0) / 1000;
     const itl = [];
     for (let i = 1; i < chunks.length; i++) {
@@ -202,7 +209,7 @@ async function run(argv) {
       for (let j = 0; j < chunks[i].k; j++) itl.push(gap);
     }
     const tpot = tokens > 1 ? (chunks[chunks.length - 1].t - chunks[0].t) / 1000 / (tokens - 1) : NaN;
-    return { prompt_tokens: prompt.length, tokens, finish, ttft, tpot, itl, e2e: (t1 - t0) / 1000 };
+    return { prompt_tokens: prompt.length, tokens, finish, ttft, tpot, itl, e2e: (t1 - t0) / 1000, anomaly };
   }
 
   const reqs = workload(o);
@@ -264,9 +271,13 @@ async function run(argv) {
       layers: o.layers,
     },
     workers,
+    anomalies: results.flatMap((r, i) => (r.anomaly ? [{ request: i, prompt_tokens: r.prompt_tokens, ...r.anomaly }] : [])),
     loadavg: { start: load0, end: load1 },
   };
   writeFileSync(o.out, JSON.stringify(summary, null, 1));
+  for (const a of summary.anomalies)
+    console.error(`serving_load: WARNING: request ${a.request} (${a.prompt_tokens} prompt tokens): usage says ${a.usage} ` +
+      `completion tokens, the stream carried ${a.streamed} (chunks kept in ${o.out})`);
   console.log(`${summary.mode}: ${results.length} requests in ${wall.toFixed(1)} s, ${outTokens} output tokens`);
 }
 
@@ -295,6 +306,10 @@ function report(argv) {
     console.log(`| ${r.mode} | ${ms(r.ttft.p50)} | ${ms(r.ttft.p99)} | ${ms(r.tpot.p50)} | ${ms(r.tpot.p99)} | ${ms(r.itl.p50)} | ` +
       `${ms(r.itl.p99)} | ${ms(r.e2e.p50)} | ${ms(r.e2e.p99)} | ${r.output_tok_s.toFixed(1)} | ${r.req_s.toFixed(3)} | ` +
       `${r.wall_s.toFixed(1)} | ${r.loadavg.start[0].toFixed(1)} / ${r.loadavg.end[0].toFixed(1)} |`);
+  for (const r of runs)
+    for (const a of r.anomalies || [])
+      console.log(`${r.mode}: ANOMALY request ${a.request} (${a.prompt_tokens} prompt tokens): usage ${a.usage} completion ` +
+        `tokens, stream carried ${a.streamed}`);
   console.log("(latencies in ms; finish reasons: " + runs.map((r) => `${r.mode} ${JSON.stringify(r.finish)}`).join(", ") + ")");
   console.log("");
   for (const r of runs)
