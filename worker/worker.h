@@ -19,9 +19,6 @@
 
 #include "common/error.h"
 
-/* The Decode.KvHello method (a proto addition the rpc library has no macro for yet). */
-#define WRK_RPC_DECODE_KV_HELLO "/tandem.Decode/KvHello"
-
 typedef enum wrk_role {
     WRK_ROLE_PREFILL = 1, /* same numbers as tandem.proto's Role */
     WRK_ROLE_DECODE = 2,
@@ -93,6 +90,15 @@ int wrk_cap_tokens(int n_prompt, int max_tokens, int max_context);
  * token just generated, n_generated counting it; tandem.proto's FinishReason numbers. */
 int wrk_finish_reason(int32_t token, const int32_t *stop_ids, int n_stop, int n_prompt, int n_generated,
                       int cap_tokens);
+
+/* Decode admission (KV grows on demand): a new sequence takes blocks for its prompt
+ * plus the next token (admit_blocks), and is admitted only while the pool keeps one
+ * free block per sequence already admitted (`watermark`), so that each of them can
+ * grow a step without preempting anyone. WRK_ADMIT_OK, WRK_ADMIT_WAIT (the pool is
+ * busy: retry later) or WRK_ADMIT_NEVER (the prompt and one token exceed the whole pool). */
+enum { WRK_ADMIT_OK, WRK_ADMIT_WAIT, WRK_ADMIT_NEVER };
+int wrk_admit_blocks(int n_prompt, int block_size);
+int wrk_admit(int pool_blocks, int free_blocks, int need, int watermark);
 
 /* Default pool size: blocks (block_bytes each, all layers) that fit in budget_bytes, at
  * most enough for max_running full contexts, at least 64. */

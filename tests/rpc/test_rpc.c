@@ -4,6 +4,7 @@
  * killed mid-stream, 32 concurrent streams, unknown methods, bad bytes, busy ports. */
 #include <pthread.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -15,14 +16,7 @@
 
 #include "rpc.h"
 #include "tandem.pb-c.h"
-
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            exit(1);                                                                  \
-        }                                                                             \
-    } while (0)
+#include "check.h"
 
 #define REGISTER RPC_REGISTRY_REGISTER
 #define PREFILL RPC_PREFILL_RUN
@@ -43,8 +37,8 @@ static double now_ms(void) {
 /* RegisterWorker: accepts a worker with an id, echoing it, and refuses one without. */
 static void on_register(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes *resp, rpc_status *st) {
     (void)user;
-    CHECK(strcmp(rpc_call_method(call), REGISTER) == 0);
-    CHECK(strstr(rpc_call_peer(call), "127.0.0.1:"));
+    REQUIRE(strcmp(rpc_call_method(call), REGISTER) == 0);
+    REQUIRE(strstr(rpc_call_peer(call), "127.0.0.1:"));
     Tandem__WorkerInfo *w = rpc_unpack(&tandem__worker_info__descriptor, req->data, req->len, st);
     if (!w) return;
     if (!w->worker_id[0]) {
@@ -130,7 +124,7 @@ static void on_generate(void *user, rpc_call *call, const rpc_bytes *req) {
         return;
     }
     gen_job *j = malloc(sizeof *j);
-    CHECK(j);
+    REQUIRE(j);
     j->call = call;
     j->first = g->prompt[0];
     j->n = (int)g->sampling->max_tokens;
@@ -141,8 +135,8 @@ static void on_generate(void *user, rpc_call *call, const rpc_bytes *req) {
         return;
     }
     pthread_mutex_lock(&sender_mu);
-    CHECK(n_senders < 64);
-    CHECK(pthread_create(&senders[n_senders++], NULL, gen_send, j) == 0);
+    REQUIRE(n_senders < 64);
+    REQUIRE(pthread_create(&senders[n_senders++], NULL, gen_send, j) == 0);
     pthread_mutex_unlock(&sender_mu);
 }
 
@@ -215,18 +209,18 @@ static void race_second_cb(void *arg) {
 static void on_race(void *user, rpc_call *call, const rpc_bytes *req) {
     (void)user;
     (void)req;
-    CHECK(rpc_call_wait_cancel(call, 20) == 0 && !rpc_call_cancelled(call));
+    REQUIRE(rpc_call_wait_cancel(call, 20) == 0 && !rpc_call_cancelled(call));
     race_call = call;
     rpc_call_on_cancel(call, race_cb, NULL);
-    CHECK(rpc_call_send(call, "ready", 5, -1) == 0);
+    REQUIRE(rpc_call_send(call, "ready", 5, -1) == 0);
 }
 
 static void *race_owner(void *arg) {
     (void)arg;
     while (!atomic_load(&race_in_cb)) usleep(1000);
     rpc_call_on_cancel(race_call, race_second_cb, NULL);
-    CHECK(rpc_call_cancelled(race_call) && rpc_call_wait_cancel(race_call, -1));
-    CHECK(rpc_call_send(race_call, "late", 4, 0) == -1);
+    REQUIRE(rpc_call_cancelled(race_call) && rpc_call_wait_cancel(race_call, -1));
+    REQUIRE(rpc_call_send(race_call, "late", 4, 0) == -1);
     rpc_call_finish(race_call, RPC_CANCELLED, NULL);
     atomic_store(&race_finish_saw_done, atomic_load(&race_cb_done) ? 1 : -1);
     return NULL;
@@ -235,19 +229,19 @@ static void *race_owner(void *arg) {
 static rpc_server *start_server(int *port) {
     rpc_server *s;
     rpc_status st;
-    CHECK(rpc_server_create("127.0.0.1:0", port, &s, &st) == 0);
-    CHECK(*port > 0 && rpc_server_port(s) == *port);
-    CHECK(rpc_server_add_unary(s, REGISTER, on_register, NULL, &st) == 0);
-    CHECK(rpc_server_add_unary(s, PREFILL, on_slow_prefill, NULL, &st) == 0);
-    CHECK(rpc_server_add_stream(s, GENERATE, on_generate, NULL, &st) == 0);
-    CHECK(rpc_server_add_stream(s, HOLD, on_hold, NULL, &st) == 0);
-    CHECK(rpc_server_add_stream(s, GARBAGE, on_garbage, NULL, &st) == 0);
-    CHECK(rpc_server_add_stream(s, FLOOD, on_flood, NULL, &st) == 0);
-    CHECK(rpc_server_add_stream(s, RACE, on_race, NULL, &st) == 0);
-    CHECK(rpc_server_add_stream(s, HOLD, on_hold, NULL, &st) == -1 && st.code == RPC_ALREADY_EXISTS);
-    CHECK(rpc_server_add_unary(s, "no-slash", on_register, NULL, &st) == -1 && st.code == RPC_INVALID_ARGUMENT);
-    CHECK(rpc_server_start(s, &st) == 0);
-    CHECK(rpc_server_add_unary(s, "/x.Y/Z", on_register, NULL, &st) == -1);
+    REQUIRE(rpc_server_create("127.0.0.1:0", port, &s, &st) == 0);
+    REQUIRE(*port > 0 && rpc_server_port(s) == *port);
+    REQUIRE(rpc_server_add_unary(s, REGISTER, on_register, NULL, &st) == 0);
+    REQUIRE(rpc_server_add_unary(s, PREFILL, on_slow_prefill, NULL, &st) == 0);
+    REQUIRE(rpc_server_add_stream(s, GENERATE, on_generate, NULL, &st) == 0);
+    REQUIRE(rpc_server_add_stream(s, HOLD, on_hold, NULL, &st) == 0);
+    REQUIRE(rpc_server_add_stream(s, GARBAGE, on_garbage, NULL, &st) == 0);
+    REQUIRE(rpc_server_add_stream(s, FLOOD, on_flood, NULL, &st) == 0);
+    REQUIRE(rpc_server_add_stream(s, RACE, on_race, NULL, &st) == 0);
+    REQUIRE(rpc_server_add_stream(s, HOLD, on_hold, NULL, &st) == -1 && st.code == RPC_ALREADY_EXISTS);
+    REQUIRE(rpc_server_add_unary(s, "no-slash", on_register, NULL, &st) == -1 && st.code == RPC_INVALID_ARGUMENT);
+    REQUIRE(rpc_server_start(s, &st) == 0);
+    REQUIRE(rpc_server_add_unary(s, "/x.Y/Z", on_register, NULL, &st) == -1);
     return s;
 }
 
@@ -256,7 +250,7 @@ static rpc_channel *connect_to(int port) {
     snprintf(target, sizeof target, "127.0.0.1:%d", port);
     rpc_channel *ch;
     rpc_status st;
-    CHECK(rpc_channel_create(target, &ch, &st) == 0);
+    REQUIRE(rpc_channel_create(target, &ch, &st) == 0);
     return ch;
 }
 
@@ -279,37 +273,37 @@ static void test_unary(rpc_channel *ch) {
     w.transports = eps;
     rpc_status st;
     Tandem__RegisterReply *r;
-    CHECK(rpc_unary_msg(ch, REGISTER, &w.base, &tandem__register_reply__descriptor, 2000, (void **)&r, &st) == 0);
-    CHECK(st.code == RPC_OK);
-    CHECK(r->accepted && r->heartbeat_interval_ms == 4096);
-    CHECK(strcmp(r->reason, "hello decode-0 on 127.0.0.1:7001 with 1 transports") == 0);
+    REQUIRE(rpc_unary_msg(ch, REGISTER, &w.base, &tandem__register_reply__descriptor, 2000, (void **)&r, &st) == 0);
+    REQUIRE(st.code == RPC_OK);
+    REQUIRE(r->accepted && r->heartbeat_interval_ms == 4096);
+    REQUIRE(strcmp(r->reason, "hello decode-0 on 127.0.0.1:7001 with 1 transports") == 0);
     rpc_msg_free(r);
 
     /* Latency of a small call on a warm channel. */
     enum { CALLS = 200 };
     double t0 = now_ms();
     for (int i = 0; i < CALLS; i++) {
-        CHECK(rpc_unary_msg(ch, REGISTER, &w.base, &tandem__register_reply__descriptor, 2000, (void **)&r, &st) == 0);
+        REQUIRE(rpc_unary_msg(ch, REGISTER, &w.base, &tandem__register_reply__descriptor, 2000, (void **)&r, &st) == 0);
         rpc_msg_free(r);
     }
     double per_call_us = (now_ms() - t0) * 1000 / CALLS;
 
     /* An error status from the handler, with its message. */
     w.worker_id = "";
-    CHECK(rpc_unary_msg(ch, REGISTER, &w.base, &tandem__register_reply__descriptor, 2000, (void **)&r, &st) == -1);
-    CHECK(r == NULL && st.code == RPC_INVALID_ARGUMENT && strcmp(st.msg, "worker_id missing") == 0);
+    REQUIRE(rpc_unary_msg(ch, REGISTER, &w.base, &tandem__register_reply__descriptor, 2000, (void **)&r, &st) == -1);
+    REQUIRE(r == NULL && st.code == RPC_INVALID_ARGUMENT && strcmp(st.msg, "worker_id missing") == 0);
 
     /* Bytes that are no WorkerInfo: the handler's rpc_unpack turns them down. */
     static const uint8_t bad[] = {0x0a, 0x50, 'x'}; /* field 1, length 80, 1 byte present */
     rpc_bytes out;
-    CHECK(rpc_unary(ch, REGISTER, bad, sizeof bad, 2000, &out, &st) == -1);
-    CHECK(st.code == RPC_INVALID_ARGUMENT && strstr(st.msg, "tandem.WorkerInfo"));
-    CHECK(out.data == NULL);
+    REQUIRE(rpc_unary(ch, REGISTER, bad, sizeof bad, 2000, &out, &st) == -1);
+    REQUIRE(st.code == RPC_INVALID_ARGUMENT && strstr(st.msg, "tandem.WorkerInfo"));
+    REQUIRE(out.data == NULL);
 
     /* Unknown method. */
-    CHECK(rpc_unary(ch, "/tandem.Nope/Missing", "", 0, 2000, &out, &st) == -1);
-    CHECK(st.code == RPC_UNIMPLEMENTED);
-    CHECK(strstr(st.msg, "/tandem.Nope/Missing"));
+    REQUIRE(rpc_unary(ch, "/tandem.Nope/Missing", "", 0, 2000, &out, &st) == -1);
+    REQUIRE(st.code == RPC_UNIMPLEMENTED);
+    REQUIRE(strstr(st.msg, "/tandem.Nope/Missing"));
     printf("unary: round trip (%.0f us per call), error status, bad bytes, unknown method ok\n", per_call_us);
 }
 
@@ -318,13 +312,13 @@ static void test_deadline(rpc_channel *ch) {
     rpc_bytes out;
     atomic_store(&prefill_saw_cancel, 0);
     double t0 = now_ms();
-    CHECK(rpc_unary(ch, PREFILL, "", 0, 150, &out, &st) == -1);
+    REQUIRE(rpc_unary(ch, PREFILL, "", 0, 150, &out, &st) == -1);
     double took = now_ms() - t0;
-    CHECK(st.code == RPC_DEADLINE_EXCEEDED);
-    CHECK(took >= 140 && took < 1000);
+    REQUIRE(st.code == RPC_DEADLINE_EXCEEDED);
+    REQUIRE(took >= 140 && took < 1000);
     /* The handler, still waiting, learns of it promptly. */
     for (int i = 0; i < 100 && !atomic_load(&prefill_saw_cancel); i++) usleep(5000);
-    CHECK(atomic_load(&prefill_saw_cancel));
+    REQUIRE(atomic_load(&prefill_saw_cancel));
     printf("deadline: DEADLINE_EXCEEDED after %.0f ms (150 asked), handler saw it\n", took);
 }
 
@@ -341,23 +335,23 @@ static void read_generate(rpc_channel *ch, int first, int n, int elsewhere) {
     g.colocated = elsewhere;
     rpc_stream *s;
     rpc_status st;
-    CHECK(rpc_stream_open_msg(ch, GENERATE, &g.base, 30000, &s, &st) == 0);
+    REQUIRE(rpc_stream_open_msg(ch, GENERATE, &g.base, 30000, &s, &st) == 0);
     Tandem__GenerateEvent *ev;
-    CHECK(rpc_stream_next_msg(s, 10000, &tandem__generate_event__descriptor, (void **)&ev, &st) == RPC_NEXT_MSG);
-    CHECK(ev->event_case == TANDEM__GENERATE_EVENT__EVENT_KV_TARGET);
-    CHECK(ev->kv_target->n_block_ids == 3 && ev->kv_target->block_ids[1] == 9);
-    CHECK(strcmp(ev->kv_target->transport, "tcp") == 0);
+    REQUIRE(rpc_stream_next_msg(s, 10000, &tandem__generate_event__descriptor, (void **)&ev, &st) == RPC_NEXT_MSG);
+    REQUIRE(ev->event_case == TANDEM__GENERATE_EVENT__EVENT_KV_TARGET);
+    REQUIRE(ev->kv_target->n_block_ids == 3 && ev->kv_target->block_ids[1] == 9);
+    REQUIRE(strcmp(ev->kv_target->transport, "tcp") == 0);
     rpc_msg_free(ev);
     for (int i = 0; i < n; i++) {
-        CHECK(rpc_stream_next_msg(s, 10000, &tandem__generate_event__descriptor, (void **)&ev, &st) == RPC_NEXT_MSG);
-        CHECK(ev->event_case == TANDEM__GENERATE_EVENT__EVENT_TOKEN);
-        CHECK(ev->token->id == first + i && ev->token->index == (uint32_t)i);
-        CHECK((ev->token->finish_reason == TANDEM__FINISH_REASON__FINISH_LENGTH) == (i == n - 1));
+        REQUIRE(rpc_stream_next_msg(s, 10000, &tandem__generate_event__descriptor, (void **)&ev, &st) == RPC_NEXT_MSG);
+        REQUIRE(ev->event_case == TANDEM__GENERATE_EVENT__EVENT_TOKEN);
+        REQUIRE(ev->token->id == first + i && ev->token->index == (uint32_t)i);
+        REQUIRE((ev->token->finish_reason == TANDEM__FINISH_REASON__FINISH_LENGTH) == (i == n - 1));
         rpc_msg_free(ev);
     }
-    CHECK(rpc_stream_next_msg(s, 10000, &tandem__generate_event__descriptor, (void **)&ev, &st) == RPC_NEXT_END);
-    CHECK(st.code == RPC_OK);
-    CHECK(rpc_stream_next_msg(s, 0, &tandem__generate_event__descriptor, (void **)&ev, &st) == RPC_NEXT_END);
+    REQUIRE(rpc_stream_next_msg(s, 10000, &tandem__generate_event__descriptor, (void **)&ev, &st) == RPC_NEXT_END);
+    REQUIRE(st.code == RPC_OK);
+    REQUIRE(rpc_stream_next_msg(s, 0, &tandem__generate_event__descriptor, (void **)&ev, &st) == RPC_NEXT_END);
     rpc_stream_close(s);
 }
 
@@ -373,22 +367,22 @@ static void test_stream_many(rpc_channel *ch) {
     rpc_stream *s;
     rpc_status st;
     rpc_bytes b;
-    CHECK(rpc_stream_open_msg(ch, GENERATE, &g.base, 5000, &s, &st) == 0);
-    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END);
-    CHECK(st.code == RPC_INVALID_ARGUMENT && strcmp(st.msg, "empty prompt") == 0);
+    REQUIRE(rpc_stream_open_msg(ch, GENERATE, &g.base, 5000, &s, &st) == 0);
+    REQUIRE(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END);
+    REQUIRE(st.code == RPC_INVALID_ARGUMENT && strcmp(st.msg, "empty prompt") == 0);
     rpc_stream_close(s);
 
     /* A message that does not parse ends the stream with INTERNAL. */
     void *m;
-    CHECK(rpc_stream_open(ch, GARBAGE, "", 0, 5000, &s, &st) == 0);
-    CHECK(rpc_stream_next_msg(s, 5000, &tandem__generate_event__descriptor, &m, &st) == RPC_NEXT_END);
-    CHECK(st.code == RPC_INTERNAL && m == NULL);
-    CHECK(rpc_stream_next(s, 0, &b, &st) == RPC_NEXT_END && st.code == RPC_INTERNAL);
+    REQUIRE(rpc_stream_open(ch, GARBAGE, "", 0, 5000, &s, &st) == 0);
+    REQUIRE(rpc_stream_next_msg(s, 5000, &tandem__generate_event__descriptor, &m, &st) == RPC_NEXT_END);
+    REQUIRE(st.code == RPC_INTERNAL && m == NULL);
+    REQUIRE(rpc_stream_next(s, 0, &b, &st) == RPC_NEXT_END && st.code == RPC_INTERNAL);
     rpc_stream_close(s);
 
     /* Unknown streaming method. */
-    CHECK(rpc_stream_open(ch, "/tandem.Nope/Stream", "", 0, 5000, &s, &st) == 0);
-    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END && st.code == RPC_UNIMPLEMENTED);
+    REQUIRE(rpc_stream_open(ch, "/tandem.Nope/Stream", "", 0, 5000, &s, &st) == 0);
+    REQUIRE(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END && st.code == RPC_UNIMPLEMENTED);
     rpc_stream_close(s);
     printf("stream: error status, unparsable message, unknown method ok\n");
 }
@@ -400,19 +394,19 @@ static void test_backpressure(rpc_channel *ch) {
     rpc_status st;
     rpc_bytes b;
     atomic_store(&flood_result, 0);
-    CHECK(rpc_stream_open(ch, FLOOD, "", 0, 10000, &s, &st) == 0);
+    REQUIRE(rpc_stream_open(ch, FLOOD, "", 0, 10000, &s, &st) == 0);
     for (int i = 0; i < 300 && !atomic_load(&flood_result); i++) usleep(10000);
-    CHECK(atomic_load(&flood_result) == 1);
+    REQUIRE(atomic_load(&flood_result) == 1);
     int sent = atomic_load(&flood_sent), got = 0;
-    CHECK(sent >= RPC_SEND_QUEUE_MAX);
+    REQUIRE(sent >= RPC_SEND_QUEUE_MAX);
     rpc_next r;
     while ((r = rpc_stream_next(s, 5000, &b, &st)) == RPC_NEXT_MSG) {
-        CHECK(b.len == 1024 && b.data[0] == 'f' && b.data[1023] == 'f');
+        REQUIRE(b.len == 1024 && b.data[0] == 'f' && b.data[1023] == 'f');
         rpc_bytes_free(&b);
         got++;
     }
-    CHECK(r == RPC_NEXT_END && st.code == RPC_RESOURCE_EXHAUSTED && strcmp(st.msg, "client too slow") == 0);
-    CHECK(got == sent);
+    REQUIRE(r == RPC_NEXT_END && st.code == RPC_RESOURCE_EXHAUSTED && strcmp(st.msg, "client too slow") == 0);
+    REQUIRE(got == sent);
     rpc_stream_close(s);
     printf("backpressure: queue full after %d messages, all %d delivered, then the status\n", sent, got);
 }
@@ -436,50 +430,50 @@ static void test_cancel(rpc_channel *ch) {
     rpc_status st;
     rpc_bytes b;
     int before = atomic_load(&hold_cancels);
-    CHECK(rpc_stream_open(ch, HOLD, "", 0, 0, &s, &st) == 0);
-    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
-    CHECK(b.len == 5 && memcmp(b.data, "ready", 5) == 0);
+    REQUIRE(rpc_stream_open(ch, HOLD, "", 0, 0, &s, &st) == 0);
+    REQUIRE(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
+    REQUIRE(b.len == 5 && memcmp(b.data, "ready", 5) == 0);
     rpc_bytes_free(&b);
     /* Nothing more comes: the wait times out and the stream goes on. */
     double t0 = now_ms();
-    CHECK(rpc_stream_next(s, 50, &b, &st) == RPC_NEXT_TIMEOUT);
-    CHECK(now_ms() - t0 >= 45);
-    CHECK(st.code == RPC_DEADLINE_EXCEEDED);
+    REQUIRE(rpc_stream_next(s, 50, &b, &st) == RPC_NEXT_TIMEOUT);
+    REQUIRE(now_ms() - t0 >= 45);
+    REQUIRE(st.code == RPC_DEADLINE_EXCEEDED);
 
     /* Another thread cancels while this one waits. */
     canceller c = {s, 30, 0};
     pthread_t t;
-    CHECK(pthread_create(&t, NULL, cancel_later, &c) == 0);
-    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END);
+    REQUIRE(pthread_create(&t, NULL, cancel_later, &c) == 0);
+    REQUIRE(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END);
     double reader_at = now_ms();
-    CHECK(st.code == RPC_CANCELLED);
+    REQUIRE(st.code == RPC_CANCELLED);
     pthread_join(t, NULL);
     for (int i = 0; i < 200 && atomic_load(&hold_cancels) == before; i++) usleep(1000);
-    CHECK(atomic_load(&hold_cancels) == before + 1);
+    REQUIRE(atomic_load(&hold_cancels) == before + 1);
     double server_ms = hold_cancel_at - c.at;
-    CHECK(server_ms < 100);
+    REQUIRE(server_ms < 100);
     rpc_stream_close(s);
 
     /* Closing an open stream cancels it too. */
-    CHECK(rpc_stream_open(ch, HOLD, "", 0, 0, &s, &st) == 0);
-    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
+    REQUIRE(rpc_stream_open(ch, HOLD, "", 0, 0, &s, &st) == 0);
+    REQUIRE(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
     rpc_bytes_free(&b);
     rpc_stream_close(s);
     for (int i = 0; i < 200 && atomic_load(&hold_cancels) == before + 1; i++) usleep(1000);
-    CHECK(atomic_load(&hold_cancels) == before + 2);
+    REQUIRE(atomic_load(&hold_cancels) == before + 2);
     printf("cancel: server saw the client's cancel after %.2f ms, reader after %.2f ms\n", server_ms,
            reader_at - c.at);
 
     /* A stream's deadline ends it on both sides. */
-    CHECK(rpc_stream_open(ch, HOLD, "", 0, 120, &s, &st) == 0);
+    REQUIRE(rpc_stream_open(ch, HOLD, "", 0, 120, &s, &st) == 0);
     double t1 = now_ms();
-    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
+    REQUIRE(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
     rpc_bytes_free(&b);
-    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END);
+    REQUIRE(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END);
     double took = now_ms() - t1;
-    CHECK(st.code == RPC_DEADLINE_EXCEEDED && took >= 100 && took < 2000);
+    REQUIRE(st.code == RPC_DEADLINE_EXCEEDED && took >= 100 && took < 2000);
     for (int i = 0; i < 200 && atomic_load(&hold_cancels) == before + 2; i++) usleep(1000);
-    CHECK(atomic_load(&hold_cancels) == before + 3);
+    REQUIRE(atomic_load(&hold_cancels) == before + 3);
     rpc_stream_close(s);
     printf("stream deadline: DEADLINE_EXCEEDED after %.0f ms (120 asked), handler saw it\n", took);
 }
@@ -488,16 +482,16 @@ static void test_cancel_race(rpc_channel *ch) {
     rpc_stream *s;
     rpc_status st;
     rpc_bytes b;
-    CHECK(rpc_stream_open(ch, RACE, "", 0, 0, &s, &st) == 0);
-    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
+    REQUIRE(rpc_stream_open(ch, RACE, "", 0, 0, &s, &st) == 0);
+    REQUIRE(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
     rpc_bytes_free(&b);
     pthread_t owner;
-    CHECK(pthread_create(&owner, NULL, race_owner, NULL) == 0);
+    REQUIRE(pthread_create(&owner, NULL, race_owner, NULL) == 0);
     rpc_stream_cancel(s);
     pthread_join(owner, NULL);
-    CHECK(atomic_load(&race_second_saw_done) == 1);
-    CHECK(atomic_load(&race_finish_saw_done) == 1);
-    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END && st.code == RPC_CANCELLED);
+    REQUIRE(atomic_load(&race_second_saw_done) == 1);
+    REQUIRE(atomic_load(&race_finish_saw_done) == 1);
+    REQUIRE(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END && st.code == RPC_CANCELLED);
     rpc_stream_close(s);
     printf("cancel race: a second callback and finish waited for a running callback\n");
 }
@@ -516,7 +510,7 @@ static void *stream_worker(void *arg) {
 static void *slow_unary(void *arg) {
     rpc_bytes out;
     rpc_status st;
-    CHECK(rpc_unary(arg, PREFILL, "", 0, 400, &out, &st) == -1 && st.code == RPC_DEADLINE_EXCEEDED);
+    REQUIRE(rpc_unary(arg, PREFILL, "", 0, 400, &out, &st) == -1 && st.code == RPC_DEADLINE_EXCEEDED);
     return NULL;
 }
 
@@ -525,12 +519,12 @@ static void test_concurrent(rpc_channel *ch) {
     pthread_t t[N], slow;
     worker_arg a[N];
     /* A blocked unary handler must not hold up the others. */
-    CHECK(pthread_create(&slow, NULL, slow_unary, ch) == 0);
+    REQUIRE(pthread_create(&slow, NULL, slow_unary, ch) == 0);
     usleep(50000);
     double t0 = now_ms();
     for (int i = 0; i < N; i++) {
         a[i] = (worker_arg){ch, i + 1};
-        CHECK(pthread_create(&t[i], NULL, stream_worker, &a[i]) == 0);
+        REQUIRE(pthread_create(&t[i], NULL, stream_worker, &a[i]) == 0);
     }
     for (int i = 0; i < N; i++) pthread_join(t[i], NULL);
     double took = now_ms() - t0;
@@ -561,34 +555,34 @@ static void test_server_stop(void) {
     rpc_status st;
     rpc_bytes b;
     int before = atomic_load(&hold_cancels);
-    CHECK(rpc_stream_open(ch, HOLD, "", 0, 0, &s, &st) == 0);
-    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
+    REQUIRE(rpc_stream_open(ch, HOLD, "", 0, 0, &s, &st) == 0);
+    REQUIRE(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
     rpc_bytes_free(&b);
     /* And a handler blocked in rpc_call_send on a reader that never reads. */
     rpc_stream *flood;
     atomic_store(&flood_result, 0);
-    CHECK(rpc_stream_open(ch, FLOOD, "block", 5, 0, &flood, &st) == 0);
+    REQUIRE(rpc_stream_open(ch, FLOOD, "block", 5, 0, &flood, &st) == 0);
     for (int i = 0; i < 100 && atomic_load(&flood_sent) < RPC_SEND_QUEUE_MAX; i++) usleep(10000);
     stopper p = {srv, 0};
     pthread_t t;
     double t0 = now_ms();
-    CHECK(pthread_create(&t, NULL, stop_later, &p) == 0);
-    CHECK(rpc_stream_next(s, 10000, &b, &st) == RPC_NEXT_END);
+    REQUIRE(pthread_create(&t, NULL, stop_later, &p) == 0);
+    REQUIRE(rpc_stream_next(s, 10000, &b, &st) == RPC_NEXT_END);
     double took = now_ms() - t0;
-    CHECK(st.code != RPC_OK);
+    REQUIRE(st.code != RPC_OK);
     pthread_join(t, NULL);
-    CHECK(atomic_load(&hold_cancels) == before + 1);
-    CHECK(atomic_load(&flood_result) == 2);
+    REQUIRE(atomic_load(&hold_cancels) == before + 1);
+    REQUIRE(atomic_load(&flood_result) == 2);
     rpc_stream_close(s);
     rpc_stream_close(flood);
     printf("server stop: open stream ended with %s (\"%s\") after %.0f ms, stop took %.0f ms\n",
            rpc_code_name(st.code), st.msg, took, p.done_at - t0 - 50);
 
     t0 = now_ms();
-    CHECK(rpc_unary(ch, REGISTER, "", 0, 5000, &b, &st) == -1);
-    CHECK(st.code == RPC_UNAVAILABLE);
-    CHECK(rpc_stream_open(ch, HOLD, "", 0, 5000, &s, &st) == 0);
-    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END && st.code == RPC_UNAVAILABLE);
+    REQUIRE(rpc_unary(ch, REGISTER, "", 0, 5000, &b, &st) == -1);
+    REQUIRE(st.code == RPC_UNAVAILABLE);
+    REQUIRE(rpc_stream_open(ch, HOLD, "", 0, 5000, &s, &st) == 0);
+    REQUIRE(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END && st.code == RPC_UNAVAILABLE);
     rpc_stream_close(s);
     printf("server gone: UNAVAILABLE after %.0f ms\n", now_ms() - t0);
     rpc_channel_destroy(ch);
@@ -598,16 +592,16 @@ static void test_bind_errors(void) {
     int port;
     rpc_server *a, *b;
     rpc_status st;
-    CHECK(rpc_server_create("127.0.0.1:0", &port, &a, &st) == 0);
+    REQUIRE(rpc_server_create("127.0.0.1:0", &port, &a, &st) == 0);
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    CHECK(rpc_server_create(addr, NULL, &b, &st) == -1 && b == NULL);
-    CHECK(st.code == RPC_UNAVAILABLE && strstr(st.msg, addr));
-    CHECK(rpc_server_create("not an address", NULL, &b, &st) == -1);
+    REQUIRE(rpc_server_create(addr, NULL, &b, &st) == -1 && b == NULL);
+    REQUIRE(st.code == RPC_UNAVAILABLE && strstr(st.msg, addr));
+    REQUIRE(rpc_server_create("not an address", NULL, &b, &st) == -1);
     rpc_server_stop(a); /* never started */
     rpc_server_stop(NULL);
     rpc_channel *ch;
-    CHECK(rpc_channel_create("", &ch, &st) == -1 && st.code == RPC_INVALID_ARGUMENT);
+    REQUIRE(rpc_channel_create("", &ch, &st) == -1 && st.code == RPC_INVALID_ARGUMENT);
     printf("bind: busy port and bad address refused\n");
 }
 
@@ -618,20 +612,22 @@ static int child_pid = -1, child_port;
 /* Forked before this process touches gRPC (gRPC does not survive fork). */
 static void spawn_child_server(void) {
     int fds[2];
-    CHECK(pipe(fds) == 0);
+    REQUIRE(pipe(fds) == 0);
     child_pid = fork();
-    CHECK(child_pid >= 0);
+    REQUIRE(child_pid >= 0);
     if (child_pid == 0) {
+        /* Dies with the test: an orphan would hold ctest's output pipe open. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         close(fds[0]);
         int port;
         rpc_server *s = start_server(&port);
-        CHECK(write(fds[1], &port, sizeof port) == sizeof port);
+        REQUIRE(write(fds[1], &port, sizeof port) == sizeof port);
         close(fds[1]);
         for (;;) pause();
         rpc_server_stop(s);
     }
     close(fds[1]);
-    CHECK(read(fds[0], &child_port, sizeof child_port) == sizeof child_port);
+    REQUIRE(read(fds[0], &child_port, sizeof child_port) == sizeof child_port);
     close(fds[0]);
 }
 
@@ -640,17 +636,17 @@ static void test_killed_server(void) {
     rpc_stream *s;
     rpc_status st;
     rpc_bytes b;
-    CHECK(rpc_stream_open(ch, HOLD, "", 0, 0, &s, &st) == 0);
-    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
+    REQUIRE(rpc_stream_open(ch, HOLD, "", 0, 0, &s, &st) == 0);
+    REQUIRE(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
     rpc_bytes_free(&b);
     double t0 = now_ms();
     kill(child_pid, SIGKILL);
-    CHECK(rpc_stream_next(s, 10000, &b, &st) == RPC_NEXT_END);
+    REQUIRE(rpc_stream_next(s, 10000, &b, &st) == RPC_NEXT_END);
     double took = now_ms() - t0;
-    CHECK(st.code == RPC_UNAVAILABLE || st.code == RPC_CANCELLED || st.code == RPC_INTERNAL);
+    REQUIRE(st.code == RPC_UNAVAILABLE || st.code == RPC_CANCELLED || st.code == RPC_INTERNAL);
     rpc_stream_close(s);
     waitpid(child_pid, NULL, 0);
-    CHECK(rpc_unary(ch, REGISTER, "", 0, 5000, &b, &st) == -1 && st.code == RPC_UNAVAILABLE);
+    REQUIRE(rpc_unary(ch, REGISTER, "", 0, 5000, &b, &st) == -1 && st.code == RPC_UNAVAILABLE);
     rpc_channel_destroy(ch);
     printf("killed server: open stream ended with %s (\"%s\") after %.1f ms\n", rpc_code_name(st.code), st.msg,
            took);
@@ -665,9 +661,9 @@ static int hold_client_main(int port) {
     rpc_stream *s;
     rpc_status st;
     rpc_bytes b;
-    CHECK(rpc_stream_open(ch, HOLD, "", 0, 0, &s, &st) == 0);
-    CHECK(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
-    CHECK(write(1, "o", 1) == 1);
+    REQUIRE(rpc_stream_open(ch, HOLD, "", 0, 0, &s, &st) == 0);
+    REQUIRE(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
+    REQUIRE(write(1, "o", 1) == 1);
     for (;;) pause();
 }
 
@@ -675,7 +671,7 @@ extern char **environ;
 
 static void test_killed_client(int port) {
     int fds[2];
-    CHECK(pipe(fds) == 0);
+    REQUIRE(pipe(fds) == 0);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
@@ -685,19 +681,19 @@ static void test_killed_client(int port) {
     char *argv[] = {"test_rpc", "hold-client", portstr, NULL};
     pid_t pid;
     /* posix_spawn, not fork: gRPC's threads do not survive a fork in this process. */
-    CHECK(posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, environ) == 0);
+    REQUIRE(posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, environ) == 0);
     posix_spawn_file_actions_destroy(&fa);
     close(fds[1]);
     int before = atomic_load(&hold_cancels);
     char c;
-    CHECK(read(fds[0], &c, 1) == 1 && c == 'o');
+    REQUIRE(read(fds[0], &c, 1) == 1 && c == 'o');
     close(fds[0]);
     double t0 = now_ms();
     kill(pid, SIGKILL);
     while (atomic_load(&hold_cancels) == before && now_ms() - t0 < 5000) usleep(200);
-    CHECK(atomic_load(&hold_cancels) == before + 1);
+    REQUIRE(atomic_load(&hold_cancels) == before + 1);
     double took = hold_cancel_at - t0;
-    CHECK(took < 100);
+    REQUIRE(took < 100);
     waitpid(pid, NULL, 0);
     printf("killed client: the server's handler saw it after %.2f ms\n", took);
 }
@@ -707,7 +703,7 @@ static void test_killed_client(int port) {
 static void test_method_names(void) {
     const ProtobufCServiceDescriptor *services[] = {&tandem__registry__descriptor, &tandem__decode__descriptor,
                                                     &tandem__prefill__descriptor, &tandem__admin__descriptor};
-    const char *names[] = {RPC_REGISTRY_REGISTER, RPC_REGISTRY_HEARTBEAT, RPC_DECODE_GENERATE, RPC_DECODE_KV_READY,
+    const char *names[] = {RPC_REGISTRY_REGISTER, RPC_REGISTRY_HEARTBEAT, RPC_DECODE_GENERATE, RPC_DECODE_KV_READY, RPC_DECODE_KV_HELLO,
                            RPC_PREFILL_RUN,       RPC_ADMIN_STATUS,       RPC_ADMIN_CANCEL};
     const int n_names = (int)(sizeof names / sizeof names[0]);
     int n_methods = 0;
@@ -718,11 +714,11 @@ static void test_method_names(void) {
             int found = 0;
             for (int k = 0; k < n_names; k++) found += strcmp(full, names[k]) == 0;
             if (found != 1) fprintf(stderr, "method %s has no macro in rpc.h\n", full);
-            CHECK(found == 1);
+            REQUIRE(found == 1);
             n_methods++;
         }
     }
-    CHECK(n_methods == n_names);
+    REQUIRE(n_methods == n_names);
     printf("method names: %d macros match tandem.proto\n", n_methods);
 }
 
@@ -750,8 +746,7 @@ int main(int argc, char **argv) {
     test_server_stop();
     test_bind_errors();
     test_killed_server();
-    CHECK(strcmp(rpc_code_name(RPC_DEADLINE_EXCEEDED), "DEADLINE_EXCEEDED") == 0);
-    CHECK(strcmp(rpc_code_name(99), "CODE_99") == 0);
-    printf("all rpc tests passed\n");
-    return 0;
+    REQUIRE(strcmp(rpc_code_name(RPC_DEADLINE_EXCEEDED), "DEADLINE_EXCEEDED") == 0);
+    REQUIRE(strcmp(rpc_code_name(99), "CODE_99") == 0);
+    return check_summary();
 }
