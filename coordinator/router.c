@@ -514,10 +514,8 @@ static outcome attempt(coord_backend_call *c, const coord_worker_view *d, const 
         rpc_stream_close(s);
         return OUT_CANCELLED;
     }
-    int cap_tokens = c->n_prompt + c->max_tokens;
-    if (d->max_context && cap_tokens > (int)d->max_context)
-        cap_tokens = (int)d->max_context;
-    coord_registry_note_sent(r->cfg.registry, d->id, 1, blocks_for(d, cap_tokens), 0);
+    /* A decode worker reserves the prompt and the next token; the rest grows on demand. */
+    coord_registry_note_sent(r->cfg.registry, d->id, 1, blocks_for(d, c->n_prompt + 1), 0);
 
     outcome o;
     if (!p) {
@@ -660,7 +658,7 @@ static void *call_main(void *arg)
         coord_route rt;
         char why[768];
         int full = 0;
-        int cap_tokens = c->n_prompt + c->max_tokens;
+        int cap_tokens = c->n_prompt + 1; /* decode admission: prompt + next token (KV grows on demand) */
         if (coord_route_pick(v, n, r->cfg.colocated, c->n_prompt, cap_tokens, ex, c->n_exclude, &rt, &full, why,
                              sizeof why) < 0) {
             free(v);
@@ -756,7 +754,7 @@ static int be_submit(void *self, const coord_gen_request *req, const coord_token
         return coord_fail(err, 500, "server_error", NULL, NULL, "out of memory");
     coord_route rt;
     char why[768];
-    int rc = coord_route_pick(v, n, r->cfg.colocated, req->n_prompt, req->n_prompt + req->max_tokens, NULL, 0, &rt,
+    int rc = coord_route_pick(v, n, r->cfg.colocated, req->n_prompt, req->n_prompt + 1, NULL, 0, &rt,
                               NULL, why, sizeof why);
     free(v);
     if (rc < 0)

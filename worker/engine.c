@@ -10,6 +10,13 @@
  * sequences, sent on their Generate streams. New requests join between steps and
  * finished ones leave, each at its own position (continuous batching).
  *
+ * KV grows on demand: before each step every running sequence gets a block for its
+ * next token when it needs one; when the pool has none left the most recently
+ * admitted running sequence is preempted (its blocks freed, its token ids kept; vLLM's
+ * recompute policy) and, once the pool has room again (oldest first, before any new
+ * admission), its prompt and generated tokens are run again as a chunked prefill
+ * here, after which it goes on decoding from the same step. Its stream just pauses.
+ *
  * Sampling uses each request's own (seed, step = tokens generated so far) and its
  * penalties over prompt + generated, exactly as `tandem generate` does, so the tokens
  * are the same whatever the batch, the chunking or the worker. */
@@ -241,12 +248,94 @@ static int emit_token(wrk_worker *w, wrk_req *r)
     return finish;
 }
 
+static int blocks_for(const wrk_worker *w, int tokens)
+{
+    return (tokens + w->layout.block_size - 1) / w->layout.block_size;
+}
+
+static int decoding(const wrk_req *r)
+{
+    return !r->arming && !r->ending && (r->state == ST_RUNNING || r->state == ST_READY);
+}
+
+/* Tokens whose KV a decoding sequence must hold: the prompt and every generated token
+ * but the last, which is the input of its next step. */
+static int history(const wrk_req *r)
+{
+    return r->n_prompt + r->n_gen - 1;
+}
+
+/* Under w->mu: r gives its blocks back and waits to be recomputed. */
+static void preempt_locked(wrk_worker *w, wrk_req *r)
+{
+    eng_seq_release(w->pool, &r->seq);
+    r->state = ST_PREEMPTED;
+    r->n_recomputed = 0;
+    r->preemptions++;
+    w->preemptions++;
+    met_inc(w->m_preemptions, 1);
+    wrk_log(w, "req %s: preempted after %d tokens (KV pool full: %d of %d blocks free); it will be recomputed", r->id,
+            r->n_gen, eng_kv_pool_free_blocks(w->pool), eng_kv_pool_blocks(w->pool));
+}
+
+/* Under w->mu: room in the cache for every running sequence's next token. A sequence
+ * that cannot grow takes the blocks of the most recently admitted running sequence
+ * (itself when it is that one); w->reqs is in admission order, so the newest is last. */
+static void grow_running(wrk_worker *w)
+{
+    for (wrk_req *r = w->reqs; r; r = r->next) {
+        if (!decoding(r))
+            continue;
+        int want = r->seq.n_past + 1;
+        if (blocks_for(w, want) > eng_kv_pool_blocks(w->pool)) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "the sequence reached %d tokens: the next needs %d KV blocks, the whole pool has %d",
+                     r->seq.n_past, blocks_for(w, want), eng_kv_pool_blocks(w->pool));
+            wrk_req_end_locked(w, r, RPC_RESOURCE_EXHAUSTED, 0, msg);
+            continue;
+        }
+        eng_error err;
+        while (eng_seq_reserve(w->pool, &r->seq, want, &err) < 0) {
+            wrk_req *victim = NULL;
+            for (wrk_req *q = r; q; q = q->next)
+                if (decoding(q))
+                    victim = q;
+            preempt_locked(w, victim);
+            if (victim == r)
+                break;
+        }
+    }
+}
+
+/* Under w->mu: preempted sequences come back, oldest first, when the pool holds all
+ * their history plus the next token and still keeps a block for every decoding one. */
+static void resume_preempted(wrk_worker *w)
+{
+    int active = 0;
+    for (wrk_req *r = w->reqs; r; r = r->next)
+        active += decoding(r) || (!r->ending && r->state == ST_RECOMPUTING);
+    for (wrk_req *r = w->reqs; r; r = r->next) {
+        if (r->arming || r->ending || r->state != ST_PREEMPTED)
+            continue;
+        eng_error err;
+        int need = blocks_for(w, history(r) + 1);
+        if (eng_kv_pool_free_blocks(w->pool) - need < active || eng_seq_reserve(w->pool, &r->seq, history(r) + 1, &err) < 0)
+            return; /* first come, first served */
+        r->state = ST_RECOMPUTING;
+        r->n_recomputed = 0;
+        active++;
+        wrk_log(w, "req %s: recomputing %d tokens of KV (%d blocks)", r->id, history(r), r->seq.n_blocks);
+    }
+}
+
 /* Under w->mu: pick the requests that end now and plan the next step. Returns the
  * number of ended requests moved to `ended` (refs transferred) and fills s. */
 static int plan(wrk_worker *w, wrk_step *s, wrk_req **ended, int cap)
 {
     double now = wrk_now();
     int n_ended = 0;
+    grow_running(w); /* first, so that a sequence it ends leaves in this turn */
+    resume_preempted(w);
     for (wrk_req *r = w->reqs, *next; r; r = next) {
         next = r->next;
         if (r->arming)
@@ -276,7 +365,7 @@ static int plan(wrk_worker *w, wrk_step *s, wrk_req **ended, int cap)
     s->n = 0;
     int tokens = 0;
     for (wrk_req *r = w->reqs; r; r = r->next) {
-        if (r->arming)
+        if (r->arming || r->ending)
             continue;
         if (r->state == ST_READY)
             r->state = ST_RUNNING;
@@ -292,6 +381,21 @@ static int plan(wrk_worker *w, wrk_step *s, wrk_req **ended, int cap)
     }
     int budget = w->opt.max_batch_tokens - tokens;
     for (wrk_req *r = w->reqs; r && budget > 0; r = r->next) {
+        if (!r->arming && !r->ending && r->state == ST_RECOMPUTING) {
+            /* the history again, a chunk within the prompt or within the generated ids */
+            int in_prompt = r->n_recomputed < r->n_prompt;
+            const int32_t *src = in_prompt ? r->prompt + r->n_recomputed : r->gen + (r->n_recomputed - r->n_prompt);
+            int remaining = (in_prompt ? r->n_prompt : history(r)) - r->n_recomputed, chunk;
+            wrk_plan_chunks(&remaining, 1, budget, &chunk);
+            budget -= chunk;
+            s->reqs[s->n] = r;
+            s->items[s->n] = (eng_batch_item){.seq = &r->seq, .tokens = src, .n_tokens = chunk, .logits = NULL};
+            s->lo[s->n] = s->hi[s->n] = 0;
+            r->chunk = chunk;
+            s->n++;
+            tokens += chunk;
+            continue;
+        }
         if (r->arming || (r->state != ST_QUEUED && r->state != ST_PREFILLING) || r->n_prefilled >= r->n_prompt)
             continue; /* (a computed prompt waits here only until it is ended) */
         if (r->state == ST_QUEUED && r->kind == REQ_PREFILL) {
@@ -344,6 +448,17 @@ static void after_step(wrk_worker *w, wrk_step *s)
             else if (f > 0)
                 wrk_req_end_locked(w, r, RPC_OK, 0, NULL);
             pthread_mutex_unlock(&w->mu);
+            continue;
+        }
+        if (r->state == ST_RECOMPUTING) {
+            r->n_recomputed += r->chunk;
+            if (r->n_recomputed < history(r))
+                continue;
+            pthread_mutex_lock(&w->mu);
+            if (r->state == ST_RECOMPUTING)
+                r->state = ST_RUNNING;
+            pthread_mutex_unlock(&w->mu);
+            wrk_log(w, "req %s: KV recomputed (%d tokens), decoding again from token %d", r->id, history(r), r->n_gen);
             continue;
         }
         /* a prompt chunk */

@@ -1,7 +1,8 @@
 /* plan.c: the worker scheduler's pure decisions, kept apart from threads and sockets
  * so that the unit tests pin them down: which KV blocks are finished and may be
  * pushed, how they coalesce into transfer runs, how a step's token budget is split
- * between waiting prompts, when a sequence stops, and how big the pool is. */
+ * between waiting prompts, when a sequence stops, whether a sequence is admitted, and
+ * how big the pool is. */
 #include <string.h>
 
 #include "worker.h"
@@ -76,6 +77,18 @@ int wrk_finish_reason(int32_t token, const int32_t *stop_ids, int n_stop, int n_
         if (stop_ids[i] == token)
             return 1;
     return n_prompt + n_generated >= cap_tokens ? 2 : 0;
+}
+
+int wrk_admit_blocks(int n_prompt, int block_size)
+{
+    return (n_prompt + 1 + block_size - 1) / block_size;
+}
+
+int wrk_admit(int pool_blocks, int free_blocks, int need, int watermark)
+{
+    if (need > pool_blocks)
+        return WRK_ADMIT_NEVER;
+    return free_blocks - need >= watermark ? WRK_ADMIT_OK : WRK_ADMIT_WAIT;
 }
 
 int wrk_default_kv_blocks(size_t block_bytes, size_t budget_bytes, int max_running, int max_context,

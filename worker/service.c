@@ -136,7 +136,13 @@ static void on_generate(void *user, rpc_call *call, const rpc_bytes *bytes)
     }
     if (code == RPC_OK) {
         pthread_mutex_lock(&w->mu);
-        int free_blocks = eng_kv_pool_free_blocks(w->pool), need = blocks_for(w, r->cap_tokens);
+        /* Only the prompt and the next token now: the engine grows the sequence as it
+         * generates (and preempts when the pool runs dry), so max_tokens reserves nothing. */
+        int total = eng_kv_pool_blocks(w->pool), free_blocks = eng_kv_pool_free_blocks(w->pool);
+        int need = wrk_admit_blocks(r->n_prompt, w->layout.block_size), preempted = 0;
+        for (wrk_req *q = w->reqs; q; q = q->next)
+            preempted += q->state == ST_PREEMPTED || q->state == ST_RECOMPUTING;
+        int admit = wrk_admit(total, free_blocks, need, w->n_reserved_or_running);
         eng_error err;
         if (w->stopping) {
             code = RPC_UNAVAILABLE, retryable = 1;
@@ -144,13 +150,17 @@ static void on_generate(void *user, rpc_call *call, const rpc_bytes *bytes)
         } else if (w->n_reserved_or_running >= w->opt.max_running) {
             code = RPC_RESOURCE_EXHAUSTED, retryable = 1;
             snprintf(msg, sizeof msg, "%d requests already running (max_running)", w->n_reserved_or_running);
-        } else if (need > eng_kv_pool_blocks(w->pool) && !g->colocated) {
+        } else if (admit == WRK_ADMIT_NEVER) {
+            code = RPC_RESOURCE_EXHAUSTED, retryable = 1; /* another worker's pool may be larger */
+            snprintf(msg, sizeof msg, "the prompt of %d tokens and one generated token need %d KV blocks; the whole pool has %d",
+                     r->n_prompt, need, total);
+        } else if (preempted) {
+            code = RPC_RESOURCE_EXHAUSTED, retryable = 1; /* they go first */
+            snprintf(msg, sizeof msg, "%d preempted sequences wait for KV blocks", preempted);
+        } else if (admit == WRK_ADMIT_WAIT || eng_seq_reserve(w->pool, &r->seq, r->n_prompt + 1, &err) < 0) {
             code = RPC_RESOURCE_EXHAUSTED, retryable = 1;
-            snprintf(msg, sizeof msg, "the request needs %d KV blocks; the pool has %d", need,
-                     eng_kv_pool_blocks(w->pool));
-        } else if (eng_seq_reserve(w->pool, &r->seq, r->cap_tokens, &err) < 0) {
-            code = RPC_RESOURCE_EXHAUSTED, retryable = 1;
-            snprintf(msg, sizeof msg, "not enough free KV blocks: %d needed, %d free", need, free_blocks);
+            snprintf(msg, sizeof msg, "not enough free KV blocks: %d for the prompt + %d kept for the %d admitted sequences, %d free",
+                     need, w->n_reserved_or_running, w->n_reserved_or_running, free_blocks);
         } else {
             w->n_reserved_or_running++;
             r->arming = 1;

@@ -83,7 +83,7 @@ static void collect(void *ctx, met_registry *reg)
     int running = 0, waiting = 0;
     pthread_mutex_lock(&w->mu);
     for (wrk_req *r = w->reqs; r; r = r->next)
-        r->state == ST_RUNNING || r->state == ST_PREFILLING ? running++ : waiting++;
+        r->state == ST_RUNNING || r->state == ST_PREFILLING || r->state == ST_RECOMPUTING ? running++ : waiting++;
     int total = eng_kv_pool_blocks(w->pool), used = total - eng_kv_pool_free_blocks(w->pool);
     pthread_mutex_unlock(&w->mu);
     met_set(w->m_running, running);
@@ -126,6 +126,14 @@ static int metrics_init(wrk_worker *w, eng_error *err)
     w->m_ttft = met_get(w->met.ttft, ro, id);
     w->m_itl = met_get(w->met.itl, ro, id);
     w->m_e2e = met_get(w->met.e2e, ro, id);
+    /* The worker's own family: only a decode pool preempts. */
+    static const char *const rw[] = {"role", "worker"};
+    if (!(w->preemptions_family = met_family_new(w->metrics, MET_COUNTER, "tandem_num_preemptions_total",
+                                                 "Running sequences preempted (KV blocks freed, recomputed later) "
+                                                 "because the KV pool ran out.",
+                                                 2, rw, NULL, 0, err)))
+        return -1;
+    w->m_preemptions = met_get(w->preemptions_family, ro, id);
     if (met_on_collect(w->metrics, collect, w) < 0)
         return eng_fail(err, "metrics: no room for a collector");
     if (w->opt.metrics_port >= 0 && met_server_start(w->metrics, w->host, w->opt.metrics_port, &w->met_server, err) < 0)
@@ -196,7 +204,7 @@ static int do_heartbeat(wrk_worker *w, uint32_t *interval_ms, char *why, size_t 
     l.worker_id = w->id;
     pthread_mutex_lock(&w->mu);
     for (wrk_req *r = w->reqs; r; r = r->next) {
-        if (r->state == ST_RUNNING || r->state == ST_PREFILLING)
+        if (r->state == ST_RUNNING || r->state == ST_PREFILLING || r->state == ST_RECOMPUTING)
             l.running++;
         else
             l.queued++;

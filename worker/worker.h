@@ -91,6 +91,15 @@ int wrk_cap_tokens(int n_prompt, int max_tokens, int max_context);
 int wrk_finish_reason(int32_t token, const int32_t *stop_ids, int n_stop, int n_prompt, int n_generated,
                       int cap_tokens);
 
+/* Decode admission (KV grows on demand): a new sequence takes blocks for its prompt
+ * plus the next token (admit_blocks), and is admitted only while the pool keeps one
+ * free block per sequence already admitted (`watermark`), so that each of them can
+ * grow a step without preempting anyone. WRK_ADMIT_OK, WRK_ADMIT_WAIT (the pool is
+ * busy: retry later) or WRK_ADMIT_NEVER (the prompt and one token exceed the whole pool). */
+enum { WRK_ADMIT_OK, WRK_ADMIT_WAIT, WRK_ADMIT_NEVER };
+int wrk_admit_blocks(int n_prompt, int block_size);
+int wrk_admit(int pool_blocks, int free_blocks, int need, int watermark);
+
 /* Default pool size: blocks (block_bytes each, all layers) that fit in budget_bytes, at
  * most enough for max_running full contexts, at least 64. */
 int wrk_default_kv_blocks(size_t block_bytes, size_t budget_bytes, int max_running, int max_context,

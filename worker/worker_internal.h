@@ -27,9 +27,24 @@
  *   PREFILL    QUEUED -> PREFILLING -> DONE (first token sampled, KV pushed; the Run
  *              handler then waits for the receiver's verdict and frees the blocks)
  *   DECODE     RESERVED -> READY (KvReady, transfer verified) -> RUNNING -> DONE
- *   COLOCATED  QUEUED -> PREFILLING -> RUNNING -> DONE                              */
+ *   COLOCATED  QUEUED -> PREFILLING -> RUNNING -> DONE
+ * A RUNNING sequence holds KV blocks for the tokens it has plus the next one; the
+ * engine grows it a block at a time. When the pool runs dry the most recently
+ * admitted running sequence is preempted (RUNNING -> PREEMPTED, blocks freed, prompt
+ * and generated ids kept), later re-admitted (PREEMPTED -> RECOMPUTING: its prompt
+ * and generated tokens run again as a chunked prefill) and goes on (-> RUNNING) from
+ * the same step, so its tokens are those it would have produced uninterrupted. */
 typedef enum wrk_kind { REQ_PREFILL, REQ_DECODE, REQ_COLOCATED } wrk_kind;
-typedef enum wrk_state { ST_QUEUED, ST_PREFILLING, ST_RESERVED, ST_READY, ST_RUNNING, ST_DONE } wrk_state;
+typedef enum wrk_state {
+    ST_QUEUED,
+    ST_PREFILLING,
+    ST_RESERVED,
+    ST_READY,
+    ST_RUNNING,
+    ST_PREEMPTED,
+    ST_RECOMPUTING,
+    ST_DONE
+} wrk_state;
 
 typedef struct wrk_req {
     struct wrk_req *next; /* in w->reqs while not DONE */
@@ -55,6 +70,8 @@ typedef struct wrk_req {
     float *logits; /* vocab floats for the step that samples */
     int in_step;   /* planned into the step running now */
     int chunk;     /* prompt tokens in this step */
+    int n_recomputed; /* RECOMPUTING: history tokens (prompt, then generated) back in the cache */
+    int preemptions;  /* times this request gave its blocks back */
 
     /* Ending: set by anyone (cancel callback, lease, error, finish); acted on by the
      * engine thread, which ends the request once it is out of any step. */
@@ -122,6 +139,8 @@ struct wrk_worker {
     met_metric *m_running, *m_waiting, *m_used, *m_total, *m_usage, *m_batch, *m_batch_tokens;
     met_metric *m_prompt_tokens, *m_gen_tokens, *m_ok, *m_cancelled, *m_error, *m_rejected;
     met_metric *m_kv_bytes, *m_kv_seconds, *m_ttft, *m_itl, *m_e2e;
+    met_family *preemptions_family; /* counter tandem_num_preemptions_total [role, worker] */
+    met_metric *m_preemptions;
     uint64_t kv_bytes_seen;
 
     pthread_mutex_t mu;
@@ -130,6 +149,7 @@ struct wrk_worker {
     int stopping;
     int n_reserved_or_running; /* DECODE/COLOCATED requests holding decode slots */
     uint64_t steps, batched_seqs;
+    uint64_t preemptions; /* sequences that gave their blocks back to let others grow */
     uint32_t max_batch, last_batch;
 
     pthread_t engine_thread;

@@ -11,7 +11,13 @@
  *   - a cancelled stream (before the prefill, and mid-decode) frees its blocks within
  *     a second; an unclaimed reservation is freed when its lease runs out;
  *   - a target with another KV layout is refused naming both layouts;
- *   - a too-large reservation is RESOURCE_EXHAUSTED and retryable;
+ *   - KV grows on demand: a request is admitted with blocks for its prompt only, even
+ *     when prompt + max_tokens exceeds the pool; a prompt that can never fit the pool
+ *     is RESOURCE_EXHAUSTED, retryable, saying so;
+ *   - on small pools (decode, and both/colocated) where the concurrent requests' prompt +
+ *     max_tokens far exceed the pool but each fits alone, all complete with the tokens
+ *     of `tandem generate`, preemptions happen (tandem_num_preemptions_total) and the
+ *     pool drains to 0;
  *   - every worker reports 0 KV blocks used when idle, serves /metrics, and exits 0
  *     on SIGTERM, failing an open stream explicitly.
  * usage: test_worker_cluster TANDEM MODELS_DIR   (env: VERBOSE, TANDEM_REFERENCE) */
@@ -671,14 +677,16 @@ static void cancels_and_errors(proc *d, proc *p)
     rpc_msg_free(t);
     rpc_stream_close(s);
 
-    /* more than the pool: RESOURCE_EXHAUSTED, retryable */
-    s = reserve(d, "too-big", 100, 39000, &t, &st);
-    CHECK(!s && st.code == RPC_RESOURCE_EXHAUSTED && strstr(st.msg, "retryable=1"), "oversized reservation: %s %s",
-          rpc_code_name(st.code), st.msg);
+    /* prompt + max_tokens beyond the pool: admitted all the same, with the prompt's
+     * blocks only (the sequence grows as it generates) */
+    s = reserve(d, "grows", 100, 39000, &t, &st);
+    CHECK(s && t->kv_target->n_block_ids == 7, "a request larger than the pool is admitted: %s", s ? "" : st.msg);
     if (s) {
+        CHECK(worker_state(d->id).blocks_used == 7, "it holds the prompt's 7 blocks, not prompt + max_tokens");
         rpc_msg_free(t);
         rpc_stream_close(s);
     }
+    CHECK(wait_blocks_free(d->id, 1.5) >= 0, "the admitted request's blocks freed on cancel");
 
     /* cancelled mid-decode: freed within a second */
     load_eos("dense");
@@ -772,7 +780,8 @@ static void cancels_and_errors(proc *d, proc *p)
 }
 
 /* /metrics answers with the worker's families. */
-static void check_metrics(const char *id)
+/* GET /metrics of a registered worker, into a static buffer. */
+static const char *metrics_text(const char *id)
 {
     char addr[128] = "";
     pthread_mutex_lock(&reg_mu);
@@ -796,6 +805,12 @@ static void check_metrics(const char *id)
         n += (size_t)r;
     buf[n] = 0;
     close(fd);
+    return buf;
+}
+
+static void check_metrics(const char *id)
+{
+    const char *buf = metrics_text(id);
     char want[160];
     snprintf(want, sizeof want, "tandem_kv_blocks_used{role=\"decode\",worker=\"%s\"} 0", id);
     CHECK(strstr(buf, want), "metrics of %s: %s", id, want);
@@ -811,6 +826,101 @@ static void check_metrics(const char *id)
     CHECK(strstr(buf, "tandem_batch_size_bucket") && strstr(buf, "tandem_generation_tokens_total") &&
               strstr(buf, "tandem_kv_transfer_bytes_total") && strstr(buf, "tandem_num_requests_running"),
           "metric families present");
+}
+
+/* ------------------------------------------------------------------ KV on demand */
+
+typedef struct pjob {
+    proc *d, *p; /* p NULL: colocated on d */
+    char rid[32];
+    const result *ref;
+    sampling s;
+    result got;
+    int refusals; /* admissions refused (RESOURCE_EXHAUSTED) before it got in */
+} pjob;
+
+/* Like the coordinator: a request refused for lack of free blocks is retried. */
+static void *pjob_main(void *arg)
+{
+    pjob *j = arg;
+    for (double t0 = now_s(); now_s() - t0 < 60; usleep(50000)) {
+        if (j->p)
+            run_disagg(j->d, j->p, j->rid, j->ref->prompt, j->ref->n_prompt, &j->s, &j->got);
+        else
+            run_colocated(j->d, j->rid, j->ref->prompt, j->ref->n_prompt, &j->s, &j->got);
+        int refused = j->got.n == 0 && (strstr(j->got.msg, "no KvTarget") || j->got.code == RPC_RESOURCE_EXHAUSTED) &&
+                      (strstr(j->got.msg, "KV blocks") || strstr(j->got.msg, "other event"));
+        if (!refused)
+            return NULL;
+        j->refusals++;
+    }
+    return NULL;
+}
+
+static double metric_value(const char *text, const char *name, const char *id)
+{
+    char want[200];
+    snprintf(want, sizeof want, "%s{role=\"", name);
+    for (const char *at = strstr(text, want); at; at = strstr(at + 1, want)) {
+        const char *eol = strchr(at, '\n'), *wid = strstr(at, "worker=\"");
+        if (wid && (!eol || wid < eol) && !strncmp(wid + 8, id, strlen(id)) && wid[8 + strlen(id)] == '"')
+            return atof(strchr(wid, '}') + 1);
+    }
+    return -1;
+}
+
+/* Six requests whose prompt + max_tokens add up to about three times the pool of the
+ * small workers (12 blocks of 16 tokens), each fitting alone: all finish with the
+ * reference tokens, some of them after being preempted and recomputed. */
+static void kv_on_demand(proc *dp, proc *sd, proc *sb)
+{
+    load_eos("dense");
+    enum { NJ = 6 };
+    static result refs[NJ];
+    static pjob jobs[2 * NJ];
+    for (int i = 0; i < NJ; i++) {
+        sampling s = i % 2 ? (sampling){.temperature = 0.8, .top_p = 0.9, .top_k = 50, .seed = 77 + i, .max_tokens = 56}
+                           : (sampling){.temperature = 0, .top_p = 1, .seed = 1, .max_tokens = 56};
+        reference("dense", TEXTS[i % 4], &s, &refs[i]);
+        jobs[i] = (pjob){.d = sd, .p = dp, .ref = &refs[i], .s = s};
+        jobs[NJ + i] = (pjob){.d = sb, .p = NULL, .ref = &refs[i], .s = s};
+        snprintf(jobs[i].rid, sizeof jobs[i].rid, "grow-d%d", i);
+        snprintf(jobs[NJ + i].rid, sizeof jobs[NJ + i].rid, "grow-b%d", i);
+    }
+    /* never fits: the prompt alone is more than the whole pool */
+    Tandem__GenerateEvent *t = NULL;
+    rpc_status st;
+    rpc_stream *s = reserve(sd, "never-fits", 200, 5, &t, &st);
+    CHECK(!s && st.code == RPC_RESOURCE_EXHAUSTED && strstr(st.msg, "retryable=1") && strstr(st.msg, "whole pool"),
+          "a prompt larger than the pool is refused: %s %s", rpc_code_name(st.code), st.msg);
+    if (s) {
+        rpc_msg_free(t);
+        rpc_stream_close(s);
+    }
+    load_eos("dense");
+
+    pthread_t th[2 * NJ];
+    for (int i = 0; i < 2 * NJ; i++)
+        pthread_create(&th[i], NULL, pjob_main, &jobs[i]);
+    int refusals = 0;
+    for (int i = 0; i < 2 * NJ; i++) {
+        pthread_join(th[i], NULL);
+        char what[96];
+        snprintf(what, sizeof what, "small pool %s #%d (%d prompt tokens)", i < NJ ? "disaggregated" : "colocated",
+                 i % NJ, refs[i % NJ].n_prompt);
+        compare(what, &refs[i % NJ], &jobs[i].got);
+        refusals += jobs[i].refusals;
+    }
+    for (int k = 0; k < 2; k++) {
+        proc *w = k ? sb : sd;
+        double pre = metric_value(metrics_text(w->id), "tandem_num_preemptions_total", w->id);
+        CHECK(pre > 0, "%s: preemptions happened (tandem_num_preemptions_total %g)", w->id, pre);
+        CHECK(wait_blocks_free(w->id, 2) >= 0, "%s: small pool back to 0 blocks used", w->id);
+        if (verbose)
+            fprintf(stderr, "%s: %g preemptions\n", w->id, pre);
+    }
+    if (verbose)
+        fprintf(stderr, "small pools: %d admissions refused and retried\n", refusals);
 }
 
 int main(int argc, char **argv)
@@ -838,6 +948,8 @@ int main(int argc, char **argv)
     proc *db = start_worker("dense-b", "both", "dense", port, "--max-batch-tokens 100 --kv-blocks 512");
     proc *mp = start_worker("moe-p", "prefill", "moe", port, "--max-batch-tokens 128");
     proc *md = start_worker("moe-d", "decode", "moe", port, "--kv-blocks 1024");
+    proc *sd = start_worker("small-d", "decode", "dense", port, "--kv-blocks 12 --max-batch-tokens 32");
+    proc *sb = start_worker("small-b", "both", "dense", port, "--kv-blocks 12 --max-batch-tokens 32");
     for (int i = 0; i < n_procs; i++)
         wait_registered(&procs[i]);
 
@@ -858,6 +970,7 @@ int main(int argc, char **argv)
 
     same_tokens("dense", dd, dp, db);
     same_tokens("moe", md, mp, NULL);
+    kv_on_demand(dp, sd, sb);
     cancels_and_errors(dd, dp);
     check_metrics(dd->id);
 
@@ -877,16 +990,19 @@ int main(int argc, char **argv)
     rpc_stream *s = NULL;
     REQUIRE(rpc_stream_open_msg(db->ch, RPC_DECODE_GENERATE, &g.base, 60000, &s, &st) == 0, "%s", st.msg);
     Tandem__GenerateEvent *ev = NULL;
-    CHECK(rpc_stream_next_msg(s, 10000, &tandem__generate_event__descriptor, (void **)&ev, &st) == RPC_NEXT_MSG,
-          "a first token");
-    rpc_msg_free(ev);
+    /* (no max_tokens to speak of: admitted on its prompt's blocks, it streams) */
+    rpc_next first = rpc_stream_next_msg(s, 10000, &tandem__generate_event__descriptor, (void **)&ev, &st);
+    CHECK(first == RPC_NEXT_MSG && ev->event_case == TANDEM__GENERATE_EVENT__EVENT_TOKEN, "a first token");
+    if (first == RPC_NEXT_MSG)
+        rpc_msg_free(ev);
     for (int i = 0; i < n_procs; i++) {
         rpc_channel_destroy(procs[i].ch == db->ch ? NULL : procs[i].ch);
         if (procs[i].ch != db->ch)
             procs[i].ch = NULL;
     }
     int code = stop_worker(db);
-    result r = {0};
+    static result r;
+    r.n = 1; /* the first token was read above */
     read_tokens(s, &r);
     CHECK(r.code != RPC_OK, "the open stream ends with an error on SIGTERM (%s: %s)", rpc_code_name(r.code), r.msg);
     rpc_stream_close(s);

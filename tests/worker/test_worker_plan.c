@@ -106,6 +106,23 @@ static void test_pool_size(void)
     CHECK(wrk_default_kv_blocks(1 << 20, 1 << 20, 64, 40960, 16) == 64);
 }
 
+static void test_admission(void)
+{
+    /* the prompt and the next token, never max_tokens */
+    CHECK(wrk_admit_blocks(1, 16) == 1);
+    CHECK(wrk_admit_blocks(15, 16) == 1);
+    CHECK(wrk_admit_blocks(16, 16) == 2); /* the next token opens a block */
+    CHECK(wrk_admit_blocks(100, 16) == 7);
+    /* an empty pool takes a request that fills it exactly */
+    CHECK(wrk_admit(12, 12, 12, 0) == WRK_ADMIT_OK);
+    /* one free block is kept per admitted sequence */
+    CHECK(wrk_admit(12, 5, 3, 2) == WRK_ADMIT_OK);
+    CHECK(wrk_admit(12, 5, 3, 3) == WRK_ADMIT_WAIT);
+    CHECK(wrk_admit(12, 2, 3, 0) == WRK_ADMIT_WAIT);
+    /* more than the whole pool: never, however free it is */
+    CHECK(wrk_admit(12, 12, 13, 0) == WRK_ADMIT_NEVER);
+}
+
 static void test_roles(void)
 {
     wrk_role r;
@@ -123,6 +140,7 @@ int main(void)
     test_chunks();
     test_limits();
     test_pool_size();
+    test_admission();
     test_roles();
     if (failures)
         fprintf(stderr, "%d checks failed\n", failures);
