@@ -330,6 +330,25 @@ await check("client disconnect mid-stream frees its blocks within a second, coun
   assert.equal(await coordMetrics(), before + 1, "cancelled requests");
 });
 
+await check("a request without max_tokens (the rest of a 40960-token context: more than a 2048-block pool) is served", async () => {
+  // Decode KV grows on demand: admitted on its prompt's blocks, it streams; then the
+  // client leaves and the blocks come back.
+  const ac = new AbortController();
+  const stream = await client.completions.create({ model: modelName, prompt: promptOf(40, 3), temperature: 0,
+    stream: true }, { signal: ac.signal });
+  let got = 0;
+  try {
+    for await (const ch of stream) {
+      if (ch.choices[0]?.text !== undefined) got++;
+      if (got === 20) ac.abort();
+    }
+  } catch (e) {
+    assert.ok(ac.signal.aborted, `unexpected ${e}`);
+  }
+  assert.ok(got >= 20, `streamed ${got} chunks before the end`);
+  assert.equal(await waitBlocksFree(1000), 0, "blocks not freed within a second");
+});
+
 await check("tandemctl cancel ends a request in flight and frees its blocks", async () => {
   const stream = await client.completions.create({ model: modelName, prompt: promptOf(100, 5), max_tokens: 2000,
     temperature: 0, stream: true });
