@@ -274,8 +274,8 @@ static void preempt_locked(wrk_worker *w, wrk_req *r)
     r->preemptions++;
     w->preemptions++;
     met_inc(w->m_preemptions, 1);
-    wrk_log(w, "req %s: preempted after %d tokens (KV pool full: %d of %d blocks free); it will be recomputed", r->id,
-            r->n_gen, eng_kv_pool_free_blocks(w->pool), eng_kv_pool_blocks(w->pool));
+    wrk_log(w, "req %s: preempted after %d tokens (KV pool full; %d of %d blocks free with its own back), "
+            "to be recomputed", r->id, r->n_gen, eng_kv_pool_free_blocks(w->pool), eng_kv_pool_blocks(w->pool));
 }
 
 /* Under w->mu: room in the cache for every running sequence's next token. A sequence
@@ -289,7 +289,8 @@ static void grow_running(wrk_worker *w)
         int want = r->seq.n_past + 1;
         if (blocks_for(w, want) > eng_kv_pool_blocks(w->pool)) {
             char msg[200];
-            snprintf(msg, sizeof msg, "the sequence reached %d tokens: the next needs %d KV blocks, the whole pool has %d",
+            snprintf(msg, sizeof msg,
+                     "the sequence reached %d tokens: the next needs %d KV blocks, the whole pool has %d",
                      r->seq.n_past, blocks_for(w, want), eng_kv_pool_blocks(w->pool));
             wrk_req_end_locked(w, r, RPC_RESOURCE_EXHAUSTED, 0, msg);
             continue;
@@ -319,7 +320,8 @@ static void resume_preempted(wrk_worker *w)
             continue;
         eng_error err;
         int need = blocks_for(w, history(r) + 1);
-        if (eng_kv_pool_free_blocks(w->pool) - need < active || eng_seq_reserve(w->pool, &r->seq, history(r) + 1, &err) < 0)
+        if (eng_kv_pool_free_blocks(w->pool) - need < active ||
+            eng_seq_reserve(w->pool, &r->seq, history(r) + 1, &err) < 0)
             return; /* first come, first served */
         r->state = ST_RECOMPUTING;
         r->n_recomputed = 0;

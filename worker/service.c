@@ -152,14 +152,16 @@ static void on_generate(void *user, rpc_call *call, const rpc_bytes *bytes)
             snprintf(msg, sizeof msg, "%d requests already running (max_running)", w->n_reserved_or_running);
         } else if (admit == WRK_ADMIT_NEVER) {
             code = RPC_RESOURCE_EXHAUSTED, retryable = 1; /* another worker's pool may be larger */
-            snprintf(msg, sizeof msg, "the prompt of %d tokens and one generated token need %d KV blocks; the whole pool has %d",
+            snprintf(msg, sizeof msg,
+                     "the prompt of %d tokens and one generated token need %d KV blocks; the whole pool has %d",
                      r->n_prompt, need, total);
         } else if (preempted) {
             code = RPC_RESOURCE_EXHAUSTED, retryable = 1; /* they go first */
             snprintf(msg, sizeof msg, "%d preempted sequences wait for KV blocks", preempted);
         } else if (admit == WRK_ADMIT_WAIT || eng_seq_reserve(w->pool, &r->seq, r->n_prompt + 1, &err) < 0) {
             code = RPC_RESOURCE_EXHAUSTED, retryable = 1;
-            snprintf(msg, sizeof msg, "not enough free KV blocks: %d for the prompt + %d kept for the %d admitted sequences, %d free",
+            snprintf(msg, sizeof msg,
+                     "not enough free KV blocks: %d for the prompt + %d kept for the %d admitted sequences, %d free",
                      need, w->n_reserved_or_running, w->n_reserved_or_running, free_blocks);
         } else {
             w->n_reserved_or_running++;

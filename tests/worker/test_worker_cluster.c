@@ -921,6 +921,17 @@ static void kv_on_demand(proc *dp, proc *sd, proc *sb)
     }
     if (verbose)
         fprintf(stderr, "small pools: %d admissions refused and retried\n", refusals);
+
+    /* alone, a sequence that outgrows the whole pool (12 x 16 = 192 tokens) ends with an
+     * explicit error once it holds all of it, not a silent truncation */
+    n_eos = 0;
+    static result big;
+    run_disagg(sd, dp, "outgrows", refs[0].prompt, refs[0].n_prompt,
+               &(sampling){.temperature = 0, .top_p = 1, .max_tokens = 400}, &big);
+    CHECK(big.code == RPC_RESOURCE_EXHAUSTED && strstr(big.msg, "whole pool") && big.n == 192 - refs[0].n_prompt + 1,
+          "a sequence outgrowing the pool: %s after %d tokens: %s", rpc_code_name(big.code), big.n, big.msg);
+    CHECK(wait_blocks_free(sd->id, 2) >= 0, "%s: blocks freed after the oversized sequence", sd->id);
+    load_eos("dense");
 }
 
 int main(int argc, char **argv)
