@@ -7,6 +7,7 @@ const stream = await client.chat.completions.create({
   model, stream: true, max_tokens: 48, seed: 7,
   messages: [{ role: "user", content: "Give me a short introduction to large language models." }],
 });
+console.log("(the demo checkpoint has random weights, so the words are noise; the shape of the answer is real)");
 let thinking = false;
 for await (const chunk of stream) {
   const d = chunk.choices[0]?.delta ?? {};
