@@ -211,6 +211,15 @@ static coord_api_config api;
 
 /* Runs one request body; returns 0 when submitted (r filled once done), -1 with
  * err when refused. cancel_after_ms > 0 cancels the call after that long. */
+/* A run that never started: nothing will be delivered, so its result goes at once. */
+static void discard(result *r)
+{
+    cJSON_Delete(r->calls);
+    r->calls = NULL;
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+}
+
 static int run(coord_api kind, const char *body, result *r, coord_error *err, int cancel_after_ms)
 {
     memset(r, 0, sizeof *r);
@@ -221,12 +230,14 @@ static int run(coord_api kind, const char *body, result *r, coord_error *err, in
     if (coord_parse_request(kind, body, strlen(body), &api, &req, err)) {
         fprintf(stderr, "parse: %s\n", err->message);
         failures++;
+        discard(r);
         return -1;
     }
     coord_sink sink = {.ctx = r, .on_delta = r_delta, .on_done = r_done};
     coord_call *call;
     if (fe.submit(fe.self, &req, &sink, &call, err)) {
         coord_request_free(&req);
+        discard(r);
         return -1;
     }
     if (cancel_after_ms > 0) {
