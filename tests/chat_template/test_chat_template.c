@@ -13,19 +13,7 @@
 #include <unistd.h>
 
 #include "chat/template.h"
-
-static int failures, checks;
-
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        checks++;                                                          \
-        if (!(cond)) {                                                     \
-            failures++;                                                    \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                  \
-            fprintf(stderr, "\n");                                         \
-        }                                                                  \
-    } while (0)
+#include "check.h"
 
 static char *render_json(const eng_chat_template *t, const char *request, eng_error *err)
 {
@@ -244,6 +232,5 @@ int main(void)
     test_prepare();
     test_load();
     test_qwen3();
-    printf("test_chat_template: %d checks, %d failures\n", checks, failures);
-    return failures ? 1 : 0;
+    return check_summary();
 }

@@ -11,19 +11,7 @@
 #include <string.h>
 
 #include "chat/jinja.h"
-
-static int failures, checks;
-
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        checks++;                                                          \
-        if (!(cond)) {                                                     \
-            failures++;                                                    \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                  \
-            fprintf(stderr, "\n");                                         \
-        }                                                                  \
-    } while (0)
+#include "check.h"
 
 /* Renders src with vars (JSON text or NULL); returns malloc'd output or NULL with err. */
 static char *render(const char *src, const char *vars_json, eng_error *err)
@@ -265,6 +253,5 @@ int main(void)
     test_errors();
     test_limits();
     test_threads();
-    printf("test_jinja: %d checks, %d failures\n", checks, failures);
-    return failures ? 1 : 0;
+    return check_summary();
 }

@@ -15,17 +15,7 @@
 #include <unistd.h>
 
 #include "router.h"
-
-static int failures;
-#define CHECK(cond, ...)                                                                   \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            failures++;                                                                    \
-            fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__, #cond);                \
-            fprintf(stderr, __VA_ARGS__);                                                  \
-            fprintf(stderr, "\n");                                                         \
-        }                                                                                  \
-    } while (0)
+#include "check.h"
 
 static coord_worker_view W(const char *id, int role, int healthy, int dtype, uint32_t used, uint32_t total,
                            uint32_t running, uint64_t queued_tokens)
@@ -254,10 +244,5 @@ int main(void)
     test_layouts();
     test_colocated();
     test_registry();
-    if (failures) {
-        fprintf(stderr, "%d failure(s)\n", failures);
-        return 1;
-    }
-    printf("router/registry: all checks passed\n");
-    return 0;
+    return check_summary();
 }

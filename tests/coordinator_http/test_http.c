@@ -20,15 +20,7 @@
 
 #include "http.h"
 #include "scripted_frontend.h"
-
-static int failures;
-#define CHECK(cond)                                                                      \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);     \
-            failures++;                                                                  \
-        }                                                                                \
-    } while (0)
+#include "check.h"
 
 /* ---- the server's request log ---- */
 
@@ -192,7 +184,7 @@ static void expect_error(const char *method, const char *path, const char *body,
              cJSON_GetObjectItem(e, "param") && cJSON_GetObjectItem(e, "code");
     if (!ok) {
         fprintf(stderr, "%s %s: status %d body %s\n", method, path, r.status, r.body ? r.body : "(none)");
-        failures++;
+        check_failed++;
     }
     CHECK(strcasestr(r.headers, "Content-Type: application/json"));
     cJSON_Delete(j);
@@ -556,10 +548,6 @@ int main(void)
     CHECK(coord_http_start(&bad, &h, &err) == -1 && strstr(err.msg, "submit"));
 
     met_registry_free(reg);
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
     printf("test_http: ok (%d calls)\n", atomic_load(&n_submitted));
-    return 0;
+    return check_summary();
 }

@@ -15,15 +15,7 @@
 #include <unistd.h>
 
 #include "metrics/metrics.h"
-
-static int failures;
-#define CHECK(cond)                                                                      \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);     \
-            failures++;                                                                  \
-        }                                                                                \
-    } while (0)
+#include "check.h"
 
 static char *render(met_registry *r)
 {
@@ -294,10 +286,5 @@ int main(int argc, char **argv)
     test_threads();
     test_collect_and_tandem();
     test_server();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_metrics: ok\n");
-    return 0;
+    return check_summary();
 }

@@ -12,15 +12,7 @@
 #include <string.h>
 
 #include "openai.h"
-
-static int failures;
-#define CHECK(cond)                                                                      \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);     \
-            failures++;                                                                  \
-        }                                                                                \
-    } while (0)
+#include "check.h"
 
 static const char *models[] = {"qwen3-test", "other"};
 static coord_api_config cfg;
@@ -42,7 +34,7 @@ static void bad(coord_api api, const char *body, int status, const char *param, 
     if (!ok) {
         fprintf(stderr, "body %s: rc %d status %d param '%s' message '%s'\n", body, rc, err.status, err.param,
                 err.message);
-        failures++;
+        check_failed++;
     }
     if (rc == 0)
         coord_request_free(&req);
@@ -390,7 +382,7 @@ static char *run_stop(const char *const *stops, int n, const char *text, const s
             for (size_t p = before; p < out.len; p++)
                 if (strncmp(out.data + p, stops[k], out.len - p) == 0 && out.len - p < strlen(stops[k]) &&
                     strncmp(text + p, stops[k], strlen(stops[k])) == 0)
-                    failures++, fprintf(stderr, "stop prefix leaked\n");
+                    check_failed++, fprintf(stderr, "stop prefix leaked\n");
         m |= rc == 1;
         prev = end;
     }
@@ -416,7 +408,7 @@ static void stop_case(const char *const *stops, int n, const char *text, const c
             char *got = run_stop(stops, n, text, cuts, 2, &matched);
             if (strcmp(got, want) != 0 || matched != want_match) {
                 fprintf(stderr, "stop: text '%s' cut %zu,%zu got '%s' want '%s'\n", text, i, j, got, want);
-                failures++;
+                check_failed++;
             }
             free(got);
         }
@@ -502,7 +494,7 @@ static void test_mutations(void)
             refused++;
             if (err.status != 400 && err.status != 404) {
                 fprintf(stderr, "mutation gave status %d: %s\n", err.status, err.message);
-                failures++;
+                check_failed++;
             }
             char *json = coord_format_error(&err);
             cJSON *parsed = json ? cJSON_Parse(json) : NULL;
@@ -529,10 +521,5 @@ int main(void)
     test_completion_formatting();
     test_stop_strings();
     test_mutations();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_openai: ok\n");
-    return 0;
+    return check_summary();
 }

@@ -18,15 +18,7 @@
 
 #include "chat_pipeline.h"
 #include "openai.h"
-
-static int failures;
-#define CHECK(cond)                                                                      \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);     \
-            failures++;                                                                  \
-        }                                                                                \
-    } while (0)
+#include "check.h"
 
 #define EOS 151645 /* <|im_end|> */
 
@@ -229,7 +221,7 @@ static int run(coord_api kind, const char *body, result *r, coord_error *err, in
     coord_request req;
     if (coord_parse_request(kind, body, strlen(body), &api, &req, err)) {
         fprintf(stderr, "parse: %s\n", err->message);
-        failures++;
+        check_failed++;
         discard(r);
         return -1;
     }
@@ -481,10 +473,5 @@ int main(void)
     eng_chat_template_free(tmpl);
     eng_tokenizer_free(tok);
     free(last_prompt);
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_pipeline: ok\n");
-    return 0;
+    return check_summary();
 }

@@ -12,18 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int g_failures;
-
-#define CHECK(cond, ...)                                                     \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);             \
-            fprintf(stderr, __VA_ARGS__);                                    \
-            fprintf(stderr, "\n");                                           \
-            if (++g_failures > 20)                                           \
-                exit(1);                                                     \
-        }                                                                    \
-    } while (0)
+/* A broken kernel fails element after element: stop after 20. */
+#define CHECK_MAX_FAILURES 20
+#include "check.h"
 
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
 
@@ -518,10 +509,5 @@ int main(void)
     }
     test_public_api();
     test_matmul();
-    if (g_failures) {
-        fprintf(stderr, "%d failure(s)\n", g_failures);
-        return 1;
-    }
-    printf("kernels: all tests passed\n");
-    return 0;
+    return check_summary();
 }

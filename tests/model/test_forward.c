@@ -253,5 +253,5 @@ int main(void)
                      "\"original_max_position_embeddings\": 16}";
     test_model("moe", &s);
     printf("largest relative difference seen: %g (kernels: %s)\n", max_seen, eng_kernels_isa());
-    CHECK_DONE();
+    return check_summary();
 }

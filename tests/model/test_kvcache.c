@@ -73,5 +73,5 @@ int main(void)
     eng_seq_release(p, &s1);
     CHECK(eng_kv_pool_free_blocks(p) == 10, "usage back to zero");
     eng_kv_pool_destroy(p);
-    CHECK_DONE();
+    return check_summary();
 }

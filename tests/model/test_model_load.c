@@ -199,5 +199,5 @@ int main(void)
         expect_fail("no weights", dir, "no weights", NULL);
         ckpt_remove(dir);
     }
-    CHECK_DONE();
+    return check_summary();
 }

@@ -10,16 +10,7 @@
 #include <string.h>
 
 #include "chat/parser.h"
-
-static int failures;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                              \
-        }                                                                            \
-    } while (0)
+#include "check.h"
 
 static char *read_file(const char *path)
 {
@@ -170,7 +161,7 @@ static void test_case(const cJSON *tc, uint64_t *rng, long *runs)
     char *want = expected_json(cJSON_GetObjectItem(tc, "expected"));
     if (!got || strcmp(got, want)) {
         fprintf(stderr, "case %s:\n  got:  %s\n  want: %s\n", name, got ? got : "(null)", want);
-        failures++;
+        check_failed++;
     }
     eng_parse_delta_free(&whole);
     free(want);
@@ -181,7 +172,7 @@ static void test_case(const cJSON *tc, uint64_t *rng, long *runs)
         (*runs)++;
         if (!same_as_whole(text, len, thinking, &cut, 1, got)) {
             fprintf(stderr, "case %s: split at %zu differs\n", name, i);
-            failures++;
+            check_failed++;
             break;
         }
     }
@@ -192,7 +183,7 @@ static void test_case(const cJSON *tc, uint64_t *rng, long *runs)
     (*runs)++;
     if (!same_as_whole(text, len, thinking, cuts, (int)len + 1, got)) {
         fprintf(stderr, "case %s: byte by byte differs\n", name);
-        failures++;
+        check_failed++;
     }
     /* Random chunkings. */
     for (int r = 0; r < 300; r++) {
@@ -205,7 +196,7 @@ static void test_case(const cJSON *tc, uint64_t *rng, long *runs)
         (*runs)++;
         if (!same_as_whole(text, len, thinking, cuts, n, got)) {
             fprintf(stderr, "case %s: random chunking %d differs\n", name, r);
-            failures++;
+            check_failed++;
             break;
         }
     }
@@ -307,10 +298,6 @@ int main(void)
     test_api();
     int n = cJSON_GetArraySize(corpus);
     cJSON_Delete(corpus);
-    if (failures) {
-        fprintf(stderr, "test_parser: %d check(s) failed\n", failures);
-        return 1;
-    }
     printf("test_parser: %d corpus cases, %ld streamed runs equal to the whole result\n", n, runs);
-    return 0;
+    return check_summary();
 }

@@ -11,16 +11,7 @@
 
 #include "chat/parser.h"
 #include "tokenizer/tokenizer.h"
-
-static int failures;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                              \
-        }                                                                            \
-    } while (0)
+#include "check.h"
 
 static char *read_file(const char *path)
 {
@@ -135,7 +126,7 @@ int main(void)
         int n = 0;
         if (eng_tokenize(tok, in, strlen(in), 1, &ids, &n, &err) < 0) {
             fprintf(stderr, "case %s: tokenize: %s\n", name, err.msg);
-            failures++;
+            check_failed++;
             free(want);
             continue;
         }
@@ -144,7 +135,7 @@ int main(void)
             if (strcmp(got, want)) {
                 fprintf(stderr, "case %s (%s):\n  tokens: %s\n  whole:  %s\n", name, detok ? "detok" : "raw", got,
                         want);
-                failures++;
+                check_failed++;
             }
             free(got);
         }
@@ -155,10 +146,6 @@ int main(void)
     }
     cJSON_Delete(corpus);
     eng_tokenizer_free(tok);
-    if (failures) {
-        fprintf(stderr, "test_parser_tokens: %d check(s) failed\n", failures);
-        return 1;
-    }
     printf("test_parser_tokens: %d outputs, %d tokens, token by token == whole\n", cases, tokens);
-    return 0;
+    return check_summary();
 }

@@ -10,16 +10,7 @@
 #include <time.h>
 
 #include "sampling/sampler.h"
-
-static int failures;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                              \
-        }                                                                            \
-    } while (0)
+#include "check.h"
 
 #define VOCAB_SMALL 8
 
@@ -436,10 +427,5 @@ int main(void)
     test_determinism();
     test_full_vocab();
     test_bad_parameters();
-    if (failures) {
-        fprintf(stderr, "test_sampler: %d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_sampler: all checks passed\n");
-    return 0;
+    return check_summary();
 }

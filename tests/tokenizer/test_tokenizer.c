@@ -16,16 +16,7 @@
 #include <unistd.h>
 
 #include "tokenizer/tokenizer.h"
-
-static int failures;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "check.h"
 
 static char dir[256];
 
@@ -423,7 +414,7 @@ static void expect_load_error(const char *json, const char *needle)
     CHECK(t == NULL);
     if (!strstr(err.msg, needle)) {
         fprintf(stderr, "load error \"%s\" lacks \"%s\"\n", err.msg, needle);
-        failures++;
+        check_failed++;
     }
 }
 
@@ -557,7 +548,7 @@ static eng_tokenizer *load_variant(void (*edit)(cJSON *root))
     eng_error err;
     if (eng_tokenizer_load(dir, &t, &err)) {
         fprintf(stderr, "variant load: %s\n", err.msg);
-        failures++;
+        check_failed++;
         return NULL;
     }
     return t;
@@ -681,10 +672,5 @@ int main(void)
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     unlink(path);
     rmdir(dir);
-    if (failures) {
-        fprintf(stderr, "%d checks failed\n", failures);
-        return 1;
-    }
-    printf("tokenizer_unit: all checks passed\n");
-    return 0;
+    return check_summary();
 }
