@@ -448,7 +448,13 @@ if (mode === "disagg") {
       }
     });
     console.log(`   streamed: ${4 - errors} completed by a rerun, ${errors} ended with an error event`);
+    // Out of rotation once the router saw the failure or, at the latest, after the
+    // missed heartbeats (3 intervals): poll for that rather than assume which came first.
     let s = status();
+    for (const until = Date.now() + 5000; s.workers.find((w) => w.id === victimId).state !== "unhealthy" && Date.now() < until;) {
+      await sleep(100);
+      s = status();
+    }
     assert.equal(s.workers.find((w) => w.id === victimId).state, "unhealthy");
     // routed around: requests keep working
     for (let i = 0; i < 3; i++) {
