@@ -244,6 +244,28 @@ static int utf8_encode(uint32_t cp, char out[4])
     return (int)utf8proc_encode_char((utf8proc_int32_t)cp, (utf8proc_uint8_t *)out);
 }
 
+/* The width of the UTF-8 sequence that lead byte b starts (0: b cannot start one) and
+ * the range its second byte must lie in (no overlongs, no surrogates, <= U+10FFFF). */
+static int utf8_lead(unsigned char b, unsigned char *lo, unsigned char *hi)
+{
+    *lo = 0x80, *hi = 0xBF;
+    if (b >= 0xC2 && b <= 0xDF)
+        return 2;
+    if (b == 0xE0)
+        return *lo = 0xA0, 3;
+    if (b == 0xED)
+        return *hi = 0x9F, 3;
+    if (b >= 0xE1 && b <= 0xEF)
+        return 3;
+    if (b == 0xF0)
+        return *lo = 0x90, 4;
+    if (b >= 0xF1 && b <= 0xF3)
+        return 4;
+    if (b == 0xF4)
+        return *hi = 0x8F, 4;
+    return 0;
+}
+
 /* Length of the valid UTF-8 prefix of s (== n when all of it is valid). Rejects
  * overlongs, surrogates and code points above U+10FFFF, as Rust and JS strings do. */
 static size_t utf8_valid_prefix(const unsigned char *s, size_t n)
@@ -255,23 +277,9 @@ static size_t utf8_valid_prefix(const unsigned char *s, size_t n)
             i++;
             continue;
         }
-        int w;
-        unsigned char lo = 0x80, hi = 0xBF;
-        if (b >= 0xC2 && b <= 0xDF)
-            w = 2;
-        else if (b == 0xE0)
-            w = 3, lo = 0xA0;
-        else if (b == 0xED)
-            w = 3, hi = 0x9F;
-        else if (b >= 0xE1 && b <= 0xEF)
-            w = 3;
-        else if (b == 0xF0)
-            w = 4, lo = 0x90;
-        else if (b >= 0xF1 && b <= 0xF3)
-            w = 4;
-        else if (b == 0xF4)
-            w = 4, hi = 0x8F;
-        else
+        unsigned char lo, hi;
+        int w = utf8_lead(b, &lo, &hi);
+        if (!w)
             return i;
         if (i + (size_t)w > n || s[i + 1] < lo || s[i + 1] > hi)
             return i;
@@ -1267,22 +1275,8 @@ static int lossy_append(eng_buf *out, const unsigned char *s, size_t n, int fina
             break;
         /* s[i] starts an invalid or truncated sequence: how far is it a valid prefix? */
         unsigned char b = s[i];
-        int w = 0;
-        unsigned char lo = 0x80, hi = 0xBF;
-        if (b >= 0xC2 && b <= 0xDF)
-            w = 2;
-        else if (b == 0xE0)
-            w = 3, lo = 0xA0;
-        else if (b == 0xED)
-            w = 3, hi = 0x9F;
-        else if (b >= 0xE1 && b <= 0xEF)
-            w = 3;
-        else if (b == 0xF0)
-            w = 4, lo = 0x90;
-        else if (b >= 0xF1 && b <= 0xF3)
-            w = 4;
-        else if (b == 0xF4)
-            w = 4, hi = 0x8F;
+        unsigned char lo, hi;
+        int w = utf8_lead(b, &lo, &hi);
         size_t j = i + 1;
         if (w && j < n && s[j] >= lo && s[j] <= hi) {
             j++;
