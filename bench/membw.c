@@ -62,7 +62,7 @@ static int parse_int(const char *s, int lo, int hi, int *out)
 int main(int argc, char **argv)
 {
     int threads = 2, mib = 1024, passes = 5;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* --name value pairs */
         int *dst = NULL, lo = 1, hi = 64;
         if (strcmp(argv[i], "--threads") == 0)
             dst = &threads;
@@ -74,7 +74,6 @@ int main(int argc, char **argv)
             fprintf(stderr, "usage: membw [--threads 1..64] [--mib 64..] [--passes 1..1000]\n");
             return 2;
         }
-        i++;
     }
     size_t bytes = (size_t)mib << 20;
     uint64_t *buf = malloc(bytes);

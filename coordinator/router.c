@@ -176,13 +176,12 @@ int coord_route_pick(const coord_worker_view *v, int n, int force_colocated, int
     if (full)
         *full = 0;
     why[0] = 0;
-    int n_pre = 0, n_dec = 0, n_both = 0;
+    int n_pre = 0, n_dec = 0;
     for (int i = 0; i < n; i++) {
         if (!v[i].healthy || excluded(v[i].id, exclude, n_exclude))
             continue;
         n_pre += v[i].role == TANDEM__ROLE__ROLE_PREFILL;
         n_dec += v[i].role == TANDEM__ROLE__ROLE_DECODE;
-        n_both += v[i].role == TANDEM__ROLE__ROLE_BOTH;
     }
     int colocated = force_colocated || (n_pre == 0 && n_dec == 0);
     if (colocated) {

@@ -141,7 +141,7 @@ struct tx_transfer {
     uint64_t bytes;     /* sender thread only */
     int in_flight;      /* its frames in the batch being sent */
     double t_start;
-    char reason[256];
+    char reason[384]; /* fits "connection to the receiver HOST:PORT lost: DEAD_REASON" */
     tx_transfer *next;
 };
 

@@ -70,6 +70,7 @@ int jbind(jctx *c, int line, const char *what, const char *const *params, int np
 
 static int as_int(jctx *c, int line, const jv *v, const char *what, long long *out)
 {
+    *out = 0; /* also when failing, so no caller's variable is ever left unset */
     if (v->kind == JV_INT || v->kind == JV_BOOL) {
         *out = v->kind == JV_INT ? v->u.i : v->u.b;
         return 0;

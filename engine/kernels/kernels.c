@@ -12,6 +12,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 size_t eng_dtype_size(eng_dtype dt)
 {
@@ -59,6 +62,23 @@ float eng_f16_to_f32(uint16_t h)
     return v.f;
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+/* F16C and AVX512-BF16 are read from CPUID directly: clang before 16 rejects "f16c" and
+ * "avx512bf16" in __builtin_cpu_supports. Whether the OS saves the wider registers is
+ * part of the "avx2" and "avx512f" answers they are always combined with. */
+static int cpu_has_f16c(void)
+{
+    unsigned eax, ebx, ecx, edx;
+    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
+}
+
+static int cpu_has_avx512bf16(void)
+{
+    unsigned eax, ebx, ecx, edx;
+    return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & bit_AVX512BF16);
+}
+#endif
+
 static int cpu_has(const char *isa)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -66,11 +86,9 @@ static int cpu_has(const char *isa)
     if (strcmp(isa, "avx512") == 0)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-               __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+               cpu_has_avx512bf16() && __builtin_cpu_supports("fma") && cpu_has_f16c();
     if (strcmp(isa, "avx2") == 0)
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
 #endif
     return strcmp(isa, "portable") == 0;
 }

@@ -42,12 +42,9 @@ static int get_int(const cJSON *o, const char *key, int required, int def, int *
                    eng_error *err)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v || cJSON_IsNull(v)) {
-        if (required)
-            return eng_fail(err, "%s: missing key \"%s\"", path, key);
-        *out = def;
-        return 0;
-    }
+    *out = def; /* also when failing, so no caller's variable is ever left unset */
+    if (!v || cJSON_IsNull(v))
+        return required ? eng_fail(err, "%s: missing key \"%s\"", path, key) : 0;
     if (cJSON_IsBool(v)) {
         *out = cJSON_IsTrue(v);
         return 0;
@@ -62,12 +59,9 @@ static int get_double(const cJSON *o, const char *key, int required, double def,
                       eng_error *err)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v || cJSON_IsNull(v)) {
-        if (required)
-            return eng_fail(err, "%s: missing key \"%s\"", path, key);
-        *out = def;
-        return 0;
-    }
+    *out = def; /* also when failing, so no caller's variable is ever left unset */
+    if (!v || cJSON_IsNull(v))
+        return required ? eng_fail(err, "%s: missing key \"%s\"", path, key) : 0;
     if (!cJSON_IsNumber(v))
         return eng_fail(err, "%s: key \"%s\" must be a number", path, key);
     *out = v->valuedouble;

@@ -56,6 +56,28 @@ typedef struct tlist {
     int n, cap;
 } tlist;
 
+/* float -> IEEE half, rounding to nearest even. Written out because clang before 15 has no
+ * _Float16 on x86. */
+static uint16_t f32_to_f16(float v)
+{
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
+    u &= 0x7fffffff;
+    if (u > 0x7f800000)
+        return sign | 0x7e00; /* NaN */
+    if (u >= 0x477ff000)
+        return sign | 0x7c00; /* 65520 and above round to infinity */
+    if (u < 0x38800000) {     /* below 2^-14: a subnormal half, in units of 2^-24 */
+        float mag;
+        memcpy(&mag, &u, 4);
+        return sign | (uint16_t)lrintf(mag * 16777216.0f);
+    }
+    u -= 112u << 23; /* exponent bias 127 -> 15 */
+    u += 0xfff + ((u >> 13) & 1);
+    return sign | (uint16_t)(u >> 13);
+}
+
 static void encode(float v, const char *dt, unsigned char *dst)
 {
     if (!strcmp(dt, "F32")) {
@@ -67,7 +89,7 @@ static void encode(float v, const char *dt, unsigned char *dst)
         uint16_t h = (uint16_t)(u >> 16);
         memcpy(dst, &h, 2);
     } else if (!strcmp(dt, "F16")) {
-        _Float16 h = (_Float16)v;
+        uint16_t h = f32_to_f16(v);
         memcpy(dst, &h, 2);
     } else { /* an unsupported dtype: 8 bytes of double */
         double d = v;
