@@ -3,7 +3,9 @@
  * Parses options into coord_options, starts the coordinator (coordinator/
  * coordinator.h), prints one line on stdout with its URLs (what `tandem serve` and
  * tests read to find the ports), logs on stderr with UTC timestamps, and stops
- * cleanly on SIGINT or SIGTERM. Signals are blocked before any thread starts and
+ * cleanly on a signal: SIGTERM drains first (cli_drain.h: new requests get 503, those
+ * in flight finish up to --drain-timeout), SIGINT or a second SIGTERM stops at once.
+ * Signals are blocked before any thread starts and
  * taken with sigwait, so no handler ever runs inside library code. */
 #include <errno.h>
 #include <pthread.h>
@@ -14,6 +16,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "cli_drain.h"
 #include "commands.h"
 #include "coordinator.h"
 
@@ -28,7 +31,8 @@ static void usage(FILE *out)
             "  --rpc-port N       gRPC port for workers and tandemctl (default 50051; 0: any free port)\n"
             "  --colocated        run every request on one worker with role both\n"
             "  --heartbeat-ms N   heartbeat interval told to workers (default 500); a worker\n"
-            "                     silent for 3 intervals leaves rotation until it returns\n");
+            "                     silent for 3 intervals leaves rotation until it returns\n"
+            "  --drain-timeout S  on SIGTERM, seconds to let requests in flight finish (default 30)\n");
 }
 
 static void log_line(void *ctx, const char *line)
@@ -57,9 +61,13 @@ static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
     return 0;
 }
 
+static void drain(void *c) { coord_coordinator_drain(c); }
+static int in_flight(void *c) { return coord_coordinator_in_flight(c); }
+
 int cmd_coordinator(int argc, char **argv)
 {
     coord_options o = {.port = 8000, .rpc_port = 50051};
+    double drain_timeout = 30;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -86,6 +94,8 @@ int cmd_coordinator(int argc, char **argv)
             rc = parse_int(a, v, 0, 65535, &o.rpc_port);
         else if (!strcmp(a, "--heartbeat-ms"))
             rc = parse_int(a, v, 10, 600000, &o.heartbeat_ms);
+        else if (!strcmp(a, "--drain-timeout"))
+            rc = cli_parse_drain_timeout("tandem coordinator", v, &drain_timeout);
         else {
             fprintf(stderr, "tandem coordinator: unknown option '%s' (see --help)\n", a);
             return 2;
@@ -116,9 +126,8 @@ int cmd_coordinator(int argc, char **argv)
     printf("coordinator http://%s:%d rpc %s:%d model %s\n", host, coord_coordinator_http_port(c), host,
            coord_coordinator_rpc_port(c), coord_coordinator_model(c));
     fflush(stdout);
-    int sig = 0;
-    sigwait(&set, &sig);
-    fprintf(stderr, "tandem coordinator: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    cli_drainable d = {"tandem coordinator", drain, in_flight, c};
+    cli_wait_and_drain(&set, drain_timeout, &d);
     coord_coordinator_stop(c);
     return 0;
 }

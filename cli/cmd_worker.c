@@ -1,8 +1,10 @@
 /* cmd_worker.c: `tandem worker`, one prefill / decode / both worker process.
  *
  * Parses the options into a wrk_options, starts the worker (worker/worker.h), prints
- * its log lines with a UTC timestamp on stderr, and waits for SIGINT or SIGTERM, then
- * stops it cleanly (in-flight calls fail explicitly, every block is freed) and exits 0.
+ * its log lines with a UTC timestamp on stderr, and waits for a signal: SIGTERM drains
+ * (cli_drain.h: no new requests, the coordinator told at once, those in flight finish
+ * up to --drain-timeout), SIGINT or a second SIGTERM stops at once; then it stops
+ * cleanly (what is left fails explicitly, every block is freed) and exits 0.
  * The signals are blocked before any thread starts and taken with sigwait, so no
  * handler ever runs inside library code. */
 #include <errno.h>
@@ -14,6 +16,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "cli_drain.h"
 #include "commands.h"
 #include "worker.h"
 
@@ -36,7 +39,8 @@ static void usage(FILE *out)
             "  --max-running N       sequences decoding at once (default 64)\n"
             "  --kv-transport T      auto, tcp or rdma (default auto)\n"
             "  --id NAME             worker id (default ROLE-HOST:PORT)\n"
-            "  --lease-ms N          KV reservation lease (default 30000)\n");
+            "  --lease-ms N          KV reservation lease (default 30000)\n"
+            "  --drain-timeout S     on SIGTERM, seconds to let requests in flight finish (default 30)\n");
 }
 
 static void log_line(void *ctx, const char *line)
@@ -65,10 +69,14 @@ static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
     return 0;
 }
 
+static void drain(void *w) { wrk_drain(w); }
+static int in_flight(void *w) { return wrk_in_flight(w); }
+
 int cmd_worker(int argc, char **argv)
 {
     wrk_options o = {0};
     const char *role = NULL;
+    double drain_timeout = 30;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -109,6 +117,8 @@ int cmd_worker(int argc, char **argv)
             o.id = v;
         else if (!strcmp(a, "--lease-ms"))
             rc = parse_int(a, v, 1, 24 * 3600 * 1000, &o.lease_ms);
+        else if (!strcmp(a, "--drain-timeout"))
+            rc = cli_parse_drain_timeout("tandem worker", v, &drain_timeout);
         else {
             fprintf(stderr, "tandem worker: unknown option '%s' (see --help)\n", a);
             return 2;
@@ -151,9 +161,8 @@ int cmd_worker(int argc, char **argv)
     printf("worker %s listening on %s:%d metrics %d\n", wrk_id(w), o.host ? o.host : "127.0.0.1", wrk_rpc_port(w),
            wrk_metrics_port(w));
     fflush(stdout);
-    int sig = 0;
-    sigwait(&set, &sig);
-    fprintf(stderr, "tandem worker: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    cli_drainable d = {"tandem worker", drain, in_flight, w};
+    cli_wait_and_drain(&set, drain_timeout, &d);
     wrk_stop(w);
     return 0;
 }

@@ -58,6 +58,7 @@ static const char *state_name(int s)
     switch (s) {
     case TANDEM__WORKER_STATE__WORKER_HEALTHY: return "healthy";
     case TANDEM__WORKER_STATE__WORKER_UNHEALTHY: return "unhealthy";
+    case TANDEM__WORKER_STATE__WORKER_DRAINING: return "draining";
     default: return "unknown";
     }
 }

@@ -79,9 +79,12 @@ static void on_status(void *user, rpc_call *call, const rpc_bytes *req, rpc_byte
         wl[i].kv_blocks_used = v[i].kv_used;
         wl[i].kv_blocks_total = v[i].kv_total;
         wl[i].batch = &bs[i];
+        wl[i].draining = v[i].draining;
         ws[i].info = &wi[i];
         ws[i].load = &wl[i];
-        ws[i].state = v[i].healthy ? TANDEM__WORKER_STATE__WORKER_HEALTHY : TANDEM__WORKER_STATE__WORKER_UNHEALTHY;
+        ws[i].state = v[i].draining  ? TANDEM__WORKER_STATE__WORKER_DRAINING
+                      : v[i].healthy ? TANDEM__WORKER_STATE__WORKER_HEALTHY
+                                     : TANDEM__WORKER_STATE__WORKER_UNHEALTHY;
         ws[i].last_heartbeat_ms_ago = (uint64_t)(v[i].since_heartbeat_s * 1000);
         wsp[i] = &ws[i];
     }

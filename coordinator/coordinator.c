@@ -189,6 +189,8 @@ void coord_coordinator_stop(coord_coordinator *c)
     free(c);
 }
 
+void coord_coordinator_drain(coord_coordinator *c) { coord_http_drain(c->http); }
+int coord_coordinator_in_flight(coord_coordinator *c) { return coord_http_active(c->http); }
 int coord_coordinator_http_port(const coord_coordinator *c) { return coord_http_port(c->http); }
 int coord_coordinator_rpc_port(const coord_coordinator *c) { return c->rpc_port; }
 const char *coord_coordinator_model(const coord_coordinator *c) { return c->model_name; }

@@ -3,7 +3,7 @@
  * coord_coordinator_start() reads the model folder's tokenizer, chat template,
  * config.json and generation_config.json (never the weights), then assembles:
  * metrics registry -> worker registry -> router (coord_backend over gRPC workers)
- * -> chat pipeline -> HTTP server (OpenAI API, /health, /metrics), plus one gRPC
+ * -> chat pipeline -> HTTP server (OpenAI API, /health, /metrics, probes), plus one gRPC
  * server carrying Registry (workers register and heartbeat) and Admin (status,
  * cancel). coord_coordinator_stop() takes it down in the reverse order. */
 #ifndef COORD_COORDINATOR_H
@@ -27,6 +27,11 @@ typedef struct coord_options {
 typedef struct coord_coordinator coord_coordinator;
 
 int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, eng_error *err);
+/* Draining (SIGTERM): new HTTP generation requests get 503, /readyz answers 503,
+ * requests in flight go on; the caller waits for coord_coordinator_in_flight() to
+ * reach 0 (or its deadline), then stops. */
+void coord_coordinator_drain(coord_coordinator *c);
+int coord_coordinator_in_flight(coord_coordinator *c);
 /* Stops HTTP (cancelling requests in flight), the router, gRPC, frees all. NULL is fine. */
 void coord_coordinator_stop(coord_coordinator *c);
 int coord_coordinator_http_port(const coord_coordinator *c);

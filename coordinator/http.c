@@ -38,6 +38,8 @@ struct coord_http {
     coord_http_config cfg;
     int port;
     atomic_int stopping;
+    atomic_int draining; /* coord_http_drain: new generation requests get 503 */
+    atomic_int active;   /* generation requests between their headers and their end */
     /* metric handles, looked up once (NULL when no metrics) */
     met_metric *m_success, *m_cancelled, *m_error, *m_rejected;
     met_metric *m_ttft, *m_itl, *m_e2e, *m_prompt, *m_gen, *m_running;
@@ -290,6 +292,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 static void conn_free(struct conn *c)
 {
     coord_http *h = c->h;
+    atomic_fetch_sub(&h->active, 1);
     pthread_mutex_lock(&c->mu);
     cancel_locked(c);
     while (c->submitted && !c->done)
@@ -416,8 +419,29 @@ static enum MHD_Result serve_generation(struct conn *c)
     return respond(mhd, MHD_HTTP_OK, "application/json", json, NULL);
 }
 
+/* /livez: the server answers. /startupz: it only listens once started. /readyz: not
+ * draining and the frontend has somewhere to send a request (for the router, a
+ * complete prefill + decode route among workers in rotation). */
+static int probe(void *ctx, met_probe p, char *why, size_t cap)
+{
+    coord_http *h = ctx;
+    if (p != MET_PROBE_READYZ)
+        return 1;
+    if (atomic_load(&h->draining))
+        return snprintf(why, cap, "draining"), 0;
+    if (h->cfg.frontend.ready && !h->cfg.frontend.ready(h->cfg.frontend.self))
+        return snprintf(why, cap, "no route: no worker (or prefill + decode pair) in rotation"), 0;
+    return 1;
+}
+
 static enum MHD_Result serve_get(coord_http *h, struct MHD_Connection *mhd, const char *url)
 {
+    int p = met_probe_from_path(url);
+    if (p >= 0) {
+        char body[512];
+        int status = met_probe_answer(probe, h, (met_probe)p, body, sizeof body);
+        return respond(mhd, (unsigned)status, "text/plain; charset=utf-8", strdup(body), NULL);
+    }
     if (strcmp(url, "/health") == 0) {
         int ready = !h->cfg.frontend.ready || h->cfg.frontend.ready(h->cfg.frontend.self);
         return respond(mhd, ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, "application/json",
@@ -451,7 +475,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *mhd, const char 
         static const struct {
             const char *path, *method;
         } routes[] = {{"/v1/chat/completions", "POST"}, {"/v1/completions", "POST"}, {"/v1/models", "GET"},
-                      {"/health", "GET"},               {"/metrics", "GET"}};
+                      {"/health", "GET"},               {"/metrics", "GET"},         {"/livez", "GET"},
+                      {"/readyz", "GET"},               {"/startupz", "GET"}};
         if (strncmp(url, "/v1/models/", 11) == 0) {
             if (strcmp(method, "GET") != 0)
                 return respond_fail(h, mhd, 405, "invalid_request_error", NULL, "method_not_allowed",
@@ -488,9 +513,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *mhd, const char 
             snprintf(msg, sizeof msg, "The request body is larger than the limit of %zu bytes", h->cfg.max_body_bytes);
             return respond_fail(h, mhd, 413, "invalid_request_error", NULL, "request_too_large", msg, NULL);
         }
+        if (atomic_load(&h->draining))
+            return respond_fail(h, mhd, 503, "server_error", NULL, "draining",
+                                "The server is shutting down; send the request to another replica", NULL);
         c = calloc(1, sizeof *c);
         if (!c)
             return MHD_NO;
+        atomic_fetch_add(&h->active, 1);
         c->h = h;
         c->mhd = mhd;
         c->route = found == 0 ? R_CHAT : R_COMPLETIONS;
@@ -585,6 +614,16 @@ int coord_http_start(const coord_http_config *cfg, coord_http **out, eng_error *
 int coord_http_port(const coord_http *h)
 {
     return h ? h->port : -1;
+}
+
+void coord_http_drain(coord_http *h)
+{
+    atomic_store(&h->draining, 1);
+}
+
+int coord_http_active(coord_http *h)
+{
+    return atomic_load(&h->active);
 }
 
 void coord_http_stop(coord_http *h)

@@ -2,7 +2,7 @@
  *
  * Routes the OpenAI endpoints to a coord_frontend: POST /v1/chat/completions,
  * POST /v1/completions (JSON or SSE streaming), GET /v1/models, GET /health,
- * GET /metrics. Bodies are accumulated up to a limit (413 beyond it). A client
+ * GET /metrics, and the health probes GET /livez, /startupz, /readyz (metrics.h). Bodies are accumulated up to a limit (413 beyond it). A client
  * that goes away before its response is complete has its call cancelled. One
  * thread per connection, so a slow client never delays another. */
 #ifndef COORD_HTTP_H
@@ -34,6 +34,10 @@ typedef struct coord_http coord_http;
 
 int coord_http_start(const coord_http_config *cfg, coord_http **out, eng_error *err);
 int coord_http_port(const coord_http *h);
+/* Draining: new generation requests are refused (503), /readyz answers 503, the
+ * requests in flight go on; coord_http_active() counts those left. */
+void coord_http_drain(coord_http *h);
+int coord_http_active(coord_http *h);
 /* Stops accepting, cancels calls in flight, waits for connections to end. */
 void coord_http_stop(coord_http *h);
 

@@ -263,7 +263,13 @@ int coord_registry_heartbeat(coord_registry *r, const Tandem__WorkerLoad *l)
         e->last_seen = now_s();
         e->failed_at = 0;
     }
+    int started_draining = e && l->draining && !e->v.draining;
+    if (e)
+        e->v.draining = l->draining;
     pthread_mutex_unlock(&r->mu);
+    if (started_draining)
+        logf_(r, "registry: worker %s is draining: out of rotation, finishing %u running and %u queued requests",
+              l->worker_id, l->running, l->queued);
     return e != NULL;
 }
 
@@ -280,7 +286,9 @@ int coord_registry_snapshot(coord_registry *r, coord_worker_view **out, int *n)
     double now = now_s();
     for (int i = 0; i < r->n; i++) {
         v[i] = r->w[i].v;
-        v[i].healthy = healthy_locked(r, &r->w[i], now);
+        int alive = healthy_locked(r, &r->w[i], now);
+        v[i].draining = alive && r->w[i].v.draining;
+        v[i].healthy = alive && !v[i].draining;
         v[i].since_heartbeat_s = now - r->w[i].last_seen;
     }
     *n = r->n;
@@ -319,7 +327,7 @@ void coord_registry_counts(coord_registry *r, int counts[3])
     pthread_mutex_lock(&r->mu);
     double now = now_s();
     for (int i = 0; i < r->n; i++)
-        if (healthy_locked(r, &r->w[i], now) && r->w[i].v.role >= 1 && r->w[i].v.role <= 3)
+        if (healthy_locked(r, &r->w[i], now) && !r->w[i].v.draining && r->w[i].v.role >= 1 && r->w[i].v.role <= 3)
             counts[r->w[i].v.role - 1]++;
     pthread_mutex_unlock(&r->mu);
 }

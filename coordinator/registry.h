@@ -6,6 +6,8 @@
  * latest load. A worker is HEALTHY while its heartbeats arrive; after
  * `missed_heartbeats` intervals of silence, or once the router saw a call to it
  * fail as unreachable, it is UNHEALTHY (out of rotation) until its next heartbeat.
+ * A worker whose heartbeat says it is draining (SIGTERM) stays known but leaves the
+ * rotation: it finishes its own requests and gets no new ones.
  * A worker serving another model, or whose KV layout cannot hold this model's KV,
  * is refused with the reason. Registering again under a known id replaces the
  * entry (a restarted worker).
@@ -45,7 +47,8 @@ typedef struct coord_worker_view {
     char metrics_address[128];
     char transport[32];       /* first transport's name ("tcp") */
     int role;                 /* Tandem__Role */
-    int healthy;
+    int healthy;              /* in rotation: heartbeats arrive and it is not draining */
+    int draining;             /* heartbeats arrive and say it is draining */
     eng_kv_layout layout;
     uint32_t max_running, max_context;
     uint32_t running, queued;

@@ -606,9 +606,33 @@ int met_tandem_register(met_registry *r, met_tandem *m, eng_error *err)
 
 /* ---- the workers' /metrics server ---- */
 
+int met_probe_from_path(const char *path)
+{
+    static const char *const paths[] = {[MET_PROBE_LIVEZ] = "/livez", [MET_PROBE_STARTUPZ] = "/startupz",
+                                        [MET_PROBE_READYZ] = "/readyz"};
+    for (int i = 0; i < (int)(sizeof paths / sizeof paths[0]); i++)
+        if (strcmp(path, paths[i]) == 0)
+            return i;
+    return -1;
+}
+
+int met_probe_answer(met_probe_fn fn, void *ctx, met_probe p, char *body, size_t cap)
+{
+    char why[400] = "";
+    if (fn(ctx, p, why, sizeof why)) {
+        snprintf(body, cap, "ok\n");
+        return 200;
+    }
+    snprintf(body, cap, "not %s: %s\n", p == MET_PROBE_READYZ ? "ready" : p == MET_PROBE_STARTUPZ ? "started" : "live",
+             why[0] ? why : "no reason given");
+    return 503;
+}
+
 struct met_server {
     struct MHD_Daemon *daemon;
     met_registry *registry;
+    met_probe_fn probe;
+    void *probe_ctx;
     int port;
 };
 
@@ -624,7 +648,8 @@ static enum MHD_Result serve_metrics(void *cls, struct MHD_Connection *conn, con
     int status = MHD_HTTP_OK;
     eng_buf body = {0};
     const char *type = MET_CONTENT_TYPE;
-    if (strcmp(url, "/metrics") != 0) {
+    int probe = s->probe ? met_probe_from_path(url) : -1;
+    if (strcmp(url, "/metrics") != 0 && probe < 0) {
         status = MHD_HTTP_NOT_FOUND;
         eng_buf_puts(&body, "not found\n");
         type = "text/plain";
@@ -632,6 +657,11 @@ static enum MHD_Result serve_metrics(void *cls, struct MHD_Connection *conn, con
         status = MHD_HTTP_METHOD_NOT_ALLOWED;
         eng_buf_puts(&body, "method not allowed\n");
         type = "text/plain";
+    } else if (probe >= 0) {
+        char text[512];
+        status = met_probe_answer(s->probe, s->probe_ctx, (met_probe)probe, text, sizeof text);
+        eng_buf_puts(&body, text);
+        type = "text/plain; charset=utf-8";
     } else if (met_render(s->registry, &body)) {
         eng_buf_free(&body);
         return MHD_NO;
@@ -649,7 +679,8 @@ static enum MHD_Result serve_metrics(void *cls, struct MHD_Connection *conn, con
     return rc;
 }
 
-int met_server_start(met_registry *r, const char *host, int port, met_server **out, eng_error *err)
+int met_server_start(met_registry *r, const char *host, int port, met_probe_fn probe, void *probe_ctx,
+                     met_server **out, eng_error *err)
 {
     *out = NULL;
     if (port < 0 || port > 65535)
@@ -666,6 +697,8 @@ int met_server_start(met_registry *r, const char *host, int port, met_server **o
     if (!s)
         return eng_fail(err, "metrics server: out of memory");
     s->registry = r;
+    s->probe = probe;
+    s->probe_ctx = probe_ctx;
     s->daemon = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD, 0, NULL, NULL, serve_metrics, s,
                                  MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_END);
     if (!s->daemon) {

@@ -15,6 +15,7 @@
 #ifndef MET_METRICS_H
 #define MET_METRICS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/buf.h"
@@ -99,11 +100,27 @@ typedef struct met_tandem {
 
 int met_tandem_register(met_registry *r, met_tandem *out, eng_error *err);
 
+/* Kubernetes-style health probes, answered by met_server and by the coordinator's
+ * HTTP server: GET /livez (the process runs), /startupz (it finished starting:
+ * model loaded), /readyz (it should get traffic now: started, not draining, and
+ * whatever else the process needs, e.g. a route to workers). A passing probe
+ * answers 200 "ok", a failing one 503 with the reason. */
+typedef enum met_probe { MET_PROBE_LIVEZ, MET_PROBE_STARTUPZ, MET_PROBE_READYZ } met_probe;
+/* 1 when probe p passes; else 0 with the reason in why. Called from HTTP threads. */
+typedef int (*met_probe_fn)(void *ctx, met_probe p, char *why, size_t cap);
+/* The probe a URL path names ("/livez", "/startupz", "/readyz"), or -1. */
+int met_probe_from_path(const char *path);
+/* Runs the probe; writes the text/plain body ("ok\n" or "not ready: WHY\n") into
+ * body and returns the HTTP status (200 or 503). */
+int met_probe_answer(met_probe_fn fn, void *ctx, met_probe p, char *body, size_t cap);
+
 /* A minimal HTTP server (libmicrohttpd, its own thread) answering GET /metrics
- * with met_render(r); for workers, which serve nothing else over HTTP. port 0
- * picks a free port; met_server_port() tells which. */
+ * with met_render(r) and, when probe is not NULL, the health probes above; for
+ * workers, which serve nothing else over HTTP. port 0 picks a free port;
+ * met_server_port() tells which. */
 typedef struct met_server met_server;
-int met_server_start(met_registry *r, const char *host, int port, met_server **out, eng_error *err);
+int met_server_start(met_registry *r, const char *host, int port, met_probe_fn probe, void *probe_ctx,
+                     met_server **out, eng_error *err);
 int met_server_port(const met_server *s);
 void met_server_stop(met_server *s);
 

@@ -144,9 +144,9 @@ static void on_generate(void *user, rpc_call *call, const rpc_bytes *bytes)
             preempted += q->state == ST_PREEMPTED || q->state == ST_RECOMPUTING;
         int admit = wrk_admit(total, free_blocks, need, w->n_reserved_or_running);
         eng_error err;
-        if (w->stopping) {
+        if (w->stopping || w->draining) {
             code = RPC_UNAVAILABLE, retryable = 1;
-            snprintf(msg, sizeof msg, "the worker is shutting down");
+            snprintf(msg, sizeof msg, "the worker is %s", w->stopping ? "shutting down" : "draining");
         } else if (w->n_reserved_or_running >= w->opt.max_running) {
             code = RPC_RESOURCE_EXHAUSTED, retryable = 1;
             snprintf(msg, sizeof msg, "%d requests already running (max_running)", w->n_reserved_or_running);
@@ -406,7 +406,7 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
     if (!q)
         return;
     char msg[900] = "";
-    int code = RPC_OK;
+    int code = RPC_OK, counted = 0;
     wrk_req *r = NULL;
     kvt_peer *peer = NULL;
     kvt_send *send = NULL;
@@ -448,11 +448,13 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
     }
     if (code == RPC_OK) {
         pthread_mutex_lock(&w->mu);
-        if (w->stopping) {
+        if (w->stopping || w->draining) {
             code = RPC_UNAVAILABLE;
-            snprintf(msg, sizeof msg, "the worker is shutting down");
+            snprintf(msg, sizeof msg, "the worker is %s", w->stopping ? "shutting down" : "draining");
         } else {
             wrk_req_link(w, r);
+            w->open_runs++;
+            counted = 1;
             /* Wait for the engine; notice the caller leaving (it cannot call us back). */
             while (!r->done) {
                 struct timespec ts;
@@ -529,8 +531,12 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
         wrk_log(w, "req %s: Prefill.Run failed: %s (%s)", q->request_id, msg, rpc_code_name(code));
         rpc_status_set(st, code, "%s", msg);
     }
-    if (r)
-        wrk_req_unref(w, r);
+    if (r) {
+        pthread_mutex_lock(&w->mu);
+        w->open_runs -= counted;
+        wrk_req_unref_locked(w, r);
+        pthread_mutex_unlock(&w->mu);
+    }
     rpc_msg_free(q);
 }
 

@@ -102,8 +102,6 @@ static void collect(void *ctx, met_registry *reg)
 
 static int metrics_init(wrk_worker *w, eng_error *err)
 {
-    if (!(w->metrics = met_registry_new()))
-        return eng_fail(err, "out of memory");
     if (met_tandem_register(w->metrics, &w->met, err) < 0)
         return -1;
     const char *ro = w->role_name, *id = w->id;
@@ -136,10 +134,40 @@ static int metrics_init(wrk_worker *w, eng_error *err)
     w->m_preemptions = met_get(w->preemptions_family, ro, id);
     if (met_on_collect(w->metrics, collect, w) < 0)
         return eng_fail(err, "metrics: no room for a collector");
-    if (w->opt.metrics_port >= 0 && met_server_start(w->metrics, w->host, w->opt.metrics_port, &w->met_server, err) < 0)
+    return 0;
+}
+
+/* ------------------------------------------------------------------ health probes */
+
+static int probe(void *ctx, met_probe p, char *why, size_t cap)
+{
+    wrk_worker *w = ctx;
+    if (p == MET_PROBE_LIVEZ)
+        return 1;
+    if (!atomic_load(&w->started))
+        return snprintf(why, cap, "loading the model"), 0;
+    if (p == MET_PROBE_STARTUPZ)
+        return 1;
+    pthread_mutex_lock(&w->mu);
+    int draining = w->draining || w->stopping;
+    pthread_mutex_unlock(&w->mu);
+    if (draining)
+        return snprintf(why, cap, "draining"), 0;
+    if (w->opt.coordinator && *w->opt.coordinator && !atomic_load(&w->registered))
+        return snprintf(why, cap, "not registered with the coordinator at %s", w->opt.coordinator), 0;
+    return 1;
+}
+
+/* Before the model loads, so that /livez and /startupz answer during a long load. */
+static int metrics_server_start(wrk_worker *w, eng_error *err)
+{
+    if (!(w->metrics = met_registry_new()))
+        return eng_fail(err, "out of memory");
+    if (w->opt.metrics_port < 0)
+        return 0;
+    if (met_server_start(w->metrics, w->host, w->opt.metrics_port, probe, w, &w->met_server, err) < 0)
         return -1;
-    if (w->met_server)
-        snprintf(w->metrics_address, sizeof w->metrics_address, "%s:%d", w->host, met_server_port(w->met_server));
+    snprintf(w->metrics_address, sizeof w->metrics_address, "%s:%d", w->host, met_server_port(w->met_server));
     return 0;
 }
 
@@ -217,6 +245,7 @@ static int do_heartbeat(wrk_worker *w, uint32_t *interval_ms, char *why, size_t 
     b.batched_seqs = w->batched_seqs;
     b.max_batch = w->max_batch;
     b.last_batch = w->last_batch;
+    l.draining = w->draining;
     pthread_mutex_unlock(&w->mu);
     l.batch = &b;
     Tandem__HeartbeatReply *rep = NULL;
@@ -246,6 +275,7 @@ static void *registry_main(void *arg)
         if (!registered) {
             if (do_register(w, &interval, why, sizeof why) == 0) {
                 registered = 1;
+                atomic_store(&w->registered, 1);
                 failures = 0;
                 last_why[0] = 0;
                 wait_ms = interval;
@@ -263,6 +293,7 @@ static void *registry_main(void *arg)
             int hb = do_heartbeat(w, &interval, why, sizeof why);
             if (hb == 0) {
                 registered = 0;
+                atomic_store(&w->registered, 0);
                 wait_ms = 0;
                 wrk_log(w, "the coordinator asks us to register again");
             } else if (hb < 0 && !unreachable) {
@@ -274,7 +305,7 @@ static void *registry_main(void *arg)
             }
         }
         pthread_mutex_lock(&w->reg_mu);
-        if (wait_ms && !w->reg_stop) {
+        if (wait_ms && !w->reg_stop && !w->reg_now) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             long ns = ts.tv_nsec + (long)wait_ms * 1000000L;
@@ -282,6 +313,7 @@ static void *registry_main(void *arg)
             ts.tv_nsec = ns % 1000000000L;
             pthread_cond_timedwait(&w->reg_cv, &w->reg_mu, &ts);
         }
+        w->reg_now = 0;
     }
     pthread_mutex_unlock(&w->reg_mu);
     return NULL;
@@ -372,6 +404,8 @@ int wrk_start(const wrk_options *opt, wrk_worker **out, eng_error *err)
         snprintf(w->model_name, sizeof w->model_name, "%s", basename(tmp));
     }
 
+    if (metrics_server_start(w, err) < 0)
+        goto fail;
     eng_model_options mo = {.n_threads = opt->threads};
     if (eng_model_load(opt->model_dir, &mo, &w->model, err) < 0)
         goto fail;
@@ -423,6 +457,7 @@ int wrk_start(const wrk_options *opt, wrk_worker **out, eng_error *err)
                              : "default: a tenth of free memory, at most max_running full contexts",
             kvt_name(w->kvt), (int)w->descriptor_len, (const char *)w->descriptor);
     (void)budget;
+    atomic_store(&w->started, 1);
     if (opt->coordinator && *opt->coordinator) {
         if (rpc_channel_create(opt->coordinator, &w->coord, &st) < 0) {
             eng_fail(err, "coordinator %s: %s", opt->coordinator, st.msg);
@@ -439,6 +474,31 @@ int wrk_start(const wrk_options *opt, wrk_worker **out, eng_error *err)
 fail:
     wrk_stop(w);
     return -1;
+}
+
+void wrk_drain(wrk_worker *w)
+{
+    pthread_mutex_lock(&w->mu);
+    int was = w->draining;
+    w->draining = 1;
+    pthread_mutex_unlock(&w->mu);
+    if (was)
+        return;
+    wrk_log(w, "draining: admitting nothing new, %d requests in flight", wrk_in_flight(w));
+    pthread_mutex_lock(&w->reg_mu);
+    w->reg_now = 1; /* tell the coordinator now, not at the next interval */
+    pthread_cond_broadcast(&w->reg_cv);
+    pthread_mutex_unlock(&w->reg_mu);
+}
+
+int wrk_in_flight(wrk_worker *w)
+{
+    pthread_mutex_lock(&w->mu);
+    int n = w->open_runs;
+    for (wrk_req *r = w->reqs; r; r = r->next)
+        n += r->kind != REQ_PREFILL; /* a prefill is counted by its Run handler */
+    pthread_mutex_unlock(&w->mu);
+    return n;
 }
 
 void wrk_stop(wrk_worker *w)

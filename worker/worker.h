@@ -7,6 +7,12 @@
  * a token budget, mixed with one decode token per running sequence (continuous
  * batching). RPC handler threads talk to it through one mutex + condition variable.
  * wrk_stop() stops accepting calls, fails the ones in flight explicitly and frees all.
+ * wrk_drain() is the gentle way out (SIGTERM): no new requests, the coordinator told at
+ * once, requests in flight finish; the caller waits for wrk_in_flight() to reach 0.
+ *
+ * The metrics server (when on) starts first and also answers the health probes:
+ * /livez always, /startupz once the model is loaded and the services run, /readyz
+ * while started, registered with the coordinator (when there is one) and not draining.
  *
  * The scheduler's pure pieces (block runs, chunk plans, limits) are exported below so
  * the unit tests can check them without a model or a network. Nothing here prints:
@@ -55,6 +61,13 @@ int wrk_start(const wrk_options *opt, wrk_worker **out, eng_error *err);
 /* Stops serving, fails every in-flight request explicitly (UNAVAILABLE), frees all.
  * NULL is fine. */
 void wrk_stop(wrk_worker *w);
+/* Starts draining: new Prefill.Run / Decode.Generate calls are refused as UNAVAILABLE
+ * (retryable, so the coordinator routes them elsewhere), the next heartbeat, sent at
+ * once, tells the coordinator (which takes the worker out of rotation), /readyz
+ * answers 503. Requests already admitted go on to their end. Idempotent. */
+void wrk_drain(wrk_worker *w);
+/* Requests not finished yet: queued, prefilling or pushing KV, reserved, decoding. */
+int wrk_in_flight(wrk_worker *w);
 int wrk_rpc_port(const wrk_worker *w);
 int wrk_metrics_port(const wrk_worker *w); /* -1 without a metrics server */
 const char *wrk_id(const wrk_worker *w);

@@ -13,6 +13,7 @@
 #define WRK_WORKER_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "kvtransfer.h"
@@ -147,6 +148,10 @@ struct wrk_worker {
     pthread_cond_t cv; /* wakes the engine thread */
     wrk_req *reqs;
     int stopping;
+    int draining;  /* wrk_drain: admit nothing new, let the rest finish */
+    int open_runs; /* Prefill.Run handlers past admission (they outlive their request's DONE) */
+    atomic_int started;    /* model loaded, services running: /startupz passes */
+    atomic_int registered; /* the coordinator accepted our registration */
     int n_reserved_or_running; /* DECODE/COLOCATED requests holding decode slots */
     uint64_t steps, batched_seqs;
     uint64_t preemptions; /* sequences that gave their blocks back to let others grow */
@@ -161,6 +166,7 @@ struct wrk_worker {
     pthread_mutex_t reg_mu;
     pthread_cond_t reg_cv;
     int reg_stop;
+    int reg_now; /* send a heartbeat without waiting out the interval (draining) */
     rpc_channel *coord;
 
     /* Incoming transfers that failed (kvt notify, called under the transport's own

@@ -221,7 +221,7 @@ static void test_server(void)
     met_inc(met_get(m.generation_tokens, "decode", "w7"), 12);
     met_server *s;
     eng_error err;
-    CHECK(met_server_start(r, "127.0.0.1", 0, &s, &err) == 0);
+    CHECK(met_server_start(r, "127.0.0.1", 0, NULL, NULL, &s, &err) == 0);
     int port = met_server_port(s);
     CHECK(port > 0);
     static char resp[65536];
@@ -232,7 +232,7 @@ static void test_server(void)
     CHECK(http_get(port, "/nope", resp, sizeof resp) == 0);
     CHECK(strncmp(resp, "HTTP/1.1 404", 12) == 0);
     met_server_stop(s);
-    CHECK(met_server_start(r, "not-an-ip", 0, &s, &err) == -1 && strstr(err.msg, "IPv4"));
+    CHECK(met_server_start(r, "not-an-ip", 0, NULL, NULL, &s, &err) == -1 && strstr(err.msg, "IPv4"));
     met_registry_free(r);
 }
 

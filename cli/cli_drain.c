@@ -1,0 +1,56 @@
+/* cli_drain.c: SIGTERM drains, SIGINT or a second SIGTERM stops (see cli_drain.h). */
+#include "cli_drain.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define POLL_MS 100
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void cli_wait_and_drain(const sigset_t *set, double drain_timeout_s, const cli_drainable *d)
+{
+    int sig = 0;
+    sigwait(set, &sig);
+    if (sig != SIGTERM) {
+        fprintf(stderr, "%s: SIGINT, stopping\n", d->who);
+        return;
+    }
+    d->drain(d->ctx);
+    int left = d->in_flight(d->ctx);
+    fprintf(stderr, "%s: SIGTERM, draining: %d requests in flight, waiting up to %.0f s (SIGINT or SIGTERM again stops now)\n",
+            d->who, left, drain_timeout_s);
+    double deadline = now_s() + drain_timeout_s;
+    const struct timespec poll = {0, POLL_MS * 1000000L};
+    while ((left = d->in_flight(d->ctx)) > 0 && now_s() < deadline) {
+        if (sigtimedwait(set, NULL, &poll) > 0) {
+            fprintf(stderr, "%s: second signal, stopping with %d requests in flight\n", d->who, left);
+            return;
+        }
+    }
+    if (left > 0)
+        fprintf(stderr, "%s: drain timeout: stopping with %d requests in flight\n", d->who, left);
+    else
+        fprintf(stderr, "%s: drained, stopping\n", d->who);
+}
+
+int cli_parse_drain_timeout(const char *who, const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < 0 || v > 86400) {
+        fprintf(stderr, "%s: --drain-timeout wants seconds in [0, 86400], got '%s'\n", who, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}

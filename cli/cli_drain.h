@@ -1,0 +1,25 @@
+/* cli_drain.h: the Kubernetes shutdown convention of `tandem worker` and
+ * `tandem coordinator`. The first SIGTERM drains: the process stops admitting new
+ * requests, lets those in flight finish for up to the drain timeout, then returns so
+ * that the caller stops it and exits 0. SIGINT, or a second SIGTERM, ends the wait at
+ * once (the caller's stop then fails what is left, explicitly). */
+#ifndef TANDEM_CLI_DRAIN_H
+#define TANDEM_CLI_DRAIN_H
+
+#include <signal.h>
+
+typedef struct cli_drainable {
+    const char *who;              /* "tandem worker" */
+    void (*drain)(void *ctx);     /* stop admitting */
+    int (*in_flight)(void *ctx);  /* requests left */
+    void *ctx;
+} cli_drainable;
+
+/* Waits for a signal of `set` (SIGINT, SIGTERM; blocked in every thread), drains on
+ * SIGTERM as above, and returns once the process should stop. */
+void cli_wait_and_drain(const sigset_t *set, double drain_timeout_s, const cli_drainable *d);
+
+/* Parses --drain-timeout's seconds (0..86400, fractions allowed); -1 with a message. */
+int cli_parse_drain_timeout(const char *who, const char *s, double *out);
+
+#endif

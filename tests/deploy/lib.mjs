@@ -1,0 +1,80 @@
+// lib.mjs: what the deploy tests share: free ports, child processes killed when the
+// test exits (whatever happens), polling, health probes and metric values.
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import net from "node:net";
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const children = [];
+process.on("exit", () => {
+  for (const p of children) if (p.exitCode === null && p.signalCode === null) try { p.kill("SIGKILL"); } catch {}
+});
+for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => process.exit(1));
+
+// A child whose stdout and stderr are kept (and echoed with TANDEM_TEST_VERBOSE).
+export function start(cmd, args, name) {
+  const p = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+  children.push(p);
+  p.out = "";
+  p.err = "";
+  p.stdout.setEncoding("utf8").on("data", (d) => { p.out += d; });
+  p.stderr.setEncoding("utf8").on("data", (d) => {
+    p.err += d;
+    if (process.env.TANDEM_TEST_VERBOSE) process.stderr.write(`[${name}] ${d}`);
+  });
+  p.exited = new Promise((res) => p.on("exit", (code, signal) => res({ code, signal })));
+  return p;
+}
+
+export async function freePort() {
+  const srv = net.createServer();
+  srv.listen(0, "127.0.0.1");
+  await once(srv, "listening");
+  const port = srv.address().port;
+  srv.close();
+  await once(srv, "close");
+  return port;
+}
+
+// Polls fn() until it returns something truthy; fails with what() after ms.
+export async function waitFor(what, fn, ms = 30000, every = 50) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(every);
+  }
+}
+
+// GET http://addr/path -> { status, text }, or { status: 0 } while nothing listens.
+export async function get(addr, path) {
+  try {
+    const r = await fetch(`http://${addr}${path}`, { signal: AbortSignal.timeout(5000) });
+    return { status: r.status, text: await r.text() };
+  } catch {
+    return { status: 0, text: "" };
+  }
+}
+
+// The sum of a metric's samples whose labels include `labels`; NaN when none.
+export function metricValue(text, name, labels = {}) {
+  let sum = 0, found = false;
+  for (const line of text.split("\n")) {
+    const m = /^(\w+)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const ls = Object.fromEntries([...(m[2] || "").matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+    if (Object.entries(labels).every(([k, v]) => ls[k] === v)) { sum += Number(m[3]); found = true; }
+  }
+  return found ? sum : NaN;
+}
+
+let checks = 0;
+export async function check(name, fn) {
+  const t = Date.now();
+  await fn();
+  checks++;
+  console.log(`ok ${name} (${((Date.now() - t) / 1000).toFixed(1)} s)`);
+}
+export const checksPassed = () => checks;
