@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "chat/parser.h"
 #include "model/config.h"
 
 #define PREFILL_CHUNK 512 /* tokens per prefill step: bounds activation memory */
@@ -173,17 +174,12 @@ int cli_render_prompt(const cli_session *s, const cJSON *request, char **text, i
     return 0;
 }
 
-static int ends_with(const char *s, const char *suffix)
+unsigned cli_parse_flags(const cli_session *s, const char *prompt)
 {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && memcmp(s + n - k, suffix, k) == 0;
-}
-
-int cli_starts_thinking(const cli_session *s, const char *prompt, int enabled)
-{
-    if (!enabled || eng_token_id(s->tok, "<think>") < 0)
-        return 0;
-    return !ends_with(prompt, "</think>\n\n");
+    unsigned flags = ENG_PARSE_TOOLS;
+    if (eng_token_id(s->tok, "<think>") >= 0)
+        flags |= ENG_PARSE_REASONING | (eng_prompt_opens_think(prompt) ? ENG_PARSE_THINK_OPEN : 0);
+    return flags;
 }
 
 void cli_gen_out_free(cli_gen_out *o)

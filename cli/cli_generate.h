@@ -60,9 +60,10 @@ void cli_session_close(cli_session *s);
 int cli_render_prompt(const cli_session *s, const cJSON *request, char **text, int32_t **ids, int *n_ids,
                       eng_error *err);
 
-/* Whether the completion of this rendered prompt starts inside <think>: the model has
- * the token, thinking is enabled, and the prompt did not already close the block. */
-int cli_starts_thinking(const cli_session *s, const char *prompt, int enabled);
+/* The output parser's ENG_PARSE_* flags for the completion of this rendered prompt:
+ * reasoning when the model has the <think> token (opened by the prompt or not), and
+ * tool calls. */
+unsigned cli_parse_flags(const cli_session *s, const char *prompt);
 
 /* Called with each piece of generated text as it comes (whole UTF-8 characters only).
  * A non-zero return ends the generation there (finish_reason "cancelled"). */

@@ -8,10 +8,9 @@
  * is rewound to the prefix the new prompt shares, so a turn prefills only what is new.
  *
  * Thinking. --no-think renders every turn with enable_thinking=false. "/think" and
- * "/no_think" in a line stay in the message (the model obeys them) and set the
- * thinking state for parsing until the next switch: with it off the output is content,
- * except that a leading "<think>...</think>" block (Qwen3 writes an empty one when told
- * /no_think) is still taken apart as reasoning rather than shown as the answer.
+ * "/no_think" in a line stay in the message (the model obeys them). The output is
+ * parsed as the API parses it: a think block the model (or the prompt) opens is
+ * reasoning, the rest is the answer.
  *
  * Display. Every reasoning line starts with "thinking: " (dimmed on a terminal); piped,
  * the answer starts with "assistant: ", so that transcripts stay readable and scripts
@@ -33,7 +32,6 @@
 #include "commands.h"
 #include "common/buf.h"
 
-#define THINK_OPEN "<think>"
 
 static void usage(FILE *out)
 {
@@ -105,26 +103,10 @@ static int parse_args(int argc, char **argv, chat_args *a)
     return 0;
 }
 
-/* +1 when the line's last switch is /think, -1 when it is /no_think, 0 without one. */
-static int latest_switch(const char *line)
-{
-    const char *think = NULL, *no_think = NULL;
-    for (const char *p = line; (p = strstr(p, "/think")); p++)
-        think = p;
-    for (const char *p = line; (p = strstr(p, "/no_think")); p++)
-        no_think = p;
-    if (!think && !no_think)
-        return 0;
-    return think > no_think ? 1 : -1;
-}
-
 /* One turn's output on its way to the screen and into the history. */
 typedef struct turn {
     int tty;            /* stdout is a terminal */
-    int thinking;       /* the parser starts in reasoning */
-    int sniff;          /* thinking off: still looking for a leading <think> */
-    eng_parser *parser; /* created once thinking is decided */
-    eng_buf held;       /* sniffed bytes not yet given to the parser */
+    eng_parser *parser;
     eng_buf raw;        /* everything generated (for the dump) */
     eng_buf content;    /* the answer, for the history */
     eng_parse_delta d;
@@ -213,23 +195,6 @@ static void parse(turn *t, const char *s, size_t n, int final)
         show_delta(t);
 }
 
-/* Thinking off: decides on the first bytes whether a <think> block leads the output. */
-static void decide(turn *t, int final)
-{
-    size_t n = t->held.len, k = strlen(THINK_OPEN);
-    const char *s = t->held.data ? t->held.data : "";
-    if (!final && n < k && !memcmp(s, THINK_OPEN, n))
-        return; /* could still become <think> */
-    t->sniff = 0;
-    t->parser = eng_parser_new(n >= k && !memcmp(s, THINK_OPEN, k), NULL, &t->err);
-    if (!t->parser) {
-        t->failed = 1;
-        return;
-    }
-    parse(t, s, n, 0);
-    eng_buf_clear(&t->held);
-}
-
 static volatile sig_atomic_t interrupted;
 
 static void on_sigint(int sig)
@@ -247,14 +212,6 @@ static int on_text(void *ctx, const char *s, size_t n)
         t->failed = 1, eng_fail(&t->err, "out of memory");
     if (t->failed)
         return 1;
-    if (t->sniff) {
-        if (eng_buf_append(&t->held, s, n) < 0) {
-            t->failed = 1, eng_fail(&t->err, "out of memory");
-            return 1;
-        }
-        decide(t, 0);
-        return t->failed;
-    }
     parse(t, s, n, 0);
     return t->failed;
 }
@@ -262,7 +219,6 @@ static int on_text(void *ctx, const char *s, size_t n)
 static void turn_free(turn *t)
 {
     eng_parser_free(t->parser);
-    eng_buf_free(&t->held);
     eng_buf_free(&t->raw);
     eng_buf_free(&t->content);
     eng_parse_delta_free(&t->d);
@@ -296,7 +252,6 @@ typedef struct chat {
     cli_session s;
     cJSON *request; /* {"messages": history, "add_generation_prompt": true, "chat_template_kwargs"?} */
     cJSON *history;
-    int soft_thinking; /* the latest /think or /no_think; at first, !--no-think */
     int n_turns;
     const char *dump_dir;
 } chat;
@@ -304,9 +259,6 @@ typedef struct chat {
 /* One user turn: render, generate, show, keep the answer. -1 with err set. */
 static int run_turn(chat *c, const char *line, eng_error *err)
 {
-    int sw = latest_switch(line);
-    if (sw)
-        c->soft_thinking = sw > 0;
     cJSON *user = message("user", line);
     if (!user)
         return eng_fail(err, "out of memory");
@@ -330,10 +282,7 @@ static int run_turn(chat *c, const char *line, eng_error *err)
             eng_fail(err, "out of memory");
         goto done;
     }
-    int template_thinking = cli_starts_thinking(&c->s, prompt, !c->a->no_think);
-    t.thinking = template_thinking && c->soft_thinking;
-    t.sniff = !t.thinking;
-    if (!t.sniff && !(t.parser = eng_parser_new(1, NULL, err)))
+    if (!(t.parser = eng_parser_new(cli_parse_flags(&c->s, prompt), NULL, err)))
         goto done;
     cli_choose_sampling(&c->a->sampling, &c->s.gen, &samp);
     if (eng_sampling_check(&samp, err) < 0)
@@ -342,8 +291,6 @@ static int run_turn(chat *c, const char *line, eng_error *err)
     if (cli_session_generate(&c->s, &samp, ids, n_ids, c->a->max_tokens, 0, on_text, &t, &o, err) < 0)
         goto done;
     interrupted = 0;
-    if (t.sniff)
-        decide(&t, 1);
     if (!t.failed)
         parse(&t, NULL, 0, 1);
     if (t.failed) {
@@ -394,7 +341,7 @@ int cmd_chat(int argc, char **argv)
     if (parse_args(argc, argv, &a) < 0)
         return 2;
     eng_error err = {{0}};
-    chat c = {.a = &a, .soft_thinking = !a.no_think};
+    chat c = {.a = &a};
     const char *dir = getenv("TANDEM_CHAT_DUMP");
     c.dump_dir = dir && *dir ? dir : NULL;
     char *line = NULL;

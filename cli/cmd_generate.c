@@ -173,7 +173,7 @@ static cJSON *id_array(const int32_t *ids, int n)
 /* With the chat template, the text parsed as a chat client gets it: reasoning_content
  * (when the prompt left the model thinking), content and tool_calls, null where empty. */
 static int print_json(const cli_session *s, const int32_t *prompt, int n_prompt, const cli_gen_out *o,
-                      double load_s, int parse, int thinking)
+                      double load_s, int parse, unsigned parse_flags)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddItemToObject(root, "prompt_tokens", id_array(prompt, n_prompt));
@@ -188,7 +188,7 @@ static int print_json(const cli_session *s, const int32_t *prompt, int n_prompt,
         eng_parse_delta_init(&d);
         eng_error perr;
         cJSON *fields = NULL;
-        if (eng_parse_text(text.data ? text.data : "", text.len, thinking, NULL, &d, &perr) == 0)
+        if (eng_parse_text(text.data ? text.data : "", text.len, parse_flags, NULL, &d, &perr) == 0)
             fields = eng_parse_delta_to_json(&d);
         eng_parse_delta_free(&d);
         if (!fields) {
@@ -269,8 +269,7 @@ int cmd_generate(int argc, char **argv)
                              NULL, &o, &err) < 0)
         goto fail;
     if (a.json) {
-        int thinking = !a.raw && cli_starts_thinking(&s, rendered, !a.no_think);
-        if (print_json(&s, prompt, n_prompt, &o, load_s, !a.raw, thinking) < 0) {
+        if (print_json(&s, prompt, n_prompt, &o, load_s, !a.raw, a.raw ? 0 : cli_parse_flags(&s, rendered)) < 0) {
             eng_fail(&err, "out of memory printing the result");
             goto fail;
         }

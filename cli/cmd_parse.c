@@ -20,7 +20,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: tandem parse --model DIR [--no-think] < model_output.txt\n"
             "  --model DIR    the model folder (with config.json) that produced the output\n"
-            "  --no-think     the output was generated with thinking off: all of it is content\n"
+            "  --no-think     no reasoning split: a <think> block stays in the content\n"
             "prints {\"reasoning_content\", \"content\", \"tool_calls\"} as one JSON line\n");
 }
 
@@ -77,7 +77,7 @@ static int check_model_dir(const char *dir, eng_error *err)
 int cmd_parse(int argc, char **argv)
 {
     const char *model = NULL;
-    int thinking = 1;
+    unsigned flags = ENG_PARSE_REASONING | ENG_PARSE_TOOLS;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
@@ -85,7 +85,7 @@ int cmd_parse(int argc, char **argv)
         } else if (!strcmp(argv[i], "--model") && i + 1 < argc) {
             model = argv[++i];
         } else if (!strcmp(argv[i], "--no-think")) {
-            thinking = 0;
+            flags &= ~(unsigned)ENG_PARSE_REASONING;
         } else {
             fprintf(stderr, "tandem parse: unknown or incomplete option '%s' (see --help)\n", argv[i]);
             return 2;
@@ -113,7 +113,7 @@ int cmd_parse(int argc, char **argv)
     }
     eng_parse_delta d;
     eng_parse_delta_init(&d);
-    int rc = eng_parse_text(text, len, thinking, NULL, &d, &err);
+    int rc = eng_parse_text(text, len, flags, NULL, &d, &err);
     free(text);
     char *json = NULL;
     if (rc == 0) {

@@ -8,10 +8,9 @@
  * Stop strings apply to the raw generated text before parsing, as in vLLM, so a
  * stop string inside the reasoning ends the response too. EOS tokens end the
  * output without adding text; they count as completion tokens (as in vLLM).
- * Tool-call blocks are parsed whether or not the request offered tools: a model
- * only writes them when its prompt listed tools, and a half-parsed block would
- * be worse than a clean tool_calls entry. A response that made tool calls and
- * then stopped finishes with "tool_calls", as OpenAI reports it.
+ * Tool-call blocks become tool_calls only when the request offered tools (see
+ * parse_flags). A response that made tool calls and then stopped finishes with
+ * "tool_calls", as OpenAI reports it.
  *
  * Call life cycle: the pipeline call holds the backend call; the HTTP layer's
  * release() is the last event, so the backend call is released there too. */
@@ -106,24 +105,19 @@ static int is_eos(const coord_pipeline *p, int32_t id)
     return 0;
 }
 
-static int ends_with(const char *s, const char *suffix)
+/* What the output parser looks for: reasoning when the model has a think block (the
+ * prompt may already have opened it), and tool calls only when the request offered
+ * tools, as vLLM does: otherwise <tool_call> text stays in the content for agents that
+ * parse it themselves (Qwen-Agent's default protocol writes the tools into the system
+ * message and reads the calls from the content). */
+static unsigned parse_flags(const coord_pipeline *p, const coord_request *req, const char *prompt)
 {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && memcmp(s + n - k, suffix, k) == 0;
-}
-
-/* Whether the answer starts inside <think>: the model reasons unless the request
- * switched it off or the rendered prompt already closed the think block. */
-static int starts_thinking(const coord_pipeline *p, const coord_request *req, const char *prompt)
-{
-    if (!p->cfg.reasoning)
-        return 0;
-    if (ends_with(prompt, "</think>\n\n"))
-        return 0;
-    if (ends_with(prompt, "<think>\n"))
-        return 1;
-    const cJSON *on = cJSON_GetObjectItemCaseSensitive(req->chat_template_kwargs, "enable_thinking");
-    return !cJSON_IsFalse(on);
+    unsigned flags = 0;
+    if (p->cfg.reasoning)
+        flags |= ENG_PARSE_REASONING | (eng_prompt_opens_think(prompt) ? ENG_PARSE_THINK_OPEN : 0);
+    if (req->tools && !req->tool_choice_none)
+        flags |= ENG_PARSE_TOOLS;
+    return flags;
 }
 
 /* The chat prompt: the template over messages, tools (unless tool_choice is
@@ -347,7 +341,7 @@ static int pipeline_submit(void *self, const coord_request *req, const coord_sin
     eng_parse_delta_init(&c->parsed);
     if (req->api == COORD_API_CHAT) {
         eng_error e;
-        c->parser = eng_parser_new(starts_thinking(p, req, prompt), req->id, &e);
+        c->parser = eng_parser_new(parse_flags(p, req, prompt), req->id, &e);
         if (!c->parser) {
             free(ids);
             free(prompt);

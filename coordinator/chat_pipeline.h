@@ -22,10 +22,9 @@ typedef struct coord_pipeline_config {
     int context_len;                /* max_position_embeddings */
     const int32_t *eos_ids;         /* stop token ids (generation_config eos_token_id) */
     int n_eos;
-    /* 1 when the model writes <think>...</think> reasoning unless told not to
-     * (Qwen3 hybrid and thinking models); the chat_template_kwargs
-     * enable_thinking=false switch and a prompt that already closed the think
-     * block turn it off per request. */
+    /* 1 when the model may write <think>...</think> reasoning (Qwen3 hybrid and
+     * thinking models): a think block it opens, or the prompt opened, becomes
+     * reasoning_content; output without one is content. */
     int reasoning;
 } coord_pipeline_config;
 

@@ -2,31 +2,41 @@
  *
  * Rules (the whole-text result; streaming gives the same for every split):
  *
- * Reasoning (thinking on). Leading '\n's and one leading "<think>" are dropped; the text
- * up to the first "</think>" is reasoning, with the '\n's around it stripped; the text
- * after it is content with its leading '\n's stripped. This is how Qwen3's own chat
- * template re-renders a turn (reasoning_content.strip('\n'), content.lstrip('\n')), so a
- * parsed turn renders back to what the model wrote. vLLM's qwen3 parser partitions at the
- * same markers but keeps those newlines (its reasoning starts with "\n", its content with
- * "\n\n"); older vLLM versions also turned output without "</think>" into content. Here
- * output cut off before "</think>" is all reasoning (the model was still thinking). With
- * thinking off everything is content. Tool calls are looked for in the content only.
+ * Reasoning (ENG_PARSE_REASONING). Text after a "<think>" is reasoning until "</think>",
+ * whether the model wrote the "<think>" (after optional leading '\n's) or the prompt
+ * opened it (ENG_PARSE_THINK_OPEN: Qwen3 thinking models' templates end the generation
+ * prompt with "<think>\n"; a "<think>" the model repeats is dropped). Output cut off
+ * before "</think>" is all reasoning: the model was still thinking. Output that never
+ * opened "<think>" is content, "</think>" and all: Qwen's model-card code and vLLM's
+ * qwen3 parser give output without the tags to the content, and with thinking on the
+ * Qwen3 template does not open the block in the prompt, so an answer that starts
+ * straight with text or a <tool_call> is an answer. The reasoning has the '\n's around
+ * it stripped and the content after "</think>" its leading '\n's: Qwen3's template
+ * re-renders a turn that way (reasoning_content.strip('\n'), content.lstrip('\n')), so a
+ * parsed turn renders back to what the model wrote. The reasoning ends at the first
+ * "</think>" (as in vLLM and SGLang): a stream cannot take back content already sent,
+ * and the whole text must split the same way. (Qwen's model-card code splits at the
+ * last one, which differs only for output holding two.)
  *
- * Tool calls. Each "<tool_call>" ... "</tool_call>" block whose body is one JSON object
- * with a non-empty string "name" and an "arguments" object (or a string holding the JSON
- * text; absent means {}) becomes a call; arguments keep the model's own JSON text, as
- * OpenAI passes on what the model generated (vLLM re-serialises with json.dumps, which
- * gives the same text for Qwen's usual `{"k": v}` output). A block ends at the first
- * "</tool_call>" before which it is a valid call (so the marker may appear inside JSON
- * strings); when there is none it is malformed: it ends at its first "</tool_call>" (or
- * at the end of the output), stays in the content verbatim, and parsing goes on after it.
- * Whitespace: vLLM's hermes parser keeps only the text before the first call (verbatim,
- * with its trailing newline), drops everything between and after calls, and turns the
- * whole output into content when one block is malformed. We keep all text but drop the
- * whitespace that separates calls: trailing whitespace right before a call, and
- * whitespace-only text after the last call. So "Sure.\n<tool_call>..</tool_call>\n<tool_call>..</tool_call>\n"
- * gives content "Sure." and two calls, and text after the calls keeps its own form.
- * Empty content and reasoning are reported as null (as vLLM does).
+ * Tool calls (ENG_PARSE_TOOLS: the request offered tools). Without the flag the content
+ * is passed on byte for byte, <tool_call> blocks included, as agents that parse the
+ * calls themselves (Qwen-Agent's default) expect. With it, in the content only (never
+ * in reasoning), each "<tool_call>" ... "</tool_call>" block whose body is one JSON
+ * object with a non-empty string "name" and an "arguments" object (or a string holding
+ * the JSON text; absent means {}) becomes a call; arguments keep the model's own JSON
+ * text, as OpenAI passes on what the model generated (vLLM re-serialises with
+ * json.dumps, which gives the same text for Qwen's usual `{"k": v}` output). A block
+ * ends at the first "</tool_call>" before which it is a valid call (so the marker may
+ * appear inside JSON strings); when there is none it is malformed: it ends at its first
+ * "</tool_call>" (or at the end of the output), stays in the content verbatim, and
+ * parsing goes on after it. Whitespace: vLLM's hermes parser keeps only the text before
+ * the first call (verbatim, with its trailing newline), drops everything between and
+ * after calls, and turns the whole output into content when one block is malformed. We
+ * keep all text but drop the whitespace that separates calls: trailing whitespace right
+ * before a call, and whitespace-only text after the last call. So
+ * "Sure.\n<tool_call>..</tool_call>\n<tool_call>..</tool_call>\n" gives content "Sure."
+ * and two calls, and text after the calls keeps its own form. Empty content and
+ * reasoning are reported as null (as vLLM does).
  *
  * Streaming. Bytes are held back only while they could still change meaning: a suffix
  * that may begin a marker, the trailing newlines of reasoning, the trailing whitespace of
@@ -44,8 +54,8 @@
 #define CALL_CLOSE "</tool_call>"
 
 enum mode {
-    M_START,         /* thinking: before the reasoning (newlines, optional <think>) */
-    M_REASONING,     /* thinking: inside the reasoning */
+    M_START,         /* reasoning: before the output shows whether it opens <think> */
+    M_REASONING,     /* inside the reasoning */
     M_CONTENT_START, /* after </think>: dropping the content's leading newlines */
     M_CONTENT,       /* content text */
     M_TOOL,          /* inside a <tool_call> block */
@@ -54,6 +64,7 @@ enum mode {
 
 struct eng_parser {
     enum mode mode;
+    unsigned flags; /* ENG_PARSE_* */
     char *tag;
     eng_buf pend;      /* bytes not yet decided; decided ones before pos */
     size_t pos;
@@ -328,17 +339,19 @@ static int advance(eng_parser *p, eng_parse_delta *out, int at_end)
         size_t n = p->pend.len - p->pos;
         switch (p->mode) {
         case M_START: {
-            size_t m = strlen(THINK_OPEN);
-            while (n > 0 && *rest == '\n')
-                rest++, n--, p->pos++;
-            if (n >= m && !memcmp(rest, THINK_OPEN, m)) {
-                p->pos += m;
+            size_t m = strlen(THINK_OPEN), j = 0;
+            while (j < n && rest[j] == '\n')
+                j++;
+            if (n - j >= m && !memcmp(rest + j, THINK_OPEN, m)) {
+                p->pos += j + m;
                 p->mode = M_REASONING;
                 continue;
             }
-            if (n < m && !memcmp(rest, THINK_OPEN, n) && !at_end)
+            if (n - j < m && !memcmp(rest + j, THINK_OPEN, n - j) && !at_end)
                 return 0; /* maybe "<think>" still arriving (or nothing yet) */
-            p->mode = M_REASONING;
+            /* No <think> from the model: still reasoning if the prompt opened it
+             * (the leading newlines go with the reasoning's), else all content. */
+            p->mode = p->flags & ENG_PARSE_THINK_OPEN ? M_REASONING : M_CONTENT;
             continue;
         }
         case M_REASONING: {
@@ -376,6 +389,15 @@ static int advance(eng_parser *p, eng_parse_delta *out, int at_end)
             p->mode = M_CONTENT;
             continue;
         case M_CONTENT: {
+            if (!(p->flags & ENG_PARSE_TOOLS)) {
+                size_t k = at_end ? n : utf8_cut(rest, n);
+                if (emit_content(p, out, rest, k) < 0)
+                    return -1;
+                p->pos += k;
+                if (at_end)
+                    p->mode = M_DONE;
+                return 0;
+            }
             const char *open = find(rest, n, CALL_OPEN);
             if (open) {
                 size_t k = (size_t)(open - rest), t = k;
@@ -476,7 +498,7 @@ static void compact(eng_parser *p)
     p->pos = 0;
 }
 
-eng_parser *eng_parser_new(int thinking, const char *id_tag, eng_error *err)
+eng_parser *eng_parser_new(unsigned flags, const char *id_tag, eng_error *err)
 {
     eng_parser *p = calloc(1, sizeof *p);
     if (!p) {
@@ -493,7 +515,10 @@ eng_parser *eng_parser_new(int thinking, const char *id_tag, eng_error *err)
         oom(err);
         return NULL;
     }
-    p->mode = thinking ? M_START : M_CONTENT;
+    if (flags & ENG_PARSE_THINK_OPEN)
+        flags |= ENG_PARSE_REASONING;
+    p->flags = flags;
+    p->mode = flags & ENG_PARSE_REASONING ? M_START : M_CONTENT;
     p->lead = 1;
     return p;
 }
@@ -533,13 +558,13 @@ int eng_parser_finish(eng_parser *p, eng_parse_delta *out, eng_error *err)
 
 int eng_parser_in_reasoning(const eng_parser *p)
 {
-    return p->mode == M_START || p->mode == M_REASONING;
+    return p->mode == M_REASONING || (p->mode == M_START && (p->flags & ENG_PARSE_THINK_OPEN));
 }
 
-int eng_parse_text(const char *text, size_t len, int thinking, const char *id_tag, eng_parse_delta *out,
+int eng_parse_text(const char *text, size_t len, unsigned flags, const char *id_tag, eng_parse_delta *out,
                    eng_error *err)
 {
-    eng_parser *p = eng_parser_new(thinking, id_tag, err);
+    eng_parser *p = eng_parser_new(flags, id_tag, err);
     if (!p)
         return -1;
     int rc = eng_parser_feed(p, text, len, out, err);
@@ -547,6 +572,24 @@ int eng_parse_text(const char *text, size_t len, int thinking, const char *id_ta
         rc = eng_parser_finish(p, out, err);
     eng_parser_free(p);
     return rc;
+}
+
+static const char *find_last(const char *s, size_t n, const char *marker)
+{
+    const char *last = NULL;
+    for (const char *at = find(s, n, marker); at; at = find(at + 1, n - (size_t)(at + 1 - s), marker))
+        last = at;
+    return last;
+}
+
+int eng_prompt_opens_think(const char *prompt)
+{
+    size_t n = strlen(prompt);
+    const char *turn = find_last(prompt, n, "<|im_start|>");
+    if (turn)
+        n -= (size_t)(turn - prompt), prompt = turn;
+    const char *open = find_last(prompt, n, THINK_OPEN);
+    return open && !find(open, n - (size_t)(open - prompt), THINK_CLOSE);
 }
 
 /* ---- OpenAI JSON ---- */

@@ -38,9 +38,17 @@ void eng_parse_delta_free(eng_parse_delta *d);
 
 typedef struct eng_parser eng_parser;
 
-/* thinking: the output starts in reasoning (Qwen3 with enable_thinking); otherwise all
- * is content. id_tag (may be NULL) makes call ids unique across responses. */
-eng_parser *eng_parser_new(int thinking, const char *id_tag, eng_error *err);
+/* What to look for in the output (the rules are in parser.c). */
+enum {
+    ENG_PARSE_REASONING = 1,  /* a <think> block the model opens is reasoning */
+    ENG_PARSE_THINK_OPEN = 2, /* the prompt opened <think>: the output starts as reasoning
+                                 (implies ENG_PARSE_REASONING) */
+    ENG_PARSE_TOOLS = 4,      /* <tool_call> blocks become calls (the request offered tools) */
+};
+
+/* flags: ENG_PARSE_*; none: all is content, byte for byte. id_tag (may be NULL) makes
+ * call ids unique across responses. */
+eng_parser *eng_parser_new(unsigned flags, const char *id_tag, eng_error *err);
 void eng_parser_free(eng_parser *p);
 
 /* Feeds len bytes, appending whatever became certain to out. 0, or -1 (out of memory,
@@ -48,12 +56,19 @@ void eng_parser_free(eng_parser *p);
 int eng_parser_feed(eng_parser *p, const char *data, size_t len, eng_parse_delta *out, eng_error *err);
 /* The end of the output: releases everything held back. 0 or -1 (out of memory). */
 int eng_parser_finish(eng_parser *p, eng_parse_delta *out, eng_error *err);
-/* Still inside the reasoning part (for displays that show it apart). */
+/* Inside the reasoning part, or sure to start in it (for displays that show it apart). */
 int eng_parser_in_reasoning(const eng_parser *p);
 
 /* Whole text in one go: feed + finish. */
-int eng_parse_text(const char *text, size_t len, int thinking, const char *id_tag, eng_parse_delta *out,
+int eng_parse_text(const char *text, size_t len, unsigned flags, const char *id_tag, eng_parse_delta *out,
                    eng_error *err);
+
+/* Whether a rendered chat prompt leaves the model inside a think block
+ * (ENG_PARSE_THINK_OPEN): its last "<think>" comes after its last "<|im_start|>" (the
+ * turn being generated) and no "</think>" follows it. Qwen3's template with thinking on
+ * opens nothing (the model writes "<think>" itself), with thinking off it writes an empty,
+ * closed block; Qwen3 thinking-only models' templates end the prompt with "<think>\n". */
+int eng_prompt_opens_think(const char *prompt);
 
 /* {"reasoning_content", "content", "tool_calls"} as in an OpenAI message: null where
  * empty or absent. NULL when out of memory. */

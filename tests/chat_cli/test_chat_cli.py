@@ -4,8 +4,7 @@
 - The acceptance run: turns piped in (`hello`, `/no_think what now?`, ...) exit 0 with
   one "assistant: " answer per turn; empty lines are skipped, /exit ends.
 - History: each turn's request (TANDEM_CHAT_DUMP) holds exactly system, the user lines
-  and the earlier answers' content (as `tandem parse` splits the raw output, with the
-  thinking state the turn had), and the prompt it generated from is what both
+  and the earlier answers' content (as `tandem parse` splits the raw output), and the prompt it generated from is what both
   `tandem chat-template` and Jinja2 (tests/chat_template/jinja_ref.py) render for it.
 - The KV cache kept between turns changes nothing: every turn's output equals
   `generate --raw` on that turn's prompt from scratch (greedy); the cache is used.
@@ -92,12 +91,7 @@ try:
 
     # the history each turn rendered, and the cache giving what a fresh prefill gives
     messages = [{"role": "system", "content": system}]
-    thinking = True
     for k, user in enumerate(users, 1):
-        if "/no_think" in user:
-            thinking = False
-        elif "/think" in user:
-            thinking = True
         messages.append({"role": "user", "content": user})
         with open(os.path.join(dump, f"turn{k}.request.json"), encoding="utf-8") as f:
             req = json.load(f)
@@ -112,9 +106,9 @@ try:
             output = f.read()
         fresh = generate("--raw", "--prompt-file", os.path.join(dump, f"turn{k}.prompt.txt"))
         check(fresh and fresh["text"] == output, f"turn {k}: output with the cache != fresh prefill")
-        # what the chat keeps: the content, parsed with the turn's thinking state
-        # (with thinking off a leading <think> block is still taken apart)
-        parsed = parse(output, thinking or output.startswith("<think>"))
+        # what the chat keeps: the content, parsed as the API parses it (a think block
+        # the model opens is reasoning whatever the switch)
+        parsed = parse(output, True)
         messages.append({"role": "assistant", "content": parsed.get("content") or ""})
 
     # the exact acceptance command, turns cut short
@@ -144,7 +138,7 @@ try:
         if t and r:
             check(t["prompt_tokens"] == r["prompt_tokens"] and t["tokens"] == r["tokens"], f"{extra}: ids")
             check("content" not in r and "reasoning_content" not in r, "--raw --json as before")
-            p = parse(t["text"], not kwargs)
+            p = parse(t["text"], True)
             check({k: t[k] for k in ("reasoning_content", "content", "tool_calls")} == p, f"{extra}: parsed fields")
             if kwargs:
                 check(t["reasoning_content"] is None, "--no-think: no reasoning")

@@ -327,6 +327,32 @@ static void test_no_thinking_and_tools(void)
     eng_buf_free(&text);
     result_free(&r);
 
+    /* Thinking on and no <think> from the model: the answer is content, and with tools
+     * offered the call is a call (Qwen3's template does not open the think block). */
+    script = (script_t){.text = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n"
+                                      "</tool_call>", .eos = 1};
+    const char *with_tools = "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}],"
+                             "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}]}";
+    CHECK(run(COORD_API_CHAT, with_tools, &r, &err, 0) == 0);
+    CHECK(cJSON_GetArraySize(r.calls) == 1 && r.reasoning.len == 0 && r.content.len == 0);
+    CHECK(r.finish == COORD_FINISH_TOOL_CALLS);
+    result_free(&r);
+
+    /* No tools offered (or tool_choice none): the block stays in the content byte for
+     * byte, for agents that parse it themselves. */
+    const char *no_tools[] = {
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}],\"tools\":[]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}],\"tool_choice\":\"none\","
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}]}",
+    };
+    for (int i = 0; i < 3; i++) {
+        CHECK(run(COORD_API_CHAT, no_tools[i], &r, &err, 0) == 0);
+        CHECK(cJSON_GetArraySize(r.calls) == 0 && r.reasoning.len == 0 && r.finish == COORD_FINISH_STOP);
+        CHECK(strcmp(str(&r.content), script.text) == 0);
+        result_free(&r);
+    }
+
     /* tool_choice none: tools are not offered */
     script = (script_t){.text = "ok", .eos = 1};
     CHECK(run(COORD_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}],\"tool_choice\":\"none\","

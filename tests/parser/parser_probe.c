@@ -1,6 +1,6 @@
 /* parser_probe.c: the output parser as a filter over JSON lines, for reference_rules.py.
  *
- * Each input line {"thinking": bool, "input": string}; each output line the whole-text
+ * Each input line {"flags": "reasoning think_open tools" (any of the words), "input": string}; each output line the whole-text
  * result {"reasoning_content", "content", "tool_calls"}, computed twice (whole, and fed
  * in 3-byte chunks) with {"error": ...} if the two differ. */
 #include <cjson/cJSON.h>
@@ -9,11 +9,12 @@
 #include <string.h>
 
 #include "chat/parser.h"
+#include "flags.h"
 
-static char *chunked(const char *text, size_t len, int thinking)
+static char *chunked(const char *text, size_t len, unsigned flags)
 {
     eng_error err;
-    eng_parser *p = eng_parser_new(thinking, NULL, &err);
+    eng_parser *p = eng_parser_new(flags, NULL, &err);
     eng_parse_delta d;
     eng_parse_delta_init(&d);
     for (size_t at = 0; at < len; at += 3)
@@ -37,19 +38,19 @@ int main(void)
             fprintf(stderr, "parser_probe: bad input line\n");
             return 1;
         }
-        int thinking = cJSON_IsTrue(cJSON_GetObjectItem(in, "thinking"));
+        unsigned flags = case_flags(in);
         const char *text = jt->valuestring;
         size_t len = strlen(text);
         eng_parse_delta d;
         eng_parse_delta_init(&d);
         eng_error err;
         char *whole = NULL;
-        if (eng_parse_text(text, len, thinking, NULL, &d, &err) == 0) {
+        if (eng_parse_text(text, len, flags, NULL, &d, &err) == 0) {
             cJSON *j = eng_parse_delta_to_json(&d);
             whole = cJSON_PrintUnformatted(j);
             cJSON_Delete(j);
         }
-        char *streamed = chunked(text, len, thinking);
+        char *streamed = chunked(text, len, flags);
         if (whole && streamed && !strcmp(whole, streamed))
             puts(whole);
         else

@@ -56,18 +56,22 @@ def as_call(body):
     return None
 
 
-def reference(text, thinking):
+def reference(text, flags):
     reasoning, content = None, text
-    if thinking:
+    if "reasoning" in flags or "think_open" in flags:
         t = text.lstrip("\n")
+        opened = "think_open" in flags  # by the prompt, or by the model:
         if t.startswith("<think>"):
-            t = t[len("<think>"):]
-        if "</think>" in t:
-            r, _, content = t.partition("</think>")
-            content = content.lstrip("\n")
-        else:
-            r, content = t, ""
-        reasoning = r.strip("\n")
+            t, opened = t[len("<think>"):], True
+        if opened:
+            if "</think>" in t:
+                r, _, content = t.partition("</think>")
+                content = content.lstrip("\n")
+            else:
+                r, content = t, ""
+            reasoning = r.strip("\n")
+    if "tools" not in flags:
+        return {"reasoning_content": reasoning or None, "content": content or None, "tool_calls": None}
     pieces, calls, seg, pos = [], [], "", 0
     while True:
         s = content.find("<tool_call>", pos)
@@ -146,20 +150,21 @@ def random_output(rng):
 def main():
     probe = sys.argv[1]
     rng = random.Random(7)
-    cases = [(random_output(rng), rng.random() < 0.6) for _ in range(3000)]
-    text = "".join(json.dumps({"thinking": t, "input": s}, ensure_ascii=False) + "\n" for s, t in cases)
+    flag_sets = ["tools", "reasoning tools", "think_open tools", "", "reasoning", "think_open"]
+    cases = [(random_output(rng), rng.choice(flag_sets)) for _ in range(4000)]
+    text = "".join(json.dumps({"flags": f, "input": s}, ensure_ascii=False) + "\n" for s, f in cases)
     out = subprocess.run([probe], input=text.encode(), capture_output=True, check=True).stdout.decode()
     lines = out.splitlines()
     assert len(lines) == len(cases)
     bad = 0
     calls = 0
-    for (s, thinking), line in zip(cases, lines):
-        got, want = json.loads(line), reference(s, thinking)
+    for (s, flags), line in zip(cases, lines):
+        got, want = json.loads(line), reference(s, flags.split())
         calls += len(want["tool_calls"] or [])
         if got != want:
             bad += 1
             if bad <= 10:
-                print(f"input {s!r} (thinking={thinking}):\n  parser:    {got}\n  reference: {want}")
+                print(f"input {s!r} (flags {flags!r}):\n  parser:    {got}\n  reference: {want}")
     print(f"reference_rules: {len(cases) - bad}/{len(cases)} outputs agree ({calls} tool calls)")
     sys.exit(1 if bad else 0)
 

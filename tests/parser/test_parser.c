@@ -11,6 +11,7 @@
 
 #include "chat/parser.h"
 #include "check.h"
+#include "flags.h"
 
 static char *read_file(const char *path)
 {
@@ -89,11 +90,11 @@ static int valid_utf8(const char *s, size_t n)
 
 /* Feeds text in the chunks given by cuts (sorted offsets), accumulating all deltas into
  * total; checks that each delta is whole UTF-8 when the input is. */
-static int parse_chunked(const char *text, size_t len, int thinking, const size_t *cuts, int n_cuts,
+static int parse_chunked(const char *text, size_t len, unsigned flags, const size_t *cuts, int n_cuts,
                          eng_parse_delta *total)
 {
     eng_error err;
-    eng_parser *p = eng_parser_new(thinking, NULL, &err);
+    eng_parser *p = eng_parser_new(flags, NULL, &err);
     if (!p)
         return -1;
     int utf8 = valid_utf8(text, len);
@@ -129,13 +130,13 @@ static int parse_chunked(const char *text, size_t len, int thinking, const size_
 }
 
 /* 1 when feeding with these cuts gives exactly `whole`. */
-static int same_as_whole(const char *text, size_t len, int thinking, const size_t *cuts, int n_cuts,
+static int same_as_whole(const char *text, size_t len, unsigned flags, const size_t *cuts, int n_cuts,
                          const char *whole)
 {
     eng_parse_delta total;
     eng_parse_delta_init(&total);
     int ok = 0;
-    if (parse_chunked(text, len, thinking, cuts, n_cuts, &total) == 0) {
+    if (parse_chunked(text, len, flags, cuts, n_cuts, &total) == 0) {
         char *got = result_json(&total);
         ok = got && !strcmp(got, whole);
         if (!ok)
@@ -150,13 +151,13 @@ static void test_case(const cJSON *tc, uint64_t *rng, long *runs)
 {
     const char *name = cJSON_GetObjectItem(tc, "name")->valuestring;
     const char *text = cJSON_GetObjectItem(tc, "input")->valuestring;
-    int thinking = cJSON_IsTrue(cJSON_GetObjectItem(tc, "thinking"));
+    unsigned flags = case_flags(tc);
     size_t len = strlen(text);
 
     eng_parse_delta whole;
     eng_parse_delta_init(&whole);
     eng_error err;
-    CHECK(eng_parse_text(text, len, thinking, NULL, &whole, &err) == 0);
+    CHECK(eng_parse_text(text, len, flags, NULL, &whole, &err) == 0);
     char *got = result_json(&whole);
     char *want = expected_json(cJSON_GetObjectItem(tc, "expected"));
     if (!got || strcmp(got, want)) {
@@ -170,7 +171,7 @@ static void test_case(const cJSON *tc, uint64_t *rng, long *runs)
     for (size_t i = 0; i <= len; i++) {
         size_t cut = i;
         (*runs)++;
-        if (!same_as_whole(text, len, thinking, &cut, 1, got)) {
+        if (!same_as_whole(text, len, flags, &cut, 1, got)) {
             fprintf(stderr, "case %s: split at %zu differs\n", name, i);
             check_failed++;
             break;
@@ -181,7 +182,7 @@ static void test_case(const cJSON *tc, uint64_t *rng, long *runs)
     for (size_t i = 0; i <= len; i++)
         cuts[i] = i;
     (*runs)++;
-    if (!same_as_whole(text, len, thinking, cuts, (int)len + 1, got)) {
+    if (!same_as_whole(text, len, flags, cuts, (int)len + 1, got)) {
         fprintf(stderr, "case %s: byte by byte differs\n", name);
         check_failed++;
     }
@@ -194,7 +195,7 @@ static void test_case(const cJSON *tc, uint64_t *rng, long *runs)
                 cuts[n++] = i;
         }
         (*runs)++;
-        if (!same_as_whole(text, len, thinking, cuts, n, got)) {
+        if (!same_as_whole(text, len, flags, cuts, n, got)) {
             fprintf(stderr, "case %s: random chunking %d differs\n", name, r);
             check_failed++;
             break;
@@ -208,7 +209,7 @@ static void test_api(void)
 {
     eng_error err;
     /* Feeding after finish is an error; finishing twice is harmless. */
-    eng_parser *p = eng_parser_new(1, "req7", &err);
+    eng_parser *p = eng_parser_new(ENG_PARSE_THINK_OPEN | ENG_PARSE_TOOLS, "req7", &err);
     CHECK(p != NULL);
     eng_parse_delta d;
     eng_parse_delta_init(&d);
@@ -243,7 +244,7 @@ static void test_api(void)
     CHECK(eng_parser_new(0, tag, &err) == NULL && strstr(err.msg, "tag"));
 
     /* A call's whole delta arrives with the feed that closes it, not before. */
-    p = eng_parser_new(0, NULL, &err);
+    p = eng_parser_new(ENG_PARSE_TOOLS, NULL, &err);
     eng_parse_delta_init(&d);
     const char *part1 = "Sure.\n<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": \"</tool_call>\"";
     CHECK(eng_parser_feed(p, part1, strlen(part1), &d, &err) == 0);
@@ -255,7 +256,7 @@ static void test_api(void)
     eng_parse_delta_free(&d);
 
     /* Held-back bytes: a partial marker or a split character is not emitted early. */
-    p = eng_parser_new(0, NULL, &err);
+    p = eng_parser_new(ENG_PARSE_TOOLS, NULL, &err);
     eng_parse_delta_init(&d);
     CHECK(eng_parser_feed(p, "caf\xC3", 4, &d, &err) == 0 && !strcmp(d.content.data, "caf"));
     eng_parse_delta_clear(&d);

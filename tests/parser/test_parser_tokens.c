@@ -12,6 +12,7 @@
 #include "chat/parser.h"
 #include "tokenizer/tokenizer.h"
 #include "check.h"
+#include "flags.h"
 
 static char *read_file(const char *path)
 {
@@ -37,10 +38,10 @@ static char *to_json(const eng_parse_delta *d)
 
 /* Feeds the tokens (raw bytes, or through the streaming detokenizer) and returns the
  * accumulated result's JSON. */
-static char *feed_tokens(const eng_tokenizer *tok, const int32_t *ids, int n, int thinking, int detok)
+static char *feed_tokens(const eng_tokenizer *tok, const int32_t *ids, int n, unsigned flags, int detok)
 {
     eng_error err;
-    eng_parser *p = eng_parser_new(thinking, NULL, &err);
+    eng_parser *p = eng_parser_new(flags, NULL, &err);
     eng_parse_delta total, d;
     eng_parse_delta_init(&total);
     eng_parse_delta_init(&d);
@@ -116,10 +117,10 @@ int main(void)
     {
         const char *name = cJSON_GetObjectItem(tc, "name")->valuestring;
         const char *in = cJSON_GetObjectItem(tc, "input")->valuestring;
-        int thinking = cJSON_IsTrue(cJSON_GetObjectItem(tc, "thinking"));
+        unsigned flags = case_flags(tc);
         eng_parse_delta whole;
         eng_parse_delta_init(&whole);
-        CHECK(eng_parse_text(in, strlen(in), thinking, NULL, &whole, &err) == 0);
+        CHECK(eng_parse_text(in, strlen(in), flags, NULL, &whole, &err) == 0);
         char *want = to_json(&whole);
         eng_parse_delta_free(&whole);
         int32_t *ids = NULL;
@@ -131,7 +132,7 @@ int main(void)
             continue;
         }
         for (int detok = 0; detok < 2; detok++) {
-            char *got = feed_tokens(tok, ids, n, thinking, detok);
+            char *got = feed_tokens(tok, ids, n, flags, detok);
             if (strcmp(got, want)) {
                 fprintf(stderr, "case %s (%s):\n  tokens: %s\n  whole:  %s\n", name, detok ? "detok" : "raw", got,
                         want);
