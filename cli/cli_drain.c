@@ -41,16 +41,3 @@ void cli_wait_and_drain(const sigset_t *set, double drain_timeout_s, const cli_d
     else
         fprintf(stderr, "%s: drained, stopping\n", d->who);
 }
-
-int cli_parse_drain_timeout(const char *who, const char *s, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v) || v < 0 || v > 86400) {
-        fprintf(stderr, "%s: --drain-timeout wants seconds in [0, 86400], got '%s'\n", who, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}

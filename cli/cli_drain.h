@@ -19,7 +19,4 @@ typedef struct cli_drainable {
  * SIGTERM as above, and returns once the process should stop. */
 void cli_wait_and_drain(const sigset_t *set, double drain_timeout_s, const cli_drainable *d);
 
-/* Parses --drain-timeout's seconds (0..86400, fractions allowed); -1 with a message. */
-int cli_parse_drain_timeout(const char *who, const char *s, double *out);
-
 #endif

@@ -10,7 +10,6 @@
  * before attention reads them. */
 #include "cli_generate.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,80 +29,17 @@ static double now_s(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-int cli_parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "tandem %s: %s wants an integer in [%ld, %ld], got '%s'\n", cmd, opt, lo, hi, s);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
-static int parse_float(const char *cmd, const char *opt, const char *s, float lo, float hi, float *out)
-{
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "tandem %s: %s wants a number in [%g, %g], got '%s'\n", cmd, opt, lo, hi, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-int cli_parse_sampling_opt(const char *cmd, const char *opt, const char *v, cli_sampling_opts *o)
-{
-    int rc;
-    if (!strcmp(opt, "--temperature"))
-        rc = parse_float(cmd, opt, v, 0, 100, &o->temperature), o->have_temperature = 1;
-    else if (!strcmp(opt, "--top-k"))
-        rc = cli_parse_int(cmd, opt, v, -1, 1 << 30, &o->top_k), o->have_top_k = 1;
-    else if (!strcmp(opt, "--top-p"))
-        rc = parse_float(cmd, opt, v, 1e-9f, 1, &o->top_p), o->have_top_p = 1;
-    else if (!strcmp(opt, "--min-p"))
-        rc = parse_float(cmd, opt, v, 0, 1, &o->min_p), o->have_min_p = 1;
-    else if (!strcmp(opt, "--seed")) {
-        char *end;
-        errno = 0;
-        o->seed = strtoull(v, &end, 10);
-        o->have_seed = 1;
-        rc = 0;
-        if (errno || end == v || *end || v[0] == '-') {
-            fprintf(stderr, "tandem %s: --seed wants a non-negative integer, got '%s'\n", cmd, v);
-            rc = -1;
-        }
-    } else
-        return 0;
-    return rc < 0 ? -1 : 1;
-}
-
 void cli_choose_sampling(const cli_sampling_opts *a, const eng_gen_config *g, eng_sampling *s)
 {
-    eng_sampling_defaults(s);
-    if (a->have_temperature || a->have_top_k || a->have_top_p || a->have_min_p) {
-        s->temperature = a->have_temperature ? a->temperature : 1.0f;
-        if (a->have_top_k)
-            s->top_k = a->top_k;
-        if (a->have_top_p)
-            s->top_p = a->top_p;
-        if (a->have_min_p)
-            s->min_p = a->min_p;
-    } else if (g->do_sample) {
-        s->temperature = g->temperature;
-        s->top_k = g->top_k;
-        s->top_p = g->top_p;
-        s->min_p = g->min_p;
-        s->repetition_penalty = g->repetition_penalty;
-        s->presence_penalty = g->presence_penalty;
-        s->frequency_penalty = g->frequency_penalty;
-    } else {
-        s->repetition_penalty = g->repetition_penalty;
-    }
+    eng_sampling_from_gen_config(g, s);
+    if (a->have_temperature)
+        s->temperature = a->temperature;
+    if (a->have_top_k)
+        s->top_k = a->top_k;
+    if (a->have_top_p)
+        s->top_p = a->top_p;
+    if (a->have_min_p)
+        s->min_p = a->min_p;
     s->seed = a->have_seed ? a->seed : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 20);
 }
 

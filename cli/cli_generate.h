@@ -3,8 +3,8 @@
  * A cli_session holds a loaded model, its tokenizer, generation_config.json, the chat
  * template (when the model has one) and one KV-cache sequence that outlives a call:
  * the next call keeps the cached tokens its prompt shares as a prefix and prefills
- * only the rest, which is what makes a multi-turn chat cheap. The sampling flags
- * (--temperature, --top-k, --top-p, --min-p, --seed) are parsed and applied here too,
+ * only the rest, which is what makes a multi-turn chat cheap. The sampling options
+ * (--temperature, --top-k, --top-p, --min-p, --seed) are declared and applied here too,
  * so that both commands read them the same way. */
 #ifndef CLI_GENERATE_H
 #define CLI_GENERATE_H
@@ -15,6 +15,7 @@
 #include <cjson/cJSON.h>
 
 #include "chat/template.h"
+#include "cli_args.h"
 #include "common/error.h"
 #include "model/model.h"
 #include "sampling/sampler.h"
@@ -27,13 +28,20 @@ typedef struct cli_sampling_opts {
     unsigned long long seed;
 } cli_sampling_opts;
 
-/* Integer option value in [lo, hi]; prints "tandem CMD: ..." and returns -1 when not. */
-int cli_parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi, int *out);
-/* 1: opt was a sampling option and its value is good; 0: not a sampling option;
- * -1: a bad value (one line printed on stderr). */
-int cli_parse_sampling_opt(const char *cmd, const char *opt, const char *val, cli_sampling_opts *o);
-/* generation_config.json's sampling unless the user gave any sampling option (then the
- * unset ones are off and temperature is 1); the seed from the clock unless given. */
+/* The sampling rows of a command's option table (cli_args.h), for the
+ * cli_sampling_opts member m of struct st. */
+#define CLI_SAMPLING_OPTS(st, m)                                                                                 \
+    CLI_FLOAT_GIVEN(st, m.temperature, m.have_temperature, "--temperature", "T", 0, 100,                        \
+                    "0: greedy. Each sampling option left out takes\n"                                          \
+                    "generation_config.json's value (as the API does)",                                          \
+                    0),                                                                                          \
+        CLI_INT_GIVEN(st, m.top_k, m.have_top_k, "--top-k", "K", -1, 1 << 30, "0 or -1: off"),                  \
+        CLI_FLOAT_GIVEN(st, m.top_p, m.have_top_p, "--top-p", "P", 0, 1, "1: off", CLI_LO_OPEN),                \
+        CLI_FLOAT_GIVEN(st, m.min_p, m.have_min_p, "--min-p", "M", 0, 1, "0: off", 0),                          \
+        CLI_U64_GIVEN(st, m.seed, m.have_seed, "--seed", "S", "seed of the sampler; default: from the clock")
+
+/* generation_config.json's sampling with each option the user gave in its place; the
+ * seed from the clock unless given. */
 void cli_choose_sampling(const cli_sampling_opts *o, const eng_gen_config *g, eng_sampling *s);
 
 typedef struct cli_session {

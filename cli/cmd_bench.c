@@ -5,47 +5,46 @@
  * brings the mapped weights into memory. Reports tokens/s for both phases and the
  * peak resident set against what it should be: the weights plus the KV cache. */
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 
+#include "cli_args.h"
 #include "commands.h"
 #include "model/model.h"
 
 #define PREFILL_CHUNK 512
 #define KV_BLOCK 16
 
-static void usage(FILE *out)
-{
-    fprintf(out, "usage: tandem bench --model DIR [--prompt-tokens P] [--decode-tokens D] [--threads N] [--json]\n"
-                 "  --model DIR          Hugging Face checkpoint folder\n"
-                 "  --prompt-tokens P    prompt length to prefill (default 512)\n"
-                 "  --decode-tokens D    decode steps after it (default 64)\n"
-                 "  --threads N          compute threads (default: one per CPU)\n"
-                 "  --json               one JSON object: prefill_tok_s, decode_tok_s, peak_rss_bytes, ...\n");
-}
+typedef struct bench_args {
+    const char *model;
+    int prompt_tokens, decode_tokens, threads, json;
+} bench_args;
+
+#define B bench_args
+static const cli_opt OPTS[] = {
+    CLI_STR_OPT(B, model, "--model", "DIR", NULL, "Hugging Face checkpoint folder", CLI_REQUIRED),
+    CLI_INT_OPT(B, prompt_tokens, "--prompt-tokens", "P", 1, 1 << 20, "512", "prompt length to prefill"),
+    CLI_INT_OPT(B, decode_tokens, "--decode-tokens", "D", 1, 1 << 20, "64", "decode steps after it"),
+    CLI_INT_OPT(B, threads, "--threads", "N", 1, 4096, NULL, "compute threads; default: one per CPU"),
+    CLI_FLAG_OPT(B, json, "--json", "one JSON object: prefill_tok_s, decode_tok_s, peak_rss_bytes, ..."),
+};
+#undef B
+
+static const cli_command CMD = {
+    .name = "tandem bench",
+    .usage = "--model DIR [--prompt-tokens P] [--decode-tokens D] [--threads N] [--json]",
+    .opts = OPTS,
+    .n_opts = CLI_COUNT(OPTS),
+};
 
 static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "tandem bench: %s wants an integer in [%ld, %ld], got '%s'\n", opt, lo, hi, s);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
 }
 
 static int argmax(const float *x, int n)
@@ -59,43 +58,12 @@ static int argmax(const float *x, int n)
 
 int cmd_bench(int argc, char **argv)
 {
-    const char *model = NULL;
-    int P = 512, D = 64, threads = 0, json = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i];
-        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(o, "--json")) {
-            json = 1;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "tandem bench: %s needs a value (see --help)\n", o);
-            return 2;
-        }
-        const char *v = argv[++i];
-        int rc = 0;
-        if (!strcmp(o, "--model"))
-            model = v;
-        else if (!strcmp(o, "--prompt-tokens"))
-            rc = parse_int(o, v, 1, 1 << 20, &P);
-        else if (!strcmp(o, "--decode-tokens"))
-            rc = parse_int(o, v, 1, 1 << 20, &D);
-        else if (!strcmp(o, "--threads"))
-            rc = parse_int(o, v, 1, 4096, &threads);
-        else {
-            fprintf(stderr, "tandem bench: unknown option '%s' (see --help)\n", o);
-            return 2;
-        }
-        if (rc < 0)
-            return 2;
-    }
-    if (!model) {
-        fprintf(stderr, "tandem bench: --model DIR is required (see --help)\n");
-        return 2;
-    }
+    bench_args a = {0};
+    int exit_status = cli_parse(&CMD, argc, argv, &a);
+    if (exit_status != CLI_RUN)
+        return exit_status;
+    const char *model = a.model;
+    int P = a.prompt_tokens, D = a.decode_tokens, threads = a.threads, json = a.json;
 
     eng_error err = {{0}};
     eng_model *m = NULL;

@@ -33,75 +33,32 @@
 #include "common/buf.h"
 
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "usage: tandem chat --model DIR [options]\n"
-            "Reads one user turn per line of standard input; an empty line is skipped, /exit or\n"
-            "the end of input ends the chat. /think and /no_think in a line switch thinking.\n"
-            "  --model DIR        Hugging Face checkpoint folder with a chat template\n"
-            "  --no-think         render every turn with enable_thinking=false\n"
-            "  --system TEXT      a system message before the first turn\n"
-            "  --max-tokens N     at most N generated tokens per turn (default 2048)\n"
-            "  --temperature T    sampling as in `tandem generate` (default: generation_config.json)\n"
-            "  --top-k K, --top-p P, --min-p M, --seed S\n"
-            "  --threads N        compute threads (default: one per CPU)\n"
-            "  --verbose          one line per turn on stderr: tokens, cache reuse, speed\n");
-}
-
 typedef struct chat_args {
     const char *model, *system;
     int no_think, verbose, max_tokens, threads;
     cli_sampling_opts sampling;
 } chat_args;
 
-static int parse_args(int argc, char **argv, chat_args *a)
-{
-    memset(a, 0, sizeof *a);
-    a->max_tokens = 2048;
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i];
-        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
-            usage(stdout);
-            exit(0);
-        }
-        if (!strcmp(o, "--no-think")) {
-            a->no_think = 1;
-            continue;
-        }
-        if (!strcmp(o, "--verbose")) {
-            a->verbose = 1;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "tandem chat: %s needs a value (see --help)\n", o);
-            return -1;
-        }
-        const char *v = argv[++i];
-        int rc = cli_parse_sampling_opt("chat", o, v, &a->sampling);
-        if (rc)
-            ;
-        else if (!strcmp(o, "--model"))
-            a->model = v;
-        else if (!strcmp(o, "--system"))
-            a->system = v;
-        else if (!strcmp(o, "--max-tokens"))
-            rc = cli_parse_int("chat", o, v, 1, 1 << 20, &a->max_tokens);
-        else if (!strcmp(o, "--threads"))
-            rc = cli_parse_int("chat", o, v, 1, 4096, &a->threads);
-        else {
-            fprintf(stderr, "tandem chat: unknown option '%s' (see --help)\n", o);
-            return -1;
-        }
-        if (rc < 0)
-            return -1;
-    }
-    if (!a->model) {
-        fprintf(stderr, "tandem chat: --model DIR is required (see --help)\n");
-        return -1;
-    }
-    return 0;
-}
+#define C chat_args
+static const cli_opt OPTS[] = {
+    CLI_STR_OPT(C, model, "--model", "DIR", NULL, "Hugging Face checkpoint folder with a chat template", CLI_REQUIRED),
+    CLI_FLAG_OPT(C, no_think, "--no-think", "render every turn with enable_thinking=false"),
+    CLI_STR_OPT(C, system, "--system", "TEXT", NULL, "a system message before the first turn", 0),
+    CLI_INT_OPT(C, max_tokens, "--max-tokens", "N", 1, 1 << 20, "2048", "at most N generated tokens per turn"),
+    CLI_SAMPLING_OPTS(C, sampling),
+    CLI_INT_OPT(C, threads, "--threads", "N", 1, 4096, NULL, "compute threads; default: one per CPU"),
+    CLI_FLAG_OPT(C, verbose, "--verbose", "one line per turn on stderr: tokens, cache reuse, speed"),
+};
+#undef C
+
+static const cli_command CMD = {
+    .name = "tandem chat",
+    .usage = "--model DIR [options]",
+    .about = "Reads one user turn per line of standard input; an empty line is skipped, /exit or\n"
+             "the end of input ends the chat. /think and /no_think in a line switch thinking.",
+    .opts = OPTS,
+    .n_opts = CLI_COUNT(OPTS),
+};
 
 /* One turn's output on its way to the screen and into the history. */
 typedef struct turn {
@@ -337,9 +294,10 @@ static int is_blank(const char *s)
 
 int cmd_chat(int argc, char **argv)
 {
-    chat_args a;
-    if (parse_args(argc, argv, &a) < 0)
-        return 2;
+    chat_args a = {0};
+    int exit_status = cli_parse(&CMD, argc, argv, &a);
+    if (exit_status != CLI_RUN)
+        return exit_status;
     eng_error err = {{0}};
     chat c = {.a = &a};
     const char *dir = getenv("TANDEM_CHAT_DUMP");

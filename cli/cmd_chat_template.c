@@ -10,46 +10,43 @@
 #include <cjson/cJSON.h>
 
 #include "chat/template.h"
+#include "cli_args.h"
 #include "commands.h"
 #include "common/buf.h"
 #include "common/file.h"
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "usage: tandem chat-template (--model DIR | --template FILE) --request FILE.json\n"
-            "\n"
-            "Prints the prompt that the model's chat template (DIR/tokenizer_config.json, or\n"
-            "DIR/chat_template.jinja) renders for an OpenAI-style chat request body:\n"
-            "messages, tools, add_generation_prompt (default true), chat_template_kwargs.\n"
-            "--template FILE uses a raw Jinja template file instead of a model directory.\n"
-            "--request - reads the request from standard input.\n");
-}
+typedef struct template_args {
+    const char *model, *template_file, *request_file;
+} template_args;
+
+#define T template_args
+static const cli_opt OPTS[] = {
+    CLI_STR_OPT(T, model, "--model", "DIR", NULL,
+                "the model's chat template (DIR/tokenizer_config.json, or DIR/chat_template.jinja)", 0),
+    CLI_STR_OPT(T, template_file, "--template", "FILE", NULL, "a raw Jinja template file instead of a model folder", 0),
+    CLI_STR_OPT(T, request_file, "--request", "FILE.json", NULL,
+                "an OpenAI-style chat request body ('-' for standard input):\n"
+                "messages, tools, add_generation_prompt (default true), chat_template_kwargs",
+                CLI_REQUIRED),
+};
+#undef T
+
+static const cli_command CMD = {
+    .name = "tandem chat-template",
+    .usage = "(--model DIR | --template FILE) --request FILE.json",
+    .about = "Prints the prompt that a chat template renders for a request, nothing added.",
+    .opts = OPTS,
+    .n_opts = CLI_COUNT(OPTS),
+    .exactly_one = {"--model", "--template"},
+};
 
 int cmd_chat_template(int argc, char **argv)
 {
-    const char *model = NULL, *template_file = NULL, *request_file = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (i + 1 < argc && !strcmp(argv[i], "--model"))
-            model = argv[++i];
-        else if (i + 1 < argc && !strcmp(argv[i], "--template"))
-            template_file = argv[++i];
-        else if (i + 1 < argc && !strcmp(argv[i], "--request"))
-            request_file = argv[++i];
-        else {
-            fprintf(stderr, "tandem chat-template: unknown or incomplete option '%s'\n", argv[i]);
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (!request_file || !!model == !!template_file) {
-        usage(stderr);
-        return 2;
-    }
+    template_args a = {0};
+    int exit_status = cli_parse(&CMD, argc, argv, &a);
+    if (exit_status != CLI_RUN)
+        return exit_status;
+    const char *model = a.model, *template_file = a.template_file, *request_file = a.request_file;
 
     eng_error err = {{0}};
     eng_chat_template *t = NULL;

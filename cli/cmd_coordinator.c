@@ -7,7 +7,6 @@
  * in flight finish up to --drain-timeout), SIGINT or a second SIGTERM stops at once.
  * Signals are blocked before any thread starts and
  * taken with sigwait, so no handler ever runs inside library code. */
-#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,24 +15,41 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "cli_args.h"
 #include "cli_drain.h"
 #include "commands.h"
 #include "coordinator.h"
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "usage: tandem coordinator --model DIR [options]\n"
-            "  --model DIR        checkpoint folder: tokenizer, chat template and generation config\n"
-            "                     are read here (the weights are not; workers load them)\n"
-            "  --host H           address for HTTP and gRPC (default 127.0.0.1)\n"
-            "  --port N           HTTP port of the OpenAI API (default 8000; 0: any free port)\n"
-            "  --rpc-port N       gRPC port for workers and tandemctl (default 50051; 0: any free port)\n"
-            "  --colocated        run every request on one worker with role both\n"
-            "  --heartbeat-ms N   heartbeat interval told to workers (default 500); a worker\n"
-            "                     silent for 3 intervals leaves rotation until it returns\n"
-            "  --drain-timeout S  on SIGTERM, seconds to let requests in flight finish (default 30)\n");
-}
+typedef struct coordinator_args {
+    coord_options o;
+    float drain_timeout;
+} coordinator_args;
+
+#define C coordinator_args
+static const cli_opt OPTS[] = {
+    CLI_STR_OPT(C, o.model_dir, "--model", "DIR", NULL,
+                "checkpoint folder: tokenizer, chat template and generation config\n"
+                "are read here (the weights are not; workers load them)",
+                CLI_REQUIRED),
+    CLI_STR_OPT(C, o.host, "--host", "H", "127.0.0.1", "address for HTTP and gRPC", 0),
+    CLI_INT_OPT(C, o.port, "--port", "N", 0, 65535, "8000", "HTTP port of the OpenAI API; 0: any free port"),
+    CLI_INT_OPT(C, o.rpc_port, "--rpc-port", "N", 0, 65535, "50051",
+                "gRPC port for workers and tandemctl; 0: any free port"),
+    CLI_FLAG_OPT(C, o.colocated, "--colocated", "run every request on one worker with role both"),
+    CLI_INT_OPT(C, o.heartbeat_ms, "--heartbeat-ms", "N", 10, 600000, "500",
+                "heartbeat interval told to workers; a worker silent for\n"
+                "3 intervals leaves rotation until it returns"),
+    CLI_FLOAT_OPT(C, drain_timeout, "--drain-timeout", "S", 0, 86400, "30",
+                  "on SIGTERM, seconds to let requests in flight finish"),
+};
+#undef C
+
+static const cli_command CMD = {
+    .name = "tandem coordinator",
+    .usage = "--model DIR [options]",
+    .opts = OPTS,
+    .n_opts = CLI_COUNT(OPTS),
+};
 
 static void log_line(void *ctx, const char *line)
 {
@@ -48,65 +64,16 @@ static void log_line(void *ctx, const char *line)
     fflush(stderr);
 }
 
-static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "tandem coordinator: %s wants an integer in [%ld, %ld], got '%s'\n", opt, lo, hi, s);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
 static void drain(void *c) { coord_coordinator_drain(c); }
 static int in_flight(void *c) { return coord_coordinator_in_flight(c); }
 
 int cmd_coordinator(int argc, char **argv)
 {
-    coord_options o = {.port = 8000, .rpc_port = 50051};
-    double drain_timeout = 30;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--colocated")) {
-            o.colocated = 1;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "tandem coordinator: %s needs a value (see --help)\n", a);
-            return 2;
-        }
-        const char *v = argv[++i];
-        int rc = 0;
-        if (!strcmp(a, "--model"))
-            o.model_dir = v;
-        else if (!strcmp(a, "--host"))
-            o.host = v;
-        else if (!strcmp(a, "--port"))
-            rc = parse_int(a, v, 0, 65535, &o.port);
-        else if (!strcmp(a, "--rpc-port"))
-            rc = parse_int(a, v, 0, 65535, &o.rpc_port);
-        else if (!strcmp(a, "--heartbeat-ms"))
-            rc = parse_int(a, v, 10, 600000, &o.heartbeat_ms);
-        else if (!strcmp(a, "--drain-timeout"))
-            rc = cli_parse_drain_timeout("tandem coordinator", v, &drain_timeout);
-        else {
-            fprintf(stderr, "tandem coordinator: unknown option '%s' (see --help)\n", a);
-            return 2;
-        }
-        if (rc < 0)
-            return 2;
-    }
-    if (!o.model_dir) {
-        fprintf(stderr, "tandem coordinator: --model DIR is required (see --help)\n");
-        return 2;
-    }
+    coordinator_args a = {0};
+    int exit_status = cli_parse(&CMD, argc, argv, &a);
+    if (exit_status != CLI_RUN)
+        return exit_status;
+    coord_options o = a.o;
     o.log = log_line;
 
     sigset_t set;
@@ -122,12 +89,11 @@ int cmd_coordinator(int argc, char **argv)
         fprintf(stderr, "tandem coordinator: %s\n", err.msg);
         return 1;
     }
-    const char *host = o.host && *o.host ? o.host : "127.0.0.1";
-    printf("coordinator http://%s:%d rpc %s:%d model %s\n", host, coord_coordinator_http_port(c), host,
+    printf("coordinator http://%s:%d rpc %s:%d model %s\n", o.host, coord_coordinator_http_port(c), o.host,
            coord_coordinator_rpc_port(c), coord_coordinator_model(c));
     fflush(stdout);
     cli_drainable d = {"tandem coordinator", drain, in_flight, c};
-    cli_wait_and_drain(&set, drain_timeout, &d);
+    cli_wait_and_drain(&set, a.drain_timeout, &d);
     coord_coordinator_stop(c);
     return 0;
 }

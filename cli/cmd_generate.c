@@ -8,7 +8,6 @@
  * with ids, text, the parsed reasoning_content / content / tool_calls, logprobs and
  * timing is printed at the end instead. */
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,100 +22,46 @@
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "usage: tandem generate --model DIR (--prompt TEXT | --prompt-file F) [options]\n"
-            "  --model DIR        Hugging Face checkpoint folder (config.json, safetensors, tokenizer.json)\n"
-            "  --prompt TEXT      the prompt\n"
-            "  --prompt-file F    read the prompt from F ('-' for standard input)\n"
-            "  --raw              feed the prompt as is (special tokens such as <|im_start|> recognised)\n"
-            "                     instead of as one user message through the chat template\n"
-            "  --no-think         render the template with enable_thinking=false (no reasoning)\n"
-            "  --max-tokens N     stop after N generated tokens (default 256)\n"
-            "  --temperature T    0 = greedy; giving any sampling option replaces\n"
-            "  --top-k K          generation_config.json's defaults (unset ones are off,\n"
-            "  --top-p P          temperature 1)\n"
-            "  --min-p M\n"
-            "  --seed S           seed of the sampler (default: from the clock)\n"
-            "  --top-logprobs K   alternatives per token in --json's logprobs (0-%d, default 0)\n"
-            "  --threads N        compute threads (default: one per CPU)\n"
-            "  --json             print one JSON object: prompt_tokens, tokens, text, reasoning_content,\n"
-            "                     content, tool_calls (not with --raw), finish_reason, logprobs, timing\n",
-            ENG_MAX_TOP_LOGPROBS);
-}
-
 typedef struct gen_args {
     const char *model, *prompt, *prompt_file;
     int raw, no_think, json, max_tokens, top_logprobs, threads;
     cli_sampling_opts sampling;
 } gen_args;
 
+#define G gen_args
+static const cli_opt OPTS[] = {
+    CLI_STR_OPT(G, model, "--model", "DIR", NULL,
+                "Hugging Face checkpoint folder (config.json, safetensors, tokenizer.json)", CLI_REQUIRED),
+    CLI_STR_OPT(G, prompt, "--prompt", "TEXT", NULL, "the prompt", 0),
+    CLI_STR_OPT(G, prompt_file, "--prompt-file", "F", NULL, "read the prompt from F ('-' for standard input)", 0),
+    CLI_FLAG_OPT(G, raw, "--raw",
+                 "feed the prompt as is (special tokens such as <|im_start|> recognised)\n"
+                 "instead of as one user message through the chat template"),
+    CLI_FLAG_OPT(G, no_think, "--no-think", "render the template with enable_thinking=false (no reasoning)"),
+    CLI_INT_OPT(G, max_tokens, "--max-tokens", "N", 1, 1 << 20, "256", "stop after N generated tokens"),
+    CLI_SAMPLING_OPTS(G, sampling),
+    CLI_INT_OPT(G, top_logprobs, "--top-logprobs", "K", 0, ENG_MAX_TOP_LOGPROBS, "0",
+                "alternatives per token in --json's logprobs"),
+    CLI_INT_OPT(G, threads, "--threads", "N", 1, 4096, NULL, "compute threads; default: one per CPU"),
+    CLI_FLAG_OPT(G, json, "--json",
+                 "print one JSON object: prompt_tokens, tokens, text, reasoning_content,\n"
+                 "content, tool_calls (not with --raw), finish_reason, logprobs, timing"),
+};
+#undef G
+
+static const cli_command CMD = {
+    .name = "tandem generate",
+    .usage = "--model DIR (--prompt TEXT | --prompt-file F) [options]",
+    .opts = OPTS,
+    .n_opts = CLI_COUNT(OPTS),
+    .exactly_one = {"--prompt", "--prompt-file"},
+};
+
 static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int parse_args(int argc, char **argv, gen_args *a)
-{
-    memset(a, 0, sizeof *a);
-    a->max_tokens = 256;
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i];
-        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
-            usage(stdout);
-            exit(0);
-        }
-        if (!strcmp(o, "--raw")) {
-            a->raw = 1;
-            continue;
-        }
-        if (!strcmp(o, "--json")) {
-            a->json = 1;
-            continue;
-        }
-        if (!strcmp(o, "--no-think")) {
-            a->no_think = 1;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "tandem generate: %s needs a value (see --help)\n", o);
-            return -1;
-        }
-        const char *v = argv[++i];
-        int rc = cli_parse_sampling_opt("generate", o, v, &a->sampling);
-        if (rc)
-            ;
-        else if (!strcmp(o, "--model"))
-            a->model = v;
-        else if (!strcmp(o, "--prompt"))
-            a->prompt = v;
-        else if (!strcmp(o, "--prompt-file"))
-            a->prompt_file = v;
-        else if (!strcmp(o, "--max-tokens"))
-            rc = cli_parse_int("generate", o, v, 1, 1 << 20, &a->max_tokens);
-        else if (!strcmp(o, "--top-logprobs"))
-            rc = cli_parse_int("generate", o, v, 0, ENG_MAX_TOP_LOGPROBS, &a->top_logprobs);
-        else if (!strcmp(o, "--threads"))
-            rc = cli_parse_int("generate", o, v, 1, 4096, &a->threads);
-        else {
-            fprintf(stderr, "tandem generate: unknown option '%s' (see --help)\n", o);
-            return -1;
-        }
-        if (rc < 0)
-            return -1;
-    }
-    if (!a->model) {
-        fprintf(stderr, "tandem generate: --model DIR is required (see --help)\n");
-        return -1;
-    }
-    if (!a->prompt == !a->prompt_file) {
-        fprintf(stderr, "tandem generate: give exactly one of --prompt and --prompt-file\n");
-        return -1;
-    }
-    return 0;
 }
 
 /* The user's text as prompt ids. With raw, the text as is (special tokens written
@@ -237,9 +182,10 @@ static int print_json(const cli_session *s, const int32_t *prompt, int n_prompt,
 
 int cmd_generate(int argc, char **argv)
 {
-    gen_args a;
-    if (parse_args(argc, argv, &a) < 0)
-        return 2;
+    gen_args a = {0};
+    int exit_status = cli_parse(&CMD, argc, argv, &a);
+    if (exit_status != CLI_RUN)
+        return exit_status;
     eng_error err = {{0}};
     cli_session s = {0};
     char *text = NULL, *rendered = NULL;

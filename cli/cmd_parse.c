@@ -13,16 +13,27 @@
 #include <sys/stat.h>
 
 #include "chat/parser.h"
+#include "cli_args.h"
 #include "commands.h"
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "usage: tandem parse --model DIR [--no-think] < model_output.txt\n"
-            "  --model DIR    the model folder (with config.json) that produced the output\n"
-            "  --no-think     no reasoning split: a <think> block stays in the content\n"
-            "prints {\"reasoning_content\", \"content\", \"tool_calls\"} as one JSON line\n");
-}
+typedef struct parse_args {
+    const char *model;
+    int no_think;
+} parse_args;
+
+static const cli_opt OPTS[] = {
+    CLI_STR_OPT(parse_args, model, "--model", "DIR", NULL, "the model folder (with config.json) that produced the output",
+                CLI_REQUIRED),
+    CLI_FLAG_OPT(parse_args, no_think, "--no-think", "no reasoning split: a <think> block stays in the content"),
+};
+
+static const cli_command CMD = {
+    .name = "tandem parse",
+    .usage = "--model DIR [--no-think] < model_output.txt",
+    .about = "prints {\"reasoning_content\", \"content\", \"tool_calls\"} as one JSON line",
+    .opts = OPTS,
+    .n_opts = CLI_COUNT(OPTS),
+};
 
 /* The whole of f; NULL (message in err) on error. */
 static char *read_stream(FILE *f, size_t *len, eng_error *err)
@@ -76,25 +87,14 @@ static int check_model_dir(const char *dir, eng_error *err)
 
 int cmd_parse(int argc, char **argv)
 {
-    const char *model = NULL;
+    parse_args a = {0};
+    int exit_status = cli_parse(&CMD, argc, argv, &a);
+    if (exit_status != CLI_RUN)
+        return exit_status;
+    const char *model = a.model;
     unsigned flags = ENG_PARSE_REASONING | ENG_PARSE_TOOLS;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--model") && i + 1 < argc) {
-            model = argv[++i];
-        } else if (!strcmp(argv[i], "--no-think")) {
-            flags &= ~(unsigned)ENG_PARSE_REASONING;
-        } else {
-            fprintf(stderr, "tandem parse: unknown or incomplete option '%s' (see --help)\n", argv[i]);
-            return 2;
-        }
-    }
-    if (!model) {
-        fprintf(stderr, "tandem parse: --model DIR is required (see --help)\n");
-        return 2;
-    }
+    if (a.no_think)
+        flags &= ~(unsigned)ENG_PARSE_REASONING;
     eng_error err = {{0}};
     if (check_model_dir(model, &err) < 0) {
         fprintf(stderr, "tandem parse: %s\n", err.msg);

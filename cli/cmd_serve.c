@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli_args.h"
 #include "commands.h"
 #include "rpc.h"
 #include "tandem.pb-c.h"
@@ -43,42 +44,44 @@ typedef struct child {
 static child children[MAX_CHILDREN];
 static int n_children;
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "usage: tandem serve --model DIR [options]\n"
-            "  --model DIR              Hugging Face checkpoint folder\n"
-            "  --prefill-workers N      prefill worker processes (default 1)\n"
-            "  --decode-workers M       decode worker processes (default 1)\n"
-            "  --colocated              no split: M workers with role both each run whole requests\n"
-            "  --port N                 HTTP port of the OpenAI API (default 8000; 0: any free port)\n"
-            "  --host H                 address to serve on (default 127.0.0.1)\n"
-            "  --threads-per-worker T   compute threads per worker (default: CPUs / workers, at least 1)\n"
-            "  --kv-blocks N            KV pool size per worker in blocks (default: the worker's own)\n"
-            "  --rpc-port N             the coordinator's gRPC port (default 50051 when free, so that a\n"
-            "                           bare `tandemctl status` finds it; else any free port)\n"
-            "  --heartbeat-ms N         worker heartbeat interval (default 500)\n"
-            "  --ready-timeout S        seconds to wait for every worker to register (default 300)\n");
-}
+typedef struct serve_args {
+    const char *model, *host;
+    int n_prefill, n_decode, colocated, port, threads, kv_blocks, rpc_port, heartbeat_ms, ready_timeout;
+} serve_args;
+
+#define S serve_args
+static const cli_opt OPTS[] = {
+    CLI_STR_OPT(S, model, "--model", "DIR", NULL, "Hugging Face checkpoint folder", CLI_REQUIRED),
+    CLI_INT_OPT(S, n_prefill, "--prefill-workers", "N", 0, 32, "1", "prefill worker processes"),
+    CLI_INT_OPT(S, n_decode, "--decode-workers", "M", 1, 32, "1", "decode worker processes"),
+    CLI_FLAG_OPT(S, colocated, "--colocated", "no split: M workers with role both each run whole requests"),
+    CLI_INT_OPT(S, port, "--port", "N", 0, 65535, "8000", "HTTP port of the OpenAI API; 0: any free port"),
+    CLI_STR_OPT(S, host, "--host", "H", "127.0.0.1", "address to serve on", 0),
+    CLI_INT_OPT(S, threads, "--threads-per-worker", "T", 1, 4096, NULL,
+                "compute threads per worker; default: CPUs / workers, at least 1"),
+    CLI_INT_OPT(S, kv_blocks, "--kv-blocks", "N", 1, 1 << 30, NULL,
+                "KV pool size per worker in blocks; default: the worker's own"),
+    CLI_INT_OPT(S, rpc_port, "--rpc-port", "N", 0, 65535, NULL,
+                "the coordinator's gRPC port; default: 50051 when free, so that a\n"
+                "bare `tandemctl status` finds it, else any free port"),
+    CLI_INT_OPT(S, heartbeat_ms, "--heartbeat-ms", "N", 10, 600000, "500", "worker heartbeat interval"),
+    CLI_INT_OPT(S, ready_timeout, "--ready-timeout", "S", 1, 86400, "300",
+                "seconds to wait for every worker to register"),
+};
+#undef S
+
+static const cli_command CMD = {
+    .name = "tandem serve",
+    .usage = "--model DIR [options]",
+    .opts = OPTS,
+    .n_opts = CLI_COUNT(OPTS),
+};
 
 static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "tandem serve: %s wants an integer in [%ld, %ld], got '%s'\n", opt, lo, hi, s);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
 }
 
 /* fork + exec of ourselves with argv; the child's stdout goes to out_fd (-1: our
@@ -257,62 +260,17 @@ static int healthy_workers(rpc_channel *ch)
 
 int cmd_serve(int argc, char **argv)
 {
-    const char *model = NULL, *host = "127.0.0.1";
-    int n_prefill = 1, n_decode = 1, colocated = 0, port = 8000, threads = 0, kv_blocks = 0, heartbeat_ms = 0;
-    int ready_timeout = 300, rpc_port = -1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--colocated")) {
-            colocated = 1;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "tandem serve: %s needs a value (see --help)\n", a);
-            return 2;
-        }
-        const char *v = argv[++i];
-        int rc = 0;
-        if (!strcmp(a, "--model"))
-            model = v;
-        else if (!strcmp(a, "--host"))
-            host = v;
-        else if (!strcmp(a, "--prefill-workers"))
-            rc = parse_int(a, v, 0, 32, &n_prefill);
-        else if (!strcmp(a, "--decode-workers"))
-            rc = parse_int(a, v, 1, 32, &n_decode);
-        else if (!strcmp(a, "--port"))
-            rc = parse_int(a, v, 0, 65535, &port);
-        else if (!strcmp(a, "--threads-per-worker"))
-            rc = parse_int(a, v, 1, 4096, &threads);
-        else if (!strcmp(a, "--kv-blocks"))
-            rc = parse_int(a, v, 1, 1 << 30, &kv_blocks);
-        else if (!strcmp(a, "--heartbeat-ms"))
-            rc = parse_int(a, v, 10, 600000, &heartbeat_ms);
-        else if (!strcmp(a, "--rpc-port"))
-            rc = parse_int(a, v, 0, 65535, &rpc_port);
-        else if (!strcmp(a, "--ready-timeout"))
-            rc = parse_int(a, v, 1, 86400, &ready_timeout);
-        else {
-            fprintf(stderr, "tandem serve: unknown option '%s' (see --help)\n", a);
-            return 2;
-        }
-        if (rc < 0)
-            return 2;
-    }
-    if (!model) {
-        fprintf(stderr, "tandem serve: --model DIR is required (see --help)\n");
-        return 2;
-    }
+    serve_args a = {.rpc_port = -1}; /* -1: 50051 when free */
+    int exit_status = cli_parse(&CMD, argc, argv, &a);
+    if (exit_status != CLI_RUN)
+        return exit_status;
+    const char *model = a.model, *host = a.host;
+    int n_prefill = a.n_prefill, n_decode = a.n_decode, colocated = a.colocated, threads = a.threads;
+    int rpc_port = a.rpc_port;
     if (colocated)
         n_prefill = 0;
-    else if (n_prefill < 1) {
-        fprintf(stderr, "tandem serve: --prefill-workers must be at least 1 (or pass --colocated)\n");
-        return 2;
-    }
+    else if (n_prefill < 1)
+        return cli_usage_error(&CMD, "--prefill-workers must be at least 1 (or pass --colocated)");
     int n_workers = n_prefill + n_decode;
     if (!threads) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -338,8 +296,8 @@ int cmd_serve(int argc, char **argv)
         rpc_port = port_free(host, 50051) ? 50051 : 0;
     char port_s[16], hb_s[16], rpc_s[16];
     snprintf(rpc_s, sizeof rpc_s, "%d", rpc_port);
-    snprintf(port_s, sizeof port_s, "%d", port);
-    snprintf(hb_s, sizeof hb_s, "%d", heartbeat_ms ? heartbeat_ms : 500);
+    snprintf(port_s, sizeof port_s, "%d", a.port);
+    snprintf(hb_s, sizeof hb_s, "%d", a.heartbeat_ms);
     char *cargv[16];
     int k = 0;
     cargv[k++] = "tandem", cargv[k++] = "coordinator", cargv[k++] = "--model", cargv[k++] = (char *)model;
@@ -366,7 +324,7 @@ int cmd_serve(int argc, char **argv)
     /* 2. the workers */
     char threads_s[16], kv_s[16];
     snprintf(threads_s, sizeof threads_s, "%d", threads);
-    snprintf(kv_s, sizeof kv_s, "%d", kv_blocks);
+    snprintf(kv_s, sizeof kv_s, "%d", a.kv_blocks);
     for (int i = 0; i < n_workers; i++) {
         const char *role = colocated ? "both" : i < n_prefill ? "prefill" : "decode";
         char id[64];
@@ -378,7 +336,7 @@ int cmd_serve(int argc, char **argv)
         wargv[k++] = "--host", wargv[k++] = (char *)host, wargv[k++] = "--port", wargv[k++] = "0";
         wargv[k++] = "--metrics-port", wargv[k++] = "0", wargv[k++] = "--threads", wargv[k++] = threads_s;
         wargv[k++] = "--id", wargv[k++] = id;
-        if (kv_blocks)
+        if (a.kv_blocks)
             wargv[k++] = "--kv-blocks", wargv[k++] = kv_s;
         wargv[k] = NULL;
         if (spawn(id, wargv, -1, &set) < 0) {
@@ -395,7 +353,7 @@ int cmd_serve(int argc, char **argv)
         stop_all();
         return 1;
     }
-    double deadline = now_s() + ready_timeout;
+    double deadline = now_s() + a.ready_timeout;
     int healthy = 0;
     for (;;) {
         if (reap(0)) {
@@ -425,7 +383,7 @@ int cmd_serve(int argc, char **argv)
         }
         if (now_s() > deadline) {
             fprintf(stderr, "tandem serve: only %d of %d workers registered within %d s\n", healthy < 0 ? 0 : healthy,
-                    n_workers, ready_timeout);
+                    n_workers, a.ready_timeout);
             rpc_channel_destroy(ch);
             stop_all();
             return 1;

@@ -11,19 +11,32 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_args.h"
 #include "commands.h"
 #include "tokenizer/tokenizer.h"
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "usage: tandem tokenize --model DIR (--text T | --file F) [--jsonl] [--no-special]\n"
-            "  --model DIR    folder with tokenizer.json\n"
-            "  --text T       the text to encode\n"
-            "  --file F       read the text from F ('-' for standard input)\n"
-            "  --jsonl        the input is lines of JSON strings; one {\"ids\": [...]} line each\n"
-            "  --no-special   encode special tokens written in the text as plain text\n");
-}
+typedef struct tokenize_args {
+    const char *model, *text, *file;
+    int jsonl, no_special;
+} tokenize_args;
+
+#define T tokenize_args
+static const cli_opt OPTS[] = {
+    CLI_STR_OPT(T, model, "--model", "DIR", NULL, "folder with tokenizer.json", CLI_REQUIRED),
+    CLI_STR_OPT(T, text, "--text", "T", NULL, "the text to encode", 0),
+    CLI_STR_OPT(T, file, "--file", "F", NULL, "read the text from F ('-' for standard input)", 0),
+    CLI_FLAG_OPT(T, jsonl, "--jsonl", "the input is lines of JSON strings; one {\"ids\": [...]} line each"),
+    CLI_FLAG_OPT(T, no_special, "--no-special", "encode special tokens written in the text as plain text"),
+};
+#undef T
+
+static const cli_command CMD = {
+    .name = "tandem tokenize",
+    .usage = "--model DIR (--text T | --file F) [--jsonl] [--no-special]",
+    .opts = OPTS,
+    .n_opts = CLI_COUNT(OPTS),
+    .exactly_one = {"--text", "--file"},
+};
 
 static char *read_all(const char *path, size_t *len)
 {
@@ -138,35 +151,12 @@ static int run_jsonl(const eng_tokenizer *t, const char *data, size_t len, int p
 
 int cmd_tokenize(int argc, char **argv)
 {
-    const char *model = NULL, *text = NULL, *file = NULL;
-    int jsonl = 0, parse_special = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int has_value = i + 1 < argc;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--model") && has_value) {
-            model = argv[++i];
-        } else if (!strcmp(a, "--text") && has_value) {
-            text = argv[++i];
-        } else if (!strcmp(a, "--file") && has_value) {
-            file = argv[++i];
-        } else if (!strcmp(a, "--jsonl")) {
-            jsonl = 1;
-        } else if (!strcmp(a, "--no-special")) {
-            parse_special = 0;
-        } else {
-            fprintf(stderr, "tandem tokenize: %s '%s' (see tandem tokenize --help)\n",
-                    a[0] == '-' && !has_value ? "missing value or unknown option" : "unknown argument", a);
-            return 2;
-        }
-    }
-    if (!model || (!text == !file)) {
-        fprintf(stderr, "tandem tokenize: needs --model and exactly one of --text, --file "
-                        "(see tandem tokenize --help)\n");
-        return 2;
-    }
+    tokenize_args a = {0};
+    int exit_status = cli_parse(&CMD, argc, argv, &a);
+    if (exit_status != CLI_RUN)
+        return exit_status;
+    const char *model = a.model, *text = a.text, *file = a.file;
+    int jsonl = a.jsonl, parse_special = !a.no_special;
 
     size_t len;
     char *owned = NULL;

@@ -7,7 +7,6 @@
  * cleanly (what is left fails explicitly, every block is freed) and exits 0.
  * The signals are blocked before any thread starts and taken with sigwait, so no
  * handler ever runs inside library code. */
-#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,32 +15,49 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "cli_args.h"
 #include "cli_drain.h"
 #include "commands.h"
 #include "worker.h"
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "usage: tandem worker --role prefill|decode|both --model DIR --coordinator HOST:PORT [options]\n"
-            "  --role R              prefill (Prefill.Run), decode (Decode.Generate), or both (also colocated)\n"
-            "  --model DIR           Hugging Face checkpoint folder\n"
-            "  --coordinator H:P     the coordinator's gRPC address (registration, heartbeats);\n"
-            "                        'none' runs without registering\n"
-            "  --host H              address to bind and advertise (default 127.0.0.1)\n"
-            "  --port N              gRPC port (default 0: any free port)\n"
-            "  --metrics-port N      /metrics port (default 0: any; -1: none)\n"
-            "  --threads N           compute threads (default: one per CPU)\n"
-            "  --kv-blocks N         KV pool size in blocks (default: what fits a tenth of free memory,\n"
-            "                        at most --max-running full contexts)\n"
-            "  --block-size N        tokens per KV block (default 16)\n"
-            "  --max-batch-tokens N  tokens per forward step (default 2048)\n"
-            "  --max-running N       sequences decoding at once (default 64)\n"
-            "  --kv-transport T      auto, tcp or rdma (default auto)\n"
-            "  --id NAME             worker id (default ROLE-HOST:PORT)\n"
-            "  --lease-ms N          KV reservation lease (default 30000)\n"
-            "  --drain-timeout S     on SIGTERM, seconds to let requests in flight finish (default 30)\n");
-}
+typedef struct worker_args {
+    wrk_options o;
+    const char *role;
+    float drain_timeout;
+} worker_args;
+
+#define W worker_args
+static const cli_opt OPTS[] = {
+    CLI_CHOICE_OPT(W, role, "--role", "prefill|decode|both", NULL,
+                   "prefill (Prefill.Run), decode (Decode.Generate), or both (also colocated)", CLI_REQUIRED),
+    CLI_STR_OPT(W, o.model_dir, "--model", "DIR", NULL, "Hugging Face checkpoint folder", CLI_REQUIRED),
+    CLI_STR_OPT(W, o.coordinator, "--coordinator", "HOST:PORT", NULL,
+                "the coordinator's gRPC address (registration, heartbeats);\n'none' runs without registering",
+                CLI_REQUIRED),
+    CLI_STR_OPT(W, o.host, "--host", "H", "127.0.0.1", "address to bind and advertise", 0),
+    CLI_INT_OPT(W, o.port, "--port", "N", 0, 65535, "0", "gRPC port; 0: any free port"),
+    CLI_INT_OPT(W, o.metrics_port, "--metrics-port", "N", -1, 65535, "0", "/metrics port; 0: any, -1: none"),
+    CLI_INT_OPT(W, o.threads, "--threads", "N", 1, 4096, NULL, "compute threads; default: one per CPU"),
+    CLI_INT_OPT(W, o.kv_blocks, "--kv-blocks", "N", 1, 1 << 30, NULL,
+                "KV pool size in blocks; default: what fits a tenth of free\n"
+                "memory, at most --max-running full contexts"),
+    CLI_INT_OPT(W, o.block_size, "--block-size", "N", 1, 4096, "16", "tokens per KV block"),
+    CLI_INT_OPT(W, o.max_batch_tokens, "--max-batch-tokens", "N", 1, 1 << 24, "2048", "tokens per forward step"),
+    CLI_INT_OPT(W, o.max_running, "--max-running", "N", 1, 1 << 20, "64", "sequences decoding at once"),
+    CLI_CHOICE_OPT(W, o.kv_transport, "--kv-transport", "auto|tcp|rdma", "auto", "how KV blocks travel", 0),
+    CLI_STR_OPT(W, o.id, "--id", "NAME", NULL, "worker id; default: ROLE-HOST:PORT", 0),
+    CLI_INT_OPT(W, o.lease_ms, "--lease-ms", "N", 1, 24 * 3600 * 1000, "30000", "KV reservation lease"),
+    CLI_FLOAT_OPT(W, drain_timeout, "--drain-timeout", "S", 0, 86400, "30",
+                  "on SIGTERM, seconds to let requests in flight finish"),
+};
+#undef W
+
+static const cli_command CMD = {
+    .name = "tandem worker",
+    .usage = "--role prefill|decode|both --model DIR --coordinator HOST:PORT [options]",
+    .opts = OPTS,
+    .n_opts = CLI_COUNT(OPTS),
+};
 
 static void log_line(void *ctx, const char *line)
 {
@@ -56,91 +72,20 @@ static void log_line(void *ctx, const char *line)
     fflush(stderr);
 }
 
-static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "tandem worker: %s wants an integer in [%ld, %ld], got '%s'\n", opt, lo, hi, s);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
 static void drain(void *w) { wrk_drain(w); }
 static int in_flight(void *w) { return wrk_in_flight(w); }
 
 int cmd_worker(int argc, char **argv)
 {
-    wrk_options o = {0};
-    const char *role = NULL;
-    double drain_timeout = 30;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "tandem worker: %s needs a value (see --help)\n", a);
-            return 2;
-        }
-        const char *v = argv[++i];
-        int rc = 0;
-        if (!strcmp(a, "--role"))
-            role = v;
-        else if (!strcmp(a, "--model"))
-            o.model_dir = v;
-        else if (!strcmp(a, "--coordinator"))
-            o.coordinator = strcmp(v, "none") ? v : NULL;
-        else if (!strcmp(a, "--host"))
-            o.host = v;
-        else if (!strcmp(a, "--port"))
-            rc = parse_int(a, v, 0, 65535, &o.port);
-        else if (!strcmp(a, "--metrics-port"))
-            rc = parse_int(a, v, -1, 65535, &o.metrics_port);
-        else if (!strcmp(a, "--threads"))
-            rc = parse_int(a, v, 1, 4096, &o.threads);
-        else if (!strcmp(a, "--kv-blocks"))
-            rc = parse_int(a, v, 1, 1 << 30, &o.kv_blocks);
-        else if (!strcmp(a, "--block-size"))
-            rc = parse_int(a, v, 1, 4096, &o.block_size);
-        else if (!strcmp(a, "--max-batch-tokens"))
-            rc = parse_int(a, v, 1, 1 << 24, &o.max_batch_tokens);
-        else if (!strcmp(a, "--max-running"))
-            rc = parse_int(a, v, 1, 1 << 20, &o.max_running);
-        else if (!strcmp(a, "--kv-transport"))
-            o.kv_transport = v;
-        else if (!strcmp(a, "--id"))
-            o.id = v;
-        else if (!strcmp(a, "--lease-ms"))
-            rc = parse_int(a, v, 1, 24 * 3600 * 1000, &o.lease_ms);
-        else if (!strcmp(a, "--drain-timeout"))
-            rc = cli_parse_drain_timeout("tandem worker", v, &drain_timeout);
-        else {
-            fprintf(stderr, "tandem worker: unknown option '%s' (see --help)\n", a);
-            return 2;
-        }
-        if (rc < 0)
-            return 2;
-    }
-    if (!role || wrk_role_parse(role, &o.role) < 0) {
-        fprintf(stderr, "tandem worker: --role must be prefill, decode or both (see --help)\n");
-        return 2;
-    }
-    if (!o.model_dir) {
-        fprintf(stderr, "tandem worker: --model DIR is required (see --help)\n");
-        return 2;
-    }
-    int have_coord = 0;
-    for (int i = 1; i + 1 < argc; i++)
-        have_coord |= !strcmp(argv[i], "--coordinator");
-    if (!have_coord) {
-        fprintf(stderr, "tandem worker: --coordinator HOST:PORT is required ('none' to run unregistered)\n");
-        return 2;
-    }
+    worker_args a = {0};
+    int exit_status = cli_parse(&CMD, argc, argv, &a);
+    if (exit_status != CLI_RUN)
+        return exit_status;
+    wrk_options o = a.o;
+    if (wrk_role_parse(a.role, &o.role) < 0)
+        return cli_usage_error(&CMD, "--role must be prefill, decode or both");
+    if (!strcmp(o.coordinator, "none"))
+        o.coordinator = NULL;
     o.log = log_line;
 
     /* Blocked here, so every thread the worker starts inherits the mask. */
@@ -158,11 +103,11 @@ int cmd_worker(int argc, char **argv)
         return 1;
     }
     /* One line on stdout for whoever started us (tests, `tandem serve`). */
-    printf("worker %s listening on %s:%d metrics %d\n", wrk_id(w), o.host ? o.host : "127.0.0.1", wrk_rpc_port(w),
+    printf("worker %s listening on %s:%d metrics %d\n", wrk_id(w), o.host, wrk_rpc_port(w),
            wrk_metrics_port(w));
     fflush(stdout);
     cli_drainable d = {"tandem worker", drain, in_flight, w};
-    cli_wait_and_drain(&set, drain_timeout, &d);
+    cli_wait_and_drain(&set, a.drain_timeout, &d);
     wrk_stop(w);
     return 0;
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli_args.h"
 #include "rpc.h"
 #include "tandem.pb-c.h"
 
@@ -35,13 +36,29 @@ static int admin_call(rpc_channel *ch, const char *method, const ProtobufCMessag
     }
 }
 
-static void usage(FILE *out)
-{
-    fprintf(out, "usage: tandemctl status [--coordinator HOST:PORT] [--json]\n"
-                 "       tandemctl cancel REQUEST_ID [--coordinator HOST:PORT]\n"
-                 "The coordinator's gRPC address defaults to $TANDEM_COORDINATOR, else 127.0.0.1:50051\n"
-                 "(`tandem serve` and `tandem coordinator` print it when they start).\n");
-}
+typedef struct ctl_args {
+    const char *coordinator;
+    int json;
+    const char *args[2]; /* the command and its argument */
+} ctl_args;
+
+static const cli_opt OPTS[] = {
+    CLI_ENV_OPT(ctl_args, coordinator, "--coordinator", "HOST:PORT", "TANDEM_COORDINATOR", "127.0.0.1:50051",
+                "the coordinator's gRPC address (`tandem serve` and\n`tandem coordinator` print it when they start)"),
+    CLI_FLAG_OPT(ctl_args, json, "--json", "print one JSON object"),
+};
+
+static const cli_command CMD = {
+    .name = "tandemctl",
+    .usage = "status [options] | cancel REQUEST_ID [options]",
+    .about = "  status: every worker: id, role, address, state, running/queued requests,\n"
+             "          KV blocks used/total, KV layout, transport\n"
+             "  cancel: cancels a request in flight",
+    .opts = OPTS,
+    .n_opts = CLI_COUNT(OPTS),
+    .max_args = 2,
+    .args_field = offsetof(ctl_args, args),
+};
 
 static const char *role_name(int r)
 {
@@ -139,40 +156,18 @@ static void print_table(const Tandem__ClusterStatus *cs)
 
 int main(int argc, char **argv)
 {
-    const char *addr = getenv("TANDEM_COORDINATOR");
-    if (!addr || !*addr)
-        addr = "127.0.0.1:50051";
-    const char *cmd = NULL, *arg = NULL;
-    int json = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--json")) {
-            json = 1;
-        } else if (!strcmp(argv[i], "--coordinator")) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "tandemctl: --coordinator needs HOST:PORT\n");
-                return 2;
-            }
-            addr = argv[++i];
-        } else if (argv[i][0] == '-') {
-            fprintf(stderr, "tandemctl: unknown option '%s' (see --help)\n", argv[i]);
-            return 2;
-        } else if (!cmd) {
-            cmd = argv[i];
-        } else if (!arg) {
-            arg = argv[i];
-        } else {
-            fprintf(stderr, "tandemctl: unexpected argument '%s'\n", argv[i]);
-            return 2;
-        }
-    }
-    if (!cmd || (strcmp(cmd, "status") && strcmp(cmd, "cancel")) || (!strcmp(cmd, "cancel") && !arg) ||
-        (!strcmp(cmd, "status") && arg)) {
-        usage(stderr);
-        return 2;
-    }
+    ctl_args a = {0};
+    int exit_status = cli_parse(&CMD, argc, argv, &a);
+    if (exit_status != CLI_RUN)
+        return exit_status;
+    const char *addr = a.coordinator, *cmd = a.args[0], *arg = a.args[1];
+    int json = a.json;
+    if (!cmd || (strcmp(cmd, "status") && strcmp(cmd, "cancel")))
+        return cli_usage_error(&CMD, "the command is status or cancel (see --help)");
+    if (!strcmp(cmd, "cancel") && !arg)
+        return cli_usage_error(&CMD, "cancel needs a REQUEST_ID");
+    if (!strcmp(cmd, "status") && arg)
+        return cli_usage_error(&CMD, "unexpected argument '%s' (see --help)", arg);
     rpc_channel *ch = NULL;
     rpc_status st;
     if (rpc_channel_create(addr, &ch, &st) < 0) {

@@ -48,21 +48,6 @@ struct coord_call {
     eng_parse_delta parsed;
 };
 
-void coord_sampling_from_gen_config(const eng_gen_config *gen, eng_sampling *s)
-{
-    memset(s, 0, sizeof *s);
-    s->top_p = 1;
-    s->repetition_penalty = gen->repetition_penalty > 0 ? gen->repetition_penalty : 1;
-    if (gen->do_sample) {
-        s->temperature = gen->temperature;
-        s->top_k = gen->top_k;
-        s->top_p = gen->top_p > 0 ? gen->top_p : 1;
-        s->min_p = gen->min_p;
-        s->presence_penalty = gen->presence_penalty;
-        s->frequency_penalty = gen->frequency_penalty;
-    }
-}
-
 int coord_pipeline_new(const coord_pipeline_config *cfg, coord_pipeline **out, eng_error *err)
 {
     *out = NULL;

@@ -34,8 +34,4 @@ int coord_pipeline_new(const coord_pipeline_config *cfg, coord_pipeline **out, e
 void coord_pipeline_free(coord_pipeline *p); /* after every call was released */
 coord_frontend coord_pipeline_frontend(coord_pipeline *p);
 
-/* Sampling defaults from generation_config.json as vLLM applies them: do_sample
- * false means greedy; top_k 0 and top_p 1 mean off. */
-void coord_sampling_from_gen_config(const eng_gen_config *gen, eng_sampling *out);
-
 #endif

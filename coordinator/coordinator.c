@@ -149,7 +149,7 @@ int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, e
 
     c->api.models = c->models;
     c->api.n_models = 1;
-    coord_sampling_from_gen_config(&c->gen, &c->api.defaults);
+    eng_sampling_from_gen_config(&c->gen, &c->api.defaults);
     coord_http_config hc = {
         .host = host,
         .port = opt->port,

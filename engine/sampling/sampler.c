@@ -38,6 +38,20 @@ void eng_sampling_defaults(eng_sampling *s)
     s->seed = 0;
 }
 
+void eng_sampling_from_gen_config(const eng_gen_config *gen, eng_sampling *s)
+{
+    eng_sampling_defaults(s);
+    s->repetition_penalty = gen->repetition_penalty > 0 ? gen->repetition_penalty : 1;
+    if (gen->do_sample) {
+        s->temperature = gen->temperature;
+        s->top_k = gen->top_k;
+        s->top_p = gen->top_p > 0 ? gen->top_p : 1;
+        s->min_p = gen->min_p;
+        s->presence_penalty = gen->presence_penalty;
+        s->frequency_penalty = gen->frequency_penalty;
+    }
+}
+
 int eng_sampling_check(const eng_sampling *s, eng_error *err)
 {
     if (!s)

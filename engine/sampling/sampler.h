@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "model/config.h"
 
 #define ENG_MAX_TOP_LOGPROBS 20
 
@@ -26,6 +27,13 @@ typedef struct eng_sampling {
 
 /* Greedy, all filters and penalties off, seed 0. */
 void eng_sampling_defaults(eng_sampling *s);
+
+/* The sampling generation_config.json asks for, as vLLM applies it: its temperature,
+ * top_k, top_p, min_p and penalties when do_sample is true, else greedy with its
+ * repetition_penalty. The one rule of every caller (the HTTP API, `tandem generate`,
+ * `tandem chat`): start from this and replace only the parameters the user set, so
+ * each one left out keeps the model's value. The seed is left 0. */
+void eng_sampling_from_gen_config(const eng_gen_config *gen, eng_sampling *s);
 
 /* Checks the ranges vLLM accepts: temperature >= 0, top_k >= -1, top_p in (0, 1],
  * min_p in [0, 1], presence/frequency in [-2, 2], repetition > 0. Returns 0 or -1 with

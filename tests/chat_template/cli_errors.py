@@ -59,10 +59,10 @@ def main():
             (["--template", write("t5.jinja", "{% for i in range(100000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}"),
               "--request", good], 1, "runs too long"),
             (["--template", os.path.join(tmp, "missing.jinja"), "--request", good], 1, "missing.jinja: No such file or directory"),
-            (["--request", good], 2, "usage"),
-            (["--model", args.qwen3], 2, "usage"),
-            (["--model", args.qwen3, "--template", "x", "--request", good], 2, "usage"),
-            (["--bogus"], 2, "unknown or incomplete option"),
+            (["--request", good], 2, "exactly one of --model and --template"),
+            (["--model", args.qwen3], 2, "needs --request"),
+            (["--model", args.qwen3, "--template", "x", "--request", good], 2, "exactly one of"),
+            (["--bogus"], 2, "unknown option '--bogus'"),
         ]
         for argv, status, needle in cases:
             run = subprocess.run([args.tandem, "chat-template", *argv], capture_output=True, timeout=60)

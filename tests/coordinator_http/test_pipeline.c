@@ -488,10 +488,10 @@ int main(void)
 
     eng_gen_config gen = {.do_sample = 1, .temperature = 0.6f, .top_k = 20, .top_p = 0.95f, .repetition_penalty = 1};
     eng_sampling s;
-    coord_sampling_from_gen_config(&gen, &s);
+    eng_sampling_from_gen_config(&gen, &s);
     CHECK(s.temperature == 0.6f && s.top_k == 20 && s.top_p == 0.95f && s.repetition_penalty == 1);
     gen.do_sample = 0;
-    coord_sampling_from_gen_config(&gen, &s);
+    eng_sampling_from_gen_config(&gen, &s);
     CHECK(s.temperature == 0 && s.top_k == 0 && s.top_p == 1);
 
     usleep(50000); /* let replay threads drop their references */

@@ -63,6 +63,15 @@ if d:
         check(e and e["tokens"] == d["tokens"][:2] and e["finish_reason"] == "stop", f"stops at eos: {e}")
         # defaults from generation_config.json (do_sample false: greedy)
         check(e and e["tokens"][0] == d["tokens"][0], "greedy by generation_config")
+        # each sampling option left out keeps generation_config.json's value, as the API does:
+        # its top_k 1 makes --temperature 0.9 pick the greedy tokens (the old rule turned it off)
+        json.dump({"do_sample": True, "temperature": 0.6, "top_k": 1, "top_p": 0.95},
+                  open(os.path.join(tmp, "generation_config.json"), "w"))
+        f = gen(tmp, "The capital of France is", "--max-tokens", "9", "--temperature", "0.9", "--seed", "7")
+        check(f and f["tokens"] == d["tokens"], f"unset --top-k falls back to generation_config.json: {f}")
+        g = gen(tmp, "The capital of France is", "--max-tokens", "9", "--temperature", "0.9", "--seed", "7",
+                "--top-k", "0")
+        check(g and g["tokens"] != d["tokens"], f"a given --top-k replaces only its own default: {g}")
     finally:
         shutil.rmtree(tmp)
 
