@@ -24,9 +24,9 @@ enum { TAG_START = 1, TAG_RECV = 2, TAG_STATUS = 3 };
 struct rpc_stream {
     grpc_completion_queue *cq;
     grpc_call *call;
-    int pending;       /* batches started and not yet seen complete */
+    int pending; /* batches started and not yet seen complete */
     int recv_inflight;
-    int md_requested;  /* RECV_INITIAL_METADATA goes with the first RECV_MESSAGE */
+    int md_requested; /* RECV_INITIAL_METADATA goes with the first RECV_MESSAGE */
     int status_done;
     int ended;
     rpc_status final;
@@ -37,11 +37,14 @@ struct rpc_stream {
     grpc_slice details;
 };
 
-int rpc_channel_create(const char *target, rpc_channel **out, rpc_status *st) {
+int rpc_channel_create(const char *target, rpc_channel **out, rpc_status *st)
+{
     *out = NULL;
-    if (!target || !*target) return rpc_status_set(st, RPC_INVALID_ARGUMENT, "empty target address");
+    if (!target || !*target)
+        return rpc_status_set(st, RPC_INVALID_ARGUMENT, "empty target address");
     rpc_channel *c = calloc(1, sizeof *c);
-    if (!c) return rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    if (!c)
+        return rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
     grpc_init();
     /* Reconnect quickly (the default backoff grows to two minutes, far too long for a
      * worker coming back); keepalive pings notice a peer that vanished without closing
@@ -69,34 +72,40 @@ int rpc_channel_create(const char *target, rpc_channel **out, rpc_status *st) {
     return rpc_status_set(st, RPC_OK, "%s", "");
 }
 
-void rpc_channel_destroy(rpc_channel *ch) {
-    if (!ch) return;
+void rpc_channel_destroy(rpc_channel *ch)
+{
+    if (!ch)
+        return;
     grpc_channel_destroy(ch->ch);
     free(ch);
     grpc_shutdown();
 }
 
-static gpr_timespec call_deadline(int timeout_ms) {
+static gpr_timespec call_deadline(int timeout_ms)
+{
     return timeout_ms > 0 ? rpc_deadline_in(timeout_ms) : gpr_inf_future(GPR_CLOCK_MONOTONIC);
 }
 
-static void cq_destroy(grpc_completion_queue *cq) {
+static void cq_destroy(grpc_completion_queue *cq)
+{
     grpc_completion_queue_shutdown(cq);
     while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type != GRPC_QUEUE_SHUTDOWN) {
     }
     grpc_completion_queue_destroy(cq);
 }
 
-int rpc_unary(rpc_channel *ch, const char *method, const void *req, size_t req_len, int timeout_ms,
-              rpc_bytes *resp, rpc_status *st) {
+int rpc_unary(rpc_channel *ch, const char *method, const void *req, size_t req_len, int timeout_ms, rpc_bytes *resp,
+              rpc_status *st)
+{
     resp->data = NULL;
     resp->len = 0;
     grpc_byte_buffer *send = rpc_bb_from(req, req_len);
-    if (!send) return rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    if (!send)
+        return rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
     grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
     grpc_slice m = grpc_slice_from_copied_string(method);
-    grpc_call *call =
-        grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m, NULL, call_deadline(timeout_ms), NULL);
+    grpc_call *call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m, NULL,
+                                               call_deadline(timeout_ms), NULL);
     grpc_slice_unref(m);
 
     grpc_metadata_array md, trailing;
@@ -138,7 +147,8 @@ int rpc_unary(rpc_channel *ch, const char *method, const void *req, size_t req_l
             rc = rpc_status_set(st, RPC_OK, "%s", "");
         }
     }
-    if (recv) grpc_byte_buffer_destroy(recv);
+    if (recv)
+        grpc_byte_buffer_destroy(recv);
     grpc_byte_buffer_destroy(send);
     grpc_metadata_array_destroy(&md);
     grpc_metadata_array_destroy(&trailing);
@@ -149,7 +159,8 @@ int rpc_unary(rpc_channel *ch, const char *method, const void *req, size_t req_l
 }
 
 int rpc_stream_open(rpc_channel *ch, const char *method, const void *req, size_t req_len, int timeout_ms,
-                    rpc_stream **out, rpc_status *st) {
+                    rpc_stream **out, rpc_status *st)
+{
     *out = NULL;
     rpc_stream *s = calloc(1, sizeof *s);
     grpc_byte_buffer *send = s ? rpc_bb_from(req, req_len) : NULL;
@@ -159,8 +170,8 @@ int rpc_stream_open(rpc_channel *ch, const char *method, const void *req, size_t
     }
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_slice m = grpc_slice_from_copied_string(method);
-    s->call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, s->cq, m, NULL,
-                                       call_deadline(timeout_ms), NULL);
+    s->call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, s->cq, m, NULL, call_deadline(timeout_ms),
+                                       NULL);
     grpc_slice_unref(m);
     grpc_metadata_array_init(&s->md);
     grpc_metadata_array_init(&s->trailing);
@@ -174,7 +185,8 @@ int rpc_stream_open(rpc_channel *ch, const char *method, const void *req, size_t
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
     s->send_bb = send;
     grpc_call_error e1 = grpc_call_start_batch(s->call, ops, 3, TAG(TAG_START), NULL);
-    if (e1 == GRPC_CALL_OK) s->pending++;
+    if (e1 == GRPC_CALL_OK)
+        s->pending++;
 
     grpc_op sop;
     memset(&sop, 0, sizeof sop);
@@ -183,7 +195,8 @@ int rpc_stream_open(rpc_channel *ch, const char *method, const void *req, size_t
     sop.data.recv_status_on_client.status = &s->code;
     sop.data.recv_status_on_client.status_details = &s->details;
     grpc_call_error e2 = grpc_call_start_batch(s->call, &sop, 1, TAG(TAG_STATUS), NULL);
-    if (e2 == GRPC_CALL_OK) s->pending++;
+    if (e2 == GRPC_CALL_OK)
+        s->pending++;
 
     if (e1 != GRPC_CALL_OK || e2 != GRPC_CALL_OK) {
         rpc_status_set(st, RPC_INTERNAL, "%s: cannot start the call: %s", method,
@@ -196,12 +209,16 @@ int rpc_stream_open(rpc_channel *ch, const char *method, const void *req, size_t
 }
 
 /* Takes one completion; TIMEOUT when none came by the deadline. */
-static grpc_completion_type take_event(rpc_stream *s, gpr_timespec deadline) {
+static grpc_completion_type take_event(rpc_stream *s, gpr_timespec deadline)
+{
     grpc_event ev = grpc_completion_queue_next(s->cq, deadline, NULL);
-    if (ev.type != GRPC_OP_COMPLETE) return ev.type;
+    if (ev.type != GRPC_OP_COMPLETE)
+        return ev.type;
     s->pending--;
-    if (ev.tag == TAG(TAG_STATUS)) s->status_done = 1;
-    if (ev.tag == TAG(TAG_RECV)) s->recv_inflight = 0;
+    if (ev.tag == TAG(TAG_STATUS))
+        s->status_done = 1;
+    if (ev.tag == TAG(TAG_RECV))
+        s->recv_inflight = 0;
     if (ev.tag == TAG(TAG_START) && s->send_bb) {
         grpc_byte_buffer_destroy(s->send_bb);
         s->send_bb = NULL;
@@ -209,15 +226,18 @@ static grpc_completion_type take_event(rpc_stream *s, gpr_timespec deadline) {
     return ev.type;
 }
 
-static void end_stream(rpc_stream *s) {
-    while (!s->status_done) take_event(s, gpr_inf_future(GPR_CLOCK_MONOTONIC));
+static void end_stream(rpc_stream *s)
+{
+    while (!s->status_done)
+        take_event(s, gpr_inf_future(GPR_CLOCK_MONOTONIC));
     if (!s->ended) {
         rpc_status_from_grpc(&s->final, s->code, s->details);
         s->ended = 1;
     }
 }
 
-rpc_next rpc_stream_next(rpc_stream *s, int timeout_ms, rpc_bytes *msg, rpc_status *st) {
+rpc_next rpc_stream_next(rpc_stream *s, int timeout_ms, rpc_bytes *msg, rpc_status *st)
+{
     msg->data = NULL;
     msg->len = 0;
     if (!s->ended && !s->recv_inflight) {
@@ -266,17 +286,22 @@ rpc_next rpc_stream_next(rpc_stream *s, int timeout_ms, rpc_bytes *msg, rpc_stat
         }
         end_stream(s); /* no message: the stream is over, its status follows */
     }
-    if (st) *st = s->final;
+    if (st)
+        *st = s->final;
     return RPC_NEXT_END;
 }
 
-void rpc_stream_cancel(rpc_stream *s) {
-    if (s) grpc_call_cancel(s->call, NULL);
+void rpc_stream_cancel(rpc_stream *s)
+{
+    if (s)
+        grpc_call_cancel(s->call, NULL);
 }
 
-void rpc_stream_abort(rpc_stream *s, const rpc_status *final) {
+void rpc_stream_abort(rpc_stream *s, const rpc_status *final)
+{
     grpc_call_cancel(s->call, NULL);
-    while (s->recv_inflight) take_event(s, gpr_inf_future(GPR_CLOCK_MONOTONIC));
+    while (s->recv_inflight)
+        take_event(s, gpr_inf_future(GPR_CLOCK_MONOTONIC));
     if (s->recv_bb) {
         grpc_byte_buffer_destroy(s->recv_bb);
         s->recv_bb = NULL;
@@ -285,12 +310,18 @@ void rpc_stream_abort(rpc_stream *s, const rpc_status *final) {
     s->final = *final;
 }
 
-void rpc_stream_close(rpc_stream *s) {
-    if (!s) return;
-    if (!s->ended || s->pending > 0) grpc_call_cancel(s->call, NULL);
-    while (s->pending > 0) take_event(s, gpr_inf_future(GPR_CLOCK_MONOTONIC));
-    if (s->recv_bb) grpc_byte_buffer_destroy(s->recv_bb);
-    if (s->send_bb) grpc_byte_buffer_destroy(s->send_bb);
+void rpc_stream_close(rpc_stream *s)
+{
+    if (!s)
+        return;
+    if (!s->ended || s->pending > 0)
+        grpc_call_cancel(s->call, NULL);
+    while (s->pending > 0)
+        take_event(s, gpr_inf_future(GPR_CLOCK_MONOTONIC));
+    if (s->recv_bb)
+        grpc_byte_buffer_destroy(s->recv_bb);
+    if (s->send_bb)
+        grpc_byte_buffer_destroy(s->send_bb);
     grpc_metadata_array_destroy(&s->md);
     grpc_metadata_array_destroy(&s->trailing);
     grpc_slice_unref(s->details);

@@ -8,20 +8,23 @@
 #include "rpc_internal.h"
 
 static const char *const code_names[] = {
-    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-    "UNAUTHENTICATED",
+    "OK",        "CANCELLED",       "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS",  "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED",   "OUT_OF_RANGE",    "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+    "DATA_LOSS", "UNAUTHENTICATED",
 };
 
-const char *rpc_code_name(int code) {
+const char *rpc_code_name(int code)
+{
     static _Thread_local char other[24];
-    if (code >= 0 && code < (int)(sizeof code_names / sizeof code_names[0])) return code_names[code];
+    if (code >= 0 && code < (int)(sizeof code_names / sizeof code_names[0]))
+        return code_names[code];
     snprintf(other, sizeof other, "CODE_%d", code);
     return other;
 }
 
-int rpc_status_set(rpc_status *st, int code, const char *fmt, ...) {
+int rpc_status_set(rpc_status *st, int code, const char *fmt, ...)
+{
     if (st) {
         st->code = code;
         va_list ap;
@@ -32,38 +35,46 @@ int rpc_status_set(rpc_status *st, int code, const char *fmt, ...) {
     return code == RPC_OK ? 0 : -1;
 }
 
-void rpc_status_from_grpc(rpc_status *st, grpc_status_code code, grpc_slice details) {
-    if (!st) return;
+void rpc_status_from_grpc(rpc_status *st, grpc_status_code code, grpc_slice details)
+{
+    if (!st)
+        return;
     st->code = (int)code;
     size_t n = GRPC_SLICE_LENGTH(details);
     if (n == 0) {
         snprintf(st->msg, sizeof st->msg, "%s", code == GRPC_STATUS_OK ? "" : rpc_code_name((int)code));
         return;
     }
-    if (n >= sizeof st->msg) n = sizeof st->msg - 1;
+    if (n >= sizeof st->msg)
+        n = sizeof st->msg - 1;
     memcpy(st->msg, GRPC_SLICE_START_PTR(details), n);
     st->msg[n] = '\0';
 }
 
-void rpc_bytes_free(rpc_bytes *b) {
-    if (!b) return;
+void rpc_bytes_free(rpc_bytes *b)
+{
+    if (!b)
+        return;
     free(b->data);
     b->data = NULL;
     b->len = 0;
 }
 
-grpc_byte_buffer *rpc_bb_from(const void *data, size_t len) {
+grpc_byte_buffer *rpc_bb_from(const void *data, size_t len)
+{
     grpc_slice s = grpc_slice_from_copied_buffer(len ? (const char *)data : "", len);
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
     grpc_slice_unref(s);
     return bb;
 }
 
-int rpc_bb_to_bytes(grpc_byte_buffer *bb, rpc_bytes *out) {
+int rpc_bb_to_bytes(grpc_byte_buffer *bb, rpc_bytes *out)
+{
     grpc_byte_buffer_reader r;
     out->data = NULL;
     out->len = 0;
-    if (!grpc_byte_buffer_reader_init(&r, bb)) return -1;
+    if (!grpc_byte_buffer_reader_init(&r, bb))
+        return -1;
     grpc_slice s = grpc_byte_buffer_reader_readall(&r);
     grpc_byte_buffer_reader_destroy(&r);
     size_t n = GRPC_SLICE_LENGTH(s);
@@ -78,75 +89,94 @@ int rpc_bb_to_bytes(grpc_byte_buffer *bb, rpc_bytes *out) {
     return 0;
 }
 
-gpr_timespec rpc_deadline_in(int ms) {
-    if (ms < 0) return gpr_inf_future(GPR_CLOCK_MONOTONIC);
+gpr_timespec rpc_deadline_in(int ms)
+{
+    if (ms < 0)
+        return gpr_inf_future(GPR_CLOCK_MONOTONIC);
     return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
 }
 
 /* ------------------------------------------------------------------ protobuf-c */
 
-int rpc_pack(const ProtobufCMessage *m, rpc_bytes *out) {
+int rpc_pack(const ProtobufCMessage *m, rpc_bytes *out)
+{
     size_t n = protobuf_c_message_get_packed_size(m);
     out->data = malloc(n ? n : 1);
     out->len = 0;
-    if (!out->data) return -1;
+    if (!out->data)
+        return -1;
     out->len = protobuf_c_message_pack(m, out->data);
     return 0;
 }
 
-void *rpc_unpack(const ProtobufCMessageDescriptor *d, const void *data, size_t len, rpc_status *st) {
+void *rpc_unpack(const ProtobufCMessageDescriptor *d, const void *data, size_t len, rpc_status *st)
+{
     static const uint8_t empty[1];
     ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, data ? data : empty);
-    if (!m) rpc_status_set(st, RPC_INVALID_ARGUMENT, "cannot parse %zu bytes as %s", len, d->name);
+    if (!m)
+        rpc_status_set(st, RPC_INVALID_ARGUMENT, "cannot parse %zu bytes as %s", len, d->name);
     return m;
 }
 
-void rpc_msg_free(void *m) {
-    if (m) protobuf_c_message_free_unpacked((ProtobufCMessage *)m, NULL);
+void rpc_msg_free(void *m)
+{
+    if (m)
+        protobuf_c_message_free_unpacked((ProtobufCMessage *)m, NULL);
 }
 
 int rpc_unary_msg(rpc_channel *ch, const char *method, const ProtobufCMessage *req,
-                  const ProtobufCMessageDescriptor *resp_desc, int timeout_ms, void **resp, rpc_status *st) {
+                  const ProtobufCMessageDescriptor *resp_desc, int timeout_ms, void **resp, rpc_status *st)
+{
     rpc_bytes in = {0}, out = {0};
     *resp = NULL;
-    if (rpc_pack(req, &in) < 0) return rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory packing %s", method);
+    if (rpc_pack(req, &in) < 0)
+        return rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory packing %s", method);
     int rc = rpc_unary(ch, method, in.data, in.len, timeout_ms, &out, st);
     rpc_bytes_free(&in);
-    if (rc < 0) return -1;
+    if (rc < 0)
+        return -1;
     *resp = rpc_unpack(resp_desc, out.data, out.len, NULL);
     rpc_bytes_free(&out);
-    if (!*resp) return rpc_status_set(st, RPC_INTERNAL, "%s: response does not parse as %s", method, resp_desc->name);
+    if (!*resp)
+        return rpc_status_set(st, RPC_INTERNAL, "%s: response does not parse as %s", method, resp_desc->name);
     return 0;
 }
 
 int rpc_stream_open_msg(rpc_channel *ch, const char *method, const ProtobufCMessage *req, int timeout_ms,
-                        rpc_stream **out, rpc_status *st) {
+                        rpc_stream **out, rpc_status *st)
+{
     rpc_bytes in = {0};
     *out = NULL;
-    if (rpc_pack(req, &in) < 0) return rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory packing %s", method);
+    if (rpc_pack(req, &in) < 0)
+        return rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory packing %s", method);
     int rc = rpc_stream_open(ch, method, in.data, in.len, timeout_ms, out, st);
     rpc_bytes_free(&in);
     return rc;
 }
 
 rpc_next rpc_stream_next_msg(rpc_stream *s, int timeout_ms, const ProtobufCMessageDescriptor *d, void **msg,
-                             rpc_status *st) {
+                             rpc_status *st)
+{
     rpc_bytes b = {0};
     *msg = NULL;
     rpc_next r = rpc_stream_next(s, timeout_ms, &b, st);
-    if (r != RPC_NEXT_MSG) return r;
+    if (r != RPC_NEXT_MSG)
+        return r;
     *msg = rpc_unpack(d, b.data, b.len, NULL);
     rpc_bytes_free(&b);
-    if (*msg) return RPC_NEXT_MSG;
+    if (*msg)
+        return RPC_NEXT_MSG;
     /* The peer speaks another schema: nothing later on this stream can be trusted. */
     rpc_status_set(st, RPC_INTERNAL, "stream message does not parse as %s", d->name);
     rpc_stream_abort(s, st ? st : &(rpc_status){RPC_INTERNAL, "stream message does not parse"});
     return RPC_NEXT_END;
 }
 
-int rpc_call_send_msg(rpc_call *c, const ProtobufCMessage *m, int timeout_ms) {
+int rpc_call_send_msg(rpc_call *c, const ProtobufCMessage *m, int timeout_ms)
+{
     rpc_bytes b = {0};
-    if (rpc_pack(m, &b) < 0) return -1;
+    if (rpc_pack(m, &b) < 0)
+        return -1;
     int rc = rpc_call_send(c, b.data, b.len, timeout_ms);
     rpc_bytes_free(&b);
     return rc;

@@ -94,8 +94,7 @@ typedef struct rpc_call rpc_call; /* one incoming call, server side */
  * error (rpc_status_set) which becomes the call's status. req is valid only during
  * the call. `call` serves rpc_call_cancelled/rpc_call_peer/rpc_call_method only; the
  * library finishes a unary call itself when the handler returns. */
-typedef void (*rpc_unary_fn)(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes *resp,
-                             rpc_status *st);
+typedef void (*rpc_unary_fn)(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes *resp, rpc_status *st);
 
 /* Server-streaming handler, run on a pool thread. From now on the caller owns `call`:
  * it sends any number of messages (from any thread) and must end it with exactly one
@@ -158,8 +157,8 @@ void rpc_channel_destroy(rpc_channel *ch); /* NULL is fine; no call may be open 
 /* One unary call. timeout_ms bounds the whole call (<= 0: no deadline). Returns 0
  * with *resp filled (heap, caller frees with rpc_bytes_free), or -1 with the status:
  * the server's error, DEADLINE_EXCEEDED, UNAVAILABLE when the peer cannot be reached. */
-int rpc_unary(rpc_channel *ch, const char *method, const void *req, size_t req_len, int timeout_ms,
-              rpc_bytes *resp, rpc_status *st);
+int rpc_unary(rpc_channel *ch, const char *method, const void *req, size_t req_len, int timeout_ms, rpc_bytes *resp,
+              rpc_status *st);
 
 /* Opens a server-streaming call (timeout_ms bounds the whole stream; <= 0: none).
  * Failures to connect show up at the first rpc_stream_next. */

@@ -16,7 +16,7 @@ typedef struct rpc_tag {
     void (*done)(struct rpc_tag *t, int ok);
 } rpc_tag;
 
-#define RPC_CONTAINER(ptr, type, field) ((type *)((char *)(ptr) - offsetof(type, field)))
+#define RPC_CONTAINER(ptr, type, field) ((type *)((char *)(ptr)-offsetof(type, field)))
 
 /* Messages up to this size in both directions (gRPC's default receive limit is 4 MiB). */
 #define RPC_MAX_MESSAGE (64 * 1024 * 1024)

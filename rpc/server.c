@@ -62,7 +62,7 @@ struct rpc_call {
     rpc_server *srv;
     method *m;
     grpc_call *call;
-    char *peer;        /* gpr_malloc'd */
+    char *peer; /* gpr_malloc'd */
     char method_name[128];
     rpc_bytes req;
     struct rpc_call *job_next; /* pool queue link */
@@ -79,14 +79,14 @@ struct rpc_call {
     grpc_byte_buffer *send_bb;
     pending_msg *q_head, *q_tail;
     int q_len;
-    int user_done;       /* rpc_call_finish was called */
+    int user_done; /* rpc_call_finish was called */
     int finish_code;
     grpc_slice finish_details;
     int status_started, status_done;
     int freed;
     void (*cb)(void *);
     void *cb_arg;
-    int in_cb;           /* cancel callbacks running (nested only on cb_thread) */
+    int in_cb; /* cancel callbacks running (nested only on cb_thread) */
     pthread_t cb_thread;
 };
 
@@ -113,10 +113,12 @@ struct rpc_server {
 
 /* ------------------------------------------------------------------ calls */
 
-static void call_free(rpc_call *c) {
+static void call_free(rpc_call *c)
+{
     rpc_server *srv = c->srv;
     grpc_call_unref(c->call);
-    if (c->peer) gpr_free(c->peer);
+    if (c->peer)
+        gpr_free(c->peer);
     rpc_bytes_free(&c->req);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
@@ -128,13 +130,16 @@ static void call_free(rpc_call *c) {
 }
 
 /* Returns 1 exactly once, when nothing can touch the call any more. */
-static int should_free_locked(rpc_call *c) {
-    if (c->freed || !c->closed || !c->status_done || c->in_cb) return 0;
+static int should_free_locked(rpc_call *c)
+{
+    if (c->freed || !c->closed || !c->status_done || c->in_cb)
+        return 0;
     c->freed = 1;
     return 1;
 }
 
-static void drop_queue_locked(rpc_call *c) {
+static void drop_queue_locked(rpc_call *c)
+{
     while (c->q_head) {
         pending_msg *p = c->q_head;
         c->q_head = p->next;
@@ -147,9 +152,12 @@ static void drop_queue_locked(rpc_call *c) {
 
 /* Starts the next batch the call's state asks for: a queued message, else the status
  * once the owner has finished. At most one of them is in flight. */
-static void pump_locked(rpc_call *c) {
-    if (c->send_inflight || c->status_started) return;
-    if (c->cancelled || c->broken) drop_queue_locked(c);
+static void pump_locked(rpc_call *c)
+{
+    if (c->send_inflight || c->status_started)
+        return;
+    if (c->cancelled || c->broken)
+        drop_queue_locked(c);
     grpc_op ops[2];
     memset(ops, 0, sizeof ops);
     int n = 0;
@@ -161,7 +169,8 @@ static void pump_locked(rpc_call *c) {
     if (c->q_head) {
         pending_msg *p = c->q_head;
         c->q_head = p->next;
-        if (!c->q_head) c->q_tail = NULL;
+        if (!c->q_head)
+            c->q_tail = NULL;
         c->q_len--;
         c->send_bb = p->bb;
         free(p);
@@ -183,7 +192,8 @@ static void pump_locked(rpc_call *c) {
         pthread_cond_broadcast(&c->cv); /* room in the queue */
         return;
     }
-    if (!c->user_done) return;
+    if (!c->user_done)
+        return;
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.trailing_metadata_count = 0;
     ops[n].data.send_status_from_server.status = (grpc_status_code)c->finish_code;
@@ -199,21 +209,25 @@ static void pump_locked(rpc_call *c) {
     }
 }
 
-static void send_done(rpc_tag *t, int ok) {
+static void send_done(rpc_tag *t, int ok)
+{
     rpc_call *c = RPC_CONTAINER(t, rpc_call, send_tag);
     pthread_mutex_lock(&c->mu);
     grpc_byte_buffer_destroy(c->send_bb);
     c->send_bb = NULL;
     c->send_inflight = 0;
-    if (!ok) c->broken = 1;
+    if (!ok)
+        c->broken = 1;
     pthread_cond_broadcast(&c->cv);
     pump_locked(c);
     int f = should_free_locked(c);
     pthread_mutex_unlock(&c->mu);
-    if (f) call_free(c);
+    if (f)
+        call_free(c);
 }
 
-static void status_done(rpc_tag *t, int ok) {
+static void status_done(rpc_tag *t, int ok)
+{
     (void)ok; /* a failed status send means the client is gone; nothing to do */
     rpc_call *c = RPC_CONTAINER(t, rpc_call, status_tag);
     pthread_mutex_lock(&c->mu);
@@ -221,12 +235,14 @@ static void status_done(rpc_tag *t, int ok) {
     c->status_done = 1;
     int f = should_free_locked(c);
     pthread_mutex_unlock(&c->mu);
-    if (f) call_free(c);
+    if (f)
+        call_free(c);
 }
 
 /* Runs fn with the call unlocked and in_cb set, so that rpc_call_finish from another
  * thread waits for it and the call is not freed under it. Called and returns locked. */
-static void run_cancel_cb_locked(rpc_call *c) {
+static void run_cancel_cb_locked(rpc_call *c)
+{
     void (*fn)(void *) = c->cb;
     void *arg = c->cb_arg;
     c->cb = NULL;
@@ -241,24 +257,31 @@ static void run_cancel_cb_locked(rpc_call *c) {
 
 /* Waits until no cancel callback runs on another thread (one on this thread, which
  * is calling us from inside it, cannot be waited for). */
-static void wait_other_cb_locked(rpc_call *c) {
-    while (c->in_cb && !pthread_equal(c->cb_thread, pthread_self())) pthread_cond_wait(&c->cv, &c->mu);
+static void wait_other_cb_locked(rpc_call *c)
+{
+    while (c->in_cb && !pthread_equal(c->cb_thread, pthread_self()))
+        pthread_cond_wait(&c->cv, &c->mu);
 }
 
-static void close_done(rpc_tag *t, int ok) {
+static void close_done(rpc_tag *t, int ok)
+{
     rpc_call *c = RPC_CONTAINER(t, rpc_call, close_tag);
     pthread_mutex_lock(&c->mu);
     c->closed = 1;
-    if (!ok || c->close_cancelled) c->cancelled = 1;
+    if (!ok || c->close_cancelled)
+        c->cancelled = 1;
     pthread_cond_broadcast(&c->cv);
-    if (c->cancelled && c->cb && !c->user_done) run_cancel_cb_locked(c);
+    if (c->cancelled && c->cb && !c->user_done)
+        run_cancel_cb_locked(c);
     pump_locked(c);
     int f = should_free_locked(c);
     pthread_mutex_unlock(&c->mu);
-    if (f) call_free(c);
+    if (f)
+        call_free(c);
 }
 
-int rpc_call_send(rpc_call *c, const void *data, size_t len, int timeout_ms) {
+int rpc_call_send(rpc_call *c, const void *data, size_t len, int timeout_ms)
+{
     pthread_mutex_lock(&c->mu);
     struct timespec until;
     if (timeout_ms > 0) {
@@ -271,7 +294,8 @@ int rpc_call_send(rpc_call *c, const void *data, size_t len, int timeout_ms) {
         }
     }
     while (!c->user_done && !c->cancelled && !c->broken && c->q_len >= RPC_SEND_QUEUE_MAX) {
-        if (timeout_ms == 0) break;
+        if (timeout_ms == 0)
+            break;
         if (timeout_ms < 0) {
             pthread_cond_wait(&c->cv, &c->mu);
         } else if (pthread_cond_timedwait(&c->cv, &c->mu, &until) == ETIMEDOUT) {
@@ -291,8 +315,10 @@ int rpc_call_send(rpc_call *c, const void *data, size_t len, int timeout_ms) {
     }
     p->bb = bb;
     p->next = NULL;
-    if (c->q_tail) c->q_tail->next = p;
-    else c->q_head = p;
+    if (c->q_tail)
+        c->q_tail->next = p;
+    else
+        c->q_head = p;
     c->q_tail = p;
     c->q_len++;
     pump_locked(c);
@@ -300,7 +326,8 @@ int rpc_call_send(rpc_call *c, const void *data, size_t len, int timeout_ms) {
     return 0;
 }
 
-void rpc_call_finish(rpc_call *c, int code, const char *msg) {
+void rpc_call_finish(rpc_call *c, int code, const char *msg)
+{
     pthread_mutex_lock(&c->mu);
     wait_other_cb_locked(c);
     if (c->user_done) { /* a second finish: a caller bug, but harmless to ignore */
@@ -315,17 +342,20 @@ void rpc_call_finish(rpc_call *c, int code, const char *msg) {
     pump_locked(c);
     int f = should_free_locked(c);
     pthread_mutex_unlock(&c->mu);
-    if (f) call_free(c);
+    if (f)
+        call_free(c);
 }
 
-int rpc_call_cancelled(rpc_call *c) {
+int rpc_call_cancelled(rpc_call *c)
+{
     pthread_mutex_lock(&c->mu);
     int r = c->cancelled || c->broken;
     pthread_mutex_unlock(&c->mu);
     return r;
 }
 
-int rpc_call_wait_cancel(rpc_call *c, int timeout_ms) {
+int rpc_call_wait_cancel(rpc_call *c, int timeout_ms)
+{
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     if (timeout_ms > 0) {
@@ -338,15 +368,18 @@ int rpc_call_wait_cancel(rpc_call *c, int timeout_ms) {
     }
     pthread_mutex_lock(&c->mu);
     while (!c->cancelled && !c->broken && timeout_ms != 0) {
-        if (timeout_ms < 0) pthread_cond_wait(&c->cv, &c->mu);
-        else if (pthread_cond_timedwait(&c->cv, &c->mu, &until) == ETIMEDOUT) break;
+        if (timeout_ms < 0)
+            pthread_cond_wait(&c->cv, &c->mu);
+        else if (pthread_cond_timedwait(&c->cv, &c->mu, &until) == ETIMEDOUT)
+            break;
     }
     int r = c->cancelled || c->broken;
     pthread_mutex_unlock(&c->mu);
     return r;
 }
 
-void rpc_call_on_cancel(rpc_call *c, void (*fn)(void *arg), void *arg) {
+void rpc_call_on_cancel(rpc_call *c, void (*fn)(void *arg), void *arg)
+{
     pthread_mutex_lock(&c->mu);
     wait_other_cb_locked(c);
     if (c->user_done) {
@@ -355,18 +388,27 @@ void rpc_call_on_cancel(rpc_call *c, void (*fn)(void *arg), void *arg) {
     }
     c->cb = fn;
     c->cb_arg = arg;
-    if (c->cancelled && fn) run_cancel_cb_locked(c);
+    if (c->cancelled && fn)
+        run_cancel_cb_locked(c);
     int f = should_free_locked(c);
     pthread_mutex_unlock(&c->mu);
-    if (f) call_free(c);
+    if (f)
+        call_free(c);
 }
 
-const char *rpc_call_method(const rpc_call *c) { return c->method_name; }
-const char *rpc_call_peer(const rpc_call *c) { return c->peer ? c->peer : "unknown"; }
+const char *rpc_call_method(const rpc_call *c)
+{
+    return c->method_name;
+}
+const char *rpc_call_peer(const rpc_call *c)
+{
+    return c->peer ? c->peer : "unknown";
+}
 
 /* ------------------------------------------------------------------ handler pool */
 
-static void run_handler(rpc_call *c) {
+static void run_handler(rpc_call *c)
+{
     method *m = c->m;
     rpc_bytes req = c->req; /* ours: the owner may finish and free the call meanwhile */
     c->req = (rpc_bytes){0};
@@ -385,7 +427,8 @@ static void run_handler(rpc_call *c) {
     rpc_call_finish(c, st.code, st.msg);
 }
 
-static void *pool_thread(void *arg) {
+static void *pool_thread(void *arg)
+{
     rpc_server *srv = arg;
     pthread_mutex_lock(&srv->mu);
     for (;;) {
@@ -394,10 +437,12 @@ static void *pool_thread(void *arg) {
             pthread_cond_wait(&srv->pool_cv, &srv->mu);
             srv->n_idle--;
         }
-        if (!srv->jobs_head) break;
+        if (!srv->jobs_head)
+            break;
         rpc_call *c = srv->jobs_head;
         srv->jobs_head = c->job_next;
-        if (!srv->jobs_head) srv->jobs_tail = NULL;
+        if (!srv->jobs_head)
+            srv->jobs_tail = NULL;
         srv->n_jobs--;
         pthread_mutex_unlock(&srv->mu);
         run_handler(c);
@@ -408,11 +453,14 @@ static void *pool_thread(void *arg) {
 }
 
 /* Queues the call's handler; adds a thread when every existing one is busy. */
-static void pool_submit(rpc_server *srv, rpc_call *c) {
+static void pool_submit(rpc_server *srv, rpc_call *c)
+{
     pthread_mutex_lock(&srv->mu);
     c->job_next = NULL;
-    if (srv->jobs_tail) srv->jobs_tail->job_next = c;
-    else srv->jobs_head = c;
+    if (srv->jobs_tail)
+        srv->jobs_tail->job_next = c;
+    else
+        srv->jobs_head = c;
     srv->jobs_tail = c;
     srv->n_jobs++;
     if (srv->n_jobs > srv->n_idle && srv->n_threads < RPC_POOL_MAX) {
@@ -445,30 +493,34 @@ static void pool_submit(rpc_server *srv, rpc_call *c) {
 
 static void slot_done(rpc_tag *t, int ok);
 
-static int slot_arm(slot *sl) {
+static int slot_arm(slot *sl)
+{
     rpc_server *srv = sl->srv;
     grpc_metadata_array_init(&sl->md);
     sl->call = NULL;
     sl->payload = NULL;
     grpc_call_error e;
     if (sl->m) {
-        e = grpc_server_request_registered_call(srv->gs, sl->m->handle, &sl->call, &sl->deadline, &sl->md,
-                                                &sl->payload, srv->cq, srv->cq, &sl->tag);
+        e = grpc_server_request_registered_call(srv->gs, sl->m->handle, &sl->call, &sl->deadline, &sl->md, &sl->payload,
+                                                srv->cq, srv->cq, &sl->tag);
     } else {
         grpc_call_details_init(&sl->details);
         e = grpc_server_request_call(srv->gs, &sl->call, &sl->details, &sl->md, srv->cq, srv->cq, &sl->tag);
     }
     if (e != GRPC_CALL_OK) {
         grpc_metadata_array_destroy(&sl->md);
-        if (!sl->m) grpc_call_details_destroy(&sl->details);
+        if (!sl->m)
+            grpc_call_details_destroy(&sl->details);
         return -1;
     }
     return 0;
 }
 
-static int slot_new(rpc_server *srv, method *m) {
+static int slot_new(rpc_server *srv, method *m)
+{
     slot *sl = calloc(1, sizeof *sl);
-    if (!sl) return -1;
+    if (!sl)
+        return -1;
     sl->tag.done = slot_done;
     sl->srv = srv;
     sl->m = m;
@@ -485,7 +537,8 @@ static int slot_new(rpc_server *srv, method *m) {
     return 0;
 }
 
-static void call_begin(rpc_call *c, grpc_byte_buffer *payload) {
+static void call_begin(rpc_call *c, grpc_byte_buffer *payload)
+{
     grpc_op op;
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
@@ -513,7 +566,8 @@ static void call_begin(rpc_call *c, grpc_byte_buffer *payload) {
     pool_submit(c->srv, c);
 }
 
-static void slot_done(rpc_tag *t, int ok) {
+static void slot_done(rpc_tag *t, int ok)
+{
     slot *sl = RPC_CONTAINER(t, slot, tag);
     rpc_server *srv = sl->srv;
     grpc_call *call = sl->call;
@@ -535,21 +589,25 @@ static void slot_done(rpc_tag *t, int ok) {
                 snprintf(c->method_name, sizeof c->method_name, "%s", sl->m->name);
             } else {
                 size_t n = GRPC_SLICE_LENGTH(sl->details.method);
-                if (n >= sizeof c->method_name) n = sizeof c->method_name - 1;
+                if (n >= sizeof c->method_name)
+                    n = sizeof c->method_name - 1;
                 memcpy(c->method_name, GRPC_SLICE_START_PTR(sl->details.method), n);
                 c->method_name[n] = '\0';
             }
         } else {
             grpc_call_cancel_with_status(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "server out of memory", NULL);
             grpc_call_unref(call);
-            if (payload) grpc_byte_buffer_destroy(payload);
+            if (payload)
+                grpc_byte_buffer_destroy(payload);
         }
     }
     grpc_metadata_array_destroy(&sl->md);
-    if (!sl->m) grpc_call_details_destroy(&sl->details);
+    if (!sl->m)
+        grpc_call_details_destroy(&sl->details);
 
     pthread_mutex_lock(&srv->mu);
-    if (c) srv->live_calls++;
+    if (c)
+        srv->live_calls++;
     int rearm = ok && !srv->stopping;
     pthread_mutex_unlock(&srv->mu);
     if (!rearm || slot_arm(sl) < 0) {
@@ -559,10 +617,12 @@ static void slot_done(rpc_tag *t, int ok) {
         pthread_mutex_unlock(&srv->mu);
         free(sl);
     }
-    if (c) call_begin(c, payload);
+    if (c)
+        call_begin(c, payload);
 }
 
-static void shutdown_done(rpc_tag *t, int ok) {
+static void shutdown_done(rpc_tag *t, int ok)
+{
     (void)ok;
     rpc_server *srv = RPC_CONTAINER(t, rpc_server, shutdown_tag);
     pthread_mutex_lock(&srv->mu);
@@ -571,12 +631,15 @@ static void shutdown_done(rpc_tag *t, int ok) {
     pthread_mutex_unlock(&srv->mu);
 }
 
-static void *cq_thread(void *arg) {
+static void *cq_thread(void *arg)
+{
     rpc_server *srv = arg;
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-        if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
-        if (ev.type != GRPC_OP_COMPLETE) continue;
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        if (ev.type != GRPC_OP_COMPLETE)
+            continue;
         rpc_tag *t = ev.tag;
         t->done(t, ev.success);
     }
@@ -585,11 +648,14 @@ static void *cq_thread(void *arg) {
 
 /* ------------------------------------------------------------------ server lifecycle */
 
-int rpc_server_create(const char *bind, int *port, rpc_server **out, rpc_status *st) {
+int rpc_server_create(const char *bind, int *port, rpc_server **out, rpc_status *st)
+{
     *out = NULL;
-    if (!bind || !*bind) return rpc_status_set(st, RPC_INVALID_ARGUMENT, "empty listen address");
+    if (!bind || !*bind)
+        return rpc_status_set(st, RPC_INVALID_ARGUMENT, "empty listen address");
     rpc_server *s = calloc(1, sizeof *s);
-    if (!s) return rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    if (!s)
+        return rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
     grpc_init();
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
@@ -626,19 +692,23 @@ int rpc_server_create(const char *bind, int *port, rpc_server **out, rpc_status 
         rpc_server_stop(s);
         return -1;
     }
-    if (port) *port = s->port;
+    if (port)
+        *port = s->port;
     *out = s;
     return rpc_status_set(st, RPC_OK, "listening on port %d", s->port);
 }
 
 static int add_method(rpc_server *s, const char *name, int streaming, rpc_unary_fn u, rpc_stream_fn f, void *user,
-                      rpc_status *st) {
-    if (s->started) return rpc_status_set(st, RPC_FAILED_PRECONDITION, "server already started: cannot add %s", name);
+                      rpc_status *st)
+{
+    if (s->started)
+        return rpc_status_set(st, RPC_FAILED_PRECONDITION, "server already started: cannot add %s", name);
     if (!name || name[0] != '/' || strlen(name) >= sizeof(((rpc_call *)0)->method_name))
         return rpc_status_set(st, RPC_INVALID_ARGUMENT, "method name must be \"/package.Service/Method\", got \"%s\"",
                               name ? name : "(null)");
     for (method *m = s->methods; m; m = m->next)
-        if (strcmp(m->name, name) == 0) return rpc_status_set(st, RPC_ALREADY_EXISTS, "method %s registered twice", name);
+        if (strcmp(m->name, name) == 0)
+            return rpc_status_set(st, RPC_ALREADY_EXISTS, "method %s registered twice", name);
     method *m = calloc(1, sizeof *m);
     if (!m || !(m->name = strdup(name))) {
         free(m);
@@ -659,38 +729,51 @@ static int add_method(rpc_server *s, const char *name, int streaming, rpc_unary_
     return rpc_status_set(st, RPC_OK, "%s", "");
 }
 
-int rpc_server_add_unary(rpc_server *s, const char *method, rpc_unary_fn fn, void *user, rpc_status *st) {
+int rpc_server_add_unary(rpc_server *s, const char *method, rpc_unary_fn fn, void *user, rpc_status *st)
+{
     return add_method(s, method, 0, fn, NULL, user, st);
 }
 
-int rpc_server_add_stream(rpc_server *s, const char *method, rpc_stream_fn fn, void *user, rpc_status *st) {
+int rpc_server_add_stream(rpc_server *s, const char *method, rpc_stream_fn fn, void *user, rpc_status *st)
+{
     return add_method(s, method, 1, NULL, fn, user, st);
 }
 
-int rpc_server_start(rpc_server *s, rpc_status *st) {
-    if (s->started) return rpc_status_set(st, RPC_FAILED_PRECONDITION, "server already started");
+int rpc_server_start(rpc_server *s, rpc_status *st)
+{
+    if (s->started)
+        return rpc_status_set(st, RPC_FAILED_PRECONDITION, "server already started");
     grpc_server_start(s->gs);
     s->started = 1;
     for (int i = 0; i < RPC_CQ_THREADS; i++) {
-        if (pthread_create(&s->cq_threads[i], NULL, cq_thread, s) != 0) break;
+        if (pthread_create(&s->cq_threads[i], NULL, cq_thread, s) != 0)
+            break;
         s->n_cq_threads++;
     }
-    if (s->n_cq_threads == 0) return rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "cannot start polling threads");
+    if (s->n_cq_threads == 0)
+        return rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "cannot start polling threads");
     int armed = 0;
     for (method *m = s->methods; m; m = m->next)
-        for (int i = 0; i < RPC_SLOTS_PER_METHOD; i++) armed += slot_new(s, m) == 0;
+        for (int i = 0; i < RPC_SLOTS_PER_METHOD; i++)
+            armed += slot_new(s, m) == 0;
     if (slot_new(s, NULL) < 0 || (s->methods && armed == 0))
         return rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "cannot request incoming calls");
     return rpc_status_set(st, RPC_OK, "%s", "");
 }
 
-int rpc_server_port(const rpc_server *s) { return s->port; }
+int rpc_server_port(const rpc_server *s)
+{
+    return s->port;
+}
 
-void rpc_server_stop(rpc_server *s) {
-    if (!s) return;
+void rpc_server_stop(rpc_server *s)
+{
+    if (!s)
+        return;
     /* gRPC insists that a server with a listener is shut down before it is destroyed,
      * and shutdown needs a started server. */
-    if (!s->started) rpc_server_start(s, NULL);
+    if (!s->started)
+        rpc_server_start(s, NULL);
 
     pthread_mutex_lock(&s->mu);
     s->stopping = 1;
@@ -700,17 +783,20 @@ void rpc_server_stop(rpc_server *s) {
 
     pthread_mutex_lock(&s->mu);
     if (s->n_cq_threads > 0) {
-        while (!s->shutdown_done || s->live_slots > 0 || s->live_calls > 0) pthread_cond_wait(&s->cv, &s->mu);
+        while (!s->shutdown_done || s->live_slots > 0 || s->live_calls > 0)
+            pthread_cond_wait(&s->cv, &s->mu);
     }
     s->pool_stop = 1;
     pthread_cond_broadcast(&s->pool_cv);
     pthread_mutex_unlock(&s->mu);
-    for (int i = 0; i < s->n_threads; i++) pthread_join(s->threads[i], NULL);
+    for (int i = 0; i < s->n_threads; i++)
+        pthread_join(s->threads[i], NULL);
 
     grpc_server_destroy(s->gs);
     grpc_completion_queue_shutdown(s->cq);
     if (s->n_cq_threads > 0) {
-        for (int i = 0; i < s->n_cq_threads; i++) pthread_join(s->cq_threads[i], NULL);
+        for (int i = 0; i < s->n_cq_threads; i++)
+            pthread_join(s->cq_threads[i], NULL);
     } else {
         cq_thread(s); /* no polling thread could start: run the remaining tags here */
     }

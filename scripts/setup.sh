@@ -10,6 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 PACKAGES=(
   build-essential cmake pkg-config git ca-certificates
+  clang clang-format                               # second compiler in CI, scripts/format.sh
   libcjson-dev libpcre2-dev libutf8proc-dev        # engine: JSON, tokenizer regex, NFC
   libmicrohttpd-dev                                # coordinator HTTP server
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler # control plane

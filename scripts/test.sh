@@ -1,18 +1,35 @@
 #!/usr/bin/env bash
-# Sets up the machine, builds Tandem twice (optimised, and ASan+UBSan) and runs the
-# tests: every suite on the optimised build, the unit suite on the sanitizer build.
-# Usage: scripts/test.sh [extra ctest args, e.g. -L unit]
+# Sets up the machine, builds Tandem four ways with warnings as errors and runs the tests:
+#   gcc RelWithDebInfo   every suite
+#   gcc Release          built only (-O3 shows warnings that -O2 does not)
+#   clang RelWithDebInfo the unit suite
+#   gcc Debug ASan+UBSan the unit suite
+# and last checks that every C file is formatted (scripts/format.sh --check).
+# Usage: scripts/test.sh [extra ctest args for the first run, e.g. -L unit]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 jobs=$(nproc)
 
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$jobs"
+# build DIR CMAKE_ARGS...: configure with -Werror and build everything.
+build() {
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -DTANDEM_WERROR=ON "$@" >/dev/null
+  cmake --build "$dir" -j"$jobs"
+}
+
+build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 (cd build && ctest --output-on-failure --timeout 1800 "$@")
 
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTANDEM_SANITIZE=ON >/dev/null
-cmake --build build-asan -j"$jobs"
+build build-release -DCMAKE_BUILD_TYPE=Release
+
+build build-clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang
+(cd build-clang && ctest --output-on-failure -L unit --timeout 900)
+
+build build-asan -DCMAKE_BUILD_TYPE=Debug -DTANDEM_SANITIZE=ON
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
    ctest --output-on-failure -L unit --timeout 900)
+
+scripts/format.sh --check
