@@ -66,13 +66,13 @@ struct eng_parser {
     enum mode mode;
     unsigned flags; /* ENG_PARSE_* */
     char *tag;
-    eng_buf pend;      /* bytes not yet decided; decided ones before pos */
+    eng_buf pend; /* bytes not yet decided; decided ones before pos */
     size_t pos;
-    int lead;          /* reasoning has not emitted anything yet (drop its leading '\n') */
-    int after_call;    /* content: only whitespace since the last valid call */
-    eng_buf ws_before; /* whitespace right before the open block */
-    eng_buf block;     /* the open block's bytes after <tool_call> */
-    int in_str, esc;   /* JSON string state inside the block */
+    int lead;           /* reasoning has not emitted anything yet (drop its leading '\n') */
+    int after_call;     /* content: only whitespace since the last valid call */
+    eng_buf ws_before;  /* whitespace right before the open block */
+    eng_buf block;      /* the open block's bytes after <tool_call> */
+    int in_str, esc;    /* JSON string state inside the block */
     size_t first_close; /* block length up to its first "</tool_call>"; 0: none yet */
     int n_calls;
 };
@@ -480,8 +480,7 @@ static int advance(eng_parser *p, eng_parse_delta *out, int at_end)
                 return -1;
             continue;
         }
-        case M_DONE:
-            return 0;
+        case M_DONE: return 0;
         }
     }
 }

@@ -17,8 +17,8 @@
 
 /* One OpenAI tool_calls entry ({id, type: "function", function: {name, arguments}}). */
 typedef struct eng_tool_call {
-    int index;       /* 0, 1, ... in the order of the output */
-    char *id;        /* "call_<n>", or "call_<tag>_<n>" with a tag (see eng_parser_new) */
+    int index; /* 0, 1, ... in the order of the output */
+    char *id;  /* "call_<n>", or "call_<tag>_<n>" with a tag (see eng_parser_new) */
     char *name;
     char *arguments; /* JSON text of the arguments object */
 } eng_tool_call;

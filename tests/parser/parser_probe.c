@@ -1,8 +1,8 @@
 /* parser_probe.c: the output parser as a filter over JSON lines, for reference_rules.py.
  *
- * Each input line {"flags": "reasoning think_open tools" (any of the words), "input": string}; each output line the whole-text
- * result {"reasoning_content", "content", "tool_calls"}, computed twice (whole, and fed
- * in 3-byte chunks) with {"error": ...} if the two differ. */
+ * Each input line {"flags": "reasoning think_open tools" (any of the words), "input": string}; each output line the
+ * whole-text result {"reasoning_content", "content", "tool_calls"}, computed twice (whole, and fed in 3-byte chunks)
+ * with {"error": ...} if the two differ. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>

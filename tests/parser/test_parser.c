@@ -45,8 +45,7 @@ static char *result_json(const eng_parse_delta *d)
 static char *expected_json(const cJSON *exp)
 {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddItemToObject(o, "reasoning_content",
-                          cJSON_Duplicate(cJSON_GetObjectItem(exp, "reasoning_content"), 1));
+    cJSON_AddItemToObject(o, "reasoning_content", cJSON_Duplicate(cJSON_GetObjectItem(exp, "reasoning_content"), 1));
     cJSON_AddItemToObject(o, "content", cJSON_Duplicate(cJSON_GetObjectItem(exp, "content"), 1));
     const cJSON *calls = cJSON_GetObjectItem(exp, "tool_calls");
     if (cJSON_IsArray(calls)) {
