@@ -12,7 +12,7 @@
 
 #include "common/error.h"
 #include "frontend.h"
-#include "metrics/metrics.h"
+#include "metrics.h"
 #include "openai.h"
 
 typedef struct coord_http_config {

@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
-#include "metrics/metrics.h"
+#include "metrics.h"
 #include "model/kvcache.h"
 #include "rpc.h"
 #include "tandem.pb-c.h"

@@ -7,7 +7,7 @@
  * so lookups are linear scans. The text format follows the exposition format
  * 0.0.4 spec: HELP/TYPE lines, label values escaped (\\ \" \n), histograms as
  * cumulative _bucket{le} series plus _sum and _count. */
-#include "metrics/metrics.h"
+#include "metrics.h"
 
 #include <arpa/inet.h>
 #include <math.h>

@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #include "kvtransfer.h"
-#include "metrics/metrics.h"
+#include "metrics.h"
 #include "model/model.h"
 #include "rpc.h"
 #include "sampling/sampler.h"

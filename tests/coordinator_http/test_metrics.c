@@ -14,7 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "metrics/metrics.h"
+#include "metrics.h"
 #include "check.h"
 
 static char *render(met_registry *r)
