@@ -343,8 +343,8 @@ static void test_no_thinking_and_tools(void)
     const char *no_tools[] = {
         "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}]}",
         "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}],\"tools\":[]}",
-        "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}],\"tool_choice\":\"none\","
-        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}]}",
+        ("{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}],\"tool_choice\":\"none\","
+         "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}]}"), /* one string */
     };
     for (int i = 0; i < 3; i++) {
         CHECK(run(COORD_API_CHAT, no_tools[i], &r, &err, 0) == 0);
