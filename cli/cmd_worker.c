@@ -45,6 +45,8 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(W, o.max_batch_tokens, "--max-batch-tokens", "N", 1, 1 << 24, "2048", "tokens per forward step"),
     CLI_INT_OPT(W, o.max_running, "--max-running", "N", 1, 1 << 20, "64", "sequences decoding at once"),
     CLI_CHOICE_OPT(W, o.kv_transport, "--kv-transport", "auto|tcp|rdma", "auto", "how KV blocks travel", 0),
+    CLI_STR_OPT(W, o.rdma_device, "--rdma-device", "NAME", NULL,
+                "verbs device for rdma; default: the first with an active port", 0),
     CLI_STR_OPT(W, o.id, "--id", "NAME", NULL, "worker id; default: ROLE-HOST:PORT", 0),
     CLI_INT_OPT(W, o.lease_ms, "--lease-ms", "N", 1, 24 * 3600 * 1000, "30000", "KV reservation lease"),
     CLI_FLOAT_OPT(W, drain_timeout, "--drain-timeout", "S", 0, 86400, "30",

@@ -19,6 +19,7 @@ PACKAGES=(
   qemu-system-x86 linux-image-amd64 busybox-static # Soft-RoCE VM for RDMA tests
   python3 python3-numpy python3-jinja2             # test checkpoints, Jinja2 reference
   prometheus wrk iproute2 curl procps              # promtool, load generator, netns
+  podman runc catatonit uidmap mmdebstrap          # the container image, pods played by podman
 )
 
 missing=()

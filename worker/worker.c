@@ -351,7 +351,7 @@ static void on_transfer_end(void *user, uint64_t id, kvt_state state)
 static int open_transport(wrk_worker *w, eng_error *err)
 {
     const char *which = w->opt.kv_transport ? w->opt.kv_transport : "auto";
-    kvt_open_options to = {.tcp = {.bind_host = w->host}, .rdma = {.gid_index = -1}};
+    kvt_open_options to = {.tcp = {.bind_host = w->host}, .rdma = {.device = w->opt.rdma_device, .gid_index = -1}};
     if (kvt_open(which, &to, &w->kvt, err) < 0)
         return -1;
     wrk_log(w, "KV transport: %s", kvt_choice(w->kvt));

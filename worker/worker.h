@@ -49,6 +49,7 @@ typedef struct wrk_options {
     int max_batch_tokens;    /* tokens per forward step; 0 = 2048 */
     int max_running;         /* sequences decoding at once (and reservations); 0 = 64 */
     const char *kv_transport;/* "auto", "tcp", "rdma"; NULL = auto */
+    const char *rdma_device; /* verbs device ("mlx5_0"); NULL = the first with an active port */
     const char *id;          /* worker id; NULL = "<role>-<host>:<port>" */
     int lease_ms;            /* KV reservation lease; 0 = 30000 */
     wrk_log_fn log;          /* NULL = silent */
