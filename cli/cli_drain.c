@@ -26,7 +26,8 @@ void cli_wait_and_drain(const sigset_t *set, double drain_timeout_s, const cli_d
     }
     d->drain(d->ctx);
     int left = d->in_flight(d->ctx);
-    fprintf(stderr, "%s: SIGTERM, draining: %d requests in flight, waiting up to %.0f s (SIGINT or SIGTERM again stops now)\n",
+    fprintf(stderr,
+            "%s: SIGTERM, draining: %d requests in flight, waiting up to %.0f s (SIGINT or SIGTERM again stops now)\n",
             d->who, left, drain_timeout_s);
     double deadline = now_s() + drain_timeout_s;
     const struct timespec poll = {0, POLL_MS * 1000000L};

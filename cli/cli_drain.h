@@ -9,9 +9,9 @@
 #include <signal.h>
 
 typedef struct cli_drainable {
-    const char *who;              /* "tandem worker" */
-    void (*drain)(void *ctx);     /* stop admitting */
-    int (*in_flight)(void *ctx);  /* requests left */
+    const char *who;             /* "tandem worker" */
+    void (*drain)(void *ctx);    /* stop admitting */
+    int (*in_flight)(void *ctx); /* requests left */
     void *ctx;
 } cli_drainable;
 

@@ -64,8 +64,14 @@ static void log_line(void *ctx, const char *line)
     fflush(stderr);
 }
 
-static void drain(void *c) { coord_coordinator_drain(c); }
-static int in_flight(void *c) { return coord_coordinator_in_flight(c); }
+static void drain(void *c)
+{
+    coord_coordinator_drain(c);
+}
+static int in_flight(void *c)
+{
+    return coord_coordinator_in_flight(c);
+}
 
 int cmd_coordinator(int argc, char **argv)
 {

@@ -74,8 +74,14 @@ static void log_line(void *ctx, const char *line)
     fflush(stderr);
 }
 
-static void drain(void *w) { wrk_drain(w); }
-static int in_flight(void *w) { return wrk_in_flight(w); }
+static void drain(void *w)
+{
+    wrk_drain(w);
+}
+static int in_flight(void *w)
+{
+    return wrk_in_flight(w);
+}
 
 int cmd_worker(int argc, char **argv)
 {
@@ -105,8 +111,7 @@ int cmd_worker(int argc, char **argv)
         return 1;
     }
     /* One line on stdout for whoever started us (tests, `tandem serve`). */
-    printf("worker %s listening on %s:%d metrics %d\n", wrk_id(w), o.host, wrk_rpc_port(w),
-           wrk_metrics_port(w));
+    printf("worker %s listening on %s:%d metrics %d\n", wrk_id(w), o.host, wrk_rpc_port(w), wrk_metrics_port(w));
     fflush(stdout);
     cli_drainable d = {"tandem worker", drain, in_flight, w};
     cli_wait_and_drain(&set, a.drain_timeout, &d);
