@@ -23,7 +23,9 @@ The MLP is a lookup table: one unit per transition fires only when all its featu
 are present (SiLU of a sum over a threshold) and writes the next token's code, which the
 untied lm_head turns into a logit far above every other. Each transition uses as few
 previous tokens as tell it apart from the others with the same current token; a script
-set that cannot be told apart fails here, loudly, and so does any margin below 25 logits.
+set that cannot be told apart fails here, loudly, and so does a designed margin below 25
+(previous-token and marker attention scores, the next token's logit over the others).
+Whether the engine then writes the scripts exactly is what tests/agents/agents.mjs checks.
 """
 import json
 import os
