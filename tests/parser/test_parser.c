@@ -270,6 +270,14 @@ static void test_api(void)
     eng_parser_free(p);
     eng_parse_delta_free(&d);
 
+    /* Whether the prompt opened the think block: only the turn being generated counts. */
+    CHECK(!eng_prompt_opens_think("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"));
+    CHECK(eng_prompt_opens_think("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<think>\n"));
+    CHECK(eng_prompt_opens_think("<|im_start|>assistant\n<think>\nhalf a thought"));
+    CHECK(!eng_prompt_opens_think("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"));
+    CHECK(!eng_prompt_opens_think("<|im_start|>user\nwhat is <think>?<|im_end|>\n<|im_start|>assistant\n"));
+    CHECK(eng_prompt_opens_think("<think>\n") && !eng_prompt_opens_think(""));
+
     /* Null fields in the JSON when nothing is there. */
     eng_parse_delta_init(&d);
     j = eng_parse_delta_to_json(&d);
