@@ -27,6 +27,12 @@ static jv *nomem(jctx *c, int line)
     return NULL;
 }
 
+/* v, or NULL with the out-of-memory error when the allocation that made v failed. */
+static jv *or_nomem(jctx *c, int line, jv *v)
+{
+    return v ? v : nomem(c, line);
+}
+
 /* jfail for functions that return a value: NULL. */
 static jv *err(jctx *c, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static jv *err(jctx *c, int line, const char *fmt, ...)
@@ -107,7 +113,7 @@ jv *jinja_iter_list(jctx *c, int line, jv *v)
     case JV_LIST: case JV_TUPLE:
         return v;
     case JV_UNDEF:
-        return jv_list(c->arena, JV_LIST) ?: nomem(c, line);
+        return or_nomem(c, line, jv_list(c->arena, JV_LIST));
     case JV_DICT:
         if (!(l = jv_list(c->arena, JV_LIST)))
             return nomem(c, line);
@@ -186,7 +192,14 @@ static jv *missing_attr(jctx *c, int line, const jv *obj, const char *name)
     if (!msg)
         return nomem(c, line);
     sprintf(msg, "'%s' has no attribute '%s'", obj_type_repr(obj), name);
-    return jv_undef(c->arena, msg) ?: nomem(c, line);
+    return or_nomem(c, line, jv_undef(c->arena, msg));
+}
+
+/* A dict's or namespace's key as an attribute. */
+static jv *dict_attr(jctx *c, int line, const jv *obj, const char *name)
+{
+    jv *v = jv_dict_gets(obj, name);
+    return v ? v : missing_attr(c, line, obj, name);
 }
 
 static jv *loop_attr(jctx *c, int line, jv *loop, const char *name)
@@ -223,9 +236,9 @@ jv *jinja_getattr(jctx *c, int line, jv *obj, const char *name)
             return method(c, line, obj, name);
         if (in_list(UNSAFE_METHODS, name))
             break;
-        return jv_dict_gets(obj, name) ?: missing_attr(c, line, obj, name);
+        return dict_attr(c, line, obj, name);
     case JV_NS:
-        return jv_dict_gets(obj, name) ?: missing_attr(c, line, obj, name);
+        return dict_attr(c, line, obj, name);
     case JV_STR:
         if (in_list(STR_METHODS, name))
             return method(c, line, obj, name);
@@ -253,7 +266,7 @@ jv *jinja_getattr(jctx *c, int line, jv *obj, const char *name)
     if (!msg)
         return nomem(c, line);
     sprintf(msg, "access to attribute '%s' of '%s' object is unsafe", name, jv_type_name(obj));
-    return jv_undef(c->arena, msg) ?: nomem(c, line);
+    return or_nomem(c, line, jv_undef(c->arena, msg));
 }
 
 jv *jinja_getitem(jctx *c, int line, jv *obj, jv *key)
@@ -274,13 +287,13 @@ jv *jinja_getitem(jctx *c, int line, jv *obj, jv *key)
                 return obj->u.list.items[i];
             size_t b0 = utf8_offset(obj->u.str.s, obj->u.str.len, (size_t)i);
             size_t b1 = utf8_offset(obj->u.str.s, obj->u.str.len, (size_t)i + 1);
-            return jv_str(c->arena, obj->u.str.s + b0, b1 - b0) ?: nomem(c, line);
+            return or_nomem(c, line, jv_str(c->arena, obj->u.str.s + b0, b1 - b0));
         }
         char *msg = ja_alloc(c->arena, 80);
         if (!msg)
             return nomem(c, line);
         sprintf(msg, "%s has no element %lld", obj_type_repr(obj), key->kind == JV_INT ? key->u.i : key->u.b);
-        return jv_undef(c->arena, msg) ?: nomem(c, line);
+        return or_nomem(c, line, jv_undef(c->arena, msg));
     }
     if (obj->kind == JV_DICT || obj->kind == JV_NS) {
         jv *v = jv_dict_get(obj, key);
@@ -298,7 +311,7 @@ jv *jinja_getitem(jctx *c, int line, jv *obj, jv *key)
     jv_repr_out(key, &b);
     snprintf(msg, 80, "%s has no element %s", obj_type_repr(obj), b.data ? b.data : "");
     jb_free(&b);
-    return jv_undef(c->arena, msg) ?: nomem(c, line);
+    return or_nomem(c, line, jv_undef(c->arena, msg));
 }
 
 /* Python's slice index adjustment. */
@@ -465,7 +478,7 @@ static jv *str_strip(jctx *c, int line, jv *s, const jv *chars, int which)
     }
     if (b == 0 && e == len)
         return s;
-    return jv_str(c->arena, p + b, e - b) ?: nomem(c, line);
+    return or_nomem(c, line, jv_str(c->arena, p + b, e - b));
 }
 
 static jv *str_split(jctx *c, int line, jv *s, jv *sep, long long maxsplit)
@@ -748,7 +761,7 @@ static jv *call_method(jctx *c, int line, jv *fn, const jargs *a)
             if (!S[0] || need_str(c, line, S[0], name))
                 return S[0] ? NULL : err(c, line, "%s() takes at least 1 argument", name);
             if (name[0] != 'c')
-                return jv_int(A, str_find(self, S[0], name[0] == 'r')) ?: nomem(c, line);
+                return or_nomem(c, line, jv_int(A, str_find(self, S[0], name[0] == 'r')));
             long long n = 0;
             if (!S[0]->u.str.len)
                 n = (long long)utf8_count(self->u.str.s, self->u.str.len) + 1;
@@ -756,7 +769,7 @@ static jv *call_method(jctx *c, int line, jv *fn, const jargs *a)
                 for (const char *p = self->u.str.s, *end = p + self->u.str.len;
                      (p = memmem(p, (size_t)(end - p), S[0]->u.str.s, S[0]->u.str.len)); p += S[0]->u.str.len)
                     n++;
-            return jv_int(A, n) ?: nomem(c, line);
+            return or_nomem(c, line, jv_int(A, n));
         }
         BIND(name);
         (void)S;
@@ -826,12 +839,12 @@ static jv *call_method(jctx *c, int line, jv *fn, const jargs *a)
         for (size_t i = 0; i < self->u.list.len; i++)
             if (jv_eq(self->u.list.items[i], S[0])) {
                 if (name[0] == 'i')
-                    return jv_int(A, (long long)i) ?: nomem(c, line);
+                    return or_nomem(c, line, jv_int(A, (long long)i));
                 n++;
             }
         if (name[0] == 'i')
             return err(c, line, "value is not in list");
-        return jv_int(A, n) ?: nomem(c, line);
+        return or_nomem(c, line, jv_int(A, n));
     } else if (self->kind == JV_LOOP) { /* loop.cycle(a, b, ...) */
         if (a->nkw || !a->npos)
             return err(c, line, "loop.cycle() needs at least one positional argument");
@@ -941,7 +954,7 @@ jv *jinja_call_builtin(jctx *c, int line, jv *fn, const jargs *a)
         struct tm tm;
         localtime_r(&now, &tm);
         size_t n = strftime(buf, sizeof buf, S[0]->u.str.s, &tm);
-        return jv_str(A, buf, n) ?: nomem(c, line);
+        return or_nomem(c, line, jv_str(A, buf, n));
     }
     case F_CYCLER: {
         if (a->nkw || !a->npos)
@@ -972,8 +985,10 @@ int jinja_has_test(const char *name) { return in_list(TESTS, name); }
 static int cmp_test(jctx *c, int line, int op, jv *x, jv *y)
 {
     int r;
-    if (x->kind == JV_UNDEF || y->kind == JV_UNDEF)
-        return jfail(c, line, "%s", (x->kind == JV_UNDEF ? x : y)->u.undef.name ?: "value is undefined");
+    if (x->kind == JV_UNDEF || y->kind == JV_UNDEF) {
+        const char *name = (x->kind == JV_UNDEF ? x : y)->u.undef.name;
+        return jfail(c, line, "%s", name ? name : "value is undefined");
+    }
     if (jv_cmp(x, y, &r))
         return jfail(c, line, "cannot compare '%s' with '%s'", jv_type_name(x), jv_type_name(y));
     if (r == 2)
@@ -1255,7 +1270,7 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
         BIND(name, "default_value", "boolean");
         int boolean = S[1] && jv_truthy(S[1]);
         if (v->kind == JV_UNDEF || (boolean && !jv_truthy(v)))
-            return S[0] ? S[0] : jv_strz(A, "") ?: nomem(c, line);
+            return S[0] ? S[0] : or_nomem(c, line, jv_strz(A, ""));
         return v;
     }
     if (!strcmp(name, "length") || !strcmp(name, "count")) {
@@ -1269,7 +1284,7 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
         case JV_UNDEF: n = 0; break;
         default: return err(c, line, "object of type '%s' has no len()", jv_type_name(v));
         }
-        return jv_int(A, n) ?: nomem(c, line);
+        return or_nomem(c, line, jv_int(A, n));
     }
     if (!strcmp(name, "tojson")) {
         BIND(name, "ensure_ascii", "indent", "separators", "sort_keys");
@@ -1377,8 +1392,9 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
         if (!items)
             return NULL;
         if (!items->u.list.len)
-            return jv_undef(A, name[0] == 'f' ? "No first item, sequence was empty."
-                                              : "No last item, sequence was empty.") ?: nomem(c, line);
+            return or_nomem(c, line,
+                            jv_undef(A, name[0] == 'f' ? "No first item, sequence was empty."
+                                                       : "No last item, sequence was empty."));
         return items->u.list.items[name[0] == 'f' ? 0 : items->u.list.len - 1];
     }
     if (!strcmp(name, "list")) {
@@ -1397,7 +1413,7 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
         BIND(name);
         (void)S;
         if (v->kind == JV_UNDEF)
-            return jv_list(A, JV_LIST) ?: nomem(c, line);
+            return or_nomem(c, line, jv_list(A, JV_LIST));
         if (v->kind != JV_DICT)
             return err(c, line, "Can only get item pairs from a mapping, not '%s'", jv_type_name(v));
         return dict_items(c, line, v);
@@ -1457,7 +1473,7 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
         }
         if (!is_sort) {
             if (!items->u.list.len)
-                return jv_undef(A, "No aggregated item, sequence was empty.") ?: nomem(c, line);
+                return or_nomem(c, line, jv_undef(A, "No aggregated item, sequence was empty."));
             size_t best = 0;
             for (size_t i = 1; i < items->u.list.len; i++) {
                 int r;
@@ -1548,12 +1564,12 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
         BIND(name);
         (void)S;
         if (v->kind == JV_FLOAT)
-            return jv_float(A, fabs(v->u.f)) ?: nomem(c, line);
+            return or_nomem(c, line, jv_float(A, fabs(v->u.f)));
         if (v->kind == JV_INT || v->kind == JV_BOOL) {
             long long x = v->kind == JV_INT ? v->u.i : v->u.b;
             if (x == (-9223372036854775807LL - 1))
                 return err(c, line, "integer overflow");
-            return jv_int(A, x < 0 ? -x : x) ?: nomem(c, line);
+            return or_nomem(c, line, jv_int(A, x < 0 ? -x : x));
         }
         return err(c, line, "bad operand type for abs(): '%s'", jv_type_name(v));
     }
@@ -1564,7 +1580,7 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
         jv *def = S[0] ? S[0] : name[0] == 'i' ? jv_int(A, 0) : jv_float(A, 0.0);
         if (!def)
             return nomem(c, line);
-        return to_number(c, line, v, def, name[0] == 'f') ?: nomem(c, line);
+        return or_nomem(c, line, to_number(c, line, v, def, name[0] == 'f'));
     }
     if (!strcmp(name, "round")) {
         BIND(name, "precision", "method");
@@ -1575,7 +1591,7 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
         if (!jv_is_num(v))
             return err(c, line, "round needs a number, not '%s'", jv_type_name(v));
         if (v->kind != JV_FLOAT && !strcmp(method, "common") && prec >= 0) /* round(int) stays an int */
-            return v->kind == JV_INT ? v : jv_int(A, v->u.b) ?: nomem(c, line);
+            return v->kind == JV_INT ? v : or_nomem(c, line, jv_int(A, v->u.b));
         double x = jv_num(v), m = pow(10.0, (double)prec), r;
         if (!strcmp(method, "common"))
             r = round(x * m) / m;
@@ -1585,7 +1601,7 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
             r = floor(x * m) / m;
         else
             return err(c, line, "method must be common, ceil or floor");
-        return jv_float(A, r) ?: nomem(c, line);
+        return or_nomem(c, line, jv_float(A, r));
     }
     if (!strcmp(name, "indent")) {
         BIND(name, "width", "first", "blank");
@@ -1643,7 +1659,7 @@ jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
             words += w && !in_word;
             in_word = w;
         }
-        return jv_int(A, words) ?: nomem(c, line);
+        return or_nomem(c, line, jv_int(A, words));
     }
     if (!strcmp(name, "escape") || !strcmp(name, "e")) {
         BIND(name);
