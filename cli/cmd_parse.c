@@ -2,9 +2,9 @@
  *
  * Reads a model's raw completion on standard input and prints the OpenAI message fields
  * {"reasoning_content", "content", "tool_calls"} (null where absent) that the
- * coordinator and `tandem generate --json` derive from it. The model folder is where a
- * per-model parser choice will come from; for now it is validated (a folder with a
- * readable config.json that is a JSON object) so that scripts already pass the right one. */
+ * coordinator and `tandem generate --json` derive from it. Every Qwen3 model shares one
+ * parser, so the model folder is only checked (a folder with a readable config.json that
+ * is a JSON object): scripts name the model that wrote the output, as serving does. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
