@@ -159,6 +159,19 @@ CONVERSATIONS = {
         {"role": "user", "content": "Question %d?" % i},
         {"role": "assistant", "content": "Answer %d." % i, **({"reasoning_content": "thinking %d" % i} if i % 3 == 0 else {})})]
                          + [{"role": "user", "content": "Last one?"}],
+    # Qwen-Agent's second request, default protocol: no tools, the call sent back as the
+    # assistant's text with its reasoning_content, the result as a user <tool_response>.
+    "qwen_agent_nous": [SYS, {"role": "user", "content": "Weather in Paris?"},
+                        {"role": "assistant", "reasoning_content": "I should call the tool.",
+                         "content": "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"location\": \"Paris\"}}\n</tool_call>"},
+                        {"role": "user", "content": "<tool_response>\n{\"temperature\": 22}\n</tool_response>"}],
+    # ... and with use_raw_api: an assistant message with tool_calls and no content key, a
+    # tool message carrying `id` (and Qwen-Agent's own `name`, `extra`), no tool_call_id.
+    "qwen_agent_raw_api": [SYS, {"role": "user", "content": "Weather in Paris?"},
+                           {"role": "assistant", "reasoning_content": "I should call the tool.",
+                            "tool_calls": [call("get_weather", {"location": "Paris"}, cid="call_x_0")]},
+                           {"role": "tool", "content": "{\"temperature\": 22}", "name": "get_weather", "id": "call_x_0",
+                            "extra": {"function_id": "call_x_0"}}],
     "unicode_tool_call": [{"role": "user", "content": "Traduis « bonjour » en chinois"},
                           {"role": "assistant", "content": "Je traduis…", "tool_calls": [call("traduire_texte", {"texte": "bonjour 👋", "langue_cible": "zh"})]},
                           {"role": "tool", "content": "你好 👋"},
@@ -177,6 +190,7 @@ TOOLSETS = {
     "nested_and_typed_args": [SEARCH],
     "unicode_tool_call": [UNICODE_TOOL],
     "backslashes_controls": [WEATHER, UNICODE_TOOL],
+    "qwen_agent_raw_api": [WEATHER],
 }
 
 # Conversations that end with an assistant turn are also rendered without a generation prompt.
