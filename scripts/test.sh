@@ -3,7 +3,7 @@
 #   gcc RelWithDebInfo   every suite
 #   gcc Release          built only (-O3 shows warnings that -O2 does not)
 #   clang RelWithDebInfo the unit suite
-#   gcc Debug ASan+UBSan the unit suite
+#   gcc Debug ASan+UBSan the tests labelled asan (the unit suite and more)
 # and last checks that every C file is formatted (scripts/format.sh --check).
 # Usage: scripts/test.sh [extra ctest args for the first run, e.g. -L unit]
 set -euo pipefail
@@ -12,11 +12,12 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 jobs=$(nproc)
 
-# build DIR CMAKE_ARGS...: configure with -Werror and build everything.
+# build DIR CMAKE_ARGS...: configure with -Werror, every test's dependencies required (a
+# missing one is a configure error, not a skip), and build everything.
 build() {
   local dir=$1
   shift
-  cmake -S . -B "$dir" -DTANDEM_WERROR=ON "$@" >/dev/null
+  cmake -S . -B "$dir" -DTANDEM_WERROR=ON -DTANDEM_REQUIRE_ALL_TESTS=ON "$@" >/dev/null
   cmake --build "$dir" -j"$jobs"
 }
 
@@ -30,6 +31,6 @@ build build-clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang
 
 build build-asan -DCMAKE_BUILD_TYPE=Debug -DTANDEM_SANITIZE=ON
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-   ctest --output-on-failure -L unit --timeout 900)
+   ctest --output-on-failure -L asan --timeout 900)
 
 scripts/format.sh --check

@@ -2,7 +2,7 @@
 // loopback) driven by the official OpenAI npm client, as a user would.
 //
 // usage: node cluster.mjs TANDEM TANDEMCTL MODEL_DIR MODE [PROMTOOL]
-//   MODE disagg  --prefill-workers 2 --decode-workers 2, every check below
+//   MODE disagg  --prefill-workers 2 --decode-workers 2, every check below (needs PROMTOOL)
 //        colocated  --colocated --decode-workers 2: tokens, streaming, chat, drain
 //        tokens     --prefill-workers 2 --decode-workers 2: tokens and chat only (e.g. MoE)
 //        tokens_colocated  the same, colocated
@@ -15,14 +15,17 @@
 //     three of them are checked against `tandem generate`; the decode workers ran
 //     batches of more than one (tandemctl and their /metrics); afterwards every
 //     worker has 0 KV blocks in use;
-//   - a client that disconnects mid-stream: blocks freed within a second, counted
-//     as cancelled on the coordinator;
+//   - a client that disconnects mid-stream: blocks freed within a second (the sample
+//     that saw them free finished within it), counted as cancelled on the coordinator;
 //   - bad inputs get 4xx OpenAI errors and the server keeps serving;
-//   - a decode worker SIGKILLed mid-request: every non-streamed request completes
-//     with the right tokens (rerun elsewhere), every streamed one either completes
-//     with the right tokens or ends with an explicit error, the worker shows as
-//     unhealthy, requests keep being served, and the same `tandem worker` command
-//     brings it back into rotation (it then serves requests);
+//   - a decode worker SIGKILLed mid-request: the coordinator's log shows requests that
+//     failed on it; every non-streamed request completes with the right tokens (rerun
+//     elsewhere), every streamed one either completes with the right tokens or ends
+//     with an error event naming the failure (not a broken connection), the worker
+//     shows as unhealthy, requests keep being served, and the same `tandem worker`
+//     command brings it back into rotation (it then serves requests);
+//   - a prefill worker SIGKILLed: requests routed to it (the coordinator's log shows
+//     them failing there) complete on the other one with the right tokens;
 //   - `promtool check metrics` on the coordinator's and a worker's /metrics;
 //   - SIGTERM stops the whole cluster with exit status 0.
 // Every process started here is killed when the script exits, whatever happens.
@@ -34,6 +37,10 @@ import assert from "node:assert/strict";
 import OpenAI from "openai";
 
 const [tandem, tandemctl, modelDir, mode = "disagg", promtool] = process.argv.slice(2);
+if (mode === "disagg" && !promtool) {
+  console.error("usage: node cluster.mjs TANDEM TANDEMCTL MODEL_DIR disagg PROMTOOL");
+  process.exit(2);
+}
 const colocated = mode === "colocated" || mode === "tokens_colocated";
 const modelName = modelDir.replace(/\/+$/, "").split("/").pop();
 const procs = [];
@@ -129,11 +136,33 @@ async function blocksInUse() {
   return used;
 }
 
-async function waitBlocksFree(ms) {
-  const end = Date.now() + ms;
-  let used;
-  while ((used = await blocksInUse()) !== 0 && Date.now() < end) await sleep(50);
-  return used;
+// Asserts that no worker holds KV blocks within ms of `since`. A sample (a tandemctl
+// call and a /metrics fetch per worker) counts at the time it finished, so a slow last
+// sample that saw the blocks free cannot pass late.
+async function assertBlocksFree(ms, what, since = Date.now()) {
+  for (;;) {
+    const used = await blocksInUse();
+    const at = Date.now() - since;
+    if (used === 0 && at <= ms) return at;
+    assert.ok(at <= ms, `${what}: ${used ? `${used} KV blocks still in use` : "blocks seen free only"} ${at} ms after, ` +
+      `limit ${ms} ms`);
+    await sleep(50);
+  }
+}
+
+// The lines of tandem serve's log (stderr) from offset `from` on saying that an attempt
+// of a request failed on `worker` (the router names the worker first in the reason).
+function failedOn(worker, from) {
+  const re = new RegExp(`req \\S+: attempt \\d+ failed \\(${worker}[: ]`);
+  return serveErr.slice(from).split("\n").filter((l) => re.test(l));
+}
+
+// An error event the server sent on a stream: the client throws it as an APIError
+// without an HTTP status, carrying the event's error object. A broken connection (an
+// APIConnectionError, or undici's "TypeError: terminated") is not one.
+function isErrorEvent(e) {
+  return e instanceof OpenAI.APIError && !(e instanceof OpenAI.APIConnectionError) && e.status === undefined &&
+    typeof e.error?.message === "string";
 }
 
 // ------------------------------------------------------------------ references
@@ -298,7 +327,7 @@ await check("32 concurrent streaming requests, prompts of 16..1500 tokens", asyn
     batched += all - le1;
   }
   assert.ok(batched > 0, "no decode step with more than one sequence in /metrics");
-  assert.equal(await waitBlocksFree(3000), 0, "KV blocks still in use after every request ended");
+  await assertBlocksFree(3000, "after every request ended");
   await sleep(600); // one heartbeat: tandemctl agrees
   for (const w of status().workers) assert.equal(w.kv_blocks_used, 0, `${w.id} reports blocks in use`);
 });
@@ -310,21 +339,22 @@ await check("client disconnect mid-stream frees its blocks within a second, coun
   const ac = new AbortController();
   const stream = await client.completions.create({ model: modelName, prompt: promptOf(300, 9), max_tokens: 2000,
     temperature: 0, stream: true }, { signal: ac.signal });
-  let got = 0;
+  let got = 0, abortedAt = 0;
   try {
     for await (const ch of stream) {
       if (ch.choices[0]?.text !== undefined) got++;
       if (got === 3) {
         assert.ok((await blocksInUse()) > 0, "the request holds KV blocks while it runs");
+        abortedAt = Date.now();
         ac.abort();
       }
     }
   } catch (e) {
     assert.ok(ac.signal.aborted, `unexpected ${e}`);
   }
-  const t = Date.now();
-  assert.equal(await waitBlocksFree(1000), 0, "blocks not freed within a second");
-  console.log(`   blocks freed ${Date.now() - t} ms after the disconnect`);
+  assert.ok(abortedAt, "the stream ended before the client could disconnect");
+  const ms = await assertBlocksFree(1000, "after the disconnect", abortedAt);
+  console.log(`   blocks freed within ${ms} ms of the disconnect`);
   const end = Date.now() + 2000;
   while ((await coordMetrics()) < before + 1 && Date.now() < end) await sleep(50);
   assert.equal(await coordMetrics(), before + 1, "cancelled requests");
@@ -336,17 +366,20 @@ await check("a request without max_tokens (the rest of a 40960-token context: mo
   const ac = new AbortController();
   const stream = await client.completions.create({ model: modelName, prompt: promptOf(40, 3), temperature: 0,
     stream: true }, { signal: ac.signal });
-  let got = 0;
+  let got = 0, abortedAt = 0;
   try {
     for await (const ch of stream) {
       if (ch.choices[0]?.text !== undefined) got++;
-      if (got === 20) ac.abort();
+      if (got === 20) {
+        abortedAt = Date.now();
+        ac.abort();
+      }
     }
   } catch (e) {
     assert.ok(ac.signal.aborted, `unexpected ${e}`);
   }
   assert.ok(got >= 20, `streamed ${got} chunks before the end`);
-  assert.equal(await waitBlocksFree(1000), 0, "blocks not freed within a second");
+  await assertBlocksFree(1000, "after the disconnect", abortedAt);
 });
 
 await check("tandemctl cancel ends a request in flight and frees its blocks", async () => {
@@ -367,7 +400,7 @@ await check("tandemctl cancel ends a request in flight and frees its blocks", as
   }
   assert.ok(cancelled, "the stream ended before it could be cancelled");
   assert.ok(got < 200, `the stream went on after the cancel (${got} chunks, ${ended})`);
-  assert.equal(await waitBlocksFree(1000), 0, "blocks not freed within a second of the cancel");
+  await assertBlocksFree(1000, "after the cancel", cancelled);
   const r = spawnSync(tandemctl, ["cancel", "cmpl-nonexistent", "--coordinator", rpcAddr], { encoding: "utf8" });
   assert.equal(r.status, 1);
   assert.match(r.stdout, /no such request/);
@@ -432,6 +465,7 @@ if (mode === "disagg") {
       .then((r) => ({ ok: true, r }), (e) => ({ ok: false, e })));
     const end = Date.now() + 10000;
     while (streamedTokens < 8 && Date.now() < end) await sleep(5);
+    const logFrom = serveErr.length;
     process.kill(victim.pid, "SIGKILL");
     const sres = await Promise.all(streamed), pres = await Promise.all(plain);
     pres.forEach((x, i) => {
@@ -444,10 +478,13 @@ if (mode === "disagg") {
       if (x.ok) sameTokens(`streamed request ${i} across the failure`, refs[i], x.r.text, x.r.lps, x.r.finish);
       else {
         errors++;
-        assert.ok(x.e instanceof OpenAI.APIError || /error/i.test(String(x.e)), `streamed ${i}: ${x.e}`);
+        assert.ok(isErrorEvent(x.e) && /worker/.test(x.e.error.message), `streamed ${i}: not an error event: ${x.e}`);
       }
     });
-    console.log(`   streamed: ${4 - errors} completed by a rerun, ${errors} ended with an error event`);
+    const failed = failedOn(victimId, logFrom);
+    assert.ok(failed.length > 0, `no request failed on ${victimId}: the kill hit nothing`);
+    console.log(`   ${failed.length} attempt(s) failed on ${victimId}; streamed: ${4 - errors} completed by a rerun, ` +
+      `${errors} ended with an error event`);
     // Out of rotation once the router saw the failure or, at the latest, after the
     // missed heartbeats (3 intervals): poll for that rather than assume which came first.
     let s = status();
@@ -474,7 +511,7 @@ if (mode === "disagg") {
     rs.forEach((r) => assert.equal(r.usage.completion_tokens, 4));
     const gen = metricValue(await metricsText(w.metrics_address), "tandem_generation_tokens_total");
     assert.ok(gen > 0, "the restarted worker serves requests again");
-    assert.equal(await waitBlocksFree(3000), 0);
+    await assertBlocksFree(3000, "after the restarted worker served");
     again.kill("SIGTERM");
     const [code] = await once(again, "exit");
     assert.equal(code, 0, "restarted worker's exit status");
@@ -491,32 +528,34 @@ if (mode === "disagg") {
     assert.ok(victim, "prefill-1's process");
     const prompts = Array.from({ length: 6 }, (_, i) => promptOf(300 + 50 * i, 60 + i));
     const refs = prompts.map((p) => generate(p, 4, GREEDY));
+    const logFrom = serveErr.length;
     process.kill(victim, "SIGKILL"); // the registry has not noticed yet: some requests go to it
     const rs = await Promise.all(refs.map((ref) => client.completions.create(completionParams(ref, 4, GREEDY))));
     rs.forEach((r, i) => sameTokens(`request ${i} after the prefill worker died`, refs[i], r.choices[0].text,
       r.choices[0].logprobs.token_logprobs, r.choices[0].finish_reason));
+    const failed = failedOn("prefill-1", logFrom);
+    assert.ok(failed.length > 0, "no request was sent to prefill-1 after the kill: the check tested nothing");
+    console.log(`   ${failed.length} request(s) failed on prefill-1 and completed on the other prefill worker`);
     const end = Date.now() + 3000;
     let s;
     while ((s = status()).workers.find((w) => w.id === "prefill-1").state !== "unhealthy" && Date.now() < end) await sleep(50);
     assert.equal(s.workers.find((w) => w.id === "prefill-1").state, "unhealthy");
-    assert.equal(await waitBlocksFree(3000), 0);
+    await assertBlocksFree(3000, "after the prefill failover");
   });
 
-  if (promtool) {
-    await check("promtool check metrics: coordinator and a worker", async () => {
-      const worker = status().workers.find((w) => w.state === "healthy");
-      for (const addr of [new URL(baseUrl).host, worker.metrics_address]) {
-        const text = await metricsText(addr);
-        const r = spawnSync(promtool, ["check", "metrics"], { input: text, encoding: "utf8" });
-        assert.equal(r.status, 0, `promtool on ${addr}: ${r.stdout}${r.stderr}`);
-      }
-      const coord = await metricsText(new URL(baseUrl).host);
-      assert.ok(metricValue(coord, "tandem_requests_total", { role: "coordinator", outcome: "success" }) > 0);
-      assert.ok(metricValue(coord, "tandem_time_to_first_token_seconds_count", { role: "coordinator" }) > 0);
-      assert.ok(metricValue(coord, "tandem_kv_blocks_capacity", { role: "decode" }) > 0);
-      assert.ok(metricValue(coord, "tandem_kv_transfer_bytes_total", { role: "coordinator" }) > 0);
-    });
-  }
+  await check("promtool check metrics: coordinator and a worker", async () => {
+    const worker = status().workers.find((w) => w.state === "healthy");
+    for (const addr of [new URL(baseUrl).host, worker.metrics_address]) {
+      const text = await metricsText(addr);
+      const r = spawnSync(promtool, ["check", "metrics"], { input: text, encoding: "utf8" });
+      assert.equal(r.status, 0, `promtool on ${addr}: ${r.stdout}${r.stderr}`);
+    }
+    const coord = await metricsText(new URL(baseUrl).host);
+    assert.ok(metricValue(coord, "tandem_requests_total", { role: "coordinator", outcome: "success" }) > 0);
+    assert.ok(metricValue(coord, "tandem_time_to_first_token_seconds_count", { role: "coordinator" }) > 0);
+    assert.ok(metricValue(coord, "tandem_kv_blocks_capacity", { role: "decode" }) > 0);
+    assert.ok(metricValue(coord, "tandem_kv_transfer_bytes_total", { role: "coordinator" }) > 0);
+  });
 }
 
 if (mode === "colocated") {
@@ -542,8 +581,8 @@ if (mode === "colocated") {
       error = e;
     }
     assert.ok(error, `the stream ended without an error (finish ${finish}, ${got} chunks)`);
-    assert.ok(error instanceof OpenAI.APIError, `${error}`);
-    assert.match(error.message, /no worker|failed/);
+    assert.ok(isErrorEvent(error), `not an error event: ${error}`);
+    assert.match(error.error.message, /no worker|failed/);
     console.log(`   error event after ${((Date.now() - t) / 1000).toFixed(1)} s: ${error.message.slice(0, 160)}`);
     assert.ok(status().workers.every((w) => w.state === "unhealthy"));
     const r = await fetch(`${baseUrl}/health`);

@@ -3,10 +3,15 @@
 weights (tests/tools/llama_ref.mjs on the GGUF that make_model.py writes beside the
 Hugging Face folder), over dense and MoE shapes and prompts of 1 to ~500 tokens.
 
-Per prompt: the prompt ids must be equal; the generated ids must be equal, except
-that where they first differ llama.cpp's top-1 and top-2 probabilities must be a
-near tie (gap < 0.02); before that point the top-1 probabilities must agree within
-2e-3. Nothing after a divergence is compared (the sequences differ from there).
+The rule, per prompt:
+  - the prompt ids are equal;
+  - step by step, while both chose the same id, the top-1 probabilities agree
+    within PROB_TOL;
+  - the first step where the two differ (a different id, or a token on one side only:
+    a shorter output is a difference) must be a near tie: both chose a token there,
+    tandem's is llama.cpp's second choice, and llama.cpp's top-1 and top-2
+    probabilities are within GAP. Nothing after it is compared (the continuations
+    condition on different tokens). No difference at all means equal lengths.
 
 usage: run_conformance.py --tandem BIN --make-model PY --tokenizer-dir DIR
                           --llama-ref MJS --node NODE --work DIR [--only NAME]"""
@@ -48,6 +53,33 @@ def prompts():
     long = " ".join(SENTENCES[i % len(SENTENCES)] for i in range(26))
     return ["Hello", "The capital of France is", " ".join(SENTENCES[:4]), long]
 
+def compare(r, t):
+    """Applies the rule above to llama.cpp's run r and tandem's t. Returns (ids equal
+    before any difference, largest top-1 probability difference, problem or None,
+    note on an accepted near tie or None)."""
+    max_dp = 0.0
+    for i in range(max(len(r["tokens"]), len(t["tokens"]))):
+        a_id = r["tokens"][i] if i < len(r["tokens"]) else None
+        b_id = t["tokens"][i] if i < len(t["tokens"]) else None
+        if a_id is None or b_id is None:
+            return i, max_dp, (f"{len(t['tokens'])} tokens, llama.cpp {len(r['tokens'])}: "
+                               f"step {i} exists on one side only"), None
+        top = r["top"][i]
+        if a_id != b_id:
+            (p1_id, p1), (p2_id, p2) = top[0], top[1]
+            what = f"differs at step {i} (llama {a_id} p={p1:.4f}, 2nd {p2_id} p={p2:.4f}; tandem {b_id})"
+            if b_id != p2_id:
+                return i, max_dp, f"{what}: tandem's id is not llama.cpp's second choice", None
+            if p1 - p2 >= GAP:
+                return i, max_dp, f"{what}: not a near tie (gap {p1 - p2:.4f} >= {GAP})", None
+            return i, max_dp, None, f"{what}, a near tie"
+        dp = abs(top[0][1] - math.exp(t["logprobs"][i]["logprob"]))
+        max_dp = max(max_dp, dp)
+        if dp > PROB_TOL:
+            return i, max_dp, (f"step {i}: top-1 probability llama {top[0][1]:.5f} "
+                               f"tandem {math.exp(t['logprobs'][i]['logprob']):.5f}"), None
+    return len(r["tokens"]), max_dp, None, None
+
 def run_case(name, flags, a):
     out = os.path.join(a.work, name)
     shutil.rmtree(out, ignore_errors=True)
@@ -58,6 +90,8 @@ def run_case(name, flags, a):
     ref = subprocess.run([a.node, a.llama_ref, os.path.join(out, "model-f32.gguf"), str(N_TOKENS)],
                          input=json.dumps(ps), capture_output=True, text=True, check=True)
     refs = json.loads(ref.stdout)
+    if len(refs) != len(ps):
+        return [f"llama_ref answered {len(refs)} of {len(ps)} prompts"], []
     problems, report = [], []
     for prompt, r in zip(ps, refs):
         p = subprocess.run([a.tandem, "generate", "--model", out, "--prompt", prompt, "--raw", "--json",
@@ -71,24 +105,11 @@ def run_case(name, flags, a):
         if t["prompt_tokens"] != r["prompt_tokens"]:
             problems.append(f"{n_prompt}-token prompt: prompt ids differ")
             continue
-        max_dp, same = 0.0, 0
-        for i, (a_id, b_id) in enumerate(zip(r["tokens"], t["tokens"])):
-            top = r["top"][i]
-            if a_id != b_id:
-                gap = top[0][1] - top[1][1]
-                note = f"differs at step {i} (llama {a_id} p={top[0][1]:.4f}, 2nd p={top[1][1]:.4f}; tandem {b_id})"
-                if gap >= GAP:
-                    problems.append(f"{n_prompt}-token prompt: {note}: not a near tie")
-                report.append(f"{n_prompt}-token prompt: {note}, a near tie")
-                break
-            same += 1
-            dp = abs(top[0][1] - math.exp(t["logprobs"][i]["logprob"]))
-            max_dp = max(max_dp, dp)
-            if dp > PROB_TOL:
-                problems.append(f"{n_prompt}-token prompt: step {i}: top-1 probability llama {top[0][1]:.5f} "
-                                f"tandem {math.exp(t['logprobs'][i]['logprob']):.5f}")
-        if same == len(r["tokens"]) and len(t["tokens"]) != len(r["tokens"]):
-            problems.append(f"{n_prompt}-token prompt: {len(t['tokens'])} tokens, llama.cpp {len(r['tokens'])}")
+        same, max_dp, problem, note = compare(r, t)
+        if problem:
+            problems.append(f"{n_prompt}-token prompt: {problem}")
+        if note:
+            report.append(f"{n_prompt}-token prompt: {note}")
         report.append(f"{n_prompt:4d}-token prompt: {same}/{len(r['tokens'])} ids equal, "
                       f"max |p1 diff| {max_dp:.2e}")
     if not a.keep:

@@ -18,12 +18,10 @@
 #include "http.h"
 #include "scripted_frontend.h"
 
-#ifdef HTTP_TEST_PIPELINE
 #include "chat_pipeline.h"
 
-#define EOS 151645
-
 static eng_tokenizer *tok;
+static int32_t eos[2]; /* <|im_end|> and <|endoftext|>, looked up in the tokenizer */
 
 struct coord_backend_call {
     pthread_mutex_t mu;
@@ -66,7 +64,7 @@ static void *replay(void *arg)
             finish = COORD_FINISH_CANCELLED;
             break;
         }
-        if (c->ids[i] == EOS) {
+        if (c->ids[i] == eos[0]) {
             finish = COORD_FINISH_STOP;
             break;
         }
@@ -107,7 +105,7 @@ static int be_submit(void *self, const coord_gen_request *req, const coord_token
         return coord_fail(err, 400, "invalid_request_error", NULL, NULL, "%s", e.msg);
     }
     c->ids = realloc(c->ids, sizeof(int32_t) * (size_t)(c->n_ids + 1));
-    c->ids[c->n_ids++] = EOS;
+    c->ids[c->n_ids++] = eos[0];
     pthread_t th;
     pthread_create(&th, NULL, replay, c);
     pthread_detach(th);
@@ -126,8 +124,6 @@ static void be_release(void *self, coord_backend_call *c)
     (void)self;
     unref(c);
 }
-
-#endif
 
 int main(int argc, char **argv)
 {
@@ -155,7 +151,6 @@ int main(int argc, char **argv)
         .metrics = reg,
         .met = &met,
     };
-#ifdef HTTP_TEST_PIPELINE
     eng_chat_template *tmpl = NULL;
     coord_pipeline *pipe = NULL;
     if (model_dir) {
@@ -163,7 +158,12 @@ int main(int argc, char **argv)
             fprintf(stderr, "http_test_server: %s\n", err.msg);
             return 1;
         }
-        const int32_t eos[] = {EOS, 151643};
+        eos[0] = eng_token_id(tok, "<|im_end|>");
+        eos[1] = eng_token_id(tok, "<|endoftext|>");
+        if (eos[0] < 0 || eos[1] < 0) {
+            fprintf(stderr, "http_test_server: %s has no <|im_end|> or <|endoftext|>\n", model_dir);
+            return 1;
+        }
         coord_pipeline_config pc = {
             .tok = tok,
             .tmpl = tmpl,
@@ -179,12 +179,6 @@ int main(int argc, char **argv)
         }
         cfg.frontend = coord_pipeline_frontend(pipe);
     }
-#else
-    if (model_dir) {
-        fprintf(stderr, "http_test_server: built without the chat pipeline\n");
-        return 2;
-    }
-#endif
     coord_http *h;
     if (coord_http_start(&cfg, &h, &err)) {
         fprintf(stderr, "http_test_server: %s\n", err.msg);
@@ -196,12 +190,10 @@ int main(int argc, char **argv)
     while (fgets(line, sizeof line, stdin))
         ;
     coord_http_stop(h);
-#ifdef HTTP_TEST_PIPELINE
     usleep(20000); /* replay threads drop their last reference after on_done */
     coord_pipeline_free(pipe);
     eng_chat_template_free(tmpl);
     eng_tokenizer_free(tok);
-#endif
     met_registry_free(reg);
     return 0;
 }

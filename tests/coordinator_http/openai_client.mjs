@@ -73,22 +73,22 @@ await check("chat stream with usage", async () => {
   const stream = await client.chat.completions.create({
     model: "qwen3-test", messages: user("hi"), max_tokens: 4, stream: true, stream_options: { include_usage: true },
   });
-  let text = "", role = null, finish = null, usage = null, n = 0;
-  for await (const chunk of stream) {
-    n++;
-    assert.equal(chunk.object, "chat.completion.chunk");
-    if (chunk.usage) usage = chunk.usage;
-    for (const c of chunk.choices) {
-      if (c.delta.role) role = c.delta.role;
-      if (c.delta.content) text += c.delta.content;
-      if (c.finish_reason) finish = c.finish_reason;
-    }
-  }
-  assert.equal(role, "assistant");
-  assert.equal(text, "w0 w1 w2 w3");
-  assert.equal(finish, "length");
-  assert.equal(usage.completion_tokens, 4);
-  assert.equal(n, 7);
+  const chunks = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  for (const chunk of chunks) assert.equal(chunk.object, "chat.completion.chunk");
+  // stream_options.include_usage (OpenAI's API reference): one more chunk before [DONE]
+  // carries the usage and an empty choices array; every other chunk has usage null.
+  const usage = chunks.at(-1).usage;
+  assert.deepEqual(chunks.at(-1).choices, []);
+  assert.deepEqual(usage, { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 });
+  const body = chunks.slice(0, -1);
+  for (const chunk of body) assert.equal(chunk.usage, null);
+  // Before it: the role first, the text token by token, and the finish_reason last.
+  assert.equal(body[0].choices[0].delta.role, "assistant");
+  const texts = body.map((c) => c.choices[0].delta.content).filter((t) => t);
+  assert.deepEqual(texts, ["w0", " w1", " w2", " w3"]);
+  assert.deepEqual(body.map((c) => c.choices[0].finish_reason).filter((f) => f), ["length"]);
+  assert.equal(body.at(-1).choices[0].finish_reason, "length");
 });
 
 await check("chat stream helper (finalChatCompletion)", async () => {

@@ -169,6 +169,7 @@ static void test_good_inputs(void)
     CHECK(strcmp(req.model, "qwen3-test") == 0);
     coord_request_free(&req);
 
+    /* 151643: Qwen3's <|endoftext|>, an id near the top of its vocabulary */
     CHECK(parse(COORD_API_COMPLETIONS, "{\"model\":\"qwen3-test\",\"prompt\":[[1,2,151643]],\"logprobs\":0,"
                                        "\"max_tokens\":0,\"stop\":\"\\n\"}", &req, &err) == 0);
     CHECK(!req.prompt_text && req.n_prompt_ids == 3 && req.prompt_ids[2] == 151643);

@@ -20,9 +20,8 @@
 #include "openai.h"
 #include "check.h"
 
-#define EOS 151645 /* <|im_end|> */
-
 static eng_tokenizer *tok;
+static int32_t eos[2]; /* <|im_end|> and <|endoftext|>, looked up in the tokenizer */
 
 /* ---- the scripted backend ---- */
 
@@ -91,7 +90,7 @@ static void *replay(void *arg)
             finish = COORD_FINISH_CANCELLED;
             break;
         }
-        if (c->ids[i] == EOS) {
+        if (c->ids[i] == eos[0]) {
             finish = COORD_FINISH_STOP;
             break;
         }
@@ -115,7 +114,7 @@ static int be_submit(void *self, const coord_gen_request *req, const coord_token
     last_n_prompt = req->n_prompt;
     last_max_tokens = req->max_tokens;
     last_seed = req->sampling.seed;
-    CHECK(req->n_stop_ids == 2 && req->stop_ids[0] == EOS);
+    CHECK(req->n_stop_ids == 2 && req->stop_ids[0] == eos[0]);
 
     struct coord_backend_call *c = calloc(1, sizeof *c);
     pthread_mutex_init(&c->mu, NULL);
@@ -130,7 +129,7 @@ static int be_submit(void *self, const coord_gen_request *req, const coord_token
     }
     if (script.eos) {
         c->ids = realloc(c->ids, sizeof(int32_t) * (size_t)(c->n_ids + 1));
-        c->ids[c->n_ids++] = EOS;
+        c->ids[c->n_ids++] = eos[0];
     }
     pthread_t th;
     pthread_create(&th, NULL, replay, c);
@@ -398,7 +397,7 @@ static void test_stops_and_lengths(void)
           r.usage.prompt_tokens == 1);
     result_free(&r);
 
-    /* logprobs: one entry per token, the requested alternatives */
+    /* logprobs: one entry per token, the requested alternatives (any two ids of the vocabulary) */
     script = (script_t){.text = "a b c", .eos = 1};
     CHECK(run(COORD_API_COMPLETIONS, "{\"prompt\":[9707,11],\"logprobs\":2}", &r, &err, 0) == 0);
     CHECK(last_n_prompt == 2 && last_prompt[0] == 9707);
@@ -462,7 +461,9 @@ int main(void)
     api.n_models = 1;
     api.defaults.repetition_penalty = 1;
     api.defaults.top_p = 1;
-    const int32_t eos[] = {EOS, 151643};
+    eos[0] = eng_token_id(tok, "<|im_end|>");
+    eos[1] = eng_token_id(tok, "<|endoftext|>");
+    REQUIRE(eos[0] >= 0 && eos[1] >= 0);
     coord_pipeline_config cfg = {
         .tok = tok,
         .tmpl = tmpl,

@@ -38,7 +38,12 @@ expect_out plain '{"reasoning_content":null,"content":"Just an answer.","tool_ca
   sh -c "\"$tandem\" parse --model \"$dir/model\" --no-think < \"$dir/o2\""
 expect_out empty '{"reasoning_content":null,"content":null,"tool_calls":null}' \
   sh -c "\"$tandem\" parse --model \"$dir/model\" < /dev/null"
-expect_out help_exits_zero "$("$tandem" parse --help)" "$tandem" parse --help
+# --help: the usage on stdout, naming each option, nothing on stderr, exit 0
+"$tandem" parse --help >"$dir/out" 2>"$dir/err" </dev/null; rc=$?
+if [ $rc -ne 0 ] || [ -s "$dir/err" ] || ! head -n 1 "$dir/out" | grep -qi "^usage: tandem parse" ||
+   ! grep -q -- "--model DIR" "$dir/out" || ! grep -q -- "--no-think" "$dir/out"; then
+    echo "FAIL help: rc=$rc"; cat "$dir/out" "$dir/err"; fail=1
+fi
 
 expect_err no_model 2 "--model" "$tandem" parse
 expect_err unknown_option 2 "--bogus" "$tandem" parse --model "$dir/model" --bogus

@@ -1,6 +1,8 @@
 # Runs inside the Soft-RoCE VM (tests/rdma/vm.sh) from the build directory: a 1 prefill +
 # 1 decode cluster whose KV blocks move over RDMA (rxe0), then the same cluster over TCP;
-# both greedy completions must equal `tandem generate` in one process, token for token.
+# both greedy completions must equal `tandem generate` in one process, token for token,
+# both workers of each cluster must say they use that transport, and the decode worker's
+# /metrics must count KV bytes received over it. Any failed check exits non-zero.
 set -e
 ibv_devices | grep rxe0
 ulimit -l unlimited 2>/dev/null || true
@@ -17,15 +19,15 @@ json.dump({"prompt": r["prompt_tokens"], "max_tokens": 12, "temperature": 0}, op
 print("reference: %d prompt tokens, %d generated" % (len(r["prompt_tokens"]), len(r["tokens"])))
 PYEOF
 
-run_cluster() { # transport http-port rpc-port
-  tr=$1 http=$2 rpc=$3
+run_cluster() { # transport http-port rpc-port metrics-port
+  tr=$1 http=$2 rpc=$3 mport=$4
   $T coordinator --model $M --port $http --rpc-port $rpc > /tmp/coord-$tr.log 2>&1 &
   coord=$!
   $T worker --role prefill --model $M --coordinator 127.0.0.1:$rpc --kv-transport $tr --threads 1 \
     --kv-blocks 64 --metrics-port -1 > /tmp/prefill-$tr.log 2>&1 &
   pre=$!
   $T worker --role decode --model $M --coordinator 127.0.0.1:$rpc --kv-transport $tr --threads 1 \
-    --kv-blocks 64 --metrics-port -1 > /tmp/decode-$tr.log 2>&1 &
+    --kv-blocks 64 --metrics-port $mport > /tmp/decode-$tr.log 2>&1 &
   dec=$!
   name=$($PY -c 'import json;print(json.load(open("/tmp/ref.json")).get("model","dense"))' 2>/dev/null || echo dense)
   ok=0
@@ -39,6 +41,10 @@ run_cluster() { # transport http-port rpc-port
     fi
     sleep 0.5
   done
+  bytes=0
+  [ $ok = 1 ] && bytes=$(curl -sf http://127.0.0.1:$mport/metrics |
+    awk -v tr="$tr" '/^tandem_kv_transfer_bytes_total\{/ && index($0, "transport=\"" tr "\"") { s += $NF }
+                     END { printf "%d", s }')
   kill $pre $dec $coord 2>/dev/null || true
   wait $pre $dec $coord 2>/dev/null || true
   grep -h "KV transport" /tmp/prefill-$tr.log /tmp/decode-$tr.log | sed "s/^/$tr cluster: /"
@@ -46,9 +52,15 @@ run_cluster() { # transport http-port rpc-port
     echo "$tr cluster: no completion"; tail -5 /tmp/coord-$tr.log /tmp/prefill-$tr.log /tmp/decode-$tr.log
     exit 1
   fi
+  for role in prefill decode; do
+    grep -q "KV transport: $tr" /tmp/$role-$tr.log || { echo "$tr cluster: the $role worker did not use $tr"; exit 1; }
+  done
+  echo "$tr cluster: the decode worker received $bytes KV bytes over $tr"
+  [ "$bytes" -gt 0 ] || { echo "$tr cluster: no KV bytes counted for transport $tr"; exit 1; }
 }
-run_cluster rdma 18080 18051
-run_cluster tcp 18081 18052
+run_cluster rdma 18080 18051 18090
+grep -q "KV transport: rdma (rxe0" /tmp/decode-rdma.log || { echo "rdma cluster: not on rxe0"; exit 1; }
+run_cluster tcp 18081 18052 18091
 $PY - <<'PYEOF'
 import json
 ref = json.load(open("/tmp/ref.json"))
@@ -59,5 +71,3 @@ for tr, text in outs.items():
 assert outs["rdma"] == ref["text"] and outs["tcp"] == ref["text"], "outputs differ"
 print("rdma cluster: greedy output equals tcp cluster and tandem generate")
 PYEOF
-grep -q "KV transport: rdma (rxe0" /tmp/decode-rdma.log
-grep -q "KV transport: rdma (rxe0" /tmp/prefill-rdma.log

@@ -298,7 +298,7 @@ static int cmp_desc(const void *a, const void *b)
 
 static void test_full_vocab(void)
 {
-    enum { V = 151936 };
+    enum { V = 151936 }; /* vocab_size in Qwen3's config.json */
     float *base = malloc(V * sizeof *base), *l = malloc(V * sizeof *l), *sorted = malloc(V * sizeof *l);
     uint64_t x = 99;
     for (int i = 0; i < V; i++) { /* logits with a realistic spread */

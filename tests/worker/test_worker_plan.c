@@ -87,7 +87,7 @@ static void test_limits(void)
     CHECK(wrk_cap_tokens(10, 20, 4096) == 30);
     CHECK(wrk_cap_tokens(4000, 200, 4096) == 4096);
     CHECK(wrk_cap_tokens(10, 2000000000, 4096) == 4096);
-    int32_t stop[] = {151645, 151643};
+    int32_t stop[] = {151645, 151643}; /* Qwen3's <|im_end|>, <|endoftext|> (generation_config.json) */
     CHECK(wrk_finish_reason(151643, stop, 2, 10, 1, 30) == 1);
     CHECK(wrk_finish_reason(5, stop, 2, 10, 1, 30) == 0);
     CHECK(wrk_finish_reason(5, stop, 2, 10, 20, 30) == 2);       /* max_tokens */
