@@ -39,7 +39,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from make_model import stored, write_safetensors  # noqa: E402  (the fixture's own writers)
 
 EOS = 151645  # <|im_end|>: generation_config's eos_token_id, checked against the tokenizer
-VOCAB = 151936
+EOT = 151643  # <|endoftext|>: Qwen3's bos/pad id in config.json, checked against the tokenizer
+VOCAB = 151936  # vocab_size in Qwen3's config.json
 HIDDEN, HEAD_DIM, N_HEADS = 128, 64, 8
 CODES = 64                      # residual dims [0, 64): the current (and next) token's code
 PREV = 24                       # prev1 code in [64, 88), prev2 code in [88, 112)
@@ -234,7 +235,7 @@ def main():
                       {name: (st[0], a.shape, st[1]) for name, a in W.items() for st in [stored(a, "bf16")]})
     cfg = {
         "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
-        "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 151643, "eos_token_id": EOS,
+        "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": EOT, "eos_token_id": EOS,
         "head_dim": HEAD_DIM, "hidden_act": "silu", "hidden_size": HIDDEN, "initializer_range": 0.02,
         "intermediate_size": ffn, "max_position_embeddings": 40960, "max_window_layers": 1,
         "num_attention_heads": N_HEADS, "num_hidden_layers": 1, "num_key_value_heads": N_HEADS,
@@ -244,14 +245,14 @@ def main():
     }
     json.dump(cfg, open(os.path.join(out, "config.json"), "w"), indent=2)
     # Qwen3's sampling defaults: the scripts must survive them, not only greedy decoding.
-    json.dump({"bos_token_id": 151643, "do_sample": True, "eos_token_id": [EOS, 151643], "pad_token_id": 151643,
+    json.dump({"bos_token_id": EOT, "do_sample": True, "eos_token_id": [EOS, EOT], "pad_token_id": EOT,
                "temperature": 0.6, "top_k": 20, "top_p": 0.95}, open(os.path.join(out, "generation_config.json"), "w"),
               indent=2)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(os.path.join(tok_dir, f), os.path.join(out, f))
     added = {a["content"]: a["id"] for a in json.load(open(os.path.join(tok_dir, "tokenizer.json")))["added_tokens"]}
-    if added.get("<|im_end|>") != EOS:
-        fail("the tokenizer's <|im_end|> is not the end token this checkpoint writes")
+    if added.get("<|im_end|>") != EOS or added.get("<|endoftext|>") != EOT:
+        fail("the tokenizer's <|im_end|> or <|endoftext|> is not the id this checkpoint writes")
     print(f"scripted model in {out}: {n_trans} transitions, {n_units} MLP units, {n_codes} token codes")
 
 
