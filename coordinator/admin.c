@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "coordinator.h"
+#include "admin.h"
 
 struct coord_admin {
     coord_registry *reg;

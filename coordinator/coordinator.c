@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin.h"
 #include "chat/template.h"
 #include "chat_pipeline.h"
 #include "coordinator.h"

@@ -10,8 +10,9 @@
 #define COORD_COORDINATOR_H
 
 #include "common/error.h"
-#include "registry.h"
-#include "router.h"
+
+/* Receives each event as one line (no newline). */
+typedef void (*coord_log_fn)(void *ctx, const char *line);
 
 typedef struct coord_options {
     const char *model_dir;
@@ -37,12 +38,5 @@ void coord_coordinator_stop(coord_coordinator *c);
 int coord_coordinator_http_port(const coord_coordinator *c);
 int coord_coordinator_rpc_port(const coord_coordinator *c);
 const char *coord_coordinator_model(const coord_coordinator *c); /* served model name */
-
-/* The Admin service (admin.c), registered on an rpc_server before it starts; free
- * the returned handle after the server stopped. */
-typedef struct coord_admin coord_admin;
-int coord_admin_serve(rpc_server *s, coord_registry *reg, coord_router *router, const char *model,
-                      coord_admin **out, rpc_status *st);
-void coord_admin_free(coord_admin *a);
 
 #endif

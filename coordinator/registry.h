@@ -22,12 +22,11 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "coordinator.h"
 #include "metrics.h"
 #include "model/kvcache.h"
 #include "rpc.h"
 #include "tandem.pb-c.h"
-
-typedef void (*coord_log_fn)(void *ctx, const char *line);
 
 typedef struct coord_registry_config {
     const char *model;        /* served model name; a worker must report the same */

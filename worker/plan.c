@@ -5,6 +5,7 @@
  * how big the pool is. */
 #include <string.h>
 
+#include "plan.h"
 #include "worker.h"
 
 const char *wrk_role_name(wrk_role r)

@@ -19,6 +19,7 @@
 #include "kvtransfer.h"
 #include "metrics.h"
 #include "model/model.h"
+#include "plan.h"
 #include "rpc.h"
 #include "sampling/sampler.h"
 #include "tandem.pb-c.h"
