@@ -113,7 +113,6 @@ int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, e
     coord_router_config ro = {
         .registry = c->registry,
         .colocated = opt->colocated,
-        .metrics = c->metrics,
         .met = &c->met,
         .log = opt->log,
         .log_ctx = opt->log_ctx,

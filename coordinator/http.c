@@ -582,17 +582,19 @@ int coord_http_start(const coord_http_config *cfg, coord_http **out, eng_error *
     if (!h->cfg.max_body_bytes)
         h->cfg.max_body_bytes = DEFAULT_MAX_BODY;
     if (cfg->met) {
-        const met_tandem *m = cfg->met;
-        h->m_success = met_get(m->requests_total, "coordinator", "", "success");
-        h->m_cancelled = met_get(m->requests_total, "coordinator", "", "cancelled");
-        h->m_error = met_get(m->requests_total, "coordinator", "", "error");
-        h->m_rejected = met_get(m->requests_total, "coordinator", "", "rejected");
-        h->m_ttft = met_get(m->ttft, "coordinator", "");
-        h->m_itl = met_get(m->itl, "coordinator", "");
-        h->m_e2e = met_get(m->e2e, "coordinator", "");
-        h->m_prompt = met_get(m->prompt_tokens, "coordinator", "");
-        h->m_gen = met_get(m->generation_tokens, "coordinator", "");
-        h->m_running = met_get(m->requests_running, "coordinator", "");
+        met_family *const *f = cfg->met->family;
+        const met_labels own = {.role = "coordinator", .worker = ""};
+        const char *outcomes[] = {"success", "cancelled", "error", "rejected"};
+        met_metric **by_outcome[] = {&h->m_success, &h->m_cancelled, &h->m_error, &h->m_rejected};
+        for (int i = 0; i < 4; i++)
+            *by_outcome[i] = met_get(f[MET_REQUESTS_TOTAL], (met_labels){.role = own.role,
+                                     .worker = own.worker, .outcome = outcomes[i]});
+        h->m_ttft = met_get(f[MET_TTFT], own);
+        h->m_itl = met_get(f[MET_ITL], own);
+        h->m_e2e = met_get(f[MET_E2E], own);
+        h->m_prompt = met_get(f[MET_PROMPT_TOKENS], own);
+        h->m_gen = met_get(f[MET_GENERATION_TOKENS], own);
+        h->m_running = met_get(f[MET_REQUESTS_RUNNING], own);
     }
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO;
     if (ai->ai_family == AF_INET6)

@@ -92,11 +92,12 @@ static void export_locked(coord_registry *r, double now)
         const coord_worker_view *v = &r->w[i].v;
         const char *ro = coord_role_name(v->role);
         int up = healthy_locked(r, &r->w[i], now);
-        met_set(met_get(m->kv_blocks_used, ro, v->id), up ? v->kv_used : 0);
-        met_set(met_get(m->kv_blocks_total, ro, v->id), up ? v->kv_total : 0);
-        met_set(met_get(m->kv_usage_perc, ro, v->id), up && v->kv_total ? (double)v->kv_used / v->kv_total : 0);
-        met_set(met_get(m->requests_running, ro, v->id), up ? v->running : 0);
-        met_set(met_get(m->requests_waiting, ro, v->id), up ? v->queued : 0);
+        met_labels l = {.role = ro, .worker = v->id};
+        met_set(met_get(m->family[MET_KV_BLOCKS_USED], l), up ? v->kv_used : 0);
+        met_set(met_get(m->family[MET_KV_BLOCKS_CAPACITY], l), up ? v->kv_total : 0);
+        met_set(met_get(m->family[MET_KV_USAGE_PERC], l), up && v->kv_total ? (double)v->kv_used / v->kv_total : 0);
+        met_set(met_get(m->family[MET_REQUESTS_RUNNING], l), up ? v->running : 0);
+        met_set(met_get(m->family[MET_REQUESTS_WAITING], l), up ? v->queued : 0);
     }
 }
 

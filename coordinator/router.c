@@ -65,7 +65,6 @@ struct coord_router {
     atomic_ulong seq;
     chan *chans;
     met_metric *m_waiting;
-    met_family *retries;
 };
 
 static double now_s(void)
@@ -337,8 +336,8 @@ static int set_stream(coord_backend_call *c, rpc_stream *s)
 
 static void note_retry(coord_router *r, const char *reason)
 {
-    if (r->retries)
-        met_inc(met_get(r->retries, reason), 1);
+    if (r->cfg.met)
+        met_inc(met_get(r->cfg.met->family[MET_ROUTER_RETRIES], (met_labels){.reason = reason}), 1);
 }
 
 typedef enum outcome {
@@ -585,8 +584,9 @@ static outcome attempt(coord_backend_call *c, const coord_worker_view *d, const 
         goto end;
     }
     if (r->cfg.met && res->timings) {
-        met_inc(met_get(r->cfg.met->kv_transfer_bytes, "coordinator", p->id, d->transport), (double)res->timings->kv_bytes);
-        met_observe(met_get(r->cfg.met->kv_transfer_seconds, "coordinator", p->id, d->transport),
+        met_labels l = {.role = "coordinator", .worker = p->id, .transport = d->transport};
+        met_inc(met_get(r->cfg.met->family[MET_KV_TRANSFER_BYTES], l), (double)res->timings->kv_bytes);
+        met_observe(met_get(r->cfg.met->family[MET_KV_TRANSFER_SECONDS], l),
                     res->timings->transfer_us / 1e6);
     }
 
@@ -918,18 +918,8 @@ int coord_router_new(const coord_router_config *cfg, coord_router **out, eng_err
     pthread_cond_init(&r->cv, NULL);
     atomic_init(&r->seq, 1);
     if (cfg->met)
-        r->m_waiting = met_get(cfg->met->requests_waiting, "coordinator", "");
-    if (cfg->metrics) {
-        static const char *labels[] = {"reason"};
-        r->retries = met_family_new(cfg->metrics, MET_COUNTER, "tandem_router_retries_total",
-                                    "Requests run again on other workers (failover: nothing sent yet; replay: "
-                                    "after tokens were sent) or retried because workers were full",
-                                    1, labels, NULL, 0, err);
-        if (!r->retries) {
-            coord_router_free(r);
-            return -1;
-        }
-    }
+        r->m_waiting = met_get(cfg->met->family[MET_REQUESTS_WAITING],
+                               (met_labels){.role = "coordinator", .worker = ""});
     *out = r;
     return 0;
 }

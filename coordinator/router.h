@@ -27,7 +27,6 @@
 typedef struct coord_router_config {
     coord_registry *registry;  /* must outlive the router */
     int colocated;             /* 1: always Generate(colocated) on role-BOTH workers */
-    met_registry *metrics;     /* may be NULL */
     const met_tandem *met;     /* may be NULL */
     coord_log_fn log;          /* may be NULL */
     void *log_ctx;

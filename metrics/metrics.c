@@ -6,7 +6,8 @@
  * a list in creation order; families are few and children per family are tens,
  * so lookups are linear scans. The text format follows the exposition format
  * 0.0.4 spec: HELP/TYPE lines, label values escaped (\\ \" \n), histograms as
- * cumulative _bucket{le} series plus _sum and _count. */
+ * cumulative _bucket{le} series plus _sum and _count. The Tandem metrics are one
+ * table (tandem_specs, at the end), registered by met_tandem_register. */
 #include "metrics.h"
 
 #include <arpa/inet.h>
@@ -14,7 +15,7 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
-#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,13 +26,30 @@ const int met_n_default_buckets = (int)(sizeof met_default_buckets / sizeof met_
 
 #define MET_MAX_COLLECTORS 16
 
+/* Each label's name, and where met_labels holds its value. */
+static const struct {
+    const char *name;
+    size_t offset;
+} label_defs[MET_N_LABELS] = {
+    [MET_ROLE] = {"role", offsetof(met_labels, role)},
+    [MET_WORKER] = {"worker", offsetof(met_labels, worker)},
+    [MET_OUTCOME] = {"outcome", offsetof(met_labels, outcome)},
+    [MET_TRANSPORT] = {"transport", offsetof(met_labels, transport)},
+    [MET_REASON] = {"reason", offsetof(met_labels, reason)},
+};
+
+static const char *label_value(const met_labels *l, int label)
+{
+    return *(const char *const *)((const char *)l + label_defs[label].offset);
+}
+
 struct met_metric {
     met_family *family;
-    char **values;      /* n_labels strings */
-    double value;       /* counter/gauge */
-    double sum;         /* histogram */
-    uint64_t count;     /* histogram */
-    uint64_t *buckets;  /* histogram: n_buckets + 1 per-bucket (not cumulative) counts */
+    char **values;     /* n_labels strings */
+    double value;      /* counter/gauge */
+    double sum;        /* histogram */
+    uint64_t count;    /* histogram */
+    uint64_t *buckets; /* histogram: n_buckets + 1 per-bucket (not cumulative) counts */
     met_metric *next;
 };
 
@@ -39,8 +57,9 @@ struct met_family {
     met_type type;
     char *name;
     char *help;
+    unsigned label_set; /* MET_L() bits */
     int n_labels;
-    char *labels[MET_MAX_LABELS];
+    int labels[MET_N_LABELS]; /* the declared labels, in met_label order */
     double *bounds;
     int n_buckets;
     pthread_mutex_t mu;
@@ -84,8 +103,6 @@ static void family_free(met_family *f)
         metric_free(m);
         m = next;
     }
-    for (int i = 0; i < f->n_labels; i++)
-        free(f->labels[i]);
     free(f->name);
     free(f->help);
     free(f->bounds);
@@ -113,8 +130,8 @@ static int valid_name(const char *s, int allow_colon)
         return 0;
     for (const char *p = s; *p; p++) {
         int c = (unsigned char)*p;
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
-                 (allow_colon && c == ':') || (p > s && c >= '0' && c <= '9');
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (allow_colon && c == ':') ||
+                 (p > s && c >= '0' && c <= '9');
         if (!ok)
             return 0;
     }
@@ -136,14 +153,14 @@ static int valid_utf8(const char *s)
     return 1;
 }
 
-met_family *met_family_new(met_registry *r, met_type type, const char *name, const char *help,
-                           int n_labels, const char *const *label_names, const double *buckets,
-                           int n_buckets, eng_error *err)
+met_family *met_family_new(met_registry *r, const met_spec *spec, eng_error *err)
 {
-    if (!r) {
-        eng_fail(err, "metrics: no registry");
+    if (!r || !spec) {
+        eng_fail(err, "metrics: no registry or no declaration");
         return NULL;
     }
+    const char *name = spec->name, *help = spec->help;
+    met_type type = spec->type;
     if (!valid_name(name, 1)) {
         eng_fail(err, "metrics: invalid metric name '%s'", name ? name : "(null)");
         return NULL;
@@ -156,26 +173,12 @@ met_family *met_family_new(met_registry *r, met_type type, const char *name, con
         eng_fail(err, "metrics: %s: help text missing or not UTF-8", name);
         return NULL;
     }
-    if (n_labels < 0 || n_labels > MET_MAX_LABELS || (n_labels > 0 && !label_names)) {
-        eng_fail(err, "metrics: %s: %d labels (at most %d)", name, n_labels, MET_MAX_LABELS);
+    if (spec->labels >> MET_N_LABELS) {
+        eng_fail(err, "metrics: %s: unknown label in set 0x%x", name, spec->labels);
         return NULL;
     }
-    for (int i = 0; i < n_labels; i++) {
-        const char *l = label_names[i];
-        if (!valid_name(l, 0) || strncmp(l, "__", 2) == 0) {
-            eng_fail(err, "metrics: %s: invalid label name '%s'", name, l ? l : "(null)");
-            return NULL;
-        }
-        if (type == MET_HISTOGRAM && strcmp(l, "le") == 0) {
-            eng_fail(err, "metrics: %s: histograms cannot have a label named 'le'", name);
-            return NULL;
-        }
-        for (int j = 0; j < i; j++)
-            if (strcmp(label_names[j], l) == 0) {
-                eng_fail(err, "metrics: %s: label '%s' given twice", name, l);
-                return NULL;
-            }
-    }
+    const double *buckets = spec->buckets;
+    int n_buckets = spec->n_buckets;
     if (type == MET_HISTOGRAM) {
         if (!buckets || n_buckets == 0) {
             buckets = met_default_buckets;
@@ -207,13 +210,14 @@ met_family *met_family_new(met_registry *r, met_type type, const char *name, con
     int ok = f != NULL;
     if (ok) {
         f->type = type;
-        f->n_labels = n_labels;
+        f->label_set = spec->labels;
+        for (int l = 0; l < MET_N_LABELS; l++)
+            if (spec->labels & MET_L(l))
+                f->labels[f->n_labels++] = l;
         f->n_buckets = n_buckets;
         f->name = strdup(name);
         f->help = strdup(help);
         ok = f->name && f->help;
-        for (int i = 0; ok && i < n_labels; i++)
-            ok = (f->labels[i] = strdup(label_names[i])) != NULL;
         if (ok && n_buckets) {
             f->bounds = malloc(sizeof(double) * (size_t)n_buckets);
             ok = f->bounds != NULL;
@@ -240,24 +244,35 @@ met_family *met_family_new(met_registry *r, met_type type, const char *name, con
     return f;
 }
 
-static int same_values(const met_metric *m, const char *const *values, int n)
+static int same_values(const met_metric *m, const met_labels *labels)
 {
-    for (int i = 0; i < n; i++)
-        if (strcmp(m->values[i], values[i] ? values[i] : "") != 0)
+    const met_family *f = m->family;
+    for (int i = 0; i < f->n_labels; i++) {
+        const char *v = label_value(labels, f->labels[i]);
+        if (strcmp(m->values[i], v ? v : "") != 0)
             return 0;
+    }
     return 1;
 }
 
-met_metric *met_getv(met_family *f, const char *const *values)
+/* 1 when labels give values only for labels f declares, all valid UTF-8. */
+static int labels_fit(const met_family *f, const met_labels *labels)
 {
-    if (!f)
+    for (int l = 0; l < MET_N_LABELS; l++) {
+        const char *v = label_value(labels, l);
+        if (v && (!(f->label_set & MET_L(l)) || !valid_utf8(v)))
+            return 0;
+    }
+    return 1;
+}
+
+met_metric *met_get(met_family *f, met_labels labels)
+{
+    if (!f || !labels_fit(f, &labels))
         return NULL;
-    for (int i = 0; i < f->n_labels; i++)
-        if (values[i] && !valid_utf8(values[i]))
-            return NULL;
     pthread_mutex_lock(&f->mu);
     for (met_metric *m = f->head; m; m = m->next) {
-        if (same_values(m, values, f->n_labels)) {
+        if (same_values(m, &labels)) {
             pthread_mutex_unlock(&f->mu);
             return m;
         }
@@ -268,8 +283,10 @@ met_metric *met_getv(met_family *f, const char *const *values)
         m->family = f;
         m->values = calloc((size_t)f->n_labels + 1, sizeof(char *));
         ok = m->values != NULL;
-        for (int i = 0; ok && i < f->n_labels; i++)
-            ok = (m->values[i] = strdup(values[i] ? values[i] : "")) != NULL;
+        for (int i = 0; ok && i < f->n_labels; i++) {
+            const char *v = label_value(&labels, f->labels[i]);
+            ok = (m->values[i] = strdup(v ? v : "")) != NULL;
+        }
         if (ok && f->type == MET_HISTOGRAM)
             ok = (m->buckets = calloc((size_t)f->n_buckets + 1, sizeof(uint64_t))) != NULL;
     }
@@ -294,33 +311,14 @@ met_metric *met_getv(met_family *f, const char *const *values)
     return m;
 }
 
-met_metric *met_get(met_family *f, ...)
+void met_remove(met_family *f, met_labels labels)
 {
-    if (!f)
-        return NULL;
-    const char *values[MET_MAX_LABELS];
-    va_list ap;
-    va_start(ap, f);
-    for (int i = 0; i < f->n_labels; i++)
-        values[i] = va_arg(ap, const char *);
-    va_end(ap);
-    return met_getv(f, values);
-}
-
-void met_remove(met_family *f, ...)
-{
-    if (!f)
+    if (!f || !labels_fit(f, &labels))
         return;
-    const char *values[MET_MAX_LABELS];
-    va_list ap;
-    va_start(ap, f);
-    for (int i = 0; i < f->n_labels; i++)
-        values[i] = va_arg(ap, const char *);
-    va_end(ap);
     pthread_mutex_lock(&f->mu);
     met_metric *prev = NULL;
     for (met_metric *m = f->head; m; prev = m, m = m->next) {
-        if (same_values(m, values, f->n_labels)) {
+        if (same_values(m, &labels)) {
             if (prev)
                 prev->next = m->next;
             else
@@ -464,7 +462,7 @@ static int put_labels(eng_buf *out, const met_family *f, const met_metric *m, co
         return 0;
     int rc = eng_buf_puts(out, "{");
     for (int i = 0; !rc && i < f->n_labels; i++) {
-        rc = eng_buf_printf(out, "%s%s=\"", i ? "," : "", f->labels[i]);
+        rc = eng_buf_printf(out, "%s%s=\"", i ? "," : "", label_defs[f->labels[i]].name);
         rc = rc || put_escaped(out, m->values[i], 1) || eng_buf_puts(out, "\"");
     }
     if (!rc && le)
@@ -481,8 +479,7 @@ static int render_family(met_family *f, eng_buf *out)
     for (met_metric *m = f->head; !rc && m; m = m->next) {
         if (f->type != MET_HISTOGRAM) {
             fmt_double(num, sizeof num, m->value);
-            rc = eng_buf_puts(out, f->name) || put_labels(out, f, m, NULL) ||
-                 eng_buf_printf(out, " %s\n", num);
+            rc = eng_buf_puts(out, f->name) || put_labels(out, f, m, NULL) || eng_buf_printf(out, " %s\n", num);
             continue;
         }
         uint64_t cum = 0;
@@ -541,66 +538,63 @@ int met_render(met_registry *r, eng_buf *out)
     return 0;
 }
 
+/* ---- the Tandem metrics ---- */
+
+/* Latencies span sub-millisecond decode steps to minute-long requests. */
+static const double ttft_b[] = {.001, .005, .01, .02, .04, .06, .08, .1, .25, .5, .75, 1, 2.5, 5, 7.5, 10, 20, 40, 80};
+static const double itl_b[] = {.001, .0025, .005, .01, .015, .02, .025, .03, .04, .05, .075,
+                               .1,   .15,   .2,   .3,  .4,   .5,  .75,  1,   2.5, 5};
+static const double e2e_b[] = {.05, .1, .25, .5, 1, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960};
+static const double kvt_b[] = {.0001, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5};
+static const double batch_b[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
+static const double tok_b[] = {1, 16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384};
+
+#define RW (MET_L(MET_ROLE) | MET_L(MET_WORKER))
+#define BUCKETS(b) (b), (int)(sizeof(b) / sizeof((b)[0]))
+
+static const met_spec tandem_specs[MET_N_TANDEM] = {
+    [MET_REQUESTS_TOTAL] = {MET_COUNTER, "tandem_requests_total",
+                            "Finished requests by outcome (success, cancelled, error, rejected).",
+                            RW | MET_L(MET_OUTCOME), NULL, 0},
+    [MET_TTFT] = {MET_HISTOGRAM, "tandem_time_to_first_token_seconds",
+                  "Time from request arrival to its first generated token.", RW, BUCKETS(ttft_b)},
+    [MET_ITL] = {MET_HISTOGRAM, "tandem_inter_token_latency_seconds",
+                 "Time between consecutive generated tokens of a request.", RW, BUCKETS(itl_b)},
+    [MET_E2E] = {MET_HISTOGRAM, "tandem_e2e_request_latency_seconds", "Time from request arrival to its last token.",
+                 RW, BUCKETS(e2e_b)},
+    [MET_PROMPT_TOKENS] = {MET_COUNTER, "tandem_prompt_tokens_total", "Prompt tokens processed.", RW, NULL, 0},
+    [MET_GENERATION_TOKENS] = {MET_COUNTER, "tandem_generation_tokens_total", "Tokens generated.", RW, NULL, 0},
+    [MET_REQUESTS_RUNNING] = {MET_GAUGE, "tandem_num_requests_running", "Requests currently generating.", RW, NULL, 0},
+    [MET_REQUESTS_WAITING] = {MET_GAUGE, "tandem_num_requests_waiting",
+                              "Requests accepted and waiting to be scheduled.", RW, NULL, 0},
+    [MET_KV_USAGE_PERC] = {MET_GAUGE, "tandem_kv_cache_usage_perc", "Fraction of KV-cache blocks in use (0 to 1).", RW,
+                           NULL, 0},
+    [MET_KV_BLOCKS_USED] = {MET_GAUGE, "tandem_kv_blocks_used", "KV-cache blocks in use.", RW, NULL, 0},
+    /* A gauge may not end in _total. */
+    [MET_KV_BLOCKS_CAPACITY] = {MET_GAUGE, "tandem_kv_blocks_capacity", "KV-cache blocks in the pool.", RW, NULL, 0},
+    [MET_KV_TRANSFER_BYTES] = {MET_COUNTER, "tandem_kv_transfer_bytes_total", "KV-cache bytes moved between workers.",
+                               RW | MET_L(MET_TRANSPORT), NULL, 0},
+    [MET_KV_TRANSFER_SECONDS] = {MET_HISTOGRAM, "tandem_kv_transfer_seconds",
+                                 "Duration of one request's KV-cache transfer.", RW | MET_L(MET_TRANSPORT),
+                                 BUCKETS(kvt_b)},
+    [MET_BATCH_SIZE] = {MET_HISTOGRAM, "tandem_batch_size", "Sequences in one forward step.", RW, BUCKETS(batch_b)},
+    [MET_BATCH_TOKENS] = {MET_HISTOGRAM, "tandem_batch_tokens", "Tokens in one forward step.", RW, BUCKETS(tok_b)},
+    [MET_PREEMPTIONS] = {MET_COUNTER, "tandem_num_preemptions_total",
+                         "Running sequences preempted (KV blocks freed, recomputed later) because the KV pool "
+                         "ran out.",
+                         RW, NULL, 0},
+    [MET_ROUTER_RETRIES] = {MET_COUNTER, "tandem_router_retries_total",
+                            "Requests run again on other workers (failover: nothing sent yet; replay: after tokens "
+                            "were sent) or retried because workers were full",
+                            MET_L(MET_REASON), NULL, 0},
+};
+
 int met_tandem_register(met_registry *r, met_tandem *m, eng_error *err)
 {
-    static const char *rw[] = {"role", "worker"};
-    static const char *rwo[] = {"role", "worker", "outcome"};
-    static const char *rwt[] = {"role", "worker", "transport"};
-    /* Latencies span sub-millisecond decode steps to minute-long requests. */
-    static const double ttft_b[] = {.001, .005, .01, .02, .04, .06, .08, .1, .25, .5, .75, 1, 2.5, 5, 7.5, 10, 20, 40, 80};
-    static const double itl_b[] = {.001, .0025, .005, .01, .015, .02, .025, .03, .04, .05, .075, .1, .15, .2, .3, .4, .5, .75, 1, 2.5, 5};
-    static const double e2e_b[] = {.05, .1, .25, .5, 1, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960};
-    static const double kvt_b[] = {.0001, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5};
-    static const double batch_b[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
-    static const double tok_b[] = {1, 16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384};
-#define NB(a) (int)(sizeof(a) / sizeof((a)[0]))
     memset(m, 0, sizeof *m);
-    if (!(m->requests_total = met_family_new(r, MET_COUNTER, "tandem_requests_total",
-            "Finished requests by outcome (success, cancelled, error, rejected).", 3, rwo, NULL, 0, err)))
-        return -1;
-    if (!(m->ttft = met_family_new(r, MET_HISTOGRAM, "tandem_time_to_first_token_seconds",
-            "Time from request arrival to its first generated token.", 2, rw, ttft_b, NB(ttft_b), err)))
-        return -1;
-    if (!(m->itl = met_family_new(r, MET_HISTOGRAM, "tandem_inter_token_latency_seconds",
-            "Time between consecutive generated tokens of a request.", 2, rw, itl_b, NB(itl_b), err)))
-        return -1;
-    if (!(m->e2e = met_family_new(r, MET_HISTOGRAM, "tandem_e2e_request_latency_seconds",
-            "Time from request arrival to its last token.", 2, rw, e2e_b, NB(e2e_b), err)))
-        return -1;
-    if (!(m->prompt_tokens = met_family_new(r, MET_COUNTER, "tandem_prompt_tokens_total",
-            "Prompt tokens processed.", 2, rw, NULL, 0, err)))
-        return -1;
-    if (!(m->generation_tokens = met_family_new(r, MET_COUNTER, "tandem_generation_tokens_total",
-            "Tokens generated.", 2, rw, NULL, 0, err)))
-        return -1;
-    if (!(m->requests_running = met_family_new(r, MET_GAUGE, "tandem_num_requests_running",
-            "Requests currently generating.", 2, rw, NULL, 0, err)))
-        return -1;
-    if (!(m->requests_waiting = met_family_new(r, MET_GAUGE, "tandem_num_requests_waiting",
-            "Requests accepted and waiting to be scheduled.", 2, rw, NULL, 0, err)))
-        return -1;
-    if (!(m->kv_usage_perc = met_family_new(r, MET_GAUGE, "tandem_kv_cache_usage_perc",
-            "Fraction of KV-cache blocks in use (0 to 1).", 2, rw, NULL, 0, err)))
-        return -1;
-    if (!(m->kv_blocks_used = met_family_new(r, MET_GAUGE, "tandem_kv_blocks_used",
-            "KV-cache blocks in use.", 2, rw, NULL, 0, err)))
-        return -1;
-    if (!(m->kv_blocks_total = met_family_new(r, MET_GAUGE, "tandem_kv_blocks_capacity",
-            "KV-cache blocks in the pool.", 2, rw, NULL, 0, err)))
-        return -1;
-    if (!(m->kv_transfer_bytes = met_family_new(r, MET_COUNTER, "tandem_kv_transfer_bytes_total",
-            "KV-cache bytes moved between workers.", 3, rwt, NULL, 0, err)))
-        return -1;
-    if (!(m->kv_transfer_seconds = met_family_new(r, MET_HISTOGRAM, "tandem_kv_transfer_seconds",
-            "Duration of one request's KV-cache transfer.", 3, rwt, kvt_b, NB(kvt_b), err)))
-        return -1;
-    if (!(m->batch_size = met_family_new(r, MET_HISTOGRAM, "tandem_batch_size",
-            "Sequences in one forward step.", 2, rw, batch_b, NB(batch_b), err)))
-        return -1;
-    if (!(m->batch_tokens = met_family_new(r, MET_HISTOGRAM, "tandem_batch_tokens",
-            "Tokens in one forward step.", 2, rw, tok_b, NB(tok_b), err)))
-        return -1;
-#undef NB
+    for (int i = 0; i < MET_N_TANDEM; i++)
+        if (!(m->family[i] = met_family_new(r, &tandem_specs[i], err)))
+            return -1;
     return 0;
 }
 
@@ -608,8 +602,8 @@ int met_tandem_register(met_registry *r, met_tandem *m, eng_error *err)
 
 int met_probe_from_path(const char *path)
 {
-    static const char *const paths[] = {[MET_PROBE_LIVEZ] = "/livez", [MET_PROBE_STARTUPZ] = "/startupz",
-                                        [MET_PROBE_READYZ] = "/readyz"};
+    static const char *const paths[] = {
+        [MET_PROBE_LIVEZ] = "/livez", [MET_PROBE_STARTUPZ] = "/startupz", [MET_PROBE_READYZ] = "/readyz"};
     for (int i = 0; i < (int)(sizeof paths / sizeof paths[0]); i++)
         if (strcmp(path, paths[i]) == 0)
             return i;
@@ -623,7 +617,10 @@ int met_probe_answer(met_probe_fn fn, void *ctx, met_probe p, char *body, size_t
         snprintf(body, cap, "ok\n");
         return 200;
     }
-    snprintf(body, cap, "not %s: %s\n", p == MET_PROBE_READYZ ? "ready" : p == MET_PROBE_STARTUPZ ? "started" : "live",
+    snprintf(body, cap, "not %s: %s\n",
+             p == MET_PROBE_READYZ     ? "ready"
+             : p == MET_PROBE_STARTUPZ ? "started"
+                                       : "live",
              why[0] ? why : "no reason given");
     return 503;
 }
@@ -636,9 +633,9 @@ struct met_server {
     int port;
 };
 
-static enum MHD_Result serve_metrics(void *cls, struct MHD_Connection *conn, const char *url,
-                                     const char *method, const char *version, const char *upload_data,
-                                     size_t *upload_data_size, void **con_cls)
+static enum MHD_Result serve_metrics(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                     const char *version, const char *upload_data, size_t *upload_data_size,
+                                     void **con_cls)
 {
     met_server *s = cls;
     (void)version;
@@ -666,8 +663,8 @@ static enum MHD_Result serve_metrics(void *cls, struct MHD_Connection *conn, con
         eng_buf_free(&body);
         return MHD_NO;
     }
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(body.len, body.data ? body.data : "", MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(body.len, body.data ? body.data : "",
+                                                                MHD_RESPMEM_MUST_COPY);
     eng_buf_free(&body);
     if (!resp)
         return MHD_NO;
@@ -679,8 +676,8 @@ static enum MHD_Result serve_metrics(void *cls, struct MHD_Connection *conn, con
     return rc;
 }
 
-int met_server_start(met_registry *r, const char *host, int port, met_probe_fn probe, void *probe_ctx,
-                     met_server **out, eng_error *err)
+int met_server_start(met_registry *r, const char *host, int port, met_probe_fn probe, void *probe_ctx, met_server **out,
+                     eng_error *err)
 {
     *out = NULL;
     if (port < 0 || port > 65535)
@@ -699,8 +696,8 @@ int met_server_start(met_registry *r, const char *host, int port, met_probe_fn p
     s->registry = r;
     s->probe = probe;
     s->probe_ctx = probe_ctx;
-    s->daemon = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD, 0, NULL, NULL, serve_metrics, s,
-                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_END);
+    s->daemon = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD, 0, NULL, NULL, serve_metrics, s, MHD_OPTION_SOCK_ADDR,
+                                 (struct sockaddr *)&addr, MHD_OPTION_END);
     if (!s->daemon) {
         free(s);
         return eng_fail(err, "metrics server: cannot listen on %s:%d", host && *host ? host : "0.0.0.0", port);

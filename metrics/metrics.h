@@ -1,7 +1,9 @@
 /* metrics.h: Prometheus metrics for every Tandem process (coordinator and workers).
  *
- * A registry holds metric families (counter, gauge, histogram), each with a fixed
- * list of label names; a family's children are looked up by label values and live
+ * A registry holds metric families (counter, gauge, histogram), each declared by a
+ * met_spec (name, type, help, labels, buckets); every Tandem metric is declared once,
+ * in metrics.c's table, and met_tandem_register() registers them all from it. A
+ * family's children are looked up by label values, named at the call site, and live
  * until the registry is freed (or met_remove). Every update is thread-safe: any
  * thread may bump a counter or observe a latency while another renders /metrics.
  * met_render() writes the Prometheus text exposition format 0.0.4, which
@@ -9,8 +11,8 @@
  *
  * Usage, one line per update:
  *     met_tandem m;  met_tandem_register(reg, &m, &err);
- *     met_observe(met_get(m.ttft, "decode", "w1"), 0.042);
- *     met_inc(met_get(m.requests_total, "coordinator", "", "success"), 1);
+ *     met_observe(met_get(m.family[MET_TTFT], (met_labels){.role = "decode", .worker = "w1"}),
+ *                 0.042);
  * The handle met_get() returns is stable, so hot paths look it up once. */
 #ifndef MET_METRICS_H
 #define MET_METRICS_H
@@ -21,10 +23,38 @@
 #include "common/buf.h"
 #include "common/error.h"
 
-#define MET_MAX_LABELS 8
 #define MET_MAX_BUCKETS 64
 
 typedef enum met_type { MET_COUNTER, MET_GAUGE, MET_HISTOGRAM } met_type;
+
+/* The labels a Tandem metric can carry, written in this order. */
+typedef enum met_label {
+    MET_ROLE,      /* "coordinator", "prefill", "decode" or "both" */
+    MET_WORKER,    /* the worker id ("" on the coordinator for its own view) */
+    MET_OUTCOME,   /* success, cancelled, error, rejected */
+    MET_TRANSPORT, /* tcp, rdma */
+    MET_REASON,    /* why the router ran a request again */
+    MET_N_LABELS
+} met_label;
+#define MET_L(label) (1u << (label)) /* a label in met_spec.labels */
+
+/* A child's label values by name: a family takes those it declares (NULL reads as "") and
+ * refuses a value for one it does not declare. */
+typedef struct met_labels {
+    const char *role, *worker, *outcome, *transport, *reason;
+} met_labels;
+
+/* One family's declaration. */
+typedef struct met_spec {
+    met_type type;
+    const char *name; /* [a-zA-Z_:][a-zA-Z0-9_:]* */
+    const char *help; /* UTF-8 */
+    unsigned labels;  /* MET_L(MET_ROLE) | MET_L(MET_WORKER) ... */
+    /* Histograms: strictly increasing finite upper bounds (+Inf is implicit); NULL or
+     * n_buckets 0 means met_default_buckets. */
+    const double *buckets;
+    int n_buckets;
+} met_spec;
 
 typedef struct met_registry met_registry;
 typedef struct met_family met_family; /* one metric name, its help, type and label names */
@@ -33,22 +63,16 @@ typedef struct met_metric met_metric; /* one child: a family plus one set of lab
 met_registry *met_registry_new(void); /* NULL when memory runs out */
 void met_registry_free(met_registry *r);
 
-/* Registers a family. name must match [a-zA-Z_:][a-zA-Z0-9_:]*, labels
- * [a-zA-Z_][a-zA-Z0-9_]* (not starting with "__", not "le" for histograms), no
- * duplicate names. Histograms take n_buckets strictly increasing finite upper
- * bounds (+Inf is implicit); buckets NULL / n_buckets 0 means met_default_buckets.
- * Returns NULL with a message in err on invalid input. */
-met_family *met_family_new(met_registry *r, met_type type, const char *name, const char *help,
-                           int n_labels, const char *const *label_names, const double *buckets,
-                           int n_buckets, eng_error *err);
+/* Registers the family spec declares (the registry keeps no pointer into spec). Returns
+ * NULL with a message in err on invalid input or a name registered before. */
+met_family *met_family_new(met_registry *r, const met_spec *spec, eng_error *err);
 
-/* The child for these label values (exactly the family's n_labels strings, any
- * UTF-8; NULL counts as ""), created on first use. Returns NULL only when memory
- * runs out or a value is not valid UTF-8. */
-met_metric *met_get(met_family *f, ...);
-met_metric *met_getv(met_family *f, const char *const *values);
+/* The child for these label values (any UTF-8), created on first use. Returns NULL when
+ * memory runs out, a value is not valid UTF-8, or a value is given for a label the family
+ * does not declare. */
+met_metric *met_get(met_family *f, met_labels labels);
 /* Drops a child (e.g. a worker that left); handles to it become invalid. */
-void met_remove(met_family *f, ...);
+void met_remove(met_family *f, met_labels labels);
 
 /* Updates; a NULL handle is ignored so that a failed met_get never crashes. */
 void met_inc(met_metric *m, double v);     /* counter (v >= 0; negatives ignored) or gauge */
@@ -57,8 +81,8 @@ void met_observe(met_metric *m, double v); /* histogram */
 
 /* Reads back (for tests and for code that derives one metric from another). */
 double met_value(met_metric *m);                /* counter/gauge value; histogram sum */
-uint64_t met_hist_count(met_metric *m);          /* histogram observations */
-uint64_t met_hist_bucket(met_metric *m, int i);  /* cumulative count of bucket i (n_buckets: +Inf) */
+uint64_t met_hist_count(met_metric *m);         /* histogram observations */
+uint64_t met_hist_bucket(met_metric *m, int i); /* cumulative count of bucket i (n_buckets: +Inf) */
 
 /* Called at the start of every met_render, before any family is written, so that
  * gauges computed from other state (a worker registry, a KV pool) are fresh. At
@@ -76,26 +100,31 @@ extern const double met_default_buckets[];
 extern const int met_n_default_buckets;
 
 /* The metrics every Tandem process exports (names from ARCHITECTURE.md
- * "Observability"). Label lists are in brackets; `role` is "coordinator",
- * "prefill", "decode" or "both", `worker` the worker id ("" on the coordinator for
- * its own view). Each process registers all of them and updates those it owns. */
+ * "Observability", listed in docs/operations.md), declared in metrics.c's table with
+ * their labels. Each process registers all of them and updates those it owns. */
+typedef enum met_id {
+    MET_REQUESTS_TOTAL,      /* counter tandem_requests_total [role, worker, outcome] */
+    MET_TTFT,                /* histogram tandem_time_to_first_token_seconds [role, worker] */
+    MET_ITL,                 /* histogram tandem_inter_token_latency_seconds [role, worker] */
+    MET_E2E,                 /* histogram tandem_e2e_request_latency_seconds [role, worker] */
+    MET_PROMPT_TOKENS,       /* counter tandem_prompt_tokens_total [role, worker] */
+    MET_GENERATION_TOKENS,   /* counter tandem_generation_tokens_total [role, worker] */
+    MET_REQUESTS_RUNNING,    /* gauge tandem_num_requests_running [role, worker] */
+    MET_REQUESTS_WAITING,    /* gauge tandem_num_requests_waiting [role, worker] */
+    MET_KV_USAGE_PERC,       /* gauge tandem_kv_cache_usage_perc [role, worker], 0..1 */
+    MET_KV_BLOCKS_USED,      /* gauge tandem_kv_blocks_used [role, worker] */
+    MET_KV_BLOCKS_CAPACITY,  /* gauge tandem_kv_blocks_capacity [role, worker] */
+    MET_KV_TRANSFER_BYTES,   /* counter tandem_kv_transfer_bytes_total [role, worker, transport] */
+    MET_KV_TRANSFER_SECONDS, /* histogram tandem_kv_transfer_seconds [role, worker, transport] */
+    MET_BATCH_SIZE,          /* histogram tandem_batch_size [role, worker] */
+    MET_BATCH_TOKENS,        /* histogram tandem_batch_tokens [role, worker] */
+    MET_PREEMPTIONS,         /* counter tandem_num_preemptions_total [role, worker] (workers) */
+    MET_ROUTER_RETRIES,      /* counter tandem_router_retries_total [reason] (coordinator) */
+    MET_N_TANDEM
+} met_id;
+
 typedef struct met_tandem {
-    met_family *requests_total;      /* counter tandem_requests_total [role, worker, outcome]
-                                        outcome: success, cancelled, error, rejected */
-    met_family *ttft;                /* histogram tandem_time_to_first_token_seconds [role, worker] */
-    met_family *itl;                 /* histogram tandem_inter_token_latency_seconds [role, worker] */
-    met_family *e2e;                 /* histogram tandem_e2e_request_latency_seconds [role, worker] */
-    met_family *prompt_tokens;       /* counter tandem_prompt_tokens_total [role, worker] */
-    met_family *generation_tokens;   /* counter tandem_generation_tokens_total [role, worker] */
-    met_family *requests_running;    /* gauge tandem_num_requests_running [role, worker] */
-    met_family *requests_waiting;    /* gauge tandem_num_requests_waiting [role, worker] */
-    met_family *kv_usage_perc;       /* gauge tandem_kv_cache_usage_perc [role, worker], 0..1 */
-    met_family *kv_blocks_used;      /* gauge tandem_kv_blocks_used [role, worker] */
-    met_family *kv_blocks_total;     /* gauge tandem_kv_blocks_capacity [role, worker] (a gauge may not end in _total) */
-    met_family *kv_transfer_bytes;   /* counter tandem_kv_transfer_bytes_total [role, worker, transport] */
-    met_family *kv_transfer_seconds; /* histogram tandem_kv_transfer_seconds [role, worker, transport] */
-    met_family *batch_size;          /* histogram tandem_batch_size [role, worker]: sequences per step */
-    met_family *batch_tokens;        /* histogram tandem_batch_tokens [role, worker]: tokens per step */
+    met_family *family[MET_N_TANDEM];
 } met_tandem;
 
 int met_tandem_register(met_registry *r, met_tandem *out, eng_error *err);
@@ -119,8 +148,8 @@ int met_probe_answer(met_probe_fn fn, void *ctx, met_probe p, char *body, size_t
  * workers, which serve nothing else over HTTP. port 0 picks a free port;
  * met_server_port() tells which. */
 typedef struct met_server met_server;
-int met_server_start(met_registry *r, const char *host, int port, met_probe_fn probe, void *probe_ctx,
-                     met_server **out, eng_error *err);
+int met_server_start(met_registry *r, const char *host, int port, met_probe_fn probe, void *probe_ctx, met_server **out,
+                     eng_error *err);
 int met_server_port(const met_server *s);
 void met_server_stop(met_server *s);
 

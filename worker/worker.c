@@ -104,34 +104,29 @@ static int metrics_init(wrk_worker *w, eng_error *err)
 {
     if (met_tandem_register(w->metrics, &w->met, err) < 0)
         return -1;
-    const char *ro = w->role_name, *id = w->id;
-    const char *tr = kvt_name(w->kvt);
-    w->m_running = met_get(w->met.requests_running, ro, id);
-    w->m_waiting = met_get(w->met.requests_waiting, ro, id);
-    w->m_used = met_get(w->met.kv_blocks_used, ro, id);
-    w->m_total = met_get(w->met.kv_blocks_total, ro, id);
-    w->m_usage = met_get(w->met.kv_usage_perc, ro, id);
-    w->m_batch = met_get(w->met.batch_size, ro, id);
-    w->m_batch_tokens = met_get(w->met.batch_tokens, ro, id);
-    w->m_prompt_tokens = met_get(w->met.prompt_tokens, ro, id);
-    w->m_gen_tokens = met_get(w->met.generation_tokens, ro, id);
-    w->m_ok = met_get(w->met.requests_total, ro, id, "success");
-    w->m_cancelled = met_get(w->met.requests_total, ro, id, "cancelled");
-    w->m_error = met_get(w->met.requests_total, ro, id, "error");
-    w->m_rejected = met_get(w->met.requests_total, ro, id, "rejected");
-    w->m_kv_bytes = met_get(w->met.kv_transfer_bytes, ro, id, tr);
-    w->m_kv_seconds = met_get(w->met.kv_transfer_seconds, ro, id, tr);
-    w->m_ttft = met_get(w->met.ttft, ro, id);
-    w->m_itl = met_get(w->met.itl, ro, id);
-    w->m_e2e = met_get(w->met.e2e, ro, id);
-    /* The worker's own family: only a decode pool preempts. */
-    static const char *const rw[] = {"role", "worker"};
-    if (!(w->preemptions_family = met_family_new(w->metrics, MET_COUNTER, "tandem_num_preemptions_total",
-                                                 "Running sequences preempted (KV blocks freed, recomputed later) "
-                                                 "because the KV pool ran out.",
-                                                 2, rw, NULL, 0, err)))
-        return -1;
-    w->m_preemptions = met_get(w->preemptions_family, ro, id);
+    met_family *const *f = w->met.family;
+    const met_labels own = {.role = w->role_name, .worker = w->id};
+    w->m_running = met_get(f[MET_REQUESTS_RUNNING], own);
+    w->m_waiting = met_get(f[MET_REQUESTS_WAITING], own);
+    w->m_used = met_get(f[MET_KV_BLOCKS_USED], own);
+    w->m_total = met_get(f[MET_KV_BLOCKS_CAPACITY], own);
+    w->m_usage = met_get(f[MET_KV_USAGE_PERC], own);
+    w->m_batch = met_get(f[MET_BATCH_SIZE], own);
+    w->m_batch_tokens = met_get(f[MET_BATCH_TOKENS], own);
+    w->m_prompt_tokens = met_get(f[MET_PROMPT_TOKENS], own);
+    w->m_gen_tokens = met_get(f[MET_GENERATION_TOKENS], own);
+    const char *outcomes[] = {"success", "cancelled", "error", "rejected"};
+    met_metric **by_outcome[] = {&w->m_ok, &w->m_cancelled, &w->m_error, &w->m_rejected};
+    for (int i = 0; i < 4; i++)
+        *by_outcome[i] = met_get(f[MET_REQUESTS_TOTAL], (met_labels){.role = own.role,
+                                 .worker = own.worker, .outcome = outcomes[i]});
+    met_labels transfer = {.role = own.role, .worker = own.worker, .transport = kvt_name(w->kvt)};
+    w->m_kv_bytes = met_get(f[MET_KV_TRANSFER_BYTES], transfer);
+    w->m_kv_seconds = met_get(f[MET_KV_TRANSFER_SECONDS], transfer);
+    w->m_ttft = met_get(f[MET_TTFT], own);
+    w->m_itl = met_get(f[MET_ITL], own);
+    w->m_e2e = met_get(f[MET_E2E], own);
+    w->m_preemptions = met_get(f[MET_PREEMPTIONS], own); /* only a decode pool preempts */
     if (met_on_collect(w->metrics, collect, w) < 0)
         return eng_fail(err, "metrics: no room for a collector");
     return 0;

@@ -141,7 +141,6 @@ struct wrk_worker {
     met_metric *m_running, *m_waiting, *m_used, *m_total, *m_usage, *m_batch, *m_batch_tokens;
     met_metric *m_prompt_tokens, *m_gen_tokens, *m_ok, *m_cancelled, *m_error, *m_rejected;
     met_metric *m_kv_bytes, *m_kv_seconds, *m_ttft, *m_itl, *m_e2e;
-    met_family *preemptions_family; /* counter tandem_num_preemptions_total [role, worker] */
     met_metric *m_preemptions;
     uint64_t kv_bytes_seen;
 

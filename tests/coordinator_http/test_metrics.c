@@ -29,19 +29,24 @@ static void test_exact_text(void)
 {
     met_registry *r = met_registry_new();
     eng_error err;
-    const char *l1[] = {"outcome"};
-    met_family *c = met_family_new(r, MET_COUNTER, "t_requests_total", "Requests.", 1, l1, NULL, 0, &err);
-    met_family *g = met_family_new(r, MET_GAUGE, "t_running", "Running now.", 0, NULL, NULL, 0, &err);
     const double b[] = {0.005, 0.5, 1};
-    met_family *h = met_family_new(r, MET_HISTOGRAM, "t_latency_seconds", "Latency.", 1, l1, b, 3, &err);
+    const met_spec specs[] = {
+        {MET_COUNTER, "t_requests_total", "Requests.", MET_L(MET_OUTCOME), NULL, 0},
+        {MET_GAUGE, "t_running", "Running now.", 0, NULL, 0},
+        {MET_HISTOGRAM, "t_latency_seconds", "Latency.", MET_L(MET_OUTCOME), b, 3},
+    };
+    met_family *c = met_family_new(r, &specs[0], &err);
+    met_family *g = met_family_new(r, &specs[1], &err);
+    met_family *h = met_family_new(r, &specs[2], &err);
     CHECK(c && g && h);
-    met_inc(met_get(c, "success"), 2);
-    met_inc(met_get(c, "success"), 1);
-    met_inc(met_get(c, "success"), -5); /* ignored: counters only go up */
-    met_inc(met_get(c, "error"), 1);
-    met_set(met_get(g), 7);
-    met_inc(met_get(g), -2.5);
-    met_metric *hm = met_get(h, "x");
+    met_inc(met_get(c, (met_labels){.outcome = "success"}), 2);
+    met_inc(met_get(c, (met_labels){.outcome = "success"}), 1);
+    met_inc(met_get(c, (met_labels){.outcome = "success"}), -5); /* ignored: counters only go up */
+    met_inc(met_get(c, (met_labels){.outcome = "error"}), 1);
+    CHECK(met_get(c, (met_labels){.outcome = "x", .worker = "w"}) == NULL); /* no worker label */
+    met_set(met_get(g, (met_labels){0}), 7);
+    met_inc(met_get(g, (met_labels){0}), -2.5);
+    met_metric *hm = met_get(h, (met_labels){.outcome = "x"});
     met_observe(hm, 0.005); /* on the bound: counted in that bucket (le) */
     met_observe(hm, 0.25);
     met_observe(hm, 3);
@@ -69,7 +74,7 @@ static void test_exact_text(void)
         fprintf(stderr, "got:\n%s\nwant:\n%s\n", text, want);
     free(text);
 
-    met_remove(c, "success");
+    met_remove(c, (met_labels){.outcome = "success"});
     text = render(r);
     CHECK(text && !strstr(text, "success") && strstr(text, "outcome=\"error\"} 1\n"));
     free(text);
@@ -79,11 +84,12 @@ static void test_exact_text(void)
 static void test_escaping(void)
 {
     met_registry *r = met_registry_new();
-    const char *l[] = {"worker"};
-    met_family *g = met_family_new(r, MET_GAUGE, "t_g", "Help with \\ and\nnewline \"quoted\".", 1, l, NULL, 0, NULL);
-    met_set(met_get(g, "a\"b\\c\nd"), 1);
-    met_set(met_get(g, NULL), 2); /* NULL is "" */
-    CHECK(met_get(g, "\xff") == NULL); /* not UTF-8 */
+    const met_spec spec = {MET_GAUGE, "t_g", "Help with \\ and\nnewline \"quoted\".",
+                           MET_L(MET_WORKER), NULL, 0};
+    met_family *g = met_family_new(r, &spec, NULL);
+    met_set(met_get(g, (met_labels){.worker = "a\"b\\c\nd"}), 1);
+    met_set(met_get(g, (met_labels){.worker = NULL}), 2); /* NULL is "" */
+    CHECK(met_get(g, (met_labels){.worker = "\xff"}) == NULL); /* not UTF-8 */
     char *text = render(r);
     CHECK(text && strstr(text, "# HELP t_g Help with \\\\ and\\nnewline \"quoted\".\n"));
     CHECK(text && strstr(text, "t_g{worker=\"a\\\"b\\\\c\\nd\"} 1\n"));
@@ -96,28 +102,24 @@ static void test_invalid(void)
 {
     met_registry *r = met_registry_new();
     eng_error err = {{0}};
-    const char *bad_label[] = {"__x"};
-    const char *le[] = {"le"};
-    const char *dup[] = {"a", "a"};
-    const char *digit[] = {"1a"};
     const double unsorted[] = {1, 0.5};
-    CHECK(!met_family_new(r, MET_COUNTER, "1bad", "h", 0, NULL, NULL, 0, &err));
+#define REFUSED(...) (!met_family_new(r, &(met_spec){__VA_ARGS__}, &err))
+    CHECK(REFUSED(MET_COUNTER, "1bad", "h", 0, NULL, 0));
     CHECK(strstr(err.msg, "invalid metric name"));
-    CHECK(!met_family_new(r, MET_COUNTER, "a-b", "h", 0, NULL, NULL, 0, &err));
-    CHECK(!met_family_new(r, MET_COUNTER, "ok_total", "h", 1, bad_label, NULL, 0, &err));
-    CHECK(!met_family_new(r, MET_COUNTER, "ok_total", "h", 1, digit, NULL, 0, &err));
-    CHECK(!met_family_new(r, MET_COUNTER, "ok_total", "h", 2, dup, NULL, 0, &err));
-    CHECK(strstr(err.msg, "given twice"));
-    CHECK(!met_family_new(r, MET_HISTOGRAM, "h_seconds", "h", 1, le, NULL, 0, &err));
-    CHECK(!met_family_new(r, MET_HISTOGRAM, "h_seconds", "h", 0, NULL, unsorted, 2, &err));
+    CHECK(REFUSED(MET_COUNTER, "a-b", "h", 0, NULL, 0));
+    CHECK(REFUSED(MET_COUNTER, "ok_total", "h", MET_L(MET_N_LABELS), NULL, 0));
+    CHECK(strstr(err.msg, "unknown label"));
+    CHECK(REFUSED(MET_HISTOGRAM, "h_seconds", "h", 0, unsorted, 2));
     CHECK(strstr(err.msg, "strictly increasing"));
-    CHECK(!met_family_new(r, MET_GAUGE, "g", "\xc3", 0, NULL, NULL, 0, &err));
-    CHECK(met_family_new(r, MET_COUNTER, "ok_total", "h", 0, NULL, NULL, 0, &err));
-    CHECK(!met_family_new(r, MET_GAUGE, "ok_total", "h", 0, NULL, NULL, 0, &err));
+    CHECK(REFUSED(MET_GAUGE, "g", "\xc3", 0, NULL, 0));
+    CHECK(!REFUSED(MET_COUNTER, "ok_total", "h", 0, NULL, 0));
+    CHECK(REFUSED(MET_GAUGE, "ok_total", "h", 0, NULL, 0));
     CHECK(strstr(err.msg, "registered twice"));
+#undef REFUSED
+    CHECK(!met_family_new(r, NULL, &err));
     /* default buckets, and updates of the wrong kind are ignored */
-    met_family *h = met_family_new(r, MET_HISTOGRAM, "d_seconds", "h", 0, NULL, NULL, 0, &err);
-    met_metric *m = met_get(h);
+    met_family *h = met_family_new(r, &(met_spec){MET_HISTOGRAM, "d_seconds", "h", 0, NULL, 0}, &err);
+    met_metric *m = met_get(h, (met_labels){0});
     met_inc(m, 1);
     met_set(m, 1);
     met_observe(m, 100);
@@ -141,11 +143,11 @@ static void *hammer(void *arg)
 static void test_threads(void)
 {
     met_registry *r = met_registry_new();
-    met_family *c = met_family_new(r, MET_COUNTER, "c_total", "c", 0, NULL, NULL, 0, NULL);
     const double b[] = {0.1, 0.6};
-    met_family *h = met_family_new(r, MET_HISTOGRAM, "h_seconds", "h", 0, NULL, b, 2, NULL);
-    shared_counter = met_get(c);
-    shared_hist = met_get(h);
+    met_family *c = met_family_new(r, &(met_spec){MET_COUNTER, "c_total", "c", 0, NULL, 0}, NULL);
+    met_family *h = met_family_new(r, &(met_spec){MET_HISTOGRAM, "h_seconds", "h", 0, b, 2}, NULL);
+    shared_counter = met_get(c, (met_labels){0});
+    shared_hist = met_get(h, (met_labels){0});
     pthread_t t[4];
     for (int i = 0; i < 4; i++)
         pthread_create(&t[i], NULL, hammer, NULL);
@@ -178,7 +180,7 @@ static void test_collect_and_tandem(void)
     CHECK(met_tandem_register(r, &m, &err) == 0);
     met_tandem again;
     CHECK(met_tandem_register(r, &again, &err) == -1); /* names already taken */
-    met_metric *used = met_get(m.kv_blocks_used, "decode", "w1");
+    met_metric *used = met_get(m.family[MET_KV_BLOCKS_USED], (met_labels){.role = "decode", .worker = "w1"});
     CHECK(met_on_collect(r, collect, used) == 0);
     char *text = render(r);
     CHECK(text && strstr(text, "tandem_kv_blocks_used{role=\"decode\",worker=\"w1\"} 42\n"));
@@ -218,7 +220,7 @@ static void test_server(void)
     met_registry *r = met_registry_new();
     met_tandem m;
     met_tandem_register(r, &m, NULL);
-    met_inc(met_get(m.generation_tokens, "decode", "w7"), 12);
+    met_inc(met_get(m.family[MET_GENERATION_TOKENS], (met_labels){.role = "decode", .worker = "w7"}), 12);
     met_server *s;
     eng_error err;
     CHECK(met_server_start(r, "127.0.0.1", 0, NULL, NULL, &s, &err) == 0);
@@ -250,22 +252,27 @@ static int dump(void)
     for (int w = 0; w < 4; w++) {
         const char *role = w == 0 ? "coordinator" : (w % 2 ? "decode" : "prefill");
         const char *wk = workers[w];
-        met_inc(met_get(m.requests_total, role, wk, "success"), 10 + w);
-        met_inc(met_get(m.requests_total, role, wk, "cancelled"), w);
-        met_observe(met_get(m.ttft, role, wk), 0.05 * w);
-        met_observe(met_get(m.itl, role, wk), 0.02);
-        met_observe(met_get(m.e2e, role, wk), 1.5 + w);
-        met_inc(met_get(m.prompt_tokens, role, wk), 1234);
-        met_inc(met_get(m.generation_tokens, role, wk), 567);
-        met_set(met_get(m.requests_running, role, wk), w);
-        met_set(met_get(m.requests_waiting, role, wk), 0);
-        met_set(met_get(m.kv_usage_perc, role, wk), 0.25);
-        met_set(met_get(m.kv_blocks_used, role, wk), 64);
-        met_set(met_get(m.kv_blocks_total, role, wk), 256);
-        met_inc(met_get(m.kv_transfer_bytes, role, wk, "tcp"), 1e9);
-        met_observe(met_get(m.kv_transfer_seconds, role, wk, "tcp"), 0.003);
-        met_observe(met_get(m.batch_size, role, wk), 8);
-        met_observe(met_get(m.batch_tokens, role, wk), 300);
+        met_family *const *f = m.family;
+        const met_labels l = {.role = role, .worker = wk};
+        met_inc(met_get(f[MET_REQUESTS_TOTAL], (met_labels){.role = role, .worker = wk, .outcome = "success"}), 10 + w);
+        met_inc(met_get(f[MET_REQUESTS_TOTAL], (met_labels){.role = role, .worker = wk, .outcome = "cancelled"}), w);
+        met_observe(met_get(f[MET_TTFT], l), 0.05 * w);
+        met_observe(met_get(f[MET_ITL], l), 0.02);
+        met_observe(met_get(f[MET_E2E], l), 1.5 + w);
+        met_inc(met_get(f[MET_PROMPT_TOKENS], l), 1234);
+        met_inc(met_get(f[MET_GENERATION_TOKENS], l), 567);
+        met_set(met_get(f[MET_REQUESTS_RUNNING], l), w);
+        met_set(met_get(f[MET_REQUESTS_WAITING], l), 0);
+        met_set(met_get(f[MET_KV_USAGE_PERC], l), 0.25);
+        met_set(met_get(f[MET_KV_BLOCKS_USED], l), 64);
+        met_set(met_get(f[MET_KV_BLOCKS_CAPACITY], l), 256);
+        const met_labels t = {.role = role, .worker = wk, .transport = "tcp"};
+        met_inc(met_get(f[MET_KV_TRANSFER_BYTES], t), 1e9);
+        met_observe(met_get(f[MET_KV_TRANSFER_SECONDS], t), 0.003);
+        met_observe(met_get(f[MET_BATCH_SIZE], l), 8);
+        met_observe(met_get(f[MET_BATCH_TOKENS], l), 300);
+        met_inc(met_get(f[MET_PREEMPTIONS], l), w);
+        met_inc(met_get(f[MET_ROUTER_RETRIES], (met_labels){.reason = w % 2 ? "failover" : "full"}), 1);
     }
     eng_buf b = {0};
     if (met_render(r, &b))
