@@ -5,7 +5,13 @@
  * that name (so `msg.items` is dict.items), then for a key; `x[key]` looks for the
  * key first. Methods that would mutate a value are refused, as in the immutable
  * sandbox transformers uses. Strings are indexed, sliced and measured by code point.
- * tojson is transformers' override: json.dumps(x, ensure_ascii=False). */
+ * tojson is transformers' override: json.dumps(x, ensure_ascii=False).
+ *
+ * Filters and tests are each one table sorted by name and searched with bsearch: a
+ * filter's entry names its function and its parameters (bound before the call, so every
+ * filter reports wrong arguments the same way), a test's its function or the value kinds
+ * it accepts, and whether it takes an argument. Aliases ("d", "==", "lessthan") are
+ * entries of their own that share a function. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,9 +23,7 @@
 
 #include "chat/jinja_internal.h"
 
-enum {
-    F_RANGE = 1, F_NAMESPACE, F_DICT, F_RAISE, F_STRFTIME, F_CYCLER
-};
+enum { F_RANGE = 1, F_NAMESPACE, F_DICT, F_RAISE, F_STRFTIME, F_CYCLER };
 
 static jv *nomem(jctx *c, int line)
 {
@@ -44,8 +48,7 @@ static jv *err(jctx *c, int line, const char *fmt, ...)
     return NULL;
 }
 
-int jbind(jctx *c, int line, const char *what, const char *const *params, int nparams, const jargs *a,
-          jv **slots)
+int jbind(jctx *c, int line, const char *what, const char *const *params, int nparams, const jargs *a, jv **slots)
 {
     for (int i = 0; i < nparams; i++)
         slots[i] = NULL;
@@ -68,11 +71,11 @@ int jbind(jctx *c, int line, const char *what, const char *const *params, int np
     return 0;
 }
 
-#define BIND(what, ...)                                                                        \
-    static const char *const P_[] = {__VA_ARGS__};                                             \
-    jv *S[sizeof P_ / sizeof *P_];                                                            \
-    if (jbind(c, line, what, P_, (int)(sizeof P_ / sizeof *P_), a, S))                          \
-        return NULL
+#define BIND(what, ...)                                                \
+    static const char *const P_[] = {__VA_ARGS__};                     \
+    jv *S[sizeof P_ / sizeof *P_];                                     \
+    if (jbind(c, line, what, P_, (int)(sizeof P_ / sizeof *P_), a, S)) \
+    return NULL
 
 static int as_int(jctx *c, int line, const jv *v, const char *what, long long *out)
 {
@@ -110,10 +113,9 @@ jv *jinja_iter_list(jctx *c, int line, jv *v)
 {
     jv *l;
     switch (v->kind) {
-    case JV_LIST: case JV_TUPLE:
-        return v;
-    case JV_UNDEF:
-        return or_nomem(c, line, jv_list(c->arena, JV_LIST));
+    case JV_LIST:
+    case JV_TUPLE: return v;
+    case JV_UNDEF: return or_nomem(c, line, jv_list(c->arena, JV_LIST));
     case JV_DICT:
         if (!(l = jv_list(c->arena, JV_LIST)))
             return nomem(c, line);
@@ -134,23 +136,20 @@ jv *jinja_iter_list(jctx *c, int line, jv *v)
         }
         return l;
     }
-    default:
-        jfail(c, line, "'%s' object is not iterable", jv_type_name(v));
-        return NULL;
+    default: jfail(c, line, "'%s' object is not iterable", jv_type_name(v)); return NULL;
     }
 }
 
 /* ---- attribute and item access ---- */
 
-static const char *const STR_METHODS[] = {
-    "startswith", "endswith", "split", "rsplit", "strip", "lstrip", "rstrip", "replace", "upper", "lower",
-    "title", "capitalize", "find", "rfind", "count", "join", "splitlines", "isdigit", "isalpha", "isalnum",
-    "isspace", "isupper", "islower", NULL};
+static const char *const STR_METHODS[] = {"startswith", "endswith", "split",   "rsplit",  "strip",      "lstrip",
+                                          "rstrip",     "replace",  "upper",   "lower",   "title",      "capitalize",
+                                          "find",       "rfind",    "count",   "join",    "splitlines", "isdigit",
+                                          "isalpha",    "isalnum",  "isspace", "isupper", "islower",    NULL};
 static const char *const DICT_METHODS[] = {"get", "items", "keys", "values", NULL};
 static const char *const LIST_METHODS[] = {"index", "count", NULL};
-static const char *const UNSAFE_METHODS[] = {
-    "append", "extend", "insert", "pop", "remove", "clear", "sort", "reverse", "update", "popitem",
-    "setdefault", NULL};
+static const char *const UNSAFE_METHODS[] = {"append", "extend",  "insert", "pop",     "remove",     "clear",
+                                             "sort",   "reverse", "update", "popitem", "setdefault", NULL};
 
 static int in_list(const char *const *names, const char *name)
 {
@@ -207,50 +206,58 @@ static jv *loop_attr(jctx *c, int line, jv *loop, const char *name)
     long long i = loop->u.loop.index0, n = loop->u.loop.length;
     jarena *A = c->arena;
     jv *v = NULL;
-    if (!strcmp(name, "index0")) v = jv_int(A, i);
-    else if (!strcmp(name, "index")) v = jv_int(A, i + 1);
-    else if (!strcmp(name, "revindex0")) v = jv_int(A, n - i - 1);
-    else if (!strcmp(name, "revindex")) v = jv_int(A, n - i);
-    else if (!strcmp(name, "first")) return jv_bool(i == 0);
-    else if (!strcmp(name, "last")) return jv_bool(i == n - 1);
-    else if (!strcmp(name, "length")) v = jv_int(A, n);
-    else if (!strcmp(name, "depth")) v = jv_int(A, loop->u.loop.depth);
-    else if (!strcmp(name, "depth0")) v = jv_int(A, loop->u.loop.depth - 1);
+    if (!strcmp(name, "index0"))
+        v = jv_int(A, i);
+    else if (!strcmp(name, "index"))
+        v = jv_int(A, i + 1);
+    else if (!strcmp(name, "revindex0"))
+        v = jv_int(A, n - i - 1);
+    else if (!strcmp(name, "revindex"))
+        v = jv_int(A, n - i);
+    else if (!strcmp(name, "first"))
+        return jv_bool(i == 0);
+    else if (!strcmp(name, "last"))
+        return jv_bool(i == n - 1);
+    else if (!strcmp(name, "length"))
+        v = jv_int(A, n);
+    else if (!strcmp(name, "depth"))
+        v = jv_int(A, loop->u.loop.depth);
+    else if (!strcmp(name, "depth0"))
+        v = jv_int(A, loop->u.loop.depth - 1);
     else if (!strcmp(name, "previtem"))
         return loop->u.loop.prev ? loop->u.loop.prev : jv_undef(A, "there is no previous item");
     else if (!strcmp(name, "nextitem"))
         return loop->u.loop.next ? loop->u.loop.next : jv_undef(A, "there is no next item");
-    else if (!strcmp(name, "cycle")) return method(c, line, loop, "cycle");
-    else return missing_attr(c, line, loop, name);
+    else if (!strcmp(name, "cycle"))
+        return method(c, line, loop, "cycle");
+    else
+        return missing_attr(c, line, loop, name);
     return v ? v : nomem(c, line);
 }
 
 jv *jinja_getattr(jctx *c, int line, jv *obj, const char *name)
 {
     switch (obj->kind) {
-    case JV_UNDEF:
-        jfail(c, line, "%s", obj->u.undef.name ? obj->u.undef.name : "value is undefined");
-        return NULL;
+    case JV_UNDEF: jfail(c, line, "%s", obj->u.undef.name ? obj->u.undef.name : "value is undefined"); return NULL;
     case JV_DICT:
         if (in_list(DICT_METHODS, name))
             return method(c, line, obj, name);
         if (in_list(UNSAFE_METHODS, name))
             break;
         return dict_attr(c, line, obj, name);
-    case JV_NS:
-        return dict_attr(c, line, obj, name);
+    case JV_NS: return dict_attr(c, line, obj, name);
     case JV_STR:
         if (in_list(STR_METHODS, name))
             return method(c, line, obj, name);
         return missing_attr(c, line, obj, name);
-    case JV_LIST: case JV_TUPLE:
+    case JV_LIST:
+    case JV_TUPLE:
         if (in_list(LIST_METHODS, name))
             return method(c, line, obj, name);
         if (obj->kind == JV_LIST && in_list(UNSAFE_METHODS, name))
             break;
         return missing_attr(c, line, obj, name);
-    case JV_LOOP:
-        return loop_attr(c, line, obj, name);
+    case JV_LOOP: return loop_attr(c, line, obj, name);
     case JV_CYCLER:
         if (!strcmp(name, "next") || !strcmp(name, "reset"))
             return method(c, line, obj, name);
@@ -259,8 +266,7 @@ jv *jinja_getattr(jctx *c, int line, jv *obj, const char *name)
             return items->u.list.items[obj->u.cycler.pos % (long long)items->u.list.len];
         }
         return missing_attr(c, line, obj, name);
-    default:
-        return missing_attr(c, line, obj, name);
+    default: return missing_attr(c, line, obj, name);
     }
     char *msg = ja_alloc(c->arena, strlen(name) + 80);
     if (!msg)
@@ -387,8 +393,14 @@ out:
 /* ---- string helpers ---- */
 
 typedef int (*cp_map)(int);
-static int cp_upper(int cp) { return (int)utf8proc_toupper(cp); }
-static int cp_lower(int cp) { return (int)utf8proc_tolower(cp); }
+static int cp_upper(int cp)
+{
+    return (int)utf8proc_toupper(cp);
+}
+static int cp_lower(int cp)
+{
+    return (int)utf8proc_tolower(cp);
+}
 
 static jv *str_map(jctx *c, int line, const jv *s, cp_map f)
 {
@@ -405,7 +417,10 @@ static jv *str_map(jctx *c, int line, const jv *s, cp_map f)
     return str_of(c, line, &b);
 }
 
-static int is_cased(int cp) { return utf8proc_islower(cp) || utf8proc_isupper(cp) || utf8proc_category(cp) == UTF8PROC_CATEGORY_LT; }
+static int is_cased(int cp)
+{
+    return utf8proc_islower(cp) || utf8proc_isupper(cp) || utf8proc_category(cp) == UTF8PROC_CATEGORY_LT;
+}
 
 /* Python's str.title(): a letter after a cased letter is lowered, others uppered. */
 static jv *str_title(jctx *c, int line, const jv *s)
@@ -548,8 +563,7 @@ static jv *str_split(jctx *c, int line, jv *s, jv *sep, long long maxsplit)
 static jv *str_rsplit(jctx *c, int line, jv *s, jv *sep, long long maxsplit)
 {
     if (maxsplit < 0 || !sep || sep->kind == JV_NONE)
-        return maxsplit < 0 ? str_split(c, line, s, sep, -1)
-                            : err(c, line, "rsplit with maxsplit needs a separator");
+        return maxsplit < 0 ? str_split(c, line, s, sep, -1) : err(c, line, "rsplit with maxsplit needs a separator");
     if (need_str(c, line, sep, "rsplit separator"))
         return NULL;
     if (!sep->u.str.len)
@@ -649,12 +663,34 @@ static int str_class(const jv *s, int which)
         int alpha = cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO;
         int digit = cat == UTF8PROC_CATEGORY_ND;
         switch (which) {
-        case 0: if (!digit) return 0; break;
-        case 1: if (!alpha) return 0; break;
-        case 2: if (!alpha && !digit && cat != UTF8PROC_CATEGORY_NL && cat != UTF8PROC_CATEGORY_NO) return 0; break;
-        case 3: if (!py_isspace(cp)) return 0; break;
-        case 4: if (utf8proc_islower(cp)) return 0; if (utf8proc_isupper(cp)) any_cased = 1; break;
-        case 5: if (utf8proc_isupper(cp)) return 0; if (utf8proc_islower(cp)) any_cased = 1; break;
+        case 0:
+            if (!digit)
+                return 0;
+            break;
+        case 1:
+            if (!alpha)
+                return 0;
+            break;
+        case 2:
+            if (!alpha && !digit && cat != UTF8PROC_CATEGORY_NL && cat != UTF8PROC_CATEGORY_NO)
+                return 0;
+            break;
+        case 3:
+            if (!py_isspace(cp))
+                return 0;
+            break;
+        case 4:
+            if (utf8proc_islower(cp))
+                return 0;
+            if (utf8proc_isupper(cp))
+                any_cased = 1;
+            break;
+        case 5:
+            if (utf8proc_isupper(cp))
+                return 0;
+            if (utf8proc_islower(cp))
+                any_cased = 1;
+            break;
         }
     }
     return which >= 4 ? any_cased : 1;
@@ -730,7 +766,8 @@ static jv *call_method(jctx *c, int line, jv *fn, const jargs *a)
             long long maxsplit = -1;
             if (S[1] && as_int(c, line, S[1], "maxsplit", &maxsplit))
                 return NULL;
-            return name[0] == 's' ? str_split(c, line, self, S[0], maxsplit) : str_rsplit(c, line, self, S[0], maxsplit);
+            return name[0] == 's' ? str_split(c, line, self, S[0], maxsplit)
+                                  : str_rsplit(c, line, self, S[0], maxsplit);
         }
         if (!strcmp(name, "strip") || !strcmp(name, "lstrip") || !strcmp(name, "rstrip")) {
             BIND(name, "chars");
@@ -773,16 +810,26 @@ static jv *call_method(jctx *c, int line, jv *fn, const jargs *a)
         }
         BIND(name);
         (void)S;
-        if (!strcmp(name, "upper")) return str_map(c, line, self, cp_upper);
-        if (!strcmp(name, "lower")) return str_map(c, line, self, cp_lower);
-        if (!strcmp(name, "title")) return str_title(c, line, self);
-        if (!strcmp(name, "capitalize")) return str_capitalize(c, line, self);
-        if (!strcmp(name, "isdigit")) return jv_bool(str_class(self, 0));
-        if (!strcmp(name, "isalpha")) return jv_bool(str_class(self, 1));
-        if (!strcmp(name, "isalnum")) return jv_bool(str_class(self, 2));
-        if (!strcmp(name, "isspace")) return jv_bool(str_class(self, 3));
-        if (!strcmp(name, "isupper")) return jv_bool(str_class(self, 4));
-        if (!strcmp(name, "islower")) return jv_bool(str_class(self, 5));
+        if (!strcmp(name, "upper"))
+            return str_map(c, line, self, cp_upper);
+        if (!strcmp(name, "lower"))
+            return str_map(c, line, self, cp_lower);
+        if (!strcmp(name, "title"))
+            return str_title(c, line, self);
+        if (!strcmp(name, "capitalize"))
+            return str_capitalize(c, line, self);
+        if (!strcmp(name, "isdigit"))
+            return jv_bool(str_class(self, 0));
+        if (!strcmp(name, "isalpha"))
+            return jv_bool(str_class(self, 1));
+        if (!strcmp(name, "isalnum"))
+            return jv_bool(str_class(self, 2));
+        if (!strcmp(name, "isspace"))
+            return jv_bool(str_class(self, 3));
+        if (!strcmp(name, "isupper"))
+            return jv_bool(str_class(self, 4));
+        if (!strcmp(name, "islower"))
+            return jv_bool(str_class(self, 5));
         if (!strcmp(name, "splitlines")) {
             jv *l = jv_list(A, JV_LIST);
             const char *p = self->u.str.s;
@@ -864,9 +911,11 @@ static jv *call_method(jctx *c, int line, jv *fn, const jargs *a)
 
 /* ---- globals ---- */
 
-static const struct { const char *name; int id; } GLOBALS[] = {
-    {"range", F_RANGE}, {"namespace", F_NAMESPACE}, {"dict", F_DICT}, {"raise_exception", F_RAISE},
-    {"strftime_now", F_STRFTIME}, {"cycler", F_CYCLER}, {NULL, 0}};
+static const struct {
+    const char *name;
+    int id;
+} GLOBALS[] = {{"range", F_RANGE},           {"namespace", F_NAMESPACE}, {"dict", F_DICT}, {"raise_exception", F_RAISE},
+               {"strftime_now", F_STRFTIME}, {"cycler", F_CYCLER},       {NULL, 0}};
 
 jv *jinja_global(jctx *c, const char *name)
 {
@@ -934,10 +983,8 @@ jv *jinja_call_builtin(jctx *c, int line, jv *fn, const jargs *a)
         }
         return l;
     }
-    case F_NAMESPACE:
-        return kw_dict(c, line, JV_NS, a, "namespace");
-    case F_DICT:
-        return kw_dict(c, line, JV_DICT, a, "dict");
+    case F_NAMESPACE: return kw_dict(c, line, JV_NS, a, "namespace");
+    case F_DICT: return kw_dict(c, line, JV_DICT, a, "dict");
     case F_RAISE: {
         jv *msg = a->npos ? jinja_to_str(c, line, a->pos[0]) : jv_strz(A, "raise_exception() called");
         if (!msg)
@@ -974,13 +1021,11 @@ jv *jinja_call_builtin(jctx *c, int line, jv *fn, const jargs *a)
 
 /* ---- tests ---- */
 
-static const char *const TESTS[] = {
-    "defined", "undefined", "none", "boolean", "false", "true", "integer", "float", "number", "string",
-    "mapping", "iterable", "sequence", "callable", "sameas", "escaped", "odd", "even", "divisibleby",
-    "eq", "equalto", "==", "ne", "!=", "lt", "<", "lessthan", "le", "<=", "gt", ">", "greaterthan", "ge", ">=",
-    "in", "lower", "upper", "filter", "test", NULL};
-
-int jinja_has_test(const char *name) { return in_list(TESTS, name); }
+/* A test: whether v passes, given its one argument (NULL for tests without one), or -1
+ * after a failure. name is the name it was called by (aliases share a function). */
+#define TEST(fn)                                                                     \
+    static int fn(jctx *c __attribute__((unused)), int line __attribute__((unused)), \
+                  const char *name __attribute__((unused)), jv *v, jv *arg __attribute__((unused)))
 
 static int cmp_test(jctx *c, int line, int op, jv *x, jv *y)
 {
@@ -996,110 +1041,181 @@ static int cmp_test(jctx *c, int line, int op, jv *x, jv *y)
     return op == 0 ? r < 0 : op == 1 ? r <= 0 : op == 2 ? r > 0 : r >= 0;
 }
 
+TEST(t_false)
+{
+    return v->kind == JV_BOOL && !v->u.b;
+}
+TEST(t_true)
+{
+    return v->kind == JV_BOOL && v->u.b;
+}
+TEST(t_eq)
+{
+    return jv_eq(v, arg);
+}
+TEST(t_ne)
+{
+    return !jv_eq(v, arg);
+}
+TEST(t_lt)
+{
+    return cmp_test(c, line, 0, v, arg);
+}
+TEST(t_le)
+{
+    return cmp_test(c, line, 1, v, arg);
+}
+TEST(t_gt)
+{
+    return cmp_test(c, line, 2, v, arg);
+}
+TEST(t_ge)
+{
+    return cmp_test(c, line, 3, v, arg);
+}
+
+TEST(t_sameas)
+{
+    int k = v->kind;
+    if ((k == JV_NONE || k == JV_BOOL) && (int)arg->kind == k)
+        return k == JV_NONE || v->u.b == arg->u.b;
+    return v == arg || (k == JV_INT && arg->kind == JV_INT && v->u.i == arg->u.i && v->u.i >= -5 && v->u.i <= 256);
+}
+
+/* odd, even and divisibleby: value % d with Python's sign rule, for ints and floats alike */
+TEST(t_parity)
+{
+    jv *d = arg;
+    if (!jv_is_num(v) || (d && !jv_is_num(d)))
+        return jfail(c, line, "test '%s' needs numbers, not '%s'", name, jv_type_name(jv_is_num(v) ? d : v));
+    double dv = d ? jv_num(d) : 2.0;
+    if (dv == 0)
+        return jfail(c, line, "integer division or modulo by zero");
+    if (v->kind != JV_FLOAT && (!d || d->kind != JV_FLOAT)) {
+        long long x = v->kind == JV_INT ? v->u.i : v->u.b, m = (long long)dv, r = m == -1 ? 0 : x % m;
+        if (r != 0 && ((r < 0) != (m < 0)))
+            r += m;
+        return name[0] == 'o' ? r == 1 : r == 0;
+    }
+    double r = fmod(jv_num(v), dv);
+    if (r != 0 && ((r < 0) != (dv < 0)))
+        r += dv;
+    return name[0] == 'o' ? r == 1.0 : r == 0.0;
+}
+
+TEST(t_in)
+{
+    if (arg->kind == JV_STR) {
+        if (v->kind != JV_STR)
+            return jfail(c, line, "'in <string>' requires string as left operand, not %s", jv_type_name(v));
+        return !v->u.str.len || memmem(arg->u.str.s, arg->u.str.len, v->u.str.s, v->u.str.len) != NULL;
+    }
+    if (arg->kind == JV_LIST || arg->kind == JV_TUPLE) {
+        for (size_t i = 0; i < arg->u.list.len; i++)
+            if (jv_eq(arg->u.list.items[i], v))
+                return 1;
+        return 0;
+    }
+    if (arg->kind == JV_DICT)
+        return jv_dict_get(arg, v) != NULL;
+    if (arg->kind == JV_UNDEF) /* iterates as empty */
+        return 0;
+    return jfail(c, line, "argument of type '%s' is not iterable", jv_type_name(arg));
+}
+
+TEST(t_case) /* lower, upper: Jinja2 tests str(value) */
+{
+    jv *sv = jinja_to_str(c, line, v);
+    return sv ? str_class(sv, name[0] == 'l' ? 5 : 4) : -1;
+}
+
+TEST(t_known) /* filter, test: whether a filter or test of that name exists */
+{
+    return v->kind == JV_STR && (name[0] == 'f' ? jinja_has_filter(v->u.str.s) : jinja_has_test(v->u.str.s));
+}
+
+#define K(kind) (1u << (kind))
+enum { ITERABLE = K(JV_STR) | K(JV_LIST) | K(JV_TUPLE) | K(JV_DICT) | K(JV_UNDEF) };
+
+/* Every test, sorted by name (strcmp order) for bsearch. A test without a function passes
+ * when the value's kind is in kinds; n_args is how many arguments it takes (0 or 1). */
+static const struct jtest {
+    const char *name;
+    int (*fn)(jctx *c, int line, const char *name, jv *v, jv *arg);
+    unsigned kinds;
+    int n_args;
+} TESTS[] = {
+    {"!=", t_ne, 0, 1},
+    {"<", t_lt, 0, 1},
+    {"<=", t_le, 0, 1},
+    {"==", t_eq, 0, 1},
+    {">", t_gt, 0, 1},
+    {">=", t_ge, 0, 1},
+    {"boolean", NULL, K(JV_BOOL), 0},
+    {"callable", NULL, K(JV_MACRO) | K(JV_FUNC) | K(JV_METHOD), 0},
+    {"defined", NULL, ~K(JV_UNDEF), 0},
+    {"divisibleby", t_parity, 0, 1},
+    {"eq", t_eq, 0, 1},
+    {"equalto", t_eq, 0, 1},
+    {"escaped", NULL, 0, 0},
+    {"even", t_parity, 0, 0},
+    {"false", t_false, 0, 0},
+    {"filter", t_known, 0, 0},
+    {"float", NULL, K(JV_FLOAT), 0},
+    {"ge", t_ge, 0, 1},
+    {"greaterthan", t_gt, 0, 1},
+    {"gt", t_gt, 0, 1},
+    {"in", t_in, 0, 1},
+    {"integer", NULL, K(JV_INT), 0},
+    {"iterable", NULL, ITERABLE, 0},
+    {"le", t_le, 0, 1},
+    {"lessthan", t_lt, 0, 1},
+    {"lower", t_case, 0, 0},
+    {"lt", t_lt, 0, 1},
+    {"mapping", NULL, K(JV_DICT), 0},
+    {"ne", t_ne, 0, 1},
+    {"none", NULL, K(JV_NONE), 0},
+    {"number", NULL, K(JV_INT) | K(JV_FLOAT) | K(JV_BOOL), 0},
+    {"odd", t_parity, 0, 0},
+    {"sameas", t_sameas, 0, 1},
+    {"sequence", NULL, ITERABLE, 0},
+    {"string", NULL, K(JV_STR), 0},
+    {"test", t_known, 0, 0},
+    {"true", t_true, 0, 0},
+    {"undefined", NULL, K(JV_UNDEF), 0},
+    {"upper", t_case, 0, 0},
+};
+
+static int by_name(const void *key, const void *entry)
+{
+    return strcmp(key, *(const char *const *)entry); /* every table entry starts with its name */
+}
+
+static const struct jtest *find_test(const char *name)
+{
+    return bsearch(name, TESTS, sizeof TESTS / sizeof *TESTS, sizeof *TESTS, by_name);
+}
+
+int jinja_has_test(const char *name)
+{
+    return find_test(name) != NULL;
+}
+
 int jinja_test(jctx *c, int line, const char *name, jv *v, const jargs *a)
 {
+    const struct jtest *t = find_test(name);
+    if (!t)
+        return jfail(c, line, "no test named '%s'", name);
+    if (a->npos + a->nkw > t->n_args)
+        return jfail(c, line, "test '%s' takes %s argument%s (%d given)", name, t->n_args ? "one" : "no",
+                     t->n_args ? "" : "s", a->npos + a->nkw);
     jv *arg = a->npos ? a->pos[0] : a->nkw ? a->kwv[0] : NULL;
-    int k = v->kind;
-    static const char *const ONE_ARG[] = {"sameas", "divisibleby", "eq", "equalto", "==", "ne", "!=", "lt", "<",
-                                          "lessthan", "le", "<=", "gt", ">", "greaterthan", "ge", ">=", "in", NULL};
-    if (a->npos + a->nkw > (in_list(ONE_ARG, name) ? 1 : 0) && jinja_has_test(name))
-        return jfail(c, line, "test '%s' takes %s argument%s (%d given)", name, in_list(ONE_ARG, name) ? "one" : "no",
-                     in_list(ONE_ARG, name) ? "" : "s", a->npos + a->nkw);
-#define NEED_ARG                                                                        \
-    if (!arg)                                                                           \
-        return jfail(c, line, "test '%s' needs an argument", name)
-    if (!strcmp(name, "defined")) return k != JV_UNDEF;
-    if (!strcmp(name, "undefined")) return k == JV_UNDEF;
-    if (!strcmp(name, "none")) return k == JV_NONE;
-    if (!strcmp(name, "boolean")) return k == JV_BOOL;
-    if (!strcmp(name, "false")) return k == JV_BOOL && !v->u.b;
-    if (!strcmp(name, "true")) return k == JV_BOOL && v->u.b;
-    if (!strcmp(name, "integer")) return k == JV_INT;
-    if (!strcmp(name, "float")) return k == JV_FLOAT;
-    if (!strcmp(name, "number")) return k == JV_INT || k == JV_FLOAT || k == JV_BOOL;
-    if (!strcmp(name, "string")) return k == JV_STR;
-    if (!strcmp(name, "mapping")) return k == JV_DICT;
-    if (!strcmp(name, "iterable")) return k == JV_STR || k == JV_LIST || k == JV_TUPLE || k == JV_DICT || k == JV_UNDEF;
-    if (!strcmp(name, "sequence")) return k == JV_STR || k == JV_LIST || k == JV_TUPLE || k == JV_DICT || k == JV_UNDEF;
-    if (!strcmp(name, "callable")) return k == JV_MACRO || k == JV_FUNC || k == JV_METHOD;
-    if (!strcmp(name, "escaped")) return 0;
-    if (!strcmp(name, "sameas")) {
-        NEED_ARG;
-        if ((k == JV_NONE || k == JV_BOOL) && (int)arg->kind == k)
-            return k == JV_NONE || v->u.b == arg->u.b;
-        return v == arg || (k == JV_INT && arg->kind == JV_INT && v->u.i == arg->u.i && v->u.i >= -5 && v->u.i <= 256);
-    }
-    if (!strcmp(name, "odd") || !strcmp(name, "even") || !strcmp(name, "divisibleby")) {
-        /* value % d with Python's sign rule, for ints and floats alike */
-        jv *d = name[0] == 'd' ? arg : NULL;
-        if (name[0] == 'd')
-            NEED_ARG;
-        if (!jv_is_num(v) || (d && !jv_is_num(d)))
-            return jfail(c, line, "test '%s' needs numbers, not '%s'", name, jv_type_name(jv_is_num(v) ? d : v));
-        double dv = d ? jv_num(d) : 2.0;
-        if (dv == 0)
-            return jfail(c, line, "integer division or modulo by zero");
-        if (v->kind != JV_FLOAT && (!d || d->kind != JV_FLOAT)) {
-            long long x = v->kind == JV_INT ? v->u.i : v->u.b, m = (long long)dv, r = m == -1 ? 0 : x % m;
-            if (r != 0 && ((r < 0) != (m < 0)))
-                r += m;
-            return name[0] == 'o' ? r == 1 : r == 0;
-        }
-        double r = fmod(jv_num(v), dv);
-        if (r != 0 && ((r < 0) != (dv < 0)))
-            r += dv;
-        return name[0] == 'o' ? r == 1.0 : r == 0.0;
-    }
-    if (!strcmp(name, "eq") || !strcmp(name, "equalto") || !strcmp(name, "==")) {
-        NEED_ARG;
-        return jv_eq(v, arg);
-    }
-    if (!strcmp(name, "ne") || !strcmp(name, "!=")) {
-        NEED_ARG;
-        return !jv_eq(v, arg);
-    }
-    if (!strcmp(name, "lt") || !strcmp(name, "<") || !strcmp(name, "lessthan")) { NEED_ARG; return cmp_test(c, line, 0, v, arg); }
-    if (!strcmp(name, "le") || !strcmp(name, "<=")) { NEED_ARG; return cmp_test(c, line, 1, v, arg); }
-    if (!strcmp(name, "gt") || !strcmp(name, ">") || !strcmp(name, "greaterthan")) { NEED_ARG; return cmp_test(c, line, 2, v, arg); }
-    if (!strcmp(name, "ge") || !strcmp(name, ">=")) { NEED_ARG; return cmp_test(c, line, 3, v, arg); }
-    if (!strcmp(name, "in")) {
-        NEED_ARG;
-        if (arg->kind == JV_STR) {
-            if (k != JV_STR)
-                return jfail(c, line, "'in <string>' requires string as left operand, not %s", jv_type_name(v));
-            return !v->u.str.len || memmem(arg->u.str.s, arg->u.str.len, v->u.str.s, v->u.str.len) != NULL;
-        }
-        if (arg->kind == JV_LIST || arg->kind == JV_TUPLE) {
-            for (size_t i = 0; i < arg->u.list.len; i++)
-                if (jv_eq(arg->u.list.items[i], v))
-                    return 1;
-            return 0;
-        }
-        if (arg->kind == JV_DICT)
-            return jv_dict_get(arg, v) != NULL;
-        if (arg->kind == JV_UNDEF) /* iterates as empty */
-            return 0;
-        return jfail(c, line, "argument of type '%s' is not iterable", jv_type_name(arg));
-    }
-    if (!strcmp(name, "lower") || !strcmp(name, "upper")) { /* Jinja2 tests str(value) */
-        jv *sv = jinja_to_str(c, line, v);
-        return sv ? str_class(sv, name[0] == 'l' ? 5 : 4) : -1;
-    }
-    if (!strcmp(name, "filter") || !strcmp(name, "test"))
-        return k == JV_STR && (name[0] == 'f' ? jinja_has_filter(v->u.str.s) : jinja_has_test(v->u.str.s));
-#undef NEED_ARG
-    return jfail(c, line, "no test named '%s'", name);
+    if (t->n_args && !arg)
+        return jfail(c, line, "test '%s' needs an argument", name);
+    return t->fn ? t->fn(c, line, name, v, arg) : (t->kinds & K(v->kind)) != 0;
 }
 
 /* ---- filters ---- */
-
-static const char *const FILTERS[] = {
-    "abs", "attr", "capitalize", "count", "d", "default", "dictsort", "e", "escape", "first", "float",
-    "indent", "int", "items", "join", "last", "length", "list", "lower", "map", "max", "min", "reject",
-    "rejectattr", "replace", "reverse", "round", "safe", "select", "selectattr", "sort", "string", "sum",
-    "title", "tojson", "trim", "unique", "upper", "wordcount", "batch", NULL};
-
-int jinja_has_filter(const char *name) { return in_list(FILTERS, name); }
 
 /* Follows a dotted attribute path ("a.b", "0.name") as Jinja's make_attrgetter. */
 static jv *attr_path(jctx *c, int line, jv *v, const jv *path)
@@ -1263,457 +1379,582 @@ static jv *to_number(jctx *c, int line, jv *v, jv *def, int want_float)
     return def;
 }
 
-jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
+/* A filter: v filtered by the call's arguments, bound to the table's parameters in S or,
+ * for a filter that reads them itself, as given in a. name is the name it was called by
+ * (aliases share a function). */
+#define FILTER(fn)                                                                                                    \
+    static jv *fn(jctx *c, int line, const char *name __attribute__((unused)), jv *v, jv **S __attribute__((unused)), \
+                  const jargs *a __attribute__((unused)))
+
+FILTER(f_default)
 {
     jarena *A = c->arena;
-    if (!strcmp(name, "default") || !strcmp(name, "d")) {
-        BIND(name, "default_value", "boolean");
-        int boolean = S[1] && jv_truthy(S[1]);
-        if (v->kind == JV_UNDEF || (boolean && !jv_truthy(v)))
-            return S[0] ? S[0] : or_nomem(c, line, jv_strz(A, ""));
-        return v;
+    int boolean = S[1] && jv_truthy(S[1]);
+    if (v->kind == JV_UNDEF || (boolean && !jv_truthy(v)))
+        return S[0] ? S[0] : or_nomem(c, line, jv_strz(A, ""));
+    return v;
+}
+
+FILTER(f_length)
+{
+    jarena *A = c->arena;
+    long long n;
+    switch (v->kind) {
+    case JV_STR: n = (long long)utf8_count(v->u.str.s, v->u.str.len); break;
+    case JV_LIST:
+    case JV_TUPLE: n = (long long)v->u.list.len; break;
+    case JV_DICT: n = (long long)v->u.dict.len; break;
+    case JV_UNDEF: n = 0; break;
+    default: return err(c, line, "object of type '%s' has no len()", jv_type_name(v));
     }
-    if (!strcmp(name, "length") || !strcmp(name, "count")) {
-        BIND(name);
-        (void)S;
-        long long n;
-        switch (v->kind) {
-        case JV_STR: n = (long long)utf8_count(v->u.str.s, v->u.str.len); break;
-        case JV_LIST: case JV_TUPLE: n = (long long)v->u.list.len; break;
-        case JV_DICT: n = (long long)v->u.dict.len; break;
-        case JV_UNDEF: n = 0; break;
-        default: return err(c, line, "object of type '%s' has no len()", jv_type_name(v));
-        }
-        return or_nomem(c, line, jv_int(A, n));
-    }
-    if (!strcmp(name, "tojson")) {
-        BIND(name, "ensure_ascii", "indent", "separators", "sort_keys");
-        long long indent = -1;
-        const char *seps[2] = {NULL, NULL};
-        if (S[1] && S[1]->kind != JV_NONE) {
-            if (as_int(c, line, S[1], "indent", &indent))
-                return NULL;
-            if (indent < 0)
-                indent = 0;
-            if (indent > 64)
-                return err(c, line, "tojson indent too large");
-        }
-        if (S[2] && S[2]->kind != JV_NONE) {
-            if ((S[2]->kind != JV_LIST && S[2]->kind != JV_TUPLE) || S[2]->u.list.len != 2 ||
-                S[2]->u.list.items[0]->kind != JV_STR || S[2]->u.list.items[1]->kind != JV_STR)
-                return err(c, line, "tojson separators must be a pair of strings");
-            seps[0] = S[2]->u.list.items[0]->u.str.s;
-            seps[1] = S[2]->u.list.items[1]->u.str.s;
-        }
-        if (S[0] && jv_truthy(S[0]))
-            return err(c, line, "tojson(ensure_ascii=True) is not supported");
-        jbuf b = {0};
-        const char *bad;
-        if (jv_json_out(v, &b, (int)indent, seps[0], seps[1], S[3] && jv_truthy(S[3]), &bad)) {
-            jb_free(&b);
-            return err(c, line, "tojson: Object of type %s is not JSON serializable", bad);
-        }
-        return str_of(c, line, &b);
-    }
-    if (!strcmp(name, "string")) {
-        BIND(name);
-        (void)S;
-        return jinja_to_str(c, line, v);
-    }
-    if (!strcmp(name, "trim")) {
-        BIND(name, "chars");
-        if (S[0] && S[0]->kind == JV_NONE)
-            S[0] = NULL;
-        jv *s = jinja_to_str(c, line, v);
-        if (!s || (S[0] && need_str(c, line, S[0], "trim")))
+    return or_nomem(c, line, jv_int(A, n));
+}
+
+FILTER(f_tojson)
+{
+    long long indent = -1;
+    const char *seps[2] = {NULL, NULL};
+    if (S[1] && S[1]->kind != JV_NONE) {
+        if (as_int(c, line, S[1], "indent", &indent))
             return NULL;
-        return str_strip(c, line, s, S[0], 3);
+        if (indent < 0)
+            indent = 0;
+        if (indent > 64)
+            return err(c, line, "tojson indent too large");
     }
-    if (!strcmp(name, "upper") || !strcmp(name, "lower") || !strcmp(name, "title") || !strcmp(name, "capitalize")) {
-        BIND(name);
-        (void)S;
-        jv *s = jinja_to_str(c, line, v);
-        if (!s)
-            return NULL;
-        if (name[0] == 'u') return str_map(c, line, s, cp_upper);
-        if (name[0] == 'l') return str_map(c, line, s, cp_lower);
-        if (name[0] == 'c') return str_capitalize(c, line, s);
-        /* Jinja's title: capitalise each word split at whitespace, - ( { [ < */
-        jbuf b = {0};
-        size_t pos = 0;
-        int word_start = 1;
-        while (pos < s->u.str.len) {
-            int cp = utf8_decode(s->u.str.s, s->u.str.len, &pos);
-            if (cp < 0)
-                continue;
-            int sep = py_isspace(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<';
-            utf8_encode(&b, sep ? cp : word_start ? cp_upper(cp) : cp_lower(cp));
-            word_start = sep;
-        }
-        return str_of(c, line, &b);
+    if (S[2] && S[2]->kind != JV_NONE) {
+        if ((S[2]->kind != JV_LIST && S[2]->kind != JV_TUPLE) || S[2]->u.list.len != 2 ||
+            S[2]->u.list.items[0]->kind != JV_STR || S[2]->u.list.items[1]->kind != JV_STR)
+            return err(c, line, "tojson separators must be a pair of strings");
+        seps[0] = S[2]->u.list.items[0]->u.str.s;
+        seps[1] = S[2]->u.list.items[1]->u.str.s;
     }
-    if (!strcmp(name, "replace")) {
-        BIND(name, "old", "new", "count");
-        long long count = -1;
-        jv *s = jinja_to_str(c, line, v);
-        if (!s)
-            return NULL;
-        if (!S[0] || !S[1])
-            return err(c, line, "replace filter needs old and new strings");
-        if (S[2] && S[2]->kind != JV_NONE && as_int(c, line, S[2], "count", &count))
-            return NULL;
-        return str_replace(c, line, s, S[0], S[1], count);
+    if (S[0] && jv_truthy(S[0]))
+        return err(c, line, "tojson(ensure_ascii=True) is not supported");
+    jbuf b = {0};
+    const char *bad;
+    if (jv_json_out(v, &b, (int)indent, seps[0], seps[1], S[3] && jv_truthy(S[3]), &bad)) {
+        jb_free(&b);
+        return err(c, line, "tojson: Object of type %s is not JSON serializable", bad);
     }
-    if (!strcmp(name, "join")) {
-        BIND(name, "d", "attribute");
-        jv *items = jinja_iter_list(c, line, v);
-        if (!items)
-            return NULL;
-        if (S[1] && S[1]->kind != JV_NONE) {
-            jv *m = jv_list(A, JV_LIST);
-            if (!m)
-                return nomem(c, line);
-            for (size_t i = 0; i < items->u.list.len; i++) {
-                jv *x = attr_path(c, line, items->u.list.items[i], S[1]);
-                if (!x || jv_list_push(A, m, x))
-                    return x ? nomem(c, line) : NULL;
-            }
-            items = m;
-        }
-        jv *sep = S[0] ? jinja_to_str(c, line, S[0]) : NULL;
-        if (S[0] && !sep)
-            return NULL;
-        return join_items(c, line, items, sep ? sep->u.str.s : "", sep ? sep->u.str.len : 0, 0);
+    return str_of(c, line, &b);
+}
+
+FILTER(f_string)
+{
+    return jinja_to_str(c, line, v);
+}
+
+FILTER(f_trim)
+{
+    if (S[0] && S[0]->kind == JV_NONE)
+        S[0] = NULL;
+    jv *s = jinja_to_str(c, line, v);
+    if (!s || (S[0] && need_str(c, line, S[0], "trim")))
+        return NULL;
+    return str_strip(c, line, s, S[0], 3);
+}
+
+FILTER(f_case)
+{
+    jv *s = jinja_to_str(c, line, v);
+    if (!s)
+        return NULL;
+    if (name[0] == 'u')
+        return str_map(c, line, s, cp_upper);
+    if (name[0] == 'l')
+        return str_map(c, line, s, cp_lower);
+    if (name[0] == 'c')
+        return str_capitalize(c, line, s);
+    /* Jinja's title: capitalise each word split at whitespace, - ( { [ < */
+    jbuf b = {0};
+    size_t pos = 0;
+    int word_start = 1;
+    while (pos < s->u.str.len) {
+        int cp = utf8_decode(s->u.str.s, s->u.str.len, &pos);
+        if (cp < 0)
+            continue;
+        int sep = py_isspace(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<';
+        utf8_encode(&b, sep ? cp : word_start ? cp_upper(cp) : cp_lower(cp));
+        word_start = sep;
     }
-    if (!strcmp(name, "first") || !strcmp(name, "last")) {
-        BIND(name);
-        (void)S;
-        jv *items = jinja_iter_list(c, line, v);
-        if (!items)
-            return NULL;
-        if (!items->u.list.len)
-            return or_nomem(c, line,
-                            jv_undef(A, name[0] == 'f' ? "No first item, sequence was empty."
-                                                       : "No last item, sequence was empty."));
-        return items->u.list.items[name[0] == 'f' ? 0 : items->u.list.len - 1];
-    }
-    if (!strcmp(name, "list")) {
-        BIND(name);
-        (void)S;
-        jv *items = jinja_iter_list(c, line, v);
-        if (!items)
-            return NULL;
-        jv *l = jv_list(A, JV_LIST);
-        for (size_t i = 0; l && i < items->u.list.len; i++)
-            if (jv_list_push(A, l, items->u.list.items[i]))
-                l = NULL;
-        return l ? l : nomem(c, line);
-    }
-    if (!strcmp(name, "items")) {
-        BIND(name);
-        (void)S;
-        if (v->kind == JV_UNDEF)
-            return or_nomem(c, line, jv_list(A, JV_LIST));
-        if (v->kind != JV_DICT)
-            return err(c, line, "Can only get item pairs from a mapping, not '%s'", jv_type_name(v));
-        return dict_items(c, line, v);
-    }
-    if (!strcmp(name, "dictsort")) {
-        BIND(name, "case_sensitive", "by", "reverse");
-        if (v->kind != JV_DICT)
-            return err(c, line, "dictsort needs a mapping, not '%s'", jv_type_name(v));
-        int by_value = 0;
-        if (S[1]) {
-            if (S[1]->kind != JV_STR || (strcmp(S[1]->u.str.s, "key") && strcmp(S[1]->u.str.s, "value")))
-                return err(c, line, "You can only sort by either \"key\" or \"value\"");
-            by_value = S[1]->u.str.s[0] == 'v';
-        }
-        jv *items = dict_items(c, line, v), *keys = jv_list(A, JV_LIST);
-        if (!items || !keys)
-            return items ? nomem(c, line) : NULL;
+    return str_of(c, line, &b);
+}
+
+FILTER(f_replace)
+{
+    long long count = -1;
+    jv *s = jinja_to_str(c, line, v);
+    if (!s)
+        return NULL;
+    if (!S[0] || !S[1])
+        return err(c, line, "replace filter needs old and new strings");
+    if (S[2] && S[2]->kind != JV_NONE && as_int(c, line, S[2], "count", &count))
+        return NULL;
+    return str_replace(c, line, s, S[0], S[1], count);
+}
+
+FILTER(f_join)
+{
+    jarena *A = c->arena;
+    jv *items = jinja_iter_list(c, line, v);
+    if (!items)
+        return NULL;
+    if (S[1] && S[1]->kind != JV_NONE) {
+        jv *m = jv_list(A, JV_LIST);
+        if (!m)
+            return nomem(c, line);
         for (size_t i = 0; i < items->u.list.len; i++) {
-            jv *k = sort_key(c, line, items->u.list.items[i]->u.list.items[by_value], S[0] && jv_truthy(S[0]));
-            if (!k || jv_list_push(A, keys, k))
-                return k ? nomem(c, line) : NULL;
-        }
-        return sorted(c, line, items, keys, S[2] && jv_truthy(S[2]));
-    }
-    if (!strcmp(name, "sort") || !strcmp(name, "unique") || !strcmp(name, "min") || !strcmp(name, "max")) {
-        int is_sort = name[0] == 's';
-        static const char *const SP[] = {"reverse", "case_sensitive", "attribute"};
-        static const char *const UP[] = {"case_sensitive", "attribute"};
-        jv *S[3];
-        if (is_sort ? jbind(c, line, name, SP, 3, a, S) : jbind(c, line, name, UP, 2, a, S + 1))
-            return NULL;
-        if (!is_sort)
-            S[0] = NULL;
-        jv *items = jinja_iter_list(c, line, v), *keys = jv_list(A, JV_LIST);
-        if (!items || !keys)
-            return items ? nomem(c, line) : NULL;
-        for (size_t i = 0; i < items->u.list.len; i++) {
-            jv *x = items->u.list.items[i];
-            if (S[2] && S[2]->kind != JV_NONE && !(x = attr_path(c, line, x, S[2])))
-                return NULL;
-            jv *k = sort_key(c, line, x, S[1] && jv_truthy(S[1]));
-            if (!k || jv_list_push(A, keys, k))
-                return k ? nomem(c, line) : NULL;
-        }
-        if (name[0] == 'u') {
-            jv *l = jv_list(A, JV_LIST), *seen = jv_list(A, JV_LIST);
-            if (!l || !seen)
-                return nomem(c, line);
-            for (size_t i = 0; i < items->u.list.len; i++) {
-                int dup = 0;
-                for (size_t j = 0; j < seen->u.list.len && !dup; j++)
-                    dup = jv_eq(seen->u.list.items[j], keys->u.list.items[i]);
-                if (!dup && (jv_list_push(A, seen, keys->u.list.items[i]) || jv_list_push(A, l, items->u.list.items[i])))
-                    return nomem(c, line);
-            }
-            return l;
-        }
-        if (!is_sort) {
-            if (!items->u.list.len)
-                return or_nomem(c, line, jv_undef(A, "No aggregated item, sequence was empty."));
-            size_t best = 0;
-            for (size_t i = 1; i < items->u.list.len; i++) {
-                int r;
-                if (jv_cmp(keys->u.list.items[i], keys->u.list.items[best], &r))
-                    return err(c, line, "cannot compare '%s' with '%s'", jv_type_name(keys->u.list.items[i]),
-                               jv_type_name(keys->u.list.items[best]));
-                if ((name[1] == 'i' && r < 0) || (name[1] == 'a' && r > 0 && r != 2))
-                    best = i;
-            }
-            return items->u.list.items[best];
-        }
-        return sorted(c, line, items, keys, S[0] && jv_truthy(S[0]));
-    }
-    if (!strcmp(name, "reverse")) {
-        BIND(name);
-        (void)S;
-        if (v->kind == JV_STR) {
-            jv *neg = jv_int(A, -1);
-            return neg ? jinja_slice(c, line, v, NULL, NULL, neg) : nomem(c, line);
-        }
-        jv *items = jinja_iter_list(c, line, v), *l = jv_list(A, JV_LIST);
-        if (!items || !l)
-            return items ? nomem(c, line) : NULL;
-        for (size_t i = items->u.list.len; i-- > 0;)
-            if (jv_list_push(A, l, items->u.list.items[i]))
-                return nomem(c, line);
-        return l;
-    }
-    if (!strcmp(name, "map")) {
-        jv *items = jinja_iter_list(c, line, v), *l = jv_list(A, JV_LIST);
-        if (!items || !l)
-            return items ? nomem(c, line) : NULL;
-        jv *attribute = NULL, *def = NULL;
-        for (int i = 0; i < a->nkw; i++) {
-            if (!strcmp(a->kwn[i], "attribute"))
-                attribute = a->kwv[i];
-            else if (!strcmp(a->kwn[i], "default"))
-                def = a->kwv[i];
-        }
-        if (!attribute && (!a->npos || a->pos[0]->kind != JV_STR))
-            return err(c, line, "map needs a filter name or attribute=");
-        jargs rest; /* map('filter', args..., kwargs...) passes the rest on */
-        args_after(a, 1, &rest);
-        for (size_t i = 0; i < items->u.list.len; i++) {
-            jv *x = items->u.list.items[i];
-            if (attribute) {
-                x = attr_path(c, line, x, attribute);
-                if (x && x->kind == JV_UNDEF && def)
-                    x = def;
-            } else {
-                x = jinja_filter(c, line, a->pos[0]->u.str.s, x, &rest);
-            }
-            if (!x || jv_list_push(A, l, x))
+            jv *x = attr_path(c, line, items->u.list.items[i], S[1]);
+            if (!x || jv_list_push(A, m, x))
                 return x ? nomem(c, line) : NULL;
         }
-        return l;
+        items = m;
     }
-    if (!strcmp(name, "select") || !strcmp(name, "reject"))
-        return select_filter(c, line, v, a, name[0] == 's', 0);
-    if (!strcmp(name, "selectattr") || !strcmp(name, "rejectattr"))
-        return select_filter(c, line, v, a, name[0] == 's', 1);
-    if (!strcmp(name, "sum")) {
-        BIND(name, "attribute", "start");
-        jv *items = jinja_iter_list(c, line, v), *acc = S[1] ? S[1] : jv_int(A, 0);
-        if (!items || !acc)
-            return items ? nomem(c, line) : NULL;
-        for (size_t i = 0; i < items->u.list.len; i++) {
-            jv *x = items->u.list.items[i];
-            if (S[0] && !(x = attr_path(c, line, x, S[0])))
-                return NULL;
-            if (!jv_is_num(x) || !jv_is_num(acc))
-                return err(c, line, "sum: unsupported operand type(s) '%s' and '%s'", jv_type_name(acc), jv_type_name(x));
-            if (acc->kind == JV_FLOAT || x->kind == JV_FLOAT)
-                acc = jv_float(A, jv_num(acc) + jv_num(x));
-            else {
-                long long r;
-                if (__builtin_add_overflow((long long)jv_num(acc), (long long)jv_num(x), &r))
-                    return err(c, line, "integer overflow");
-                acc = jv_int(A, acc->kind == JV_INT ? acc->u.i + (x->kind == JV_INT ? x->u.i : x->u.b)
-                                                    : acc->u.b + (x->kind == JV_INT ? x->u.i : x->u.b));
-            }
-            if (!acc)
-                return nomem(c, line);
-        }
-        return acc;
+    jv *sep = S[0] ? jinja_to_str(c, line, S[0]) : NULL;
+    if (S[0] && !sep)
+        return NULL;
+    return join_items(c, line, items, sep ? sep->u.str.s : "", sep ? sep->u.str.len : 0, 0);
+}
+
+FILTER(f_first_last)
+{
+    jarena *A = c->arena;
+    jv *items = jinja_iter_list(c, line, v);
+    if (!items)
+        return NULL;
+    if (!items->u.list.len)
+        return or_nomem(
+            c, line,
+            jv_undef(A, name[0] == 'f' ? "No first item, sequence was empty." : "No last item, sequence was empty."));
+    return items->u.list.items[name[0] == 'f' ? 0 : items->u.list.len - 1];
+}
+
+FILTER(f_list)
+{
+    jarena *A = c->arena;
+    jv *items = jinja_iter_list(c, line, v);
+    if (!items)
+        return NULL;
+    jv *l = jv_list(A, JV_LIST);
+    for (size_t i = 0; l && i < items->u.list.len; i++)
+        if (jv_list_push(A, l, items->u.list.items[i]))
+            l = NULL;
+    return l ? l : nomem(c, line);
+}
+
+FILTER(f_items)
+{
+    jarena *A = c->arena;
+    if (v->kind == JV_UNDEF)
+        return or_nomem(c, line, jv_list(A, JV_LIST));
+    if (v->kind != JV_DICT)
+        return err(c, line, "Can only get item pairs from a mapping, not '%s'", jv_type_name(v));
+    return dict_items(c, line, v);
+}
+
+FILTER(f_dictsort)
+{
+    jarena *A = c->arena;
+    if (v->kind != JV_DICT)
+        return err(c, line, "dictsort needs a mapping, not '%s'", jv_type_name(v));
+    int by_value = 0;
+    if (S[1]) {
+        if (S[1]->kind != JV_STR || (strcmp(S[1]->u.str.s, "key") && strcmp(S[1]->u.str.s, "value")))
+            return err(c, line, "You can only sort by either \"key\" or \"value\"");
+        by_value = S[1]->u.str.s[0] == 'v';
     }
-    if (!strcmp(name, "abs")) {
-        BIND(name);
-        (void)S;
-        if (v->kind == JV_FLOAT)
-            return or_nomem(c, line, jv_float(A, fabs(v->u.f)));
-        if (v->kind == JV_INT || v->kind == JV_BOOL) {
-            long long x = v->kind == JV_INT ? v->u.i : v->u.b;
-            if (x == (-9223372036854775807LL - 1))
-                return err(c, line, "integer overflow");
-            return or_nomem(c, line, jv_int(A, x < 0 ? -x : x));
-        }
-        return err(c, line, "bad operand type for abs(): '%s'", jv_type_name(v));
+    jv *items = dict_items(c, line, v), *keys = jv_list(A, JV_LIST);
+    if (!items || !keys)
+        return items ? nomem(c, line) : NULL;
+    for (size_t i = 0; i < items->u.list.len; i++) {
+        jv *k = sort_key(c, line, items->u.list.items[i]->u.list.items[by_value], S[0] && jv_truthy(S[0]));
+        if (!k || jv_list_push(A, keys, k))
+            return k ? nomem(c, line) : NULL;
     }
-    if (!strcmp(name, "int") || !strcmp(name, "float")) {
-        BIND(name, "default", "base");
-        if (v->kind == JV_UNDEF)
-            return err(c, line, "%s", v->u.undef.name ? v->u.undef.name : "value is undefined");
-        jv *def = S[0] ? S[0] : name[0] == 'i' ? jv_int(A, 0) : jv_float(A, 0.0);
-        if (!def)
+    return sorted(c, line, items, keys, S[2] && jv_truthy(S[2]));
+}
+
+/* sort, unique, min and max: the items keyed (by attribute, lower-cased unless
+ * case_sensitive), then sorted, deduplicated or the smallest or largest picked. */
+static jv *sort_like(jctx *c, int line, const char *name, jv *v, jv *reverse, jv *case_sensitive, jv *attribute)
+{
+    jarena *A = c->arena;
+    jv *items = jinja_iter_list(c, line, v), *keys = jv_list(A, JV_LIST);
+    if (!items || !keys)
+        return items ? nomem(c, line) : NULL;
+    for (size_t i = 0; i < items->u.list.len; i++) {
+        jv *x = items->u.list.items[i];
+        if (attribute && attribute->kind != JV_NONE && !(x = attr_path(c, line, x, attribute)))
+            return NULL;
+        jv *k = sort_key(c, line, x, case_sensitive && jv_truthy(case_sensitive));
+        if (!k || jv_list_push(A, keys, k))
+            return k ? nomem(c, line) : NULL;
+    }
+    if (name[0] == 'u') {
+        jv *l = jv_list(A, JV_LIST), *seen = jv_list(A, JV_LIST);
+        if (!l || !seen)
             return nomem(c, line);
-        return or_nomem(c, line, to_number(c, line, v, def, name[0] == 'f'));
-    }
-    if (!strcmp(name, "round")) {
-        BIND(name, "precision", "method");
-        long long prec = 0;
-        if (S[0] && as_int(c, line, S[0], "precision", &prec))
-            return NULL;
-        const char *method = S[1] && S[1]->kind == JV_STR ? S[1]->u.str.s : "common";
-        if (!jv_is_num(v))
-            return err(c, line, "round needs a number, not '%s'", jv_type_name(v));
-        if (v->kind != JV_FLOAT && !strcmp(method, "common") && prec >= 0) /* round(int) stays an int */
-            return v->kind == JV_INT ? v : or_nomem(c, line, jv_int(A, v->u.b));
-        double x = jv_num(v), m = pow(10.0, (double)prec), r;
-        if (!strcmp(method, "common"))
-            r = round(x * m) / m;
-        else if (!strcmp(method, "ceil"))
-            r = ceil(x * m) / m;
-        else if (!strcmp(method, "floor"))
-            r = floor(x * m) / m;
-        else
-            return err(c, line, "method must be common, ceil or floor");
-        return or_nomem(c, line, jv_float(A, r));
-    }
-    if (!strcmp(name, "indent")) {
-        BIND(name, "width", "first", "blank");
-        jv *s = v;
-        if (need_str(c, line, s, "indent"))
-            return NULL;
-        jbuf pad = {0}, b = {0};
-        if (S[0] && S[0]->kind == JV_STR)
-            jb_append(&pad, S[0]->u.str.s, S[0]->u.str.len);
-        else {
-            long long w = 4;
-            if (S[0] && as_int(c, line, S[0], "width", &w))
-                return NULL;
-            for (long long i = 0; i < w && i < 1024; i++)
-                jb_puts(&pad, " ");
-        }
-        int first = S[1] && jv_truthy(S[1]), blank = S[2] && jv_truthy(S[2]);
-        const char *p = s->u.str.s, *end = p + s->u.str.len;
-        int lineno = 0;
-        while (p <= end) {
-            const char *nl = memchr(p, '\n', (size_t)(end - p));
-            size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
-            int is_blank = 1;
-            for (size_t i = 0; i < n; i++)
-                if (!py_isspace((unsigned char)p[i]))
-                    is_blank = 0;
-            if ((lineno > 0 || first) && (blank || !is_blank) && pad.len)
-                jb_append(&b, pad.data, pad.len);
-            jb_append(&b, p, n);
-            if (!nl)
-                break;
-            jb_puts(&b, "\n");
-            p = nl + 1;
-            lineno++;
-        }
-        jb_free(&pad);
-        return str_of(c, line, &b);
-    }
-    if (!strcmp(name, "wordcount")) {
-        BIND(name);
-        (void)S;
-        /* Jinja2 counts runs of \w (letters, digits, underscore) */
-        jv *s = jinja_to_str(c, line, v);
-        if (!s)
-            return NULL;
-        long long words = 0;
-        int in_word = 0;
-        size_t pos = 0;
-        while (pos < s->u.str.len) {
-            int cp = utf8_decode(s->u.str.s, s->u.str.len, &pos);
-            utf8proc_category_t cat = cp < 0 ? UTF8PROC_CATEGORY_CN : utf8proc_category(cp);
-            int w = cp == '_' || (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO) ||
-                    (cat >= UTF8PROC_CATEGORY_ND && cat <= UTF8PROC_CATEGORY_NO) || cat == UTF8PROC_CATEGORY_MN ||
-                    cat == UTF8PROC_CATEGORY_MC;
-            words += w && !in_word;
-            in_word = w;
-        }
-        return or_nomem(c, line, jv_int(A, words));
-    }
-    if (!strcmp(name, "escape") || !strcmp(name, "e")) {
-        BIND(name);
-        (void)S;
-        jv *s = jinja_to_str(c, line, v);
-        if (!s)
-            return NULL;
-        jbuf b = {0};
-        for (size_t i = 0; i < s->u.str.len; i++) {
-            char ch = s->u.str.s[i];
-            switch (ch) {
-            case '&': jb_puts(&b, "&amp;"); break;
-            case '<': jb_puts(&b, "&lt;"); break;
-            case '>': jb_puts(&b, "&gt;"); break;
-            case '"': jb_puts(&b, "&#34;"); break;
-            case '\'': jb_puts(&b, "&#39;"); break;
-            default: jb_append(&b, &ch, 1);
-            }
-        }
-        return str_of(c, line, &b);
-    }
-    if (!strcmp(name, "safe")) {
-        BIND(name);
-        (void)S;
-        return v;
-    }
-    if (!strcmp(name, "attr")) {
-        BIND(name, "name");
-        if (!S[0] || need_str(c, line, S[0], "attr"))
-            return S[0] ? NULL : err(c, line, "attr needs a name");
-        return jinja_getattr(c, line, v, S[0]->u.str.s);
-    }
-    if (!strcmp(name, "batch")) {
-        BIND(name, "linecount", "fill_with");
-        long long n;
-        if (!S[0] || as_int(c, line, S[0], "linecount", &n))
-            return S[0] ? NULL : err(c, line, "batch needs a line count");
-        if (n <= 0)
-            return err(c, line, "batch line count must be positive");
-        jv *items = jinja_iter_list(c, line, v), *l = jv_list(A, JV_LIST), *cur = NULL;
-        if (!items || !l)
-            return items ? nomem(c, line) : NULL;
         for (size_t i = 0; i < items->u.list.len; i++) {
-            if (!cur || (long long)cur->u.list.len == n) {
-                if (!(cur = jv_list(A, JV_LIST)) || jv_list_push(A, l, cur))
-                    return nomem(c, line);
-            }
-            if (jv_list_push(A, cur, items->u.list.items[i]))
+            int dup = 0;
+            for (size_t j = 0; j < seen->u.list.len && !dup; j++)
+                dup = jv_eq(seen->u.list.items[j], keys->u.list.items[i]);
+            if (!dup && (jv_list_push(A, seen, keys->u.list.items[i]) || jv_list_push(A, l, items->u.list.items[i])))
                 return nomem(c, line);
         }
-        while (S[1] && cur && (long long)cur->u.list.len < n)
-            if (jv_list_push(A, cur, S[1]))
-                return nomem(c, line);
         return l;
     }
-    return err(c, line, "no filter named '%s'", name);
+    if (name[0] == 'm') {
+        if (!items->u.list.len)
+            return or_nomem(c, line, jv_undef(A, "No aggregated item, sequence was empty."));
+        size_t best = 0;
+        for (size_t i = 1; i < items->u.list.len; i++) {
+            int r;
+            if (jv_cmp(keys->u.list.items[i], keys->u.list.items[best], &r))
+                return err(c, line, "cannot compare '%s' with '%s'", jv_type_name(keys->u.list.items[i]),
+                           jv_type_name(keys->u.list.items[best]));
+            if ((name[1] == 'i' && r < 0) || (name[1] == 'a' && r > 0 && r != 2))
+                best = i;
+        }
+        return items->u.list.items[best];
+    }
+    return sorted(c, line, items, keys, reverse && jv_truthy(reverse));
+}
+
+FILTER(f_sort)
+{
+    return sort_like(c, line, name, v, S[0], S[1], S[2]);
+}
+
+FILTER(f_unique_min_max)
+{
+    return sort_like(c, line, name, v, NULL, S[0], S[1]);
+}
+
+FILTER(f_reverse)
+{
+    jarena *A = c->arena;
+    if (v->kind == JV_STR) {
+        jv *neg = jv_int(A, -1);
+        return neg ? jinja_slice(c, line, v, NULL, NULL, neg) : nomem(c, line);
+    }
+    jv *items = jinja_iter_list(c, line, v), *l = jv_list(A, JV_LIST);
+    if (!items || !l)
+        return items ? nomem(c, line) : NULL;
+    for (size_t i = items->u.list.len; i-- > 0;)
+        if (jv_list_push(A, l, items->u.list.items[i]))
+            return nomem(c, line);
+    return l;
+}
+
+FILTER(f_map)
+{
+    jarena *A = c->arena;
+    jv *items = jinja_iter_list(c, line, v), *l = jv_list(A, JV_LIST);
+    if (!items || !l)
+        return items ? nomem(c, line) : NULL;
+    jv *attribute = NULL, *def = NULL;
+    for (int i = 0; i < a->nkw; i++) {
+        if (!strcmp(a->kwn[i], "attribute"))
+            attribute = a->kwv[i];
+        else if (!strcmp(a->kwn[i], "default"))
+            def = a->kwv[i];
+    }
+    if (!attribute && (!a->npos || a->pos[0]->kind != JV_STR))
+        return err(c, line, "map needs a filter name or attribute=");
+    jargs rest; /* map('filter', args..., kwargs...) passes the rest on */
+    args_after(a, 1, &rest);
+    for (size_t i = 0; i < items->u.list.len; i++) {
+        jv *x = items->u.list.items[i];
+        if (attribute) {
+            x = attr_path(c, line, x, attribute);
+            if (x && x->kind == JV_UNDEF && def)
+                x = def;
+        } else {
+            x = jinja_filter(c, line, a->pos[0]->u.str.s, x, &rest);
+        }
+        if (!x || jv_list_push(A, l, x))
+            return x ? nomem(c, line) : NULL;
+    }
+    return l;
+}
+
+FILTER(f_select)
+{
+    return select_filter(c, line, v, a, name[0] == 's', 0);
+}
+
+FILTER(f_selectattr)
+{
+    return select_filter(c, line, v, a, name[0] == 's', 1);
+}
+
+FILTER(f_sum)
+{
+    jarena *A = c->arena;
+    jv *items = jinja_iter_list(c, line, v), *acc = S[1] ? S[1] : jv_int(A, 0);
+    if (!items || !acc)
+        return items ? nomem(c, line) : NULL;
+    for (size_t i = 0; i < items->u.list.len; i++) {
+        jv *x = items->u.list.items[i];
+        if (S[0] && !(x = attr_path(c, line, x, S[0])))
+            return NULL;
+        if (!jv_is_num(x) || !jv_is_num(acc))
+            return err(c, line, "sum: unsupported operand type(s) '%s' and '%s'", jv_type_name(acc), jv_type_name(x));
+        if (acc->kind == JV_FLOAT || x->kind == JV_FLOAT)
+            acc = jv_float(A, jv_num(acc) + jv_num(x));
+        else {
+            long long r;
+            if (__builtin_add_overflow((long long)jv_num(acc), (long long)jv_num(x), &r))
+                return err(c, line, "integer overflow");
+            acc = jv_int(A, acc->kind == JV_INT ? acc->u.i + (x->kind == JV_INT ? x->u.i : x->u.b)
+                                                : acc->u.b + (x->kind == JV_INT ? x->u.i : x->u.b));
+        }
+        if (!acc)
+            return nomem(c, line);
+    }
+    return acc;
+}
+
+FILTER(f_abs)
+{
+    jarena *A = c->arena;
+    if (v->kind == JV_FLOAT)
+        return or_nomem(c, line, jv_float(A, fabs(v->u.f)));
+    if (v->kind == JV_INT || v->kind == JV_BOOL) {
+        long long x = v->kind == JV_INT ? v->u.i : v->u.b;
+        if (x == (-9223372036854775807LL - 1))
+            return err(c, line, "integer overflow");
+        return or_nomem(c, line, jv_int(A, x < 0 ? -x : x));
+    }
+    return err(c, line, "bad operand type for abs(): '%s'", jv_type_name(v));
+}
+
+FILTER(f_number)
+{
+    jarena *A = c->arena;
+    if (v->kind == JV_UNDEF)
+        return err(c, line, "%s", v->u.undef.name ? v->u.undef.name : "value is undefined");
+    jv *def = S[0] ? S[0] : name[0] == 'i' ? jv_int(A, 0) : jv_float(A, 0.0);
+    if (!def)
+        return nomem(c, line);
+    return or_nomem(c, line, to_number(c, line, v, def, name[0] == 'f'));
+}
+
+FILTER(f_round)
+{
+    jarena *A = c->arena;
+    long long prec = 0;
+    if (S[0] && as_int(c, line, S[0], "precision", &prec))
+        return NULL;
+    const char *method = S[1] && S[1]->kind == JV_STR ? S[1]->u.str.s : "common";
+    if (!jv_is_num(v))
+        return err(c, line, "round needs a number, not '%s'", jv_type_name(v));
+    if (v->kind != JV_FLOAT && !strcmp(method, "common") && prec >= 0) /* round(int) stays an int */
+        return v->kind == JV_INT ? v : or_nomem(c, line, jv_int(A, v->u.b));
+    double x = jv_num(v), m = pow(10.0, (double)prec), r;
+    if (!strcmp(method, "common"))
+        r = round(x * m) / m;
+    else if (!strcmp(method, "ceil"))
+        r = ceil(x * m) / m;
+    else if (!strcmp(method, "floor"))
+        r = floor(x * m) / m;
+    else
+        return err(c, line, "method must be common, ceil or floor");
+    return or_nomem(c, line, jv_float(A, r));
+}
+
+FILTER(f_indent)
+{
+    jv *s = v;
+    if (need_str(c, line, s, "indent"))
+        return NULL;
+    jbuf pad = {0}, b = {0};
+    if (S[0] && S[0]->kind == JV_STR)
+        jb_append(&pad, S[0]->u.str.s, S[0]->u.str.len);
+    else {
+        long long w = 4;
+        if (S[0] && as_int(c, line, S[0], "width", &w))
+            return NULL;
+        for (long long i = 0; i < w && i < 1024; i++)
+            jb_puts(&pad, " ");
+    }
+    int first = S[1] && jv_truthy(S[1]), blank = S[2] && jv_truthy(S[2]);
+    const char *p = s->u.str.s, *end = p + s->u.str.len;
+    int lineno = 0;
+    while (p <= end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        int is_blank = 1;
+        for (size_t i = 0; i < n; i++)
+            if (!py_isspace((unsigned char)p[i]))
+                is_blank = 0;
+        if ((lineno > 0 || first) && (blank || !is_blank) && pad.len)
+            jb_append(&b, pad.data, pad.len);
+        jb_append(&b, p, n);
+        if (!nl)
+            break;
+        jb_puts(&b, "\n");
+        p = nl + 1;
+        lineno++;
+    }
+    jb_free(&pad);
+    return str_of(c, line, &b);
+}
+
+FILTER(f_wordcount)
+{
+    jarena *A = c->arena;
+    /* Jinja2 counts runs of \w (letters, digits, underscore) */
+    jv *s = jinja_to_str(c, line, v);
+    if (!s)
+        return NULL;
+    long long words = 0;
+    int in_word = 0;
+    size_t pos = 0;
+    while (pos < s->u.str.len) {
+        int cp = utf8_decode(s->u.str.s, s->u.str.len, &pos);
+        utf8proc_category_t cat = cp < 0 ? UTF8PROC_CATEGORY_CN : utf8proc_category(cp);
+        int w = cp == '_' || (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO) ||
+                (cat >= UTF8PROC_CATEGORY_ND && cat <= UTF8PROC_CATEGORY_NO) || cat == UTF8PROC_CATEGORY_MN ||
+                cat == UTF8PROC_CATEGORY_MC;
+        words += w && !in_word;
+        in_word = w;
+    }
+    return or_nomem(c, line, jv_int(A, words));
+}
+
+FILTER(f_escape)
+{
+    jv *s = jinja_to_str(c, line, v);
+    if (!s)
+        return NULL;
+    jbuf b = {0};
+    for (size_t i = 0; i < s->u.str.len; i++) {
+        char ch = s->u.str.s[i];
+        switch (ch) {
+        case '&': jb_puts(&b, "&amp;"); break;
+        case '<': jb_puts(&b, "&lt;"); break;
+        case '>': jb_puts(&b, "&gt;"); break;
+        case '"': jb_puts(&b, "&#34;"); break;
+        case '\'': jb_puts(&b, "&#39;"); break;
+        default: jb_append(&b, &ch, 1);
+        }
+    }
+    return str_of(c, line, &b);
+}
+
+FILTER(f_safe)
+{
+    (void)c;
+    (void)line;
+    return v;
+}
+
+FILTER(f_attr)
+{
+    if (!S[0] || need_str(c, line, S[0], "attr"))
+        return S[0] ? NULL : err(c, line, "attr needs a name");
+    return jinja_getattr(c, line, v, S[0]->u.str.s);
+}
+
+FILTER(f_batch)
+{
+    jarena *A = c->arena;
+    long long n;
+    if (!S[0] || as_int(c, line, S[0], "linecount", &n))
+        return S[0] ? NULL : err(c, line, "batch needs a line count");
+    if (n <= 0)
+        return err(c, line, "batch line count must be positive");
+    jv *items = jinja_iter_list(c, line, v), *l = jv_list(A, JV_LIST), *cur = NULL;
+    if (!items || !l)
+        return items ? nomem(c, line) : NULL;
+    for (size_t i = 0; i < items->u.list.len; i++) {
+        if (!cur || (long long)cur->u.list.len == n) {
+            if (!(cur = jv_list(A, JV_LIST)) || jv_list_push(A, l, cur))
+                return nomem(c, line);
+        }
+        if (jv_list_push(A, cur, items->u.list.items[i]))
+            return nomem(c, line);
+    }
+    while (S[1] && cur && (long long)cur->u.list.len < n)
+        if (jv_list_push(A, cur, S[1]))
+            return nomem(c, line);
+    return l;
+}
+
+#define MAX_PARAMS 4 /* the most any filter below declares (tojson) */
+#define PARAMS(...) \
+    (const char *const[]){__VA_ARGS__}, (int)(sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *))
+#define NO_PARAMS NULL, 0
+#define AS_GIVEN NULL, -1 /* the filter reads the call's arguments itself */
+
+/* Every filter, sorted by name (strcmp order) for bsearch, with its parameters. */
+static const struct jfilter {
+    const char *name;
+    jv *(*fn)(jctx *c, int line, const char *name, jv *v, jv **S, const jargs *a);
+    const char *const *params;
+    int n_params;
+} FILTERS[] = {
+    {"abs", f_abs, NO_PARAMS},
+    {"attr", f_attr, PARAMS("name")},
+    {"batch", f_batch, PARAMS("linecount", "fill_with")},
+    {"capitalize", f_case, NO_PARAMS},
+    {"count", f_length, NO_PARAMS},
+    {"d", f_default, PARAMS("default_value", "boolean")},
+    {"default", f_default, PARAMS("default_value", "boolean")},
+    {"dictsort", f_dictsort, PARAMS("case_sensitive", "by", "reverse")},
+    {"e", f_escape, NO_PARAMS},
+    {"escape", f_escape, NO_PARAMS},
+    {"first", f_first_last, NO_PARAMS},
+    {"float", f_number, PARAMS("default", "base")},
+    {"indent", f_indent, PARAMS("width", "first", "blank")},
+    {"int", f_number, PARAMS("default", "base")},
+    {"items", f_items, NO_PARAMS},
+    {"join", f_join, PARAMS("d", "attribute")},
+    {"last", f_first_last, NO_PARAMS},
+    {"length", f_length, NO_PARAMS},
+    {"list", f_list, NO_PARAMS},
+    {"lower", f_case, NO_PARAMS},
+    {"map", f_map, AS_GIVEN},
+    {"max", f_unique_min_max, PARAMS("case_sensitive", "attribute")},
+    {"min", f_unique_min_max, PARAMS("case_sensitive", "attribute")},
+    {"reject", f_select, AS_GIVEN},
+    {"rejectattr", f_selectattr, AS_GIVEN},
+    {"replace", f_replace, PARAMS("old", "new", "count")},
+    {"reverse", f_reverse, NO_PARAMS},
+    {"round", f_round, PARAMS("precision", "method")},
+    {"safe", f_safe, NO_PARAMS},
+    {"select", f_select, AS_GIVEN},
+    {"selectattr", f_selectattr, AS_GIVEN},
+    {"sort", f_sort, PARAMS("reverse", "case_sensitive", "attribute")},
+    {"string", f_string, NO_PARAMS},
+    {"sum", f_sum, PARAMS("attribute", "start")},
+    {"title", f_case, NO_PARAMS},
+    {"tojson", f_tojson, PARAMS("ensure_ascii", "indent", "separators", "sort_keys")},
+    {"trim", f_trim, PARAMS("chars")},
+    {"unique", f_unique_min_max, PARAMS("case_sensitive", "attribute")},
+    {"upper", f_case, NO_PARAMS},
+    {"wordcount", f_wordcount, NO_PARAMS},
+};
+
+static const struct jfilter *find_filter(const char *name)
+{
+    return bsearch(name, FILTERS, sizeof FILTERS / sizeof *FILTERS, sizeof *FILTERS, by_name);
+}
+
+int jinja_has_filter(const char *name)
+{
+    return find_filter(name) != NULL;
+}
+
+jv *jinja_filter(jctx *c, int line, const char *name, jv *v, const jargs *a)
+{
+    const struct jfilter *f = find_filter(name);
+    if (!f)
+        return err(c, line, "no filter named '%s'", name);
+    jv *S[MAX_PARAMS] = {0};
+    if (f->n_params >= 0 && jbind(c, line, name, f->params, f->n_params, a, S))
+        return NULL;
+    return f->fn(c, line, name, v, S, a);
 }
