@@ -299,7 +299,7 @@ static int pipeline_submit(void *self, const coord_request *req, const coord_sin
         return coord_fail(err, 400, "invalid_request_error", param, NULL, "the prompt is empty");
     }
     int ctx = p->cfg.context_len;
-    if (n >= ctx || (req->max_tokens > 0 && n + req->max_tokens > ctx)) {
+    if (n >= ctx || (req->max_tokens > 0 && req->max_tokens > ctx - n)) { /* no int overflow: n < ctx */
         free(ids);
         free(prompt);
         if (n >= ctx)
@@ -307,8 +307,8 @@ static int pipeline_submit(void *self, const coord_request *req, const coord_sin
                               "This model's maximum context length is %d tokens. However, your prompt has %d "
                               "tokens, leaving no room for the answer.", ctx, n);
         return coord_fail(err, 400, "invalid_request_error", "max_tokens", "context_length_exceeded",
-                          "This model's maximum context length is %d tokens. However, you requested %d tokens "
-                          "(%d in the prompt, %d for the completion).", ctx, n + req->max_tokens, n,
+                          "This model's maximum context length is %d tokens. However, you requested %lld tokens "
+                          "(%d in the prompt, %d for the completion).", ctx, (long long)n + req->max_tokens, n,
                           req->max_tokens);
     }
 

@@ -31,7 +31,7 @@
 #include <microhttpd.h>
 
 #define POLL_MS 100
-#define DEFAULT_MAX_BODY (16u << 20)
+#define SSE_SOCKET_BUFFER (64 * 1024)
 
 struct coord_http {
     struct MHD_Daemon *daemon;
@@ -71,6 +71,7 @@ struct conn {
     coord_accum acc;   /* non-streaming */
     eng_buf out;       /* streaming: SSE bytes not yet handed to MHD */
     size_t out_pos;
+    int overflow;      /* the client stopped reading: out reached sse_buffer_bytes */
     size_t text_offset;
     double t_last_token;
     double t_first_token;
@@ -139,6 +140,8 @@ static enum MHD_Result respond(struct MHD_Connection *mhd, unsigned status, cons
     MHD_add_response_header(r, "Content-Type", type);
     if (allow)
         MHD_add_response_header(r, "Allow", allow);
+    if (status == 429 || status == 503)
+        MHD_add_response_header(r, "Retry-After", "1");
     enum MHD_Result rc = MHD_queue_response(mhd, status, r);
     MHD_destroy_response(r);
     return rc;
@@ -160,11 +163,22 @@ static enum MHD_Result respond_fail(coord_http *h, struct MHD_Connection *mhd, i
 
 /* ---- sink: events from the frontend's threads ---- */
 
+/* Called with mu held. A client that stops reading would let out grow with every
+ * token: past sse_buffer_bytes the connection is shut down, which ends it in MHD
+ * and so cancels the call (request_completed). */
 static void append_sse(struct conn *c, char *json)
 {
     if (!json)
         return;
-    eng_buf_printf(&c->out, "data: %s\n\n", json);
+    if (!c->overflow && c->out.len - c->out_pos + strlen(json) + 8 > c->h->cfg.sse_buffer_bytes) {
+        c->overflow = 1;
+        log_line(c->h, "request %s: the client does not read its stream (%zu bytes buffered, the limit is %zu): "
+                 "closing the connection", c->req.id, c->out.len - c->out_pos, c->h->cfg.sse_buffer_bytes);
+        if (c->fd >= 0)
+            shutdown(c->fd, SHUT_RDWR);
+    }
+    if (!c->overflow)
+        eng_buf_printf(&c->out, "data: %s\n\n", json);
     free(json);
 }
 
@@ -223,7 +237,8 @@ static void sink_done(void *ctx, coord_finish finish, const coord_usage *usage, 
             if (c->req.include_usage)
                 append_sse(c, coord_format_usage_chunk(&c->req, &c->usage));
         }
-        eng_buf_puts(&c->out, "data: [DONE]\n\n");
+        if (!c->overflow)
+            eng_buf_puts(&c->out, "data: [DONE]\n\n");
     }
     c->t_done = now_s();
     double e2e = c->t_done - c->t_arrival;
@@ -253,6 +268,17 @@ static void cancel_locked(struct conn *c)
     }
 }
 
+/* MHD's idle timeout (idle_timeout_s) bounds slow clients: headers, body, and
+ * reading the answer. While the answer is being generated the connection is
+ * legitimately silent, so the timeout is off then, and set again (which restarts
+ * its clock) once there is something to send. Runs on the connection's thread. */
+static void idle_timeout(struct conn *c, int on)
+{
+    MHD_set_connection_option(c->mhd, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+    if (on)
+        MHD_set_connection_option(c->mhd, MHD_CONNECTION_OPTION_TIMEOUT, c->h->cfg.idle_timeout_s);
+}
+
 /* ---- streaming: MHD pulls SSE bytes from here ---- */
 
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
@@ -271,10 +297,12 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
                 c->out_pos = 0;
             }
             pthread_mutex_unlock(&c->mu);
+            idle_timeout(c, 1);
             return (ssize_t)n;
         }
         if (c->done) {
             pthread_mutex_unlock(&c->mu);
+            idle_timeout(c, 1);
             return c->finish == COORD_FINISH_CANCELLED ? MHD_CONTENT_READER_END_WITH_ERROR
                                                        : MHD_CONTENT_READER_END_OF_STREAM;
         }
@@ -384,7 +412,13 @@ static enum MHD_Result serve_generation(struct conn *c)
     c->call = call;
     pthread_mutex_unlock(&c->mu);
 
+    idle_timeout(c, 0);
     if (c->req.stream) {
+        /* What the kernel may hold for a client that does not read is bounded
+         * too, so that sse_buffer_bytes is reached soon after it stops. */
+        int sndbuf = SSE_SOCKET_BUFFER;
+        if (c->fd >= 0)
+            setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
         struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, c, NULL);
         if (!r)
             return MHD_NO; /* the completion callback cancels the call */
@@ -407,6 +441,7 @@ static enum MHD_Result serve_generation(struct conn *c)
     pthread_mutex_unlock(&c->mu);
     if (gone)
         return MHD_NO; /* nobody to answer */
+    idle_timeout(c, 1);
     if (c->finish == COORD_FINISH_ERROR)
         return respond_error(mhd, &c->err, NULL);
     if (c->finish == COORD_FINISH_CANCELLED) {
@@ -580,7 +615,13 @@ int coord_http_start(const coord_http_config *cfg, coord_http **out, eng_error *
     }
     h->cfg = *cfg;
     if (!h->cfg.max_body_bytes)
-        h->cfg.max_body_bytes = DEFAULT_MAX_BODY;
+        h->cfg.max_body_bytes = COORD_DEFAULT_MAX_BODY_BYTES;
+    if (!h->cfg.max_connections)
+        h->cfg.max_connections = COORD_DEFAULT_MAX_CONNECTIONS;
+    if (!h->cfg.idle_timeout_s)
+        h->cfg.idle_timeout_s = COORD_DEFAULT_IDLE_TIMEOUT_S;
+    if (!h->cfg.sse_buffer_bytes)
+        h->cfg.sse_buffer_bytes = COORD_DEFAULT_SSE_BUFFER_BYTES;
     if (cfg->met) {
         met_family *const *f = cfg->met->family;
         const met_labels own = {.role = "coordinator", .worker = ""};
@@ -599,8 +640,13 @@ int coord_http_start(const coord_http_config *cfg, coord_http **out, eng_error *
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    /* Beyond max_connections (or per_ip_connections from one address) MHD closes a
+     * new connection at once; idle_timeout_s ends slow or silent ones. */
     h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                                 MHD_OPTION_NOTIFY_COMPLETED, request_completed, h, MHD_OPTION_END);
+                                 MHD_OPTION_NOTIFY_COMPLETED, request_completed, h, MHD_OPTION_CONNECTION_LIMIT,
+                                 h->cfg.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                                 h->cfg.per_ip_connections, MHD_OPTION_CONNECTION_TIMEOUT, h->cfg.idle_timeout_s,
+                                 MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!h->daemon) {
         free(h);

@@ -4,7 +4,8 @@
  * POST /v1/completions (JSON or SSE streaming), GET /v1/models, GET /health,
  * GET /metrics, and the health probes GET /livez, /startupz, /readyz (metrics.h). Bodies are accumulated up to a limit (413 beyond it). A client
  * that goes away before its response is complete has its call cancelled. One
- * thread per connection, so a slow client never delays another. */
+ * thread per connection, so a slow client never delays another; connections are
+ * capped in number and in idle time, and a stream's unread bytes in size. */
 #ifndef COORD_HTTP_H
 #define COORD_HTTP_H
 
@@ -18,7 +19,14 @@
 typedef struct coord_http_config {
     const char *host;       /* "127.0.0.1"; NULL or "" = all interfaces */
     int port;               /* 0: any free port (coord_http_port tells which) */
-    size_t max_body_bytes;  /* 0: 16 MiB */
+    /* limits (docs/security.md); 0: the default below */
+    size_t max_body_bytes;       /* a request body; beyond: 413 */
+    unsigned max_connections;    /* open connections; beyond: a new one is closed at once */
+    unsigned per_ip_connections; /* open connections from one address; 0: no limit of its own */
+    unsigned idle_timeout_s;     /* a connection silent this long while sending headers or
+                                  * body, or not reading its answer, is closed */
+    size_t sse_buffer_bytes;     /* stream bytes waiting for a client that does not read;
+                                  * beyond: the connection is closed and its call cancelled */
     const coord_api_config *api; /* must outlive the server */
     coord_frontend frontend;
     met_registry *metrics;  /* may be NULL: /metrics then answers 404 */
@@ -29,6 +37,11 @@ typedef struct coord_http_config {
     void (*log)(void *ctx, const char *line);
     void *log_ctx;
 } coord_http_config;
+
+#define COORD_DEFAULT_MAX_BODY_BYTES (16u << 20)
+#define COORD_DEFAULT_MAX_CONNECTIONS 1024u
+#define COORD_DEFAULT_IDLE_TIMEOUT_S 30u
+#define COORD_DEFAULT_SSE_BUFFER_BYTES (1u << 20)
 
 typedef struct coord_http coord_http;
 

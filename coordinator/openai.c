@@ -134,7 +134,7 @@ static void make_id(char *out, size_t size, const char *prefix)
         n += snprintf(out + n, size - (size_t)n, "%02x", r[i]);
 }
 
-static int parse_messages(const cJSON *body, coord_request *req, coord_error *err)
+static int parse_messages(const cJSON *body, int max_messages, coord_request *req, coord_error *err)
 {
     static const char *roles[] = {"system", "developer", "user", "assistant", "tool"};
     const cJSON *msgs = member(body, "messages");
@@ -144,6 +144,8 @@ static int parse_messages(const cJSON *body, coord_request *req, coord_error *er
         return BAD("messages", "'messages' must be an array");
     if (cJSON_GetArraySize(msgs) == 0)
         return BAD("messages", "'messages' must not be empty");
+    if (cJSON_GetArraySize(msgs) > max_messages)
+        return BAD("messages", "'messages' holds %d messages; the limit is %d", cJSON_GetArraySize(msgs), max_messages);
     int i = 0;
     const cJSON *m;
     cJSON_ArrayForEach(m, msgs)
@@ -184,12 +186,14 @@ static int parse_messages(const cJSON *body, coord_request *req, coord_error *er
     return 0;
 }
 
-static int parse_tools(const cJSON *body, coord_request *req, coord_error *err)
+static int parse_tools(const cJSON *body, int max_tools, coord_request *req, coord_error *err)
 {
     const cJSON *tools = member(body, "tools");
     if (tools) {
         if (!cJSON_IsArray(tools))
             return BAD("tools", "'tools' must be an array");
+        if (cJSON_GetArraySize(tools) > max_tools)
+            return BAD("tools", "'tools' holds %d tools; the limit is %d", cJSON_GetArraySize(tools), max_tools);
         int i = 0;
         const cJSON *t;
         cJSON_ArrayForEach(t, tools)
@@ -261,19 +265,31 @@ static int parse_prompt(const cJSON *body, coord_request *req, coord_error *err)
     return 0;
 }
 
-static int parse_stop(const cJSON *body, coord_request *req, coord_error *err)
+/* Stop strings are matched against every piece of generated text, at a cost that
+ * grows with their length (coord_stop_push), hence the byte limit. */
+static int add_stop(const cJSON *s, size_t max_bytes, coord_request *req, coord_error *err)
+{
+    if (!cJSON_IsString(s))
+        return BAD("stop", "'stop' must be a string or an array of strings");
+    size_t n = strlen(s->valuestring);
+    if (n == 0)
+        return BAD("stop", "'stop' must not contain empty strings");
+    if (n > max_bytes)
+        return BAD("stop", "a stop string is %zu bytes; the limit is %zu", n, max_bytes);
+    if (!(req->stop[req->n_stop] = strdup(s->valuestring)))
+        return coord_fail(err, 500, "server_error", NULL, NULL, "out of memory");
+    req->n_stop++;
+    return 0;
+}
+
+static int parse_stop(const cJSON *body, const coord_api_config *cfg, coord_request *req, coord_error *err)
 {
     const cJSON *stop = member(body, "stop");
+    size_t max_bytes = cfg->max_stop_bytes ? cfg->max_stop_bytes : COORD_DEFAULT_MAX_STOP_BYTES;
     if (!stop)
         return 0;
-    if (cJSON_IsString(stop)) {
-        if (!stop->valuestring[0])
-            return BAD("stop", "'stop' must not be an empty string");
-        if (!(req->stop[0] = strdup(stop->valuestring)))
-            return coord_fail(err, 500, "server_error", NULL, NULL, "out of memory");
-        req->n_stop = 1;
-        return 0;
-    }
+    if (cJSON_IsString(stop))
+        return add_stop(stop, max_bytes, req, err);
     if (!cJSON_IsArray(stop))
         return BAD("stop", "'stop' must be a string or an array of strings");
     if (cJSON_GetArraySize(stop) > COORD_MAX_STOP)
@@ -281,13 +297,8 @@ static int parse_stop(const cJSON *body, coord_request *req, coord_error *err)
     const cJSON *s;
     cJSON_ArrayForEach(s, stop)
     {
-        if (!cJSON_IsString(s))
-            return BAD("stop", "'stop' must be a string or an array of strings");
-        if (!s->valuestring[0])
-            return BAD("stop", "'stop' must not contain empty strings");
-        if (!(req->stop[req->n_stop] = strdup(s->valuestring)))
-            return coord_fail(err, 500, "server_error", NULL, NULL, "out of memory");
-        req->n_stop++;
+        if (add_stop(s, max_bytes, req, err))
+            return -1;
     }
     return 0;
 }
@@ -416,7 +427,8 @@ static int parse_body(const cJSON *body, const coord_api_config *cfg, coord_requ
         return BAD("logit_bias", "'logit_bias' is not supported");
 
     if (req->api == COORD_API_CHAT) {
-        if (parse_messages(body, req, err) || parse_tools(body, req, err))
+        if (parse_messages(body, cfg->max_messages ? cfg->max_messages : COORD_DEFAULT_MAX_MESSAGES, req, err) ||
+            parse_tools(body, cfg->max_tools ? cfg->max_tools : COORD_DEFAULT_MAX_TOOLS, req, err))
             return -1;
         const cJSON *kw = member(body, "chat_template_kwargs");
         if (kw && !cJSON_IsObject(kw))
@@ -426,7 +438,7 @@ static int parse_body(const cJSON *body, const coord_api_config *cfg, coord_requ
         return -1;
     }
 
-    if (parse_sampling(body, req, err) || parse_stop(body, req, err) || parse_logprobs(body, req, err))
+    if (parse_sampling(body, req, err) || parse_stop(body, cfg, req, err) || parse_logprobs(body, req, err))
         return -1;
 
     if (get_bool(body, "stream", &req->stream, err) < 0)
@@ -445,17 +457,29 @@ static int parse_body(const cJSON *body, const coord_api_config *cfg, coord_requ
     return 0;
 }
 
-/* cJSON ends strings at a NUL, so "a\u0000b" would silently become "a": refuse
- * it instead. Escapes are skipped pairwise so that "\\u0000" (a backslash, then
- * the text u0000) is not mistaken for one. */
-static int has_nul_escape(const char *s, size_t len)
+/* JSON (RFC 8259) allows no raw control character (U+0000..U+001F) inside a string,
+ * and cJSON would accept one, a raw NUL silently ending the text there. cJSON also
+ * ends strings at an escaped NUL, so "a\u0000b" would become "a". Both are refused
+ * here, naming the byte; escapes are skipped pairwise so that "\\u0000" (a
+ * backslash, then the text u0000) is not mistaken for one. */
+static int check_json_bytes(const char *s, size_t len, coord_error *err)
 {
-    for (size_t i = 0; i + 1 < len; i++) {
-        if (s[i] != '\\')
-            continue;
-        if (s[i + 1] == 'u' && i + 5 < len && memcmp(s + i + 2, "0000", 4) == 0)
-            return 1;
-        i++;
+    int in_string = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch < 0x20 && (in_string || (ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r')))
+            return BAD(NULL, "The request body contains the control character U+%04X at byte %zu; JSON requires "
+                       "written as an escape (\\u%04X) inside a string", ch, i, ch);
+        if (!in_string) {
+            in_string = ch == '"';
+        } else if (ch == '"') {
+            in_string = 0;
+        } else if (ch == '\\' && i + 1 < len) {
+            if (s[i + 1] == 'u' && i + 5 < len && memcmp(s + i + 2, "0000", 4) == 0)
+                return BAD(NULL, "The request body contains a NUL character (\\u0000) at byte %zu, which is not "
+                           "supported", i);
+            i++;
+        }
     }
     return 0;
 }
@@ -472,8 +496,8 @@ int coord_parse_request(coord_api api, const char *body, size_t len, const coord
 
     if (!coord_utf8_valid(body, len))
         return BAD(NULL, "The request body is not valid UTF-8");
-    if (has_nul_escape(body, len))
-        return BAD(NULL, "The request body contains a NUL character (\\u0000), which is not supported");
+    if (check_json_bytes(body, len, err))
+        return -1;
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
     if (!root) {

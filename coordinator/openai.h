@@ -18,7 +18,14 @@ typedef struct coord_api_config {
     const char *const *models; /* served model names (>= 1) */
     int n_models;
     eng_sampling defaults;     /* from generation_config.json: used for unset parameters */
+    /* request limits (docs/security.md); 0: the default below */
+    size_t max_stop_bytes;
+    int max_messages, max_tools;
 } coord_api_config;
+
+#define COORD_DEFAULT_MAX_STOP_BYTES 256
+#define COORD_DEFAULT_MAX_MESSAGES 4096
+#define COORD_DEFAULT_MAX_TOOLS 128
 
 /* body/len is the raw request body (not necessarily NUL-terminated). Invalid UTF-8,
  * malformed JSON, wrong types and out-of-range values -> 400; unknown model -> 404.

@@ -755,9 +755,15 @@ static int be_submit(void *self, const coord_gen_request *req, const coord_token
     char why[768];
     int rc = coord_route_pick(v, n, r->cfg.colocated, req->n_prompt, req->n_prompt + 1, NULL, 0, &rt,
                               NULL, why, sizeof why);
+    uint32_t max_context = rc < 0 ? 0 : v[rt.decode].max_context;
     free(v);
     if (rc < 0)
         return coord_fail(err, 503, "server_error", NULL, NULL, "no worker can take the request: %s", why);
+    /* The token buffer below is sized from max_tokens: never beyond what a worker holds. */
+    if (max_context && (int64_t)req->n_prompt + req->max_tokens > (int64_t)max_context)
+        return coord_fail(err, 400, "invalid_request_error", "max_tokens", "context_length_exceeded",
+                          "%d prompt tokens + max_tokens %d exceed the decode worker's context of %u tokens",
+                          req->n_prompt, req->max_tokens, max_context);
 
     coord_backend_call *c = calloc(1, sizeof *c);
     if (!c)
@@ -775,7 +781,7 @@ static int be_submit(void *self, const coord_gen_request *req, const coord_token
     c->sink = *sink;
     c->prompt = malloc((size_t)req->n_prompt * sizeof *c->prompt);
     c->stop_ids = malloc((size_t)(req->n_stop_ids + 1) * sizeof *c->stop_ids);
-    c->gen = malloc((size_t)(req->max_tokens + 2) * sizeof *c->gen);
+    c->gen = malloc(((size_t)req->max_tokens + 2) * sizeof *c->gen); /* max_tokens may be INT_MAX */
     if (!c->prompt || !c->stop_ids || !c->gen) {
         free(c->prompt), free(c->stop_ids), free(c->gen), free(c);
         return coord_fail(err, 500, "server_error", NULL, NULL, "out of memory");
@@ -790,6 +796,15 @@ static int be_submit(void *self, const coord_gen_request *req, const coord_token
         pthread_mutex_unlock(&r->mu);
         free(c->prompt), free(c->stop_ids), free(c->gen), free(c);
         return coord_fail(err, 503, "server_error", NULL, NULL, "the coordinator is shutting down");
+    }
+    if (r->n_calls >= r->cfg.max_requests || r->n_waiting >= r->cfg.max_waiting) {
+        int waiting = r->n_waiting >= r->cfg.max_waiting;
+        pthread_mutex_unlock(&r->mu);
+        free(c->prompt), free(c->stop_ids), free(c->gen), free(c);
+        return coord_fail(err, 429, "rate_limit_error", NULL, "too_many_requests",
+                          waiting ? "%d requests already wait for a worker (the limit); retry later"
+                                  : "%d requests are already in flight (the limit); retry later",
+                          waiting ? r->cfg.max_waiting : r->cfg.max_requests);
     }
     c->next = r->calls;
     if (r->calls)
@@ -902,6 +917,10 @@ int coord_router_new(const coord_router_config *cfg, coord_router **out, eng_err
         r->cfg.max_failures = 3;
     if (r->cfg.wait_ms <= 0)
         r->cfg.wait_ms = 30000;
+    if (r->cfg.max_requests <= 0)
+        r->cfg.max_requests = 1024;
+    if (r->cfg.max_waiting <= 0)
+        r->cfg.max_waiting = 512;
     if (r->cfg.failover_wait_ms <= 0)
         r->cfg.failover_wait_ms = 5000;
     if (r->cfg.first_event_ms <= 0)

@@ -38,6 +38,8 @@ typedef struct coord_router_config {
     int kv_ready_ms;           /* Decode.KvReady deadline; 0 = 10000 */
     int token_gap_ms;          /* silence on a stream taken as a dead worker; 0 = 60000 */
     int stream_ms;             /* whole Generate stream deadline; 0 = 600000 */
+    int max_requests;          /* requests in flight, waiting included; beyond: 429; 0 = 1024 */
+    int max_waiting;           /* requests waiting for a worker with room; beyond: 429; 0 = 512 */
 } coord_router_config;
 
 typedef struct coord_router coord_router;

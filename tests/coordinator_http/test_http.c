@@ -6,9 +6,11 @@
  * size limit (Content-Length and chunked uploads), JSON and SSE responses
  * (role chunk, deltas, finish, usage, [DONE]), errors before and during a
  * stream, client disconnects turning into cancels (streaming and not), many
- * concurrent streams, and a server that keeps serving after every bad request.
+ * concurrent streams, a server that keeps serving after every bad request, and
+ * the connection limits (count, idle and slow-header timeout, unread streams).
  * The client is a small HTTP/1.1 client with chunked decoding. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -482,6 +484,75 @@ static void test_metrics_endpoint(void)
     free(r.body);
 }
 
+/* 1 when the server closes fd (or resets it) within limit_s without answering. */
+static int closed_by_server(int fd, double limit_s)
+{
+    struct timeval tv = {.tv_sec = (time_t)limit_s, .tv_usec = (suseconds_t)((limit_s - (time_t)limit_s) * 1e6)};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[64];
+    return recv(fd, buf, sizeof buf, 0) <= 0 && (errno == 0 || errno == ECONNRESET);
+}
+
+/* The connection limits (issue 12): a second server with small ones. */
+static void test_limits(coord_http_config cfg)
+{
+    cfg.max_connections = 8;
+    cfg.idle_timeout_s = 1;
+    cfg.sse_buffer_bytes = 2048;
+    coord_http *h;
+    eng_error err;
+    REQUIRE(coord_http_start(&cfg, &h, &err) == 0);
+    port = coord_http_port(h);
+
+    /* Connections beyond the limit are closed at once; idle ones end after the timeout. */
+    int idle[8];
+    for (int i = 0; i < 8; i++)
+        idle[i] = connect_server();
+    usleep(200000);
+    int extra = connect_server();
+    send_request(extra, "GET", "/health", NULL, 0);
+    errno = 0;
+    CHECK(closed_by_server(extra, 0.5), "a connection beyond max_connections was served");
+    close(extra);
+    double t0 = now_s();
+    errno = 0;
+    CHECK(closed_by_server(idle[0], 5), "an idle connection outlived idle_timeout_s");
+    printf("idle connection closed after %.1f s\n", now_s() - t0);
+    for (int i = 0; i < 8; i++)
+        close(idle[i]);
+
+    /* A client that sends half its headers, then nothing, is cut off too. */
+    int slow = connect_server();
+    send_all(slow, "GET /health HTTP/1.1\r\nHost: x\r\n", 31);
+    errno = 0;
+    CHECK(closed_by_server(slow, 5), "a slow-header client held its connection");
+    close(slow);
+    usleep(300000); /* MHD counts the closed connections out */
+    CHECK(health_ok());
+
+    /* A stream whose client never reads: past sse_buffer_bytes the call is cancelled
+     * (a tiny receive window keeps the kernel's buffers from hiding the growth). */
+    int before = atomic_load(&n_cancelled);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int small = 1024;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    const char *body = CHAT_BODY("many", ",\"stream\":true,\"max_tokens\":100000");
+    send_request(fd, "POST", "/v1/chat/completions", body, strlen(body));
+    t0 = now_s();
+    CHECK(wait_cancelled(before + 1, 60), "a stream nobody reads was not cancelled");
+    printf("unread stream cancelled after %.1f s\n", now_s() - t0);
+    close(fd);
+
+    /* Refusals that say "come back later" carry Retry-After. */
+    response r = request("POST", "/v1/chat/completions", CHAT_BODY("reject", ""));
+    CHECK(r.status == 503 && strcasestr(r.headers, "Retry-After: 1"));
+    free(r.body);
+    coord_http_stop(h);
+}
+
 int main(void)
 {
     const char *models[] = {"qwen3-test"};
@@ -546,6 +617,8 @@ int main(void)
     bad = cfg;
     bad.frontend.submit = NULL;
     CHECK(coord_http_start(&bad, &h, &err) == -1 && strstr(err.msg, "submit"));
+
+    test_limits(cfg);
 
     met_registry_free(reg);
     printf("test_http: ok (%d calls)\n", atomic_load(&n_submitted));

@@ -507,6 +507,42 @@ static void test_mutations(void)
     CHECK(accepted > 0 && refused > 0);
 }
 
+/* Issue 12: raw control bytes (a raw NUL used to cut the text silently) and the
+ * request limits (stop string length, messages, tools). */
+static void test_security_limits(void)
+{
+    coord_request req;
+    coord_error err;
+    static const char nul_body[] = "{\"prompt\":\"a\0b\"}";
+    CHECK(coord_parse_request(COORD_API_COMPLETIONS, nul_body, sizeof nul_body - 1, &cfg, &req, &err) == -1);
+    CHECK(err.status == 400 && strstr(err.message, "U+0000"), "%s", err.message);
+    bad(COORD_API_COMPLETIONS, "{\"prompt\":\"a\x01z\"}", 400, "", "U+0001");
+    bad(COORD_API_COMPLETIONS, "{\"prompt\":\"line\none\"}", 400, "", "U+000A");
+    bad(COORD_API_COMPLETIONS, "{\"prompt\":\"a\\\\\x1f\"}", 400, "", "U+001F");
+    bad(COORD_API_COMPLETIONS, "{\"prompt\":\"ok\"\x02}", 400, "", "U+0002");
+    /* whitespace between tokens and escaped control characters are fine */
+    CHECK(parse(COORD_API_COMPLETIONS, "{\n\t\"prompt\" :\r\n \"a\\u0001\\n\"}", &req, &err) == 0);
+    CHECK(req.prompt_text && strcmp(req.prompt_text, "a\x01\n") == 0);
+    coord_request_free(&req);
+
+    char stop[600];
+    int n = snprintf(stop, sizeof stop, "{\"prompt\":\"hi\",\"stop\":[\"%0*d\"]}", COORD_DEFAULT_MAX_STOP_BYTES, 0);
+    CHECK(n > 0 && parse(COORD_API_COMPLETIONS, stop, &req, &err) == 0);
+    coord_request_free(&req);
+    snprintf(stop, sizeof stop, "{\"prompt\":\"hi\",\"stop\":\"%0*d\"}", COORD_DEFAULT_MAX_STOP_BYTES + 1, 0);
+    bad(COORD_API_COMPLETIONS, stop, 400, "stop", "the limit is 256");
+
+    cfg.max_messages = 2;
+    cfg.max_tools = 1;
+    bad(COORD_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"user\",\"content\":\"b\"},"
+        "{\"role\":\"user\",\"content\":\"c\"}]}", 400, "messages", "the limit is 2");
+    bad(COORD_API_CHAT, CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"a\"}},"
+        "{\"type\":\"function\",\"function\":{\"name\":\"b\"}}]"), 400, "tools", "the limit is 1");
+    CHECK(parse(COORD_API_CHAT, CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"a\"}}]"), &req, &err) == 0);
+    coord_request_free(&req);
+    cfg.max_messages = cfg.max_tools = 0;
+}
+
 int main(void)
 {
     cfg.models = models;
@@ -517,6 +553,7 @@ int main(void)
     cfg.defaults.top_k = 20;
     cfg.defaults.top_p = 0.95f;
     test_bad_inputs();
+    test_security_limits();
     test_good_inputs();
     test_chat_formatting();
     test_completion_formatting();

@@ -423,6 +423,10 @@ static void test_refusals_and_errors(void)
     free(body);
     CHECK(run(COORD_API_COMPLETIONS, "{\"prompt\":\"hi\",\"max_tokens\":4096}", &r, &err, 0) == -1);
     CHECK(err.status == 400 && strcmp(err.param, "max_tokens") == 0 && strstr(err.message, "4096"));
+    /* n + max_tokens used to overflow int here (issue 12) and pass the check */
+    CHECK(run(COORD_API_COMPLETIONS, "{\"prompt\":\"hi\",\"max_tokens\":2147483647}", &r, &err, 0) == -1);
+    CHECK(err.status == 400 && strcmp(err.param, "max_tokens") == 0 && strstr(err.message, "2147483648"),
+          "%s", err.message);
     CHECK(run(COORD_API_COMPLETIONS, "{\"prompt\":[1,999999]}", &r, &err, 0) == -1);
     CHECK(err.status == 400 && strstr(err.message, "prompt[1]"));
     script.reject = 1;
