@@ -5,19 +5,13 @@
  * as GFLOP/s), for the variant TANDEM_ISA selects and N threads.
  *
  * usage: kernel_bench [--threads N] [--tokens P] [--dtype bf16|f16|f32] */
+#include "common/clock.h"
 #include "kernels/kernels.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static const struct {
     const char *name;
@@ -66,9 +60,9 @@ int main(int argc, char **argv)
         int reps = (int)(2e9 / wbytes) + 2;
         double best = 1e30;
         for (int r = 0; r < reps; r++) {
-            double t0 = now_s();
+            double t0 = eng_now_s();
             eng_matmul(pool, y, x, w, dt, 1, n_in, n_out);
-            double d = now_s() - t0;
+            double d = eng_now_s() - t0;
             best = d < best ? d : best;
         }
         double dec_gbs = wbytes / best / 1e9;
@@ -76,9 +70,9 @@ int main(int argc, char **argv)
         int preps = flops > 2e10 ? 1 : 3;
         double pbest = 1e30;
         for (int r = 0; r < preps; r++) {
-            double t0 = now_s();
+            double t0 = eng_now_s();
             eng_matmul(pool, y, x, w, dt, tokens, n_in, n_out);
-            double d = now_s() - t0;
+            double d = eng_now_s() - t0;
             pbest = d < pbest ? d : pbest;
         }
         printf("%-10s %5d x %-6d decode %6.1f GB/s (%7.3f ms)   prefill %6.1f GFLOP/s (%8.2f ms)\n",

@@ -7,6 +7,7 @@
  * away); the best of several passes is reported as one JSON line.
  *
  * usage: membw [--threads N] [--mib SIZE] [--passes P] */
+#include "common/clock.h"
 #include "kernels/threadpool.h"
 
 #include <stdint.h>
@@ -40,13 +41,6 @@ static void read_slice(void *ctx, int task)
         a7 += p[i + 7];
     }
     j->sums[task] = a0 ^ a1 ^ a2 ^ a3 ^ a4 ^ a5 ^ a6 ^ a7;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static int parse_int(const char *s, int lo, int hi, int *out)
@@ -89,9 +83,9 @@ int main(int argc, char **argv)
     double best = 1e30;
     uint64_t check = 0;
     for (int p = 0; p < passes + 1; p++) {
-        double t0 = now_s();
+        double t0 = eng_now_s();
         eng_pool_run(pool, read_slice, &j, threads);
-        double dt = now_s() - t0;
+        double dt = eng_now_s() - t0;
         if (p > 0 && dt < best) /* the first pass warms up TLBs and clocks */
             best = dt;
         for (int t = 0; t < threads; t++)

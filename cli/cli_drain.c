@@ -1,5 +1,6 @@
 /* cli_drain.c: SIGTERM drains, SIGINT or a second SIGTERM stops (see cli_drain.h). */
 #include "cli_drain.h"
+#include "common/clock.h"
 
 #include <errno.h>
 #include <math.h>
@@ -8,13 +9,6 @@
 #include <time.h>
 
 #define POLL_MS 100
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 void cli_wait_and_drain(const sigset_t *set, double drain_timeout_s, const cli_drainable *d)
 {
@@ -29,9 +23,9 @@ void cli_wait_and_drain(const sigset_t *set, double drain_timeout_s, const cli_d
     fprintf(stderr,
             "%s: SIGTERM, draining: %d requests in flight, waiting up to %.0f s (SIGINT or SIGTERM again stops now)\n",
             d->who, left, drain_timeout_s);
-    double deadline = now_s() + drain_timeout_s;
+    double deadline = eng_now_s() + drain_timeout_s;
     const struct timespec poll = {0, POLL_MS * 1000000L};
-    while ((left = d->in_flight(d->ctx)) > 0 && now_s() < deadline) {
+    while ((left = d->in_flight(d->ctx)) > 0 && eng_now_s() < deadline) {
         if (sigtimedwait(set, NULL, &poll) > 0) {
             fprintf(stderr, "%s: second signal, stopping with %d requests in flight\n", d->who, left);
             return;

@@ -16,18 +16,12 @@
 #include <time.h>
 
 #include "chat/parser.h"
+#include "common/clock.h"
 #include "model/config.h"
 
 #define PREFILL_CHUNK 512 /* tokens per prefill step: bounds activation memory */
 #define KV_BLOCK 16
 #define KV_MIN_TOKENS 1024 /* the smallest pool: a few chat turns before the first growth */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 void cli_choose_sampling(const cli_sampling_opts *a, const eng_gen_config *g, eng_sampling *s)
 {
@@ -197,14 +191,14 @@ int cli_session_generate(cli_session *s, const eng_sampling *samp, const int32_t
     if (eng_seq_reserve(s->kv, &s->seq, need, err) < 0)
         goto fail;
 
-    double t0 = now_s();
+    double t0 = eng_now_s();
     for (int done = keep; done < n_prompt;) {
         int n = n_prompt - done < PREFILL_CHUNK ? n_prompt - done : PREFILL_CHUNK;
         if (forward(s, prompt + done, n, done + n == n_prompt ? s->logits : NULL, err) < 0)
             goto fail;
         done += n;
     }
-    double t1 = now_s();
+    double t1 = eng_now_s();
     o->prefill_s = t1 - t0;
     o->finish_reason = "length";
     eng_detok detok = {0};
@@ -236,7 +230,7 @@ int cli_session_generate(cli_session *s, const eng_sampling *samp, const int32_t
             goto fail;
         }
     }
-    o->decode_s = now_s() - t1;
+    o->decode_s = eng_now_s() - t1;
     if (on_text) {
         eng_buf_clear(&text);
         eng_detok_flush(&detok, &text);

@@ -13,6 +13,7 @@
 
 #include "cli_args.h"
 #include "commands.h"
+#include "common/clock.h"
 #include "model/model.h"
 
 #define PREFILL_CHUNK 512
@@ -40,13 +41,6 @@ static const cli_command CMD = {
     .n_opts = CLI_COUNT(OPTS),
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int argmax(const float *x, int n)
 {
     int best = 0;
@@ -72,7 +66,7 @@ int cmd_bench(int argc, char **argv)
     int32_t *prompt = NULL;
     float *logits = NULL;
     int status = 1;
-    double t0 = now_s();
+    double t0 = eng_now_s();
     eng_model_options opt = {.n_threads = threads};
     if (eng_model_load(model, &opt, &m, &err) < 0)
         goto fail;
@@ -92,7 +86,7 @@ int cmd_bench(int argc, char **argv)
         prompt[i] = (int32_t)(((long long)i * 7919 + 13) % ordinary);
     if (eng_kv_pool_create(&layout, n_blocks, &kv, &err) < 0)
         goto fail;
-    double load_s = now_s() - t0;
+    double load_s = eng_now_s() - t0;
 
     /* warm-up: one token touches every weight page once */
     eng_batch_item warm = {.seq = &seq, .tokens = prompt, .n_tokens = 1, .logits = logits};
@@ -102,7 +96,7 @@ int cmd_bench(int argc, char **argv)
 
     if (eng_seq_reserve(kv, &seq, P + D, &err) < 0)
         goto fail;
-    double t1 = now_s();
+    double t1 = eng_now_s();
     for (int done = 0; done < P;) {
         int n = P - done < PREFILL_CHUNK ? P - done : PREFILL_CHUNK;
         eng_batch_item it = {.seq = &seq, .tokens = prompt + done, .n_tokens = n,
@@ -111,14 +105,14 @@ int cmd_bench(int argc, char **argv)
             goto fail;
         done += n;
     }
-    double t2 = now_s();
+    double t2 = eng_now_s();
     for (int s = 0; s < D; s++) {
         int32_t tok = argmax(logits, V);
         eng_batch_item it = {.seq = &seq, .tokens = &tok, .n_tokens = 1, .logits = logits};
         if (eng_forward(m, kv, &it, 1, NULL, NULL, &err) < 0)
             goto fail;
     }
-    double t3 = now_s();
+    double t3 = eng_now_s();
 
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);

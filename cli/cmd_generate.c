@@ -17,6 +17,7 @@
 #include "cli_generate.h"
 #include "commands.h"
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/file.h"
 #include "model/model.h"
 #include "sampling/sampler.h"
@@ -56,13 +57,6 @@ static const cli_command CMD = {
     .n_opts = CLI_COUNT(OPTS),
     .exactly_one = {"--prompt", "--prompt-file"},
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* The user's text as prompt ids. With raw, the text as is (special tokens written
  * in it recognised); otherwise one user message through the model's chat template
@@ -194,7 +188,7 @@ int cmd_generate(int argc, char **argv)
     cli_gen_out o = {0};
     eng_sampling samp;
 
-    double t0 = now_s();
+    double t0 = eng_now_s();
     size_t len = 0;
     if (a.prompt) {
         len = strlen(a.prompt);
@@ -210,7 +204,7 @@ int cmd_generate(int argc, char **argv)
     cli_choose_sampling(&a.sampling, &s.gen, &samp);
     if (eng_sampling_check(&samp, &err) < 0)
         goto fail;
-    double load_s = now_s() - t0;
+    double load_s = eng_now_s() - t0;
     if (cli_session_generate(&s, &samp, prompt, n_prompt, a.max_tokens, a.top_logprobs, a.json ? NULL : stream_text,
                              NULL, &o, &err) < 0)
         goto fail;

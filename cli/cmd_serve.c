@@ -30,6 +30,7 @@
 
 #include "cli_args.h"
 #include "commands.h"
+#include "common/clock.h"
 #include "rpc.h"
 #include "tandem.pb-c.h"
 
@@ -76,13 +77,6 @@ static const cli_command CMD = {
     .opts = OPTS,
     .n_opts = CLI_COUNT(OPTS),
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* fork + exec of ourselves with argv; the child's stdout goes to out_fd (-1: our
  * stderr, so that every log line of the cluster reads in one place). */
@@ -161,7 +155,7 @@ static void stop_range(int from, int to, double grace)
     for (int i = from; i < to; i++)
         if (children[i].alive)
             kill(children[i].pid, SIGTERM);
-    double end = now_s() + grace;
+    double end = eng_now_s() + grace;
     for (;;) {
         reap(1);
         int left = 0;
@@ -169,7 +163,7 @@ static void stop_range(int from, int to, double grace)
             left += children[i].alive;
         if (!left)
             return;
-        if (now_s() >= end)
+        if (eng_now_s() >= end)
             break;
         usleep(20 * 1000);
     }
@@ -206,9 +200,9 @@ static void *drain_main(void *arg)
 static int read_line(int fd, char *line, size_t cap, double timeout)
 {
     size_t n = 0;
-    double end = now_s() + timeout;
+    double end = eng_now_s() + timeout;
     while (n + 1 < cap) {
-        int ms = (int)((end - now_s()) * 1000);
+        int ms = (int)((end - eng_now_s()) * 1000);
         if (ms <= 0)
             return -1;
         struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -353,7 +347,7 @@ int cmd_serve(int argc, char **argv)
         stop_all();
         return 1;
     }
-    double deadline = now_s() + a.ready_timeout;
+    double deadline = eng_now_s() + a.ready_timeout;
     int healthy = 0;
     for (;;) {
         if (reap(0)) {
@@ -381,7 +375,7 @@ int cmd_serve(int argc, char **argv)
             stop_all();
             return 1;
         }
-        if (now_s() > deadline) {
+        if (eng_now_s() > deadline) {
             fprintf(stderr, "tandem serve: only %d of %d workers registered within %d s\n", healthy < 0 ? 0 : healthy,
                     n_workers, a.ready_timeout);
             rpc_channel_destroy(ch);

@@ -14,6 +14,7 @@
  * -> RUNNING (submitted; events arrive) -> DONE (on_done seen) -> released in
  * MHD's completion callback, which also cancels a call still running when the
  * connection ends early and waits for its on_done before freeing anything. */
+#include "common/clock.h"
 #include "http.h"
 
 #include <errno.h>
@@ -78,13 +79,6 @@ struct conn {
     double t_done;
     int n_tokens_seen;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void log_line(const coord_http *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void log_line(const coord_http *h, const char *fmt, ...)
@@ -186,7 +180,7 @@ static void record_tokens(struct conn *c, int n)
 {
     if (n <= 0)
         return;
-    double t = now_s();
+    double t = eng_now_s();
     if (c->n_tokens_seen == 0) {
         c->t_first_token = t;
         met_observe(c->h->m_ttft, t - c->t_arrival);
@@ -240,7 +234,7 @@ static void sink_done(void *ctx, coord_finish finish, const coord_usage *usage, 
         if (!c->overflow)
             eng_buf_puts(&c->out, "data: [DONE]\n\n");
     }
-    c->t_done = now_s();
+    c->t_done = eng_now_s();
     double e2e = c->t_done - c->t_arrival;
     met_observe(h->m_e2e, e2e);
     met_inc(finish == COORD_FINISH_CANCELLED ? h->m_cancelled
@@ -558,7 +552,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *mhd, const char 
         c->h = h;
         c->mhd = mhd;
         c->route = found == 0 ? R_CHAT : R_COMPLETIONS;
-        c->t_arrival = now_s();
+        c->t_arrival = eng_now_s();
         c->t_last_token = c->t_arrival;
         c->req.max_tokens = -1;
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mhd, MHD_CONNECTION_INFO_CONNECTION_FD);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "registry.h"
 
 typedef struct entry {
@@ -35,13 +36,6 @@ struct coord_registry {
     pthread_t thread;
     int thread_started;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void logf_(coord_registry *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void logf_(coord_registry *r, const char *fmt, ...)
@@ -106,7 +100,7 @@ static void collect(void *ctx, met_registry *reg)
     (void)reg;
     coord_registry *r = ctx;
     pthread_mutex_lock(&r->mu);
-    export_locked(r, now_s());
+    export_locked(r, eng_now_s());
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -117,7 +111,7 @@ static void *health_main(void *arg)
     coord_registry *r = arg;
     pthread_mutex_lock(&r->mu);
     while (!r->stop) {
-        double now = now_s();
+        double now = eng_now_s();
         for (int i = 0; i < r->n; i++) {
             entry *e = &r->w[i];
             int h = healthy_locked(r, e, now);
@@ -186,7 +180,7 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
         snprintf(reason, cap, "the worker reports no KV blocks");
     if (reason[0]) {
         pthread_mutex_lock(&r->mu);
-        double now = now_s();
+        double now = eng_now_s();
         int repeat = !strcmp(r->refused_id, id) && !strcmp(r->refused_why, reason) && now - r->refused_at < 60;
         if (!repeat) {
             snprintf(r->refused_id, sizeof r->refused_id, "%s", id);
@@ -230,7 +224,7 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
     e->v.kv_total = info->capacity->kv_blocks_total;
     e->v.kv_used = info->capacity->kv_blocks_total - info->capacity->kv_blocks_free;
     e->v.registrations = regs + 1;
-    e->last_seen = now_s();
+    e->last_seen = eng_now_s();
     e->failed_at = 0;
     e->logged_healthy = 1;
     char transport[sizeof e->v.transport];
@@ -261,7 +255,7 @@ int coord_registry_heartbeat(coord_registry *r, const Tandem__WorkerLoad *l)
         }
         e->v.sent_streams = e->v.sent_blocks = 0;
         e->v.sent_prompt_tokens = 0;
-        e->last_seen = now_s();
+        e->last_seen = eng_now_s();
         e->failed_at = 0;
     }
     int started_draining = e && l->draining && !e->v.draining;
@@ -284,7 +278,7 @@ int coord_registry_snapshot(coord_registry *r, coord_worker_view **out, int *n)
         pthread_mutex_unlock(&r->mu);
         return -1;
     }
-    double now = now_s();
+    double now = eng_now_s();
     for (int i = 0; i < r->n; i++) {
         v[i] = r->w[i].v;
         int alive = healthy_locked(r, &r->w[i], now);
@@ -316,7 +310,7 @@ void coord_registry_mark_failed(coord_registry *r, const char *id, const char *w
     entry *e = find_locked(r, id);
     int was = e && e->failed_at == 0;
     if (e && was)
-        e->failed_at = now_s();
+        e->failed_at = eng_now_s();
     pthread_mutex_unlock(&r->mu);
     if (was)
         logf_(r, "registry: worker %s unreachable (%s): out of rotation until it heartbeats", id, why);
@@ -326,7 +320,7 @@ void coord_registry_counts(coord_registry *r, int counts[3])
 {
     counts[0] = counts[1] = counts[2] = 0;
     pthread_mutex_lock(&r->mu);
-    double now = now_s();
+    double now = eng_now_s();
     for (int i = 0; i < r->n; i++)
         if (healthy_locked(r, &r->w[i], now) && !r->w[i].v.draining && r->w[i].v.role >= 1 && r->w[i].v.role <= 3)
             counts[r->w[i].v.role - 1]++;

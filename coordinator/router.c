@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "router.h"
 
 #define MAX_EXCLUDE 16
@@ -66,13 +67,6 @@ struct coord_router {
     chan *chans;
     met_metric *m_waiting;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void logf_(coord_router *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void logf_(coord_router *r, const char *fmt, ...)
@@ -637,7 +631,7 @@ static void *call_main(void *arg)
     coord_backend_call *c = arg;
     coord_router *r = c->r;
     int failures = 0;
-    double wait_until = now_s() + r->cfg.wait_ms / 1000.0;
+    double wait_until = eng_now_s() + r->cfg.wait_ms / 1000.0;
     char last_why[512] = "";
     for (;;) {
         if (is_cancelled(c)) {
@@ -663,7 +657,7 @@ static void *call_main(void *arg)
             free(v);
             /* Workers may come back (restart) or excluded ones may be the only ones:
              * wait a little, then give up with the reason. */
-            if (now_s() < wait_until) {
+            if (eng_now_s() < wait_until) {
                 usleep(50 * 1000);
                 if (c->n_exclude && failures < r->cfg.max_failures)
                     c->n_exclude = 0; /* give the excluded a second chance */
@@ -700,7 +694,7 @@ static void *call_main(void *arg)
         }
         if (o == OUT_WAIT) {
             note_retry(r, "full");
-            if (now_s() >= wait_until) {
+            if (eng_now_s() >= wait_until) {
                 coord_fail(&c->err, 503, "server_error", NULL, NULL, "no worker had room for the request within %d ms: %s",
                            r->cfg.wait_ms, as.why);
                 logf_(r, "req %s: failed: %s", c->id, c->err.message);
@@ -725,7 +719,7 @@ static void *call_main(void *arg)
               c->n_gen ? "rerunning elsewhere and replaying the tokens already sent" : "retrying elsewhere");
         if (as.blame[0] && c->n_exclude < MAX_EXCLUDE)
             snprintf(c->exclude[c->n_exclude++], sizeof c->exclude[0], "%s", as.blame);
-        wait_until = now_s() + r->cfg.failover_wait_ms / 1000.0;
+        wait_until = eng_now_s() + r->cfg.failover_wait_ms / 1000.0;
     }
     pthread_mutex_lock(&r->mu);
     call_unref_locked(r, c);

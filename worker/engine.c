@@ -46,7 +46,7 @@ wrk_req *wrk_req_new(wrk_worker *w, wrk_kind kind, const char *id)
     r->state = kind == REQ_DECODE ? ST_RESERVED : ST_QUEUED;
     snprintf(r->id, sizeof r->id, "%s", id && *id ? id : "-");
     pthread_cond_init(&r->done_cv, NULL);
-    r->t_arrival = wrk_now();
+    r->t_arrival = eng_now_s();
     return r;
 }
 
@@ -145,7 +145,7 @@ static void end_stream(wrk_worker *w, wrk_req *r)
     rpc_call_finish(r->call, r->end_code, r->end_code == RPC_OK ? NULL : r->end_msg);
     if (r->have_transfer)
         kvt_forget(w->kvt, r->transfer_id);
-    double t = wrk_now();
+    double t = eng_now_s();
     pthread_mutex_lock(&w->mu);
     eng_seq_release(w->pool, &r->seq);
     w->n_reserved_or_running--;
@@ -233,7 +233,7 @@ static int emit_token(wrk_worker *w, wrk_req *r)
     Tandem__GenerateEvent ev = TANDEM__GENERATE_EVENT__INIT;
     ev.event_case = TANDEM__GENERATE_EVENT__EVENT_TOKEN;
     ev.token = &tok;
-    double t = wrk_now();
+    double t = eng_now_s();
     if (r->n_gen == 1)
         met_observe(w->m_ttft, t - r->t_arrival);
     else if (r->t_last_token > 0)
@@ -334,7 +334,7 @@ static void resume_preempted(wrk_worker *w)
  * number of ended requests moved to `ended` (refs transferred) and fills s. */
 static int plan(wrk_worker *w, wrk_step *s, wrk_req **ended, int cap)
 {
-    double now = wrk_now();
+    double now = eng_now_s();
     int n_ended = 0;
     grow_running(w); /* first, so that a sequence it ends leaves in this turn */
     resume_preempted(w);
@@ -439,7 +439,7 @@ static int plan(wrk_worker *w, wrk_step *s, wrk_req **ended, int cap)
 /* Outside w->mu: after a successful forward, advance every request of the step. */
 static void after_step(wrk_worker *w, wrk_step *s)
 {
-    double now = wrk_now();
+    double now = eng_now_s();
     for (int i = 0; i < s->n; i++) {
         wrk_req *r = s->reqs[i];
         if (r->state == ST_RUNNING) {
@@ -579,7 +579,7 @@ static void timed_wait(wrk_worker *w, double until)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    double d = until - wrk_now();
+    double d = until - eng_now_s();
     if (d < 0.001)
         d = 0.001;
     if (d > 1.0)
@@ -601,7 +601,7 @@ void *wrk_engine_main(void *arg)
         if (grow_runs(w, &s, &runs_cap) < 0 || grow_step(&s, &ended, &cap, count_reqs(w) + 1) < 0) {
             /* No memory to plan with: requests wait (their leases still run out). */
             wrk_log(w, "engine: out of memory planning a step; retrying");
-            timed_wait(w, wrk_now() + 0.1);
+            timed_wait(w, eng_now_s() + 0.1);
             continue;
         }
         if (failed_pending(w)) {
@@ -613,7 +613,7 @@ void *wrk_engine_main(void *arg)
         if (!n_ended && !s.n) {
             if (w->stopping && !w->reqs)
                 break;
-            double until = wrk_now() + 1.0;
+            double until = eng_now_s() + 1.0;
             for (wrk_req *r = w->reqs; r; r = r->next)
                 if (r->state == ST_RESERVED && r->lease_deadline < until)
                     until = r->lease_deadline;

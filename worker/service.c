@@ -199,7 +199,7 @@ static void on_generate(void *user, rpc_call *call, const rpc_bytes *bytes)
             wrk_req_end_locked(w, r, RPC_UNAVAILABLE, 1, err.msg);
         } else {
             r->have_transfer = 1;
-            r->lease_deadline = wrk_now() + w->opt.lease_ms / 1000.0;
+            r->lease_deadline = eng_now_s() + w->opt.lease_ms / 1000.0;
             Tandem__KvLayout lay = TANDEM__KV_LAYOUT__INIT;
             lay.dtype = (Tandem__DType)w->layout.dtype;
             lay.block_size = (uint32_t)w->layout.block_size;
@@ -285,7 +285,7 @@ static void on_kv_ready(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_
             r->gen[0] = q->first_token->id;
             r->n_gen = 1;
             r->seq.n_past = r->n_prompt;
-            r->t_last_token = wrk_now();
+            r->t_last_token = eng_now_s();
             ok = 1;
             int f = wrk_finish_reason(r->gen[0], r->stop_ids, r->n_stop, r->n_prompt, 1, r->cap_tokens);
             if (f || q->first_token->finish_reason != TANDEM__FINISH_REASON__FINISH_NONE)
@@ -443,7 +443,7 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
             r->n_dst = (int)q->target->n_block_ids;
             r->dst_pool_blocks = q->target->pool_blocks;
             r->send = send;
-            r->t_enqueued = wrk_now();
+            r->t_enqueued = eng_now_s();
         }
     }
     if (code == RPC_OK) {
@@ -488,7 +488,7 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
             kvt_send_abort(send, msg);
         }
     }
-    double t_end = wrk_now();
+    double t_end = eng_now_s();
     if (r) {
         pthread_mutex_lock(&w->mu);
         eng_seq_release(w->pool, &r->seq);

@@ -15,13 +15,6 @@
 
 #include "worker_internal.h"
 
-double wrk_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 void wrk_log(wrk_worker *w, const char *fmt, ...)
 {
     if (!w->opt.log)

@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "common/clock.h"
 #include "kvtransfer.h"
 #include "metrics.h"
 #include "model/model.h"
@@ -183,7 +184,6 @@ struct wrk_worker {
 
 /* worker.c */
 void wrk_log(wrk_worker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-double wrk_now(void);
 rpc_channel *wrk_channel(wrk_worker *w, const char *address, rpc_status *st);
 
 /* service.c */

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "http.h"
 #include "scripted_frontend.h"
 #include "check.h"
@@ -400,17 +401,10 @@ static void test_streams(void)
     free(r.body);
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int wait_cancelled(int want, double limit_s)
 {
-    double t0 = now_s();
-    while (atomic_load(&n_cancelled) < want && now_s() - t0 < limit_s)
+    double t0 = eng_now_s();
+    while (atomic_load(&n_cancelled) < want && eng_now_s() - t0 < limit_s)
         usleep(5000);
     return atomic_load(&n_cancelled) >= want;
 }
@@ -426,9 +420,9 @@ static void test_disconnects(void)
     CHECK(recv(fd, buf, sizeof buf, 0) > 0);
     usleep(50000);
     close(fd);
-    double t0 = now_s();
+    double t0 = eng_now_s();
     CHECK(wait_cancelled(before + 1, 2.0));
-    double dt = now_s() - t0;
+    double dt = eng_now_s() - t0;
     CHECK(dt < 1.0);
     printf("streaming disconnect -> cancel in %.0f ms\n", dt * 1000);
 
@@ -439,9 +433,9 @@ static void test_disconnects(void)
     send_request(fd, "POST", "/v1/chat/completions", body, strlen(body));
     usleep(100000);
     close(fd);
-    t0 = now_s();
+    t0 = eng_now_s();
     CHECK(wait_cancelled(before + 1, 2.0));
-    dt = now_s() - t0;
+    dt = eng_now_s() - t0;
     CHECK(dt < 1.0);
     printf("non-streaming disconnect -> cancel in %.0f ms\n", dt * 1000);
     CHECK(health_ok());

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "kvtransfer.h"
 
 #define CHECK(cond)                                                                        \
@@ -158,13 +159,6 @@ static inline int untouched(const char *mem, size_t off, size_t len)
         if ((unsigned char)mem[off + i] != 0xEE)
             return 0;
     return 1;
-}
-
-static inline double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 #endif

@@ -134,7 +134,7 @@ static int expect_blocks(kvt_transport *t, kvt_region *r, const test_pool *dst, 
 static void both_ways(kvt_transport *t, chan c, int me)
 {
     eng_error err;
-    double t0 = mono_s();
+    double t0 = eng_now_s();
     uint64_t bytes = 0;
     int units = 0;
     for (int L = 0; L < N_TEST_LAYOUTS; L++) {
@@ -200,7 +200,7 @@ static void both_ways(kvt_transport *t, chan c, int me)
     CHECK(st.bytes_received == bytes && st.bytes_sent == bytes);
     printf("%s: both ways: received %d KV blocks (%.1f MiB) in %d layouts, checksums verified, "
            "contents equal, %.2f s\n", me ? "B" : "A", units, bytes / 1048576.0, N_TEST_LAYOUTS,
-           mono_s() - t0);
+           eng_now_s() - t0);
 }
 
 /* A big single-layout transfer used by the failure phases: many scattered runs. */
@@ -328,14 +328,14 @@ static void a_forget(kvt_transport *t, chan c)
     char m = 1;
     put(c, &m, 1);
     CHECK(get(c, &m, 1) == 1); /* B forgot it */
-    double t0 = mono_s();
+    double t0 = eng_now_s();
     int rc = send_blocks(s, &src, sb + BIG_K / 2, &src, db + BIG_K / 2, BIG_K - BIG_K / 2, &err);
     if (rc == 0)
         rc = kvt_send_finish(s, 30000, &err);
     else
         kvt_send_abort(s, "test");
     CHECK(rc == -1);
-    printf("A: the forgotten transfer failed on the sender after %.2f s: %s\n", mono_s() - t0, err.msg);
+    printf("A: the forgotten transfer failed on the sender after %.2f s: %s\n", eng_now_s() - t0, err.msg);
     put(c, &m, 1);
     char desc[KVT_DESCRIPTOR_MAX];
     size_t dlen = get(c, desc, sizeof desc);
@@ -426,11 +426,11 @@ int main(void)
         CHECK(get(cc, &half, 1) == 1);
         CHECK(kvt_wait(t, id, 0, &err) == KVT_PENDING);
         kill(c, SIGKILL);
-        double t0 = mono_s();
+        double t0 = eng_now_s();
         kvt_state st = kvt_wait(t, id, 30000, &err);
         CHECK(st == KVT_FAILED);
         printf("A: sender killed mid-transfer; the receiver's wait failed after %.2f s: %s\n",
-               mono_s() - t0, err.msg);
+               eng_now_s() - t0, err.msg);
         kvt_forget(t, id);
         CHECK_OK(kvt_deregister(t, rd, &err), &err);
         pool_free(&dst);
@@ -453,7 +453,7 @@ int main(void)
         CHECK_OK(send_blocks(s, &src, sb, &src, db, BIG_K / 2, &err), &err);
         kill(d, SIGKILL);
         reap(d, 1);
-        double t0 = mono_s();
+        double t0 = eng_now_s();
         int rc = send_blocks(s, &src, sb + BIG_K / 2, &src, db + BIG_K / 2, BIG_K - BIG_K / 2, &err);
         if (rc == 0)
             rc = kvt_send_finish(s, 30000, &err);
@@ -461,7 +461,7 @@ int main(void)
             kvt_send_abort(s, "test");
         CHECK(rc == -1);
         printf("A: receiver killed mid-transfer; the sender failed after %.2f s: %s\n",
-               mono_s() - t0, err.msg);
+               eng_now_s() - t0, err.msg);
         CHECK_OK(kvt_deregister(t, rs, &err), &err);
         pool_free(&src);
     }

@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "rpc.h"
 #include "tandem.pb-c.h"
 
@@ -62,13 +63,6 @@ static int failures;
 
 static const char *tandem, *models, *reference_tandem;
 static int verbose;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ------------------------------------------------------------------ the registry */
 
@@ -151,7 +145,7 @@ static known_worker worker_state(const char *id)
     if (k)
         seen = k->heartbeats;
     pthread_mutex_unlock(&reg_mu);
-    for (double t0 = now_s(); now_s() - t0 < 3;) {
+    for (double t0 = eng_now_s(); eng_now_s() - t0 < 3;) {
         pthread_mutex_lock(&reg_mu);
         k = find_worker(id);
         if (k && k->heartbeats >= seen + 2)
@@ -167,11 +161,11 @@ static known_worker worker_state(const char *id)
 /* Waits up to timeout_s for the worker's heartbeat to report 0 KV blocks used. */
 static double wait_blocks_free(const char *id, double timeout_s)
 {
-    double t0 = now_s();
-    while (now_s() - t0 < timeout_s) {
+    double t0 = eng_now_s();
+    while (eng_now_s() - t0 < timeout_s) {
         known_worker k = worker_state(id);
         if (k.id[0] && k.blocks_used == 0)
-            return now_s() - t0;
+            return eng_now_s() - t0;
     }
     return -1;
 }
@@ -236,7 +230,7 @@ static proc *start_worker(const char *id, const char *role, const char *model, i
 static void wait_registered(proc *p)
 {
     char address[128] = "";
-    for (double t0 = now_s(); now_s() - t0 < 60 && !address[0];) {
+    for (double t0 = eng_now_s(); eng_now_s() - t0 < 60 && !address[0];) {
         pthread_mutex_lock(&reg_mu);
         known_worker *k = find_worker(p->id);
         if (k)
@@ -258,7 +252,7 @@ static void wait_registered(proc *p)
 static int stop_worker(proc *p)
 {
     kill(p->pid, SIGTERM);
-    for (double t0 = now_s(); now_s() - t0 < 15;) {
+    for (double t0 = eng_now_s(); eng_now_s() - t0 < 15;) {
         int status;
         if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
             p->pid = 0;
@@ -738,7 +732,7 @@ static void cancels_and_errors(proc *d, proc *p)
     pr.prompt = long_prompt;
     pr.n_prompt = 4000;
     pr.target = t->kv_target;
-    double t0 = now_s();
+    double t0 = eng_now_s();
     rc = rpc_unary_msg(p->ch, RPC_PREFILL_RUN, &pr.base, &tandem__prefill_result__descriptor, 30, (void **)&res, &st);
     CHECK(rc < 0 && st.code == RPC_DEADLINE_EXCEEDED, "Prefill.Run past its deadline: %s", rpc_code_name(st.code));
     if (rc == 0)
@@ -747,7 +741,7 @@ static void cancels_and_errors(proc *d, proc *p)
     CHECK(took >= 0, "the abandoned prefill freed its blocks");
     result aborted = {0};
     read_tokens(s, &aborted);
-    double waited = now_s() - t0;
+    double waited = eng_now_s() - t0;
     CHECK(aborted.code == RPC_UNAVAILABLE && waited < 3, "decode told of the failed transfer: %s after %.2f s: %s",
           rpc_code_name(aborted.code), waited, aborted.msg);
     CHECK(wait_blocks_free(d->id, 1) >= 0, "the failed transfer's reservation freed");
@@ -768,10 +762,10 @@ static void cancels_and_errors(proc *d, proc *p)
      * the concurrent mix) frees it and ends the stream with an error */
     s = reserve(d, "lease", 30, 10, &t, &st);
     REQUIRE(s, "reserve: %s", st.msg);
-    t0 = now_s();
+    t0 = eng_now_s();
     result r = {0};
     read_tokens(s, &r);
-    waited = now_s() - t0;
+    waited = eng_now_s() - t0;
     CHECK(r.code == RPC_DEADLINE_EXCEEDED && waited > 5.5 && waited < 8, "lease expiry: %s after %.1f s: %s",
           rpc_code_name(r.code), waited, r.msg);
     CHECK(wait_blocks_free(d->id, 1) >= 0, "lease expiry freed the blocks");
@@ -843,7 +837,7 @@ typedef struct pjob {
 static void *pjob_main(void *arg)
 {
     pjob *j = arg;
-    for (double t0 = now_s(); now_s() - t0 < 60; usleep(50000)) {
+    for (double t0 = eng_now_s(); eng_now_s() - t0 < 60; usleep(50000)) {
         if (j->p)
             run_disagg(j->d, j->p, j->rid, j->ref->prompt, j->ref->n_prompt, &j->s, &j->got);
         else
@@ -971,7 +965,7 @@ int main(int argc, char **argv)
     k->id[0] = 0; /* heartbeats now get reregister */
     pthread_mutex_unlock(&reg_mu);
     int again = 0;
-    for (double t0 = now_s(); now_s() - t0 < 5 && !again; usleep(20000)) {
+    for (double t0 = eng_now_s(); eng_now_s() - t0 < 5 && !again; usleep(20000)) {
         pthread_mutex_lock(&reg_mu);
         k = find_worker("dense-p");
         again = k && k->registrations >= 1;
