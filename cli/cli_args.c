@@ -7,7 +7,7 @@
 #include <string.h>
 
 #define HELP_COLUMN_MAX 26 /* a longer "--name VALUE" puts its help on the next line */
-#define HELP_WIDTH 100      /* a note that would pass this column goes on a line of its own */
+#define HELP_WIDTH 100     /* a note that would pass this column goes on a line of its own */
 #define MAX_OPTS 64        /* options of one command (a table is code: a bigger one is a bug) */
 
 int cli_usage_error(const cli_command *cmd, const char *fmt, ...)
@@ -52,9 +52,7 @@ static int set_value(const cli_command *cmd, const cli_opt *o, const char *from,
     char *end;
     errno = 0;
     switch (o->type) {
-    case CLI_FLAG:
-        *(int *)field(dest, o->field) = 1;
-        return 0;
+    case CLI_FLAG: *(int *)field(dest, o->field) = 1; return 0;
     case CLI_STR:
         if (o->choices && !in_choices(o->choices, v))
             return cli_usage_error(cmd, "%s must be one of %s, got '%s'", from, o->choices, v);

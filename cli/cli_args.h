@@ -28,8 +28,8 @@ enum {
 };
 
 typedef struct cli_opt {
-    const char *name;    /* "--port" */
-    const char *value;   /* the value's name in --help ("N", "DIR"); NULL for a flag */
+    const char *name;  /* "--port" */
+    const char *value; /* the value's name in --help ("N", "DIR"); NULL for a flag */
     cli_type type;
     double lo, hi;       /* CLI_INT, CLI_FLOAT: the accepted range */
     const char *choices; /* CLI_STR: "a|b|c" when only these are accepted, else NULL */
@@ -37,18 +37,18 @@ typedef struct cli_opt {
     const char *env;     /* environment variable that replaces def when set and not empty */
     const char *help;    /* lines separated by '\n'; the default and range are added */
     unsigned flags;
-    size_t field;        /* offsetof the destination in the command's struct */
-    size_t given;        /* offsetof + 1 of an int set to 1 when the option is given; 0: none */
+    size_t field; /* offsetof the destination in the command's struct */
+    size_t given; /* offsetof + 1 of an int set to 1 when the option is given; 0: none */
 } cli_opt;
 
 typedef struct cli_command {
-    const char *name;   /* "tandem worker": the prefix of every message */
-    const char *usage;  /* the synopsis after the name */
-    const char *about;  /* text printed between the usage line and the options; may be NULL */
+    const char *name;  /* "tandem worker": the prefix of every message */
+    const char *usage; /* the synopsis after the name */
+    const char *about; /* text printed between the usage line and the options; may be NULL */
     const cli_opt *opts;
     int n_opts;
-    int max_args;       /* positional arguments accepted (stored at args_field) */
-    size_t args_field;  /* offsetof a const char *[max_args] */
+    int max_args;               /* positional arguments accepted (stored at args_field) */
+    size_t args_field;          /* offsetof a const char *[max_args] */
     const char *exactly_one[2]; /* two options of which one and only one must be given */
 } cli_command;
 
@@ -56,27 +56,46 @@ typedef struct cli_command {
  * comparison is a warning, an error under -Werror), evaluating to its offset. */
 #define CLI_FIELD_(st, f, T) (offsetof(st, f) + 0 * sizeof(&((st *)0)->f == (T *)0))
 
-#define CLI_FLAG_OPT(st, f, name, help) \
-    {name, NULL, CLI_FLAG, 0, 0, NULL, NULL, NULL, help, 0, CLI_FIELD_(st, f, int), 0}
-#define CLI_STR_OPT(st, f, name, value, def, help, flags) \
-    {name, value, CLI_STR, 0, 0, NULL, def, NULL, help, flags, CLI_FIELD_(st, f, const char *), 0}
-#define CLI_ENV_OPT(st, f, name, value, env, def, help) \
-    {name, value, CLI_STR, 0, 0, NULL, def, env, help, 0, CLI_FIELD_(st, f, const char *), 0}
-#define CLI_CHOICE_OPT(st, f, name, choices, def, help, flags) \
-    {name, choices, CLI_STR, 0, 0, choices, def, NULL, help, flags, CLI_FIELD_(st, f, const char *), 0}
-#define CLI_INT_OPT(st, f, name, value, lo, hi, def, help) \
-    {name, value, CLI_INT, lo, hi, NULL, def, NULL, help, 0, CLI_FIELD_(st, f, int), 0}
-#define CLI_FLOAT_OPT(st, f, name, value, lo, hi, def, help) \
-    {name, value, CLI_FLOAT, lo, hi, NULL, def, NULL, help, 0, CLI_FIELD_(st, f, float), 0}
+#define CLI_FLAG_OPT(st, f, name, help)                                                  \
+    {                                                                                    \
+        name, NULL, CLI_FLAG, 0, 0, NULL, NULL, NULL, help, 0, CLI_FIELD_(st, f, int), 0 \
+    }
+#define CLI_STR_OPT(st, f, name, value, def, help, flags)                                            \
+    {                                                                                                \
+        name, value, CLI_STR, 0, 0, NULL, def, NULL, help, flags, CLI_FIELD_(st, f, const char *), 0 \
+    }
+#define CLI_ENV_OPT(st, f, name, value, env, def, help)                                         \
+    {                                                                                           \
+        name, value, CLI_STR, 0, 0, NULL, def, env, help, 0, CLI_FIELD_(st, f, const char *), 0 \
+    }
+#define CLI_CHOICE_OPT(st, f, name, choices, def, help, flags)                                            \
+    {                                                                                                     \
+        name, choices, CLI_STR, 0, 0, choices, def, NULL, help, flags, CLI_FIELD_(st, f, const char *), 0 \
+    }
+#define CLI_INT_OPT(st, f, name, value, lo, hi, def, help)                                \
+    {                                                                                     \
+        name, value, CLI_INT, lo, hi, NULL, def, NULL, help, 0, CLI_FIELD_(st, f, int), 0 \
+    }
+#define CLI_FLOAT_OPT(st, f, name, value, lo, hi, def, help)                                  \
+    {                                                                                         \
+        name, value, CLI_FLOAT, lo, hi, NULL, def, NULL, help, 0, CLI_FIELD_(st, f, float), 0 \
+    }
 /* Options whose absence the command must tell from their default (given: an int field). */
-#define CLI_INT_GIVEN(st, f, given, name, value, lo, hi, help) \
-    {name, value, CLI_INT, lo, hi, NULL, NULL, NULL, help, 0, CLI_FIELD_(st, f, int), CLI_FIELD_(st, given, int) + 1}
-#define CLI_FLOAT_GIVEN(st, f, given, name, value, lo, hi, help, flags) \
-    {name, value, CLI_FLOAT, lo, hi, NULL, NULL, NULL, help, flags, CLI_FIELD_(st, f, float), \
-     CLI_FIELD_(st, given, int) + 1}
-#define CLI_U64_GIVEN(st, f, given, name, value, help) \
-    {name, value, CLI_U64, 0, 0, NULL, NULL, NULL, help, 0, CLI_FIELD_(st, f, unsigned long long), \
-     CLI_FIELD_(st, given, int) + 1}
+#define CLI_INT_GIVEN(st, f, given, name, value, lo, hi, help)                           \
+    {                                                                                    \
+        name, value, CLI_INT, lo, hi, NULL, NULL, NULL, help, 0, CLI_FIELD_(st, f, int), \
+            CLI_FIELD_(st, given, int) + 1                                               \
+    }
+#define CLI_FLOAT_GIVEN(st, f, given, name, value, lo, hi, help, flags)                          \
+    {                                                                                            \
+        name, value, CLI_FLOAT, lo, hi, NULL, NULL, NULL, help, flags, CLI_FIELD_(st, f, float), \
+            CLI_FIELD_(st, given, int) + 1                                                       \
+    }
+#define CLI_U64_GIVEN(st, f, given, name, value, help)                                                \
+    {                                                                                                 \
+        name, value, CLI_U64, 0, 0, NULL, NULL, NULL, help, 0, CLI_FIELD_(st, f, unsigned long long), \
+            CLI_FIELD_(st, given, int) + 1                                                            \
+    }
 
 #define CLI_COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 

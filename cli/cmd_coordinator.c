@@ -2,7 +2,7 @@
  *
  * Parses options into coord_options, starts the coordinator (coordinator/
  * coordinator.h), prints one line on stdout with its URLs (what `tandem serve` and
- * tests read to find the ports), logs on stderr with UTC timestamps, and stops
+ * tests read to find the ports), logs on stderr (common/log.h, --log-level), and stops
  * cleanly on a signal: SIGTERM drains first (cli_drain.h: new requests get 503, those
  * in flight finish up to --drain-timeout), SIGINT or a second SIGTERM stops at once.
  * Signals are blocked before any thread starts and
@@ -12,17 +12,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <time.h>
 
 #include "cli_args.h"
 #include "cli_drain.h"
+#include "cli_log.h"
 #include "commands.h"
 #include "coordinator.h"
 
 typedef struct coordinator_args {
     coord_options o;
     float drain_timeout;
+    cli_log_opts log;
 } coordinator_args;
 
 #define C coordinator_args
@@ -41,6 +42,7 @@ static const cli_opt OPTS[] = {
                 "3 intervals leaves rotation until it returns"),
     CLI_FLOAT_OPT(C, drain_timeout, "--drain-timeout", "S", 0, 86400, "30",
                   "on SIGTERM, seconds to let requests in flight finish"),
+    CLI_LOG_OPTS(C, log),
 };
 #undef C
 
@@ -51,27 +53,8 @@ static const cli_command CMD = {
     .n_opts = CLI_COUNT(OPTS),
 };
 
-static void log_line(void *ctx, const char *line)
-{
-    (void)ctx;
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    struct tm tm;
-    gmtime_r(&tv.tv_sec, &tm);
-    char ts[32];
-    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-    fprintf(stderr, "%s.%03dZ %s\n", ts, (int)(tv.tv_usec / 1000), line);
-    fflush(stderr);
-}
-
-static void drain(void *c)
-{
-    coord_coordinator_drain(c);
-}
-static int in_flight(void *c)
-{
-    return coord_coordinator_in_flight(c);
-}
+static void drain(void *c) { coord_coordinator_drain(c); }
+static int in_flight(void *c) { return coord_coordinator_in_flight(c); }
 
 int cmd_coordinator(int argc, char **argv)
 {
@@ -80,7 +63,7 @@ int cmd_coordinator(int argc, char **argv)
     if (exit_status != CLI_RUN)
         return exit_status;
     coord_options o = a.o;
-    o.log = log_line;
+    cli_log_apply(&a.log);
 
     sigset_t set;
     sigemptyset(&set);

@@ -29,7 +29,9 @@
 #include <unistd.h>
 
 #include "cli_args.h"
+#include "cli_log.h"
 #include "commands.h"
+#include "common/log.h"
 #include "common/clock.h"
 #include "rpc.h"
 #include "tandem.pb-c.h"
@@ -48,6 +50,7 @@ static int n_children;
 typedef struct serve_args {
     const char *model, *host;
     int n_prefill, n_decode, colocated, port, threads, kv_blocks, rpc_port, heartbeat_ms, ready_timeout;
+    cli_log_opts log;
 } serve_args;
 
 #define S serve_args
@@ -68,6 +71,7 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(S, heartbeat_ms, "--heartbeat-ms", "N", 10, 600000, "500", "worker heartbeat interval"),
     CLI_INT_OPT(S, ready_timeout, "--ready-timeout", "S", 1, 86400, "300",
                 "seconds to wait for every worker to register"),
+    CLI_LOG_OPTS(S, log),
 };
 #undef S
 
@@ -84,7 +88,7 @@ static pid_t spawn(const char *name, char *const argv[], int out_fd, const sigse
 {
     pid_t pid = fork();
     if (pid < 0) {
-        fprintf(stderr, "tandem serve: cannot start %s: %s\n", name, strerror(errno));
+        eng_log(ENG_LOG_ERROR, "serve", NULL, "cannot start %s: %s", name, strerror(errno));
         return -1;
     }
     if (pid == 0) {
@@ -96,7 +100,7 @@ static pid_t spawn(const char *name, char *const argv[], int out_fd, const sigse
             close(out_fd);
         pthread_sigmask(SIG_UNBLOCK, unblock, NULL);
         execv("/proc/self/exe", argv);
-        fprintf(stderr, "tandem serve: exec %s: %s\n", name, strerror(errno));
+        eng_log(ENG_LOG_ERROR, "serve", NULL, "exec %s: %s", name, strerror(errno));
         _exit(127);
     }
     if (n_children < MAX_CHILDREN) {
@@ -140,7 +144,7 @@ static int reap(int stopping)
         if (!stopping) {
             char how[96];
             describe_exit(status, how, sizeof how);
-            fprintf(stderr, "tandem serve: %s (pid %d) exited unexpectedly: %s%s\n", c->name, (int)pid, how,
+            eng_log(ENG_LOG_WARN, "serve", NULL, "%s (pid %d) exited unexpectedly: %s%s", c->name, (int)pid, how,
                     c == &children[0] ? "; stopping the cluster" : "; the coordinator routes around it");
         }
         if (c == &children[0])
@@ -169,7 +173,7 @@ static void stop_range(int from, int to, double grace)
     }
     for (int i = from; i < to; i++)
         if (children[i].alive) {
-            fprintf(stderr, "tandem serve: %s (pid %d) did not stop within %.0f s; killing it\n", children[i].name,
+            eng_log(ENG_LOG_WARN, "serve", NULL, "%s (pid %d) did not stop within %.0f s; killing it", children[i].name,
                     (int)children[i].pid, grace);
             kill(children[i].pid, SIGKILL);
             waitpid(children[i].pid, NULL, 0);
@@ -283,7 +287,7 @@ int cmd_serve(int argc, char **argv)
     /* 1. the coordinator */
     int pfd[2];
     if (pipe(pfd) < 0) {
-        fprintf(stderr, "tandem serve: pipe: %s\n", strerror(errno));
+        eng_log(ENG_LOG_ERROR, "serve", NULL, "pipe: %s", strerror(errno));
         return 1;
     }
     if (rpc_port < 0)
@@ -292,11 +296,14 @@ int cmd_serve(int argc, char **argv)
     snprintf(rpc_s, sizeof rpc_s, "%d", rpc_port);
     snprintf(port_s, sizeof port_s, "%d", a.port);
     snprintf(hb_s, sizeof hb_s, "%d", a.heartbeat_ms);
-    char *cargv[16];
+    cli_log_apply(&a.log);
+    char *cargv[20];
     int k = 0;
     cargv[k++] = "tandem", cargv[k++] = "coordinator", cargv[k++] = "--model", cargv[k++] = (char *)model;
     cargv[k++] = "--host", cargv[k++] = (char *)host, cargv[k++] = "--port", cargv[k++] = port_s;
     cargv[k++] = "--rpc-port", cargv[k++] = rpc_s, cargv[k++] = "--heartbeat-ms", cargv[k++] = hb_s;
+    cargv[k++] = "--log-level", cargv[k++] = (char *)a.log.level, cargv[k++] = "--log-format";
+    cargv[k++] = (char *)a.log.format;
     if (colocated)
         cargv[k++] = "--colocated";
     cargv[k] = NULL;
@@ -306,7 +313,7 @@ int cmd_serve(int argc, char **argv)
     char line[512], http_url[300] = "", rpc_addr[300] = "", model_name[256] = "";
     if (read_line(pfd[0], line, sizeof line, 120) < 0 ||
         sscanf(line, "coordinator %299s rpc %299s model %255s", http_url, rpc_addr, model_name) != 3) {
-        fprintf(stderr, "tandem serve: the coordinator did not start (see its messages above)\n");
+        eng_log(ENG_LOG_ERROR, "serve", NULL, "the coordinator did not start (see its messages above)");
         close(pfd[0]);
         stop_all();
         return 1;
@@ -323,13 +330,14 @@ int cmd_serve(int argc, char **argv)
         const char *role = colocated ? "both" : i < n_prefill ? "prefill" : "decode";
         char id[64];
         snprintf(id, sizeof id, "%s-%d", role, colocated ? i + 1 : i < n_prefill ? i + 1 : i - n_prefill + 1);
-        char *wargv[24];
+        char *wargv[28];
         k = 0;
         wargv[k++] = "tandem", wargv[k++] = "worker", wargv[k++] = "--role", wargv[k++] = (char *)role;
         wargv[k++] = "--model", wargv[k++] = (char *)model, wargv[k++] = "--coordinator", wargv[k++] = rpc_addr;
         wargv[k++] = "--host", wargv[k++] = (char *)host, wargv[k++] = "--port", wargv[k++] = "0";
         wargv[k++] = "--metrics-port", wargv[k++] = "0", wargv[k++] = "--threads", wargv[k++] = threads_s;
-        wargv[k++] = "--id", wargv[k++] = id;
+        wargv[k++] = "--id", wargv[k++] = id, wargv[k++] = "--log-level", wargv[k++] = (char *)a.log.level;
+        wargv[k++] = "--log-format", wargv[k++] = (char *)a.log.format;
         if (a.kv_blocks)
             wargv[k++] = "--kv-blocks", wargv[k++] = kv_s;
         wargv[k] = NULL;
@@ -343,7 +351,7 @@ int cmd_serve(int argc, char **argv)
     rpc_channel *ch = NULL;
     rpc_status st;
     if (rpc_channel_create(rpc_addr, &ch, &st) < 0) {
-        fprintf(stderr, "tandem serve: coordinator %s: %s\n", rpc_addr, st.msg);
+        eng_log(ENG_LOG_ERROR, "serve", NULL, "coordinator %s: %s", rpc_addr, st.msg);
         stop_all();
         return 1;
     }
@@ -359,7 +367,7 @@ int cmd_serve(int argc, char **argv)
         for (int i = 1; i < n_children; i++)
             dead += !children[i].alive;
         if (dead) {
-            fprintf(stderr, "tandem serve: %d worker(s) failed to start (see their messages above)\n", dead);
+            eng_log(ENG_LOG_ERROR, "serve", NULL, "%d worker(s) failed to start (see their messages above)", dead);
             rpc_channel_destroy(ch);
             stop_all();
             return 1;
@@ -370,13 +378,13 @@ int cmd_serve(int argc, char **argv)
         struct timespec ts = {0, 100 * 1000000L};
         int sig = sigtimedwait(&set, NULL, &ts);
         if (sig == SIGINT || sig == SIGTERM) {
-            fprintf(stderr, "tandem serve: %s while starting, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+            eng_log(ENG_LOG_INFO, "serve", NULL, "%s while starting, stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
             rpc_channel_destroy(ch);
             stop_all();
             return 1;
         }
         if (eng_now_s() > deadline) {
-            fprintf(stderr, "tandem serve: only %d of %d workers registered within %d s\n", healthy < 0 ? 0 : healthy,
+            eng_log(ENG_LOG_ERROR, "serve", NULL, "only %d of %d workers registered within %d s", healthy < 0 ? 0 : healthy,
                     n_workers, a.ready_timeout);
             rpc_channel_destroy(ch);
             stop_all();
@@ -404,7 +412,7 @@ int cmd_serve(int argc, char **argv)
             continue;
         }
         if (sig == SIGINT || sig == SIGTERM) {
-            fprintf(stderr, "tandem serve: %s, stopping the cluster\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+            eng_log(ENG_LOG_INFO, "serve", NULL, "%s, stopping the cluster", sig == SIGINT ? "SIGINT" : "SIGTERM");
             break;
         }
     }

@@ -1,7 +1,7 @@
 /* cmd_worker.c: `tandem worker`, one prefill / decode / both worker process.
  *
  * Parses the options into a wrk_options, starts the worker (worker/worker.h), prints
- * its log lines with a UTC timestamp on stderr, and waits for a signal: SIGTERM drains
+ * its log lines on stderr (common/log.h, --log-level), and waits for a signal: SIGTERM drains
  * (cli_drain.h: no new requests, the coordinator told at once, those in flight finish
  * up to --drain-timeout), SIGINT or a second SIGTERM stops at once; then it stops
  * cleanly (what is left fails explicitly, every block is freed) and exits 0.
@@ -12,11 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <time.h>
 
 #include "cli_args.h"
 #include "cli_drain.h"
+#include "cli_log.h"
 #include "commands.h"
 #include "worker.h"
 
@@ -24,6 +24,7 @@ typedef struct worker_args {
     wrk_options o;
     const char *role;
     float drain_timeout;
+    cli_log_opts log;
 } worker_args;
 
 #define W worker_args
@@ -51,6 +52,7 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(W, o.lease_ms, "--lease-ms", "N", 1, 24 * 3600 * 1000, "30000", "KV reservation lease"),
     CLI_FLOAT_OPT(W, drain_timeout, "--drain-timeout", "S", 0, 86400, "30",
                   "on SIGTERM, seconds to let requests in flight finish"),
+    CLI_LOG_OPTS(W, log),
 };
 #undef W
 
@@ -61,27 +63,8 @@ static const cli_command CMD = {
     .n_opts = CLI_COUNT(OPTS),
 };
 
-static void log_line(void *ctx, const char *line)
-{
-    (void)ctx;
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    struct tm tm;
-    gmtime_r(&tv.tv_sec, &tm);
-    char ts[32];
-    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-    fprintf(stderr, "%s.%03dZ %s\n", ts, (int)(tv.tv_usec / 1000), line);
-    fflush(stderr);
-}
-
-static void drain(void *w)
-{
-    wrk_drain(w);
-}
-static int in_flight(void *w)
-{
-    return wrk_in_flight(w);
-}
+static void drain(void *w) { wrk_drain(w); }
+static int in_flight(void *w) { return wrk_in_flight(w); }
 
 int cmd_worker(int argc, char **argv)
 {
@@ -94,7 +77,7 @@ int cmd_worker(int argc, char **argv)
         return cli_usage_error(&CMD, "--role must be prefill, decode or both");
     if (!strcmp(o.coordinator, "none"))
         o.coordinator = NULL;
-    o.log = log_line;
+    cli_log_apply(&a.log);
 
     /* Blocked here, so every thread the worker starts inherits the mask. */
     sigset_t set;

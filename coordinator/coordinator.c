@@ -15,6 +15,7 @@
 #include "admin.h"
 #include "chat/template.h"
 #include "chat_pipeline.h"
+#include "common/log.h"
 #include "coordinator.h"
 #include "http.h"
 #include "model/config.h"
@@ -39,26 +40,6 @@ struct coord_coordinator {
     coord_admin *admin;
     int rpc_port;
 };
-
-static void logf_(coord_coordinator *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void logf_(coord_coordinator *c, const char *fmt, ...)
-{
-    if (!c->opt.log)
-        return;
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    c->opt.log(c->opt.log_ctx, line);
-}
-
-static void http_log(void *ctx, const char *line)
-{
-    coord_coordinator *c = ctx;
-    if (c->opt.log)
-        c->opt.log(c->opt.log_ctx, line);
-}
 
 int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, eng_error *err)
 {
@@ -87,7 +68,7 @@ int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, e
     eng_error terr;
     if (eng_chat_template_load(opt->model_dir, &c->tmpl, &terr) < 0) {
         c->tmpl = NULL; /* completions still work; chat requests get a 400 saying why */
-        logf_(c, "coordinator: no chat template (%s): /v1/chat/completions is refused", terr.msg);
+        eng_log(ENG_LOG_WARN, "coordinator", NULL, "no chat template (%s): /v1/chat/completions is refused", terr.msg);
     }
 
     if (!(c->metrics = met_registry_new())) {
@@ -105,8 +86,6 @@ int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, e
         .heartbeat_ms = opt->heartbeat_ms,
         .metrics = c->metrics,
         .met = &c->met,
-        .log = opt->log,
-        .log_ctx = opt->log_ctx,
     };
     if (coord_registry_new(&rc, &c->registry, err) < 0)
         goto fail;
@@ -114,8 +93,6 @@ int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, e
         .registry = c->registry,
         .colocated = opt->colocated,
         .met = &c->met,
-        .log = opt->log,
-        .log_ctx = opt->log_ctx,
     };
     if (coord_router_new(&ro, &c->router, err) < 0)
         goto fail;
@@ -157,15 +134,13 @@ int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, e
         .frontend = coord_pipeline_frontend(c->pipeline),
         .metrics = c->metrics,
         .met = &c->met,
-        .log = opt->log ? http_log : NULL,
-        .log_ctx = c,
     };
     if (coord_http_start(&hc, &c->http, err) < 0)
         goto fail;
-    logf_(c, "coordinator: serving %s (L%d kv%d d%d, context %d, %s mode) on http://%s:%d, gRPC %s:%d",
-          c->model_name, c->cfg.num_hidden_layers, c->cfg.num_key_value_heads, c->cfg.head_dim,
-          c->cfg.max_position_embeddings, opt->colocated ? "colocated" : "disaggregated", host,
-          coord_http_port(c->http), host, c->rpc_port);
+    eng_log(ENG_LOG_INFO, "coordinator", NULL, "serving %s (L%d kv%d d%d, context %d, %s mode) on http://%s:%d, gRPC %s:%d",
+            c->model_name, c->cfg.num_hidden_layers, c->cfg.num_key_value_heads, c->cfg.head_dim,
+            c->cfg.max_position_embeddings, opt->colocated ? "colocated" : "disaggregated", host,
+            coord_http_port(c->http), host, c->rpc_port);
     *out = c;
     return 0;
 fail:

@@ -21,8 +21,6 @@ typedef struct coord_options {
     int rpc_port;           /* gRPC (Registry, Admin); 0 = any free port */
     int colocated;          /* route every request to one role-BOTH worker */
     int heartbeat_ms;       /* told to workers; 0 = 500 */
-    coord_log_fn log;       /* NULL = silent */
-    void *log_ctx;
 } coord_options;
 
 typedef struct coord_coordinator coord_coordinator;

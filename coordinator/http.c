@@ -15,6 +15,7 @@
  * MHD's completion callback, which also cancels a call still running when the
  * connection ends early and waits for its on_done before freeing anything. */
 #include "common/clock.h"
+#include "common/log.h"
 #include "http.h"
 
 #include <errno.h>
@@ -79,19 +80,6 @@ struct conn {
     double t_done;
     int n_tokens_seen;
 };
-
-static void log_line(const coord_http *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void log_line(const coord_http *h, const char *fmt, ...)
-{
-    if (!h->cfg.log)
-        return;
-    char line[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    h->cfg.log(h->cfg.log_ctx, line);
-}
 
 static const char *route_path(enum route r)
 {
@@ -327,11 +315,11 @@ static void conn_free(struct conn *c)
         const char *outcome = c->finish == COORD_FINISH_CANCELLED ? "cancelled"
                               : c->finish == COORD_FINISH_ERROR   ? "error"
                                                                   : coord_finish_name(c->finish);
-        log_line(h, "request %s %s %s%s%s prompt_tokens=%d completion_tokens=%d ttft_ms=%.1f e2e_ms=%.1f",
-                 c->req.id, route_path(c->route), outcome, c->finish == COORD_FINISH_ERROR ? ": " : "",
-                 c->finish == COORD_FINISH_ERROR ? c->err.message : "", c->usage.prompt_tokens,
-                 c->usage.completion_tokens, c->n_tokens_seen ? (c->t_first_token - c->t_arrival) * 1e3 : -1.0,
-                 (c->t_done - c->t_arrival) * 1e3);
+        eng_log(ENG_LOG_INFO, "http", c->req.id, "%s %s%s%s prompt_tokens=%d completion_tokens=%d ttft_ms=%.1f e2e_ms=%.1f",
+                route_path(c->route), outcome, c->finish == COORD_FINISH_ERROR ? ": " : "",
+                c->finish == COORD_FINISH_ERROR ? c->err.message : "", c->usage.prompt_tokens,
+                c->usage.completion_tokens, c->n_tokens_seen ? (c->t_first_token - c->t_arrival) * 1e3 : -1.0,
+                (c->t_done - c->t_arrival) * 1e3);
     }
     if (c->have_req)
         coord_request_free(&c->req);
@@ -359,8 +347,8 @@ static void request_completed(void *cls, struct MHD_Connection *mhd, void **con_
 
 static enum MHD_Result refuse(struct conn *c, const coord_error *e)
 {
-    log_line(c->h, "request %s %s refused %d %s: %s", c->have_req ? c->req.id : "-", route_path(c->route),
-             e->status, e->type, e->message);
+    eng_log(ENG_LOG_INFO, "http", c->have_req ? c->req.id : NULL, "%s refused %d %s: %s", route_path(c->route),
+            e->status, e->type, e->message);
     return respond_error(c->mhd, e, NULL);
 }
 

@@ -31,11 +31,6 @@ typedef struct coord_http_config {
     coord_frontend frontend;
     met_registry *metrics;  /* may be NULL: /metrics then answers 404 */
     const met_tandem *met;  /* may be NULL: nothing recorded */
-    /* May be NULL. One line per generation request when it ends (request id,
-     * endpoint, outcome, token counts, latencies) or is refused (status, error),
-     * for the caller to print; called from connection threads. */
-    void (*log)(void *ctx, const char *line);
-    void *log_ctx;
 } coord_http_config;
 
 #define COORD_DEFAULT_MAX_BODY_BYTES (16u << 20)

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "common/clock.h"
+#include "common/log.h"
 #include "registry.h"
 
 typedef struct entry {
@@ -36,19 +37,6 @@ struct coord_registry {
     pthread_t thread;
     int thread_started;
 };
-
-static void logf_(coord_registry *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void logf_(coord_registry *r, const char *fmt, ...)
-{
-    if (!r->cfg.log)
-        return;
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    r->cfg.log(r->cfg.log_ctx, line);
-}
 
 const char *coord_role_name(int role)
 {
@@ -117,14 +105,14 @@ static void *health_main(void *arg)
             int h = healthy_locked(r, e, now);
             if (h != e->logged_healthy) {
                 if (h)
-                    logf_(r, "registry: worker %s (%s, %s) is back in rotation", e->v.id,
-                          coord_role_name(e->v.role), e->v.rpc_address);
+                    eng_log(ENG_LOG_INFO, "registry", NULL, "worker %s (%s, %s) is back in rotation", e->v.id,
+                            coord_role_name(e->v.role), e->v.rpc_address);
                 else if (e->failed_at > 0)
-                    logf_(r, "registry: worker %s (%s, %s) out of rotation: calls to it fail", e->v.id,
-                          coord_role_name(e->v.role), e->v.rpc_address);
+                    eng_log(ENG_LOG_WARN, "registry", NULL, "worker %s (%s, %s) out of rotation: calls to it fail", e->v.id,
+                            coord_role_name(e->v.role), e->v.rpc_address);
                 else
-                    logf_(r, "registry: worker %s (%s, %s) out of rotation: no heartbeat for %.1f s", e->v.id,
-                          coord_role_name(e->v.role), e->v.rpc_address, now - e->last_seen);
+                    eng_log(ENG_LOG_WARN, "registry", NULL, "worker %s (%s, %s) out of rotation: no heartbeat for %.1f s",
+                            e->v.id, coord_role_name(e->v.role), e->v.rpc_address, now - e->last_seen);
                 e->logged_healthy = h;
             }
         }
@@ -189,7 +177,7 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
         }
         pthread_mutex_unlock(&r->mu);
         if (!repeat)
-            logf_(r, "registry: refused worker '%s' at %s: %s", id, info->rpc_address ? info->rpc_address : "", reason);
+            eng_log(ENG_LOG_WARN, "registry", NULL, "refused worker '%s' at %s: %s", id, info->rpc_address ? info->rpc_address : "", reason);
         return 0;
     }
 
@@ -230,8 +218,8 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
     char transport[sizeof e->v.transport];
     snprintf(transport, sizeof transport, "%s", e->v.transport[0] ? e->v.transport : "none");
     pthread_mutex_unlock(&r->mu); /* e may move (realloc) from here on */
-    logf_(r, "registry: %s worker %s (%s) at %s, metrics %s, KV %s x %u blocks, transport %s",
-          replaced ? "re-registered" : "registered", id, coord_role_name(info->role), info->rpc_address,
+    eng_log(ENG_LOG_INFO, "registry", NULL, "%s worker %s (%s) at %s, metrics %s, KV %s x %u blocks, transport %s",
+            replaced ? "re-registered" : "registered", id, coord_role_name(info->role), info->rpc_address,
           info->metrics_address && *info->metrics_address ? info->metrics_address : "none", ls,
           info->capacity->kv_blocks_total, transport);
     return 1;
@@ -263,8 +251,8 @@ int coord_registry_heartbeat(coord_registry *r, const Tandem__WorkerLoad *l)
         e->v.draining = l->draining;
     pthread_mutex_unlock(&r->mu);
     if (started_draining)
-        logf_(r, "registry: worker %s is draining: out of rotation, finishing %u running and %u queued requests",
-              l->worker_id, l->running, l->queued);
+        eng_log(ENG_LOG_INFO, "registry", NULL,
+                "worker %s is draining: out of rotation, finishing %u running and %u queued requests", l->worker_id, l->running, l->queued);
     return e != NULL;
 }
 
@@ -313,7 +301,7 @@ void coord_registry_mark_failed(coord_registry *r, const char *id, const char *w
         e->failed_at = eng_now_s();
     pthread_mutex_unlock(&r->mu);
     if (was)
-        logf_(r, "registry: worker %s unreachable (%s): out of rotation until it heartbeats", id, why);
+        eng_log(ENG_LOG_WARN, "registry", NULL, "worker %s unreachable (%s): out of rotation until it heartbeats", id, why);
 }
 
 void coord_registry_counts(coord_registry *r, int counts[3])

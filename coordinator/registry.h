@@ -35,8 +35,6 @@ typedef struct coord_registry_config {
     int missed_heartbeats;    /* silence (in intervals) before UNHEALTHY; 0 = 3 */
     met_registry *metrics;    /* may be NULL; else per-worker gauges are exported */
     const met_tandem *met;
-    coord_log_fn log;         /* may be NULL */
-    void *log_ctx;
 } coord_registry_config;
 
 /* A copy of one worker's entry, as the router and Admin.Status see it. */

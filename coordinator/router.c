@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/log.h"
 #include "router.h"
 
 #define MAX_EXCLUDE 16
@@ -67,19 +68,6 @@ struct coord_router {
     chan *chans;
     met_metric *m_waiting;
 };
-
-static void logf_(coord_router *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void logf_(coord_router *r, const char *fmt, ...)
-{
-    if (!r->cfg.log)
-        return;
-    char line[1200];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    r->cfg.log(r->cfg.log_ctx, line);
-}
 
 /* One channel per worker address, kept for the router's life: gRPC reconnects a
  * channel by itself when a worker restarts on the same address. */
@@ -665,7 +653,7 @@ static void *call_main(void *arg)
             }
             coord_fail(&c->err, 503, "server_error", NULL, NULL, "no worker can take the request: %s%s%s", why,
                        last_why[0] ? "; last failure: " : "", last_why);
-            logf_(r, "req %s: failed: %s", c->id, c->err.message);
+            eng_log(ENG_LOG_ERROR, "router", c->id, "failed: %s", c->err.message);
             finish(c, COORD_FINISH_ERROR, &c->err);
             break;
         }
@@ -678,7 +666,7 @@ static void *call_main(void *arg)
         c->attempt++;
         if (o == OUT_DONE) {
             if (failures)
-                logf_(r, "req %s: completed on %s%s%s after %d failover(s)", c->id, d.id, rt.colocated ? "" : " + ",
+                eng_log(ENG_LOG_INFO, "router", c->id, "completed on %s%s%s after %d failover(s)", d.id, rt.colocated ? "" : " + ",
                       rt.colocated ? "" : p.id, failures);
             finish(c, as.finish, NULL);
             break;
@@ -688,7 +676,7 @@ static void *call_main(void *arg)
             break;
         }
         if (o == OUT_FAIL) {
-            logf_(r, "req %s: failed: %s", c->id, c->err.message);
+            eng_log(ENG_LOG_ERROR, "router", c->id, "failed: %s", c->err.message);
             finish(c, COORD_FINISH_ERROR, &c->err);
             break;
         }
@@ -697,7 +685,7 @@ static void *call_main(void *arg)
             if (eng_now_s() >= wait_until) {
                 coord_fail(&c->err, 503, "server_error", NULL, NULL, "no worker had room for the request within %d ms: %s",
                            r->cfg.wait_ms, as.why);
-                logf_(r, "req %s: failed: %s", c->id, c->err.message);
+                eng_log(ENG_LOG_ERROR, "router", c->id, "failed: %s", c->err.message);
                 finish(c, COORD_FINISH_ERROR, &c->err);
                 break;
             }
@@ -711,11 +699,11 @@ static void *call_main(void *arg)
         if (failures > r->cfg.max_failures) {
             coord_fail(&c->err, c->n_gen ? 502 : 503, "server_error", NULL, NULL,
                        "the request failed on %d workers; last: %s", failures, as.why);
-            logf_(r, "req %s: failed: %s", c->id, c->err.message);
+            eng_log(ENG_LOG_ERROR, "router", c->id, "failed: %s", c->err.message);
             finish(c, COORD_FINISH_ERROR, &c->err);
             break;
         }
-        logf_(r, "req %s: attempt %d failed (%s); %s", c->id, c->attempt, as.why,
+        eng_log(ENG_LOG_WARN, "router", c->id, "attempt %d failed (%s); %s", c->attempt, as.why,
               c->n_gen ? "rerunning elsewhere and replaying the tokens already sent" : "retrying elsewhere");
         if (as.blame[0] && c->n_exclude < MAX_EXCLUDE)
             snprintf(c->exclude[c->n_exclude++], sizeof c->exclude[0], "%s", as.blame);
@@ -884,7 +872,7 @@ int coord_router_cancel_id(coord_router *r, const char *request_id)
         }
     pthread_mutex_unlock(&r->mu);
     if (found)
-        logf_(r, "req %s: cancelled by Admin.Cancel", request_id);
+        eng_log(ENG_LOG_INFO, "router", request_id, "cancelled by Admin.Cancel");
     return found;
 }
 

@@ -28,8 +28,6 @@ typedef struct coord_router_config {
     coord_registry *registry;  /* must outlive the router */
     int colocated;             /* 1: always Generate(colocated) on role-BOTH workers */
     const met_tandem *met;     /* may be NULL */
-    coord_log_fn log;          /* may be NULL */
-    void *log_ctx;
     int max_failures;          /* worker failures tolerated per request; 0 = 3 */
     int wait_ms;               /* how long a request waits for a worker with room; 0 = 30000 */
     int failover_wait_ms;      /* after a worker failed, how long to wait for any route; 0 = 5000 */

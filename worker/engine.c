@@ -160,7 +160,7 @@ static void end_stream(wrk_worker *w, wrk_req *r)
     } else {
         met_inc(w->m_error, 1);
     }
-    wrk_log(w, "req %s: %s after %d tokens (%s%s%s), blocks freed", r->id,
+    wrk_log(w, ENG_LOG_INFO, r->id, "%s after %d tokens (%s%s%s), blocks freed",
             r->end_code == RPC_OK ? "finished" : "ended", r->n_gen, rpc_code_name(r->end_code),
             r->end_msg[0] ? ": " : "", r->end_msg);
     wrk_req_unref(w, r);
@@ -274,8 +274,8 @@ static void preempt_locked(wrk_worker *w, wrk_req *r)
     r->preemptions++;
     w->preemptions++;
     met_inc(w->m_preemptions, 1);
-    wrk_log(w, "req %s: preempted after %d tokens (KV pool full; %d of %d blocks free with its own back), "
-            "to be recomputed", r->id, r->n_gen, eng_kv_pool_free_blocks(w->pool), eng_kv_pool_blocks(w->pool));
+    wrk_log(w, ENG_LOG_WARN, r->id, "preempted after %d tokens (KV pool full; %d of %d blocks free with its own back), "
+            "to be recomputed", r->n_gen, eng_kv_pool_free_blocks(w->pool), eng_kv_pool_blocks(w->pool));
 }
 
 /* Under w->mu: room in the cache for every running sequence's next token. A sequence
@@ -326,7 +326,7 @@ static void resume_preempted(wrk_worker *w)
         r->state = ST_RECOMPUTING;
         r->n_recomputed = 0;
         active++;
-        wrk_log(w, "req %s: recomputing %d tokens of KV (%d blocks)", r->id, history(r), r->seq.n_blocks);
+        wrk_log(w, ENG_LOG_INFO, r->id, "recomputing %d tokens of KV (%d blocks)", history(r), r->seq.n_blocks);
     }
 }
 
@@ -460,7 +460,7 @@ static void after_step(wrk_worker *w, wrk_step *s)
             if (r->state == ST_RECOMPUTING)
                 r->state = ST_RUNNING;
             pthread_mutex_unlock(&w->mu);
-            wrk_log(w, "req %s: KV recomputed (%d tokens), decoding again from token %d", r->id, history(r), r->n_gen);
+            wrk_log(w, ENG_LOG_INFO, r->id, "KV recomputed (%d tokens), decoding again from token %d", history(r), r->n_gen);
             continue;
         }
         /* a prompt chunk */
@@ -517,7 +517,7 @@ static void drain_failed_transfers(wrk_worker *w)
         for (wrk_req *r = w->reqs; r; r = r->next)
             if (r->kind == REQ_DECODE && r->have_transfer && r->transfer_id == id && r->state == ST_RESERVED) {
                 wrk_req_end_locked(w, r, RPC_UNAVAILABLE, 1, msg);
-                wrk_log(w, "req %s: %s", r->id, msg);
+                wrk_log(w, ENG_LOG_ERROR, r->id, "%s", msg);
             }
         pthread_mutex_unlock(&w->mu);
     }
@@ -600,7 +600,7 @@ void *wrk_engine_main(void *arg)
     for (;;) {
         if (grow_runs(w, &s, &runs_cap) < 0 || grow_step(&s, &ended, &cap, count_reqs(w) + 1) < 0) {
             /* No memory to plan with: requests wait (their leases still run out). */
-            wrk_log(w, "engine: out of memory planning a step; retrying");
+            wrk_log(w, ENG_LOG_WARN, NULL, "engine: out of memory planning a step; retrying");
             timed_wait(w, eng_now_s() + 0.1);
             continue;
         }
@@ -631,7 +631,7 @@ void *wrk_engine_main(void *arg)
             for (int i = 0; i < s.n; i++)
                 any_push |= s.reqs[i]->kind == REQ_PREFILL;
             if (eng_forward(w->model, w->pool, s.items, s.n, any_push ? push_layer : NULL, &s, &err) < 0) {
-                wrk_log(w, "step of %d sequences failed: %s", s.n, err.msg);
+                wrk_log(w, ENG_LOG_ERROR, NULL, "step of %d sequences failed: %s", s.n, err.msg);
                 pthread_mutex_lock(&w->mu);
                 for (int i = 0; i < s.n; i++)
                     wrk_req_end_locked(w, s.reqs[i], RPC_INTERNAL, 0, err.msg);

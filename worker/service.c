@@ -172,7 +172,7 @@ static void on_generate(void *user, rpc_call *call, const rpc_bytes *bytes)
         pthread_mutex_unlock(&w->mu);
     }
     if (code != RPC_OK) {
-        wrk_log(w, "req %s: Generate refused: %s (%s)", g->request_id, msg, rpc_code_name(code));
+        wrk_log(w, ENG_LOG_WARN, g->request_id, "Generate refused: %s (%s)", msg, rpc_code_name(code));
         if (code == RPC_RESOURCE_EXHAUSTED)
             met_inc(w->m_rejected, 1);
         else
@@ -223,12 +223,11 @@ static void on_generate(void *user, rpc_call *call, const rpc_bytes *bytes)
             ev.event_case = TANDEM__GENERATE_EVENT__EVENT_KV_TARGET;
             ev.kv_target = &t;
             rpc_call_send_msg(call, &ev.base, 1000); /* a failure shows as a cancel */
-            wrk_log(w, "req %s: reserved %d KV blocks (%d for the prompt of %d tokens), transfer %llu, lease %d ms",
-                    r->id, r->seq.n_blocks, nb, r->n_prompt, (unsigned long long)r->transfer_id, w->opt.lease_ms);
+            wrk_log(w, ENG_LOG_INFO, r->id, "reserved %d KV blocks (%d for the prompt of %d tokens), transfer %llu, lease %d ms", r->seq.n_blocks, nb, r->n_prompt, (unsigned long long)r->transfer_id, w->opt.lease_ms);
             pthread_mutex_lock(&w->mu);
         }
     } else {
-        wrk_log(w, "req %s: colocated, %d prompt tokens, %d KV blocks", r->id, r->n_prompt, r->seq.n_blocks);
+        wrk_log(w, ENG_LOG_INFO, r->id, "colocated, %d prompt tokens, %d KV blocks", r->n_prompt, r->seq.n_blocks);
         pthread_mutex_lock(&w->mu);
     }
     r->arming = 0;
@@ -297,7 +296,7 @@ static void on_kv_ready(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_
         wrk_req_unref_locked(w, r);
         pthread_mutex_unlock(&w->mu);
     }
-    wrk_log(w, "req %s: KvReady transfer %llu: %s%s", q->request_id, (unsigned long long)q->transfer_id,
+    wrk_log(w, ENG_LOG_DEBUG, q->request_id, "KvReady transfer %llu: %s%s", (unsigned long long)q->transfer_id,
             ok ? "verified, joining the batch" : "refused: ", reason);
     Tandem__KvReadyReply rep = TANDEM__KV_READY_REPLY__INIT;
     rep.ok = ok;
@@ -324,7 +323,7 @@ static void on_kv_hello(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_
     rep.reason = rep.ok ? "" : err.msg;
     rep.reply.data = reply;
     rep.reply.len = rep.ok ? reply_len : 0;
-    wrk_log(w, "req %s: KvHello of %zu bytes: %s", q->request_id, q->hello.len, rep.ok ? "accepted" : err.msg);
+    wrk_log(w, ENG_LOG_DEBUG, q->request_id, "KvHello of %zu bytes: %s", q->hello.len, rep.ok ? "accepted" : err.msg);
     if (rpc_pack(&rep.base, resp) < 0)
         rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
     rpc_msg_free(q);
@@ -474,7 +473,7 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
             }
         }
         pthread_mutex_unlock(&w->mu);
-        wrk_log(w, "req %s: prefill of %d tokens %s", r->id, r->n_prompt,
+        wrk_log(w, ENG_LOG_DEBUG, r->id, "prefill of %d tokens %s", r->n_prompt,
                 code == RPC_OK ? "computed, waiting for the receiver's verdict" : msg);
     }
 
@@ -515,7 +514,7 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
         met_observe(w->m_kv_seconds, t_end - r->t_started);
         met_observe(w->m_ttft, t_end - r->t_arrival);
         met_observe(w->m_e2e, t_end - r->t_arrival);
-        wrk_log(w, "req %s: first token %d, %llu KV bytes pushed to %s in %.1f ms (queue %.1f, compute %.1f)", r->id,
+        wrk_log(w, ENG_LOG_INFO, r->id, "first token %d, %llu KV bytes pushed to %s in %.1f ms (queue %.1f, compute %.1f)",
                 r->first.id, (unsigned long long)kv_bytes, q->target->decode_worker_id, tm.transfer_us / 1e3,
                 tm.queue_us / 1e3, tm.compute_us / 1e3);
     }
@@ -528,7 +527,7 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
     else
         met_inc(w->m_error, 1);
     if (code != RPC_OK) {
-        wrk_log(w, "req %s: Prefill.Run failed: %s (%s)", q->request_id, msg, rpc_code_name(code));
+        wrk_log(w, ENG_LOG_ERROR, q->request_id, "Prefill.Run failed: %s (%s)", msg, rpc_code_name(code));
         rpc_status_set(st, code, "%s", msg);
     }
     if (r) {

@@ -15,18 +15,16 @@
 
 #include "worker_internal.h"
 
-void wrk_log(wrk_worker *w, const char *fmt, ...)
+void wrk_log(wrk_worker *w, eng_log_level level, const char *request_id, const char *fmt, ...)
 {
-    if (!w->opt.log)
+    if (!eng_log_enabled(level))
         return;
-    char line[1024];
-    int n = snprintf(line, sizeof line, "%s %s: ", w->role_name, w->id);
+    char who[sizeof w->id + 16];
+    snprintf(who, sizeof who, "%s %s", w->role_name, w->id);
     va_list ap;
     va_start(ap, fmt);
-    if (n > 0 && (size_t)n < sizeof line)
-        vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    eng_logv(level, who, request_id, fmt, ap);
     va_end(ap);
-    w->opt.log(w->opt.log_ctx, line);
 }
 
 rpc_channel *wrk_channel(wrk_worker *w, const char *address, rpc_status *st)
@@ -267,12 +265,12 @@ static void *registry_main(void *arg)
                 failures = 0;
                 last_why[0] = 0;
                 wait_ms = interval;
-                wrk_log(w, "registered with the coordinator at %s (heartbeat every %u ms)", w->opt.coordinator,
+                wrk_log(w, ENG_LOG_INFO, NULL, "registered with the coordinator at %s (heartbeat every %u ms)", w->opt.coordinator,
                         interval);
             } else {
                 /* Say each new reason once, then every 20 tries, not every half second. */
                 if (strcmp(why, last_why) || failures % 20 == 0)
-                    wrk_log(w, "registration with %s failed (%s); retrying", w->opt.coordinator, why);
+                    wrk_log(w, ENG_LOG_WARN, NULL, "registration with %s failed (%s); retrying", w->opt.coordinator, why);
                 snprintf(last_why, sizeof last_why, "%s", why);
                 failures++;
                 wait_ms = 500;
@@ -283,13 +281,13 @@ static void *registry_main(void *arg)
                 registered = 0;
                 atomic_store(&w->registered, 0);
                 wait_ms = 0;
-                wrk_log(w, "the coordinator asks us to register again");
+                wrk_log(w, ENG_LOG_INFO, NULL, "the coordinator asks us to register again");
             } else if (hb < 0 && !unreachable) {
                 unreachable = 1;
-                wrk_log(w, "heartbeat to %s failed (%s); still trying", w->opt.coordinator, why);
+                wrk_log(w, ENG_LOG_WARN, NULL, "heartbeat to %s failed (%s); still trying", w->opt.coordinator, why);
             } else if (hb > 0 && unreachable) {
                 unreachable = 0;
-                wrk_log(w, "coordinator reachable again");
+                wrk_log(w, ENG_LOG_INFO, NULL, "coordinator reachable again");
             }
         }
         pthread_mutex_lock(&w->reg_mu);
@@ -342,7 +340,7 @@ static int open_transport(wrk_worker *w, eng_error *err)
     kvt_open_options to = {.tcp = {.bind_host = w->host}, .rdma = {.device = w->opt.rdma_device, .gid_index = -1}};
     if (kvt_open(which, &to, &w->kvt, err) < 0)
         return -1;
-    wrk_log(w, "KV transport: %s", kvt_choice(w->kvt));
+    wrk_log(w, ENG_LOG_INFO, NULL, "KV transport: %s", kvt_choice(w->kvt));
     kvt_set_notify(w->kvt, on_transfer_end, w);
     if (kvt_register(w->kvt, eng_kv_pool_base(w->pool), eng_kv_pool_bytes(w->pool), &w->region, err) < 0 ||
         kvt_descriptor(w->kvt, w->region, w->descriptor, sizeof w->descriptor, &w->descriptor_len, err) < 0)
@@ -438,7 +436,7 @@ int wrk_start(const wrk_options *opt, wrk_worker **out, eng_error *err)
     }
     char lay[96];
     eng_kv_layout_str(&w->layout, lay, sizeof lay);
-    wrk_log(w, "serving %s on %s (metrics %s), KV pool %d blocks x %zu bytes = %.1f MiB (%s; %s), transport %s %.*s",
+    wrk_log(w, ENG_LOG_INFO, NULL, "serving %s on %s (metrics %s), KV pool %d blocks x %zu bytes = %.1f MiB (%s; %s), transport %s %.*s",
             w->model_name, w->rpc_address, w->metrics_address[0] ? w->metrics_address : "off", n_blocks, block_bytes,
             (double)n_blocks * (double)block_bytes / (1 << 20), lay,
             w->opt.kv_blocks ? "--kv-blocks"
@@ -472,7 +470,7 @@ void wrk_drain(wrk_worker *w)
     pthread_mutex_unlock(&w->mu);
     if (was)
         return;
-    wrk_log(w, "draining: admitting nothing new, %d requests in flight", wrk_in_flight(w));
+    wrk_log(w, ENG_LOG_INFO, NULL, "draining: admitting nothing new, %d requests in flight", wrk_in_flight(w));
     pthread_mutex_lock(&w->reg_mu);
     w->reg_now = 1; /* tell the coordinator now, not at the next interval */
     pthread_cond_broadcast(&w->reg_cv);
@@ -527,7 +525,7 @@ void wrk_stop(wrk_worker *w)
     eng_model_free(w->model);
     met_registry_free(w->metrics);
     if (w->engine_started)
-        wrk_log(w, "stopped");
+        wrk_log(w, ENG_LOG_INFO, NULL, "stopped");
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->reg_mu);

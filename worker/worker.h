@@ -14,8 +14,7 @@
  * /livez always, /startupz once the model is loaded and the services run, /readyz
  * while started, registered with the coordinator (when there is one) and not draining.
  *
- * Nothing here prints:
- * events go to the caller's log function, one line each, with the request id. */
+ * Events are logged through common/log.h, one line each, with the request id. */
 #ifndef WRK_WORKER_H
 #define WRK_WORKER_H
 
@@ -33,7 +32,6 @@ typedef enum wrk_role {
 const char *wrk_role_name(wrk_role r); /* "prefill", "decode", "both" */
 int wrk_role_parse(const char *s, wrk_role *out);
 
-typedef void (*wrk_log_fn)(void *ctx, const char *line);
 
 typedef struct wrk_options {
     wrk_role role;
@@ -51,8 +49,6 @@ typedef struct wrk_options {
     const char *rdma_device; /* verbs device ("mlx5_0"); NULL = the first with an active port */
     const char *id;          /* worker id; NULL = "<role>-<host>:<port>" */
     int lease_ms;            /* KV reservation lease; 0 = 30000 */
-    wrk_log_fn log;          /* NULL = silent */
-    void *log_ctx;
 } wrk_options;
 
 typedef struct wrk_worker wrk_worker;

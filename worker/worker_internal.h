@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "common/clock.h"
+#include "common/log.h"
 #include "kvtransfer.h"
 #include "metrics.h"
 #include "model/model.h"
@@ -183,7 +184,9 @@ struct wrk_worker {
 };
 
 /* worker.c */
-void wrk_log(wrk_worker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* One log line (common/log.h) from this worker: the component is "ROLE ID". */
+void wrk_log(wrk_worker *w, eng_log_level level, const char *request_id, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 rpc_channel *wrk_channel(wrk_worker *w, const char *address, rpc_status *st);
 
 /* service.c */

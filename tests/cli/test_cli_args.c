@@ -104,7 +104,8 @@ int main(void)
 
     /* every bad input: exit status 2 and one line that names the option and the range */
     CHECK(parse(&a, NULL) == 2 && one_line("test: needs --name NAME"), "%s", err_text);
-    CHECK(parse(&a, "--name", "x", "--count", "11", NULL) == 2 && one_line("--count wants an integer in [-2, 10], got '11'"),
+    CHECK(parse(&a, "--name", "x", "--count", "11", NULL) == 2 &&
+              one_line("--count wants an integer in [-2, 10], got '11'"),
           "%s", err_text);
     CHECK(parse(&a, "--name", "x", "--count", "-3", NULL) == 2 && one_line("[-2, 10]"), "%s", err_text);
     CHECK(parse(&a, "--name", "x", "--count", "4x", NULL) == 2 && one_line("got '4x'"), "%s", err_text);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/log.h"
 #include "http.h"
 #include "scripted_frontend.h"
 #include "check.h"
@@ -564,8 +565,8 @@ int main(void)
         .frontend = scripted_frontend(),
         .metrics = reg,
         .met = &met,
-        .log = log_cb,
     };
+    eng_log_set_sink(log_cb, NULL);
     coord_http *h;
     if (coord_http_start(&cfg, &h, &err)) {
         fprintf(stderr, "start: %s\n", err.msg);
@@ -582,13 +583,13 @@ int main(void)
     test_concurrency();
     test_metrics_endpoint();
     /* one line per request, with its id and outcome */
-    CHECK(log_has("request chatcmpl-", "/v1/chat/completions length prompt_tokens=3 completion_tokens=3 ttft_ms="));
-    CHECK(log_has("request chatcmpl-", "/v1/chat/completions tool_calls"));
-    CHECK(log_has("request cmpl-", "/v1/completions error: decode worker w1 died"));
-    CHECK(log_has("request chatcmpl-", "/v1/chat/completions cancelled"));
-    CHECK(log_has("request - /v1/chat/completions", "refused 400 invalid_request_error"));
-    CHECK(log_has("request chatcmpl-", "refused 503 server_error: no decode worker"));
-    CHECK(log_has("request - /v1/completions", "refused 413"));
+    CHECK(log_has("INFO  http: req chatcmpl-", ": /v1/chat/completions length prompt_tokens=3 completion_tokens=3 ttft_ms="));
+    CHECK(log_has("http: req chatcmpl-", ": /v1/chat/completions tool_calls"));
+    CHECK(log_has("http: req cmpl-", ": /v1/completions error: decode worker w1 died"));
+    CHECK(log_has("http: req chatcmpl-", ": /v1/chat/completions cancelled"));
+    CHECK(log_has("http: /v1/chat/completions", "refused 400 invalid_request_error"));
+    CHECK(log_has("http: req chatcmpl-", "refused 503 server_error: no decode worker"));
+    CHECK(log_has("http: /v1/completions", "refused 413"));
 
     /* Stopping with a request in flight cancels it and returns. */
     int before = atomic_load(&n_cancelled);
