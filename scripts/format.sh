@@ -15,6 +15,10 @@ case "${1:-}" in
 esac
 
 clang_format=${CLANG_FORMAT:-clang-format}
+if ! command -v "$clang_format" >/dev/null; then
+  echo "scripts/format.sh: $clang_format not found (Debian: apt install clang-format)" >&2
+  exit 2
+fi
 major=$("$clang_format" --version | sed -n 's/.*clang-format version \([0-9]*\).*/\1/p')
 if [ "$major" != 14 ]; then
   # Other versions lay some constructs out differently, so the check would flap.

@@ -26,7 +26,8 @@
 #define FLOOD "/test.Stream/Flood"
 #define RACE "/test.Stream/Race"
 
-static double now_ms(void) {
+static double now_ms(void)
+{
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
@@ -35,12 +36,14 @@ static double now_ms(void) {
 /* ------------------------------------------------------------------ handlers */
 
 /* RegisterWorker: accepts a worker with an id, echoing it, and refuses one without. */
-static void on_register(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes *resp, rpc_status *st) {
+static void on_register(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes *resp, rpc_status *st)
+{
     (void)user;
     REQUIRE(strcmp(rpc_call_method(call), REGISTER) == 0);
     REQUIRE(strstr(rpc_call_peer(call), "127.0.0.1:"));
     Tandem__WorkerInfo *w = rpc_unpack(&tandem__worker_info__descriptor, req->data, req->len, st);
-    if (!w) return;
+    if (!w)
+        return;
     if (!w->worker_id[0]) {
         rpc_status_set(st, RPC_INVALID_ARGUMENT, "worker_id missing");
         rpc_msg_free(w);
@@ -59,7 +62,8 @@ static void on_register(void *user, rpc_call *call, const rpc_bytes *req, rpc_by
 
 /* Prefill.Run stand-in that takes long: waits for cancellation for up to 2 s. */
 static atomic_int prefill_saw_cancel;
-static void on_slow_prefill(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes *resp, rpc_status *st) {
+static void on_slow_prefill(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes *resp, rpc_status *st)
+{
     (void)user;
     (void)req;
     if (rpc_call_wait_cancel(call, 2000)) {
@@ -79,7 +83,8 @@ typedef struct gen_job {
     int first, n;
 } gen_job;
 
-static void *gen_send(void *arg) {
+static void *gen_send(void *arg)
+{
     gen_job *j = arg;
     Tandem__GenerateEvent ev = TANDEM__GENERATE_EVENT__INIT;
     Tandem__KvTarget kt = TANDEM__KV_TARGET__INIT;
@@ -110,7 +115,8 @@ static pthread_mutex_t sender_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_t senders[64];
 static int n_senders;
 
-static void on_generate(void *user, rpc_call *call, const rpc_bytes *req) {
+static void on_generate(void *user, rpc_call *call, const rpc_bytes *req)
+{
     (void)user;
     rpc_status st;
     Tandem__GenerateRequest *g = rpc_unpack(&tandem__generate_request__descriptor, req->data, req->len, &st);
@@ -140,9 +146,11 @@ static void on_generate(void *user, rpc_call *call, const rpc_bytes *req) {
     pthread_mutex_unlock(&sender_mu);
 }
 
-static void join_senders(void) {
+static void join_senders(void)
+{
     pthread_mutex_lock(&sender_mu);
-    for (int i = 0; i < n_senders; i++) pthread_join(senders[i], NULL);
+    for (int i = 0; i < n_senders; i++)
+        pthread_join(senders[i], NULL);
     n_senders = 0;
     pthread_mutex_unlock(&sender_mu);
 }
@@ -151,13 +159,15 @@ static void join_senders(void) {
  * cancels (or the server stops); the cancel callback records when and finishes it. */
 static atomic_int hold_cancels;
 static _Atomic double hold_cancel_at;
-static void hold_cancelled(void *arg) {
+static void hold_cancelled(void *arg)
+{
     hold_cancel_at = now_ms();
     atomic_fetch_add(&hold_cancels, 1);
     rpc_call_finish((rpc_call *)arg, RPC_CANCELLED, "client went away");
 }
 
-static void on_hold(void *user, rpc_call *call, const rpc_bytes *req) {
+static void on_hold(void *user, rpc_call *call, const rpc_bytes *req)
+{
     (void)user;
     (void)req;
     rpc_call_send(call, "ready", 5, -1);
@@ -165,7 +175,8 @@ static void on_hold(void *user, rpc_call *call, const rpc_bytes *req) {
 }
 
 /* Garbage: a message that is not a valid protobuf (field 0 is illegal). */
-static void on_garbage(void *user, rpc_call *call, const rpc_bytes *req) {
+static void on_garbage(void *user, rpc_call *call, const rpc_bytes *req)
+{
     (void)user;
     (void)req;
     static const uint8_t bad[] = {0x00, 0xff, 0xff, 0xff};
@@ -176,13 +187,15 @@ static void on_garbage(void *user, rpc_call *call, const rpc_bytes *req) {
 /* Flood: sends 1 KiB messages until a send fails, then reports why. With request
  * "block" a full queue waits for room forever (only cancellation stops it), else 200 ms. */
 static atomic_int flood_sent, flood_result; /* result: 1 queue stayed full, 2 cancelled */
-static void on_flood(void *user, rpc_call *call, const rpc_bytes *req) {
+static void on_flood(void *user, rpc_call *call, const rpc_bytes *req)
+{
     (void)user;
     int block = req->len == 5 && memcmp(req->data, "block", 5) == 0;
     char buf[1024];
     memset(buf, 'f', sizeof buf);
     int n = 0;
-    while (rpc_call_send(call, buf, sizeof buf, block ? -1 : 200) == 0) n++;
+    while (rpc_call_send(call, buf, sizeof buf, block ? -1 : 200) == 0)
+        n++;
     atomic_store(&flood_sent, n);
     int cancelled = rpc_call_cancelled(call);
     atomic_store(&flood_result, cancelled ? 2 : 1);
@@ -194,19 +207,22 @@ static void on_flood(void *user, rpc_call *call, const rpc_bytes *req) {
  * the second runs at once on the owner's thread (the call is cancelled by then). */
 static rpc_call *race_call;
 static atomic_int race_in_cb, race_cb_done, race_second_saw_done, race_finish_saw_done;
-static void race_cb(void *arg) {
+static void race_cb(void *arg)
+{
     (void)arg;
     atomic_store(&race_in_cb, 1);
     usleep(100000);
     atomic_store(&race_cb_done, 1);
 }
 
-static void race_second_cb(void *arg) {
+static void race_second_cb(void *arg)
+{
     (void)arg;
     atomic_store(&race_second_saw_done, atomic_load(&race_cb_done) ? 1 : -1);
 }
 
-static void on_race(void *user, rpc_call *call, const rpc_bytes *req) {
+static void on_race(void *user, rpc_call *call, const rpc_bytes *req)
+{
     (void)user;
     (void)req;
     REQUIRE(rpc_call_wait_cancel(call, 20) == 0 && !rpc_call_cancelled(call));
@@ -215,9 +231,11 @@ static void on_race(void *user, rpc_call *call, const rpc_bytes *req) {
     REQUIRE(rpc_call_send(call, "ready", 5, -1) == 0);
 }
 
-static void *race_owner(void *arg) {
+static void *race_owner(void *arg)
+{
     (void)arg;
-    while (!atomic_load(&race_in_cb)) usleep(1000);
+    while (!atomic_load(&race_in_cb))
+        usleep(1000);
     rpc_call_on_cancel(race_call, race_second_cb, NULL);
     REQUIRE(rpc_call_cancelled(race_call) && rpc_call_wait_cancel(race_call, -1));
     REQUIRE(rpc_call_send(race_call, "late", 4, 0) == -1);
@@ -226,7 +244,8 @@ static void *race_owner(void *arg) {
     return NULL;
 }
 
-static rpc_server *start_server(int *port) {
+static rpc_server *start_server(int *port)
+{
     rpc_server *s;
     rpc_status st;
     REQUIRE(rpc_server_create("127.0.0.1:0", port, &s, &st) == 0);
@@ -245,7 +264,8 @@ static rpc_server *start_server(int *port) {
     return s;
 }
 
-static rpc_channel *connect_to(int port) {
+static rpc_channel *connect_to(int port)
+{
     char target[64];
     snprintf(target, sizeof target, "127.0.0.1:%d", port);
     rpc_channel *ch;
@@ -256,7 +276,8 @@ static rpc_channel *connect_to(int port) {
 
 /* ------------------------------------------------------------------ tests */
 
-static void test_unary(rpc_channel *ch) {
+static void test_unary(rpc_channel *ch)
+{
     Tandem__WorkerInfo w = TANDEM__WORKER_INFO__INIT;
     Tandem__Capacity cap = TANDEM__CAPACITY__INIT;
     Tandem__KvLayout lay = TANDEM__KV_LAYOUT__INIT;
@@ -307,7 +328,8 @@ static void test_unary(rpc_channel *ch) {
     printf("unary: round trip (%.0f us per call), error status, bad bytes, unknown method ok\n", per_call_us);
 }
 
-static void test_deadline(rpc_channel *ch) {
+static void test_deadline(rpc_channel *ch)
+{
     rpc_status st;
     rpc_bytes out;
     atomic_store(&prefill_saw_cancel, 0);
@@ -317,13 +339,15 @@ static void test_deadline(rpc_channel *ch) {
     REQUIRE(st.code == RPC_DEADLINE_EXCEEDED);
     REQUIRE(took >= 140 && took < 1000);
     /* The handler, still waiting, learns of it promptly. */
-    for (int i = 0; i < 100 && !atomic_load(&prefill_saw_cancel); i++) usleep(5000);
+    for (int i = 0; i < 100 && !atomic_load(&prefill_saw_cancel); i++)
+        usleep(5000);
     REQUIRE(atomic_load(&prefill_saw_cancel));
     printf("deadline: DEADLINE_EXCEEDED after %.0f ms (150 asked), handler saw it\n", took);
 }
 
 /* Reads one Generate stream to the end and checks every event. */
-static void read_generate(rpc_channel *ch, int first, int n, int elsewhere) {
+static void read_generate(rpc_channel *ch, int first, int n, int elsewhere)
+{
     Tandem__GenerateRequest g = TANDEM__GENERATE_REQUEST__INIT;
     Tandem__SamplingParams sp = TANDEM__SAMPLING_PARAMS__INIT;
     int32_t prompt[2] = {first, 1};
@@ -355,7 +379,8 @@ static void read_generate(rpc_channel *ch, int first, int n, int elsewhere) {
     rpc_stream_close(s);
 }
 
-static void test_stream_many(rpc_channel *ch) {
+static void test_stream_many(rpc_channel *ch)
+{
     double t0 = now_ms();
     read_generate(ch, 100, 5000, 0);
     double t1 = now_ms();
@@ -389,13 +414,15 @@ static void test_stream_many(rpc_channel *ch) {
 
 /* A reader that does not keep up: the server's queue fills, sends time out, and the
  * reader still gets every queued message and then the handler's status. */
-static void test_backpressure(rpc_channel *ch) {
+static void test_backpressure(rpc_channel *ch)
+{
     rpc_stream *s;
     rpc_status st;
     rpc_bytes b;
     atomic_store(&flood_result, 0);
     REQUIRE(rpc_stream_open(ch, FLOOD, "", 0, 10000, &s, &st) == 0);
-    for (int i = 0; i < 300 && !atomic_load(&flood_result); i++) usleep(10000);
+    for (int i = 0; i < 300 && !atomic_load(&flood_result); i++)
+        usleep(10000);
     REQUIRE(atomic_load(&flood_result) == 1);
     int sent = atomic_load(&flood_sent), got = 0;
     REQUIRE(sent >= RPC_SEND_QUEUE_MAX);
@@ -417,7 +444,8 @@ typedef struct canceller {
     double at;
 } canceller;
 
-static void *cancel_later(void *arg) {
+static void *cancel_later(void *arg)
+{
     canceller *c = arg;
     usleep((useconds_t)c->delay_ms * 1000);
     c->at = now_ms();
@@ -425,7 +453,8 @@ static void *cancel_later(void *arg) {
     return NULL;
 }
 
-static void test_cancel(rpc_channel *ch) {
+static void test_cancel(rpc_channel *ch)
+{
     rpc_stream *s;
     rpc_status st;
     rpc_bytes b;
@@ -448,7 +477,8 @@ static void test_cancel(rpc_channel *ch) {
     double reader_at = now_ms();
     REQUIRE(st.code == RPC_CANCELLED);
     pthread_join(t, NULL);
-    for (int i = 0; i < 200 && atomic_load(&hold_cancels) == before; i++) usleep(1000);
+    for (int i = 0; i < 200 && atomic_load(&hold_cancels) == before; i++)
+        usleep(1000);
     REQUIRE(atomic_load(&hold_cancels) == before + 1);
     double server_ms = hold_cancel_at - c.at;
     REQUIRE(server_ms < 100);
@@ -459,10 +489,10 @@ static void test_cancel(rpc_channel *ch) {
     REQUIRE(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
     rpc_bytes_free(&b);
     rpc_stream_close(s);
-    for (int i = 0; i < 200 && atomic_load(&hold_cancels) == before + 1; i++) usleep(1000);
+    for (int i = 0; i < 200 && atomic_load(&hold_cancels) == before + 1; i++)
+        usleep(1000);
     REQUIRE(atomic_load(&hold_cancels) == before + 2);
-    printf("cancel: server saw the client's cancel after %.2f ms, reader after %.2f ms\n", server_ms,
-           reader_at - c.at);
+    printf("cancel: server saw the client's cancel after %.2f ms, reader after %.2f ms\n", server_ms, reader_at - c.at);
 
     /* A stream's deadline ends it on both sides. */
     REQUIRE(rpc_stream_open(ch, HOLD, "", 0, 120, &s, &st) == 0);
@@ -472,13 +502,15 @@ static void test_cancel(rpc_channel *ch) {
     REQUIRE(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END);
     double took = now_ms() - t1;
     REQUIRE(st.code == RPC_DEADLINE_EXCEEDED && took >= 100 && took < 2000);
-    for (int i = 0; i < 200 && atomic_load(&hold_cancels) == before + 2; i++) usleep(1000);
+    for (int i = 0; i < 200 && atomic_load(&hold_cancels) == before + 2; i++)
+        usleep(1000);
     REQUIRE(atomic_load(&hold_cancels) == before + 3);
     rpc_stream_close(s);
     printf("stream deadline: DEADLINE_EXCEEDED after %.0f ms (120 asked), handler saw it\n", took);
 }
 
-static void test_cancel_race(rpc_channel *ch) {
+static void test_cancel_race(rpc_channel *ch)
+{
     rpc_stream *s;
     rpc_status st;
     rpc_bytes b;
@@ -501,20 +533,23 @@ typedef struct worker_arg {
     int id;
 } worker_arg;
 
-static void *stream_worker(void *arg) {
+static void *stream_worker(void *arg)
+{
     worker_arg *w = arg;
     read_generate(w->ch, 1000 * w->id, 300, w->id % 2);
     return NULL;
 }
 
-static void *slow_unary(void *arg) {
+static void *slow_unary(void *arg)
+{
     rpc_bytes out;
     rpc_status st;
     REQUIRE(rpc_unary(arg, PREFILL, "", 0, 400, &out, &st) == -1 && st.code == RPC_DEADLINE_EXCEEDED);
     return NULL;
 }
 
-static void test_concurrent(rpc_channel *ch) {
+static void test_concurrent(rpc_channel *ch)
+{
     enum { N = 32 };
     pthread_t t[N], slow;
     worker_arg a[N];
@@ -526,7 +561,8 @@ static void test_concurrent(rpc_channel *ch) {
         a[i] = (worker_arg){ch, i + 1};
         REQUIRE(pthread_create(&t[i], NULL, stream_worker, &a[i]) == 0);
     }
-    for (int i = 0; i < N; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < N; i++)
+        pthread_join(t[i], NULL);
     double took = now_ms() - t0;
     pthread_join(slow, NULL);
     printf("concurrent: %d streams x 300 messages in %.0f ms (one unary handler blocked meanwhile)\n", N, took);
@@ -538,7 +574,8 @@ typedef struct stopper {
     double done_at;
 } stopper;
 
-static void *stop_later(void *arg) {
+static void *stop_later(void *arg)
+{
     stopper *p = arg;
     usleep(50000);
     rpc_server_stop(p->s);
@@ -547,7 +584,8 @@ static void *stop_later(void *arg) {
 }
 
 /* The server stops with a stream open: the reader gets an error, the port goes dead. */
-static void test_server_stop(void) {
+static void test_server_stop(void)
+{
     int port;
     rpc_server *srv = start_server(&port);
     rpc_channel *ch = connect_to(port);
@@ -562,7 +600,8 @@ static void test_server_stop(void) {
     rpc_stream *flood;
     atomic_store(&flood_result, 0);
     REQUIRE(rpc_stream_open(ch, FLOOD, "block", 5, 0, &flood, &st) == 0);
-    for (int i = 0; i < 100 && atomic_load(&flood_sent) < RPC_SEND_QUEUE_MAX; i++) usleep(10000);
+    for (int i = 0; i < 100 && atomic_load(&flood_sent) < RPC_SEND_QUEUE_MAX; i++)
+        usleep(10000);
     stopper p = {srv, 0};
     pthread_t t;
     double t0 = now_ms();
@@ -575,8 +614,8 @@ static void test_server_stop(void) {
     REQUIRE(atomic_load(&flood_result) == 2);
     rpc_stream_close(s);
     rpc_stream_close(flood);
-    printf("server stop: open stream ended with %s (\"%s\") after %.0f ms, stop took %.0f ms\n",
-           rpc_code_name(st.code), st.msg, took, p.done_at - t0 - 50);
+    printf("server stop: open stream ended with %s (\"%s\") after %.0f ms, stop took %.0f ms\n", rpc_code_name(st.code),
+           st.msg, took, p.done_at - t0 - 50);
 
     t0 = now_ms();
     REQUIRE(rpc_unary(ch, REGISTER, "", 0, 5000, &b, &st) == -1);
@@ -588,7 +627,8 @@ static void test_server_stop(void) {
     rpc_channel_destroy(ch);
 }
 
-static void test_bind_errors(void) {
+static void test_bind_errors(void)
+{
     int port;
     rpc_server *a, *b;
     rpc_status st;
@@ -610,7 +650,8 @@ static void test_bind_errors(void) {
 static int child_pid = -1, child_port;
 
 /* Forked before this process touches gRPC (gRPC does not survive fork). */
-static void spawn_child_server(void) {
+static void spawn_child_server(void)
+{
     int fds[2];
     REQUIRE(pipe(fds) == 0);
     child_pid = fork();
@@ -623,7 +664,8 @@ static void spawn_child_server(void) {
         rpc_server *s = start_server(&port);
         REQUIRE(write(fds[1], &port, sizeof port) == sizeof port);
         close(fds[1]);
-        for (;;) pause();
+        for (;;)
+            pause();
         rpc_server_stop(s);
     }
     close(fds[1]);
@@ -631,7 +673,8 @@ static void spawn_child_server(void) {
     close(fds[0]);
 }
 
-static void test_killed_server(void) {
+static void test_killed_server(void)
+{
     rpc_channel *ch = connect_to(child_port);
     rpc_stream *s;
     rpc_status st;
@@ -648,15 +691,15 @@ static void test_killed_server(void) {
     waitpid(child_pid, NULL, 0);
     REQUIRE(rpc_unary(ch, REGISTER, "", 0, 5000, &b, &st) == -1 && st.code == RPC_UNAVAILABLE);
     rpc_channel_destroy(ch);
-    printf("killed server: open stream ended with %s (\"%s\") after %.1f ms\n", rpc_code_name(st.code), st.msg,
-           took);
+    printf("killed server: open stream ended with %s (\"%s\") after %.1f ms\n", rpc_code_name(st.code), st.msg, took);
 }
 
 /* ------------------------------------------------------------------ a killed client process */
 
 /* The child side (this binary run as "test_rpc hold-client PORT"): opens a Hold stream,
  * reports on stdout once it is open, and waits to be killed. */
-static int hold_client_main(int port) {
+static int hold_client_main(int port)
+{
     rpc_channel *ch = connect_to(port);
     rpc_stream *s;
     rpc_status st;
@@ -664,12 +707,14 @@ static int hold_client_main(int port) {
     REQUIRE(rpc_stream_open(ch, HOLD, "", 0, 0, &s, &st) == 0);
     REQUIRE(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
     REQUIRE(write(1, "o", 1) == 1);
-    for (;;) pause();
+    for (;;)
+        pause();
 }
 
 extern char **environ;
 
-static void test_killed_client(int port) {
+static void test_killed_client(int port)
+{
     int fds[2];
     REQUIRE(pipe(fds) == 0);
     posix_spawn_file_actions_t fa;
@@ -690,7 +735,8 @@ static void test_killed_client(int port) {
     close(fds[0]);
     double t0 = now_ms();
     kill(pid, SIGKILL);
-    while (atomic_load(&hold_cancels) == before && now_ms() - t0 < 5000) usleep(200);
+    while (atomic_load(&hold_cancels) == before && now_ms() - t0 < 5000)
+        usleep(200);
     REQUIRE(atomic_load(&hold_cancels) == before + 1);
     double took = hold_cancel_at - t0;
     REQUIRE(took < 100);
@@ -700,11 +746,12 @@ static void test_killed_client(int port) {
 
 /* The method-name macros of rpc.h name real methods of tandem.proto, and every
  * method of tandem.proto has one. */
-static void test_method_names(void) {
+static void test_method_names(void)
+{
     const ProtobufCServiceDescriptor *services[] = {&tandem__registry__descriptor, &tandem__decode__descriptor,
                                                     &tandem__prefill__descriptor, &tandem__admin__descriptor};
-    const char *names[] = {RPC_REGISTRY_REGISTER, RPC_REGISTRY_HEARTBEAT, RPC_DECODE_GENERATE, RPC_DECODE_KV_READY, RPC_DECODE_KV_HELLO,
-                           RPC_PREFILL_RUN,       RPC_ADMIN_STATUS,       RPC_ADMIN_CANCEL};
+    const char *names[] = {RPC_REGISTRY_REGISTER, RPC_REGISTRY_HEARTBEAT, RPC_DECODE_GENERATE, RPC_DECODE_KV_READY,
+                           RPC_DECODE_KV_HELLO,   RPC_PREFILL_RUN,        RPC_ADMIN_STATUS,    RPC_ADMIN_CANCEL};
     const int n_names = (int)(sizeof names / sizeof names[0]);
     int n_methods = 0;
     for (size_t i = 0; i < sizeof services / sizeof services[0]; i++) {
@@ -712,8 +759,10 @@ static void test_method_names(void) {
             char full[128];
             snprintf(full, sizeof full, "/%s/%s", services[i]->name, services[i]->methods[j].name);
             int found = 0;
-            for (int k = 0; k < n_names; k++) found += strcmp(full, names[k]) == 0;
-            if (found != 1) fprintf(stderr, "method %s has no macro in rpc.h\n", full);
+            for (int k = 0; k < n_names; k++)
+                found += strcmp(full, names[k]) == 0;
+            if (found != 1)
+                fprintf(stderr, "method %s has no macro in rpc.h\n", full);
             REQUIRE(found == 1);
             n_methods++;
         }
@@ -722,9 +771,11 @@ static void test_method_names(void) {
     printf("method names: %d macros match tandem.proto\n", n_methods);
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     setvbuf(stdout, NULL, _IONBF, 0);
-    if (argc == 3 && strcmp(argv[1], "hold-client") == 0) return hold_client_main(atoi(argv[2]));
+    if (argc == 3 && strcmp(argv[1], "hold-client") == 0)
+        return hold_client_main(atoi(argv[2]));
     spawn_child_server();
     test_method_names();
 
