@@ -154,8 +154,9 @@ static void append_sse(struct conn *c, char *json)
         return;
     if (!c->overflow && c->out.len - c->out_pos + strlen(json) + 8 > c->h->cfg.sse_buffer_bytes) {
         c->overflow = 1;
-        log_line(c->h, "request %s: the client does not read its stream (%zu bytes buffered, the limit is %zu): "
-                 "closing the connection", c->req.id, c->out.len - c->out_pos, c->h->cfg.sse_buffer_bytes);
+        eng_log(ENG_LOG_WARN, "http", c->req.id,
+                "the client does not read its stream (%zu bytes buffered, the limit is %zu): closing the connection",
+                c->out.len - c->out_pos, c->h->cfg.sse_buffer_bytes);
         if (c->fd >= 0)
             shutdown(c->fd, SHUT_RDWR);
     }
