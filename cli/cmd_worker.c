@@ -1,6 +1,6 @@
 /* cmd_worker.c: `tandem worker`, one prefill / decode / both worker process.
  *
- * Parses the options into a wrk_options, starts the worker (worker/worker.h), prints
+ * Parses the options into a wrk_options, starts the worker (worker/include/worker.h), prints
  * its log lines on stderr (common/log.h, --log-level), and waits for a signal: SIGTERM drains
  * (cli_drain.h: no new requests, the coordinator told at once, those in flight finish
  * up to --drain-timeout), SIGINT or a second SIGTERM stops at once; then it stops
