@@ -2,7 +2,7 @@
 // (a coordinator, one prefill and two decode workers, each its own process on
 // loopback), driven by the official OpenAI npm client.
 //
-// usage: node lifecycle.mjs TANDEM MODEL_DIR
+// usage: node lifecycle.mjs TANDEM TANDEMCTL MODEL_DIR
 // Checks:
 //   - the coordinator: /livez and /startupz 200 at once, /readyz 503 until a prefill
 //     and a decode worker are in rotation, then 200;
@@ -10,7 +10,7 @@
 //     holds back, as a slow volume would) answers /livez 200, /startupz and /readyz 503
 //     "loading the model"; once loaded and registered, 200;
 //   - SIGTERM to the decode worker that serves a streamed request: its /readyz turns
-//     503, the coordinator shows it draining, new requests go to the other decode
+//     503, `tandemctl status` shows it draining, new requests go to the other decode
 //     worker, the stream completes with every token, the worker exits 0 by itself;
 //     the coordinator counts 0 failed requests;
 //   - SIGTERM then a second SIGTERM: the worker stops at once (exit 0) and the stream
@@ -25,7 +25,7 @@ import { join, basename } from "node:path";
 import OpenAI from "openai";
 import { start, freePort, waitFor, get, metricValue, check, checksPassed, sleep } from "./lib.mjs";
 
-const [tandem, modelSrc] = process.argv.slice(2);
+const [tandem, tandemctl, modelSrc] = process.argv.slice(2);
 const t0 = Date.now();
 
 // A copy of the model folder, except config.json: a FIFO, so the test decides
@@ -51,6 +51,7 @@ async function worker(role, name, model = modelSrc) {
   args[args.indexOf("--model") + 1] = model;
   const p = start(tandem, args, name);
   p.metrics = `127.0.0.1:${mport}`;
+  p.id = name;
   return p;
 }
 const ready = async (addr) => (await get(addr, "/readyz")).status === 200;
@@ -129,6 +130,8 @@ await check("SIGTERM drains a decode worker: the stream completes, new requests 
     drained.kill("SIGTERM");
     await waitFor("/readyz 503 on the draining worker", async () => (await get(drained.metrics, "/readyz")).status === 503, 5000, 10);
     assert.match((await get(drained.metrics, "/readyz")).text, /draining/);
+    const st = JSON.parse(execFileSync(tandemctl, ["status", "--coordinator", `127.0.0.1:${rpc}`, "--json"], { encoding: "utf8" }));
+    assert.equal(st.workers.find((w) => w.id === drained.id).state, "draining");
     // the coordinator heard at once: new requests meet the other decode worker only
     await sleep(100);
     for (let i = 0; i < 3; i++)
