@@ -102,6 +102,14 @@ static void *health_main(void *arg)
         double now = eng_now_s();
         for (int i = 0; i < r->n; i++) {
             entry *e = &r->w[i];
+            if (now - e->last_seen > r->cfg.forget_ms / 1000.0) {
+                /* Silent this long: gone for good (a restarted worker registers again). */
+                logf_(r, "registry: forgot worker %s (%s, %s): no heartbeat for %.0f s", e->v.id,
+                      coord_role_name(e->v.role), e->v.rpc_address, now - e->last_seen);
+                memmove(&r->w[i], &r->w[i + 1], (size_t)(r->n - i - 1) * sizeof *r->w); /* keeps the order */
+                r->n--, i--;
+                continue;
+            }
             int h = healthy_locked(r, e, now);
             if (h != e->logged_healthy) {
                 if (h)
@@ -166,6 +174,9 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
                  r->cfg.n_kv_heads, r->cfg.head_dim);
     else if (!info->capacity || info->capacity->kv_blocks_total == 0)
         snprintf(reason, cap, "the worker reports no KV blocks");
+    else if (info->capacity->kv_blocks_free > info->capacity->kv_blocks_total)
+        snprintf(reason, cap, "the worker reports %u free KV blocks of %u", info->capacity->kv_blocks_free,
+                 info->capacity->kv_blocks_total);
     if (reason[0]) {
         pthread_mutex_lock(&r->mu);
         double now = eng_now_s();
@@ -184,6 +195,12 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
     pthread_mutex_lock(&r->mu);
     entry *e = find_locked(r, id);
     int replaced = e != NULL;
+    if (!e && r->n >= r->cfg.max_workers) {
+        pthread_mutex_unlock(&r->mu);
+        snprintf(reason, cap, "the coordinator already knows %d workers (its limit)", r->cfg.max_workers);
+        logf_(r, "registry: refused worker '%s' at %s: %s", id, info->rpc_address, reason);
+        return 0;
+    }
     if (!e) {
         if (r->n == r->cap) {
             int nc = r->cap ? 2 * r->cap : 8;
@@ -233,8 +250,9 @@ int coord_registry_heartbeat(coord_registry *r, const Tandem__WorkerLoad *l)
         e->v.running = l->running;
         e->v.queued = l->queued;
         e->v.queued_prompt_tokens = l->queued_prompt_tokens;
-        e->v.kv_used = l->kv_blocks_used;
+        /* never more used than there are: the router subtracts one from the other */
         e->v.kv_total = l->kv_blocks_total;
+        e->v.kv_used = l->kv_blocks_used < l->kv_blocks_total ? l->kv_blocks_used : l->kv_blocks_total;
         if (l->batch) {
             e->v.steps = l->batch->steps;
             e->v.batched_seqs = l->batch->batched_seqs;
@@ -372,6 +390,10 @@ int coord_registry_new(const coord_registry_config *cfg, coord_registry **out, e
         r->cfg.heartbeat_ms = 500;
     if (r->cfg.missed_heartbeats <= 0)
         r->cfg.missed_heartbeats = 3;
+    if (r->cfg.max_workers <= 0)
+        r->cfg.max_workers = 1024;
+    if (r->cfg.forget_ms <= 0)
+        r->cfg.forget_ms = 600000;
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
     if (cfg->metrics && cfg->met && met_on_collect(cfg->metrics, collect, r) < 0) {

@@ -10,7 +10,8 @@
  * rotation: it finishes its own requests and gets no new ones.
  * A worker serving another model, or whose KV layout cannot hold this model's KV,
  * is refused with the reason. Registering again under a known id replaces the
- * entry (a restarted worker).
+ * entry (a restarted worker). A worker silent for forget_ms is forgotten, and at
+ * most max_workers are known at once, so the list cannot grow without bound.
  *
  * The router reads consistent copies (coord_registry_snapshot) and adds what it
  * sent since the worker's last heartbeat (coord_registry_note_sent), so that a burst
@@ -33,6 +34,8 @@ typedef struct coord_registry_config {
     int n_layers, n_kv_heads, head_dim; /* from config.json: a worker's KV layout must match */
     int heartbeat_ms;         /* told to workers; 0 = 500 */
     int missed_heartbeats;    /* silence (in intervals) before UNHEALTHY; 0 = 3 */
+    int max_workers;          /* workers known at once; registering beyond is refused; 0 = 1024 */
+    int forget_ms;            /* silence after which a worker is forgotten; 0 = 600000 */
     met_registry *metrics;    /* may be NULL; else per-worker gauges are exported */
     const met_tandem *met;
 } coord_registry_config;

@@ -2,7 +2,8 @@
  *
  * One completion queue, polled by RPC_CQ_THREADS threads that never run user code
  * longer than a cancel callback: each completion tag names its own done() function.
- * Handlers run on a pool that grows on demand (up to RPC_POOL_MAX threads), so a
+ * Handlers run on a pool that grows on demand (up to RPC_POOL_MAX threads, or
+ * rpc_server_set_max_handlers), so a
  * handler that blocks for the length of a stream does not hold up other calls.
  *
  * A call's life: a request slot completes with a new call and its request message;
@@ -64,6 +65,7 @@ struct rpc_call {
     grpc_call *call;
     char *peer; /* gpr_malloc'd */
     char method_name[128];
+    gpr_timespec deadline;     /* the client's */
     rpc_bytes req;
     struct rpc_call *job_next; /* pool queue link */
 
@@ -107,6 +109,7 @@ struct rpc_server {
     int live_slots, live_calls;
     rpc_call *jobs_head, *jobs_tail;
     int n_jobs, n_idle, n_threads, pool_stop;
+    int max_threads; /* rpc_server_set_max_handlers; RPC_POOL_MAX by default */
     pthread_t *threads;
     int threads_cap;
 };
@@ -412,6 +415,14 @@ static void run_handler(rpc_call *c)
     method *m = c->m;
     rpc_bytes req = c->req; /* ours: the owner may finish and free the call meanwhile */
     c->req = (rpc_bytes){0};
+    /* A call that waited in the queue past its deadline (or whose client left) has
+     * nobody to answer: running it would only spend a thread on dead work. */
+    if (rpc_call_cancelled(c) ||
+        gpr_time_cmp(gpr_now(c->deadline.clock_type), c->deadline) > 0) {
+        rpc_bytes_free(&req);
+        rpc_call_finish(c, RPC_DEADLINE_EXCEEDED, "the deadline passed while the call waited for a handler thread");
+        return;
+    }
     if (m->streaming) {
         m->stream(m->user, c, &req);
         rpc_bytes_free(&req);
@@ -463,7 +474,7 @@ static void pool_submit(rpc_server *srv, rpc_call *c)
         srv->jobs_head = c;
     srv->jobs_tail = c;
     srv->n_jobs++;
-    if (srv->n_jobs > srv->n_idle && srv->n_threads < RPC_POOL_MAX) {
+    if (srv->n_jobs > srv->n_idle && srv->n_threads < srv->max_threads) {
         if (srv->n_threads == srv->threads_cap) {
             int cap = srv->threads_cap ? srv->threads_cap * 2 : 16;
             pthread_t *t = realloc(srv->threads, (size_t)cap * sizeof *t);
@@ -580,6 +591,7 @@ static void slot_done(rpc_tag *t, int ok)
             c->m = sl->m;
             c->call = call;
             c->peer = grpc_call_get_peer(call);
+            c->deadline = sl->deadline;
             c->close_tag.done = close_done;
             c->send_tag.done = send_done;
             c->status_tag.done = status_done;
@@ -661,6 +673,7 @@ int rpc_server_create(const char *bind, int *port, rpc_server **out, rpc_status 
     pthread_cond_init(&s->cv, NULL);
     pthread_cond_init(&s->pool_cv, NULL);
     s->shutdown_tag.done = shutdown_done;
+    s->max_threads = RPC_POOL_MAX;
 
     /* No SO_REUSEPORT: a second server on a busy port must fail, not share it. Pings
      * from clients' keepalive (rpc_channel_create) are allowed every 10 s, and the
@@ -737,6 +750,11 @@ int rpc_server_add_unary(rpc_server *s, const char *method, rpc_unary_fn fn, voi
 int rpc_server_add_stream(rpc_server *s, const char *method, rpc_stream_fn fn, void *user, rpc_status *st)
 {
     return add_method(s, method, 1, NULL, fn, user, st);
+}
+
+void rpc_server_set_max_handlers(rpc_server *s, int n)
+{
+    s->max_threads = n > 0 ? n : RPC_POOL_MAX;
 }
 
 int rpc_server_start(rpc_server *s, rpc_status *st)

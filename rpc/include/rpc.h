@@ -109,6 +109,9 @@ int rpc_server_create(const char *bind, int *port, rpc_server **out, rpc_status 
 int rpc_server_add_unary(rpc_server *s, const char *method, rpc_unary_fn fn, void *user, rpc_status *st);
 int rpc_server_add_stream(rpc_server *s, const char *method, rpc_stream_fn fn, void *user, rpc_status *st);
 /* Starts serving; calls to methods not registered get UNIMPLEMENTED. */
+/* Handler threads at most (calls beyond wait in a queue; one whose deadline passes
+ * there ends with DEADLINE_EXCEEDED without running); n <= 0: 512. Before start. */
+void rpc_server_set_max_handlers(rpc_server *s, int n);
 int rpc_server_start(rpc_server *s, rpc_status *st);
 int rpc_server_port(const rpc_server *s);
 /* Stops accepting calls, cancels open ones, waits until every open call has been

@@ -4,7 +4,9 @@
  * re-registration under the same id replaces the entry, heartbeats update the load
  * and unknown ids are told to register again, silence past 3 intervals or a failed
  * call takes a worker out of rotation and its next heartbeat puts it back, and what
- * the router sent since the last heartbeat counts as load.
+ * the router sent since the last heartbeat counts as load; the registry's limits
+ * (worker count, forgetting silent workers, free > total refused) and the router's
+ * admission (requests in flight capped with 429, max_tokens bounded by the context).
  * Routing (coord_route_pick): least-loaded decode worker, least-queued prefill
  * worker, never a pair with different KV layouts (and the reason names both),
  * exclusions, unhealthy workers skipped, colocated mode (forced, or only role-BOTH
@@ -238,11 +240,108 @@ static void test_registry(void)
     coord_registry_free(reg);
 }
 
+/* Issue 12: the registry's growth and arithmetic are bounded. */
+static void test_registry_limits(void)
+{
+    coord_registry_config cfg = {.model = "tiny", .n_layers = 2, .n_kv_heads = 2, .head_dim = 64,
+                                 .heartbeat_ms = 20, .max_workers = 2, .forget_ms = 300};
+    coord_registry *reg = NULL;
+    eng_error err;
+    REQUIRE(coord_registry_new(&cfg, &reg, &err) == 0, "%s", err.msg);
+    Tandem__WorkerInfo in;
+    Tandem__Capacity cap;
+    Tandem__KvLayout lay;
+    char why[512];
+    /* more free blocks than blocks: total - free would wrap around */
+    info_init(&in, &cap, &lay, "d1", D, "tiny");
+    cap.kv_blocks_free = 101;
+    CHECK(coord_registry_register(reg, &in, why, sizeof why) == 0 && strstr(why, "101 free KV blocks of 100"), "%s", why);
+    info_init(&in, &cap, &lay, "d1", D, "tiny");
+    CHECK(coord_registry_register(reg, &in, why, sizeof why) == 1, "%s", why);
+    Tandem__WorkerLoad l = TANDEM__WORKER_LOAD__INIT;
+    l.worker_id = "d1";
+    l.kv_blocks_used = 500;
+    l.kv_blocks_total = 100;
+    CHECK(coord_registry_heartbeat(reg, &l) == 1);
+    coord_worker_view d = find(reg, "d1", NULL);
+    CHECK(d.kv_used == 100 && d.kv_total == 100, "used %u of %u", d.kv_used, d.kv_total);
+    /* at most max_workers known at once; re-registering a known id still works */
+    info_init(&in, &cap, &lay, "d2", D, "tiny");
+    CHECK(coord_registry_register(reg, &in, why, sizeof why) == 1, "%s", why);
+    info_init(&in, &cap, &lay, "d3", D, "tiny");
+    CHECK(coord_registry_register(reg, &in, why, sizeof why) == 0 && strstr(why, "limit"), "%s", why);
+    info_init(&in, &cap, &lay, "d2", D, "tiny");
+    CHECK(coord_registry_register(reg, &in, why, sizeof why) == 1, "%s", why);
+    /* silent past forget_ms: forgotten, which makes room */
+    int n = -1;
+    for (int i = 0; i < 100 && n != 0; i++) {
+        usleep(20 * 1000);
+        find(reg, "d1", &n);
+    }
+    CHECK(n == 0, "%d silent workers still known", n);
+    info_init(&in, &cap, &lay, "d3", D, "tiny");
+    CHECK(coord_registry_register(reg, &in, why, sizeof why) == 1, "%s", why);
+    coord_registry_free(reg);
+}
+
+static int ignore_token(void *ctx, const eng_sample_result *t)
+{
+    (void)ctx, (void)t;
+    return 0;
+}
+static void ignore_done(void *ctx, coord_finish f, const coord_error *e)
+{
+    (void)ctx, (void)f, (void)e;
+}
+
+/* Issue 12: requests in flight are capped (429), and max_tokens cannot size an
+ * allocation beyond the worker's context (it used to overflow at INT_MAX). */
+static void test_router_admission(void)
+{
+    coord_registry_config rc = {.model = "tiny", .n_layers = 2, .n_kv_heads = 2, .head_dim = 64, .heartbeat_ms = 60000};
+    coord_registry *reg = NULL;
+    eng_error err;
+    REQUIRE(coord_registry_new(&rc, &reg, &err) == 0, "%s", err.msg);
+    Tandem__WorkerInfo in;
+    Tandem__Capacity cap;
+    Tandem__KvLayout lay;
+    char why[512];
+    info_init(&in, &cap, &lay, "b1", B, "tiny");
+    in.rpc_address = "127.0.0.1:1"; /* nobody listens: calls wait and fail over */
+    REQUIRE(coord_registry_register(reg, &in, why, sizeof why) == 1, "%s", why);
+    coord_router_config cfg = {.registry = reg, .colocated = 1, .max_requests = 2, .wait_ms = 300,
+                               .failover_wait_ms = 300};
+    coord_router *r = NULL;
+    REQUIRE(coord_router_new(&cfg, &r, &err) == 0, "%s", err.msg);
+    coord_backend be = coord_router_backend(r);
+    int32_t prompt[3] = {1, 2, 3};
+    coord_gen_request g = {.prompt = prompt, .n_prompt = 3, .max_tokens = 2147483647};
+    coord_token_sink sink = {.on_token = ignore_token, .on_done = ignore_done};
+    coord_backend_call *calls[3] = {0};
+    coord_error e;
+    CHECK(be.submit(be.self, &g, &sink, &calls[0], &e) == -1 && e.status == 400 && !strcmp(e.param, "max_tokens"),
+          "max_tokens INT_MAX: %d %s", e.status, e.message);
+    g.max_tokens = 8;
+    CHECK(be.submit(be.self, &g, &sink, &calls[0], &e) == 0, "%s", e.message);
+    CHECK(be.submit(be.self, &g, &sink, &calls[1], &e) == 0, "%s", e.message);
+    CHECK(be.submit(be.self, &g, &sink, &calls[2], &e) == -1 && e.status == 429 && strstr(e.message, "in flight"),
+          "third request: %d %s", e.status, e.message);
+    for (int i = 0; i < 3; i++)
+        if (calls[i]) {
+            be.cancel(be.self, calls[i]);
+            be.release(be.self, calls[i]);
+        }
+    coord_router_free(r);
+    coord_registry_free(reg);
+}
+
 int main(void)
 {
     test_pick();
     test_layouts();
     test_colocated();
     test_registry();
+    test_registry_limits();
+    test_router_admission();
     return check_summary();
 }
