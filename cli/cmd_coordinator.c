@@ -43,6 +43,32 @@ static const cli_opt OPTS[] = {
     CLI_FLOAT_OPT(C, drain_timeout, "--drain-timeout", "S", 0, 86400, "30",
                   "on SIGTERM, seconds to let requests in flight finish"),
     CLI_LOG_OPTS(C, log),
+    /* limits (docs/security.md); the defaults are the libraries' own */
+    CLI_INT_OPT(C, o.limits.max_body_bytes, "--max-body-bytes", "N", 1024, 1 << 30, "16777216",
+                "largest HTTP request body; beyond: 413"),
+    CLI_INT_OPT(C, o.limits.max_connections, "--max-connections", "N", 1, 1 << 20, "1024",
+                "open HTTP connections; a new one beyond is closed at once"),
+    CLI_INT_OPT(C, o.limits.per_ip_connections, "--max-connections-per-ip", "N", 0, 1 << 20, "0",
+                "open HTTP connections from one address; 0: only --max-connections"),
+    CLI_INT_OPT(C, o.limits.idle_timeout_s, "--idle-timeout", "S", 1, 86400, "30",
+                "seconds an HTTP client may stall while sending its request\n"
+                "or not read its answer before the connection is closed"),
+    CLI_INT_OPT(C, o.limits.sse_buffer_bytes, "--sse-buffer-bytes", "N", 4096, 1 << 30, "1048576",
+                "stream bytes held for a client that does not read; beyond:\n"
+                "the connection is closed and the request cancelled"),
+    CLI_INT_OPT(C, o.limits.max_requests, "--max-requests", "N", 1, 1 << 20, "1024",
+                "generation requests in flight, waiting ones included; beyond: 429"),
+    CLI_INT_OPT(C, o.limits.max_waiting, "--max-waiting", "N", 1, 1 << 20, "512",
+                "requests waiting for a worker with room; beyond: 429"),
+    CLI_INT_OPT(C, o.limits.max_stop_bytes, "--max-stop-bytes", "N", 1, 65536, "256",
+                "longest stop string in a request; beyond: 400"),
+    CLI_INT_OPT(C, o.limits.max_messages, "--max-messages", "N", 1, 1 << 20, "4096",
+                "messages in one chat request; beyond: 400"),
+    CLI_INT_OPT(C, o.limits.max_tools, "--max-tools", "N", 1, 1 << 20, "128", "tools in one chat request; beyond: 400"),
+    CLI_INT_OPT(C, o.limits.max_workers, "--max-workers", "N", 1, 1 << 20, "1024",
+                "workers known at once; registering beyond is refused"),
+    CLI_INT_OPT(C, o.limits.rpc_handlers, "--rpc-handlers", "N", 1, 65536, "512",
+                "gRPC handler threads; calls beyond wait and expire at their deadline"),
 };
 #undef C
 

@@ -84,6 +84,7 @@ int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, e
         .n_kv_heads = c->cfg.num_key_value_heads,
         .head_dim = c->cfg.head_dim,
         .heartbeat_ms = opt->heartbeat_ms,
+        .max_workers = opt->limits.max_workers,
         .metrics = c->metrics,
         .met = &c->met,
     };
@@ -92,6 +93,8 @@ int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, e
     coord_router_config ro = {
         .registry = c->registry,
         .colocated = opt->colocated,
+        .max_requests = opt->limits.max_requests,
+        .max_waiting = opt->limits.max_waiting,
         .met = &c->met,
     };
     if (coord_router_new(&ro, &c->router, err) < 0)
@@ -117,6 +120,7 @@ int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, e
         eng_fail(err, "gRPC server on %s: %s", bind, st.msg);
         goto fail;
     }
+    rpc_server_set_max_handlers(c->rpc, opt->limits.rpc_handlers);
     if (coord_registry_serve(c->registry, c->rpc, &st) < 0 ||
         coord_admin_serve(c->rpc, c->registry, c->router, c->model_name, &c->admin, &st) < 0 ||
         rpc_server_start(c->rpc, &st) < 0) {
@@ -126,10 +130,18 @@ int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, e
 
     c->api.models = c->models;
     c->api.n_models = 1;
+    c->api.max_stop_bytes = (size_t)opt->limits.max_stop_bytes;
+    c->api.max_messages = opt->limits.max_messages;
+    c->api.max_tools = opt->limits.max_tools;
     eng_sampling_from_gen_config(&c->gen, &c->api.defaults);
     coord_http_config hc = {
         .host = host,
         .port = opt->port,
+        .max_body_bytes = (size_t)opt->limits.max_body_bytes,
+        .max_connections = (unsigned)opt->limits.max_connections,
+        .per_ip_connections = (unsigned)opt->limits.per_ip_connections,
+        .idle_timeout_s = (unsigned)opt->limits.idle_timeout_s,
+        .sse_buffer_bytes = (size_t)opt->limits.sse_buffer_bytes,
         .api = &c->api,
         .frontend = coord_pipeline_frontend(c->pipeline),
         .metrics = c->metrics,

@@ -104,8 +104,8 @@ static void *health_main(void *arg)
             entry *e = &r->w[i];
             if (now - e->last_seen > r->cfg.forget_ms / 1000.0) {
                 /* Silent this long: gone for good (a restarted worker registers again). */
-                logf_(r, "registry: forgot worker %s (%s, %s): no heartbeat for %.0f s", e->v.id,
-                      coord_role_name(e->v.role), e->v.rpc_address, now - e->last_seen);
+                eng_log(ENG_LOG_WARN, "registry", NULL, "forgot worker %s (%s, %s): no heartbeat for %.0f s", e->v.id,
+                        coord_role_name(e->v.role), e->v.rpc_address, now - e->last_seen);
                 memmove(&r->w[i], &r->w[i + 1], (size_t)(r->n - i - 1) * sizeof *r->w); /* keeps the order */
                 r->n--, i--;
                 continue;
@@ -198,7 +198,7 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
     if (!e && r->n >= r->cfg.max_workers) {
         pthread_mutex_unlock(&r->mu);
         snprintf(reason, cap, "the coordinator already knows %d workers (its limit)", r->cfg.max_workers);
-        logf_(r, "registry: refused worker '%s' at %s: %s", id, info->rpc_address, reason);
+        eng_log(ENG_LOG_WARN, "registry", NULL, "refused worker '%s' at %s: %s", id, info->rpc_address, reason);
         return 0;
     }
     if (!e) {
