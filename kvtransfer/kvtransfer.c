@@ -1,9 +1,11 @@
 /* kvtransfer.c: the transport-independent entry points.
  *
- * Each public call checks its arguments once and forwards to the transport's ops table,
- * so that the TCP and (later) RDMA transports share one API and one set of caller-side
- * rules. The descriptor prefix parsing lives here because a worker must learn which
- * transport a descriptor is for before it has picked a transport. */
+ * Picking a transport, and the calls that move bytes: each checks its arguments once and
+ * forwards to the transport's ops table, so that the TCP and RDMA transports share one
+ * API and one set of caller-side rules; outgoing transfers are counted here. The
+ * bookkeeping (regions, incoming transfers, counters) is in transfers.c. The descriptor
+ * prefix parsing lives here because a worker must learn which transport a descriptor is
+ * for before it has picked a transport. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,118 +76,12 @@ int kvt_descriptor_transport(const void *desc, size_t len, char *name, size_t ca
     return 0;
 }
 
-int kvt_register(kvt_transport *t, void *base, size_t len, kvt_region **out, eng_error *err)
-{
-    if (!base || len == 0)
-        return eng_fail(err, "kvtransfer: cannot register an empty memory region");
-    return t->ops->reg(t, base, len, out, err);
-}
-
-int kvt_deregister(kvt_transport *t, kvt_region *r, eng_error *err)
-{
-    if (!r)
-        return 0;
-    if (r->t != t)
-        return eng_fail(err, "kvtransfer: region belongs to another transport");
-    return t->ops->dereg(t, r, err);
-}
-
 int kvt_descriptor(kvt_transport *t, const kvt_region *r, void *buf, size_t cap, size_t *len,
                    eng_error *err)
 {
     if (!r || r->t != t)
         return eng_fail(err, "kvtransfer: descriptor asked for a region of another transport");
     return t->ops->descriptor(t, r, buf, cap, len, err);
-}
-
-int kvt_expect(kvt_transport *t, kvt_region *r, uint64_t expected_bytes, uint64_t *id,
-               eng_error *err)
-{
-    if (!r || r->t != t)
-        return eng_fail(err, "kvtransfer: expect into a region of another transport");
-    if (expected_bytes > r->len)
-        return eng_fail(err, "kvtransfer: expecting %llu bytes but the region holds only %zu",
-                        (unsigned long long)expected_bytes, r->len);
-    return t->ops->expect(t, r, NULL, 0, expected_bytes, id, err);
-}
-
-static int span_cmp(const void *a, const void *b)
-{
-    const kvt_span *x = a, *y = b;
-    return x->off < y->off ? -1 : x->off > y->off;
-}
-
-int kvt_expect_spans(kvt_transport *t, kvt_region *r, const kvt_span *spans, int n,
-                     uint64_t expected_bytes, uint64_t *id, eng_error *err)
-{
-    if (!r || r->t != t)
-        return eng_fail(err, "kvtransfer: expect into a region of another transport");
-    if (n <= 0 || !spans)
-        return eng_fail(err, "kvtransfer: expect with no spans (use kvt_expect for any)");
-    if (expected_bytes > r->len)
-        return eng_fail(err, "kvtransfer: expecting %llu bytes but the region holds only %zu",
-                        (unsigned long long)expected_bytes, r->len);
-    kvt_span *s = malloc(sizeof *s * (size_t)n);
-    if (!s)
-        return eng_fail(err, "kvtransfer: out of memory");
-    int m = 0;
-    for (int i = 0; i < n; i++) {
-        if (spans[i].off > r->len || spans[i].len > r->len - spans[i].off) {
-            free(s);
-            return eng_fail(err, "kvtransfer: span [%llu, +%llu) lies outside the %zu-byte "
-                            "region", (unsigned long long)spans[i].off,
-                            (unsigned long long)spans[i].len, r->len);
-        }
-        if (spans[i].len)
-            s[m++] = spans[i];
-    }
-    qsort(s, (size_t)m, sizeof *s, span_cmp);
-    int k = 0;
-    for (int i = 0; i < m; i++) {
-        if (k > 0 && s[i].off <= s[k - 1].off + s[k - 1].len) { /* touching or overlapping */
-            uint64_t end = s[i].off + s[i].len;
-            if (end > s[k - 1].off + s[k - 1].len)
-                s[k - 1].len = end - s[k - 1].off;
-        } else {
-            s[k++] = s[i];
-        }
-    }
-    if (k == 0) {
-        free(s);
-        return eng_fail(err, "kvtransfer: expect with only empty spans");
-    }
-    return t->ops->expect(t, r, s, k, expected_bytes, id, err);
-}
-
-int kvt_spans_cover(const kvt_span *spans, int n, uint64_t off, uint64_t len)
-{
-    int lo = 0, hi = n - 1, at = -1;
-    while (lo <= hi) { /* the last span starting at or before off */
-        int mid = lo + (hi - lo) / 2;
-        if (spans[mid].off <= off) {
-            at = mid;
-            lo = mid + 1;
-        } else {
-            hi = mid - 1;
-        }
-    }
-    return at >= 0 && off - spans[at].off <= spans[at].len &&
-           len <= spans[at].len - (off - spans[at].off);
-}
-
-kvt_state kvt_wait(kvt_transport *t, uint64_t id, int timeout_ms, eng_error *err)
-{
-    return t->ops->wait(t, id, timeout_ms, err);
-}
-
-void kvt_forget(kvt_transport *t, uint64_t id)
-{
-    t->ops->forget(t, id);
-}
-
-void kvt_set_notify(kvt_transport *t, kvt_notify_fn fn, void *user)
-{
-    t->ops->set_notify(t, fn, user);
 }
 
 int kvt_accept_hello(kvt_transport *t, const void *hello, size_t len, void *reply, size_t cap,
@@ -240,7 +136,13 @@ int kvt_send_begin(kvt_peer *p, kvt_region *src, uint64_t id, kvt_send **out, en
 {
     if (!src || src->t != p->t)
         return eng_fail(err, "kvtransfer: send source is not a region of this transport");
-    return p->t->ops->send_begin(p, src, id, out, err);
+    double t_start = kvt_now_s();
+    if (p->t->ops->send_begin(p, src, id, out, err) < 0) {
+        kvt_count_send(p->t, 0, 0, 0);
+        return -1;
+    }
+    (*out)->t_start = t_start;
+    return 0;
 }
 
 int kvt_send_write(kvt_send *s, uint64_t src_off, uint64_t dst_off, uint64_t len, eng_error *err)
@@ -250,18 +152,21 @@ int kvt_send_write(kvt_send *s, uint64_t src_off, uint64_t dst_off, uint64_t len
 
 int kvt_send_finish(kvt_send *s, int timeout_ms, eng_error *err)
 {
-    return s->t->ops->send_finish(s, timeout_ms, err);
+    kvt_transport *t = s->t;
+    double t_start = s->t_start;
+    uint64_t bytes = 0;
+    int rc = t->ops->send_finish(s, timeout_ms, &bytes, err);
+    kvt_count_send(t, rc == 0, bytes, kvt_now_s() - t_start);
+    return rc;
 }
 
 void kvt_send_abort(kvt_send *s, const char *reason)
 {
-    if (s)
-        s->t->ops->send_abort(s, reason ? reason : "aborted by sender");
-}
-
-void kvt_get_stats(kvt_transport *t, kvt_stats *out)
-{
-    t->ops->get_stats(t, out);
+    if (!s)
+        return;
+    kvt_transport *t = s->t;
+    t->ops->send_abort(s, reason ? reason : "aborted by sender");
+    kvt_count_send(t, 0, 0, 0);
 }
 
 #ifdef KVT_TEST_HOOKS

@@ -7,9 +7,11 @@
  * side socket.
  *
  * Per transfer (rdma_wire.h has the messages):
- *   sender BEGIN(id) -> receiver binds the expected transfer to this queue pair and answers
- *   SPANS (the byte ranges it may write) and GO; only then does the sender post WRITEs, so
- *   a transfer that was forgotten before its BEGIN arrived never receives a byte. Runs that
+ *   sender BEGIN(id, region) -> receiver binds the expected transfer to this queue pair
+ *   (transfers.c checks that it is expected, not begun yet, and in the region the
+ *   descriptor named) and answers SPANS (the byte ranges it may write) and GO; only then
+ *   does the sender post WRITEs, so a transfer that was forgotten before its BEGIN arrived
+ *   never receives a byte. Runs that
  *   continue each other on both sides are coalesced into one WRITE; WRITEs stay in flight
  *   up to the send queue's depth. FINISH (byte count, XXH3-64 of the source bytes in write
  *   order) follows RUNS messages with the (dst_off, len) list; RC ordering guarantees that
@@ -34,7 +36,8 @@
  *
  * Threads: one poller per transport sleeps on the completion channel (ibv_req_notify_cq +
  * ibv_get_cq_event; a 250 ms poll timeout drives the pings), so an idle transport does not
- * spin. One mutex guards all state; ibv_post_* are non-blocking and called under it.
+ * spin. One mutex (t->base.mu, shared with transfers.c) guards all state; ibv_post_* are
+ * non-blocking and called under it.
  * Messages the poller itself must send wait in a per-pair outbox when the send queue is
  * full, because the poller cannot wait for its own completions. */
 #include <errno.h>
@@ -74,26 +77,15 @@ typedef struct rconn rconn;
 typedef struct rregion {
     kvt_region base;
     struct ibv_mr *mr;
-    uint64_t id;
-    int users; /* transfers reading or writing it */
-    struct rregion *next;
 } rregion;
 
-typedef struct rx { /* incoming transfer */
-    uint64_t id;
-    rregion *region;
-    kvt_span *spans;
-    int n_spans;
-    uint64_t expected;
-    kvt_state state;
-    char reason[300];
-    rconn *conn; /* bound by BEGIN (holds a reference) */
-    int closed;  /* FINISH or ABORT arrived: no more writes can come */
+/* An incoming transfer; base.conn is the rconn that began it, holding a reference on it. */
+typedef struct rx {
+    kvt_rx base;
+    int closed;     /* FINISH or ABORT arrived: no more writes can come */
     uint64_t *runs; /* (dst_off, len) pairs in write order */
     size_t n_runs, cap_runs;
-    int bad_run;
-    double t_first;
-    struct rx *next;
+    char bad_run[160]; /* why the first run that may not land is wrong; "" none */
 } rx;
 
 typedef struct tx { /* outgoing transfer */
@@ -113,7 +105,6 @@ typedef struct tx { /* outgoing transfer */
     size_t n_runs, cap_runs;
     XXH3_state_t *hash;
     uint64_t bytes;
-    double t_start;
     struct tx *next;
 } tx;
 
@@ -152,9 +143,7 @@ typedef struct rpeer {
 } rpeer;
 
 struct rdma_transport {
-    kvt_transport base;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
+    kvt_transport base; /* base.mu guards everything; base.cv also: send queue room */
     struct ibv_context *ctx;
     struct ibv_pd *pd;
     struct ibv_comp_channel *ch;
@@ -165,14 +154,9 @@ struct rdma_transport {
     uint64_t max_write;
     int io_timeout_ms;
     double dead_after_s; /* a connected pair silent this long (pings unanswered) fails */
-    uint64_t instance, next_region, next_id, next_token;
-    rregion *regions;
-    rx *rxs;
+    uint64_t instance, next_token;
     rconn *conns;
     rpeer *peers;
-    kvt_notify_fn notify;
-    void *notify_user;
-    kvt_stats stats;
     int wake[2];
     int stopping;
     pthread_t poller;
@@ -181,32 +165,6 @@ struct rdma_transport {
 static const kvt_ops rdma_ops;
 
 /* ---------------------------------------------------------------- helpers */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void deadline_after(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
-/* Waits on t->cv until the deadline (ms < 0: none); returns 0 when it passed. */
-static int wait_until(rdma_transport *t, const struct timespec *dl, int ms)
-{
-    if (ms < 0)
-        return pthread_cond_wait(&t->cv, &t->mu), 1;
-    return pthread_cond_timedwait(&t->cv, &t->mu, dl) != ETIMEDOUT;
-}
 
 static int push_pair(uint64_t **arr, size_t *n, size_t *cap, uint64_t a, uint64_t b)
 {
@@ -326,7 +284,7 @@ static rconn *conn_new(rdma_transport *t, int sender, eng_error *err)
     c->sender = sender;
     c->state = C_HELLO;
     c->ping_slot = -1;
-    c->last_ping = now_s();
+    c->last_ping = kvt_now_s();
     c->token = ++t->next_token;
     uint32_t r = 0;
     if (getrandom(&r, sizeof r, 0) != sizeof r)
@@ -393,7 +351,7 @@ static int conn_connect(rconn *c, const rdma_hello *h, eng_error *err)
                                      IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC))
         return eng_fail(err, "kvtransfer: RDMA queue pair to RTS: %s", strerror(errno));
     c->state = C_UP;
-    c->last_ping = c->last_heard = now_s();
+    c->last_ping = c->last_heard = kvt_now_s();
     return 0;
 }
 
@@ -410,22 +368,6 @@ static void fill_hello(rconn *c, rdma_hello *h, int kind, uint64_t to, uint64_t 
     h->psn = c->psn;
     h->lid = t->lid;
     h->mtu = (uint8_t)t->mtu;
-}
-
-static void rx_end(rdma_transport *t, rx *x, kvt_state st, const char *reason)
-{
-    if (x->state != KVT_PENDING)
-        return;
-    x->state = st;
-    if (reason)
-        snprintf(x->reason, sizeof x->reason, "%s", reason);
-    if (st == KVT_OK)
-        t->stats.recvs_ok++;
-    else
-        t->stats.recvs_failed++;
-    if (t->notify)
-        t->notify(t->notify_user, x->id, st);
-    pthread_cond_broadcast(&t->cv);
 }
 
 /* Kills the queue pair (destroying it, so that no more bytes land through it) and fails
@@ -451,12 +393,8 @@ static void conn_fail(rconn *c, const char *fmt, ...)
             s->state = KVT_FAILED;
             snprintf(s->reason, sizeof s->reason, "%s", why);
         }
-    for (rx *x = t->rxs; x; x = x->next)
-        if (x->conn == c && !x->closed) {
-            x->closed = 1;
-            rx_end(t, x, KVT_FAILED, why);
-        }
-    pthread_cond_broadcast(&t->cv);
+    c->refs -= kvt_rx_fail_conn(&t->base, c, why); /* the transfers' references */
+    pthread_cond_broadcast(&t->base.cv);
 }
 
 static int post_msg_now(rconn *c, const void *data, size_t len, int *slot_out)
@@ -527,9 +465,9 @@ static int wait_room(rconn *c, eng_error *err)
 {
     rdma_transport *t = c->t;
     struct timespec dl;
-    deadline_after(&dl, t->io_timeout_ms);
+    kvt_deadline_after(&dl, t->io_timeout_ms);
     while (c->state == C_UP && (!has_room(c) || c->out_head))
-        if (!wait_until(t, &dl, t->io_timeout_ms)) {
+        if (!kvt_wait_until(&t->base, &dl, t->io_timeout_ms)) {
             conn_fail(c, "no send queue progress for %d ms", t->io_timeout_ms);
             break;
         }
@@ -554,113 +492,104 @@ static int send_sync(rconn *c, const rdma_msg *m, const uint64_t *pairs, const c
 
 static rx *find_rx(rdma_transport *t, uint64_t id)
 {
-    for (rx *x = t->rxs; x; x = x->next)
-        if (x->id == id)
-            return x;
-    return NULL;
+    return (rx *)kvt_rx_find(&t->base, id);
 }
 
 static void send_verdict(rconn *c, uint64_t id, int ok, const char *reason)
 {
-    rdma_msg m = {.type = RM_VERDICT, .id = id, .a = (uint64_t)ok, .n = (uint32_t)strlen(reason)};
+    rdma_msg m = {.type = RM_VERDICT, .id = id, .n = (uint32_t)strlen(reason),
+                  .verdict.ok = (uint64_t)ok};
     send_async(c, &m, NULL, reason);
 }
 
-static void on_begin(rconn *c, uint64_t id)
+static void on_begin(rconn *c, const rdma_msg *m)
 {
     rdma_transport *t = c->t;
-    rx *x = find_rx(t, id);
-    if (!x || x->state != KVT_PENDING || x->conn) {
-        send_verdict(c, id, 0, !x ? "the receiver does not expect this transfer (unknown or forgotten)"
-                               : x->conn ? "the transfer was already started"
-                                         : x->reason);
+    char why[300];
+    rx *x = (rx *)kvt_rx_begin(&t->base, m->id, m->begin.region_id, c, why, sizeof why);
+    if (!x) {
+        send_verdict(c, m->id, 0, why);
         return;
     }
-    x->conn = c;
     c->refs++;
-    x->t_first = now_s();
-    for (int i = 0; i < x->n_spans; i += RDMA_MSG_MAX_PAIRS) {
-        int n = x->n_spans - i < RDMA_MSG_MAX_PAIRS ? x->n_spans - i : RDMA_MSG_MAX_PAIRS;
-        rdma_msg m = {.type = RM_SPANS, .id = id, .n = (uint32_t)n};
-        send_async(c, &m, (const uint64_t *)(x->spans + i), NULL);
+    const kvt_span *spans = x->base.spans;
+    int n_spans = x->base.n_spans;
+    for (int i = 0; i < n_spans; i += RDMA_MSG_MAX_PAIRS) {
+        int n = n_spans - i < RDMA_MSG_MAX_PAIRS ? n_spans - i : RDMA_MSG_MAX_PAIRS;
+        rdma_msg sm = {.type = RM_SPANS, .id = m->id, .n = (uint32_t)n};
+        send_async(c, &sm, (const uint64_t *)(spans + i), NULL);
     }
-    rdma_msg go = {.type = RM_GO, .id = id, .a = (uint64_t)x->n_spans};
+    rdma_msg go = {.type = RM_GO, .id = m->id, .go.n_spans = (uint64_t)n_spans};
     send_async(c, &go, NULL, NULL);
 }
 
 static void on_runs(rconn *c, const rdma_msg *m, const unsigned char *p)
 {
     rx *x = find_rx(c->t, m->id);
-    if (!x || x->conn != c || x->closed)
+    if (!x || x->base.conn != c || x->closed)
         return;
     for (uint32_t i = 0; i < m->n; i++) {
         uint64_t off = rdma_msg_pair(p, i, 0), len = rdma_msg_pair(p, i, 1);
-        if (off > x->region->base.len || len > x->region->base.len - off ||
-            (x->spans && !kvt_spans_cover(x->spans, x->n_spans, off, len)))
-            x->bad_run = 1;
-        if (push_pair(&x->runs, &x->n_runs, &x->cap_runs, off, len) < 0)
-            x->bad_run = 1;
+        if (!x->bad_run[0])
+            kvt_rx_run_ok(&x->base, off, len, x->bad_run, sizeof x->bad_run);
+        if (push_pair(&x->runs, &x->n_runs, &x->cap_runs, off, len) < 0 && !x->bad_run[0])
+            snprintf(x->bad_run, sizeof x->bad_run, "out of memory for the runs");
     }
+}
+
+/* The XXH3-64 of the runs' bytes in the receiver's region, in write order. */
+static int hash_runs(const rx *x, uint64_t *sum)
+{
+    XXH3_state_t *h = XXH3_createState();
+    if (!h)
+        return -1;
+    XXH3_64bits_reset(h);
+    for (size_t i = 0; i < x->n_runs; i++)
+        XXH3_64bits_update(h, x->base.region->base + x->runs[2 * i], x->runs[2 * i + 1]);
+    *sum = XXH3_64bits_digest(h);
+    XXH3_freeState(h);
+    return 0;
 }
 
 static void on_finish(rconn *c, const rdma_msg *m)
 {
     rdma_transport *t = c->t;
     rx *x = find_rx(t, m->id);
-    if (!x || x->conn != c || x->closed) {
+    if (!x || x->base.conn != c || x->closed) {
         send_verdict(c, m->id, 0, "the receiver forgot this transfer");
         return;
     }
     x->closed = 1;
     char why[300] = "";
-    uint64_t bytes = 0;
+    uint64_t bytes = 0, sum = 0;
     for (size_t i = 0; i < x->n_runs; i++)
         bytes += x->runs[2 * i + 1];
-    if (x->state != KVT_PENDING)
-        snprintf(why, sizeof why, "%s", x->reason);
-    else if (x->bad_run)
-        snprintf(why, sizeof why, "a run lies outside the transfer's blocks or the region");
-    else if (m->c != x->n_runs || m->a != bytes)
-        snprintf(why, sizeof why, "sender reports %" PRIu64 " bytes in %" PRIu64 " runs, %" PRIu64
-                 " bytes in %zu runs described", m->a, m->c, bytes, x->n_runs);
-    else if (x->expected && bytes != x->expected)
-        snprintf(why, sizeof why, "expected %" PRIu64 " bytes, the sender wrote %" PRIu64,
-                 x->expected, bytes);
-    else {
-        XXH3_state_t *h = XXH3_createState();
-        if (!h) {
-            snprintf(why, sizeof why, "out of memory");
-        } else {
-            XXH3_64bits_reset(h);
-            for (size_t i = 0; i < x->n_runs; i++)
-                XXH3_64bits_update(h, x->region->base.base + x->runs[2 * i], x->runs[2 * i + 1]);
-            uint64_t sum = XXH3_64bits_digest(h);
-            XXH3_freeState(h);
-            if (sum != m->b)
-                snprintf(why, sizeof why, "checksum mismatch: received bytes hash to %016" PRIx64
-                         ", the sender's to %016" PRIx64, sum, m->b);
-        }
-    }
+    x->base.bytes = bytes; /* what the runs describe is what landed */
+    if (x->base.state != KVT_PENDING)
+        snprintf(why, sizeof why, "%s", x->base.reason);
+    else if (x->bad_run[0])
+        snprintf(why, sizeof why, "%s", x->bad_run);
+    else if (m->finish.n_runs != x->n_runs)
+        snprintf(why, sizeof why, "sender reports %" PRIu64 " runs, %zu runs described",
+                 m->finish.n_runs, x->n_runs);
+    else if (hash_runs(x, &sum) < 0)
+        snprintf(why, sizeof why, "out of memory");
+    else
+        kvt_rx_verify(&x->base, m->finish.bytes, m->finish.checksum, sum, why, sizeof why);
     send_verdict(c, m->id, why[0] == '\0', why); /* the verdict first, then KVT_OK */
-    if (why[0] == '\0') {
-        t->stats.bytes_received += bytes;
-        t->stats.recv_seconds += now_s() - x->t_first;
-        rx_end(t, x, KVT_OK, NULL);
-    } else {
-        rx_end(t, x, KVT_FAILED, why);
-    }
+    kvt_rx_end(&t->base, &x->base, why[0] ? KVT_FAILED : KVT_OK, why);
 }
 
 static void on_abort(rconn *c, const rdma_msg *m, const unsigned char *p)
 {
     rx *x = find_rx(c->t, m->id);
-    if (!x || x->conn != c || x->closed)
+    if (!x || x->base.conn != c || x->closed)
         return;
     x->closed = 1;
     char why[300];
-    snprintf(why, sizeof why, "the sender aborted: %.*s", (int)(m->n < 250 ? m->n : 250),
+    snprintf(why, sizeof why, "aborted by sender: %.*s", (int)(m->n < 200 ? m->n : 200),
              (const char *)p);
-    rx_end(c->t, x, KVT_FAILED, why);
+    kvt_rx_end(&c->t->base, &x->base, KVT_FAILED, why);
 }
 
 /* ---------------------------------------------------------------- the poller */
@@ -683,16 +612,16 @@ static void on_message(rconn *c, const void *buf, size_t len)
         return;
     }
     tx *s = NULL;
-    c->last_heard = now_s();
+    c->last_heard = kvt_now_s();
     c->heard = 1;
     switch (m.type) {
-    case RM_BEGIN: on_begin(c, m.id); break;
+    case RM_BEGIN: on_begin(c, &m); break;
     case RM_RUNS: on_runs(c, &m, p); break;
     case RM_FINISH: on_finish(c, &m); break;
     case RM_ABORT: on_abort(c, &m, p); break;
     case RM_PING:
-        if (m.a == 0) { /* answer, so the peer knows this side is alive */
-            rdma_msg pong = {.type = RM_PING, .a = 1};
+        if (!m.ping.is_reply) { /* answer, so the peer knows this side is alive */
+            rdma_msg pong = {.type = RM_PING, .ping.is_reply = 1};
             send_async(c, &pong, NULL, NULL);
         }
         break;
@@ -717,7 +646,7 @@ static void on_message(rconn *c, const void *buf, size_t len)
     case RM_GO:
         if ((s = find_tx(c, m.id)) && s->state == KVT_PENDING) {
             s->go = 1;
-            if (m.a != (uint64_t)s->n_spans) {
+            if (m.go.n_spans != (uint64_t)s->n_spans) {
                 s->state = KVT_FAILED;
                 snprintf(s->reason, sizeof s->reason, "lost span messages");
             }
@@ -725,7 +654,7 @@ static void on_message(rconn *c, const void *buf, size_t len)
         break;
     case RM_VERDICT:
         if ((s = find_tx(c, m.id)) && s->state == KVT_PENDING) {
-            s->state = m.a ? KVT_OK : KVT_FAILED;
+            s->state = m.verdict.ok ? KVT_OK : KVT_FAILED;
             snprintf(s->reason, sizeof s->reason, "receiver: %.*s", (int)(m.n < 250 ? m.n : 250),
                      (const char *)p);
         }
@@ -749,7 +678,7 @@ static void drain_cq(rconn *c)
                         /* Acknowledged by the peer's device: its pair is alive, even when
                          * its own send queue is too busy for a PING of its own. */
                         if (wc[i].status == IBV_WC_SUCCESS && c->heard)
-                            c->last_heard = now_s();
+                            c->last_heard = kvt_now_s();
                     }
                 }
             }
@@ -767,12 +696,12 @@ static void drain_cq(rconn *c)
         }
     }
     flush_outbox(c);
-    pthread_cond_broadcast(&c->t->cv);
+    pthread_cond_broadcast(&c->t->base.cv);
 }
 
 static void housekeeping(rdma_transport *t)
 {
-    double now = now_s();
+    double now = kvt_now_s();
     for (rconn **pc = &t->conns; *pc;) {
         rconn *c = *pc;
         if (c->state == C_DEAD && c->refs == 0) {
@@ -811,9 +740,9 @@ static void *poller_main(void *arg)
     for (;;) {
         struct pollfd p[2] = {{.fd = t->ch->fd, .events = POLLIN}, {.fd = t->wake[0], .events = POLLIN}};
         poll(p, 2, 250);
-        pthread_mutex_lock(&t->mu);
+        pthread_mutex_lock(&t->base.mu);
         if (t->stopping) {
-            pthread_mutex_unlock(&t->mu);
+            pthread_mutex_unlock(&t->base.mu);
             return NULL;
         }
         struct ibv_cq *cq;
@@ -824,172 +753,61 @@ static void *poller_main(void *arg)
             drain_cq(ctx); /* after re-arming, so nothing slips between */
         }
         housekeeping(t);
-        pthread_mutex_unlock(&t->mu);
+        pthread_mutex_unlock(&t->base.mu);
     }
 }
 
 /* ---------------------------------------------------------------- regions */
 
-static rregion *region_of(rdma_transport *t, const kvt_region *r)
-{
-    for (rregion *x = t->regions; x; x = x->next)
-        if (&x->base == r)
-            return x;
-    return NULL;
-}
-
-static int rdma_reg(kvt_transport *base, void *mem, size_t len, kvt_region **out, eng_error *err)
+static int rdma_region_add(kvt_transport *base, kvt_region *reg, eng_error *err)
 {
     rdma_transport *t = (rdma_transport *)base;
-    rregion *r = calloc(1, sizeof *r);
-    if (!r)
-        return eng_fail(err, "kvtransfer: out of memory");
-    r->mr = ibv_reg_mr(t->pd, mem, len, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
-    if (!r->mr) {
-        int e = errno;
-        free(r);
+    rregion *r = (rregion *)reg;
+    r->mr = ibv_reg_mr(t->pd, reg->base, reg->len, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+    if (!r->mr)
         return eng_fail(err, "kvtransfer: ibv_reg_mr of %zu bytes failed: %s (raise the locked "
-                        "memory limit, ulimit -l)", len, strerror(e));
-    }
-    r->base = (kvt_region){.t = base, .base = mem, .len = len};
-    pthread_mutex_lock(&t->mu);
-    r->id = ++t->next_region;
-    r->next = t->regions;
-    t->regions = r;
-    pthread_mutex_unlock(&t->mu);
-    *out = &r->base;
+                        "memory limit, ulimit -l)", reg->len, strerror(errno));
     return 0;
 }
 
-static int rdma_dereg(kvt_transport *base, kvt_region *reg, eng_error *err)
+static void rdma_region_drop(kvt_transport *base, kvt_region *reg)
 {
-    rdma_transport *t = (rdma_transport *)base;
-    pthread_mutex_lock(&t->mu);
-    rregion *r = region_of(t, reg);
-    if (!r || r->users > 0) {
-        pthread_mutex_unlock(&t->mu);
-        return eng_fail(err, r ? "kvtransfer: region still used by %d transfers" : "kvtransfer: unknown region%.0d",
-                        r ? r->users : 0);
-    }
-    for (rregion **p = &t->regions; *p; p = &(*p)->next)
-        if (*p == r) {
-            *p = r->next;
-            break;
-        }
-    pthread_mutex_unlock(&t->mu);
-    ibv_dereg_mr(r->mr);
-    free(r);
-    return 0;
+    (void)base;
+    ibv_dereg_mr(((rregion *)reg)->mr);
 }
 
 static int rdma_descriptor(kvt_transport *base, const kvt_region *reg, void *buf, size_t cap,
                            size_t *len, eng_error *err)
 {
     rdma_transport *t = (rdma_transport *)base;
-    pthread_mutex_lock(&t->mu);
-    rregion *r = region_of(t, reg);
-    rdma_desc d = {.instance = t->instance, .lid = t->lid};
-    if (r) {
-        d.region_id = r->id;
-        d.rkey = r->mr->rkey;
-        d.addr = (uintptr_t)r->base.base;
-        d.size = r->base.len;
-    }
+    const rregion *r = (const rregion *)reg;
+    rdma_desc d = {.instance = t->instance, .lid = t->lid, .region_id = reg->id,
+                   .rkey = r->mr->rkey, .addr = (uintptr_t)reg->base, .size = reg->len};
     memcpy(d.gid, t->gid.raw, 16);
-    pthread_mutex_unlock(&t->mu);
-    if (!r)
-        return eng_fail(err, "kvtransfer: unknown region");
     return rdma_desc_encode(&d, buf, cap, len, err);
 }
 
 /* ---------------------------------------------------------------- receiving API */
 
-static int rdma_expect(kvt_transport *base, kvt_region *reg, kvt_span *spans, int n_spans,
-                       uint64_t expected, uint64_t *id, eng_error *err)
+/* The fence: writes of a transfer that FINISH or ABORT has not closed may still be on the
+ * wire; destroying its queue pair stops them for good. */
+static void rdma_rx_forget(kvt_transport *base, kvt_rx *xb)
 {
-    rdma_transport *t = (rdma_transport *)base;
-    rx *x = calloc(1, sizeof *x);
-    if (!x) {
-        free(spans);
-        return eng_fail(err, "kvtransfer: out of memory");
-    }
-    pthread_mutex_lock(&t->mu);
-    rregion *r = region_of(t, reg);
-    if (!r) {
-        pthread_mutex_unlock(&t->mu);
-        free(spans);
-        free(x);
-        return eng_fail(err, "kvtransfer: unknown region");
-    }
-    x->id = ++t->next_id;
-    x->region = r;
-    r->users++;
-    x->spans = spans;
-    x->n_spans = n_spans;
-    x->expected = expected;
-    x->next = t->rxs;
-    t->rxs = x;
-    *id = x->id;
-    pthread_mutex_unlock(&t->mu);
-    return 0;
-}
-
-static kvt_state rdma_wait(kvt_transport *base, uint64_t id, int timeout_ms, eng_error *err)
-{
-    rdma_transport *t = (rdma_transport *)base;
-    struct timespec dl;
-    deadline_after(&dl, timeout_ms > 0 ? timeout_ms : 0);
-    pthread_mutex_lock(&t->mu);
-    rx *x;
-    while ((x = find_rx(t, id)) && x->state == KVT_PENDING && timeout_ms != 0)
-        if (!wait_until(t, &dl, timeout_ms))
-            break;
-    kvt_state st = x ? x->state : KVT_FAILED;
-    if (!x)
-        eng_fail(err, "kvtransfer: unknown or forgotten transfer %" PRIu64, id);
-    else if (st == KVT_FAILED)
-        eng_fail(err, "kvtransfer: transfer %" PRIu64 " failed: %s", id, x->reason);
-    pthread_mutex_unlock(&t->mu);
-    return st;
-}
-
-static void rdma_forget(kvt_transport *base, uint64_t id)
-{
-    rdma_transport *t = (rdma_transport *)base;
-    pthread_mutex_lock(&t->mu);
-    rx **px = &t->rxs;
-    while (*px && (*px)->id != id)
-        px = &(*px)->next;
-    rx *x = *px;
-    if (!x) {
-        pthread_mutex_unlock(&t->mu);
+    (void)base;
+    rx *x = (rx *)xb;
+    rconn *c = x->base.conn;
+    if (!c)
         return;
-    }
-    if (x->state == KVT_PENDING)
-        rx_end(t, x, KVT_FAILED, "forgotten");
-    if (x->conn) {
-        /* The fence: writes of this transfer may still be on the wire unless FINISH/ABORT
-         * closed it; destroying the queue pair stops them for good. */
-        if (!x->closed)
-            conn_fail(x->conn, "transfer %" PRIu64 " was forgotten while its writes could still "
-                      "land", id);
-        x->conn->refs--;
-    }
-    *px = x->next;
-    x->region->users--;
-    pthread_mutex_unlock(&t->mu);
-    free(x->spans);
-    free(x->runs);
-    free(x);
+    if (!x->closed)
+        conn_fail(c, "transfer %" PRIu64 " was forgotten while its writes could still land",
+                  x->base.id);
+    c->refs--;
+    x->base.conn = NULL;
 }
 
-static void rdma_set_notify(kvt_transport *base, kvt_notify_fn fn, void *user)
+static void rdma_rx_free(kvt_rx *xb)
 {
-    rdma_transport *t = (rdma_transport *)base;
-    pthread_mutex_lock(&t->mu);
-    t->notify = fn;
-    t->notify_user = user;
-    pthread_mutex_unlock(&t->mu);
+    free(((rx *)xb)->runs);
 }
 
 static int rdma_accept(kvt_transport *base, const void *hello, size_t len, void *reply, size_t cap,
@@ -1005,16 +823,16 @@ static int rdma_accept(kvt_transport *base, const void *hello, size_t len, void 
         return eng_fail(err, "kvtransfer: RDMA hello for transport %016" PRIx64 ", this is %016" PRIx64
                         " (the receiver restarted? the sender reconnects with a fresh descriptor)",
                         h.to, t->instance);
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->base.mu);
     rconn *c = conn_new(t, 0, err);
     if (!c || conn_connect(c, &h, err) < 0) {
         if (c)
             conn_fail(c, "handshake failed");
-        pthread_mutex_unlock(&t->mu);
+        pthread_mutex_unlock(&t->base.mu);
         return -1;
     }
     fill_hello(c, &r, RDMA_REPLY, h.from, h.token);
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->base.mu);
     *reply_len = rdma_hello_encode(&r, reply, cap);
     if (*reply_len == 0)
         return eng_fail(err, "kvtransfer: reply buffer of %zu bytes is too small", cap);
@@ -1030,14 +848,14 @@ static int rdma_connect(kvt_transport *base, const void *desc, size_t len, kvt_p
     rdma_desc d;
     if (rdma_desc_decode(desc, len, &d, err) < 0)
         return -1;
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->base.mu);
     rpeer *p = t->peers;
     while (p && !(p->d.instance == d.instance && p->d.region_id == d.region_id && p->d.addr == d.addr))
         p = p->next;
     if (!p) {
         p = calloc(1, sizeof *p);
         if (!p) {
-            pthread_mutex_unlock(&t->mu);
+            pthread_mutex_unlock(&t->base.mu);
             return eng_fail(err, "kvtransfer: out of memory");
         }
         p->base.t = base;
@@ -1050,11 +868,11 @@ static int rdma_connect(kvt_transport *base, const void *desc, size_t len, kvt_p
     if (!p->c) {
         p->c = conn_new(t, 1, err);
         if (!p->c) {
-            pthread_mutex_unlock(&t->mu);
+            pthread_mutex_unlock(&t->base.mu);
             return -1;
         }
     }
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->base.mu);
     *out = &p->base;
     return 0;
 }
@@ -1064,13 +882,13 @@ static size_t rdma_peer_hello(kvt_peer *pb, void *buf, size_t cap)
     rpeer *p = (rpeer *)pb;
     rdma_transport *t = (rdma_transport *)pb->t;
     size_t n = 0;
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->base.mu);
     if (p->c && p->c->state == C_HELLO) {
         rdma_hello h;
         fill_hello(p->c, &h, RDMA_HELLO, p->d.instance, p->c->token);
         n = rdma_hello_encode(&h, buf, cap);
     }
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->base.mu);
     return n;
 }
 
@@ -1081,7 +899,7 @@ static int rdma_peer_reply(kvt_peer *pb, const void *reply, size_t len, eng_erro
     rdma_hello h;
     if (rdma_hello_decode(reply, len, &h, err) < 0)
         return -1;
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->base.mu);
     int rc = 0;
     if (p->c && p->c->state == C_UP && h.kind == RDMA_REPLY && h.token == p->c->token)
         rc = 0; /* two callers relayed the same hello; the first reply connected the pair */
@@ -1093,7 +911,7 @@ static int rdma_peer_reply(kvt_peer *pb, const void *reply, size_t len, eng_erro
         conn_fail(p->c, "handshake failed");
         rc = -1;
     }
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->base.mu);
     return rc;
 }
 
@@ -1105,8 +923,8 @@ static void tx_free(rdma_transport *t, tx *s) /* holds t->mu */
             break;
         }
     s->c->refs--;
-    s->src->users--;
-    pthread_cond_broadcast(&t->cv);
+    s->src->base.users--;
+    pthread_cond_broadcast(&t->base.cv);
     XXH3_freeState(s->hash);
     free(s->spans);
     free(s->runs);
@@ -1125,16 +943,13 @@ static int rdma_send_begin(kvt_peer *pb, kvt_region *src, uint64_t id, kvt_send 
         return eng_fail(err, "kvtransfer: out of memory");
     }
     XXH3_64bits_reset(h);
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->base.mu);
     rconn *c = p->c;
-    rregion *r = region_of(t, src);
-    if (!c || c->state != C_UP || !r) {
+    if (!c || c->state != C_UP) {
         int dead = c && c->state == C_DEAD;
-        pthread_mutex_unlock(&t->mu);
+        pthread_mutex_unlock(&t->base.mu);
         free(s);
         XXH3_freeState(h);
-        if (!r)
-            return eng_fail(err, "kvtransfer: unknown source region");
         return eng_fail(err, dead ? "kvtransfer: RDMA connection to the peer failed: %s (connect again)"
                                   : "kvtransfer: the RDMA queue pair is not connected%s: relay "
                                     "kvt_peer_hello through kvt_accept_hello and kvt_peer_reply first",
@@ -1143,34 +958,32 @@ static int rdma_send_begin(kvt_peer *pb, kvt_region *src, uint64_t id, kvt_send 
     s->base.t = pb->t;
     s->c = c;
     c->refs++;
-    s->src = r;
-    r->users++;
+    s->src = (rregion *)src;
+    src->users++;
     s->id = id;
     s->remote_size = p->d.size;
     s->remote_addr = p->d.addr;
     s->rkey = p->d.rkey;
     s->hash = h;
-    s->t_start = now_s();
     s->next = c->txs;
     c->txs = s;
-    rdma_msg m = {.type = RM_BEGIN, .id = id};
+    rdma_msg m = {.type = RM_BEGIN, .id = id, .begin.region_id = p->d.region_id};
     int rc = send_sync(c, &m, NULL, NULL, err);
     struct timespec dl;
-    deadline_after(&dl, t->io_timeout_ms);
+    kvt_deadline_after(&dl, t->io_timeout_ms);
     while (rc == 0 && !s->go && s->state == KVT_PENDING)
-        if (!wait_until(t, &dl, t->io_timeout_ms)) {
+        if (!kvt_wait_until(&t->base, &dl, t->io_timeout_ms)) {
             rc = eng_fail(err, "kvtransfer: the receiver did not answer BEGIN within %d ms", t->io_timeout_ms);
             break;
         }
     if (rc == 0 && s->state != KVT_PENDING)
         rc = eng_fail(err, "kvtransfer: transfer %" PRIu64 " refused: %s", id, s->reason);
     if (rc < 0) {
-        t->stats.sends_failed++;
         tx_free(t, s);
     } else {
         *out = &s->base;
     }
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->base.mu);
     return rc;
 }
 
@@ -1180,7 +993,7 @@ static int post_run(tx *s, const rdma_run *run, eng_error *err)
     rdma_transport *t = (rdma_transport *)s->base.t;
     XXH3_64bits_update(s->hash, s->src->base.base + run->src, run->len);
     s->bytes += run->len;
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->base.mu);
     int rc = 0;
     for (uint64_t done = 0; rc == 0 && done < run->len;) {
         uint64_t n = run->len - done < t->max_write ? run->len - done : t->max_write;
@@ -1209,7 +1022,7 @@ static int post_run(tx *s, const rdma_run *run, eng_error *err)
             rc = eng_fail(err, "kvtransfer: out of memory");
         done += n;
     }
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->base.mu);
     return rc;
 }
 
@@ -1225,27 +1038,27 @@ static int rdma_send_write(kvt_send *sb, uint64_t src_off, uint64_t dst_off, uin
                         "source region", src_off, len, s->src->base.len);
     if (dst_off > s->remote_size || len > s->remote_size - dst_off ||
         (s->n_spans && !kvt_spans_cover(s->spans, s->n_spans, dst_off, len))) {
-        pthread_mutex_lock(&t->mu);
+        pthread_mutex_lock(&t->base.mu);
         if (s->state == KVT_PENDING) {
             s->state = KVT_FAILED;
             snprintf(s->reason, sizeof s->reason, "run to [%" PRIu64 ", +%" PRIu64 ") lies outside the "
                      "receiver's blocks for this transfer", dst_off, len);
         }
-        pthread_mutex_unlock(&t->mu);
+        pthread_mutex_unlock(&t->base.mu);
         return eng_fail(err, "kvtransfer: transfer %" PRIu64 " failed: %s", s->id, s->reason);
     }
     rdma_run flush;
     if (rdma_run_add(&s->pending, &s->has_pending, src_off, dst_off, len, t->max_write, &flush))
         return post_run(s, &flush, err);
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->base.mu);
     int failed = s->state != KVT_PENDING;
     if (failed)
         eng_fail(err, "kvtransfer: transfer %" PRIu64 " failed: %s", s->id, s->reason);
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->base.mu);
     return failed ? -1 : 0;
 }
 
-static int rdma_send_finish(kvt_send *sb, int timeout_ms, eng_error *err)
+static int rdma_send_finish(kvt_send *sb, int timeout_ms, uint64_t *bytes, eng_error *err)
 {
     tx *s = (tx *)sb;
     rdma_transport *t = (rdma_transport *)sb->t;
@@ -1255,20 +1068,21 @@ static int rdma_send_finish(kvt_send *sb, int timeout_ms, eng_error *err)
         rc = post_run(s, &s->pending, err);
     }
     uint64_t sum = XXH3_64bits_digest(s->hash);
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->base.mu);
     for (size_t i = 0; rc == 0 && i < s->n_runs; i += RDMA_MSG_MAX_PAIRS) {
         size_t n = s->n_runs - i < RDMA_MSG_MAX_PAIRS ? s->n_runs - i : RDMA_MSG_MAX_PAIRS;
         rdma_msg m = {.type = RM_RUNS, .id = s->id, .n = (uint32_t)n};
         rc = send_sync(s->c, &m, s->runs + 2 * i, NULL, err);
     }
     if (rc == 0) {
-        rdma_msg m = {.type = RM_FINISH, .id = s->id, .a = s->bytes, .b = sum, .c = s->n_runs};
+        rdma_msg m = {.type = RM_FINISH, .id = s->id,
+                      .finish = {.bytes = s->bytes, .checksum = sum, .n_runs = s->n_runs}};
         rc = send_sync(s->c, &m, NULL, NULL, err);
     }
     struct timespec dl;
-    deadline_after(&dl, timeout_ms > 0 ? timeout_ms : 0);
+    kvt_deadline_after(&dl, timeout_ms);
     while (rc == 0 && s->state == KVT_PENDING)
-        if (!wait_until(t, &dl, timeout_ms)) {
+        if (!kvt_wait_until(&t->base, &dl, timeout_ms)) {
             rc = eng_fail(err, "kvtransfer: no verdict from the receiver within %d ms", timeout_ms);
             static const char why[] = "the sender timed out waiting for the verdict";
             rdma_msg m = {.type = RM_ABORT, .id = s->id, .n = sizeof why - 1};
@@ -1280,15 +1094,9 @@ static int rdma_send_finish(kvt_send *sb, int timeout_ms, eng_error *err)
         }
     if (rc == 0 && s->state != KVT_OK)
         rc = eng_fail(err, "kvtransfer: transfer %" PRIu64 " failed: %s", s->id, s->reason);
-    if (rc == 0) {
-        t->stats.sends_ok++;
-        t->stats.bytes_sent += s->bytes;
-        t->stats.send_seconds += now_s() - s->t_start;
-    } else {
-        t->stats.sends_failed++;
-    }
+    *bytes = s->bytes;
     tx_free(t, s);
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->base.mu);
     return rc;
 }
 
@@ -1296,24 +1104,15 @@ static void rdma_send_abort(kvt_send *sb, const char *reason)
 {
     tx *s = (tx *)sb;
     rdma_transport *t = (rdma_transport *)sb->t;
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->base.mu);
     if (s->c->state == C_UP) {
         eng_error e;
         size_t n = strlen(reason);
         rdma_msg m = {.type = RM_ABORT, .id = s->id, .n = (uint32_t)(n < 1000 ? n : 1000)};
         send_sync(s->c, &m, NULL, reason, &e);
     }
-    t->stats.sends_failed++;
     tx_free(t, s);
-    pthread_mutex_unlock(&t->mu);
-}
-
-static void rdma_get_stats(kvt_transport *base, kvt_stats *out)
-{
-    rdma_transport *t = (rdma_transport *)base;
-    pthread_mutex_lock(&t->mu);
-    *out = t->stats;
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->base.mu);
 }
 
 /* ---------------------------------------------------------------- life cycle */
@@ -1321,18 +1120,12 @@ static void rdma_get_stats(kvt_transport *base, kvt_stats *out)
 static void rdma_destroy(kvt_transport *base)
 {
     rdma_transport *t = (rdma_transport *)base;
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->base.mu);
     t->stopping = 1;
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->base.mu);
     if (write(t->wake[1], "x", 1) < 0) { /* the poller also wakes within 250 ms */
     }
     pthread_join(t->poller, NULL);
-    for (rx *x = t->rxs, *n; x; x = n) {
-        n = x->next;
-        free(x->spans);
-        free(x->runs);
-        free(x);
-    }
     for (rpeer *p = t->peers, *n; p; p = n) {
         n = p->next;
         free(p);
@@ -1348,18 +1141,12 @@ static void rdma_destroy(kvt_transport *base)
         }
         conn_free(c);
     }
-    for (rregion *r = t->regions, *n; r; r = n) {
-        n = r->next;
-        ibv_dereg_mr(r->mr);
-        free(r);
-    }
+    kvt_transport_fini(&t->base); /* the regions' memory registrations go before the PD */
     ibv_destroy_comp_channel(t->ch);
     ibv_dealloc_pd(t->pd);
     ibv_close_device(t->ctx);
     close(t->wake[0]);
     close(t->wake[1]);
-    pthread_cond_destroy(&t->cv);
-    pthread_mutex_destroy(&t->mu);
     free(t);
 }
 
@@ -1401,7 +1188,7 @@ int kvt_rdma_create(const kvt_rdma_options *opt, kvt_transport **out, eng_error 
     t->io_timeout_ms = o.io_timeout_ms > 0 ? o.io_timeout_ms : 10000;
     t->dead_after_s = t->io_timeout_ms / 2000.0 < 2.0 ? 2.0 : t->io_timeout_ms / 2000.0;
     if (getrandom(&t->instance, sizeof t->instance, 0) != sizeof t->instance)
-        t->instance = (uint64_t)now_s() ^ (uint64_t)getpid() << 32;
+        t->instance = (uint64_t)kvt_now_s() ^ (uint64_t)getpid() << 32;
     t->pd = ibv_alloc_pd(t->ctx);
     t->ch = t->pd ? ibv_create_comp_channel(t->ctx) : NULL;
     if (!t->ch || pipe2(t->wake, O_CLOEXEC) != 0) {
@@ -1415,13 +1202,7 @@ int kvt_rdma_create(const kvt_rdma_options *opt, kvt_transport **out, eng_error 
         return -1;
     }
     fcntl(t->ch->fd, F_SETFL, fcntl(t->ch->fd, F_GETFL) | O_NONBLOCK);
-    pthread_mutex_init(&t->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&t->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    t->base.ops = &rdma_ops;
+    kvt_transport_init(&t->base, &rdma_ops);
     snprintf(t->base.choice, sizeof t->base.choice, "rdma (%s port %d, gid %d, mtu %d)", dev, t->port,
              t->gid_index, 128 << t->mtu);
     if (pthread_create(&t->poller, NULL, poller_main, t) != 0) {
@@ -1430,6 +1211,7 @@ int kvt_rdma_create(const kvt_rdma_options *opt, kvt_transport **out, eng_error 
         ibv_close_device(t->ctx);
         close(t->wake[0]);
         close(t->wake[1]);
+        kvt_transport_fini(&t->base);
         free(t);
         return eng_fail(err, "kvtransfer: cannot start the RDMA poller thread");
     }
@@ -1439,14 +1221,14 @@ int kvt_rdma_create(const kvt_rdma_options *opt, kvt_transport **out, eng_error 
 
 static const kvt_ops rdma_ops = {
     .name = "rdma",
+    .region_size = sizeof(rregion),
+    .rx_size = sizeof(rx),
     .destroy = rdma_destroy,
-    .reg = rdma_reg,
-    .dereg = rdma_dereg,
+    .region_add = rdma_region_add,
+    .region_drop = rdma_region_drop,
     .descriptor = rdma_descriptor,
-    .expect = rdma_expect,
-    .wait = rdma_wait,
-    .forget = rdma_forget,
-    .set_notify = rdma_set_notify,
+    .rx_forget = rdma_rx_forget,
+    .rx_free = rdma_rx_free,
     .accept = rdma_accept,
     .connect = rdma_connect,
     .peer_hello = rdma_peer_hello,
@@ -1455,5 +1237,4 @@ static const kvt_ops rdma_ops = {
     .send_write = rdma_send_write,
     .send_finish = rdma_send_finish,
     .send_abort = rdma_send_abort,
-    .get_stats = rdma_get_stats,
 };

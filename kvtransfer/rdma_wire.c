@@ -154,9 +154,8 @@ size_t rdma_msg_encode(const rdma_msg *m, const uint64_t *pairs, const char *tex
     put32(p, m->type);
     put32(p + 4, n);
     put64(p + 8, m->id);
-    put64(p + 16, m->a);
-    put64(p + 24, m->b);
-    put64(p + 32, m->c);
+    for (int i = 0; i < 3; i++)
+        put64(p + 16 + 8 * i, m->word[i]);
     size_t len = RDMA_MSG_HEADER;
     if (pairs) {
         for (uint32_t i = 0; i < 2 * n; i++)
@@ -178,9 +177,8 @@ int rdma_msg_decode(const void *buf, size_t len, rdma_msg *m, const unsigned cha
     m->type = get32(p);
     m->n = get32(p + 4);
     m->id = get64(p + 8);
-    m->a = get64(p + 16);
-    m->b = get64(p + 24);
-    m->c = get64(p + 32);
+    for (int i = 0; i < 3; i++)
+        m->word[i] = get64(p + 16 + 8 * i);
     *payload = p + RDMA_MSG_HEADER;
     size_t body = len - RDMA_MSG_HEADER;
     int pairs = m->type == RM_SPANS || m->type == RM_RUNS;

@@ -46,22 +46,30 @@ int rdma_hello_decode(const void *buf, size_t len, rdma_hello *h, eng_error *err
 /* Messages over the queue pair (SEND/RECV into fixed-size slots). The bulk data never
  * travels in them: it goes by RDMA WRITE straight into the receiver's region. */
 enum {
-    RM_BEGIN = 1, /* s->r  id: bind the transfer to this queue pair, answer with GO */
+    RM_BEGIN = 1, /* s->r  id, region_id: bind the transfer to this queue pair, answer GO */
     RM_SPANS,     /* r->s  id, pairs = spans the transfer may write (before GO) */
-    RM_GO,        /* r->s  id, a = number of spans sent (0: anywhere in the region) */
+    RM_GO,        /* r->s  id, n_spans sent before it (0: anywhere in the region) */
     RM_RUNS,      /* s->r  id, pairs = (dst_off, len) runs in write order */
-    RM_FINISH,    /* s->r  id, a = bytes, b = XXH3-64, c = runs sent */
+    RM_FINISH,    /* s->r  id, bytes, checksum (XXH3-64), n_runs sent */
     RM_ABORT,     /* s->r  id, text = reason */
-    RM_VERDICT,   /* r->s  id, a = 1 ok / 0 failed, text = reason */
-    RM_PING,      /* either way: proves the peer's queue pair still answers */
+    RM_VERDICT,   /* r->s  id, ok (1 ok, 0 failed), text = reason */
+    RM_PING,      /* either way, is_reply 0 asks and 1 answers: the pair still works */
 };
 #define RDMA_MSG_BYTES 4096
 #define RDMA_MSG_HEADER 48
 #define RDMA_MSG_MAX_PAIRS ((RDMA_MSG_BYTES - RDMA_MSG_HEADER) / 16)
 
 typedef struct rdma_msg {
-    uint32_t type, n;    /* n: pairs, or text bytes */
-    uint64_t id, a, b, c;
+    uint32_t type, n; /* n: pairs, or text bytes */
+    uint64_t id;
+    union { /* the three words after id on the wire, named by message type */
+        uint64_t word[3];
+        struct { uint64_t region_id; } begin;
+        struct { uint64_t n_spans; } go;
+        struct { uint64_t bytes, checksum, n_runs; } finish;
+        struct { uint64_t ok; } verdict;
+        struct { uint64_t is_reply; } ping;
+    };
 } rdma_msg;
 
 /* Writes the header and n pairs (or n text bytes) into buf (RDMA_MSG_BYTES); returns the

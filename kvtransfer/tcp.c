@@ -17,16 +17,19 @@
  * (reset, EOF, a send that makes no progress for io_timeout_ms) fails every transfer in
  * flight on it, on both ends; the next kvt_connect() builds a fresh one.
  *
- * Wire format, all little-endian: a 40-byte frame header {magic, type, id, a, b, c}, then
- * for WRITE the payload and for ABORT/VERDICT a reason text.
- *   HELLO   sender->receiver  a = receiver instance the descriptor named, b = version
- *   BEGIN   sender->receiver  id, a = region id
- *   WRITE   sender->receiver  id, a = dst offset, b = length, payload
- *   FINISH  sender->receiver  id, a = byte count, b = XXH3-64 of all payload bytes in order
- *   ABORT   sender->receiver  id, a = reason length, reason
- *   VERDICT receiver->sender  id (0: the whole connection), a = 1 ok / 0 failed, b = reason length
- * One state mutex per transport guards every table; it is never held across a blocking
- * send or recv. */
+ * Wire format, all little-endian: a 40-byte frame header {magic u32, type u32, id u64, three
+ * u64 words whose meaning the type decides}, then for WRITE the payload and for
+ * ABORT/VERDICT a reason text. The words, as struct frame names them:
+ *   HELLO   sender->receiver  instance (the receiver the descriptor named), version
+ *   BEGIN   sender->receiver  id, region_id
+ *   WRITE   sender->receiver  id, dst_off, len; the payload
+ *   FINISH  sender->receiver  id, bytes, checksum (XXH3-64 of all payload bytes in order)
+ *   ABORT   sender->receiver  id, reason_len; the reason
+ *   VERDICT receiver->sender  id (0: the whole connection), ok (1 ok, 0 failed), reason_len;
+ *           the reason
+ * The bookkeeping of incoming transfers (expect, verdict, wait, forget, counters) is
+ * transfers.c's; this file moves the bytes. The transport's one state mutex (t->base.mu)
+ * guards every table and is never held across a blocking send or recv. */
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -60,17 +63,19 @@ enum { F_HELLO = 1, F_BEGIN, F_WRITE, F_FINISH, F_ABORT, F_VERDICT };
 
 typedef struct frame {
     uint32_t magic, type;
-    uint64_t id, a, b, c;
+    uint64_t id;
+    union { /* the three words after id, named by frame type */
+        uint64_t word[3];
+        struct { uint64_t instance, version; } hello;
+        struct { uint64_t region_id; } begin;
+        struct { uint64_t dst_off, len; } write;
+        struct { uint64_t bytes, checksum; } finish;
+        struct { uint64_t reason_len; } abort;
+        struct { uint64_t ok, reason_len; } verdict;
+    };
 } frame;
 
 typedef struct tcp_transport tcp_transport;
-
-typedef struct tcp_region {
-    kvt_region base;
-    uint64_t id;
-    int users; /* transfers (either direction) that reference it */
-    struct tcp_region *next;
-} tcp_region;
 
 /* ---- receiving side */
 
@@ -82,21 +87,12 @@ typedef struct in_conn {
     struct in_conn *next;
 } in_conn;
 
-typedef struct rx_transfer {
-    uint64_t id;
-    tcp_region *region;
-    uint64_t expected; /* 0: any count */
-    kvt_span *spans;   /* where it may write (sorted, merged); NULL: anywhere in the region */
-    int n_spans;
-    kvt_state state;
-    in_conn *conn; /* bound by BEGIN; NULL before, and after the connection ended */
-    int writing;   /* the reader is recv()ing into the region right now */
-    uint64_t bytes;
-    XXH3_state_t *hash;
-    double t_start;
-    char reason[256];
-    struct rx_transfer *next;
-} rx_transfer;
+/* An incoming transfer; base.conn is the in_conn that began it. */
+typedef struct tcp_rx {
+    kvt_rx base;
+    int writing;        /* the reader is copying into the region right now */
+    XXH3_state_t *hash; /* of the payload as it arrives; made by BEGIN */
+} tcp_rx;
 
 /* ---- sending side */
 
@@ -134,21 +130,18 @@ typedef struct tcp_peer {
 struct tx_transfer {
     kvt_send base;
     tcp_peer *peer;
-    tcp_region *src;
+    kvt_region *src;
     uint64_t id, epoch;
     kvt_state state;
     XXH3_state_t *hash; /* sender thread only */
     uint64_t bytes;     /* sender thread only */
     int in_flight;      /* its frames in the batch being sent */
-    double t_start;
     char reason[384]; /* fits "connection to the receiver HOST:PORT lost: DEAD_REASON" */
     tx_transfer *next;
 };
 
 struct tcp_transport {
-    kvt_transport base;
-    pthread_mutex_t mu;
-    pthread_cond_t cv; /* any transfer changed state, a writer finished a chunk, a batch went out */
+    kvt_transport base; /* base.cv also: a writer finished a chunk, a batch went out */
     int io_timeout_ms;
     char host[128];
     int port;
@@ -156,42 +149,19 @@ struct tcp_transport {
     int listen_fd;
     pthread_t listener;
     int stopping;
-    uint64_t next_region_id, next_transfer_id;
-    tcp_region *regions;
-    rx_transfer *rxs;
     in_conn *conns;
     tcp_peer *peers;
-    kvt_notify_fn notify;
-    void *notify_user;
-    kvt_stats stats;
 };
 
 static const kvt_ops tcp_ops;
 
 /* ---------------------------------------------------------------- helpers */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void deadline_after(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 static void encode_frame(unsigned char *out, const frame *f)
 {
     uint32_t u32[2] = {htole32(f->magic), htole32(f->type)};
-    uint64_t u64[4] = {htole64(f->id), htole64(f->a), htole64(f->b), htole64(f->c)};
+    uint64_t u64[4] = {htole64(f->id), htole64(f->word[0]), htole64(f->word[1]),
+                       htole64(f->word[2])};
     memcpy(out, u32, 8);
     memcpy(out + 8, u64, 32);
 }
@@ -205,9 +175,8 @@ static void decode_frame(const unsigned char *in, frame *f)
     f->magic = le32toh(u32[0]);
     f->type = le32toh(u32[1]);
     f->id = le64toh(u64[0]);
-    f->a = le64toh(u64[1]);
-    f->b = le64toh(u64[2]);
-    f->c = le64toh(u64[3]);
+    for (int i = 0; i < 3; i++)
+        f->word[i] = le64toh(u64[i + 1]);
 }
 
 /* Sends every byte of iov (blocking socket; SO_SNDTIMEO bounds a stalled peer). */
@@ -284,38 +253,17 @@ static void tune_socket(int fd, int io_timeout_ms)
 
 /* ---------------------------------------------------------------- receiving */
 
-static rx_transfer *find_rx(tcp_transport *t, uint64_t id)
+static tcp_rx *find_rx(tcp_transport *t, uint64_t id)
 {
-    for (rx_transfer *x = t->rxs; x; x = x->next)
-        if (x->id == id)
-            return x;
-    return NULL;
-}
-
-/* Ends a pending incoming transfer. Caller holds t->mu. */
-static void rx_finish_locked(tcp_transport *t, rx_transfer *x, kvt_state st, const char *reason)
-{
-    if (x->state != KVT_PENDING)
-        return;
-    x->state = st;
-    if (st == KVT_OK) {
-        t->stats.recvs_ok++;
-        t->stats.bytes_received += x->bytes;
-        t->stats.recv_seconds += now_s() - x->t_start;
-    } else {
-        t->stats.recvs_failed++;
-        snprintf(x->reason, sizeof x->reason, "%s", reason);
-    }
-    if (t->notify)
-        t->notify(t->notify_user, x->id, st);
-    pthread_cond_broadcast(&t->cv);
+    return (tcp_rx *)kvt_rx_find(&t->base, id);
 }
 
 static int send_verdict(in_conn *c, uint64_t id, int ok, const char *reason)
 {
     char why[128];
     size_t n = reason ? strlen(reason) : 0;
-    frame f = {FRAME_MAGIC, F_VERDICT, id, (uint64_t)ok, n, 0};
+    frame f = {.magic = FRAME_MAGIC, .type = F_VERDICT, .id = id,
+               .verdict = {.ok = (uint64_t)ok, .reason_len = n}};
     return send_frame(c->fd, &f, reason, n, why, sizeof why);
 }
 
@@ -379,16 +327,16 @@ static int rx_payload(tcp_transport *t, in_conn *c, rxbuf *rb, uint64_t id, uint
                 return -1;
             }
         }
-        pthread_mutex_lock(&t->mu);
-        rx_transfer *x = find_rx(t, id);
-        int accept = x && x->conn == c && x->state == KVT_PENDING;
+        pthread_mutex_lock(&t->base.mu);
+        tcp_rx *x = find_rx(t, id);
+        int accept = x && x->base.conn == c && x->base.state == KVT_PENDING;
         if (accept)
             x->writing = 1;
-        pthread_mutex_unlock(&t->mu);
+        pthread_mutex_unlock(&t->base.mu);
 
         size_t n = 0;
         int failed = 0;
-        char *dst = accept ? x->region->base.base + off : NULL;
+        char *dst = accept ? x->base.region->base + off : NULL;
         if (rb->len > 0) { /* already staged */
             n = rb->len < len ? rb->len : (size_t)len;
             if (accept)
@@ -410,11 +358,11 @@ static int rx_payload(tcp_transport *t, in_conn *c, rxbuf *rb, uint64_t id, uint
         if (accept) {
             if (n > 0)
                 XXH3_64bits_update(x->hash, dst, n);
-            pthread_mutex_lock(&t->mu);
+            pthread_mutex_lock(&t->base.mu);
             x->writing = 0;
-            x->bytes += n;
-            pthread_cond_broadcast(&t->cv);
-            pthread_mutex_unlock(&t->mu);
+            x->base.bytes += n;
+            pthread_cond_broadcast(&t->base.cv);
+            pthread_mutex_unlock(&t->base.mu);
         }
         if (failed)
             return -1;
@@ -440,13 +388,13 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
     if (rd_exact(c->fd, &rb, hdr, FRAME_BYTES, why, why_len) < 0)
         goto out;
     decode_frame(hdr, &f);
-    if (f.magic != FRAME_MAGIC || f.type != F_HELLO || f.b != PROTO_VERSION) {
+    if (f.magic != FRAME_MAGIC || f.type != F_HELLO || f.hello.version != PROTO_VERSION) {
         snprintf(why, why_len, "not a kvtransfer peer (bad hello)");
         goto out;
     }
-    if (f.a != t->instance) {
+    if (f.hello.instance != t->instance) {
         snprintf(why, why_len, "stale descriptor: it names instance %016" PRIx64
-                 ", this receiver is %016" PRIx64, f.a, t->instance);
+                 ", this receiver is %016" PRIx64, f.hello.instance, t->instance);
         /* Say why, then let the sender hang up first, so that it reads the reason
          * instead of tripping over a reset connection. */
         if (send_verdict(c, 0, 0, why) == 0) {
@@ -472,55 +420,37 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
         verdict[0] = '\0';
         switch (f.type) {
         case F_BEGIN: {
-            pthread_mutex_lock(&t->mu);
-            rx_transfer *x = find_rx(t, f.id);
-            if (!x) {
-                snprintf(verdict, sizeof verdict, "transfer %" PRIu64 " is not expected here "
-                         "(never opened, or cancelled by the receiver)", f.id);
+            pthread_mutex_lock(&t->base.mu);
+            tcp_rx *x = (tcp_rx *)kvt_rx_begin(&t->base, f.id, f.begin.region_id, c, verdict,
+                                               sizeof verdict);
+            nack = !x;
+            if (x && !(x->hash = XXH3_createState())) {
+                snprintf(verdict, sizeof verdict, "out of memory");
+                kvt_rx_end(&t->base, &x->base, KVT_FAILED, verdict);
                 nack = 1;
-            } else if (x->conn || x->state != KVT_PENDING) {
-                snprintf(verdict, sizeof verdict, "transfer %" PRIu64 " was already begun", f.id);
-                nack = 1;
-            } else if (x->region->id != f.a) {
-                snprintf(verdict, sizeof verdict, "transfer %" PRIu64 " targets region %" PRIu64
-                         ", the sender named region %" PRIu64, f.id, x->region->id, f.a);
-                rx_finish_locked(t, x, KVT_FAILED, verdict);
-                nack = 1;
-            } else {
-                x->conn = c;
-                x->t_start = now_s();
+            } else if (x) {
+                XXH3_64bits_reset(x->hash);
             }
-            pthread_mutex_unlock(&t->mu);
+            pthread_mutex_unlock(&t->base.mu);
             break;
         }
         case F_WRITE: {
-            uint64_t off = f.a, len = f.b;
-            pthread_mutex_lock(&t->mu);
-            rx_transfer *x = find_rx(t, f.id);
-            if (x && x->conn == c && x->state == KVT_PENDING) {
-                size_t size = x->region->base.len;
-                if (off > size || len > size - off) {
-                    snprintf(verdict, sizeof verdict, "run [%" PRIu64 ", +%" PRIu64 ") lies "
-                             "outside the %zu-byte region", off, len, size);
-                    rx_finish_locked(t, x, KVT_FAILED, verdict);
-                    nack = 1;
-                } else if (x->spans && !kvt_spans_cover(x->spans, x->n_spans, off, len)) {
-                    snprintf(verdict, sizeof verdict, "run [%" PRIu64 ", +%" PRIu64 ") lies "
-                             "outside the transfer's blocks", off, len);
-                    rx_finish_locked(t, x, KVT_FAILED, verdict);
+            uint64_t off = f.write.dst_off, len = f.write.len;
+            pthread_mutex_lock(&t->base.mu);
+            tcp_rx *x = find_rx(t, f.id);
+            if (x && x->base.conn == c && x->base.state == KVT_PENDING) {
+                if (kvt_rx_run_ok(&x->base, off, len, verdict, sizeof verdict) < 0) {
+                    kvt_rx_end(&t->base, &x->base, KVT_FAILED, verdict);
                     nack = 1;
                 }
             } else if (!x && f.id != last_nack) {
                 snprintf(verdict, sizeof verdict, "transfer %" PRIu64 " is not expected here "
-                         "(cancelled by the receiver)", f.id);
+                         "(forgotten by the receiver)", f.id);
                 nack = 1;
             }
             /* A length beyond any region cannot be skipped sensibly: the stream is broken. */
-            uint64_t largest = 0;
-            for (tcp_region *r = t->regions; r; r = r->next)
-                if (r->base.len > largest)
-                    largest = r->base.len;
-            pthread_mutex_unlock(&t->mu);
+            uint64_t largest = kvt_largest_region(&t->base);
+            pthread_mutex_unlock(&t->base.mu);
             if (len > largest && len > (1ull << 32)) {
                 snprintf(why, why_len, "protocol error: run of %" PRIu64 " bytes", len);
                 goto out;
@@ -538,55 +468,47 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
             break;
         }
         case F_FINISH: {
-            pthread_mutex_lock(&t->mu);
-            rx_transfer *x = find_rx(t, f.id);
+            pthread_mutex_lock(&t->base.mu);
+            tcp_rx *x = find_rx(t, f.id);
             if (!x) {
                 snprintf(verdict, sizeof verdict, "transfer %" PRIu64 " is not expected here "
-                         "(never opened, or cancelled by the receiver)", f.id);
+                         "(never opened, or forgotten by the receiver)", f.id);
                 nack = 1;
-            } else if (x->conn != c) {
+            } else if (x->base.conn != c) {
                 snprintf(verdict, sizeof verdict, "transfer %" PRIu64 " was not begun on this "
                          "connection", f.id);
                 nack = 1;
-            } else if (x->state == KVT_PENDING) {
-                uint64_t sum = XXH3_64bits_digest(x->hash);
-                if (f.a != x->bytes)
-                    snprintf(verdict, sizeof verdict, "sender sent %" PRIu64 " bytes, %" PRIu64
-                             " arrived", f.a, x->bytes);
-                else if (x->expected && x->bytes != x->expected)
-                    snprintf(verdict, sizeof verdict, "%" PRIu64 " bytes arrived, the receiver "
-                             "expected %" PRIu64, x->bytes, x->expected);
-                else if (sum != f.b)
-                    snprintf(verdict, sizeof verdict, "checksum mismatch (XXH3 sender %016" PRIx64
-                             ", receiver %016" PRIx64 ")", f.b, sum);
-                if (verdict[0]) {
-                    rx_finish_locked(t, x, KVT_FAILED, verdict);
+            } else if (x->base.state == KVT_PENDING) {
+                if (kvt_rx_verify(&x->base, f.finish.bytes, f.finish.checksum,
+                                  XXH3_64bits_digest(x->hash), verdict, sizeof verdict) < 0) {
+                    kvt_rx_end(&t->base, &x->base, KVT_FAILED, verdict);
                     nack = 1;
                 } else {
                     ack = 1; /* committed only once the sender has been told, below */
                 }
-            } else if (x->state == KVT_OK) {
+            } else if (x->base.state == KVT_OK) {
                 ack = 1;
             }
             /* KVT_FAILED was already reported to the sender when it failed. */
-            pthread_mutex_unlock(&t->mu);
+            pthread_mutex_unlock(&t->base.mu);
             break;
         }
         case F_ABORT: {
-            if (f.a > MAX_REASON) {
-                snprintf(why, why_len, "protocol error: abort reason of %" PRIu64 " bytes", f.a);
+            uint64_t n = f.abort.reason_len;
+            if (n > MAX_REASON) {
+                snprintf(why, why_len, "protocol error: abort reason of %" PRIu64 " bytes", n);
                 goto out;
             }
-            if (rd_exact(c->fd, &rb, text, f.a, why, why_len) < 0)
+            if (rd_exact(c->fd, &rb, text, n, why, why_len) < 0)
                 goto out;
-            text[f.a] = '\0';
-            pthread_mutex_lock(&t->mu);
-            rx_transfer *x = find_rx(t, f.id);
-            if (x && (x->conn == c || !x->conn)) { /* its BEGIN may have been dropped */
+            text[n] = '\0';
+            pthread_mutex_lock(&t->base.mu);
+            tcp_rx *x = find_rx(t, f.id);
+            if (x && (x->base.conn == c || !x->base.conn)) { /* its BEGIN may have been dropped */
                 snprintf(verdict, sizeof verdict, "aborted by sender: %.200s", text);
-                rx_finish_locked(t, x, KVT_FAILED, verdict);
+                kvt_rx_end(&t->base, &x->base, KVT_FAILED, verdict);
             }
-            pthread_mutex_unlock(&t->mu);
+            pthread_mutex_unlock(&t->base.mu);
             break;
         }
         default:
@@ -600,11 +522,11 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
         if (ack) {
             /* The receiver may use the blocks (and shut down) only after the sender has its
              * verdict on the wire, or a successful transfer would look failed to prefill. */
-            pthread_mutex_lock(&t->mu);
-            rx_transfer *x = find_rx(t, f.id);
-            if (x && x->conn == c)
-                rx_finish_locked(t, x, KVT_OK, "");
-            pthread_mutex_unlock(&t->mu);
+            pthread_mutex_lock(&t->base.mu);
+            tcp_rx *x = find_rx(t, f.id);
+            if (x && x->base.conn == c)
+                kvt_rx_end(&t->base, &x->base, KVT_OK, "");
+            pthread_mutex_unlock(&t->base.mu);
         }
     }
 out:
@@ -620,23 +542,18 @@ static void *in_conn_main(void *arg)
 
     char reason[256];
     snprintf(reason, sizeof reason, "connection from the sender lost: %s", why);
-    pthread_mutex_lock(&t->mu);
-    for (rx_transfer *x = t->rxs; x; x = x->next) {
-        if (x->conn == c) {
-            rx_finish_locked(t, x, KVT_FAILED, reason);
-            x->conn = NULL;
-        }
-    }
+    pthread_mutex_lock(&t->base.mu);
+    kvt_rx_fail_conn(&t->base, c, reason);
     c->done = 1;
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->base.mu);
     return NULL;
 }
 
 /* Joins and frees finished incoming connections. With all = 1 (kvt_destroy) it first
- * shuts every connection down. Called without t->mu. */
+ * shuts every connection down. Called without t->base.mu. */
 static void reap_conns(tcp_transport *t, int all)
 {
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->base.mu);
     in_conn **pp = &t->conns;
     in_conn *dead = NULL;
     while (*pp) {
@@ -651,7 +568,7 @@ static void reap_conns(tcp_transport *t, int all)
             pp = &c->next;
         }
     }
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->base.mu);
     while (dead) {
         in_conn *c = dead;
         dead = c->next;
@@ -666,9 +583,9 @@ static void *listener_main(void *arg)
     tcp_transport *t = arg;
     for (;;) {
         int fd = accept4(t->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-        pthread_mutex_lock(&t->mu);
+        pthread_mutex_lock(&t->base.mu);
         int stopping = t->stopping;
-        pthread_mutex_unlock(&t->mu);
+        pthread_mutex_unlock(&t->base.mu);
         if (stopping) {
             if (fd >= 0)
                 close(fd);
@@ -690,118 +607,31 @@ static void *listener_main(void *arg)
         }
         c->t = t;
         c->fd = fd;
-        pthread_mutex_lock(&t->mu);
+        pthread_mutex_lock(&t->base.mu);
         if (pthread_create(&c->thread, NULL, in_conn_main, c) != 0) {
-            pthread_mutex_unlock(&t->mu);
+            pthread_mutex_unlock(&t->base.mu);
             close(fd);
             free(c);
             continue;
         }
         c->next = t->conns;
         t->conns = c;
-        pthread_mutex_unlock(&t->mu);
+        pthread_mutex_unlock(&t->base.mu);
     }
 }
 
-static void rx_free(rx_transfer *x)
+/* The reader may be copying a chunk of x right now (it looked x up before kvt_forget
+ * unlinked it): wait for that chunk; it finds x no more after it. */
+static void tcp_rx_forget(kvt_transport *base, kvt_rx *xb)
 {
-    XXH3_freeState(x->hash);
-    free(x->spans);
-    free(x);
-}
-
-static int tcp_expect(kvt_transport *base, kvt_region *r, kvt_span *spans, int n_spans,
-                      uint64_t expected_bytes, uint64_t *id, eng_error *err)
-{
-    tcp_transport *t = (tcp_transport *)base;
-    rx_transfer *x = calloc(1, sizeof *x);
-    if (!x || !(x->hash = XXH3_createState())) {
-        free(x);
-        free(spans);
-        return eng_fail(err, "kvtransfer: out of memory");
-    }
-    XXH3_64bits_reset(x->hash);
-    x->region = (tcp_region *)r;
-    x->spans = spans;
-    x->n_spans = n_spans;
-    x->expected = expected_bytes;
-    x->state = KVT_PENDING;
-    pthread_mutex_lock(&t->mu);
-    x->id = t->next_transfer_id++;
-    x->region->users++;
-    x->next = t->rxs;
-    t->rxs = x;
-    pthread_mutex_unlock(&t->mu);
-    *id = x->id;
-    return 0;
-}
-
-static kvt_state tcp_wait(kvt_transport *base, uint64_t id, int timeout_ms, eng_error *err)
-{
-    tcp_transport *t = (tcp_transport *)base;
-    struct timespec dl;
-    if (timeout_ms > 0)
-        deadline_after(&dl, timeout_ms);
-    pthread_mutex_lock(&t->mu);
-    for (;;) {
-        rx_transfer *x = find_rx(t, id);
-        if (!x) {
-            pthread_mutex_unlock(&t->mu);
-            eng_fail(err, "kvtransfer: transfer %" PRIu64 " is unknown or forgotten", id);
-            return KVT_FAILED;
-        }
-        if (x->state != KVT_PENDING) {
-            kvt_state st = x->state;
-            if (st == KVT_FAILED)
-                eng_fail(err, "kvtransfer: transfer %" PRIu64 " failed: %s", id, x->reason);
-            pthread_mutex_unlock(&t->mu);
-            return st;
-        }
-        int rc = 0;
-        if (timeout_ms == 0)
-            rc = ETIMEDOUT;
-        else if (timeout_ms < 0)
-            pthread_cond_wait(&t->cv, &t->mu);
-        else
-            rc = pthread_cond_timedwait(&t->cv, &t->mu, &dl);
-        if (rc == ETIMEDOUT) {
-            uint64_t got = x->bytes;
-            pthread_mutex_unlock(&t->mu);
-            eng_fail(err, "kvtransfer: transfer %" PRIu64 " still pending after %d ms (%" PRIu64
-                     " bytes arrived)", id, timeout_ms, got);
-            return KVT_PENDING;
-        }
-    }
-}
-
-static void tcp_forget(kvt_transport *base, uint64_t id)
-{
-    tcp_transport *t = (tcp_transport *)base;
-    pthread_mutex_lock(&t->mu);
-    rx_transfer **pp = &t->rxs;
-    while (*pp && (*pp)->id != id)
-        pp = &(*pp)->next;
-    rx_transfer *x = *pp;
-    if (!x) {
-        pthread_mutex_unlock(&t->mu);
-        return;
-    }
-    rx_finish_locked(t, x, KVT_FAILED, "forgotten by the receiver");
-    *pp = x->next; /* from now on the reader cannot find it, so it writes no new chunk */
+    tcp_rx *x = (tcp_rx *)xb;
     while (x->writing)
-        pthread_cond_wait(&t->cv, &t->mu); /* the chunk in progress */
-    x->region->users--;
-    pthread_mutex_unlock(&t->mu);
-    rx_free(x);
+        pthread_cond_wait(&base->cv, &base->mu);
 }
 
-static void tcp_set_notify(kvt_transport *base, kvt_notify_fn fn, void *user)
+static void tcp_rx_free(kvt_rx *xb)
 {
-    tcp_transport *t = (tcp_transport *)base;
-    pthread_mutex_lock(&t->mu);
-    t->notify = fn;
-    t->notify_user = user;
-    pthread_mutex_unlock(&t->mu);
+    XXH3_freeState(((tcp_rx *)xb)->hash);
 }
 
 /* TCP needs no handshake beyond its own connection: any hello is a mix-up of transports. */
@@ -826,7 +656,7 @@ static int tcp_peer_reply(kvt_peer *p, const void *reply, size_t len, eng_error 
 
 /* ---------------------------------------------------------------- sending */
 
-/* Marks the connection dead and fails its transfers. Caller holds t->mu. */
+/* Marks the connection dead and fails its transfers. Caller holds t->base.mu. */
 static void peer_fail_locked(tcp_peer *p, const char *why)
 {
     if (!p->alive)
@@ -843,7 +673,7 @@ static void peer_fail_locked(tcp_peer *p, const char *why)
         }
     }
     pthread_cond_broadcast(&p->q_cv);
-    pthread_cond_broadcast(&t->cv);
+    pthread_cond_broadcast(&t->base.cv);
 }
 
 static int q_push(tcp_peer *p, const tx_item *it)
@@ -927,7 +757,7 @@ static void add_piece(batch *b, int i, size_t off, size_t n)
     b->window += n;
 }
 
-/* Sends the frames of the batch in order. Without t->mu. */
+/* Sends the frames of the batch in order. Without t->base.mu. */
 static int send_batch(tcp_peer *p, batch *b, char *why, size_t why_len)
 {
     b->n_iov = 0;
@@ -936,23 +766,23 @@ static int send_batch(tcp_peer *p, batch *b, char *why, size_t why_len)
         tx_item *it = &b->items[i];
         if (b->n_iov + 5 > WINDOW_IOVS && flush_window(p, b, why, why_len) < 0)
             return -1;
-        frame f = {FRAME_MAGIC, (uint32_t)it->type, it->id, 0, 0, 0};
+        frame f = {.magic = FRAME_MAGIC, .type = (uint32_t)it->type, .id = it->id};
         if (it->type == F_BEGIN) {
-            f.a = it->region_id;
+            f.begin.region_id = it->region_id;
         } else if (it->type == F_WRITE) {
-            f.a = it->dst_off;
-            f.b = it->len;
+            f.write.dst_off = it->dst_off;
+            f.write.len = it->len;
             it->s->bytes += it->len;
         } else if (it->type == F_FINISH) { /* every earlier piece is hashed by now */
-            f.a = it->s->bytes;
-            f.b = XXH3_64bits_digest(it->s->hash);
+            f.finish.bytes = it->s->bytes;
+            f.finish.checksum = XXH3_64bits_digest(it->s->hash);
         } else if (it->type == F_ABORT) {
-            f.a = strlen(it->reason);
+            f.abort.reason_len = strlen(it->reason);
         }
         encode_frame(b->hdr[i], &f);
         b->iov[b->n_iov++] = (struct iovec){b->hdr[i], FRAME_BYTES};
         if (it->type == F_ABORT)
-            b->iov[b->n_iov++] = (struct iovec){it->reason, f.a};
+            b->iov[b->n_iov++] = (struct iovec){it->reason, f.abort.reason_len};
         if (it->type != F_WRITE)
             continue;
         for (size_t off = 0; off < it->len;) {
@@ -975,12 +805,12 @@ static void *sender_main(void *arg)
     tcp_transport *t = p->t;
     char why[200];
     batch *b = malloc(sizeof *b);
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->base.mu);
     if (!b)
         peer_fail_locked(p, "out of memory for the send batch");
     for (;;) {
         while (p->alive && p->q_len == 0)
-            pthread_cond_wait(&p->q_cv, &t->mu);
+            pthread_cond_wait(&p->q_cv, &t->base.mu);
         if (!p->alive)
             break;
         b->n_items = 0;
@@ -995,22 +825,22 @@ static void *sender_main(void *arg)
             bytes += it.type == F_WRITE ? it.len : 0;
             b->items[b->n_items++] = it;
         }
-        pthread_mutex_unlock(&t->mu);
+        pthread_mutex_unlock(&t->base.mu);
         int rc = send_batch(p, b, why, sizeof why);
-        pthread_mutex_lock(&t->mu);
+        pthread_mutex_lock(&t->base.mu);
         for (int i = 0; i < b->n_items; i++) {
             if (b->items[i].s)
                 b->items[i].s->in_flight--;
             free(b->items[i].reason);
         }
-        pthread_cond_broadcast(&t->cv);
+        pthread_cond_broadcast(&t->base.cv);
         if (rc < 0) {
             peer_fail_locked(p, why);
             break;
         }
     }
     q_drop(p, NULL);
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->base.mu);
     free(b);
     return NULL;
 }
@@ -1026,33 +856,33 @@ static void *reader_main(void *arg)
         if (recv_all(p->fd, hdr, FRAME_BYTES, why, sizeof why) < 0)
             break;
         decode_frame(hdr, &f);
-        if (f.magic != FRAME_MAGIC || f.type != F_VERDICT || f.b > MAX_REASON) {
+        if (f.magic != FRAME_MAGIC || f.type != F_VERDICT || f.verdict.reason_len > MAX_REASON) {
             snprintf(why, sizeof why, "protocol error from the receiver");
             break;
         }
-        if (recv_all(p->fd, text, f.b, why, sizeof why) < 0)
+        if (recv_all(p->fd, text, f.verdict.reason_len, why, sizeof why) < 0)
             break;
-        text[f.b] = '\0';
+        text[f.verdict.reason_len] = '\0';
         if (f.id == 0) { /* about the whole connection */
             snprintf(why, sizeof why, "receiver refused the connection: %.150s", text);
             break;
         }
-        pthread_mutex_lock(&t->mu);
+        pthread_mutex_lock(&t->base.mu);
         for (tx_transfer *s = p->txs; s; s = s->next) {
             if (s->id == f.id && s->epoch == p->epoch && s->state == KVT_PENDING) {
-                s->state = f.a == 1 ? KVT_OK : KVT_FAILED;
+                s->state = f.verdict.ok == 1 ? KVT_OK : KVT_FAILED;
                 if (s->state == KVT_FAILED)
                     snprintf(s->reason, sizeof s->reason, "receiver rejected the transfer: %.200s",
                              text);
-                pthread_cond_broadcast(&t->cv);
+                pthread_cond_broadcast(&t->base.cv);
                 break;
             }
         }
-        pthread_mutex_unlock(&t->mu);
+        pthread_mutex_unlock(&t->base.mu);
     }
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->base.mu);
     peer_fail_locked(p, why);
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->base.mu);
     return NULL;
 }
 
@@ -1124,7 +954,8 @@ static int dial(tcp_transport *t, tcp_peer *p, eng_error *err)
     int fl = fcntl(fd, F_GETFL);
     fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
     tune_socket(fd, t->io_timeout_ms);
-    frame hello = {FRAME_MAGIC, F_HELLO, 0, p->instance, PROTO_VERSION, 0};
+    frame hello = {.magic = FRAME_MAGIC, .type = F_HELLO,
+                   .hello = {.instance = p->instance, .version = PROTO_VERSION}};
     if (send_frame(fd, &hello, NULL, 0, why, sizeof why) < 0) {
         close(fd);
         return eng_fail(err, "kvtransfer: hello to %s:%d: %s", p->host, p->port, why);
@@ -1140,7 +971,7 @@ static int tcp_connect(kvt_transport *base, const void *desc, size_t len, kvt_pe
     if (parse_descriptor(desc, len, &want, err) < 0)
         return -1;
 
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->base.mu);
     tcp_peer *p = t->peers;
     while (p && !(p->port == want.port && p->instance == want.instance &&
                   p->region_id == want.region_id && strcmp(p->host, want.host) == 0))
@@ -1148,7 +979,7 @@ static int tcp_connect(kvt_transport *base, const void *desc, size_t len, kvt_pe
     if (!p) {
         p = calloc(1, sizeof *p);
         if (!p) {
-            pthread_mutex_unlock(&t->mu);
+            pthread_mutex_unlock(&t->base.mu);
             return eng_fail(err, "kvtransfer: out of memory");
         }
         p->base.t = base;
@@ -1168,13 +999,13 @@ static int tcp_connect(kvt_transport *base, const void *desc, size_t len, kvt_pe
         p->next = t->peers;
         t->peers = p;
     }
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->base.mu);
 
     int rc = 0;
     pthread_mutex_lock(&p->connect_mu);
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->base.mu);
     int alive = p->alive, stopping = t->stopping;
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->base.mu);
     if (stopping) {
         rc = eng_fail(err, "kvtransfer: transport is shutting down");
     } else if (!alive) {
@@ -1189,7 +1020,7 @@ static int tcp_connect(kvt_transport *base, const void *desc, size_t len, kvt_pe
         if (fd < 0) {
             rc = -1;
         } else {
-            pthread_mutex_lock(&t->mu);
+            pthread_mutex_lock(&t->base.mu);
             p->fd = fd;
             p->epoch++;
             p->alive = 1;
@@ -1199,14 +1030,14 @@ static int tcp_connect(kvt_transport *base, const void *desc, size_t len, kvt_pe
                 rc = eng_fail(err, "kvtransfer: cannot start a sender thread");
             } else if (pthread_create(&p->reader, NULL, reader_main, p) != 0) {
                 peer_fail_locked(p, "cannot start a reader thread");
-                pthread_mutex_unlock(&t->mu);
+                pthread_mutex_unlock(&t->base.mu);
                 pthread_join(p->sender, NULL);
-                pthread_mutex_lock(&t->mu);
+                pthread_mutex_lock(&t->base.mu);
                 rc = eng_fail(err, "kvtransfer: cannot start a reader thread");
             } else {
                 p->has_threads = 1;
             }
-            pthread_mutex_unlock(&t->mu);
+            pthread_mutex_unlock(&t->base.mu);
             if (rc < 0) {
                 close(fd);
                 p->fd = -1;
@@ -1241,11 +1072,10 @@ static int tcp_send_begin(kvt_peer *pb, kvt_region *src, uint64_t id, kvt_send *
     XXH3_64bits_reset(s->hash);
     s->base.t = pb->t;
     s->peer = p;
-    s->src = (tcp_region *)src;
+    s->src = src;
     s->id = id;
     s->state = KVT_PENDING;
-    s->t_start = now_s();
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->base.mu);
     int ok = p->alive;
     tx_item it = {.type = F_BEGIN, .s = s, .id = id, .region_id = p->region_id};
     if (ok && q_push(p, &it) < 0)
@@ -1258,7 +1088,7 @@ static int tcp_send_begin(kvt_peer *pb, kvt_region *src, uint64_t id, kvt_send *
     }
     char reason[200];
     snprintf(reason, sizeof reason, "%s", p->dead_reason);
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->base.mu);
     if (ok != 1) {
         XXH3_freeState(s->hash);
         free(s);
@@ -1277,36 +1107,36 @@ static int tcp_send_write(kvt_send *sb, uint64_t src_off, uint64_t dst_off, uint
     tx_transfer *s = (tx_transfer *)sb;
     tcp_peer *p = s->peer;
     tcp_transport *t = p->t;
-    size_t size = s->src->base.len;
+    size_t size = s->src->len;
     if (src_off > size || len > size - src_off)
         return eng_fail(err, "kvtransfer: source run [%" PRIu64 ", +%" PRIu64 ") lies outside "
                         "the %zu-byte local region", src_off, len, size);
     if (len == 0)
         return 0;
     tx_item it = {.type = F_WRITE, .s = s, .id = s->id, .dst_off = dst_off, .len = len,
-                  .src = s->src->base.base + src_off};
+                  .src = s->src->base + src_off};
 #ifdef KVT_TEST_HOOKS
     it.corrupt = sb->corrupt_next;
     sb->corrupt_next = 0;
 #endif
     int rc = 0;
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->base.mu);
     if (s->state != KVT_PENDING)
         rc = eng_fail(err, "kvtransfer: transfer %" PRIu64 " failed: %s", s->id, s->reason);
     else if (q_push(p, &it) < 0)
         rc = eng_fail(err, "kvtransfer: out of memory");
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->base.mu);
     return rc;
 }
 
-/* Detaches s from its peer once the sender thread no longer touches it. Caller holds t->mu. */
+/* Detaches s from its peer once the sender thread no longer touches it. Caller holds t->base.mu. */
 static void tx_release_locked(tx_transfer *s)
 {
     tcp_peer *p = s->peer;
     tcp_transport *t = p->t;
     q_drop(p, s);
     while (s->in_flight > 0)
-        pthread_cond_wait(&t->cv, &t->mu);
+        pthread_cond_wait(&t->base.cv, &t->base.mu);
     tx_transfer **pp = &p->txs;
     while (*pp != s)
         pp = &(*pp)->next;
@@ -1314,15 +1144,14 @@ static void tx_release_locked(tx_transfer *s)
     s->src->users--;
 }
 
-static int tcp_send_finish(kvt_send *sb, int timeout_ms, eng_error *err)
+static int tcp_send_finish(kvt_send *sb, int timeout_ms, uint64_t *bytes, eng_error *err)
 {
     tx_transfer *s = (tx_transfer *)sb;
     tcp_peer *p = s->peer;
     tcp_transport *t = p->t;
     struct timespec dl;
-    if (timeout_ms > 0)
-        deadline_after(&dl, timeout_ms);
-    pthread_mutex_lock(&t->mu);
+    kvt_deadline_after(&dl, timeout_ms);
+    pthread_mutex_lock(&t->base.mu);
     if (s->state == KVT_PENDING) {
         tx_item it = {.type = F_FINISH, .s = s, .id = s->id};
         if (q_push(p, &it) < 0) {
@@ -1331,14 +1160,8 @@ static int tcp_send_finish(kvt_send *sb, int timeout_ms, eng_error *err)
         }
     }
     while (s->state == KVT_PENDING) {
-        int rc = 0;
-        if (timeout_ms == 0)
-            rc = ETIMEDOUT;
-        else if (timeout_ms < 0)
-            pthread_cond_wait(&t->cv, &t->mu);
-        else
-            rc = pthread_cond_timedwait(&t->cv, &t->mu, &dl);
-        if (rc == ETIMEDOUT && s->state == KVT_PENDING) {
+        int timed_out = timeout_ms == 0 || !kvt_wait_until(&t->base, &dl, timeout_ms);
+        if (timed_out && s->state == KVT_PENDING) {
             s->state = KVT_FAILED;
             snprintf(s->reason, sizeof s->reason, "no verdict from the receiver within %d ms",
                      timeout_ms);
@@ -1346,16 +1169,12 @@ static int tcp_send_finish(kvt_send *sb, int timeout_ms, eng_error *err)
     }
     tx_release_locked(s);
     int ok = s->state == KVT_OK;
-    if (ok) {
-        t->stats.sends_ok++;
-        t->stats.bytes_sent += s->bytes;
-        t->stats.send_seconds += now_s() - s->t_start;
-    } else {
-        t->stats.sends_failed++;
+    *bytes = s->bytes;
+    if (!ok) {
         eng_fail(err, "kvtransfer: transfer %" PRIu64 " to %s:%d failed: %s", s->id, p->host,
                  p->port, s->reason);
     }
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->base.mu);
     XXH3_freeState(s->hash);
     free(s);
     return ok ? 0 : -1;
@@ -1366,67 +1185,27 @@ static void tcp_send_abort(kvt_send *sb, const char *reason)
     tx_transfer *s = (tx_transfer *)sb;
     tcp_peer *p = s->peer;
     tcp_transport *t = p->t;
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->base.mu);
     tx_release_locked(s);
     if (p->alive && p->epoch == s->epoch) {
         tx_item it = {.type = F_ABORT, .id = s->id, .reason = strndup(reason, MAX_REASON)};
         if (it.reason && q_push(p, &it) < 0)
             free(it.reason);
     }
-    t->stats.sends_failed++;
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->base.mu);
     XXH3_freeState(s->hash);
     free(s);
 }
 
-/* ---------------------------------------------------------------- regions, stats, life */
-
-static int tcp_reg(kvt_transport *base, void *mem, size_t len, kvt_region **out, eng_error *err)
-{
-    tcp_transport *t = (tcp_transport *)base;
-    tcp_region *r = calloc(1, sizeof *r);
-    if (!r)
-        return eng_fail(err, "kvtransfer: out of memory");
-    r->base.t = base;
-    r->base.base = mem;
-    r->base.len = len;
-    pthread_mutex_lock(&t->mu);
-    r->id = t->next_region_id++;
-    r->next = t->regions;
-    t->regions = r;
-    pthread_mutex_unlock(&t->mu);
-    *out = &r->base;
-    return 0;
-}
-
-static int tcp_dereg(kvt_transport *base, kvt_region *rb, eng_error *err)
-{
-    tcp_transport *t = (tcp_transport *)base;
-    tcp_region *r = (tcp_region *)rb;
-    pthread_mutex_lock(&t->mu);
-    if (r->users > 0) {
-        int n = r->users;
-        pthread_mutex_unlock(&t->mu);
-        return eng_fail(err, "kvtransfer: region still used by %d transfer(s)", n);
-    }
-    tcp_region **pp = &t->regions;
-    while (*pp && *pp != r)
-        pp = &(*pp)->next;
-    if (*pp)
-        *pp = r->next;
-    pthread_mutex_unlock(&t->mu);
-    free(r);
-    return 0;
-}
+/* ---------------------------------------------------------------- descriptor, life */
 
 static int tcp_descriptor(kvt_transport *base, const kvt_region *rb, void *buf, size_t cap,
                           size_t *len, eng_error *err)
 {
     tcp_transport *t = (tcp_transport *)base;
-    const tcp_region *r = (const tcp_region *)rb;
     char d[KVT_DESCRIPTOR_MAX + 1];
     int n = snprintf(d, sizeof d, "kvt1 tcp %s %d %016" PRIx64 " %" PRIu64 " %zu", t->host,
-                     t->port, t->instance, r->id, r->base.len);
+                     t->port, t->instance, rb->id, rb->len);
     if (n < 0 || (size_t)n > KVT_DESCRIPTOR_MAX || (size_t)n > cap)
         return eng_fail(err, "kvtransfer: descriptor needs %d bytes, buffer has %zu", n, cap);
     memcpy(buf, d, (size_t)n);
@@ -1434,20 +1213,12 @@ static int tcp_descriptor(kvt_transport *base, const kvt_region *rb, void *buf, 
     return 0;
 }
 
-static void tcp_get_stats(kvt_transport *base, kvt_stats *out)
-{
-    tcp_transport *t = (tcp_transport *)base;
-    pthread_mutex_lock(&t->mu);
-    *out = t->stats;
-    pthread_mutex_unlock(&t->mu);
-}
-
 static void tcp_destroy(kvt_transport *base)
 {
     tcp_transport *t = (tcp_transport *)base;
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->base.mu);
     t->stopping = 1;
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->base.mu);
     shutdown(t->listen_fd, SHUT_RDWR); /* wakes accept() */
     pthread_join(t->listener, NULL);
     close(t->listen_fd);
@@ -1455,9 +1226,9 @@ static void tcp_destroy(kvt_transport *base)
 
     for (tcp_peer *p = t->peers; p;) {
         pthread_mutex_lock(&p->connect_mu);
-        pthread_mutex_lock(&t->mu);
+        pthread_mutex_lock(&t->base.mu);
         peer_fail_locked(p, "transport destroyed");
-        pthread_mutex_unlock(&t->mu);
+        pthread_mutex_unlock(&t->base.mu);
         if (p->has_threads) {
             pthread_join(p->sender, NULL);
             pthread_join(p->reader, NULL);
@@ -1473,18 +1244,7 @@ static void tcp_destroy(kvt_transport *base)
         free(p);
         p = next;
     }
-    for (rx_transfer *x = t->rxs; x;) {
-        rx_transfer *next = x->next;
-        rx_free(x);
-        x = next;
-    }
-    for (tcp_region *r = t->regions; r;) {
-        tcp_region *next = r->next;
-        free(r);
-        r = next;
-    }
-    pthread_cond_destroy(&t->cv);
-    pthread_mutex_destroy(&t->mu);
+    kvt_transport_fini(&t->base);
     free(t);
 }
 
@@ -1533,26 +1293,17 @@ int kvt_tcp_create(const kvt_tcp_options *opt, kvt_transport **out, eng_error *e
         close(fd);
         return eng_fail(err, "kvtransfer: out of memory");
     }
-    t->base.ops = &tcp_ops;
+    kvt_transport_init(&t->base, &tcp_ops);
     t->io_timeout_ms = o.io_timeout_ms > 0 ? o.io_timeout_ms : 10000;
     snprintf(t->host, sizeof t->host, "%s", adv);
     t->port = bound_port;
     t->listen_fd = fd;
     /* The instance tells a restarted receiver on the same port from the old one. */
     if (getrandom(&t->instance, sizeof t->instance, 0) != sizeof t->instance)
-        t->instance = ((uint64_t)getpid() << 32) ^ (uint64_t)(now_s() * 1e9);
-    t->next_region_id = 1;
-    t->next_transfer_id = (t->instance >> 16) | 1; /* ids differ across restarts too */
-    pthread_mutex_init(&t->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&t->cv, &ca);
-    pthread_condattr_destroy(&ca);
+        t->instance = ((uint64_t)getpid() << 32) ^ (uint64_t)(kvt_now_s() * 1e9);
     if (pthread_create(&t->listener, NULL, listener_main, t) != 0) {
         close(fd);
-        pthread_cond_destroy(&t->cv);
-        pthread_mutex_destroy(&t->mu);
+        kvt_transport_fini(&t->base);
         free(t);
         return eng_fail(err, "kvtransfer: cannot start the listener thread");
     }
@@ -1562,14 +1313,12 @@ int kvt_tcp_create(const kvt_tcp_options *opt, kvt_transport **out, eng_error *e
 
 static const kvt_ops tcp_ops = {
     .name = "tcp",
+    .region_size = sizeof(kvt_region),
+    .rx_size = sizeof(tcp_rx),
     .destroy = tcp_destroy,
-    .reg = tcp_reg,
-    .dereg = tcp_dereg,
     .descriptor = tcp_descriptor,
-    .expect = tcp_expect,
-    .wait = tcp_wait,
-    .forget = tcp_forget,
-    .set_notify = tcp_set_notify,
+    .rx_forget = tcp_rx_forget,
+    .rx_free = tcp_rx_free,
     .accept = tcp_accept,
     .connect = tcp_connect,
     .peer_hello = tcp_peer_hello,
@@ -1578,5 +1327,4 @@ static const kvt_ops tcp_ops = {
     .send_write = tcp_send_write,
     .send_finish = tcp_send_finish,
     .send_abort = tcp_send_abort,
-    .get_stats = tcp_get_stats,
 };

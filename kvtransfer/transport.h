@@ -1,9 +1,15 @@
-/* transport.h: what a transport implements (internal to kvtransfer/).
+/* transport.h: what a transport implements, and the bookkeeping they share (internal to
+ * kvtransfer/).
  *
  * kvtransfer.h's calls dispatch through the ops table found in every handle, so each
  * transport (tcp.c, rdma.c) is one file with its own ops and a create function, and callers keep
  * using the same kvt_* calls. Each implementation embeds the base structs below as the
  * first member of its own structs.
+ *
+ * Everything that is not moving bytes lives once, in transfers.c: registered regions,
+ * incoming transfers (expect, begin, run checks, verdict, wait, forget), the notify hook
+ * and the counters. A transport calls the kvt_rx_* helpers below from its own threads,
+ * always with t->mu held, and moves the bytes.
  *
  * What the interface promises and the RDMA transport keeps (rdma.c's header says how):
  *  - descriptor: "kvt1 rdma ..." with what a writer needs (GID, rkey, base address, size);
@@ -19,21 +25,28 @@
 #ifndef KVT_TRANSPORT_H
 #define KVT_TRANSPORT_H
 
+#include <pthread.h>
+#include <time.h>
+
 #include "kvtransfer.h"
+
+typedef struct kvt_rx kvt_rx;
 
 typedef struct kvt_ops {
     const char *name;
+    size_t region_size; /* the transport's struct that embeds kvt_region (first member) */
+    size_t rx_size;     /* the transport's struct that embeds kvt_rx (first member) */
     void (*destroy)(kvt_transport *t);
-    int (*reg)(kvt_transport *t, void *base, size_t len, kvt_region **out, eng_error *err);
-    int (*dereg)(kvt_transport *t, kvt_region *r, eng_error *err);
+    /* Optional: makes r's memory reachable for the transport (RDMA: registers it with the
+     * device) and undoes that; called without t->mu. */
+    int (*region_add)(kvt_transport *t, kvt_region *r, eng_error *err);
+    void (*region_drop)(kvt_transport *t, kvt_region *r);
     int (*descriptor)(kvt_transport *t, const kvt_region *r, void *buf, size_t cap, size_t *len,
                       eng_error *err);
-    /* spans: sorted, merged, inside the region, owned by the callee from now (NULL: any) */
-    int (*expect)(kvt_transport *t, kvt_region *r, kvt_span *spans, int n_spans,
-                  uint64_t expected_bytes, uint64_t *id, eng_error *err);
-    kvt_state (*wait)(kvt_transport *t, uint64_t id, int timeout_ms, eng_error *err);
-    void (*forget)(kvt_transport *t, uint64_t id);
-    void (*set_notify)(kvt_transport *t, kvt_notify_fn fn, void *user);
+    /* Optional, with t->mu held, x already failed and unlinked: returns once the transport
+     * writes no byte of x any more (a reader finishing its chunk, a queue pair destroyed). */
+    void (*rx_forget)(kvt_transport *t, kvt_rx *x);
+    void (*rx_free)(kvt_rx *x); /* optional: frees what the transport hung on x */
     int (*accept)(kvt_transport *t, const void *hello, size_t len, void *reply, size_t cap,
                   size_t *reply_len, eng_error *err);
     int (*connect)(kvt_transport *t, const void *desc, size_t len, kvt_peer **out, eng_error *err);
@@ -42,20 +55,49 @@ typedef struct kvt_ops {
     int (*send_begin)(kvt_peer *p, kvt_region *src, uint64_t id, kvt_send **out, eng_error *err);
     int (*send_write)(kvt_send *s, uint64_t src_off, uint64_t dst_off, uint64_t len,
                       eng_error *err);
-    int (*send_finish)(kvt_send *s, int timeout_ms, eng_error *err);
+    /* Frees s; *bytes: the payload bytes it sent. */
+    int (*send_finish)(kvt_send *s, int timeout_ms, uint64_t *bytes, eng_error *err);
     void (*send_abort)(kvt_send *s, const char *reason);
-    void (*get_stats)(kvt_transport *t, kvt_stats *out);
 } kvt_ops;
 
 struct kvt_transport {
     const kvt_ops *ops;
     char choice[160]; /* kvt_choice(): set by kvt_open or the create function */
+    /* The one state mutex: guards what follows and every table of the transport; never
+     * held across a blocking send or recv. cv: any transfer changed state, or whatever
+     * else the transport's threads wait for. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t next_region_id, next_transfer_id;
+    kvt_region *regions;
+    kvt_rx *rxs;
+    kvt_notify_fn notify;
+    void *notify_user;
+    kvt_stats stats;
 };
 
 struct kvt_region {
     kvt_transport *t;
     char *base;
     size_t len;
+    uint64_t id; /* named in descriptors */
+    int users;   /* transfers (either direction) that use it; guarded by t->mu */
+    kvt_region *next;
+};
+
+/* An incoming transfer, from kvt_expect to kvt_forget. Guarded by t->mu. */
+struct kvt_rx {
+    uint64_t id;
+    kvt_region *region;
+    uint64_t expected; /* 0: any count */
+    kvt_span *spans;   /* where it may write (sorted, merged); NULL: anywhere in the region */
+    int n_spans;
+    kvt_state state;
+    char reason[300];
+    void *conn;     /* the transport's connection it was begun on; NULL before and after */
+    uint64_t bytes; /* payload bytes that arrived (the transport counts them) */
+    double t_start; /* begun */
+    kvt_rx *next;
 };
 
 struct kvt_peer {
@@ -64,11 +106,48 @@ struct kvt_peer {
 
 struct kvt_send {
     kvt_transport *t;
+    double t_start;   /* kvt_send_begin called */
     int corrupt_next; /* set only by kvt_test_corrupt_next_write (test builds) */
 };
 
+/* ---- life (a create function calls init before anything else uses t, destroy calls fini
+ * after its threads are gone; fini frees the regions and transfers left) */
+void kvt_transport_init(kvt_transport *t, const kvt_ops *ops);
+void kvt_transport_fini(kvt_transport *t);
+
+/* ---- receiving, all with t->mu held */
+kvt_rx *kvt_rx_find(kvt_transport *t, uint64_t id);
+/* The sender's BEGIN for id on conn, naming region region_id: binds the transfer to conn
+ * and returns it, or returns NULL with the refusal for the sender in why. */
+kvt_rx *kvt_rx_begin(kvt_transport *t, uint64_t id, uint64_t region_id, void *conn, char *why,
+                     size_t cap);
+/* 0 when a run [off, off + len) may land for x; -1 with the reason in why. */
+int kvt_rx_run_ok(const kvt_rx *x, uint64_t off, uint64_t len, char *why, size_t cap);
+/* The verdict on a finished transfer whose x->bytes arrived hashing to got_sum: 0 when they
+ * match what the sender reports and what the receiver expected; -1 with the reason. */
+int kvt_rx_verify(const kvt_rx *x, uint64_t sent_bytes, uint64_t sent_sum, uint64_t got_sum,
+                  char *why, size_t cap);
+/* Ends a pending transfer (KVT_OK or KVT_FAILED with reason): counts it, notifies, wakes
+ * waiters. Does nothing to one that already ended. */
+void kvt_rx_end(kvt_transport *t, kvt_rx *x, kvt_state st, const char *reason);
+/* Connection conn is gone: fails its pending transfers with reason and unbinds all of
+ * them. Returns how many were bound. */
+int kvt_rx_fail_conn(kvt_transport *t, const void *conn, const char *reason);
+/* The largest registered region's size. */
+size_t kvt_largest_region(kvt_transport *t);
+
+/* Counts an outgoing transfer that ended (ok: the receiver verified its bytes). Without
+ * t->mu. */
+void kvt_count_send(kvt_transport *t, int ok, uint64_t bytes, double seconds);
+
 /* 1 when [off, off + len) lies inside one of the n sorted, merged spans. */
 int kvt_spans_cover(const kvt_span *spans, int n, uint64_t off, uint64_t len);
+
+/* ---- time: the monotonic clock in seconds; deadlines for t->cv (ms < 0: none). */
+double kvt_now_s(void);
+void kvt_deadline_after(struct timespec *ts, int ms);
+/* Waits on t->cv (t->mu held) until woken or the deadline passed; 0 when it passed. */
+int kvt_wait_until(kvt_transport *t, const struct timespec *deadline, int ms);
 
 /* Every descriptor starts with "kvt1 <transport> ", so any transport can tell whose it is. */
 #define KVT_DESC_PREFIX "kvt1 "

@@ -83,10 +83,10 @@ static void test_messages(void)
     CHECK(r.type == RM_RUNS && r.id == 42 && r.n == RDMA_MSG_MAX_PAIRS);
     for (uint32_t i = 0; i < r.n; i++)
         CHECK(rdma_msg_pair(p, i, 0) == pairs[2 * i] && rdma_msg_pair(p, i, 1) == pairs[2 * i + 1]);
-    m = (rdma_msg){.type = RM_FINISH, .id = 7, .a = 1, .b = 2, .c = 3};
+    m = (rdma_msg){.type = RM_FINISH, .id = 7, .finish = {.bytes = 1, .checksum = 2, .n_runs = 3}};
     len = rdma_msg_encode(&m, NULL, NULL, buf);
     CHECK_OK(rdma_msg_decode(buf, len, &r, &p, &err), &err);
-    CHECK(r.a == 1 && r.b == 2 && r.c == 3 && r.n == 0);
+    CHECK(r.finish.bytes == 1 && r.finish.checksum == 2 && r.finish.n_runs == 3 && r.n == 0);
     m = (rdma_msg){.type = RM_VERDICT, .id = 7, .n = 5};
     len = rdma_msg_encode(&m, NULL, "nope!", buf);
     CHECK_OK(rdma_msg_decode(buf, len, &r, &p, &err), &err);
