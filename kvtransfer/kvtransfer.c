@@ -38,7 +38,7 @@ int kvt_open(const char *which, const kvt_open_options *opt, kvt_transport **out
     if (strcmp(which, "tcp") == 0) {
         if (kvt_tcp_create(&o.tcp, out, err) < 0)
             return -1;
-        snprintf((*out)->choice, sizeof (*out)->choice, "tcp (asked for)");
+        snprintf((*out)->choice, sizeof(*out)->choice, "tcp (asked for)");
         return 0;
     }
     if (strcmp(which, "rdma") == 0) {
@@ -56,7 +56,7 @@ int kvt_open(const char *which, const kvt_open_options *opt, kvt_transport **out
     }
     if (kvt_tcp_create(&o.tcp, out, err) < 0)
         return -1;
-    snprintf((*out)->choice, sizeof (*out)->choice, "tcp (auto: %.140s)", why);
+    snprintf((*out)->choice, sizeof(*out)->choice, "tcp (auto: %.140s)", why);
     return 0;
 }
 
@@ -76,16 +76,15 @@ int kvt_descriptor_transport(const void *desc, size_t len, char *name, size_t ca
     return 0;
 }
 
-int kvt_descriptor(kvt_transport *t, const kvt_region *r, void *buf, size_t cap, size_t *len,
-                   eng_error *err)
+int kvt_descriptor(kvt_transport *t, const kvt_region *r, void *buf, size_t cap, size_t *len, eng_error *err)
 {
     if (!r || r->t != t)
         return eng_fail(err, "kvtransfer: descriptor asked for a region of another transport");
     return t->ops->descriptor(t, r, buf, cap, len, err);
 }
 
-int kvt_accept_hello(kvt_transport *t, const void *hello, size_t len, void *reply, size_t cap,
-                     size_t *reply_len, eng_error *err)
+int kvt_accept_hello(kvt_transport *t, const void *hello, size_t len, void *reply, size_t cap, size_t *reply_len,
+                     eng_error *err)
 {
     *reply_len = 0;
     if (len == 0)
@@ -102,8 +101,10 @@ int kvt_accept(kvt_transport *t, const void *hello, size_t len, eng_error *err)
     if (kvt_accept_hello(t, hello, len, reply, sizeof reply, &n, err) < 0)
         return -1;
     if (n > 0)
-        return eng_fail(err, "kvtransfer: the %s transport answers its hello; relay the reply "
-                        "with kvt_accept_hello and kvt_peer_reply", t->ops->name);
+        return eng_fail(err,
+                        "kvtransfer: the %s transport answers its hello; relay the reply "
+                        "with kvt_accept_hello and kvt_peer_reply",
+                        t->ops->name);
     return 0;
 }
 
@@ -113,9 +114,34 @@ int kvt_connect(kvt_transport *t, const void *desc, size_t len, kvt_peer **out, 
     if (kvt_descriptor_transport(desc, len, name, sizeof name, err) < 0)
         return -1;
     if (strcmp(name, t->ops->name) != 0)
-        return eng_fail(err, "kvtransfer: descriptor is for transport \"%s\", this one is \"%s\"",
-                        name, t->ops->name);
-    return t->ops->connect(t, desc, len, out, err);
+        return eng_fail(err, "kvtransfer: descriptor is for transport \"%s\", this one is \"%s\"", name, t->ops->name);
+    if (len > KVT_DESCRIPTOR_MAX)
+        return eng_fail(err, "kvtransfer: descriptor of %zu bytes is too long", len);
+    pthread_mutex_lock(&t->mu);
+    kvt_peer *p = t->peers;
+    while (p && !(p->desc_len == len && memcmp(p->desc, desc, len) == 0))
+        p = p->next;
+    if (!p) {
+        if (!(p = calloc(1, t->ops->peer_size))) {
+            pthread_mutex_unlock(&t->mu);
+            return eng_fail(err, "kvtransfer: out of memory");
+        }
+        p->t = t;
+        if (t->ops->peer_init(p, desc, len, err) < 0) {
+            pthread_mutex_unlock(&t->mu);
+            free(p);
+            return -1;
+        }
+        memcpy(p->desc, desc, len);
+        p->desc_len = len;
+        p->next = t->peers;
+        t->peers = p;
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (t->ops->connect(p, err) < 0)
+        return -1;
+    *out = p;
+    return 0;
 }
 
 size_t kvt_peer_hello(kvt_peer *p, void *buf, size_t cap)

@@ -72,10 +72,10 @@ typedef struct kvt_tcp_options {
 int kvt_tcp_create(const kvt_tcp_options *opt, kvt_transport **out, eng_error *err);
 
 typedef struct kvt_rdma_options {
-    const char *device;  /* verbs device name ("rxe0", "mlx5_0"); NULL = first with an active port */
-    int port;            /* 0 = the device's first active port */
-    int gid_index;       /* -1 = auto: an IPv4-mapped (RoCE v2) GID if any, else index 0 */
-    int io_timeout_ms;   /* a handshake step or a request that makes no progress; 0 = 10000 */
+    const char *device; /* verbs device name ("rxe0", "mlx5_0"); NULL = first with an active port */
+    int port;           /* 0 = the device's first active port */
+    int gid_index;      /* -1 = auto: an IPv4-mapped (RoCE v2) GID if any, else index 0 */
+    int io_timeout_ms;  /* a handshake step or a request that makes no progress; 0 = 10000 */
 } kvt_rdma_options;
 
 /* Starts an RDMA transport (libibverbs, reliable-connected queue pairs, one-sided writes).
@@ -114,8 +114,7 @@ int kvt_register(kvt_transport *t, void *base, size_t len, kvt_region **out, eng
 int kvt_deregister(kvt_transport *t, kvt_region *r, eng_error *err);
 /* The endpoint descriptor for peers to write into region r: opaque bytes, at most
  * KVT_DESCRIPTOR_MAX, printable for TCP (handy in logs). */
-int kvt_descriptor(kvt_transport *t, const kvt_region *r, void *buf, size_t cap, size_t *len,
-                   eng_error *err);
+int kvt_descriptor(kvt_transport *t, const kvt_region *r, void *buf, size_t cap, size_t *len, eng_error *err);
 
 /* ---------------------------------------------------------------- receiving */
 
@@ -128,8 +127,7 @@ typedef enum kvt_state {
 /* Opens a transfer into region r and returns its id (unique for the transport's life;
  * put it in the KvTarget). expected_bytes > 0 makes the transfer fail unless exactly that
  * many bytes arrived (guards against a sender that skipped runs); 0 accepts any count. */
-int kvt_expect(kvt_transport *t, kvt_region *r, uint64_t expected_bytes, uint64_t *id,
-               eng_error *err);
+int kvt_expect(kvt_transport *t, kvt_region *r, uint64_t expected_bytes, uint64_t *id, eng_error *err);
 /* A byte range of a region. */
 typedef struct kvt_span {
     uint64_t off, len;
@@ -139,8 +137,8 @@ typedef struct kvt_span {
  * sorted and merged here): a run outside them fails the transfer like a run outside the
  * region, so a sender with wrong block ids cannot overwrite another request's blocks.
  * Pass, for instance, each layer's runs of the request's blocks. */
-int kvt_expect_spans(kvt_transport *t, kvt_region *r, const kvt_span *spans, int n,
-                     uint64_t expected_bytes, uint64_t *id, eng_error *err);
+int kvt_expect_spans(kvt_transport *t, kvt_region *r, const kvt_span *spans, int n, uint64_t expected_bytes,
+                     uint64_t *id, eng_error *err);
 /* Waits up to timeout_ms (0: just look; -1: no limit) for the transfer to end.
  * KVT_PENDING after the timeout, KVT_FAILED with the reason in err (also for ids that are
  * unknown or forgotten). */
@@ -159,8 +157,8 @@ void kvt_set_notify(kvt_transport *t, kvt_notify_fn fn, void *user);
  * KVT_HELLO_MAX bytes, *reply_len 0 when there is none) that the sender must pass to
  * kvt_peer_reply(). A zero-length hello is accepted and does nothing. A connection-oriented
  * transport (RDMA RC queue pairs) needs both directions, so relay the reply too. */
-int kvt_accept_hello(kvt_transport *t, const void *hello, size_t len, void *reply, size_t cap,
-                     size_t *reply_len, eng_error *err);
+int kvt_accept_hello(kvt_transport *t, const void *hello, size_t len, void *reply, size_t cap, size_t *reply_len,
+                     eng_error *err);
 /* kvt_accept_hello for callers that relay no reply: fails if the transport has one. */
 int kvt_accept(kvt_transport *t, const void *hello, size_t len, eng_error *err);
 

@@ -31,8 +31,8 @@
  * on both sides. Each connected pair PINGs every second and answers PINGs; a pair that
  * heard nothing (no message, no acknowledged PING) for half the io timeout (at least 2 s)
  * is declared dead, because a peer that vanished does not always surface as a
- * retry-exceeded completion (Soft-RoCE keeps retrying a SEND to a destroyed queue pair). Dead pairs are destroyed once nothing refers
- * to them; kvt_connect builds a new one (the caller relays the new hello).
+ * retry-exceeded completion (Soft-RoCE keeps retrying a SEND to a destroyed queue pair). Dead pairs are destroyed once
+ * nothing refers to them; kvt_connect builds a new one (the caller relays the new hello).
  *
  * Threads: one poller per transport sleeps on the completion channel (ibv_req_notify_cq +
  * ibv_get_cq_event; a 250 ms poll timeout drives the pings), so an idle transport does not
@@ -62,9 +62,10 @@
 #define N_RECV 64    /* receive slots per queue pair */
 #define N_SEND 64    /* message send slots per queue pair */
 #define SQ_DEPTH 512 /* WRITEs and SENDs in flight per queue pair */
-#define MAX_WRITE ((uint64_t)16 << 20) /* longer coalesced runs are split: keeps the send
-                                          * queue granular, so PINGs are never stuck behind
-                                          * one huge WRITE */
+#define MAX_WRITE                                                           \
+    ((uint64_t)16 << 20) /* longer coalesced runs are split: keeps the send \
+                          * queue granular, so PINGs are never stuck behind \
+                          * one huge WRITE */
 #define PING_EVERY_S 1.0
 #define STALE_HELLO_S 60.0
 
@@ -128,7 +129,7 @@ struct rconn {
     int ping_slot; /* slot of the PING in flight, -1 none */
     double last_ping, last_heard;
     int heard; /* a message arrived on it: the remote pair is connected to this one */
-    int refs; /* transfers bound to it (rx until forgotten, tx until finished); peers hold none */
+    int refs;  /* transfers bound to it (rx until forgotten, tx until finished); peers hold none */
     char reason[240];
     outmsg *out_head, *out_tail;
     tx *txs;
@@ -139,7 +140,6 @@ typedef struct rpeer {
     kvt_peer base;
     rdma_desc d;
     rconn *c;
-    struct rpeer *next;
 } rpeer;
 
 struct rdma_transport {
@@ -156,7 +156,6 @@ struct rdma_transport {
     double dead_after_s; /* a connected pair silent this long (pings unanswered) fails */
     uint64_t instance, next_token;
     rconn *conns;
-    rpeer *peers;
     int wake[2];
     int stopping;
     pthread_t poller;
@@ -185,8 +184,8 @@ static int push_pair(uint64_t **arr, size_t *n, size_t *cap, uint64_t a, uint64_
 /* ---------------------------------------------------------------- device */
 
 /* The first active port of the named device (or of any device). Returns the open context. */
-static struct ibv_context *find_port(const char *want, int want_port, int *port,
-                                     struct ibv_port_attr *pa, char *why, size_t cap)
+static struct ibv_context *find_port(const char *want, int want_port, int *port, struct ibv_port_attr *pa, char *why,
+                                     size_t cap)
 {
     int n = 0;
     struct ibv_device **list = ibv_get_device_list(&n);
@@ -197,8 +196,7 @@ static struct ibv_context *find_port(const char *want, int want_port, int *port,
         return NULL;
     }
     struct ibv_context *found = NULL;
-    snprintf(why, cap, want ? "RDMA device %s not found" : "no RDMA device has an active port",
-             want);
+    snprintf(why, cap, want ? "RDMA device %s not found" : "no RDMA device has an active port", want);
     for (int i = 0; i < n && !found; i++) {
         const char *name = ibv_get_device_name(list[i]);
         if (want && strcmp(want, name) != 0)
@@ -246,10 +244,9 @@ static void conn_fail(rconn *c, const char *fmt, ...) __attribute__((format(prin
 
 static int post_recv(rconn *c, int slot)
 {
-    struct ibv_sge sge = {.addr = (uintptr_t)(c->mem + (size_t)slot * RDMA_MSG_BYTES),
-                          .length = RDMA_MSG_BYTES, .lkey = c->mr->lkey};
-    struct ibv_recv_wr wr = {.wr_id = (uint64_t)W_RECV << 56 | (uint64_t)slot, .sg_list = &sge,
-                             .num_sge = 1};
+    struct ibv_sge sge = {
+        .addr = (uintptr_t)(c->mem + (size_t)slot * RDMA_MSG_BYTES), .length = RDMA_MSG_BYTES, .lkey = c->mr->lkey};
+    struct ibv_recv_wr wr = {.wr_id = (uint64_t)W_RECV << 56 | (uint64_t)slot, .sg_list = &sge, .num_sge = 1};
     struct ibv_recv_wr *bad;
     return ibv_post_recv(c->qp, &wr, &bad);
 }
@@ -299,16 +296,20 @@ static rconn *conn_new(rdma_transport *t, int sender, eng_error *err)
         conn_free(c);
         return NULL;
     }
-    struct ibv_qp_init_attr ia = {.send_cq = c->cq, .recv_cq = c->cq, .qp_type = IBV_QPT_RC,
-                                  .cap = {.max_send_wr = SQ_DEPTH, .max_recv_wr = N_RECV,
-                                          .max_send_sge = 1, .max_recv_sge = 1}};
+    struct ibv_qp_init_attr ia = {
+        .send_cq = c->cq,
+        .recv_cq = c->cq,
+        .qp_type = IBV_QPT_RC,
+        .cap = {.max_send_wr = SQ_DEPTH, .max_recv_wr = N_RECV, .max_send_sge = 1, .max_recv_sge = 1}};
     c->qp = ibv_create_qp(t->pd, &ia);
     if (!c->qp) {
         eng_fail(err, "kvtransfer: cannot create an RDMA queue pair: %s", strerror(errno));
         conn_free(c);
         return NULL;
     }
-    struct ibv_qp_attr a = {.qp_state = IBV_QPS_INIT, .pkey_index = 0, .port_num = (uint8_t)t->port,
+    struct ibv_qp_attr a = {.qp_state = IBV_QPS_INIT,
+                            .pkey_index = 0,
+                            .port_num = (uint8_t)t->port,
                             .qp_access_flags = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE};
     if (ibv_modify_qp(c->qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS)) {
         eng_fail(err, "kvtransfer: RDMA queue pair to INIT: %s", strerror(errno));
@@ -333,7 +334,9 @@ static int conn_connect(rconn *c, const rdma_hello *h, eng_error *err)
     static const uint8_t zero[16];
     struct ibv_qp_attr a = {.qp_state = IBV_QPS_RTR,
                             .path_mtu = h->mtu < t->mtu ? (enum ibv_mtu)h->mtu : t->mtu,
-                            .dest_qp_num = h->qpn, .rq_psn = h->psn, .max_dest_rd_atomic = 1,
+                            .dest_qp_num = h->qpn,
+                            .rq_psn = h->psn,
+                            .max_dest_rd_atomic = 1,
                             .min_rnr_timer = 12,
                             .ah_attr = {.dlid = h->lid, .port_num = (uint8_t)t->port}};
     if (memcmp(h->gid, zero, 16) != 0) {
@@ -342,13 +345,15 @@ static int conn_connect(rconn *c, const rdma_hello *h, eng_error *err)
         a.ah_attr.grh.sgid_index = (uint8_t)t->gid_index;
         a.ah_attr.grh.hop_limit = 64;
     }
-    if (ibv_modify_qp(c->qp, &a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
-                                     IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER))
+    if (ibv_modify_qp(c->qp, &a,
+                      IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
+                          IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER))
         return eng_fail(err, "kvtransfer: RDMA queue pair to RTR: %s", strerror(errno));
-    struct ibv_qp_attr b = {.qp_state = IBV_QPS_RTS, .timeout = 15, .retry_cnt = 7, .rnr_retry = 7,
-                            .sq_psn = c->psn, .max_rd_atomic = 1};
-    if (ibv_modify_qp(c->qp, &b, IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT |
-                                     IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC))
+    struct ibv_qp_attr b = {
+        .qp_state = IBV_QPS_RTS, .timeout = 15, .retry_cnt = 7, .rnr_retry = 7, .sq_psn = c->psn, .max_rd_atomic = 1};
+    if (ibv_modify_qp(c->qp, &b,
+                      IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN |
+                          IBV_QP_MAX_QP_RD_ATOMIC))
         return eng_fail(err, "kvtransfer: RDMA queue pair to RTS: %s", strerror(errno));
     c->state = C_UP;
     c->last_ping = c->last_heard = kvt_now_s();
@@ -403,8 +408,11 @@ static int post_msg_now(rconn *c, const void *data, size_t len, int *slot_out)
     unsigned char *buf = c->mem + (size_t)(N_RECV + slot) * RDMA_MSG_BYTES;
     memcpy(buf, data, len);
     struct ibv_sge sge = {.addr = (uintptr_t)buf, .length = (uint32_t)len, .lkey = c->mr->lkey};
-    struct ibv_send_wr wr = {.wr_id = (uint64_t)W_SEND << 56 | (uint64_t)slot, .sg_list = &sge,
-                             .num_sge = 1, .opcode = IBV_WR_SEND, .send_flags = IBV_SEND_SIGNALED};
+    struct ibv_send_wr wr = {.wr_id = (uint64_t)W_SEND << 56 | (uint64_t)slot,
+                             .sg_list = &sge,
+                             .num_sge = 1,
+                             .opcode = IBV_WR_SEND,
+                             .send_flags = IBV_SEND_SIGNALED};
     struct ibv_send_wr *bad;
     if (ibv_post_send(c->qp, &wr, &bad) != 0) {
         c->free_slots[c->n_free++] = slot;
@@ -476,8 +484,7 @@ static int wait_room(rconn *c, eng_error *err)
     return 0;
 }
 
-static int send_sync(rconn *c, const rdma_msg *m, const uint64_t *pairs, const char *text,
-                     eng_error *err)
+static int send_sync(rconn *c, const rdma_msg *m, const uint64_t *pairs, const char *text, eng_error *err)
 {
     unsigned char buf[RDMA_MSG_BYTES];
     if (wait_room(c, err) < 0)
@@ -497,8 +504,7 @@ static rx *find_rx(rdma_transport *t, uint64_t id)
 
 static void send_verdict(rconn *c, uint64_t id, int ok, const char *reason)
 {
-    rdma_msg m = {.type = RM_VERDICT, .id = id, .n = (uint32_t)strlen(reason),
-                  .verdict.ok = (uint64_t)ok};
+    rdma_msg m = {.type = RM_VERDICT, .id = id, .n = (uint32_t)strlen(reason), .verdict.ok = (uint64_t)ok};
     send_async(c, &m, NULL, reason);
 }
 
@@ -570,8 +576,7 @@ static void on_finish(rconn *c, const rdma_msg *m)
     else if (x->bad_run[0])
         snprintf(why, sizeof why, "%s", x->bad_run);
     else if (m->finish.n_runs != x->n_runs)
-        snprintf(why, sizeof why, "sender reports %" PRIu64 " runs, %zu runs described",
-                 m->finish.n_runs, x->n_runs);
+        snprintf(why, sizeof why, "sender reports %" PRIu64 " runs, %zu runs described", m->finish.n_runs, x->n_runs);
     else if (hash_runs(x, &sum) < 0)
         snprintf(why, sizeof why, "out of memory");
     else
@@ -587,8 +592,7 @@ static void on_abort(rconn *c, const rdma_msg *m, const unsigned char *p)
         return;
     x->closed = 1;
     char why[300];
-    snprintf(why, sizeof why, "aborted by sender: %.*s", (int)(m->n < 200 ? m->n : 200),
-             (const char *)p);
+    snprintf(why, sizeof why, "aborted by sender: %.*s", (int)(m->n < 200 ? m->n : 200), (const char *)p);
     kvt_rx_end(&c->t->base, &x->base, KVT_FAILED, why);
 }
 
@@ -655,8 +659,7 @@ static void on_message(rconn *c, const void *buf, size_t len)
     case RM_VERDICT:
         if ((s = find_tx(c, m.id)) && s->state == KVT_PENDING) {
             s->state = m.verdict.ok ? KVT_OK : KVT_FAILED;
-            snprintf(s->reason, sizeof s->reason, "receiver: %.*s", (int)(m.n < 250 ? m.n : 250),
-                     (const char *)p);
+            snprintf(s->reason, sizeof s->reason, "receiver: %.*s", (int)(m.n < 250 ? m.n : 250), (const char *)p);
         }
         break;
     }
@@ -684,7 +687,9 @@ static void drain_cq(rconn *c)
             }
             if (wc[i].status != IBV_WC_SUCCESS) {
                 conn_fail(c, "%s work request completed with \"%s\"",
-                          kind == W_RECV ? "a receive" : kind == W_SEND ? "a send" : "an RDMA write",
+                          kind == W_RECV   ? "a receive"
+                          : kind == W_SEND ? "a send"
+                                           : "an RDMA write",
                           ibv_wc_status_str(wc[i].status));
                 continue;
             }
@@ -705,9 +710,9 @@ static void housekeeping(rdma_transport *t)
     for (rconn **pc = &t->conns; *pc;) {
         rconn *c = *pc;
         if (c->state == C_DEAD && c->refs == 0) {
-            for (rpeer *p = t->peers; p; p = p->next) /* peers only point, they hold no ref */
-                if (p->c == c)
-                    p->c = NULL;
+            for (kvt_peer *p = t->base.peers; p; p = p->next) /* they only point, hold no ref */
+                if (((rpeer *)p)->c == c)
+                    ((rpeer *)p)->c = NULL;
             *pc = c->next;
             conn_free(c);
             continue;
@@ -717,12 +722,10 @@ static void housekeeping(rdma_transport *t)
          * or its packets would disturb that pair, and it expires after STALE_HELLO_S. */
         double limit = c->sender || c->heard ? t->dead_after_s : STALE_HELLO_S;
         if (c->state == C_UP && now - c->last_heard > limit) {
-            conn_fail(c, "the peer did not answer for %.1f s (process gone or link down)",
-                      now - c->last_heard);
+            conn_fail(c, "the peer did not answer for %.1f s (process gone or link down)", now - c->last_heard);
             continue; /* looked at again: freed now if nothing refers to it */
         }
-        if (c->state == C_UP && (c->sender || c->heard) && c->ping_slot < 0 &&
-            now - c->last_ping >= PING_EVERY_S &&
+        if (c->state == C_UP && (c->sender || c->heard) && c->ping_slot < 0 && now - c->last_ping >= PING_EVERY_S &&
             has_room(c) && !c->out_head) {
             unsigned char buf[RDMA_MSG_HEADER];
             rdma_msg m = {.type = RM_PING};
@@ -765,8 +768,10 @@ static int rdma_region_add(kvt_transport *base, kvt_region *reg, eng_error *err)
     rregion *r = (rregion *)reg;
     r->mr = ibv_reg_mr(t->pd, reg->base, reg->len, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
     if (!r->mr)
-        return eng_fail(err, "kvtransfer: ibv_reg_mr of %zu bytes failed: %s (raise the locked "
-                        "memory limit, ulimit -l)", reg->len, strerror(errno));
+        return eng_fail(err,
+                        "kvtransfer: ibv_reg_mr of %zu bytes failed: %s (raise the locked "
+                        "memory limit, ulimit -l)",
+                        reg->len, strerror(errno));
     return 0;
 }
 
@@ -776,13 +781,17 @@ static void rdma_region_drop(kvt_transport *base, kvt_region *reg)
     ibv_dereg_mr(((rregion *)reg)->mr);
 }
 
-static int rdma_descriptor(kvt_transport *base, const kvt_region *reg, void *buf, size_t cap,
-                           size_t *len, eng_error *err)
+static int rdma_descriptor(kvt_transport *base, const kvt_region *reg, void *buf, size_t cap, size_t *len,
+                           eng_error *err)
 {
     rdma_transport *t = (rdma_transport *)base;
     const rregion *r = (const rregion *)reg;
-    rdma_desc d = {.instance = t->instance, .lid = t->lid, .region_id = reg->id,
-                   .rkey = r->mr->rkey, .addr = (uintptr_t)reg->base, .size = reg->len};
+    rdma_desc d = {.instance = t->instance,
+                   .lid = t->lid,
+                   .region_id = reg->id,
+                   .rkey = r->mr->rkey,
+                   .addr = (uintptr_t)reg->base,
+                   .size = reg->len};
     memcpy(d.gid, t->gid.raw, 16);
     return rdma_desc_encode(&d, buf, cap, len, err);
 }
@@ -799,8 +808,7 @@ static void rdma_rx_forget(kvt_transport *base, kvt_rx *xb)
     if (!c)
         return;
     if (!x->closed)
-        conn_fail(c, "transfer %" PRIu64 " was forgotten while its writes could still land",
-                  x->base.id);
+        conn_fail(c, "transfer %" PRIu64 " was forgotten while its writes could still land", x->base.id);
     c->refs--;
     x->base.conn = NULL;
 }
@@ -810,8 +818,8 @@ static void rdma_rx_free(kvt_rx *xb)
     free(((rx *)xb)->runs);
 }
 
-static int rdma_accept(kvt_transport *base, const void *hello, size_t len, void *reply, size_t cap,
-                       size_t *reply_len, eng_error *err)
+static int rdma_accept(kvt_transport *base, const void *hello, size_t len, void *reply, size_t cap, size_t *reply_len,
+                       eng_error *err)
 {
     rdma_transport *t = (rdma_transport *)base;
     rdma_hello h, r;
@@ -820,7 +828,8 @@ static int rdma_accept(kvt_transport *base, const void *hello, size_t len, void 
     if (h.kind != RDMA_HELLO)
         return eng_fail(err, "kvtransfer: an RDMA reply was passed as a hello");
     if (h.to != t->instance)
-        return eng_fail(err, "kvtransfer: RDMA hello for transport %016" PRIx64 ", this is %016" PRIx64
+        return eng_fail(err,
+                        "kvtransfer: RDMA hello for transport %016" PRIx64 ", this is %016" PRIx64
                         " (the receiver restarted? the sender reconnects with a fresh descriptor)",
                         h.to, t->instance);
     pthread_mutex_lock(&t->base.mu);
@@ -841,40 +850,23 @@ static int rdma_accept(kvt_transport *base, const void *hello, size_t len, void 
 
 /* ---------------------------------------------------------------- sending API */
 
-static int rdma_connect(kvt_transport *base, const void *desc, size_t len, kvt_peer **out,
-                        eng_error *err)
+static int rdma_peer_init(kvt_peer *pb, const void *desc, size_t len, eng_error *err)
 {
-    rdma_transport *t = (rdma_transport *)base;
-    rdma_desc d;
-    if (rdma_desc_decode(desc, len, &d, err) < 0)
-        return -1;
+    return rdma_desc_decode(desc, len, &((rpeer *)pb)->d, err);
+}
+
+static int rdma_connect(kvt_peer *pb, eng_error *err)
+{
+    rpeer *p = (rpeer *)pb;
+    rdma_transport *t = (rdma_transport *)pb->t;
+    int rc = 0;
     pthread_mutex_lock(&t->base.mu);
-    rpeer *p = t->peers;
-    while (p && !(p->d.instance == d.instance && p->d.region_id == d.region_id && p->d.addr == d.addr))
-        p = p->next;
-    if (!p) {
-        p = calloc(1, sizeof *p);
-        if (!p) {
-            pthread_mutex_unlock(&t->base.mu);
-            return eng_fail(err, "kvtransfer: out of memory");
-        }
-        p->base.t = base;
-        p->d = d;
-        p->next = t->peers;
-        t->peers = p;
-    }
     if (p->c && p->c->state == C_DEAD)
         p->c = NULL; /* the poller frees it once no transfer refers to it */
-    if (!p->c) {
-        p->c = conn_new(t, 1, err);
-        if (!p->c) {
-            pthread_mutex_unlock(&t->base.mu);
-            return -1;
-        }
-    }
+    if (!p->c && !(p->c = conn_new(t, 1, err)))
+        rc = -1;
     pthread_mutex_unlock(&t->base.mu);
-    *out = &p->base;
-    return 0;
+    return rc;
 }
 
 static size_t rdma_peer_hello(kvt_peer *pb, void *buf, size_t cap)
@@ -950,9 +942,10 @@ static int rdma_send_begin(kvt_peer *pb, kvt_region *src, uint64_t id, kvt_send 
         pthread_mutex_unlock(&t->base.mu);
         free(s);
         XXH3_freeState(h);
-        return eng_fail(err, dead ? "kvtransfer: RDMA connection to the peer failed: %s (connect again)"
-                                  : "kvtransfer: the RDMA queue pair is not connected%s: relay "
-                                    "kvt_peer_hello through kvt_accept_hello and kvt_peer_reply first",
+        return eng_fail(err,
+                        dead ? "kvtransfer: RDMA connection to the peer failed: %s (connect again)"
+                             : "kvtransfer: the RDMA queue pair is not connected%s: relay "
+                               "kvt_peer_hello through kvt_accept_hello and kvt_peer_reply first",
                         dead ? c->reason : "");
     }
     s->base.t = pb->t;
@@ -1005,10 +998,13 @@ static int post_run(tx *s, const rdma_run *run, eng_error *err)
             rc = -1;
             break;
         }
-        struct ibv_sge sge = {.addr = (uintptr_t)(s->src->base.base + run->src + done),
-                              .length = (uint32_t)n, .lkey = s->src->mr->lkey};
-        struct ibv_send_wr wr = {.wr_id = (uint64_t)W_WRITE << 56, .sg_list = &sge, .num_sge = 1,
-                                 .opcode = IBV_WR_RDMA_WRITE, .send_flags = IBV_SEND_SIGNALED};
+        struct ibv_sge sge = {
+            .addr = (uintptr_t)(s->src->base.base + run->src + done), .length = (uint32_t)n, .lkey = s->src->mr->lkey};
+        struct ibv_send_wr wr = {.wr_id = (uint64_t)W_WRITE << 56,
+                                 .sg_list = &sge,
+                                 .num_sge = 1,
+                                 .opcode = IBV_WR_RDMA_WRITE,
+                                 .send_flags = IBV_SEND_SIGNALED};
         wr.wr.rdma.remote_addr = s->remote_addr + run->dst + done;
         wr.wr.rdma.rkey = s->rkey;
         struct ibv_send_wr *bad;
@@ -1026,23 +1022,26 @@ static int post_run(tx *s, const rdma_run *run, eng_error *err)
     return rc;
 }
 
-static int rdma_send_write(kvt_send *sb, uint64_t src_off, uint64_t dst_off, uint64_t len,
-                           eng_error *err)
+static int rdma_send_write(kvt_send *sb, uint64_t src_off, uint64_t dst_off, uint64_t len, eng_error *err)
 {
     tx *s = (tx *)sb;
     rdma_transport *t = (rdma_transport *)sb->t;
     if (len == 0)
         return 0;
     if (src_off > s->src->base.len || len > s->src->base.len - src_off)
-        return eng_fail(err, "kvtransfer: run [%" PRIu64 ", +%" PRIu64 ") lies outside the %zu-byte "
-                        "source region", src_off, len, s->src->base.len);
+        return eng_fail(err,
+                        "kvtransfer: run [%" PRIu64 ", +%" PRIu64 ") lies outside the %zu-byte "
+                        "source region",
+                        src_off, len, s->src->base.len);
     if (dst_off > s->remote_size || len > s->remote_size - dst_off ||
         (s->n_spans && !kvt_spans_cover(s->spans, s->n_spans, dst_off, len))) {
         pthread_mutex_lock(&t->base.mu);
         if (s->state == KVT_PENDING) {
             s->state = KVT_FAILED;
-            snprintf(s->reason, sizeof s->reason, "run to [%" PRIu64 ", +%" PRIu64 ") lies outside the "
-                     "receiver's blocks for this transfer", dst_off, len);
+            snprintf(s->reason, sizeof s->reason,
+                     "run to [%" PRIu64 ", +%" PRIu64 ") lies outside the "
+                     "receiver's blocks for this transfer",
+                     dst_off, len);
         }
         pthread_mutex_unlock(&t->base.mu);
         return eng_fail(err, "kvtransfer: transfer %" PRIu64 " failed: %s", s->id, s->reason);
@@ -1075,8 +1074,8 @@ static int rdma_send_finish(kvt_send *sb, int timeout_ms, uint64_t *bytes, eng_e
         rc = send_sync(s->c, &m, s->runs + 2 * i, NULL, err);
     }
     if (rc == 0) {
-        rdma_msg m = {.type = RM_FINISH, .id = s->id,
-                      .finish = {.bytes = s->bytes, .checksum = sum, .n_runs = s->n_runs}};
+        rdma_msg m = {
+            .type = RM_FINISH, .id = s->id, .finish = {.bytes = s->bytes, .checksum = sum, .n_runs = s->n_runs}};
         rc = send_sync(s->c, &m, NULL, NULL, err);
     }
     struct timespec dl;
@@ -1126,7 +1125,7 @@ static void rdma_destroy(kvt_transport *base)
     if (write(t->wake[1], "x", 1) < 0) { /* the poller also wakes within 250 ms */
     }
     pthread_join(t->poller, NULL);
-    for (rpeer *p = t->peers, *n; p; p = n) {
+    for (kvt_peer *p = t->base.peers, *n; p; p = n) {
         n = p->next;
         free(p);
     }
@@ -1203,8 +1202,8 @@ int kvt_rdma_create(const kvt_rdma_options *opt, kvt_transport **out, eng_error 
     }
     fcntl(t->ch->fd, F_SETFL, fcntl(t->ch->fd, F_GETFL) | O_NONBLOCK);
     kvt_transport_init(&t->base, &rdma_ops);
-    snprintf(t->base.choice, sizeof t->base.choice, "rdma (%s port %d, gid %d, mtu %d)", dev, t->port,
-             t->gid_index, 128 << t->mtu);
+    snprintf(t->base.choice, sizeof t->base.choice, "rdma (%s port %d, gid %d, mtu %d)", dev, t->port, t->gid_index,
+             128 << t->mtu);
     if (pthread_create(&t->poller, NULL, poller_main, t) != 0) {
         ibv_destroy_comp_channel(t->ch);
         ibv_dealloc_pd(t->pd);
@@ -1223,6 +1222,7 @@ static const kvt_ops rdma_ops = {
     .name = "rdma",
     .region_size = sizeof(rregion),
     .rx_size = sizeof(rx),
+    .peer_size = sizeof(rpeer),
     .destroy = rdma_destroy,
     .region_add = rdma_region_add,
     .region_drop = rdma_region_drop,
@@ -1230,6 +1230,7 @@ static const kvt_ops rdma_ops = {
     .rx_forget = rdma_rx_forget,
     .rx_free = rdma_rx_free,
     .accept = rdma_accept,
+    .peer_init = rdma_peer_init,
     .connect = rdma_connect,
     .peer_hello = rdma_peer_hello,
     .peer_reply = rdma_peer_reply,

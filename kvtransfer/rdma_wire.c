@@ -21,8 +21,8 @@ int rdma_desc_encode(const rdma_desc *d, char *buf, size_t cap, size_t *len, eng
     }
     gid[32] = '\0';
     int n = snprintf(buf, cap,
-                     "kvt1 rdma v1 inst=%016" PRIx64 " region=%" PRIu64 " gid=%s lid=%u rkey=%" PRIu32
-                     " addr=%" PRIx64 " size=%" PRIu64,
+                     "kvt1 rdma v1 inst=%016" PRIx64 " region=%" PRIu64 " gid=%s lid=%u rkey=%" PRIu32 " addr=%" PRIx64
+                     " size=%" PRIu64,
                      d->instance, d->region_id, gid, (unsigned)d->lid, d->rkey, d->addr, d->size);
     if (n < 0 || (size_t)n >= cap)
         return eng_fail(err, "kvtransfer: descriptor buffer of %zu bytes is too small", cap);
@@ -52,8 +52,8 @@ int rdma_desc_decode(const void *buf, size_t len, rdma_desc *d, eng_error *err)
     int used = 0;
     memset(d, 0, sizeof *d);
     int got = sscanf(s,
-                     "kvt1 rdma v1 inst=%16" SCNx64 " region=%" SCNu64 " gid=%32s lid=%u rkey=%" SCNu32
-                     " addr=%" SCNx64 " size=%" SCNu64 "%n",
+                     "kvt1 rdma v1 inst=%16" SCNx64 " region=%" SCNu64 " gid=%32s lid=%u rkey=%" SCNu32 " addr=%" SCNx64
+                     " size=%" SCNu64 "%n",
                      &d->instance, &d->region_id, gid, &lid, &d->rkey, &d->addr, &d->size, &used);
     if (got != 7 || (size_t)used != len)
         return eng_fail(err, "kvtransfer: malformed RDMA descriptor \"%.80s\"", s);
@@ -132,10 +132,10 @@ int rdma_hello_decode(const void *buf, size_t len, rdma_hello *h, eng_error *err
     h->qpn = get32(p + 48);
     h->psn = get32(p + 52);
     uint32_t lid = get32(p + 56), mtu = get32(p + 60);
-    if ((h->kind != RDMA_HELLO && h->kind != RDMA_REPLY) || h->qpn == 0 || h->qpn > 0xffffff ||
-        h->psn > 0xffffff || lid > 0xffff || mtu < 1 || mtu > 5)
-        return eng_fail(err, "kvtransfer: RDMA hello with bad fields (kind %d, qpn %u, mtu %u)",
-                        h->kind, (unsigned)h->qpn, (unsigned)mtu);
+    if ((h->kind != RDMA_HELLO && h->kind != RDMA_REPLY) || h->qpn == 0 || h->qpn > 0xffffff || h->psn > 0xffffff ||
+        lid > 0xffff || mtu < 1 || mtu > 5)
+        return eng_fail(err, "kvtransfer: RDMA hello with bad fields (kind %d, qpn %u, mtu %u)", h->kind,
+                        (unsigned)h->qpn, (unsigned)mtu);
     h->lid = (uint16_t)lid;
     h->mtu = (uint8_t)mtu;
     return 0;
@@ -168,8 +168,7 @@ size_t rdma_msg_encode(const rdma_msg *m, const uint64_t *pairs, const char *tex
     return len;
 }
 
-int rdma_msg_decode(const void *buf, size_t len, rdma_msg *m, const unsigned char **payload,
-                    eng_error *err)
+int rdma_msg_decode(const void *buf, size_t len, rdma_msg *m, const unsigned char **payload, eng_error *err)
 {
     const unsigned char *p = buf;
     if (len < RDMA_MSG_HEADER || len > RDMA_MSG_BYTES)
@@ -183,8 +182,8 @@ int rdma_msg_decode(const void *buf, size_t len, rdma_msg *m, const unsigned cha
     size_t body = len - RDMA_MSG_HEADER;
     int pairs = m->type == RM_SPANS || m->type == RM_RUNS;
     if (m->type < RM_BEGIN || m->type > RM_PING || (pairs ? (size_t)m->n * 16 != body : m->n != body))
-        return eng_fail(err, "kvtransfer: malformed RDMA message (type %u, %u items, %zu bytes)",
-                        (unsigned)m->type, (unsigned)m->n, len);
+        return eng_fail(err, "kvtransfer: malformed RDMA message (type %u, %u items, %zu bytes)", (unsigned)m->type,
+                        (unsigned)m->n, len);
     return 0;
 }
 
@@ -193,8 +192,8 @@ uint64_t rdma_msg_pair(const unsigned char *payload, size_t i, int which)
     return get64(payload + 16 * i + 8 * (size_t)which);
 }
 
-int rdma_run_add(rdma_run *pending, int *has_pending, uint64_t src, uint64_t dst, uint64_t len,
-                 uint64_t max_len, rdma_run *flush)
+int rdma_run_add(rdma_run *pending, int *has_pending, uint64_t src, uint64_t dst, uint64_t len, uint64_t max_len,
+                 rdma_run *flush)
 {
     if (*has_pending && pending->src + pending->len == src && pending->dst + pending->len == dst &&
         pending->len + len <= max_len) {

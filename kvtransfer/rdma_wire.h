@@ -31,13 +31,13 @@ enum { RDMA_HELLO = 1, RDMA_REPLY = 2 };
 #define RDMA_HELLO_BYTES 72
 
 typedef struct rdma_hello {
-    int kind;            /* RDMA_HELLO or RDMA_REPLY */
-    uint64_t to, from;   /* transport instances: addressee and author */
-    uint64_t token;      /* the sender's connection, echoed in the reply */
+    int kind;          /* RDMA_HELLO or RDMA_REPLY */
+    uint64_t to, from; /* transport instances: addressee and author */
+    uint64_t token;    /* the sender's connection, echoed in the reply */
     uint8_t gid[16];
-    uint32_t qpn, psn;   /* psn: 24 bits */
+    uint32_t qpn, psn; /* psn: 24 bits */
     uint16_t lid;
-    uint8_t mtu;         /* enum ibv_mtu value */
+    uint8_t mtu; /* enum ibv_mtu value */
 } rdma_hello;
 
 size_t rdma_hello_encode(const rdma_hello *h, void *buf, size_t cap); /* 0 if cap too small */
@@ -64,11 +64,21 @@ typedef struct rdma_msg {
     uint64_t id;
     union { /* the three words after id on the wire, named by message type */
         uint64_t word[3];
-        struct { uint64_t region_id; } begin;
-        struct { uint64_t n_spans; } go;
-        struct { uint64_t bytes, checksum, n_runs; } finish;
-        struct { uint64_t ok; } verdict;
-        struct { uint64_t is_reply; } ping;
+        struct {
+            uint64_t region_id;
+        } begin;
+        struct {
+            uint64_t n_spans;
+        } go;
+        struct {
+            uint64_t bytes, checksum, n_runs;
+        } finish;
+        struct {
+            uint64_t ok;
+        } verdict;
+        struct {
+            uint64_t is_reply;
+        } ping;
     };
 } rdma_msg;
 
@@ -76,8 +86,7 @@ typedef struct rdma_msg {
  * message length. */
 size_t rdma_msg_encode(const rdma_msg *m, const uint64_t *pairs, const char *text, void *buf);
 /* Reads a received message; *payload points at its pairs or text inside buf. */
-int rdma_msg_decode(const void *buf, size_t len, rdma_msg *m, const unsigned char **payload,
-                    eng_error *err);
+int rdma_msg_decode(const void *buf, size_t len, rdma_msg *m, const unsigned char **payload, eng_error *err);
 uint64_t rdma_msg_pair(const unsigned char *payload, size_t i, int which); /* which: 0 off, 1 len */
 
 /* Coalescing: a run that continues the pending one on both sides (and keeps it under
@@ -87,8 +96,8 @@ typedef struct rdma_run {
     uint64_t src, dst, len;
 } rdma_run;
 
-int rdma_run_add(rdma_run *pending, int *has_pending, uint64_t src, uint64_t dst, uint64_t len,
-                 uint64_t max_len, rdma_run *flush);
+int rdma_run_add(rdma_run *pending, int *has_pending, uint64_t src, uint64_t dst, uint64_t len, uint64_t max_len,
+                 rdma_run *flush);
 
 /* 1 when the GID is an IPv4-mapped IPv6 address (RoCE v2 over IPv4). */
 int rdma_gid_is_ipv4(const uint8_t gid[16]);

@@ -56,7 +56,7 @@
 #define FRAME_BYTES 40
 #define PROTO_VERSION 1
 #define MAX_REASON 1024
-#define RECV_CHUNK (4u << 20)  /* one recv() into the region, between accept-state checks */
+#define RECV_CHUNK (4u << 20)    /* one recv() into the region, between accept-state checks */
 #define STAGE_BYTES (256u << 10) /* per incoming connection */
 
 enum { F_HELLO = 1, F_BEGIN, F_WRITE, F_FINISH, F_ABORT, F_VERDICT };
@@ -66,12 +66,24 @@ typedef struct frame {
     uint64_t id;
     union { /* the three words after id, named by frame type */
         uint64_t word[3];
-        struct { uint64_t instance, version; } hello;
-        struct { uint64_t region_id; } begin;
-        struct { uint64_t dst_off, len; } write;
-        struct { uint64_t bytes, checksum; } finish;
-        struct { uint64_t reason_len; } abort;
-        struct { uint64_t ok, reason_len; } verdict;
+        struct {
+            uint64_t instance, version;
+        } hello;
+        struct {
+            uint64_t region_id;
+        } begin;
+        struct {
+            uint64_t dst_off, len;
+        } write;
+        struct {
+            uint64_t bytes, checksum;
+        } finish;
+        struct {
+            uint64_t reason_len;
+        } abort;
+        struct {
+            uint64_t ok, reason_len;
+        } verdict;
     };
 } frame;
 
@@ -99,7 +111,7 @@ typedef struct tcp_rx {
 typedef struct tx_transfer tx_transfer;
 
 typedef struct tx_item {
-    int type; /* F_BEGIN, F_WRITE, F_FINISH, F_ABORT */
+    int type;       /* F_BEGIN, F_WRITE, F_FINISH, F_ABORT */
     tx_transfer *s; /* NULL for ABORT (its transfer is already gone) */
     uint64_t id, region_id, dst_off, len;
     const char *src;
@@ -124,7 +136,6 @@ typedef struct tcp_peer {
     size_t q_head, q_len, q_cap; /* items q[q_head .. q_head+q_len) */
     tx_transfer *txs;
     char dead_reason[200];
-    struct tcp_peer *next;
 } tcp_peer;
 
 struct tx_transfer {
@@ -136,7 +147,7 @@ struct tx_transfer {
     XXH3_state_t *hash; /* sender thread only */
     uint64_t bytes;     /* sender thread only */
     int in_flight;      /* its frames in the batch being sent */
-    char reason[384]; /* fits "connection to the receiver HOST:PORT lost: DEAD_REASON" */
+    char reason[384];   /* fits "connection to the receiver HOST:PORT lost: DEAD_REASON" */
     tx_transfer *next;
 };
 
@@ -150,7 +161,6 @@ struct tcp_transport {
     pthread_t listener;
     int stopping;
     in_conn *conns;
-    tcp_peer *peers;
 };
 
 static const kvt_ops tcp_ops;
@@ -160,8 +170,7 @@ static const kvt_ops tcp_ops;
 static void encode_frame(unsigned char *out, const frame *f)
 {
     uint32_t u32[2] = {htole32(f->magic), htole32(f->type)};
-    uint64_t u64[4] = {htole64(f->id), htole64(f->word[0]), htole64(f->word[1]),
-                       htole64(f->word[2])};
+    uint64_t u64[4] = {htole64(f->id), htole64(f->word[0]), htole64(f->word[1]), htole64(f->word[2])};
     memcpy(out, u32, 8);
     memcpy(out + 8, u64, 32);
 }
@@ -229,8 +238,7 @@ static int recv_all(int fd, void *buf, size_t len, char *why, size_t why_len)
     return 0;
 }
 
-static int send_frame(int fd, const frame *f, const char *text, size_t text_len, char *why,
-                      size_t why_len)
+static int send_frame(int fd, const frame *f, const char *text, size_t text_len, char *why, size_t why_len)
 {
     unsigned char hdr[FRAME_BYTES];
     encode_frame(hdr, f);
@@ -262,8 +270,7 @@ static int send_verdict(in_conn *c, uint64_t id, int ok, const char *reason)
 {
     char why[128];
     size_t n = reason ? strlen(reason) : 0;
-    frame f = {.magic = FRAME_MAGIC, .type = F_VERDICT, .id = id,
-               .verdict = {.ok = (uint64_t)ok, .reason_len = n}};
+    frame f = {.magic = FRAME_MAGIC, .type = F_VERDICT, .id = id, .verdict = {.ok = (uint64_t)ok, .reason_len = n}};
     return send_frame(c->fd, &f, reason, n, why, sizeof why);
 }
 
@@ -314,8 +321,8 @@ static int rd_exact(int fd, rxbuf *r, void *dst, size_t n, char *why, size_t why
 /* Receives one WRITE's payload: into the region while the transfer accepts it, dropped
  * otherwise. Each piece is written with the transfer marked "writing", so kvt_forget()
  * can wait for it. Returns -1 only when the connection itself failed. */
-static int rx_payload(tcp_transport *t, in_conn *c, rxbuf *rb, uint64_t id, uint64_t off,
-                      uint64_t len, char *why, size_t why_len)
+static int rx_payload(tcp_transport *t, in_conn *c, rxbuf *rb, uint64_t id, uint64_t off, uint64_t len, char *why,
+                      size_t why_len)
 {
     while (len > 0) {
         if (rb->len == 0) {
@@ -393,8 +400,8 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
         goto out;
     }
     if (f.hello.instance != t->instance) {
-        snprintf(why, why_len, "stale descriptor: it names instance %016" PRIx64
-                 ", this receiver is %016" PRIx64, f.hello.instance, t->instance);
+        snprintf(why, why_len, "stale descriptor: it names instance %016" PRIx64 ", this receiver is %016" PRIx64,
+                 f.hello.instance, t->instance);
         /* Say why, then let the sender hang up first, so that it reads the reason
          * instead of tripping over a reset connection. */
         if (send_verdict(c, 0, 0, why) == 0) {
@@ -421,8 +428,7 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
         switch (f.type) {
         case F_BEGIN: {
             pthread_mutex_lock(&t->base.mu);
-            tcp_rx *x = (tcp_rx *)kvt_rx_begin(&t->base, f.id, f.begin.region_id, c, verdict,
-                                               sizeof verdict);
+            tcp_rx *x = (tcp_rx *)kvt_rx_begin(&t->base, f.id, f.begin.region_id, c, verdict, sizeof verdict);
             nack = !x;
             if (x && !(x->hash = XXH3_createState())) {
                 snprintf(verdict, sizeof verdict, "out of memory");
@@ -444,8 +450,10 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
                     nack = 1;
                 }
             } else if (!x && f.id != last_nack) {
-                snprintf(verdict, sizeof verdict, "transfer %" PRIu64 " is not expected here "
-                         "(forgotten by the receiver)", f.id);
+                snprintf(verdict, sizeof verdict,
+                         "transfer %" PRIu64 " is not expected here "
+                         "(forgotten by the receiver)",
+                         f.id);
                 nack = 1;
             }
             /* A length beyond any region cannot be skipped sensibly: the stream is broken. */
@@ -471,16 +479,20 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
             pthread_mutex_lock(&t->base.mu);
             tcp_rx *x = find_rx(t, f.id);
             if (!x) {
-                snprintf(verdict, sizeof verdict, "transfer %" PRIu64 " is not expected here "
-                         "(never opened, or forgotten by the receiver)", f.id);
+                snprintf(verdict, sizeof verdict,
+                         "transfer %" PRIu64 " is not expected here "
+                         "(never opened, or forgotten by the receiver)",
+                         f.id);
                 nack = 1;
             } else if (x->base.conn != c) {
-                snprintf(verdict, sizeof verdict, "transfer %" PRIu64 " was not begun on this "
-                         "connection", f.id);
+                snprintf(verdict, sizeof verdict,
+                         "transfer %" PRIu64 " was not begun on this "
+                         "connection",
+                         f.id);
                 nack = 1;
             } else if (x->base.state == KVT_PENDING) {
-                if (kvt_rx_verify(&x->base, f.finish.bytes, f.finish.checksum,
-                                  XXH3_64bits_digest(x->hash), verdict, sizeof verdict) < 0) {
+                if (kvt_rx_verify(&x->base, f.finish.bytes, f.finish.checksum, XXH3_64bits_digest(x->hash), verdict,
+                                  sizeof verdict) < 0) {
                     kvt_rx_end(&t->base, &x->base, KVT_FAILED, verdict);
                     nack = 1;
                 } else {
@@ -511,9 +523,7 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
             pthread_mutex_unlock(&t->base.mu);
             break;
         }
-        default:
-            snprintf(why, why_len, "protocol error: frame type %u", f.type);
-            goto out;
+        default: snprintf(why, why_len, "protocol error: frame type %u", f.type); goto out;
         }
         if ((ack || nack) && send_verdict(c, f.id, ack, nack ? verdict : NULL) < 0) {
             snprintf(why, why_len, "could not send a verdict to the sender");
@@ -635,8 +645,8 @@ static void tcp_rx_free(kvt_rx *xb)
 }
 
 /* TCP needs no handshake beyond its own connection: any hello is a mix-up of transports. */
-static int tcp_accept(kvt_transport *base, const void *hello, size_t len, void *reply,
-                      size_t cap, size_t *reply_len, eng_error *err)
+static int tcp_accept(kvt_transport *base, const void *hello, size_t len, void *reply, size_t cap, size_t *reply_len,
+                      eng_error *err)
 {
     (void)base;
     (void)hello;
@@ -650,8 +660,7 @@ static int tcp_peer_reply(kvt_peer *p, const void *reply, size_t len, eng_error 
 {
     (void)p;
     (void)reply;
-    return eng_fail(err, "kvtransfer: the tcp transport takes no hello reply (got %zu bytes)",
-                    len);
+    return eng_fail(err, "kvtransfer: the tcp transport takes no hello reply (got %zu bytes)", len);
 }
 
 /* ---------------------------------------------------------------- sending */
@@ -668,8 +677,7 @@ static void peer_fail_locked(tcp_peer *p, const char *why)
     for (tx_transfer *s = p->txs; s; s = s->next) {
         if (s->epoch == p->epoch && s->state == KVT_PENDING) {
             s->state = KVT_FAILED;
-            snprintf(s->reason, sizeof s->reason, "connection to the receiver %s:%d lost: %s",
-                     p->host, p->port, why);
+            snprintf(s->reason, sizeof s->reason, "connection to the receiver %s:%d lost: %s", p->host, p->port, why);
         }
     }
     pthread_cond_broadcast(&p->q_cv);
@@ -791,8 +799,7 @@ static int send_batch(tcp_peer *p, batch *b, char *why, size_t why_len)
                 n = WINDOW_BYTES - b->window;
             add_piece(b, i, off, n);
             off += n;
-            if ((b->window >= WINDOW_BYTES || b->n_iov + 5 > WINDOW_IOVS) &&
-                flush_window(p, b, why, why_len) < 0)
+            if ((b->window >= WINDOW_BYTES || b->n_iov + 5 > WINDOW_IOVS) && flush_window(p, b, why, why_len) < 0)
                 return -1;
         }
     }
@@ -872,8 +879,7 @@ static void *reader_main(void *arg)
             if (s->id == f.id && s->epoch == p->epoch && s->state == KVT_PENDING) {
                 s->state = f.verdict.ok == 1 ? KVT_OK : KVT_FAILED;
                 if (s->state == KVT_FAILED)
-                    snprintf(s->reason, sizeof s->reason, "receiver rejected the transfer: %.200s",
-                             text);
+                    snprintf(s->reason, sizeof s->reason, "receiver rejected the transfer: %.200s", text);
                 pthread_cond_broadcast(&t->base.cv);
                 break;
             }
@@ -887,24 +893,31 @@ static void *reader_main(void *arg)
 }
 
 /* "kvt1 tcp HOST PORT INSTANCE REGION SIZE" */
-static int parse_descriptor(const void *desc, size_t len, tcp_peer *out, eng_error *err)
+static int tcp_peer_init(kvt_peer *pb, const void *desc, size_t len, eng_error *err)
 {
+    tcp_peer *p = (tcp_peer *)pb;
     char buf[KVT_DESCRIPTOR_MAX + 1];
-    if (len > KVT_DESCRIPTOR_MAX)
-        return eng_fail(err, "kvtransfer: descriptor of %zu bytes is too long", len);
-    memcpy(buf, desc, len);
+    memcpy(buf, desc, len); /* len <= KVT_DESCRIPTOR_MAX: kvt_connect checked */
     buf[len] = '\0';
     char host[128];
     unsigned long long inst, region, size;
     int port, used = 0;
-    if (sscanf(buf, "kvt1 tcp %127s %d %llx %llu %llu%n", host, &port, &inst, &region, &size,
-               &used) != 5 || (size_t)used != len || port <= 0 || port > 65535)
+    if (sscanf(buf, "kvt1 tcp %127s %d %llx %llu %llu%n", host, &port, &inst, &region, &size, &used) != 5 ||
+        (size_t)used != len || port <= 0 || port > 65535)
         return eng_fail(err, "kvtransfer: malformed tcp descriptor \"%.100s\"", buf);
-    snprintf(out->host, sizeof out->host, "%s", host);
-    out->port = port;
-    out->instance = inst;
-    out->region_id = region;
-    out->region_size = size;
+    p->t = (tcp_transport *)pb->t;
+    snprintf(p->host, sizeof p->host, "%s", host);
+    p->port = port;
+    p->instance = inst;
+    p->region_id = region;
+    p->region_size = size;
+    p->fd = -1;
+    pthread_mutex_init(&p->connect_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->q_cv, &ca);
+    pthread_condattr_destroy(&ca);
     return 0;
 }
 
@@ -954,8 +967,7 @@ static int dial(tcp_transport *t, tcp_peer *p, eng_error *err)
     int fl = fcntl(fd, F_GETFL);
     fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
     tune_socket(fd, t->io_timeout_ms);
-    frame hello = {.magic = FRAME_MAGIC, .type = F_HELLO,
-                   .hello = {.instance = p->instance, .version = PROTO_VERSION}};
+    frame hello = {.magic = FRAME_MAGIC, .type = F_HELLO, .hello = {.instance = p->instance, .version = PROTO_VERSION}};
     if (send_frame(fd, &hello, NULL, 0, why, sizeof why) < 0) {
         close(fd);
         return eng_fail(err, "kvtransfer: hello to %s:%d: %s", p->host, p->port, why);
@@ -963,44 +975,10 @@ static int dial(tcp_transport *t, tcp_peer *p, eng_error *err)
     return fd;
 }
 
-static int tcp_connect(kvt_transport *base, const void *desc, size_t len, kvt_peer **out,
-                       eng_error *err)
+static int tcp_connect(kvt_peer *pb, eng_error *err)
 {
-    tcp_transport *t = (tcp_transport *)base;
-    tcp_peer want;
-    if (parse_descriptor(desc, len, &want, err) < 0)
-        return -1;
-
-    pthread_mutex_lock(&t->base.mu);
-    tcp_peer *p = t->peers;
-    while (p && !(p->port == want.port && p->instance == want.instance &&
-                  p->region_id == want.region_id && strcmp(p->host, want.host) == 0))
-        p = p->next;
-    if (!p) {
-        p = calloc(1, sizeof *p);
-        if (!p) {
-            pthread_mutex_unlock(&t->base.mu);
-            return eng_fail(err, "kvtransfer: out of memory");
-        }
-        p->base.t = base;
-        p->t = t;
-        memcpy(p->host, want.host, sizeof p->host);
-        p->port = want.port;
-        p->instance = want.instance;
-        p->region_id = want.region_id;
-        p->region_size = want.region_size;
-        p->fd = -1;
-        pthread_mutex_init(&p->connect_mu, NULL);
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&p->q_cv, &ca);
-        pthread_condattr_destroy(&ca);
-        p->next = t->peers;
-        t->peers = p;
-    }
-    pthread_mutex_unlock(&t->base.mu);
-
+    tcp_peer *p = (tcp_peer *)pb;
+    tcp_transport *t = p->t;
     int rc = 0;
     pthread_mutex_lock(&p->connect_mu);
     pthread_mutex_lock(&t->base.mu);
@@ -1045,10 +1023,7 @@ static int tcp_connect(kvt_transport *base, const void *desc, size_t len, kvt_pe
         }
     }
     pthread_mutex_unlock(&p->connect_mu);
-    if (rc < 0)
-        return -1;
-    *out = &p->base;
-    return 0;
+    return rc;
 }
 
 static size_t tcp_peer_hello(kvt_peer *p, void *buf, size_t cap)
@@ -1059,8 +1034,7 @@ static size_t tcp_peer_hello(kvt_peer *p, void *buf, size_t cap)
     return 0;
 }
 
-static int tcp_send_begin(kvt_peer *pb, kvt_region *src, uint64_t id, kvt_send **out,
-                          eng_error *err)
+static int tcp_send_begin(kvt_peer *pb, kvt_region *src, uint64_t id, kvt_send **out, eng_error *err)
 {
     tcp_peer *p = (tcp_peer *)pb;
     tcp_transport *t = p->t;
@@ -1094,27 +1068,27 @@ static int tcp_send_begin(kvt_peer *pb, kvt_region *src, uint64_t id, kvt_send *
         free(s);
         if (ok < 0)
             return eng_fail(err, "kvtransfer: out of memory");
-        return eng_fail(err, "kvtransfer: no connection to %s:%d (%s); connect again", p->host,
-                        p->port, reason[0] ? reason : "never connected");
+        return eng_fail(err, "kvtransfer: no connection to %s:%d (%s); connect again", p->host, p->port,
+                        reason[0] ? reason : "never connected");
     }
     *out = &s->base;
     return 0;
 }
 
-static int tcp_send_write(kvt_send *sb, uint64_t src_off, uint64_t dst_off, uint64_t len,
-                          eng_error *err)
+static int tcp_send_write(kvt_send *sb, uint64_t src_off, uint64_t dst_off, uint64_t len, eng_error *err)
 {
     tx_transfer *s = (tx_transfer *)sb;
     tcp_peer *p = s->peer;
     tcp_transport *t = p->t;
     size_t size = s->src->len;
     if (src_off > size || len > size - src_off)
-        return eng_fail(err, "kvtransfer: source run [%" PRIu64 ", +%" PRIu64 ") lies outside "
-                        "the %zu-byte local region", src_off, len, size);
+        return eng_fail(err,
+                        "kvtransfer: source run [%" PRIu64 ", +%" PRIu64 ") lies outside "
+                        "the %zu-byte local region",
+                        src_off, len, size);
     if (len == 0)
         return 0;
-    tx_item it = {.type = F_WRITE, .s = s, .id = s->id, .dst_off = dst_off, .len = len,
-                  .src = s->src->base + src_off};
+    tx_item it = {.type = F_WRITE, .s = s, .id = s->id, .dst_off = dst_off, .len = len, .src = s->src->base + src_off};
 #ifdef KVT_TEST_HOOKS
     it.corrupt = sb->corrupt_next;
     sb->corrupt_next = 0;
@@ -1163,16 +1137,14 @@ static int tcp_send_finish(kvt_send *sb, int timeout_ms, uint64_t *bytes, eng_er
         int timed_out = timeout_ms == 0 || !kvt_wait_until(&t->base, &dl, timeout_ms);
         if (timed_out && s->state == KVT_PENDING) {
             s->state = KVT_FAILED;
-            snprintf(s->reason, sizeof s->reason, "no verdict from the receiver within %d ms",
-                     timeout_ms);
+            snprintf(s->reason, sizeof s->reason, "no verdict from the receiver within %d ms", timeout_ms);
         }
     }
     tx_release_locked(s);
     int ok = s->state == KVT_OK;
     *bytes = s->bytes;
     if (!ok) {
-        eng_fail(err, "kvtransfer: transfer %" PRIu64 " to %s:%d failed: %s", s->id, p->host,
-                 p->port, s->reason);
+        eng_fail(err, "kvtransfer: transfer %" PRIu64 " to %s:%d failed: %s", s->id, p->host, p->port, s->reason);
     }
     pthread_mutex_unlock(&t->base.mu);
     XXH3_freeState(s->hash);
@@ -1199,13 +1171,12 @@ static void tcp_send_abort(kvt_send *sb, const char *reason)
 
 /* ---------------------------------------------------------------- descriptor, life */
 
-static int tcp_descriptor(kvt_transport *base, const kvt_region *rb, void *buf, size_t cap,
-                          size_t *len, eng_error *err)
+static int tcp_descriptor(kvt_transport *base, const kvt_region *rb, void *buf, size_t cap, size_t *len, eng_error *err)
 {
     tcp_transport *t = (tcp_transport *)base;
     char d[KVT_DESCRIPTOR_MAX + 1];
-    int n = snprintf(d, sizeof d, "kvt1 tcp %s %d %016" PRIx64 " %" PRIu64 " %zu", t->host,
-                     t->port, t->instance, rb->id, rb->len);
+    int n = snprintf(d, sizeof d, "kvt1 tcp %s %d %016" PRIx64 " %" PRIu64 " %zu", t->host, t->port, t->instance,
+                     rb->id, rb->len);
     if (n < 0 || (size_t)n > KVT_DESCRIPTOR_MAX || (size_t)n > cap)
         return eng_fail(err, "kvtransfer: descriptor needs %d bytes, buffer has %zu", n, cap);
     memcpy(buf, d, (size_t)n);
@@ -1224,7 +1195,9 @@ static void tcp_destroy(kvt_transport *base)
     close(t->listen_fd);
     reap_conns(t, 1);
 
-    for (tcp_peer *p = t->peers; p;) {
+    for (kvt_peer *pb = t->base.peers, *next; pb; pb = next) {
+        tcp_peer *p = (tcp_peer *)pb;
+        next = pb->next;
         pthread_mutex_lock(&p->connect_mu);
         pthread_mutex_lock(&t->base.mu);
         peer_fail_locked(p, "transport destroyed");
@@ -1236,13 +1209,11 @@ static void tcp_destroy(kvt_transport *base)
         if (p->fd >= 0)
             close(p->fd);
         pthread_mutex_unlock(&p->connect_mu);
-        tcp_peer *next = p->next;
         q_drop(p, NULL);
         free(p->q);
         pthread_cond_destroy(&p->q_cv);
         pthread_mutex_destroy(&p->connect_mu);
         free(p);
-        p = next;
     }
     kvt_transport_fini(&t->base);
     free(t);
@@ -1254,8 +1225,10 @@ int kvt_tcp_create(const kvt_tcp_options *opt, kvt_transport **out, eng_error *e
     const char *bind_host = o.bind_host ? o.bind_host : "127.0.0.1";
     const char *adv = o.advertise_host ? o.advertise_host : bind_host;
     if (strcmp(adv, "0.0.0.0") == 0 || strcmp(adv, "::") == 0)
-        return eng_fail(err, "kvtransfer: binding to %s needs an advertise_host that peers can "
-                        "reach", bind_host);
+        return eng_fail(err,
+                        "kvtransfer: binding to %s needs an advertise_host that peers can "
+                        "reach",
+                        bind_host);
     if (strlen(adv) >= 128 || strchr(adv, ' '))
         return eng_fail(err, "kvtransfer: bad advertise host \"%.60s\"", adv);
     if (o.port < 0 || o.port > 65535)
@@ -1263,8 +1236,7 @@ int kvt_tcp_create(const kvt_tcp_options *opt, kvt_transport **out, eng_error *e
 
     char port[16];
     snprintf(port, sizeof port, "%d", o.port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE};
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *res = NULL;
     int rc = getaddrinfo(bind_host, port, &hints, &res);
     if (rc != 0)
@@ -1278,8 +1250,7 @@ int kvt_tcp_create(const kvt_tcp_options *opt, kvt_transport **out, eng_error *e
         freeaddrinfo(res);
         if (fd >= 0)
             close(fd);
-        return eng_fail(err, "kvtransfer: cannot listen on %s:%d: %s", bind_host, o.port,
-                        strerror(e));
+        return eng_fail(err, "kvtransfer: cannot listen on %s:%d: %s", bind_host, o.port, strerror(e));
     }
     freeaddrinfo(res);
     struct sockaddr_storage sa;
@@ -1315,11 +1286,13 @@ static const kvt_ops tcp_ops = {
     .name = "tcp",
     .region_size = sizeof(kvt_region),
     .rx_size = sizeof(tcp_rx),
+    .peer_size = sizeof(tcp_peer),
     .destroy = tcp_destroy,
     .descriptor = tcp_descriptor,
     .rx_forget = tcp_rx_forget,
     .rx_free = tcp_rx_free,
     .accept = tcp_accept,
+    .peer_init = tcp_peer_init,
     .connect = tcp_connect,
     .peer_hello = tcp_peer_hello,
     .peer_reply = tcp_peer_reply,

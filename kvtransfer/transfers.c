@@ -152,8 +152,8 @@ size_t kvt_largest_region(kvt_transport *t)
 
 /* ---------------------------------------------------------------- expecting */
 
-static int expect(kvt_transport *t, kvt_region *r, kvt_span *spans, int n_spans,
-                  uint64_t expected_bytes, uint64_t *id, eng_error *err)
+static int expect(kvt_transport *t, kvt_region *r, kvt_span *spans, int n_spans, uint64_t expected_bytes, uint64_t *id,
+                  eng_error *err)
 {
     kvt_rx *x = calloc(1, t->ops->rx_size);
     if (!x) {
@@ -175,8 +175,7 @@ static int expect(kvt_transport *t, kvt_region *r, kvt_span *spans, int n_spans,
     return 0;
 }
 
-int kvt_expect(kvt_transport *t, kvt_region *r, uint64_t expected_bytes, uint64_t *id,
-               eng_error *err)
+int kvt_expect(kvt_transport *t, kvt_region *r, uint64_t expected_bytes, uint64_t *id, eng_error *err)
 {
     if (!r || r->t != t)
         return eng_fail(err, "kvtransfer: expect into a region of another transport");
@@ -192,8 +191,8 @@ static int span_cmp(const void *a, const void *b)
     return x->off < y->off ? -1 : x->off > y->off;
 }
 
-int kvt_expect_spans(kvt_transport *t, kvt_region *r, const kvt_span *spans, int n,
-                     uint64_t expected_bytes, uint64_t *id, eng_error *err)
+int kvt_expect_spans(kvt_transport *t, kvt_region *r, const kvt_span *spans, int n, uint64_t expected_bytes,
+                     uint64_t *id, eng_error *err)
 {
     if (!r || r->t != t)
         return eng_fail(err, "kvtransfer: expect into a region of another transport");
@@ -209,9 +208,10 @@ int kvt_expect_spans(kvt_transport *t, kvt_region *r, const kvt_span *spans, int
     for (int i = 0; i < n; i++) {
         if (spans[i].off > r->len || spans[i].len > r->len - spans[i].off) {
             free(s);
-            return eng_fail(err, "kvtransfer: span [%llu, +%llu) lies outside the %zu-byte "
-                            "region", (unsigned long long)spans[i].off,
-                            (unsigned long long)spans[i].len, r->len);
+            return eng_fail(err,
+                            "kvtransfer: span [%llu, +%llu) lies outside the %zu-byte "
+                            "region",
+                            (unsigned long long)spans[i].off, (unsigned long long)spans[i].len, r->len);
         }
         if (spans[i].len)
             s[m++] = spans[i];
@@ -246,8 +246,7 @@ int kvt_spans_cover(const kvt_span *spans, int n, uint64_t off, uint64_t len)
             hi = mid - 1;
         }
     }
-    return at >= 0 && off - spans[at].off <= spans[at].len &&
-           len <= spans[at].len - (off - spans[at].off);
+    return at >= 0 && off - spans[at].off <= spans[at].len && len <= spans[at].len - (off - spans[at].off);
 }
 
 /* ---------------------------------------------------------------- what transports call */
@@ -278,13 +277,14 @@ void kvt_rx_end(kvt_transport *t, kvt_rx *x, kvt_state st, const char *reason)
     pthread_cond_broadcast(&t->cv);
 }
 
-kvt_rx *kvt_rx_begin(kvt_transport *t, uint64_t id, uint64_t region_id, void *conn, char *why,
-                     size_t cap)
+kvt_rx *kvt_rx_begin(kvt_transport *t, uint64_t id, uint64_t region_id, void *conn, char *why, size_t cap)
 {
     kvt_rx *x = kvt_rx_find(t, id);
     if (!x) {
-        snprintf(why, cap, "transfer %" PRIu64 " is not expected here (never opened, or "
-                 "forgotten by the receiver)", id);
+        snprintf(why, cap,
+                 "transfer %" PRIu64 " is not expected here (never opened, or "
+                 "forgotten by the receiver)",
+                 id);
         return NULL;
     }
     if (x->conn) {
@@ -296,8 +296,10 @@ kvt_rx *kvt_rx_begin(kvt_transport *t, uint64_t id, uint64_t region_id, void *co
         return NULL;
     }
     if (x->region->id != region_id) {
-        snprintf(why, cap, "transfer %" PRIu64 " targets region %" PRIu64 ", the sender named "
-                 "region %" PRIu64, id, x->region->id, region_id);
+        snprintf(why, cap,
+                 "transfer %" PRIu64 " targets region %" PRIu64 ", the sender named "
+                 "region %" PRIu64,
+                 id, x->region->id, region_id);
         kvt_rx_end(t, x, KVT_FAILED, why);
         return NULL;
     }
@@ -310,30 +312,25 @@ int kvt_rx_run_ok(const kvt_rx *x, uint64_t off, uint64_t len, char *why, size_t
 {
     size_t size = x->region->len;
     if (off > size || len > size - off) {
-        snprintf(why, cap, "run [%" PRIu64 ", +%" PRIu64 ") lies outside the %zu-byte region",
-                 off, len, size);
+        snprintf(why, cap, "run [%" PRIu64 ", +%" PRIu64 ") lies outside the %zu-byte region", off, len, size);
         return -1;
     }
     if (x->spans && !kvt_spans_cover(x->spans, x->n_spans, off, len)) {
-        snprintf(why, cap, "run [%" PRIu64 ", +%" PRIu64 ") lies outside the transfer's blocks",
-                 off, len);
+        snprintf(why, cap, "run [%" PRIu64 ", +%" PRIu64 ") lies outside the transfer's blocks", off, len);
         return -1;
     }
     return 0;
 }
 
-int kvt_rx_verify(const kvt_rx *x, uint64_t sent_bytes, uint64_t sent_sum, uint64_t got_sum,
-                  char *why, size_t cap)
+int kvt_rx_verify(const kvt_rx *x, uint64_t sent_bytes, uint64_t sent_sum, uint64_t got_sum, char *why, size_t cap)
 {
     if (sent_bytes != x->bytes)
-        snprintf(why, cap, "sender sent %" PRIu64 " bytes, %" PRIu64 " arrived", sent_bytes,
-                 x->bytes);
+        snprintf(why, cap, "sender sent %" PRIu64 " bytes, %" PRIu64 " arrived", sent_bytes, x->bytes);
     else if (x->expected && x->bytes != x->expected)
-        snprintf(why, cap, "%" PRIu64 " bytes arrived, the receiver expected %" PRIu64, x->bytes,
-                 x->expected);
+        snprintf(why, cap, "%" PRIu64 " bytes arrived, the receiver expected %" PRIu64, x->bytes, x->expected);
     else if (got_sum != sent_sum)
-        snprintf(why, cap, "checksum mismatch (XXH3 sender %016" PRIx64 ", receiver %016" PRIx64
-                 ")", sent_sum, got_sum);
+        snprintf(why, cap, "checksum mismatch (XXH3 sender %016" PRIx64 ", receiver %016" PRIx64 ")", sent_sum,
+                 got_sum);
     else
         return 0;
     return -1;
@@ -376,8 +373,8 @@ kvt_state kvt_wait(kvt_transport *t, uint64_t id, int timeout_ms, eng_error *err
         if (timeout_ms == 0 || !kvt_wait_until(t, &dl, timeout_ms)) {
             uint64_t got = x->bytes;
             pthread_mutex_unlock(&t->mu);
-            eng_fail(err, "kvtransfer: transfer %" PRIu64 " still pending after %d ms (%" PRIu64
-                     " bytes arrived)", id, timeout_ms, got);
+            eng_fail(err, "kvtransfer: transfer %" PRIu64 " still pending after %d ms (%" PRIu64 " bytes arrived)", id,
+                     timeout_ms, got);
             return KVT_PENDING;
         }
     }

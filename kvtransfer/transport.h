@@ -6,10 +6,10 @@
  * using the same kvt_* calls. Each implementation embeds the base structs below as the
  * first member of its own structs.
  *
- * Everything that is not moving bytes lives once, in transfers.c: registered regions,
- * incoming transfers (expect, begin, run checks, verdict, wait, forget), the notify hook
- * and the counters. A transport calls the kvt_rx_* helpers below from its own threads,
- * always with t->mu held, and moves the bytes.
+ * Everything that is not moving bytes lives once: registered regions, incoming transfers
+ * (expect, begin, run checks, verdict, wait, forget), the notify hook and the counters in
+ * transfers.c; the cache of peers (one per descriptor) in kvtransfer.c. A transport calls the kvt_rx_* helpers below
+ * from its own threads, always with t->mu held, and moves the bytes.
  *
  * What the interface promises and the RDMA transport keeps (rdma.c's header says how):
  *  - descriptor: "kvt1 rdma ..." with what a writer needs (GID, rkey, base address, size);
@@ -36,25 +36,29 @@ typedef struct kvt_ops {
     const char *name;
     size_t region_size; /* the transport's struct that embeds kvt_region (first member) */
     size_t rx_size;     /* the transport's struct that embeds kvt_rx (first member) */
+    size_t peer_size;   /* the transport's struct that embeds kvt_peer (first member) */
     void (*destroy)(kvt_transport *t);
     /* Optional: makes r's memory reachable for the transport (RDMA: registers it with the
      * device) and undoes that; called without t->mu. */
     int (*region_add)(kvt_transport *t, kvt_region *r, eng_error *err);
     void (*region_drop)(kvt_transport *t, kvt_region *r);
-    int (*descriptor)(kvt_transport *t, const kvt_region *r, void *buf, size_t cap, size_t *len,
-                      eng_error *err);
+    int (*descriptor)(kvt_transport *t, const kvt_region *r, void *buf, size_t cap, size_t *len, eng_error *err);
     /* Optional, with t->mu held, x already failed and unlinked: returns once the transport
      * writes no byte of x any more (a reader finishing its chunk, a queue pair destroyed). */
     void (*rx_forget)(kvt_transport *t, kvt_rx *x);
     void (*rx_free)(kvt_rx *x); /* optional: frees what the transport hung on x */
-    int (*accept)(kvt_transport *t, const void *hello, size_t len, void *reply, size_t cap,
-                  size_t *reply_len, eng_error *err);
-    int (*connect)(kvt_transport *t, const void *desc, size_t len, kvt_peer **out, eng_error *err);
+    int (*accept)(kvt_transport *t, const void *hello, size_t len, void *reply, size_t cap, size_t *reply_len,
+                  eng_error *err);
+    /* A new peer for descriptor desc (already checked to be this transport's): reads the
+     * descriptor into p, connects nothing yet. */
+    int (*peer_init)(kvt_peer *p, const void *desc, size_t len, eng_error *err);
+    /* Makes p's connection live: nothing when it is, a new one when there is none or it
+     * broke. */
+    int (*connect)(kvt_peer *p, eng_error *err);
     size_t (*peer_hello)(kvt_peer *p, void *buf, size_t cap);
     int (*peer_reply)(kvt_peer *p, const void *reply, size_t len, eng_error *err);
     int (*send_begin)(kvt_peer *p, kvt_region *src, uint64_t id, kvt_send **out, eng_error *err);
-    int (*send_write)(kvt_send *s, uint64_t src_off, uint64_t dst_off, uint64_t len,
-                      eng_error *err);
+    int (*send_write)(kvt_send *s, uint64_t src_off, uint64_t dst_off, uint64_t len, eng_error *err);
     /* Frees s; *bytes: the payload bytes it sent. */
     int (*send_finish)(kvt_send *s, int timeout_ms, uint64_t *bytes, eng_error *err);
     void (*send_abort)(kvt_send *s, const char *reason);
@@ -71,6 +75,7 @@ struct kvt_transport {
     uint64_t next_region_id, next_transfer_id;
     kvt_region *regions;
     kvt_rx *rxs;
+    kvt_peer *peers; /* one per descriptor, cached until destroy (which frees them) */
     kvt_notify_fn notify;
     void *notify_user;
     kvt_stats stats;
@@ -102,6 +107,9 @@ struct kvt_rx {
 
 struct kvt_peer {
     kvt_transport *t;
+    char desc[KVT_DESCRIPTOR_MAX]; /* the descriptor it was made for: the cache's key */
+    size_t desc_len;
+    kvt_peer *next;
 };
 
 struct kvt_send {
@@ -119,14 +127,12 @@ void kvt_transport_fini(kvt_transport *t);
 kvt_rx *kvt_rx_find(kvt_transport *t, uint64_t id);
 /* The sender's BEGIN for id on conn, naming region region_id: binds the transfer to conn
  * and returns it, or returns NULL with the refusal for the sender in why. */
-kvt_rx *kvt_rx_begin(kvt_transport *t, uint64_t id, uint64_t region_id, void *conn, char *why,
-                     size_t cap);
+kvt_rx *kvt_rx_begin(kvt_transport *t, uint64_t id, uint64_t region_id, void *conn, char *why, size_t cap);
 /* 0 when a run [off, off + len) may land for x; -1 with the reason in why. */
 int kvt_rx_run_ok(const kvt_rx *x, uint64_t off, uint64_t len, char *why, size_t cap);
 /* The verdict on a finished transfer whose x->bytes arrived hashing to got_sum: 0 when they
  * match what the sender reports and what the receiver expected; -1 with the reason. */
-int kvt_rx_verify(const kvt_rx *x, uint64_t sent_bytes, uint64_t sent_sum, uint64_t got_sum,
-                  char *why, size_t cap);
+int kvt_rx_verify(const kvt_rx *x, uint64_t sent_bytes, uint64_t sent_sum, uint64_t got_sum, char *why, size_t cap);
 /* Ends a pending transfer (KVT_OK or KVT_FAILED with reason): counts it, notifies, wakes
  * waiters. Does nothing to one that already ended. */
 void kvt_rx_end(kvt_transport *t, kvt_rx *x, kvt_state st, const char *reason);
