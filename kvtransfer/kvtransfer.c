@@ -162,7 +162,7 @@ int kvt_send_begin(kvt_peer *p, kvt_region *src, uint64_t id, kvt_send **out, en
 {
     if (!src || src->t != p->t)
         return eng_fail(err, "kvtransfer: send source is not a region of this transport");
-    double t_start = kvt_now_s();
+    double t_start = eng_now_s();
     if (p->t->ops->send_begin(p, src, id, out, err) < 0) {
         kvt_count_send(p->t, 0, 0, 0);
         return -1;
@@ -182,7 +182,7 @@ int kvt_send_finish(kvt_send *s, int timeout_ms, eng_error *err)
     double t_start = s->t_start;
     uint64_t bytes = 0;
     int rc = t->ops->send_finish(s, timeout_ms, &bytes, err);
-    kvt_count_send(t, rc == 0, bytes, kvt_now_s() - t_start);
+    kvt_count_send(t, rc == 0, bytes, eng_now_s() - t_start);
     return rc;
 }
 

@@ -281,7 +281,7 @@ static rconn *conn_new(rdma_transport *t, int sender, eng_error *err)
     c->sender = sender;
     c->state = C_HELLO;
     c->ping_slot = -1;
-    c->last_ping = kvt_now_s();
+    c->last_ping = eng_now_s();
     c->token = ++t->next_token;
     uint32_t r = 0;
     if (getrandom(&r, sizeof r, 0) != sizeof r)
@@ -356,7 +356,7 @@ static int conn_connect(rconn *c, const rdma_hello *h, eng_error *err)
                           IBV_QP_MAX_QP_RD_ATOMIC))
         return eng_fail(err, "kvtransfer: RDMA queue pair to RTS: %s", strerror(errno));
     c->state = C_UP;
-    c->last_ping = c->last_heard = kvt_now_s();
+    c->last_ping = c->last_heard = eng_now_s();
     return 0;
 }
 
@@ -473,7 +473,7 @@ static int wait_room(rconn *c, eng_error *err)
 {
     rdma_transport *t = c->t;
     struct timespec dl;
-    kvt_deadline_after(&dl, t->io_timeout_ms);
+    eng_deadline_after_ms(&dl, t->io_timeout_ms);
     while (c->state == C_UP && (!has_room(c) || c->out_head))
         if (!kvt_wait_until(&t->base, &dl, t->io_timeout_ms)) {
             conn_fail(c, "no send queue progress for %d ms", t->io_timeout_ms);
@@ -616,7 +616,7 @@ static void on_message(rconn *c, const void *buf, size_t len)
         return;
     }
     tx *s = NULL;
-    c->last_heard = kvt_now_s();
+    c->last_heard = eng_now_s();
     c->heard = 1;
     switch (m.type) {
     case RM_BEGIN: on_begin(c, &m); break;
@@ -681,7 +681,7 @@ static void drain_cq(rconn *c)
                         /* Acknowledged by the peer's device: its pair is alive, even when
                          * its own send queue is too busy for a PING of its own. */
                         if (wc[i].status == IBV_WC_SUCCESS && c->heard)
-                            c->last_heard = kvt_now_s();
+                            c->last_heard = eng_now_s();
                     }
                 }
             }
@@ -706,7 +706,7 @@ static void drain_cq(rconn *c)
 
 static void housekeeping(rdma_transport *t)
 {
-    double now = kvt_now_s();
+    double now = eng_now_s();
     for (rconn **pc = &t->conns; *pc;) {
         rconn *c = *pc;
         if (c->state == C_DEAD && c->refs == 0) {
@@ -963,7 +963,7 @@ static int rdma_send_begin(kvt_peer *pb, kvt_region *src, uint64_t id, kvt_send 
     rdma_msg m = {.type = RM_BEGIN, .id = id, .begin.region_id = p->d.region_id};
     int rc = send_sync(c, &m, NULL, NULL, err);
     struct timespec dl;
-    kvt_deadline_after(&dl, t->io_timeout_ms);
+    eng_deadline_after_ms(&dl, t->io_timeout_ms);
     while (rc == 0 && !s->go && s->state == KVT_PENDING)
         if (!kvt_wait_until(&t->base, &dl, t->io_timeout_ms)) {
             rc = eng_fail(err, "kvtransfer: the receiver did not answer BEGIN within %d ms", t->io_timeout_ms);
@@ -1079,7 +1079,7 @@ static int rdma_send_finish(kvt_send *sb, int timeout_ms, uint64_t *bytes, eng_e
         rc = send_sync(s->c, &m, NULL, NULL, err);
     }
     struct timespec dl;
-    kvt_deadline_after(&dl, timeout_ms);
+    eng_deadline_after_ms(&dl, timeout_ms);
     while (rc == 0 && s->state == KVT_PENDING)
         if (!kvt_wait_until(&t->base, &dl, timeout_ms)) {
             rc = eng_fail(err, "kvtransfer: no verdict from the receiver within %d ms", timeout_ms);
@@ -1187,7 +1187,7 @@ int kvt_rdma_create(const kvt_rdma_options *opt, kvt_transport **out, eng_error 
     t->io_timeout_ms = o.io_timeout_ms > 0 ? o.io_timeout_ms : 10000;
     t->dead_after_s = t->io_timeout_ms / 2000.0 < 2.0 ? 2.0 : t->io_timeout_ms / 2000.0;
     if (getrandom(&t->instance, sizeof t->instance, 0) != sizeof t->instance)
-        t->instance = (uint64_t)kvt_now_s() ^ (uint64_t)getpid() << 32;
+        t->instance = (uint64_t)eng_now_s() ^ (uint64_t)getpid() << 32;
     t->pd = ibv_alloc_pd(t->ctx);
     t->ch = t->pd ? ibv_create_comp_channel(t->ctx) : NULL;
     if (!t->ch || pipe2(t->wake, O_CLOEXEC) != 0) {

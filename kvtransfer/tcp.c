@@ -1124,7 +1124,7 @@ static int tcp_send_finish(kvt_send *sb, int timeout_ms, uint64_t *bytes, eng_er
     tcp_peer *p = s->peer;
     tcp_transport *t = p->t;
     struct timespec dl;
-    kvt_deadline_after(&dl, timeout_ms);
+    eng_deadline_after_ms(&dl, timeout_ms);
     pthread_mutex_lock(&t->base.mu);
     if (s->state == KVT_PENDING) {
         tx_item it = {.type = F_FINISH, .s = s, .id = s->id};
@@ -1271,7 +1271,7 @@ int kvt_tcp_create(const kvt_tcp_options *opt, kvt_transport **out, eng_error *e
     t->listen_fd = fd;
     /* The instance tells a restarted receiver on the same port from the old one. */
     if (getrandom(&t->instance, sizeof t->instance, 0) != sizeof t->instance)
-        t->instance = ((uint64_t)getpid() << 32) ^ (uint64_t)(kvt_now_s() * 1e9);
+        t->instance = ((uint64_t)getpid() << 32) ^ (uint64_t)(eng_now_s() * 1e9);
     if (pthread_create(&t->listener, NULL, listener_main, t) != 0) {
         close(fd);
         kvt_transport_fini(&t->base);

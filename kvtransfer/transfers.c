@@ -14,27 +14,7 @@
 
 #include "transport.h"
 
-/* ---------------------------------------------------------------- time */
-
-double kvt_now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-void kvt_deadline_after(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    if (ms <= 0)
-        return;
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
+/* ---------------------------------------------------------------- waiting */
 
 int kvt_wait_until(kvt_transport *t, const struct timespec *deadline, int ms)
 {
@@ -59,7 +39,7 @@ void kvt_transport_init(kvt_transport *t, const kvt_ops *ops)
      * receiver's previous life cannot hit a new transfer. */
     uint64_t r;
     if (getrandom(&r, sizeof r, 0) != sizeof r)
-        r = ((uint64_t)getpid() << 32) ^ (uint64_t)(kvt_now_s() * 1e9);
+        r = ((uint64_t)getpid() << 32) ^ (uint64_t)(eng_now_s() * 1e9);
     t->next_transfer_id = (r >> 16) | 1;
 }
 
@@ -267,7 +247,7 @@ void kvt_rx_end(kvt_transport *t, kvt_rx *x, kvt_state st, const char *reason)
     if (st == KVT_OK) {
         t->stats.recvs_ok++;
         t->stats.bytes_received += x->bytes;
-        t->stats.recv_seconds += kvt_now_s() - x->t_start;
+        t->stats.recv_seconds += eng_now_s() - x->t_start;
     } else {
         t->stats.recvs_failed++;
         snprintf(x->reason, sizeof x->reason, "%s", reason);
@@ -304,7 +284,7 @@ kvt_rx *kvt_rx_begin(kvt_transport *t, uint64_t id, uint64_t region_id, void *co
         return NULL;
     }
     x->conn = conn;
-    x->t_start = kvt_now_s();
+    x->t_start = eng_now_s();
     return x;
 }
 
@@ -354,7 +334,7 @@ int kvt_rx_fail_conn(kvt_transport *t, const void *conn, const char *reason)
 kvt_state kvt_wait(kvt_transport *t, uint64_t id, int timeout_ms, eng_error *err)
 {
     struct timespec dl;
-    kvt_deadline_after(&dl, timeout_ms);
+    eng_deadline_after_ms(&dl, timeout_ms);
     pthread_mutex_lock(&t->mu);
     for (;;) {
         kvt_rx *x = kvt_rx_find(t, id);

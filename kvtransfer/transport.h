@@ -28,6 +28,7 @@
 #include <pthread.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "kvtransfer.h"
 
 typedef struct kvt_rx kvt_rx;
@@ -149,10 +150,8 @@ void kvt_count_send(kvt_transport *t, int ok, uint64_t bytes, double seconds);
 /* 1 when [off, off + len) lies inside one of the n sorted, merged spans. */
 int kvt_spans_cover(const kvt_span *spans, int n, uint64_t off, uint64_t len);
 
-/* ---- time: the monotonic clock in seconds; deadlines for t->cv (ms < 0: none). */
-double kvt_now_s(void);
-void kvt_deadline_after(struct timespec *ts, int ms);
-/* Waits on t->cv (t->mu held) until woken or the deadline passed; 0 when it passed. */
+/* Waits on t->cv (t->mu held) until woken or the deadline (eng_deadline_after_ms) passed;
+ * ms < 0: no deadline. 0 when it passed. */
 int kvt_wait_until(kvt_transport *t, const struct timespec *deadline, int ms);
 
 /* Every descriptor starts with "kvt1 <transport> ", so any transport can tell whose it is. */
