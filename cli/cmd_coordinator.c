@@ -18,6 +18,7 @@
 #include "cli_drain.h"
 #include "cli_log.h"
 #include "commands.h"
+#include "common/log.h"
 #include "coordinator.h"
 
 typedef struct coordinator_args {
@@ -43,6 +44,12 @@ static const cli_opt OPTS[] = {
     CLI_FLOAT_OPT(C, drain_timeout, "--drain-timeout", "S", 0, 86400, "30",
                   "on SIGTERM, seconds to let requests in flight finish"),
     CLI_LOG_OPTS(C, log),
+    CLI_STR_OPT(C, o.api_key_file, "--api-key-file", "F", NULL,
+                "HTTP API keys, one per line: every request then needs\n"
+                "'Authorization: Bearer KEY' (401 otherwise); SIGHUP reloads the file", 0),
+    CLI_FLAG_OPT(C, o.auth_probes, "--auth-probes",
+                 "with --api-key-file, /health, /livez, /readyz, /startupz and\n"
+                 "/metrics need a key too (by default they are open)"),
     /* limits (docs/security.md); the defaults are the libraries' own */
     CLI_INT_OPT(C, o.limits.max_body_bytes, "--max-body-bytes", "N", 1024, 1 << 30, "16777216",
                 "largest HTTP request body; beyond: 413"),
@@ -79,6 +86,26 @@ static const cli_command CMD = {
     .n_opts = CLI_COUNT(OPTS),
 };
 
+/* SIGHUP (blocked in every thread, taken here): the API key file is read again. */
+static void *reload_on_sighup(void *c)
+{
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    for (;;) {
+        int sig;
+        if (sigwait(&hup, &sig))
+            continue;
+        eng_error err = {{0}};
+        int n = coord_coordinator_reload_keys(c, &err);
+        if (n < 0)
+            eng_log(ENG_LOG_WARN, "tandem coordinator", NULL, "SIGHUP: keys not reloaded, the old ones stay: %s", err.msg);
+        else
+            eng_log(ENG_LOG_INFO, "tandem coordinator", NULL, "SIGHUP: %d API keys loaded", n);
+    }
+    return NULL;
+}
+
 static void drain(void *c) { coord_coordinator_drain(c); }
 static int in_flight(void *c) { return coord_coordinator_in_flight(c); }
 
@@ -95,7 +122,10 @@ int cmd_coordinator(int argc, char **argv)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    sigset_t blocked = set;
+    if (o.api_key_file)
+        sigaddset(&blocked, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &blocked, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     coord_coordinator *c = NULL;
@@ -107,6 +137,9 @@ int cmd_coordinator(int argc, char **argv)
     printf("coordinator http://%s:%d rpc %s:%d model %s\n", o.host, coord_coordinator_http_port(c), o.host,
            coord_coordinator_rpc_port(c), coord_coordinator_model(c));
     fflush(stdout);
+    pthread_t hup;
+    if (o.api_key_file && pthread_create(&hup, NULL, reload_on_sighup, c) == 0)
+        pthread_detach(hup);
     cli_drainable d = {"tandem coordinator", drain, in_flight, c};
     cli_wait_and_drain(&set, a.drain_timeout, &d);
     coord_coordinator_stop(c);

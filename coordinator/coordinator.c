@@ -142,6 +142,8 @@ int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, e
         .per_ip_connections = (unsigned)opt->limits.per_ip_connections,
         .idle_timeout_s = (unsigned)opt->limits.idle_timeout_s,
         .sse_buffer_bytes = (size_t)opt->limits.sse_buffer_bytes,
+        .api_key_file = opt->api_key_file,
+        .auth_probes = opt->auth_probes,
         .api = &c->api,
         .frontend = coord_pipeline_frontend(c->pipeline),
         .metrics = c->metrics,
@@ -177,6 +179,7 @@ void coord_coordinator_stop(coord_coordinator *c)
 }
 
 void coord_coordinator_drain(coord_coordinator *c) { coord_http_drain(c->http); }
+int coord_coordinator_reload_keys(coord_coordinator *c, eng_error *err) { return coord_http_reload_keys(c->http, err); }
 int coord_coordinator_in_flight(coord_coordinator *c) { return coord_http_active(c->http); }
 int coord_coordinator_http_port(const coord_coordinator *c) { return coord_http_port(c->http); }
 int coord_coordinator_rpc_port(const coord_coordinator *c) { return c->rpc_port; }

@@ -16,6 +16,7 @@
  * connection ends early and waits for its on_done before freeing anything. */
 #include "common/clock.h"
 #include "common/log.h"
+#include "api_keys.h"
 #include "http.h"
 
 #include <errno.h>
@@ -42,6 +43,7 @@ struct coord_http {
     atomic_int stopping;
     atomic_int draining; /* coord_http_drain: new generation requests get 503 */
     atomic_int active;   /* generation requests between their headers and their end */
+    coord_keys *keys;    /* NULL: no --api-key-file, every request is let in */
     /* metric handles, looked up once (NULL when no metrics) */
     met_metric *m_success, *m_cancelled, *m_error, *m_rejected;
     met_metric *m_ttft, *m_itl, *m_e2e, *m_prompt, *m_gen, *m_running;
@@ -124,6 +126,8 @@ static enum MHD_Result respond(struct MHD_Connection *mhd, unsigned status, cons
         MHD_add_response_header(r, "Allow", allow);
     if (status == 429 || status == 503)
         MHD_add_response_header(r, "Retry-After", "1");
+    if (status == 401)
+        MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
     enum MHD_Result rc = MHD_queue_response(mhd, status, r);
     MHD_destroy_response(r);
     return rc;
@@ -481,6 +485,17 @@ static enum MHD_Result serve_get(coord_http *h, struct MHD_Connection *mhd, cons
     return respond(mhd, MHD_HTTP_OK, MET_CONTENT_TYPE, text, NULL);
 }
 
+/* Paths left open with API keys unless auth_probes: what load balancers, kubelets
+ * and Prometheus poll. */
+static int open_path(const char *url)
+{
+    static const char *open[] = {"/health", "/livez", "/readyz", "/startupz", "/metrics"};
+    for (size_t i = 0; i < sizeof open / sizeof open[0]; i++)
+        if (strcmp(url, open[i]) == 0)
+            return 1;
+    return 0;
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *mhd, const char *url, const char *method,
                               const char *version, const char *upload_data, size_t *upload_data_size,
                               void **con_cls)
@@ -488,6 +503,14 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *mhd, const char 
     coord_http *h = cls;
     (void)version;
     struct conn *c = *con_cls;
+    if (!c && h->keys && (h->cfg.auth_probes || !open_path(url))) {
+        const char *why;
+        const char *auth = MHD_lookup_connection_value(mhd, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        if (!coord_keys_allow(h->keys, auth, &why)) {
+            eng_log(ENG_LOG_WARN, "http", NULL, "%.20s %.100s refused 401: %s", method, url, why);
+            return respond_fail(h, mhd, 401, "invalid_request_error", NULL, "invalid_api_key", why, NULL);
+        }
+    }
     if (!c) {
         /* First call: headers only. Route, then either answer now or accept a body. */
         static const struct {
@@ -597,6 +620,11 @@ int coord_http_start(const coord_http_config *cfg, coord_http **out, eng_error *
         return eng_fail(err, "http: out of memory");
     }
     h->cfg = *cfg;
+    if (cfg->api_key_file && coord_keys_load(cfg->api_key_file, &h->keys, err)) {
+        freeaddrinfo(ai);
+        free(h);
+        return -1;
+    }
     if (!h->cfg.max_body_bytes)
         h->cfg.max_body_bytes = COORD_DEFAULT_MAX_BODY_BYTES;
     if (!h->cfg.max_connections)
@@ -632,6 +660,7 @@ int coord_http_start(const coord_http_config *cfg, coord_http **out, eng_error *
                                  MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!h->daemon) {
+        coord_keys_free(h->keys);
         free(h);
         return eng_fail(err, "http: cannot listen on %s:%d (%s)", host ? host : "*", cfg->port,
                         errno ? strerror(errno) : "libmicrohttpd refused");
@@ -640,6 +669,13 @@ int coord_http_start(const coord_http_config *cfg, coord_http **out, eng_error *
     h->port = info ? info->port : cfg->port;
     *out = h;
     return 0;
+}
+
+int coord_http_reload_keys(coord_http *h, eng_error *err)
+{
+    if (!h->keys)
+        return eng_fail(err, "http: no API key file to reload");
+    return coord_keys_reload(h->keys, err);
 }
 
 int coord_http_port(const coord_http *h)
@@ -663,5 +699,6 @@ void coord_http_stop(coord_http *h)
         return;
     h->stopping = 1; /* waits in connection threads see it within POLL_MS */
     MHD_stop_daemon(h->daemon);
+    coord_keys_free(h->keys);
     free(h);
 }

@@ -27,6 +27,11 @@ typedef struct coord_http_config {
                                   * body, or not reading its answer, is closed */
     size_t sse_buffer_bytes;     /* stream bytes waiting for a client that does not read;
                                   * beyond: the connection is closed and its call cancelled */
+    /* API keys (api_keys.h): when set, every request needs 'Authorization: Bearer KEY'
+     * (401 otherwise), except /health, /livez, /readyz, /startupz and /metrics unless
+     * auth_probes */
+    const char *api_key_file;
+    int auth_probes;
     const coord_api_config *api; /* must outlive the server */
     coord_frontend frontend;
     met_registry *metrics;  /* may be NULL: /metrics then answers 404 */
@@ -42,6 +47,9 @@ typedef struct coord_http coord_http;
 
 int coord_http_start(const coord_http_config *cfg, coord_http **out, eng_error *err);
 int coord_http_port(const coord_http *h);
+/* Reads the API key file again (SIGHUP); on failure the old keys stay. Returns the
+ * number of keys, or -1 (also when the server has no key file). */
+int coord_http_reload_keys(coord_http *h, eng_error *err);
 /* Draining: new generation requests are refused (503), /readyz answers 503, the
  * requests in flight go on; coord_http_active() counts those left. */
 void coord_http_drain(coord_http *h);

@@ -39,6 +39,8 @@ typedef struct coord_options {
     int colocated;          /* route every request to one role-BOTH worker */
     int heartbeat_ms;       /* told to workers; 0 = 500 */
     coord_limits limits;
+    const char *api_key_file; /* NULL: the HTTP API is open; else 'Authorization: Bearer KEY' */
+    int auth_probes;          /* with keys: /health, probes and /metrics need one too */
 } coord_options;
 
 typedef struct coord_coordinator coord_coordinator;
@@ -48,6 +50,9 @@ int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, e
  * requests in flight go on; the caller waits for coord_coordinator_in_flight() to
  * reach 0 (or its deadline), then stops. */
 void coord_coordinator_drain(coord_coordinator *c);
+/* Reads the API key file again (SIGHUP); the old keys stay on failure. Returns the
+ * number of keys or -1. */
+int coord_coordinator_reload_keys(coord_coordinator *c, eng_error *err);
 int coord_coordinator_in_flight(coord_coordinator *c);
 /* Stops HTTP (cancelling requests in flight), the router, gRPC, frees all. NULL is fine. */
 void coord_coordinator_stop(coord_coordinator *c);
