@@ -65,7 +65,9 @@ typedef struct kvt_tcp_options {
     const char *bind_host;      /* listening address; NULL = "127.0.0.1" */
     int port;                   /* 0 = chosen by the OS */
     const char *advertise_host; /* put in descriptors; NULL = bind_host ("0.0.0.0" is refused) */
-    int io_timeout_ms;          /* connect, and a send that makes no progress; 0 = 10000 */
+    int io_timeout_ms;          /* connect, a send that makes no progress, and an accepted
+                                 * connection's hello; 0 = 10000 */
+    int max_conns;              /* incoming connections at once; beyond, a new one is closed; 0 = 256 */
 } kvt_tcp_options;
 
 /* Starts a TCP transport: it listens at once (receiving) and connects on demand (sending). */

@@ -154,6 +154,7 @@ struct tx_transfer {
 struct tcp_transport {
     kvt_transport base; /* base.cv also: a writer finished a chunk, a batch went out */
     int io_timeout_ms;
+    int max_conns;
     char host[128];
     int port;
     uint64_t instance;
@@ -392,8 +393,17 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
         return;
     }
 
-    if (rd_exact(c->fd, &rb, hdr, FRAME_BYTES, why, why_len) < 0)
+    /* A peer that connects and says nothing would hold this thread forever: the hello
+     * must come within io_timeout_ms. (After it, a cached connection may idle.) */
+    struct timeval tv = {t->io_timeout_ms / 1000, (t->io_timeout_ms % 1000) * 1000};
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (rd_exact(c->fd, &rb, hdr, FRAME_BYTES, why, why_len) < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            snprintf(why, why_len, "no hello within %d ms", t->io_timeout_ms);
         goto out;
+    }
+    tv = (struct timeval){0, 0};
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     decode_frame(hdr, &f);
     if (f.magic != FRAME_MAGIC || f.type != F_HELLO || f.hello.version != PROTO_VERSION) {
         snprintf(why, why_len, "not a kvtransfer peer (bad hello)");
@@ -549,6 +559,7 @@ static void *in_conn_main(void *arg)
     tcp_transport *t = c->t;
     char why[200] = "connection ended";
     in_conn_serve(c, why, sizeof why);
+    shutdown(c->fd, SHUT_RDWR); /* the peer learns now; the descriptor closes when joined */
 
     char reason[256];
     snprintf(reason, sizeof reason, "connection from the sender lost: %s", why);
@@ -609,6 +620,15 @@ static void *listener_main(void *arg)
             continue;
         }
         reap_conns(t, 0);
+        pthread_mutex_lock(&t->base.mu);
+        int live = 0;
+        for (in_conn *c = t->conns; c; c = c->next)
+            live++;
+        pthread_mutex_unlock(&t->base.mu);
+        if (live >= t->max_conns) { /* a thread each: bounded */
+            close(fd);
+            continue;
+        }
         tune_socket(fd, t->io_timeout_ms);
         in_conn *c = calloc(1, sizeof *c);
         if (!c) {
@@ -1266,6 +1286,7 @@ int kvt_tcp_create(const kvt_tcp_options *opt, kvt_transport **out, eng_error *e
     }
     kvt_transport_init(&t->base, &tcp_ops);
     t->io_timeout_ms = o.io_timeout_ms > 0 ? o.io_timeout_ms : 10000;
+    t->max_conns = o.max_conns > 0 ? o.max_conns : 256;
     snprintf(t->host, sizeof t->host, "%s", adv);
     t->port = bound_port;
     t->listen_fd = fd;
