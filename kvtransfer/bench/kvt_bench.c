@@ -154,8 +154,7 @@ int main(int argc, char **argv)
     get(c2p[0], &dlen, sizeof dlen);
     get(c2p[0], desc, dlen);
     get(c2p[0], &port, sizeof port);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-                             .sin_port = htons(port)};
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = htons(port)};
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
         die("baseline", "cannot connect");
@@ -163,10 +162,8 @@ int main(int argc, char **argv)
     if (kvt_connect(t, desc, dlen, &p, &err) < 0)
         die("sender", err.msg);
 
-    printf("KV transfer over TCP loopback, %zu MiB per measurement, best of %d\n", total >> 20,
-           repeats);
-    printf("%10s %14s %16s %7s %14s\n", "run size", "raw TCP GB/s", "kvtransfer GB/s", "ratio",
-           "caller busy %");
+    printf("KV transfer over TCP loopback, %zu MiB per measurement, best of %d\n", total >> 20, repeats);
+    printf("%10s %14s %16s %7s %14s\n", "run size", "raw TCP GB/s", "kvtransfer GB/s", "ratio", "caller busy %");
     for (size_t si = 0; si < N_SIZES; si++) {
         size_t run = RUN_SIZES[si];
         double best_raw = 0, best_kvt = 0, best_caller = 0;
@@ -199,8 +196,8 @@ int main(int argc, char **argv)
             if (kv > best_kvt)
                 best_kvt = kv;
         }
-        printf("%8zu K %14.2f %16.2f %7.2f %14.1f\n", run >> 10, best_raw, best_kvt,
-               best_kvt / best_raw, 100 * best_caller);
+        printf("%8zu K %14.2f %16.2f %7.2f %14.1f\n", run >> 10, best_raw, best_kvt, best_kvt / best_raw,
+               100 * best_caller);
     }
     kvt_stats st;
     kvt_get_stats(t, &st);

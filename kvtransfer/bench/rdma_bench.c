@@ -143,8 +143,8 @@ int main(int argc, char **argv)
     if (kvt_peer_reply(p, reply, rl, &err) < 0)
         die("reply", err.msg);
 
-    printf("transport: %s; %zu MiB per throughput run, best of %d; latency: median of %d\n",
-           kvt_choice(t), total >> 20, repeats, LAT_REPS);
+    printf("transport: %s; %zu MiB per throughput run, best of %d; latency: median of %d\n", kvt_choice(t), total >> 20,
+           repeats, LAT_REPS);
     printf("%10s %8s %14s %16s\n", "run size", "runs", "MB/s", "latency (us)");
     for (size_t si = 0; si < N_SIZES; si++) {
         size_t run = RUN_SIZES[si], n = total / run;
