@@ -195,9 +195,7 @@ void kvt_send_abort(kvt_send *s, const char *reason)
     kvt_count_send(t, 0, 0, 0);
 }
 
-#ifdef KVT_TEST_HOOKS
 void kvt_test_corrupt_next_write(kvt_send *s)
 {
     s->corrupt_next = 1;
 }
-#endif

@@ -1109,10 +1109,8 @@ static int tcp_send_write(kvt_send *sb, uint64_t src_off, uint64_t dst_off, uint
     if (len == 0)
         return 0;
     tx_item it = {.type = F_WRITE, .s = s, .id = s->id, .dst_off = dst_off, .len = len, .src = s->src->base + src_off};
-#ifdef KVT_TEST_HOOKS
     it.corrupt = sb->corrupt_next;
     sb->corrupt_next = 0;
-#endif
     int rc = 0;
     pthread_mutex_lock(&t->base.mu);
     if (s->state != KVT_PENDING)

@@ -116,8 +116,13 @@ struct kvt_peer {
 struct kvt_send {
     kvt_transport *t;
     double t_start;   /* kvt_send_begin called */
-    int corrupt_next; /* set only by kvt_test_corrupt_next_write (test builds) */
+    int corrupt_next; /* set only by kvt_test_corrupt_next_write */
 };
+
+/* For tests only (they reach this header through tandem_kvtransfer_internal): the next run
+ * the TCP transport sends for s has one byte flipped on the wire after it was checksummed,
+ * so the receiver must reject the transfer. */
+void kvt_test_corrupt_next_write(kvt_send *s);
 
 /* ---- life (a create function calls init before anything else uses t, destroy calls fini
  * after its threads are gone; fini frees the regions and transfers left) */

@@ -202,10 +202,4 @@ typedef struct kvt_stats {
 
 void kvt_get_stats(kvt_transport *t, kvt_stats *out);
 
-#ifdef KVT_TEST_HOOKS
-/* Test-only build (tandem_kvtransfer_testhooks): the next run sent for s has one byte
- * flipped on the wire after it was checksummed, so the receiver must reject the transfer. */
-void kvt_test_corrupt_next_write(kvt_send *s);
-#endif
-
 #endif
