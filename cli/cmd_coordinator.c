@@ -18,6 +18,7 @@
 #include "cli_drain.h"
 #include "cli_log.h"
 #include "commands.h"
+#include "common/addr.h"
 #include "common/log.h"
 #include "coordinator.h"
 
@@ -134,8 +135,10 @@ int cmd_coordinator(int argc, char **argv)
         fprintf(stderr, "tandem coordinator: %s\n", err.msg);
         return 1;
     }
-    printf("coordinator http://%s:%d rpc %s:%d model %s\n", o.host, coord_coordinator_http_port(c), o.host,
-           coord_coordinator_rpc_port(c), coord_coordinator_model(c));
+    char http[300], rpc[300];
+    eng_addr_join(o.host, coord_coordinator_http_port(c), http, sizeof http, NULL);
+    eng_addr_join(o.host, coord_coordinator_rpc_port(c), rpc, sizeof rpc, NULL);
+    printf("coordinator http://%s rpc %s model %s\n", http, rpc, coord_coordinator_model(c));
     fflush(stdout);
     pthread_t hup;
     if (o.api_key_file && pthread_create(&hup, NULL, reload_on_sighup, c) == 0)

@@ -12,7 +12,6 @@
  *
  * Worker ids are fixed (prefill-1, decode-2, ...), so a worker restarted by hand
  * with the same arguments takes its old place in the registry. */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -21,7 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <netinet/in.h>
+#include <netdb.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -31,8 +30,9 @@
 #include "cli_args.h"
 #include "cli_log.h"
 #include "commands.h"
-#include "common/log.h"
+#include "common/addr.h"
 #include "common/clock.h"
+#include "common/log.h"
 #include "rpc.h"
 #include "tandem.pb-c.h"
 
@@ -230,14 +230,16 @@ static int read_line(int fd, char *line, size_t cap, double timeout)
 /* 1 when host:port can be bound now (the default gRPC port is taken only when free). */
 static int port_free(const char *host, int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
+    struct addrinfo *ai = NULL;
+    if (eng_addr_resolve(host, port, 1, &ai, NULL) < 0)
         return 0;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    int ok = inet_pton(AF_INET, host, &a.sin_addr) == 1 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
+    int fd = socket(ai->ai_family, SOCK_STREAM, 0), one = 1;
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int ok = fd >= 0 && bind(fd, ai->ai_addr, ai->ai_addrlen) == 0;
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(ai);
     return ok;
 }
 

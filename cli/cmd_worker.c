@@ -18,6 +18,7 @@
 #include "cli_drain.h"
 #include "cli_log.h"
 #include "commands.h"
+#include "common/addr.h"
 #include "worker.h"
 
 typedef struct worker_args {
@@ -94,7 +95,9 @@ int cmd_worker(int argc, char **argv)
         return 1;
     }
     /* One line on stdout for whoever started us (tests, `tandem serve`). */
-    printf("worker %s listening on %s:%d metrics %d\n", wrk_id(w), o.host, wrk_rpc_port(w), wrk_metrics_port(w));
+    char rpc[300];
+    eng_addr_join(o.host, wrk_rpc_port(w), rpc, sizeof rpc, NULL);
+    printf("worker %s listening on %s metrics %d\n", wrk_id(w), rpc, wrk_metrics_port(w));
     fflush(stdout);
     cli_drainable d = {"tandem worker", drain, in_flight, w};
     cli_wait_and_drain(&set, a.drain_timeout, &d);

@@ -15,6 +15,7 @@
 #include "admin.h"
 #include "chat/template.h"
 #include "chat_pipeline.h"
+#include "common/addr.h"
 #include "common/log.h"
 #include "coordinator.h"
 #include "http.h"
@@ -115,7 +116,8 @@ int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, e
 
     rpc_status st;
     char bind[300];
-    snprintf(bind, sizeof bind, "%s:%d", host, opt->rpc_port);
+    if (eng_addr_join(host, opt->rpc_port, bind, sizeof bind, err) < 0)
+        goto fail;
     if (rpc_server_create(bind, &c->rpc_port, &c->rpc, &st) < 0) {
         eng_fail(err, "gRPC server on %s: %s", bind, st.msg);
         goto fail;

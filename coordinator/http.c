@@ -14,6 +14,7 @@
  * -> RUNNING (submitted; events arrive) -> DONE (on_done seen) -> released in
  * MHD's completion callback, which also cancels a call still running when the
  * connection ends early and waits for its on_done before freeing anything. */
+#include "common/addr.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "api_keys.h"
@@ -603,16 +604,11 @@ int coord_http_start(const coord_http_config *cfg, coord_http **out, eng_error *
     if (cfg->port < 0 || cfg->port > 65535)
         return eng_fail(err, "http: port %d out of range", cfg->port);
 
-    struct addrinfo hints = {0}, *ai = NULL;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    char port[16];
-    snprintf(port, sizeof port, "%d", cfg->port);
+    struct addrinfo *ai = NULL;
     const char *host = cfg->host && *cfg->host ? cfg->host : NULL;
-    int gai = getaddrinfo(host, port, &hints, &ai);
-    if (gai)
-        return eng_fail(err, "http: cannot resolve '%s': %s", host ? host : "*", gai_strerror(gai));
+    eng_error aerr;
+    if (eng_addr_resolve(host, cfg->port, 1, &ai, &aerr) < 0)
+        return eng_fail(err, "http: %s", aerr.msg);
 
     coord_http *h = calloc(1, sizeof *h);
     if (!h) {

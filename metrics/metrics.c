@@ -10,16 +10,17 @@
  * table (tandem_specs, at the end), registered by met_tandem_register. */
 #include "metrics.h"
 
-#include <arpa/inet.h>
 #include <math.h>
 #include <microhttpd.h>
-#include <netinet/in.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
+
+#include "common/addr.h"
 
 const double met_default_buckets[] = {.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10};
 const int met_n_default_buckets = (int)(sizeof met_default_buckets / sizeof met_default_buckets[0]);
@@ -682,22 +683,22 @@ int met_server_start(met_registry *r, const char *host, int port, met_probe_fn p
     *out = NULL;
     if (port < 0 || port > 65535)
         return eng_fail(err, "metrics server: port %d out of range", port);
-    struct sockaddr_in addr;
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons((uint16_t)port);
-    if (host && *host && inet_pton(AF_INET, host, &addr.sin_addr) != 1)
-        return eng_fail(err, "metrics server: '%s' is not an IPv4 address", host);
-    if (!host || !*host)
-        addr.sin_addr.s_addr = htonl(INADDR_ANY);
+    struct addrinfo *ai = NULL;
+    eng_error aerr;
+    if (eng_addr_resolve(host, port, 1, &ai, &aerr) < 0)
+        return eng_fail(err, "metrics server: %s", aerr.msg);
     met_server *s = calloc(1, sizeof *s);
-    if (!s)
+    if (!s) {
+        freeaddrinfo(ai);
         return eng_fail(err, "metrics server: out of memory");
+    }
     s->registry = r;
     s->probe = probe;
     s->probe_ctx = probe_ctx;
-    s->daemon = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD, 0, NULL, NULL, serve_metrics, s, MHD_OPTION_SOCK_ADDR,
-                                 (struct sockaddr *)&addr, MHD_OPTION_END);
+    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, serve_metrics, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                                 MHD_OPTION_END);
+    freeaddrinfo(ai);
     if (!s->daemon) {
         free(s);
         return eng_fail(err, "metrics server: cannot listen on %s:%d", host && *host ? host : "0.0.0.0", port);

@@ -153,8 +153,7 @@ static int metrics_server_start(wrk_worker *w, eng_error *err)
         return 0;
     if (met_server_start(w->metrics, w->host, w->opt.metrics_port, probe, w, &w->met_server, err) < 0)
         return -1;
-    snprintf(w->metrics_address, sizeof w->metrics_address, "%s:%d", w->host, met_server_port(w->met_server));
-    return 0;
+    return eng_addr_join(w->host, met_server_port(w->met_server), w->metrics_address, sizeof w->metrics_address, err);
 }
 
 /* ------------------------------------------------------------------ registration */
@@ -411,12 +410,14 @@ int wrk_start(const wrk_options *opt, wrk_worker **out, eng_error *err)
         goto fail;
     rpc_status st;
     char bind[300];
-    snprintf(bind, sizeof bind, "%s:%d", w->host, opt->port);
+    if (eng_addr_join(w->host, opt->port, bind, sizeof bind, err) < 0)
+        goto fail;
     if (rpc_server_create(bind, &w->rpc_port, &w->server, &st) < 0) {
         eng_fail(err, "gRPC server on %s: %s", bind, st.msg);
         goto fail;
     }
-    snprintf(w->rpc_address, sizeof w->rpc_address, "%s:%d", w->host, w->rpc_port);
+    if (eng_addr_join(w->host, w->rpc_port, w->rpc_address, sizeof w->rpc_address, err) < 0)
+        goto fail;
     if (!opt->id || !*opt->id)
         snprintf(w->id, sizeof w->id, "%s-%s", w->role_name, w->rpc_address);
     if (metrics_init(w, err) < 0)

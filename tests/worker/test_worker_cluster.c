@@ -21,11 +21,10 @@
  *   - every worker reports 0 KV blocks used when idle, serves /metrics, and exits 0
  *     on SIGTERM, failing an open stream explicitly.
  * usage: test_worker_cluster TANDEM MODELS_DIR   (env: VERBOSE, TANDEM_REFERENCE) */
-#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
-#include <netinet/in.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -36,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/addr.h"
 #include "common/clock.h"
 #include "rpc.h"
 #include "tandem.pb-c.h"
@@ -783,13 +783,15 @@ static const char *metrics_text(const char *id)
     if (k)
         snprintf(addr, sizeof addr, "%s", k->metrics);
     pthread_mutex_unlock(&reg_mu);
-    char *colon = strrchr(addr, ':');
-    REQUIRE(colon, "metrics address of %s: '%s'", id, addr);
-    int port = atoi(colon + 1);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    REQUIRE(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect to /metrics");
+    char host[ENG_HOST_MAX];
+    int port;
+    eng_error err;
+    struct addrinfo *ai = NULL;
+    REQUIRE(eng_addr_split(addr, host, &port, &err) == 0 && eng_addr_resolve(host, port, 0, &ai, &err) == 0,
+            "metrics address of %s: %s", id, err.msg);
+    int fd = socket(ai->ai_family, SOCK_STREAM, 0);
+    REQUIRE(connect(fd, ai->ai_addr, ai->ai_addrlen) == 0, "connect to /metrics at %s", addr);
+    freeaddrinfo(ai);
     const char *req = "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n";
     REQUIRE(write(fd, req, strlen(req)) == (ssize_t)strlen(req), "write");
     static char buf[1 << 20];
@@ -950,7 +952,9 @@ int main(int argc, char **argv)
 
     proc *dp = start_worker("dense-p", "prefill", "dense", port, "--max-batch-tokens 64 --kv-blocks 256");
     proc *dd = start_worker("dense-d", "decode", "dense", port, "--kv-blocks 2048 --lease-ms 6000");
-    proc *db = start_worker("dense-b", "both", "dense", port, "--max-batch-tokens 100 --kv-blocks 512");
+    /* dense-b is stopped with a stream open that nobody reads: a short drain, so that
+     * SIGTERM fails it explicitly well within stop_worker's 15 s */
+    proc *db = start_worker("dense-b", "both", "dense", port, "--max-batch-tokens 100 --kv-blocks 512 --drain-timeout 1");
     proc *mp = start_worker("moe-p", "prefill", "moe", port, "--max-batch-tokens 128");
     proc *md = start_worker("moe-d", "decode", "moe", port, "--kv-blocks 1024");
     proc *sd = start_worker("small-d", "decode", "dense", port, "--kv-blocks 12 --max-batch-tokens 32");
