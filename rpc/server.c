@@ -65,7 +65,7 @@ struct rpc_call {
     grpc_call *call;
     char *peer; /* gpr_malloc'd */
     char method_name[128];
-    gpr_timespec deadline;     /* the client's */
+    gpr_timespec deadline; /* the client's */
     rpc_bytes req;
     struct rpc_call *job_next; /* pool queue link */
 
@@ -417,8 +417,7 @@ static void run_handler(rpc_call *c)
     c->req = (rpc_bytes){0};
     /* A call that waited in the queue past its deadline (or whose client left) has
      * nobody to answer: running it would only spend a thread on dead work. */
-    if (rpc_call_cancelled(c) ||
-        gpr_time_cmp(gpr_now(c->deadline.clock_type), c->deadline) > 0) {
+    if (rpc_call_cancelled(c) || gpr_time_cmp(gpr_now(c->deadline.clock_type), c->deadline) > 0) {
         rpc_bytes_free(&req);
         rpc_call_finish(c, RPC_DEADLINE_EXCEEDED, "the deadline passed while the call waited for a handler thread");
         return;
