@@ -8,7 +8,7 @@
  *       cancels a request in flight
  *
  * The coordinator address defaults to $TANDEM_COORDINATOR, else 127.0.0.1:50051.
- * A separate small binary (no engine) so that it runs anywhere the cluster is
+ * A separate binary that loads no model, so that it runs anywhere the cluster is
  * reachable from. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "cli_args.h"
+#include "model/kvcache.h"
 #include "rpc.h"
 #include "tandem.pb-c.h"
 
@@ -80,15 +81,19 @@ static const char *state_name(int s)
     }
 }
 
+/* The engine's own description of a layout ("f32 bs16 L28 kv8 d128"), "-" for none. */
 static void layout_str(const Tandem__KvLayout *l, char *buf, size_t cap)
 {
-    static const char *dt[] = {"f32", "f16", "bf16"};
     if (!l) {
         snprintf(buf, cap, "-");
         return;
     }
-    snprintf(buf, cap, "%s bs%u L%u kv%u d%u", (unsigned)l->dtype < 3 ? dt[l->dtype] : "?", l->block_size, l->layers,
-             l->kv_heads, l->head_dim);
+    eng_kv_layout lay = {.dtype = (eng_dtype)l->dtype,
+                         .block_size = (int)l->block_size,
+                         .n_layers = (int)l->layers,
+                         .n_kv_heads = (int)l->kv_heads,
+                         .head_dim = (int)l->head_dim};
+    eng_kv_layout_str(&lay, buf, cap);
 }
 
 static const char *transport_of(const Tandem__WorkerInfo *i)

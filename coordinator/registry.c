@@ -138,13 +138,6 @@ static void *health_main(void *arg)
 
 /* ------------------------------------------------------------------ decisions */
 
-static void layout_str(const eng_kv_layout *l, char *buf, size_t cap)
-{
-    static const char *dt[] = {"f32", "f16", "bf16"};
-    snprintf(buf, cap, "%s bs%d L%d kv%d d%d", (unsigned)l->dtype < 3 ? dt[l->dtype] : "?", l->block_size,
-             l->n_layers, l->n_kv_heads, l->head_dim);
-}
-
 int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, char *reason, size_t cap)
 {
     reason[0] = 0;
@@ -156,7 +149,7 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
                               .n_layers = (int)kl->layers, .n_kv_heads = (int)kl->kv_heads,
                               .head_dim = (int)kl->head_dim};
     char ls[96];
-    layout_str(&lay, ls, sizeof ls);
+    eng_kv_layout_str(&lay, ls, sizeof ls);
     if (!*id || strlen(id) >= sizeof ((coord_worker_view *)0)->id)
         snprintf(reason, cap, "worker_id must be 1..127 bytes");
     else if (info->role != TANDEM__ROLE__ROLE_PREFILL && info->role != TANDEM__ROLE__ROLE_DECODE &&
@@ -168,7 +161,7 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
     else if (!info->model || strcmp(info->model, r->cfg.model))
         snprintf(reason, cap, "the worker serves model '%s'; this cluster serves '%s'", info->model ? info->model : "",
                  r->cfg.model);
-    else if (!kl || lay.block_size <= 0 || lay.dtype > ENG_DT_BF16 || lay.n_layers != r->cfg.n_layers ||
+    else if (!kl || lay.block_size <= 0 || !eng_dtype_size(lay.dtype) || lay.n_layers != r->cfg.n_layers ||
              lay.n_kv_heads != r->cfg.n_kv_heads || lay.head_dim != r->cfg.head_dim)
         snprintf(reason, cap, "KV layout %s does not fit this model (L%d kv%d d%d)", ls, r->cfg.n_layers,
                  r->cfg.n_kv_heads, r->cfg.head_dim);

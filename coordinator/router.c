@@ -96,19 +96,6 @@ static rpc_channel *channel(coord_router *r, const char *address, rpc_status *st
 
 /* ------------------------------------------------------------------ route choice */
 
-static int layout_equal(const eng_kv_layout *a, const eng_kv_layout *b)
-{
-    return a->dtype == b->dtype && a->block_size == b->block_size && a->n_layers == b->n_layers &&
-           a->n_kv_heads == b->n_kv_heads && a->head_dim == b->head_dim;
-}
-
-static void layout_str(const eng_kv_layout *l, char *buf, size_t cap)
-{
-    static const char *dt[] = {"f32", "f16", "bf16"};
-    snprintf(buf, cap, "%s bs%d L%d kv%d d%d", (unsigned)l->dtype < 3 ? dt[l->dtype] : "?", l->block_size,
-             l->n_layers, l->n_kv_heads, l->head_dim);
-}
-
 static int excluded(const char *id, const char *const *ex, int n)
 {
     for (int i = 0; i < n; i++)
@@ -219,7 +206,7 @@ int coord_route_pick(const coord_worker_view *v, int n, int force_colocated, int
         for (int j = 0; j < n; j++) {
             if (j == i || !v[j].healthy || excluded(v[j].id, exclude, n_exclude) ||
                 (v[j].role != TANDEM__ROLE__ROLE_PREFILL && v[j].role != TANDEM__ROLE__ROLE_BOTH) ||
-                !layout_equal(&v[j].layout, &v[i].layout) || strcmp(v[j].transport, v[i].transport))
+                !eng_kv_layout_equal(&v[j].layout, &v[i].layout) || strcmp(v[j].transport, v[i].transport))
                 continue;
             if (v[j].max_context && (uint32_t)n_prompt >= v[j].max_context)
                 continue;
@@ -247,7 +234,7 @@ int coord_route_pick(const coord_worker_view *v, int n, int force_colocated, int
             for (int i = 0; i < n; i++) {
                 if (!v[i].healthy || excluded(v[i].id, exclude, n_exclude))
                     continue;
-                layout_str(&v[i].layout, s, sizeof s);
+                eng_kv_layout_str(&v[i].layout, s, sizeof s);
                 char *dst = v[i].role == TANDEM__ROLE__ROLE_PREFILL ? pl : dl;
                 size_t len = strlen(dst);
                 snprintf(dst + len, sizeof dl - len, "%s%s %s/%s", len ? ", " : "", v[i].id, s, v[i].transport);

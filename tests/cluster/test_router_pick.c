@@ -188,6 +188,10 @@ static void test_registry(void)
     info_init(&in, &cap, &lay, "p1", P, "tiny");
     lay.kv_heads = 4;
     CHECK(coord_registry_register(reg, &in, why, sizeof why) == 0 && strstr(why, "KV layout"), "%s", why);
+    info_init(&in, &cap, &lay, "p1", P, "tiny");
+    lay.dtype = (Tandem__DType)7; /* a dtype the engine has no name or size for */
+    CHECK(coord_registry_register(reg, &in, why, sizeof why) == 0 && strstr(why, "KV layout unknown bs16 L2 kv2 d64"),
+          "%s", why);
     info_init(&in, &cap, &lay, "p1", 0, "tiny");
     CHECK(coord_registry_register(reg, &in, why, sizeof why) == 0 && strstr(why, "role"), "%s", why);
     info_init(&in, &cap, &lay, "p1", P, "tiny");
