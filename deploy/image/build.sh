@@ -90,6 +90,7 @@ mmdebstrap --quiet --variant=minbase --include="$include" \
   bookworm "$work/rootfs.tar"
 
 echo "build.sh: importing $image"
+previous=$($sudo podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
 $sudo podman import --quiet \
   --change 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'USER 10001:10001' \
@@ -98,6 +99,10 @@ $sudo podman import --quiet \
   --change 'CMD ["--help"]' \
   --change "LABEL org.opencontainers.image.title=tandem org.opencontainers.image.version=$version" \
   "$work/rootfs.tar" "$image" >/dev/null
+# The image this tag named before is now unnamed: remove it unless a container uses it.
+if [ -n "$previous" ] && [ "$previous" != "$($sudo podman image inspect --format '{{.Id}}' "$image")" ]; then
+  $sudo podman rmi "$previous" >/dev/null 2>&1 || true
+fi
 
 # It runs as a non-root user and the binary works.
 uid=$($sudo podman run --rm --entrypoint /usr/bin/id "$image" -u)

@@ -54,8 +54,17 @@ const modelName = config.MODEL_DIR.split("/").pop();
 const ports = { http: await freePort(), grpc: await freePort() };
 const tmp = mkdtempSync(join(tmpdir(), "tandem-podman-"));
 const pods = [];
+// Removes a pod and its containers; a second try covers podman 4.3 losing a race with a
+// container that is still exiting.
+function removePod(name) {
+  for (let i = 0; i < 2; i++) {
+    try { podman("pod", "rm", "--force", "--ignore", "--time", "0", name); return; } catch (e) {
+      if (i) console.error(`could not remove pod ${name}: ${e.stderr || e.message}`);
+    }
+  }
+}
 process.on("exit", () => {
-  for (const p of pods) try { podman("pod", "rm", "--force", "--time", "0", p); } catch {}
+  for (const p of pods) removePod(p);
   try { execFileSync(...asRoot("rm", ["-rf", tmp])); } catch {}
 });
 
@@ -127,6 +136,7 @@ for (const w of objs.filter((o) => o.kind === "Deployment" || o.kind === "Statef
   };
   const file = join(tmp, `${pod.metadata.name}.yaml`);
   writeFileSync(file, stringify(pod));
+  removePod(pod.metadata.name); // left over by a run that was killed
   pods.push(pod.metadata.name);
   podman("kube", "play", file);
 }
