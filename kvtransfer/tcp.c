@@ -50,6 +50,7 @@
 
 #include <xxhash.h>
 
+#include "common/addr.h"
 #include "transport.h"
 
 #define FRAME_MAGIC 0x3154564bu /* "KVT1" */
@@ -944,13 +945,10 @@ static int tcp_peer_init(kvt_peer *pb, const void *desc, size_t len, eng_error *
 /* Connects with a timeout and says hello. Returns the socket or -1. */
 static int dial(tcp_transport *t, tcp_peer *p, eng_error *err)
 {
-    char port[16];
-    snprintf(port, sizeof port, "%d", p->port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct addrinfo *res = NULL;
-    int rc = getaddrinfo(p->host, port, &hints, &res);
-    if (rc != 0)
-        return eng_fail(err, "kvtransfer: cannot resolve %s: %s", p->host, gai_strerror(rc));
+    eng_error aerr;
+    if (eng_addr_resolve(p->host, p->port, 0, &res, &aerr) < 0)
+        return eng_fail(err, "kvtransfer: %s", aerr.msg);
     int fd = -1;
     char why[160] = "no address";
     for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
@@ -1252,13 +1250,10 @@ int kvt_tcp_create(const kvt_tcp_options *opt, kvt_transport **out, eng_error *e
     if (o.port < 0 || o.port > 65535)
         return eng_fail(err, "kvtransfer: bad port %d", o.port);
 
-    char port[16];
-    snprintf(port, sizeof port, "%d", o.port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *res = NULL;
-    int rc = getaddrinfo(bind_host, port, &hints, &res);
-    if (rc != 0)
-        return eng_fail(err, "kvtransfer: cannot resolve %s: %s", bind_host, gai_strerror(rc));
+    eng_error aerr;
+    if (eng_addr_resolve(bind_host, o.port, 1, &res, &aerr) < 0)
+        return eng_fail(err, "kvtransfer: %s", aerr.msg);
     int fd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd >= 0)

@@ -20,17 +20,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "kvtransfer.h"
 
 static const size_t RUN_SIZES[] = {4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20};
 #define N_SIZES (sizeof RUN_SIZES / sizeof RUN_SIZES[0])
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void die(const char *what, const char *why)
 {
@@ -168,26 +162,26 @@ int main(int argc, char **argv)
         size_t run = RUN_SIZES[si];
         double best_raw = 0, best_kvt = 0, best_caller = 0;
         for (int rep = 0; rep < repeats; rep++) {
-            double t0 = now_s();
+            double t0 = eng_now_s();
             for (size_t off = 0; off < total; off += run)
                 sock_all(fd, mem + off, run < total - off ? run : total - off, 1);
             char ack;
             sock_all(fd, &ack, 1, 0);
-            double raw = total / (now_s() - t0) / 1e9;
+            double raw = total / (eng_now_s() - t0) / 1e9;
 
             uint64_t id;
             get(c2p[0], &id, sizeof id);
             kvt_send *s;
-            t0 = now_s();
+            t0 = eng_now_s();
             if (kvt_send_begin(p, r, id, &s, &err) < 0)
                 die("sender", err.msg);
             for (size_t off = 0; off < total; off += run)
                 if (kvt_send_write(s, off, off, run < total - off ? run : total - off, &err) < 0)
                     die("sender", err.msg);
-            double queued = now_s() - t0;
+            double queued = eng_now_s() - t0;
             if (kvt_send_finish(s, 60000, &err) < 0)
                 die("sender", err.msg);
-            double elapsed = now_s() - t0;
+            double elapsed = eng_now_s() - t0;
             double kv = total / elapsed / 1e9;
             if (rep == 0 || queued / elapsed < best_caller)
                 best_caller = queued / elapsed;

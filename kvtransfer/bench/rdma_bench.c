@@ -17,18 +17,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "kvtransfer.h"
 
 static const size_t RUN_SIZES[] = {4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20};
 #define N_SIZES (sizeof RUN_SIZES / sizeof RUN_SIZES[0])
 #define LAT_REPS 20
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void die(const char *what, const char *why)
 {
@@ -156,7 +150,7 @@ int main(int argc, char **argv)
             put(out, &bytes, sizeof bytes);
             get(in, &id, sizeof id);
             kvt_send *s;
-            double t0 = now_s();
+            double t0 = eng_now_s();
             if (kvt_send_begin(p, r, id, &s, &err) < 0)
                 die("begin", err.msg);
             for (size_t i = 0; i < n; i++) /* reverse order at the destination: no coalescing */
@@ -164,7 +158,7 @@ int main(int argc, char **argv)
                     die("write", err.msg);
             if (kvt_send_finish(s, 120000, &err) < 0)
                 die("finish", err.msg);
-            double mbs = bytes / (now_s() - t0) / 1e6;
+            double mbs = bytes / (eng_now_s() - t0) / 1e6;
             if (mbs > best)
                 best = mbs;
         }
@@ -173,11 +167,11 @@ int main(int argc, char **argv)
             put(out, &bytes, sizeof bytes);
             get(in, &id, sizeof id);
             kvt_send *s;
-            double t0 = now_s();
+            double t0 = eng_now_s();
             if (kvt_send_begin(p, r, id, &s, &err) < 0 || kvt_send_write(s, 0, 0, run, &err) < 0 ||
                 kvt_send_finish(s, 120000, &err) < 0)
                 die("latency transfer", err.msg);
-            lat[k] = (now_s() - t0) * 1e6;
+            lat[k] = (eng_now_s() - t0) * 1e6;
         }
         qsort(lat, LAT_REPS, sizeof *lat, cmp_d);
         printf("%8zu K %8zu %14.1f %16.0f\n", run >> 10, n, best, lat[LAT_REPS / 2]);

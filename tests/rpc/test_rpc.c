@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "rpc.h"
 #include "tandem.pb-c.h"
 #include "check.h"
@@ -25,13 +26,6 @@
 #define GARBAGE "/test.Stream/Garbage"
 #define FLOOD "/test.Stream/Flood"
 #define RACE "/test.Stream/Race"
-
-static double now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
 
 /* ------------------------------------------------------------------ handlers */
 
@@ -161,7 +155,7 @@ static atomic_int hold_cancels;
 static _Atomic double hold_cancel_at;
 static void hold_cancelled(void *arg)
 {
-    hold_cancel_at = now_ms();
+    hold_cancel_at = eng_now_s() * 1e3;
     atomic_fetch_add(&hold_cancels, 1);
     rpc_call_finish((rpc_call *)arg, RPC_CANCELLED, "client went away");
 }
@@ -302,12 +296,12 @@ static void test_unary(rpc_channel *ch)
 
     /* Latency of a small call on a warm channel. */
     enum { CALLS = 200 };
-    double t0 = now_ms();
+    double t0 = eng_now_s() * 1e3;
     for (int i = 0; i < CALLS; i++) {
         REQUIRE(rpc_unary_msg(ch, REGISTER, &w.base, &tandem__register_reply__descriptor, 2000, (void **)&r, &st) == 0);
         rpc_msg_free(r);
     }
-    double per_call_us = (now_ms() - t0) * 1000 / CALLS;
+    double per_call_us = (eng_now_s() * 1e3 - t0) * 1000 / CALLS;
 
     /* An error status from the handler, with its message. */
     w.worker_id = "";
@@ -333,9 +327,9 @@ static void test_deadline(rpc_channel *ch)
     rpc_status st;
     rpc_bytes out;
     atomic_store(&prefill_saw_cancel, 0);
-    double t0 = now_ms();
+    double t0 = eng_now_s() * 1e3;
     REQUIRE(rpc_unary(ch, PREFILL, "", 0, 150, &out, &st) == -1);
-    double took = now_ms() - t0;
+    double took = eng_now_s() * 1e3 - t0;
     REQUIRE(st.code == RPC_DEADLINE_EXCEEDED);
     REQUIRE(took >= 140 && took < 1000);
     /* The handler, still waiting, learns of it promptly. */
@@ -381,9 +375,9 @@ static void read_generate(rpc_channel *ch, int first, int n, int elsewhere)
 
 static void test_stream_many(rpc_channel *ch)
 {
-    double t0 = now_ms();
+    double t0 = eng_now_s() * 1e3;
     read_generate(ch, 100, 5000, 0);
-    double t1 = now_ms();
+    double t1 = eng_now_s() * 1e3;
     read_generate(ch, 7, 3000, 1);
     printf("stream: 5000 messages from the handler in %.0f ms, 3000 from another thread ok\n", t1 - t0);
 
@@ -448,7 +442,7 @@ static void *cancel_later(void *arg)
 {
     canceller *c = arg;
     usleep((useconds_t)c->delay_ms * 1000);
-    c->at = now_ms();
+    c->at = eng_now_s() * 1e3;
     rpc_stream_cancel(c->s);
     return NULL;
 }
@@ -464,9 +458,9 @@ static void test_cancel(rpc_channel *ch)
     REQUIRE(b.len == 5 && memcmp(b.data, "ready", 5) == 0);
     rpc_bytes_free(&b);
     /* Nothing more comes: the wait times out and the stream goes on. */
-    double t0 = now_ms();
+    double t0 = eng_now_s() * 1e3;
     REQUIRE(rpc_stream_next(s, 50, &b, &st) == RPC_NEXT_TIMEOUT);
-    REQUIRE(now_ms() - t0 >= 45);
+    REQUIRE(eng_now_s() * 1e3 - t0 >= 45);
     REQUIRE(st.code == RPC_DEADLINE_EXCEEDED);
 
     /* Another thread cancels while this one waits. */
@@ -474,7 +468,7 @@ static void test_cancel(rpc_channel *ch)
     pthread_t t;
     REQUIRE(pthread_create(&t, NULL, cancel_later, &c) == 0);
     REQUIRE(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END);
-    double reader_at = now_ms();
+    double reader_at = eng_now_s() * 1e3;
     REQUIRE(st.code == RPC_CANCELLED);
     pthread_join(t, NULL);
     for (int i = 0; i < 200 && atomic_load(&hold_cancels) == before; i++)
@@ -496,11 +490,11 @@ static void test_cancel(rpc_channel *ch)
 
     /* A stream's deadline ends it on both sides. */
     REQUIRE(rpc_stream_open(ch, HOLD, "", 0, 120, &s, &st) == 0);
-    double t1 = now_ms();
+    double t1 = eng_now_s() * 1e3;
     REQUIRE(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
     rpc_bytes_free(&b);
     REQUIRE(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END);
-    double took = now_ms() - t1;
+    double took = eng_now_s() * 1e3 - t1;
     REQUIRE(st.code == RPC_DEADLINE_EXCEEDED && took >= 100 && took < 2000);
     for (int i = 0; i < 200 && atomic_load(&hold_cancels) == before + 2; i++)
         usleep(1000);
@@ -556,14 +550,14 @@ static void test_concurrent(rpc_channel *ch)
     /* A blocked unary handler must not hold up the others. */
     REQUIRE(pthread_create(&slow, NULL, slow_unary, ch) == 0);
     usleep(50000);
-    double t0 = now_ms();
+    double t0 = eng_now_s() * 1e3;
     for (int i = 0; i < N; i++) {
         a[i] = (worker_arg){ch, i + 1};
         REQUIRE(pthread_create(&t[i], NULL, stream_worker, &a[i]) == 0);
     }
     for (int i = 0; i < N; i++)
         pthread_join(t[i], NULL);
-    double took = now_ms() - t0;
+    double took = eng_now_s() * 1e3 - t0;
     pthread_join(slow, NULL);
     printf("concurrent: %d streams x 300 messages in %.0f ms (one unary handler blocked meanwhile)\n", N, took);
     join_senders();
@@ -579,7 +573,7 @@ static void *stop_later(void *arg)
     stopper *p = arg;
     usleep(50000);
     rpc_server_stop(p->s);
-    p->done_at = now_ms();
+    p->done_at = eng_now_s() * 1e3;
     return NULL;
 }
 
@@ -604,10 +598,10 @@ static void test_server_stop(void)
         usleep(10000);
     stopper p = {srv, 0};
     pthread_t t;
-    double t0 = now_ms();
+    double t0 = eng_now_s() * 1e3;
     REQUIRE(pthread_create(&t, NULL, stop_later, &p) == 0);
     REQUIRE(rpc_stream_next(s, 10000, &b, &st) == RPC_NEXT_END);
-    double took = now_ms() - t0;
+    double took = eng_now_s() * 1e3 - t0;
     REQUIRE(st.code != RPC_OK);
     pthread_join(t, NULL);
     REQUIRE(atomic_load(&hold_cancels) == before + 1);
@@ -617,13 +611,13 @@ static void test_server_stop(void)
     printf("server stop: open stream ended with %s (\"%s\") after %.0f ms, stop took %.0f ms\n", rpc_code_name(st.code),
            st.msg, took, p.done_at - t0 - 50);
 
-    t0 = now_ms();
+    t0 = eng_now_s() * 1e3;
     REQUIRE(rpc_unary(ch, REGISTER, "", 0, 5000, &b, &st) == -1);
     REQUIRE(st.code == RPC_UNAVAILABLE);
     REQUIRE(rpc_stream_open(ch, HOLD, "", 0, 5000, &s, &st) == 0);
     REQUIRE(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_END && st.code == RPC_UNAVAILABLE);
     rpc_stream_close(s);
-    printf("server gone: UNAVAILABLE after %.0f ms\n", now_ms() - t0);
+    printf("server gone: UNAVAILABLE after %.0f ms\n", eng_now_s() * 1e3 - t0);
     rpc_channel_destroy(ch);
 }
 
@@ -682,10 +676,10 @@ static void test_killed_server(void)
     REQUIRE(rpc_stream_open(ch, HOLD, "", 0, 0, &s, &st) == 0);
     REQUIRE(rpc_stream_next(s, 5000, &b, &st) == RPC_NEXT_MSG);
     rpc_bytes_free(&b);
-    double t0 = now_ms();
+    double t0 = eng_now_s() * 1e3;
     kill(child_pid, SIGKILL);
     REQUIRE(rpc_stream_next(s, 10000, &b, &st) == RPC_NEXT_END);
-    double took = now_ms() - t0;
+    double took = eng_now_s() * 1e3 - t0;
     REQUIRE(st.code == RPC_UNAVAILABLE || st.code == RPC_CANCELLED || st.code == RPC_INTERNAL);
     rpc_stream_close(s);
     waitpid(child_pid, NULL, 0);
@@ -733,9 +727,9 @@ static void test_killed_client(int port)
     char c;
     REQUIRE(read(fds[0], &c, 1) == 1 && c == 'o');
     close(fds[0]);
-    double t0 = now_ms();
+    double t0 = eng_now_s() * 1e3;
     kill(pid, SIGKILL);
-    while (atomic_load(&hold_cancels) == before && now_ms() - t0 < 5000)
+    while (atomic_load(&hold_cancels) == before && eng_now_s() * 1e3 - t0 < 5000)
         usleep(200);
     REQUIRE(atomic_load(&hold_cancels) == before + 1);
     double took = hold_cancel_at - t0;
