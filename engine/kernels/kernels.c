@@ -167,8 +167,8 @@ static void matmul_task(void *ctx, int task)
         j->impl->matmul_rows(j->y, j->n_out, j->x, j->w, j->wdt, j->n_tokens, j->n_in, o0, o1);
 }
 
-/* Rows are handed out in multiples of 16 so that every variant's row blocking
- * stays whole inside a task. A few tasks per thread let a thread that has its
+/* Rows are handed out in multiples of 16 so that every variant's output tiles
+ * stay whole inside a task (only speed depends on it, never a result). A few tasks per thread let a thread that has its
  * core to itself take over work from one that is sharing (the pool hands tasks
  * to whichever thread is free). Tiny products run on the caller: waking threads
  * would cost more than the work. */

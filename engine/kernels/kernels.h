@@ -28,16 +28,17 @@ const char *eng_kernels_isa(void);
 
 /* y[t][o] = sum_i x[t][i] * W[o][i]  for t < n_tokens, o < n_out.
  * W is row-major [n_out][n_in] of dtype wdt (the Hugging Face Linear layout).
- * Work is split over the pool's threads (pool may be NULL: run on the caller). */
+ * Work is split over the pool's threads (pool may be NULL: run on the caller).
+ *
+ * Batch invariance: every y[t][o] is summed in one order that depends only on
+ * n_in and the kernel variant, so a row's result is bitwise the same whether it
+ * is computed alone or at any position in a batch of any size, with any number of
+ * threads (the split is over outputs, never over n_in). Decode steps, prefill
+ * chunks of any size and rows gathered from several places (expert parallelism,
+ * migration, prefix caching) therefore all give the same bits for the same row.
+ * Different variants (TANDEM_ISA) sum in different orders and may differ. */
 void eng_matmul(eng_pool *pool, float *y, const float *x, const void *w, eng_dtype wdt,
                 int n_tokens, int n_in, int n_out);
-
-/* Batches of fewer than this many tokens give every token bitwise the same result
- * as computing it alone (decode batches can grow and shrink without changing any
- * sequence's numbers). Larger batches use the compute-bound prefill loops, whose
- * summation order differs in the last bits. Results never depend on the pool's
- * thread count. */
-#define ENG_MATMUL_BATCH_INVARIANT 16
 
 /* dst[i] = (float)src[i] for one row of any dtype (embedding lookup, norm weights). */
 void eng_to_f32(float *dst, const void *src, eng_dtype dt, size_t n);
@@ -47,7 +48,7 @@ void eng_axpy(float *y, float a, const float *x, int n);          /* y += a * x 
 void eng_scale(float *y, float a, int n);                         /* y *= a */
 
 /* Attention over keys/values stored as rows with a fixed stride (floats), e.g. the
- * slots of one KV-cache block:
+ * slots of one KV-cache block (each out[j] is summed the same way whatever n is):
  *   eng_dot_rows:  out[j] = scale * dot(q, k + j*stride, dim)          for j < n
  *   eng_axpy_rows: y[d] += sum_j p[j] * v[j*stride + d]                for d < dim
  * One call per block instead of one eng_dot/eng_axpy per position keeps y in

@@ -15,6 +15,17 @@ static inline float hsum256(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
+/* The sums of four vectors, each by the same tree: 128-bit halves, then adjacent
+ * lanes, then pairs; one fixed sequence of instructions. */
+static inline __m128 hsum4_256(__m256 a, __m256 b, __m256 c, __m256 d)
+{
+    __m256 ab = _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+    __m256 cd = _mm256_add_ps(_mm256_permute2f128_ps(c, d, 0x20), _mm256_permute2f128_ps(c, d, 0x31));
+    __m256 h = _mm256_hadd_ps(ab, cd);
+    h = _mm256_hadd_ps(h, h);
+    return _mm_unpacklo_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
 static inline float hmax256(__m256 v)
 {
     __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -32,6 +43,7 @@ static inline __m256 pow2i256(__m256 n)
 
 #define V __m256
 #define VL 8
+#define MM_MR 3 /* tokens per prefill tile: 3 x 4 accumulators + 4 weights of 16 registers */
 #define V_ZERO() _mm256_setzero_ps()
 #define V_SET1(a) _mm256_set1_ps(a)
 #define V_LOAD(p) _mm256_loadu_ps(p)
@@ -46,6 +58,7 @@ static inline __m256 pow2i256(__m256 n)
 #define V_ROUND(a) _mm256_round_ps((a), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define V_POW2I(n) pow2i256(n)
 #define V_REDUCE(v) hsum256(v)
+#define V_REDUCE4(dst, a, b, c, d) _mm_storeu_ps((dst), hsum4_256((a), (b), (c), (d)))
 #define V_REDUCE_MAX(v) hmax256(v)
 #define V_LOAD_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p)))
 #define V_LOAD_BF16(p) \

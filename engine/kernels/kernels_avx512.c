@@ -7,8 +7,21 @@
 
 #include <immintrin.h>
 
+/* The sums of four vectors, each by the same tree: 256-bit halves, then 128-bit
+ * quarters, then lanes (0 + 2) + (1 + 3); one fixed sequence of instructions. */
+static inline __m128 hsum4_512(__m512 a, __m512 b, __m512 c, __m512 d)
+{
+    __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xee));
+    __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xee));
+    __m512 s = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xdd));
+    s = _mm512_add_ps(s, _mm512_permute_ps(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm512_add_ps(s, _mm512_permute_ps(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), s));
+}
+
 #define V __m512
 #define VL 16
+#define MM_MR 6 /* tokens per prefill tile: 6 x 4 accumulators + 4 weights of 32 registers */
 #define V_ZERO() _mm512_setzero_ps()
 #define V_SET1(a) _mm512_set1_ps(a)
 #define V_LOAD(p) _mm512_loadu_ps(p)
@@ -23,6 +36,7 @@
 #define V_ROUND(a) _mm512_roundscale_ps((a), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define V_POW2I(n) _mm512_scalef_ps(_mm512_set1_ps(1.0f), (n))
 #define V_REDUCE(v) _mm512_reduce_add_ps(v)
+#define V_REDUCE4(dst, a, b, c, d) _mm_storeu_ps((dst), hsum4_512((a), (b), (c), (d)))
 #define V_REDUCE_MAX(v) _mm512_reduce_max_ps(v)
 #define V_LOAD_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
 #define V_LOAD_BF16(p) \

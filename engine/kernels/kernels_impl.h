@@ -13,9 +13,8 @@ typedef struct eng_kernel_impl {
     const char *name;
     /* y[t*ldy + o] = sum_i x[t*n_in + i] * W[o][i] for t < n_tokens and
      * o0 <= o < o1 (W rows of n_in elements of dtype wdt). Each output's sum is
-     * accumulated in an order that depends only on n_in and on whether n_tokens
-     * reaches ENG_MATMUL_BATCH_INVARIANT, never on o0/o1, so results do not change
-     * with the thread count, nor within small batches with the batch size. */
+     * accumulated in an order that depends only on n_in, never on n_tokens or
+     * o0/o1, so results change neither with the batch nor with the thread count. */
     void (*matmul_rows)(float *y, int ldy, const float *x, const void *w, eng_dtype wdt,
                         int n_tokens, int n_in, int o0, int o1);
     void (*to_f32)(float *dst, const void *src, eng_dtype dt, size_t n);

@@ -5,17 +5,14 @@
  * complete eng_kernel_impl named by SIMD_IMPL_NAME. Keeping one copy of the loops
  * means the two variants cannot drift apart in blocking or summation order.
  *
- * eng_matmul has two loop nests:
- *  - few tokens (decode, n_tokens < GEMM_MIN_TOKENS): memory bound. Each weight row
- *    is streamed once, front to back, against up to 4 tokens at a time; each
- *    output keeps four vector accumulators with lanes over the input index,
- *    combined at the end in a fixed order. The order depends only on n_in, so a
- *    token's result is the same alone or in any small batch.
- *  - many tokens (prefill): compute bound. A panel of PW rows is widened to f32
- *    and transposed into an L1-sized buffer of KC inputs, then reused by every
- *    token; the micro-kernel keeps 6 tokens x PW outputs in registers and adds one
- *    input at a time with FMA. Each output is a plain sequential sum over the
- *    input index, so blocking and thread split never change it.
+ * eng_matmul sums every output in one fixed order (see "matmul" below) and has
+ * two loop nests that only differ in how many of those sums run side by side:
+ *  - few tokens (decode, fewer than MM_DEC_MAX): memory bound. Weights are read in
+ *    place, MM_NR rows at a time against all tokens, each weight once.
+ *  - many tokens (prefill): compute bound. Blocks of MM_NR weight rows are widened
+ *    to f32 into an L1-sized buffer and reused by tiles of MM_MR tokens x MM_NR
+ *    outputs, all accumulators in registers.
+ * So a token's result never depends on the batch it is in (kernels.h).
  * Activations stay f32 throughout (weights are exact in f32), which is what the
  * conformance tolerances against llama.cpp's f32 reference need. */
 #ifndef SIMD_IMPL_NAME
@@ -27,11 +24,10 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-#define GEMM_MIN_TOKENS ENG_MATMUL_BATCH_INVARIANT
-#define PW (2 * VL)              /* rows per prefill panel */
-#define KC (4096 / PW)           /* inputs per packed block: PW * KC floats = 16 KiB */
-#define TB 6                     /* tokens per prefill micro-tile */
-#define TAIL_TOKENS 64           /* token chunk for a panel narrower than PW */
+#define MM_NR 4     /* outputs per tile (V_REDUCE4 sums them); divides kernels.c's ROW_ALIGN */
+#define MM_DEC_MAX 4 /* fewer tokens than this take the decode loop */
+#define MM_KC 1024  /* inputs per packed weight block: MM_NR * MM_KC floats = 16 KiB */
+#define MM_TC 192   /* tokens per prefill chunk (a multiple of MM_MR): 48 KiB of partial sums */
 
 /* ---- loading VL weights of any dtype as f32 ---- */
 
@@ -58,196 +54,167 @@ static float scalar_w(const char *row, int i, eng_dtype dt)
     }
 }
 
-/* ---- decode: lanes over the input index ---- */
+/* ---- matmul: one summation order per output, whatever the batch ----
+ *
+ * Every output y[t][o] is summed the same way: one vector accumulator, lanes over
+ * the input index, taking the inputs VL at a time front to back (FMA of weight
+ * chunk and x chunk; a last partial chunk zero-padded in both), then the fixed
+ * horizontal sum of V_REDUCE4 (which sums a token's four outputs side by side).
+ * Tiles only decide how many such accumulators live in registers at once, never
+ * what goes into one, so a row's result cannot depend on the rows around it. */
 
-/* One weight row against T tokens (T <= 4). Four accumulators per output take
- * the input chunks of VL in turn (chunk j goes to accumulator j % 4), so a row is
- * read front to back as one sequential stream, which is what the hardware
- * prefetcher handles best, and the FMA latency chain is split four ways. */
-ALWAYS_INLINE void dec_tile(float *y, int ldy, const float *x, int n_in, const char *w,
-                            eng_dtype dt, const int T)
+/* acc[t][j] for MT tokens x MM_NR outputs over inputs [0, kc) of the given rows
+ * (x rows f32; weight rows of dtype dt, both already offset to the block start).
+ * first: start from zero, else from part; last: the block ends the row, so a
+ * partial chunk is padded and results go to y (valid_t x valid_o of them), else
+ * the accumulators are saved in part for the next block. Missing tokens or
+ * outputs of a partial tile repeat a valid row and are dropped at the end. */
+ALWAYS_INLINE void mm_tile(float *y, int ldy, int valid_t, int valid_o, V *part, const float *const *xr,
+                           const char *const *wr, eng_dtype dt, int kc, int first, int last, const int MT)
 {
-    V acc[4][4];
-#pragma GCC unroll 4
-    for (int t = 0; t < T; t++)
-#pragma GCC unroll 4
-        for (int a = 0; a < 4; a++)
-            acc[t][a] = V_ZERO();
+    V acc[MM_MR][MM_NR];
+#pragma GCC unroll 8
+    for (int t = 0; t < MT; t++)
+#pragma GCC unroll 8
+        for (int j = 0; j < MM_NR; j++)
+            acc[t][j] = first ? V_ZERO() : part[t * MM_NR + j];
     int i = 0;
-    for (; i + 4 * VL <= n_in; i += 4 * VL) {
-#pragma GCC unroll 4
-        for (int a = 0; a < 4; a++) {
-            V wv = load_w(w, i + a * VL, dt);
-#pragma GCC unroll 4
-            for (int t = 0; t < T; t++)
-                acc[t][a] = V_FMA(wv, V_LOAD(x + (size_t)t * n_in + i + a * VL), acc[t][a]);
+    for (; i + VL <= kc; i += VL) {
+        V wv[MM_NR];
+#pragma GCC unroll 8
+        for (int j = 0; j < MM_NR; j++)
+            wv[j] = load_w(wr[j], i, dt);
+#pragma GCC unroll 8
+        for (int t = 0; t < MT; t++) {
+            V xv = V_LOAD(xr[t] + i);
+#pragma GCC unroll 8
+            for (int j = 0; j < MM_NR; j++)
+                acc[t][j] = V_FMA(wv[j], xv, acc[t][j]);
         }
     }
-    int a = 0;
-    for (; i + VL <= n_in; i += VL, a++) {
-        V wv = load_w(w, i, dt);
-#pragma GCC unroll 4
-        for (int t = 0; t < T; t++)
-            acc[t][a] = V_FMA(wv, V_LOAD(x + (size_t)t * n_in + i), acc[t][a]);
-    }
-    if (i < n_in) {
-        /* The last partial chunk goes through zero-padded copies, exactly as a
-         * masked load would. */
-        float wt[VL], xt[VL];
-        int rem = n_in - i;
-        for (int k = 0; k < VL; k++)
-            wt[k] = k < rem ? scalar_w(w, i + k, dt) : 0.0f;
-        V wv = V_LOAD(wt);
-        for (int t = 0; t < T; t++) {
+    if (i < kc) { /* only the row's last block has a partial chunk */
+        int rem = kc - i;
+        float wt[MM_NR][VL], xt[VL];
+        for (int j = 0; j < MM_NR; j++)
             for (int k = 0; k < VL; k++)
-                xt[k] = k < rem ? x[(size_t)t * n_in + i + k] : 0.0f;
-            acc[t][a] = V_FMA(wv, V_LOAD(xt), acc[t][a]);
+                wt[j][k] = k < rem ? scalar_w(wr[j], i + k, dt) : 0.0f;
+        for (int t = 0; t < MT; t++) {
+            for (int k = 0; k < VL; k++)
+                xt[k] = k < rem ? xr[t][i + k] : 0.0f;
+            for (int j = 0; j < MM_NR; j++)
+                acc[t][j] = V_FMA(V_LOAD(wt[j]), V_LOAD(xt), acc[t][j]);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
+    for (int t = 0; t < MT; t++) {
+        if (!last) {
+#pragma GCC unroll 8
+            for (int j = 0; j < MM_NR; j++)
+                part[t * MM_NR + j] = acc[t][j];
+        } else if (t < valid_t) {
+            float r[MM_NR];
+            V_REDUCE4(r, acc[t][0], acc[t][1], acc[t][2], acc[t][3]);
+            memcpy(y + (size_t)t * ldy, r, (size_t)(valid_o < MM_NR ? valid_o : MM_NR) * sizeof(float));
+        }
+    }
+}
+
+/* Rows o .. o + MM_NR of W (repeating row o past o1). */
+ALWAYS_INLINE void weight_rows(const char **wr, const void *w, size_t row_bytes, int o, int o1)
+{
+    for (int j = 0; j < MM_NR; j++)
+        wr[j] = (const char *)w + (size_t)(o + (o + j < o1 ? j : 0)) * row_bytes;
+}
+
+/* Few tokens (decode): memory bound. Weights are read in place, MM_NR rows side by
+ * side against all T tokens, so each weight is read from memory once. */
+ALWAYS_INLINE void dec_rows(float *y, int ldy, const float *x, const void *w, eng_dtype dt, int n_in, int o0,
+                            int o1, const int T)
+{
+    size_t row_bytes = (size_t)n_in * dt_size(dt);
+    const float *xr[MM_MR];
     for (int t = 0; t < T; t++)
-        y[(size_t)t * ldy] = V_REDUCE(V_ADD(V_ADD(acc[t][0], acc[t][1]), V_ADD(acc[t][2], acc[t][3])));
+        xr[t] = x + (size_t)t * n_in;
+    for (int o = o0; o < o1; o += MM_NR) {
+        const char *wr[MM_NR];
+        weight_rows(wr, w, row_bytes, o, o1);
+        mm_tile(y + o, ldy, T, o1 - o, NULL, xr, wr, dt, n_in, 1, 1, T);
+    }
 }
 
-ALWAYS_INLINE void dec_rows(float *y, int ldy, const float *x, const void *w, eng_dtype dt,
-                            int n_tokens, int n_in, int o0, int o1)
+/* buf[j][0..kc) = W row j from input k0 on, widened to f32. */
+static void pack_rows(float *buf, const char *const *wr, int k0, int kc, eng_dtype dt)
 {
+    for (int j = 0; j < MM_NR; j++) {
+        float *dst = buf + (size_t)j * MM_KC;
+        if (dt == ENG_DT_F32) {
+            memcpy(dst, (const float *)wr[j] + k0, (size_t)kc * sizeof(float));
+            continue;
+        }
+        const char *src = wr[j] + (size_t)k0 * 2;
+        int i = 0;
+        for (; i + VL <= kc; i += VL)
+            V_STORE(dst + i, load_w(src, i, dt));
+        for (; i < kc; i++)
+            dst[i] = scalar_w(src, i, dt);
+    }
+}
+
+/* Many tokens (prefill): compute bound. For each tile of MM_NR outputs, a block of
+ * MM_KC inputs of their weights is widened once into an L1-sized buffer and used
+ * by every MM_MR-token tile of a chunk of MM_TC tokens; the accumulators of a
+ * chunk wait in part between input blocks. */
+static void gemm_rows(float *y, int ldy, const float *x, const void *w, eng_dtype dt, int n_tokens, int n_in,
+                      int o0, int o1)
+{
+    float buf[MM_NR * MM_KC] __attribute__((aligned(64)));
+    V part[MM_TC * MM_NR];
     size_t row_bytes = (size_t)n_in * dt_size(dt);
-    for (int o = o0; o < o1; o++) {
-        const char *wr = (const char *)w + (size_t)o * row_bytes;
-        int t = 0;
-        for (; t + 4 <= n_tokens; t += 4)
-            dec_tile(y + (size_t)t * ldy + o, ldy, x + (size_t)t * n_in, n_in, wr, dt, 4);
-        float *yt = y + (size_t)t * ldy + o;
-        const float *xt = x + (size_t)t * n_in;
-        switch (n_tokens - t) {
-        case 3: dec_tile(yt, ldy, xt, n_in, wr, dt, 3); break;
-        case 2: dec_tile(yt, ldy, xt, n_in, wr, dt, 2); break;
-        case 1: dec_tile(yt, ldy, xt, n_in, wr, dt, 1); break;
-        default: break;
+    for (int o = o0; o < o1; o += MM_NR) {
+        const char *wr[MM_NR];
+        weight_rows(wr, w, row_bytes, o, o1);
+        for (int t0 = 0; t0 < n_tokens; t0 += MM_TC) {
+            int tc = n_tokens - t0 < MM_TC ? n_tokens - t0 : MM_TC;
+            for (int k0 = 0; k0 < n_in; k0 += MM_KC) {
+                int kc = n_in - k0 < MM_KC ? n_in - k0 : MM_KC;
+                pack_rows(buf, wr, k0, kc, dt);
+                for (int t = 0; t < tc; t += MM_MR) {
+                    /* set here, next to the call, so that the compiler sees fixed
+                     * offsets from one register rather than MM_NR pointers */
+                    const char *pr[MM_NR];
+                    for (int j = 0; j < MM_NR; j++)
+                        pr[j] = (const char *)(buf + (size_t)j * MM_KC);
+                    const float *xr[MM_MR];
+                    for (int i = 0; i < MM_MR; i++)
+                        xr[i] = x + (size_t)(t0 + t + (t + i < tc ? i : 0)) * n_in + k0;
+                    mm_tile(y + (size_t)(t0 + t) * ldy + o, ldy, tc - t, o1 - o, part + (size_t)t * MM_NR, xr,
+                            pr, ENG_DT_F32, kc, k0 == 0, k0 + kc == n_in, MM_MR);
+                }
+            }
         }
     }
 }
 
-/* ---- prefill: packed panels, sequential FMA over the input index ---- */
-
-/* buf[k][r] = W[r][k0 + k] for r < valid (zero beyond), k < kc. */
-static void pack_panel(float *buf, const char *w, size_t row_bytes, int valid, int k0, int kc,
-                       eng_dtype dt)
-{
-    int r = 0;
-    for (; r < valid; r++) {
-        const char *row = w + r * row_bytes;
-        if (dt == ENG_DT_BF16) {
-            const uint16_t *s = (const uint16_t *)row + k0;
-            for (int k = 0; k < kc; k++)
-                buf[k * PW + r] = eng_bf16_to_f32(s[k]);
-        } else if (dt == ENG_DT_F16) {
-            float tmp[KC];
-            int k = 0;
-            for (; k + VL <= kc; k += VL)
-                V_STORE(tmp + k, V_LOAD_F16((const uint16_t *)row + k0 + k));
-            for (; k < kc; k++)
-                tmp[k] = eng_f16_to_f32(((const uint16_t *)row)[k0 + k]);
-            for (k = 0; k < kc; k++)
-                buf[k * PW + r] = tmp[k];
-        } else {
-            const float *s = (const float *)row + k0;
-            for (int k = 0; k < kc; k++)
-                buf[k * PW + r] = s[k];
-        }
-    }
-    for (; r < PW; r++)
-        for (int k = 0; k < kc; k++)
-            buf[k * PW + r] = 0.0f;
-}
-
-/* c[t][0..PW) (row stride ldc) += x[t][0..kc) * buf, for NT tokens; first = start from 0. */
-ALWAYS_INLINE void gemm_micro(float *c, int ldc, const float *x, int n_in, const float *buf,
-                              int kc, int first, const int NT)
-{
-    V acc[TB][2];
-#pragma GCC unroll 6
-    for (int t = 0; t < NT; t++) {
-        acc[t][0] = first ? V_ZERO() : V_LOAD(c + (size_t)t * ldc);
-        acc[t][1] = first ? V_ZERO() : V_LOAD(c + (size_t)t * ldc + VL);
-    }
-    for (int k = 0; k < kc; k++) {
-        V w0 = V_LOAD(buf + k * PW), w1 = V_LOAD(buf + k * PW + VL);
-#pragma GCC unroll 6
-        for (int t = 0; t < NT; t++) {
-            V xb = V_SET1(x[(size_t)t * n_in + k]);
-            acc[t][0] = V_FMA(xb, w0, acc[t][0]);
-            acc[t][1] = V_FMA(xb, w1, acc[t][1]);
-        }
-    }
-#pragma GCC unroll 6
-    for (int t = 0; t < NT; t++) {
-        V_STORE(c + (size_t)t * ldc, acc[t][0]);
-        V_STORE(c + (size_t)t * ldc + VL, acc[t][1]);
-    }
-}
-
-/* All PW columns of c are written (zero weights beyond `valid`). */
-static void gemm_panel(float *c, int ldc, const float *x, int n_tokens, int n_in, const char *w,
-                       size_t row_bytes, int valid, eng_dtype dt)
-{
-    float buf[KC * PW] __attribute__((aligned(64)));
-    for (int k0 = 0; k0 < n_in; k0 += KC) {
-        int kc = n_in - k0 < KC ? n_in - k0 : KC;
-        pack_panel(buf, w, row_bytes, valid, k0, kc, dt);
-        int first = k0 == 0;
-        int t = 0;
-        for (; t + TB <= n_tokens; t += TB)
-            gemm_micro(c + (size_t)t * ldc, ldc, x + (size_t)t * n_in + k0, n_in, buf, kc, first, TB);
-        const float *xt = x + (size_t)t * n_in + k0;
-        float *ct = c + (size_t)t * ldc;
-        switch (n_tokens - t) {
-        case 5: gemm_micro(ct, ldc, xt, n_in, buf, kc, first, 5); break;
-        case 4: gemm_micro(ct, ldc, xt, n_in, buf, kc, first, 4); break;
-        case 3: gemm_micro(ct, ldc, xt, n_in, buf, kc, first, 3); break;
-        case 2: gemm_micro(ct, ldc, xt, n_in, buf, kc, first, 2); break;
-        case 1: gemm_micro(ct, ldc, xt, n_in, buf, kc, first, 1); break;
-        default: break;
-        }
-    }
-}
-
-static void gemm_rows(float *y, int ldy, const float *x, const void *w, eng_dtype dt,
-                      int n_tokens, int n_in, int o0, int o1)
-{
-    size_t row_bytes = (size_t)n_in * dt_size(dt);
-    int o = o0;
-    for (; o + PW <= o1; o += PW)
-        gemm_panel(y + o, ldy, x, n_tokens, n_in, (const char *)w + (size_t)o * row_bytes, row_bytes, PW, dt);
-    if (o < o1) {
-        /* A narrow last panel computes into a scratch tile, a chunk of tokens at a
-         * time, and copies out the valid columns. */
-        float tile[TAIL_TOKENS * PW] __attribute__((aligned(64)));
-        int valid = o1 - o;
-        for (int t0 = 0; t0 < n_tokens; t0 += TAIL_TOKENS) {
-            int nt = n_tokens - t0 < TAIL_TOKENS ? n_tokens - t0 : TAIL_TOKENS;
-            gemm_panel(tile, PW, x + (size_t)t0 * n_in, nt, n_in, (const char *)w + (size_t)o * row_bytes,
-                       row_bytes, valid, dt);
-            for (int t = 0; t < nt; t++)
-                memcpy(y + (size_t)(t0 + t) * ldy + o, tile + (size_t)t * PW, (size_t)valid * sizeof(float));
-        }
-    }
-}
-
+/* Which loop runs changes only the speed, never a bit of the result. */
 static void matmul_rows(float *y, int ldy, const float *x, const void *w, eng_dtype dt,
                         int n_tokens, int n_in, int o0, int o1)
 {
-    if (n_tokens >= GEMM_MIN_TOKENS) {
+    if (n_tokens >= MM_DEC_MAX) {
         gemm_rows(y, ldy, x, w, dt, n_tokens, n_in, o0, o1);
         return;
     }
-    /* One instantiation per dtype so the inner loop has no dtype branch. */
+    /* One instantiation per dtype and token count: no dtype branch inside. */
+#define DEC_T(DT, T) \
+    case T: dec_rows(y, ldy, x, w, DT, n_in, o0, o1, T); break
+#define DEC_DT(DT) \
+    switch (n_tokens) { DEC_T(DT, 1); DEC_T(DT, 2); DEC_T(DT, 3); default: break; }
     switch (dt) {
-    case ENG_DT_BF16: dec_rows(y, ldy, x, w, ENG_DT_BF16, n_tokens, n_in, o0, o1); break;
-    case ENG_DT_F16: dec_rows(y, ldy, x, w, ENG_DT_F16, n_tokens, n_in, o0, o1); break;
-    case ENG_DT_F32: dec_rows(y, ldy, x, w, ENG_DT_F32, n_tokens, n_in, o0, o1); break;
+    case ENG_DT_BF16: DEC_DT(ENG_DT_BF16); break;
+    case ENG_DT_F16: DEC_DT(ENG_DT_F16); break;
+    case ENG_DT_F32: DEC_DT(ENG_DT_F32); break;
     }
+#undef DEC_DT
+#undef DEC_T
 }
 
 /* ---- element-wise kernels ---- */
@@ -323,7 +290,8 @@ static void scale(float *y, float a, int n)
 }
 
 /* Four keys at a time, one accumulator each: independent chains hide the FMA
- * latency that a single 128-element dot cannot. */
+ * latency that a single 128-element dot cannot. A key left over is summed the
+ * same way alone, so its score does not depend on n. */
 static void dot_rows(float *out, const float *q, const float *k, int n, size_t stride, int dim, float scale)
 {
     int dv = dim / VL * VL;
@@ -350,8 +318,16 @@ static void dot_rows(float *out, const float *q, const float *k, int n, size_t s
         out[j + 2] = s2 * scale;
         out[j + 3] = s3 * scale;
     }
-    for (; j < n; j++)
-        out[j] = dot(q, k + (size_t)j * stride, dim) * scale;
+    for (; j < n; j++) {
+        const float *kr = k + (size_t)j * stride;
+        V a = V_ZERO();
+        for (int d = 0; d < dv; d += VL)
+            a = V_FMA(V_LOAD(q + d), V_LOAD(kr + d), a);
+        float s = V_REDUCE(a);
+        for (int d = dv; d < dim; d++)
+            s += q[d] * kr[d];
+        out[j] = s * scale;
+    }
 }
 
 /* y is held in up to four vectors while every row is added, so it is loaded and

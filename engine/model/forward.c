@@ -4,10 +4,9 @@
  * projection as one matrix, so weights are read once per step whatever the batch.
  * The parts that differ per sequence (q/k norm, RoPE, the KV write, attention)
  * run per token. Every number for a token is computed by the same code in the same
- * order whatever else is in the batch, so results do not depend on batching or
- * chunking, with one exception below us: eng_matmul sums in one order for fewer
- * than 16 rows and in another for more, so a token's numbers can move in the last
- * bits when its step crosses that size (tests/model/test_forward.c bounds it).
+ * order whatever else is in the batch (eng_matmul is batch-invariant, kernels.h),
+ * so a token's K/V and logits are bitwise the same however the batch is made up or
+ * the prompt chunked (tests/model/test_chunk_invariance.c).
  * A model runs one step at a time (its activations live in the model).
  * The layer loop reads top to bottom like the math:
  *

@@ -14,10 +14,9 @@ static eng_error err;
 
 /* Largest |a - b| relative to the largest |a|. */
 static double max_seen;
-/* Allowed relative difference. The portable kernels sum every output in one order
- * (differences stay below 1e-7, from the MoE share split); the SIMD matmul sums in
- * one order for fewer than 16 rows (decode) and another for more (prefill GEMM), so
- * a token's numbers move in the last bits when its batch crosses that size. */
+/* Allowed relative difference: the MoE shares of two expert sets are added in
+ * another order than the whole layer sums them. Chunking, batching and threads
+ * change no bit at all (test_chunk_invariance.c checks that bitwise). */
 static double tol = 1e-6;
 static double rel_diff(const float *a, const float *b, int n)
 {

@@ -1,0 +1,117 @@
+/* test_batch_invariance.c: a row's eng_matmul result is bitwise the same alone
+ * and inside a batch of any size 1..300, at any position in it, with 1 or several
+ * threads, for every kernel variant this CPU runs and every weight dtype.
+ *
+ * Expert parallelism mixes tokens from several ranks in one expert matmul, and
+ * migration / prefix caching reuse K/V computed in a prefill chunk of another
+ * size; both are exact only if this holds.
+ *
+ * Each batch of size B holds rows of a fixed pool of 300, starting at a rotating
+ * offset, so every pool row is checked at many positions and in many batch sizes
+ * against its result computed alone (1 row, 1 thread). Two shapes: one with n_in
+ * above every variant's input blocking and not a multiple of any vector width,
+ * one with n_out wide enough to be split between threads. eng_dot_rows (attention
+ * scores over a block's keys) must likewise give a key the same score whatever
+ * the number of keys in the call. */
+#include "kernels/kernels_impl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A broken kernel fails row after row: stop after 20. */
+#define CHECK_MAX_FAILURES 20
+#include "check.h"
+
+#define POOL_ROWS 300
+
+#include "rnd.h"
+
+static const char *const VARIANTS[] = { "portable", "avx2", "avx512" };
+
+static void check_shape(eng_pool *pools[], int n_pools, eng_dtype dt, int n_in, int n_out)
+{
+    float *xs = malloc((size_t)POOL_ROWS * n_in * sizeof(float));
+    for (size_t i = 0; i < (size_t)POOL_ROWS * n_in; i++)
+        xs[i] = rnd_f();
+    void *w = rnd_weights(dt, (size_t)n_out * n_in);
+    float *alone = malloc((size_t)POOL_ROWS * n_out * sizeof(float));
+    float *x = malloc((size_t)POOL_ROWS * n_in * sizeof(float));
+    float *y = malloc((size_t)POOL_ROWS * n_out * sizeof(float));
+    for (size_t v = 0; v < sizeof VARIANTS / sizeof VARIANTS[0]; v++) {
+        if (!eng_kernels_variant(VARIANTS[v]))
+            continue;
+        setenv("TANDEM_ISA", VARIANTS[v], 1);
+        CHECK(strcmp(eng_kernels_init(), VARIANTS[v]) == 0, "TANDEM_ISA=%s not selected", VARIANTS[v]);
+        for (int r = 0; r < POOL_ROWS; r++)
+            eng_matmul(NULL, alone + (size_t)r * n_out, xs + (size_t)r * n_in, w, dt, 1, n_in, n_out);
+        int differ = 0;
+        for (int p = 0; p < n_pools; p++)
+            for (int B = 1; B <= POOL_ROWS; B++) {
+                int start = (B * 37 + p * 101) % POOL_ROWS;
+                for (int i = 0; i < B; i++)
+                    memcpy(x + (size_t)i * n_in, xs + (size_t)((start + i) % POOL_ROWS) * n_in,
+                           (size_t)n_in * sizeof(float));
+                eng_matmul(pools[p], y, x, w, dt, B, n_in, n_out);
+                for (int i = 0; i < B; i++) {
+                    int r = (start + i) % POOL_ROWS;
+                    int same = memcmp(y + (size_t)i * n_out, alone + (size_t)r * n_out,
+                                      (size_t)n_out * sizeof(float)) == 0;
+                    differ += !same;
+                    CHECK(same, "%s %s n_in=%d n_out=%d threads=%d: row %d at position %d of a batch of %d "
+                          "differs from the row alone", VARIANTS[v], eng_dtype_name(dt), n_in, n_out,
+                          eng_pool_threads(pools[p]), r, i, B);
+                }
+            }
+        printf("%-8s %-4s n_in=%4d n_out=%3d: %d of %d batched rows differ from alone\n", VARIANTS[v],
+               eng_dtype_name(dt), n_in, n_out, differ, n_pools * POOL_ROWS * (POOL_ROWS + 1) / 2);
+    }
+    unsetenv("TANDEM_ISA");
+    free(xs);
+    free(w);
+    free(alone);
+    free(x);
+    free(y);
+}
+
+static void check_dot_rows(void)
+{
+    enum { DIM = 133, KEYS = 21 };
+    float q[DIM], k[KEYS * DIM], alone[KEYS], out[KEYS];
+    for (int i = 0; i < DIM; i++)
+        q[i] = rnd_f();
+    for (int i = 0; i < KEYS * DIM; i++)
+        k[i] = rnd_f();
+    for (size_t v = 0; v < sizeof VARIANTS / sizeof VARIANTS[0]; v++) {
+        const eng_kernel_impl *impl = eng_kernels_variant(VARIANTS[v]);
+        if (!impl)
+            continue;
+        for (int j = 0; j < KEYS; j++)
+            impl->dot_rows(alone + j, q, k + (size_t)j * DIM, 1, DIM, DIM, 0.3f);
+        for (int first = 0; first < KEYS; first++)
+            for (int n = 1; first + n <= KEYS; n++) {
+                impl->dot_rows(out, q, k + (size_t)first * DIM, n, DIM, DIM, 0.3f);
+                CHECK(memcmp(out, alone + first, (size_t)n * sizeof(float)) == 0,
+                      "%s dot_rows: keys %d..%d scored together differ from alone", VARIANTS[v], first,
+                      first + n - 1);
+            }
+    }
+}
+
+int main(void)
+{
+    check_dot_rows();
+    eng_pool *pools[2] = { eng_pool_create(1), eng_pool_create(3) };
+    CHECK(pools[0] && pools[1], "thread pools");
+    if (!pools[0] || !pools[1])
+        return check_summary();
+    for (int dt = 0; dt < 3; dt++) {
+        /* n_in past every input block (1024 floats) twice, odd; one output tile and a bit */
+        check_shape(pools, 1, (eng_dtype)dt, 2091, 7);
+        /* outputs split between threads: 1 and 3 threads */
+        check_shape(pools, 2, (eng_dtype)dt, 77, 203);
+    }
+    eng_pool_destroy(pools[0]);
+    eng_pool_destroy(pools[1]);
+    return check_summary();
+}
