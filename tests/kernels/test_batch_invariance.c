@@ -106,10 +106,10 @@ int main(void)
     if (!pools[0] || !pools[1])
         return check_summary();
     for (int dt = 0; dt < 3; dt++) {
-        /* n_in past every input block (1024 floats) twice, odd; one output tile and a bit */
-        check_shape(pools, 1, (eng_dtype)dt, 2091, 7);
-        /* outputs split between threads: 1 and 3 threads */
-        check_shape(pools, 2, (eng_dtype)dt, 77, 203);
+        /* n_in past an input block (1024 floats) and not a multiple of a vector; one output tile and a bit */
+        check_shape(pools, 1, (eng_dtype)dt, 1100, 5);
+        /* outputs split between threads (tasks of 16 rows): 1 and 3 threads */
+        check_shape(pools, 2, (eng_dtype)dt, 77, 67);
     }
     eng_pool_destroy(pools[0]);
     eng_pool_destroy(pools[1]);
