@@ -278,7 +278,8 @@ int eng_st_open(const char *dir, eng_st **out, eng_error *err)
         if (open_file(st, single, err) < 0)
             goto fail;
     }
-    qsort(st->tensors, (size_t)st->n_tensors, sizeof *st->tensors, cmp_tensor);
+    if (st->n_tensors > 1) /* with none, the list is NULL (found by fuzz_safetensors) */
+        qsort(st->tensors, (size_t)st->n_tensors, sizeof *st->tensors, cmp_tensor);
     for (int i = 1; i < st->n_tensors; i++)
         if (!strcmp(st->tensors[i].name, st->tensors[i - 1].name)) {
             eng_fail(err, "%s: tensor %s appears in both %s and %s", st->source, st->tensors[i].name,
@@ -328,7 +329,7 @@ const eng_st_tensor *eng_st_find(const eng_st *st, const char *name)
 {
     eng_st_tensor key;
     key.name = name;
-    return bsearch(&key, st->tensors, (size_t)st->n_tensors, sizeof *st->tensors, cmp_tensor);
+    return st->n_tensors ? bsearch(&key, st->tensors, (size_t)st->n_tensors, sizeof *st->tensors, cmp_tensor) : NULL;
 }
 
 const char *eng_st_source(const eng_st *st)
