@@ -33,6 +33,7 @@
 #include "common/addr.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "model/config.h"
 #include "rpc.h"
 #include "tandem.pb-c.h"
 
@@ -51,6 +52,7 @@ typedef struct serve_args {
     const char *model, *host;
     int n_prefill, n_decode, colocated, port, threads, kv_blocks, rpc_port, heartbeat_ms, ready_timeout;
     cli_log_opts log;
+    int ep_size, prefill_ep, decode_ep, ep_deadline_ms;
 } serve_args;
 
 #define S serve_args
@@ -72,6 +74,15 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(S, ready_timeout, "--ready-timeout", "S", 1, 86400, "300",
                 "seconds to wait for every worker to register"),
     CLI_LOG_OPTS(S, log),
+    CLI_INT_OPT(S, ep_size, "--ep-size", "N", 1, 64, NULL,
+                "expert parallelism (MoE models): every worker of both pools\n"
+                "is an EP group of N rank processes, each holding 1/N of the\n"
+                "experts; --prefill-workers / --decode-workers count groups"),
+    CLI_INT_OPT(S, prefill_ep, "--prefill-ep-size", "N", 1, 64, NULL, "--ep-size for the prefill pool only"),
+    CLI_INT_OPT(S, decode_ep, "--decode-ep-size", "N", 1, 64, NULL,
+                "--ep-size for the decode pool (or the colocated workers) only"),
+    CLI_INT_OPT(S, ep_deadline_ms, "--ep-deadline-ms", "N", 1, 3600 * 1000, "10000",
+                "how long an EP rank's exchange waits for another rank"),
 };
 #undef S
 
@@ -227,20 +238,44 @@ static int read_line(int fd, char *line, size_t cap, double timeout)
     return 0;
 }
 
-/* 1 when host:port can be bound now (the default gRPC port is taken only when free). */
-static int port_free(const char *host, int port)
+/* Binds host:port for a moment: the port bound (port 0: one the kernel picked), or 0
+ * when it cannot be bound. The default gRPC port is taken only when free, and an EP
+ * rank's exchange port is picked this way; another process taking it in between
+ * makes that process fail to start, which is reported. */
+static int try_bind(const char *host, int port)
 {
     struct addrinfo *ai = NULL;
     if (eng_addr_resolve(host, port, 1, &ai, NULL) < 0)
         return 0;
-    int fd = socket(ai->ai_family, SOCK_STREAM, 0), one = 1;
+    int fd = socket(ai->ai_family, SOCK_STREAM, 0), one = 1, bound = 0;
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof sa;
     if (fd >= 0)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    int ok = fd >= 0 && bind(fd, ai->ai_addr, ai->ai_addrlen) == 0;
+    if (fd >= 0 && bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        bound = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
+                                               : ((struct sockaddr_in *)&sa)->sin_port);
     if (fd >= 0)
         close(fd);
     freeaddrinfo(ai);
-    return ok;
+    return bound;
+}
+
+/* --ep-size N needs a MoE model with at least N experts; one line says why not.
+ * Returns 0 or the exit status. */
+static int check_ep(const char *model, int ep_size)
+{
+    if (ep_size <= 1)
+        return 0;
+    eng_config c;
+    eng_error err;
+    if (eng_config_load(model, &c, &err) < 0)
+        return cli_usage_error(&CMD, "%s", err.msg);
+    if (!c.is_moe)
+        return cli_usage_error(&CMD, "--ep-size %d needs a MoE model; %s is dense", ep_size, model);
+    if (ep_size > c.num_experts)
+        return cli_usage_error(&CMD, "--ep-size %d is larger than the model's %d experts", ep_size, c.num_experts);
+    return 0;
 }
 
 /* Healthy workers registered with the coordinator, or -1 when it cannot be asked. */
@@ -271,7 +306,16 @@ int cmd_serve(int argc, char **argv)
         n_prefill = 0;
     else if (n_prefill < 1)
         return cli_usage_error(&CMD, "--prefill-workers must be at least 1 (or pass --colocated)");
-    int n_workers = n_prefill + n_decode;
+    /* each worker of a pool is a group of that pool's EP size */
+    int ep_prefill = a.prefill_ep ? a.prefill_ep : a.ep_size ? a.ep_size : 1;
+    int ep_decode = a.decode_ep ? a.decode_ep : a.ep_size ? a.ep_size : 1;
+    int bad = check_ep(model, ep_prefill > ep_decode ? ep_prefill : ep_decode);
+    if (bad)
+        return bad;
+    int n_workers = n_prefill * ep_prefill + n_decode * ep_decode;
+    if (n_workers + 1 > MAX_CHILDREN) {
+        return cli_usage_error(&CMD, "%d worker processes; at most %d on one machine", n_workers, MAX_CHILDREN - 1);
+    }
     if (!threads) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         threads = cpus > n_workers ? (int)(cpus / n_workers) : 1;
@@ -293,7 +337,7 @@ int cmd_serve(int argc, char **argv)
         return 1;
     }
     if (rpc_port < 0)
-        rpc_port = port_free(host, 50051) ? 50051 : 0;
+        rpc_port = try_bind(host, 50051) ? 50051 : 0;
     char port_s[16], hb_s[16], rpc_s[16];
     snprintf(rpc_s, sizeof rpc_s, "%d", rpc_port);
     snprintf(port_s, sizeof port_s, "%d", a.port);
@@ -325,14 +369,23 @@ int cmd_serve(int argc, char **argv)
         pthread_detach(drain);
 
     /* 2. the workers */
-    char threads_s[16], kv_s[16];
+    char threads_s[16], kv_s[16], deadline_s[16];
+    char group_peers[64 * (ENG_HOST_MAX + 8)]; /* an EP group's exchange addresses: --ep-size <= 64 */
     snprintf(threads_s, sizeof threads_s, "%d", threads);
     snprintf(kv_s, sizeof kv_s, "%d", a.kv_blocks);
+    snprintf(deadline_s, sizeof deadline_s, "%d", a.ep_deadline_ms);
     for (int i = 0; i < n_workers; i++) {
-        const char *role = colocated ? "both" : i < n_prefill ? "prefill" : "decode";
-        char id[64];
-        snprintf(id, sizeof id, "%s-%d", role, colocated ? i + 1 : i < n_prefill ? i + 1 : i - n_prefill + 1);
-        char *wargv[28];
+        int in_prefill = i < n_prefill * ep_prefill, ep = in_prefill ? ep_prefill : ep_decode;
+        int j = in_prefill ? i : i - n_prefill * ep_prefill; /* the process's index in its pool */
+        int rank = j % ep;
+        const char *role = colocated ? "both" : in_prefill ? "prefill" : "decode";
+        char id[64], group[32], rank_s[16], ep_s[16];
+        snprintf(group, sizeof group, "%s-%d", role, j / ep + 1);
+        if (ep > 1)
+            snprintf(id, sizeof id, "%s-r%d", group, rank);
+        else
+            snprintf(id, sizeof id, "%s", group);
+        char *wargv[44];
         k = 0;
         wargv[k++] = "tandem", wargv[k++] = "worker", wargv[k++] = "--role", wargv[k++] = (char *)role;
         wargv[k++] = "--model", wargv[k++] = (char *)model, wargv[k++] = "--coordinator", wargv[k++] = rpc_addr;
@@ -342,6 +395,27 @@ int cmd_serve(int argc, char **argv)
         wargv[k++] = "--log-format", wargv[k++] = (char *)a.log.format;
         if (a.kv_blocks)
             wargv[k++] = "--kv-blocks", wargv[k++] = kv_s;
+        if (ep > 1) {
+            if (rank == 0) { /* a new group: its ranks' exchange addresses */
+                size_t off = 0;
+                for (int r = 0; r < ep; r++) {
+                    int p = try_bind(host, 0);
+                    eng_error err;
+                    char one[ENG_HOST_MAX + 8];
+                    if (!p || eng_addr_join(host, p, one, sizeof one, &err) < 0) {
+                        eng_log(ENG_LOG_ERROR, "serve", NULL, "no free port on %s for an EP exchange", host);
+                        stop_all();
+                        return 1;
+                    }
+                    off += (size_t)snprintf(group_peers + off, sizeof group_peers - off, "%s%s", r ? "," : "", one);
+                }
+            }
+            snprintf(rank_s, sizeof rank_s, "%d", rank);
+            snprintf(ep_s, sizeof ep_s, "%d", ep);
+            wargv[k++] = "--ep-size", wargv[k++] = ep_s, wargv[k++] = "--ep-rank", wargv[k++] = rank_s;
+            wargv[k++] = "--group", wargv[k++] = group, wargv[k++] = "--ep-peers", wargv[k++] = group_peers;
+            wargv[k++] = "--ep-deadline-ms", wargv[k++] = deadline_s;
+        }
         wargv[k] = NULL;
         if (spawn(id, wargv, -1, &set) < 0) {
             stop_all();
@@ -394,12 +468,17 @@ int cmd_serve(int argc, char **argv)
         }
     }
     rpc_channel_destroy(ch);
+    char ep_note[64] = "";
+    if (colocated && ep_decode > 1)
+        snprintf(ep_note, sizeof ep_note, ", EP groups of %d", ep_decode);
+    else if (!colocated && (ep_prefill > 1 || ep_decode > 1))
+        snprintf(ep_note, sizeof ep_note, ", EP groups of %d + %d", ep_prefill, ep_decode);
     if (colocated)
-        printf("tandem: serving %s at %s/v1 (%d colocated workers; gRPC %s). Ctrl-C stops it.\n", model_name, http_url,
-               n_decode, rpc_addr);
+        printf("tandem: serving %s at %s/v1 (%d colocated workers%s; gRPC %s). Ctrl-C stops it.\n", model_name,
+               http_url, n_decode, ep_note, rpc_addr);
     else
-        printf("tandem: serving %s at %s/v1 (%d prefill + %d decode workers; gRPC %s). Ctrl-C stops it.\n",
-               model_name, http_url, n_prefill, n_decode, rpc_addr);
+        printf("tandem: serving %s at %s/v1 (%d prefill + %d decode workers%s; gRPC %s). Ctrl-C stops it.\n",
+               model_name, http_url, n_prefill, n_decode, ep_note, rpc_addr);
     fflush(stdout);
 
     /* 4. watch */

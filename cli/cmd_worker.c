@@ -53,6 +53,14 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(W, o.lease_ms, "--lease-ms", "N", 1, 24 * 3600 * 1000, "30000", "KV reservation lease"),
     CLI_FLOAT_OPT(W, drain_timeout, "--drain-timeout", "S", 0, 86400, "30",
                   "on SIGTERM, seconds to let requests in flight finish"),
+    CLI_INT_OPT(W, o.ep_size, "--ep-size", "N", 1, 64, "1",
+                "expert parallelism (MoE models): this worker is one of N\nranks of an EP group, holding 1/N of the experts"),
+    CLI_INT_OPT(W, o.ep_rank, "--ep-rank", "R", 0, 63, "0", "this worker's rank in its EP group, 0..N-1"),
+    CLI_STR_OPT(W, o.group, "--group", "NAME", NULL, "the EP group's name, the same on every rank", 0),
+    CLI_STR_OPT(W, o.ep_peers, "--ep-peers", "LIST", NULL,
+                "every rank's exchange address, HOST:PORT,... in rank order\n(this rank listens on its own)", 0),
+    CLI_INT_OPT(W, o.ep_deadline_ms, "--ep-deadline-ms", "N", 1, 3600 * 1000, "10000",
+                "how long an exchange waits for another rank before the\ngroup is broken"),
     CLI_LOG_OPTS(W, log),
 };
 #undef W

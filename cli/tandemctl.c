@@ -125,6 +125,11 @@ static int print_json(const Tandem__ClusterStatus *cs)
         cJSON_AddNumberToObject(o, "kv_blocks_total", ld ? ld->kv_blocks_total : 0);
         cJSON_AddStringToObject(o, "layout", lay);
         cJSON_AddStringToObject(o, "transport", transport_of(in));
+        cJSON_AddStringToObject(o, "group", in && in->ep_group ? in->ep_group : "");
+        cJSON_AddNumberToObject(o, "ep_rank", in ? in->ep_rank : 0);
+        cJSON_AddNumberToObject(o, "ep_size", in && in->ep_size > 1 ? in->ep_size : 1);
+        cJSON_AddNumberToObject(o, "experts", in ? in->experts : 0);
+        cJSON_AddBoolToObject(o, "ep_ready", ld && ld->ep_ready);
         if (ld && ld->batch) {
             cJSON_AddNumberToObject(o, "steps", (double)ld->batch->steps);
             cJSON_AddNumberToObject(o, "max_batch", ld->batch->max_batch);
@@ -144,8 +149,8 @@ static int print_json(const Tandem__ClusterStatus *cs)
 static void print_table(const Tandem__ClusterStatus *cs)
 {
     printf("model %s, %zu worker(s)\n", cs->model ? cs->model : "", cs->n_workers);
-    printf("%-22s %-8s %-22s %-10s %7s %6s %14s  %-22s %s\n", "WORKER", "ROLE", "ADDRESS", "STATE", "RUNNING", "QUEUED",
-           "KV USED/TOTAL", "LAYOUT", "TRANSPORT");
+    printf("%-22s %-8s %-22s %-10s %7s %6s %14s  %-22s %-9s %s\n", "WORKER", "ROLE", "ADDRESS", "STATE", "RUNNING",
+           "QUEUED", "KV USED/TOTAL", "LAYOUT", "TRANSPORT", "EP GROUP RANK/SIZE EXPERTS");
     for (size_t i = 0; i < cs->n_workers; i++) {
         const Tandem__WorkerStatus *w = cs->workers[i];
         const Tandem__WorkerInfo *in = w->info;
@@ -153,9 +158,13 @@ static void print_table(const Tandem__ClusterStatus *cs)
         char lay[96], kv[40];
         layout_str(in ? in->kv_layout : NULL, lay, sizeof lay);
         snprintf(kv, sizeof kv, "%u/%u", ld ? ld->kv_blocks_used : 0, ld ? ld->kv_blocks_total : 0);
-        printf("%-22s %-8s %-22s %-10s %7u %6u %14s  %-22s %s\n", in && in->worker_id ? in->worker_id : "",
+        char ep[160] = "-";
+        if (in && in->ep_size > 1)
+            snprintf(ep, sizeof ep, "%s %u/%u %u%s", in->ep_group ? in->ep_group : "", in->ep_rank, in->ep_size,
+                     in->experts, ld && ld->ep_ready ? "" : " (group incomplete)");
+        printf("%-22s %-8s %-22s %-10s %7u %6u %14s  %-22s %-9s %s\n", in && in->worker_id ? in->worker_id : "",
                role_name(in ? in->role : 0), in && in->rpc_address ? in->rpc_address : "", state_name(w->state),
-               ld ? ld->running : 0, ld ? ld->queued : 0, kv, lay, transport_of(in));
+               ld ? ld->running : 0, ld ? ld->queued : 0, kv, lay, transport_of(in), ep);
     }
 }
 

@@ -68,6 +68,10 @@ static void on_status(void *user, rpc_call *call, const rpc_bytes *req, rpc_byte
         wi[i].n_transports = v[i].transport[0] ? 1 : 0;
         wi[i].transports = &epp[i];
         wi[i].model = (char *)a->model;
+        wi[i].ep_group = v[i].ep_group;
+        wi[i].ep_rank = v[i].ep_rank;
+        wi[i].ep_size = v[i].ep_size;
+        wi[i].experts = v[i].experts;
         bs[i].steps = v[i].steps;
         bs[i].batched_seqs = v[i].batched_seqs;
         bs[i].max_batch = v[i].max_batch;
@@ -80,6 +84,7 @@ static void on_status(void *user, rpc_call *call, const rpc_bytes *req, rpc_byte
         wl[i].kv_blocks_total = v[i].kv_total;
         wl[i].batch = &bs[i];
         wl[i].draining = v[i].draining;
+        wl[i].ep_ready = v[i].ep_ready;
         ws[i].info = &wi[i];
         ws[i].load = &wl[i];
         ws[i].state = v[i].draining  ? TANDEM__WORKER_STATE__WORKER_DRAINING

@@ -48,11 +48,34 @@ const char *coord_role_name(int role)
     }
 }
 
-static int healthy_locked(const coord_registry *r, const entry *e, double now)
+/* The worker itself answers: heartbeats on time, calls not failing. */
+static int alive_locked(const coord_registry *r, const entry *e, double now)
 {
     if (e->failed_at > 0)
         return 0;
     return now - e->last_seen <= (double)r->cfg.missed_heartbeats * r->cfg.heartbeat_ms / 1000.0;
+}
+
+/* An EP rank serves only while its whole group does: every rank of the group is
+ * registered, alive and connected to the others (each reports ep_ready). */
+static int group_complete_locked(const coord_registry *r, const entry *e, double now)
+{
+    const coord_worker_view *v = &e->v;
+    if (v->ep_size <= 1)
+        return 1;
+    uint64_t seen = 0; /* ranks found, as bits (ep_size <= 64) */
+    for (int i = 0; i < r->n; i++) {
+        const coord_worker_view *o = &r->w[i].v;
+        if (o->ep_size == v->ep_size && o->role == v->role && !strcmp(o->ep_group, v->ep_group) && o->ep_ready &&
+            alive_locked(r, &r->w[i], now))
+            seen |= 1ull << o->ep_rank;
+    }
+    return seen == (v->ep_size == 64 ? ~0ull : (1ull << v->ep_size) - 1);
+}
+
+static int healthy_locked(const coord_registry *r, const entry *e, double now)
+{
+    return alive_locked(r, e, now) && group_complete_locked(r, e, now);
 }
 
 static entry *find_locked(coord_registry *r, const char *id)
@@ -118,6 +141,9 @@ static void *health_main(void *arg)
                 else if (e->failed_at > 0)
                     eng_log(ENG_LOG_WARN, "registry", NULL, "worker %s (%s, %s) out of rotation: calls to it fail", e->v.id,
                             coord_role_name(e->v.role), e->v.rpc_address);
+                else if (alive_locked(r, e, now))
+                    eng_log(ENG_LOG_WARN, "registry", NULL, "worker %s (%s, %s) out of rotation: EP group %s is not complete",
+                            e->v.id, coord_role_name(e->v.role), e->v.rpc_address, e->v.ep_group);
                 else
                     eng_log(ENG_LOG_WARN, "registry", NULL, "worker %s (%s, %s) out of rotation: no heartbeat for %.1f s",
                             e->v.id, coord_role_name(e->v.role), e->v.rpc_address, now - e->last_seen);
@@ -170,6 +196,11 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
     else if (info->capacity->kv_blocks_free > info->capacity->kv_blocks_total)
         snprintf(reason, cap, "the worker reports %u free KV blocks of %u", info->capacity->kv_blocks_free,
                  info->capacity->kv_blocks_total);
+    else if (info->ep_size > 64 || (info->ep_size > 1 && (info->ep_rank >= info->ep_size || !info->ep_group ||
+                                                          !*info->ep_group ||
+                                                          strlen(info->ep_group) >= sizeof r->w->v.ep_group)))
+        snprintf(reason, cap, "EP rank %u of %u in group '%s': needs rank < size <= 64 and a group name of "
+                              "1..63 bytes", info->ep_rank, info->ep_size, info->ep_group ? info->ep_group : "");
     if (reason[0]) {
         pthread_mutex_lock(&r->mu);
         double now = eng_now_s();
@@ -222,6 +253,12 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
     e->v.kv_total = info->capacity->kv_blocks_total;
     e->v.kv_used = info->capacity->kv_blocks_total - info->capacity->kv_blocks_free;
     e->v.registrations = regs + 1;
+    e->v.experts = info->experts;
+    if (info->ep_size > 1) {
+        snprintf(e->v.ep_group, sizeof e->v.ep_group, "%s", info->ep_group);
+        e->v.ep_rank = info->ep_rank;
+        e->v.ep_size = info->ep_size;
+    }
     e->last_seen = eng_now_s();
     e->failed_at = 0;
     e->logged_healthy = 1;
@@ -252,6 +289,7 @@ int coord_registry_heartbeat(coord_registry *r, const Tandem__WorkerLoad *l)
             e->v.max_batch = l->batch->max_batch;
             e->v.last_batch = l->batch->last_batch;
         }
+        e->v.ep_ready = l->ep_ready;
         e->v.sent_streams = e->v.sent_blocks = 0;
         e->v.sent_prompt_tokens = 0;
         e->last_seen = eng_now_s();

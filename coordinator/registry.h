@@ -60,6 +60,11 @@ typedef struct coord_worker_view {
     uint32_t sent_streams, sent_blocks;
     uint64_t sent_prompt_tokens;
     uint64_t registrations;   /* how many times this id registered */
+    /* Expert parallelism: rank ep_rank of EP group ep_group (ep_size 0 or 1: none);
+     * healthy only while every rank of the group is alive and connected (ep_ready). */
+    char ep_group[64];
+    uint32_t ep_rank, ep_size, experts;
+    int ep_ready;
     double since_heartbeat_s;
 } coord_worker_view;
 

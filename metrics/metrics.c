@@ -37,6 +37,9 @@ static const struct {
     [MET_OUTCOME] = {"outcome", offsetof(met_labels, outcome)},
     [MET_TRANSPORT] = {"transport", offsetof(met_labels, transport)},
     [MET_REASON] = {"reason", offsetof(met_labels, reason)},
+    [MET_LAYER] = {"layer", offsetof(met_labels, layer)},
+    [MET_RANK] = {"rank", offsetof(met_labels, rank)},
+    [MET_DIRECTION] = {"direction", offsetof(met_labels, direction)},
 };
 
 static const char *label_value(const met_labels *l, int label)
@@ -549,6 +552,7 @@ static const double e2e_b[] = {.05, .1, .25, .5, 1, 2.5, 5, 10, 15, 20, 30, 40, 
 static const double kvt_b[] = {.0001, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5};
 static const double batch_b[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
 static const double tok_b[] = {1, 16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384};
+static const double ep_b[] = {1e-5, 3e-5, 1e-4, 3e-4, .001, .003, .01, .03, .1, .3, 1, 3};
 
 #define RW (MET_L(MET_ROLE) | MET_L(MET_WORKER))
 #define BUCKETS(b) (b), (int)(sizeof(b) / sizeof((b)[0]))
@@ -588,6 +592,23 @@ static const met_spec tandem_specs[MET_N_TANDEM] = {
                             "Requests run again on other workers (failover: nothing sent yet; replay: after tokens "
                             "were sent) or retried because workers were full",
                             MET_L(MET_REASON), NULL, 0},
+    [MET_WEIGHT_RESIDENT] = {MET_GAUGE, "tandem_weight_resident_bytes",
+                             "Bytes of the checkpoint's mapping resident in this worker (Rss in /proc/self/smaps).", RW,
+                             NULL, 0},
+    [MET_WEIGHT_NEEDED] = {MET_GAUGE, "tandem_weight_needed_bytes",
+                           "Bytes of the weights this worker uses: every tensor but other EP ranks' experts.", RW,
+                           NULL, 0},
+    [MET_EP_DISPATCHED] = {MET_COUNTER, "tandem_ep_dispatched_tokens_total",
+                           "Token rows this EP rank dispatched to each rank's experts, per MoE layer.",
+                           RW | MET_L(MET_LAYER) | MET_L(MET_RANK), NULL, 0},
+    [MET_EP_BALANCE] = {MET_GAUGE, "tandem_ep_balancedness",
+                        "Mean over max of the token rows this EP rank dispatched per rank (1: even).", RW, NULL, 0},
+    [MET_EP_BYTES] = {MET_COUNTER, "tandem_ep_exchange_bytes_total",
+                      "Bytes of the EP exchange (dispatch and combine messages), sent and received.",
+                      RW | MET_L(MET_DIRECTION), NULL, 0},
+    [MET_EP_SECONDS] = {MET_HISTOGRAM, "tandem_ep_exchange_seconds",
+                        "Time of one MoE layer's EP exchange, this rank's expert compute excluded.", RW,
+                        BUCKETS(ep_b)},
 };
 
 int met_tandem_register(met_registry *r, met_tandem *m, eng_error *err)

@@ -34,6 +34,9 @@ typedef enum met_label {
     MET_OUTCOME,   /* success, cancelled, error, rejected */
     MET_TRANSPORT, /* tcp, rdma */
     MET_REASON,    /* why the router ran a request again */
+    MET_LAYER,     /* a model layer's index (expert parallelism) */
+    MET_RANK,      /* a rank of an EP group */
+    MET_DIRECTION, /* sent, received */
     MET_N_LABELS
 } met_label;
 #define MET_L(label) (1u << (label)) /* a label in met_spec.labels */
@@ -41,7 +44,7 @@ typedef enum met_label {
 /* A child's label values by name: a family takes those it declares (NULL reads as "") and
  * refuses a value for one it does not declare. */
 typedef struct met_labels {
-    const char *role, *worker, *outcome, *transport, *reason;
+    const char *role, *worker, *outcome, *transport, *reason, *layer, *rank, *direction;
 } met_labels;
 
 /* One family's declaration. */
@@ -120,6 +123,12 @@ typedef enum met_id {
     MET_BATCH_TOKENS,        /* histogram tandem_batch_tokens [role, worker] */
     MET_PREEMPTIONS,         /* counter tandem_num_preemptions_total [role, worker] (workers) */
     MET_ROUTER_RETRIES,      /* counter tandem_router_retries_total [reason] (coordinator) */
+    MET_WEIGHT_RESIDENT,     /* gauge tandem_weight_resident_bytes [role, worker] (workers) */
+    MET_WEIGHT_NEEDED,       /* gauge tandem_weight_needed_bytes [role, worker] (workers) */
+    MET_EP_DISPATCHED,       /* counter tandem_ep_dispatched_tokens_total [role, worker, layer, rank] (EP ranks) */
+    MET_EP_BALANCE,          /* gauge tandem_ep_balancedness [role, worker] (EP ranks) */
+    MET_EP_BYTES,            /* counter tandem_ep_exchange_bytes_total [role, worker, direction] (EP ranks) */
+    MET_EP_SECONDS,          /* histogram tandem_ep_exchange_seconds [role, worker] (EP ranks) */
     MET_N_TANDEM
 } met_id;
 

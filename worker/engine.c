@@ -336,6 +336,12 @@ static int plan(wrk_worker *w, wrk_step *s, wrk_req **ended, int cap)
 {
     double now = eng_now_s();
     int n_ended = 0;
+    char ep_msg[400] = "";
+    if (w->ep && !wrk_ep_ready(w->ep, ep_msg + 100, sizeof ep_msg - 100)) {
+        char why[300];
+        snprintf(why, sizeof why, "%s", ep_msg + 100);
+        snprintf(ep_msg, sizeof ep_msg, "EP group %s is not complete (%s)", w->opt.group, why);
+    }
     grow_running(w); /* first, so that a sequence it ends leaves in this turn */
     resume_preempted(w);
     for (wrk_req *r = w->reqs, *next; r; r = next) {
@@ -346,6 +352,8 @@ static int plan(wrk_worker *w, wrk_step *s, wrk_req **ended, int cap)
             wrk_req_end_locked(w, r, RPC_UNAVAILABLE, 0, "the worker is shutting down");
         if (r->cancelled)
             wrk_req_end_locked(w, r, RPC_CANCELLED, 0, "cancelled by the caller");
+        if (ep_msg[0]) /* retryable elsewhere while nothing was streamed */
+            wrk_req_end_locked(w, r, RPC_UNAVAILABLE, r->n_gen == 0, ep_msg);
         if (r->state == ST_RESERVED && now > r->lease_deadline) {
             char msg[128];
             snprintf(msg, sizeof msg, "KV lease of %d ms expired before KvReady", w->opt.lease_ms);
@@ -523,6 +531,39 @@ static void drain_failed_transfers(wrk_worker *w)
     }
 }
 
+/* Outside w->mu: one forward step of the planned requests. An EP rank runs every
+ * step of its group, with zero tokens of its own when it has none (every MoE layer
+ * still exchanges: the others' tokens may need our experts). */
+static void run_step(wrk_worker *w, wrk_step *s)
+{
+    eng_error err;
+    int rc;
+    if (w->ep && wrk_ep_step_begin(w->ep, &err) < 0) {
+        rc = -1;
+    } else if (s->n) {
+        int any_push = 0;
+        for (int i = 0; i < s->n; i++)
+            any_push |= s->reqs[i]->kind == REQ_PREFILL;
+        rc = eng_forward(w->model, w->pool, s->items, s->n, any_push ? push_layer : NULL, s, &err);
+    } else {
+        rc = wrk_ep_idle_step(w->ep, w->model, &err);
+    }
+    if (w->ep)
+        wrk_ep_step_end(w->ep);
+    if (rc == 0) {
+        after_step(w, s);
+        return;
+    }
+    wrk_log(w, ENG_LOG_ERROR, NULL, "step of %d sequences failed: %s", s->n, err.msg);
+    /* the group broke: the requests may go elsewhere while nothing was streamed */
+    int ep_down = w->ep && !wrk_ep_ready(w->ep, NULL, 0);
+    pthread_mutex_lock(&w->mu);
+    for (int i = 0; i < s->n; i++)
+        wrk_req_end_locked(w, s->reqs[i], ep_down ? RPC_UNAVAILABLE : RPC_INTERNAL,
+                           ep_down && s->reqs[i]->n_gen == 0, err.msg);
+    pthread_mutex_unlock(&w->mu);
+}
+
 static int failed_pending(wrk_worker *w)
 {
     pthread_mutex_lock(&w->fail_mu);
@@ -610,7 +651,9 @@ void *wrk_engine_main(void *arg)
             pthread_mutex_lock(&w->mu);
         }
         int n_ended = plan(w, &s, ended, cap);
-        if (!n_ended && !s.n) {
+        /* EP: a rank without work of its own joins every step another rank starts */
+        int join = w->ep && !s.n && wrk_ep_pending(w->ep);
+        if (!n_ended && !s.n && !join) {
             if (w->stopping && !w->reqs)
                 break;
             double until = eng_now_s() + 1.0;
@@ -625,21 +668,8 @@ void *wrk_engine_main(void *arg)
 
         for (int i = 0; i < n_ended; i++)
             end_stream(w, ended[i]);
-        if (s.n) {
-            eng_error err;
-            int any_push = 0;
-            for (int i = 0; i < s.n; i++)
-                any_push |= s.reqs[i]->kind == REQ_PREFILL;
-            if (eng_forward(w->model, w->pool, s.items, s.n, any_push ? push_layer : NULL, &s, &err) < 0) {
-                wrk_log(w, ENG_LOG_ERROR, NULL, "step of %d sequences failed: %s", s.n, err.msg);
-                pthread_mutex_lock(&w->mu);
-                for (int i = 0; i < s.n; i++)
-                    wrk_req_end_locked(w, s.reqs[i], RPC_INTERNAL, 0, err.msg);
-                pthread_mutex_unlock(&w->mu);
-            } else {
-                after_step(w, &s);
-            }
-        }
+        if (s.n || join)
+            run_step(w, &s);
 
         pthread_mutex_lock(&w->mu);
         for (int i = 0; i < s.n; i++) {

@@ -82,6 +82,7 @@ static void collect(void *ctx, met_registry *reg)
     met_set(w->m_used, used);
     met_set(w->m_total, total);
     met_set(w->m_usage, total ? (double)used / total : 0);
+    met_set(w->m_weight_resident, (double)eng_model_resident_weight_bytes(w->model));
     /* The receiving side's bytes come from the transport's own count. */
     kvt_stats ks;
     kvt_get_stats(w->kvt, &ks);
@@ -89,6 +90,33 @@ static void collect(void *ctx, met_registry *reg)
         met_inc(w->m_kv_bytes, (double)(ks.bytes_received - w->kv_bytes_seen));
         w->kv_bytes_seen = ks.bytes_received;
     }
+}
+
+/* What the checkpoint's mapping costs this worker, against what it may need (an EP
+ * rank: the shared weights and its own experts only). */
+static void weight_metrics_init(wrk_worker *w)
+{
+    met_family *const *f = w->met.family;
+    const met_labels own = {.role = w->role_name, .worker = w->id};
+    w->m_weight_resident = met_get(f[MET_WEIGHT_RESIDENT], own);
+    met_set(met_get(f[MET_WEIGHT_NEEDED], own), (double)eng_model_used_weight_bytes(w->model));
+}
+
+static void ep_metrics_init(wrk_worker *w)
+{
+    met_family *const *f = w->met.family;
+    const met_labels own = {.role = w->role_name, .worker = w->id};
+    wrk_ep_metrics m = {
+        .dispatched = f[MET_EP_DISPATCHED],
+        .bytes_sent = met_get(f[MET_EP_BYTES], (met_labels){.role = own.role, .worker = own.worker, .direction = "sent"}),
+        .bytes_received =
+            met_get(f[MET_EP_BYTES], (met_labels){.role = own.role, .worker = own.worker, .direction = "received"}),
+        .exchange_seconds = met_get(f[MET_EP_SECONDS], own),
+        .balance = met_get(f[MET_EP_BALANCE], own),
+        .role = own.role,
+        .worker = own.worker,
+    };
+    wrk_ep_set_metrics(w->ep, &m);
 }
 
 static int metrics_init(wrk_worker *w, eng_error *err)
@@ -118,6 +146,9 @@ static int metrics_init(wrk_worker *w, eng_error *err)
     w->m_itl = met_get(f[MET_ITL], own);
     w->m_e2e = met_get(f[MET_E2E], own);
     w->m_preemptions = met_get(f[MET_PREEMPTIONS], own); /* only a decode pool preempts */
+    weight_metrics_init(w);
+    if (w->ep)
+        ep_metrics_init(w);
     if (met_on_collect(w->metrics, collect, w) < 0)
         return eng_fail(err, "metrics: no room for a collector");
     return 0;
@@ -194,6 +225,12 @@ static int do_register(wrk_worker *w, uint32_t *interval_ms, char *why, size_t c
     info.n_transports = 1;
     info.transports = eps;
     info.model = w->model_name;
+    info.experts = (uint32_t)w->experts;
+    if (w->ep) {
+        info.ep_group = (char *)w->opt.group;
+        info.ep_rank = (uint32_t)w->opt.ep_rank;
+        info.ep_size = (uint32_t)w->opt.ep_size;
+    }
     Tandem__RegisterReply *rep = NULL;
     rpc_status st;
     if (rpc_unary_msg(w->coord, RPC_REGISTRY_REGISTER, &info.base, &tandem__register_reply__descriptor, 2000,
@@ -233,6 +270,10 @@ static int do_heartbeat(wrk_worker *w, uint32_t *interval_ms, char *why, size_t 
     l.draining = w->draining;
     pthread_mutex_unlock(&w->mu);
     l.batch = &b;
+    if (w->ep) {
+        l.ep_ready = wrk_ep_ready(w->ep, NULL, 0);
+        l.ep_epoch = wrk_ep_epoch(w->ep);
+    }
     Tandem__HeartbeatReply *rep = NULL;
     rpc_status st;
     if (rpc_unary_msg(w->coord, RPC_REGISTRY_HEARTBEAT, &l.base, &tandem__heartbeat_reply__descriptor, 2000,
@@ -333,6 +374,50 @@ static void on_transfer_end(void *user, uint64_t id, kvt_state state)
     pthread_cond_signal(&w->cv);
 }
 
+/* An EP rank's share of the experts, from config.json (before the weights load, so
+ * that nobody else's experts are ever touched). */
+static int expert_mask(const wrk_options *opt, uint8_t **out, eng_error *err)
+{
+    eng_config c;
+    if (eng_config_load(opt->model_dir, &c, err) < 0)
+        return -1;
+    if (!c.is_moe)
+        return eng_fail(err, "--ep-size %d needs a MoE model; %s is dense", opt->ep_size, opt->model_dir);
+    if (opt->ep_size > c.num_experts)
+        return eng_fail(err, "--ep-size %d is larger than the model's %d experts", opt->ep_size, c.num_experts);
+    if (opt->ep_rank < 0 || opt->ep_rank >= opt->ep_size)
+        return eng_fail(err, "--ep-rank %d is not in [0, %d)", opt->ep_rank, opt->ep_size);
+    int lo, hi;
+    wrk_ep_range(c.num_experts, opt->ep_size, opt->ep_rank, &lo, &hi);
+    if (!(*out = calloc((size_t)c.num_experts, 1)))
+        return eng_fail(err, "out of memory");
+    memset(*out + lo, 1, (size_t)(hi - lo));
+    return 0;
+}
+
+/* The mesh thread's news (a message, the group formed or broke) wakes the engine. */
+static void ep_notify(void *ctx)
+{
+    wrk_worker *w = ctx;
+    pthread_mutex_lock(&w->mu);
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static int start_ep(wrk_worker *w, eng_error *err)
+{
+    wrk_ep_options eo = {.group = w->opt.group, .size = w->opt.ep_size, .rank = w->opt.ep_rank,
+                         .peers = w->opt.ep_peers, .deadline_ms = w->opt.ep_deadline_ms,
+                         .n_experts = w->cfg->num_experts, .notify = ep_notify, .notify_ctx = w};
+    if (wrk_ep_start(&eo, &w->ep, err) < 0)
+        return -1;
+    int lo, hi;
+    wrk_ep_owned(w->ep, &lo, &hi);
+    w->experts = hi - lo;
+    eng_model_set_moe(w->model, wrk_ep_moe, w->ep);
+    return 0;
+}
+
 static int open_transport(wrk_worker *w, eng_error *err)
 {
     const char *which = w->opt.kv_transport ? w->opt.kv_transport : "auto";
@@ -392,9 +477,18 @@ int wrk_start(const wrk_options *opt, wrk_worker **out, eng_error *err)
     if (metrics_server_start(w, err) < 0)
         goto fail;
     eng_model_options mo = {.n_threads = opt->threads};
-    if (eng_model_load(opt->model_dir, &mo, &w->model, err) < 0)
+    uint8_t *mask = NULL;
+    if (opt->ep_size > 1 && expert_mask(opt, &mask, err) < 0)
+        goto fail;
+    mo.expert_mask = mask;
+    int loaded = eng_model_load(opt->model_dir, &mo, &w->model, err);
+    free(mask);
+    if (loaded < 0)
         goto fail;
     w->cfg = eng_model_config(w->model);
+    w->experts = w->cfg->is_moe ? w->cfg->num_experts : 0;
+    if (opt->ep_size > 1 && start_ep(w, err) < 0)
+        goto fail;
     w->max_context = w->cfg->max_position_embeddings > 0 ? w->cfg->max_position_embeddings : 4096;
     w->layout = eng_model_kv_layout(w->model, w->opt.block_size);
     w->unit_bytes = eng_kv_unit_bytes(&w->layout);
@@ -496,6 +590,8 @@ void wrk_stop(wrk_worker *w)
     w->stopping = 1;
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
+    if (w->ep) /* a step waiting on the group ends now, and the group knows we left */
+        wrk_ep_leave(w->ep);
     if (w->registry_started) {
         pthread_mutex_lock(&w->reg_mu);
         w->reg_stop = 1;
@@ -508,6 +604,7 @@ void wrk_stop(wrk_worker *w)
     rpc_server_stop(w->server);
     if (w->engine_started)
         pthread_join(w->engine_thread, NULL);
+    wrk_ep_stop(w->ep);
     met_server_stop(w->met_server);
     if (w->kvt) {
         if (w->region) {

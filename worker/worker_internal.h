@@ -19,6 +19,7 @@
 #include "common/addr.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "ep.h"
 #include "kvtransfer.h"
 #include "metrics.h"
 #include "model/model.h"
@@ -124,6 +125,8 @@ struct wrk_worker {
 
     eng_model *model;
     const eng_config *cfg;
+    wrk_ep *ep;  /* NULL unless an EP rank */
+    int experts; /* experts this worker runs */
     eng_gen_config gen;
     eng_kv_layout layout;
     eng_kv_pool *pool;
@@ -145,6 +148,7 @@ struct wrk_worker {
     met_metric *m_prompt_tokens, *m_gen_tokens, *m_ok, *m_cancelled, *m_error, *m_rejected;
     met_metric *m_kv_bytes, *m_kv_seconds, *m_ttft, *m_itl, *m_e2e;
     met_metric *m_preemptions;
+    met_metric *m_weight_resident;
     uint64_t kv_bytes_seen;
 
     pthread_mutex_t mu;

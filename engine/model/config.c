@@ -210,10 +210,12 @@ int eng_config_load(const char *dir, eng_config *c, eng_error *err)
             get_bool(root, "norm_topk_prob", 0, &c->norm_topk_prob, path, err) < 0 ||
             get_int(root, "decoder_sparse_step", 0, 1, &c->decoder_sparse_step, path, err) < 0)
             goto done;
-        if (c->num_experts < 0 || c->num_experts_per_tok <= 0 || c->num_experts_per_tok > c->num_experts ||
+        if (c->num_experts < 0 || c->num_experts > ENG_MOE_MAX_EXPERTS || c->num_experts_per_tok <= 0 ||
+            c->num_experts_per_tok > c->num_experts || c->num_experts_per_tok > ENG_MOE_MAX_TOPK ||
             c->moe_intermediate_size <= 0 || c->decoder_sparse_step <= 0) {
-            eng_fail(err, "%s: need 0 < num_experts_per_tok <= num_experts, moe_intermediate_size > 0 and "
-                          "decoder_sparse_step > 0", path);
+            eng_fail(err, "%s: need 0 < num_experts_per_tok <= num_experts, num_experts <= %d, "
+                          "num_experts_per_tok <= %d, moe_intermediate_size > 0 and decoder_sparse_step > 0",
+                     path, ENG_MOE_MAX_EXPERTS, ENG_MOE_MAX_TOPK);
             goto done;
         }
         const cJSON *mol = cJSON_GetObjectItemCaseSensitive(root, "mlp_only_layers");

@@ -184,7 +184,8 @@ static int mlp_block(eng_model *m, int layer, int T, eng_error *err)
     rmsnorm_rows(m, rs->xb, rs->x, w->ffn_norm, T);
     if (w->is_moe) {
         memset(rs->out, 0, (size_t)T * H * sizeof(float));
-        if (eng_moe_layer(m, layer, rs->xb, T, m->expert_mask, rs->out, err) < 0)
+        if (m->moe_fn ? m->moe_fn(m->moe_ctx, m, layer, rs->xb, T, rs->out, err) < 0
+                      : eng_moe_layer(m, layer, rs->xb, T, m->expert_mask, rs->out, err) < 0)
             return -1;
     } else {
         eng_matmul(m->pool, rs->hb, rs->xb, w->gate.w, w->gate.dt, T, H, F);

@@ -160,8 +160,11 @@ static int load_layer(eng_model *m, int l, eng_error *err)
         eng_wref *dst[3] = {&w->exp_gate[e], &w->exp_up[e], &w->exp_down[e]};
         for (int p = 0; p < 3; p++) {
             NAME("model.layers.%d.mlp.experts.%d.%s.weight", l, e, proj[p]);
-            if (!owned && !eng_st_find(m->st, n))
+            if (!owned) { /* left unloaded, its pages never touched */
+                const eng_st_tensor *t = eng_st_find(m->st, n);
+                m->unowned_bytes += t ? t->nbytes : 0;
                 continue;
+            }
             if (get_matrix(m, n, p == 2 ? H : F, p == 2 ? F : H, dst[p], err) < 0)
                 return -1;
         }
@@ -292,6 +295,16 @@ eng_kv_layout eng_model_kv_layout(const eng_model *m, int block_size)
 size_t eng_model_weight_bytes(const eng_model *m)
 {
     return eng_st_total_bytes(m->st);
+}
+
+size_t eng_model_used_weight_bytes(const eng_model *m)
+{
+    return eng_st_total_bytes(m->st) - m->unowned_bytes;
+}
+
+size_t eng_model_resident_weight_bytes(const eng_model *m)
+{
+    return eng_st_resident_bytes(m->st);
 }
 
 int eng_model_threads(const eng_model *m)

@@ -33,6 +33,10 @@ const eng_config *eng_model_config(const eng_model *m);
 eng_kv_layout eng_model_kv_layout(const eng_model *m, int block_size);
 /* Bytes of all tensors in the checkpoint's files (what the mapping can bring in). */
 size_t eng_model_weight_bytes(const eng_model *m);
+/* What this process may bring in: all tensors but the experts outside its mask. */
+size_t eng_model_used_weight_bytes(const eng_model *m);
+/* The checkpoint's mappings resident in this process now (/proc/self/smaps Rss). */
+size_t eng_model_resident_weight_bytes(const eng_model *m);
 int eng_model_threads(const eng_model *m); /* size of the model's thread pool */
 
 typedef struct eng_batch_item {
@@ -53,8 +57,30 @@ int eng_forward(eng_model *m, eng_kv_pool *kv, eng_batch_item *items, int n_item
 
 /* One MoE layer on n_tokens rows of normalised hidden states x[n_tokens][hidden]:
  * routing over all experts, then out += the owned experts' weighted outputs
- * (mask NULL = all). Exposed so expert-parallel ranks and tests can call it. */
+ * (mask NULL = all). It is route + run experts + combine below. */
 int eng_moe_layer(eng_model *m, int layer, const float *x, int n_tokens, const uint8_t *expert_mask,
                   float *out, eng_error *err);
+
+/* The pieces of a MoE layer, for expert parallelism (worker/ep_moe.c) to run the
+ * experts in other processes. A layer's K = num_experts_per_tok picks per token. */
+int eng_moe_is_layer(const eng_model *m, int layer);
+/* sel[n_tokens][K], sel_w[n_tokens][K]: each token's experts and their weights. */
+int eng_moe_route(eng_model *m, int layer, const float *x, int n_tokens, int *sel, float *sel_w, eng_error *err);
+/* y[p] = expert experts[p] applied to row x[rows[p]], for every pick p < n_picks
+ * whose expert is >= 0 (y[p] of the others is left alone). Each expert runs once, in
+ * increasing id order, over all its rows; it must be loaded in this process. */
+int eng_moe_run_experts(eng_model *m, int layer, const float *x, const int *rows, const int *experts, int n_picks,
+                        float *y, eng_error *err);
+/* out[t] += sel_w[t][j] * y[t * K + j] over token t's picks with sel >= 0, in
+ * increasing expert id order (the order that makes the result exact everywhere). */
+void eng_moe_combine(const eng_model *m, int n_tokens, const int *sel, const float *sel_w, const float *y,
+                     float *out);
+
+/* A replacement for the MoE layers inside eng_forward: out[n_tokens][hidden] (zeroed)
+ * += the layer's output for x. Expert parallelism sets one that exchanges rows with
+ * the other ranks; NULL fn restores the local eng_moe_layer (with the load mask). */
+typedef int (*eng_moe_fn)(void *ctx, eng_model *m, int layer, const float *x, int n_tokens, float *out,
+                          eng_error *err);
+void eng_model_set_moe(eng_model *m, eng_moe_fn fn, void *ctx);
 
 #endif

@@ -46,6 +46,9 @@ struct eng_model {
     float *final_norm;
     eng_layer_weights *layers;
     uint8_t *expert_mask; /* copy of the option; NULL = all experts */
+    size_t unowned_bytes; /* tensors of the experts outside the mask */
+    eng_moe_fn moe_fn;    /* NULL: eng_moe_layer here */
+    void *moe_ctx;
     /* RoPE: inv_freq after any scaling, the YaRN attention factor, and cos/sin
      * tables [rope_len][head_dim / 2] (already multiplied by attn_factor). */
     double *inv_freq;

@@ -345,6 +345,29 @@ size_t eng_st_total_bytes(const eng_st *st)
     return n;
 }
 
+size_t eng_st_resident_bytes(const eng_st *st)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        return 0;
+    char line[512];
+    size_t total = 0;
+    int ours = 0; /* the mapping being read is one of our files' */
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        size_t kb;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) { /* a mapping's first line; then its fields */
+            ours = 0;
+            for (int i = 0; i < st->n_files; i++)
+                ours |= (uintptr_t)st->files[i].map == lo;
+        } else if (ours && sscanf(line, "Rss: %zu kB", &kb) == 1) {
+            total += kb * 1024;
+        }
+    }
+    fclose(f);
+    return total;
+}
+
 static void shape_str(char *buf, size_t len, int n, const int64_t *shape)
 {
     size_t used = (size_t)snprintf(buf, len, "[");

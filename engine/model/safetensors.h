@@ -36,6 +36,9 @@ const eng_st_tensor *eng_st_find(const eng_st *st, const char *name);
 /* The file name to quote for a tensor that is missing (the index, or the one file). */
 const char *eng_st_source(const eng_st *st);
 size_t eng_st_total_bytes(const eng_st *st); /* sum of all tensors' bytes */
+/* Bytes of the files' mappings in this process's memory now (Rss in /proc/self/smaps):
+ * what the weights really cost this process. 0 when smaps cannot be read. */
+size_t eng_st_resident_bytes(const eng_st *st);
 
 /* Finds a tensor that must have the given shape (n_dims values in shape) and a
  * supported dtype; fails with one line naming the file and the tensor. */

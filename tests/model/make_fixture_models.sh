@@ -4,6 +4,8 @@
 #   dense          2 layers, hidden 128, 4 heads / 2 kv heads, head_dim 64, tied, bf16
 #   dense-sharded  the same weights in 3 shards with model.safetensors.index.json
 #   moe            2 layers, 8 experts top-2, untied, bf16
+#   moe16          2 layers, 16 experts top-4 (expert parallelism tests)
+#   moe128         2 layers, 128 experts top-8, hidden 64, expert ffn 32 (expert parallelism tests)
 # usage: make_fixture_models.sh PYTHON MAKE_MODEL_PY TOKENIZER_DIR MODELS_DIR
 set -eu
 py=$1 mm=$2 tok=$3 out=$4
@@ -18,4 +20,6 @@ make() { # name, flags...: written beside, then moved in place, so a reader neve
 make dense --seed 11
 make dense-sharded --seed 11 --shards 3
 make moe --seed 12 --moe
-echo "models in $out: dense dense-sharded moe"
+make moe16 --seed 13 --moe --experts 16 --experts-per-tok 4
+make moe128 --seed 14 --moe --experts 128 --experts-per-tok 8 --hidden 64 --heads 2 --kv-heads 1 --moe-ffn 32
+echo "models in $out: dense dense-sharded moe moe16 moe128"

@@ -49,6 +49,12 @@ typedef struct wrk_options {
     const char *rdma_device; /* verbs device ("mlx5_0"); NULL = the first with an active port */
     const char *id;          /* worker id; NULL = "<role>-<host>:<port>" */
     int lease_ms;            /* KV reservation lease; 0 = 30000 */
+    /* Expert parallelism: ep_size > 1 makes this worker rank ep_rank of EP group
+     * `group`, holding only its contiguous share of the experts (worker/ep.h). */
+    int ep_size, ep_rank;
+    const char *group;
+    const char *ep_peers;    /* every rank's exchange address, "host:port,...", by rank */
+    int ep_deadline_ms;      /* every exchange receive; 0 = 10000 */
 } wrk_options;
 
 typedef struct wrk_worker wrk_worker;
