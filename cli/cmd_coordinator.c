@@ -51,6 +51,10 @@ static const cli_opt OPTS[] = {
     CLI_FLAG_OPT(C, o.auth_probes, "--auth-probes",
                  "with --api-key-file, /health, /livez, /readyz, /startupz and\n"
                  "/metrics need a key too (by default they are open)"),
+    CLI_STR_OPT(C, o.tls_cert, "--tls-cert", "F", NULL,
+                "PEM certificate (chain) for HTTPS; with --tls-key the API\n"
+                "speaks HTTPS only", 0),
+    CLI_STR_OPT(C, o.tls_key, "--tls-key", "F", NULL, "PEM private key of --tls-cert", 0),
     /* limits (docs/security.md); the defaults are the libraries' own */
     CLI_INT_OPT(C, o.limits.max_body_bytes, "--max-body-bytes", "N", 1024, 1 << 30, "16777216",
                 "largest HTTP request body; beyond: 413"),

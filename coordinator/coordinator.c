@@ -146,6 +146,8 @@ int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, e
         .sse_buffer_bytes = (size_t)opt->limits.sse_buffer_bytes,
         .api_key_file = opt->api_key_file,
         .auth_probes = opt->auth_probes,
+        .tls_cert_file = opt->tls_cert,
+        .tls_key_file = opt->tls_key,
         .api = &c->api,
         .frontend = coord_pipeline_frontend(c->pipeline),
         .metrics = c->metrics,

@@ -16,6 +16,7 @@
  * connection ends early and waits for its on_done before freeing anything. */
 #include "common/addr.h"
 #include "common/clock.h"
+#include "common/file.h"
 #include "common/log.h"
 #include "api_keys.h"
 #include "http.h"
@@ -45,6 +46,7 @@ struct coord_http {
     atomic_int draining; /* coord_http_drain: new generation requests get 503 */
     atomic_int active;   /* generation requests between their headers and their end */
     coord_keys *keys;    /* NULL: no --api-key-file, every request is let in */
+    char *tls_cert, *tls_key; /* PEM, NULL without TLS */
     /* metric handles, looked up once (NULL when no metrics) */
     met_metric *m_success, *m_cancelled, *m_error, *m_rejected;
     met_metric *m_ttft, *m_itl, *m_e2e, *m_prompt, *m_gen, *m_running;
@@ -594,6 +596,14 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *mhd, const char 
 
 /* ---- life cycle ---- */
 
+static void free_tls(coord_http *h)
+{
+    if (h->tls_key)
+        explicit_bzero(h->tls_key, strlen(h->tls_key));
+    free(h->tls_key);
+    free(h->tls_cert);
+}
+
 int coord_http_start(const coord_http_config *cfg, coord_http **out, eng_error *err)
 {
     *out = NULL;
@@ -603,21 +613,36 @@ int coord_http_start(const coord_http_config *cfg, coord_http **out, eng_error *
         return eng_fail(err, "http: the frontend must provide submit, cancel and release");
     if (cfg->port < 0 || cfg->port > 65535)
         return eng_fail(err, "http: port %d out of range", cfg->port);
+    if (!cfg->tls_cert_file != !cfg->tls_key_file)
+        return eng_fail(err, "http: TLS needs both a certificate and its key");
+    char *cert = NULL, *key = NULL; /* PEM text, for MHD (GnuTLS) */
+    if (cfg->tls_cert_file) {
+        size_t n;
+        eng_error ferr;
+        if (!(cert = eng_read_file(cfg->tls_cert_file, &n, &ferr)) || !(key = eng_read_file(cfg->tls_key_file, &n, &ferr))) {
+            free(cert);
+            return eng_fail(err, "http: TLS: %s", ferr.msg);
+        }
+    }
 
     struct addrinfo *ai = NULL;
     const char *host = cfg->host && *cfg->host ? cfg->host : NULL;
     eng_error aerr;
-    if (eng_addr_resolve(host, cfg->port, 1, &ai, &aerr) < 0)
+    if (eng_addr_resolve(host, cfg->port, 1, &ai, &aerr) < 0) {
+        free(cert), free(key);
         return eng_fail(err, "http: %s", aerr.msg);
+    }
 
     coord_http *h = calloc(1, sizeof *h);
     if (!h) {
         freeaddrinfo(ai);
+        free(cert), free(key);
         return eng_fail(err, "http: out of memory");
     }
     h->cfg = *cfg;
     if (cfg->api_key_file && coord_keys_load(cfg->api_key_file, &h->keys, err)) {
         freeaddrinfo(ai);
+        free(cert), free(key);
         free(h);
         return -1;
     }
@@ -647,16 +672,21 @@ int coord_http_start(const coord_http_config *cfg, coord_http **out, eng_error *
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    if (cert)
+        flags |= MHD_USE_TLS; /* a plaintext client then fails its handshake */
     /* Beyond max_connections (or per_ip_connections from one address) MHD closes a
      * new connection at once; idle_timeout_s ends slow or silent ones. */
     h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                                  MHD_OPTION_NOTIFY_COMPLETED, request_completed, h, MHD_OPTION_CONNECTION_LIMIT,
                                  h->cfg.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
                                  h->cfg.per_ip_connections, MHD_OPTION_CONNECTION_TIMEOUT, h->cfg.idle_timeout_s,
-                                 MHD_OPTION_END);
+                                 cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, cert,
+                                 MHD_OPTION_HTTPS_MEM_KEY, key, MHD_OPTION_END);
     freeaddrinfo(ai);
+    h->tls_cert = cert, h->tls_key = key; /* MHD keeps pointers to them */
     if (!h->daemon) {
         coord_keys_free(h->keys);
+        free_tls(h);
         free(h);
         return eng_fail(err, "http: cannot listen on %s:%d (%s)", host ? host : "*", cfg->port,
                         errno ? strerror(errno) : "libmicrohttpd refused");
@@ -696,5 +726,6 @@ void coord_http_stop(coord_http *h)
     h->stopping = 1; /* waits in connection threads see it within POLL_MS */
     MHD_stop_daemon(h->daemon);
     coord_keys_free(h->keys);
+    free_tls(h);
     free(h);
 }

@@ -32,6 +32,9 @@ typedef struct coord_http_config {
      * auth_probes */
     const char *api_key_file;
     int auth_probes;
+    /* TLS (GnuTLS through MHD): PEM files; both or neither. With them the server
+     * speaks HTTPS only. */
+    const char *tls_cert_file, *tls_key_file;
     const coord_api_config *api; /* must outlive the server */
     coord_frontend frontend;
     met_registry *metrics;  /* may be NULL: /metrics then answers 404 */

@@ -41,6 +41,7 @@ typedef struct coord_options {
     coord_limits limits;
     const char *api_key_file; /* NULL: the HTTP API is open; else 'Authorization: Bearer KEY' */
     int auth_probes;          /* with keys: /health, probes and /metrics need one too */
+    const char *tls_cert, *tls_key; /* PEM files: HTTPS only; both or neither */
 } coord_options;
 
 typedef struct coord_coordinator coord_coordinator;
