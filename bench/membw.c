@@ -7,13 +7,13 @@
  * away); the best of several passes is reported as one JSON line.
  *
  * usage: membw [--threads N] [--mib SIZE] [--passes P] */
+#include "cli_args.h"
 #include "common/clock.h"
 #include "kernels/threadpool.h"
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 
 typedef struct job {
@@ -43,32 +43,30 @@ static void read_slice(void *ctx, int task)
     j->sums[task] = a0 ^ a1 ^ a2 ^ a3 ^ a4 ^ a5 ^ a6 ^ a7;
 }
 
-static int parse_int(const char *s, int lo, int hi, int *out)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < lo || v > hi)
-        return -1;
-    *out = (int)v;
-    return 0;
-}
+typedef struct membw_args {
+    int threads, mib, passes;
+} membw_args;
+
+static const cli_opt OPTS[] = {
+    CLI_INT_OPT(membw_args, threads, "--threads", "N", 1, 64, "2", "reading threads"),
+    CLI_INT_OPT(membw_args, mib, "--mib", "SIZE", 64, 1 << 20, "1024", "buffer size in MiB (well past the caches)"),
+    CLI_INT_OPT(membw_args, passes, "--passes", "P", 1, 1000, "5", "timed passes; the best is reported"),
+};
+
+static const cli_command CMD = {
+    .name = "membw",
+    .usage = "[--threads N] [--mib SIZE] [--passes P]",
+    .opts = OPTS,
+    .n_opts = CLI_COUNT(OPTS),
+};
 
 int main(int argc, char **argv)
 {
-    int threads = 2, mib = 1024, passes = 5;
-    for (int i = 1; i < argc; i += 2) { /* --name value pairs */
-        int *dst = NULL, lo = 1, hi = 64;
-        if (strcmp(argv[i], "--threads") == 0)
-            dst = &threads;
-        else if (strcmp(argv[i], "--mib") == 0)
-            dst = &mib, lo = 64, hi = 1 << 20;
-        else if (strcmp(argv[i], "--passes") == 0)
-            dst = &passes, hi = 1000;
-        if (!dst || i + 1 >= argc || parse_int(argv[i + 1], lo, hi, dst) != 0) {
-            fprintf(stderr, "usage: membw [--threads 1..64] [--mib 64..] [--passes 1..1000]\n");
-            return 2;
-        }
-    }
+    membw_args a = {0};
+    int exit_status = cli_parse(&CMD, argc, argv, &a);
+    if (exit_status != CLI_RUN)
+        return exit_status;
+    int threads = a.threads, mib = a.mib, passes = a.passes;
     size_t bytes = (size_t)mib << 20;
     uint64_t *buf = malloc(bytes);
     eng_pool *pool = eng_pool_create(threads);
