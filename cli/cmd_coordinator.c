@@ -17,6 +17,7 @@
 #include "cli_args.h"
 #include "cli_drain.h"
 #include "cli_log.h"
+#include "cli_tls.h"
 #include "commands.h"
 #include "common/addr.h"
 #include "common/log.h"
@@ -26,6 +27,7 @@ typedef struct coordinator_args {
     coord_options o;
     float drain_timeout;
     cli_log_opts log;
+    cli_tls_opts tls;
 } coordinator_args;
 
 #define C coordinator_args
@@ -45,6 +47,7 @@ static const cli_opt OPTS[] = {
     CLI_FLOAT_OPT(C, drain_timeout, "--drain-timeout", "S", 0, 86400, "30",
                   "on SIGTERM, seconds to let requests in flight finish"),
     CLI_LOG_OPTS(C, log),
+    CLI_TLS_OPTS(C, tls),
     CLI_STR_OPT(C, o.api_key_file, "--api-key-file", "F", NULL,
                 "HTTP API keys, one per line: every request then needs\n"
                 "'Authorization: Bearer KEY' (401 otherwise); SIGHUP reloads the file", 0),
@@ -122,6 +125,8 @@ int cmd_coordinator(int argc, char **argv)
         return exit_status;
     coord_options o = a.o;
     cli_log_apply(&a.log);
+    if ((exit_status = cli_tls_apply(&CMD, &a.tls)) != CLI_RUN)
+        return exit_status;
 
     sigset_t set;
     sigemptyset(&set);

@@ -17,6 +17,7 @@
 #include "cli_args.h"
 #include "cli_drain.h"
 #include "cli_log.h"
+#include "cli_tls.h"
 #include "commands.h"
 #include "common/addr.h"
 #include "worker.h"
@@ -26,6 +27,7 @@ typedef struct worker_args {
     const char *role;
     float drain_timeout;
     cli_log_opts log;
+    cli_tls_opts tls;
 } worker_args;
 
 #define W worker_args
@@ -62,6 +64,7 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(W, o.ep_deadline_ms, "--ep-deadline-ms", "N", 1, 3600 * 1000, "10000",
                 "how long an exchange waits for another rank before the\ngroup is broken"),
     CLI_LOG_OPTS(W, log),
+    CLI_TLS_OPTS(W, tls),
 };
 #undef W
 
@@ -87,6 +90,8 @@ int cmd_worker(int argc, char **argv)
     if (!strcmp(o.coordinator, "none"))
         o.coordinator = NULL;
     cli_log_apply(&a.log);
+    if ((exit_status = cli_tls_apply(&CMD, &a.tls)) != CLI_RUN)
+        return exit_status;
 
     /* Blocked here, so every thread the worker starts inherits the mask. */
     sigset_t set;

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "cli_args.h"
+#include "cli_tls.h"
 #include "model/kvcache.h"
 #include "rpc.h"
 #include "tandem.pb-c.h"
@@ -40,6 +41,7 @@ static int admin_call(rpc_channel *ch, const char *method, const ProtobufCMessag
 typedef struct ctl_args {
     const char *coordinator;
     int json;
+    cli_tls_opts tls;
     const char *args[2]; /* the command and its argument */
 } ctl_args;
 
@@ -47,6 +49,7 @@ static const cli_opt OPTS[] = {
     CLI_ENV_OPT(ctl_args, coordinator, "--coordinator", "HOST:PORT", "TANDEM_COORDINATOR", "127.0.0.1:50051",
                 "the coordinator's gRPC address (`tandem serve` and\n`tandem coordinator` print it when they start)"),
     CLI_FLAG_OPT(ctl_args, json, "--json", "print one JSON object"),
+    CLI_TLS_OPTS(ctl_args, tls),
 };
 
 static const cli_command CMD = {
@@ -182,6 +185,8 @@ int main(int argc, char **argv)
         return cli_usage_error(&CMD, "cancel needs a REQUEST_ID");
     if (!strcmp(cmd, "status") && arg)
         return cli_usage_error(&CMD, "unexpected argument '%s' (see --help)", arg);
+    if ((exit_status = cli_tls_apply(&CMD, &a.tls)) != CLI_RUN)
+        return exit_status;
     rpc_channel *ch = NULL;
     rpc_status st;
     if (rpc_channel_create(addr, &ch, &st) < 0) {

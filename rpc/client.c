@@ -60,7 +60,7 @@ int rpc_channel_create(const char *target, rpc_channel **out, rpc_status *st)
     args[5].type = GRPC_ARG_INTEGER, args[5].key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS, args[5].value.integer = 10000;
     args[6].type = GRPC_ARG_INTEGER, args[6].key = GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, args[6].value.integer = 0;
     grpc_channel_args ca = {7, args};
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel_credentials *creds = rpc_channel_credentials();
     c->ch = grpc_channel_create(target, creds, &ca);
     grpc_channel_credentials_release(creds);
     if (!c->ch) {

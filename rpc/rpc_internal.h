@@ -33,4 +33,10 @@ void rpc_status_from_grpc(rpc_status *st, grpc_status_code code, grpc_slice deta
  * return RPC_NEXT_END with that status. */
 void rpc_stream_abort(rpc_stream *s, const rpc_status *final);
 
+/* tls.c: the credentials every server and channel uses (insecure until
+ * rpc_tls_configure was called). The caller releases them. */
+#include <grpc/grpc_security.h>
+grpc_server_credentials *rpc_server_credentials(void);
+grpc_channel_credentials *rpc_channel_credentials(void);
+
 #endif

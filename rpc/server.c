@@ -696,7 +696,7 @@ int rpc_server_create(const char *bind, int *port, rpc_server **out, rpc_status 
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->gs, s->cq, NULL);
 
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds = rpc_server_credentials();
     s->port = grpc_server_add_http2_port(s->gs, bind, creds);
     grpc_server_credentials_release(creds);
     if (s->port <= 0) {

@@ -86,6 +86,13 @@ void rpc_bytes_free(rpc_bytes *b);
 
 /* ------------------------------------------------------------------ server */
 
+/* Mutual TLS for every server and channel this process creates afterwards: PEM files
+ * of the CA that signs every peer, this process's certificate and its key. A server
+ * then refuses a client without a certificate that CA signed, and a channel checks
+ * the server's certificate against the CA and the target's host name (or IP). All
+ * three NULL: plaintext (the default). Call once, before any server or channel. */
+int rpc_tls_configure(const char *ca_file, const char *cert_file, const char *key_file, rpc_status *st);
+
 typedef struct rpc_server rpc_server;
 typedef struct rpc_call rpc_call; /* one incoming call, server side */
 
