@@ -15,10 +15,11 @@ typedef struct cli_tls_opts {
 } cli_tls_opts;
 
 /* The rows for the cli_tls_opts member m of struct st. */
-#define CLI_TLS_OPTS(st, m)                                                                                 \
-    CLI_STR_OPT(st, m.ca, "--rpc-tls-ca", "F", NULL,                                                        \
-                "PEM CA that signs every cluster process's certificate: gRPC\n"                             \
-                "then runs over mutual TLS (all three --rpc-tls-* together)", 0),                           \
+#define CLI_TLS_OPTS(st, m)                                                                                \
+    CLI_STR_OPT(st, m.ca, "--rpc-tls-ca", "F", NULL,                                                       \
+                "PEM CA that signs every cluster process's certificate: gRPC\n"                            \
+                "then runs over mutual TLS (all three --rpc-tls-* together)",                              \
+                0),                                                                                        \
         CLI_STR_OPT(st, m.cert, "--rpc-tls-cert", "F", NULL, "PEM certificate of this process (gRPC)", 0), \
         CLI_STR_OPT(st, m.key, "--rpc-tls-key", "F", NULL, "PEM private key of --rpc-tls-cert", 0)
 

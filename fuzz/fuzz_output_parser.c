@@ -25,8 +25,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     eng_parse_delta_init(&parts);
     int a = eng_parse_text(text, len, flags, "f", &whole, &err);
     eng_parser *p = eng_parser_new(flags, "f", &err);
-    int b = !p || eng_parser_feed(p, text, split, &parts, &err) || eng_parser_feed(p, text + split, len - split, &parts, &err) ||
-            eng_parser_finish(p, &parts, &err);
+    int b = !p || eng_parser_feed(p, text, split, &parts, &err) ||
+            eng_parser_feed(p, text + split, len - split, &parts, &err) || eng_parser_finish(p, &parts, &err);
     if (a == 0 && b == 0) {
         if (whole.content.len != parts.content.len || whole.reasoning.len != parts.reasoning.len ||
             whole.n_calls != parts.n_calls)

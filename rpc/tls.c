@@ -40,7 +40,8 @@ int rpc_tls_configure(const char *ca_file, const char *cert_file, const char *ke
     if (!ca_file || !cert_file || !key_file)
         return rpc_status_set(st, RPC_INVALID_ARGUMENT,
                               "mutual TLS needs all three: the CA, this process's certificate and its key");
-    char *ca = read_pem(ca_file, st), *cert = ca ? read_pem(cert_file, st) : NULL, *key = cert ? read_pem(key_file, st) : NULL;
+    char *ca = read_pem(ca_file, st), *cert = ca ? read_pem(cert_file, st) : NULL,
+         *key = cert ? read_pem(key_file, st) : NULL;
     if (!key) {
         free(ca), free(cert);
         return -1;

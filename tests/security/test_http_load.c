@@ -65,7 +65,8 @@ static double normal_request(void)
     char req[512];
     snprintf(req, sizeof req,
              "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
-             "Content-Length: %zu\r\n\r\n%s", sizeof body - 1, body);
+             "Content-Length: %zu\r\n\r\n%s",
+             sizeof body - 1, body);
     double t0 = now_s();
     int fd = connect_server(0);
     if (fd < 0 || send_str(fd, req)) {
@@ -98,8 +99,11 @@ int main(void)
     const char *models[] = {"qwen3-test"};
     coord_api_config api = {.models = models, .n_models = 1};
     api.defaults.repetition_penalty = 1;
-    coord_http_config cfg = {.host = "127.0.0.1", .api = &api, .frontend = scripted_frontend(),
-                             .max_connections = 2048, .idle_timeout_s = 30};
+    coord_http_config cfg = {.host = "127.0.0.1",
+                             .api = &api,
+                             .frontend = scripted_frontend(),
+                             .max_connections = 2048,
+                             .idle_timeout_s = 30};
     coord_http *h;
     eng_error err;
     REQUIRE(coord_http_start(&cfg, &h, &err) == 0, "%s", err.msg);
@@ -121,10 +125,13 @@ int main(void)
             send_str(fds[i], "POST /v1/chat/comp");
     }
     int reader = connect_server(1024); /* a stream nobody reads */
-    static const char sbody[] = "{\"messages\":[{\"role\":\"user\",\"content\":\"many\"}],\"stream\":true,\"max_tokens\":100000}";
+    static const char sbody[] =
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"many\"}],\"stream\":true,\"max_tokens\":100000}";
     char sreq[512];
-    snprintf(sreq, sizeof sreq, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-             "Content-Length: %zu\r\n\r\n%s", sizeof sbody - 1, sbody);
+    snprintf(sreq, sizeof sreq,
+             "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\n\r\n%s",
+             sizeof sbody - 1, sbody);
     REQUIRE(reader >= 0 && send_str(reader, sreq) == 0);
     /* the stream fills its buffers until it passes the 1 MiB cap (a few seconds) */
     double t0 = now_s();
