@@ -7,10 +7,13 @@
 // converted here, and nothing else:
 //   - each Deployment / StatefulSet becomes one Pod with its pod template (a StatefulSet
 //     pod keeps its name, tandem-decode-0);
-//   - the pods share the host's network (hostNetwork) bound to 127.0.0.1, because podman
-//     has no Services and no cluster DNS: the Service names in the ConfigMap
-//     (tandem-coordinator:50051) become 127.0.0.1 with ports the OS picked for this run,
-//     and the pod IP (downward API) is 127.0.0.1;
+//   - podman has no Services and no cluster DNS: each pod gets its own network namespace
+//     on podman's bridge with an address fixed here (`podman kube play --ip`, what the
+//     downward API's status.podIP then says), the Service name in the ConfigMap
+//     (tandem-coordinator:50051) becomes the coordinator pod's address, and the
+//     coordinator's Service port is published on 127.0.0.1 (hostPort, a port the OS
+//     picked for this run), where the test's client connects; the other containerPorts
+//     are dropped (podman would publish them on the host too);
 //   - the ConfigMap's values are inlined (envFrom) and $(NAME) references in command
 //     and args expanded (podman does neither), emptyDir volumes become host
 //     folders owned by the pods' uid, and the probes are left out: podman would run
@@ -21,7 +24,7 @@
 //
 // Checks: the init containers write the random model; every pod's /startupz and
 // /readyz turn 200; a streamed chat completion arrives through the coordinator's
-// port; deleting the decode pod (podman pod stop: SIGTERM, then the grace period)
+// port; deleting the decode pod (SIGTERM to its container, then the grace period)
 // during a streamed request drains it: its /readyz turns 503, the stream completes
 // with every token, the worker exits 0, the coordinator counts 0 failed requests.
 import assert from "node:assert/strict";
@@ -51,7 +54,15 @@ const objs = parseAllDocuments(execFileSync(kubectl, ["kustomize", join(k8sDir, 
 const config = objs.find((o) => o.kind === "ConfigMap").data;
 const modelName = config.MODEL_DIR.split("/").pop();
 
-const ports = { http: await freePort(), grpc: await freePort() };
+const httpPort = await freePort(); // the coordinator's Service port, published on 127.0.0.1
+
+// Pod addresses near the end of podman's bridge subnet, away from those it hands out.
+const [net, bits] = podman("network", "inspect", "podman", "--format", "{{range .Subnets}}{{.Subnet}}{{end}}").trim().split("/");
+const netInt = net.split(".").reduce((a, o) => a * 256 + Number(o), 0);
+const podIp = (i) => {
+  const v = netInt + 2 ** (32 - Number(bits)) - 16 + i;
+  return [24, 16, 8, 0].map((b) => Math.floor(v / 2 ** b) % 256).join(".");
+};
 const tmp = mkdtempSync(join(tmpdir(), "tandem-podman-"));
 const pods = [];
 // Removes a pod and its containers; a second try covers podman 4.3 losing a race with a
@@ -70,19 +81,14 @@ process.on("exit", () => {
 
 // ------------------------------------------------------------------ conversion
 
-const FREE_PORT = "free port"; // replaced by one the OS picks
-function toPod(w) {
+function toPod(w, ip, coordinatorIp) {
   const name = w.kind === "StatefulSet" ? `${w.metadata.name}-0` : w.metadata.name;
   const spec = structuredClone(w.spec.template.spec);
-  spec.hostNetwork = true;
-  const local = {
-    ...config,
-    COORDINATOR: `127.0.0.1:${ports.grpc}`,
-  };
+  const local = { ...config, COORDINATOR: `${coordinatorIp}:50051` };
   for (const c of [...(spec.initContainers || []), ...spec.containers]) {
     const fixed = Object.entries(local).map(([k, v]) => ({ name: k, value: String(v) }));
     for (const e of c.env || []) {
-      if (e.valueFrom?.fieldRef?.fieldPath === "status.podIP") fixed.push({ name: e.name, value: "127.0.0.1" });
+      if (e.valueFrom?.fieldRef?.fieldPath === "status.podIP") fixed.push({ name: e.name, value: ip });
       else if (e.valueFrom?.fieldRef?.fieldPath === "metadata.name") fixed.push({ name: e.name, value: name });
       else fixed.push(e);
     }
@@ -92,19 +98,13 @@ function toPod(w) {
     delete c.livenessProbe;
     delete c.readinessProbe;
     delete c.lifecycle;
-    delete c.ports; // host network: the ports are the processes' own
-    c.args = (c.args || []).map((a, i, all) => {
-      const flag = all[i - 1];
-      if (flag === "--host") return "127.0.0.1";
-      if (flag === "--port" && all[0] === "coordinator") return String(ports.http);
-      if (flag === "--rpc-port") return String(ports.grpc);
-      if (flag === "--port" || flag === "--metrics-port") return FREE_PORT;
-      return a;
-    });
+    // podman publishes every containerPort on the host: keep only the Service port
+    c.ports = (c.ports || []).filter((p) => name === "tandem-coordinator" && p.name === "http")
+      .map((p) => ({ ...p, hostPort: httpPort, hostIP: "127.0.0.1" }));
     // Kubernetes expands $(NAME) in command and args from the container's env; podman does not.
     const vars = Object.fromEntries(c.env.filter((e) => "value" in e).map((e) => [e.name, e.value]));
     const expand = (a) => a.replace(/\$\((\w+)\)/g, (m, k) => (k in vars ? vars[k] : m));
-    c.args = c.args.map(expand);
+    if (c.args) c.args = c.args.map(expand);
     if (c.command) c.command = c.command.map(expand);
   }
   for (const v of spec.volumes || []) {
@@ -122,23 +122,23 @@ function toPod(w) {
 }
 
 const played = {};
-for (const w of objs.filter((o) => o.kind === "Deployment" || o.kind === "StatefulSet")) {
-  const pod = toPod(w);
+const workloads = objs.filter((o) => o.kind === "Deployment" || o.kind === "StatefulSet");
+const ips = workloads.map((w, i) => podIp(i));
+const coordinatorIp = ips[workloads.findIndex((w) => w.metadata.name === "tandem-coordinator")];
+for (const [i, w] of workloads.entries()) {
+  const pod = toPod(w, ips[i], coordinatorIp);
   const c = pod.spec.containers[0];
-  // one free port per listening flag of this process
-  for (let i = 1; i < c.args.length; i++)
-    if (c.args[i] === FREE_PORT) c.args[i] = String(await freePort());
   const m = c.args.indexOf("--metrics-port");
   played[pod.metadata.labels["app.kubernetes.io/component"]] = {
     name: pod.metadata.name,
-    probes: m > 0 ? `127.0.0.1:${c.args[m + 1]}` : `127.0.0.1:${ports.http}`,
+    probes: m > 0 ? `${ips[i]}:${c.args[m + 1]}` : `127.0.0.1:${httpPort}`,
     container: `${pod.metadata.name}-${c.name}`,
   };
   const file = join(tmp, `${pod.metadata.name}.yaml`);
   writeFileSync(file, stringify(pod));
   removePod(pod.metadata.name); // left over by a run that was killed
   pods.push(pod.metadata.name);
-  podman("kube", "play", file);
+  podman("kube", "play", "--network", "podman", "--ip", ips[i], file);
 }
 console.log(`played ${pods.join(", ")} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
@@ -156,7 +156,7 @@ await check("every pod starts: init container writes the model, /startupz and /r
   }
 });
 
-const client = new OpenAI({ baseURL: `http://127.0.0.1:${ports.http}/v1`, apiKey: "unused", maxRetries: 0, timeout: 120000 });
+const client = new OpenAI({ baseURL: `http://127.0.0.1:${httpPort}/v1`, apiKey: "unused", maxRetries: 0, timeout: 120000 });
 
 async function streamChat(maxTokens, onFirst) {
   const s = await client.chat.completions.create({ model: modelName, messages: [{ role: "user", content: "Hello there" }],
@@ -185,8 +185,10 @@ await check("deleting the decode pod during a streamed request drains it: 0 fail
   const d = played.decode;
   let stopping, sawDraining = false;
   const r = await streamChat(1500, async () => {
-    // what the kubelet does on deletion: SIGTERM, then up to the grace period
-    stopping = new Promise((res) => spawn(...podmanCmd(["pod", "stop", "--time", "60", d.name]), { env, stdio: "ignore" }).on("exit", res));
+    // What the kubelet does on deletion: SIGTERM to the container, then up to the grace
+    // period, while the pod's network stays up (podman pod stop would take the network
+    // down at once, with the infra container; no kubelet does that).
+    stopping = new Promise((res) => spawn(...podmanCmd(["stop", "--time", "60", d.container]), { env, stdio: "ignore" }).on("exit", res));
     await waitFor("the decode pod's /readyz 503", async () => {
       const p = await get(d.probes, "/readyz");
       return p.status === 503 && /draining/.test(p.text);
@@ -196,10 +198,11 @@ await check("deleting the decode pod during a streamed request drains it: 0 fail
   assert.ok(sawDraining);
   assert.equal(r.finish, "length", "the stream ran to its end");
   assert.equal(r.usage.completion_tokens, 1500, "every token arrived");
-  assert.equal(await stopping, 0, "podman pod stop");
+  assert.equal(await stopping, 0, "podman stop");
   const exit = podman("inspect", "--format", "{{.State.ExitCode}}", d.container).trim();
   assert.equal(exit, "0", "the worker exited 0 by itself (drained), not killed");
   assert.match(logs(d.container), /drained, stopping/);
+  removePod(d.name); // the rest of the deletion
   const m = (await get(played.coordinator.probes, "/metrics")).text;
   assert.equal(metricValue(m, "tandem_requests_total", { role: "coordinator", outcome: "error" }), 0);
   assert.equal(metricValue(m, "tandem_requests_total", { role: "coordinator", outcome: "success" }), 2);
