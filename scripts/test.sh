@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Sets up the machine, builds Tandem four ways with warnings as errors and runs the tests:
+# Sets up the machine, builds Tandem five ways with warnings as errors and runs the tests:
 #   gcc RelWithDebInfo   every suite
 #   gcc Release          built only (-O3 shows warnings that -O2 does not)
 #   clang RelWithDebInfo the unit suite
 #   gcc Debug ASan+UBSan the tests labelled asan (the unit suite and more)
+#   clang Debug libFuzzer the fuzz harnesses, 10,000 executions each (fuzz/, ASan+UBSan)
 # and last checks that every C file is formatted (scripts/format.sh --check).
 # Usage: scripts/test.sh [extra ctest args for the first run, e.g. -L unit]
 set -euo pipefail
@@ -32,5 +33,8 @@ build build-clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang
 build build-asan -DCMAKE_BUILD_TYPE=Debug -DTANDEM_SANITIZE=ON
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
    ctest --output-on-failure -L asan --timeout 900)
+
+build build-fuzz -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DTANDEM_FUZZ=ON
+(cd build-fuzz && ctest --output-on-failure -L fuzz --timeout 900)
 
 scripts/format.sh --check
