@@ -288,7 +288,7 @@ static int healthy_workers(rpc_channel *ch)
         return -1;
     int n = 0;
     for (size_t i = 0; i < cs->n_workers; i++)
-        n += cs->workers[i]->state == TANDEM__WORKER_STATE__WORKER_HEALTHY;
+        n += cs->workers[i]->state == TANDEM__WORKER_STATE__WORKER_READY;
     rpc_msg_free(cs);
     return n;
 }

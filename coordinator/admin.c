@@ -3,8 +3,9 @@
  * Admin.Status answers every registered worker with its role, addresses, state,
  * load (running/queued, KV blocks used/total, batch statistics), KV layout and
  * transport: what `tandemctl status` prints and what tests poll to see a cluster
- * come up or drain. Admin.Cancel cancels a request in flight by id. Kept apart
- * from the registry and the router since it only reads them. */
+ * come up or drain. Admin.Cancel cancels a request in flight by id. Admin.Cordon
+ * and Admin.Uncordon take a worker out of rotation and put it back. Kept apart
+ * from the registry and the router since it only asks them. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -87,9 +88,7 @@ static void on_status(void *user, rpc_call *call, const rpc_bytes *req, rpc_byte
         wl[i].ep_ready = v[i].ep_ready;
         ws[i].info = &wi[i];
         ws[i].load = &wl[i];
-        ws[i].state = v[i].draining  ? TANDEM__WORKER_STATE__WORKER_DRAINING
-                      : v[i].healthy ? TANDEM__WORKER_STATE__WORKER_HEALTHY
-                                     : TANDEM__WORKER_STATE__WORKER_UNHEALTHY;
+        ws[i].state = (Tandem__WorkerState)v[i].state;
         ws[i].last_heartbeat_ms_ago = (uint64_t)(v[i].since_heartbeat_s * 1000);
         wsp[i] = &ws[i];
     }
@@ -118,6 +117,36 @@ static void on_cancel(void *user, rpc_call *call, const rpc_bytes *req, rpc_byte
     rpc_msg_free(q);
 }
 
+/* Cordon (on) or uncordon one worker; an unknown id is NOT_FOUND. */
+static void set_cordon(admin *a, const rpc_bytes *req, rpc_bytes *resp, rpc_status *st, int on)
+{
+    Tandem__WorkerRequest *q = rpc_unpack(&tandem__worker_request__descriptor, req->data, req->len, st);
+    if (!q)
+        return;
+    int s = q->worker_id ? coord_registry_cordon(a->reg, q->worker_id, on) : -1;
+    if (s < 0) {
+        rpc_status_set(st, RPC_NOT_FOUND, "no worker '%s'", q->worker_id ? q->worker_id : "");
+    } else {
+        Tandem__WorkerReply rep = TANDEM__WORKER_REPLY__INIT;
+        rep.state = (Tandem__WorkerState)s;
+        if (rpc_pack(&rep.base, resp) < 0)
+            rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    rpc_msg_free(q);
+}
+
+static void on_cordon(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes *resp, rpc_status *st)
+{
+    (void)call;
+    set_cordon(user, req, resp, st, 1);
+}
+
+static void on_uncordon(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes *resp, rpc_status *st)
+{
+    (void)call;
+    set_cordon(user, req, resp, st, 0);
+}
+
 int coord_admin_serve(rpc_server *s, coord_registry *reg, coord_router *router, const char *model,
                       coord_admin **out, rpc_status *st)
 {
@@ -129,7 +158,9 @@ int coord_admin_serve(rpc_server *s, coord_registry *reg, coord_router *router, 
     a->router = router;
     a->model = model;
     if (rpc_server_add_unary(s, RPC_ADMIN_STATUS, on_status, a, st) < 0 ||
-        rpc_server_add_unary(s, RPC_ADMIN_CANCEL, on_cancel, a, st) < 0) {
+        rpc_server_add_unary(s, RPC_ADMIN_CANCEL, on_cancel, a, st) < 0 ||
+        rpc_server_add_unary(s, RPC_ADMIN_CORDON, on_cordon, a, st) < 0 ||
+        rpc_server_add_unary(s, RPC_ADMIN_UNCORDON, on_uncordon, a, st) < 0) {
         free(a); /* the server is stopped without ever calling it */
         return -1;
     }

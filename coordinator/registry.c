@@ -20,7 +20,8 @@ typedef struct entry {
     coord_worker_view v;
     double last_seen;   /* monotonic seconds of the last registration or heartbeat */
     double failed_at;   /* when the router saw it unreachable; 0 = not */
-    int logged_healthy; /* state last logged, to report transitions once */
+    int cordoned;       /* an operator took it out of rotation */
+    int logged_state;   /* Tandem__WorkerState last logged, to report each change once */
 } entry;
 
 struct coord_registry {
@@ -73,9 +74,49 @@ static int group_complete_locked(const coord_registry *r, const entry *e, double
     return seen == (v->ep_size == 64 ? ~0ull : (1ull << v->ep_size) - 1);
 }
 
-static int healthy_locked(const coord_registry *r, const entry *e, double now)
+/* The one place a worker's lifecycle state is decided (see registry.h). */
+static int state_locked(const coord_registry *r, const entry *e, double now)
 {
-    return alive_locked(r, e, now) && group_complete_locked(r, e, now);
+    if (!alive_locked(r, e, now))
+        return TANDEM__WORKER_STATE__WORKER_FAILED;
+    if (!group_complete_locked(r, e, now))
+        return TANDEM__WORKER_STATE__WORKER_STARTING;
+    if (e->v.draining)
+        return e->v.running || e->v.queued ? TANDEM__WORKER_STATE__WORKER_DRAINING : TANDEM__WORKER_STATE__WORKER_DRAINED;
+    if (e->cordoned)
+        return TANDEM__WORKER_STATE__WORKER_CORDONED;
+    return TANDEM__WORKER_STATE__WORKER_READY;
+}
+
+/* Logs e's state once each time it changes, with the reason. */
+static void note_state_locked(coord_registry *r, entry *e, double now)
+{
+    int s = state_locked(r, e, now);
+    if (s == e->logged_state)
+        return;
+    const coord_worker_view *v = &e->v;
+    char why[160];
+    switch (s) {
+    case TANDEM__WORKER_STATE__WORKER_FAILED:
+        if (e->failed_at > 0)
+            snprintf(why, sizeof why, "calls to it fail");
+        else
+            snprintf(why, sizeof why, "no heartbeat for %.1f s", now - e->last_seen);
+        break;
+    case TANDEM__WORKER_STATE__WORKER_STARTING: snprintf(why, sizeof why, "EP group %s is not complete", v->ep_group); break;
+    case TANDEM__WORKER_STATE__WORKER_DRAINING:
+        snprintf(why, sizeof why, "it is draining, finishing %u running and %u queued requests", v->running, v->queued);
+        break;
+    case TANDEM__WORKER_STATE__WORKER_DRAINED: snprintf(why, sizeof why, "draining, and no request is left"); break;
+    case TANDEM__WORKER_STATE__WORKER_CORDONED: snprintf(why, sizeof why, "cordoned by an operator"); break;
+    default:
+        snprintf(why, sizeof why, "%s", e->logged_state == TANDEM__WORKER_STATE__WORKER_CORDONED ? "uncordoned by an operator"
+                                                                                                 : "heartbeats arrive");
+    }
+    eng_log(s == TANDEM__WORKER_STATE__WORKER_FAILED ? ENG_LOG_WARN : ENG_LOG_INFO, "registry", NULL,
+            "worker %s (%s, %s): %s -> %s: %s", v->id, coord_role_name(v->role), v->rpc_address,
+            rpc_worker_state_name(e->logged_state), rpc_worker_state_name(s), why);
+    e->logged_state = s;
 }
 
 static entry *find_locked(coord_registry *r, const char *id)
@@ -96,13 +137,17 @@ static void export_locked(coord_registry *r, double now)
     for (int i = 0; i < r->n; i++) {
         const coord_worker_view *v = &r->w[i].v;
         const char *ro = coord_role_name(v->role);
-        int up = healthy_locked(r, &r->w[i], now);
+        int state = state_locked(r, &r->w[i], now);
+        int up = state != TANDEM__WORKER_STATE__WORKER_FAILED && state != TANDEM__WORKER_STATE__WORKER_STARTING;
         met_labels l = {.role = ro, .worker = v->id};
         met_set(met_get(m->family[MET_KV_BLOCKS_USED], l), up ? v->kv_used : 0);
         met_set(met_get(m->family[MET_KV_BLOCKS_CAPACITY], l), up ? v->kv_total : 0);
         met_set(met_get(m->family[MET_KV_USAGE_PERC], l), up && v->kv_total ? (double)v->kv_used / v->kv_total : 0);
         met_set(met_get(m->family[MET_REQUESTS_RUNNING], l), up ? v->running : 0);
         met_set(met_get(m->family[MET_REQUESTS_WAITING], l), up ? v->queued : 0);
+        for (int s = TANDEM__WORKER_STATE__WORKER_READY; s <= TANDEM__WORKER_STATE__WORKER_STARTING; s++)
+            met_set(met_get(m->family[MET_WORKER_STATE], (met_labels){.role = ro, .worker = v->id, .state = rpc_worker_state_name(s)}),
+                    s == state);
     }
 }
 
@@ -133,22 +178,7 @@ static void *health_main(void *arg)
                 r->n--, i--;
                 continue;
             }
-            int h = healthy_locked(r, e, now);
-            if (h != e->logged_healthy) {
-                if (h)
-                    eng_log(ENG_LOG_INFO, "registry", NULL, "worker %s (%s, %s) is back in rotation", e->v.id,
-                            coord_role_name(e->v.role), e->v.rpc_address);
-                else if (e->failed_at > 0)
-                    eng_log(ENG_LOG_WARN, "registry", NULL, "worker %s (%s, %s) out of rotation: calls to it fail", e->v.id,
-                            coord_role_name(e->v.role), e->v.rpc_address);
-                else if (alive_locked(r, e, now))
-                    eng_log(ENG_LOG_WARN, "registry", NULL, "worker %s (%s, %s) out of rotation: EP group %s is not complete",
-                            e->v.id, coord_role_name(e->v.role), e->v.rpc_address, e->v.ep_group);
-                else
-                    eng_log(ENG_LOG_WARN, "registry", NULL, "worker %s (%s, %s) out of rotation: no heartbeat for %.1f s",
-                            e->v.id, coord_role_name(e->v.role), e->v.rpc_address, now - e->last_seen);
-                e->logged_healthy = h;
-            }
+            note_state_locked(r, e, now);
         }
         export_locked(r, now);
         struct timespec ts;
@@ -261,7 +291,8 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
     }
     e->last_seen = eng_now_s();
     e->failed_at = 0;
-    e->logged_healthy = 1;
+    e->cordoned = 0; /* a restarted worker starts in rotation */
+    e->logged_state = state_locked(r, e, e->last_seen); /* the registration line says it */
     char transport[sizeof e->v.transport];
     snprintf(transport, sizeof transport, "%s", e->v.transport[0] ? e->v.transport : "none");
     pthread_mutex_unlock(&r->mu); /* e may move (realloc) from here on */
@@ -295,13 +326,11 @@ int coord_registry_heartbeat(coord_registry *r, const Tandem__WorkerLoad *l)
         e->last_seen = eng_now_s();
         e->failed_at = 0;
     }
-    int started_draining = e && l->draining && !e->v.draining;
-    if (e)
+    if (e) {
         e->v.draining = l->draining;
+        note_state_locked(r, e, e->last_seen);
+    }
     pthread_mutex_unlock(&r->mu);
-    if (started_draining)
-        eng_log(ENG_LOG_INFO, "registry", NULL,
-                "worker %s is draining: out of rotation, finishing %u running and %u queued requests", l->worker_id, l->running, l->queued);
     return e != NULL;
 }
 
@@ -318,9 +347,11 @@ int coord_registry_snapshot(coord_registry *r, coord_worker_view **out, int *n)
     double now = eng_now_s();
     for (int i = 0; i < r->n; i++) {
         v[i] = r->w[i].v;
-        int alive = healthy_locked(r, &r->w[i], now);
-        v[i].draining = alive && r->w[i].v.draining;
-        v[i].healthy = alive && !v[i].draining;
+        v[i].state = state_locked(r, &r->w[i], now);
+        v[i].draining = v[i].state == TANDEM__WORKER_STATE__WORKER_DRAINING ||
+                        v[i].state == TANDEM__WORKER_STATE__WORKER_DRAINED;
+        v[i].healthy = v[i].state == TANDEM__WORKER_STATE__WORKER_READY;
+        v[i].cordoned = r->w[i].cordoned;
         v[i].since_heartbeat_s = now - r->w[i].last_seen;
     }
     *n = r->n;
@@ -353,13 +384,28 @@ void coord_registry_mark_failed(coord_registry *r, const char *id, const char *w
         eng_log(ENG_LOG_WARN, "registry", NULL, "worker %s unreachable (%s): out of rotation until it heartbeats", id, why);
 }
 
+int coord_registry_cordon(coord_registry *r, const char *id, int on)
+{
+    pthread_mutex_lock(&r->mu);
+    entry *e = find_locked(r, id);
+    int s = -1;
+    if (e) {
+        e->cordoned = on;
+        double now = eng_now_s();
+        note_state_locked(r, e, now);
+        s = state_locked(r, e, now);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return s;
+}
+
 void coord_registry_counts(coord_registry *r, int counts[3])
 {
     counts[0] = counts[1] = counts[2] = 0;
     pthread_mutex_lock(&r->mu);
     double now = eng_now_s();
     for (int i = 0; i < r->n; i++)
-        if (healthy_locked(r, &r->w[i], now) && !r->w[i].v.draining && r->w[i].v.role >= 1 && r->w[i].v.role <= 3)
+        if (state_locked(r, &r->w[i], now) == TANDEM__WORKER_STATE__WORKER_READY && r->w[i].v.role >= 1 && r->w[i].v.role <= 3)
             counts[r->w[i].v.role - 1]++;
     pthread_mutex_unlock(&r->mu);
 }

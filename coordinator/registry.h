@@ -3,11 +3,22 @@
  * Workers call Registry.RegisterWorker once and Registry.Heartbeat every
  * heartbeat_ms (tandem.proto). The registry keeps, per worker id, what it said
  * about itself (role, addresses, capacity, KV layout, transports, model) and its
- * latest load. A worker is HEALTHY while its heartbeats arrive; after
+ * latest load. A worker is ready while its heartbeats arrive; after
  * `missed_heartbeats` intervals of silence, or once the router saw a call to it
- * fail as unreachable, it is UNHEALTHY (out of rotation) until its next heartbeat.
+ * fail as unreachable, it is failed (out of rotation) until its next heartbeat.
  * A worker whose heartbeat says it is draining (SIGTERM) stays known but leaves the
  * rotation: it finishes its own requests and gets no new ones.
+ *
+ * Each worker is in one lifecycle state (Tandem__WorkerState), decided in one place
+ * (state_locked in registry.c) from what the registry knows:
+ *   failed    heartbeats missed, or the router saw calls to it fail
+ *   starting  alive, but its EP group is not complete yet
+ *   drained   its heartbeat says draining and nothing is running or queued
+ *   draining  its heartbeat says draining (SIGTERM): finishing its requests
+ *   cordoned  an operator took it out of rotation (coord_registry_cordon)
+ *   ready     in rotation: the only state the router sends new requests to
+ * Every change is logged once with its reason and exported as the gauge
+ * tandem_worker_state{role,worker,state}.
  * A worker serving another model, or whose KV layout cannot hold this model's KV,
  * is refused with the reason. Registering again under a known id replaces the
  * entry (a restarted worker). A worker silent for forget_ms is forgotten, and at
@@ -33,7 +44,7 @@ typedef struct coord_registry_config {
     const char *model;        /* served model name; a worker must report the same */
     int n_layers, n_kv_heads, head_dim; /* from config.json: a worker's KV layout must match */
     int heartbeat_ms;         /* told to workers; 0 = 500 */
-    int missed_heartbeats;    /* silence (in intervals) before UNHEALTHY; 0 = 3 */
+    int missed_heartbeats;    /* silence (in intervals) before failed; 0 = 3 */
     int max_workers;          /* workers known at once; registering beyond is refused; 0 = 1024 */
     int forget_ms;            /* silence after which a worker is forgotten; 0 = 600000 */
     met_registry *metrics;    /* may be NULL; else per-worker gauges are exported */
@@ -47,8 +58,10 @@ typedef struct coord_worker_view {
     char metrics_address[128];
     char transport[32];       /* first transport's name ("tcp") */
     int role;                 /* Tandem__Role */
-    int healthy;              /* in rotation: heartbeats arrive and it is not draining */
-    int draining;             /* heartbeats arrive and say it is draining */
+    int state;                /* Tandem__WorkerState */
+    int healthy;              /* in rotation: state is READY */
+    int draining;             /* heartbeats arrive and say it is draining (DRAINING or DRAINED) */
+    int cordoned;             /* an operator cordoned it (it may also be draining or failed) */
     eng_kv_layout layout;
     uint32_t max_running, max_context;
     uint32_t running, queued;
@@ -91,6 +104,11 @@ int coord_registry_snapshot(coord_registry *r, coord_worker_view **out, int *n);
 void coord_registry_note_sent(coord_registry *r, const char *id, int streams, int blocks, uint64_t prompt_tokens);
 /* A call to worker id failed as unreachable: out of rotation until it heartbeats again. */
 void coord_registry_mark_failed(coord_registry *r, const char *id, const char *why);
+/* An operator takes worker id out of rotation (on 1) or puts it back (0); its
+ * requests in flight go on. Returns the state after the change, or -1 for an
+ * unknown id. The router sees it on its next pick. */
+int coord_registry_cordon(coord_registry *r, const char *id, int on);
+
 /* Healthy workers by role: [0] prefill, [1] decode, [2] both. */
 void coord_registry_counts(coord_registry *r, int counts[3]);
 

@@ -40,6 +40,7 @@ static const struct {
     [MET_LAYER] = {"layer", offsetof(met_labels, layer)},
     [MET_RANK] = {"rank", offsetof(met_labels, rank)},
     [MET_DIRECTION] = {"direction", offsetof(met_labels, direction)},
+    [MET_STATE] = {"state", offsetof(met_labels, state)},
 };
 
 static const char *label_value(const met_labels *l, int label)
@@ -609,6 +610,10 @@ static const met_spec tandem_specs[MET_N_TANDEM] = {
     [MET_EP_SECONDS] = {MET_HISTOGRAM, "tandem_ep_exchange_seconds",
                         "Time of one MoE layer's EP exchange, this rank's expert compute excluded.", RW,
                         BUCKETS(ep_b)},
+    [MET_WORKER_STATE] = {MET_GAUGE, "tandem_worker_state",
+                          "1 for a worker's lifecycle state (starting, ready, cordoned, draining, drained, failed), "
+                          "0 for the others.",
+                          RW | MET_L(MET_STATE), NULL, 0},
 };
 
 int met_tandem_register(met_registry *r, met_tandem *m, eng_error *err)

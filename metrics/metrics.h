@@ -37,6 +37,7 @@ typedef enum met_label {
     MET_LAYER,     /* a model layer's index (expert parallelism) */
     MET_RANK,      /* a rank of an EP group */
     MET_DIRECTION, /* sent, received */
+    MET_STATE,     /* a worker's lifecycle state (ready, cordoned, ...) */
     MET_N_LABELS
 } met_label;
 #define MET_L(label) (1u << (label)) /* a label in met_spec.labels */
@@ -44,7 +45,7 @@ typedef enum met_label {
 /* A child's label values by name: a family takes those it declares (NULL reads as "") and
  * refuses a value for one it does not declare. */
 typedef struct met_labels {
-    const char *role, *worker, *outcome, *transport, *reason, *layer, *rank, *direction;
+    const char *role, *worker, *outcome, *transport, *reason, *layer, *rank, *direction, *state;
 } met_labels;
 
 /* One family's declaration. */
@@ -129,6 +130,7 @@ typedef enum met_id {
     MET_EP_BALANCE,          /* gauge tandem_ep_balancedness [role, worker] (EP ranks) */
     MET_EP_BYTES,            /* counter tandem_ep_exchange_bytes_total [role, worker, direction] (EP ranks) */
     MET_EP_SECONDS,          /* histogram tandem_ep_exchange_seconds [role, worker] (EP ranks) */
+    MET_WORKER_STATE,        /* gauge tandem_worker_state [role, worker, state] 0/1 (coordinator) */
     MET_N_TANDEM
 } met_id;
 

@@ -23,6 +23,14 @@ const char *rpc_code_name(int code)
     return other;
 }
 
+/* In tandem.proto's WorkerState order. */
+static const char *const state_names[] = {"unknown", "ready", "failed", "draining", "cordoned", "drained", "starting"};
+
+const char *rpc_worker_state_name(int state)
+{
+    return state > 0 && state < (int)(sizeof state_names / sizeof state_names[0]) ? state_names[state] : "unknown";
+}
+
 int rpc_status_set(rpc_status *st, int code, const char *fmt, ...)
 {
     if (st) {

@@ -2,7 +2,7 @@
 """cli_docs.py: docs/cli.md's option lists are the binaries' own --help output.
 
 Every fenced block in the page whose first line is `usage: tandem CMD ...`,
-`usage: tandemctl ...` or `$ tandem --help` is replaced by what that command prints
+`usage: tandemctl ...` (CMD or the command list) or `$ tandem --help` is replaced by what that command prints
 for --help now (the option tables in cli/ are the one source). With --check nothing
 is written: the blocks that differ are shown and the exit status is 1.
 
@@ -20,6 +20,9 @@ def help_text(tandem, tandemctl, first_line):
     m = re.match(r"usage: tandem ([a-z-]+)", first_line)
     if m:
         return run([tandem, m.group(1), "--help"])
+    m = re.match(r"usage: tandemctl ([a-z-]+)", first_line)
+    if m:
+        return run([tandemctl, m.group(1), "--help"])
     if first_line.startswith("usage: tandemctl"):
         return run([tandemctl, "--help"])
     return None

@@ -43,6 +43,8 @@
 #define RPC_PREFILL_RUN "/tandem.Prefill/Run"
 #define RPC_ADMIN_STATUS "/tandem.Admin/Status"
 #define RPC_ADMIN_CANCEL "/tandem.Admin/Cancel"
+#define RPC_ADMIN_CORDON "/tandem.Admin/Cordon"
+#define RPC_ADMIN_UNCORDON "/tandem.Admin/Uncordon"
 
 /* gRPC's status codes, same numbers, so they travel unchanged. */
 typedef enum rpc_code {
@@ -75,6 +77,9 @@ typedef struct rpc_status {
 int rpc_status_set(rpc_status *st, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* "DEADLINE_EXCEEDED", ...; "CODE_<n>" for numbers outside the table. */
 const char *rpc_code_name(int code);
+/* tandem.proto's WorkerState by value, as operators read it: "ready", "cordoned",
+ * ...; "unknown" for 0 and numbers outside the enum. */
+const char *rpc_worker_state_name(int state);
 
 /* A heap buffer owned by whoever holds it; rpc_bytes_free releases and zeroes it. */
 typedef struct rpc_bytes {

@@ -22,7 +22,7 @@
 //     failed on it; every non-streamed request completes with the right tokens (rerun
 //     elsewhere), every streamed one either completes with the right tokens or ends
 //     with an error event naming the failure (not a broken connection), the worker
-//     shows as unhealthy, requests keep being served, and the same `tandem worker`
+//     shows as failed, requests keep being served, and the same `tandem worker`
 //     command brings it back into rotation (it then serves requests);
 //   - a prefill worker SIGKILLed: requests routed to it (the coordinator's log shows
 //     them failing there) complete on the other one with the right tokens;
@@ -130,7 +130,7 @@ async function blocksInUse() {
   const s = status();
   let used = 0;
   for (const w of s.workers) {
-    if (w.state !== "healthy" || !w.metrics_address) continue;
+    if (w.state !== "ready" || !w.metrics_address) continue;
     used += metricValue(await metricsText(w.metrics_address), "tandem_kv_blocks_used");
   }
   return used;
@@ -227,7 +227,7 @@ await check("tandemctl status: every worker registered and healthy", async () =>
   assert.equal(s.model, modelName);
   assert.equal(s.workers.length, colocated ? 2 : 4);
   for (const w of s.workers) {
-    assert.equal(w.state, "healthy");
+    assert.equal(w.state, "ready");
     assert.ok(w.kv_blocks_total > 0);
     assert.equal(w.transport, "tcp");
     assert.match(w.layout, /bs16 L\d+ kv\d+ d\d+/);
@@ -403,7 +403,7 @@ await check("tandemctl cancel ends a request in flight and frees its blocks", as
   await assertBlocksFree(1000, "after the cancel", cancelled);
   const r = spawnSync(tandemctl, ["cancel", "cmpl-nonexistent", "--coordinator", rpcAddr], { encoding: "utf8" });
   assert.equal(r.status, 1);
-  assert.match(r.stdout, /no such request/);
+  assert.match(r.stderr, /no such request/);
 });
 
 if (mode === "disagg") {
@@ -488,11 +488,11 @@ if (mode === "disagg") {
     // Out of rotation once the router saw the failure or, at the latest, after the
     // missed heartbeats (3 intervals): poll for that rather than assume which came first.
     let s = status();
-    for (const until = Date.now() + 5000; s.workers.find((w) => w.id === victimId).state !== "unhealthy" && Date.now() < until;) {
+    for (const until = Date.now() + 5000; s.workers.find((w) => w.id === victimId).state !== "failed" && Date.now() < until;) {
       await sleep(100);
       s = status();
     }
-    assert.equal(s.workers.find((w) => w.id === victimId).state, "unhealthy");
+    assert.equal(s.workers.find((w) => w.id === victimId).state, "failed");
     // routed around: requests keep working
     for (let i = 0; i < 3; i++) {
       const r = await client.completions.create({ model: modelName, prompt: `after the crash ${i}`, max_tokens: 3 });
@@ -503,9 +503,9 @@ if (mode === "disagg") {
     procs.push(again);
     again.stderr.resume();
     const back = Date.now() + 60000;
-    while ((s = status()).workers.find((w) => w.id === victimId).state !== "healthy" && Date.now() < back) await sleep(100);
+    while ((s = status()).workers.find((w) => w.id === victimId).state !== "ready" && Date.now() < back) await sleep(100);
     const w = s.workers.find((x) => x.id === victimId);
-    assert.equal(w.state, "healthy", "restarted worker back in rotation");
+    assert.equal(w.state, "ready", "restarted worker back in rotation");
     const rs = await Promise.all(Array.from({ length: 6 }, (_, i) =>
       client.completions.create({ model: modelName, prompt: promptOf(30, 50 + i), max_tokens: 4, temperature: 0 })));
     rs.forEach((r) => assert.equal(r.usage.completion_tokens, 4));
@@ -538,13 +538,13 @@ if (mode === "disagg") {
     console.log(`   ${failed.length} request(s) failed on prefill-1 and completed on the other prefill worker`);
     const end = Date.now() + 3000;
     let s;
-    while ((s = status()).workers.find((w) => w.id === "prefill-1").state !== "unhealthy" && Date.now() < end) await sleep(50);
-    assert.equal(s.workers.find((w) => w.id === "prefill-1").state, "unhealthy");
+    while ((s = status()).workers.find((w) => w.id === "prefill-1").state !== "failed" && Date.now() < end) await sleep(50);
+    assert.equal(s.workers.find((w) => w.id === "prefill-1").state, "failed");
     await assertBlocksFree(3000, "after the prefill failover");
   });
 
   await check("promtool check metrics: coordinator and a worker", async () => {
-    const worker = status().workers.find((w) => w.state === "healthy");
+    const worker = status().workers.find((w) => w.state === "ready");
     for (const addr of [new URL(baseUrl).host, worker.metrics_address]) {
       const text = await metricsText(addr);
       const r = spawnSync(promtool, ["check", "metrics"], { input: text, encoding: "utf8" });
@@ -584,7 +584,7 @@ if (mode === "colocated") {
     assert.ok(isErrorEvent(error), `not an error event: ${error}`);
     assert.match(error.error.message, /no worker|failed/);
     console.log(`   error event after ${((Date.now() - t) / 1000).toFixed(1)} s: ${error.message.slice(0, 160)}`);
-    assert.ok(status().workers.every((w) => w.state === "unhealthy"));
+    assert.ok(status().workers.every((w) => w.state === "failed"));
     const r = await fetch(`${baseUrl}/health`);
     assert.equal(r.status, 503, "/health with no worker");
     await assert.rejects(client.completions.create({ model: modelName, prompt: "anyone?", max_tokens: 2 }),

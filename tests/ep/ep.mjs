@@ -184,7 +184,7 @@ await check("tandemctl status: every rank healthy with its group, rank, size and
   assert.equal(s.workers.length, want);
   const groups = new Map();
   for (const w of s.workers) {
-    assert.equal(w.state, "healthy", `${w.id}`);
+    assert.equal(w.state, "ready", `${w.id}`);
     const size = w.role === "prefill" ? Number(prefillEp) : Number(decodeEp);
     assert.equal(w.ep_size, size, `${w.id}: ep_size`);
     if (size > 1) {
@@ -263,7 +263,7 @@ function rankProcess(id) {
   return null;
 }
 
-const healthyIds = () => new Set(status().workers.filter((w) => w.state === "healthy").map((w) => w.id));
+const healthyIds = () => new Set(status().workers.filter((w) => w.state === "ready").map((w) => w.id));
 
 // 16 streams; `hurt` harms a decode rank of group 1 once tokens flow. Every stream
 // ends with its full, exact output or an explicit error; nothing hangs.

@@ -2,6 +2,7 @@
  * real tandem.proto messages: unary round trips and errors, deadlines, long streams
  * sent from other threads, cancellation seen by the server, a server that stops or is
  * killed mid-stream, 32 concurrent streams, unknown methods, bad bytes, busy ports. */
+#include <ctype.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -745,7 +746,8 @@ static void test_method_names(void)
     const ProtobufCServiceDescriptor *services[] = {&tandem__registry__descriptor, &tandem__decode__descriptor,
                                                     &tandem__prefill__descriptor, &tandem__admin__descriptor};
     const char *names[] = {RPC_REGISTRY_REGISTER, RPC_REGISTRY_HEARTBEAT, RPC_DECODE_GENERATE, RPC_DECODE_KV_READY,
-                           RPC_DECODE_KV_HELLO,   RPC_PREFILL_RUN,        RPC_ADMIN_STATUS,    RPC_ADMIN_CANCEL};
+                           RPC_DECODE_KV_HELLO,   RPC_PREFILL_RUN,        RPC_ADMIN_STATUS,    RPC_ADMIN_CANCEL,
+                           RPC_ADMIN_CORDON,      RPC_ADMIN_UNCORDON};
     const int n_names = (int)(sizeof names / sizeof names[0]);
     int n_methods = 0;
     for (size_t i = 0; i < sizeof services / sizeof services[0]; i++) {
@@ -763,6 +765,16 @@ static void test_method_names(void)
     }
     REQUIRE(n_methods == n_names);
     printf("method names: %d macros match tandem.proto\n", n_methods);
+    /* rpc_worker_state_name follows tandem.proto's WorkerState: WORKER_<NAME>. */
+    const ProtobufCEnumDescriptor *ws = &tandem__worker_state__descriptor;
+    for (unsigned i = 0; i < ws->n_values; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "%s", rpc_worker_state_name(ws->values[i].value));
+        for (char *c = want; *c; c++)
+            *c = (char)toupper((unsigned char)*c);
+        REQUIRE(!strcmp(ws->values[i].name + strlen("WORKER_"), want));
+    }
+    REQUIRE(!strcmp(rpc_worker_state_name(ws->n_values), "unknown"));
 }
 
 int main(int argc, char **argv)
