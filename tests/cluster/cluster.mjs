@@ -32,9 +32,9 @@
 import { spawn, spawnSync, execFileSync } from "node:child_process";
 import { once } from "node:events";
 import { readFileSync, readdirSync } from "node:fs";
-import net from "node:net";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
+import { freePort, metricValue, check, checksPassed, sleep } from "../deploy/lib.mjs";
 
 const [tandem, tandemctl, modelDir, mode = "disagg", promtool] = process.argv.slice(2);
 if (mode === "disagg" && !promtool) {
@@ -51,25 +51,7 @@ process.on("exit", () => {
   }
 });
 for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => process.exit(1));
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const t0 = Date.now();
-let checks = 0;
-const check = async (name, fn) => {
-  const t = Date.now();
-  await fn();
-  checks++;
-  console.log(`ok ${name} (${((Date.now() - t) / 1000).toFixed(1)} s)`);
-};
-
-async function freePort() {
-  const srv = net.createServer();
-  srv.listen(0, "127.0.0.1");
-  await once(srv, "listening");
-  const port = srv.address().port;
-  srv.close();
-  await once(srv, "close");
-  return port;
-}
 
 // ------------------------------------------------------------------ the cluster
 
@@ -113,17 +95,6 @@ async function metricsText(addr) {
   return r.text();
 }
 
-function metricValue(text, name, labels = {}) {
-  let sum = 0, found = false;
-  for (const line of text.split("\n")) {
-    if (!line.startsWith(name + "{") && !line.startsWith(name + " ")) continue;
-    const m = /^(\w+)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const ls = Object.fromEntries([...(m[2] || "").matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
-    if (Object.entries(labels).every(([k, v]) => ls[k] === v)) { sum += Number(m[3]); found = true; }
-  }
-  return found ? sum : NaN;
-}
 
 // KV blocks in use on every worker right now, from their own /metrics.
 async function blocksInUse() {
@@ -608,5 +579,5 @@ async function stopCluster() {
 }
 
 await stopCluster();
-console.log(`all ${checks} checks passed in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+console.log(`all ${checksPassed()} checks passed in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 process.exit(0);

@@ -1,5 +1,6 @@
-// lib.mjs: what the deploy tests share: free ports, child processes killed when the
-// test exits (whatever happens), polling, health probes and metric values.
+// lib.mjs: what the Node end-to-end tests (deploy, security, cluster, ep) share: free
+// ports, child processes killed when the test exits (whatever happens), polling, health
+// probes and metric values.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import net from "node:net";

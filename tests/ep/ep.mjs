@@ -21,6 +21,7 @@ import { spawn, spawnSync, execFileSync } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
+import { metricValue, check, sleep, waitFor } from "../deploy/lib.mjs";
 
 const [tandem, tandemctl, modelDir, prefillEp, decodeEp, mode = ""] = process.argv.slice(2);
 const faults = mode === "faults";
@@ -34,12 +35,6 @@ process.on("exit", () => {
   }
 });
 for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => process.exit(1));
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const check = async (name, fn) => {
-  const t = Date.now();
-  await fn();
-  console.log(`ok ${name} (${((Date.now() - t) / 1000).toFixed(1)} s)`);
-};
 
 // ------------------------------------------------------------------ the cluster
 
@@ -90,16 +85,6 @@ async function metricsText(addr) {
   return r.text();
 }
 
-function metricValue(text, name, labels = {}) {
-  let sum = 0, found = false;
-  for (const line of text.split("\n")) {
-    const m = /^(\w+)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const ls = Object.fromEntries([...(m[2] || "").matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
-    if (Object.entries(labels).every(([k, v]) => ls[k] === v)) { sum += Number(m[3]); found = true; }
-  }
-  return found ? sum : NaN;
-}
 
 // KV blocks in use on every live rank (healthy or not: a broken group's ranks too).
 async function blocksInUse(skip = new Set()) {
@@ -111,15 +96,6 @@ async function blocksInUse(skip = new Set()) {
     used += metricValue(text, "tandem_kv_blocks_used");
   }
   return used;
-}
-
-async function waitFor(what, fn, ms) {
-  const end = Date.now() + ms;
-  for (;;) {
-    if (await fn()) return;
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
 }
 
 // ------------------------------------------------------------------ references
