@@ -3,10 +3,23 @@
 #include "common/clock.h"
 #include "common/log.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <time.h>
 
 #define POLL_MS 100
+
+void cli_block_signals(sigset_t *stop, int extra)
+{
+    sigemptyset(stop);
+    sigaddset(stop, SIGINT);
+    sigaddset(stop, SIGTERM);
+    sigset_t blocked = *stop;
+    if (extra)
+        sigaddset(&blocked, extra);
+    pthread_sigmask(SIG_BLOCK, &blocked, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
 
 void cli_wait_and_drain(const sigset_t *set, double drain_timeout_s, const cli_drainable *d)
 {

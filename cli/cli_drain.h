@@ -15,6 +15,12 @@ typedef struct cli_drainable {
     void *ctx;
 } cli_drainable;
 
+/* Before any thread starts (they inherit the mask): blocks SIGINT and SIGTERM, and
+ * `extra` unless it is 0, so that they are taken with sigwait, and ignores SIGPIPE
+ * (a peer gone is an error on its socket). `stop` gets SIGINT and SIGTERM, the set
+ * that cli_wait_and_drain waits for. */
+void cli_block_signals(sigset_t *stop, int extra);
+
 /* Waits for a signal of `set` (SIGINT, SIGTERM; blocked in every thread), drains on
  * SIGTERM as above, and returns once the process should stop. */
 void cli_wait_and_drain(const sigset_t *set, double drain_timeout_s, const cli_drainable *d);

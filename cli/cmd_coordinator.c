@@ -129,14 +129,7 @@ int cmd_coordinator(int argc, char **argv)
         return exit_status;
 
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigset_t blocked = set;
-    if (o.api_key_file)
-        sigaddset(&blocked, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &blocked, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    cli_block_signals(&set, o.api_key_file ? SIGHUP : 0);
 
     coord_coordinator *c = NULL;
     eng_error err = {{0}};

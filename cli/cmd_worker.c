@@ -7,7 +7,6 @@
  * cleanly (what is left fails explicitly, every block is freed) and exits 0.
  * The signals are blocked before any thread starts and taken with sigwait, so no
  * handler ever runs inside library code. */
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,11 +94,7 @@ int cmd_worker(int argc, char **argv)
 
     /* Blocked here, so every thread the worker starts inherits the mask. */
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    cli_block_signals(&set, 0);
 
     wrk_worker *w = NULL;
     eng_error err = {{0}};
