@@ -5,6 +5,7 @@
  *   tandemctl get workers            every worker: role, address, state, load, KV
  *   tandemctl describe worker ID     everything the coordinator knows about one worker
  *   tandemctl cordon ID | uncordon ID   take a worker out of rotation, put it back
+ *   tandemctl drain ID [--wait]      the worker finishes its requests, admits nothing new
  *   tandemctl cancel REQUEST_ID      cancel a request in flight
  *
  * Every command takes --coordinator HOST:PORT (default $TANDEM_COORDINATOR, else
@@ -30,16 +31,21 @@ typedef struct ctl_args {
     const char *coordinator;
     const char *output;
     int json;
+    int wait;
     cli_tls_opts tls;
     const char *args[2]; /* the command's arguments */
 } ctl_args;
 
-static const cli_opt OPTS[] = {
-    CLI_ENV_OPT(ctl_args, coordinator, "--coordinator", "HOST:PORT", "TANDEM_COORDINATOR", "127.0.0.1:50051",
-                "the coordinator's gRPC address (`tandem serve` and\n`tandem coordinator` print it when they start)"),
-    CLI_CHOICE_OPT(ctl_args, output, "-o", "table|json", "table", "output format", 0),
-    CLI_FLAG_OPT(ctl_args, json, "--json", "the same as -o json"),
-    CLI_TLS_OPTS(ctl_args, tls),
+#define COMMON_OPTS                                                                                             \
+    CLI_ENV_OPT(ctl_args, coordinator, "--coordinator", "HOST:PORT", "TANDEM_COORDINATOR", "127.0.0.1:50051", \
+                "the coordinator's gRPC address (`tandem serve` and\n`tandem coordinator` print it when they start)"), \
+        CLI_CHOICE_OPT(ctl_args, output, "-o", "table|json", "table", "output format", 0),                       \
+        CLI_FLAG_OPT(ctl_args, json, "--json", "the same as -o json"), CLI_TLS_OPTS(ctl_args, tls)
+
+static const cli_opt OPTS[] = {COMMON_OPTS};
+static const cli_opt DRAIN_OPTS[] = {
+    COMMON_OPTS,
+    CLI_FLAG_OPT(ctl_args, wait, "--wait", "print the worker's progress until it is drained"),
 };
 
 #define CTL_COMMAND(nm, use, text, nargs)                                                                         \
@@ -48,7 +54,7 @@ static const cli_opt OPTS[] = {
         .max_args = nargs, .args_field = offsetof(ctl_args, args)                                                 \
     }
 
-enum { CMD_STATUS, CMD_GET, CMD_DESCRIBE, CMD_CORDON, CMD_UNCORDON, CMD_CANCEL, N_CMDS };
+enum { CMD_STATUS, CMD_GET, CMD_DESCRIBE, CMD_CORDON, CMD_UNCORDON, CMD_DRAIN, CMD_CANCEL, N_CMDS };
 
 /* One row per command: its --help comes from here and the shared option table. */
 static const cli_command CMDS[N_CMDS] = {
@@ -64,6 +70,11 @@ static const cli_command CMDS[N_CMDS] = {
                                "  Takes a worker out of rotation: the coordinator sends it no new request\n"
                                "  from now on; the requests it has finish.", 1),
     [CMD_UNCORDON] = CTL_COMMAND("uncordon", "ID [options]", "  Puts a cordoned worker back into rotation.", 1),
+    [CMD_DRAIN] = {.name = "tandemctl drain", .usage = "ID [options]",
+                   .about = "  Drains a worker as SIGTERM does, but it stays up: cordoned here at once,\n"
+                            "  it admits nothing new and finishes its requests; then it is drained.",
+                   .opts = DRAIN_OPTS, .n_opts = CLI_COUNT(DRAIN_OPTS), .max_args = 1,
+                   .args_field = offsetof(ctl_args, args)},
     [CMD_CANCEL] = CTL_COMMAND("cancel", "REQUEST_ID [options]", "  Cancels a request in flight.", 1),
 };
 
@@ -76,6 +87,7 @@ static const cli_command TOP = {
              "  describe worker ID     everything the coordinator knows about one worker\n"
              "  cordon ID              no new requests to this worker\n"
              "  uncordon ID            the worker is back in rotation\n"
+             "  drain ID [--wait]      the worker finishes its requests, admits nothing new\n"
              "  cancel REQUEST_ID      cancel a request in flight\n"
              "Exit status: 0 done, 1 the operation failed, 2 the coordinator is unreachable.",
     .opts = OPTS,
@@ -334,6 +346,57 @@ static int cordon(rpc_channel *ch, const char *addr, const char *id, int on, int
     return rc;
 }
 
+/* drain ID: Admin.Drain, then with --wait one line per change of the worker's
+ * state or load until it is drained. */
+static int drain(rpc_channel *ch, const char *addr, const char *id, int wait, int json)
+{
+    Tandem__WorkerRequest q = TANDEM__WORKER_REQUEST__INIT;
+    q.worker_id = (char *)id;
+    Tandem__WorkerReply *rep = NULL;
+    int rc = admin_call(ch, addr, RPC_ADMIN_DRAIN, &q.base, &tandem__worker_reply__descriptor, (void **)&rep);
+    if (rc)
+        return rc;
+    rpc_msg_free(rep);
+    if (!json)
+        printf("worker %s draining\n", id);
+    char last[160] = "";
+    for (;;) {
+        Tandem__StatusRequest sq = TANDEM__STATUS_REQUEST__INIT;
+        Tandem__ClusterStatus *cs = NULL;
+        if ((rc = admin_call(ch, addr, RPC_ADMIN_STATUS, &sq.base, &tandem__cluster_status__descriptor, (void **)&cs)))
+            return rc;
+        const Tandem__WorkerStatus *w = NULL;
+        for (size_t i = 0; i < cs->n_workers && !w; i++)
+            if (!strcmp(id_of(cs->workers[i]), id))
+                w = cs->workers[i];
+        int state = w ? w->state : 0;
+        char now[160];
+        snprintf(now, sizeof now, "worker %s %s: %u running, %u queued, KV %u/%u", id, rpc_worker_state_name(state),
+                 w && w->load ? w->load->running : 0, w && w->load ? w->load->queued : 0,
+                 w && w->load ? w->load->kv_blocks_used : 0, w && w->load ? w->load->kv_blocks_total : 0);
+        rpc_msg_free(cs);
+        if (!w) {
+            fprintf(stderr, "tandemctl: worker '%s' left the cluster while draining\n", id);
+            return EXIT_FAILED;
+        }
+        int done = state == TANDEM__WORKER_STATE__WORKER_DRAINED;
+        if (wait && !json && strcmp(now, last))
+            printf("%s\n", now);
+        snprintf(last, sizeof last, "%s", now);
+        if (!wait || done) {
+            if (!json)
+                return EXIT_OK;
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "worker", id);
+            cJSON_AddStringToObject(o, "state", rpc_worker_state_name(state));
+            return print_json(o);
+        }
+        fflush(stdout);
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static int cancel(rpc_channel *ch, const char *addr, const char *id, int json)
 {
     Tandem__CancelRequest q = TANDEM__CANCEL_REQUEST__INIT;
@@ -394,7 +457,7 @@ int main(int argc, char **argv)
         return cli_usage_error(c, "get what? `get workers`"), EXIT_FAILED;
     if (cmd == CMD_DESCRIBE && (!arg0 || strcmp(arg0, "worker") || !arg1))
         return cli_usage_error(c, "describe what? `describe worker ID`"), EXIT_FAILED;
-    if ((cmd == CMD_CORDON || cmd == CMD_UNCORDON || cmd == CMD_CANCEL) && !arg0)
+    if ((cmd == CMD_CORDON || cmd == CMD_UNCORDON || cmd == CMD_DRAIN || cmd == CMD_CANCEL) && !arg0)
         return cli_usage_error(c, "needs %s", cmd == CMD_CANCEL ? "a REQUEST_ID" : "a worker ID"), EXIT_FAILED;
     if ((rc = cli_tls_apply(c, &a.tls)) != CLI_RUN)
         return rc ? EXIT_FAILED : EXIT_OK;
@@ -408,6 +471,7 @@ int main(int argc, char **argv)
     switch (cmd) {
     case CMD_CORDON:
     case CMD_UNCORDON: rc = cordon(ch, a.coordinator, arg0, cmd == CMD_CORDON, json); break;
+    case CMD_DRAIN: rc = drain(ch, a.coordinator, arg0, a.wait, json); break;
     case CMD_CANCEL: rc = cancel(ch, a.coordinator, arg0, json); break;
     default: rc = show(ch, a.coordinator, cmd, arg1, json);
     }

@@ -4,8 +4,10 @@
  * load (running/queued, KV blocks used/total, batch statistics), KV layout and
  * transport: what `tandemctl status` prints and what tests poll to see a cluster
  * come up or drain. Admin.Cancel cancels a request in flight by id. Admin.Cordon
- * and Admin.Uncordon take a worker out of rotation and put it back. Kept apart
+ * and Admin.Uncordon take a worker out of rotation and put it back; Admin.Drain
+ * asks a worker to drain (Worker.Drain). Kept apart
  * from the registry and the router since it only asks them. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -147,6 +149,50 @@ static void on_uncordon(void *user, rpc_call *call, const rpc_bytes *req, rpc_by
     set_cordon(user, req, resp, st, 0);
 }
 
+/* Admin.Drain: cordons the worker here at once, then asks it over Worker.Drain to
+ * drain (its next heartbeat, sent at once, says so). */
+static void on_drain(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes *resp, rpc_status *st)
+{
+    (void)call;
+    admin *a = user;
+    coord_worker_view *v = NULL;
+    int n = 0;
+    char addr[sizeof v->rpc_address] = "";
+    if (coord_registry_snapshot(a->reg, &v, &n) < 0) {
+        rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    Tandem__WorkerRequest *q = rpc_unpack(&tandem__worker_request__descriptor, req->data, req->len, st);
+    for (int i = 0; q && q->worker_id && i < n; i++)
+        if (!strcmp(v[i].id, q->worker_id))
+            snprintf(addr, sizeof addr, "%s", v[i].rpc_address);
+    free(v);
+    if (!q)
+        return;
+    rpc_channel *ch = NULL;
+    Tandem__WorkerReply *rep = NULL;
+    if (!addr[0]) {
+        rpc_status_set(st, RPC_NOT_FOUND, "no worker '%s'", q->worker_id ? q->worker_id : "");
+    } else {
+        coord_registry_cordon(a->reg, q->worker_id, 1);
+        if (rpc_channel_create(addr, &ch, st) == 0 &&
+            rpc_unary_msg(ch, RPC_WORKER_DRAIN, &q->base, &tandem__worker_reply__descriptor, 5000, (void **)&rep, st) == 0) {
+            if (rpc_pack(&rep->base, resp) < 0)
+                rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+        } else {
+            /* not UNAVAILABLE: tandemctl reads that as the coordinator being unreachable */
+            char why[sizeof st->msg];
+            snprintf(why, sizeof why, "%s", st->msg);
+            rpc_status_set(st, RPC_FAILED_PRECONDITION, "worker %s at %s did not take the drain (it stays cordoned): %.160s",
+                           q->worker_id, addr, why);
+        }
+    }
+    if (rep)
+        rpc_msg_free(rep);
+    rpc_channel_destroy(ch);
+    rpc_msg_free(q);
+}
+
 int coord_admin_serve(rpc_server *s, coord_registry *reg, coord_router *router, const char *model,
                       coord_admin **out, rpc_status *st)
 {
@@ -160,7 +206,8 @@ int coord_admin_serve(rpc_server *s, coord_registry *reg, coord_router *router, 
     if (rpc_server_add_unary(s, RPC_ADMIN_STATUS, on_status, a, st) < 0 ||
         rpc_server_add_unary(s, RPC_ADMIN_CANCEL, on_cancel, a, st) < 0 ||
         rpc_server_add_unary(s, RPC_ADMIN_CORDON, on_cordon, a, st) < 0 ||
-        rpc_server_add_unary(s, RPC_ADMIN_UNCORDON, on_uncordon, a, st) < 0) {
+        rpc_server_add_unary(s, RPC_ADMIN_UNCORDON, on_uncordon, a, st) < 0 ||
+        rpc_server_add_unary(s, RPC_ADMIN_DRAIN, on_drain, a, st) < 0) {
         free(a); /* the server is stopped without ever calling it */
         return -1;
     }

@@ -539,12 +539,24 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
     rpc_msg_free(q);
 }
 
+/* Worker.Drain: what SIGTERM does, asked by the coordinator (tandemctl drain). */
+static void on_drain(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes *resp, rpc_status *st)
+{
+    (void)call, (void)req;
+    wrk_drain(user);
+    Tandem__WorkerReply rep = TANDEM__WORKER_REPLY__INIT;
+    rep.state = TANDEM__WORKER_STATE__WORKER_DRAINING;
+    if (rpc_pack(&rep.base, resp) < 0)
+        rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+}
+
 int wrk_service_register(wrk_worker *w, rpc_status *st)
 {
     if (rpc_server_add_unary(w->server, RPC_PREFILL_RUN, on_prefill, w, st) < 0 ||
         rpc_server_add_stream(w->server, RPC_DECODE_GENERATE, on_generate, w, st) < 0 ||
         rpc_server_add_unary(w->server, RPC_DECODE_KV_READY, on_kv_ready, w, st) < 0 ||
-        rpc_server_add_unary(w->server, RPC_DECODE_KV_HELLO, on_kv_hello, w, st) < 0)
+        rpc_server_add_unary(w->server, RPC_DECODE_KV_HELLO, on_kv_hello, w, st) < 0 ||
+        rpc_server_add_unary(w->server, RPC_WORKER_DRAIN, on_drain, w, st) < 0)
         return -1;
     return 0;
 }

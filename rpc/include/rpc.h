@@ -45,6 +45,8 @@
 #define RPC_ADMIN_CANCEL "/tandem.Admin/Cancel"
 #define RPC_ADMIN_CORDON "/tandem.Admin/Cordon"
 #define RPC_ADMIN_UNCORDON "/tandem.Admin/Uncordon"
+#define RPC_ADMIN_DRAIN "/tandem.Admin/Drain"
+#define RPC_WORKER_DRAIN "/tandem.Worker/Drain"
 
 /* gRPC's status codes, same numbers, so they travel unchanged. */
 typedef enum rpc_code {

@@ -9,11 +9,14 @@
 //   - `tandemctl cordon decode-0`: state cordoned (tandemctl, metric, one log line with
 //     the reason); requests sent right after reach only decode-1 and all succeed;
 //     `uncordon` puts it back and requests reach it again;
+//   - `tandemctl drain decode-1 --wait` while 4 seeded streams run: it prints progress
+//     until drained, every stream completes (the same text as the same request run
+//     afterwards), the coordinator counts 0 errors, the drained worker holds 0 KV blocks;
 //   - exit status 1 and one line on stderr for an unknown worker id, a bad command or
 //     missing argument; 2 for an unreachable coordinator (flag and $TANDEM_COORDINATOR);
 //   - `--help` of every command exits 0 and shows its options.
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { basename } from "node:path";
 import OpenAI from "openai";
 import { start, freePort, waitFor, get, metricValue, check, checksPassed } from "../deploy/lib.mjs";
@@ -101,6 +104,55 @@ await check("cordon: no new request reaches the worker; uncordon: they reach it 
   assert.equal(log.match(/worker decode-0 \(decode, [^)]*\): cordoned -> ready: uncordoned by an operator/g)?.length, 1, log);
 });
 
+await check("drain --wait under 4 seeded streams: every stream completes as undisturbed, 0 errors, 0 KV left", async () => {
+  const errors = async () => metricValue((await get(coordAddr, "/metrics")).text, "tandem_requests_total",
+    { role: "coordinator", outcome: "error" }) || 0;
+  const errorsBefore = await errors();
+  const N = 4, TOKENS = 120;
+  const params = (i) => ({ model: modelName, prompt: `Stream ${i} begins`, max_tokens: TOKENS, temperature: 0.8,
+    seed: 100 + i });
+  let started = 0, drainer = null;
+  const drained = new Promise((resolve) => { drainer = resolve; });
+  const streams = Array.from({ length: N }, async (_, i) => {
+    const st = await client.completions.create({ ...params(i), stream: true });
+    let text = "", finish = null, first = true;
+    for await (const ch of st) {
+      const c = ch.choices[0];
+      if (!c) continue;
+      text += c.text;
+      if (c.finish_reason) finish = c.finish_reason;
+      if (first && (first = false, ++started === N)) drainer();
+    }
+    return { text, finish };
+  });
+  await drained; // every stream runs: some on decode-1
+  const p = spawn(tandemctl, ["drain", "decode-1", "--wait", "--coordinator", rpcAddr]);
+  let out = "", err = "";
+  p.stdout.on("data", (d) => { out += d; });
+  p.stderr.on("data", (d) => { err += d; });
+  const code = await new Promise((r) => p.on("exit", r));
+  console.log(out.replace(/^/gm, "   "));
+  assert.equal(code, 0, `tandemctl drain: ${err}`);
+  assert.match(out, /^worker decode-1 draining$/m);
+  assert.match(out, /^worker decode-1 draining: [1-9]\d* running/m, `no stream ran on decode-1:\n${out}`);
+  assert.match(out, /^worker decode-1 drained: 0 running, 0 queued, KV 0\/\d+$/m);
+  const got = await Promise.all(streams);
+  for (const g of got) assert.equal(g.finish, "length");
+  assert.equal(await errors(), errorsBefore, "failed requests during the drain");
+  const w = workersJson().find((x) => x.id === "decode-1");
+  assert.equal(w.state, "drained");
+  assert.equal(w.kv_blocks_used, 0);
+  assert.equal((await get(d1.metrics, "/readyz")).status, 503);
+  // The same requests on the undisturbed worker: the same text.
+  for (let i = 0; i < N; i++)
+    assert.equal((await client.completions.create(params(i))).choices[0].text, got[i].text, `stream ${i}`);
+  assert.match(coord.err, /worker decode-1 \(decode, [^)]*\): ready -> cordoned: cordoned by an operator/);
+  assert.match(coord.err, /worker decode-1 \(decode, [^)]*\): \w+ -> drained/);
+  const r = ctl(["drain", "nope", "--coordinator", rpcAddr]);
+  assert.equal(r.code, 1);
+  assert.match(r.err, /no worker 'nope'/);
+});
+
 await check("exit status: 1 for an unknown id or bad arguments, 2 for an unreachable coordinator", async () => {
   for (const args of [["cordon", "nope"], ["uncordon", "nope"], ["describe", "worker", "nope"]]) {
     const r = ctl([...args, "--coordinator", rpcAddr]);
@@ -127,7 +179,7 @@ await check("exit status: 1 for an unknown id or bad arguments, 2 for an unreach
 });
 
 await check("--help for every command", async () => {
-  for (const c of [[], ["status"], ["get"], ["describe"], ["cordon"], ["uncordon"], ["cancel"]]) {
+  for (const c of [[], ["status"], ["get"], ["describe"], ["cordon"], ["uncordon"], ["drain"], ["cancel"]]) {
     const r = ctl([...c, "--help"]);
     assert.equal(r.code, 0, `${c} --help: ${r.err}`);
     assert.match(r.out, /--coordinator HOST:PORT/);
