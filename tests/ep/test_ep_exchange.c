@@ -99,7 +99,7 @@ int main(void)
                 int T = counts[k][r];
                 float *x = malloc(((size_t)T * H + 1) * sizeof *x), *out = calloc((size_t)T * H + 1, sizeof *out);
                 for (int i = 0; i < T * H; i++)
-                    x[i] = (float)rand() / RAND_MAX - 0.5f;
+                    x[i] = (float)rand() / (float)RAND_MAX - 0.5f;
                 run[r] = (rank_run){.ep = ep[r], .m = m[r], .layer = layer, .T = T, .x = x, .out = out};
                 pthread_create(&th[r], NULL, run_layer, &run[r]);
             }
