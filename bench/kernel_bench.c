@@ -26,8 +26,8 @@ static const struct {
     const char *name;
     int n_in, n_out;
 } SHAPES[] = {
-    { "q_proj", 1024, 2048 },   { "k_proj", 1024, 1024 }, { "o_proj", 2048, 1024 },
-    { "gate_proj", 1024, 3072 }, { "down_proj", 3072, 1024 }, { "lm_head", 1024, 151936 },
+    {"q_proj", 1024, 2048},    {"k_proj", 1024, 1024},    {"o_proj", 2048, 1024},
+    {"gate_proj", 1024, 3072}, {"down_proj", 3072, 1024}, {"lm_head", 1024, 151936},
 };
 
 int main(int argc, char **argv)
@@ -43,16 +43,16 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--shape") == 0)
             only = argv[i + 1];
         else if (strcmp(argv[i], "--dtype") == 0)
-            dt = strcmp(argv[i + 1], "f32") == 0 ? ENG_DT_F32
-                 : strcmp(argv[i + 1], "f16") == 0 ? ENG_DT_F16 : ENG_DT_BF16;
+            dt = strcmp(argv[i + 1], "f32") == 0   ? ENG_DT_F32
+                 : strcmp(argv[i + 1], "f16") == 0 ? ENG_DT_F16
+                                                   : ENG_DT_BF16;
     }
     if (threads < 1 || tokens < 1) {
         fprintf(stderr, "usage: kernel_bench [--threads N] [--tokens P] [--dtype bf16|f16|f32] [--shape NAME]\n");
         return 2;
     }
     eng_pool *pool = eng_pool_create(threads);
-    printf("isa=%s threads=%d dtype=%s prefill_tokens=%d\n", eng_kernels_init(), threads,
-           eng_dtype_name(dt), tokens);
+    printf("isa=%s threads=%d dtype=%s prefill_tokens=%d\n", eng_kernels_init(), threads, eng_dtype_name(dt), tokens);
     for (size_t s = 0; s < sizeof SHAPES / sizeof SHAPES[0]; s++) {
         if (only && strcmp(only, SHAPES[s].name) != 0)
             continue;

@@ -77,7 +77,7 @@ int main(int argc, char **argv)
     /* Touch every page (and give it non-zero content) before timing. */
     for (size_t i = 0; i < bytes / 8; i++)
         buf[i] = i * 0x9e3779b97f4a7c15ull;
-    job j = { .buf = buf, .n_words = bytes / 8, .n_tasks = threads };
+    job j = {.buf = buf, .n_words = bytes / 8, .n_tasks = threads};
     double best = 1e30;
     uint64_t check = 0;
     for (int p = 0; p < passes + 1; p++) {

@@ -30,14 +30,14 @@ typedef struct cli_sampling_opts {
 
 /* The sampling rows of a command's option table (cli_args.h), for the
  * cli_sampling_opts member m of struct st. */
-#define CLI_SAMPLING_OPTS(st, m)                                                                                 \
-    CLI_FLOAT_GIVEN(st, m.temperature, m.have_temperature, "--temperature", "T", 0, 100,                        \
-                    "0: greedy. Each sampling option left out takes\n"                                          \
-                    "generation_config.json's value (as the API does)",                                          \
-                    0),                                                                                          \
-        CLI_INT_GIVEN(st, m.top_k, m.have_top_k, "--top-k", "K", -1, 1 << 30, "0 or -1: off"),                  \
-        CLI_FLOAT_GIVEN(st, m.top_p, m.have_top_p, "--top-p", "P", 0, 1, "1: off", CLI_LO_OPEN),                \
-        CLI_FLOAT_GIVEN(st, m.min_p, m.have_min_p, "--min-p", "M", 0, 1, "0: off", 0),                          \
+#define CLI_SAMPLING_OPTS(st, m)                                                                 \
+    CLI_FLOAT_GIVEN(st, m.temperature, m.have_temperature, "--temperature", "T", 0, 100,         \
+                    "0: greedy. Each sampling option left out takes\n"                           \
+                    "generation_config.json's value (as the API does)",                          \
+                    0),                                                                          \
+        CLI_INT_GIVEN(st, m.top_k, m.have_top_k, "--top-k", "K", -1, 1 << 30, "0 or -1: off"),   \
+        CLI_FLOAT_GIVEN(st, m.top_p, m.have_top_p, "--top-p", "P", 0, 1, "1: off", CLI_LO_OPEN), \
+        CLI_FLOAT_GIVEN(st, m.min_p, m.have_min_p, "--min-p", "M", 0, 1, "0: off", 0),           \
         CLI_U64_GIVEN(st, m.seed, m.have_seed, "--seed", "S", "seed of the sampler; default: from the clock")
 
 /* generation_config.json's sampling with each option the user gave in its place; the

@@ -99,8 +99,8 @@ int cmd_bench(int argc, char **argv)
     double t1 = eng_now_s();
     for (int done = 0; done < P;) {
         int n = P - done < PREFILL_CHUNK ? P - done : PREFILL_CHUNK;
-        eng_batch_item it = {.seq = &seq, .tokens = prompt + done, .n_tokens = n,
-                             .logits = done + n == P ? logits : NULL};
+        eng_batch_item it = {
+            .seq = &seq, .tokens = prompt + done, .n_tokens = n, .logits = done + n == P ? logits : NULL};
         if (eng_forward(m, kv, &it, 1, NULL, NULL, &err) < 0)
             goto fail;
         done += n;

@@ -32,7 +32,6 @@
 #include "commands.h"
 #include "common/buf.h"
 
-
 typedef struct chat_args {
     const char *model, *system;
     int no_think, verbose, max_tokens, threads;
@@ -62,13 +61,13 @@ static const cli_command CMD = {
 
 /* One turn's output on its way to the screen and into the history. */
 typedef struct turn {
-    int tty;            /* stdout is a terminal */
+    int tty; /* stdout is a terminal */
     eng_parser *parser;
-    eng_buf raw;        /* everything generated (for the dump) */
-    eng_buf content;    /* the answer, for the history */
+    eng_buf raw;     /* everything generated (for the dump) */
+    eng_buf content; /* the answer, for the history */
     eng_parse_delta d;
-    int shown;          /* 0 nothing yet, 1 in reasoning, 2 in the answer */
-    int line_start;     /* the last character shown ended a line (or none yet) */
+    int shown;      /* 0 nothing yet, 1 in reasoning, 2 in the answer */
+    int line_start; /* the last character shown ended a line (or none yet) */
     int failed;
     eng_error err;
 } turn;
@@ -261,7 +260,8 @@ static int run_turn(chat *c, const char *line, eng_error *err)
         putchar('\n');
     fflush(stdout);
     if (c->a->verbose)
-        fprintf(stderr, "[turn %d: %d prompt tokens (%d from the cache), %.1f tok/s; %d generated, %.1f tok/s; finish: %s]\n",
+        fprintf(stderr,
+                "[turn %d: %d prompt tokens (%d from the cache), %.1f tok/s; %d generated, %.1f tok/s; finish: %s]\n",
                 c->n_turns, n_ids, o.n_reused, o.prefill_s > 0 ? (n_ids - o.n_reused) / o.prefill_s : 0, o.n,
                 o.decode_s > 0 && o.n > 1 ? (o.n - 1) / o.decode_s : 0, o.finish_reason);
     if (c->dump_dir && dump(c->dump_dir, c->n_turns, "output.txt", t.raw.data ? t.raw.data : "", t.raw.len, err) < 0)

@@ -50,13 +50,15 @@ static const cli_opt OPTS[] = {
     CLI_TLS_OPTS(C, tls),
     CLI_STR_OPT(C, o.api_key_file, "--api-key-file", "F", NULL,
                 "HTTP API keys, one per line: every request then needs\n"
-                "'Authorization: Bearer KEY' (401 otherwise); SIGHUP reloads the file", 0),
+                "'Authorization: Bearer KEY' (401 otherwise); SIGHUP reloads the file",
+                0),
     CLI_FLAG_OPT(C, o.auth_probes, "--auth-probes",
                  "with --api-key-file, /health, /livez, /readyz, /startupz and\n"
                  "/metrics need a key too (by default they are open)"),
     CLI_STR_OPT(C, o.tls_cert, "--tls-cert", "F", NULL,
                 "PEM certificate (chain) for HTTPS; with --tls-key the API\n"
-                "speaks HTTPS only", 0),
+                "speaks HTTPS only",
+                0),
     CLI_STR_OPT(C, o.tls_key, "--tls-key", "F", NULL, "PEM private key of --tls-cert", 0),
     /* limits (docs/security.md); the defaults are the libraries' own */
     CLI_INT_OPT(C, o.limits.max_body_bytes, "--max-body-bytes", "N", 1024, 1 << 30, "16777216",
@@ -107,15 +109,22 @@ static void *reload_on_sighup(void *c)
         eng_error err = {{0}};
         int n = coord_coordinator_reload_keys(c, &err);
         if (n < 0)
-            eng_log(ENG_LOG_WARN, "tandem coordinator", NULL, "SIGHUP: keys not reloaded, the old ones stay: %s", err.msg);
+            eng_log(ENG_LOG_WARN, "tandem coordinator", NULL, "SIGHUP: keys not reloaded, the old ones stay: %s",
+                    err.msg);
         else
             eng_log(ENG_LOG_INFO, "tandem coordinator", NULL, "SIGHUP: %d API keys loaded", n);
     }
     return NULL;
 }
 
-static void drain(void *c) { coord_coordinator_drain(c); }
-static int in_flight(void *c) { return coord_coordinator_in_flight(c); }
+static void drain(void *c)
+{
+    coord_coordinator_drain(c);
+}
+static int in_flight(void *c)
+{
+    return coord_coordinator_in_flight(c);
+}
 
 int cmd_coordinator(int argc, char **argv)
 {

@@ -79,7 +79,7 @@ static int build_prompt(const cli_session *s, const char *text, size_t len, cons
         if (a->no_think)
             cJSON_AddBoolToObject(cJSON_AddObjectToObject(req, "chat_template_kwargs"), "enable_thinking", 0);
         int rc = cJSON_GetObjectItem(user, "content") ? cli_render_prompt(s, req, rendered, ids, n_ids, err)
-                                                       : eng_fail(err, "out of memory");
+                                                      : eng_fail(err, "out of memory");
         cJSON_Delete(req);
         return rc;
     }
@@ -111,8 +111,8 @@ static cJSON *id_array(const int32_t *ids, int n)
 
 /* With the chat template, the text parsed as a chat client gets it: reasoning_content
  * (when the prompt left the model thinking), content and tool_calls, null where empty. */
-static int print_json(const cli_session *s, const int32_t *prompt, int n_prompt, const cli_gen_out *o,
-                      double load_s, int parse, unsigned parse_flags)
+static int print_json(const cli_session *s, const int32_t *prompt, int n_prompt, const cli_gen_out *o, double load_s,
+                      int parse, unsigned parse_flags)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddItemToObject(root, "prompt_tokens", id_array(prompt, n_prompt));

@@ -22,8 +22,8 @@ typedef struct parse_args {
 } parse_args;
 
 static const cli_opt OPTS[] = {
-    CLI_STR_OPT(parse_args, model, "--model", "DIR", NULL, "the model folder (with config.json) that produced the output",
-                CLI_REQUIRED),
+    CLI_STR_OPT(parse_args, model, "--model", "DIR", NULL,
+                "the model folder (with config.json) that produced the output", CLI_REQUIRED),
     CLI_FLAG_OPT(parse_args, no_think, "--no-think", "no reasoning split: a <think> block stays in the content"),
 };
 

@@ -460,8 +460,8 @@ int cmd_serve(int argc, char **argv)
             return 1;
         }
         if (eng_now_s() > deadline) {
-            eng_log(ENG_LOG_ERROR, "serve", NULL, "only %d of %d workers registered within %d s", healthy < 0 ? 0 : healthy,
-                    n_workers, a.ready_timeout);
+            eng_log(ENG_LOG_ERROR, "serve", NULL, "only %d of %d workers registered within %d s",
+                    healthy < 0 ? 0 : healthy, n_workers, a.ready_timeout);
             rpc_channel_destroy(ch);
             stop_all();
             return 1;

@@ -95,8 +95,7 @@ static int has_escaped_nul(const char *s, size_t n)
     return 0;
 }
 
-static int encode_print(const eng_tokenizer *t, const char *text, size_t len, int parse_special,
-                        const char *where)
+static int encode_print(const eng_tokenizer *t, const char *text, size_t len, int parse_special, const char *where)
 {
     int32_t *ids;
     int n;
@@ -175,8 +174,7 @@ int cmd_tokenize(int argc, char **argv)
         free(owned);
         return 1;
     }
-    int rc = jsonl ? run_jsonl(t, text, len, parse_special)
-                   : (encode_print(t, text, len, parse_special, "") ? 1 : 0);
+    int rc = jsonl ? run_jsonl(t, text, len, parse_special) : (encode_print(t, text, len, parse_special, "") ? 1 : 0);
     if (fflush(stdout) && rc == 0) {
         fprintf(stderr, "tandem tokenize: cannot write the output\n");
         rc = 1;

@@ -54,8 +54,9 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(W, o.lease_ms, "--lease-ms", "N", 1, 24 * 3600 * 1000, "30000", "KV reservation lease"),
     CLI_FLOAT_OPT(W, drain_timeout, "--drain-timeout", "S", 0, 86400, "30",
                   "on SIGTERM, seconds to let requests in flight finish"),
-    CLI_INT_OPT(W, o.ep_size, "--ep-size", "N", 1, 64, "1",
-                "expert parallelism (MoE models): this worker is one of N\nranks of an EP group, holding 1/N of the experts"),
+    CLI_INT_OPT(
+        W, o.ep_size, "--ep-size", "N", 1, 64, "1",
+        "expert parallelism (MoE models): this worker is one of N\nranks of an EP group, holding 1/N of the experts"),
     CLI_INT_OPT(W, o.ep_rank, "--ep-rank", "R", 0, 63, "0", "this worker's rank in its EP group, 0..N-1"),
     CLI_STR_OPT(W, o.group, "--group", "NAME", NULL, "the EP group's name, the same on every rank", 0),
     CLI_STR_OPT(W, o.ep_peers, "--ep-peers", "LIST", NULL,
@@ -74,8 +75,14 @@ static const cli_command CMD = {
     .n_opts = CLI_COUNT(OPTS),
 };
 
-static void drain(void *w) { wrk_drain(w); }
-static int in_flight(void *w) { return wrk_in_flight(w); }
+static void drain(void *w)
+{
+    wrk_drain(w);
+}
+static int in_flight(void *w)
+{
+    return wrk_in_flight(w);
+}
 
 int cmd_worker(int argc, char **argv)
 {

@@ -36,10 +36,10 @@ typedef struct ctl_args {
     const char *args[2]; /* the command's arguments */
 } ctl_args;
 
-#define COMMON_OPTS                                                                                             \
-    CLI_ENV_OPT(ctl_args, coordinator, "--coordinator", "HOST:PORT", "TANDEM_COORDINATOR", "127.0.0.1:50051", \
+#define COMMON_OPTS                                                                                                    \
+    CLI_ENV_OPT(ctl_args, coordinator, "--coordinator", "HOST:PORT", "TANDEM_COORDINATOR", "127.0.0.1:50051",          \
                 "the coordinator's gRPC address (`tandem serve` and\n`tandem coordinator` print it when they start)"), \
-        CLI_CHOICE_OPT(ctl_args, output, "-o", "table|json", "table", "output format", 0),                       \
+        CLI_CHOICE_OPT(ctl_args, output, "-o", "table|json", "table", "output format", 0),                             \
         CLI_FLAG_OPT(ctl_args, json, "--json", "the same as -o json"), CLI_TLS_OPTS(ctl_args, tls)
 
 static const cli_opt OPTS[] = {COMMON_OPTS};
@@ -48,10 +48,10 @@ static const cli_opt DRAIN_OPTS[] = {
     CLI_FLAG_OPT(ctl_args, wait, "--wait", "print the worker's progress until it is drained"),
 };
 
-#define CTL_COMMAND(nm, use, text, nargs)                                                                         \
-    {                                                                                                             \
-        .name = "tandemctl " nm, .usage = use, .about = text, .opts = OPTS, .n_opts = CLI_COUNT(OPTS),           \
-        .max_args = nargs, .args_field = offsetof(ctl_args, args)                                                 \
+#define CTL_COMMAND(nm, use, text, nargs)                                                              \
+    {                                                                                                  \
+        .name = "tandemctl " nm, .usage = use, .about = text, .opts = OPTS, .n_opts = CLI_COUNT(OPTS), \
+        .max_args = nargs, .args_field = offsetof(ctl_args, args)                                      \
     }
 
 enum { CMD_STATUS, CMD_GET, CMD_DESCRIBE, CMD_CORDON, CMD_UNCORDON, CMD_DRAIN, CMD_CANCEL, N_CMDS };
@@ -60,20 +60,26 @@ enum { CMD_STATUS, CMD_GET, CMD_DESCRIBE, CMD_CORDON, CMD_UNCORDON, CMD_DRAIN, C
 static const cli_command CMDS[N_CMDS] = {
     [CMD_STATUS] = CTL_COMMAND("status", "[options]",
                                "  The cluster: workers counted by role and state, then every worker\n"
-                               "  (as `get workers`; EP groups when there are any).", 0),
+                               "  (as `get workers`; EP groups when there are any).",
+                               0),
     [CMD_GET] = CTL_COMMAND("get", "workers [options]",
                             "  Every worker: id, role, address, state, running and queued requests,\n"
-                            "  KV blocks used/total, seconds since its last heartbeat.", 1),
+                            "  KV blocks used/total, seconds since its last heartbeat.",
+                            1),
     [CMD_DESCRIBE] = CTL_COMMAND("describe", "worker ID [options]",
                                  "  Everything the coordinator knows about one worker.", 2),
     [CMD_CORDON] = CTL_COMMAND("cordon", "ID [options]",
                                "  Takes a worker out of rotation: the coordinator sends it no new request\n"
-                               "  from now on; the requests it has finish.", 1),
+                               "  from now on; the requests it has finish.",
+                               1),
     [CMD_UNCORDON] = CTL_COMMAND("uncordon", "ID [options]", "  Puts a cordoned worker back into rotation.", 1),
-    [CMD_DRAIN] = {.name = "tandemctl drain", .usage = "ID [options]",
+    [CMD_DRAIN] = {.name = "tandemctl drain",
+                   .usage = "ID [options]",
                    .about = "  Drains a worker as SIGTERM does, but it stays up: cordoned here at once,\n"
                             "  it admits nothing new and finishes its requests; then it is drained.",
-                   .opts = DRAIN_OPTS, .n_opts = CLI_COUNT(DRAIN_OPTS), .max_args = 1,
+                   .opts = DRAIN_OPTS,
+                   .n_opts = CLI_COUNT(DRAIN_OPTS),
+                   .max_args = 1,
                    .args_field = offsetof(ctl_args, args)},
     [CMD_CANCEL] = CTL_COMMAND("cancel", "REQUEST_ID [options]", "  Cancels a request in flight.", 1),
 };
@@ -330,8 +336,8 @@ static int cordon(rpc_channel *ch, const char *addr, const char *id, int on, int
     Tandem__WorkerRequest q = TANDEM__WORKER_REQUEST__INIT;
     q.worker_id = (char *)id;
     Tandem__WorkerReply *rep = NULL;
-    int rc = admin_call(ch, addr, on ? RPC_ADMIN_CORDON : RPC_ADMIN_UNCORDON, &q.base, &tandem__worker_reply__descriptor,
-                        (void **)&rep);
+    int rc = admin_call(ch, addr, on ? RPC_ADMIN_CORDON : RPC_ADMIN_UNCORDON, &q.base,
+                        &tandem__worker_reply__descriptor, (void **)&rep);
     if (rc)
         return rc;
     if (json) {

@@ -176,15 +176,17 @@ static void on_drain(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes
     } else {
         coord_registry_cordon(a->reg, q->worker_id, 1);
         if (rpc_channel_create(addr, &ch, st) == 0 &&
-            rpc_unary_msg(ch, RPC_WORKER_DRAIN, &q->base, &tandem__worker_reply__descriptor, 5000, (void **)&rep, st) == 0) {
+            rpc_unary_msg(ch, RPC_WORKER_DRAIN, &q->base, &tandem__worker_reply__descriptor, 5000, (void **)&rep, st) ==
+                0) {
             if (rpc_pack(&rep->base, resp) < 0)
                 rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
         } else {
             /* not UNAVAILABLE: tandemctl reads that as the coordinator being unreachable */
             char why[sizeof st->msg];
             snprintf(why, sizeof why, "%s", st->msg);
-            rpc_status_set(st, RPC_FAILED_PRECONDITION, "worker %s at %s did not take the drain (it stays cordoned): %.160s",
-                           q->worker_id, addr, why);
+            rpc_status_set(st, RPC_FAILED_PRECONDITION,
+                           "worker %s at %s did not take the drain (it stays cordoned): %.160s", q->worker_id, addr,
+                           why);
         }
     }
     if (rep)
@@ -193,8 +195,8 @@ static void on_drain(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes
     rpc_msg_free(q);
 }
 
-int coord_admin_serve(rpc_server *s, coord_registry *reg, coord_router *router, const char *model,
-                      coord_admin **out, rpc_status *st)
+int coord_admin_serve(rpc_server *s, coord_registry *reg, coord_router *router, const char *model, coord_admin **out,
+                      rpc_status *st)
 {
     *out = NULL;
     admin *a = calloc(1, sizeof *a);
@@ -215,4 +217,7 @@ int coord_admin_serve(rpc_server *s, coord_registry *reg, coord_router *router, 
     return 0;
 }
 
-void coord_admin_free(coord_admin *a) { free(a); }
+void coord_admin_free(coord_admin *a)
+{
+    free(a);
+}

@@ -11,8 +11,8 @@
 
 typedef struct coord_admin coord_admin;
 
-int coord_admin_serve(rpc_server *s, coord_registry *reg, coord_router *router, const char *model,
-                      coord_admin **out, rpc_status *st);
+int coord_admin_serve(rpc_server *s, coord_registry *reg, coord_router *router, const char *model, coord_admin **out,
+                      rpc_status *st);
 void coord_admin_free(coord_admin *a);
 
 #endif

@@ -26,23 +26,23 @@
 
 /* An error as the client will see it: HTTP status plus OpenAI's error object. */
 typedef struct coord_error {
-    int status;        /* 400, 404, 405, 413, 500, 503 */
-    char type[48];     /* "invalid_request_error", "not_found_error", "server_error", ... */
-    char param[64];    /* the offending parameter, "" for none (JSON null) */
-    char code[64];     /* e.g. "model_not_found", "" for none (JSON null) */
+    int status;     /* 400, 404, 405, 413, 500, 503 */
+    char type[48];  /* "invalid_request_error", "not_found_error", "server_error", ... */
+    char param[64]; /* the offending parameter, "" for none (JSON null) */
+    char code[64];  /* e.g. "model_not_found", "" for none (JSON null) */
     char message[512];
 } coord_error;
 
 /* Fills e (if not NULL) and returns -1. param/code may be NULL. */
-int coord_fail(coord_error *e, int status, const char *type, const char *param, const char *code,
-               const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+int coord_fail(coord_error *e, int status, const char *type, const char *param, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 
 typedef enum coord_finish {
-    COORD_FINISH_STOP,      /* a stop token id (EOS) or a stop string */
-    COORD_FINISH_LENGTH,    /* max_tokens or the context ran out */
-    COORD_FINISH_TOOL_CALLS,/* stopped and the output held tool calls (front end only) */
-    COORD_FINISH_CANCELLED, /* cancel() or a sink asking to stop */
-    COORD_FINISH_ERROR,     /* err says what */
+    COORD_FINISH_STOP,       /* a stop token id (EOS) or a stop string */
+    COORD_FINISH_LENGTH,     /* max_tokens or the context ran out */
+    COORD_FINISH_TOOL_CALLS, /* stopped and the output held tool calls (front end only) */
+    COORD_FINISH_CANCELLED,  /* cancel() or a sink asking to stop */
+    COORD_FINISH_ERROR,      /* err says what */
 } coord_finish;
 
 /* OpenAI's finish_reason string; NULL for CANCELLED and ERROR. */
@@ -53,10 +53,10 @@ typedef struct coord_gen_request {
     const int32_t *prompt;  /* valid during submit() only: copy it */
     int n_prompt;
     eng_sampling sampling;
-    int max_tokens;         /* >= 1: tokens to generate at most */
+    int max_tokens;          /* >= 1: tokens to generate at most */
     const int32_t *stop_ids; /* generation ends after one of these (EOS); it is delivered */
     int n_stop_ids;
-    int n_top_logprobs;     /* alternatives per token, 0..ENG_MAX_TOP_LOGPROBS */
+    int n_top_logprobs; /* alternatives per token, 0..ENG_MAX_TOP_LOGPROBS */
 } coord_gen_request;
 
 typedef struct coord_token_sink {
@@ -73,8 +73,8 @@ typedef struct coord_backend_call coord_backend_call;
 
 typedef struct coord_backend {
     void *self;
-    int (*submit)(void *self, const coord_gen_request *req, const coord_token_sink *sink,
-                  coord_backend_call **out, coord_error *err);
+    int (*submit)(void *self, const coord_gen_request *req, const coord_token_sink *sink, coord_backend_call **out,
+                  coord_error *err);
     void (*cancel)(void *self, coord_backend_call *call);
     void (*release)(void *self, coord_backend_call *call);
     /* 1 when at least one worker can take requests now (GET /health). */

@@ -275,8 +275,8 @@ static int prompt_tokens(const coord_pipeline *p, const coord_request *req, int3
     /* Special tokens written in the text are recognised, as Hugging Face does. */
     if (eng_tokenize(p->cfg.tok, text, strlen(text), 1, ids, n, &e)) {
         free(text);
-        return coord_fail(err, 400, "invalid_request_error", req->api == COORD_API_CHAT ? "messages" : "prompt",
-                          NULL, "%s", e.msg);
+        return coord_fail(err, 400, "invalid_request_error", req->api == COORD_API_CHAT ? "messages" : "prompt", NULL,
+                          "%s", e.msg);
     }
     *text_out = text;
     return 0;
@@ -305,11 +305,12 @@ static int pipeline_submit(void *self, const coord_request *req, const coord_sin
         if (n >= ctx)
             return coord_fail(err, 400, "invalid_request_error", param, "context_length_exceeded",
                               "This model's maximum context length is %d tokens. However, your prompt has %d "
-                              "tokens, leaving no room for the answer.", ctx, n);
+                              "tokens, leaving no room for the answer.",
+                              ctx, n);
         return coord_fail(err, 400, "invalid_request_error", "max_tokens", "context_length_exceeded",
                           "This model's maximum context length is %d tokens. However, you requested %lld tokens "
-                          "(%d in the prompt, %d for the completion).", ctx, (long long)n + req->max_tokens, n,
-                          req->max_tokens);
+                          "(%d in the prompt, %d for the completion).",
+                          ctx, (long long)n + req->max_tokens, n, req->max_tokens);
     }
 
     coord_call *c = calloc(1, sizeof *c);

@@ -16,11 +16,11 @@
 #include "tokenizer/tokenizer.h"
 
 typedef struct coord_pipeline_config {
-    const eng_tokenizer *tok;       /* must outlive the pipeline */
-    const eng_chat_template *tmpl;  /* NULL: chat requests are refused with a 400 */
+    const eng_tokenizer *tok;      /* must outlive the pipeline */
+    const eng_chat_template *tmpl; /* NULL: chat requests are refused with a 400 */
     coord_backend backend;
-    int context_len;                /* max_position_embeddings */
-    const int32_t *eos_ids;         /* stop token ids (generation_config eos_token_id) */
+    int context_len;        /* max_position_embeddings */
+    const int32_t *eos_ids; /* stop token ids (generation_config eos_token_id) */
     int n_eos;
     /* 1 when the model may write <think>...</think> reasoning (Qwen3 hybrid and
      * thinking models): a think block it opens, or the prompt opened, becomes

@@ -63,7 +63,8 @@ int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, e
         snprintf(c->model_name, sizeof c->model_name, "%s", basename(tmp));
         c->models[0] = c->model_name;
     }
-    if (eng_config_load(opt->model_dir, &c->cfg, err) < 0 || eng_gen_config_load(opt->model_dir, &c->cfg, &c->gen, err) < 0 ||
+    if (eng_config_load(opt->model_dir, &c->cfg, err) < 0 ||
+        eng_gen_config_load(opt->model_dir, &c->cfg, &c->gen, err) < 0 ||
         eng_tokenizer_load(opt->model_dir, &c->tok, err) < 0)
         goto fail;
     eng_error terr;
@@ -155,10 +156,10 @@ int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, e
     };
     if (coord_http_start(&hc, &c->http, err) < 0)
         goto fail;
-    eng_log(ENG_LOG_INFO, "coordinator", NULL, "serving %s (L%d kv%d d%d, context %d, %s mode) on http://%s:%d, gRPC %s:%d",
-            c->model_name, c->cfg.num_hidden_layers, c->cfg.num_key_value_heads, c->cfg.head_dim,
-            c->cfg.max_position_embeddings, opt->colocated ? "colocated" : "disaggregated", host,
-            coord_http_port(c->http), host, c->rpc_port);
+    eng_log(ENG_LOG_INFO, "coordinator", NULL,
+            "serving %s (L%d kv%d d%d, context %d, %s mode) on http://%s:%d, gRPC %s:%d", c->model_name,
+            c->cfg.num_hidden_layers, c->cfg.num_key_value_heads, c->cfg.head_dim, c->cfg.max_position_embeddings,
+            opt->colocated ? "colocated" : "disaggregated", host, coord_http_port(c->http), host, c->rpc_port);
     *out = c;
     return 0;
 fail:
@@ -170,9 +171,9 @@ void coord_coordinator_stop(coord_coordinator *c)
 {
     if (!c)
         return;
-    coord_http_stop(c->http);      /* no new requests; open ones cancelled and released */
-    rpc_server_stop(c->rpc);       /* no more registrations, heartbeats or Admin calls */
-    coord_router_free(c->router);  /* waits for request threads */
+    coord_http_stop(c->http);     /* no new requests; open ones cancelled and released */
+    rpc_server_stop(c->rpc);      /* no more registrations, heartbeats or Admin calls */
+    coord_router_free(c->router); /* waits for request threads */
     coord_admin_free(c->admin);
     coord_pipeline_free(c->pipeline);
     coord_registry_free(c->registry);
@@ -182,9 +183,27 @@ void coord_coordinator_stop(coord_coordinator *c)
     free(c);
 }
 
-void coord_coordinator_drain(coord_coordinator *c) { coord_http_drain(c->http); }
-int coord_coordinator_reload_keys(coord_coordinator *c, eng_error *err) { return coord_http_reload_keys(c->http, err); }
-int coord_coordinator_in_flight(coord_coordinator *c) { return coord_http_active(c->http); }
-int coord_coordinator_http_port(const coord_coordinator *c) { return coord_http_port(c->http); }
-int coord_coordinator_rpc_port(const coord_coordinator *c) { return c->rpc_port; }
-const char *coord_coordinator_model(const coord_coordinator *c) { return c->model_name; }
+void coord_coordinator_drain(coord_coordinator *c)
+{
+    coord_http_drain(c->http);
+}
+int coord_coordinator_reload_keys(coord_coordinator *c, eng_error *err)
+{
+    return coord_http_reload_keys(c->http, err);
+}
+int coord_coordinator_in_flight(coord_coordinator *c)
+{
+    return coord_http_active(c->http);
+}
+int coord_coordinator_http_port(const coord_coordinator *c)
+{
+    return coord_http_port(c->http);
+}
+int coord_coordinator_rpc_port(const coord_coordinator *c)
+{
+    return c->rpc_port;
+}
+const char *coord_coordinator_model(const coord_coordinator *c)
+{
+    return c->model_name;
+}

@@ -26,10 +26,10 @@ typedef enum coord_api { COORD_API_CHAT, COORD_API_COMPLETIONS } coord_api;
 /* A validated request (openai.h fills it; coord_request_free releases it). */
 typedef struct coord_request {
     coord_api api;
-    char id[48];          /* "chatcmpl-<hex>" or "cmpl-<hex>" */
-    int64_t created;      /* unix seconds */
+    char id[48];     /* "chatcmpl-<hex>" or "cmpl-<hex>" */
+    int64_t created; /* unix seconds */
     char *model;
-    cJSON *body;          /* the parsed body; the cJSON pointers below point into it */
+    cJSON *body; /* the parsed body; the cJSON pointers below point into it */
     /* chat */
     const cJSON *messages;             /* array, non-empty */
     const cJSON *tools;                /* array or NULL */
@@ -45,10 +45,10 @@ typedef struct coord_request {
     int max_tokens;        /* -1: up to the end of the context */
     char *stop[COORD_MAX_STOP];
     int n_stop;
-    int logprobs;          /* return logprobs */
-    int top_logprobs;      /* alternatives per token, 0..20 */
+    int logprobs;     /* return logprobs */
+    int top_logprobs; /* alternatives per token, 0..20 */
     int stream;
-    int include_usage;     /* stream_options.include_usage */
+    int include_usage; /* stream_options.include_usage */
 } coord_request;
 
 /* One generated token's logprobs, as text. token/len are the token's raw bytes. */
@@ -97,8 +97,7 @@ typedef struct coord_call coord_call;
 
 typedef struct coord_frontend {
     void *self;
-    int (*submit)(void *self, const coord_request *req, const coord_sink *sink, coord_call **out,
-                  coord_error *err);
+    int (*submit)(void *self, const coord_request *req, const coord_sink *sink, coord_call **out, coord_error *err);
     void (*cancel)(void *self, coord_call *call);
     void (*release)(void *self, coord_call *call);
     int (*ready)(void *self); /* 1: can serve now (GET /health) */

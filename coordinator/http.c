@@ -43,9 +43,9 @@ struct coord_http {
     coord_http_config cfg;
     int port;
     atomic_int stopping;
-    atomic_int draining; /* coord_http_drain: new generation requests get 503 */
-    atomic_int active;   /* generation requests between their headers and their end */
-    coord_keys *keys;    /* NULL: no --api-key-file, every request is let in */
+    atomic_int draining;      /* coord_http_drain: new generation requests get 503 */
+    atomic_int active;        /* generation requests between their headers and their end */
+    coord_keys *keys;         /* NULL: no --api-key-file, every request is let in */
     char *tls_cert, *tls_key; /* PEM, NULL without TLS */
     /* metric handles, looked up once (NULL when no metrics) */
     met_metric *m_success, *m_cancelled, *m_error, *m_rejected;
@@ -66,19 +66,19 @@ struct conn {
     /* running: everything below is guarded by mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int submitted;   /* a call exists (release it once done) */
-    int done;        /* on_done arrived */
-    int cancelled;   /* cancel() was called */
+    int submitted; /* a call exists (release it once done) */
+    int done;      /* on_done arrived */
+    int cancelled; /* cancel() was called */
     coord_call *call;
     coord_request req;
     int have_req;
     coord_finish finish;
     coord_usage usage;
     coord_error err;
-    coord_accum acc;   /* non-streaming */
-    eng_buf out;       /* streaming: SSE bytes not yet handed to MHD */
+    coord_accum acc; /* non-streaming */
+    eng_buf out;     /* streaming: SSE bytes not yet handed to MHD */
     size_t out_pos;
-    int overflow;      /* the client stopped reading: out reached sse_buffer_bytes */
+    int overflow; /* the client stopped reading: out reached sse_buffer_bytes */
     size_t text_offset;
     double t_last_token;
     double t_first_token;
@@ -235,7 +235,8 @@ static void sink_done(void *ctx, coord_finish finish, const coord_usage *usage, 
     met_observe(h->m_e2e, e2e);
     met_inc(finish == COORD_FINISH_CANCELLED ? h->m_cancelled
             : finish == COORD_FINISH_ERROR   ? h->m_error
-                                             : h->m_success, 1);
+                                             : h->m_success,
+            1);
     met_inc(h->m_prompt, c->usage.prompt_tokens);
     met_inc(h->m_gen, c->usage.completion_tokens);
     met_inc(h->m_running, -1);
@@ -323,11 +324,11 @@ static void conn_free(struct conn *c)
         const char *outcome = c->finish == COORD_FINISH_CANCELLED ? "cancelled"
                               : c->finish == COORD_FINISH_ERROR   ? "error"
                                                                   : coord_finish_name(c->finish);
-        eng_log(ENG_LOG_INFO, "http", c->req.id, "%s %s%s%s prompt_tokens=%d completion_tokens=%d ttft_ms=%.1f e2e_ms=%.1f",
-                route_path(c->route), outcome, c->finish == COORD_FINISH_ERROR ? ": " : "",
-                c->finish == COORD_FINISH_ERROR ? c->err.message : "", c->usage.prompt_tokens,
-                c->usage.completion_tokens, c->n_tokens_seen ? (c->t_first_token - c->t_arrival) * 1e3 : -1.0,
-                (c->t_done - c->t_arrival) * 1e3);
+        eng_log(
+            ENG_LOG_INFO, "http", c->req.id, "%s %s%s%s prompt_tokens=%d completion_tokens=%d ttft_ms=%.1f e2e_ms=%.1f",
+            route_path(c->route), outcome, c->finish == COORD_FINISH_ERROR ? ": " : "",
+            c->finish == COORD_FINISH_ERROR ? c->err.message : "", c->usage.prompt_tokens, c->usage.completion_tokens,
+            c->n_tokens_seen ? (c->t_first_token - c->t_arrival) * 1e3 : -1.0, (c->t_done - c->t_arrival) * 1e3);
     }
     if (c->have_req)
         coord_request_free(&c->req);
@@ -500,8 +501,7 @@ static int open_path(const char *url)
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *mhd, const char *url, const char *method,
-                              const char *version, const char *upload_data, size_t *upload_data_size,
-                              void **con_cls)
+                              const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
     coord_http *h = cls;
     (void)version;
@@ -518,9 +518,14 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *mhd, const char 
         /* First call: headers only. Route, then either answer now or accept a body. */
         static const struct {
             const char *path, *method;
-        } routes[] = {{"/v1/chat/completions", "POST"}, {"/v1/completions", "POST"}, {"/v1/models", "GET"},
-                      {"/health", "GET"},               {"/metrics", "GET"},         {"/livez", "GET"},
-                      {"/readyz", "GET"},               {"/startupz", "GET"}};
+        } routes[] = {{"/v1/chat/completions", "POST"},
+                      {"/v1/completions", "POST"},
+                      {"/v1/models", "GET"},
+                      {"/health", "GET"},
+                      {"/metrics", "GET"},
+                      {"/livez", "GET"},
+                      {"/readyz", "GET"},
+                      {"/startupz", "GET"}};
         if (strncmp(url, "/v1/models/", 11) == 0) {
             if (strcmp(method, "GET") != 0)
                 return respond_fail(h, mhd, 405, "invalid_request_error", NULL, "method_not_allowed",
@@ -619,7 +624,8 @@ int coord_http_start(const coord_http_config *cfg, coord_http **out, eng_error *
     if (cfg->tls_cert_file) {
         size_t n;
         eng_error ferr;
-        if (!(cert = eng_read_file(cfg->tls_cert_file, &n, &ferr)) || !(key = eng_read_file(cfg->tls_key_file, &n, &ferr))) {
+        if (!(cert = eng_read_file(cfg->tls_cert_file, &n, &ferr)) ||
+            !(key = eng_read_file(cfg->tls_key_file, &n, &ferr))) {
             free(cert);
             return eng_fail(err, "http: TLS: %s", ferr.msg);
         }
@@ -660,8 +666,8 @@ int coord_http_start(const coord_http_config *cfg, coord_http **out, eng_error *
         const char *outcomes[] = {"success", "cancelled", "error", "rejected"};
         met_metric **by_outcome[] = {&h->m_success, &h->m_cancelled, &h->m_error, &h->m_rejected};
         for (int i = 0; i < 4; i++)
-            *by_outcome[i] = met_get(f[MET_REQUESTS_TOTAL], (met_labels){.role = own.role,
-                                     .worker = own.worker, .outcome = outcomes[i]});
+            *by_outcome[i] = met_get(f[MET_REQUESTS_TOTAL],
+                                     (met_labels){.role = own.role, .worker = own.worker, .outcome = outcomes[i]});
         h->m_ttft = met_get(f[MET_TTFT], own);
         h->m_itl = met_get(f[MET_ITL], own);
         h->m_e2e = met_get(f[MET_E2E], own);
@@ -676,12 +682,11 @@ int coord_http_start(const coord_http_config *cfg, coord_http **out, eng_error *
         flags |= MHD_USE_TLS; /* a plaintext client then fails its handshake */
     /* Beyond max_connections (or per_ip_connections from one address) MHD closes a
      * new connection at once; idle_timeout_s ends slow or silent ones. */
-    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                                 MHD_OPTION_NOTIFY_COMPLETED, request_completed, h, MHD_OPTION_CONNECTION_LIMIT,
-                                 h->cfg.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-                                 h->cfg.per_ip_connections, MHD_OPTION_CONNECTION_TIMEOUT, h->cfg.idle_timeout_s,
-                                 cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, cert,
-                                 MHD_OPTION_HTTPS_MEM_KEY, key, MHD_OPTION_END);
+    h->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED,
+        request_completed, h, MHD_OPTION_CONNECTION_LIMIT, h->cfg.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        h->cfg.per_ip_connections, MHD_OPTION_CONNECTION_TIMEOUT, h->cfg.idle_timeout_s,
+        cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, cert, MHD_OPTION_HTTPS_MEM_KEY, key, MHD_OPTION_END);
     freeaddrinfo(ai);
     h->tls_cert = cert, h->tls_key = key; /* MHD keeps pointers to them */
     if (!h->daemon) {

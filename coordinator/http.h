@@ -2,10 +2,10 @@
  *
  * Routes the OpenAI endpoints to a coord_frontend: POST /v1/chat/completions,
  * POST /v1/completions (JSON or SSE streaming), GET /v1/models, GET /health,
- * GET /metrics, and the health probes GET /livez, /startupz, /readyz (metrics.h). Bodies are accumulated up to a limit (413 beyond it). A client
- * that goes away before its response is complete has its call cancelled. One
- * thread per connection, so a slow client never delays another; connections are
- * capped in number and in idle time, and a stream's unread bytes in size. */
+ * GET /metrics, and the health probes GET /livez, /startupz, /readyz (metrics.h). Bodies are accumulated up to a limit
+ * (413 beyond it). A client that goes away before its response is complete has its call cancelled. One thread per
+ * connection, so a slow client never delays another; connections are capped in number and in idle time, and a stream's
+ * unread bytes in size. */
 #ifndef COORD_HTTP_H
 #define COORD_HTTP_H
 
@@ -17,8 +17,8 @@
 #include "openai.h"
 
 typedef struct coord_http_config {
-    const char *host;       /* "127.0.0.1"; NULL or "" = all interfaces */
-    int port;               /* 0: any free port (coord_http_port tells which) */
+    const char *host; /* "127.0.0.1"; NULL or "" = all interfaces */
+    int port;         /* 0: any free port (coord_http_port tells which) */
     /* limits (docs/security.md); 0: the default below */
     size_t max_body_bytes;       /* a request body; beyond: 413 */
     unsigned max_connections;    /* open connections; beyond: a new one is closed at once */
@@ -37,8 +37,8 @@ typedef struct coord_http_config {
     const char *tls_cert_file, *tls_key_file;
     const coord_api_config *api; /* must outlive the server */
     coord_frontend frontend;
-    met_registry *metrics;  /* may be NULL: /metrics then answers 404 */
-    const met_tandem *met;  /* may be NULL: nothing recorded */
+    met_registry *metrics; /* may be NULL: /metrics then answers 404 */
+    const met_tandem *met; /* may be NULL: nothing recorded */
 } coord_http_config;
 
 #define COORD_DEFAULT_MAX_BODY_BYTES (16u << 20)

@@ -16,8 +16,7 @@
 
 #include <utf8proc.h>
 
-int coord_fail(coord_error *e, int status, const char *type, const char *param, const char *code,
-               const char *fmt, ...)
+int coord_fail(coord_error *e, int status, const char *type, const char *param, const char *code, const char *fmt, ...)
 {
     if (!e)
         return -1;
@@ -36,14 +35,10 @@ int coord_fail(coord_error *e, int status, const char *type, const char *param, 
 const char *coord_finish_name(coord_finish f)
 {
     switch (f) {
-    case COORD_FINISH_STOP:
-        return "stop";
-    case COORD_FINISH_LENGTH:
-        return "length";
-    case COORD_FINISH_TOOL_CALLS:
-        return "tool_calls";
-    default:
-        return NULL;
+    case COORD_FINISH_STOP: return "stop";
+    case COORD_FINISH_LENGTH: return "length";
+    case COORD_FINISH_TOOL_CALLS: return "tool_calls";
+    default: return NULL;
     }
 }
 
@@ -79,8 +74,8 @@ static const cJSON *member(const cJSON *obj, const char *name)
 }
 
 /* 0: absent; 1: got it; -1: wrong type or range (err filled). */
-static int get_number(const cJSON *body, const char *name, double lo, double hi, int lo_open,
-                      double *out, coord_error *err)
+static int get_number(const cJSON *body, const char *name, double lo, double hi, int lo_open, double *out,
+                      coord_error *err)
 {
     const cJSON *v = member(body, name);
     if (!v)
@@ -159,8 +154,8 @@ static int parse_messages(const cJSON *body, int max_messages, coord_request *re
         for (size_t k = 0; k < sizeof roles / sizeof roles[0]; k++)
             known |= strcmp(role->valuestring, roles[k]) == 0;
         if (!known)
-            return BAD("messages", "messages[%d].role '%s' is not one of system, developer, user, assistant, tool",
-                       i, role->valuestring);
+            return BAD("messages", "messages[%d].role '%s' is not one of system, developer, user, assistant, tool", i,
+                       role->valuestring);
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
         int is_assistant = strcmp(role->valuestring, "assistant") == 0;
         if (!content || cJSON_IsNull(content)) {
@@ -174,8 +169,10 @@ static int parse_messages(const cJSON *body, int max_messages, coord_request *re
                 const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
                 if (!cJSON_IsObject(part) || !cJSON_IsString(type) || strcmp(type->valuestring, "text") != 0 ||
                     !cJSON_IsString(text))
-                    return BAD("messages", "messages[%d].content parts must be {\"type\": \"text\", \"text\": string} "
-                               "(only text is supported)", i);
+                    return BAD("messages",
+                               "messages[%d].content parts must be {\"type\": \"text\", \"text\": string} "
+                               "(only text is supported)",
+                               i);
             }
         } else if (!cJSON_IsString(content)) {
             return BAD("messages", "messages[%d].content must be a string or an array of text parts", i);
@@ -214,7 +211,7 @@ static int parse_tools(const cJSON *body, int max_tools, coord_request *req, coo
     if (choice) {
         if (!cJSON_IsString(choice))
             return BAD("tool_choice", "'tool_choice' must be \"auto\" or \"none\"; forcing a specific function "
-                       "is not supported");
+                                      "is not supported");
         if (strcmp(choice->valuestring, "none") == 0)
             req->tool_choice_none = 1;
         else if (strcmp(choice->valuestring, "auto") != 0)
@@ -468,24 +465,28 @@ static int check_json_bytes(const char *s, size_t len, coord_error *err)
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)s[i];
         if (ch < 0x20 && (in_string || (ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r')))
-            return BAD(NULL, "The request body contains the control character U+%04X at byte %zu; JSON requires "
-                       "written as an escape (\\u%04X) inside a string", ch, i, ch);
+            return BAD(NULL,
+                       "The request body contains the control character U+%04X at byte %zu; JSON requires "
+                       "written as an escape (\\u%04X) inside a string",
+                       ch, i, ch);
         if (!in_string) {
             in_string = ch == '"';
         } else if (ch == '"') {
             in_string = 0;
         } else if (ch == '\\' && i + 1 < len) {
             if (s[i + 1] == 'u' && i + 5 < len && memcmp(s + i + 2, "0000", 4) == 0)
-                return BAD(NULL, "The request body contains a NUL character (\\u0000) at byte %zu, which is not "
-                           "supported", i);
+                return BAD(NULL,
+                           "The request body contains a NUL character (\\u0000) at byte %zu, which is not "
+                           "supported",
+                           i);
             i++;
         }
     }
     return 0;
 }
 
-int coord_parse_request(coord_api api, const char *body, size_t len, const coord_api_config *cfg,
-                        coord_request *req, coord_error *err)
+int coord_parse_request(coord_api api, const char *body, size_t len, const coord_api_config *cfg, coord_request *req,
+                        coord_error *err)
 {
     memset(req, 0, sizeof *req);
     req->api = api;
@@ -836,7 +837,8 @@ char *coord_format_response(const coord_request *req, const coord_accum *a, coor
     } else {
         cJSON_AddStringToObject(c, "text", a->content.data ? a->content.data : "");
         if (req->logprobs)
-            cJSON_AddItemToObject(c, "logprobs", a->logprobs ? cJSON_Duplicate(a->logprobs, 1) : completion_logprobs_new());
+            cJSON_AddItemToObject(c, "logprobs",
+                                  a->logprobs ? cJSON_Duplicate(a->logprobs, 1) : completion_logprobs_new());
         else
             cJSON_AddNullToObject(c, "logprobs");
     }

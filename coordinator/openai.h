@@ -17,7 +17,7 @@
 typedef struct coord_api_config {
     const char *const *models; /* served model names (>= 1) */
     int n_models;
-    eng_sampling defaults;     /* from generation_config.json: used for unset parameters */
+    eng_sampling defaults; /* from generation_config.json: used for unset parameters */
     /* request limits (docs/security.md); 0: the default below */
     size_t max_stop_bytes;
     int max_messages, max_tools;
@@ -30,8 +30,8 @@ typedef struct coord_api_config {
 /* body/len is the raw request body (not necessarily NUL-terminated). Invalid UTF-8,
  * malformed JSON, wrong types and out-of-range values -> 400; unknown model -> 404.
  * On success req owns its memory (coord_request_free); on failure req is empty. */
-int coord_parse_request(coord_api api, const char *body, size_t len, const coord_api_config *cfg,
-                        coord_request *req, coord_error *err);
+int coord_parse_request(coord_api api, const char *body, size_t len, const coord_api_config *cfg, coord_request *req,
+                        coord_error *err);
 void coord_request_free(coord_request *req);
 
 /* 1 when s[0..len) is valid UTF-8 (no overlongs, no surrogates). */
@@ -39,7 +39,7 @@ int coord_utf8_valid(const char *s, size_t len);
 
 /* All formatters return a malloc'd NUL-terminated JSON string (compact), or NULL
  * when memory runs out. */
-char *coord_format_error(const coord_error *e);             /* {"error": {...}} */
+char *coord_format_error(const coord_error *e); /* {"error": {...}} */
 char *coord_format_models(const coord_api_config *cfg, int64_t created);
 /* One model object (GET /v1/models/{id}); NULL when id is not served. */
 char *coord_format_model(const coord_api_config *cfg, const char *id, int64_t created);

@@ -18,10 +18,10 @@
 
 typedef struct entry {
     coord_worker_view v;
-    double last_seen;   /* monotonic seconds of the last registration or heartbeat */
-    double failed_at;   /* when the router saw it unreachable; 0 = not */
-    int cordoned;       /* an operator took it out of rotation */
-    int logged_state;   /* Tandem__WorkerState last logged, to report each change once */
+    double last_seen; /* monotonic seconds of the last registration or heartbeat */
+    double failed_at; /* when the router saw it unreachable; 0 = not */
+    int cordoned;     /* an operator took it out of rotation */
+    int logged_state; /* Tandem__WorkerState last logged, to report each change once */
 } entry;
 
 struct coord_registry {
@@ -82,7 +82,8 @@ static int state_locked(const coord_registry *r, const entry *e, double now)
     if (!group_complete_locked(r, e, now))
         return TANDEM__WORKER_STATE__WORKER_STARTING;
     if (e->v.draining)
-        return e->v.running || e->v.queued ? TANDEM__WORKER_STATE__WORKER_DRAINING : TANDEM__WORKER_STATE__WORKER_DRAINED;
+        return e->v.running || e->v.queued ? TANDEM__WORKER_STATE__WORKER_DRAINING
+                                           : TANDEM__WORKER_STATE__WORKER_DRAINED;
     if (e->cordoned)
         return TANDEM__WORKER_STATE__WORKER_CORDONED;
     return TANDEM__WORKER_STATE__WORKER_READY;
@@ -103,15 +104,18 @@ static void note_state_locked(coord_registry *r, entry *e, double now)
         else
             snprintf(why, sizeof why, "no heartbeat for %.1f s", now - e->last_seen);
         break;
-    case TANDEM__WORKER_STATE__WORKER_STARTING: snprintf(why, sizeof why, "EP group %s is not complete", v->ep_group); break;
+    case TANDEM__WORKER_STATE__WORKER_STARTING:
+        snprintf(why, sizeof why, "EP group %s is not complete", v->ep_group);
+        break;
     case TANDEM__WORKER_STATE__WORKER_DRAINING:
         snprintf(why, sizeof why, "it is draining, finishing %u running and %u queued requests", v->running, v->queued);
         break;
     case TANDEM__WORKER_STATE__WORKER_DRAINED: snprintf(why, sizeof why, "draining, and no request is left"); break;
     case TANDEM__WORKER_STATE__WORKER_CORDONED: snprintf(why, sizeof why, "cordoned by an operator"); break;
     default:
-        snprintf(why, sizeof why, "%s", e->logged_state == TANDEM__WORKER_STATE__WORKER_CORDONED ? "uncordoned by an operator"
-                                                                                                 : "heartbeats arrive");
+        snprintf(why, sizeof why, "%s",
+                 e->logged_state == TANDEM__WORKER_STATE__WORKER_CORDONED ? "uncordoned by an operator"
+                                                                          : "heartbeats arrive");
     }
     eng_log(s == TANDEM__WORKER_STATE__WORKER_FAILED ? ENG_LOG_WARN : ENG_LOG_INFO, "registry", NULL,
             "worker %s (%s, %s): %s -> %s: %s", v->id, coord_role_name(v->role), v->rpc_address,
@@ -146,7 +150,8 @@ static void export_locked(coord_registry *r, double now)
         met_set(met_get(m->family[MET_REQUESTS_RUNNING], l), up ? v->running : 0);
         met_set(met_get(m->family[MET_REQUESTS_WAITING], l), up ? v->queued : 0);
         for (int s = TANDEM__WORKER_STATE__WORKER_READY; s <= TANDEM__WORKER_STATE__WORKER_STARTING; s++)
-            met_set(met_get(m->family[MET_WORKER_STATE], (met_labels){.role = ro, .worker = v->id, .state = rpc_worker_state_name(s)}),
+            met_set(met_get(m->family[MET_WORKER_STATE],
+                            (met_labels){.role = ro, .worker = v->id, .state = rpc_worker_state_name(s)}),
                     s == state);
     }
 }
@@ -201,18 +206,20 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
     const Tandem__KvLayout *kl = info->kv_layout;
     eng_kv_layout lay = {0};
     if (kl)
-        lay = (eng_kv_layout){.dtype = (eng_dtype)kl->dtype, .block_size = (int)kl->block_size,
-                              .n_layers = (int)kl->layers, .n_kv_heads = (int)kl->kv_heads,
+        lay = (eng_kv_layout){.dtype = (eng_dtype)kl->dtype,
+                              .block_size = (int)kl->block_size,
+                              .n_layers = (int)kl->layers,
+                              .n_kv_heads = (int)kl->kv_heads,
                               .head_dim = (int)kl->head_dim};
     char ls[96];
     eng_kv_layout_str(&lay, ls, sizeof ls);
-    if (!*id || strlen(id) >= sizeof ((coord_worker_view *)0)->id)
+    if (!*id || strlen(id) >= sizeof((coord_worker_view *)0)->id)
         snprintf(reason, cap, "worker_id must be 1..127 bytes");
     else if (info->role != TANDEM__ROLE__ROLE_PREFILL && info->role != TANDEM__ROLE__ROLE_DECODE &&
              info->role != TANDEM__ROLE__ROLE_BOTH)
         snprintf(reason, cap, "role must be prefill, decode or both");
     else if (!info->rpc_address || !*info->rpc_address ||
-             strlen(info->rpc_address) >= sizeof ((coord_worker_view *)0)->rpc_address)
+             strlen(info->rpc_address) >= sizeof((coord_worker_view *)0)->rpc_address)
         snprintf(reason, cap, "rpc_address must be a host:port");
     else if (!info->model || strcmp(info->model, r->cfg.model))
         snprintf(reason, cap, "the worker serves model '%s'; this cluster serves '%s'", info->model ? info->model : "",
@@ -226,11 +233,13 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
     else if (info->capacity->kv_blocks_free > info->capacity->kv_blocks_total)
         snprintf(reason, cap, "the worker reports %u free KV blocks of %u", info->capacity->kv_blocks_free,
                  info->capacity->kv_blocks_total);
-    else if (info->ep_size > 64 || (info->ep_size > 1 && (info->ep_rank >= info->ep_size || !info->ep_group ||
-                                                          !*info->ep_group ||
-                                                          strlen(info->ep_group) >= sizeof r->w->v.ep_group)))
-        snprintf(reason, cap, "EP rank %u of %u in group '%s': needs rank < size <= 64 and a group name of "
-                              "1..63 bytes", info->ep_rank, info->ep_size, info->ep_group ? info->ep_group : "");
+    else if (info->ep_size > 64 ||
+             (info->ep_size > 1 && (info->ep_rank >= info->ep_size || !info->ep_group || !*info->ep_group ||
+                                    strlen(info->ep_group) >= sizeof r->w->v.ep_group)))
+        snprintf(reason, cap,
+                 "EP rank %u of %u in group '%s': needs rank < size <= 64 and a group name of "
+                 "1..63 bytes",
+                 info->ep_rank, info->ep_size, info->ep_group ? info->ep_group : "");
     if (reason[0]) {
         pthread_mutex_lock(&r->mu);
         double now = eng_now_s();
@@ -242,7 +251,8 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
         }
         pthread_mutex_unlock(&r->mu);
         if (!repeat)
-            eng_log(ENG_LOG_WARN, "registry", NULL, "refused worker '%s' at %s: %s", id, info->rpc_address ? info->rpc_address : "", reason);
+            eng_log(ENG_LOG_WARN, "registry", NULL, "refused worker '%s' at %s: %s", id,
+                    info->rpc_address ? info->rpc_address : "", reason);
         return 0;
     }
 
@@ -273,7 +283,8 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
     memset(&e->v, 0, sizeof e->v);
     snprintf(e->v.id, sizeof e->v.id, "%s", id);
     snprintf(e->v.rpc_address, sizeof e->v.rpc_address, "%s", info->rpc_address);
-    snprintf(e->v.metrics_address, sizeof e->v.metrics_address, "%s", info->metrics_address ? info->metrics_address : "");
+    snprintf(e->v.metrics_address, sizeof e->v.metrics_address, "%s",
+             info->metrics_address ? info->metrics_address : "");
     snprintf(e->v.transport, sizeof e->v.transport, "%s",
              info->n_transports && info->transports[0]->transport ? info->transports[0]->transport : "");
     e->v.role = info->role;
@@ -291,15 +302,15 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
     }
     e->last_seen = eng_now_s();
     e->failed_at = 0;
-    e->cordoned = 0; /* a restarted worker starts in rotation */
+    e->cordoned = 0;                                    /* a restarted worker starts in rotation */
     e->logged_state = state_locked(r, e, e->last_seen); /* the registration line says it */
     char transport[sizeof e->v.transport];
     snprintf(transport, sizeof transport, "%s", e->v.transport[0] ? e->v.transport : "none");
     pthread_mutex_unlock(&r->mu); /* e may move (realloc) from here on */
     eng_log(ENG_LOG_INFO, "registry", NULL, "%s worker %s (%s) at %s, metrics %s, KV %s x %u blocks, transport %s",
             replaced ? "re-registered" : "registered", id, coord_role_name(info->role), info->rpc_address,
-          info->metrics_address && *info->metrics_address ? info->metrics_address : "none", ls,
-          info->capacity->kv_blocks_total, transport);
+            info->metrics_address && *info->metrics_address ? info->metrics_address : "none", ls,
+            info->capacity->kv_blocks_total, transport);
     return 1;
 }
 
@@ -334,7 +345,10 @@ int coord_registry_heartbeat(coord_registry *r, const Tandem__WorkerLoad *l)
     return e != NULL;
 }
 
-int coord_registry_heartbeat_ms(const coord_registry *r) { return r->cfg.heartbeat_ms; }
+int coord_registry_heartbeat_ms(const coord_registry *r)
+{
+    return r->cfg.heartbeat_ms;
+}
 
 int coord_registry_snapshot(coord_registry *r, coord_worker_view **out, int *n)
 {
@@ -381,7 +395,8 @@ void coord_registry_mark_failed(coord_registry *r, const char *id, const char *w
         e->failed_at = eng_now_s();
     pthread_mutex_unlock(&r->mu);
     if (was)
-        eng_log(ENG_LOG_WARN, "registry", NULL, "worker %s unreachable (%s): out of rotation until it heartbeats", id, why);
+        eng_log(ENG_LOG_WARN, "registry", NULL, "worker %s unreachable (%s): out of rotation until it heartbeats", id,
+                why);
 }
 
 int coord_registry_cordon(coord_registry *r, const char *id, int on)
@@ -405,7 +420,8 @@ void coord_registry_counts(coord_registry *r, int counts[3])
     pthread_mutex_lock(&r->mu);
     double now = eng_now_s();
     for (int i = 0; i < r->n; i++)
-        if (state_locked(r, &r->w[i], now) == TANDEM__WORKER_STATE__WORKER_READY && r->w[i].v.role >= 1 && r->w[i].v.role <= 3)
+        if (state_locked(r, &r->w[i], now) == TANDEM__WORKER_STATE__WORKER_READY && r->w[i].v.role >= 1 &&
+            r->w[i].v.role <= 3)
             counts[r->w[i].v.role - 1]++;
     pthread_mutex_unlock(&r->mu);
 }

@@ -41,13 +41,13 @@
 #include "tandem.pb-c.h"
 
 typedef struct coord_registry_config {
-    const char *model;        /* served model name; a worker must report the same */
+    const char *model;                  /* served model name; a worker must report the same */
     int n_layers, n_kv_heads, head_dim; /* from config.json: a worker's KV layout must match */
-    int heartbeat_ms;         /* told to workers; 0 = 500 */
-    int missed_heartbeats;    /* silence (in intervals) before failed; 0 = 3 */
-    int max_workers;          /* workers known at once; registering beyond is refused; 0 = 1024 */
-    int forget_ms;            /* silence after which a worker is forgotten; 0 = 600000 */
-    met_registry *metrics;    /* may be NULL; else per-worker gauges are exported */
+    int heartbeat_ms;                   /* told to workers; 0 = 500 */
+    int missed_heartbeats;              /* silence (in intervals) before failed; 0 = 3 */
+    int max_workers;                    /* workers known at once; registering beyond is refused; 0 = 1024 */
+    int forget_ms;                      /* silence after which a worker is forgotten; 0 = 600000 */
+    met_registry *metrics;              /* may be NULL; else per-worker gauges are exported */
     const met_tandem *met;
 } coord_registry_config;
 
@@ -56,12 +56,12 @@ typedef struct coord_worker_view {
     char id[128];
     char rpc_address[128];
     char metrics_address[128];
-    char transport[32];       /* first transport's name ("tcp") */
-    int role;                 /* Tandem__Role */
-    int state;                /* Tandem__WorkerState */
-    int healthy;              /* in rotation: state is READY */
-    int draining;             /* heartbeats arrive and say it is draining (DRAINING or DRAINED) */
-    int cordoned;             /* an operator cordoned it (it may also be draining or failed) */
+    char transport[32]; /* first transport's name ("tcp") */
+    int role;           /* Tandem__Role */
+    int state;          /* Tandem__WorkerState */
+    int healthy;        /* in rotation: state is READY */
+    int draining;       /* heartbeats arrive and say it is draining (DRAINING or DRAINED) */
+    int cordoned;       /* an operator cordoned it (it may also be draining or failed) */
     eng_kv_layout layout;
     uint32_t max_running, max_context;
     uint32_t running, queued;
@@ -72,7 +72,7 @@ typedef struct coord_worker_view {
     /* sent by the router since the last heartbeat (not yet in the load above) */
     uint32_t sent_streams, sent_blocks;
     uint64_t sent_prompt_tokens;
-    uint64_t registrations;   /* how many times this id registered */
+    uint64_t registrations; /* how many times this id registered */
     /* Expert parallelism: rank ep_rank of EP group ep_group (ep_size 0 or 1: none);
      * healthy only while every rank of the group is alive and connected (ep_ready). */
     char ep_group[64];

@@ -138,8 +138,7 @@ static uint64_t prefill_load(const coord_worker_view *v)
 }
 
 int coord_route_pick(const coord_worker_view *v, int n, int force_colocated, int n_prompt, int cap_tokens,
-                     const char *const *exclude, int n_exclude, coord_route *out, int *full, char *why,
-                     size_t cap)
+                     const char *const *exclude, int n_exclude, coord_route *out, int *full, char *why, size_t cap)
 {
     if (full)
         *full = 0;
@@ -239,8 +238,9 @@ int coord_route_pick(const coord_worker_view *v, int n, int force_colocated, int
                 size_t len = strlen(dst);
                 snprintf(dst + len, sizeof dl - len, "%s%s %s/%s", len ? ", " : "", v[i].id, s, v[i].transport);
             }
-            snprintf(why, cap, "no prefill worker shares a decode worker's KV layout and transport (decode: %s; prefill: %s)",
-                     dl, pl);
+            snprintf(why, cap,
+                     "no prefill worker shares a decode worker's KV layout and transport (decode: %s; prefill: %s)", dl,
+                     pl);
         }
         return -1;
     }
@@ -416,7 +416,8 @@ static outcome stream_tokens(coord_backend_call *c, rpc_stream *s, const coord_w
     for (;;) {
         Tandem__GenerateEvent *ev = NULL;
         rpc_status st;
-        rpc_next nx = rpc_stream_next_msg(s, r->cfg.token_gap_ms, &tandem__generate_event__descriptor, (void **)&ev, &st);
+        rpc_next nx = rpc_stream_next_msg(s, r->cfg.token_gap_ms, &tandem__generate_event__descriptor, (void **)&ev,
+                                          &st);
         if (nx == RPC_NEXT_TIMEOUT) {
             snprintf(as->blame, sizeof as->blame, "%s", d->id);
             snprintf(as->why, sizeof as->why, "%s sent nothing for %d ms", d->id, r->cfg.token_gap_ms);
@@ -447,8 +448,7 @@ static outcome stream_tokens(coord_backend_call *c, rpc_stream *s, const coord_w
     }
 }
 
-static outcome attempt(coord_backend_call *c, const coord_worker_view *d, const coord_worker_view *p,
-                       attempt_state *as)
+static outcome attempt(coord_backend_call *c, const coord_worker_view *d, const coord_worker_view *p, attempt_state *as)
 {
     coord_router *r = c->r;
     rpc_status st;
@@ -555,8 +555,7 @@ static outcome attempt(coord_backend_call *c, const coord_worker_view *d, const 
     if (r->cfg.met && res->timings) {
         met_labels l = {.role = "coordinator", .worker = p->id, .transport = d->transport};
         met_inc(met_get(r->cfg.met->family[MET_KV_TRANSFER_BYTES], l), (double)res->timings->kv_bytes);
-        met_observe(met_get(r->cfg.met->family[MET_KV_TRANSFER_SECONDS], l),
-                    res->timings->transfer_us / 1e6);
+        met_observe(met_get(r->cfg.met->family[MET_KV_TRANSFER_SECONDS], l), res->timings->transfer_us / 1e6);
     }
 
     /* 3. the decode worker takes over from the first token */
@@ -653,8 +652,8 @@ static void *call_main(void *arg)
         c->attempt++;
         if (o == OUT_DONE) {
             if (failures)
-                eng_log(ENG_LOG_INFO, "router", c->id, "completed on %s%s%s after %d failover(s)", d.id, rt.colocated ? "" : " + ",
-                      rt.colocated ? "" : p.id, failures);
+                eng_log(ENG_LOG_INFO, "router", c->id, "completed on %s%s%s after %d failover(s)", d.id,
+                        rt.colocated ? "" : " + ", rt.colocated ? "" : p.id, failures);
             finish(c, as.finish, NULL);
             break;
         }
@@ -670,8 +669,8 @@ static void *call_main(void *arg)
         if (o == OUT_WAIT) {
             note_retry(r, "full");
             if (eng_now_s() >= wait_until) {
-                coord_fail(&c->err, 503, "server_error", NULL, NULL, "no worker had room for the request within %d ms: %s",
-                           r->cfg.wait_ms, as.why);
+                coord_fail(&c->err, 503, "server_error", NULL, NULL,
+                           "no worker had room for the request within %d ms: %s", r->cfg.wait_ms, as.why);
                 eng_log(ENG_LOG_ERROR, "router", c->id, "failed: %s", c->err.message);
                 finish(c, COORD_FINISH_ERROR, &c->err);
                 break;
@@ -691,7 +690,7 @@ static void *call_main(void *arg)
             break;
         }
         eng_log(ENG_LOG_WARN, "router", c->id, "attempt %d failed (%s); %s", c->attempt, as.why,
-              c->n_gen ? "rerunning elsewhere and replaying the tokens already sent" : "retrying elsewhere");
+                c->n_gen ? "rerunning elsewhere and replaying the tokens already sent" : "retrying elsewhere");
         if (as.blame[0] && c->n_exclude < MAX_EXCLUDE)
             snprintf(c->exclude[c->n_exclude++], sizeof c->exclude[0], "%s", as.blame);
         wait_until = eng_now_s() + r->cfg.failover_wait_ms / 1000.0;
@@ -722,8 +721,8 @@ static int be_submit(void *self, const coord_gen_request *req, const coord_token
         return coord_fail(err, 500, "server_error", NULL, NULL, "out of memory");
     coord_route rt;
     char why[768];
-    int rc = coord_route_pick(v, n, r->cfg.colocated, req->n_prompt, req->n_prompt + 1, NULL, 0, &rt,
-                              NULL, why, sizeof why);
+    int rc = coord_route_pick(v, n, r->cfg.colocated, req->n_prompt, req->n_prompt + 1, NULL, 0, &rt, NULL, why,
+                              sizeof why);
     uint32_t max_context = rc < 0 ? 0 : v[rt.decode].max_context;
     free(v);
     if (rc < 0)
@@ -845,7 +844,8 @@ static int be_ready(void *self)
 
 coord_backend coord_router_backend(coord_router *r)
 {
-    return (coord_backend){.self = r, .submit = be_submit, .cancel = be_cancel, .release = be_release, .ready = be_ready};
+    return (coord_backend){
+        .self = r, .submit = be_submit, .cancel = be_cancel, .release = be_release, .ready = be_ready};
 }
 
 int coord_router_cancel_id(coord_router *r, const char *request_id)

@@ -25,19 +25,19 @@
 #include "registry.h"
 
 typedef struct coord_router_config {
-    coord_registry *registry;  /* must outlive the router */
-    int colocated;             /* 1: always Generate(colocated) on role-BOTH workers */
-    const met_tandem *met;     /* may be NULL */
-    int max_failures;          /* worker failures tolerated per request; 0 = 3 */
-    int wait_ms;               /* how long a request waits for a worker with room; 0 = 30000 */
-    int failover_wait_ms;      /* after a worker failed, how long to wait for any route; 0 = 5000 */
-    int first_event_ms;        /* Generate's KvTarget (or colocated first token); 0 = 10000 */
-    int prefill_ms;            /* Prefill.Run deadline; 0 = 120000 */
-    int kv_ready_ms;           /* Decode.KvReady deadline; 0 = 10000 */
-    int token_gap_ms;          /* silence on a stream taken as a dead worker; 0 = 60000 */
-    int stream_ms;             /* whole Generate stream deadline; 0 = 600000 */
-    int max_requests;          /* requests in flight, waiting included; beyond: 429; 0 = 1024 */
-    int max_waiting;           /* requests waiting for a worker with room; beyond: 429; 0 = 512 */
+    coord_registry *registry; /* must outlive the router */
+    int colocated;            /* 1: always Generate(colocated) on role-BOTH workers */
+    const met_tandem *met;    /* may be NULL */
+    int max_failures;         /* worker failures tolerated per request; 0 = 3 */
+    int wait_ms;              /* how long a request waits for a worker with room; 0 = 30000 */
+    int failover_wait_ms;     /* after a worker failed, how long to wait for any route; 0 = 5000 */
+    int first_event_ms;       /* Generate's KvTarget (or colocated first token); 0 = 10000 */
+    int prefill_ms;           /* Prefill.Run deadline; 0 = 120000 */
+    int kv_ready_ms;          /* Decode.KvReady deadline; 0 = 10000 */
+    int token_gap_ms;         /* silence on a stream taken as a dead worker; 0 = 60000 */
+    int stream_ms;            /* whole Generate stream deadline; 0 = 600000 */
+    int max_requests;         /* requests in flight, waiting included; beyond: 429; 0 = 1024 */
+    int max_waiting;          /* requests waiting for a worker with room; beyond: 429; 0 = 512 */
 } coord_router_config;
 
 typedef struct coord_router coord_router;
@@ -55,8 +55,8 @@ int coord_router_active(coord_router *r);
 /* ------------------------------------------------------------------ the choice, pure */
 
 typedef struct coord_route {
-    int decode;    /* index into the views: the Generate worker */
-    int prefill;   /* index of the Prefill.Run worker; -1 when colocated */
+    int decode;  /* index into the views: the Generate worker */
+    int prefill; /* index of the Prefill.Run worker; -1 when colocated */
     int colocated;
 } coord_route;
 
@@ -67,7 +67,6 @@ typedef struct coord_route {
  * *full (may be NULL) is set to 1 when pairs exist but none has free KV blocks
  * for the request now (waiting may help). */
 int coord_route_pick(const coord_worker_view *views, int n, int force_colocated, int n_prompt, int cap_tokens,
-                     const char *const *exclude, int n_exclude, coord_route *out, int *full, char *why,
-                     size_t cap);
+                     const char *const *exclude, int n_exclude, coord_route *out, int *full, char *why, size_t cap);
 
 #endif

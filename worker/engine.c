@@ -274,8 +274,10 @@ static void preempt_locked(wrk_worker *w, wrk_req *r)
     r->preemptions++;
     w->preemptions++;
     met_inc(w->m_preemptions, 1);
-    wrk_log(w, ENG_LOG_WARN, r->id, "preempted after %d tokens (KV pool full; %d of %d blocks free with its own back), "
-            "to be recomputed", r->n_gen, eng_kv_pool_free_blocks(w->pool), eng_kv_pool_blocks(w->pool));
+    wrk_log(w, ENG_LOG_WARN, r->id,
+            "preempted after %d tokens (KV pool full; %d of %d blocks free with its own back), "
+            "to be recomputed",
+            r->n_gen, eng_kv_pool_free_blocks(w->pool), eng_kv_pool_blocks(w->pool));
 }
 
 /* Under w->mu: room in the cache for every running sequence's next token. A sequence
@@ -382,8 +384,8 @@ static int plan(wrk_worker *w, wrk_step *s, wrk_req **ended, int cap)
         if (r->state != ST_RUNNING)
             continue;
         s->reqs[s->n] = r;
-        s->items[s->n] = (eng_batch_item){.seq = &r->seq, .tokens = &r->gen[r->n_gen - 1], .n_tokens = 1,
-                                          .logits = r->logits};
+        s->items[s->n] = (eng_batch_item){
+            .seq = &r->seq, .tokens = &r->gen[r->n_gen - 1], .n_tokens = 1, .logits = r->logits};
         s->lo[s->n] = s->hi[s->n] = 0;
         r->chunk = 0;
         s->n++;
@@ -420,7 +422,9 @@ static int plan(wrk_worker *w, wrk_step *s, wrk_req **ended, int cap)
         budget -= chunk;
         int end = r->n_prefilled + chunk;
         s->reqs[s->n] = r;
-        s->items[s->n] = (eng_batch_item){.seq = &r->seq, .tokens = r->prompt + r->n_prefilled, .n_tokens = chunk,
+        s->items[s->n] = (eng_batch_item){.seq = &r->seq,
+                                          .tokens = r->prompt + r->n_prefilled,
+                                          .n_tokens = chunk,
                                           .logits = end == r->n_prompt ? r->logits : NULL};
         s->lo[s->n] = r->n_sent_blocks;
         s->hi[s->n] = r->kind == REQ_PREFILL ? wrk_blocks_complete(end, r->n_prompt, w->layout.block_size) : 0;
@@ -468,7 +472,8 @@ static void after_step(wrk_worker *w, wrk_step *s)
             if (r->state == ST_RECOMPUTING)
                 r->state = ST_RUNNING;
             pthread_mutex_unlock(&w->mu);
-            wrk_log(w, ENG_LOG_INFO, r->id, "KV recomputed (%d tokens), decoding again from token %d", history(r), r->n_gen);
+            wrk_log(w, ENG_LOG_INFO, r->id, "KV recomputed (%d tokens), decoding again from token %d", history(r),
+                    r->n_gen);
             continue;
         }
         /* a prompt chunk */
@@ -559,8 +564,8 @@ static void run_step(wrk_worker *w, wrk_step *s)
     int ep_down = w->ep && !wrk_ep_ready(w->ep, NULL, 0);
     pthread_mutex_lock(&w->mu);
     for (int i = 0; i < s->n; i++)
-        wrk_req_end_locked(w, s->reqs[i], ep_down ? RPC_UNAVAILABLE : RPC_INTERNAL,
-                           ep_down && s->reqs[i]->n_gen == 0, err.msg);
+        wrk_req_end_locked(w, s->reqs[i], ep_down ? RPC_UNAVAILABLE : RPC_INTERNAL, ep_down && s->reqs[i]->n_gen == 0,
+                           err.msg);
     pthread_mutex_unlock(&w->mu);
 }
 

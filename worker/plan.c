@@ -71,8 +71,7 @@ int wrk_cap_tokens(int n_prompt, int max_tokens, int max_context)
     return cap < max_context ? (int)cap : max_context;
 }
 
-int wrk_finish_reason(int32_t token, const int32_t *stop_ids, int n_stop, int n_prompt, int n_generated,
-                      int cap_tokens)
+int wrk_finish_reason(int32_t token, const int32_t *stop_ids, int n_stop, int n_prompt, int n_generated, int cap_tokens)
 {
     for (int i = 0; i < n_stop; i++)
         if (stop_ids[i] == token)
@@ -92,8 +91,7 @@ int wrk_admit(int pool_blocks, int free_blocks, int need, int watermark)
     return free_blocks - need >= watermark ? WRK_ADMIT_OK : WRK_ADMIT_WAIT;
 }
 
-int wrk_default_kv_blocks(size_t block_bytes, size_t budget_bytes, int max_running, int max_context,
-                          int block_size)
+int wrk_default_kv_blocks(size_t block_bytes, size_t budget_bytes, int max_running, int max_context, int block_size)
 {
     size_t fit = block_bytes ? budget_bytes / block_bytes : 0;
     size_t most = (size_t)max_running * (size_t)((max_context + block_size - 1) / block_size);

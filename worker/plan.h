@@ -47,7 +47,6 @@ int wrk_admit(int pool_blocks, int free_blocks, int need, int watermark);
 
 /* Default pool size: blocks (block_bytes each, all layers) that fit in budget_bytes, at
  * most enough for max_running full contexts, at least 64. */
-int wrk_default_kv_blocks(size_t block_bytes, size_t budget_bytes, int max_running, int max_context,
-                          int block_size);
+int wrk_default_kv_blocks(size_t block_bytes, size_t budget_bytes, int max_running, int max_context, int block_size);
 
 #endif

@@ -33,9 +33,14 @@ static int take_request(wrk_worker *w, wrk_req *r, const int32_t *prompt, size_t
                    RPC_INVALID_ARGUMENT;
     if (!sp)
         return snprintf(msg, cap, "no sampling parameters"), RPC_INVALID_ARGUMENT;
-    eng_sampling s = {.temperature = sp->temperature, .top_k = sp->top_k, .top_p = sp->top_p, .min_p = sp->min_p,
-                      .presence_penalty = sp->presence_penalty, .frequency_penalty = sp->frequency_penalty,
-                      .repetition_penalty = sp->repetition_penalty, .seed = sp->seed};
+    eng_sampling s = {.temperature = sp->temperature,
+                      .top_k = sp->top_k,
+                      .top_p = sp->top_p,
+                      .min_p = sp->min_p,
+                      .presence_penalty = sp->presence_penalty,
+                      .frequency_penalty = sp->frequency_penalty,
+                      .repetition_penalty = sp->repetition_penalty,
+                      .seed = sp->seed};
     eng_error err;
     if (eng_sampling_check(&s, &err) < 0)
         return snprintf(msg, cap, "%s", err.msg), RPC_INVALID_ARGUMENT;
@@ -90,8 +95,7 @@ static void on_stream_cancel(void *arg)
 /* Opens the incoming transfer confined to this request's prompt blocks in every
  * layer, so a sender with wrong block ids fails the transfer instead of overwriting
  * another request's KV. */
-static int expect_blocks(wrk_worker *w, const int32_t *blocks, int nb, uint64_t expected, uint64_t *id,
-                         eng_error *err)
+static int expect_blocks(wrk_worker *w, const int32_t *blocks, int nb, uint64_t expected, uint64_t *id, eng_error *err)
 {
     wrk_run *runs = malloc((size_t)nb * sizeof *runs);
     kvt_span *spans = runs ? malloc((size_t)nb * (size_t)w->layout.n_layers * sizeof *spans) : NULL;
@@ -223,7 +227,9 @@ static void on_generate(void *user, rpc_call *call, const rpc_bytes *bytes)
             ev.event_case = TANDEM__GENERATE_EVENT__EVENT_KV_TARGET;
             ev.kv_target = &t;
             rpc_call_send_msg(call, &ev.base, 1000); /* a failure shows as a cancel */
-            wrk_log(w, ENG_LOG_INFO, r->id, "reserved %d KV blocks (%d for the prompt of %d tokens), transfer %llu, lease %d ms", r->seq.n_blocks, nb, r->n_prompt, (unsigned long long)r->transfer_id, w->opt.lease_ms);
+            wrk_log(w, ENG_LOG_INFO, r->id,
+                    "reserved %d KV blocks (%d for the prompt of %d tokens), transfer %llu, lease %d ms",
+                    r->seq.n_blocks, nb, r->n_prompt, (unsigned long long)r->transfer_id, w->opt.lease_ms);
             pthread_mutex_lock(&w->mu);
         }
     } else {
@@ -257,8 +263,8 @@ static void on_kv_ready(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_
     else if (r->ending || r->state != ST_RESERVED || r->arming)
         snprintf(reason, sizeof reason, "request %s is not waiting for its KV", q->request_id), r = NULL;
     else if (r->transfer_id != q->transfer_id)
-        snprintf(reason, sizeof reason, "transfer %llu is not request %s's (%llu)",
-                 (unsigned long long)q->transfer_id, q->request_id, (unsigned long long)r->transfer_id),
+        snprintf(reason, sizeof reason, "transfer %llu is not request %s's (%llu)", (unsigned long long)q->transfer_id,
+                 q->request_id, (unsigned long long)r->transfer_id),
             r = NULL;
     else if (!q->first_token || q->first_token->id < 0 || q->first_token->id >= w->cfg->vocab_size)
         snprintf(reason, sizeof reason, "no valid first token"), r = NULL;
@@ -338,19 +344,20 @@ static int check_target(wrk_worker *w, const Tandem__KvTarget *t, int n_prompt, 
         return snprintf(msg, cap, "no KV target"), RPC_INVALID_ARGUMENT;
     eng_kv_layout theirs = {0};
     if (t->layout)
-        theirs = (eng_kv_layout){.dtype = (eng_dtype)t->layout->dtype, .block_size = (int)t->layout->block_size,
-                                 .n_layers = (int)t->layout->layers, .n_kv_heads = (int)t->layout->kv_heads,
+        theirs = (eng_kv_layout){.dtype = (eng_dtype)t->layout->dtype,
+                                 .block_size = (int)t->layout->block_size,
+                                 .n_layers = (int)t->layout->layers,
+                                 .n_kv_heads = (int)t->layout->kv_heads,
                                  .head_dim = (int)t->layout->head_dim};
     if (!eng_kv_layout_equal(&theirs, &w->layout)) {
         char a[96], b[96];
         eng_kv_layout_str(&theirs, a, sizeof a);
         eng_kv_layout_str(&w->layout, b, sizeof b);
-        return snprintf(msg, cap, "KV layout mismatch: target %s, this prefill worker %s", a, b),
-               RPC_INVALID_ARGUMENT;
+        return snprintf(msg, cap, "KV layout mismatch: target %s, this prefill worker %s", a, b), RPC_INVALID_ARGUMENT;
     }
     if (t->n_block_ids != (size_t)blocks_for(w, n_prompt))
-        return snprintf(msg, cap, "the target has %zu blocks; a prompt of %d tokens needs %d", t->n_block_ids,
-                        n_prompt, blocks_for(w, n_prompt)),
+        return snprintf(msg, cap, "the target has %zu blocks; a prompt of %d tokens needs %d", t->n_block_ids, n_prompt,
+                        blocks_for(w, n_prompt)),
                RPC_INVALID_ARGUMENT;
     if (t->pool_blocks == 0)
         return snprintf(msg, cap, "the target does not say its pool size (pool_blocks)"), RPC_INVALID_ARGUMENT;
@@ -369,8 +376,7 @@ static int check_target(wrk_worker *w, const Tandem__KvTarget *t, int n_prompt, 
 }
 
 /* Delivers the peer's handshake to the decode worker when its transport needs one. */
-static int relay_hello(wrk_worker *w, kvt_peer *peer, const Tandem__KvTarget *t, const char *id, char *msg,
-                       size_t cap)
+static int relay_hello(wrk_worker *w, kvt_peer *peer, const Tandem__KvTarget *t, const char *id, char *msg, size_t cap)
 {
     uint8_t hello[KVT_HELLO_MAX];
     size_t n = kvt_peer_hello(peer, hello, sizeof hello);
@@ -385,8 +391,8 @@ static int relay_hello(wrk_worker *w, kvt_peer *peer, const Tandem__KvTarget *t,
     q.hello.data = hello;
     q.hello.len = n;
     Tandem__KvHelloReply *rep = NULL;
-    if (rpc_unary_msg(ch, RPC_DECODE_KV_HELLO, &q.base, &tandem__kv_hello_reply__descriptor, 5000,
-                      (void **)&rep, &st) < 0)
+    if (rpc_unary_msg(ch, RPC_DECODE_KV_HELLO, &q.base, &tandem__kv_hello_reply__descriptor, 5000, (void **)&rep, &st) <
+        0)
         return snprintf(msg, cap, "KvHello to %s: %s", t->rpc_address, st.msg), RPC_UNAVAILABLE;
     int ok = rep->ok;
     eng_error err;
@@ -424,8 +430,8 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
                      eng_kv_pool_blocks(w->pool));
         } else if (kvt_connect(w->kvt, q->target->descriptor.data, q->target->descriptor.len, &peer, &err) < 0) {
             code = RPC_UNAVAILABLE;
-            snprintf(msg, sizeof msg, "cannot reach decode worker %s's KV endpoint: %s",
-                     q->target->decode_worker_id, err.msg);
+            snprintf(msg, sizeof msg, "cannot reach decode worker %s's KV endpoint: %s", q->target->decode_worker_id,
+                     err.msg);
         } else if ((code = relay_hello(w, peer, q->target, r->id, msg, sizeof msg)) == RPC_OK &&
                    kvt_send_begin(peer, w->region, q->target->transfer_id, &send, &err) < 0) {
             code = RPC_UNAVAILABLE;
@@ -514,9 +520,10 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
         met_observe(w->m_kv_seconds, t_end - r->t_started);
         met_observe(w->m_ttft, t_end - r->t_arrival);
         met_observe(w->m_e2e, t_end - r->t_arrival);
-        wrk_log(w, ENG_LOG_INFO, r->id, "first token %d, %llu KV bytes pushed to %s in %.1f ms (queue %.1f, compute %.1f)",
-                r->first.id, (unsigned long long)kv_bytes, q->target->decode_worker_id, tm.transfer_us / 1e3,
-                tm.queue_us / 1e3, tm.compute_us / 1e3);
+        wrk_log(w, ENG_LOG_INFO, r->id,
+                "first token %d, %llu KV bytes pushed to %s in %.1f ms (queue %.1f, compute %.1f)", r->first.id,
+                (unsigned long long)kv_bytes, q->target->decode_worker_id, tm.transfer_us / 1e3, tm.queue_us / 1e3,
+                tm.compute_us / 1e3);
     }
     if (code == RPC_OK)
         met_inc(w->m_ok, 1);

@@ -53,9 +53,18 @@ rpc_channel *wrk_channel(wrk_worker *w, const char *address, rpc_status *st)
     return c ? c->ch : NULL;
 }
 
-int wrk_rpc_port(const wrk_worker *w) { return w->rpc_port; }
-int wrk_metrics_port(const wrk_worker *w) { return w->met_server ? met_server_port(w->met_server) : -1; }
-const char *wrk_id(const wrk_worker *w) { return w->id; }
+int wrk_rpc_port(const wrk_worker *w)
+{
+    return w->rpc_port;
+}
+int wrk_metrics_port(const wrk_worker *w)
+{
+    return w->met_server ? met_server_port(w->met_server) : -1;
+}
+const char *wrk_id(const wrk_worker *w)
+{
+    return w->id;
+}
 
 int wrk_kv_blocks_used(wrk_worker *w)
 {
@@ -108,9 +117,10 @@ static void ep_metrics_init(wrk_worker *w)
     const met_labels own = {.role = w->role_name, .worker = w->id};
     wrk_ep_metrics m = {
         .dispatched = f[MET_EP_DISPATCHED],
-        .bytes_sent = met_get(f[MET_EP_BYTES], (met_labels){.role = own.role, .worker = own.worker, .direction = "sent"}),
-        .bytes_received =
-            met_get(f[MET_EP_BYTES], (met_labels){.role = own.role, .worker = own.worker, .direction = "received"}),
+        .bytes_sent = met_get(f[MET_EP_BYTES],
+                              (met_labels){.role = own.role, .worker = own.worker, .direction = "sent"}),
+        .bytes_received = met_get(f[MET_EP_BYTES],
+                                  (met_labels){.role = own.role, .worker = own.worker, .direction = "received"}),
         .exchange_seconds = met_get(f[MET_EP_SECONDS], own),
         .balance = met_get(f[MET_EP_BALANCE], own),
         .role = own.role,
@@ -137,8 +147,8 @@ static int metrics_init(wrk_worker *w, eng_error *err)
     const char *outcomes[] = {"success", "cancelled", "error", "rejected"};
     met_metric **by_outcome[] = {&w->m_ok, &w->m_cancelled, &w->m_error, &w->m_rejected};
     for (int i = 0; i < 4; i++)
-        *by_outcome[i] = met_get(f[MET_REQUESTS_TOTAL], (met_labels){.role = own.role,
-                                 .worker = own.worker, .outcome = outcomes[i]});
+        *by_outcome[i] = met_get(f[MET_REQUESTS_TOTAL],
+                                 (met_labels){.role = own.role, .worker = own.worker, .outcome = outcomes[i]});
     met_labels transfer = {.role = own.role, .worker = own.worker, .transport = kvt_name(w->kvt)};
     w->m_kv_bytes = met_get(f[MET_KV_TRANSFER_BYTES], transfer);
     w->m_kv_seconds = met_get(f[MET_KV_TRANSFER_SECONDS], transfer);
@@ -305,12 +315,13 @@ static void *registry_main(void *arg)
                 failures = 0;
                 last_why[0] = 0;
                 wait_ms = interval;
-                wrk_log(w, ENG_LOG_INFO, NULL, "registered with the coordinator at %s (heartbeat every %u ms)", w->opt.coordinator,
-                        interval);
+                wrk_log(w, ENG_LOG_INFO, NULL, "registered with the coordinator at %s (heartbeat every %u ms)",
+                        w->opt.coordinator, interval);
             } else {
                 /* Say each new reason once, then every 20 tries, not every half second. */
                 if (strcmp(why, last_why) || failures % 20 == 0)
-                    wrk_log(w, ENG_LOG_WARN, NULL, "registration with %s failed (%s); retrying", w->opt.coordinator, why);
+                    wrk_log(w, ENG_LOG_WARN, NULL, "registration with %s failed (%s); retrying", w->opt.coordinator,
+                            why);
                 snprintf(last_why, sizeof last_why, "%s", why);
                 failures++;
                 wait_ms = 500;
@@ -406,9 +417,14 @@ static void ep_notify(void *ctx)
 
 static int start_ep(wrk_worker *w, eng_error *err)
 {
-    wrk_ep_options eo = {.group = w->opt.group, .size = w->opt.ep_size, .rank = w->opt.ep_rank,
-                         .peers = w->opt.ep_peers, .deadline_ms = w->opt.ep_deadline_ms,
-                         .n_experts = w->cfg->num_experts, .notify = ep_notify, .notify_ctx = w};
+    wrk_ep_options eo = {.group = w->opt.group,
+                         .size = w->opt.ep_size,
+                         .rank = w->opt.ep_rank,
+                         .peers = w->opt.ep_peers,
+                         .deadline_ms = w->opt.ep_deadline_ms,
+                         .n_experts = w->cfg->num_experts,
+                         .notify = ep_notify,
+                         .notify_ctx = w};
     if (wrk_ep_start(&eo, &w->ep, err) < 0)
         return -1;
     int lo, hi;
@@ -531,11 +547,11 @@ int wrk_start(const wrk_options *opt, wrk_worker **out, eng_error *err)
     }
     char lay[96];
     eng_kv_layout_str(&w->layout, lay, sizeof lay);
-    wrk_log(w, ENG_LOG_INFO, NULL, "serving %s on %s (metrics %s), KV pool %d blocks x %zu bytes = %.1f MiB (%s; %s), transport %s %.*s",
+    wrk_log(w, ENG_LOG_INFO, NULL,
+            "serving %s on %s (metrics %s), KV pool %d blocks x %zu bytes = %.1f MiB (%s; %s), transport %s %.*s",
             w->model_name, w->rpc_address, w->metrics_address[0] ? w->metrics_address : "off", n_blocks, block_bytes,
             (double)n_blocks * (double)block_bytes / (1 << 20), lay,
-            w->opt.kv_blocks ? "--kv-blocks"
-                             : "default: a tenth of free memory, at most max_running full contexts",
+            w->opt.kv_blocks ? "--kv-blocks" : "default: a tenth of free memory, at most max_running full contexts",
             kvt_name(w->kvt), (int)w->descriptor_len, (const char *)w->descriptor);
     (void)budget;
     atomic_store(&w->started, 1);

@@ -73,9 +73,9 @@ typedef struct wrk_req {
     int n_prefilled; /* prompt tokens in the cache (PREFILL, COLOCATED) */
     int32_t *gen;    /* generated tokens, room for cap_tokens - n_prompt */
     int n_gen;
-    float *logits; /* vocab floats for the step that samples */
-    int in_step;   /* planned into the step running now */
-    int chunk;     /* prompt tokens in this step */
+    float *logits;    /* vocab floats for the step that samples */
+    int in_step;      /* planned into the step running now */
+    int chunk;        /* prompt tokens in this step */
     int n_recomputed; /* RECOMPUTING: history tokens (prompt, then generated) back in the cache */
     int preemptions;  /* times this request gave its blocks back */
 
@@ -155,10 +155,10 @@ struct wrk_worker {
     pthread_cond_t cv; /* wakes the engine thread */
     wrk_req *reqs;
     int stopping;
-    int draining;  /* wrk_drain: admit nothing new, let the rest finish */
-    int open_runs; /* Prefill.Run handlers past admission (they outlive their request's DONE) */
-    atomic_int started;    /* model loaded, services running: /startupz passes */
-    atomic_int registered; /* the coordinator accepted our registration */
+    int draining;              /* wrk_drain: admit nothing new, let the rest finish */
+    int open_runs;             /* Prefill.Run handlers past admission (they outlive their request's DONE) */
+    atomic_int started;        /* model loaded, services running: /startupz passes */
+    atomic_int registered;     /* the coordinator accepted our registration */
     int n_reserved_or_running; /* DECODE/COLOCATED requests holding decode slots */
     uint64_t steps, batched_seqs;
     uint64_t preemptions; /* sequences that gave their blocks back to let others grow */

@@ -246,11 +246,10 @@ static jv *call_value(jctx *c, int line, jv *fn, const jargs *a)
 {
     switch (fn->kind) {
     case JV_MACRO: return call_macro(c, line, fn, a, NULL);
-    case JV_FUNC: case JV_METHOD: return jinja_call_builtin(c, line, fn, a);
+    case JV_FUNC:
+    case JV_METHOD: return jinja_call_builtin(c, line, fn, a);
     case JV_UNDEF: undefined_error(c, line, fn); return NULL;
-    default:
-        jfail(c, line, "'%s' object is not callable", jv_type_name(fn));
-        return NULL;
+    default: jfail(c, line, "'%s' object is not callable", jv_type_name(fn)); return NULL;
     }
 }
 
@@ -259,7 +258,10 @@ static int ckd_overflow(jctx *c, int line)
     return jfail(c, line, "integer overflow (the interpreter uses 64-bit integers)");
 }
 
-static long long ival(const jv *v) { return v->kind == JV_INT ? v->u.i : v->u.b; }
+static long long ival(const jv *v)
+{
+    return v->kind == JV_INT ? v->u.i : v->u.b;
+}
 
 static jv *repeat(jctx *c, int line, jv *seq, long long times)
 {
@@ -460,15 +462,13 @@ static jv *binop(jctx *c, int line, int op, jv *x, jv *y)
             v = jv_float(A, r);
         }
         break;
-    default:
-        goto unsupported;
+    default: goto unsupported;
     }
     if (!v)
         jnomem(c, line);
     return v;
 unsupported:
-    jfail(c, line, "unsupported operand type(s) for %s: '%s' and '%s'", OP_TEXT[op], jv_type_name(x),
-          jv_type_name(y));
+    jfail(c, line, "unsupported operand type(s) for %s: '%s' and '%s'", OP_TEXT[op], jv_type_name(x), jv_type_name(y));
     return NULL;
 }
 
@@ -482,17 +482,16 @@ static int contains(jctx *c, int line, jv *container, jv *item)
         if (!item->u.str.len)
             return 1;
         return memmem(container->u.str.s, container->u.str.len, item->u.str.s, item->u.str.len) != NULL;
-    case JV_LIST: case JV_TUPLE:
+    case JV_LIST:
+    case JV_TUPLE:
         for (size_t i = 0; i < container->u.list.len; i++)
             if (jv_eq(container->u.list.items[i], item))
                 return 1;
         return 0;
-    case JV_DICT: case JV_NS:
-        return jv_dict_get(container, item) != NULL;
-    case JV_UNDEF:
-        return 0;
-    default:
-        return jfail(c, line, "argument of type '%s' is not iterable", jv_type_name(container));
+    case JV_DICT:
+    case JV_NS: return jv_dict_get(container, item) != NULL;
+    case JV_UNDEF: return 0;
+    default: return jfail(c, line, "argument of type '%s' is not iterable", jv_type_name(container));
     }
 }
 
@@ -569,8 +568,7 @@ static jv *eval_node(jctx *c, jframe *f, const jnode *n)
 {
     jv *x, *y, *v = NULL;
     switch (n->kind) {
-    case N_CONST:
-        return n->value;
+    case N_CONST: return n->value;
     case N_NAME:
         v = lookup(c, f, n->name);
         if (!v) {
@@ -604,8 +602,7 @@ static jv *eval_node(jctx *c, jframe *f, const jnode *n)
             return NULL;
         return call_value(c, n->line, x, &a);
     }
-    case N_FILTER:
-        return apply_filter(c, f, n, NULL);
+    case N_FILTER: return apply_filter(c, f, n, NULL);
     case N_TEST: {
         jargs a;
         if (!(x = eval(c, f, n->a)) || eval_args(c, f, n, &a))
@@ -628,8 +625,7 @@ static jv *eval_node(jctx *c, jframe *f, const jnode *n)
             return NULL;
         }
         if (!jv_is_num(x)) {
-            jfail(c, n->line, "bad operand type for unary %s: '%s'", n->kind == N_NEG ? "-" : "+",
-                  jv_type_name(x));
+            jfail(c, n->line, "bad operand type for unary %s: '%s'", n->kind == N_NEG ? "-" : "+", jv_type_name(x));
             return NULL;
         }
         if (n->kind == N_POS)
@@ -705,9 +701,7 @@ static jv *eval_node(jctx *c, jframe *f, const jnode *n)
             }
         }
         break;
-    default:
-        jfail(c, n->line, "statement used as an expression");
-        return NULL;
+    default: jfail(c, n->line, "statement used as an expression"); return NULL;
     }
     if (!v)
         jnomem(c, n->line);
@@ -740,8 +734,10 @@ static int assign(jctx *c, jframe *f, const jnode *target, jv *v, int line)
     }
     size_t want = (size_t)target->list.n;
     if (v->u.list.len != want)
-        return jfail(c, line, v->u.list.len > want ? "too many values to unpack (expected %zu)"
-                                                   : "not enough values to unpack (expected %zu)", want);
+        return jfail(c, line,
+                     v->u.list.len > want ? "too many values to unpack (expected %zu)"
+                                          : "not enough values to unpack (expected %zu)",
+                     want);
     for (size_t i = 0; i < want; i++)
         if (frame_set(c, line, f, target->list.v[i]->name, v->u.list.items[i]))
             return -1;
@@ -824,8 +820,7 @@ static int exec_node(jctx *c, jframe *f, const jnode *n)
     if (step(c, n->line))
         return -1;
     switch (n->kind) {
-    case N_TEXT:
-        return emit(c, n->line, n->value->u.str.s, n->value->u.str.len);
+    case N_TEXT: return emit(c, n->line, n->value->u.str.s, n->value->u.str.len);
     case N_OUTPUT:
         if (!(v = eval(c, f, n->a)))
             return -1;
@@ -836,8 +831,7 @@ static int exec_node(jctx *c, jframe *f, const jnode *n)
         if (!(v = eval(c, f, n->a)))
             return -1;
         return exec_body(c, f, jv_truthy(v) ? &n->list : &n->list2);
-    case N_FOR:
-        return exec_for(c, f, n);
+    case N_FOR: return exec_for(c, f, n);
     case N_SET:
         if (!(v = eval(c, f, n->b)))
             return -1;
@@ -889,14 +883,10 @@ static int exec_node(jctx *c, jframe *f, const jnode *n)
         }
         return exec_body(c, wf, &n->list);
     }
-    case N_BREAK:
-        return FLOW_BREAK;
-    case N_CONTINUE:
-        return FLOW_CONTINUE;
-    case N_BODY:
-        return exec_body(c, f, &n->list);
-    default:
-        return jfail(c, n->line, "expression used as a statement");
+    case N_BREAK: return FLOW_BREAK;
+    case N_CONTINUE: return FLOW_CONTINUE;
+    case N_BODY: return exec_body(c, f, &n->list);
+    default: return jfail(c, n->line, "expression used as a statement");
     }
 }
 

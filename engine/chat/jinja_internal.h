@@ -31,7 +31,7 @@ typedef struct jarena {
     int exhausted;
 } jarena;
 
-void *ja_alloc(jarena *a, size_t n); /* zeroed; NULL when the limit is hit */
+void *ja_alloc(jarena *a, size_t n);     /* zeroed; NULL when the limit is hit */
 void *ja_alloc_raw(jarena *a, size_t n); /* not zeroed */
 char *ja_strndup(jarena *a, const char *s, size_t n);
 void ja_free(jarena *a);
@@ -53,8 +53,21 @@ void jb_free(jbuf *b);
 
 /* ---- values ---- */
 typedef enum {
-    JV_UNDEF, JV_NONE, JV_BOOL, JV_INT, JV_FLOAT, JV_STR, JV_LIST, JV_TUPLE, JV_DICT,
-    JV_NS, JV_MACRO, JV_FUNC, JV_METHOD, JV_LOOP, JV_CYCLER
+    JV_UNDEF,
+    JV_NONE,
+    JV_BOOL,
+    JV_INT,
+    JV_FLOAT,
+    JV_STR,
+    JV_LIST,
+    JV_TUPLE,
+    JV_DICT,
+    JV_NS,
+    JV_MACRO,
+    JV_FUNC,
+    JV_METHOD,
+    JV_LOOP,
+    JV_CYCLER
 } jv_kind;
 
 struct jnode;
@@ -66,15 +79,42 @@ typedef struct jv {
         int b;
         long long i;
         double f;
-        struct { const char *s; size_t len; } str;
-        struct { struct jv **items; size_t len, cap; } list; /* list, tuple */
-        struct { struct jv **keys, **vals; size_t len, cap; } dict; /* dict, namespace */
-        struct { const struct jnode *def; struct jframe *closure; struct jv *caller; } macro;
-        struct { int id; } func;
-        struct { struct jv *self; const char *name; } method;
-        struct { long long index0, length; struct jv *prev, *next; int depth; } loop;
-        struct { struct jv *items; long long pos; } cycler;
-        struct { const char *name; } undef; /* the name, for error messages */
+        struct {
+            const char *s;
+            size_t len;
+        } str;
+        struct {
+            struct jv **items;
+            size_t len, cap;
+        } list; /* list, tuple */
+        struct {
+            struct jv **keys, **vals;
+            size_t len, cap;
+        } dict; /* dict, namespace */
+        struct {
+            const struct jnode *def;
+            struct jframe *closure;
+            struct jv *caller;
+        } macro;
+        struct {
+            int id;
+        } func;
+        struct {
+            struct jv *self;
+            const char *name;
+        } method;
+        struct {
+            long long index0, length;
+            struct jv *prev, *next;
+            int depth;
+        } loop;
+        struct {
+            struct jv *items;
+            long long pos;
+        } cycler;
+        struct {
+            const char *name;
+        } undef; /* the name, for error messages */
     } u;
 } jv;
 
@@ -109,21 +149,30 @@ int jv_str_out(const jv *v, jbuf *out);
 int jv_repr_out(const jv *v, jbuf *out);
 /* json.dumps(v, ensure_ascii=False, indent=indent (<0: none), separators (NULL:
  * Python's defaults), sort_keys). Returns -1 and says why in *bad. */
-int jv_json_out(const jv *v, jbuf *out, int indent, const char *item_sep, const char *key_sep,
-                int sort_keys, const char **bad);
+int jv_json_out(const jv *v, jbuf *out, int indent, const char *item_sep, const char *key_sep, int sort_keys,
+                const char **bad);
 void jv_float_repr(double f, jbuf *out);
 
 /* UTF-8 helpers: strings index and slice by code point, as Python does. */
 size_t utf8_count(const char *s, size_t len);
 size_t utf8_offset(const char *s, size_t len, size_t cp_index); /* byte offset */
-int utf8_decode(const char *s, size_t len, size_t *pos); /* -1 on bad byte */
+int utf8_decode(const char *s, size_t len, size_t *pos);        /* -1 on bad byte */
 void utf8_encode(jbuf *out, int cp);
 int py_isspace(int cp);
 
 /* ---- tokens ---- */
 typedef enum {
-    T_EOF, T_DATA, T_VAR_BEGIN, T_VAR_END, T_BLOCK_BEGIN, T_BLOCK_END,
-    T_NAME, T_STRING, T_INT, T_FLOAT, T_OP,
+    T_EOF,
+    T_DATA,
+    T_VAR_BEGIN,
+    T_VAR_END,
+    T_BLOCK_BEGIN,
+    T_BLOCK_END,
+    T_NAME,
+    T_STRING,
+    T_INT,
+    T_FLOAT,
+    T_OP,
     T_ERROR /* a lexing error; s is its message; the parser fails on reaching it */
 } jtok_kind;
 
@@ -143,16 +192,58 @@ int jinja_lex(jarena *a, const char *src, size_t len, jtoken **toks, int *ntoks,
 /* ---- AST ---- */
 typedef enum {
     /* expressions */
-    N_CONST, N_NAME, N_GETATTR, N_GETITEM, N_SLICE, N_CALL, N_FILTER, N_TEST,
-    N_BINOP, N_NEG, N_POS, N_NOT, N_AND, N_OR, N_COMPARE, N_COND, N_LIST, N_TUPLE, N_DICT,
+    N_CONST,
+    N_NAME,
+    N_GETATTR,
+    N_GETITEM,
+    N_SLICE,
+    N_CALL,
+    N_FILTER,
+    N_TEST,
+    N_BINOP,
+    N_NEG,
+    N_POS,
+    N_NOT,
+    N_AND,
+    N_OR,
+    N_COMPARE,
+    N_COND,
+    N_LIST,
+    N_TUPLE,
+    N_DICT,
     /* statements */
-    N_TEXT, N_OUTPUT, N_FOR, N_IF, N_SET, N_SET_BLOCK, N_MACRO, N_CALL_BLOCK,
-    N_FILTER_BLOCK, N_WITH, N_BREAK, N_CONTINUE, N_BODY
+    N_TEXT,
+    N_OUTPUT,
+    N_FOR,
+    N_IF,
+    N_SET,
+    N_SET_BLOCK,
+    N_MACRO,
+    N_CALL_BLOCK,
+    N_FILTER_BLOCK,
+    N_WITH,
+    N_BREAK,
+    N_CONTINUE,
+    N_BODY
 } jnode_kind;
 
 typedef enum {
-    OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_FLOORDIV, OP_MOD, OP_POW, OP_CONCAT,
-    OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE, OP_IN, OP_NOTIN
+    OP_ADD,
+    OP_SUB,
+    OP_MUL,
+    OP_DIV,
+    OP_FLOORDIV,
+    OP_MOD,
+    OP_POW,
+    OP_CONCAT,
+    OP_EQ,
+    OP_NE,
+    OP_LT,
+    OP_LE,
+    OP_GT,
+    OP_GE,
+    OP_IN,
+    OP_NOTIN
 } jop;
 
 typedef struct jnodes {
@@ -163,14 +254,14 @@ typedef struct jnodes {
 typedef struct jnode {
     jnode_kind kind;
     int line;
-    int op;          /* jop for BINOP; negation for TEST */
-    const char *name; /* NAME, GETATTR attribute, FILTER/TEST name, MACRO name */
-    jv *value;       /* CONST */
+    int op;                      /* jop for BINOP; negation for TEST */
+    const char *name;            /* NAME, GETATTR attribute, FILTER/TEST name, MACRO name */
+    jv *value;                   /* CONST */
     struct jnode *a, *b, *c, *d; /* children; meaning per kind (see parser) */
-    jnodes list;     /* positional args, items, body, operands */
-    jnodes list2;    /* kwarg values, dict values, else body, defaults */
-    const char **names; /* kwarg names or macro parameter names */
-    int *ops;        /* COMPARE operators */
+    jnodes list;                 /* positional args, items, body, operands */
+    jnodes list2;                /* kwarg values, dict values, else body, defaults */
+    const char **names;          /* kwarg names or macro parameter names */
+    int *ops;                    /* COMPARE operators */
 } jnode;
 
 /* Parses tokens into a body node (N_BODY). */
@@ -211,8 +302,7 @@ typedef struct jargs {
 
 /* Binds args to named parameters (positional then keyword); unknown keywords and
  * surplus arguments are errors; missing ones are NULL. */
-int jbind(jctx *c, int line, const char *what, const char *const *params, int nparams,
-          const jargs *a, jv **slots);
+int jbind(jctx *c, int line, const char *what, const char *const *params, int nparams, const jargs *a, jv **slots);
 
 jv *jinja_filter(jctx *c, int line, const char *name, jv *base, const jargs *a);
 /* Returns 0/1, or -1 on error. */

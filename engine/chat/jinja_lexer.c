@@ -71,8 +71,7 @@ static int emit(lexer *L, jtok_kind kind, size_t at, const char *s, size_t len)
 static int is_ws_at(const char *s, size_t len, size_t pos, size_t *n)
 {
     unsigned char ch = (unsigned char)s[pos];
-    if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v' ||
-        (ch >= 0x1c && ch <= 0x1f)) {
+    if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v' || (ch >= 0x1c && ch <= 0x1f)) {
         *n = 1;
         return 1;
     }
@@ -184,8 +183,10 @@ static int decode_string(lexer *L, size_t at, const char *s, size_t len, jtoken 
             cp = 0;
             for (int k = 0; k < digits; k++) {
                 char h = i + 1 + (size_t)k < len ? s[i + 1 + k] : 0;
-                int v = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
-                      : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+                int v = h >= '0' && h <= '9'   ? h - '0'
+                        : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                        : h >= 'A' && h <= 'F' ? h - 'A' + 10
+                                               : -1;
                 if (v < 0) {
                     jb_free(&b);
                     return lex_fail(L, at, "truncated \\x, \\u or \\U escape in a string");
@@ -219,9 +220,18 @@ nomem:
     return eng_fail(L->err, "out of memory while reading the template");
 }
 
-static int is_digit(char c) { return c >= '0' && c <= '9'; }
-static int is_name0(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
-static int is_name(char c) { return is_name0(c) || is_digit(c); }
+static int is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+static int is_name0(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+static int is_name(char c)
+{
+    return is_name0(c) || is_digit(c);
+}
 
 /* Digits with single underscores between them ((\d+_)*\d+); returns the end. */
 static size_t scan_digits(const char *s, size_t len, size_t p)
@@ -302,8 +312,9 @@ static int lex_tag(lexer *L, int is_block, int *line_starting)
         size_t p = skip_ws(s, L->len, L->pos);
         L->pos = p;
         if (p >= L->len)
-            return lex_fail(L, p, is_block ? "unexpected end of template inside a {% %} tag"
-                                           : "unexpected end of template inside a {{ }} tag");
+            return lex_fail(L, p,
+                            is_block ? "unexpected end of template inside a {% %} tag"
+                                     : "unexpected end of template inside a {{ }} tag");
         if (depth == 0) {
             const char *close = is_block ? "%}" : "}}";
             size_t end = 0;

@@ -26,7 +26,10 @@ typedef struct parser {
     eng_error *err;
 } parser;
 
-static const jtoken *cur(parser *P) { return &P->t[P->pos]; }
+static const jtoken *cur(parser *P)
+{
+    return &P->t[P->pos];
+}
 static const jtoken *peek(parser *P, int k)
 {
     int i = P->pos + k;
@@ -42,8 +45,14 @@ static int tok_is(const jtoken *t, jtok_kind kind, const char *s)
 {
     return t->kind == kind && (!s || (t->len == strlen(s) && !memcmp(t->s, s, t->len)));
 }
-static int is_op(parser *P, const char *op) { return tok_is(cur(P), T_OP, op); }
-static int is_name(parser *P, const char *name) { return tok_is(cur(P), T_NAME, name); }
+static int is_op(parser *P, const char *op)
+{
+    return tok_is(cur(P), T_OP, op);
+}
+static int is_name(parser *P, const char *name)
+{
+    return tok_is(cur(P), T_NAME, name);
+}
 
 static void describe(const jtoken *t, char *buf, size_t n)
 {
@@ -455,8 +464,8 @@ static jnode *parse_test(parser *P, jnode *base)
     if (is_op(P, "(")) {
         if (parse_call_args(P, t))
             return NULL;
-    } else if ((c->kind == T_NAME || c->kind == T_STRING || c->kind == T_INT || c->kind == T_FLOAT ||
-                is_op(P, "[") || is_op(P, "{")) &&
+    } else if ((c->kind == T_NAME || c->kind == T_STRING || c->kind == T_INT || c->kind == T_FLOAT || is_op(P, "[") ||
+                is_op(P, "{")) &&
                !is_name(P, "else") && !is_name(P, "or") && !is_name(P, "and")) {
         if (is_name(P, "is")) {
             pfail(P, "%s", "you cannot chain multiple tests with is");
@@ -543,8 +552,11 @@ static jnode *parse_math2(parser *P)
 {
     jnode *l = parse_pow(P);
     for (;;) {
-        int op = is_op(P, "*") ? OP_MUL : is_op(P, "/") ? OP_DIV : is_op(P, "//") ? OP_FLOORDIV
-               : is_op(P, "%") ? OP_MOD : -1;
+        int op = is_op(P, "*")    ? OP_MUL
+                 : is_op(P, "/")  ? OP_DIV
+                 : is_op(P, "//") ? OP_FLOORDIV
+                 : is_op(P, "%")  ? OP_MOD
+                                  : -1;
         if (!l || op < 0)
             return l;
         int line = cur(P)->line;
@@ -583,10 +595,15 @@ static jnode *parse_compare(parser *P)
         return NULL;
     jnode *cmp = NULL;
     for (;;) {
-        int op = is_op(P, "==") ? OP_EQ : is_op(P, "!=") ? OP_NE : is_op(P, "<") ? OP_LT
-               : is_op(P, "<=") ? OP_LE : is_op(P, ">") ? OP_GT : is_op(P, ">=") ? OP_GE
-               : is_name(P, "in") ? OP_IN
-               : (is_name(P, "not") && tok_is(peek(P, 1), T_NAME, "in")) ? OP_NOTIN : -1;
+        int op = is_op(P, "==")                                            ? OP_EQ
+                 : is_op(P, "!=")                                          ? OP_NE
+                 : is_op(P, "<")                                           ? OP_LT
+                 : is_op(P, "<=")                                          ? OP_LE
+                 : is_op(P, ">")                                           ? OP_GT
+                 : is_op(P, ">=")                                          ? OP_GE
+                 : is_name(P, "in")                                        ? OP_IN
+                 : (is_name(P, "not") && tok_is(peek(P, 1), T_NAME, "in")) ? OP_NOTIN
+                                                                           : -1;
         if (op < 0)
             break;
         advance(P);
@@ -705,8 +722,7 @@ static jnode *parse_expression(parser *P, int with_condexpr)
 static int tuple_end(parser *P, const char *extra_end)
 {
     jtok_kind k = cur(P)->kind;
-    return k == T_VAR_END || k == T_BLOCK_END || k == T_EOF || is_op(P, ")") ||
-           (extra_end && is_name(P, extra_end));
+    return k == T_VAR_END || k == T_BLOCK_END || k == T_EOF || is_op(P, ")") || (extra_end && is_name(P, extra_end));
 }
 
 /* Comma-separated expressions; one without a comma is returned as itself.
@@ -881,8 +897,7 @@ static jnode *parse_statement(parser *P)
         jnode *top = NULL, *last = NULL;
         for (;;) {
             jnode *br = node(P, N_IF, cur(P)->line);
-            if (!br || !(br->a = parse_tuple(P, 0, NULL, 0)) || expect_body_start(P) ||
-                parse_body(P, &br->list, ends))
+            if (!br || !(br->a = parse_tuple(P, 0, NULL, 0)) || expect_body_start(P) || parse_body(P, &br->list, ends))
                 return NULL;
             if (!top)
                 top = br;
@@ -962,8 +977,8 @@ static jnode *parse_statement(parser *P)
     } else if (is_name(P, "filter")) {
         static const char *const ends[] = {"endfilter", NULL};
         advance(P);
-        if (!(n = node(P, N_FILTER_BLOCK, line)) || !(n->a = parse_filter(P, NULL, 1)) ||
-            expect_body_start(P) || parse_body(P, &n->list, ends) || expect_end_tag(P, "endfilter"))
+        if (!(n = node(P, N_FILTER_BLOCK, line)) || !(n->a = parse_filter(P, NULL, 1)) || expect_body_start(P) ||
+            parse_body(P, &n->list, ends) || expect_end_tag(P, "endfilter"))
             return NULL;
     } else if (is_name(P, "with")) {
         static const char *const ends[] = {"endwith", NULL};
@@ -1086,14 +1101,11 @@ static int check_names(eng_error *err, const jnode *n, int soft, int depth)
         return eng_fail(err, "template line %d: syntax error: expression nested too deeply", n->line);
     switch (n->kind) {
     case N_IF:
-    case N_COND:
-        soft = 1;
-        break;
+    case N_COND: soft = 1; break;
     case N_FOR:
         return check_names(err, n->b, soft, depth) || check_names(err, n->c, 0, depth) ||
                check_list(err, &n->list, 0, depth) || check_list(err, &n->list2, 0, depth);
-    case N_MACRO:
-        return check_list(err, &n->list2, 0, depth) || check_list(err, &n->list, 0, depth);
+    case N_MACRO: return check_list(err, &n->list2, 0, depth) || check_list(err, &n->list, 0, depth);
     case N_CALL_BLOCK:
         return check_names(err, n->b, soft, depth) || check_list(err, &n->list2, 0, depth) ||
                check_list(err, &n->list, 0, depth);
@@ -1101,16 +1113,14 @@ static int check_names(eng_error *err, const jnode *n, int soft, int depth)
     case N_SET_BLOCK:
         return check_names(err, n->a, 0, depth) || check_names(err, n->d, 0, depth) ||
                check_list(err, &n->list, 0, depth);
-    case N_WITH:
-        return check_list(err, &n->list2, soft, depth) || check_list(err, &n->list, 0, depth);
+    case N_WITH: return check_list(err, &n->list2, soft, depth) || check_list(err, &n->list, 0, depth);
     case N_FILTER:
     case N_TEST:
         if (!soft && !(n->kind == N_FILTER ? jinja_has_filter(n->name) : jinja_has_test(n->name)))
-            return eng_fail(err, "template line %d: no %s named '%s'", n->line,
-                            n->kind == N_FILTER ? "filter" : "test", n->name);
+            return eng_fail(err, "template line %d: no %s named '%s'", n->line, n->kind == N_FILTER ? "filter" : "test",
+                            n->name);
         break;
-    default:
-        break;
+    default: break;
     }
     return check_names(err, n->a, soft, depth) || check_names(err, n->b, soft, depth) ||
            check_names(err, n->c, soft, depth) || check_names(err, n->d, soft, depth) ||

@@ -108,7 +108,10 @@ int jb_append(jbuf *b, const void *data, size_t len)
     return 0;
 }
 
-int jb_puts(jbuf *b, const char *s) { return jb_append(b, s, strlen(s)); }
+int jb_puts(jbuf *b, const char *s)
+{
+    return jb_append(b, s, strlen(s));
+}
 
 int jb_printf(jbuf *b, const char *fmt, ...)
 {
@@ -220,19 +223,21 @@ size_t utf8_offset(const char *s, size_t len, size_t cp_index)
 /* Python's str.isspace(). */
 int py_isspace(int cp)
 {
-    if ((cp >= 9 && cp <= 13) || (cp >= 0x1c && cp <= 0x20) || cp == 0x85 || cp == 0xA0 ||
-        cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 ||
-        cp == 0x202F || cp == 0x205F || cp == 0x3000)
+    if ((cp >= 9 && cp <= 13) || (cp >= 0x1c && cp <= 0x20) || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+        (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000)
         return 1;
     return 0;
 }
 
 /* ---- constructors ---- */
 
-jv jv_none_v = {.kind = JV_NONE}, jv_true_v = {.kind = JV_BOOL, .u.b = 1},
-   jv_false_v = {.kind = JV_BOOL, .u.b = 0}, jv_undef_v = {.kind = JV_UNDEF};
+jv jv_none_v = {.kind = JV_NONE}, jv_true_v = {.kind = JV_BOOL, .u.b = 1}, jv_false_v = {.kind = JV_BOOL, .u.b = 0},
+   jv_undef_v = {.kind = JV_UNDEF};
 
-jv *jv_bool(int b) { return b ? JV_TRUE_P : JV_FALSE_P; }
+jv *jv_bool(int b)
+{
+    return b ? JV_TRUE_P : JV_FALSE_P;
+}
 
 static jv *jv_new(jarena *a, jv_kind kind)
 {
@@ -288,7 +293,10 @@ jv *jv_str(jarena *a, const char *s, size_t len)
     return v;
 }
 
-jv *jv_strz(jarena *a, const char *s) { return jv_str(a, s, strlen(s)); }
+jv *jv_strz(jarena *a, const char *s)
+{
+    return jv_str(a, s, strlen(s));
+}
 
 jv *jv_undef(jarena *a, const char *name)
 {
@@ -298,7 +306,10 @@ jv *jv_undef(jarena *a, const char *name)
     return v;
 }
 
-jv *jv_list(jarena *a, jv_kind kind) { return jv_new(a, kind); }
+jv *jv_list(jarena *a, jv_kind kind)
+{
+    return jv_new(a, kind);
+}
 
 int jv_list_push(jarena *a, jv *list, jv *item)
 {
@@ -316,7 +327,10 @@ int jv_list_push(jarena *a, jv *list, jv *item)
     return 0;
 }
 
-jv *jv_dict(jarena *a, jv_kind kind) { return jv_new(a, kind); }
+jv *jv_dict(jarena *a, jv_kind kind)
+{
+    return jv_new(a, kind);
+}
 
 jv *jv_dict_get(const jv *d, const jv *key)
 {
@@ -435,29 +449,40 @@ const char *jv_type_name(const jv *v)
 int jv_truthy(const jv *v)
 {
     switch (v->kind) {
-    case JV_UNDEF: case JV_NONE: return 0;
+    case JV_UNDEF:
+    case JV_NONE: return 0;
     case JV_BOOL: return v->u.b;
     case JV_INT: return v->u.i != 0;
     case JV_FLOAT: return v->u.f != 0.0;
     case JV_STR: return v->u.str.len != 0;
-    case JV_LIST: case JV_TUPLE: return v->u.list.len != 0;
+    case JV_LIST:
+    case JV_TUPLE: return v->u.list.len != 0;
     case JV_DICT: return v->u.dict.len != 0;
     default: return 1;
     }
 }
 
-int jv_is_num(const jv *v) { return v->kind == JV_BOOL || v->kind == JV_INT || v->kind == JV_FLOAT; }
+int jv_is_num(const jv *v)
+{
+    return v->kind == JV_BOOL || v->kind == JV_INT || v->kind == JV_FLOAT;
+}
 
 double jv_num(const jv *v)
 {
     return v->kind == JV_FLOAT ? v->u.f : v->kind == JV_INT ? (double)v->u.i : (double)v->u.b;
 }
 
-static long long jv_intval(const jv *v) { return v->kind == JV_INT ? v->u.i : v->u.b; }
+static long long jv_intval(const jv *v)
+{
+    return v->kind == JV_INT ? v->u.i : v->u.b;
+}
 
 static int eq_depth(const jv *x, const jv *y, int depth);
 
-int jv_eq(const jv *x, const jv *y) { return eq_depth(x, y, 0); }
+int jv_eq(const jv *x, const jv *y)
+{
+    return eq_depth(x, y, 0);
+}
 
 /* Beyond JINJA_MAX_VALUE_DEPTH containers compare unequal (Python would raise). */
 static int eq_depth(const jv *x, const jv *y, int depth)
@@ -470,10 +495,11 @@ static int eq_depth(const jv *x, const jv *y, int depth)
     if (x->kind != y->kind)
         return 0;
     switch (x->kind) {
-    case JV_UNDEF: case JV_NONE: return 1;
-    case JV_STR:
-        return x->u.str.len == y->u.str.len && !memcmp(x->u.str.s, y->u.str.s, x->u.str.len);
-    case JV_LIST: case JV_TUPLE:
+    case JV_UNDEF:
+    case JV_NONE: return 1;
+    case JV_STR: return x->u.str.len == y->u.str.len && !memcmp(x->u.str.s, y->u.str.s, x->u.str.len);
+    case JV_LIST:
+    case JV_TUPLE:
         if (x->u.list.len != y->u.list.len || depth > JINJA_MAX_VALUE_DEPTH)
             return 0;
         for (size_t i = 0; i < x->u.list.len; i++)
@@ -496,7 +522,10 @@ static int eq_depth(const jv *x, const jv *y, int depth)
 
 static int cmp_depth(const jv *x, const jv *y, int *res, int depth);
 
-int jv_cmp(const jv *x, const jv *y, int *res) { return cmp_depth(x, y, res, 0); }
+int jv_cmp(const jv *x, const jv *y, int *res)
+{
+    return cmp_depth(x, y, res, 0);
+}
 
 static int cmp_depth(const jv *x, const jv *y, int *res, int depth)
 {
@@ -632,13 +661,22 @@ static void str_repr(const char *s, size_t len, jbuf *out)
     jb_append(out, &q, 1);
 }
 
-static int out_ok(const jbuf *out) { return out->oom ? -1 : 0; }
+static int out_ok(const jbuf *out)
+{
+    return out->oom ? -1 : 0;
+}
 
 static int repr_depth(const jv *v, jbuf *out, int depth);
 static int str_depth(const jv *v, jbuf *out, int depth);
 
-int jv_repr_out(const jv *v, jbuf *out) { return repr_depth(v, out, 0); }
-int jv_str_out(const jv *v, jbuf *out) { return str_depth(v, out, 0); }
+int jv_repr_out(const jv *v, jbuf *out)
+{
+    return repr_depth(v, out, 0);
+}
+int jv_str_out(const jv *v, jbuf *out)
+{
+    return str_depth(v, out, 0);
+}
 
 /* Fails (-1) on values nested deeper than JINJA_MAX_VALUE_DEPTH, or out of memory. */
 static int repr_depth(const jv *v, jbuf *out, int depth)
@@ -646,13 +684,10 @@ static int repr_depth(const jv *v, jbuf *out, int depth)
     if (depth > JINJA_MAX_VALUE_DEPTH)
         return -1;
     switch (v->kind) {
-    case JV_STR:
-        str_repr(v->u.str.s, v->u.str.len, out);
-        break;
-    case JV_UNDEF:
-        jb_puts(out, "Undefined");
-        break;
-    case JV_LIST: case JV_TUPLE:
+    case JV_STR: str_repr(v->u.str.s, v->u.str.len, out); break;
+    case JV_UNDEF: jb_puts(out, "Undefined"); break;
+    case JV_LIST:
+    case JV_TUPLE:
         jb_puts(out, v->kind == JV_LIST ? "[" : "(");
         for (size_t i = 0; i < v->u.list.len; i++) {
             if (i)
@@ -664,7 +699,8 @@ static int repr_depth(const jv *v, jbuf *out, int depth)
             jb_puts(out, ",");
         jb_puts(out, v->kind == JV_LIST ? "]" : ")");
         break;
-    case JV_DICT: case JV_NS:
+    case JV_DICT:
+    case JV_NS:
         if (v->kind == JV_NS)
             jb_puts(out, "<Namespace ");
         jb_puts(out, "{");
@@ -679,8 +715,7 @@ static int repr_depth(const jv *v, jbuf *out, int depth)
         }
         jb_puts(out, v->kind == JV_NS ? "}>" : "}");
         break;
-    default:
-        return str_depth(v, out, depth);
+    default: return str_depth(v, out, depth);
     }
     return out_ok(out);
 }
@@ -694,7 +729,10 @@ static int str_depth(const jv *v, jbuf *out, int depth)
     case JV_INT: jb_printf(out, "%lld", v->u.i); break;
     case JV_FLOAT: jv_float_repr(v->u.f, out); break;
     case JV_STR: jb_append(out, v->u.str.s, v->u.str.len); break;
-    case JV_LIST: case JV_TUPLE: case JV_DICT: case JV_NS: return repr_depth(v, out, depth);
+    case JV_LIST:
+    case JV_TUPLE:
+    case JV_DICT:
+    case JV_NS: return repr_depth(v, out, depth);
     case JV_MACRO: jb_printf(out, "<Macro '%s'>", v->u.macro.def->name); break;
     case JV_FUNC: jb_puts(out, "<built-in function>"); break;
     case JV_METHOD: jb_printf(out, "<built-in method %s>", v->u.method.name); break;
@@ -764,9 +802,7 @@ static int json_key(const jv *k, jbuf *out, const char **bad)
         jb_free(&tmp);
         return 0;
     }
-    default:
-        *bad = "keys must be str, int, float, bool or None";
-        return -1;
+    default: *bad = "keys must be str, int, float, bool or None"; return -1;
     }
 }
 
@@ -798,7 +834,8 @@ static int json_value(const jv *v, jbuf *out, int indent, const char *const *sep
             jv_float_repr(v->u.f, out);
         return 0;
     case JV_STR: json_string(v->u.str.s, v->u.str.len, out); return 0;
-    case JV_LIST: case JV_TUPLE:
+    case JV_LIST:
+    case JV_TUPLE:
         if (!v->u.list.len) {
             jb_puts(out, "[]");
             return 0;
@@ -860,14 +897,12 @@ static int json_value(const jv *v, jbuf *out, int indent, const char *const *sep
         jb_puts(out, "}");
         return 0;
     }
-    default:
-        *bad = jv_type_name(v);
-        return -1;
+    default: *bad = jv_type_name(v); return -1;
     }
 }
 
-int jv_json_out(const jv *v, jbuf *out, int indent, const char *item_sep, const char *key_sep,
-                int sort_keys, const char **bad)
+int jv_json_out(const jv *v, jbuf *out, int indent, const char *item_sep, const char *key_sep, int sort_keys,
+                const char **bad)
 {
     const char *seps[2] = {item_sep ? item_sep : indent >= 0 ? "," : ", ", key_sep ? key_sep : ": "};
     *bad = NULL;

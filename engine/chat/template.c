@@ -119,9 +119,8 @@ int eng_chat_template_load(const char *model_dir, eng_chat_template **out, eng_e
             }
             eng_jinja **slot = !strcmp(name->valuestring, "default")    ? &t->def
                                : !strcmp(name->valuestring, "tool_use") ? &t->tool_use
-                                                                       : NULL;
-            if (slot && !*slot &&
-                parse_one(tmpl->valuestring, strlen(tmpl->valuestring), name->valuestring, slot, err))
+                                                                        : NULL;
+            if (slot && !*slot && parse_one(tmpl->valuestring, strlen(tmpl->valuestring), name->valuestring, slot, err))
                 goto done;
         }
         if (!t->def && !t->tool_use) {
@@ -211,8 +210,7 @@ static int prepare_content(cJSON *msg, int i, int is_assistant, eng_error *err)
             eng_buf_free(&text);
             return eng_fail(err, "messages[%d].content[%d].text must be a string", i, k);
         }
-        if ((k && eng_buf_puts(&text, "\n")) || eng_buf_puts(&text, t->valuestring) ||
-            eng_buf_append(&text, "", 0)) {
+        if ((k && eng_buf_puts(&text, "\n")) || eng_buf_puts(&text, t->valuestring) || eng_buf_append(&text, "", 0)) {
             eng_buf_free(&text);
             return eng_fail(err, "out of memory");
         }

@@ -41,7 +41,6 @@ void eng_chat_template_free(eng_chat_template *t);
 
 /* Renders the request body (a JSON object with at least `messages`) into the
  * prompt text. *prompt is malloc'd and NUL-terminated; the caller frees it. */
-int eng_chat_template_render(const eng_chat_template *t, const cJSON *request, char **prompt,
-                             eng_error *err);
+int eng_chat_template_render(const eng_chat_template *t, const cJSON *request, char **prompt, eng_error *err);
 
 #endif

@@ -58,7 +58,10 @@ float eng_f16_to_f32(uint16_t h)
         } while (!(mant & 0x400));
         bits = sign | ((uint32_t)(112 - e) << 23) | ((mant & 0x3ff) << 13);
     }
-    union { uint32_t u; float f; } v = { .u = bits };
+    union {
+        uint32_t u;
+        float f;
+    } v = {.u = bits};
     return v.f;
 }
 
@@ -85,8 +88,8 @@ static int cpu_has(const char *isa)
     __builtin_cpu_init();
     if (strcmp(isa, "avx512") == 0)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-               cpu_has_avx512bf16() && __builtin_cpu_supports("fma") && cpu_has_f16c();
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && cpu_has_avx512bf16() &&
+               __builtin_cpu_supports("fma") && cpu_has_f16c();
     if (strcmp(isa, "avx2") == 0)
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
 #endif
@@ -122,7 +125,7 @@ const char *eng_kernels_init(void)
     const char *forced = getenv("TANDEM_ISA");
     if (forced && *forced)
         impl = eng_kernels_variant(forced);
-    static const char *const order[] = { "avx512", "avx2", "portable" };
+    static const char *const order[] = {"avx512", "avx2", "portable"};
     for (size_t i = 0; !impl && i < sizeof order / sizeof order[0]; i++)
         impl = eng_kernels_variant(order[i]);
     atomic_store(&g_impl, impl);
@@ -176,8 +179,8 @@ static void matmul_task(void *ctx, int task)
 #define TASKS_PER_THREAD 4
 #define MIN_PARALLEL_MACS (1 << 15)
 
-void eng_matmul(eng_pool *pool, float *y, const float *x, const void *w, eng_dtype wdt,
-                int n_tokens, int n_in, int n_out)
+void eng_matmul(eng_pool *pool, float *y, const float *x, const void *w, eng_dtype wdt, int n_tokens, int n_in,
+                int n_out)
 {
     if (n_tokens <= 0 || n_out <= 0)
         return;
@@ -186,8 +189,14 @@ void eng_matmul(eng_pool *pool, float *y, const float *x, const void *w, eng_dty
         return;
     }
     matmul_job j = {
-        .impl = K(), .y = y, .x = x, .w = w, .wdt = wdt,
-        .n_tokens = n_tokens, .n_in = n_in, .n_out = n_out,
+        .impl = K(),
+        .y = y,
+        .x = x,
+        .w = w,
+        .wdt = wdt,
+        .n_tokens = n_tokens,
+        .n_in = n_in,
+        .n_out = n_out,
     };
     int n_threads = eng_pool_threads(pool);
     long long macs = (long long)n_tokens * n_in * n_out;

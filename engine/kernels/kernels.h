@@ -37,15 +37,15 @@ const char *eng_kernels_isa(void);
  * chunks of any size and rows gathered from several places (expert parallelism,
  * migration, prefix caching) therefore all give the same bits for the same row.
  * Different variants (TANDEM_ISA) sum in different orders and may differ. */
-void eng_matmul(eng_pool *pool, float *y, const float *x, const void *w, eng_dtype wdt,
-                int n_tokens, int n_in, int n_out);
+void eng_matmul(eng_pool *pool, float *y, const float *x, const void *w, eng_dtype wdt, int n_tokens, int n_in,
+                int n_out);
 
 /* dst[i] = (float)src[i] for one row of any dtype (embedding lookup, norm weights). */
 void eng_to_f32(float *dst, const void *src, eng_dtype dt, size_t n);
 
 float eng_dot(const float *a, const float *b, int n);
-void eng_axpy(float *y, float a, const float *x, int n);          /* y += a * x */
-void eng_scale(float *y, float a, int n);                         /* y *= a */
+void eng_axpy(float *y, float a, const float *x, int n); /* y += a * x */
+void eng_scale(float *y, float a, int n);                /* y *= a */
 
 /* Attention over keys/values stored as rows with a fixed stride (floats), e.g. the
  * slots of one KV-cache block (each out[j] is summed the same way whatever n is):

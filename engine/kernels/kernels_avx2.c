@@ -61,9 +61,9 @@ static inline __m256 pow2i256(__m256 n)
 #define V_REDUCE4(dst, a, b, c, d) _mm_storeu_ps((dst), hsum4_256((a), (b), (c), (d)))
 #define V_REDUCE_MAX(v) hmax256(v)
 #define V_LOAD_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p)))
-#define V_LOAD_BF16(p) \
-    _mm256_castsi256_ps(_mm256_slli_epi32( \
-        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))), 16))
+#define V_LOAD_BF16(p)   \
+    _mm256_castsi256_ps( \
+        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))), 16))
 
 #define SIMD_IMPL_NAME eng_kernels_avx2
 #define SIMD_ISA_STRING "avx2"

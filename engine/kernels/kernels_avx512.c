@@ -16,7 +16,8 @@ static inline __m128 hsum4_512(__m512 a, __m512 b, __m512 c, __m512 d)
     __m512 s = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xdd));
     s = _mm512_add_ps(s, _mm512_permute_ps(s, _MM_SHUFFLE(1, 0, 3, 2)));
     s = _mm512_add_ps(s, _mm512_permute_ps(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), s));
+    return _mm512_castps512_ps128(
+        _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), s));
 }
 
 #define V __m512
@@ -39,9 +40,9 @@ static inline __m128 hsum4_512(__m512 a, __m512 b, __m512 c, __m512 d)
 #define V_REDUCE4(dst, a, b, c, d) _mm_storeu_ps((dst), hsum4_512((a), (b), (c), (d)))
 #define V_REDUCE_MAX(v) _mm512_reduce_max_ps(v)
 #define V_LOAD_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
-#define V_LOAD_BF16(p) \
-    _mm512_castsi512_ps(_mm512_slli_epi32( \
-        _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(p))), 16))
+#define V_LOAD_BF16(p)   \
+    _mm512_castsi512_ps( \
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(p))), 16))
 
 #define SIMD_IMPL_NAME eng_kernels_avx512
 #define SIMD_ISA_STRING "avx512"

@@ -15,8 +15,8 @@ typedef struct eng_kernel_impl {
      * o0 <= o < o1 (W rows of n_in elements of dtype wdt). Each output's sum is
      * accumulated in an order that depends only on n_in, never on n_tokens or
      * o0/o1, so results change neither with the batch nor with the thread count. */
-    void (*matmul_rows)(float *y, int ldy, const float *x, const void *w, eng_dtype wdt,
-                        int n_tokens, int n_in, int o0, int o1);
+    void (*matmul_rows)(float *y, int ldy, const float *x, const void *w, eng_dtype wdt, int n_tokens, int n_in, int o0,
+                        int o1);
     void (*to_f32)(float *dst, const void *src, eng_dtype dt, size_t n);
     float (*dot)(const float *a, const float *b, int n);
     void (*axpy)(float *y, float a, const float *x, int n);
@@ -36,7 +36,10 @@ extern const eng_kernel_impl eng_kernels_avx512;
 /* Scalar conversions shared by every variant (tails, and the portable path). */
 static inline float eng_bf16_to_f32(uint16_t h)
 {
-    union { uint32_t u; float f; } v = { .u = (uint32_t)h << 16 };
+    union {
+        uint32_t u;
+        float f;
+    } v = {.u = (uint32_t)h << 16};
     return v.f;
 }
 

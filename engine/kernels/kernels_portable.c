@@ -12,9 +12,7 @@
 static void to_f32(float *dst, const void *src, eng_dtype dt, size_t n)
 {
     switch (dt) {
-    case ENG_DT_F32:
-        memcpy(dst, src, n * sizeof(float));
-        break;
+    case ENG_DT_F32: memcpy(dst, src, n * sizeof(float)); break;
     case ENG_DT_BF16: {
         const uint16_t *s = src;
         for (size_t i = 0; i < n; i++)
@@ -32,7 +30,7 @@ static void to_f32(float *dst, const void *src, eng_dtype dt, size_t n)
 
 static float dot(const float *a, const float *b, int n)
 {
-    float acc[8] = { 0 };
+    float acc[8] = {0};
     int i = 0;
     for (; i + 8 <= n; i += 8)
         for (int k = 0; k < 8; k++)
@@ -46,8 +44,8 @@ static float dot(const float *a, const float *b, int n)
  * batch is multiplied against it. */
 #define CHUNK 256
 
-static void matmul_rows(float *y, int ldy, const float *x, const void *w, eng_dtype wdt,
-                        int n_tokens, int n_in, int o0, int o1)
+static void matmul_rows(float *y, int ldy, const float *x, const void *w, eng_dtype wdt, int n_tokens, int n_in, int o0,
+                        int o1)
 {
     float buf[CHUNK];
     size_t esz = eng_dtype_size(wdt);

@@ -24,10 +24,10 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-#define MM_NR 4     /* outputs per tile (V_REDUCE4 sums them); divides kernels.c's ROW_ALIGN */
+#define MM_NR 4      /* outputs per tile (V_REDUCE4 sums them); divides kernels.c's ROW_ALIGN */
 #define MM_DEC_MAX 4 /* fewer tokens than this take the decode loop */
-#define MM_KC 1024  /* inputs per packed weight block: MM_NR * MM_KC floats = 16 KiB */
-#define MM_TC 192   /* tokens per prefill chunk (a multiple of MM_MR): 48 KiB of partial sums */
+#define MM_KC 1024   /* inputs per packed weight block: MM_NR * MM_KC floats = 16 KiB */
+#define MM_TC 192    /* tokens per prefill chunk (a multiple of MM_MR): 48 KiB of partial sums */
 
 /* ---- loading VL weights of any dtype as f32 ---- */
 
@@ -128,8 +128,8 @@ ALWAYS_INLINE void weight_rows(const char **wr, const void *w, size_t row_bytes,
 
 /* Few tokens (decode): memory bound. Weights are read in place, MM_NR rows side by
  * side against all T tokens, so each weight is read from memory once. */
-ALWAYS_INLINE void dec_rows(float *y, int ldy, const float *x, const void *w, eng_dtype dt, int n_in, int o0,
-                            int o1, const int T)
+ALWAYS_INLINE void dec_rows(float *y, int ldy, const float *x, const void *w, eng_dtype dt, int n_in, int o0, int o1,
+                            const int T)
 {
     size_t row_bytes = (size_t)n_in * dt_size(dt);
     const float *xr[MM_MR];
@@ -164,8 +164,8 @@ static void pack_rows(float *buf, const char *const *wr, int k0, int kc, eng_dty
  * MM_KC inputs of their weights is widened once into an L1-sized buffer and used
  * by every MM_MR-token tile of a chunk of MM_TC tokens; the accumulators of a
  * chunk wait in part between input blocks. */
-static void gemm_rows(float *y, int ldy, const float *x, const void *w, eng_dtype dt, int n_tokens, int n_in,
-                      int o0, int o1)
+static void gemm_rows(float *y, int ldy, const float *x, const void *w, eng_dtype dt, int n_tokens, int n_in, int o0,
+                      int o1)
 {
     float buf[MM_NR * MM_KC] __attribute__((aligned(64)));
     V part[MM_TC * MM_NR];
@@ -187,8 +187,8 @@ static void gemm_rows(float *y, int ldy, const float *x, const void *w, eng_dtyp
                     const float *xr[MM_MR];
                     for (int i = 0; i < MM_MR; i++)
                         xr[i] = x + (size_t)(t0 + t + (t + i < tc ? i : 0)) * n_in + k0;
-                    mm_tile(y + (size_t)(t0 + t) * ldy + o, ldy, tc - t, o1 - o, part + (size_t)t * MM_NR, xr,
-                            pr, ENG_DT_F32, kc, k0 == 0, k0 + kc == n_in, MM_MR);
+                    mm_tile(y + (size_t)(t0 + t) * ldy + o, ldy, tc - t, o1 - o, part + (size_t)t * MM_NR, xr, pr,
+                            ENG_DT_F32, kc, k0 == 0, k0 + kc == n_in, MM_MR);
                 }
             }
         }
@@ -196,18 +196,25 @@ static void gemm_rows(float *y, int ldy, const float *x, const void *w, eng_dtyp
 }
 
 /* Which loop runs changes only the speed, never a bit of the result. */
-static void matmul_rows(float *y, int ldy, const float *x, const void *w, eng_dtype dt,
-                        int n_tokens, int n_in, int o0, int o1)
+static void matmul_rows(float *y, int ldy, const float *x, const void *w, eng_dtype dt, int n_tokens, int n_in, int o0,
+                        int o1)
 {
     if (n_tokens >= MM_DEC_MAX) {
         gemm_rows(y, ldy, x, w, dt, n_tokens, n_in, o0, o1);
         return;
     }
     /* One instantiation per dtype and token count: no dtype branch inside. */
-#define DEC_T(DT, T) \
-    case T: dec_rows(y, ldy, x, w, DT, n_in, o0, o1, T); break
-#define DEC_DT(DT) \
-    switch (n_tokens) { DEC_T(DT, 1); DEC_T(DT, 2); DEC_T(DT, 3); default: break; }
+#define DEC_T(DT, T)                                 \
+    case T:                                          \
+        dec_rows(y, ldy, x, w, DT, n_in, o0, o1, T); \
+        break
+#define DEC_DT(DT)      \
+    switch (n_tokens) { \
+        DEC_T(DT, 1);   \
+        DEC_T(DT, 2);   \
+        DEC_T(DT, 3);   \
+    default: break;     \
+    }
     switch (dt) {
     case ENG_DT_BF16: DEC_DT(ENG_DT_BF16); break;
     case ENG_DT_F16: DEC_DT(ENG_DT_F16); break;
@@ -395,7 +402,7 @@ static void silu_mul(float *g, const float *u, int n)
     for (; i + VL <= n; i += VL)
         V_STORE(g + i, v_silu_mul(V_LOAD(g + i), V_LOAD(u + i)));
     if (i < n) {
-        float gt[VL] = { 0 }, ut[VL] = { 0 };
+        float gt[VL] = {0}, ut[VL] = {0};
         memcpy(gt, g + i, (size_t)(n - i) * sizeof(float));
         memcpy(ut, u + i, (size_t)(n - i) * sizeof(float));
         V_STORE(gt, v_silu_mul(V_LOAD(gt), V_LOAD(ut)));

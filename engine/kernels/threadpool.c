@@ -40,7 +40,7 @@ struct eng_pool {
     eng_pool_fn fn;
     void *ctx;
     int n_tasks;
-    atomic_int next_task;  /* the next task to hand out */
+    atomic_int next_task; /* the next task to hand out */
     atomic_uint generation;
     atomic_int n_done;     /* workers finished with the current generation */
     atomic_int n_sleeping; /* workers blocked (or about to block) on `wake` */

@@ -38,8 +38,7 @@ static cJSON *parse_json_file(const char *path, eng_error *err)
 }
 
 /* A key that may be absent or null: returns the default then. */
-static int get_int(const cJSON *o, const char *key, int required, int def, int *out, const char *path,
-                   eng_error *err)
+static int get_int(const cJSON *o, const char *key, int required, int def, int *out, const char *path, eng_error *err)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     *out = def; /* also when failing, so no caller's variable is ever left unset */
@@ -176,8 +175,7 @@ int eng_config_load(const char *dir, eng_config *c, eng_error *err)
         goto done;
     }
     if (c->num_hidden_layers > ENG_MAX_LAYERS) {
-        eng_fail(err, "%s: num_hidden_layers %d exceeds the supported %d", path, c->num_hidden_layers,
-                 ENG_MAX_LAYERS);
+        eng_fail(err, "%s: num_hidden_layers %d exceeds the supported %d", path, c->num_hidden_layers, ENG_MAX_LAYERS);
         goto done;
     }
     if (c->head_dim == 0) {
@@ -213,8 +211,9 @@ int eng_config_load(const char *dir, eng_config *c, eng_error *err)
         if (c->num_experts < 0 || c->num_experts > ENG_MOE_MAX_EXPERTS || c->num_experts_per_tok <= 0 ||
             c->num_experts_per_tok > c->num_experts || c->num_experts_per_tok > ENG_MOE_MAX_TOPK ||
             c->moe_intermediate_size <= 0 || c->decoder_sparse_step <= 0) {
-            eng_fail(err, "%s: need 0 < num_experts_per_tok <= num_experts, num_experts <= %d, "
-                          "num_experts_per_tok <= %d, moe_intermediate_size > 0 and decoder_sparse_step > 0",
+            eng_fail(err,
+                     "%s: need 0 < num_experts_per_tok <= num_experts, num_experts <= %d, "
+                     "num_experts_per_tok <= %d, moe_intermediate_size > 0 and decoder_sparse_step > 0",
                      path, ENG_MOE_MAX_EXPERTS, ENG_MOE_MAX_TOPK);
             goto done;
         }
@@ -326,8 +325,10 @@ int eng_gen_config_load(const char *dir, const eng_config *cfg, eng_gen_config *
         goto done;
     if (g->temperature < 0 || g->top_p <= 0 || g->top_p > 1 || g->min_p < 0 || g->min_p > 1 ||
         g->repetition_penalty <= 0) {
-        eng_fail(err, "%s: sampling values out of range (temperature >= 0, 0 < top_p <= 1, 0 <= min_p <= 1, "
-                      "repetition_penalty > 0)", path);
+        eng_fail(err,
+                 "%s: sampling values out of range (temperature >= 0, 0 < top_p <= 1, 0 <= min_p <= 1, "
+                 "repetition_penalty > 0)",
+                 path);
         goto done;
     }
     rc = 0;

@@ -13,7 +13,7 @@
 
 #define ENG_MAX_LAYERS 512
 #define ENG_MAX_EOS 8
-#define ENG_MOE_MAX_TOPK 64     /* num_experts_per_tok (Qwen3 uses 8) */
+#define ENG_MOE_MAX_TOPK 64      /* num_experts_per_tok (Qwen3 uses 8) */
 #define ENG_MOE_MAX_EXPERTS 4096 /* num_experts (Qwen3 uses 128) */
 
 typedef enum eng_rope_type {

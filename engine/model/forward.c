@@ -133,8 +133,8 @@ static void attention_task(void *arg, int task)
             const float *k = (const float *)eng_kv_unit(s->kv, s->layer, seq->blocks[j0 / bs]) + (size_t)g * bs * HD;
             int nj = n - j0 < bs ? n - j0 : bs;
             for (int h = 0; h < group; h++)
-                eng_matmul(NULL, scores + (size_t)h * m->rs.score_cap + j0, q + (size_t)h * HD, k, ENG_DT_F32, 1,
-                           HD, nj);
+                eng_matmul(NULL, scores + (size_t)h * m->rs.score_cap + j0, q + (size_t)h * HD, k, ENG_DT_F32, 1, HD,
+                           nj);
         }
         for (int h = 0; h < group; h++) {
             eng_scale(scores + (size_t)h * m->rs.score_cap, scale, n);
@@ -281,8 +281,8 @@ int eng_forward(eng_model *m, eng_kv_pool *kv, eng_batch_item *items, int n_item
             return eng_fail(err, "out of memory for %d rows of logits", n_out);
         for (int i = 0, t = 0, r = 0; i < n_items; t += items[i].n_tokens, i++)
             if (items[i].logits)
-                eng_rmsnorm(rs->xb + (size_t)r++ * H, rs->x + (size_t)(t + items[i].n_tokens - 1) * H,
-                            m->final_norm, H, c->rms_norm_eps);
+                eng_rmsnorm(rs->xb + (size_t)r++ * H, rs->x + (size_t)(t + items[i].n_tokens - 1) * H, m->final_norm, H,
+                            c->rms_norm_eps);
         eng_matmul(m->pool, logits, rs->xb, m->lm_head.w, m->lm_head.dt, n_out, H, c->vocab_size);
         for (int i = 0, r = 0; i < n_items; i++)
             if (items[i].logits)

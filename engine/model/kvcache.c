@@ -84,11 +84,26 @@ void eng_kv_pool_destroy(eng_kv_pool *p)
     free(p);
 }
 
-const eng_kv_layout *eng_kv_pool_layout(const eng_kv_pool *p) { return &p->layout; }
-int eng_kv_pool_blocks(const eng_kv_pool *p) { return p->n_blocks; }
-int eng_kv_pool_free_blocks(const eng_kv_pool *p) { return p->n_free; }
-void *eng_kv_pool_base(eng_kv_pool *p) { return p->base; }
-size_t eng_kv_pool_bytes(const eng_kv_pool *p) { return p->bytes; }
+const eng_kv_layout *eng_kv_pool_layout(const eng_kv_pool *p)
+{
+    return &p->layout;
+}
+int eng_kv_pool_blocks(const eng_kv_pool *p)
+{
+    return p->n_blocks;
+}
+int eng_kv_pool_free_blocks(const eng_kv_pool *p)
+{
+    return p->n_free;
+}
+void *eng_kv_pool_base(eng_kv_pool *p)
+{
+    return p->base;
+}
+size_t eng_kv_pool_bytes(const eng_kv_pool *p)
+{
+    return p->bytes;
+}
 
 size_t eng_kv_unit_offset(const eng_kv_pool *p, int layer, int block)
 {

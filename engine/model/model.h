@@ -52,14 +52,14 @@ typedef void (*eng_layer_done_fn)(void *ctx, int layer);
 /* Runs the batch. Each item's sequence must already hold blocks for
  * n_past + n_tokens tokens (eng_seq_reserve). On success each seq->n_past grows
  * by its n_tokens. Results for an item do not depend on what else is in the batch. */
-int eng_forward(eng_model *m, eng_kv_pool *kv, eng_batch_item *items, int n_items,
-                eng_layer_done_fn on_layer, void *ctx, eng_error *err);
+int eng_forward(eng_model *m, eng_kv_pool *kv, eng_batch_item *items, int n_items, eng_layer_done_fn on_layer,
+                void *ctx, eng_error *err);
 
 /* One MoE layer on n_tokens rows of normalised hidden states x[n_tokens][hidden]:
  * routing over all experts, then out += the owned experts' weighted outputs
  * (mask NULL = all). It is route + run experts + combine below. */
-int eng_moe_layer(eng_model *m, int layer, const float *x, int n_tokens, const uint8_t *expert_mask,
-                  float *out, eng_error *err);
+int eng_moe_layer(eng_model *m, int layer, const float *x, int n_tokens, const uint8_t *expert_mask, float *out,
+                  eng_error *err);
 
 /* The pieces of a MoE layer, for expert parallelism (worker/ep_moe.c) to run the
  * experts in other processes. A layer's K = num_experts_per_tok picks per token. */
@@ -73,14 +73,12 @@ int eng_moe_run_experts(eng_model *m, int layer, const float *x, const int *rows
                         float *y, eng_error *err);
 /* out[t] += sel_w[t][j] * y[t * K + j] over token t's picks with sel >= 0, in
  * increasing expert id order (the order that makes the result exact everywhere). */
-void eng_moe_combine(const eng_model *m, int n_tokens, const int *sel, const float *sel_w, const float *y,
-                     float *out);
+void eng_moe_combine(const eng_model *m, int n_tokens, const int *sel, const float *sel_w, const float *y, float *out);
 
 /* A replacement for the MoE layers inside eng_forward: out[n_tokens][hidden] (zeroed)
  * += the layer's output for x. Expert parallelism sets one that exchanges rows with
  * the other ranks; NULL fn restores the local eng_moe_layer (with the load mask). */
-typedef int (*eng_moe_fn)(void *ctx, eng_model *m, int layer, const float *x, int n_tokens, float *out,
-                          eng_error *err);
+typedef int (*eng_moe_fn)(void *ctx, eng_model *m, int layer, const float *x, int n_tokens, float *out, eng_error *err);
 void eng_model_set_moe(eng_model *m, eng_moe_fn fn, void *ctx);
 
 #endif

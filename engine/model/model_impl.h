@@ -17,24 +17,24 @@ typedef struct eng_layer_weights {
     float *attn_norm, *ffn_norm, *q_norm, *k_norm; /* f32 copies of the tiny norm vectors */
     eng_wref wq, wk, wv, wo;
     int is_moe;
-    eng_wref gate, up, down;               /* dense MLP */
-    eng_wref router;                       /* MoE: [num_experts][hidden] */
+    eng_wref gate, up, down;                /* dense MLP */
+    eng_wref router;                        /* MoE: [num_experts][hidden] */
     eng_wref *exp_gate, *exp_up, *exp_down; /* MoE: one per expert */
 } eng_layer_weights;
 
 /* Activations of one step, sized for `cap` tokens; grown on demand. */
 typedef struct eng_run_state {
     int cap;
-    float *x;      /* [T][hidden] residual stream */
-    float *xb;     /* [T][hidden] normalised input of a sublayer */
-    float *q;      /* [T][heads * head_dim] */
-    float *k, *v;  /* [T][kv_heads * head_dim] */
-    float *att;    /* [T][heads * head_dim] attention output */
+    float *x;        /* [T][hidden] residual stream */
+    float *xb;       /* [T][hidden] normalised input of a sublayer */
+    float *q;        /* [T][heads * head_dim] */
+    float *k, *v;    /* [T][kv_heads * head_dim] */
+    float *att;      /* [T][heads * head_dim] attention output */
     float *hb, *hb2; /* [T][intermediate_size] dense MLP */
-    float *out;    /* [T][hidden] what a sublayer adds to the residual */
-    int *pos;      /* [T] position of each token */
-    int *item;     /* [T] which batch item each token belongs to */
-    float *scores; /* attention scratch: per task, (heads / kv_heads) rows of score_cap floats */
+    float *out;      /* [T][hidden] what a sublayer adds to the residual */
+    int *pos;        /* [T] position of each token */
+    int *item;       /* [T] which batch item each token belongs to */
+    float *scores;   /* attention scratch: per task, (heads / kv_heads) rows of score_cap floats */
     int score_cap;
 } eng_run_state;
 

@@ -33,9 +33,12 @@ struct eng_st {
 
 static int dtype_bytes(const char *dt)
 {
-    static const struct { const char *name; int bytes; } T[] = {
-        {"F64", 8}, {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"I64", 8}, {"I32", 4}, {"I16", 2},
-        {"I8", 1},  {"U8", 1},  {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1}, {"U16", 2}, {"U32", 4}, {"U64", 8},
+    static const struct {
+        const char *name;
+        int bytes;
+    } T[] = {
+        {"F64", 8}, {"F32", 4},  {"F16", 2},     {"BF16", 2},    {"I64", 8}, {"I32", 4}, {"I16", 2}, {"I8", 1},
+        {"U8", 1},  {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1}, {"U16", 2}, {"U32", 4}, {"U64", 8},
     };
     for (size_t i = 0; i < sizeof T / sizeof T[0]; i++)
         if (!strcmp(dt, T[i].name))
@@ -293,8 +296,8 @@ int eng_st_open(const char *dir, eng_st **out, eng_error *err)
         {
             const eng_st_tensor *t = eng_st_find(st, it->string);
             if (!t) {
-                eng_fail(err, "%s/%s: missing tensor %s (listed in model.safetensors.index.json)", dir,
-                         it->valuestring, it->string);
+                eng_fail(err, "%s/%s: missing tensor %s (listed in model.safetensors.index.json)", dir, it->valuestring,
+                         it->string);
                 goto fail;
             }
         }
@@ -377,8 +380,8 @@ static void shape_str(char *buf, size_t len, int n, const int64_t *shape)
         snprintf(buf + used, len - used, "]");
 }
 
-int eng_st_get(const eng_st *st, const char *name, int n_dims, const int64_t *shape, const void **data,
-               eng_dtype *dt, eng_error *err)
+int eng_st_get(const eng_st *st, const char *name, int n_dims, const int64_t *shape, const void **data, eng_dtype *dt,
+               eng_error *err)
 {
     const eng_st_tensor *t = eng_st_find(st, name);
     if (!t)

@@ -20,11 +20,11 @@ typedef struct eng_st eng_st;
 
 typedef struct eng_st_tensor {
     const char *name;
-    const char *file;  /* the file it lives in (for messages) */
-    char dtype[16];    /* as written in the header: "BF16", "F16", "F32", ... */
+    const char *file; /* the file it lives in (for messages) */
+    char dtype[16];   /* as written in the header: "BF16", "F16", "F32", ... */
     int n_dims;
     int64_t shape[ENG_ST_MAX_DIMS];
-    const void *data;  /* in the mapping */
+    const void *data; /* in the mapping */
     size_t nbytes;
 } eng_st_tensor;
 
@@ -42,7 +42,7 @@ size_t eng_st_resident_bytes(const eng_st *st);
 
 /* Finds a tensor that must have the given shape (n_dims values in shape) and a
  * supported dtype; fails with one line naming the file and the tensor. */
-int eng_st_get(const eng_st *st, const char *name, int n_dims, const int64_t *shape, const void **data,
-               eng_dtype *dt, eng_error *err);
+int eng_st_get(const eng_st *st, const char *name, int n_dims, const int64_t *shape, const void **data, eng_dtype *dt,
+               eng_error *err);
 
 #endif

@@ -69,8 +69,7 @@ int eng_sampling_check(const eng_sampling *s, eng_error *err)
     if (!(s->frequency_penalty >= -2.0f && s->frequency_penalty <= 2.0f))
         return eng_fail(err, "frequency_penalty must be in [-2, 2], got %g", (double)s->frequency_penalty);
     if (!(s->repetition_penalty > 0.0f) || isinf(s->repetition_penalty))
-        return eng_fail(err, "repetition_penalty must be a finite number > 0, got %g",
-                        (double)s->repetition_penalty);
+        return eng_fail(err, "repetition_penalty must be a finite number > 0, got %g", (double)s->repetition_penalty);
     return 0;
 }
 
@@ -124,9 +123,8 @@ struct touched {
 
 /* Applies the three penalties in place, recording the raw logit of every touched token
  * in *saved (so the sampled token's logprob can still come from the raw logits). */
-static int apply_penalties(const eng_sampling *s, float *logits, int vocab, const int32_t *prompt,
-                           int n_prompt, const int32_t *generated, int n_generated,
-                           struct touched **saved, int *n_saved)
+static int apply_penalties(const eng_sampling *s, float *logits, int vocab, const int32_t *prompt, int n_prompt,
+                           const int32_t *generated, int n_generated, struct touched **saved, int *n_saved)
 {
     *saved = NULL;
     *n_saved = 0;
@@ -259,8 +257,8 @@ static float kth_largest_z(const float *logits, int vocab, float inv_t, int k)
 
 struct cand {
     int32_t id;
-    float z;   /* logit after penalties and temperature */
-    double w;  /* exp(z - zmax) */
+    float z;  /* logit after penalties and temperature */
+    double w; /* exp(z - zmax) */
 };
 
 static int cmp_cand_rank(const void *a, const void *b)
@@ -411,8 +409,7 @@ static int filter(const eng_sampling *s, const float *logits, int vocab, struct 
 }
 
 /* Random sampling: the filtered distribution, then an inverse CDF in id order. */
-static int sample_random(const eng_sampling *s, const float *logits, int vocab, uint64_t step,
-                         int32_t *out_id)
+static int sample_random(const eng_sampling *s, const float *logits, int vocab, uint64_t step, int32_t *out_id)
 {
     struct cand *c;
     int n;

@@ -215,9 +215,9 @@ struct eng_tokenizer {
     arena strings;
     tok_info *tok;
     int32_t n_tok, cap_tok; /* highest id + 1, allocated */
-    str_map vocab;      /* model vocabulary, by token string */
-    str_map vocab_bytes; /* model vocabulary, by bytes (only with ignore_merges) */
-    str_map added_map;  /* added tokens, by content */
+    str_map vocab;          /* model vocabulary, by token string */
+    str_map vocab_bytes;    /* model vocabulary, by bytes (only with ignore_merges) */
+    str_map added_map;      /* added tokens, by content */
     merge_slot *merges;
     size_t merge_mask;
     int32_t byte_id[256]; /* the token of each single byte */
@@ -405,8 +405,7 @@ static int load_merges(eng_tokenizer *t, const cJSON *merges, const char *path, 
             const char *s = it->valuestring;
             const char *sp = strchr(s, ' ');
             if (!sp || strchr(sp + 1, ' ')) {
-                rc = eng_fail(err, "%s: merge %d (\"%s\") is not two tokens separated by one space",
-                              path, rank, s);
+                rc = eng_fail(err, "%s: merge %d (\"%s\") is not two tokens separated by one space", path, rank, s);
                 break;
             }
             a = s, la = (size_t)(sp - s), b = sp + 1, lb = strlen(sp + 1);
@@ -433,8 +432,8 @@ static int load_merges(eng_tokenizer *t, const cJSON *merges, const char *path, 
         int32_t ib = str_map_get(&t->vocab, t->strings.data, b, lb);
         int32_t im = str_map_get(&t->vocab, t->strings.data, joined, la + lb);
         if (ia < 0 || ib < 0 || im < 0) {
-            rc = eng_fail(err, "%s: merge %d (\"%.*s %.*s\") uses a token missing from model.vocab",
-                          path, rank, (int)la, a, (int)lb, b);
+            rc = eng_fail(err, "%s: merge %d (\"%.*s %.*s\") uses a token missing from model.vocab", path, rank,
+                          (int)la, a, (int)lb, b);
             break;
         }
         put_merge(t, ia, ib, rank, im);
@@ -444,8 +443,8 @@ static int load_merges(eng_tokenizer *t, const cJSON *merges, const char *path, 
     return rc;
 }
 
-static int add_added_token(eng_tokenizer *t, added_token **list, int *n, int *cap, const cJSON *obj,
-                           int32_t id, const char *where, eng_error *err)
+static int add_added_token(eng_tokenizer *t, added_token **list, int *n, int *cap, const cJSON *obj, int32_t id,
+                           const char *where, eng_error *err)
 {
     const cJSON *content = cJSON_GetObjectItemCaseSensitive(obj, "content");
     if (!cJSON_IsString(content) || !content->valuestring[0])
@@ -465,10 +464,15 @@ static int add_added_token(eng_tokenizer *t, added_token **list, int *n, int *ca
         str_map_put(&t->added_map, t->strings.data, (uint32_t)off, (uint32_t)len, id))
         return eng_fail(err, "%s: out of memory", where);
     added_token *a = &(*list)[(*n)++];
-    *a = (added_token){(uint32_t)off, (uint32_t)len, id, (unsigned char)flag(obj, "special"),
-                       (unsigned char)flag(obj, "lstrip"), (unsigned char)flag(obj, "rstrip"),
+    *a = (added_token){(uint32_t)off,
+                       (uint32_t)len,
+                       id,
+                       (unsigned char)flag(obj, "special"),
+                       (unsigned char)flag(obj, "lstrip"),
+                       (unsigned char)flag(obj, "rstrip"),
                        (unsigned char)flag(obj, "single_word"),
-                       (unsigned char)flag(obj, "normalized"), (unsigned char)content->valuestring[0]};
+                       (unsigned char)flag(obj, "normalized"),
+                       (unsigned char)content->valuestring[0]};
     /* The added token is how this id is written, even when the vocab also has it. */
     t->tok[id].str_off = (uint32_t)off;
     t->tok[id].str_len = (uint32_t)len;
@@ -509,8 +513,8 @@ static int build_added_set(eng_tokenizer *t, added_set *s, const added_token *al
         added_token a = all[i];
         if (normalized && t->nfc) { /* matched in normalised text, so normalise it too */
             utf8proc_uint8_t *nfc = NULL;
-            utf8proc_ssize_t m = utf8proc_map((const utf8proc_uint8_t *)t->strings.data + a.off, a.len,
-                                              &nfc, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+            utf8proc_ssize_t m = utf8proc_map((const utf8proc_uint8_t *)t->strings.data + a.off, a.len, &nfc,
+                                              UTF8PROC_STABLE | UTF8PROC_COMPOSE);
             if (m < 0)
                 return eng_fail(err, "%s: added token %d: %s", path, a.id, utf8proc_errmsg(m));
             size_t off = arena_add(&t->strings, nfc, (size_t)m);
@@ -535,8 +539,7 @@ static int build_added_set(eng_tokenizer *t, added_set *s, const added_token *al
     return 0;
 }
 
-static int load_added(eng_tokenizer *t, const cJSON *root, const char *path, const char *dir,
-                      eng_error *err)
+static int load_added(eng_tokenizer *t, const cJSON *root, const char *path, const char *dir, eng_error *err)
 {
     added_token *list = NULL;
     int n = 0, cap = 0, rc = 0;
@@ -582,9 +585,9 @@ static int load_added(eng_tokenizer *t, const cJSON *root, const char *path, con
                 rc = eng_fail(err, "%s: added_tokens_decoder key \"%s\" is not an id", cfg_path, it->string);
                 break;
             }
-            if (id < t->n_tok && t->tok[id].known && str_map_get(&t->added_map, t->strings.data,
-                                                                 t->strings.data + t->tok[id].str_off,
-                                                                 t->tok[id].str_len) == id)
+            if (id < t->n_tok && t->tok[id].known &&
+                str_map_get(&t->added_map, t->strings.data, t->strings.data + t->tok[id].str_off, t->tok[id].str_len) ==
+                    id)
                 continue; /* already an added token of tokenizer.json */
             if ((rc = add_added_token(t, &list, &n, &cap, it, (int32_t)id, cfg_path, err)))
                 break;
@@ -627,8 +630,8 @@ static char *rewrite_pattern(const char *p)
     return out;
 }
 
-static int add_split(eng_tokenizer *t, const char *pattern, int is_regex, int behavior, int invert,
-                     const char *path, eng_error *err)
+static int add_split(eng_tokenizer *t, const char *pattern, int is_regex, int behavior, int invert, const char *path,
+                     eng_error *err)
 {
     if (t->n_splits == MAX_SPLITS)
         return eng_fail(err, "%s: more than %d splitting pre-tokenizers", path, MAX_SPLITS);
@@ -643,19 +646,17 @@ static int add_split(eng_tokenizer *t, const char *pattern, int is_regex, int be
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(code, msg, sizeof msg);
-        return eng_fail(err, "%s: pre-tokenizer pattern /%s/ does not compile at offset %zu: %s", path,
-                        pattern, (size_t)at, (char *)msg);
+        return eng_fail(err, "%s: pre-tokenizer pattern /%s/ does not compile at offset %zu: %s", path, pattern,
+                        (size_t)at, (char *)msg);
     }
     pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* the interpreter is used if JIT is unavailable */
     t->splits[t->n_splits++] = (split_step){re, behavior, invert};
     return 0;
 }
 
-static const char GPT2_PATTERN[] =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+static const char GPT2_PATTERN[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
-static int load_pre_tokenizer(eng_tokenizer *t, const cJSON *pt, int *byte_level, const char *path,
-                              eng_error *err)
+static int load_pre_tokenizer(eng_tokenizer *t, const cJSON *pt, int *byte_level, const char *path, eng_error *err)
 {
     if (cJSON_IsNull(pt) || !pt)
         return 0;
@@ -1088,9 +1089,8 @@ static int is_word_char(utf8proc_int32_t c)
 
 static int is_space_char(utf8proc_int32_t c)
 {
-    return (c >= 9 && c <= 13) || c == ' ' || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
-           c == 0x3000;
+    return (c >= 9 && c <= 13) || c == ' ' || c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) ||
+           c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
 /* The code point that ends s[0..n) (n > 0, valid UTF-8) and where it starts. */
@@ -1194,15 +1194,15 @@ static int encode_raw(encoder *e, const char *s, size_t n)
     return rc;
 }
 
-int eng_tokenize(const eng_tokenizer *t, const char *text, size_t len, int parse_special, int32_t **ids,
-                 int *n_ids, eng_error *err)
+int eng_tokenize(const eng_tokenizer *t, const char *text, size_t len, int parse_special, int32_t **ids, int *n_ids,
+                 eng_error *err)
 {
     *ids = NULL;
     *n_ids = 0;
     size_t valid = utf8_valid_prefix((const unsigned char *)text, len);
     if (valid != len)
-        return eng_fail(err, "input is not valid UTF-8 (bad byte 0x%02x at offset %zu)",
-                        (unsigned char)text[valid], valid);
+        return eng_fail(err, "input is not valid UTF-8 (bad byte 0x%02x at offset %zu)", (unsigned char)text[valid],
+                        valid);
     if (len > (size_t)INT32_MAX / 2)
         return eng_fail(err, "input too long (%zu bytes)", len);
     encoder e = {.t = t, .parse_special = parse_special, .err = err};

@@ -21,8 +21,8 @@ void eng_tokenizer_free(eng_tokenizer *t);
 /* Encodes len bytes of UTF-8 text (invalid UTF-8 is an error). With parse_special,
  * special added tokens such as <|im_start|> written in the text become their ids;
  * without, they are encoded as plain text. *ids is malloc'd; the caller frees it. */
-int eng_tokenize(const eng_tokenizer *t, const char *text, size_t len, int parse_special,
-                 int32_t **ids, int *n_ids, eng_error *err);
+int eng_tokenize(const eng_tokenizer *t, const char *text, size_t len, int parse_special, int32_t **ids, int *n_ids,
+                 eng_error *err);
 
 int eng_tokenizer_vocab_size(const eng_tokenizer *t); /* highest id + 1 */
 /* The id of a token written exactly as in the vocabulary or the added tokens; -1 if none. */

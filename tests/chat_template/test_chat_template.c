@@ -67,7 +67,8 @@ static void test_prepare(void)
            "user=a\nb;gen=False tools=[] think=False docs=None");
     expect(t,
            "{\"messages\": [{\"role\": \"assistant\", \"content\": null, \"tool_calls\": ["
-           "{\"id\": \"1\", \"type\": \"function\", \"function\": {\"name\": \"f\", \"arguments\": \"{\\\"x\\\": [1, \\\"\\u00e9\\\"]}\"}},"
+           "{\"id\": \"1\", \"type\": \"function\", \"function\": {\"name\": \"f\", \"arguments\": \"{\\\"x\\\": [1, "
+           "\\\"\\u00e9\\\"]}\"}},"
            "{\"id\": \"2\", \"type\": \"function\", \"function\": {\"name\": \"g\", \"arguments\": {\"y\": true}}},"
            "{\"id\": \"3\", \"type\": \"function\", \"function\": {\"name\": \"h\", \"arguments\": \"\"}},"
            "{\"id\": \"4\", \"type\": \"function\", \"function\": {\"name\": \"k\"}}]},"
@@ -92,10 +93,12 @@ static void test_prepare(void)
     expect_error(t, "{\"messages\": [{\"content\": \"x\"}]}", "messages[0] has no string \"role\"");
     expect_error(t, "{\"messages\": [{\"role\": 3, \"content\": \"x\"}]}", "role");
     expect_error(t, "{\"messages\": [{\"role\": \"user\", \"content\": 5}]}", "messages[0].content must be");
-    expect_error(t, "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"user\", \"content\": null}]}",
+    expect_error(t,
+                 "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"user\", \"content\": null}]}",
                  "messages[1].content is missing");
     expect_error(t, "{\"messages\": [{\"role\": \"tool\"}]}", "messages[0].content is missing");
-    expect_error(t, "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\", \"image_url\": {}}]}]}",
+    expect_error(t,
+                 "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\", \"image_url\": {}}]}]}",
                  "'image_url' are not supported");
     expect_error(t, "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": 1}]}]}",
                  "content[0].text must be a string");
@@ -104,24 +107,30 @@ static void test_prepare(void)
                  "tool_calls must be a list");
     expect_error(t, "{\"messages\": [{\"role\": \"assistant\", \"content\": \"\", \"tool_calls\": [{}]}]}",
                  "tool_calls[0].function must be an object");
-    expect_error(t, "{\"messages\": [{\"role\": \"assistant\", \"tool_calls\": [{\"function\": {\"arguments\": \"{}\"}}]}]}",
-                 "function.name must be a string");
-    expect_error(t, "{\"messages\": [{\"role\": \"assistant\", \"tool_calls\": [{\"function\": {\"name\": \"f\", \"arguments\": \"{oops\"}}]}]}",
+    expect_error(
+        t, "{\"messages\": [{\"role\": \"assistant\", \"tool_calls\": [{\"function\": {\"arguments\": \"{}\"}}]}]}",
+        "function.name must be a string");
+    expect_error(t,
+                 "{\"messages\": [{\"role\": \"assistant\", \"tool_calls\": [{\"function\": {\"name\": \"f\", "
+                 "\"arguments\": \"{oops\"}}]}]}",
                  "arguments is not valid JSON");
     expect_error(t, "{\"messages\": [{\"role\": \"assistant\", \"content\": \"x\", \"reasoning_content\": 1}]}",
                  "reasoning_content must be a string or null");
-    expect_error(t, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tools\": {}}", "\"tools\" must be a list");
+    expect_error(t, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tools\": {}}",
+                 "\"tools\" must be a list");
     expect_error(t, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"add_generation_prompt\": 1}",
                  "add_generation_prompt\" must be true or false");
     expect_error(t, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"chat_template_kwargs\": []}",
                  "chat_template_kwargs\" must be an object");
-    expect_error(t, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"chat_template_kwargs\": {\"messages\": []}}",
-                 "may not set \"messages\"");
+    expect_error(
+        t, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"chat_template_kwargs\": {\"messages\": []}}",
+        "may not set \"messages\"");
     eng_chat_template_free(t);
 
     /* a template error names its line */
     CHECK(eng_chat_template_from_string("{% for m in messages %}\n{{ raise_exception('no ' + m.role) }}\n{% endfor %}",
-                                        &t, &err) == 0, "%s", err.msg);
+                                        &t, &err) == 0,
+          "%s", err.msg);
     expect_error(t, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", "template line 2: no user");
     eng_chat_template_free(t);
     CHECK(eng_chat_template_from_string("ok\n{% if %}", &t, &err) == -1 && strstr(err.msg, "template line 2"),
@@ -154,7 +163,8 @@ static void test_load(void)
     eng_chat_template *t = NULL;
     eng_error err = {{0}};
     const char *user = "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}";
-    const char *user_tools = "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"tools\": [{\"type\": \"function\"}]}";
+    const char *user_tools =
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"tools\": [{\"type\": \"function\"}]}";
 
     CHECK(eng_chat_template_load(dir, &t, &err) == -1 && strstr(err.msg, "cannot read"), "missing: %s", err.msg);
     write_file(dir, "tokenizer_config.json", "{not json");
@@ -218,7 +228,9 @@ static void test_qwen3(void)
         CHECK(0, "cannot load the Qwen3 template from %s: %s", dir, err.msg);
         return;
     }
-    expect(t, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"chat_template_kwargs\": {\"enable_thinking\": false}}",
+    expect(t,
+           "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"chat_template_kwargs\": "
+           "{\"enable_thinking\": false}}",
            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
     expect(t,
            "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", \"content\": \"a\","

@@ -67,8 +67,8 @@ static void test_basics(void)
     expect("{{ [1, 'a', none, true] }}", NULL, "[1, 'a', None, True]");
     expect("{{ 'x' if missing is not defined else 'y' }}", "{}", "x");
     expect("a\n  {% if true %}\n  b\n  {% endif %}\nc\n", NULL, "a\n  b\nc");
-    expect("{%- set ns = namespace(n=0) %}{% for i in range(4) %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}",
-           NULL, "6");
+    expect("{%- set ns = namespace(n=0) %}{% for i in range(4) %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}", NULL,
+           "6");
     expect("{{ 'abc'[::-1] }}{{ [1, 2, 3][::-1] }}", NULL, "cba[3, 2, 1]");
     expect("{{ 1e16 }} {{ 0.1 }} {{ 1/3 }} {{ -0.0 }} {{ 123456789012345678 }}", NULL,
            "1e+16 0.1 0.3333333333333333 -0.0 123456789012345678");
@@ -106,7 +106,8 @@ static void test_errors(void)
         eng_jinja *t = NULL;
         eng_error e = {{0}};
         const char *src = "a\n{% for i in [1] %}{{ i|nope }}{% endfor %}";
-        CHECK(eng_jinja_parse(src, strlen(src), &t, &e) == -1 && strstr(e.msg, "template line 2: no filter named 'nope'"),
+        CHECK(eng_jinja_parse(src, strlen(src), &t, &e) == -1 &&
+                  strstr(e.msg, "template line 2: no filter named 'nope'"),
               "load-time filter check: %s", e.msg);
         src = "{% if false %}{{ i|nope }}{% endif %}ok";
         CHECK(eng_jinja_parse(src, strlen(src), &t, &e) == 0, "deferred filter check: %s", e.msg);
@@ -158,11 +159,9 @@ static void test_limits(void)
     expect_error("{{ range(100001)|length }}", NULL, 1, "Range too big");
     expect_error("{% for i in range(100000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}", NULL, 1,
                  "runs too long");
-    expect_error("{% for i in range(100000) %}{% set l = range(100000) %}{% endfor %}", NULL, 1,
-                 "too much memory");
+    expect_error("{% for i in range(100000) %}{% set l = range(100000) %}{% endfor %}", NULL, 1, "too much memory");
     expect_error("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", NULL, 1, "nested too deeply");
-    expect_error("{% set s = 'x' * 1000000 %}{% for i in range(100) %}{{ s }}{% endfor %}", NULL, 1,
-                 "output exceeds");
+    expect_error("{% set s = 'x' * 1000000 %}{% for i in range(100) %}{{ s }}{% endfor %}", NULL, 1, "output exceeds");
     expect_error("{% set ns = namespace(s='xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx') %}{% for i in range(40) %}"
                  "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
                  NULL, 1, "too much memory");
@@ -209,8 +208,9 @@ static void test_limits(void)
     expect_error(elifs, NULL, 1, "nested too deeply");
     free(elifs);
     /* values nested deeper than can be printed */
-    expect_error("{% set ns = namespace(x=[]) %}{% for i in range(1000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x }}",
-                 NULL, 1, "cannot print");
+    expect_error(
+        "{% set ns = namespace(x=[]) %}{% for i in range(1000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x }}", NULL,
+        1, "cannot print");
 }
 
 /* One parsed template rendered by several threads at once must give the same text. */

@@ -29,7 +29,8 @@ static coord_worker_view W(const char *id, int role, int healthy, int dtype, uin
     snprintf(v.transport, sizeof v.transport, "tcp");
     v.role = role;
     v.healthy = healthy;
-    v.layout = (eng_kv_layout){.dtype = (eng_dtype)dtype, .block_size = 16, .n_layers = 2, .n_kv_heads = 2, .head_dim = 64};
+    v.layout = (eng_kv_layout){
+        .dtype = (eng_dtype)dtype, .block_size = 16, .n_layers = 2, .n_kv_heads = 2, .head_dim = 64};
     v.kv_used = used;
     v.kv_total = total;
     v.running = running;
@@ -47,8 +48,10 @@ static void test_pick(void)
     int full;
     /* least-loaded decode, least-queued prefill */
     coord_worker_view v[] = {
-        W("p1", P, 1, 0, 0, 100, 0, 500), W("p2", P, 1, 0, 0, 100, 0, 20),
-        W("d1", D, 1, 0, 50, 100, 3, 0),  W("d2", D, 1, 0, 10, 100, 1, 0),
+        W("p1", P, 1, 0, 0, 100, 0, 500),
+        W("p2", P, 1, 0, 0, 100, 0, 20),
+        W("d1", D, 1, 0, 50, 100, 3, 0),
+        W("d2", D, 1, 0, 10, 100, 1, 0),
     };
     CHECK(coord_route_pick(v, 4, 0, 10, 20, NULL, 0, &r, &full, why, sizeof why) == 0, "%s", why);
     CHECK(r.decode == 3 && r.prefill == 1 && !r.colocated && !full, "decode %d prefill %d", r.decode, r.prefill);
@@ -247,8 +250,13 @@ static void test_registry(void)
 /* Issue 12: the registry's growth and arithmetic are bounded. */
 static void test_registry_limits(void)
 {
-    coord_registry_config cfg = {.model = "tiny", .n_layers = 2, .n_kv_heads = 2, .head_dim = 64,
-                                 .heartbeat_ms = 20, .max_workers = 2, .forget_ms = 300};
+    coord_registry_config cfg = {.model = "tiny",
+                                 .n_layers = 2,
+                                 .n_kv_heads = 2,
+                                 .head_dim = 64,
+                                 .heartbeat_ms = 20,
+                                 .max_workers = 2,
+                                 .forget_ms = 300};
     coord_registry *reg = NULL;
     eng_error err;
     REQUIRE(coord_registry_new(&cfg, &reg, &err) == 0, "%s", err.msg);
@@ -259,7 +267,8 @@ static void test_registry_limits(void)
     /* more free blocks than blocks: total - free would wrap around */
     info_init(&in, &cap, &lay, "d1", D, "tiny");
     cap.kv_blocks_free = 101;
-    CHECK(coord_registry_register(reg, &in, why, sizeof why) == 0 && strstr(why, "101 free KV blocks of 100"), "%s", why);
+    CHECK(coord_registry_register(reg, &in, why, sizeof why) == 0 && strstr(why, "101 free KV blocks of 100"), "%s",
+          why);
     info_init(&in, &cap, &lay, "d1", D, "tiny");
     CHECK(coord_registry_register(reg, &in, why, sizeof why) == 1, "%s", why);
     Tandem__WorkerLoad l = TANDEM__WORKER_LOAD__INIT;
@@ -313,8 +322,8 @@ static void test_router_admission(void)
     info_init(&in, &cap, &lay, "b1", B, "tiny");
     in.rpc_address = "127.0.0.1:1"; /* nobody listens: calls wait and fail over */
     REQUIRE(coord_registry_register(reg, &in, why, sizeof why) == 1, "%s", why);
-    coord_router_config cfg = {.registry = reg, .colocated = 1, .max_requests = 2, .wait_ms = 300,
-                               .failover_wait_ms = 300};
+    coord_router_config cfg = {
+        .registry = reg, .colocated = 1, .max_requests = 2, .wait_ms = 300, .failover_wait_ms = 300};
     coord_router *r = NULL;
     REQUIRE(coord_router_new(&cfg, &r, &err) == 0, "%s", err.msg);
     coord_backend be = coord_router_backend(r);

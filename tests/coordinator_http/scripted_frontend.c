@@ -39,8 +39,9 @@ static void *worker(void *arg)
     if (strcmp(c->mode, "tool") == 0) {
         coord_delta r = {.reasoning = "let me think", .reasoning_len = 12, .n_tokens = 3};
         c->sink.on_delta(c->sink.ctx, &r);
-        cJSON *calls = cJSON_Parse("[{\"index\":0,\"id\":\"call_0\",\"type\":\"function\","
-                                   "\"function\":{\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\": \\\"Paris\\\"}\"}}]");
+        cJSON *calls = cJSON_Parse(
+            "[{\"index\":0,\"id\":\"call_0\",\"type\":\"function\","
+            "\"function\":{\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\": \\\"Paris\\\"}\"}}]");
         coord_delta t = {.tool_calls = calls, .n_tokens = 10};
         c->sink.on_delta(c->sink.ctx, &t);
         cJSON_Delete(calls);

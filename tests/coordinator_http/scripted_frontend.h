@@ -18,9 +18,9 @@
 
 coord_frontend scripted_frontend(void);
 
-extern atomic_int n_cancelled;   /* calls that saw a cancel */
-extern atomic_int n_live_calls;  /* calls not yet freed (submitted, not released or still running) */
+extern atomic_int n_cancelled;  /* calls that saw a cancel */
+extern atomic_int n_live_calls; /* calls not yet freed (submitted, not released or still running) */
 extern atomic_int n_submitted;
-extern atomic_int ready_flag;    /* what ready() answers */
+extern atomic_int ready_flag; /* what ready() answers */
 
 #endif

@@ -184,8 +184,8 @@ static void expect_error(const char *method, const char *path, const char *body,
     cJSON *e = cJSON_GetObjectItem(j, "error");
     int ok = r.status == status && cJSON_IsString(cJSON_GetObjectItem(e, "message")) &&
              cJSON_IsString(cJSON_GetObjectItem(e, "type")) &&
-             strcmp(cJSON_GetObjectItem(e, "type")->valuestring, type) == 0 &&
-             cJSON_GetObjectItem(e, "param") && cJSON_GetObjectItem(e, "code");
+             strcmp(cJSON_GetObjectItem(e, "type")->valuestring, type) == 0 && cJSON_GetObjectItem(e, "param") &&
+             cJSON_GetObjectItem(e, "code");
     if (!ok) {
         fprintf(stderr, "%s %s: status %d body %s\n", method, path, r.status, r.body ? r.body : "(none)");
         check_failed++;
@@ -235,8 +235,8 @@ static void test_routes(void)
 
     r = request("GET", "/v1/models", NULL);
     cJSON *j = body_json(&r);
-    CHECK(r.status == 200 && strcmp(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "data"), 0)->child->valuestring,
-                                    "qwen3-test") == 0);
+    CHECK(r.status == 200 &&
+          strcmp(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "data"), 0)->child->valuestring, "qwen3-test") == 0);
     cJSON_Delete(j);
     free(r.body);
 
@@ -259,13 +259,16 @@ static void test_routes(void)
 
 static void test_bad_requests(void)
 {
-    expect_error("POST", "/v1/chat/completions", "{\"model\": \"qwen3-test\", \"messages\": [", 400, "invalid_request_error");
+    expect_error("POST", "/v1/chat/completions", "{\"model\": \"qwen3-test\", \"messages\": [", 400,
+                 "invalid_request_error");
     expect_error("POST", "/v1/chat/completions", "{\"model\":\"qwen3-test\"}", 400, "invalid_request_error");
     expect_error("POST", "/v1/chat/completions",
-                 "{\"model\":\"nope\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", 404, "invalid_request_error");
+                 "{\"model\":\"nope\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", 404,
+                 "invalid_request_error");
     expect_error("POST", "/v1/chat/completions", CHAT_BODY("hi", ",\"max_tokens\":-1"), 400, "invalid_request_error");
     expect_error("POST", "/v1/chat/completions", CHAT_BODY("\xc3\x28", ""), 400, "invalid_request_error");
-    expect_error("POST", "/v1/chat/completions", CHAT_BODY("hi", ",\"temperature\":\"x\""), 400, "invalid_request_error");
+    expect_error("POST", "/v1/chat/completions", CHAT_BODY("hi", ",\"temperature\":\"x\""), 400,
+                 "invalid_request_error");
     expect_error("POST", "/v1/completions", "{\"prompt\": 5}", 400, "invalid_request_error");
     expect_error("POST", "/v1/completions", "", 400, "invalid_request_error");
     expect_error("POST", "/v1/chat/completions", CHAT_BODY("reject", ""), 503, "server_error");
@@ -321,14 +324,16 @@ static void test_json_responses(void)
     cJSON_Delete(j);
     free(r.body);
 
-    r = request("POST", "/v1/chat/completions", CHAT_BODY("tool", ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}]"));
+    r = request("POST", "/v1/chat/completions",
+                CHAT_BODY("tool", ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}]"));
     j = body_json(&r);
     choice = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
     msg = cJSON_GetObjectItem(choice, "message");
     CHECK(r.status == 200 && cJSON_IsNull(cJSON_GetObjectItem(msg, "content")));
     CHECK(strcmp(cJSON_GetObjectItem(msg, "reasoning_content")->valuestring, "let me think") == 0);
     cJSON *call = cJSON_GetArrayItem(cJSON_GetObjectItem(msg, "tool_calls"), 0);
-    CHECK(call && strcmp(cJSON_GetObjectItem(cJSON_GetObjectItem(call, "function"), "name")->valuestring, "get_weather") == 0);
+    CHECK(call &&
+          strcmp(cJSON_GetObjectItem(cJSON_GetObjectItem(call, "function"), "name")->valuestring, "get_weather") == 0);
     CHECK(strcmp(cJSON_GetObjectItem(choice, "finish_reason")->valuestring, "tool_calls") == 0);
     cJSON_Delete(j);
     free(r.body);
@@ -349,8 +354,9 @@ static void test_json_responses(void)
 
 static void test_streams(void)
 {
-    response r = request("POST", "/v1/chat/completions",
-                         CHAT_BODY("hi", ",\"max_tokens\":4,\"stream\":true,\"stream_options\":{\"include_usage\":true}"));
+    response r = request(
+        "POST", "/v1/chat/completions",
+        CHAT_BODY("hi", ",\"max_tokens\":4,\"stream\":true,\"stream_options\":{\"include_usage\":true}"));
     CHECK(r.status == 200 && strcasestr(r.headers, "Content-Type: text/event-stream"));
     char *ev[64];
     int n = r.body ? sse_events(r.body, ev, 64) : -1;
@@ -371,7 +377,8 @@ static void test_streams(void)
         }
         CHECK(strcmp(text, "w0 w1 w2 w3") == 0);
         j = cJSON_Parse(ev[5]);
-        CHECK(strcmp(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0), "finish_reason")->valuestring,
+        CHECK(strcmp(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0), "finish_reason")
+                         ->valuestring,
                      "length") == 0);
         cJSON_Delete(j);
         j = cJSON_Parse(ev[6]);
@@ -385,8 +392,8 @@ static void test_streams(void)
     /* completions stream: no role chunk, no usage chunk */
     r = request("POST", "/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":2,\"stream\":true}");
     n = r.body ? sse_events(r.body, ev, 64) : -1;
-    CHECK(r.status == 200 && n == 4 && strstr(ev[0], "\"text\":\"w0\"") && strstr(ev[2], "\"finish_reason\":\"length\"") &&
-          strcmp(ev[3], "[DONE]") == 0);
+    CHECK(r.status == 200 && n == 4 && strstr(ev[0], "\"text\":\"w0\"") &&
+          strstr(ev[2], "\"finish_reason\":\"length\"") && strcmp(ev[3], "[DONE]") == 0);
     free(r.body);
 
     /* An error mid-stream: an error event, then [DONE]. */
@@ -472,7 +479,8 @@ static void test_metrics_endpoint(void)
 {
     response r = request("GET", "/metrics", NULL);
     CHECK(r.status == 200 && strcasestr(r.headers, "text/plain; version=0.0.4"));
-    CHECK(r.body && strstr(r.body, "tandem_requests_total{role=\"coordinator\",worker=\"\",outcome=\"cancelled\"} 2\n"));
+    CHECK(r.body &&
+          strstr(r.body, "tandem_requests_total{role=\"coordinator\",worker=\"\",outcome=\"cancelled\"} 2\n"));
     CHECK(r.body && strstr(r.body, "tandem_requests_total{role=\"coordinator\",worker=\"\",outcome=\"error\"} 2\n"));
     CHECK(r.body && strstr(r.body, "tandem_num_requests_running{role=\"coordinator\",worker=\"\"} 0\n"));
     CHECK(r.body && strstr(r.body, "tandem_time_to_first_token_seconds_count{role=\"coordinator\",worker=\"\"}"));
@@ -583,7 +591,8 @@ int main(void)
     test_concurrency();
     test_metrics_endpoint();
     /* one line per request, with its id and outcome */
-    CHECK(log_has("INFO  http: req chatcmpl-", ": /v1/chat/completions length prompt_tokens=3 completion_tokens=3 ttft_ms="));
+    CHECK(log_has("INFO  http: req chatcmpl-",
+                  ": /v1/chat/completions length prompt_tokens=3 completion_tokens=3 ttft_ms="));
     CHECK(log_has("http: req chatcmpl-", ": /v1/chat/completions tool_calls"));
     CHECK(log_has("http: req cmpl-", ": /v1/completions error: decode worker w1 died"));
     CHECK(log_has("http: req chatcmpl-", ": /v1/chat/completions cancelled"));

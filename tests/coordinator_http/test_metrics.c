@@ -53,22 +53,21 @@ static void test_exact_text(void)
     CHECK(met_hist_count(hm) == 3);
     CHECK(met_hist_bucket(hm, 0) == 1 && met_hist_bucket(hm, 1) == 2 && met_hist_bucket(hm, 3) == 3);
     char *text = render(r);
-    const char *want =
-        "# HELP t_requests_total Requests.\n"
-        "# TYPE t_requests_total counter\n"
-        "t_requests_total{outcome=\"success\"} 3\n"
-        "t_requests_total{outcome=\"error\"} 1\n"
-        "# HELP t_running Running now.\n"
-        "# TYPE t_running gauge\n"
-        "t_running 4.5\n"
-        "# HELP t_latency_seconds Latency.\n"
-        "# TYPE t_latency_seconds histogram\n"
-        "t_latency_seconds_bucket{outcome=\"x\",le=\"0.005\"} 1\n"
-        "t_latency_seconds_bucket{outcome=\"x\",le=\"0.5\"} 2\n"
-        "t_latency_seconds_bucket{outcome=\"x\",le=\"1\"} 2\n"
-        "t_latency_seconds_bucket{outcome=\"x\",le=\"+Inf\"} 3\n"
-        "t_latency_seconds_sum{outcome=\"x\"} 3.255\n"
-        "t_latency_seconds_count{outcome=\"x\"} 3\n";
+    const char *want = "# HELP t_requests_total Requests.\n"
+                       "# TYPE t_requests_total counter\n"
+                       "t_requests_total{outcome=\"success\"} 3\n"
+                       "t_requests_total{outcome=\"error\"} 1\n"
+                       "# HELP t_running Running now.\n"
+                       "# TYPE t_running gauge\n"
+                       "t_running 4.5\n"
+                       "# HELP t_latency_seconds Latency.\n"
+                       "# TYPE t_latency_seconds histogram\n"
+                       "t_latency_seconds_bucket{outcome=\"x\",le=\"0.005\"} 1\n"
+                       "t_latency_seconds_bucket{outcome=\"x\",le=\"0.5\"} 2\n"
+                       "t_latency_seconds_bucket{outcome=\"x\",le=\"1\"} 2\n"
+                       "t_latency_seconds_bucket{outcome=\"x\",le=\"+Inf\"} 3\n"
+                       "t_latency_seconds_sum{outcome=\"x\"} 3.255\n"
+                       "t_latency_seconds_count{outcome=\"x\"} 3\n";
     CHECK(text && strcmp(text, want) == 0);
     if (text && strcmp(text, want) != 0)
         fprintf(stderr, "got:\n%s\nwant:\n%s\n", text, want);
@@ -84,11 +83,10 @@ static void test_exact_text(void)
 static void test_escaping(void)
 {
     met_registry *r = met_registry_new();
-    const met_spec spec = {MET_GAUGE, "t_g", "Help with \\ and\nnewline \"quoted\".",
-                           MET_L(MET_WORKER), NULL, 0};
+    const met_spec spec = {MET_GAUGE, "t_g", "Help with \\ and\nnewline \"quoted\".", MET_L(MET_WORKER), NULL, 0};
     met_family *g = met_family_new(r, &spec, NULL);
     met_set(met_get(g, (met_labels){.worker = "a\"b\\c\nd"}), 1);
-    met_set(met_get(g, (met_labels){.worker = NULL}), 2); /* NULL is "" */
+    met_set(met_get(g, (met_labels){.worker = NULL}), 2);      /* NULL is "" */
     CHECK(met_get(g, (met_labels){.worker = "\xff"}) == NULL); /* not UTF-8 */
     char *text = render(r);
     CHECK(text && strstr(text, "# HELP t_g Help with \\\\ and\\nnewline \"quoted\".\n"));

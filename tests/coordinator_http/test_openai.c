@@ -61,14 +61,16 @@ static void test_bad_inputs(void)
     bad(C, CHAT() " trailing", 400, "", "extra data");
     bad(C, "[1,2]", 400, "", "JSON object");
     bad(C, "{\"model\":\"qwen3-test\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}", 400, "", "UTF-8");
-    bad(C, "{\"model\":\"qwen3-test\",\"messages\":[{\"role\":\"user\",\"content\":\"\xed\xa0\x80\"}]}", 400, "", "UTF-8");
+    bad(C, "{\"model\":\"qwen3-test\",\"messages\":[{\"role\":\"user\",\"content\":\"\xed\xa0\x80\"}]}", 400, "",
+        "UTF-8");
     bad(C, "{\"model\":\"qwen3-test\",\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000b\"}]}", 400, "", "NUL");
     bad(C, "{\"model\":\"qwen3-test\"}", 400, "messages", "required");
     bad(C, "{\"model\":\"qwen3-test\",\"messages\":[]}", 400, "messages", "empty");
     bad(C, "{\"model\":\"qwen3-test\",\"messages\":\"hi\"}", 400, "messages", "array");
     bad(C, "{\"model\":\"qwen3-test\",\"messages\":[\"hi\"]}", 400, "messages", "object");
     bad(C, "{\"model\":\"qwen3-test\",\"messages\":[{\"content\":\"hi\"}]}", 400, "messages", "role");
-    bad(C, "{\"model\":\"qwen3-test\",\"messages\":[{\"role\":\"wizard\",\"content\":\"hi\"}]}", 400, "messages", "wizard");
+    bad(C, "{\"model\":\"qwen3-test\",\"messages\":[{\"role\":\"wizard\",\"content\":\"hi\"}]}", 400, "messages",
+        "wizard");
     bad(C, "{\"model\":\"qwen3-test\",\"messages\":[{\"role\":\"user\",\"content\":5}]}", 400, "messages", "content");
     bad(C, "{\"model\":\"qwen3-test\",\"messages\":[{\"role\":\"user\"}]}", 400, "messages", "required");
     bad(C, "{\"model\":\"qwen3-test\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}", 400,
@@ -143,7 +145,8 @@ static void test_good_inputs(void)
                 "\"logprobs\":true,\"top_logprobs\":5,\"max_completion_tokens\":9,\"max_tokens\":100,"
                 "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{}}}],"
                 "\"tool_choice\":\"auto\",\"chat_template_kwargs\":{\"enable_thinking\":false},"
-                "\"n\":1,\"response_format\":{\"type\":\"text\"},\"logit_bias\":{},\"stream\":true,\"stream_options\":{\"include_usage\":true},\"user\":\"u\"}",
+                "\"n\":1,\"response_format\":{\"type\":\"text\"},\"logit_bias\":{},\"stream\":true,\"stream_options\":{"
+                "\"include_usage\":true},\"user\":\"u\"}",
                 &req, &err) == 0);
     CHECK(strcmp(req.model, "other") == 0 && strncmp(req.id, "chatcmpl-", 9) == 0 && strlen(req.id) == 33);
     CHECK(fabsf(req.sampling.temperature - 0.7f) < 1e-6 && fabsf(req.sampling.top_p - 0.8f) < 1e-6);
@@ -170,15 +173,17 @@ static void test_good_inputs(void)
     coord_request_free(&req);
 
     /* 151643: Qwen3's <|endoftext|>, an id near the top of its vocabulary */
-    CHECK(parse(COORD_API_COMPLETIONS, "{\"model\":\"qwen3-test\",\"prompt\":[[1,2,151643]],\"logprobs\":0,"
-                                       "\"max_tokens\":0,\"stop\":\"\\n\"}", &req, &err) == 0);
+    CHECK(parse(COORD_API_COMPLETIONS,
+                "{\"model\":\"qwen3-test\",\"prompt\":[[1,2,151643]],\"logprobs\":0,"
+                "\"max_tokens\":0,\"stop\":\"\\n\"}",
+                &req, &err) == 0);
     CHECK(!req.prompt_text && req.n_prompt_ids == 3 && req.prompt_ids[2] == 151643);
     CHECK(req.logprobs && req.top_logprobs == 0 && req.max_tokens == 0 && req.n_stop == 1);
     CHECK(strncmp(req.id, "cmpl-", 5) == 0);
     coord_request_free(&req);
 
-    CHECK(parse(COORD_API_COMPLETIONS, "{\"prompt\":[\"h\\u00e9llo \\ud83d\\ude00\"],\"top_k\":0,\"top_k\":5}",
-                &req, &err) == 0);
+    CHECK(parse(COORD_API_COMPLETIONS, "{\"prompt\":[\"h\\u00e9llo \\ud83d\\ude00\"],\"top_k\":0,\"top_k\":5}", &req,
+                &err) == 0);
     CHECK(req.prompt_text && strcmp(req.prompt_text, "h\xc3\xa9llo \xf0\x9f\x98\x80") == 0);
     CHECK(req.sampling.top_k == 0); /* duplicate keys: the first one, as cJSON reads it */
     coord_request_free(&req);
@@ -230,13 +235,20 @@ static void test_chat_formatting(void)
 {
     coord_request req;
     coord_error err;
-    CHECK(parse(COORD_API_CHAT, CHAT(",\"logprobs\":true,\"top_logprobs\":1,\"stream\":true,"
-                                     "\"stream_options\":{\"include_usage\":true}"), &req, &err) == 0);
+    CHECK(parse(COORD_API_CHAT,
+                CHAT(",\"logprobs\":true,\"top_logprobs\":1,\"stream\":true,"
+                     "\"stream_options\":{\"include_usage\":true}"),
+                &req, &err) == 0);
     coord_logprob lp[2] = {{"He", 2, -0.25f, 1, {{"He", 2, -0.25f}}}, {"\xc3", 1, -1.5f, 1, {{"\xc3", 1, -1.5f}}}};
     cJSON *calls = cJSON_Parse("[{\"index\":0,\"id\":\"call_0\",\"type\":\"function\","
                                "\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\": 1}\"}}]");
-    coord_delta d1 = {.content = "He\xc3", .content_len = 2, .reasoning = "think", .reasoning_len = 5,
-                      .logprobs = lp, .n_logprobs = 2, .n_tokens = 2};
+    coord_delta d1 = {.content = "He\xc3",
+                      .content_len = 2,
+                      .reasoning = "think",
+                      .reasoning_len = 5,
+                      .logprobs = lp,
+                      .n_logprobs = 2,
+                      .n_tokens = 2};
     coord_delta d2 = {.tool_calls = calls, .n_tokens = 1};
 
     cJSON *j = parse_json(coord_format_role_chunk(&req));
@@ -366,8 +378,7 @@ static void test_completion_formatting(void)
 }
 
 /* Runs the matcher over text cut at the given points; returns the output. */
-static char *run_stop(const char *const *stops, int n, const char *text, const size_t *cuts, int n_cuts,
-                      int *matched)
+static char *run_stop(const char *const *stops, int n, const char *text, const size_t *cuts, int n_cuts, int *matched)
 {
     coord_stop s;
     coord_stop_init(&s, stops, n);
@@ -427,12 +438,12 @@ static void test_stop_strings(void)
 {
     const char *s1[] = {"STOP"};
     stop_case(s1, 1, "hello STOP world", "hello ", 1);
-    stop_case(s1, 1, "hello STO", "hello STO", 0);   /* a partial match at the end is released */
+    stop_case(s1, 1, "hello STO", "hello STO", 0); /* a partial match at the end is released */
     stop_case(s1, 1, "STSTOP", "ST", 1);
     stop_case(s1, 1, "no stop here", "no stop here", 0);
     stop_case(s1, 1, "STOP", "", 1);
     const char *s2[] = {"\n\n", "abc", "bcd"};
-    stop_case(s2, 3, "xxabcd", "xx", 1);             /* earliest match wins */
+    stop_case(s2, 3, "xxabcd", "xx", 1); /* earliest match wins */
     stop_case(s2, 3, "xbcdabc", "x", 1);
     stop_case(s2, 3, "line\nline\n\nmore", "line\nline", 1);
     const char *s3[] = {"\xe4\xb8\x96\xe7\x95\x8c"}; /* 世界 */
@@ -477,10 +488,15 @@ static void test_mutations(void)
             x ^= x << 13, x ^= x >> 7, x ^= x << 17;
             size_t at = (size_t)(x % len);
             switch ((x >> 32) % 4) {
-            case 0: buf[at] = (char)(x >> 40); break;                 /* any byte */
-            case 1: len = at; break;                                  /* cut */
+            case 0: buf[at] = (char)(x >> 40); break;                   /* any byte */
+            case 1: len = at; break;                                    /* cut */
             case 2: buf[at] = "{}[]\",:0-e.\\n"[(x >> 40) % 14]; break; /* JSON punctuation */
-            default: if (len + 8 < sizeof buf) { memmove(buf + at + 8, buf + at, len - at); len += 8; } break;
+            default:
+                if (len + 8 < sizeof buf) {
+                    memmove(buf + at + 8, buf + at, len - at);
+                    len += 8;
+                }
+                break;
             }
             if (len == 0)
                 break;
@@ -534,11 +550,16 @@ static void test_security_limits(void)
 
     cfg.max_messages = 2;
     cfg.max_tools = 1;
-    bad(COORD_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"user\",\"content\":\"b\"},"
-        "{\"role\":\"user\",\"content\":\"c\"}]}", 400, "messages", "the limit is 2");
-    bad(COORD_API_CHAT, CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"a\"}},"
-        "{\"type\":\"function\",\"function\":{\"name\":\"b\"}}]"), 400, "tools", "the limit is 1");
-    CHECK(parse(COORD_API_CHAT, CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"a\"}}]"), &req, &err) == 0);
+    bad(COORD_API_CHAT,
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"user\",\"content\":\"b\"},"
+        "{\"role\":\"user\",\"content\":\"c\"}]}",
+        400, "messages", "the limit is 2");
+    bad(COORD_API_CHAT,
+        CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"a\"}},"
+             "{\"type\":\"function\",\"function\":{\"name\":\"b\"}}]"),
+        400, "tools", "the limit is 1");
+    CHECK(parse(COORD_API_CHAT, CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"a\"}}]"), &req,
+                &err) == 0);
     coord_request_free(&req);
     cfg.max_messages = cfg.max_tools = 0;
 }

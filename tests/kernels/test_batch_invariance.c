@@ -27,7 +27,7 @@
 
 #include "rnd.h"
 
-static const char *const VARIANTS[] = { "portable", "avx2", "avx512" };
+static const char *const VARIANTS[] = {"portable", "avx2", "avx512"};
 
 static void check_shape(eng_pool *pools[], int n_pools, eng_dtype dt, int n_in, int n_out)
 {
@@ -58,9 +58,10 @@ static void check_shape(eng_pool *pools[], int n_pools, eng_dtype dt, int n_in, 
                     int same = memcmp(y + (size_t)i * n_out, alone + (size_t)r * n_out,
                                       (size_t)n_out * sizeof(float)) == 0;
                     differ += !same;
-                    CHECK(same, "%s %s n_in=%d n_out=%d threads=%d: row %d at position %d of a batch of %d "
-                          "differs from the row alone", VARIANTS[v], eng_dtype_name(dt), n_in, n_out,
-                          eng_pool_threads(pools[p]), r, i, B);
+                    CHECK(same,
+                          "%s %s n_in=%d n_out=%d threads=%d: row %d at position %d of a batch of %d "
+                          "differs from the row alone",
+                          VARIANTS[v], eng_dtype_name(dt), n_in, n_out, eng_pool_threads(pools[p]), r, i, B);
                 }
             }
         printf("%-8s %-4s n_in=%4d n_out=%3d: %d of %d batched rows differ from alone\n", VARIANTS[v],
@@ -92,8 +93,7 @@ static void check_dot_rows(void)
             for (int n = 1; first + n <= KEYS; n++) {
                 impl->dot_rows(out, q, k + (size_t)first * DIM, n, DIM, DIM, 0.3f);
                 CHECK(memcmp(out, alone + first, (size_t)n * sizeof(float)) == 0,
-                      "%s dot_rows: keys %d..%d scored together differ from alone", VARIANTS[v], first,
-                      first + n - 1);
+                      "%s dot_rows: keys %d..%d scored together differ from alone", VARIANTS[v], first, first + n - 1);
             }
     }
 }
@@ -101,7 +101,7 @@ static void check_dot_rows(void)
 int main(void)
 {
     check_dot_rows();
-    eng_pool *pools[2] = { eng_pool_create(1), eng_pool_create(3) };
+    eng_pool *pools[2] = {eng_pool_create(1), eng_pool_create(3)};
     CHECK(pools[0] && pools[1], "thread pools");
     if (!pools[0] || !pools[1])
         return check_summary();

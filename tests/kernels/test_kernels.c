@@ -50,7 +50,7 @@ static double ref_weight(const void *w, eng_dtype dt, size_t idx)
     return 0;
 }
 
-static const char *const VARIANTS[] = { "portable", "avx2", "avx512" };
+static const char *const VARIANTS[] = {"portable", "avx2", "avx512"};
 #define N_VARIANTS 3
 
 static void use_variant(const char *name)
@@ -76,7 +76,7 @@ static void test_f16_all_values(void)
 
 static void test_to_f32(const eng_kernel_impl *k)
 {
-    static const size_t sizes[] = { 0, 1, 7, 8, 15, 16, 17, 31, 32, 33, 100, 1027 };
+    static const size_t sizes[] = {0, 1, 7, 8, 15, 16, 17, 31, 32, 33, 100, 1027};
     for (int dt = 0; dt < 3; dt++) {
         for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
             size_t n = sizes[si];
@@ -85,8 +85,8 @@ static void test_to_f32(const eng_kernel_impl *k)
             out[n] = 12345.0f;
             k->to_f32(out, w, (eng_dtype)dt, n);
             for (size_t i = 0; i < n; i++)
-                CHECK(out[i] == (float)ref_weight(w, (eng_dtype)dt, i), "%s to_f32 %s n=%zu i=%zu",
-                      k->name, eng_dtype_name((eng_dtype)dt), n, i);
+                CHECK(out[i] == (float)ref_weight(w, (eng_dtype)dt, i), "%s to_f32 %s n=%zu i=%zu", k->name,
+                      eng_dtype_name((eng_dtype)dt), n, i);
             CHECK(out[n] == 12345.0f, "%s to_f32 wrote past the end", k->name);
             free(w);
             free(out);
@@ -96,8 +96,7 @@ static void test_to_f32(const eng_kernel_impl *k)
 
 /* ---- matmul ---- */
 
-static void ref_matmul(double *y, const float *x, const void *w, eng_dtype dt, int nt, int n_in,
-                       int n_out, double *mag)
+static void ref_matmul(double *y, const float *x, const void *w, eng_dtype dt, int nt, int n_in, int n_out, double *mag)
 {
     for (int t = 0; t < nt; t++)
         for (int o = 0; o < n_out; o++) {
@@ -139,20 +138,20 @@ static void test_matmul_shape(eng_pool *pools[4], eng_dtype dt, int nt, int n_in
                 for (size_t i = 0; i < ny; i++) {
                     double err = fabs(y[i] - ref[i]);
                     CHECK(err <= 1e-6 * mag[i] + 1e-6 * sqrt(n_in) + 1e-30,
-                          "%s matmul %s nt=%d n_in=%d n_out=%d idx=%zu got %.9g want %.9g",
-                          VARIANTS[v], eng_dtype_name(dt), nt, n_in, n_out, i, y[i], ref[i]);
+                          "%s matmul %s nt=%d n_in=%d n_out=%d idx=%zu got %.9g want %.9g", VARIANTS[v],
+                          eng_dtype_name(dt), nt, n_in, n_out, i, y[i], ref[i]);
                 }
                 if (v == 0)
                     memcpy(port, y, ny * sizeof(float));
                 else
                     for (size_t i = 0; i < ny; i++)
                         CHECK(fabsf(y[i] - port[i]) <= 2e-6 * mag[i] + 1e-30,
-                              "%s vs portable %s nt=%d n_in=%d n_out=%d idx=%zu", VARIANTS[v],
-                              eng_dtype_name(dt), nt, n_in, n_out, i);
+                              "%s vs portable %s nt=%d n_in=%d n_out=%d idx=%zu", VARIANTS[v], eng_dtype_name(dt), nt,
+                              n_in, n_out, i);
             } else {
                 CHECK(memcmp(y, y1, ny * sizeof(float)) == 0,
-                      "%s matmul %s nt=%d n_in=%d n_out=%d: %d threads differ from 1",
-                      VARIANTS[v], eng_dtype_name(dt), nt, n_in, n_out, th);
+                      "%s matmul %s nt=%d n_in=%d n_out=%d: %d threads differ from 1", VARIANTS[v], eng_dtype_name(dt),
+                      nt, n_in, n_out, th);
             }
         }
         /* A token's result must not depend on the rest of the batch
@@ -160,8 +159,8 @@ static void test_matmul_shape(eng_pool *pools[4], eng_dtype dt, int nt, int n_in
         int t = nt - 1;
         eng_matmul(pools[2], single, x + (size_t)t * n_in, w, dt, 1, n_in, n_out);
         CHECK(memcmp(single, y1 + (size_t)t * n_out, (size_t)n_out * sizeof(float)) == 0,
-              "%s matmul %s nt=%d n_in=%d n_out=%d: batch changes token %d", VARIANTS[v],
-              eng_dtype_name(dt), nt, n_in, n_out, t);
+              "%s matmul %s nt=%d n_in=%d n_out=%d: batch changes token %d", VARIANTS[v], eng_dtype_name(dt), nt, n_in,
+              n_out, t);
     }
     free(x);
     free(w);
@@ -175,14 +174,14 @@ static void test_matmul_shape(eng_pool *pools[4], eng_dtype dt, int nt, int n_in
 
 static void test_matmul(void)
 {
-    eng_pool *pools[4] = { NULL };
+    eng_pool *pools[4] = {NULL};
     for (int th = 1; th <= 3; th++) {
         pools[th] = eng_pool_create(th);
         CHECK(pools[th] != NULL, "pool of %d", th);
     }
-    static const int n_ins[] = { 1, 3, 16, 17, 31, 32, 33, 63, 100, 257, 515 };
-    static const int n_outs[] = { 1, 5, 16, 17, 40, 67 };
-    static const int nts[] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16, 17, 31, 33, 64, 70 };
+    static const int n_ins[] = {1, 3, 16, 17, 31, 32, 33, 63, 100, 257, 515};
+    static const int n_outs[] = {1, 5, 16, 17, 40, 67};
+    static const int nts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16, 17, 31, 33, 64, 70};
     for (int dt = 0; dt < 3; dt++)
         for (size_t a = 0; a < sizeof n_ins / sizeof n_ins[0]; a++)
             for (size_t b = 0; b < sizeof n_outs / sizeof n_outs[0]; b++) {
@@ -226,7 +225,7 @@ static void fill(float *v, int n, float s)
 
 static void test_vector_ops(const eng_kernel_impl *k)
 {
-    static const int sizes[] = { 1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100, 128, 1000, 1027 };
+    static const int sizes[] = {1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100, 128, 1000, 1027};
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
         int n = sizes[si];
         float *a = malloc((n + 1) * sizeof(float)), *b = malloc((n + 1) * sizeof(float));
@@ -247,15 +246,14 @@ static void test_vector_ops(const eng_kernel_impl *k)
         c[n] = 99.0f;
         k->axpy(c, 0.37f, a, n);
         for (int i = 0; i < n; i++)
-            CHECK(fabs(c[i] - (b[i] + 0.37 * a[i])) <= 1e-6 * (fabs(b[i]) + fabs(a[i])) + 1e-7,
-                  "%s axpy n=%d i=%d", k->name, n, i);
+            CHECK(fabs(c[i] - (b[i] + 0.37 * a[i])) <= 1e-6 * (fabs(b[i]) + fabs(a[i])) + 1e-7, "%s axpy n=%d i=%d",
+                  k->name, n, i);
         CHECK(c[n] == 99.0f, "%s axpy wrote past the end", k->name);
 
         memcpy(c, a, n * sizeof(float));
         k->scale(c, -1.7f, n);
         for (int i = 0; i < n; i++)
-            CHECK(fabs(c[i] - (-1.7 * a[i])) <= 1e-6 * fabs(a[i]) + 1e-7, "%s scale n=%d i=%d",
-                  k->name, n, i);
+            CHECK(fabs(c[i] - (-1.7 * a[i])) <= 1e-6 * fabs(a[i]) + 1e-7, "%s scale n=%d i=%d", k->name, n, i);
         CHECK(c[n] == 99.0f, "%s scale wrote past the end", k->name);
 
         double ss = 0;
@@ -269,16 +267,16 @@ static void test_vector_ops(const eng_kernel_impl *k)
         memcpy(c, a, n * sizeof(float));
         k->rmsnorm(c, c, w, n, 1e-6f); /* in place */
         for (int i = 0; i < n; i++)
-            CHECK(fabs(c[i] - a[i] * r * w[i]) <= 1e-5 * fabs(a[i] * r * w[i]) + 1e-6,
-                  "%s rmsnorm in place n=%d i=%d", k->name, n, i);
+            CHECK(fabs(c[i] - a[i] * r * w[i]) <= 1e-5 * fabs(a[i] * r * w[i]) + 1e-6, "%s rmsnorm in place n=%d i=%d",
+                  k->name, n, i);
 
         memcpy(c, a, n * sizeof(float));
         c[n] = 99.0f;
         k->silu_mul(c, b, n);
         for (int i = 0; i < n; i++) {
             double g = a[i], want = g / (1 + exp(-g)) * b[i];
-            CHECK(fabs(c[i] - want) <= 2e-6 * fabs(want) + 1e-7, "%s silu_mul n=%d i=%d got %g want %g",
-                  k->name, n, i, c[i], want);
+            CHECK(fabs(c[i] - want) <= 2e-6 * fabs(want) + 1e-7, "%s silu_mul n=%d i=%d got %g want %g", k->name, n, i,
+                  c[i], want);
         }
         CHECK(c[n] == 99.0f, "%s silu_mul wrote past the end", k->name);
 
@@ -293,8 +291,8 @@ static void test_vector_ops(const eng_kernel_impl *k)
             sum += (e[i] = exp((double)c[i] - mx));
         k->softmax(c, n);
         for (int i = 0; i < n; i++)
-            CHECK(fabs(c[i] - e[i] / sum) <= 2e-6 * (e[i] / sum) + 1e-9,
-                  "%s softmax n=%d i=%d got %g want %g", k->name, n, i, c[i], e[i] / sum);
+            CHECK(fabs(c[i] - e[i] / sum) <= 2e-6 * (e[i] / sum) + 1e-9, "%s softmax n=%d i=%d got %g want %g", k->name,
+                  n, i, c[i], e[i] / sum);
         CHECK(c[n] == 99.0f, "%s softmax wrote past the end", k->name);
         free(e);
         free(a);
@@ -303,7 +301,7 @@ static void test_vector_ops(const eng_kernel_impl *k)
         free(w);
     }
     /* silu at extremes must stay finite (no inf * 0). */
-    float g[4] = { -100.0f, 100.0f, -88.9f, 0.0f }, u[4] = { 1, 1, 1, 1 };
+    float g[4] = {-100.0f, 100.0f, -88.9f, 0.0f}, u[4] = {1, 1, 1, 1};
     k->silu_mul(g, u, 4);
     CHECK(fabsf(g[0]) < 1e-30f && fabsf(g[1] - 100.0f) < 1e-4f && isfinite(g[2]) && g[3] == 0,
           "%s silu extremes: %g %g %g %g", k->name, g[0], g[1], g[2], g[3]);
@@ -311,8 +309,8 @@ static void test_vector_ops(const eng_kernel_impl *k)
 
 static void test_attention_rows(const eng_kernel_impl *k)
 {
-    static const int dims[] = { 1, 7, 16, 33, 64, 100, 128, 200 };
-    static const int ns[] = { 0, 1, 3, 4, 5, 16, 17 };
+    static const int dims[] = {1, 7, 16, 33, 64, 100, 128, 200};
+    static const int ns[] = {0, 1, 3, 4, 5, 16, 17};
     for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++)
         for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
             int dim = dims[di], n = ns[ni];
@@ -358,7 +356,7 @@ static void test_attention_rows(const eng_kernel_impl *k)
 
 static void test_rope(const eng_kernel_impl *k)
 {
-    static const int dims[] = { 2, 4, 6, 16, 34, 64, 128, 256 };
+    static const int dims[] = {2, 4, 6, 16, 34, 64, 128, 256};
     for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
         int hd = dims[di], nh = 3, half = hd / 2;
         float *x = malloc((size_t)nh * hd * sizeof(float)), *x0 = malloc((size_t)nh * hd * sizeof(float));
@@ -404,12 +402,12 @@ static void test_public_api(void)
         for (int i = 0; i < N; i++)
             h[i] = rnd_bf16();
         CHECK(eng_dot(a, b, N) == k->dot(a, b, N), "%s eng_dot", k->name);
-#define SAME(call_pub, call_k, what)                                              \
-    do {                                                                          \
-        memcpy(c1, a, sizeof c1);                                                 \
-        memcpy(c2, a, sizeof c2);                                                 \
-        call_pub;                                                                 \
-        call_k;                                                                   \
+#define SAME(call_pub, call_k, what)                                                  \
+    do {                                                                              \
+        memcpy(c1, a, sizeof c1);                                                     \
+        memcpy(c2, a, sizeof c2);                                                     \
+        call_pub;                                                                     \
+        call_k;                                                                       \
         CHECK(memcmp(c1, c2, sizeof c1) == 0, "%s public %s differs", k->name, what); \
     } while (0)
         SAME(eng_axpy(c1, 0.5f, b, N), k->axpy(c2, 0.5f, b, N), "axpy");
@@ -438,8 +436,7 @@ static void test_dispatch(void)
     unsetenv("TANDEM_ISA");
     CHECK(strcmp(best, eng_kernels_init()) == 0, "unknown TANDEM_ISA must fall back to the default");
     CHECK(strcmp(eng_kernels_isa(), best) == 0, "eng_kernels_isa disagrees with init");
-    CHECK(eng_dtype_size(ENG_DT_F32) == 4 && eng_dtype_size(ENG_DT_BF16) == 2 &&
-              eng_dtype_size(ENG_DT_F16) == 2,
+    CHECK(eng_dtype_size(ENG_DT_F32) == 4 && eng_dtype_size(ENG_DT_BF16) == 2 && eng_dtype_size(ENG_DT_F16) == 2,
           "dtype sizes");
     CHECK(strcmp(eng_dtype_name(ENG_DT_BF16), "bf16") == 0 && strcmp(eng_dtype_name(ENG_DT_F16), "f16") == 0 &&
               strcmp(eng_dtype_name(ENG_DT_F32), "f32") == 0,

@@ -29,7 +29,7 @@ static void record(void *p, int task)
 
 static void sleep_ms(int ms)
 {
-    struct timespec ts = { .tv_sec = 0, .tv_nsec = ms * 1000000L };
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = ms * 1000000L};
     nanosleep(&ts, NULL);
 }
 
@@ -43,8 +43,8 @@ static void check_run(eng_pool *pool, int n_tasks, int round)
     pthread_t seen[8];
     int n_seen = 0;
     for (int t = 0; t < n_tasks; t++) {
-        CHECK(atomic_load(&c.count[t]) == 1, "round %d: task %d of %d ran %d times", round, t,
-              n_tasks, atomic_load(&c.count[t]));
+        CHECK(atomic_load(&c.count[t]) == 1, "round %d: task %d of %d ran %d times", round, t, n_tasks,
+              atomic_load(&c.count[t]));
         int known = 0;
         for (int k = 0; k < n_seen; k++)
             known |= pthread_equal(seen[k], c.thread[t]);
@@ -102,7 +102,7 @@ static void *share_main(void *arg)
 static void test_nested_and_shared(void)
 {
     eng_pool *pool = eng_pool_create(3);
-    nested n = { .pool = pool };
+    nested n = {.pool = pool};
     for (int i = 0; i < 8; i++)
         for (int k = 0; k < 5; k++)
             atomic_init(&n.inner[i][k], 0);

@@ -17,19 +17,19 @@
 #include "common/clock.h"
 #include "kvtransfer.h"
 
-#define CHECK(cond)                                                                        \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);       \
-            exit(1);                                                                       \
-        }                                                                                  \
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+            exit(1);                                                                 \
+        }                                                                            \
     } while (0)
-#define CHECK_OK(call, err)                                                                \
-    do {                                                                                   \
-        if ((call) != 0) {                                                                 \
+#define CHECK_OK(call, err)                                                                   \
+    do {                                                                                      \
+        if ((call) != 0) {                                                                    \
             fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call, (err)->msg); \
-            exit(1);                                                                       \
-        }                                                                                  \
+            exit(1);                                                                          \
+        }                                                                                     \
     } while (0)
 
 typedef struct test_layout {
@@ -39,10 +39,10 @@ typedef struct test_layout {
 
 /* Different block sizes and head dims, f32 and bf16-sized elements. */
 static const test_layout TEST_LAYOUTS[] = {
-    {"f32 bs16 L4 kv2 d64", 4, 16, 4, 2, 64},   /* 16 KiB units */
+    {"f32 bs16 L4 kv2 d64", 4, 16, 4, 2, 64},    /* 16 KiB units */
     {"bf16 bs16 L3 kv4 d128", 2, 16, 3, 4, 128}, /* 32 KiB units */
-    {"f32 bs32 L2 kv1 d16", 4, 32, 2, 1, 16},   /* 4 KiB units */
-    {"bf16 bs8 L5 kv2 d48", 2, 8, 5, 2, 48},    /* 3 KiB units */
+    {"f32 bs32 L2 kv1 d16", 4, 32, 2, 1, 16},    /* 4 KiB units */
+    {"bf16 bs8 L5 kv2 d48", 2, 8, 5, 2, 48},     /* 3 KiB units */
 };
 #define N_TEST_LAYOUTS ((int)(sizeof TEST_LAYOUTS / sizeof TEST_LAYOUTS[0]))
 
@@ -121,8 +121,8 @@ static inline void pick_blocks(int n, int k, int *out, uint64_t *rng)
 }
 
 /* Sends k blocks layer by layer, as prefill would after each layer's forward pass. */
-static inline int send_blocks(kvt_send *s, const test_pool *src, const int *sb,
-                              const test_pool *dst, const int *db, int k, eng_error *err)
+static inline int send_blocks(kvt_send *s, const test_pool *src, const int *sb, const test_pool *dst, const int *db,
+                              int k, eng_error *err)
 {
     size_t ub = unit_bytes(&src->l);
     for (int layer = 0; layer < src->l.n_layers; layer++) {
@@ -130,8 +130,7 @@ static inline int send_blocks(kvt_send *s, const test_pool *src, const int *sb,
             int run = 1;
             while (i + run < k && sb[i + run] == sb[i] + run && db[i + run] == db[i] + run)
                 run++;
-            if (kvt_send_write(s, unit_off(src, layer, sb[i]), unit_off(dst, layer, db[i]),
-                               ub * run, err) != 0)
+            if (kvt_send_write(s, unit_off(src, layer, sb[i]), unit_off(dst, layer, db[i]), ub * run, err) != 0)
                 return -1;
             i += run;
         }
@@ -140,14 +139,12 @@ static inline int send_blocks(kvt_send *s, const test_pool *src, const int *sb,
 }
 
 /* 1 when every (layer, db[i]) unit of dst equals (layer, sb[i]) of src. */
-static inline int blocks_equal(const test_pool *src, const int *sb, const test_pool *dst,
-                               const int *db, int k)
+static inline int blocks_equal(const test_pool *src, const int *sb, const test_pool *dst, const int *db, int k)
 {
     size_t ub = unit_bytes(&src->l);
     for (int layer = 0; layer < src->l.n_layers; layer++)
         for (int i = 0; i < k; i++)
-            if (memcmp(src->mem + unit_off(src, layer, sb[i]),
-                       dst->mem + unit_off(dst, layer, db[i]), ub) != 0)
+            if (memcmp(src->mem + unit_off(src, layer, sb[i]), dst->mem + unit_off(dst, layer, db[i]), ub) != 0)
                 return 0;
     return 1;
 }

@@ -79,8 +79,8 @@ static void plan(uint64_t seed, int i, int *sb, int *db)
 
 /* One process's half of scenario 1: receive N transfers and send N, at once.
  * to/from: pipes to the other process. send_seed: plan seed of our sending direction. */
-static int both_ways(int li, int to, int from, uint64_t my_seed, uint64_t peer_seed,
-                     uint64_t send_plan, uint64_t recv_plan)
+static int both_ways(int li, int to, int from, uint64_t my_seed, uint64_t peer_seed, uint64_t send_plan,
+                     uint64_t recv_plan)
 {
     eng_error err;
     const test_layout *l = &TEST_LAYOUTS[li];
@@ -178,8 +178,8 @@ static void scenario_both_ways(void)
         close(c2p[0]);
         const test_layout *l = &TEST_LAYOUTS[li];
         double mib = 2.0 * N_TRANSFERS * K_BLOCKS * l->n_layers * unit_bytes(l) / (1 << 20);
-        printf("two processes, layout %-22s %d blocks each way, %.1f MiB total, %.2f s, ok\n",
-               l->name, N_TRANSFERS * K_BLOCKS, mib, eng_now_s() - t0);
+        printf("two processes, layout %-22s %d blocks each way, %.1f MiB total, %.2f s, ok\n", l->name,
+               N_TRANSFERS * K_BLOCKS, mib, eng_now_s() - t0);
     }
 }
 
@@ -292,8 +292,8 @@ static void scenario_kill_receiver(void)
     /* Every layer's blocks, several times over: still streaming when the kill lands. */
     for (int rep = 0; rep < 4; rep++)
         for (int layer = 0; layer < l->n_layers; layer++)
-            CHECK_OK(kvt_send_write(s, (size_t)layer * POOL_BLOCKS * ub,
-                                    (size_t)layer * POOL_BLOCKS * ub, POOL_BLOCKS * ub, &err),
+            CHECK_OK(kvt_send_write(s, (size_t)layer * POOL_BLOCKS * ub, (size_t)layer * POOL_BLOCKS * ub,
+                                    POOL_BLOCKS * ub, &err),
                      &err);
     kill(pid, SIGKILL);
     double t0 = eng_now_s();
@@ -313,7 +313,7 @@ static void scenario_kill_receiver(void)
 
 int main(void)
 {
-    signal(SIGPIPE, SIG_IGN); /* a test writing to a pipe of a dead child must not die */
+    signal(SIGPIPE, SIG_IGN);         /* a test writing to a pipe of a dead child must not die */
     setvbuf(stdout, NULL, _IOLBF, 0); /* nothing buffered gets duplicated by fork */
     scenario_both_ways();
     scenario_kill_sender();

@@ -144,8 +144,8 @@ static void test_layouts(void)
         CHECK(sa.bytes_sent == 800 * ub && sb.bytes_received == 800 * ub);
         CHECK(sb.bytes_sent == 600 * ub && sa.bytes_received == 600 * ub);
         CHECK(sa.sends_failed == 0 && sb.recvs_failed == 0 && sa.send_seconds > 0);
-        printf("layout %-22s  1400 blocks x %d layers both ways, %.1f MiB, ok\n", l->name,
-               l->n_layers, (double)(1400 * ub) / (1 << 20));
+        printf("layout %-22s  1400 blocks x %d layers both ways, %.1f MiB, ok\n", l->name, l->n_layers,
+               (double)(1400 * ub) / (1 << 20));
         side_free(&a);
         side_free(&b);
     }
@@ -345,8 +345,7 @@ static void test_bad_descriptors(side *a, side *b)
     CHECK(kvt_connect(a->t, "hello", 5, &p, &err) == -1 && strstr(err.msg, "descriptor"));
     CHECK(kvt_connect(a->t, "kvt1 rdma x", 11, &p, &err) == -1 && strstr(err.msg, "rdma"));
     CHECK(kvt_connect(a->t, "kvt1 tcp 127.0.0.1 notaport 1 1 1", 33, &p, &err) == -1);
-    CHECK(kvt_connect(a->t, "kvt1 tcp 127.0.0.1 1 1 1 1", 26, &p, &err) == -1 &&
-          strstr(err.msg, "connect"));
+    CHECK(kvt_connect(a->t, "kvt1 tcp 127.0.0.1 1 1 1 1", 26, &p, &err) == -1 && strstr(err.msg, "connect"));
 
     /* Same address, another instance: the receiver restarted since the descriptor was made. */
     char stale[KVT_DESCRIPTOR_MAX + 1];
@@ -482,8 +481,8 @@ static void test_hung_receiver(const test_layout *l)
         kvt_region *r;
         CHECK_OK(kvt_register(t, src.mem, src.bytes, &r, &err), &err);
         char desc[128];
-        int n = snprintf(desc, sizeof desc, "kvt1 tcp 127.0.0.1 %d 0123456789abcdef 1 %zu",
-                         ntohs(sa.sin_port), src.bytes);
+        int n = snprintf(desc, sizeof desc, "kvt1 tcp 127.0.0.1 %d 0123456789abcdef 1 %zu", ntohs(sa.sin_port),
+                         src.bytes);
         kvt_peer *p;
         kvt_send *s;
         CHECK_OK(kvt_connect(t, desc, (size_t)n, &p, &err), &err);
@@ -494,8 +493,8 @@ static void test_hung_receiver(const test_layout *l)
         double dt = eng_now_s() - t0;
         CHECK(dt < 5.0);
         CHECK(strstr(err.msg, mode == 0 ? "no progress" : "no verdict"));
-        printf("hung receiver (%s): sender gave up in %.2f s: %s\n",
-               mode == 0 ? "not reading" : "never answering", dt, err.msg);
+        printf("hung receiver (%s): sender gave up in %.2f s: %s\n", mode == 0 ? "not reading" : "never answering", dt,
+               err.msg);
         __atomic_store_n(&h.stop, 1, __ATOMIC_SEQ_CST);
         CHECK_OK(kvt_deregister(t, r, &err), &err);
         kvt_destroy(t); /* closes the connection, which ends the fake's recv */
@@ -571,8 +570,7 @@ static void test_stalled_and_garbage_sender(side *b)
     CHECK(kvt_wait(b->t, id, 5000, &err) == KVT_FAILED && strstr(err.msg, "protocol error"));
     kvt_forget(b->t, id);
     close(fd);
-    printf("stalled sender: forget returned in %.4f s, late data dropped; garbage: %s\n", dt,
-           err.msg);
+    printf("stalled sender: forget returned in %.4f s, late data dropped; garbage: %s\n", dt, err.msg);
 }
 
 int main(void)

@@ -10,8 +10,12 @@
 static void test_descriptor(void)
 {
     eng_error err;
-    rdma_desc d = {.instance = 0x0123456789abcdefull, .region_id = 3, .lid = 7, .rkey = 0xdeadbeef,
-                   .addr = 0x7f0012345000ull, .size = 123456789};
+    rdma_desc d = {.instance = 0x0123456789abcdefull,
+                   .region_id = 3,
+                   .lid = 7,
+                   .rkey = 0xdeadbeef,
+                   .addr = 0x7f0012345000ull,
+                   .size = 123456789};
     for (int i = 0; i < 16; i++)
         d.gid[i] = (uint8_t)(i * 17);
     char buf[KVT_DESCRIPTOR_MAX], name[16];
@@ -26,12 +30,14 @@ static void test_descriptor(void)
     CHECK(rdma_desc_encode(&d, buf, 40, &len, &err) == -1); /* too small a buffer */
 
     CHECK_OK(rdma_desc_encode(&d, buf, sizeof buf, &len, &err), &err);
-    CHECK(rdma_desc_decode(buf, len / 2, &e, &err) == -1);           /* cut short */
+    CHECK(rdma_desc_decode(buf, len / 2, &e, &err) == -1); /* cut short */
     buf[40] = 'z';
-    CHECK(rdma_desc_decode(buf, len, &e, &err) == -1);               /* not hex */
-    const char *bad[] = {"kvt1 tcp 127.0.0.1 5000", "kvt1 rdma v2 inst=1", "",
+    CHECK(rdma_desc_decode(buf, len, &e, &err) == -1); /* not hex */
+    const char *bad[] = {"kvt1 tcp 127.0.0.1 5000",
+                         "kvt1 rdma v2 inst=1",
+                         "",
                          "kvt1 rdma v1 inst=0000000000000001 region=1 gid=00000000000000000000000000000000 "
-                         "lid=0 rkey=1 addr=1000 size=0",      /* empty region */
+                         "lid=0 rkey=1 addr=1000 size=0", /* empty region */
                          "kvt1 rdma v1 inst=0000000000000001 region=1 gid=00000000000000000000000000000000 "
                          "lid=70000 rkey=1 addr=1000 size=10", /* lid too big */
                          "kvt1 rdma v1 inst=0000000000000001 region=1 gid=00000000000000000000000000000000 "
@@ -43,8 +49,8 @@ static void test_descriptor(void)
 static void test_hello(void)
 {
     eng_error err;
-    rdma_hello h = {.kind = RDMA_HELLO, .to = 11, .from = 22, .token = 33, .qpn = 0x1234, .psn = 0xabcdef,
-                    .lid = 5, .mtu = 3};
+    rdma_hello h = {
+        .kind = RDMA_HELLO, .to = 11, .from = 22, .token = 33, .qpn = 0x1234, .psn = 0xabcdef, .lid = 5, .mtu = 3};
     h.gid[10] = h.gid[11] = 0xff;
     h.gid[12] = 10, h.gid[15] = 15;
     CHECK(rdma_gid_is_ipv4(h.gid));

@@ -144,9 +144,9 @@ static int write_safetensors(const char *path, const tlist *l)
             snprintf(shape, sizeof shape, "[%d,%d]", t->rows, t->cols);
         else
             snprintf(shape, sizeof shape, "[%d]", t->rows);
-        len += (size_t)snprintf(h + len, cap - len, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":%s,\"data_offsets\":[%zu,%zu]}",
-                                i ? "," : "", t->name, !strcmp(t->dtype, "F64") ? "F64" : t->dtype, shape, off,
-                                off + t->nbytes);
+        len += (size_t)snprintf(h + len, cap - len,
+                                "%s\"%s\":{\"dtype\":\"%s\",\"shape\":%s,\"data_offsets\":[%zu,%zu]}", i ? "," : "",
+                                t->name, !strcmp(t->dtype, "F64") ? "F64" : t->dtype, shape, off, off + t->nbytes);
         off += t->nbytes;
     }
     len += (size_t)snprintf(h + len, cap - len, ",\"__metadata__\":{\"format\":\"pt\"}}");
@@ -179,7 +179,8 @@ int ckpt_write(const char *dir, const ckpt_spec *s)
     char n[160];
     add(&l, s, &rng, "model.embed_tokens.weight", s->vocab, H, 1.0f, 0);
     for (int i = 0; i < s->layers; i++) {
-#define ADD(rows, cols, scale, norm, ...) (snprintf(n, sizeof n, __VA_ARGS__), add(&l, s, &rng, n, rows, cols, scale, norm))
+#define ADD(rows, cols, scale, norm, ...) \
+    (snprintf(n, sizeof n, __VA_ARGS__), add(&l, s, &rng, n, rows, cols, scale, norm))
         ADD(H, 0, 0, 1, "model.layers.%d.input_layernorm.weight", i);
         ADD(s->heads * HD, H, 1 / sqrtf(H), 0, "model.layers.%d.self_attn.q_proj.weight", i);
         ADD(s->kv_heads * HD, H, 1 / sqrtf(H), 0, "model.layers.%d.self_attn.k_proj.weight", i);
@@ -224,8 +225,10 @@ int ckpt_write(const char *dir, const ckpt_spec *s)
             " \"num_hidden_layers\": %d, \"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": %d,\n"
             " \"rms_norm_eps\": 1e-6, \"rope_theta\": 1000000.0, \"max_position_embeddings\": 40960,\n"
             " \"tie_word_embeddings\": %s, \"bos_token_id\": 1, \"eos_token_id\": 2",
-            s->model_type ? s->model_type : s->moe ? "qwen3_moe" : "qwen3", s->vocab, H, s->ffn, s->layers, s->heads,
-            s->kv_heads, HD, s->tied ? "true" : "false");
+            s->model_type ? s->model_type
+            : s->moe      ? "qwen3_moe"
+                          : "qwen3",
+            s->vocab, H, s->ffn, s->layers, s->heads, s->kv_heads, HD, s->tied ? "true" : "false");
     if (s->moe)
         fprintf(f,
                 ",\n \"num_experts\": %d, \"num_experts_per_tok\": %d, \"moe_intermediate_size\": %d,"
@@ -239,7 +242,8 @@ int ckpt_write(const char *dir, const ckpt_spec *s)
     f = fopen(path, "w");
     if (!f)
         return -1;
-    fprintf(f, "{\"eos_token_id\": [2, 3], \"do_sample\": true, \"temperature\": 0.6, \"top_k\": 20, \"top_p\": 0.95}\n");
+    fprintf(f,
+            "{\"eos_token_id\": [2, 3], \"do_sample\": true, \"temperature\": 0.6, \"top_k\": 20, \"top_p\": 0.95}\n");
     fclose(f);
     return 0;
 }

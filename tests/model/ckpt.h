@@ -10,8 +10,8 @@ typedef struct ckpt_spec {
     int vocab, hidden, layers, heads, kv_heads, head_dim, ffn;
     int experts, experts_per_tok, moe_ffn;
     int tied;
-    const char *dtype;        /* "BF16", "F16" or "F32" for every tensor */
-    const char *model_type;   /* NULL: qwen3 / qwen3_moe */
+    const char *dtype;      /* "BF16", "F16" or "F32" for every tensor */
+    const char *model_type; /* NULL: qwen3 / qwen3_moe */
     uint64_t seed;
     /* breakage */
     const char *skip_tensor;  /* leave this tensor out */

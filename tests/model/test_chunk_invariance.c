@@ -162,8 +162,8 @@ static void test_model(const char *name, const ckpt_spec *spec)
             continue;
         CHECK(memcmp(ref.kv, got.kv, kv_bytes(&l)) == 0, "%s %s: %s: K/V cache differs from one chunk",
               eng_kernels_isa(), name, runs[r].what);
-        CHECK(memcmp(ref.logits, got.logits, n_logits * sizeof(float)) == 0,
-              "%s %s: %s: logits differ from one chunk", eng_kernels_isa(), name, runs[r].what);
+        CHECK(memcmp(ref.logits, got.logits, n_logits * sizeof(float)) == 0, "%s %s: %s: logits differ from one chunk",
+              eng_kernels_isa(), name, runs[r].what);
     }
     free(ref.logits), free(ref.kv), free(got.logits), free(got.kv);
     eng_model_free(m1);

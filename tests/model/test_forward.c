@@ -67,8 +67,8 @@ static int run_chunked(eng_model *m, int block_size, const int32_t *prompt, cons
     int done = 0, rc = 0;
     for (int i = 0; done < PROMPT && rc == 0; i++) {
         int n = chunks[i] < PROMPT - done ? chunks[i] : PROMPT - done;
-        eng_batch_item it = {.seq = &seq, .tokens = prompt + done, .n_tokens = n,
-                             .logits = done + n == PROMPT ? out : NULL};
+        eng_batch_item it = {
+            .seq = &seq, .tokens = prompt + done, .n_tokens = n, .logits = done + n == PROMPT ? out : NULL};
         rc = eng_seq_reserve(kv, &seq, done + n, &err) || eng_forward(m, kv, &it, 1, NULL, NULL, &err);
         done += n;
     }
@@ -176,8 +176,8 @@ static void test_model(const char *name, const ckpt_spec *spec)
     bad.tokens = &tok;
     bad.n_tokens = 1;
     seq[0].n_past = 16;
-    CHECK(eng_forward(m, kv, &bad, 1, NULL, NULL, &err) == -1 && strstr(err.msg, "eng_seq_reserve"),
-          "no blocks: %s", err.msg);
+    CHECK(eng_forward(m, kv, &bad, 1, NULL, NULL, &err) == -1 && strstr(err.msg, "eng_seq_reserve"), "no blocks: %s",
+          err.msg);
     seq[0].n_past = 0;
     eng_seq_release(kv, &seq[0]);
     eng_kv_pool_destroy(kv);
@@ -185,8 +185,8 @@ static void test_model(const char *name, const ckpt_spec *spec)
     other.head_dim *= 2;
     CHECK(eng_kv_pool_create(&other, 4, &kv, &err) == 0, "pool");
     CHECK(eng_seq_reserve(kv, &seq[0], 1, &err) == 0, "reserve");
-    CHECK(eng_forward(m, kv, &bad, 1, NULL, NULL, &err) == -1 && strstr(err.msg, "does not fit"),
-          "layout mismatch: %s", err.msg);
+    CHECK(eng_forward(m, kv, &bad, 1, NULL, NULL, &err) == -1 && strstr(err.msg, "does not fit"), "layout mismatch: %s",
+          err.msg);
     eng_seq_release(kv, &seq[0]);
     eng_kv_pool_destroy(kv);
 

@@ -100,8 +100,8 @@ int main(void)
         CHECK(eng_gen_config_load(dir, &c, &g, &err) == 0, "no gen config is fine");
         CHECK(g.n_eos == 1 && g.eos_token_id[0] == 2 && !g.do_sample && g.temperature == 1.0f, "defaults");
         write_file(dir, "generation_config.json", "{\"eos_token_id\": \"x\"}");
-        CHECK(eng_gen_config_load(dir, &c, &g, &err) == -1 && strstr(err.msg, "generation_config.json"),
-              "bad eos: %s", err.msg);
+        CHECK(eng_gen_config_load(dir, &c, &g, &err) == -1 && strstr(err.msg, "generation_config.json"), "bad eos: %s",
+              err.msg);
 
         write_file(dir, "config.json", "{\"model_type\": \"qwen3\", \"vocab_size\": 10,");
         expect_fail("bad config JSON", dir, "config.json", "invalid JSON");

@@ -114,8 +114,7 @@ static void plan(int from, int layout, int i, int *sb, int *db, int k)
     pick_blocks(POOL_BLOCKS, k, sb, &rng);
 }
 
-static int expect_blocks(kvt_transport *t, kvt_region *r, const test_pool *dst, const int *db,
-                         int k, uint64_t *id)
+static int expect_blocks(kvt_transport *t, kvt_region *r, const test_pool *dst, const int *db, int k, uint64_t *id)
 {
     eng_error err;
     int n = dst->l.n_layers * k;
@@ -199,8 +198,8 @@ static void both_ways(kvt_transport *t, chan c, int me)
     CHECK(st.recvs_ok == (uint64_t)N_TEST_LAYOUTS * N_TRANSFERS && st.sends_ok == st.recvs_ok);
     CHECK(st.bytes_received == bytes && st.bytes_sent == bytes);
     printf("%s: both ways: received %d KV blocks (%.1f MiB) in %d layouts, checksums verified, "
-           "contents equal, %.2f s\n", me ? "B" : "A", units, bytes / 1048576.0, N_TEST_LAYOUTS,
-           eng_now_s() - t0);
+           "contents equal, %.2f s\n",
+           me ? "B" : "A", units, bytes / 1048576.0, N_TEST_LAYOUTS, eng_now_s() - t0);
 }
 
 /* A big single-layout transfer used by the failure phases: many scattered runs. */
@@ -429,8 +428,8 @@ int main(void)
         double t0 = eng_now_s();
         kvt_state st = kvt_wait(t, id, 30000, &err);
         CHECK(st == KVT_FAILED);
-        printf("A: sender killed mid-transfer; the receiver's wait failed after %.2f s: %s\n",
-               eng_now_s() - t0, err.msg);
+        printf("A: sender killed mid-transfer; the receiver's wait failed after %.2f s: %s\n", eng_now_s() - t0,
+               err.msg);
         kvt_forget(t, id);
         CHECK_OK(kvt_deregister(t, rd, &err), &err);
         pool_free(&dst);
@@ -460,8 +459,7 @@ int main(void)
         else
             kvt_send_abort(s, "test");
         CHECK(rc == -1);
-        printf("A: receiver killed mid-transfer; the sender failed after %.2f s: %s\n",
-               eng_now_s() - t0, err.msg);
+        printf("A: receiver killed mid-transfer; the sender failed after %.2f s: %s\n", eng_now_s() - t0, err.msg);
         CHECK_OK(kvt_deregister(t, rs, &err), &err);
         pool_free(&src);
     }
@@ -471,9 +469,8 @@ int main(void)
     reap(b, 0);
     kvt_stats st;
     kvt_get_stats(t, &st);
-    printf("A: stats: %llu sends ok, %llu failed; %llu receives ok, %llu failed\n",
-           (unsigned long long)st.sends_ok, (unsigned long long)st.sends_failed,
-           (unsigned long long)st.recvs_ok, (unsigned long long)st.recvs_failed);
+    printf("A: stats: %llu sends ok, %llu failed; %llu receives ok, %llu failed\n", (unsigned long long)st.sends_ok,
+           (unsigned long long)st.sends_failed, (unsigned long long)st.recvs_ok, (unsigned long long)st.recvs_failed);
     kvt_destroy(t);
     printf("test_rdma_pair ok\n");
     return 0;

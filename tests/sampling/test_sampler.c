@@ -144,8 +144,7 @@ static void test_penalties(void)
     const int32_t gen2[4] = {1, 1, 1, 3};
     const int32_t prompt2[2] = {0, 2};
     CHECK(eng_sample(&s, m, 5, prompt2, 2, gen2, 4, 0, &r) == 0);
-    CHECK(m[0] == 1.0f && m[1] == 1.0f - 1.5f - 0.25f && m[2] == 1.0f && m[3] == 1.0f - 0.5f - 0.25f &&
-          m[4] == 1.0f);
+    CHECK(m[0] == 1.0f && m[1] == 1.0f - 1.5f - 0.25f && m[2] == 1.0f && m[3] == 1.0f - 0.5f - 0.25f && m[4] == 1.0f);
     CHECK(r.id == 0);
 
     /* All three: repetition first, then frequency and presence (vLLM's order). */
@@ -346,8 +345,7 @@ static void test_full_vocab(void)
         CHECK(base[r.id] >= sorted[nucleus - 1]);
     }
     double ms = (double)(clock() - t0) * 1000.0 / CLOCKS_PER_SEC / 20;
-    printf("full vocabulary (%d): %.2f ms per sample (top-k 40 / top-p 0.9), nucleus %d tokens\n", V, ms,
-           nucleus);
+    printf("full vocabulary (%d): %.2f ms per sample (top-k 40 / top-p 0.9), nucleus %d tokens\n", V, ms, nucleus);
     free(base);
     free(l);
     free(sorted);
@@ -362,12 +360,12 @@ static void test_bad_parameters(void)
     eng_sampling bad[12];
     const char *names[12];
     int n = 0;
-#define ADD(name, stmt)             \
-    do {                            \
-        eng_sampling_defaults(&s);  \
-        stmt;                       \
-        bad[n] = s;                 \
-        names[n++] = name;          \
+#define ADD(name, stmt)            \
+    do {                           \
+        eng_sampling_defaults(&s); \
+        stmt;                      \
+        bad[n] = s;                \
+        names[n++] = name;         \
     } while (0)
     ADD("temperature", s.temperature = -0.1f);
     ADD("temperature", s.temperature = NAN);

@@ -29,7 +29,7 @@ static unsigned cp_of(int b)
         int n = 0;
         for (int i = 0; i < 256; i++)
             table[i] = ((i >= '!' && i <= '~') || (i >= 0xA1 && i <= 0xAC) || i >= 0xAE) ? (unsigned)i
-                                                                                        : 256u + (unsigned)n++;
+                                                                                         : 256u + (unsigned)n++;
         ready = 1;
     }
     return table[b];
@@ -313,7 +313,9 @@ static void test_decode(const eng_tokenizer *t)
     CHECK(decodes_to(t, ids, 4, 1, "hello w<think>")); /* only special tokens are skipped */
     /* Invalid bytes: one U+FFFD per maximal invalid subpart, like from_utf8_lossy. */
     int32_t trunc[] = {0xE4, 0xBD, 'a'};
-    CHECK(decodes_to(t, trunc, 3, 0, "\xef\xbf\xbd" "a"));
+    CHECK(decodes_to(t, trunc, 3, 0,
+                     "\xef\xbf\xbd"
+                     "a"));
     int32_t end[] = {'a', 0xF0, 0x9F, 0x98};
     CHECK(decodes_to(t, end, 4, 0, "a\xef\xbf\xbd"));
     int32_t overlong[] = {0xC0, 0xAF};
@@ -429,8 +431,7 @@ static void test_load_errors(void)
     expect_load_error("{}", "no \"model\"");
     expect_load_error("{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}}}", "WordPiece");
     cJSON *root = fixture();
-    cJSON_AddItemToArray(cJSON_GetObjectItem(cJSON_GetObjectItem(root, "model"), "merges"),
-                         cJSON_CreateString("zz q"));
+    cJSON_AddItemToArray(cJSON_GetObjectItem(cJSON_GetObjectItem(root, "model"), "merges"), cJSON_CreateString("zz q"));
     char *s = cJSON_PrintUnformatted(root);
     expect_load_error(s, "merge 7");
     free(s);
@@ -444,7 +445,8 @@ static void test_load_errors(void)
     cJSON_Delete(root);
 
     root = fixture();
-    cJSON *split = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(root, "pre_tokenizer"), "pretokenizers"), 0);
+    cJSON *split = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(root, "pre_tokenizer"), "pretokenizers"),
+                                      0);
     cJSON_ReplaceItemInObject(cJSON_GetObjectItem(split, "pattern"), "Regex", cJSON_CreateString("(unclosed"));
     s = cJSON_PrintUnformatted(root);
     expect_load_error(s, "does not compile");

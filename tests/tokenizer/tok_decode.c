@@ -50,8 +50,8 @@ static int check_stream(const eng_tokenizer *t, const int32_t *ids, int n, int s
         }
     }
     if (streamed.len != whole.len || (whole.len && memcmp(streamed.data, whole.data, whole.len))) {
-        fprintf(stderr, "tok_decode: line %zu: streamed decode differs from whole decode (skip_special=%d)\n",
-                line, skip);
+        fprintf(stderr, "tok_decode: line %zu: streamed decode differs from whole decode (skip_special=%d)\n", line,
+                skip);
         goto out;
     }
     rc = 0;

@@ -57,17 +57,17 @@ static inline void check_fail_end(void)
 #endif
 }
 
-#define CHECK_AT_(fatal, cond, expr, ...)                                              \
-    do {                                                                               \
-        if (cond) {                                                                    \
-            check_passed++;                                                            \
-        } else {                                                                       \
-            check_fail_begin(__FILE__, __LINE__, expr);                                \
-            __VA_OPT__(check_fail_note(__VA_ARGS__);)                                  \
-            check_fail_end();                                                          \
-            if (fatal)                                                                 \
-                check_stop();                                                          \
-        }                                                                              \
+#define CHECK_AT_(fatal, cond, expr, ...)               \
+    do {                                                \
+        if (cond) {                                     \
+            check_passed++;                             \
+        } else {                                        \
+            check_fail_begin(__FILE__, __LINE__, expr); \
+            __VA_OPT__(check_fail_note(__VA_ARGS__);)   \
+            check_fail_end();                           \
+            if (fatal)                                  \
+                check_stop();                           \
+        }                                               \
     } while (0)
 
 #define CHECK(cond, ...) CHECK_AT_(0, (cond), #cond __VA_OPT__(, ) __VA_ARGS__)

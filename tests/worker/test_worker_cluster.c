@@ -41,24 +41,24 @@
 #include "tandem.pb-c.h"
 
 static int failures;
-#define CHECK(cond, ...)                                                                   \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            failures++;                                                                    \
-            fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__, #cond);                \
-            fprintf(stderr, __VA_ARGS__);                                                  \
-            fprintf(stderr, "\n");                                                         \
-        }                                                                                  \
+#define CHECK(cond, ...)                                                    \
+    do {                                                                    \
+        if (!(cond)) {                                                      \
+            failures++;                                                     \
+            fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                   \
+            fprintf(stderr, "\n");                                          \
+        }                                                                   \
     } while (0)
-#define REQUIRE(cond, ...)                                                                 \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "%s:%d: FATAL %s: ", __FILE__, __LINE__, #cond);               \
-            fprintf(stderr, __VA_ARGS__);                                                  \
-            fprintf(stderr, "\n");                                                         \
-            cleanup();                                                                     \
-            exit(1);                                                                       \
-        }                                                                                  \
+#define REQUIRE(cond, ...)                                                   \
+    do {                                                                     \
+        if (!(cond)) {                                                       \
+            fprintf(stderr, "%s:%d: FATAL %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                    \
+            fprintf(stderr, "\n");                                           \
+            cleanup();                                                       \
+            exit(1);                                                         \
+        }                                                                    \
     } while (0)
 
 static const char *tandem, *models, *reference_tandem;
@@ -461,8 +461,7 @@ static void run_disagg(proc *d, proc *p, const char *rid, const int32_t *prompt,
     rpc_stream_close(stream);
 }
 
-static void run_colocated(proc *b, const char *rid, const int32_t *prompt, int n_prompt, const sampling *s,
-                          result *out)
+static void run_colocated(proc *b, const char *rid, const int32_t *prompt, int n_prompt, const sampling *s, result *out)
 {
     out->n = 0;
     out->finish = 0;
@@ -539,8 +538,8 @@ static void same_tokens(const char *model, proc *d, proc *p, proc *b)
     static job jobs[NJ];
     for (int i = 0; i < NJ; i++) {
         sampling s = i < NT ? (sampling){.temperature = 0, .top_p = 1, .seed = 1, .max_tokens = 12 + i}
-                            : (sampling){.temperature = 0.8, .top_p = 0.9, .top_k = 50, .seed = 1000 + i,
-                                         .max_tokens = 16};
+                            : (sampling){
+                                  .temperature = 0.8, .top_p = 0.9, .top_k = 50, .seed = 1000 + i, .max_tokens = 16};
         reference(model, texts[i % NT], &s, &refs[i]);
         jobs[i] = (job){.d = d, .p = p, .model = model, .ref = &refs[i], .s = s};
         snprintf(jobs[i].rid, sizeof jobs[i].rid, "%s-%d", model, i);
@@ -642,8 +641,8 @@ static void cancels_and_errors(proc *d, proc *p)
     pr.sampling = &sp;
     pr.target = t->kv_target;
     Tandem__PrefillResult *res = NULL;
-    int rc = rpc_unary_msg(p->ch, RPC_PREFILL_RUN, &pr.base, &tandem__prefill_result__descriptor, 10000,
-                           (void **)&res, &st);
+    int rc = rpc_unary_msg(p->ch, RPC_PREFILL_RUN, &pr.base, &tandem__prefill_result__descriptor, 10000, (void **)&res,
+                           &st);
     CHECK(rc < 0 && st.code == RPC_INVALID_ARGUMENT && strstr(st.msg, "bs32") && strstr(st.msg, "bs16"),
           "layout mismatch refused naming both: %s %s", rpc_code_name(st.code), st.msg);
     rpc_msg_free(res);
@@ -954,7 +953,8 @@ int main(int argc, char **argv)
     proc *dd = start_worker("dense-d", "decode", "dense", port, "--kv-blocks 2048 --lease-ms 6000");
     /* dense-b is stopped with a stream open that nobody reads: a short drain, so that
      * SIGTERM fails it explicitly well within stop_worker's 15 s */
-    proc *db = start_worker("dense-b", "both", "dense", port, "--max-batch-tokens 100 --kv-blocks 512 --drain-timeout 1");
+    proc *db = start_worker("dense-b", "both", "dense", port,
+                            "--max-batch-tokens 100 --kv-blocks 512 --drain-timeout 1");
     proc *mp = start_worker("moe-p", "prefill", "moe", port, "--max-batch-tokens 128");
     proc *md = start_worker("moe-d", "decode", "moe", port, "--kv-blocks 1024");
     proc *sd = start_worker("small-d", "decode", "dense", port, "--kv-blocks 12 --max-batch-tokens 32");

@@ -9,12 +9,12 @@
 #include "worker.h"
 
 static int failures;
-#define CHECK(cond)                                                                        \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            failures++;                                                                    \
-            fprintf(stderr, "%s:%d: FAIL %s\n", __FILE__, __LINE__, #cond);                \
-        }                                                                                  \
+#define CHECK(cond)                                                         \
+    do {                                                                    \
+        if (!(cond)) {                                                      \
+            failures++;                                                     \
+            fprintf(stderr, "%s:%d: FAIL %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                   \
     } while (0)
 
 static void test_runs(void)
@@ -91,10 +91,10 @@ static void test_limits(void)
     int32_t stop[] = {151645, 151643}; /* Qwen3's <|im_end|>, <|endoftext|> (generation_config.json) */
     CHECK(wrk_finish_reason(151643, stop, 2, 10, 1, 30) == 1);
     CHECK(wrk_finish_reason(5, stop, 2, 10, 1, 30) == 0);
-    CHECK(wrk_finish_reason(5, stop, 2, 10, 20, 30) == 2);       /* max_tokens */
-    CHECK(wrk_finish_reason(5, stop, 2, 4090, 6, 4096) == 2);    /* context end */
-    CHECK(wrk_finish_reason(151645, stop, 2, 10, 20, 30) == 1);  /* stop wins over length */
-    CHECK(wrk_finish_reason(5, NULL, 0, 10, 1, 11) == 2);        /* max_tokens 1 */
+    CHECK(wrk_finish_reason(5, stop, 2, 10, 20, 30) == 2);      /* max_tokens */
+    CHECK(wrk_finish_reason(5, stop, 2, 4090, 6, 4096) == 2);   /* context end */
+    CHECK(wrk_finish_reason(151645, stop, 2, 10, 20, 30) == 1); /* stop wins over length */
+    CHECK(wrk_finish_reason(5, NULL, 0, 10, 1, 11) == 2);       /* max_tokens 1 */
 }
 
 static void test_pool_size(void)

@@ -32,29 +32,28 @@ typedef enum wrk_role {
 const char *wrk_role_name(wrk_role r); /* "prefill", "decode", "both" */
 int wrk_role_parse(const char *s, wrk_role *out);
 
-
 typedef struct wrk_options {
     wrk_role role;
     const char *model_dir;
-    const char *coordinator; /* host:port of the Registry; NULL or "" = run unregistered */
-    const char *host;        /* bind and advertise address; NULL = "127.0.0.1" */
-    int port;                /* gRPC; 0 = any */
-    int metrics_port;        /* /metrics; 0 = any, -1 = none */
-    int threads;             /* compute threads; 0 = one per CPU */
-    int kv_blocks;           /* 0 = what fits the memory budget (wrk_default_kv_blocks) */
-    int block_size;          /* tokens per KV block; 0 = 16 */
-    int max_batch_tokens;    /* tokens per forward step; 0 = 2048 */
-    int max_running;         /* sequences decoding at once (and reservations); 0 = 64 */
-    const char *kv_transport;/* "auto", "tcp", "rdma"; NULL = auto */
-    const char *rdma_device; /* verbs device ("mlx5_0"); NULL = the first with an active port */
-    const char *id;          /* worker id; NULL = "<role>-<host>:<port>" */
-    int lease_ms;            /* KV reservation lease; 0 = 30000 */
+    const char *coordinator;  /* host:port of the Registry; NULL or "" = run unregistered */
+    const char *host;         /* bind and advertise address; NULL = "127.0.0.1" */
+    int port;                 /* gRPC; 0 = any */
+    int metrics_port;         /* /metrics; 0 = any, -1 = none */
+    int threads;              /* compute threads; 0 = one per CPU */
+    int kv_blocks;            /* 0 = what fits the memory budget (wrk_default_kv_blocks) */
+    int block_size;           /* tokens per KV block; 0 = 16 */
+    int max_batch_tokens;     /* tokens per forward step; 0 = 2048 */
+    int max_running;          /* sequences decoding at once (and reservations); 0 = 64 */
+    const char *kv_transport; /* "auto", "tcp", "rdma"; NULL = auto */
+    const char *rdma_device;  /* verbs device ("mlx5_0"); NULL = the first with an active port */
+    const char *id;           /* worker id; NULL = "<role>-<host>:<port>" */
+    int lease_ms;             /* KV reservation lease; 0 = 30000 */
     /* Expert parallelism: ep_size > 1 makes this worker rank ep_rank of EP group
      * `group`, holding only its contiguous share of the experts (worker/ep.h). */
     int ep_size, ep_rank;
     const char *group;
-    const char *ep_peers;    /* every rank's exchange address, "host:port,...", by rank */
-    int ep_deadline_ms;      /* every exchange receive; 0 = 10000 */
+    const char *ep_peers; /* every rank's exchange address, "host:port,...", by rank */
+    int ep_deadline_ms;   /* every exchange receive; 0 = 10000 */
 } wrk_options;
 
 typedef struct wrk_worker wrk_worker;
