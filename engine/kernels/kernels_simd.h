@@ -26,8 +26,9 @@
 
 #define MM_NR 4      /* outputs per tile (V_REDUCE4 sums them); divides kernels.c's ROW_ALIGN */
 #define MM_DEC_MAX 4 /* fewer tokens than this take the decode loop */
+#define MM_DEC_NG 2  /* groups of MM_NR outputs a single decode token sums side by side */
 #define MM_KC 1024   /* inputs per packed weight block: MM_NR * MM_KC floats = 16 KiB */
-#define MM_TC 192    /* tokens per prefill chunk (a multiple of MM_MR): 48 KiB of partial sums */
+#define MM_TC 96     /* tokens per prefill chunk (a multiple of MM_MR): 24 KiB of partial sums, inputs in L2 */
 
 /* ---- loading VL weights of any dtype as f32 ---- */
 
@@ -63,45 +64,47 @@ static float scalar_w(const char *row, int i, eng_dtype dt)
  * Tiles only decide how many such accumulators live in registers at once, never
  * what goes into one, so a row's result cannot depend on the rows around it. */
 
-/* acc[t][j] for MT tokens x MM_NR outputs over inputs [0, kc) of the given rows
- * (x rows f32; weight rows of dtype dt, both already offset to the block start).
+/* acc[t][j] for MT tokens x NG * MM_NR outputs over inputs [0, kc) of the given
+ * rows (x rows f32; weight rows of dtype dt, both already offset to the block start).
  * first: start from zero, else from part; last: the block ends the row, so a
  * partial chunk is padded and results go to y (valid_t x valid_o of them), else
- * the accumulators are saved in part for the next block. Missing tokens or
- * outputs of a partial tile repeat a valid row and are dropped at the end. */
+ * the accumulators are saved in part for the next block (NG 1 only). Missing tokens
+ * or outputs of a partial tile repeat a valid row and are dropped at the end. Each
+ * group of MM_NR outputs is reduced on its own, so NG changes nothing but speed. */
 ALWAYS_INLINE void mm_tile(float *y, int ldy, int valid_t, int valid_o, V *part, const float *const *xr,
-                           const char *const *wr, eng_dtype dt, int kc, int first, int last, const int MT)
+                           const char *const *wr, eng_dtype dt, int kc, int first, int last, const int MT, const int NG)
 {
-    V acc[MM_MR][MM_NR];
+    const int NO = NG * MM_NR;
+    V acc[MM_MR][MM_DEC_NG * MM_NR];
 #pragma GCC unroll 8
     for (int t = 0; t < MT; t++)
 #pragma GCC unroll 8
-        for (int j = 0; j < MM_NR; j++)
+        for (int j = 0; j < NO; j++)
             acc[t][j] = first ? V_ZERO() : part[t * MM_NR + j];
     int i = 0;
     for (; i + VL <= kc; i += VL) {
-        V wv[MM_NR];
+        V wv[MM_DEC_NG * MM_NR];
 #pragma GCC unroll 8
-        for (int j = 0; j < MM_NR; j++)
+        for (int j = 0; j < NO; j++)
             wv[j] = load_w(wr[j], i, dt);
 #pragma GCC unroll 8
         for (int t = 0; t < MT; t++) {
             V xv = V_LOAD(xr[t] + i);
 #pragma GCC unroll 8
-            for (int j = 0; j < MM_NR; j++)
+            for (int j = 0; j < NO; j++)
                 acc[t][j] = V_FMA(wv[j], xv, acc[t][j]);
         }
     }
     if (i < kc) { /* only the row's last block has a partial chunk */
         int rem = kc - i;
-        float wt[MM_NR][VL], xt[VL];
-        for (int j = 0; j < MM_NR; j++)
+        float wt[MM_DEC_NG * MM_NR][VL], xt[VL];
+        for (int j = 0; j < NO; j++)
             for (int k = 0; k < VL; k++)
                 wt[j][k] = k < rem ? scalar_w(wr[j], i + k, dt) : 0.0f;
         for (int t = 0; t < MT; t++) {
             for (int k = 0; k < VL; k++)
                 xt[k] = k < rem ? xr[t][i + k] : 0.0f;
-            for (int j = 0; j < MM_NR; j++)
+            for (int j = 0; j < NO; j++)
                 acc[t][j] = V_FMA(V_LOAD(wt[j]), V_LOAD(xt), acc[t][j]);
         }
     }
@@ -109,25 +112,33 @@ ALWAYS_INLINE void mm_tile(float *y, int ldy, int valid_t, int valid_o, V *part,
     for (int t = 0; t < MT; t++) {
         if (!last) {
 #pragma GCC unroll 8
-            for (int j = 0; j < MM_NR; j++)
+            for (int j = 0; j < NO; j++)
                 part[t * MM_NR + j] = acc[t][j];
         } else if (t < valid_t) {
-            float r[MM_NR];
-            V_REDUCE4(r, acc[t][0], acc[t][1], acc[t][2], acc[t][3]);
-            memcpy(y + (size_t)t * ldy, r, (size_t)(valid_o < MM_NR ? valid_o : MM_NR) * sizeof(float));
+#pragma GCC unroll 8
+            for (int g = 0; g < NG; g++) {
+                int n = valid_o - g * MM_NR;
+                if (n <= 0)
+                    break;
+                float r[MM_NR];
+                V_REDUCE4(r, acc[t][g * MM_NR], acc[t][g * MM_NR + 1], acc[t][g * MM_NR + 2], acc[t][g * MM_NR + 3]);
+                memcpy(y + (size_t)t * ldy + g * MM_NR, r, (size_t)(n < MM_NR ? n : MM_NR) * sizeof(float));
+            }
         }
     }
 }
 
-/* Rows o .. o + MM_NR of W (repeating row o past o1). */
-ALWAYS_INLINE void weight_rows(const char **wr, const void *w, size_t row_bytes, int o, int o1)
+/* Rows o .. o + n of W (repeating row o past o1). */
+ALWAYS_INLINE void weight_rows(const char **wr, const void *w, size_t row_bytes, int o, int o1, int n)
 {
-    for (int j = 0; j < MM_NR; j++)
+    for (int j = 0; j < n; j++)
         wr[j] = (const char *)w + (size_t)(o + (o + j < o1 ? j : 0)) * row_bytes;
 }
 
 /* Few tokens (decode): memory bound. Weights are read in place, MM_NR rows side by
- * side against all T tokens, so each weight is read from memory once. */
+ * side against all T tokens, so each weight is read from memory once; a single
+ * token takes MM_DEC_NG groups of MM_NR rows at once, enough independent FMA
+ * chains to hide their latency. */
 ALWAYS_INLINE void dec_rows(float *y, int ldy, const float *x, const void *w, eng_dtype dt, int n_in, int o0, int o1,
                             const int T)
 {
@@ -135,10 +146,16 @@ ALWAYS_INLINE void dec_rows(float *y, int ldy, const float *x, const void *w, en
     const float *xr[MM_MR];
     for (int t = 0; t < T; t++)
         xr[t] = x + (size_t)t * n_in;
-    for (int o = o0; o < o1; o += MM_NR) {
-        const char *wr[MM_NR];
-        weight_rows(wr, w, row_bytes, o, o1);
-        mm_tile(y + o, ldy, T, o1 - o, NULL, xr, wr, dt, n_in, 1, 1, T);
+    int o = o0;
+    const char *wr[MM_DEC_NG * MM_NR];
+    if (T == 1)
+        for (; o + MM_DEC_NG * MM_NR <= o1; o += MM_DEC_NG * MM_NR) {
+            weight_rows(wr, w, row_bytes, o, o1, MM_DEC_NG * MM_NR);
+            mm_tile(y + o, ldy, T, o1 - o, NULL, xr, wr, dt, n_in, 1, 1, T, MM_DEC_NG);
+        }
+    for (; o < o1; o += MM_NR) {
+        weight_rows(wr, w, row_bytes, o, o1, MM_NR);
+        mm_tile(y + o, ldy, T, o1 - o, NULL, xr, wr, dt, n_in, 1, 1, T, 1);
     }
 }
 
@@ -170,11 +187,14 @@ static void gemm_rows(float *y, int ldy, const float *x, const void *w, eng_dtyp
     float buf[MM_NR * MM_KC] __attribute__((aligned(64)));
     V part[MM_TC * MM_NR];
     size_t row_bytes = (size_t)n_in * dt_size(dt);
-    for (int o = o0; o < o1; o += MM_NR) {
-        const char *wr[MM_NR];
-        weight_rows(wr, w, row_bytes, o, o1);
-        for (int t0 = 0; t0 < n_tokens; t0 += MM_TC) {
-            int tc = n_tokens - t0 < MM_TC ? n_tokens - t0 : MM_TC;
+    /* Token chunks outside output tiles: a chunk's inputs stay in L2 while every
+     * tile of outputs passes over them (the other way round, all the tokens'
+     * inputs would stream from memory again for each tile of MM_NR outputs). */
+    for (int t0 = 0; t0 < n_tokens; t0 += MM_TC) {
+        int tc = n_tokens - t0 < MM_TC ? n_tokens - t0 : MM_TC;
+        for (int o = o0; o < o1; o += MM_NR) {
+            const char *wr[MM_NR];
+            weight_rows(wr, w, row_bytes, o, o1, MM_NR);
             for (int k0 = 0; k0 < n_in; k0 += MM_KC) {
                 int kc = n_in - k0 < MM_KC ? n_in - k0 : MM_KC;
                 pack_rows(buf, wr, k0, kc, dt);
@@ -188,7 +208,7 @@ static void gemm_rows(float *y, int ldy, const float *x, const void *w, eng_dtyp
                     for (int i = 0; i < MM_MR; i++)
                         xr[i] = x + (size_t)(t0 + t + (t + i < tc ? i : 0)) * n_in + k0;
                     mm_tile(y + (size_t)(t0 + t) * ldy + o, ldy, tc - t, o1 - o, part + (size_t)t * MM_NR, xr, pr,
-                            ENG_DT_F32, kc, k0 == 0, k0 + kc == n_in, MM_MR);
+                            ENG_DT_F32, kc, k0 == 0, k0 + kc == n_in, MM_MR, 1);
                 }
             }
         }
