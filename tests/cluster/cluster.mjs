@@ -500,8 +500,23 @@ if (mode === "disagg") {
     const prompts = Array.from({ length: 6 }, (_, i) => promptOf(300 + 50 * i, 60 + i));
     const refs = prompts.map((p) => generate(p, 4, GREEDY));
     const logFrom = serveErr.length;
-    process.kill(victim, "SIGKILL"); // the registry has not noticed yet: some requests go to it
-    const rs = await Promise.all(refs.map((ref) => client.completions.create(completionParams(ref, 4, GREEDY))));
+    // Stopped, prefill-1 keeps its connections open and only misses heartbeats (noticed
+    // after 3 intervals), so the 6 requests are shared between both prefill workers; those
+    // on prefill-1 hang until it is killed. A SIGKILL right away would race the coordinator
+    // seeing the connections drop before it routes anything. Kill it once the requests on
+    // prefill-0 are done and some are still waiting.
+    process.kill(victim, "SIGSTOP");
+    let settled = 0;
+    const pending = Promise.all(refs.map((ref) =>
+      client.completions.create(completionParams(ref, 4, GREEDY)).finally(() => settled++)));
+    for (let last = -1, quiet = 0; quiet < 5;) {
+      await sleep(100);
+      quiet = settled > 0 && settled === last ? quiet + 1 : 0;
+      last = settled;
+    }
+    assert.ok(settled < refs.length, "every request completed with prefill-1 stopped: none was sent to it");
+    process.kill(victim, "SIGKILL");
+    const rs = await pending;
     rs.forEach((r, i) => sameTokens(`request ${i} after the prefill worker died`, refs[i], r.choices[0].text,
       r.choices[0].logprobs.token_logprobs, r.choices[0].finish_reason));
     const failed = failedOn("prefill-1", logFrom);

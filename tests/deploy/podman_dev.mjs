@@ -158,17 +158,20 @@ await check("every pod starts: init container writes the model, /startupz and /r
 
 const client = new OpenAI({ baseURL: `http://127.0.0.1:${httpPort}/v1`, apiKey: "unused", maxRetries: 0, timeout: 120000 });
 
-async function streamChat(maxTokens, onFirst) {
+async function streamChat(maxTokens, onStreaming) {
   const s = await client.chat.completions.create({ model: modelName, messages: [{ role: "user", content: "Hello there" }],
     max_tokens: maxTokens, temperature: 0, stream: true, stream_options: { include_usage: true } });
-  let text = "", finish = null, usage = null, first = true;
+  // onStreaming runs once the decode worker is producing: after a few content chunks.
+  // The role chunk comes before routing, and the first token from the prefill worker, so
+  // a drain started then could still leave the request without a decode worker.
+  let text = "", finish = null, usage = null, contentChunks = 0;
   for await (const ch of s) {
     if (ch.usage) usage = ch.usage;
     const c = ch.choices[0];
     if (!c) continue;
     text += c.delta?.content || "";
     if (c.finish_reason) finish = c.finish_reason;
-    if (first && onFirst) { first = false; await onFirst(); }
+    if ((c.delta?.content || c.delta?.reasoning_content) && ++contentChunks === 3 && onStreaming) await onStreaming();
   }
   return { text, finish, usage };
 }
@@ -184,7 +187,9 @@ await check("a streamed chat completion through the coordinator's port (official
 await check("deleting the decode pod during a streamed request drains it: 0 failed requests", async () => {
   const d = played.decode;
   let stopping, sawDraining = false;
-  const r = await streamChat(1500, async () => {
+  // 400 tokens: long enough to outlive the signal, short enough to finish within the
+  // worker's 30 s drain timeout even on a loaded 2-core machine (at 1500 it did not).
+  const r = await streamChat(400, async () => {
     // What the kubelet does on deletion: SIGTERM to the container, then up to the grace
     // period, while the pod's network stays up (podman pod stop would take the network
     // down at once, with the infra container; no kubelet does that).
@@ -197,7 +202,7 @@ await check("deleting the decode pod during a streamed request drains it: 0 fail
   });
   assert.ok(sawDraining);
   assert.equal(r.finish, "length", "the stream ran to its end");
-  assert.equal(r.usage.completion_tokens, 1500, "every token arrived");
+  assert.equal(r.usage.completion_tokens, 400, "every token arrived");
   assert.equal(await stopping, 0, "podman stop");
   const exit = podman("inspect", "--format", "{{.State.ExitCode}}", d.container).trim();
   assert.equal(exit, "0", "the worker exited 0 by itself (drained), not killed");
