@@ -26,6 +26,7 @@ import { readFileSync, writeFileSync, statSync, openSync, readSync, closeSync } 
 import { loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
+import { rng } from "./workload.mjs";
 
 const require = createRequire(join(dirname(fileURLToPath(import.meta.url)), "..", "tests", "package.json"));
 
@@ -52,17 +53,7 @@ function parseArgs(argv, spec) {
   return { opts: out, rest };
 }
 
-// mulberry32: a tiny seeded PRNG, so that every mode gets exactly the same prompts.
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// rng: mulberry32 (workload.mjs), so that every mode gets exactly the same prompts.
 
 // Ordinary vocabulary ids only (Qwen3's special tokens start at 151643).
 const TOKEN_LO = 1000, TOKEN_HI = 150000;

@@ -6,6 +6,7 @@
 int cmd_generate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_profile(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_chat_template(int argc, char **argv);
 int cmd_parse(int argc, char **argv);

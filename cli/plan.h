@@ -1,0 +1,134 @@
+/* plan.h: the capacity planner behind `tandemctl plan` (cli/plan_*.c).
+ *
+ * A profile (`tandem profile`) gives what a forward step and a KV transfer cost on
+ * one machine; a workload file gives arrivals and request lengths; the simulator
+ * (plan_sim.c) replays a trace of that workload through a discrete-event model of
+ * the real scheduler (the router's picks, decode admission, continuous batching,
+ * chunked prefill under the step token budget, the KV push's unhidden last layer)
+ * for one cluster shape, and reports each request's TTFT and TPOT. No I/O but the
+ * two loaders, no global state, so the unit tests check each part. */
+#ifndef PLAN_H
+#define PLAN_H
+
+#include <stdint.h>
+
+#include "common/error.h"
+
+/* The whole file at path as a NUL-terminated string (at most 64 MiB); NULL on failure. */
+char *plan_read_text(const char *path, eng_error *err);
+
+/* ---------------------------------------------------------------- step cost */
+
+/* Seconds of one forward step, linear in what the step computes:
+ *   t = c[0] + c[1] * tokens + c[2] * attention + c[3] * logits
+ * tokens: rows through the layers; attention: sum over those rows of the positions
+ * they attend to (context + own position + 1); logits: rows through the LM head. */
+enum { PLAN_COST_TERMS = 4 };
+typedef struct plan_cost {
+    double c[PLAN_COST_TERMS];
+} plan_cost;
+
+/* One step shape: `items` sequences adding `per_item` tokens each after `context`
+ * cached ones, `logits` rows of logits in all. */
+typedef struct plan_shape {
+    double items, per_item, context, logits;
+} plan_shape;
+
+void plan_shape_terms(const plan_shape *s, double x[PLAN_COST_TERMS]);
+double plan_cost_seconds(const plan_cost *c, const double x[PLAN_COST_TERMS]);
+
+/* Fits the cost to n measured steps (median seconds in t[]), minimising the squared
+ * relative error with every coefficient >= 0 (exact, over the 16 subsets of terms).
+ * Returns the median relative error of the fit, or -1 when n < 1. */
+double plan_fit_cost(const plan_shape *s, const double *t, int n, plan_cost *out);
+
+/* ---------------------------------------------------------------- profile */
+
+typedef struct plan_profile {
+    char model[128];
+    int threads, layers, block_size, max_context;
+    double kv_bytes_per_token;
+    plan_cost cost;
+    double fit_error;                     /* median relative error of the cost over the profile's steps */
+    double xfer_latency_s, xfer_bytes_per_s; /* a KV push: latency + bytes / rate (the profile's TCP points) */
+} plan_profile;
+
+/* Reads a `tandem profile` JSON text (plan_profile_load: from a file) and fits it. */
+int plan_profile_parse(const char *json, plan_profile *out, eng_error *err);
+int plan_profile_load(const char *path, plan_profile *out, eng_error *err);
+
+/* ---------------------------------------------------------------- workload */
+
+/* A length distribution: fixed, uniform integers in [lo, hi], lognormal (median,
+ * sigma) rounded and clamped to [lo, hi], or uniform over an explicit list. */
+typedef enum { PLAN_FIXED, PLAN_UNIFORM, PLAN_LOGNORMAL, PLAN_LIST } plan_dist_kind;
+typedef struct plan_dist {
+    plan_dist_kind kind;
+    int lo, hi;           /* FIXED: lo; UNIFORM and LOGNORMAL: the bounds */
+    double median, sigma; /* LOGNORMAL */
+    int *values, n_values; /* LIST */
+} plan_dist;
+
+/* Arrivals: gamma-distributed gaps with mean 1 / rate and shape `shape` (1 = Poisson,
+ * below 1 burstier, above 1 more regular). */
+typedef struct plan_workload {
+    char name[64];
+    double rate, shape;
+    plan_dist prompt, output;
+    int requests; /* a run's length when none is asked for */
+} plan_workload;
+
+/* Limits of a workload file: what the cluster accepts and what a trace can hold. */
+enum { PLAN_MAX_LEN = 1 << 20, PLAN_MAX_LIST = 100000, PLAN_MAX_REQUESTS = 1000000 };
+
+int plan_workload_parse(const char *json, plan_workload *out, eng_error *err);
+int plan_workload_load(const char *path, plan_workload *out, eng_error *err);
+void plan_workload_free(plan_workload *w);
+
+/* mulberry32, the generator bench/workload.mjs uses too: the same seed gives the
+ * load generator and the planner the same trace. */
+typedef struct plan_rng {
+    uint32_t a;
+} plan_rng;
+double plan_rng_next(plan_rng *r); /* uniform in [0, 1) */
+
+typedef struct plan_request {
+    double arrival; /* seconds from the start */
+    int prompt, output;
+} plan_request;
+
+/* n requests of workload w at `rate` per second (w->rate when 0), from seed. For a
+ * given seed the draws do not depend on the rate: the arrivals just scale by 1/rate. */
+void plan_trace(const plan_workload *w, double rate, uint32_t seed, plan_request *out, int n);
+
+/* ---------------------------------------------------------------- simulation */
+
+typedef struct plan_cluster {
+    int n_prefill, n_decode, n_both; /* colocated: n_both only; disaggregated: the others */
+    int max_batch_tokens;            /* the workers' --max-batch-tokens */
+    int max_running;                 /* the workers' --max-running */
+    int kv_blocks;                   /* decode KV pool per worker, in blocks */
+    double cores;                    /* CPUs the workers share; steps slow down beyond them */
+} plan_cluster;
+
+typedef struct plan_outcome {
+    double ttft, tpot; /* seconds; tpot 0 for one output token */
+    double end;        /* the last token's time */
+} plan_outcome;
+
+/* Runs the trace (sorted by arrival) through the cluster; out[i] is request i's. */
+int plan_simulate(const plan_profile *p, const plan_cluster *c, const plan_request *reqs, int n, plan_outcome *out,
+                  eng_error *err);
+
+typedef struct plan_summary {
+    double attainment; /* share of requests meeting both SLOs */
+    double ttft_p50, ttft_p99, tpot_p50, tpot_p99;
+} plan_summary;
+
+/* Percentiles are nearest-rank, as bench/loadgen.mjs reports them. */
+void plan_summarize(const plan_outcome *o, int n, double ttft_slo, double tpot_slo, plan_summary *out);
+
+/* `tandemctl plan` (plan_cmd.c): argv[0] is "plan". Returns the exit status. */
+int plan_command(int argc, char **argv);
+
+#endif

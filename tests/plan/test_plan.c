@@ -1,0 +1,271 @@
+/* test_plan.c: the capacity planner's parts (cli/plan_*.c) against cases whose answer
+ * is known in closed form: the simulator's queue against M/D/1 and D/D/1, batching,
+ * the KV push, processor sharing and admission against hand-computed timelines, the
+ * cost fit against the coefficients that made its points, the trace's arrival gaps
+ * against the gamma distribution's moments, and bad workload files. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "plan.h"
+
+static plan_profile profile(double c0, double c1, double c2, double c3)
+{
+    plan_profile p = {.threads = 1, .layers = 4, .block_size = 16, .max_context = 1 << 20};
+    p.cost = (plan_cost){{c0, c1, c2, c3}};
+    p.kv_bytes_per_token = 1000;
+    p.xfer_latency_s = 0.002;
+    p.xfer_bytes_per_s = 1e6;
+    return p;
+}
+
+static plan_cluster colocated(int n)
+{
+    return (plan_cluster){.n_both = n, .max_batch_tokens = 2048, .max_running = 1 << 20, .kv_blocks = 1 << 30,
+                          .cores = n};
+}
+
+static plan_workload poisson(double rate, double shape, int prompt, int output)
+{
+    plan_workload w = {.rate = rate, .shape = shape};
+    w.prompt = (plan_dist){.kind = PLAN_FIXED, .lo = prompt};
+    w.output = (plan_dist){.kind = PLAN_FIXED, .lo = output};
+    return w;
+}
+
+static double mean_ttft(const plan_profile *p, const plan_cluster *c, const plan_workload *w, int n, uint32_t seed)
+{
+    plan_request *r = malloc((size_t)n * sizeof *r);
+    plan_outcome *o = malloc((size_t)n * sizeof *o);
+    eng_error err;
+    plan_trace(w, 0, seed, r, n);
+    double sum = -1;
+    if (plan_simulate(p, c, r, n, o, &err) == 0) {
+        sum = 0;
+        for (int i = 0; i < n; i++)
+            sum += o[i].ttft;
+    }
+    free(r);
+    free(o);
+    return sum / n;
+}
+
+/* One worker, Poisson arrivals, every prompt one full step of fixed cost D, one output
+ * token: an M/D/1 queue, whose mean wait is rho D / (2 (1 - rho)) (Pollaczek-Khinchine). */
+static void test_md1(void)
+{
+    const double D = 0.1;
+    plan_profile p = profile(D, 0, 0, 0);
+    plan_cluster c = colocated(1);
+    for (double rho = 0.3; rho < 0.9; rho += 0.25) {
+        plan_workload w = poisson(rho / D, 1, 2048, 1); /* 2048 = the step budget: one prompt per step */
+        double want = D + rho * D / (2 * (1 - rho));
+        double got = mean_ttft(&p, &c, &w, 200000, 7);
+        CHECK(fabs(got / want - 1) < 0.03, "rho %.2f: mean TTFT %.5f s, M/D/1 says %.5f s", rho, got, want);
+    }
+    /* D/D/1 below capacity: nobody waits */
+    plan_workload w = poisson(0.9 / D, 1000, 2048, 1);
+    double got = mean_ttft(&p, &c, &w, 20000, 3);
+    CHECK(fabs(got - D) < 0.02 * D, "D/D/1: mean TTFT %.5f s, want %.5f s", got, D);
+}
+
+/* Two requests at once on one colocated worker: one step prefills both (cost c0 + 2 c3),
+ * then every step decodes both (the same cost), so TTFT and TPOT are that step. */
+static void test_batching(void)
+{
+    plan_profile p = profile(0.01, 0, 0, 0.001);
+    plan_cluster c = colocated(1);
+    plan_request r[2] = {{0, 100, 5}, {0, 100, 5}};
+    plan_outcome o[2];
+    eng_error err;
+    REQUIRE(plan_simulate(&p, &c, r, 2, o, &err) == 0, "%s", err.msg);
+    for (int i = 0; i < 2; i++) {
+        CHECK(fabs(o[i].ttft - 0.012) < 1e-9, "ttft %.6f", o[i].ttft);
+        CHECK(fabs(o[i].tpot - 0.012) < 1e-9, "tpot %.6f", o[i].tpot);
+    }
+    /* a prompt over the budget takes two steps (chunked prefill), logits on the last only */
+    c.max_batch_tokens = 60;
+    plan_request one = {0, 100, 1};
+    REQUIRE(plan_simulate(&p, &c, &one, 1, o, &err) == 0, "%s", err.msg);
+    CHECK(fabs(o[0].ttft - (0.01 + 0.011)) < 1e-9, "chunked ttft %.6f", o[0].ttft);
+    /* the attention term: a step of 100 prompt tokens attends to 1 + 2 + ... + 100 positions */
+    plan_profile pa = profile(0, 0, 1e-6, 0);
+    c.max_batch_tokens = 2048;
+    REQUIRE(plan_simulate(&pa, &c, &one, 1, o, &err) == 0, "%s", err.msg);
+    CHECK(fabs(o[0].ttft - 5050e-6) < 1e-12, "attention ttft %.9f", o[0].ttft);
+}
+
+/* Disaggregated: the prefill step, then the last layer's push (latency + bytes / rate),
+ * then decode steps on the decode worker. */
+static void test_disaggregated(void)
+{
+    plan_profile p = profile(0.01, 0, 0, 0.001);
+    plan_cluster c = {.n_prefill = 1, .n_decode = 1, .max_batch_tokens = 2048, .max_running = 64,
+                      .kv_blocks = 1 << 20, .cores = 2};
+    plan_request r = {0, 400, 3};
+    plan_outcome o;
+    eng_error err;
+    REQUIRE(plan_simulate(&p, &c, &r, 1, &o, &err) == 0, "%s", err.msg);
+    double push = 0.002 + 400.0 * 1000 / 4 / 1e6; /* one layer of 400 tokens' KV */
+    CHECK(fabs(o.ttft - (0.011 + push)) < 1e-9, "ttft %.6f want %.6f", o.ttft, 0.011 + push);
+    CHECK(fabs(o.tpot - 0.011) < 1e-9, "tpot %.6f", o.tpot);
+    /* a cluster shape that is neither */
+    plan_cluster bad = c;
+    bad.n_decode = 0;
+    CHECK(plan_simulate(&p, &bad, &r, 1, &o, &err) < 0 && strstr(err.msg, "prefill and decode"));
+}
+
+/* Two colocated workers on one core: the router spreads two requests (fewest streams),
+ * both steps run at once at half speed. */
+static void test_sharing_and_admission(void)
+{
+    plan_profile p = profile(0.1, 0, 0, 0);
+    plan_cluster c = colocated(2);
+    c.cores = 1;
+    plan_request r[2] = {{0, 10, 1}, {0, 10, 1}};
+    plan_outcome o[2];
+    eng_error err;
+    REQUIRE(plan_simulate(&p, &c, r, 2, o, &err) == 0, "%s", err.msg);
+    CHECK(fabs(o[0].ttft - 0.2) < 1e-9 && fabs(o[1].ttft - 0.2) < 1e-9, "%.6f %.6f", o[0].ttft, o[1].ttft);
+    /* max_running 1 on one worker: the second request waits at the router for the first */
+    c = colocated(1);
+    c.max_running = 1;
+    plan_request q[2] = {{0, 10, 3}, {0, 10, 3}};
+    REQUIRE(plan_simulate(&p, &c, q, 2, o, &err) == 0, "%s", err.msg);
+    CHECK(fabs(o[0].ttft - 0.1) < 1e-9 && fabs(o[1].ttft - 0.4) < 1e-9, "%.6f %.6f", o[0].ttft, o[1].ttft);
+    /* a pool too small for the prompt: never admitted, the request fails */
+    c.kv_blocks = 1;
+    plan_request big = {0, 100, 1};
+    REQUIRE(plan_simulate(&p, &c, &big, 1, o, &err) == 0, "%s", err.msg);
+    CHECK(isinf(o[0].ttft));
+    plan_summary s;
+    plan_summarize(o, 1, 1, 1, &s);
+    CHECK(s.attainment == 0);
+}
+
+static void test_fit(void)
+{
+    plan_cost truth = {{0.02, 0.0005, 2e-6, 0.004}}, got;
+    plan_shape s[16];
+    double t[16], x[PLAN_COST_TERMS];
+    int n = 0;
+    for (int L = 16; L <= 2048; L *= 4)
+        s[n++] = (plan_shape){1, L, 0, 1};
+    for (int b = 1; b <= 16; b *= 4)
+        for (int ctx = 16; ctx <= 1024; ctx *= 8)
+            s[n++] = (plan_shape){b, 1, ctx, b};
+    for (int i = 0; i < n; i++) {
+        plan_shape_terms(&s[i], x);
+        t[i] = plan_cost_seconds(&truth, x);
+    }
+    CHECK(plan_fit_cost(s, t, n, &got) < 1e-9);
+    for (int k = 0; k < PLAN_COST_TERMS; k++)
+        CHECK(fabs(got.c[k] / truth.c[k] - 1) < 1e-6, "c[%d] %g want %g", k, got.c[k], truth.c[k]);
+    /* a negative slope in the data is clamped: no coefficient below 0 */
+    for (int i = 0; i < n; i++)
+        t[i] = 0.1 - 1e-6 * s[i].per_item * s[i].items;
+    CHECK(plan_fit_cost(s, t, n, &got) >= 0);
+    for (int k = 0; k < PLAN_COST_TERMS; k++)
+        CHECK(got.c[k] >= 0);
+}
+
+/* Gamma gaps: mean 1 / rate and squared coefficient of variation 1 / shape. */
+static void test_trace(void)
+{
+    enum { N = 200000 };
+    plan_request *r = malloc(N * sizeof *r);
+    REQUIRE(r);
+    for (double shape = 0.25; shape <= 4; shape *= 4) {
+        plan_workload w = poisson(2, shape, 10, 10);
+        plan_trace(&w, 0, 11, r, N);
+        double m = r[N - 1].arrival / (N - 1), v = 0;
+        for (int i = 1; i < N; i++)
+            v += pow(r[i].arrival - r[i - 1].arrival - m, 2);
+        double cv2 = v / (N - 1) / (m * m);
+        CHECK(fabs(m * 2 - 1) < 0.02, "shape %g: mean gap %.4f", shape, m);
+        CHECK(fabs(cv2 * shape - 1) < 0.05, "shape %g: cv^2 %.4f", shape, cv2);
+        /* the rate only scales the arrivals */
+        plan_request q[3];
+        plan_trace(&w, 4, 11, q, 3);
+        CHECK(fabs(q[2].arrival * 2 - r[2].arrival) < 1e-12);
+    }
+    free(r);
+    /* lengths stay in their bounds; a list draws only its values */
+    plan_workload w;
+    eng_error err;
+    REQUIRE(plan_workload_parse("{\"name\":\"t\",\"arrival\":{\"rate\":1,\"shape\":1},"
+                                "\"prompt_tokens\":{\"dist\":\"lognormal\",\"median\":100,\"sigma\":1,\"min\":20,"
+                                "\"max\":300},\"output_tokens\":{\"dist\":\"list\",\"values\":[3,7]},\"requests\":5}",
+                                &w, &err) == 0,
+            "%s", err.msg);
+    plan_request q[1000];
+    plan_trace(&w, 0, 5, q, 1000);
+    int bad = 0, lo = 0, hi = 0;
+    for (int i = 0; i < 1000; i++) {
+        bad += q[i].prompt < 20 || q[i].prompt > 300 || (q[i].output != 3 && q[i].output != 7);
+        lo += q[i].prompt == 20;
+        hi += q[i].prompt == 300;
+    }
+    CHECK(bad == 0 && lo > 0 && hi > 0, "bad %d, at min %d, at max %d", bad, lo, hi);
+    plan_workload_free(&w);
+    /* the first draws of seed 42, and a trace, as bench/workload.mjs makes them */
+    plan_rng g = {42};
+    CHECK(fabs(plan_rng_next(&g) - 0.6011037519201636) < 1e-15);
+    REQUIRE(plan_workload_parse("{\"name\":\"t\",\"arrival\":{\"rate\":1.5,\"shape\":0.5},"
+                                "\"prompt_tokens\":{\"dist\":\"lognormal\",\"median\":100,\"sigma\":1,\"min\":20,"
+                                "\"max\":300},\"output_tokens\":{\"dist\":\"uniform\",\"min\":3,\"max\":70},"
+                                "\"requests\":5}",
+                                &w, &err) == 0,
+            "%s", err.msg);
+    static const plan_request js[4] = {
+        {0, 148, 12}, {0.62905014303580842, 300, 45}, {0.63030106386220541, 90, 46}, {0.64045918788016065, 217, 15}};
+    plan_trace(&w, 0, 9, q, 4);
+    for (int i = 0; i < 4; i++)
+        CHECK(fabs(q[i].arrival - js[i].arrival) < 1e-12 && q[i].prompt == js[i].prompt && q[i].output == js[i].output,
+              "request %d: %.17g %d %d", i, q[i].arrival, q[i].prompt, q[i].output);
+    plan_workload_free(&w);
+}
+
+static void test_bad_files(void)
+{
+    static const struct {
+        const char *json, *want;
+    } cases[] = {
+        {"[", "not JSON"},
+        {"{\"arrival\":{\"rate\":1,\"shape\":1}}", "\"name\""},
+        {"{\"name\":\"x\",\"arrival\":{\"rate\":0,\"shape\":1}}", "arrival.rate"},
+        {"{\"name\":\"x\",\"arrival\":{\"rate\":1,\"shape\":1},\"prompt_tokens\":{\"dist\":\"zipf\"}}", "zipf"},
+        {"{\"name\":\"x\",\"arrival\":{\"rate\":1,\"shape\":1},\"prompt_tokens\":{\"dist\":\"uniform\",\"min\":9,"
+         "\"max\":3}}",
+         "prompt_tokens.max"},
+        {"{\"name\":\"x\",\"arrival\":{\"rate\":1,\"shape\":1},\"prompt_tokens\":{\"dist\":\"fixed\",\"value\":5},"
+         "\"output_tokens\":{\"dist\":\"list\",\"values\":[1,0]}}",
+         "values[1]"},
+        {"{\"name\":\"x\",\"arrival\":{\"rate\":1,\"shape\":1},\"prompt_tokens\":{\"dist\":\"fixed\",\"value\":5},"
+         "\"output_tokens\":{\"dist\":\"fixed\",\"value\":5},\"requests\":0}",
+         "requests"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        plan_workload w;
+        eng_error err = {{0}};
+        CHECK(plan_workload_parse(cases[i].json, &w, &err) < 0 && strstr(err.msg, cases[i].want), "case %zu: %s", i,
+              err.msg);
+    }
+    plan_profile p;
+    eng_error err = {{0}};
+    CHECK(plan_profile_parse("{\"format\":\"other\"}", &p, &err) < 0 && strstr(err.msg, "tandem-profile-1"));
+    CHECK(plan_profile_load("/nonexistent/profile.json", &p, &err) < 0 && strstr(err.msg, "cannot open"));
+}
+
+int main(void)
+{
+    test_md1();
+    test_batching();
+    test_disaggregated();
+    test_sharing_and_admission();
+    test_fit();
+    test_trace();
+    test_bad_files();
+    return check_summary();
+}
