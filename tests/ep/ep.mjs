@@ -17,9 +17,10 @@
 //     block, the broken group leaves rotation and serves again once the same rank
 //     command is run again; SIGSTOP of a rank past the exchange deadline: the same.
 // Every process started here is killed when the script exits, whatever happens.
-import { spawn, spawnSync, execFileSync } from "node:child_process";
+import { spawn, execFileSync } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
 import assert from "node:assert/strict";
+import { referenceGenerator } from "../common/reference.mjs";
 import OpenAI from "openai";
 import { metricValue, check, sleep, waitFor } from "../deploy/lib.mjs";
 
@@ -100,21 +101,7 @@ async function blocksInUse(skip = new Set()) {
 
 // ------------------------------------------------------------------ references
 
-const refCache = new Map();
-function generate(prompt, maxTokens, samp) {
-  const key = JSON.stringify([prompt, maxTokens, samp]);
-  if (refCache.has(key)) return refCache.get(key);
-  const args = ["generate", "--model", modelDir, "--raw", "--prompt", prompt, "--max-tokens", String(maxTokens),
-    "--json", "--threads", "1", "--temperature", String(samp.temperature)];
-  if (samp.top_k !== undefined) args.push("--top-k", String(samp.top_k));
-  if (samp.top_p !== undefined) args.push("--top-p", String(samp.top_p));
-  if (samp.seed !== undefined) args.push("--seed", String(samp.seed));
-  const r = spawnSync(tandem, args, { encoding: "utf8", maxBuffer: 1 << 26 });
-  assert.equal(r.status, 0, r.stderr);
-  const j = JSON.parse(r.stdout);
-  refCache.set(key, j);
-  return j;
-}
+const generate = referenceGenerator(tandem, modelDir);
 
 function params(ref, maxTokens, samp) {
   const p = { model: modelName, prompt: ref.prompt_tokens, max_tokens: maxTokens, temperature: samp.temperature,
@@ -186,7 +173,7 @@ const cases = Array.from({ length: 24 }, (_, i) => ({
 if (!faults) {
   await check("one request at a time (greedy and seeded) equals tandem generate", async () => {
     for (const c of [cases[0], cases[1], { prompt: promptOf(200, 3), n: 6, samp: GREEDY }]) {
-      const ref = generate(c.prompt, c.n, c.samp);
+      const ref = await generate(c.prompt, c.n, c.samp);
       const r = await client.completions.create(params(ref, c.n, c.samp));
       sameTokens(`${JSON.stringify(c.samp)}`, ref, r.choices[0].text, r.choices[0].logprobs.token_logprobs,
         r.choices[0].finish_reason);
@@ -196,7 +183,7 @@ if (!faults) {
   });
 
   await check("24 concurrent requests (greedy and seeded, streamed and not) equal tandem generate", async () => {
-    const refs = cases.map((c) => generate(c.prompt, c.n, c.samp));
+    const refs = await Promise.all(cases.map((c) => generate(c.prompt, c.n, c.samp)));
     const res = await Promise.all(cases.map((c, i) => i % 3 === 0
       ? streamCompletion(params(refs[i], c.n, c.samp))
       : client.completions.create(params(refs[i], c.n, c.samp)).then((r) => ({
@@ -246,7 +233,7 @@ const healthyIds = () => new Set(status().workers.filter((w) => w.state === "rea
 async function underLoad(hurt) {
   const n = 40;
   const prompts = Array.from({ length: 16 }, (_, i) => promptOf(10 + 3 * i, 40 + i));
-  const refs = prompts.map((p) => generate(p, n, GREEDY));
+  const refs = await Promise.all(prompts.map((p) => generate(p, n, GREEDY)));
   let tokens = 0;
   const runs = refs.map((ref) => streamCompletion(params(ref, n, GREEDY), () => tokens++)
     .then((r) => ({ ok: true, r }), (e) => ({ ok: false, e })));
@@ -283,7 +270,7 @@ if (faults) {
     await waitFor("group decode-1 out of rotation", () => !healthyIds().has("decode-1-r0"), 5000);
     await waitFor("0 KV blocks used on every surviving rank", async () => (await blocksInUse(new Set([victimId]))) === 0, 10000);
     // the other group still serves
-    const ref = generate(cases[2].prompt, cases[2].n, GREEDY);
+    const ref = await generate(cases[2].prompt, cases[2].n, GREEDY);
     const r = await client.completions.create(params(ref, cases[2].n, GREEDY));
     sameTokens("while decode-1 is down", ref, r.choices[0].text, r.choices[0].logprobs.token_logprobs, r.choices[0].finish_reason);
     restart(victim);
@@ -301,7 +288,7 @@ if (faults) {
   });
 
   await check("both groups serve exact tokens again", async () => {
-    const refs = cases.slice(0, 8).map((c) => generate(c.prompt, c.n, c.samp));
+    const refs = await Promise.all(cases.slice(0, 8).map((c) => generate(c.prompt, c.n, c.samp)));
     const rs = await Promise.all(cases.slice(0, 8).map((c, i) => client.completions.create(params(refs[i], c.n, c.samp))));
     rs.forEach((r, i) => sameTokens(`request ${i}`, refs[i], r.choices[0].text, r.choices[0].logprobs.token_logprobs,
       r.choices[0].finish_reason));
