@@ -34,7 +34,7 @@ void cli_wait_and_drain(const sigset_t *set, double drain_timeout_s, const cli_d
     eng_log(ENG_LOG_INFO, d->who, NULL,
             "SIGTERM, draining: %d requests in flight, waiting up to %.0f s (SIGINT or SIGTERM again stops now)", left,
             drain_timeout_s);
-    double deadline = eng_now_s() + drain_timeout_s;
+    double deadline = eng_now_s() + drain_timeout_s + d->grace_s;
     const struct timespec poll = {0, POLL_MS * 1000000L};
     while ((left = d->in_flight(d->ctx)) > 0 && eng_now_s() < deadline) {
         if (sigtimedwait(set, NULL, &poll) > 0) {

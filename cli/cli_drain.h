@@ -13,6 +13,8 @@ typedef struct cli_drainable {
     void (*drain)(void *ctx);    /* stop admitting */
     int (*in_flight)(void *ctx); /* requests left */
     void *ctx;
+    double grace_s; /* waited beyond the drain timeout for what the process itself ends
+                       at that timeout (a worker hands its streams back) */
 } cli_drainable;
 
 /* Before any thread starts (they inherit the mask): blocks SIGINT and SIGTERM, and

@@ -86,6 +86,12 @@ static const cli_opt OPTS[] = {
                 "workers known at once; registering beyond is refused"),
     CLI_INT_OPT(C, o.limits.rpc_handlers, "--rpc-handlers", "N", 1, 65536, "512",
                 "gRPC handler threads; calls beyond wait and expire at their deadline"),
+    CLI_INT_OPT(C, o.limits.migration_limit, "--migration-limit", "N", 1, 1000, "3",
+                "times one stream may move to another decode worker (its\n"
+                "worker died or drained); beyond: the request fails"),
+    CLI_INT_OPT(C, o.limits.migration_max_tokens, "--migration-max-tokens", "N", 1, 1 << 24, "32768",
+                "prompt + generated tokens a moving stream may prefill;\n"
+                "a longer one fails instead of migrating"),
 };
 #undef C
 
@@ -154,7 +160,7 @@ int cmd_coordinator(int argc, char **argv)
     pthread_t hup;
     if (o.api_key_file && pthread_create(&hup, NULL, reload_on_sighup, c) == 0)
         pthread_detach(hup);
-    cli_drainable d = {"tandem coordinator", drain, in_flight, c};
+    cli_drainable d = {"tandem coordinator", drain, in_flight, c, 0};
     cli_wait_and_drain(&set, a.drain_timeout, &d);
     coord_coordinator_stop(c);
     return 0;

@@ -3,10 +3,9 @@
  * Parses the options into a wrk_options, starts the worker (worker/include/worker.h), prints
  * its log lines on stderr (common/log.h, --log-level), and waits for a signal: SIGTERM drains
  * (cli_drain.h: no new requests, the coordinator told at once, those in flight finish
- * up to --drain-timeout), SIGINT or a second SIGTERM stops at once; then it stops
- * cleanly (what is left fails explicitly, every block is freed) and exits 0.
- * The signals are blocked before any thread starts and taken with sigwait, so no
- * handler ever runs inside library code. */
+ * up to --drain-timeout, then the streams left migrate to other workers), SIGINT or a second SIGTERM stops at once;
+ * then it stops cleanly (what is left fails explicitly, every block is freed) and exits 0. The signals are blocked
+ * before any thread starts and taken with sigwait, so no handler ever runs inside library code. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,7 +52,8 @@ static const cli_opt OPTS[] = {
     CLI_STR_OPT(W, o.id, "--id", "NAME", NULL, "worker id; default: ROLE-HOST:PORT", 0),
     CLI_INT_OPT(W, o.lease_ms, "--lease-ms", "N", 1, 24 * 3600 * 1000, "30000", "KV reservation lease"),
     CLI_FLOAT_OPT(W, drain_timeout, "--drain-timeout", "S", 0, 86400, "30",
-                  "on SIGTERM, seconds to let requests in flight finish"),
+                  "on SIGTERM or tandemctl drain, seconds to let requests in\n"
+                  "flight finish; the streams left then migrate to other workers"),
     CLI_INT_OPT(
         W, o.ep_size, "--ep-size", "N", 1, 64, "1",
         "expert parallelism (MoE models): this worker is one of N\nranks of an EP group, holding 1/N of the experts"),
@@ -91,6 +91,7 @@ int cmd_worker(int argc, char **argv)
     if (exit_status != CLI_RUN)
         return exit_status;
     wrk_options o = a.o;
+    o.drain_timeout_s = a.drain_timeout;
     if (wrk_role_parse(a.role, &o.role) < 0)
         return cli_usage_error(&CMD, "--role must be prefill, decode or both");
     if (!strcmp(o.coordinator, "none"))
@@ -114,7 +115,8 @@ int cmd_worker(int argc, char **argv)
     eng_addr_join(o.host, wrk_rpc_port(w), rpc, sizeof rpc, NULL);
     printf("worker %s listening on %s metrics %d\n", wrk_id(w), rpc, wrk_metrics_port(w));
     fflush(stdout);
-    cli_drainable d = {"tandem worker", drain, in_flight, w};
+    /* The engine hands the streams left back at the timeout: give that a moment. */
+    cli_drainable d = {"tandem worker", drain, in_flight, w, .grace_s = 5};
     cli_wait_and_drain(&set, a.drain_timeout, &d);
     wrk_stop(w);
     return 0;

@@ -97,6 +97,8 @@ int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, e
         .colocated = opt->colocated,
         .max_requests = opt->limits.max_requests,
         .max_waiting = opt->limits.max_waiting,
+        .migration_limit = opt->limits.migration_limit,
+        .migration_max_tokens = opt->limits.migration_max_tokens,
         .met = &c->met,
     };
     if (coord_router_new(&ro, &c->router, err) < 0)

@@ -4,8 +4,9 @@
  * one pass of tandem.proto's flow on one route; its outcome says what the next
  * step is: done, cancelled, run again elsewhere (a worker failed), wait (workers
  * full), or fail (the workers refuse the request itself). Tokens are delivered
- * through deliver(), which also replays: after a failover the first n tokens of
- * the new run must equal the n already delivered, and are not delivered twice.
+ * through deliver(), in order, each once. An attempt after tokens were delivered
+ * is a migration: it sends them along (GenerateRequest.generated), so the new pair
+ * prefills prompt + generated and decoding resumes at the next step.
  *
  * Locking: the router's mutex guards the list of calls and each call's current
  * stream pointer and cancel flag, so cancel() (HTTP thread, Admin.Cancel) can
@@ -42,11 +43,16 @@ struct coord_backend_call {
     eng_sampling samp;
     int max_tokens, n_top;
     coord_token_sink sink;
-    /* delivered tokens, for replays */
+    /* delivered tokens: what a migration resumes after */
     int32_t *gen;
     int n_gen;
+    double t_last_token; /* when the last one was delivered */
+    int migrations;      /* times the stream moved to another decode worker */
+    int resuming;        /* migrated, its next token not delivered yet: a resume gap to observe */
     /* guarded by r->mu */
     rpc_stream *stream;
+    char decode_id[128]; /* the decode worker of the current attempt */
+    int cordon_migrate;  /* coord_router_migrate_from: move the stream off decode_id */
     int cancelled;
     int refs;
     int waiting; /* counted in the queue depth */
@@ -290,12 +296,15 @@ static int is_cancelled(coord_backend_call *c)
     return v;
 }
 
-/* Publishes (or clears) the stream cancel() should cancel. Returns 0 when the call
- * was cancelled meanwhile (the stream is then cancelled here). */
-static int set_stream(coord_backend_call *c, rpc_stream *s)
+/* Publishes (or clears) the stream cancel() should cancel and its decode worker.
+ * Returns 0 when the call was cancelled meanwhile (the stream is then cancelled here). */
+static int set_stream(coord_backend_call *c, rpc_stream *s, const char *decode_id)
 {
     pthread_mutex_lock(&c->r->mu);
     c->stream = s;
+    snprintf(c->decode_id, sizeof c->decode_id, "%s", decode_id ? decode_id : "");
+    if (s)
+        c->cordon_migrate = 0; /* a new attempt: an earlier request to move is spent */
     int cancelled = c->cancelled;
     if (s && cancelled)
         rpc_stream_cancel(s);
@@ -321,6 +330,7 @@ typedef struct attempt_state {
     coord_finish finish;
     char blame[128]; /* worker to exclude on OUT_RETRY ("" none) */
     char why[512];
+    int handed_back; /* the decode worker ended the stream for migration (its drain deadline) */
 } attempt_state;
 
 /* Hands one streamed token to the sink, or checks it against what was delivered
@@ -331,33 +341,33 @@ static int deliver(coord_backend_call *c, const Tandem__Token *t, attempt_state 
     if (!t)
         return coord_fail(&c->err, 502, "server_error", NULL, NULL, "a worker sent an empty token event"), OUT_FAIL;
     int idx = (int)t->index;
-    if (idx < c->n_gen) {
-        if (c->gen[idx] != t->id) {
-            coord_fail(&c->err, 502, "server_error", NULL, NULL,
-                       "a decode worker failed after %d tokens were sent and the rerun on another worker "
-                       "diverged at token %d; the response is incomplete",
-                       c->n_gen, idx);
-            return OUT_FAIL;
-        }
-    } else if (idx == c->n_gen) {
-        if (c->n_gen >= c->max_tokens + 1)
-            return coord_fail(&c->err, 502, "server_error", NULL, NULL, "a worker sent more tokens than asked"),
-                   OUT_FAIL;
-        eng_sample_result s = {.id = t->id, .logprob = t->logprob};
-        s.n_top = (int)(t->n_top < ENG_MAX_TOP_LOGPROBS ? t->n_top : ENG_MAX_TOP_LOGPROBS);
-        for (int k = 0; k < s.n_top; k++) {
-            s.top[k].id = t->top[k]->id;
-            s.top[k].logprob = t->top[k]->logprob;
-        }
-        c->gen[c->n_gen++] = t->id;
-        if (c->n_gen == 1)
-            set_waiting(c, 0); /* out of the queue once its first token is out */
-        if (c->sink.on_token(c->sink.ctx, &s))
-            return OUT_CANCELLED;
-    } else {
-        coord_fail(&c->err, 502, "server_error", NULL, NULL, "a worker skipped from token %d to %d", c->n_gen, idx);
+    if (idx != c->n_gen) {
+        coord_fail(&c->err, 502, "server_error", NULL, NULL, "a worker sent token %d where token %d was due", idx,
+                   c->n_gen);
         return OUT_FAIL;
     }
+    if (c->n_gen >= c->max_tokens + 1)
+        return coord_fail(&c->err, 502, "server_error", NULL, NULL, "a worker sent more tokens than asked"), OUT_FAIL;
+    eng_sample_result s = {.id = t->id, .logprob = t->logprob};
+    s.n_top = (int)(t->n_top < ENG_MAX_TOP_LOGPROBS ? t->n_top : ENG_MAX_TOP_LOGPROBS);
+    for (int k = 0; k < s.n_top; k++) {
+        s.top[k].id = t->top[k]->id;
+        s.top[k].logprob = t->top[k]->logprob;
+    }
+    c->gen[c->n_gen++] = t->id;
+    double now = eng_now_s();
+    if (c->resuming) {
+        c->resuming = 0;
+        if (c->r->cfg.met)
+            met_observe(met_get(c->r->cfg.met->family[MET_RESUME_GAP], (met_labels){0}), now - c->t_last_token);
+        eng_log(ENG_LOG_INFO, "router", c->id, "resumed at token %d after a gap of %.1f ms", idx,
+                (now - c->t_last_token) * 1e3);
+    }
+    c->t_last_token = now;
+    if (c->n_gen == 1)
+        set_waiting(c, 0); /* out of the queue once its first token is out */
+    if (c->sink.on_token(c->sink.ctx, &s))
+        return OUT_CANCELLED;
     if (t->finish_reason == TANDEM__FINISH_REASON__FINISH_STOP) {
         as->finish = COORD_FINISH_STOP;
         return OUT_DONE;
@@ -436,9 +446,10 @@ static outcome stream_tokens(coord_backend_call *c, rpc_stream *s, const coord_w
         int o = -1;
         if (ev->event_case == TANDEM__GENERATE_EVENT__EVENT_TOKEN)
             o = deliver(c, ev->token, as);
-        else if (ev->event_case == TANDEM__GENERATE_EVENT__EVENT_ERROR)
+        else if (ev->event_case == TANDEM__GENERATE_EVENT__EVENT_ERROR) {
             o = classify(c, ev->error->code, ev->error->retryable, ev->error->message, d->id, as);
-        else {
+            as->handed_back = o == OUT_RETRY && ev->error->migrate;
+        } else {
             coord_fail(&c->err, 502, "server_error", NULL, NULL, "%s sent an unexpected event mid-stream", d->id);
             o = OUT_FAIL;
         }
@@ -469,6 +480,8 @@ static outcome attempt(coord_backend_call *c, const coord_worker_view *d, const 
     g.request_id = rid;
     g.n_prompt = (size_t)c->n_prompt;
     g.prompt = c->prompt;
+    g.n_generated = (size_t)c->n_gen;
+    g.generated = c->gen;
     g.sampling = &sp;
     g.colocated = p == NULL;
     rpc_stream *s = NULL;
@@ -477,12 +490,12 @@ static outcome attempt(coord_backend_call *c, const coord_worker_view *d, const 
         snprintf(as->why, sizeof as->why, "%s: %s", d->id, st.msg);
         return OUT_RETRY;
     }
-    if (!set_stream(c, s)) {
+    if (!set_stream(c, s, d->id)) {
         rpc_stream_close(s);
         return OUT_CANCELLED;
     }
-    /* A decode worker reserves the prompt and the next token; the rest grows on demand. */
-    coord_registry_note_sent(r->cfg.registry, d->id, 1, blocks_for(d, c->n_prompt + 1), 0);
+    /* A decode worker reserves the prompt (+ generated) and the next token; the rest grows on demand. */
+    coord_registry_note_sent(r->cfg.registry, d->id, 1, blocks_for(d, c->n_prompt + c->n_gen + 1), 0);
 
     outcome o;
     if (!p) {
@@ -523,9 +536,11 @@ static outcome attempt(coord_backend_call *c, const coord_worker_view *d, const 
     pr.request_id = rid;
     pr.n_prompt = (size_t)c->n_prompt;
     pr.prompt = c->prompt;
+    pr.n_generated = (size_t)c->n_gen;
+    pr.generated = c->gen;
     pr.sampling = &sp;
     pr.target = ev->kv_target;
-    coord_registry_note_sent(r->cfg.registry, p->id, 0, 0, (uint64_t)c->n_prompt);
+    coord_registry_note_sent(r->cfg.registry, p->id, 0, 0, (uint64_t)c->n_prompt + (uint64_t)c->n_gen);
     Tandem__PrefillResult *res = NULL;
     int prc = rpc_unary_msg(pch, RPC_PREFILL_RUN, &pr.base, &tandem__prefill_result__descriptor, r->cfg.prefill_ms,
                             (void **)&res, &st);
@@ -589,9 +604,41 @@ static outcome attempt(coord_backend_call *c, const coord_worker_view *d, const 
     }
     o = stream_tokens(c, s, d, as);
 end:
-    set_stream(c, NULL);
+    set_stream(c, NULL, NULL);
     rpc_stream_close(s);
     return o;
+}
+
+/* The attempt streamed tokens, then its decode worker failed or gave the stream back:
+ * the next attempt resumes after them on another pair, within the request's limits.
+ * Returns 0, or -1 with c->err set when the stream may not move again. */
+static int migrate(coord_backend_call *c, const char *from, const attempt_state *as)
+{
+    coord_router *r = c->r;
+    pthread_mutex_lock(&r->mu);
+    const char *reason = c->cordon_migrate ? "cordon" : as->handed_back ? "drain" : "failure";
+    c->cordon_migrate = 0;
+    pthread_mutex_unlock(&r->mu);
+    int input = c->n_prompt + c->n_gen;
+    if (c->migrations >= r->cfg.migration_limit)
+        return coord_fail(&c->err, 502, "server_error", NULL, NULL,
+                          "decode worker %s lost the stream after %d tokens (%s) and it already moved %d time%s, "
+                          "the --migration-limit; the response is incomplete",
+                          from, c->n_gen, as->why, c->migrations, c->migrations == 1 ? "" : "s");
+    if (input > r->cfg.migration_max_tokens)
+        return coord_fail(&c->err, 502, "server_error", NULL, NULL,
+                          "decode worker %s lost the stream after %d tokens (%s); with its prompt that is %d tokens, "
+                          "more than --migration-max-tokens %d, so it is not migrated; the response is incomplete",
+                          from, c->n_gen, as->why, input, r->cfg.migration_max_tokens);
+    c->migrations++;
+    c->resuming = 1;
+    if (r->cfg.met)
+        met_inc(met_get(r->cfg.met->family[MET_MIGRATIONS], (met_labels){.reason = reason}), 1);
+    eng_log(ENG_LOG_WARN, "router", c->id,
+            "attempt %d failed (%s); migrating (%s, %d of at most %d): prefilling the prompt and the %d tokens sent "
+            "(%d) on another pair, decoding on from token %d",
+            c->attempt, as->why, reason, c->migrations, r->cfg.migration_limit, c->n_gen, input, c->n_gen);
+    return 0;
 }
 
 static void finish(coord_backend_call *c, coord_finish f, const coord_error *err)
@@ -625,9 +672,10 @@ static void *call_main(void *arg)
         coord_route rt;
         char why[768];
         int full = 0;
-        int cap_tokens = c->n_prompt + 1; /* decode admission: prompt + next token (KV grows on demand) */
-        if (coord_route_pick(v, n, r->cfg.colocated, c->n_prompt, cap_tokens, ex, c->n_exclude, &rt, &full, why,
-                             sizeof why) < 0) {
+        int input = c->n_prompt + c->n_gen; /* a migrated stream's prefill: prompt + generated */
+        int cap_tokens = input + 1;         /* decode admission: input + next token (KV grows on demand) */
+        if (coord_route_pick(v, n, r->cfg.colocated, input, cap_tokens, ex, c->n_exclude, &rt, &full, why, sizeof why) <
+            0) {
             free(v);
             /* Workers may come back (restart) or excluded ones may be the only ones:
              * wait a little, then give up with the reason. */
@@ -648,12 +696,13 @@ static void *call_main(void *arg)
             p = v[rt.prefill];
         free(v);
         attempt_state as = {.finish = COORD_FINISH_STOP};
+        int delivered = c->n_gen;
         outcome o = attempt(c, &d, rt.colocated ? NULL : &p, &as);
         c->attempt++;
         if (o == OUT_DONE) {
-            if (failures)
-                eng_log(ENG_LOG_INFO, "router", c->id, "completed on %s%s%s after %d failover(s)", d.id,
-                        rt.colocated ? "" : " + ", rt.colocated ? "" : p.id, failures);
+            if (failures || c->migrations)
+                eng_log(ENG_LOG_INFO, "router", c->id, "completed on %s%s%s after %d failover(s), %d migration(s)",
+                        d.id, rt.colocated ? "" : " + ", rt.colocated ? "" : p.id, failures, c->migrations);
             finish(c, as.finish, NULL);
             break;
         }
@@ -679,18 +728,28 @@ static void *call_main(void *arg)
             continue;
         }
         /* OUT_RETRY */
-        failures++;
-        note_retry(r, c->n_gen ? "replay" : "failover");
         snprintf(last_why, sizeof last_why, "%s", as.why);
-        if (failures > r->cfg.max_failures) {
-            coord_fail(&c->err, c->n_gen ? 502 : 503, "server_error", NULL, NULL,
-                       "the request failed on %d workers; last: %s", failures, as.why);
-            eng_log(ENG_LOG_ERROR, "router", c->id, "failed: %s", c->err.message);
-            finish(c, COORD_FINISH_ERROR, &c->err);
-            break;
+        if (c->n_gen > delivered) {
+            /* the stream was going: it moves, and failures start over */
+            if (migrate(c, d.id, &as) < 0) {
+                eng_log(ENG_LOG_ERROR, "router", c->id, "failed: %s", c->err.message);
+                finish(c, COORD_FINISH_ERROR, &c->err);
+                break;
+            }
+            failures = 0;
+        } else {
+            failures++;
+            note_retry(r, "failover");
+            if (failures > r->cfg.max_failures) {
+                coord_fail(&c->err, c->n_gen ? 502 : 503, "server_error", NULL, NULL,
+                           "the request failed on %d workers; last: %s", failures, as.why);
+                eng_log(ENG_LOG_ERROR, "router", c->id, "failed: %s", c->err.message);
+                finish(c, COORD_FINISH_ERROR, &c->err);
+                break;
+            }
+            eng_log(ENG_LOG_WARN, "router", c->id, "attempt %d failed (%s); %s", c->attempt, as.why,
+                    c->n_gen ? "resuming elsewhere after the tokens already sent" : "retrying elsewhere");
         }
-        eng_log(ENG_LOG_WARN, "router", c->id, "attempt %d failed (%s); %s", c->attempt, as.why,
-                c->n_gen ? "rerunning elsewhere and replaying the tokens already sent" : "retrying elsewhere");
         if (as.blame[0] && c->n_exclude < MAX_EXCLUDE)
             snprintf(c->exclude[c->n_exclude++], sizeof c->exclude[0], "%s", as.blame);
         wait_until = eng_now_s() + r->cfg.failover_wait_ms / 1000.0;
@@ -863,6 +922,22 @@ int coord_router_cancel_id(coord_router *r, const char *request_id)
     return found;
 }
 
+int coord_router_migrate_from(coord_router *r, const char *worker_id)
+{
+    int n = 0;
+    pthread_mutex_lock(&r->mu);
+    for (coord_backend_call *c = r->calls; c; c = c->next)
+        if (c->stream && !c->cancelled && !strcmp(c->decode_id, worker_id)) {
+            c->cordon_migrate = 1;
+            rpc_stream_cancel(c->stream);
+            n++;
+        }
+    pthread_mutex_unlock(&r->mu);
+    if (n)
+        eng_log(ENG_LOG_INFO, "router", NULL, "moving %d streams off %s", n, worker_id);
+    return n;
+}
+
 int coord_router_active(coord_router *r)
 {
     pthread_mutex_lock(&r->mu);
@@ -902,6 +977,10 @@ int coord_router_new(const coord_router_config *cfg, coord_router **out, eng_err
         r->cfg.token_gap_ms = 60000;
     if (r->cfg.stream_ms <= 0)
         r->cfg.stream_ms = 600000;
+    if (r->cfg.migration_limit <= 0)
+        r->cfg.migration_limit = 3;
+    if (r->cfg.migration_max_tokens <= 0)
+        r->cfg.migration_max_tokens = 32768;
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
     atomic_init(&r->seq, 1);

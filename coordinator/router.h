@@ -10,9 +10,13 @@
  *
  * Failures: a worker that cannot be reached is taken out of rotation and the
  * request is run again on another pair with a fresh reservation. When tokens had
- * already been delivered, the new run replays the request (same prompt, same seed)
- * and the router checks that the replayed tokens equal the delivered ones before
- * delivering more; if they differ, or no worker is left, the request ends with
+ * already been delivered the stream migrates (resume, not replay): the new pair
+ * prefills prompt + delivered tokens and decoding goes on at the next step with the
+ * same seed, so the client's stream continues as if nothing happened. The same
+ * happens when a draining decode worker hands its streams back at its deadline, or
+ * when an operator moves them (coord_router_migrate_from). A stream moves at most
+ * migration_limit times and only while prompt + generated fits
+ * migration_max_tokens; beyond, or with no worker left, the request ends with
  * COORD_FINISH_ERROR and a message saying why. A worker that is merely full
  * (RESOURCE_EXHAUSTED) is waited for. Every call carries a deadline.
  *
@@ -38,6 +42,8 @@ typedef struct coord_router_config {
     int stream_ms;            /* whole Generate stream deadline; 0 = 600000 */
     int max_requests;         /* requests in flight, waiting included; beyond: 429; 0 = 1024 */
     int max_waiting;          /* requests waiting for a worker with room; beyond: 429; 0 = 512 */
+    int migration_limit;      /* moves of one stream to another decode worker; beyond: error; 0 = 3 */
+    int migration_max_tokens; /* prompt + generated tokens a move may prefill; beyond: error; 0 = 32768 */
 } coord_router_config;
 
 typedef struct coord_router coord_router;
@@ -51,6 +57,10 @@ coord_backend coord_router_backend(coord_router *r);
 int coord_router_cancel_id(coord_router *r, const char *request_id);
 /* Requests in flight (for logs and tests). */
 int coord_router_active(coord_router *r);
+/* Moves every stream now decoding on worker_id to other decode workers (cordon with
+ * migrate): their Generate calls are cancelled and each resumes elsewhere as after a
+ * failure, counted with reason "cordon". Returns the number of streams moved. */
+int coord_router_migrate_from(coord_router *r, const char *worker_id);
 
 /* ------------------------------------------------------------------ the choice, pure */
 

@@ -590,8 +590,8 @@ static const met_spec tandem_specs[MET_N_TANDEM] = {
                          "ran out.",
                          RW, NULL, 0},
     [MET_ROUTER_RETRIES] = {MET_COUNTER, "tandem_router_retries_total",
-                            "Requests run again on other workers (failover: nothing sent yet; replay: after tokens "
-                            "were sent) or retried because workers were full",
+                            "Attempts of a request run again on other workers (failover: a worker failed before "
+                            "the attempt streamed a token) or retried because workers were full",
                             MET_L(MET_REASON), NULL, 0},
     [MET_WEIGHT_RESIDENT] = {MET_GAUGE, "tandem_weight_resident_bytes",
                              "Bytes of the checkpoint's mapping resident in this worker (Rss in /proc/self/smaps).", RW,
@@ -613,6 +613,15 @@ static const met_spec tandem_specs[MET_N_TANDEM] = {
                           "1 for a worker's lifecycle state (starting, ready, cordoned, draining, drained, failed), "
                           "0 for the others.",
                           RW | MET_L(MET_STATE), NULL, 0},
+    [MET_MIGRATIONS] = {MET_COUNTER, "tandem_request_migrations_total",
+                        "Streams moved to another decode worker mid-way and resumed there from the tokens already "
+                        "sent (failure: the worker died or failed; drain: its drain deadline passed; cordon: "
+                        "cordoned with migrate).",
+                        MET_L(MET_REASON), NULL, 0},
+    [MET_RESUME_GAP] = {MET_HISTOGRAM, "tandem_request_resume_gap_seconds",
+                        "Time a migrated stream went without tokens: from the last token before the move to the "
+                        "first after it.",
+                        0, BUCKETS(ttft_b)},
 };
 
 int met_tandem_register(met_registry *r, met_tandem *m, eng_error *err)

@@ -33,7 +33,7 @@ typedef enum met_label {
     MET_WORKER,    /* the worker id ("" on the coordinator for its own view) */
     MET_OUTCOME,   /* success, cancelled, error, rejected */
     MET_TRANSPORT, /* tcp, rdma */
-    MET_REASON,    /* why the router ran a request again */
+    MET_REASON,    /* why the router ran or moved a request again */
     MET_LAYER,     /* a model layer's index (expert parallelism) */
     MET_RANK,      /* a rank of an EP group */
     MET_DIRECTION, /* sent, received */
@@ -131,6 +131,8 @@ typedef enum met_id {
     MET_EP_BYTES,            /* counter tandem_ep_exchange_bytes_total [role, worker, direction] (EP ranks) */
     MET_EP_SECONDS,          /* histogram tandem_ep_exchange_seconds [role, worker] (EP ranks) */
     MET_WORKER_STATE,        /* gauge tandem_worker_state [role, worker, state] 0/1 (coordinator) */
+    MET_MIGRATIONS,          /* counter tandem_request_migrations_total [reason] (coordinator) */
+    MET_RESUME_GAP,          /* histogram tandem_request_resume_gap_seconds [] (coordinator) */
     MET_N_TANDEM
 } met_id;
 

@@ -137,6 +137,7 @@ static void end_stream(wrk_worker *w, wrk_req *r)
         e.code = r->end_code;
         e.message = r->end_msg;
         e.retryable = r->retryable;
+        e.migrate = r->migrate;
         Tandem__GenerateEvent ev = TANDEM__GENERATE_EVENT__INIT;
         ev.event_case = TANDEM__GENERATE_EVENT__EVENT_ERROR;
         ev.error = &e;
@@ -363,6 +364,12 @@ static int plan(wrk_worker *w, wrk_step *s, wrk_req **ended, int cap)
         }
         if (r->kind == REQ_PREFILL && r->send_failed)
             wrk_req_end_locked(w, r, RPC_UNAVAILABLE, 1, r->send_err);
+        if (w->draining && now >= w->drain_deadline && r->kind != REQ_PREFILL && !r->ending) {
+            /* a prefill finishes soon; a stream may run long: it goes on elsewhere */
+            r->migrate = 1;
+            wrk_req_end_locked(w, r, RPC_UNAVAILABLE, r->n_gen == 0,
+                               "the worker's drain deadline passed: the stream is handed back to go on elsewhere");
+        }
         if (!r->ending || n_ended == cap)
             continue;
         req_unlink(w, r);
@@ -408,16 +415,17 @@ static int plan(wrk_worker *w, wrk_step *s, wrk_req **ended, int cap)
             tokens += chunk;
             continue;
         }
-        if (r->arming || (r->state != ST_QUEUED && r->state != ST_PREFILLING) || r->n_prefilled >= r->n_prompt)
+        int input = wrk_input_tokens(r);
+        if (r->arming || (r->state != ST_QUEUED && r->state != ST_PREFILLING) || r->n_prefilled >= input)
             continue; /* (a computed prompt waits here only until it is ended) */
         if (r->state == ST_QUEUED && r->kind == REQ_PREFILL) {
             eng_error err;
-            if (eng_seq_reserve(w->pool, &r->seq, r->n_prompt, &err) < 0)
+            if (eng_seq_reserve(w->pool, &r->seq, input, &err) < 0)
                 break; /* first come, first served: the rest waits for blocks too */
             r->t_started = now;
         }
         r->state = ST_PREFILLING;
-        int remaining = r->n_prompt - r->n_prefilled, chunk;
+        int remaining = input - r->n_prefilled, chunk;
         wrk_plan_chunks(&remaining, 1, budget, &chunk);
         budget -= chunk;
         int end = r->n_prefilled + chunk;
@@ -425,9 +433,9 @@ static int plan(wrk_worker *w, wrk_step *s, wrk_req **ended, int cap)
         s->items[s->n] = (eng_batch_item){.seq = &r->seq,
                                           .tokens = r->prompt + r->n_prefilled,
                                           .n_tokens = chunk,
-                                          .logits = end == r->n_prompt ? r->logits : NULL};
+                                          .logits = end == input ? r->logits : NULL};
         s->lo[s->n] = r->n_sent_blocks;
-        s->hi[s->n] = r->kind == REQ_PREFILL ? wrk_blocks_complete(end, r->n_prompt, w->layout.block_size) : 0;
+        s->hi[s->n] = r->kind == REQ_PREFILL ? wrk_blocks_complete(end, input, w->layout.block_size) : 0;
         r->chunk = chunk;
         s->n++;
         tokens += chunk;
@@ -480,9 +488,9 @@ static void after_step(wrk_worker *w, wrk_step *s)
         r->n_prefilled += r->chunk;
         if (r->kind == REQ_PREFILL)
             r->n_sent_blocks = s->hi[i];
-        if (r->n_prefilled < r->n_prompt)
+        if (r->n_prefilled < wrk_input_tokens(r))
             continue;
-        met_inc(w->m_prompt_tokens, r->n_prompt);
+        met_inc(w->m_prompt_tokens, wrk_input_tokens(r));
         if (r->kind == REQ_PREFILL) {
             int ok = sample(w, r, &r->first) == 0;
             pthread_mutex_lock(&w->mu);
@@ -665,6 +673,8 @@ void *wrk_engine_main(void *arg)
             for (wrk_req *r = w->reqs; r; r = r->next)
                 if (r->state == ST_RESERVED && r->lease_deadline < until)
                     until = r->lease_deadline;
+            if (w->draining && w->reqs && w->drain_deadline < until)
+                until = w->drain_deadline;
             if (!failed_pending(w))
                 timed_wait(w, until);
             continue;

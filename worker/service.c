@@ -17,20 +17,31 @@ static int blocks_for(const wrk_worker *w, int tokens)
     return (tokens + w->layout.block_size - 1) / w->layout.block_size;
 }
 
-/* Shared checks of a request's prompt and sampling; fills r. Returns an rpc_code. */
-static int take_request(wrk_worker *w, wrk_req *r, const int32_t *prompt, size_t n_prompt,
-                        const Tandem__SamplingParams *sp, char *msg, size_t cap)
+static int check_tokens(wrk_worker *w, const char *what, const int32_t *ids, size_t n, char *msg, size_t cap)
 {
-    if (n_prompt == 0)
-        return snprintf(msg, cap, "the prompt is empty"), RPC_INVALID_ARGUMENT;
-    if (n_prompt >= (size_t)w->max_context)
-        return snprintf(msg, cap, "the prompt has %zu tokens; the context holds %d", n_prompt, w->max_context),
-               RPC_INVALID_ARGUMENT;
-    for (size_t i = 0; i < n_prompt; i++)
-        if (prompt[i] < 0 || prompt[i] >= w->cfg->vocab_size)
-            return snprintf(msg, cap, "prompt token %d at %zu is outside the vocabulary (%d)", prompt[i], i,
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= w->cfg->vocab_size)
+            return snprintf(msg, cap, "%s token %d at %zu is outside the vocabulary (%d)", what, ids[i], i,
                             w->cfg->vocab_size),
                    RPC_INVALID_ARGUMENT;
+    return RPC_OK;
+}
+
+/* Shared checks of a request's prompt, the tokens it already generated (a migrated
+ * request resumes after them) and sampling; fills r. Returns an rpc_code. */
+static int take_request(wrk_worker *w, wrk_req *r, const int32_t *prompt, size_t n_prompt, const int32_t *generated,
+                        size_t n_generated, const Tandem__SamplingParams *sp, char *msg, size_t cap)
+{
+    int code;
+    if (n_prompt == 0)
+        return snprintf(msg, cap, "the prompt is empty"), RPC_INVALID_ARGUMENT;
+    if (n_prompt >= (size_t)w->max_context || n_generated >= (size_t)w->max_context - n_prompt)
+        return snprintf(msg, cap, "the prompt has %zu tokens and %zu were generated; the context holds %d", n_prompt,
+                        n_generated, w->max_context),
+               RPC_INVALID_ARGUMENT;
+    if ((code = check_tokens(w, "prompt", prompt, n_prompt, msg, cap)) != RPC_OK ||
+        (code = check_tokens(w, "generated", generated, n_generated, msg, cap)) != RPC_OK)
+        return code;
     if (!sp)
         return snprintf(msg, cap, "no sampling parameters"), RPC_INVALID_ARGUMENT;
     eng_sampling s = {.temperature = sp->temperature,
@@ -49,17 +60,27 @@ static int take_request(wrk_worker *w, wrk_req *r, const int32_t *prompt, size_t
     if (sp->top_logprobs > ENG_MAX_TOP_LOGPROBS)
         return snprintf(msg, cap, "top_logprobs %u is above %d", sp->top_logprobs, ENG_MAX_TOP_LOGPROBS),
                RPC_INVALID_ARGUMENT;
+    if (n_generated >= sp->max_tokens)
+        return snprintf(msg, cap, "%zu tokens were generated already; max_tokens is %u", n_generated, sp->max_tokens),
+               RPC_INVALID_ARGUMENT;
     r->samp = s;
     r->n_prompt = (int)n_prompt;
+    r->n_resumed = (int)n_generated;
     r->max_tokens = sp->max_tokens > (uint32_t)w->max_context ? w->max_context : (int)sp->max_tokens;
     r->top_logprobs = (int)sp->top_logprobs;
     r->cap_tokens = wrk_cap_tokens(r->n_prompt, r->max_tokens, w->max_context);
-    r->prompt = malloc(n_prompt * sizeof *r->prompt);
+    /* the prompt buffer holds the whole input of the prefill: prompt, then generated */
+    r->prompt = malloc((n_prompt + n_generated) * sizeof *r->prompt);
     r->gen = malloc((size_t)(r->cap_tokens - r->n_prompt + 1) * sizeof *r->gen);
     r->stop_ids = malloc((sp->n_stop_token_ids + 1) * sizeof *r->stop_ids);
     if (!r->prompt || !r->gen || !r->stop_ids)
         return snprintf(msg, cap, "out of memory"), RPC_RESOURCE_EXHAUSTED;
     memcpy(r->prompt, prompt, n_prompt * sizeof *r->prompt);
+    if (n_generated) {
+        memcpy(r->prompt + n_prompt, generated, n_generated * sizeof *r->prompt);
+        memcpy(r->gen, generated, n_generated * sizeof *r->gen);
+    }
+    r->n_gen = (int)n_generated;
     if (sp->n_stop_token_ids)
         memcpy(r->stop_ids, sp->stop_token_ids, sp->n_stop_token_ids * sizeof *r->stop_ids);
     r->n_stop = (int)sp->n_stop_token_ids;
@@ -136,14 +157,14 @@ static void on_generate(void *user, rpc_call *call, const rpc_bytes *bytes)
         code = RPC_RESOURCE_EXHAUSTED;
         snprintf(msg, sizeof msg, "out of memory");
     } else {
-        code = take_request(w, r, g->prompt, g->n_prompt, g->sampling, msg, sizeof msg);
+        code = take_request(w, r, g->prompt, g->n_prompt, g->generated, g->n_generated, g->sampling, msg, sizeof msg);
     }
     if (code == RPC_OK) {
         pthread_mutex_lock(&w->mu);
         /* Only the prompt and the next token now: the engine grows the sequence as it
          * generates (and preempts when the pool runs dry), so max_tokens reserves nothing. */
         int total = eng_kv_pool_blocks(w->pool), free_blocks = eng_kv_pool_free_blocks(w->pool);
-        int need = wrk_admit_blocks(r->n_prompt, w->layout.block_size), preempted = 0;
+        int need = wrk_admit_blocks(wrk_input_tokens(r), w->layout.block_size), preempted = 0;
         for (wrk_req *q = w->reqs; q; q = q->next)
             preempted += q->state == ST_PREEMPTED || q->state == ST_RECOMPUTING;
         int admit = wrk_admit(total, free_blocks, need, w->n_reserved_or_running);
@@ -158,11 +179,11 @@ static void on_generate(void *user, rpc_call *call, const rpc_bytes *bytes)
             code = RPC_RESOURCE_EXHAUSTED, retryable = 1; /* another worker's pool may be larger */
             snprintf(msg, sizeof msg,
                      "the prompt of %d tokens and one generated token need %d KV blocks; the whole pool has %d",
-                     r->n_prompt, need, total);
+                     wrk_input_tokens(r), need, total);
         } else if (preempted) {
             code = RPC_RESOURCE_EXHAUSTED, retryable = 1; /* they go first */
             snprintf(msg, sizeof msg, "%d preempted sequences wait for KV blocks", preempted);
-        } else if (admit == WRK_ADMIT_WAIT || eng_seq_reserve(w->pool, &r->seq, r->n_prompt + 1, &err) < 0) {
+        } else if (admit == WRK_ADMIT_WAIT || eng_seq_reserve(w->pool, &r->seq, wrk_input_tokens(r) + 1, &err) < 0) {
             code = RPC_RESOURCE_EXHAUSTED, retryable = 1;
             snprintf(msg, sizeof msg,
                      "not enough free KV blocks: %d for the prompt + %d kept for the %d admitted sequences, %d free",
@@ -195,7 +216,7 @@ static void on_generate(void *user, rpc_call *call, const rpc_bytes *bytes)
     /* Linked but arming: the engine leaves it alone until the target is out. */
     rpc_call_on_cancel(call, on_stream_cancel, r);
     if (!g->colocated) {
-        int nb = blocks_for(w, r->n_prompt);
+        int nb = blocks_for(w, wrk_input_tokens(r));
         uint64_t expected = (uint64_t)w->layout.n_layers * (uint64_t)nb * w->unit_bytes;
         eng_error err;
         if (expect_blocks(w, r->seq.blocks, nb, expected, &r->transfer_id, &err) < 0) {
@@ -228,12 +249,14 @@ static void on_generate(void *user, rpc_call *call, const rpc_bytes *bytes)
             ev.kv_target = &t;
             rpc_call_send_msg(call, &ev.base, 1000); /* a failure shows as a cancel */
             wrk_log(w, ENG_LOG_INFO, r->id,
-                    "reserved %d KV blocks (%d for the prompt of %d tokens), transfer %llu, lease %d ms",
-                    r->seq.n_blocks, nb, r->n_prompt, (unsigned long long)r->transfer_id, w->opt.lease_ms);
+                    "reserved %d KV blocks (%d for the prompt of %d tokens%s), transfer %llu, lease %d ms",
+                    r->seq.n_blocks, nb, wrk_input_tokens(r), r->n_resumed ? ", resuming a migrated stream" : "",
+                    (unsigned long long)r->transfer_id, w->opt.lease_ms);
             pthread_mutex_lock(&w->mu);
         }
     } else {
-        wrk_log(w, ENG_LOG_INFO, r->id, "colocated, %d prompt tokens, %d KV blocks", r->n_prompt, r->seq.n_blocks);
+        wrk_log(w, ENG_LOG_INFO, r->id, "colocated, %d prompt tokens%s, %d KV blocks", wrk_input_tokens(r),
+                r->n_resumed ? " (resuming a migrated stream)" : "", r->seq.n_blocks);
         pthread_mutex_lock(&w->mu);
     }
     r->arming = 0;
@@ -266,10 +289,12 @@ static void on_kv_ready(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_
         snprintf(reason, sizeof reason, "transfer %llu is not request %s's (%llu)", (unsigned long long)q->transfer_id,
                  q->request_id, (unsigned long long)r->transfer_id),
             r = NULL;
-    else if (!q->first_token || q->first_token->id < 0 || q->first_token->id >= w->cfg->vocab_size)
-        snprintf(reason, sizeof reason, "no valid first token"), r = NULL;
-    else if (q->prompt_tokens != (uint32_t)r->n_prompt)
-        snprintf(reason, sizeof reason, "prompt_tokens %u, but the request has %d", q->prompt_tokens, r->n_prompt),
+    else if (!q->first_token || q->first_token->id < 0 || q->first_token->id >= w->cfg->vocab_size ||
+             q->first_token->index != (uint32_t)r->n_resumed)
+        snprintf(reason, sizeof reason, "no valid first token (index %d expected)", r->n_resumed), r = NULL;
+    else if (q->prompt_tokens != (uint32_t)wrk_input_tokens(r))
+        snprintf(reason, sizeof reason, "prompt_tokens %u, but the request has %d", q->prompt_tokens,
+                 wrk_input_tokens(r)),
             r = NULL;
     if (r)
         r->refs++;
@@ -287,12 +312,11 @@ static void on_kv_ready(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_
         } else if (r->ending || r->state != ST_RESERVED) {
             snprintf(reason, sizeof reason, "request %s ended while its transfer was checked", r->id);
         } else {
-            r->gen[0] = q->first_token->id;
-            r->n_gen = 1;
-            r->seq.n_past = r->n_prompt;
+            r->gen[r->n_gen++] = q->first_token->id;
+            r->seq.n_past = wrk_input_tokens(r);
             r->t_last_token = eng_now_s();
             ok = 1;
-            int f = wrk_finish_reason(r->gen[0], r->stop_ids, r->n_stop, r->n_prompt, 1, r->cap_tokens);
+            int f = wrk_finish_reason(q->first_token->id, r->stop_ids, r->n_stop, r->n_prompt, r->n_gen, r->cap_tokens);
             if (f || q->first_token->finish_reason != TANDEM__FINISH_REASON__FINISH_NONE)
                 wrk_req_end_locked(w, r, RPC_OK, 0, NULL); /* the first token was the last */
             else
@@ -422,12 +446,13 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
     } else if (!(r = wrk_req_new(w, REQ_PREFILL, q->request_id))) {
         code = RPC_RESOURCE_EXHAUSTED;
         snprintf(msg, sizeof msg, "out of memory");
-    } else if ((code = take_request(w, r, q->prompt, q->n_prompt, q->sampling, msg, sizeof msg)) == RPC_OK &&
-               (code = check_target(w, q->target, r->n_prompt, msg, sizeof msg)) == RPC_OK) {
-        if (blocks_for(w, r->n_prompt) > eng_kv_pool_blocks(w->pool)) {
+    } else if ((code = take_request(w, r, q->prompt, q->n_prompt, q->generated, q->n_generated, q->sampling, msg,
+                                    sizeof msg)) == RPC_OK &&
+               (code = check_target(w, q->target, wrk_input_tokens(r), msg, sizeof msg)) == RPC_OK) {
+        if (blocks_for(w, wrk_input_tokens(r)) > eng_kv_pool_blocks(w->pool)) {
             code = RPC_RESOURCE_EXHAUSTED;
-            snprintf(msg, sizeof msg, "the prompt needs %d KV blocks; the pool has %d", blocks_for(w, r->n_prompt),
-                     eng_kv_pool_blocks(w->pool));
+            snprintf(msg, sizeof msg, "the prompt needs %d KV blocks; the pool has %d",
+                     blocks_for(w, wrk_input_tokens(r)), eng_kv_pool_blocks(w->pool));
         } else if (kvt_connect(w->kvt, q->target->descriptor.data, q->target->descriptor.len, &peer, &err) < 0) {
             code = RPC_UNAVAILABLE;
             snprintf(msg, sizeof msg, "cannot reach decode worker %s's KV endpoint: %s", q->target->decode_worker_id,
@@ -479,12 +504,13 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
             }
         }
         pthread_mutex_unlock(&w->mu);
-        wrk_log(w, ENG_LOG_DEBUG, r->id, "prefill of %d tokens %s", r->n_prompt,
+        wrk_log(w, ENG_LOG_DEBUG, r->id, "prefill of %d tokens %s", wrk_input_tokens(r),
                 code == RPC_OK ? "computed, waiting for the receiver's verdict" : msg);
     }
 
     /* The engine is done with the request: finish or abort the push, free our blocks. */
-    uint64_t kv_bytes = (uint64_t)w->layout.n_layers * (uint64_t)(r ? blocks_for(w, r->n_prompt) : 0) * w->unit_bytes;
+    uint64_t kv_bytes = (uint64_t)w->layout.n_layers * (uint64_t)(r ? blocks_for(w, wrk_input_tokens(r)) : 0) *
+                        w->unit_bytes;
     if (send) {
         if (code == RPC_OK && kvt_send_finish(send, 30000, &err) < 0) {
             code = RPC_UNAVAILABLE;
@@ -502,9 +528,8 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
     if (code == RPC_OK) {
         Tandem__Token tok;
         Tandem__TokenLogprob store[ENG_MAX_TOP_LOGPROBS], *ptrs[ENG_MAX_TOP_LOGPROBS];
-        r->gen[0] = r->first.id;
-        int f = wrk_finish_reason(r->first.id, r->stop_ids, r->n_stop, r->n_prompt, 1, r->cap_tokens);
-        wrk_token_msg(&r->first, 0, f, &tok, store, ptrs);
+        int f = wrk_finish_reason(r->first.id, r->stop_ids, r->n_stop, r->n_prompt, r->n_resumed + 1, r->cap_tokens);
+        wrk_token_msg(&r->first, r->n_resumed, f, &tok, store, ptrs);
         Tandem__PrefillTimings tm = TANDEM__PREFILL_TIMINGS__INIT;
         tm.queue_us = (uint64_t)((r->t_started - r->t_enqueued) * 1e6);
         tm.compute_us = (uint64_t)((r->t_computed - r->t_started) * 1e6);
@@ -512,7 +537,7 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
         tm.kv_bytes = kv_bytes;
         Tandem__PrefillResult res = TANDEM__PREFILL_RESULT__INIT;
         res.first_token = &tok;
-        res.prompt_tokens = (uint32_t)r->n_prompt;
+        res.prompt_tokens = (uint32_t)wrk_input_tokens(r);
         res.timings = &tm;
         if (rpc_pack(&res.base, resp) < 0)
             code = RPC_RESOURCE_EXHAUSTED, snprintf(msg, sizeof msg, "out of memory");

@@ -577,11 +577,18 @@ void wrk_drain(wrk_worker *w)
 {
     pthread_mutex_lock(&w->mu);
     int was = w->draining;
-    w->draining = 1;
+    if (!was) {
+        w->draining = 1;
+        w->drain_deadline = eng_now_s() + w->opt.drain_timeout_s;
+        pthread_cond_signal(&w->cv); /* the engine minds the deadline */
+    }
     pthread_mutex_unlock(&w->mu);
     if (was)
         return;
-    wrk_log(w, ENG_LOG_INFO, NULL, "draining: admitting nothing new, %d requests in flight", wrk_in_flight(w));
+    wrk_log(w, ENG_LOG_INFO, NULL,
+            "draining: admitting nothing new, %d requests in flight; streams still running in %.1f s are handed "
+            "back to go on on other workers",
+            wrk_in_flight(w), w->opt.drain_timeout_s);
     pthread_mutex_lock(&w->reg_mu);
     w->reg_now = 1; /* tell the coordinator now, not at the next interval */
     pthread_cond_broadcast(&w->reg_cv);

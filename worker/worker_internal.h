@@ -61,8 +61,9 @@ typedef struct wrk_req {
     wrk_state state;
     char id[128];
 
-    int32_t *prompt;
+    int32_t *prompt; /* the prompt, then the n_resumed generated tokens: the prefill's input */
     int n_prompt;
+    int n_resumed; /* a migrated request: tokens generated before it came here (also in gen) */
     eng_sampling samp;
     int max_tokens, top_logprobs;
     int32_t *stop_ids;
@@ -85,6 +86,7 @@ typedef struct wrk_req {
     int end_code; /* rpc_code to finish with once `ending` */
     int ending;
     int retryable;
+    int migrate; /* the stream is handed back to be resumed elsewhere (drain deadline) */
     char end_msg[800];
 
     /* DECODE / COLOCATED: the Generate stream. */
@@ -156,6 +158,7 @@ struct wrk_worker {
     wrk_req *reqs;
     int stopping;
     int draining;              /* wrk_drain: admit nothing new, let the rest finish */
+    double drain_deadline;     /* then the streams left are handed back for migration */
     int open_runs;             /* Prefill.Run handlers past admission (they outlive their request's DONE) */
     atomic_int started;        /* model loaded, services running: /startupz passes */
     atomic_int registered;     /* the coordinator accepted our registration */
@@ -187,6 +190,12 @@ struct wrk_worker {
     pthread_mutex_t chan_mu;
     wrk_chan *chans;
 };
+
+/* Tokens a request's prefill computes: its prompt, then any generated before a migration. */
+static inline int wrk_input_tokens(const wrk_req *r)
+{
+    return r->n_prompt + r->n_resumed;
+}
 
 /* worker.c */
 /* One log line (common/log.h) from this worker: the component is "ROLE ID". */

@@ -17,18 +17,20 @@ typedef void (*coord_log_fn)(void *ctx, const char *line);
 /* Every limit input can reach, in one place (docs/security.md has the table); 0
  * takes the default named in the header of the part that enforces it. */
 typedef struct coord_limits {
-    int max_body_bytes;     /* HTTP request body (413) */
-    int max_connections;    /* open HTTP connections (a new one is closed) */
-    int per_ip_connections; /* open HTTP connections from one address; 0: none of its own */
-    int idle_timeout_s;     /* slow headers/body, or an answer not read */
-    int sse_buffer_bytes;   /* unread stream bytes per client (connection closed, call cancelled) */
-    int max_requests;       /* generation requests in flight, waiting included (429) */
-    int max_waiting;        /* requests waiting for a worker with room (429) */
-    int max_stop_bytes;     /* one stop string (400) */
-    int max_messages;       /* messages in a chat request (400) */
-    int max_tools;          /* tools in a chat request (400) */
-    int max_workers;        /* workers known to the registry (registration refused) */
-    int rpc_handlers;       /* gRPC handler threads; calls beyond wait, expiring at their deadline */
+    int max_body_bytes;       /* HTTP request body (413) */
+    int max_connections;      /* open HTTP connections (a new one is closed) */
+    int per_ip_connections;   /* open HTTP connections from one address; 0: none of its own */
+    int idle_timeout_s;       /* slow headers/body, or an answer not read */
+    int sse_buffer_bytes;     /* unread stream bytes per client (connection closed, call cancelled) */
+    int max_requests;         /* generation requests in flight, waiting included (429) */
+    int max_waiting;          /* requests waiting for a worker with room (429) */
+    int max_stop_bytes;       /* one stop string (400) */
+    int max_messages;         /* messages in a chat request (400) */
+    int max_tools;            /* tools in a chat request (400) */
+    int max_workers;          /* workers known to the registry (registration refused) */
+    int rpc_handlers;         /* gRPC handler threads; calls beyond wait, expiring at their deadline */
+    int migration_limit;      /* moves of one stream to another decode worker (then 502) */
+    int migration_max_tokens; /* prompt + generated a moving stream may prefill (then 502) */
 } coord_limits;
 
 typedef struct coord_options {

@@ -54,6 +54,9 @@ typedef struct wrk_options {
     const char *group;
     const char *ep_peers; /* every rank's exchange address, "host:port,...", by rank */
     int ep_deadline_ms;   /* every exchange receive; 0 = 10000 */
+    /* wrk_drain: decode streams still running this long after it are ended with
+     * Error.migrate, so that the coordinator resumes them on other workers; 0 = at once. */
+    double drain_timeout_s;
 } wrk_options;
 
 typedef struct wrk_worker wrk_worker;
@@ -65,7 +68,9 @@ void wrk_stop(wrk_worker *w);
 /* Starts draining: new Prefill.Run / Decode.Generate calls are refused as UNAVAILABLE
  * (retryable, so the coordinator routes them elsewhere), the next heartbeat, sent at
  * once, tells the coordinator (which takes the worker out of rotation), /readyz
- * answers 503. Requests already admitted go on to their end. Idempotent. */
+ * answers 503. Requests already admitted go on to their end, or to the drain timeout
+ * (wrk_options.drain_timeout_s), when the streams left are handed back for migration.
+ * Idempotent. */
 void wrk_drain(wrk_worker *w);
 /* Requests not finished yet: queued, prefilling or pushing KV, reserved, decoding. */
 int wrk_in_flight(wrk_worker *w);
