@@ -9,6 +9,7 @@
  * numbers depend neither on the thread count nor on which thread ran what. */
 #include "kernels/kernels_impl.h"
 
+#include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@ size_t eng_dtype_size(eng_dtype dt)
     case ENG_DT_F32: return 4;
     case ENG_DT_F16: return 2;
     case ENG_DT_BF16: return 2;
+    case ENG_DT_F8E4M3: return 1;
     }
     return 0;
 }
@@ -32,8 +34,17 @@ const char *eng_dtype_name(eng_dtype dt)
     case ENG_DT_F32: return "f32";
     case ENG_DT_F16: return "f16";
     case ENG_DT_BF16: return "bf16";
+    case ENG_DT_F8E4M3: return "f8e4m3";
     }
     return "unknown";
+}
+
+size_t eng_fp8_scales_check(const float *scale, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(scale[i]) || fabsf(scale[i]) >= ENG_FP8_SCALE_MAX)
+            return i;
+    return n;
 }
 
 /* IEEE half to single, exact for every input (subnormals, inf, NaN payloads). */
@@ -153,8 +164,7 @@ typedef struct matmul_job {
     const eng_kernel_impl *impl;
     float *y;
     const float *x;
-    const void *w;
-    eng_dtype wdt;
+    const eng_weight *w;
     int n_tokens, n_in, n_out;
     int rows_per_task;
 } matmul_job;
@@ -167,7 +177,7 @@ static void matmul_task(void *ctx, int task)
     if (o1 > j->n_out)
         o1 = j->n_out;
     if (o0 < o1)
-        j->impl->matmul_rows(j->y, j->n_out, j->x, j->w, j->wdt, j->n_tokens, j->n_in, o0, o1);
+        j->impl->matmul_rows(j->y, j->n_out, j->x, j->w, j->n_tokens, j->n_in, o0, o1);
 }
 
 /* Rows are handed out in multiples of 16 so that every variant's output tiles
@@ -179,8 +189,7 @@ static void matmul_task(void *ctx, int task)
 #define TASKS_PER_THREAD 4
 #define MIN_PARALLEL_MACS (1 << 15)
 
-void eng_matmul(eng_pool *pool, float *y, const float *x, const void *w, eng_dtype wdt, int n_tokens, int n_in,
-                int n_out)
+void eng_matmul_weight(eng_pool *pool, float *y, const float *x, const eng_weight *w, int n_tokens, int n_in, int n_out)
 {
     if (n_tokens <= 0 || n_out <= 0)
         return;
@@ -193,7 +202,6 @@ void eng_matmul(eng_pool *pool, float *y, const float *x, const void *w, eng_dty
         .y = y,
         .x = x,
         .w = w,
-        .wdt = wdt,
         .n_tokens = n_tokens,
         .n_in = n_in,
         .n_out = n_out,
@@ -213,6 +221,21 @@ void eng_matmul(eng_pool *pool, float *y, const float *x, const void *w, eng_dty
         return;
     }
     eng_pool_run(pool, matmul_task, &j, n_tasks);
+}
+
+/* One scale of 1 for all of an FP8 matrix: a block as large as any matrix
+ * (a multiple of ENG_FP8_BLOCK_ALIGN). */
+#define WHOLE_MATRIX_BLOCK (1 << 30)
+
+void eng_matmul(eng_pool *pool, float *y, const float *x, const void *w, eng_dtype wdt, int n_tokens, int n_in,
+                int n_out)
+{
+    static const float unit_scale = 1.0f;
+    eng_weight wt = {.w = w, .dt = wdt};
+    if (wdt == ENG_DT_F8E4M3)
+        wt = (eng_weight){
+            .w = w, .dt = wdt, .scale = &unit_scale, .block_out = WHOLE_MATRIX_BLOCK, .block_in = WHOLE_MATRIX_BLOCK};
+    eng_matmul_weight(pool, y, x, &wt, n_tokens, n_in, n_out);
 }
 
 /* ---- the rest forward to the chosen variant ---- */

@@ -4,7 +4,8 @@
  * numbers goes through here. Implementations exist for AVX-512 (+BF16), AVX2+FMA
  * and portable C; eng_kernels_init() picks one at run time from the CPU's features
  * (TANDEM_ISA=avx512|avx2|portable forces one, for tests). All activations are f32;
- * weights may be bf16, f16 or f32 and are read in place, never copied to f32. */
+ * weights may be bf16, f16, f32 or FP8 (e4m3 with block scales) and are read in
+ * place, never copied to f32. */
 #ifndef ENG_KERNELS_H
 #define ENG_KERNELS_H
 
@@ -17,6 +18,7 @@ typedef enum eng_dtype {
     ENG_DT_F32 = 0,
     ENG_DT_F16 = 1,
     ENG_DT_BF16 = 2,
+    ENG_DT_F8E4M3 = 3, /* float8 e4m3fn: weights only, with block scales (eng_weight) */
 } eng_dtype;
 
 size_t eng_dtype_size(eng_dtype dt);
@@ -26,8 +28,28 @@ const char *eng_dtype_name(eng_dtype dt);
 const char *eng_kernels_init(void);
 const char *eng_kernels_isa(void);
 
+/* A weight matrix as the checkpoint stores it, row-major [n_out][n_in] (the Hugging
+ * Face Linear layout), used in place. FP8 (Qwen's -FP8 checkpoints): element [o][i]
+ * is its e4m3 value times scale[o / block_out][i / block_in], and the kernels use
+ * exactly that product rounded once to f32 (what a checkpoint dequantised to f32
+ * holds), so an FP8 model computes bitwise what its f32 dequantisation does. */
+typedef struct eng_weight {
+    const void *w; /* NULL: not loaded (an expert this process does not own) */
+    eng_dtype dt;
+    const float *scale;      /* F8E4M3 only: [ceil(n_out / block_out)][ceil(n_in / block_in)] */
+    int block_out, block_in; /* F8E4M3 only; block_in a multiple of ENG_FP8_BLOCK_ALIGN */
+} eng_weight;
+
+/* block_in must be a multiple of this (the widest vector), so that a vector of
+ * inputs never straddles two scales. Every scale must be finite with magnitude
+ * below ENG_FP8_SCALE_MAX (the kernels fold 2^120 into it). */
+#define ENG_FP8_BLOCK_ALIGN 16
+#define ENG_FP8_SCALE_MAX 256.0f
+/* Index of the first scale outside [-ENG_FP8_SCALE_MAX, ENG_FP8_SCALE_MAX] or not
+ * finite, or n when all n are usable. */
+size_t eng_fp8_scales_check(const float *scale, size_t n);
+
 /* y[t][o] = sum_i x[t][i] * W[o][i]  for t < n_tokens, o < n_out.
- * W is row-major [n_out][n_in] of dtype wdt (the Hugging Face Linear layout).
  * Work is split over the pool's threads (pool may be NULL: run on the caller).
  *
  * Batch invariance: every y[t][o] is summed in one order that depends only on
@@ -37,10 +59,14 @@ const char *eng_kernels_isa(void);
  * chunks of any size and rows gathered from several places (expert parallelism,
  * migration, prefix caching) therefore all give the same bits for the same row.
  * Different variants (TANDEM_ISA) sum in different orders and may differ. */
+void eng_matmul_weight(eng_pool *pool, float *y, const float *x, const eng_weight *w, int n_tokens, int n_in,
+                       int n_out);
+/* The same for a matrix without scales (an FP8 one reads as if every scale were 1). */
 void eng_matmul(eng_pool *pool, float *y, const float *x, const void *w, eng_dtype wdt, int n_tokens, int n_in,
                 int n_out);
 
-/* dst[i] = (float)src[i] for one row of any dtype (embedding lookup, norm weights). */
+/* dst[i] = (float)src[i] for one row of any dtype (embedding lookup, norm weights);
+ * FP8 gives the bare e4m3 values (no scale). */
 void eng_to_f32(float *dst, const void *src, eng_dtype dt, size_t n);
 
 float eng_dot(const float *a, const float *b, int n);

@@ -44,6 +44,13 @@ static inline __m128 hsum4_512(__m512 a, __m512 b, __m512 c, __m512 d)
     _mm512_castsi512_ps( \
         _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(p))), 16))
 
+/* FP8: sign-extend 16 bytes to 32 bits, shift the magnitude to bits 26..20 and keep
+ * it with the sign (eng_e4m3_bits). */
+#define V_LOAD_E4M3(p)                                                                                    \
+    _mm512_castsi512_ps(_mm512_and_si512(                                                                 \
+        _mm512_slli_epi32(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))), 20), \
+        _mm512_set1_epi32((int)0x87f00000u)))
+
 #define SIMD_IMPL_NAME eng_kernels_avx512
 #define SIMD_ISA_STRING "avx512"
 #include "kernels/kernels_simd.h"

@@ -12,11 +12,11 @@
 typedef struct eng_kernel_impl {
     const char *name;
     /* y[t*ldy + o] = sum_i x[t*n_in + i] * W[o][i] for t < n_tokens and
-     * o0 <= o < o1 (W rows of n_in elements of dtype wdt). Each output's sum is
-     * accumulated in an order that depends only on n_in, never on n_tokens or
-     * o0/o1, so results change neither with the batch nor with the thread count. */
-    void (*matmul_rows)(float *y, int ldy, const float *x, const void *w, eng_dtype wdt, int n_tokens, int n_in, int o0,
-                        int o1);
+     * o0 <= o < o1 (W rows of n_in elements; FP8 always with scales here). Each
+     * output's sum is accumulated in an order that depends only on n_in, never on
+     * n_tokens or o0/o1, so results change neither with the batch nor with the
+     * thread count. */
+    void (*matmul_rows)(float *y, int ldy, const float *x, const eng_weight *w, int n_tokens, int n_in, int o0, int o1);
     void (*to_f32)(float *dst, const void *src, eng_dtype dt, size_t n);
     float (*dot)(const float *a, const float *b, int n);
     void (*axpy)(float *y, float a, const float *x, int n);
@@ -44,6 +44,36 @@ static inline float eng_bf16_to_f32(uint16_t h)
 }
 
 float eng_f16_to_f32(uint16_t h);
+
+/* float8 e4m3fn (1 sign bit, 4 exponent bits with bias 7, 3 mantissa bits). Its 7
+ * magnitude bits placed at bits 26..20 of an f32 (sign at 31) give the value times
+ * 2^-120 exactly, e4m3 subnormals becoming f32 subnormals; so one multiply by
+ * scale * 2^120 yields e4m3 value * scale rounded once, the dequantised weight.
+ * The vector variants do the same with integer shifts. The NaN codes 0x7f/0xff,
+ * which no checkpoint holds, read as +-480. */
+#define ENG_E4M3_UNBIAS 0x1p120f
+
+static inline float eng_e4m3_bits(uint8_t b)
+{
+    union {
+        uint32_t u;
+        float f;
+    } v = {.u = ((uint32_t)(b & 0x80) << 24) | ((uint32_t)(b & 0x7f) << 20)};
+    return v.f;
+}
+
+/* The dequantised weight: e4m3 value * scale in f32 (|scale| < ENG_FP8_SCALE_MAX). */
+static inline float eng_e4m3_scaled(uint8_t b, float scale)
+{
+    return eng_e4m3_bits(b) * (scale * ENG_E4M3_UNBIAS);
+}
+
+/* The scales of FP8 row o: one per block of block_in inputs. */
+static inline const float *eng_fp8_row_scales(const eng_weight *w, int n_in, int o)
+{
+    size_t blocks_in = ((size_t)n_in + (size_t)w->block_in - 1) / (size_t)w->block_in;
+    return w->scale + (size_t)(o / w->block_out) * blocks_in;
+}
 
 /* Selects a variant by name for tests ("portable", "avx2", "avx512"); returns NULL
  * when that variant is unknown or this CPU cannot run it. */

@@ -1,8 +1,8 @@
 /* kernels_portable.c: the plain-C variant of every kernel.
  *
  * It runs on any CPU and is the yardstick the vector variants are tested against,
- * so it favours obvious code: weights are widened to f32 one chunk at a time into a
- * stack buffer (never a whole-matrix copy), and sums use eight interleaved partial
+ * so it favours obvious code: weights are widened (FP8: dequantised) to f32 one
+ * chunk at a time into a stack buffer (never a whole-matrix copy), and sums use eight interleaved partial
  * accumulators, which keeps rounding error low and lets the compiler vectorise. */
 #include "kernels/kernels_impl.h"
 
@@ -25,7 +25,27 @@ static void to_f32(float *dst, const void *src, eng_dtype dt, size_t n)
             dst[i] = eng_f16_to_f32(s[i]);
         break;
     }
+    case ENG_DT_F8E4M3: {
+        const uint8_t *s = src;
+        for (size_t i = 0; i < n; i++)
+            dst[i] = eng_e4m3_scaled(s[i], 1.0f);
+        break;
     }
+    }
+}
+
+/* dst[k] = W[o][i0 + k] for k < len, dequantised when FP8. */
+static void widen(float *dst, const eng_weight *w, int n_in, int o, int i0, int len)
+{
+    size_t esz = eng_dtype_size(w->dt);
+    const char *row = (const char *)w->w + (size_t)o * n_in * esz;
+    if (w->dt != ENG_DT_F8E4M3) {
+        to_f32(dst, row + (size_t)i0 * esz, w->dt, (size_t)len);
+        return;
+    }
+    const float *scales = eng_fp8_row_scales(w, n_in, o);
+    for (int k = 0; k < len; k++)
+        dst[k] = eng_e4m3_scaled((uint8_t)row[i0 + k], scales[(i0 + k) / w->block_in]);
 }
 
 static float dot(const float *a, const float *b, int n)
@@ -44,18 +64,15 @@ static float dot(const float *a, const float *b, int n)
  * batch is multiplied against it. */
 #define CHUNK 256
 
-static void matmul_rows(float *y, int ldy, const float *x, const void *w, eng_dtype wdt, int n_tokens, int n_in, int o0,
-                        int o1)
+static void matmul_rows(float *y, int ldy, const float *x, const eng_weight *w, int n_tokens, int n_in, int o0, int o1)
 {
     float buf[CHUNK];
-    size_t esz = eng_dtype_size(wdt);
     for (int o = o0; o < o1; o++) {
-        const char *row = (const char *)w + (size_t)o * n_in * esz;
         for (int t = 0; t < n_tokens; t++)
             y[(size_t)t * ldy + o] = 0.0f;
         for (int c = 0; c < n_in; c += CHUNK) {
             int len = n_in - c < CHUNK ? n_in - c : CHUNK;
-            to_f32(buf, row + (size_t)c * esz, wdt, (size_t)len);
+            widen(buf, w, n_in, o, c, len);
             for (int t = 0; t < n_tokens; t++)
                 y[(size_t)t * ldy + o] += dot(x + (size_t)t * n_in + c, buf, len);
         }

@@ -34,14 +34,17 @@
 
 ALWAYS_INLINE size_t dt_size(eng_dtype dt) /* inlined, unlike eng_dtype_size */
 {
-    return dt == ENG_DT_F32 ? 4 : 2;
+    return dt == ENG_DT_F32 ? 4 : dt == ENG_DT_F8E4M3 ? 1 : 2;
 }
 
+/* FP8 loads give e4m3 value * 2^-120 (eng_e4m3_bits); the caller multiplies by
+ * its block's scale * 2^120. */
 ALWAYS_INLINE V load_w(const char *row, int i, eng_dtype dt)
 {
     switch (dt) {
     case ENG_DT_BF16: return V_LOAD_BF16((const uint16_t *)row + i);
     case ENG_DT_F16: return V_LOAD_F16((const uint16_t *)row + i);
+    case ENG_DT_F8E4M3: return V_LOAD_E4M3((const uint8_t *)row + i);
     default: return V_LOAD((const float *)row + i);
     }
 }
@@ -51,6 +54,7 @@ static float scalar_w(const char *row, int i, eng_dtype dt)
     switch (dt) {
     case ENG_DT_BF16: return eng_bf16_to_f32(((const uint16_t *)row)[i]);
     case ENG_DT_F16: return eng_f16_to_f32(((const uint16_t *)row)[i]);
+    case ENG_DT_F8E4M3: return eng_e4m3_bits(((const uint8_t *)row)[i]);
     default: return ((const float *)row)[i];
     }
 }
@@ -65,16 +69,20 @@ static float scalar_w(const char *row, int i, eng_dtype dt)
  * what goes into one, so a row's result cannot depend on the rows around it. */
 
 /* acc[t][j] for MT tokens x NG * MM_NR outputs over inputs [0, kc) of the given
- * rows (x rows f32; weight rows of dtype dt, both already offset to the block start).
+ * rows (x rows f32; weight rows of dtype dt, both already offset to the block start;
+ * FP8: sr[j] are row j's scales, one per bi inputs, and every weight is the e4m3
+ * value times its scale, rounded once, exactly as the portable variant forms it).
  * first: start from zero, else from part; last: the block ends the row, so a
  * partial chunk is padded and results go to y (valid_t x valid_o of them), else
  * the accumulators are saved in part for the next block (NG 1 only). Missing tokens
  * or outputs of a partial tile repeat a valid row and are dropped at the end. Each
  * group of MM_NR outputs is reduced on its own, so NG changes nothing but speed. */
 ALWAYS_INLINE void mm_tile(float *y, int ldy, int valid_t, int valid_o, V *part, const float *const *xr,
-                           const char *const *wr, eng_dtype dt, int kc, int first, int last, const int MT, const int NG)
+                           const char *const *wr, const float *const *sr, int bi, eng_dtype dt, int kc, int first,
+                           int last, const int MT, const int NG)
 {
     const int NO = NG * MM_NR;
+    const int fp8 = dt == ENG_DT_F8E4M3;
     V acc[MM_MR][MM_DEC_NG * MM_NR];
 #pragma GCC unroll 8
     for (int t = 0; t < MT; t++)
@@ -82,17 +90,27 @@ ALWAYS_INLINE void mm_tile(float *y, int ldy, int valid_t, int valid_o, V *part,
         for (int j = 0; j < NO; j++)
             acc[t][j] = first ? V_ZERO() : part[t * MM_NR + j];
     int i = 0;
-    for (; i + VL <= kc; i += VL) {
-        V wv[MM_DEC_NG * MM_NR];
-#pragma GCC unroll 8
-        for (int j = 0; j < NO; j++)
-            wv[j] = load_w(wr[j], i, dt);
-#pragma GCC unroll 8
-        for (int t = 0; t < MT; t++) {
-            V xv = V_LOAD(xr[t] + i);
+    /* FP8 goes one scale block at a time (bi is a multiple of VL, so no vector
+     * straddles two); other dtypes take the whole range as one block. */
+    for (int b = 0; i + VL <= kc; b++) {
+        int end = fp8 && i + bi < kc ? i + bi : kc;
+        V sv[MM_DEC_NG * MM_NR];
+        if (fp8)
 #pragma GCC unroll 8
             for (int j = 0; j < NO; j++)
-                acc[t][j] = V_FMA(wv[j], xv, acc[t][j]);
+                sv[j] = V_SET1(sr[j][b] * ENG_E4M3_UNBIAS);
+        for (; i + VL <= end; i += VL) {
+            V wv[MM_DEC_NG * MM_NR];
+#pragma GCC unroll 8
+            for (int j = 0; j < NO; j++)
+                wv[j] = fp8 ? V_MUL(load_w(wr[j], i, dt), sv[j]) : load_w(wr[j], i, dt);
+#pragma GCC unroll 8
+            for (int t = 0; t < MT; t++) {
+                V xv = V_LOAD(xr[t] + i);
+#pragma GCC unroll 8
+                for (int j = 0; j < NO; j++)
+                    acc[t][j] = V_FMA(wv[j], xv, acc[t][j]);
+            }
         }
     }
     if (i < kc) { /* only the row's last block has a partial chunk */
@@ -100,7 +118,9 @@ ALWAYS_INLINE void mm_tile(float *y, int ldy, int valid_t, int valid_o, V *part,
         float wt[MM_DEC_NG * MM_NR][VL], xt[VL];
         for (int j = 0; j < NO; j++)
             for (int k = 0; k < VL; k++)
-                wt[j][k] = k < rem ? scalar_w(wr[j], i + k, dt) : 0.0f;
+                wt[j][k] = k >= rem ? 0.0f
+                           : fp8    ? scalar_w(wr[j], i + k, dt) * (sr[j][(i + k) / bi] * ENG_E4M3_UNBIAS)
+                                    : scalar_w(wr[j], i + k, dt);
         for (int t = 0; t < MT; t++) {
             for (int k = 0; k < VL; k++)
                 xt[k] = k < rem ? xr[t][i + k] : 0.0f;
@@ -128,44 +148,58 @@ ALWAYS_INLINE void mm_tile(float *y, int ldy, int valid_t, int valid_o, V *part,
     }
 }
 
-/* Rows o .. o + n of W (repeating row o past o1). */
-ALWAYS_INLINE void weight_rows(const char **wr, const void *w, size_t row_bytes, int o, int o1, int n)
+/* Rows o .. o + n of W and, for FP8, their scales (repeating row o past o1). */
+ALWAYS_INLINE void weight_rows(const char **wr, const float **sr, const eng_weight *w, int n_in, int o, int o1, int n)
 {
-    for (int j = 0; j < n; j++)
-        wr[j] = (const char *)w + (size_t)(o + (o + j < o1 ? j : 0)) * row_bytes;
+    size_t row_bytes = (size_t)n_in * dt_size(w->dt);
+    for (int j = 0; j < n; j++) {
+        int r = o + (o + j < o1 ? j : 0);
+        wr[j] = (const char *)w->w + (size_t)r * row_bytes;
+        sr[j] = w->dt == ENG_DT_F8E4M3 ? eng_fp8_row_scales(w, n_in, r) : NULL;
+    }
 }
 
 /* Few tokens (decode): memory bound. Weights are read in place, MM_NR rows side by
  * side against all T tokens, so each weight is read from memory once; a single
  * token takes MM_DEC_NG groups of MM_NR rows at once, enough independent FMA
  * chains to hide their latency. */
-ALWAYS_INLINE void dec_rows(float *y, int ldy, const float *x, const void *w, eng_dtype dt, int n_in, int o0, int o1,
-                            const int T)
+ALWAYS_INLINE void dec_rows(float *y, int ldy, const float *x, const eng_weight *w, eng_dtype dt, int n_in, int o0,
+                            int o1, const int T)
 {
-    size_t row_bytes = (size_t)n_in * dt_size(dt);
     const float *xr[MM_MR];
     for (int t = 0; t < T; t++)
         xr[t] = x + (size_t)t * n_in;
     int o = o0;
     const char *wr[MM_DEC_NG * MM_NR];
+    const float *sr[MM_DEC_NG * MM_NR];
     if (T == 1)
         for (; o + MM_DEC_NG * MM_NR <= o1; o += MM_DEC_NG * MM_NR) {
-            weight_rows(wr, w, row_bytes, o, o1, MM_DEC_NG * MM_NR);
-            mm_tile(y + o, ldy, T, o1 - o, NULL, xr, wr, dt, n_in, 1, 1, T, MM_DEC_NG);
+            weight_rows(wr, sr, w, n_in, o, o1, MM_DEC_NG * MM_NR);
+            mm_tile(y + o, ldy, T, o1 - o, NULL, xr, wr, sr, w->block_in, dt, n_in, 1, 1, T, MM_DEC_NG);
         }
     for (; o < o1; o += MM_NR) {
-        weight_rows(wr, w, row_bytes, o, o1, MM_NR);
-        mm_tile(y + o, ldy, T, o1 - o, NULL, xr, wr, dt, n_in, 1, 1, T, 1);
+        weight_rows(wr, sr, w, n_in, o, o1, MM_NR);
+        mm_tile(y + o, ldy, T, o1 - o, NULL, xr, wr, sr, w->block_in, dt, n_in, 1, 1, T, 1);
     }
 }
 
-/* buf[j][0..kc) = W row j from input k0 on, widened to f32. */
-static void pack_rows(float *buf, const char *const *wr, int k0, int kc, eng_dtype dt)
+/* buf[j][0..kc) = W row j from input k0 on, widened to f32 (FP8: dequantised as
+ * mm_tile does it; k0 is a multiple of 16, so no vector straddles two scales). */
+static void pack_rows(float *buf, const char *const *wr, const float *const *sr, int bi, int k0, int kc, eng_dtype dt)
 {
     for (int j = 0; j < MM_NR; j++) {
         float *dst = buf + (size_t)j * MM_KC;
         if (dt == ENG_DT_F32) {
             memcpy(dst, (const float *)wr[j] + k0, (size_t)kc * sizeof(float));
+            continue;
+        }
+        if (dt == ENG_DT_F8E4M3) {
+            const char *src = wr[j] + k0;
+            int i = 0;
+            for (; i + VL <= kc; i += VL)
+                V_STORE(dst + i, V_MUL(load_w(src, i, dt), V_SET1(sr[j][(k0 + i) / bi] * ENG_E4M3_UNBIAS)));
+            for (; i < kc; i++)
+                dst[i] = scalar_w(src, i, dt) * (sr[j][(k0 + i) / bi] * ENG_E4M3_UNBIAS);
             continue;
         }
         const char *src = wr[j] + (size_t)k0 * 2;
@@ -181,12 +215,10 @@ static void pack_rows(float *buf, const char *const *wr, int k0, int kc, eng_dty
  * MM_KC inputs of their weights is widened once into an L1-sized buffer and used
  * by every MM_MR-token tile of a chunk of MM_TC tokens; the accumulators of a
  * chunk wait in part between input blocks. */
-static void gemm_rows(float *y, int ldy, const float *x, const void *w, eng_dtype dt, int n_tokens, int n_in, int o0,
-                      int o1)
+static void gemm_rows(float *y, int ldy, const float *x, const eng_weight *w, int n_tokens, int n_in, int o0, int o1)
 {
     float buf[MM_NR * MM_KC] __attribute__((aligned(64)));
     V part[MM_TC * MM_NR];
-    size_t row_bytes = (size_t)n_in * dt_size(dt);
     /* Token chunks outside output tiles: a chunk's inputs stay in L2 while every
      * tile of outputs passes over them (the other way round, all the tokens'
      * inputs would stream from memory again for each tile of MM_NR outputs). */
@@ -194,10 +226,11 @@ static void gemm_rows(float *y, int ldy, const float *x, const void *w, eng_dtyp
         int tc = n_tokens - t0 < MM_TC ? n_tokens - t0 : MM_TC;
         for (int o = o0; o < o1; o += MM_NR) {
             const char *wr[MM_NR];
-            weight_rows(wr, w, row_bytes, o, o1, MM_NR);
+            const float *sr[MM_NR];
+            weight_rows(wr, sr, w, n_in, o, o1, MM_NR);
             for (int k0 = 0; k0 < n_in; k0 += MM_KC) {
                 int kc = n_in - k0 < MM_KC ? n_in - k0 : MM_KC;
-                pack_rows(buf, wr, k0, kc, dt);
+                pack_rows(buf, wr, sr, w->block_in, k0, kc, w->dt);
                 for (int t = 0; t < tc; t += MM_MR) {
                     /* set here, next to the call, so that the compiler sees fixed
                      * offsets from one register rather than MM_NR pointers */
@@ -207,8 +240,8 @@ static void gemm_rows(float *y, int ldy, const float *x, const void *w, eng_dtyp
                     const float *xr[MM_MR];
                     for (int i = 0; i < MM_MR; i++)
                         xr[i] = x + (size_t)(t0 + t + (t + i < tc ? i : 0)) * n_in + k0;
-                    mm_tile(y + (size_t)(t0 + t) * ldy + o, ldy, tc - t, o1 - o, part + (size_t)t * MM_NR, xr, pr,
-                            ENG_DT_F32, kc, k0 == 0, k0 + kc == n_in, MM_MR, 1);
+                    mm_tile(y + (size_t)(t0 + t) * ldy + o, ldy, tc - t, o1 - o, part + (size_t)t * MM_NR, xr, pr, NULL,
+                            0, ENG_DT_F32, kc, k0 == 0, k0 + kc == n_in, MM_MR, 1);
                 }
             }
         }
@@ -216,11 +249,10 @@ static void gemm_rows(float *y, int ldy, const float *x, const void *w, eng_dtyp
 }
 
 /* Which loop runs changes only the speed, never a bit of the result. */
-static void matmul_rows(float *y, int ldy, const float *x, const void *w, eng_dtype dt, int n_tokens, int n_in, int o0,
-                        int o1)
+static void matmul_rows(float *y, int ldy, const float *x, const eng_weight *w, int n_tokens, int n_in, int o0, int o1)
 {
     if (n_tokens >= MM_DEC_MAX) {
-        gemm_rows(y, ldy, x, w, dt, n_tokens, n_in, o0, o1);
+        gemm_rows(y, ldy, x, w, n_tokens, n_in, o0, o1);
         return;
     }
     /* One instantiation per dtype and token count: no dtype branch inside. */
@@ -235,10 +267,11 @@ static void matmul_rows(float *y, int ldy, const float *x, const void *w, eng_dt
         DEC_T(DT, 3);   \
     default: break;     \
     }
-    switch (dt) {
+    switch (w->dt) {
     case ENG_DT_BF16: DEC_DT(ENG_DT_BF16); break;
     case ENG_DT_F16: DEC_DT(ENG_DT_F16); break;
     case ENG_DT_F32: DEC_DT(ENG_DT_F32); break;
+    case ENG_DT_F8E4M3: DEC_DT(ENG_DT_F8E4M3); break;
     }
 #undef DEC_DT
 #undef DEC_T
@@ -270,12 +303,15 @@ static void to_f32(float *dst, const void *src, eng_dtype dt, size_t n)
         memcpy(dst, src, n * sizeof(float));
         return;
     }
-    const char *s = src; /* bf16 and f16 are both two bytes */
+    const char *s = src;
+    size_t esz = dt_size(dt);
+    /* an FP8 weight without its scale: the e4m3 value alone */
+    float unbias = dt == ENG_DT_F8E4M3 ? ENG_E4M3_UNBIAS : 1.0f;
     size_t i = 0;
     for (; i + VL <= n; i += VL)
-        V_STORE(dst + i, load_w(s + 2 * i, 0, dt));
+        V_STORE(dst + i, V_MUL(load_w(s + esz * i, 0, dt), V_SET1(unbias)));
     for (; i < n; i++)
-        dst[i] = scalar_w(s + 2 * i, 0, dt);
+        dst[i] = scalar_w(s + esz * i, 0, dt) * unbias;
 }
 
 static float dot(const float *a, const float *b, int n)

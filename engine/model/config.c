@@ -6,6 +6,7 @@
 #include "model/config.h"
 
 #include "common/file.h"
+#include "kernels/kernels.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -126,6 +127,56 @@ static int parse_rope_scaling(const cJSON *root, eng_config *c, const char *path
     return 0;
 }
 
+/* A string member that must be absent or equal to want. */
+static int expect_string(const cJSON *o, const char *key, const char *want, const char *path, eng_error *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v))
+        return 0;
+    if (!cJSON_IsString(v) || strcmp(v->valuestring, want))
+        return eng_fail(err, "%s: quantization_config.%s must be \"%s\" (the only one supported)", path, key, want);
+    return 0;
+}
+
+/* Qwen's -FP8 checkpoints: {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme":
+ * "dynamic", "weight_block_size": [128, 128]}. Which tensors are FP8 is read from
+ * the files themselves (dtype F8_E4M3), so modules left in bf16 need no list. */
+static int parse_quantization(const cJSON *root, eng_config *c, const char *path, eng_error *err)
+{
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(root, "quantization_config");
+    if (!q || cJSON_IsNull(q))
+        return 0;
+    if (!cJSON_IsObject(q))
+        return eng_fail(err, "%s: key \"quantization_config\" must be an object", path);
+    const cJSON *qm = cJSON_GetObjectItemCaseSensitive(q, "quant_method");
+    if (!cJSON_IsString(qm))
+        return eng_fail(err, "%s: quantization_config needs a string \"quant_method\"", path);
+    if (strcmp(qm->valuestring, "fp8"))
+        return eng_fail(err, "%s: unsupported quantization_config.quant_method \"%s\" (supported: fp8)", path,
+                        qm->valuestring);
+    if (expect_string(q, "fmt", "e4m3", path, err) < 0 ||
+        expect_string(q, "activation_scheme", "dynamic", path, err) < 0)
+        return -1;
+    const cJSON *bs = cJSON_GetObjectItemCaseSensitive(q, "weight_block_size");
+    if (!cJSON_IsArray(bs) || cJSON_GetArraySize(bs) != 2)
+        return eng_fail(err,
+                        "%s: quantization_config.weight_block_size must be a list of two integers (block-wise "
+                        "FP8 is the supported kind)",
+                        path);
+    for (int d = 0; d < 2; d++) {
+        const cJSON *v = cJSON_GetArrayItem(bs, d);
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 1 ||
+            v->valuedouble > 65536)
+            return eng_fail(err, "%s: quantization_config.weight_block_size must hold integers in 1..65536", path);
+        c->fp8_block[d] = (int)v->valuedouble;
+    }
+    if (c->fp8_block[1] % ENG_FP8_BLOCK_ALIGN)
+        return eng_fail(err, "%s: quantization_config.weight_block_size[1] (%d) must be a multiple of %d", path,
+                        c->fp8_block[1], ENG_FP8_BLOCK_ALIGN);
+    c->fp8 = 1;
+    return 0;
+}
+
 int eng_config_load(const char *dir, eng_config *c, eng_error *err)
 {
     char path[4096];
@@ -198,7 +249,7 @@ int eng_config_load(const char *dir, eng_config *c, eng_error *err)
         eng_fail(err, "%s: rms_norm_eps and rope_theta must be positive", path);
         goto done;
     }
-    if (parse_rope_scaling(root, c, path, err) < 0)
+    if (parse_rope_scaling(root, c, path, err) < 0 || parse_quantization(root, c, path, err) < 0)
         goto done;
 
     if (c->is_moe) {

@@ -57,6 +57,12 @@ typedef struct eng_config {
     int decoder_sparse_step;
     int n_mlp_only_layers;
     int mlp_only_layers[ENG_MAX_LAYERS];
+    /* quantization_config of Qwen's -FP8 checkpoints (quant_method "fp8", fmt
+     * "e4m3", activation_scheme "dynamic"): F8_E4M3 tensors then carry
+     * <name>_scale_inv scales, one per fp8_block[0] rows x fp8_block[1] inputs.
+     * Activations stay f32, so the model computes what its dequantisation does. */
+    int fp8;          /* quantization_config present */
+    int fp8_block[2]; /* weight_block_size; fp8_block[1] a multiple of ENG_FP8_BLOCK_ALIGN */
 } eng_config;
 
 /* Reads dir/config.json. Fails with one line naming the file and the key for a

@@ -166,12 +166,12 @@ static void attention_block(eng_model *m, step_ctx *s)
     int T = s->T, H = c->hidden_size;
     int Q = c->num_attention_heads * c->head_dim, KV = c->num_key_value_heads * c->head_dim;
     rmsnorm_rows(m, rs->xb, rs->x, w->attn_norm, T);
-    eng_matmul(m->pool, rs->q, rs->xb, w->wq.w, w->wq.dt, T, H, Q);
-    eng_matmul(m->pool, rs->k, rs->xb, w->wk.w, w->wk.dt, T, H, KV);
-    eng_matmul(m->pool, rs->v, rs->xb, w->wv.w, w->wv.dt, T, H, KV);
+    eng_matmul_weight(m->pool, rs->q, rs->xb, &w->wq, T, H, Q);
+    eng_matmul_weight(m->pool, rs->k, rs->xb, &w->wk, T, H, KV);
+    eng_matmul_weight(m->pool, rs->v, rs->xb, &w->wv, T, H, KV);
     eng_pool_run(m->pool, qk_rope_store, s, T);
     eng_pool_run(m->pool, attention_task, s, eng_pool_threads(m->pool) * ENG_ATT_TASKS_PER_THREAD);
-    eng_matmul(m->pool, rs->out, rs->att, w->wo.w, w->wo.dt, T, Q, H);
+    eng_matmul_weight(m->pool, rs->out, rs->att, &w->wo, T, Q, H);
     eng_axpy(rs->x, 1.0f, rs->out, T * H);
 }
 
@@ -188,11 +188,11 @@ static int mlp_block(eng_model *m, int layer, int T, eng_error *err)
                       : eng_moe_layer(m, layer, rs->xb, T, m->expert_mask, rs->out, err) < 0)
             return -1;
     } else {
-        eng_matmul(m->pool, rs->hb, rs->xb, w->gate.w, w->gate.dt, T, H, F);
-        eng_matmul(m->pool, rs->hb2, rs->xb, w->up.w, w->up.dt, T, H, F);
+        eng_matmul_weight(m->pool, rs->hb, rs->xb, &w->gate, T, H, F);
+        eng_matmul_weight(m->pool, rs->hb2, rs->xb, &w->up, T, H, F);
         for (int t = 0; t < T; t++)
             eng_silu_mul(rs->hb + (size_t)t * F, rs->hb2 + (size_t)t * F, F);
-        eng_matmul(m->pool, rs->out, rs->hb, w->down.w, w->down.dt, T, F, H);
+        eng_matmul_weight(m->pool, rs->out, rs->hb, &w->down, T, F, H);
     }
     eng_axpy(rs->x, 1.0f, rs->out, T * H);
     return 0;
@@ -283,7 +283,7 @@ int eng_forward(eng_model *m, eng_kv_pool *kv, eng_batch_item *items, int n_item
             if (items[i].logits)
                 eng_rmsnorm(rs->xb + (size_t)r++ * H, rs->x + (size_t)(t + items[i].n_tokens - 1) * H, m->final_norm, H,
                             c->rms_norm_eps);
-        eng_matmul(m->pool, logits, rs->xb, m->lm_head.w, m->lm_head.dt, n_out, H, c->vocab_size);
+        eng_matmul_weight(m->pool, logits, rs->xb, &m->lm_head, n_out, H, c->vocab_size);
         for (int i = 0, r = 0; i < n_items; i++)
             if (items[i].logits)
                 memcpy(items[i].logits, logits + (size_t)r++ * c->vocab_size, (size_t)c->vocab_size * sizeof(float));

@@ -3,8 +3,8 @@
  * config.json gives the shapes; every tensor is then looked up in the mapped
  * safetensors files with the shape the config implies, so a checkpoint that does
  * not match its config fails here with one line instead of producing garbage later.
- * Matrices stay in the mapping in their own dtype; only the norm vectors (a few KB)
- * are converted to f32. The RoPE frequencies, with linear or YaRN scaling, are
+ * Matrices stay in the mapping in their own dtype, FP8 ones included (their block
+ * scales and the norm vectors, a few KB, are converted to f32). The RoPE frequencies, with linear or YaRN scaling, are
  * computed once here. */
 #include <math.h>
 #include <stdio.h>
@@ -14,10 +14,70 @@
 
 #include "model/model_impl.h"
 
-static int get_matrix(eng_model *m, const char *name, int64_t rows, int64_t cols, eng_wref *out, eng_error *err)
+/* Keeps a malloc'd scale table for eng_model_free. */
+static int keep_scales(eng_model *m, float *scales, eng_error *err)
+{
+    if (m->n_fp8_scales == m->cap_fp8_scales) {
+        int cap = m->cap_fp8_scales ? 2 * m->cap_fp8_scales : 64;
+        float **t = realloc(m->fp8_scales, (size_t)cap * sizeof *t);
+        if (!t) {
+            free(scales);
+            return eng_fail(err, "out of memory for FP8 scales");
+        }
+        m->fp8_scales = t;
+        m->cap_fp8_scales = cap;
+    }
+    m->fp8_scales[m->n_fp8_scales++] = scales;
+    return 0;
+}
+
+/* An F8_E4M3 matrix's <name>_scale_inv, one per weight_block_size block: bf16 in
+ * Qwen's dense checkpoints, f16 or f32 in some others; converted to f32 (a few KB
+ * per matrix: 1/16384 of its weights for 128 x 128 blocks). */
+static int get_fp8_scales(eng_model *m, const char *name, int64_t rows, int64_t cols, eng_weight *out, eng_error *err)
+{
+    const eng_config *c = &m->cfg;
+    if (!c->fp8)
+        return eng_fail(err, "%s: tensor %s is F8_E4M3 but config.json has no quantization_config",
+                        eng_st_source(m->st), name);
+    char sname[300];
+    snprintf(sname, sizeof sname, "%s_scale_inv", name);
+    int bo = c->fp8_block[0], bi = c->fp8_block[1];
+    int64_t shape[2] = {(rows + bo - 1) / bo, (cols + bi - 1) / bi};
+    const void *data;
+    eng_dtype dt;
+    if (eng_st_get(m->st, sname, 2, shape, &data, &dt, err) < 0)
+        return -1;
+    if (dt == ENG_DT_F8E4M3)
+        return eng_fail(err, "%s: scales %s must be BF16, F16 or F32", eng_st_source(m->st), sname);
+    size_t n = (size_t)shape[0] * (size_t)shape[1];
+    float *scales = malloc(n * sizeof *scales);
+    if (!scales)
+        return eng_fail(err, "out of memory loading %s", sname);
+    eng_to_f32(scales, data, dt, n);
+    size_t bad = eng_fp8_scales_check(scales, n);
+    if (bad < n) {
+        float v = scales[bad];
+        free(scales);
+        return eng_fail(err, "%s: %s[%zu] is %g; FP8 scales must be finite and within +-%g", eng_st_source(m->st),
+                        sname, bad, (double)v, (double)ENG_FP8_SCALE_MAX);
+    }
+    if (keep_scales(m, scales, err) < 0)
+        return -1;
+    out->scale = scales;
+    out->block_out = bo;
+    out->block_in = bi;
+    return 0;
+}
+
+/* A matrix [rows][cols] in any supported dtype; FP8 with its block scales. */
+static int get_matrix(eng_model *m, const char *name, int64_t rows, int64_t cols, eng_weight *out, eng_error *err)
 {
     int64_t shape[2] = {rows, cols};
-    return eng_st_get(m->st, name, 2, shape, &out->w, &out->dt, err);
+    *out = (eng_weight){0};
+    if (eng_st_get(m->st, name, 2, shape, &out->w, &out->dt, err) < 0)
+        return -1;
+    return out->dt == ENG_DT_F8E4M3 ? get_fp8_scales(m, name, rows, cols, out, err) : 0;
 }
 
 /* Loads a norm vector and converts it to f32 (into *out, malloc'd). */
@@ -28,6 +88,9 @@ static int get_vector(eng_model *m, const char *name, int64_t n, float **out, en
     eng_dtype dt;
     if (eng_st_get(m->st, name, 1, shape, &data, &dt, err) < 0)
         return -1;
+    if (dt == ENG_DT_F8E4M3) /* a vector has no block scales */
+        return eng_fail(err, "%s: tensor %s is F8_E4M3; norm weights must be BF16, F16 or F32", eng_st_source(m->st),
+                        name);
     *out = malloc((size_t)n * sizeof(float));
     if (!*out)
         return eng_fail(err, "out of memory loading %s", name);
@@ -157,7 +220,7 @@ static int load_layer(eng_model *m, int l, eng_error *err)
          * owns must be there with the right shape. */
         int owned = !m->expert_mask || m->expert_mask[e];
         const char *proj[3] = {"gate_proj", "up_proj", "down_proj"};
-        eng_wref *dst[3] = {&w->exp_gate[e], &w->exp_up[e], &w->exp_down[e]};
+        eng_weight *dst[3] = {&w->exp_gate[e], &w->exp_up[e], &w->exp_down[e]};
         for (int p = 0; p < 3; p++) {
             NAME("model.layers.%d.mlp.experts.%d.%s.weight", l, e, proj[p]);
             if (!owned) { /* left unloaded, its pages never touched */
@@ -194,8 +257,17 @@ int eng_model_load(const char *dir, const eng_model_options *opt, eng_model **ou
     if (eng_st_open(dir, &m->st, err) < 0)
         goto fail;
 
-    if (get_matrix(m, "model.embed_tokens.weight", c->vocab_size, c->hidden_size, &m->embed, err) < 0 ||
-        get_vector(m, "model.norm.weight", c->hidden_size, &m->final_norm, err) < 0)
+    /* Embedding rows are looked up, not multiplied: no FP8 there (Qwen's -FP8
+     * checkpoints keep it bf16). */
+    int64_t embed_shape[2] = {c->vocab_size, c->hidden_size};
+    if (eng_st_get(m->st, "model.embed_tokens.weight", 2, embed_shape, &m->embed.w, &m->embed.dt, err) < 0)
+        goto fail;
+    if (m->embed.dt == ENG_DT_F8E4M3) {
+        eng_fail(err, "%s: model.embed_tokens.weight is F8_E4M3; the embedding must be BF16, F16 or F32",
+                 eng_st_source(m->st));
+        goto fail;
+    }
+    if (get_vector(m, "model.norm.weight", c->hidden_size, &m->final_norm, err) < 0)
         goto fail;
     if (c->tie_word_embeddings)
         m->lm_head = m->embed;
@@ -252,6 +324,9 @@ void eng_model_free(eng_model *m)
             free(w->exp_down);
         }
     free(m->layers);
+    for (int i = 0; i < m->n_fp8_scales; i++)
+        free(m->fp8_scales[i]);
+    free(m->fp8_scales);
     free(m->final_norm);
     free(m->expert_mask);
     free(m->inv_freq);

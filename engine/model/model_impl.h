@@ -7,19 +7,13 @@
 #include "model/model.h"
 #include "model/safetensors.h"
 
-/* A weight matrix in the mapping, row-major [out][in], used in place. */
-typedef struct eng_wref {
-    const void *w; /* NULL: not loaded (an expert this process does not own) */
-    eng_dtype dt;
-} eng_wref;
-
 typedef struct eng_layer_weights {
     float *attn_norm, *ffn_norm, *q_norm, *k_norm; /* f32 copies of the tiny norm vectors */
-    eng_wref wq, wk, wv, wo;
+    eng_weight wq, wk, wv, wo;
     int is_moe;
-    eng_wref gate, up, down;                /* dense MLP */
-    eng_wref router;                        /* MoE: [num_experts][hidden] */
-    eng_wref *exp_gate, *exp_up, *exp_down; /* MoE: one per expert */
+    eng_weight gate, up, down;                /* dense MLP */
+    eng_weight router;                        /* MoE: [num_experts][hidden] */
+    eng_weight *exp_gate, *exp_up, *exp_down; /* MoE: one per expert */
 } eng_layer_weights;
 
 /* Activations of one step, sized for `cap` tokens; grown on demand. */
@@ -42,9 +36,11 @@ struct eng_model {
     eng_config cfg;
     eng_st *st;
     eng_pool *pool;
-    eng_wref embed, lm_head;
+    eng_weight embed, lm_head;
     float *final_norm;
     eng_layer_weights *layers;
+    float **fp8_scales; /* the FP8 matrices' scales as f32 (n_fp8_scales of them) */
+    int n_fp8_scales, cap_fp8_scales;
     uint8_t *expert_mask; /* copy of the option; NULL = all experts */
     size_t unowned_bytes; /* tensors of the experts outside the mask */
     eng_moe_fn moe_fn;    /* NULL: eng_moe_layer here */

@@ -72,7 +72,7 @@ int eng_moe_route(eng_model *m, int layer, const float *x, int n_tokens, int *se
     float *probs = malloc((size_t)n_tokens * E * sizeof(float));
     if (!probs)
         return eng_fail(err, "out of memory routing %d tokens in layer %d", n_tokens, layer);
-    eng_matmul(m->pool, probs, x, m->layers[layer].router.w, m->layers[layer].router.dt, n_tokens, H, E);
+    eng_matmul_weight(m->pool, probs, x, &m->layers[layer].router, n_tokens, H, E);
     for (size_t t = 0; t < (size_t)n_tokens; t++) {
         eng_softmax(probs + t * E, E);
         top_k(probs + t * E, E, K, sel + t * K, sel_w + t * K);
@@ -137,11 +137,11 @@ int eng_moe_run_experts(eng_model *m, int layer, const float *x, const int *rows
                 r++;
             }
         /* down(silu(gate(x)) * up(x)) */
-        eng_matmul(m->pool, g, xe, w->exp_gate[e].w, w->exp_gate[e].dt, r, H, F);
-        eng_matmul(m->pool, u, xe, w->exp_up[e].w, w->exp_up[e].dt, r, H, F);
+        eng_matmul_weight(m->pool, g, xe, &w->exp_gate[e], r, H, F);
+        eng_matmul_weight(m->pool, u, xe, &w->exp_up[e], r, H, F);
         for (int i = 0; i < r; i++)
             eng_silu_mul(g + (size_t)i * F, u + (size_t)i * F, F);
-        eng_matmul(m->pool, ye, g, w->exp_down[e].w, w->exp_down[e].dt, r, F, H);
+        eng_matmul_weight(m->pool, ye, g, &w->exp_down[e], r, F, H);
         for (int i = 0; i < r; i++)
             memcpy(y + (size_t)pick[i] * H, ye + (size_t)i * H, (size_t)H * sizeof(float));
     }

@@ -392,9 +392,11 @@ int eng_st_get(const eng_st *st, const char *name, int n_dims, const int64_t *sh
         *dt = ENG_DT_F16;
     else if (!strcmp(t->dtype, "F32"))
         *dt = ENG_DT_F32;
+    else if (!strcmp(t->dtype, "F8_E4M3"))
+        *dt = ENG_DT_F8E4M3;
     else
-        return eng_fail(err, "%s: tensor %s has unsupported dtype %s (supported: BF16, F16, F32)", t->file, name,
-                        t->dtype);
+        return eng_fail(err, "%s: tensor %s has unsupported dtype %s (supported: BF16, F16, F32, F8_E4M3)", t->file,
+                        name, t->dtype);
     int same = t->n_dims == n_dims;
     for (int d = 0; same && d < n_dims; d++)
         same = t->shape[d] == shape[d];

@@ -41,7 +41,8 @@ size_t eng_st_total_bytes(const eng_st *st); /* sum of all tensors' bytes */
 size_t eng_st_resident_bytes(const eng_st *st);
 
 /* Finds a tensor that must have the given shape (n_dims values in shape) and a
- * supported dtype; fails with one line naming the file and the tensor. */
+ * supported dtype (BF16, F16, F32, F8_E4M3); fails with one line naming the file
+ * and the tensor. */
 int eng_st_get(const eng_st *st, const char *name, int n_dims, const int64_t *shape, const void **data, eng_dtype *dt,
                eng_error *err);
 

@@ -37,6 +37,12 @@ CASES = {
                           "--head-dim", "32", "--experts", "16", "--experts-per-tok", "4", "--moe-ffn", "48"],
     "moe-8x2-gqa2":      ["--moe", "--hidden", "96", "--layers", "3", "--heads", "4", "--kv-heads", "2",
                           "--head-dim", "48", "--experts", "8", "--experts-per-tok", "2", "--moe-ffn", "64"],
+    # Qwen's -FP8 layout (F8_E4M3 + bf16 weight_scale_inv per 128x128 block); llama.cpp runs the exact
+    # dequantisation. Widths that leave partial blocks at the edges.
+    "dense-fp8":         ["--hidden", "192", "--layers", "3", "--heads", "4", "--kv-heads", "2", "--head-dim", "64",
+                          "--ffn", "320", "--untied", "--fp8"],
+    "moe-fp8":           ["--moe", "--hidden", "128", "--layers", "3", "--heads", "4", "--kv-heads", "2",
+                          "--head-dim", "48", "--experts", "8", "--experts-per-tok", "2", "--moe-ffn", "96", "--fp8"],
 }
 
 SENTENCES = [

@@ -38,6 +38,15 @@ static uint16_t rnd_f16(void) /* finite, magnitude about 2^-6 .. 2 */
     return s | (uint16_t)(e << 10) | (uint16_t)(rnd_u32() & 1023);
 }
 
+static uint8_t rnd_e4m3(void) /* any e4m3fn code but the two NaNs */
+{
+    uint8_t b;
+    do
+        b = (uint8_t)rnd_u32();
+    while ((b & 0x7f) == 0x7f);
+    return b;
+}
+
 /* n random weights of dtype dt (64 spare bytes past the end, never written). */
 static void *rnd_weights(eng_dtype dt, size_t n)
 {
@@ -47,10 +56,41 @@ static void *rnd_weights(eng_dtype dt, size_t n)
             ((float *)w)[i] = rnd_f();
         else if (dt == ENG_DT_BF16)
             ((uint16_t *)w)[i] = rnd_bf16();
+        else if (dt == ENG_DT_F8E4M3)
+            ((uint8_t *)w)[i] = rnd_e4m3();
         else
             ((uint16_t *)w)[i] = rnd_f16();
     }
     return w;
+}
+
+/* FP8 test matrices use small blocks, so that small shapes hold many blocks and
+ * partial ones at both edges. */
+#define RND_FP8_BLOCK_OUT 3
+#define RND_FP8_BLOCK_IN 32
+
+/* An n_out x n_in matrix of dtype dt. FP8 gets a scale per block with a full
+ * 24-bit mantissa (so that weight * scale really rounds), magnitude 2^-9 .. 2^3. */
+static eng_weight rnd_matrix(eng_dtype dt, int n_out, int n_in)
+{
+    eng_weight m = {.w = rnd_weights(dt, (size_t)n_out * n_in), .dt = dt};
+    if (dt != ENG_DT_F8E4M3)
+        return m;
+    size_t n = (size_t)((n_out + RND_FP8_BLOCK_OUT - 1) / RND_FP8_BLOCK_OUT) *
+               (size_t)((n_in + RND_FP8_BLOCK_IN - 1) / RND_FP8_BLOCK_IN);
+    float *s = malloc((n + 1) * sizeof *s);
+    for (size_t i = 0; i < n; i++)
+        s[i] = (0.75f + 0.25f * rnd_f()) * (float)(1 << (rnd_u32() % 12)) / 1024.0f;
+    m.scale = s;
+    m.block_out = RND_FP8_BLOCK_OUT;
+    m.block_in = RND_FP8_BLOCK_IN;
+    return m;
+}
+
+static void rnd_matrix_free(eng_weight *m)
+{
+    free((void *)m->w);
+    free((void *)m->scale);
 }
 
 #endif

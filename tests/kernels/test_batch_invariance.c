@@ -1,6 +1,7 @@
 /* test_batch_invariance.c: a row's eng_matmul result is bitwise the same alone
  * and inside a batch of any size 1..300, at any position in it, with 1 or several
- * threads, for every kernel variant this CPU runs and every weight dtype.
+ * threads, for every kernel variant this CPU runs and every weight dtype (FP8
+ * with its block scales included).
  *
  * Expert parallelism mixes tokens from several ranks in one expert matmul, and
  * migration / prefix caching reuse K/V computed in a prefill chunk of another
@@ -34,7 +35,7 @@ static void check_shape(eng_pool *pools[], int n_pools, eng_dtype dt, int n_in, 
     float *xs = malloc((size_t)POOL_ROWS * n_in * sizeof(float));
     for (size_t i = 0; i < (size_t)POOL_ROWS * n_in; i++)
         xs[i] = rnd_f();
-    void *w = rnd_weights(dt, (size_t)n_out * n_in);
+    eng_weight w = rnd_matrix(dt, n_out, n_in);
     float *alone = malloc((size_t)POOL_ROWS * n_out * sizeof(float));
     float *x = malloc((size_t)POOL_ROWS * n_in * sizeof(float));
     float *y = malloc((size_t)POOL_ROWS * n_out * sizeof(float));
@@ -44,7 +45,7 @@ static void check_shape(eng_pool *pools[], int n_pools, eng_dtype dt, int n_in, 
         setenv("TANDEM_ISA", VARIANTS[v], 1);
         CHECK(strcmp(eng_kernels_init(), VARIANTS[v]) == 0, "TANDEM_ISA=%s not selected", VARIANTS[v]);
         for (int r = 0; r < POOL_ROWS; r++)
-            eng_matmul(NULL, alone + (size_t)r * n_out, xs + (size_t)r * n_in, w, dt, 1, n_in, n_out);
+            eng_matmul_weight(NULL, alone + (size_t)r * n_out, xs + (size_t)r * n_in, &w, 1, n_in, n_out);
         int differ = 0;
         for (int p = 0; p < n_pools; p++)
             for (int B = 1; B <= POOL_ROWS; B++) {
@@ -52,7 +53,7 @@ static void check_shape(eng_pool *pools[], int n_pools, eng_dtype dt, int n_in, 
                 for (int i = 0; i < B; i++)
                     memcpy(x + (size_t)i * n_in, xs + (size_t)((start + i) % POOL_ROWS) * n_in,
                            (size_t)n_in * sizeof(float));
-                eng_matmul(pools[p], y, x, w, dt, B, n_in, n_out);
+                eng_matmul_weight(pools[p], y, x, &w, B, n_in, n_out);
                 for (int i = 0; i < B; i++) {
                     int r = (start + i) % POOL_ROWS;
                     int same = memcmp(y + (size_t)i * n_out, alone + (size_t)r * n_out,
@@ -69,7 +70,7 @@ static void check_shape(eng_pool *pools[], int n_pools, eng_dtype dt, int n_in, 
     }
     unsetenv("TANDEM_ISA");
     free(xs);
-    free(w);
+    rnd_matrix_free(&w);
     free(alone);
     free(x);
     free(y);
@@ -105,7 +106,7 @@ int main(void)
     CHECK(pools[0] && pools[1], "thread pools");
     if (!pools[0] || !pools[1])
         return check_summary();
-    for (int dt = 0; dt < 3; dt++) {
+    for (int dt = 0; dt <= ENG_DT_F8E4M3; dt++) {
         /* n_in past an input block (1024 floats) and not a multiple of a vector; one output tile and a bit */
         check_shape(pools, 1, (eng_dtype)dt, 1100, 5);
         /* outputs split between threads (tasks of 16 rows): 1 and 3 threads */

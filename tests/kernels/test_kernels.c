@@ -40,14 +40,32 @@ static double ref_f16(uint16_t h)
     return s ? -v : v;
 }
 
+static double ref_e4m3(uint8_t b) /* e4m3fn: bias 7, subnormals below 2^-6, no infinities */
+{
+    int e = (b >> 3) & 15, m = b & 7;
+    double v = e == 0 ? ldexp(m / 8.0, -6) : ldexp(1.0 + m / 8.0, e - 7);
+    return b & 0x80 ? -v : v;
+}
+
 static double ref_weight(const void *w, eng_dtype dt, size_t idx)
 {
     switch (dt) {
     case ENG_DT_F32: return ((const float *)w)[idx];
     case ENG_DT_BF16: return ref_bf16(((const uint16_t *)w)[idx]);
     case ENG_DT_F16: return ref_f16(((const uint16_t *)w)[idx]);
+    case ENG_DT_F8E4M3: return ref_e4m3(((const uint8_t *)w)[idx]);
     }
     return 0;
+}
+
+/* W[o][i] of a test matrix: FP8 as its e4m3 value times its block's scale. */
+static double ref_matrix(const eng_weight *m, int n_in, int o, int i)
+{
+    double v = ref_weight(m->w, m->dt, (size_t)o * n_in + i);
+    if (m->dt != ENG_DT_F8E4M3)
+        return v;
+    int blocks_in = (n_in + m->block_in - 1) / m->block_in;
+    return v * m->scale[(o / m->block_out) * blocks_in + i / m->block_in];
 }
 
 static const char *const VARIANTS[] = {"portable", "avx2", "avx512"};
@@ -74,10 +92,27 @@ static void test_f16_all_values(void)
     }
 }
 
+/* Every e4m3 code but the NaNs, alone and scaled (eng_e4m3_scaled is the value
+ * times the scale rounded once: a double product of 4 by 24 bits is exact). */
+static void test_e4m3_all_values(void)
+{
+    for (int b = 0; b < 256; b++) {
+        if ((b & 0x7f) == 0x7f)
+            continue;
+        double want = ref_e4m3((uint8_t)b);
+        CHECK((double)eng_e4m3_scaled((uint8_t)b, 1.0f) == want, "e4m3 %02x: want %.9g got %.9g", b, want,
+              (double)eng_e4m3_scaled((uint8_t)b, 1.0f));
+        static const float scales[] = {0.0f, 1.0f / 3, 0.00123f, 255.9f, -7.5e-5f, 1e-30f};
+        for (size_t s = 0; s < sizeof scales / sizeof scales[0]; s++)
+            CHECK(eng_e4m3_scaled((uint8_t)b, scales[s]) == (float)(want * scales[s]), "e4m3 %02x times %g", b,
+                  (double)scales[s]);
+    }
+}
+
 static void test_to_f32(const eng_kernel_impl *k)
 {
     static const size_t sizes[] = {0, 1, 7, 8, 15, 16, 17, 31, 32, 33, 100, 1027};
-    for (int dt = 0; dt < 3; dt++) {
+    for (int dt = 0; dt <= ENG_DT_F8E4M3; dt++) {
         for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
             size_t n = sizes[si];
             void *w = rnd_weights((eng_dtype)dt, n);
@@ -96,13 +131,13 @@ static void test_to_f32(const eng_kernel_impl *k)
 
 /* ---- matmul ---- */
 
-static void ref_matmul(double *y, const float *x, const void *w, eng_dtype dt, int nt, int n_in, int n_out, double *mag)
+static void ref_matmul(double *y, const float *x, const eng_weight *w, int nt, int n_in, int n_out, double *mag)
 {
     for (int t = 0; t < nt; t++)
         for (int o = 0; o < n_out; o++) {
             double s = 0, m = 0;
             for (int i = 0; i < n_in; i++) {
-                double p = x[(size_t)t * n_in + i] * ref_weight(w, dt, (size_t)o * n_in + i);
+                double p = x[(size_t)t * n_in + i] * ref_matrix(w, n_in, o, i);
                 s += p;
                 m += fabs(p);
             }
@@ -116,10 +151,18 @@ static void test_matmul_shape(eng_pool *pools[4], eng_dtype dt, int nt, int n_in
     float *x = malloc((size_t)nt * n_in * sizeof(float));
     for (size_t i = 0; i < (size_t)nt * n_in; i++)
         x[i] = rnd_f();
-    void *w = rnd_weights(dt, (size_t)n_out * n_in);
+    eng_weight w = rnd_matrix(dt, n_out, n_in);
     size_t ny = (size_t)nt * n_out;
     double *ref = malloc(ny * sizeof(double)), *mag = malloc(ny * sizeof(double));
-    ref_matmul(ref, x, w, dt, nt, n_in, n_out, mag);
+    ref_matmul(ref, x, &w, nt, n_in, n_out, mag);
+    /* FP8: the same matrix dequantised to f32 must give bitwise the same result */
+    float *deq = NULL;
+    if (dt == ENG_DT_F8E4M3) {
+        deq = malloc((size_t)n_out * n_in * sizeof(float) + 64);
+        for (int o = 0; o < n_out; o++)
+            for (int i = 0; i < n_in; i++)
+                deq[(size_t)o * n_in + i] = (float)ref_matrix(&w, n_in, o, i);
+    }
     float *y = malloc((ny + 1) * sizeof(float));
     float *y1 = malloc(ny * sizeof(float));
     float *single = malloc((size_t)n_out * sizeof(float));
@@ -131,8 +174,14 @@ static void test_matmul_shape(eng_pool *pools[4], eng_dtype dt, int nt, int n_in
         use_variant(VARIANTS[v]);
         for (int th = 1; th <= 3; th++) {
             y[ny] = -777.0f;
-            eng_matmul(pools[th], y, x, w, dt, nt, n_in, n_out);
+            eng_matmul_weight(pools[th], y, x, &w, nt, n_in, n_out);
             CHECK(y[ny] == -777.0f, "%s matmul wrote past y", VARIANTS[v]);
+            if (th == 1 && deq) {
+                eng_matmul(pools[th], y1, x, deq, ENG_DT_F32, nt, n_in, n_out);
+                CHECK(memcmp(y, y1, ny * sizeof(float)) == 0,
+                      "%s matmul f8e4m3 nt=%d n_in=%d n_out=%d differs from its f32 dequantisation", VARIANTS[v], nt,
+                      n_in, n_out);
+            }
             if (th == 1) {
                 memcpy(y1, y, ny * sizeof(float));
                 for (size_t i = 0; i < ny; i++) {
@@ -157,13 +206,14 @@ static void test_matmul_shape(eng_pool *pools[4], eng_dtype dt, int nt, int n_in
         /* A token's result must not depend on the rest of the batch
          * (test_batch_invariance checks this at every batch size). */
         int t = nt - 1;
-        eng_matmul(pools[2], single, x + (size_t)t * n_in, w, dt, 1, n_in, n_out);
+        eng_matmul_weight(pools[2], single, x + (size_t)t * n_in, &w, 1, n_in, n_out);
         CHECK(memcmp(single, y1 + (size_t)t * n_out, (size_t)n_out * sizeof(float)) == 0,
               "%s matmul %s nt=%d n_in=%d n_out=%d: batch changes token %d", VARIANTS[v], eng_dtype_name(dt), nt, n_in,
               n_out, t);
     }
     free(x);
-    free(w);
+    rnd_matrix_free(&w);
+    free(deq);
     free(ref);
     free(mag);
     free(y);
@@ -182,7 +232,7 @@ static void test_matmul(void)
     static const int n_ins[] = {1, 3, 16, 17, 31, 32, 33, 63, 100, 257, 515};
     static const int n_outs[] = {1, 5, 16, 17, 40, 67};
     static const int nts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16, 17, 31, 33, 64, 70};
-    for (int dt = 0; dt < 3; dt++)
+    for (int dt = 0; dt <= ENG_DT_F8E4M3; dt++)
         for (size_t a = 0; a < sizeof n_ins / sizeof n_ins[0]; a++)
             for (size_t b = 0; b < sizeof n_outs / sizeof n_outs[0]; b++) {
                 /* Every token count on a few shapes, a rotating pair elsewhere. */
@@ -211,6 +261,8 @@ static void test_matmul(void)
     test_matmul_shape(pools, ENG_DT_BF16, 37, 1040, 300);
     test_matmul_shape(pools, ENG_DT_F16, 70, 200, 129);
     test_matmul_shape(pools, ENG_DT_F32, 19, 333, 97);
+    test_matmul_shape(pools, ENG_DT_F8E4M3, 1, 2100, 70);
+    test_matmul_shape(pools, ENG_DT_F8E4M3, 101, 2100, 70);
     for (int th = 1; th <= 3; th++)
         eng_pool_destroy(pools[th]);
 }
@@ -436,11 +488,14 @@ static void test_dispatch(void)
     unsetenv("TANDEM_ISA");
     CHECK(strcmp(best, eng_kernels_init()) == 0, "unknown TANDEM_ISA must fall back to the default");
     CHECK(strcmp(eng_kernels_isa(), best) == 0, "eng_kernels_isa disagrees with init");
-    CHECK(eng_dtype_size(ENG_DT_F32) == 4 && eng_dtype_size(ENG_DT_BF16) == 2 && eng_dtype_size(ENG_DT_F16) == 2,
+    CHECK(eng_dtype_size(ENG_DT_F32) == 4 && eng_dtype_size(ENG_DT_BF16) == 2 && eng_dtype_size(ENG_DT_F16) == 2 &&
+              eng_dtype_size(ENG_DT_F8E4M3) == 1,
           "dtype sizes");
     CHECK(strcmp(eng_dtype_name(ENG_DT_BF16), "bf16") == 0 && strcmp(eng_dtype_name(ENG_DT_F16), "f16") == 0 &&
-              strcmp(eng_dtype_name(ENG_DT_F32), "f32") == 0,
+              strcmp(eng_dtype_name(ENG_DT_F32), "f32") == 0 && strcmp(eng_dtype_name(ENG_DT_F8E4M3), "f8e4m3") == 0,
           "dtype names");
+    float bad[3] = {1.0f, -255.0f, ENG_FP8_SCALE_MAX};
+    CHECK(eng_fp8_scales_check(bad, 2) == 2 && eng_fp8_scales_check(bad, 3) == 2, "FP8 scale bounds");
     printf("default variant: %s; available:", best);
     for (int v = 0; v < N_VARIANTS; v++)
         if (eng_kernels_variant(VARIANTS[v]))
@@ -452,6 +507,7 @@ int main(void)
 {
     test_dispatch();
     test_f16_all_values();
+    test_e4m3_all_values();
     for (int v = 0; v < N_VARIANTS; v++) {
         const eng_kernel_impl *k = eng_kernels_variant(VARIANTS[v]);
         if (!k)

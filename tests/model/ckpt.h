@@ -16,7 +16,7 @@ typedef struct ckpt_spec {
     /* breakage */
     const char *skip_tensor;  /* leave this tensor out */
     const char *odd_tensor;   /* give this tensor ... */
-    const char *odd_dtype;    /* ... this dtype (header and bytes) */
+    const char *odd_dtype;    /* ... this dtype (header and bytes; F8_E4M3 without scales) */
     int odd_rows;             /* ... or this many rows (when > 0) */
     const char *extra_config; /* raw JSON members appended to config.json, e.g. "\"rope_scaling\": {...}" */
 } ckpt_spec;

@@ -126,6 +126,8 @@ int main(void)
          "shape [65, 96], expected [64, 96]"},
         {"unsupported dtype", NULL, "model.layers.0.self_attn.q_norm.weight", "F64", 0, "model.safetensors",
          "model.layers.0.self_attn.q_norm.weight has unsupported dtype F64"},
+        {"FP8 without quantization_config", NULL, "model.layers.1.mlp.up_proj.weight", "F8_E4M3", 0,
+         "model.layers.1.mlp.up_proj.weight is F8_E4M3", "no quantization_config"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ckpt_defaults(&s, 0);
@@ -137,6 +139,45 @@ int main(void)
         const char *dir = ckpt_tmpdir("bad");
         ckpt_write(dir, &s);
         expect_fail(cases[i].what, dir, cases[i].n1, cases[i].n2);
+        ckpt_remove(dir);
+    }
+    /* FP8 (Qwen's -FP8 layout): the config and the scales must be as documented */
+    static const char fp8_ok[] = "\"quantization_config\": {\"quant_method\": \"fp8\", \"fmt\": \"e4m3\", "
+                                 "\"activation_scheme\": \"dynamic\", \"weight_block_size\": [128, 128]}";
+    struct {
+        const char *what, *odd, *config, *n1, *n2;
+    } fp8[] = {
+        {"FP8 without its scales", "model.layers.0.self_attn.o_proj.weight", fp8_ok,
+         "missing tensor model.layers.0.self_attn.o_proj.weight_scale_inv", NULL},
+        {"FP8 norm", "model.layers.1.post_attention_layernorm.weight", fp8_ok,
+         "model.layers.1.post_attention_layernorm.weight is F8_E4M3", "norm weights must be"},
+        {"FP8 embedding", "model.embed_tokens.weight", fp8_ok, "model.embed_tokens.weight is F8_E4M3",
+         "embedding must be"},
+        {"other quant_method", NULL, "\"quantization_config\": {\"quant_method\": \"gptq\"}", "config.json",
+         "unsupported quantization_config.quant_method \"gptq\""},
+        {"e5m2", NULL,
+         "\"quantization_config\": {\"quant_method\": \"fp8\", \"fmt\": \"e5m2\", \"weight_block_size\": [128, 128]}",
+         "config.json", "quantization_config.fmt must be \"e4m3\""},
+        {"static activations", NULL,
+         "\"quantization_config\": {\"quant_method\": \"fp8\", \"activation_scheme\": \"static\", "
+         "\"weight_block_size\": [128, 128]}",
+         "config.json", "activation_scheme must be \"dynamic\""},
+        {"per-tensor FP8", NULL, "\"quantization_config\": {\"quant_method\": \"fp8\"}", "config.json",
+         "weight_block_size must be a list of two integers"},
+        {"block not a multiple of 16", NULL,
+         "\"quantization_config\": {\"quant_method\": \"fp8\", \"weight_block_size\": [128, 100]}", "config.json",
+         "weight_block_size[1] (100) must be a multiple of 16"},
+        {"block of 0", NULL, "\"quantization_config\": {\"quant_method\": \"fp8\", \"weight_block_size\": [0, 128]}",
+         "config.json", "integers in 1..65536"},
+    };
+    for (size_t i = 0; i < sizeof fp8 / sizeof fp8[0]; i++) {
+        ckpt_defaults(&s, 0);
+        s.odd_tensor = fp8[i].odd;
+        s.odd_dtype = fp8[i].odd ? "F8_E4M3" : NULL;
+        s.extra_config = fp8[i].config;
+        const char *dir = ckpt_tmpdir("fp8");
+        ckpt_write(dir, &s);
+        expect_fail(fp8[i].what, dir, fp8[i].n1, fp8[i].n2);
         ckpt_remove(dir);
     }
     {
