@@ -44,6 +44,10 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(C, o.heartbeat_ms, "--heartbeat-ms", "N", 10, 600000, "500",
                 "heartbeat interval told to workers; a worker silent for\n"
                 "3 intervals leaves rotation until it returns"),
+    CLI_FLOAT_OPT(C, o.router_overlap_weight, "--router-overlap-weight", "W", 0, 1000, "1",
+                  "KV-aware routing: a prompt token a prefill worker holds in\n"
+                  "its prefix cache counts as W queued tokens less there;\n"
+                  "0: pick the prefill worker by load only"),
     CLI_FLOAT_OPT(C, drain_timeout, "--drain-timeout", "S", 0, 86400, "30",
                   "on SIGTERM, seconds to let requests in flight finish"),
     CLI_LOG_OPTS(C, log),

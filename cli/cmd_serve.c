@@ -53,6 +53,7 @@ typedef struct serve_args {
     int n_prefill, n_decode, colocated, port, threads, kv_blocks, rpc_port, heartbeat_ms, ready_timeout;
     cli_log_opts log;
     int ep_size, prefill_ep, decode_ep, ep_deadline_ms;
+    int no_prefix_cache;
 } serve_args;
 
 #define S serve_args
@@ -70,6 +71,7 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(S, rpc_port, "--rpc-port", "N", 0, 65535, NULL,
                 "the coordinator's gRPC port; default: 50051 when free, so that a\n"
                 "bare `tandemctl status` finds it, else any free port"),
+    CLI_FLAG_OPT(S, no_prefix_cache, "--no-prefix-cache", "prefill workers keep no KV blocks after a request"),
     CLI_INT_OPT(S, heartbeat_ms, "--heartbeat-ms", "N", 10, 600000, "500", "worker heartbeat interval"),
     CLI_INT_OPT(S, ready_timeout, "--ready-timeout", "S", 1, 86400, "300",
                 "seconds to wait for every worker to register"),
@@ -395,6 +397,8 @@ int cmd_serve(int argc, char **argv)
         wargv[k++] = "--log-format", wargv[k++] = (char *)a.log.format;
         if (a.kv_blocks)
             wargv[k++] = "--kv-blocks", wargv[k++] = kv_s;
+        if (a.no_prefix_cache && in_prefill)
+            wargv[k++] = "--no-prefix-cache";
         if (ep > 1) {
             if (rank == 0) { /* a new group: its ranks' exchange addresses */
                 size_t off = 0;

@@ -51,6 +51,8 @@ static const cli_opt OPTS[] = {
                 "verbs device for rdma; default: the first with an active port", 0),
     CLI_STR_OPT(W, o.id, "--id", "NAME", NULL, "worker id; default: ROLE-HOST:PORT", 0),
     CLI_INT_OPT(W, o.lease_ms, "--lease-ms", "N", 1, 24 * 3600 * 1000, "30000", "KV reservation lease"),
+    CLI_FLAG_OPT(W, o.no_prefix_cache, "--no-prefix-cache",
+                 "prefill: keep no KV blocks after a request (prefix caching\nis on by default)"),
     CLI_FLOAT_OPT(W, drain_timeout, "--drain-timeout", "S", 0, 86400, "30",
                   "on SIGTERM or tandemctl drain, seconds to let requests in\n"
                   "flight finish; the streams left then migrate to other workers"),

@@ -189,6 +189,11 @@ static cJSON *worker_json(const Tandem__WorkerStatus *w)
     cJSON_AddNumberToObject(o, "ep_size", in && in->ep_size > 1 ? in->ep_size : 1);
     cJSON_AddNumberToObject(o, "experts", in ? in->experts : 0);
     cJSON_AddBoolToObject(o, "ep_ready", ld && ld->ep_ready);
+    if (ld && ld->prefix_cache) {
+        cJSON_AddNumberToObject(o, "prefix_cache_blocks", ld->prefix_cache->cached_blocks);
+        cJSON_AddNumberToObject(o, "prefix_cache_query_tokens", (double)ld->prefix_cache->query_tokens);
+        cJSON_AddNumberToObject(o, "prefix_cache_hit_tokens", (double)ld->prefix_cache->hit_tokens);
+    }
     if (ld && ld->batch) {
         cJSON_AddNumberToObject(o, "steps", (double)ld->batch->steps);
         cJSON_AddNumberToObject(o, "max_batch", ld->batch->max_batch);
@@ -227,6 +232,24 @@ static void print_workers(const Tandem__ClusterStatus *cs)
     }
 }
 
+/* Workers with a prefix cache (prefill): its size and hit rate (tokens, since start). */
+static void print_prefix_caches(const Tandem__ClusterStatus *cs)
+{
+    int header = 0;
+    for (size_t i = 0; i < cs->n_workers; i++) {
+        const Tandem__WorkerLoad *ld = cs->workers[i]->load;
+        const Tandem__PrefixCacheSummary *pc = ld ? ld->prefix_cache : NULL;
+        if (!pc)
+            continue;
+        if (!header++)
+            printf("\n%-16s %13s %9s\n", "WORKER", "PREFIX BLOCKS", "HIT RATE");
+        char rate[16] = "-";
+        if (pc->query_tokens)
+            snprintf(rate, sizeof rate, "%.1f%%", 100.0 * (double)pc->hit_tokens / (double)pc->query_tokens);
+        printf("%-16s %13u %9s\n", id_of(cs->workers[i]), pc->cached_blocks, rate);
+    }
+}
+
 static void print_status(const Tandem__ClusterStatus *cs)
 {
     /* counts[role][state] */
@@ -254,6 +277,7 @@ static void print_status(const Tandem__ClusterStatus *cs)
     }
     printf("\n");
     print_workers(cs);
+    print_prefix_caches(cs);
     if (!ep)
         return;
     printf("\n%-16s %-22s %-9s %s\n", "WORKER", "LAYOUT", "TRANSPORT", "EP GROUP RANK/SIZE EXPERTS");

@@ -38,8 +38,9 @@ static void on_status(void *user, rpc_call *call, const rpc_bytes *req, rpc_byte
     Tandem__Capacity *cap = calloc(m, sizeof *cap);
     Tandem__KvLayout *lay = calloc(m, sizeof *lay);
     Tandem__BatchStats *bs = calloc(m, sizeof *bs);
+    Tandem__PrefixCacheSummary *pcs = calloc(m, sizeof *pcs); /* counts only: the keys stay in the registry */
     Tandem__TransportEndpoint *ep = calloc(m, sizeof *ep), **epp = calloc(m, sizeof *epp);
-    if (!ws || !wsp || !wi || !wl || !cap || !lay || !bs || !ep || !epp) {
+    if (!ws || !wsp || !wi || !wl || !cap || !lay || !bs || !pcs || !ep || !epp) {
         rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
@@ -88,6 +89,13 @@ static void on_status(void *user, rpc_call *call, const rpc_bytes *req, rpc_byte
         wl[i].batch = &bs[i];
         wl[i].draining = v[i].draining;
         wl[i].ep_ready = v[i].ep_ready;
+        if (v[i].has_prefix_cache) {
+            tandem__prefix_cache_summary__init(&pcs[i]);
+            pcs[i].cached_blocks = v[i].prefix_blocks;
+            pcs[i].query_tokens = v[i].prefix_query_tokens;
+            pcs[i].hit_tokens = v[i].prefix_hit_tokens;
+            wl[i].prefix_cache = &pcs[i];
+        }
         ws[i].info = &wi[i];
         ws[i].load = &wl[i];
         ws[i].state = (Tandem__WorkerState)v[i].state;
@@ -101,7 +109,7 @@ static void on_status(void *user, rpc_call *call, const rpc_bytes *req, rpc_byte
     if (rpc_pack(&cs.base, resp) < 0)
         rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
 out:
-    free(ws), free(wsp), free(wi), free(wl), free(cap), free(lay), free(bs), free(ep), free(epp);
+    free(ws), free(wsp), free(wi), free(wl), free(cap), free(lay), free(bs), free(pcs), free(ep), free(epp);
     free(v);
 }
 

@@ -99,6 +99,7 @@ int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, e
         .max_waiting = opt->limits.max_waiting,
         .migration_limit = opt->limits.migration_limit,
         .migration_max_tokens = opt->limits.migration_max_tokens,
+        .overlap_weight = opt->router_overlap_weight,
         .met = &c->met,
     };
     if (coord_router_new(&ro, &c->router, err) < 0)

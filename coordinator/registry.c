@@ -18,10 +18,11 @@
 
 typedef struct entry {
     coord_worker_view v;
-    double last_seen; /* monotonic seconds of the last registration or heartbeat */
-    double failed_at; /* when the router saw it unreachable; 0 = not */
-    int cordoned;     /* an operator took it out of rotation */
-    int logged_state; /* Tandem__WorkerState last logged, to report each change once */
+    double last_seen;       /* monotonic seconds of the last registration or heartbeat */
+    double failed_at;       /* when the router saw it unreachable; 0 = not */
+    int cordoned;           /* an operator took it out of rotation */
+    int logged_state;       /* Tandem__WorkerState last logged, to report each change once */
+    coord_prefix_keys keys; /* its cached blocks, from its latest heartbeat */
 } entry;
 
 struct coord_registry {
@@ -179,6 +180,7 @@ static void *health_main(void *arg)
                 /* Silent this long: gone for good (a restarted worker registers again). */
                 eng_log(ENG_LOG_WARN, "registry", NULL, "forgot worker %s (%s, %s): no heartbeat for %.0f s", e->v.id,
                         coord_role_name(e->v.role), e->v.rpc_address, now - e->last_seen);
+                coord_prefix_keys_clear(&e->keys);
                 memmove(&r->w[i], &r->w[i + 1], (size_t)(r->n - i - 1) * sizeof *r->w); /* keeps the order */
                 r->n--, i--;
                 continue;
@@ -281,6 +283,7 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
     }
     uint64_t regs = e->v.registrations;
     memset(&e->v, 0, sizeof e->v);
+    coord_prefix_keys_clear(&e->keys); /* a restarted worker's cache starts empty */
     snprintf(e->v.id, sizeof e->v.id, "%s", id);
     snprintf(e->v.rpc_address, sizeof e->v.rpc_address, "%s", info->rpc_address);
     snprintf(e->v.metrics_address, sizeof e->v.metrics_address, "%s",
@@ -332,6 +335,15 @@ int coord_registry_heartbeat(coord_registry *r, const Tandem__WorkerLoad *l)
             e->v.last_batch = l->batch->last_batch;
         }
         e->v.ep_ready = l->ep_ready;
+        const Tandem__PrefixCacheSummary *pc = l->prefix_cache;
+        e->v.has_prefix_cache = pc != NULL;
+        if (pc) {
+            e->v.prefix_blocks = pc->cached_blocks;
+            e->v.prefix_query_tokens = pc->query_tokens;
+            e->v.prefix_hit_tokens = pc->hit_tokens;
+        }
+        /* without memory the old keys stay: the routing is only less informed */
+        coord_prefix_keys_set(&e->keys, pc ? pc->block_keys : NULL, pc ? pc->n_block_keys : 0);
         e->v.sent_streams = e->v.sent_blocks = 0;
         e->v.sent_prompt_tokens = 0;
         e->last_seen = eng_now_s();
@@ -343,6 +355,16 @@ int coord_registry_heartbeat(coord_registry *r, const Tandem__WorkerLoad *l)
     }
     pthread_mutex_unlock(&r->mu);
     return e != NULL;
+}
+
+void coord_registry_match_prefix(coord_registry *r, const int32_t *tokens, int n_tokens, coord_worker_view *v, int n)
+{
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < n; i++) {
+        entry *e = v[i].has_prefix_cache ? find_locked(r, v[i].id) : NULL;
+        v[i].cached_tokens = e ? coord_prefix_cached_tokens(&e->keys, r->cfg.model, &v[i].layout, tokens, n_tokens) : 0;
+    }
+    pthread_mutex_unlock(&r->mu);
 }
 
 int coord_registry_heartbeat_ms(const coord_registry *r)
@@ -515,6 +537,8 @@ void coord_registry_free(coord_registry *r)
     }
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
+    for (int i = 0; i < r->n; i++)
+        coord_prefix_keys_clear(&r->w[i].keys);
     free(r->w);
     free(r);
 }

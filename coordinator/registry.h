@@ -37,6 +37,7 @@
 #include "coordinator.h"
 #include "metrics.h"
 #include "model/kvcache.h"
+#include "prefix_index.h"
 #include "rpc.h"
 #include "tandem.pb-c.h"
 
@@ -79,6 +80,15 @@ typedef struct coord_worker_view {
     uint32_t ep_rank, ep_size, experts;
     int ep_ready;
     double since_heartbeat_s;
+    /* Prefix cache (prefill workers that have one): what its heartbeat said. */
+    int has_prefix_cache;
+    uint32_t prefix_blocks;
+    uint64_t prefix_query_tokens, prefix_hit_tokens;
+    /* For one prompt, filled by the router (coord_registry_match_prefix): the prompt
+     * tokens this worker holds cached, and the work that saves it in the router's eyes
+     * (cached tokens x --router-overlap-weight), subtracted from its queued tokens. */
+    int cached_tokens;
+    double prefill_credit;
 } coord_worker_view;
 
 typedef struct coord_registry coord_registry;
@@ -108,6 +118,10 @@ void coord_registry_mark_failed(coord_registry *r, const char *id, const char *w
  * requests in flight go on. Returns the state after the change, or -1 for an
  * unknown id. The router sees it on its next pick. */
 int coord_registry_cordon(coord_registry *r, const char *id, int on);
+
+/* Sets v[i].cached_tokens for a prompt: how much of it worker v[i] holds in its prefix
+ * cache, from the block keys of its latest heartbeat (coord_prefix_cached_tokens). */
+void coord_registry_match_prefix(coord_registry *r, const int32_t *tokens, int n_tokens, coord_worker_view *v, int n);
 
 /* Healthy workers by role: [0] prefill, [1] decode, [2] both. */
 void coord_registry_counts(coord_registry *r, int counts[3]);

@@ -138,9 +138,11 @@ static int better_decode(const coord_worker_view *a, const coord_worker_view *b,
     return free_blocks(a) > free_blocks(b);
 }
 
-static uint64_t prefill_load(const coord_worker_view *v)
+/* Expected prefill work on v for this prompt, in tokens (up to a constant: the prompt's
+ * own length, the same for every candidate). */
+static double prefill_load(const coord_worker_view *v)
 {
-    return v->queued_prompt_tokens + v->sent_prompt_tokens;
+    return (double)(v->queued_prompt_tokens + v->sent_prompt_tokens) - v->prefill_credit;
 }
 
 int coord_route_pick(const coord_worker_view *v, int n, int force_colocated, int n_prompt, int cap_tokens,
@@ -674,6 +676,11 @@ static void *call_main(void *arg)
         int full = 0;
         int input = c->n_prompt + c->n_gen; /* a migrated stream's prefill: prompt + generated */
         int cap_tokens = input + 1;         /* decode admission: input + next token (KV grows on demand) */
+        /* KV-aware: what each prefill worker holds of the prompt (a migrated stream's
+         * input continues it, so the prompt's blocks are the ones to look for) */
+        coord_registry_match_prefix(r->cfg.registry, c->prompt, c->n_prompt, v, n);
+        for (int i = 0; i < n; i++)
+            v[i].prefill_credit = r->cfg.overlap_weight * v[i].cached_tokens;
         if (coord_route_pick(v, n, r->cfg.colocated, input, cap_tokens, ex, c->n_exclude, &rt, &full, why, sizeof why) <
             0) {
             free(v);

@@ -2,7 +2,8 @@
  *
  * Implements coord_backend (backend.h). For each request it picks a pair of
  * workers from the registry (the least-loaded healthy decode worker, the
- * least-queued prefill worker with the same KV layout) and drives tandem.proto's
+ * prefill worker with the same KV layout and the least work left once its
+ * cached part of the prompt is counted off, prefix_index.h) and drives tandem.proto's
  * flow: Decode.Generate -> KvTarget -> Prefill.Run(target) -> Decode.KvReady(first
  * token) -> the first token, then the rest of the stream. In colocated mode
  * (forced, or when only role-BOTH workers are up) one worker runs Generate with
@@ -44,6 +45,10 @@ typedef struct coord_router_config {
     int max_waiting;          /* requests waiting for a worker with room; beyond: 429; 0 = 512 */
     int migration_limit;      /* moves of one stream to another decode worker; beyond: error; 0 = 3 */
     int migration_max_tokens; /* prompt + generated tokens a move may prefill; beyond: error; 0 = 32768 */
+    /* KV-aware prefill pick: a prompt token a worker holds cached counts as this many
+     * queued tokens less on it (1: cached and queued work weigh the same; 0: load only,
+     * the prefix caches ignored). The coordinator's --router-overlap-weight, default 1. */
+    double overlap_weight;
 } coord_router_config;
 
 typedef struct coord_router coord_router;
@@ -71,7 +76,9 @@ typedef struct coord_route {
 } coord_route;
 
 /* Picks a route among views[0..n) for a prompt of n_prompt tokens needing
- * cap_tokens of KV on the decode side. Workers whose id is in exclude are skipped.
+ * cap_tokens of KV on the decode side. The prefill partner is the one with the least
+ * expected work: queued prompt tokens minus its prefill_credit (the cached part of this
+ * prompt, weighted), then the fewest queued requests. Workers whose id is in exclude are skipped.
  * Returns 0 with *out filled; -1 when no pair fits, with why saying what is
  * missing (no healthy worker of a role, KV layouts that differ, pools too small).
  * *full (may be NULL) is set to 1 when pairs exist but none has free KV blocks

@@ -622,6 +622,23 @@ static const met_spec tandem_specs[MET_N_TANDEM] = {
                         "Time a migrated stream went without tokens: from the last token before the move to the "
                         "first after it.",
                         0, BUCKETS(ttft_b)},
+    [MET_PREFIX_QUERIES] = {MET_COUNTER, "tandem_prefix_cache_queries_total",
+                            "Prompt tokens looked up in the prefix cache (vLLM's prefix_cache_queries).", RW, NULL, 0},
+    [MET_PREFIX_HITS] = {MET_COUNTER, "tandem_prefix_cache_hits_total",
+                         "Prompt tokens found in the prefix cache, not computed again (vLLM's prefix_cache_hits).", RW,
+                         NULL, 0},
+    [MET_PREFIX_QUERY_BLOCKS] = {MET_COUNTER, "tandem_prefix_cache_query_blocks_total",
+                                 "Full prompt blocks looked up in the prefix cache.", RW, NULL, 0},
+    [MET_PREFIX_HIT_BLOCKS] = {MET_COUNTER, "tandem_prefix_cache_hit_blocks_total",
+                               "Full prompt blocks found in the prefix cache.", RW, NULL, 0},
+    [MET_PREFIX_EVICTIONS] = {MET_COUNTER, "tandem_prefix_cache_evictions_total",
+                              "Cached KV blocks given back to the pool (least recently used, none in use).", RW, NULL,
+                              0},
+    [MET_PREFIX_BLOCKS] = {MET_GAUGE, "tandem_prefix_cache_blocks",
+                           "KV blocks held by the prefix cache, in use by requests or not.", RW, NULL, 0},
+    [MET_PREFIX_HIT_RATE] = {MET_GAUGE, "tandem_prefix_cache_hit_rate",
+                             "Prompt tokens found cached over prompt tokens looked up, since start (0 to 1).", RW, NULL,
+                             0},
 };
 
 int met_tandem_register(met_registry *r, met_tandem *m, eng_error *err)

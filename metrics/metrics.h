@@ -133,6 +133,14 @@ typedef enum met_id {
     MET_WORKER_STATE,        /* gauge tandem_worker_state [role, worker, state] 0/1 (coordinator) */
     MET_MIGRATIONS,          /* counter tandem_request_migrations_total [reason] (coordinator) */
     MET_RESUME_GAP,          /* histogram tandem_request_resume_gap_seconds [] (coordinator) */
+    /* prefill workers with a prefix cache, [role, worker]; in this order (worker.c) */
+    MET_PREFIX_QUERIES,      /* counter tandem_prefix_cache_queries_total (prompt tokens looked up) */
+    MET_PREFIX_HITS,         /* counter tandem_prefix_cache_hits_total (prompt tokens found cached) */
+    MET_PREFIX_QUERY_BLOCKS, /* counter tandem_prefix_cache_query_blocks_total */
+    MET_PREFIX_HIT_BLOCKS,   /* counter tandem_prefix_cache_hit_blocks_total */
+    MET_PREFIX_EVICTIONS,    /* counter tandem_prefix_cache_evictions_total (blocks) */
+    MET_PREFIX_BLOCKS,       /* gauge tandem_prefix_cache_blocks */
+    MET_PREFIX_HIT_RATE,     /* gauge tandem_prefix_cache_hit_rate, 0..1 */
     MET_N_TANDEM
 } met_id;
 

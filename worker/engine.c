@@ -127,6 +127,37 @@ void wrk_token_msg(const eng_sample_result *res, int index, int finish, Tandem__
     tok->top = res->n_top ? top_ptrs : NULL;
 }
 
+/* ------------------------------------------------------------------ prompt blocks */
+
+int wrk_prompt_blocks_take(wrk_worker *w, wrk_req *r)
+{
+    if (!w->prefix) {
+        eng_error err;
+        return eng_seq_reserve(w->pool, &r->seq, wrk_input_tokens(r), &err);
+    }
+    int cached = wrk_prefix_acquire(w->prefix, r->prompt, wrk_input_tokens(r), &r->seq);
+    if (cached < 0)
+        return -1;
+    /* The cached blocks count as prefilled; the first chunk's push sends them along. */
+    r->n_prefilled = cached;
+    if (cached)
+        wrk_log(w, ENG_LOG_DEBUG, r->id, "prefix cache: %d of %d input tokens cached", cached, wrk_input_tokens(r));
+    return 0;
+}
+
+void wrk_prompt_blocks_give(wrk_worker *w, wrk_req *r)
+{
+    if (w->prefix)
+        wrk_prefix_release(w->prefix, r->prompt, r->n_prefilled, &r->seq);
+    else
+        eng_seq_release(w->pool, &r->seq);
+}
+
+int wrk_free_blocks(const wrk_worker *w)
+{
+    return w->prefix ? wrk_prefix_free_blocks(w->prefix) : eng_kv_pool_free_blocks(w->pool);
+}
+
 /* ------------------------------------------------------------------ ending */
 
 /* Outside w->mu: the last words of a Generate stream, then its blocks go back. */
@@ -419,8 +450,7 @@ static int plan(wrk_worker *w, wrk_step *s, wrk_req **ended, int cap)
         if (r->arming || (r->state != ST_QUEUED && r->state != ST_PREFILLING) || r->n_prefilled >= input)
             continue; /* (a computed prompt waits here only until it is ended) */
         if (r->state == ST_QUEUED && r->kind == REQ_PREFILL) {
-            eng_error err;
-            if (eng_seq_reserve(w->pool, &r->seq, input, &err) < 0)
+            if (wrk_prompt_blocks_take(w, r) < 0)
                 break; /* first come, first served: the rest waits for blocks too */
             r->t_started = now;
         }

@@ -522,7 +522,7 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
     double t_end = eng_now_s();
     if (r) {
         pthread_mutex_lock(&w->mu);
-        eng_seq_release(w->pool, &r->seq);
+        wrk_prompt_blocks_give(w, r);
         pthread_mutex_unlock(&w->mu);
     }
     if (code == RPC_OK) {

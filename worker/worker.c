@@ -69,12 +69,26 @@ const char *wrk_id(const wrk_worker *w)
 int wrk_kv_blocks_used(wrk_worker *w)
 {
     pthread_mutex_lock(&w->mu);
-    int used = eng_kv_pool_blocks(w->pool) - eng_kv_pool_free_blocks(w->pool);
+    int used = eng_kv_pool_blocks(w->pool) - wrk_free_blocks(w);
     pthread_mutex_unlock(&w->mu);
     return used;
 }
 
 /* ------------------------------------------------------------------ metrics */
+
+/* The cache counts on its own; the counters take what it added since the last scrape. */
+static void prefix_metrics(wrk_worker *w, const wrk_prefix_stats *now)
+{
+    wrk_prefix_stats *seen = &w->prefix_seen;
+    met_inc(w->m_pc_queries, (double)(now->query_tokens - seen->query_tokens));
+    met_inc(w->m_pc_hits, (double)(now->hit_tokens - seen->hit_tokens));
+    met_inc(w->m_pc_query_blocks, (double)(now->query_blocks - seen->query_blocks));
+    met_inc(w->m_pc_hit_blocks, (double)(now->hit_blocks - seen->hit_blocks));
+    met_inc(w->m_pc_evictions, (double)(now->evicted_blocks - seen->evicted_blocks));
+    met_set(w->m_pc_blocks, now->cached_blocks);
+    met_set(w->m_pc_hit_rate, now->query_tokens ? (double)now->hit_tokens / (double)now->query_tokens : 0);
+    *seen = *now;
+}
 
 static void collect(void *ctx, met_registry *reg)
 {
@@ -84,8 +98,13 @@ static void collect(void *ctx, met_registry *reg)
     pthread_mutex_lock(&w->mu);
     for (wrk_req *r = w->reqs; r; r = r->next)
         r->state == ST_RUNNING || r->state == ST_PREFILLING || r->state == ST_RECOMPUTING ? running++ : waiting++;
-    int total = eng_kv_pool_blocks(w->pool), used = total - eng_kv_pool_free_blocks(w->pool);
+    int total = eng_kv_pool_blocks(w->pool), used = total - wrk_free_blocks(w);
+    wrk_prefix_stats pc = {0};
+    if (w->prefix)
+        wrk_prefix_get_stats(w->prefix, &pc);
     pthread_mutex_unlock(&w->mu);
+    if (w->prefix)
+        prefix_metrics(w, &pc);
     met_set(w->m_running, running);
     met_set(w->m_waiting, waiting);
     met_set(w->m_used, used);
@@ -156,6 +175,12 @@ static int metrics_init(wrk_worker *w, eng_error *err)
     w->m_itl = met_get(f[MET_ITL], own);
     w->m_e2e = met_get(f[MET_E2E], own);
     w->m_preemptions = met_get(f[MET_PREEMPTIONS], own); /* only a decode pool preempts */
+    if (w->prefix) {
+        met_metric **pc[] = {&w->m_pc_queries,   &w->m_pc_hits,   &w->m_pc_query_blocks, &w->m_pc_hit_blocks,
+                             &w->m_pc_evictions, &w->m_pc_blocks, &w->m_pc_hit_rate};
+        for (int i = 0; i < (int)(sizeof pc / sizeof pc[0]); i++)
+            *pc[i] = met_get(f[MET_PREFIX_QUERIES + i], own);
+    }
     weight_metrics_init(w);
     if (w->ep)
         ep_metrics_init(w);
@@ -218,7 +243,7 @@ static int do_register(wrk_worker *w, uint32_t *interval_ms, char *why, size_t c
     c.max_batch_tokens = (uint32_t)w->opt.max_batch_tokens;
     c.kv_blocks_total = (uint32_t)eng_kv_pool_blocks(w->pool);
     pthread_mutex_lock(&w->mu);
-    c.kv_blocks_free = (uint32_t)eng_kv_pool_free_blocks(w->pool);
+    c.kv_blocks_free = (uint32_t)wrk_free_blocks(w);
     pthread_mutex_unlock(&w->mu);
     c.max_context = (uint32_t)w->max_context;
     Tandem__TransportEndpoint ep = TANDEM__TRANSPORT_ENDPOINT__INIT, *eps[1] = {&ep};
@@ -256,13 +281,28 @@ static int do_register(wrk_worker *w, uint32_t *interval_ms, char *why, size_t c
     return ok ? 0 : -1;
 }
 
+/* Keys the router sees per heartbeat: 32 KiB at most. */
+#define WRK_SUMMARY_KEYS 4096
+
 /* 1: keep going, 0: re-register, -1: unreachable. */
 static int do_heartbeat(wrk_worker *w, uint32_t *interval_ms, char *why, size_t cap)
 {
     Tandem__BatchStats b = TANDEM__BATCH_STATS__INIT;
     Tandem__WorkerLoad l = TANDEM__WORKER_LOAD__INIT;
+    Tandem__PrefixCacheSummary pcs = TANDEM__PREFIX_CACHE_SUMMARY__INIT;
+    uint64_t *keys = w->prefix ? malloc(WRK_SUMMARY_KEYS * sizeof *keys) : NULL;
     l.worker_id = w->id;
     pthread_mutex_lock(&w->mu);
+    if (w->prefix) {
+        wrk_prefix_stats st;
+        wrk_prefix_get_stats(w->prefix, &st);
+        pcs.cached_blocks = (uint32_t)st.cached_blocks;
+        pcs.query_tokens = st.query_tokens;
+        pcs.hit_tokens = st.hit_tokens;
+        pcs.block_keys = keys;
+        pcs.n_block_keys = keys ? (size_t)wrk_prefix_summary(w->prefix, keys, WRK_SUMMARY_KEYS) : 0;
+        l.prefix_cache = &pcs;
+    }
     for (wrk_req *r = w->reqs; r; r = r->next) {
         if (r->state == ST_RUNNING || r->state == ST_PREFILLING || r->state == ST_RECOMPUTING)
             l.running++;
@@ -272,7 +312,7 @@ static int do_heartbeat(wrk_worker *w, uint32_t *interval_ms, char *why, size_t 
             l.queued_prompt_tokens += (uint64_t)(r->n_prompt - r->n_prefilled);
     }
     l.kv_blocks_total = (uint32_t)eng_kv_pool_blocks(w->pool);
-    l.kv_blocks_used = l.kv_blocks_total - (uint32_t)eng_kv_pool_free_blocks(w->pool);
+    l.kv_blocks_used = l.kv_blocks_total - (uint32_t)wrk_free_blocks(w);
     b.steps = w->steps;
     b.batched_seqs = w->batched_seqs;
     b.max_batch = w->max_batch;
@@ -286,8 +326,10 @@ static int do_heartbeat(wrk_worker *w, uint32_t *interval_ms, char *why, size_t 
     }
     Tandem__HeartbeatReply *rep = NULL;
     rpc_status st;
-    if (rpc_unary_msg(w->coord, RPC_REGISTRY_HEARTBEAT, &l.base, &tandem__heartbeat_reply__descriptor, 2000,
-                      (void **)&rep, &st) < 0) {
+    int sent = rpc_unary_msg(w->coord, RPC_REGISTRY_HEARTBEAT, &l.base, &tandem__heartbeat_reply__descriptor, 2000,
+                             (void **)&rep, &st);
+    free(keys);
+    if (sent < 0) {
         snprintf(why, cap, "%s", st.msg);
         return -1;
     }
@@ -515,6 +557,13 @@ int wrk_start(const wrk_options *opt, wrk_worker **out, eng_error *err)
         n_blocks = wrk_default_kv_blocks(block_bytes, budget, w->opt.max_running, w->max_context, w->opt.block_size);
     if (eng_kv_pool_create(&w->layout, n_blocks, &w->pool, err) < 0)
         goto fail;
+    if (opt->role == WRK_ROLE_PREFILL && !opt->no_prefix_cache) {
+        /* the coordinator salts its keys the same way, from the registration */
+        char lay[96];
+        eng_kv_layout_str(&w->layout, lay, sizeof lay);
+        if (wrk_prefix_create(w->pool, eng_block_salt(w->model_name, lay), &w->prefix, err) < 0)
+            goto fail;
+    }
 
     if (open_transport(w, err) < 0)
         goto fail;
@@ -642,6 +691,7 @@ void wrk_stop(wrk_worker *w)
         free(c);
     }
     rpc_channel_destroy(w->coord);
+    wrk_prefix_destroy(w->prefix);
     eng_kv_pool_destroy(w->pool);
     eng_model_free(w->model);
     met_registry_free(w->metrics);

@@ -24,6 +24,7 @@
 #include "metrics.h"
 #include "model/model.h"
 #include "plan.h"
+#include "prefix_cache.h"
 #include "rpc.h"
 #include "sampling/sampler.h"
 #include "tandem.pb-c.h"
@@ -132,6 +133,8 @@ struct wrk_worker {
     eng_gen_config gen;
     eng_kv_layout layout;
     eng_kv_pool *pool;
+    wrk_prefix *prefix;           /* prefill role, unless --no-prefix-cache: blocks kept after requests */
+    wrk_prefix_stats prefix_seen; /* what the metrics counted so far */
     size_t unit_bytes;
     int max_context;
 
@@ -150,6 +153,8 @@ struct wrk_worker {
     met_metric *m_prompt_tokens, *m_gen_tokens, *m_ok, *m_cancelled, *m_error, *m_rejected;
     met_metric *m_kv_bytes, *m_kv_seconds, *m_ttft, *m_itl, *m_e2e;
     met_metric *m_preemptions;
+    met_metric *m_pc_queries, *m_pc_hits, *m_pc_query_blocks, *m_pc_hit_blocks, *m_pc_evictions;
+    met_metric *m_pc_blocks, *m_pc_hit_rate;
     met_metric *m_weight_resident;
     uint64_t kv_bytes_seen;
 
@@ -212,6 +217,13 @@ wrk_req *wrk_req_new(wrk_worker *w, wrk_kind kind, const char *id);
 void wrk_req_unref(wrk_worker *w, wrk_req *r); /* takes w->mu itself */
 void wrk_req_unref_locked(wrk_worker *w, wrk_req *r);
 void wrk_req_link(wrk_worker *w, wrk_req *r); /* under w->mu: into w->reqs, +1 ref */
+/* Under w->mu: a PREFILL request's blocks for its whole input, its cached prefix (when
+ * the worker has a prefix cache) already counted in n_prefilled; -1: not now. */
+int wrk_prompt_blocks_take(wrk_worker *w, wrk_req *r);
+/* Under w->mu: gives them back (computed full blocks stay cached). */
+void wrk_prompt_blocks_give(wrk_worker *w, wrk_req *r);
+/* Under w->mu: free KV blocks, counting cached blocks nobody uses (evictable). */
+int wrk_free_blocks(const wrk_worker *w);
 /* Under w->mu: asks the engine thread to end r with code and message. */
 void wrk_req_end_locked(wrk_worker *w, wrk_req *r, int code, int retryable, const char *msg);
 /* Fills a Token message from a sample result (top points into storage). */

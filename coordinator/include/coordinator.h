@@ -40,6 +40,9 @@ typedef struct coord_options {
     int rpc_port;     /* gRPC (Registry, Admin); 0 = any free port */
     int colocated;    /* route every request to one role-BOTH worker */
     int heartbeat_ms; /* told to workers; 0 = 500 */
+    /* KV-aware routing: a prompt token a prefill worker holds cached counts as this many
+     * queued tokens less on it; 0: pick by load only (docs/architecture.md). */
+    float router_overlap_weight;
     coord_limits limits;
     const char *api_key_file;       /* NULL: the HTTP API is open; else 'Authorization: Bearer KEY' */
     int auth_probes;                /* with keys: /health, probes and /metrics need one too */

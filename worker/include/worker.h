@@ -57,6 +57,7 @@ typedef struct wrk_options {
     /* wrk_drain: decode streams still running this long after it are ended with
      * Error.migrate, so that the coordinator resumes them on other workers; 0 = at once. */
     double drain_timeout_s;
+    int no_prefix_cache; /* a prefill worker keeps no KV blocks after its requests (worker/prefix_cache.h) */
 } wrk_options;
 
 typedef struct wrk_worker wrk_worker;

@@ -1,0 +1,96 @@
+/* test_prefix_route.c: KV-aware routing's pieces without a network. The coordinator's
+ * view of a worker's cached blocks (coord_prefix_keys) finds the same blocks the worker's
+ * own keys name (the same chain, salted by model and layout): whole blocks of the
+ * leading chain only, never the prompt's last token, nothing under another model or
+ * layout. coord_route_pick takes the prefill worker with the least queued tokens minus
+ * its credit for the cached part of the prompt, and by load alone without credit. */
+#include <string.h>
+
+#include "check.h"
+#include "common/block_hash.h"
+#include "prefix_index.h"
+#include "router.h"
+
+static const eng_kv_layout LAY = {
+    .dtype = ENG_DT_F32, .block_size = 16, .n_layers = 2, .n_kv_heads = 2, .head_dim = 64};
+
+/* The short keys a worker with this layout would publish for tokens' first n blocks. */
+static void worker_keys(const char *model, const eng_kv_layout *l, const int32_t *tokens, int n, uint64_t *out)
+{
+    char s[96];
+    eng_kv_layout_str(l, s, sizeof s);
+    eng_block_key k[16];
+    eng_block_keys(eng_block_salt(model, s), tokens, n, l->block_size, k);
+    for (int i = 0; i < n; i++)
+        out[i] = eng_block_key_short(k[i]);
+}
+
+static void matching(void)
+{
+    int32_t t[80];
+    for (int i = 0; i < 80; i++)
+        t[i] = 100 + i * 3;
+    uint64_t keys[5];
+    worker_keys("m", &LAY, t, 5, keys);
+    coord_prefix_keys s = {0};
+    CHECK(coord_prefix_cached_tokens(&s, "m", &LAY, t, 80) == 0, "empty set");
+    uint64_t shuffled[3] = {keys[2], keys[0], keys[1]};
+    REQUIRE(coord_prefix_keys_set(&s, shuffled, 3) == 0, "set");
+    CHECK(coord_prefix_cached_tokens(&s, "m", &LAY, t, 80) == 48, "3 leading blocks");
+    CHECK(coord_prefix_cached_tokens(&s, "m", &LAY, t, 49) == 48, "49 tokens: 3 blocks, the last token computed");
+    CHECK(coord_prefix_cached_tokens(&s, "m", &LAY, t, 48) == 32, "48 tokens: the third block holds the last token");
+    CHECK(coord_prefix_cached_tokens(&s, "m", &LAY, t, 1) == 0, "one token");
+    CHECK(coord_prefix_cached_tokens(&s, "other", &LAY, t, 80) == 0, "another model's keys never match");
+    eng_kv_layout l2 = LAY;
+    l2.dtype = ENG_DT_BF16;
+    CHECK(coord_prefix_cached_tokens(&s, "m", &l2, t, 80) == 0, "another layout's keys never match");
+    int32_t u[80];
+    memcpy(u, t, sizeof u);
+    u[20] = 7; /* block 1 differs: the chain stops after block 0, whatever follows */
+    CHECK(coord_prefix_cached_tokens(&s, "m", &LAY, u, 80) == 16, "a different block ends the chain");
+    uint64_t gap[2] = {keys[0], keys[2]};
+    REQUIRE(coord_prefix_keys_set(&s, gap, 2) == 0, "set");
+    CHECK(coord_prefix_cached_tokens(&s, "m", &LAY, t, 80) == 16, "only the leading chain counts");
+    coord_prefix_keys_clear(&s);
+    CHECK(s.n == 0 && s.keys == NULL, "cleared");
+    CHECK(coord_prefix_keys_set(&s, NULL, 0) == 0 && s.n == 0, "an empty summary");
+}
+
+static coord_worker_view worker(const char *id, int role, uint64_t queued)
+{
+    coord_worker_view v;
+    memset(&v, 0, sizeof v);
+    snprintf(v.id, sizeof v.id, "%s", id);
+    snprintf(v.transport, sizeof v.transport, "tcp");
+    v.role = role;
+    v.healthy = 1;
+    v.layout = LAY;
+    v.kv_total = 100;
+    v.max_context = 4096;
+    v.queued_prompt_tokens = queued;
+    return v;
+}
+
+static void picking(void)
+{
+    enum { P = TANDEM__ROLE__ROLE_PREFILL, D = TANDEM__ROLE__ROLE_DECODE };
+    coord_worker_view v[] = {worker("p1", P, 100), worker("p2", P, 300), worker("d1", D, 0)};
+    coord_route r;
+    char why[256];
+    CHECK(coord_route_pick(v, 3, 0, 400, 401, NULL, 0, &r, NULL, why, sizeof why) == 0 && r.prefill == 0,
+          "load only: the less queued p1 (%s)", why);
+    v[1].cached_tokens = 256;
+    v[1].prefill_credit = 1.0 * 256; /* weight 1: p2 computes 144 new + 300 queued < p1's 400 + 100 */
+    CHECK(coord_route_pick(v, 3, 0, 400, 401, NULL, 0, &r, NULL, why, sizeof why) == 0 && r.prefill == 1,
+          "overlap: p2 holds most of the prompt");
+    v[1].prefill_credit = 0.5 * 256; /* weight 0.5: 300 - 128 > 100 */
+    CHECK(coord_route_pick(v, 3, 0, 400, 401, NULL, 0, &r, NULL, why, sizeof why) == 0 && r.prefill == 0,
+          "a lower weight lets load win");
+}
+
+int main(void)
+{
+    matching();
+    picking();
+    return check_summary();
+}
