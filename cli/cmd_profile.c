@@ -216,7 +216,8 @@ static void print_table(const cJSON *prof)
         printf("%-8s %6d %9d %8d %7d %10.2f %10.2f %10.2f\n", cJSON_GetObjectItem(s, "phase")->valuestring,
                cJSON_GetObjectItem(s, "items")->valueint, cJSON_GetObjectItem(s, "tokens_per_item")->valueint,
                cJSON_GetObjectItem(s, "context")->valueint, cJSON_GetObjectItem(s, "logits")->valueint,
-               1e3 * cJSON_GetObjectItem(s, "min_s")->valuedouble, 1e3 * cJSON_GetObjectItem(s, "median_s")->valuedouble,
+               1e3 * cJSON_GetObjectItem(s, "min_s")->valuedouble,
+               1e3 * cJSON_GetObjectItem(s, "median_s")->valuedouble,
                1e3 * cJSON_GetObjectItem(s, "max_s")->valuedouble);
     }
     const cJSON *x;
@@ -311,7 +312,8 @@ int cmd_profile(int argc, char **argv)
     cJSON_AddNumberToObject(prof, "layers", layout.n_layers);
     cJSON_AddNumberToObject(prof, "kv_block_size", KV_BLOCK);
     cJSON_AddNumberToObject(prof, "kv_bytes_per_token", (double)bytes_per_token);
-    cJSON_AddNumberToObject(prof, "max_context", cfg->max_position_embeddings > 0 ? cfg->max_position_embeddings : 4096);
+    cJSON_AddNumberToObject(prof, "max_context",
+                            cfg->max_position_embeddings > 0 ? cfg->max_position_embeddings : 4096);
     cJSON_AddItemToObject(prof, "load_average_before", load_average());
     {
         time_t now = time(NULL);

@@ -49,7 +49,7 @@ typedef struct plan_profile {
     int threads, layers, block_size, max_context;
     double kv_bytes_per_token;
     plan_cost cost;
-    double fit_error;                     /* median relative error of the cost over the profile's steps */
+    double fit_error;                        /* median relative error of the cost over the profile's steps */
     double xfer_latency_s, xfer_bytes_per_s; /* a KV push: latency + bytes / rate (the profile's TCP points) */
 } plan_profile;
 
@@ -64,8 +64,8 @@ int plan_profile_load(const char *path, plan_profile *out, eng_error *err);
 typedef enum { PLAN_FIXED, PLAN_UNIFORM, PLAN_LOGNORMAL, PLAN_LIST } plan_dist_kind;
 typedef struct plan_dist {
     plan_dist_kind kind;
-    int lo, hi;           /* FIXED: lo; UNIFORM and LOGNORMAL: the bounds */
-    double median, sigma; /* LOGNORMAL */
+    int lo, hi;            /* FIXED: lo; UNIFORM and LOGNORMAL: the bounds */
+    double median, sigma;  /* LOGNORMAL */
     int *values, n_values; /* LIST */
 } plan_dist;
 

@@ -34,7 +34,8 @@ static const cli_opt OPTS[] = {
                     CLI_REQUIRED | CLI_LO_OPEN),
     CLI_FLOAT_GIVEN(A, tpot_slo, tpot_given, "--tpot-slo", "MS", 0, 1e9, "time per output token target, ms",
                     CLI_REQUIRED | CLI_LO_OPEN),
-    CLI_INT_OPT(A, workers, "--workers", "N", 2, MAX_WORKERS, "2", "workers to split (each with the profile's threads)"),
+    CLI_INT_OPT(A, workers, "--workers", "N", 2, MAX_WORKERS, "2",
+                "workers to split (each with the profile's threads)"),
     CLI_FLOAT_OPT(A, attainment, "--attainment", "F", 0, 1, "0.9",
                   "share of requests that must meet both SLOs for a rate to count"),
     CLI_INT_OPT(A, requests, "--requests", "N", 0, PLAN_MAX_REQUESTS, "0",
@@ -42,8 +43,7 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(A, seed, "--seed", "S", 0, 2147483647, "1", "the trace's seed (bench/loadgen.mjs --seed)"),
     CLI_STR_OPT(A, rates, "--rate", "R[,R...]", NULL,
                 "simulate at these arrival rates (req/s) instead of searching for the goodput", 0),
-    CLI_INT_OPT(A, max_batch_tokens, "--max-batch-tokens", "N", 1, 1 << 24, "2048",
-                "the workers' --max-batch-tokens"),
+    CLI_INT_OPT(A, max_batch_tokens, "--max-batch-tokens", "N", 1, 1 << 24, "2048", "the workers' --max-batch-tokens"),
     CLI_INT_OPT(A, max_running, "--max-running", "N", 1, 1 << 20, "64", "the workers' --max-running"),
     CLI_INT_OPT(A, kv_blocks, "--kv-blocks", "N", 0, 1 << 30, "0",
                 "KV blocks per worker; 0: max-running full contexts (the\nworkers' default when memory allows)"),
@@ -69,7 +69,7 @@ typedef struct candidate {
     plan_cluster c;
     char name[48];
     double goodput;
-    int unbounded; /* every request met the SLOs at the highest rate tried (1e6 req/s) */
+    int unbounded;   /* every request met the SLOs at the highest rate tried (1e6 req/s) */
     plan_summary at; /* at the goodput (or at the rate asked for) */
 } candidate;
 
@@ -178,8 +178,12 @@ int plan_command(int argc, char **argv)
     plan_profile prof;
     plan_workload wl = {0};
     candidate cands[MAX_WORKERS];
-    planner pl = {.p = &prof, .w = &wl, .ttft_slo = a.ttft_slo / 1e3, .tpot_slo = a.tpot_slo / 1e3,
-                  .goal = a.attainment, .seed = (uint32_t)a.seed};
+    planner pl = {.p = &prof,
+                  .w = &wl,
+                  .ttft_slo = a.ttft_slo / 1e3,
+                  .tpot_slo = a.tpot_slo / 1e3,
+                  .goal = a.attainment,
+                  .seed = (uint32_t)a.seed};
     int status = 1, n_cands = 0;
     cJSON *doc = NULL;
     if (plan_profile_load(a.profile, &prof, &err) < 0 || plan_workload_load(a.workload, &wl, &err) < 0)
@@ -195,8 +199,8 @@ int plan_command(int argc, char **argv)
         .max_batch_tokens = a.max_batch_tokens,
         .max_running = a.max_running,
         .kv_blocks = a.kv_blocks ? a.kv_blocks
-                                 : (int)fmin((double)a.max_running * ((prof.max_context + prof.block_size - 1) /
-                                                                      prof.block_size),
+                                 : (int)fmin((double)a.max_running *
+                                                 ((prof.max_context + prof.block_size - 1) / prof.block_size),
                                              1 << 30),
         .cores = a.cores > 0 ? a.cores : (double)a.workers * prof.threads,
     };
@@ -280,8 +284,8 @@ int plan_command(int argc, char **argv)
         else if (b->goodput <= 0)
             printf("\nrecommendation: none; no candidate meets the SLOs, even nearly idle\n");
         else if (best == 0)
-            printf("\nrecommendation: %s (%.3f req/s); no prefill:decode split beats colocated serving here\n",
-                   b->name, b->goodput);
+            printf("\nrecommendation: %s (%.3f req/s); no prefill:decode split beats colocated serving here\n", b->name,
+                   b->goodput);
         else if (col->goodput > 0)
             printf("\nrecommendation: %s (%.3f req/s, %.2fx colocated's %.3f req/s)\n", b->name, b->goodput,
                    b->goodput / col->goodput, col->goodput);

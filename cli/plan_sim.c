@@ -48,7 +48,7 @@ typedef struct worker {
     double work_left;          /* seconds of the current step at full speed; < 0 idle */
     int admitted;              /* sequences reserved or running here (decode side) */
     int blocks_used;
-    long long queued_tokens;   /* prompt tokens still to compute (prefill side) */
+    long long queued_tokens; /* prompt tokens still to compute (prefill side) */
 } worker;
 
 typedef struct sim {

@@ -33,6 +33,7 @@ typedef struct ctl_args {
     const char *output;
     int json;
     int wait;
+    int migrate;
     cli_tls_opts tls;
     const char *args[2]; /* the command's arguments */
 } ctl_args;
@@ -48,12 +49,19 @@ static const cli_opt DRAIN_OPTS[] = {
     COMMON_OPTS,
     CLI_FLAG_OPT(ctl_args, wait, "--wait", "print the worker's progress until it is drained"),
 };
+static const cli_opt CORDON_OPTS[] = {
+    COMMON_OPTS,
+    CLI_FLAG_OPT(ctl_args, migrate, "--migrate",
+                 "also move the streams it is decoding to other decode workers\nnow (they resume there, identical)"),
+};
 
-#define CTL_COMMAND(nm, use, text, nargs)                                                              \
-    {                                                                                                  \
-        .name = "tandemctl " nm, .usage = use, .about = text, .opts = OPTS, .n_opts = CLI_COUNT(OPTS), \
-        .max_args = nargs, .args_field = offsetof(ctl_args, args)                                      \
+/* A command with its own option table (the shared options and its own) or OPTS. */
+#define CTL_COMMAND_WITH(nm, use, text, nargs, opt_table)                                                        \
+    {                                                                                                            \
+        .name = "tandemctl " nm, .usage = use, .about = text, .opts = opt_table, .n_opts = CLI_COUNT(opt_table), \
+        .max_args = nargs, .args_field = offsetof(ctl_args, args)                                                \
     }
+#define CTL_COMMAND(nm, use, text, nargs) CTL_COMMAND_WITH(nm, use, text, nargs, OPTS)
 
 enum { CMD_STATUS, CMD_GET, CMD_DESCRIBE, CMD_CORDON, CMD_UNCORDON, CMD_DRAIN, CMD_CANCEL, N_CMDS };
 
@@ -69,19 +77,16 @@ static const cli_command CMDS[N_CMDS] = {
                             1),
     [CMD_DESCRIBE] = CTL_COMMAND("describe", "worker ID [options]",
                                  "  Everything the coordinator knows about one worker.", 2),
-    [CMD_CORDON] = CTL_COMMAND("cordon", "ID [options]",
-                               "  Takes a worker out of rotation: the coordinator sends it no new request\n"
-                               "  from now on; the requests it has finish.",
-                               1),
+    [CMD_CORDON] = CTL_COMMAND_WITH("cordon", "ID [--migrate] [options]",
+                                    "  Takes a worker out of rotation: the coordinator sends it no new request\n"
+                                    "  from now on; the requests it has finish (or, with --migrate, move).",
+                                    1, CORDON_OPTS),
     [CMD_UNCORDON] = CTL_COMMAND("uncordon", "ID [options]", "  Puts a cordoned worker back into rotation.", 1),
-    [CMD_DRAIN] = {.name = "tandemctl drain",
-                   .usage = "ID [options]",
-                   .about = "  Drains a worker as SIGTERM does, but it stays up: cordoned here at once,\n"
-                            "  it admits nothing new and finishes its requests; then it is drained.",
-                   .opts = DRAIN_OPTS,
-                   .n_opts = CLI_COUNT(DRAIN_OPTS),
-                   .max_args = 1,
-                   .args_field = offsetof(ctl_args, args)},
+    [CMD_DRAIN] = CTL_COMMAND_WITH("drain", "ID [options]",
+                                   "  Drains a worker as SIGTERM does, but it stays up: cordoned here at once,\n"
+                                   "  it admits nothing new and finishes its requests (up to its --drain-timeout;\n"
+                                   "  the streams left then migrate to other decode workers); then it is drained.",
+                                   1, DRAIN_OPTS),
     [CMD_CANCEL] = CTL_COMMAND("cancel", "REQUEST_ID [options]", "  Cancels a request in flight.", 1),
 };
 
@@ -92,7 +97,8 @@ static const cli_command TOP = {
     .about = "  status                 workers by role and state, then every worker\n"
              "  get workers            every worker: role, address, state, load, KV\n"
              "  describe worker ID     everything the coordinator knows about one worker\n"
-             "  cordon ID              no new requests to this worker\n"
+             "  cordon ID [--migrate]  no new requests to this worker (--migrate: its\n"
+             "                         streams move to other decode workers now)\n"
              "  uncordon ID            the worker is back in rotation\n"
              "  drain ID [--wait]      the worker finishes its requests, admits nothing new\n"
              "  cancel REQUEST_ID      cancel a request in flight\n"
@@ -357,10 +363,11 @@ static int show(rpc_channel *ch, const char *addr, int cmd, const char *id, int 
     return rc;
 }
 
-static int cordon(rpc_channel *ch, const char *addr, const char *id, int on, int json)
+static int cordon(rpc_channel *ch, const char *addr, const char *id, int on, int migrate, int json)
 {
     Tandem__WorkerRequest q = TANDEM__WORKER_REQUEST__INIT;
     q.worker_id = (char *)id;
+    q.migrate = migrate;
     Tandem__WorkerReply *rep = NULL;
     int rc = admin_call(ch, addr, on ? RPC_ADMIN_CORDON : RPC_ADMIN_UNCORDON, &q.base,
                         &tandem__worker_reply__descriptor, (void **)&rep);
@@ -372,7 +379,8 @@ static int cordon(rpc_channel *ch, const char *addr, const char *id, int on, int
         cJSON_AddStringToObject(o, "state", rpc_worker_state_name(rep->state));
         rc = print_json(o);
     } else {
-        printf("worker %s %s (state %s)\n", id, on ? "cordoned" : "uncordoned", rpc_worker_state_name(rep->state));
+        printf("worker %s %s (state %s)%s\n", id, on ? "cordoned" : "uncordoned", rpc_worker_state_name(rep->state),
+               migrate ? "; its streams move to other decode workers" : "");
     }
     rpc_msg_free(rep);
     return rc;
@@ -504,7 +512,7 @@ int main(int argc, char **argv)
     }
     switch (cmd) {
     case CMD_CORDON:
-    case CMD_UNCORDON: rc = cordon(ch, a.coordinator, arg0, cmd == CMD_CORDON, json); break;
+    case CMD_UNCORDON: rc = cordon(ch, a.coordinator, arg0, cmd == CMD_CORDON, a.migrate, json); break;
     case CMD_DRAIN: rc = drain(ch, a.coordinator, arg0, a.wait, json); break;
     case CMD_CANCEL: rc = cancel(ch, a.coordinator, arg0, json); break;
     default: rc = show(ch, a.coordinator, cmd, arg1, json);

@@ -137,6 +137,8 @@ static void set_cordon(admin *a, const rpc_bytes *req, rpc_bytes *resp, rpc_stat
     if (s < 0) {
         rpc_status_set(st, RPC_NOT_FOUND, "no worker '%s'", q->worker_id ? q->worker_id : "");
     } else {
+        if (on && q->migrate) /* out of rotation first, so that no stream moves back to it */
+            coord_router_migrate_from(a->router, q->worker_id);
         Tandem__WorkerReply rep = TANDEM__WORKER_REPLY__INIT;
         rep.state = (Tandem__WorkerState)s;
         if (rpc_pack(&rep.base, resp) < 0)

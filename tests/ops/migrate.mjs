@@ -13,9 +13,13 @@
 //   2. `tandemctl drain decode-1 --wait` (its --drain-timeout 0: the streams it holds are
 //      handed back at once): drained, 0 errors, migrations with reason "drain", 0 KV
 //      blocks used on it; then SIGTERM makes it exit 0.
-//   3. SIGTERM of a prefill worker, a decode worker and the coordinator under load:
+//   3. `tandemctl cordon decode-0 --migrate`: the streams it holds move at once (reason
+//      "cordon"), identical.
+//   4. SIGTERM of a prefill worker, a decode worker and the coordinator under load:
 //      each exits 0, 0 failed requests, 0 KV blocks used anywhere afterwards.
-//   4. --migration-limit and --migration-max-tokens: a stream that may not move ends
+//   5. A colocated cluster (2 workers with role both): a SIGKILL moves the streams too,
+//      and they equal the disaggregated run's.
+//   6. --migration-limit and --migration-max-tokens: a stream that may not move ends
 //      with an explicit error event.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -188,9 +192,32 @@ await check("tandemctl drain decode-1 --wait mid-stream: migrated, identical, 0 
   assert.equal(await exitOf(d1), 0, "the drained worker's exit status");
 });
 
-await check("SIGTERM of a prefill worker, a decode worker and the coordinator under load: 0 failed", async () => {
-  const d2 = await worker(coord, "decode", "decode-2");
+let d2;
+await check("tandemctl cordon decode-0 --migrate mid-stream: its streams move at once, identical", async () => {
+  d2 = await worker(coord, "decode", "decode-2");
   await ready(coord, ["decode-2"]);
+  const errorsBefore = await coordErrors(coord), before = await migrations(coord, "cordon");
+  const s = streams(coord.client);
+  await waitFor("every stream midway, decode-0 holding some", async () => midway(s, 2) && (await running(d0)) > 0,
+    120000, 5);
+  const p = spawn(tandemctl, ["cordon", "decode-0", "--migrate", "--coordinator", coord.rpc]);
+  let out = "";
+  p.stdout.on("data", (d) => { out += d; });
+  assert.equal(await new Promise((r) => p.on("exit", r)), 0);
+  assert.match(out, /^worker decode-0 cordoned \(state cordoned\); its streams move to other decode workers$/m);
+  const got = await s.results;
+  same("after cordon --migrate", ref, got);
+  const moved = (await migrations(coord, "cordon")) - before;
+  assert.ok(moved >= 1, "no stream moved off the cordoned worker");
+  assert.equal(await coordErrors(coord), errorsBefore, "failed requests");
+  await waitFor("decode-0's blocks back", async () => (await kvUsed(d0)) === 0, 10000, 50);
+  console.log(`   ${moved} streams moved off decode-0 by cordon --migrate`);
+  const u = spawn(tandemctl, ["uncordon", "decode-0", "--coordinator", coord.rpc]);
+  assert.equal(await new Promise((r) => u.on("exit", r)), 0);
+  await ready(coord, ["decode-0"]);
+});
+
+await check("SIGTERM of a prefill worker, a decode worker and the coordinator under load: 0 failed", async () => {
   const s = streams(coord.client);
   await waitFor("a first token", () => s.progress.some((n) => n > 0), 120000, 5);
   p1.kill("SIGTERM"); // prefills in flight finish, the others go to prefill-0
@@ -234,6 +261,25 @@ function one(client, max_tokens) {
   })();
   return s;
 }
+
+await check("colocated (2 workers with role both): SIGKILL mid-stream, resumed, identical to disaggregated", async () => {
+  const c = await coordinator();
+  const ws = [await worker(c, "both", "both-a"), await worker(c, "both", "both-b")];
+  await ready(c, ["both-a", "both-b"]);
+  const s = streams(c.client);
+  const victim = ws[0];
+  await waitFor("every stream midway, both-a holding some", async () => midway(s, 2) && (await running(victim)) > 0,
+    120000, 5);
+  victim.kill("SIGSTOP");
+  victim.kill("SIGKILL");
+  same("colocated, after the SIGKILL", ref, await s.results);
+  const moved = await migrations(c, "failure");
+  assert.ok(moved >= 1, "no stream migrated");
+  assert.equal(await kvUsed(ws[1]), 0);
+  console.log(`   ${moved} colocated streams resumed on both-b`);
+  for (const p of [ws[1], c]) p.kill("SIGTERM");
+  for (const p of [ws[1], c]) assert.equal(await exitOf(p), 0);
+});
 
 await check("--migration-limit and --migration-max-tokens: a stream that may not move ends with an explicit error",
   async () => {

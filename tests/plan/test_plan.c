@@ -22,8 +22,8 @@ static plan_profile profile(double c0, double c1, double c2, double c3)
 
 static plan_cluster colocated(int n)
 {
-    return (plan_cluster){.n_both = n, .max_batch_tokens = 2048, .max_running = 1 << 20, .kv_blocks = 1 << 30,
-                          .cores = n};
+    return (plan_cluster){
+        .n_both = n, .max_batch_tokens = 2048, .max_running = 1 << 20, .kv_blocks = 1 << 30, .cores = n};
 }
 
 static plan_workload poisson(double rate, double shape, int prompt, int output)
@@ -101,8 +101,8 @@ static void test_batching(void)
 static void test_disaggregated(void)
 {
     plan_profile p = profile(0.01, 0, 0, 0.001);
-    plan_cluster c = {.n_prefill = 1, .n_decode = 1, .max_batch_tokens = 2048, .max_running = 64,
-                      .kv_blocks = 1 << 20, .cores = 2};
+    plan_cluster c = {
+        .n_prefill = 1, .n_decode = 1, .max_batch_tokens = 2048, .max_running = 64, .kv_blocks = 1 << 20, .cores = 2};
     plan_request r = {0, 400, 3};
     plan_outcome o;
     eng_error err;
