@@ -5,7 +5,8 @@
  * as GFLOP/s, and the CPU time it took), for the variant TANDEM_ISA selects and N
  * threads.
  *
- * usage: kernel_bench [--threads N] [--tokens P] [--dtype bf16|f16|f32] [--shape NAME] */
+ * usage: kernel_bench [--threads N] [--tokens P] [--dtype bf16|f16|f32|f8e4m3] [--shape NAME]
+ * (f8e4m3: with a scale per 128 x 128 block, as in Qwen's -FP8 checkpoints) */
 #include "common/clock.h"
 #include "kernels/kernels.h"
 
@@ -43,12 +44,14 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--shape") == 0)
             only = argv[i + 1];
         else if (strcmp(argv[i], "--dtype") == 0)
-            dt = strcmp(argv[i + 1], "f32") == 0   ? ENG_DT_F32
-                 : strcmp(argv[i + 1], "f16") == 0 ? ENG_DT_F16
-                                                   : ENG_DT_BF16;
+            dt = strcmp(argv[i + 1], "f32") == 0      ? ENG_DT_F32
+                 : strcmp(argv[i + 1], "f16") == 0    ? ENG_DT_F16
+                 : strcmp(argv[i + 1], "f8e4m3") == 0 ? ENG_DT_F8E4M3
+                                                      : ENG_DT_BF16;
     }
     if (threads < 1 || tokens < 1) {
-        fprintf(stderr, "usage: kernel_bench [--threads N] [--tokens P] [--dtype bf16|f16|f32] [--shape NAME]\n");
+        fprintf(stderr,
+                "usage: kernel_bench [--threads N] [--tokens P] [--dtype bf16|f16|f32|f8e4m3] [--shape NAME]\n");
         return 2;
     }
     eng_pool *pool = eng_pool_create(threads);
@@ -61,7 +64,9 @@ int main(int argc, char **argv)
         unsigned char *w = malloc(wbytes);
         float *x = malloc((size_t)tokens * n_in * sizeof(float));
         float *y = malloc((size_t)tokens * n_out * sizeof(float));
-        if (!pool || !w || !x || !y) {
+        size_t n_scales = (size_t)((n_out + 127) / 128) * ((n_in + 127) / 128);
+        float *scales = malloc(n_scales * sizeof(float));
+        if (!pool || !w || !x || !y || !scales) {
             fprintf(stderr, "kernel_bench: out of memory\n");
             return 1;
         }
@@ -70,12 +75,17 @@ int main(int argc, char **argv)
             w[i] = (unsigned char)((i * 2654435761u >> 13) & 0x3f);
         for (size_t i = 0; i < (size_t)tokens * n_in; i++)
             x[i] = (float)((i % 97) - 48) / 64.0f;
+        for (size_t i = 0; i < n_scales; i++)
+            scales[i] = 1.0f / (float)(64 + i % 64);
+        eng_weight wt = {.w = w, .dt = dt};
+        if (dt == ENG_DT_F8E4M3)
+            wt = (eng_weight){.w = w, .dt = dt, .scale = scales, .block_out = 128, .block_in = 128};
         /* Decode: enough repetitions to stream ~2 GB, best of them. */
         int reps = (int)(2e9 / wbytes) + 2;
         double best = 1e30;
         for (int r = 0; r < reps; r++) {
             double t0 = eng_now_s();
-            eng_matmul(pool, y, x, w, dt, 1, n_in, n_out);
+            eng_matmul_weight(pool, y, x, &wt, 1, n_in, n_out);
             double d = eng_now_s() - t0;
             best = d < best ? d : best;
         }
@@ -85,7 +95,7 @@ int main(int argc, char **argv)
         double pbest = 1e30, pcpu = 1e30;
         for (int r = 0; r < preps; r++) {
             double t0 = eng_now_s(), c0 = cpu_s();
-            eng_matmul(pool, y, x, w, dt, tokens, n_in, n_out);
+            eng_matmul_weight(pool, y, x, &wt, tokens, n_in, n_out);
             double d = eng_now_s() - t0, c = cpu_s() - c0;
             pbest = d < pbest ? d : pbest;
             pcpu = c < pcpu ? c : pcpu;
@@ -95,6 +105,7 @@ int main(int argc, char **argv)
         printf("%-10s %5d x %-6d decode %6.1f GB/s (%7.3f ms)   prefill %6.1f GFLOP/s (%8.2f ms, cpu %8.2f ms)\n",
                SHAPES[s].name, n_out, n_in, dec_gbs, best * 1e3, flops / pbest / 1e9, pbest * 1e3, pcpu * 1e3);
         free(w);
+        free(scales);
         free(x);
         free(y);
     }

@@ -42,9 +42,9 @@ typedef struct eng_weight {
 
 /* block_in must be a multiple of this (the widest vector), so that a vector of
  * inputs never straddles two scales. Every scale must be finite with magnitude
- * below ENG_FP8_SCALE_MAX (the kernels fold 2^120 into it). */
+ * below ENG_FP8_SCALE_MAX (far beyond any real one; the kernels multiply it by 2^8). */
 #define ENG_FP8_BLOCK_ALIGN 16
-#define ENG_FP8_SCALE_MAX 256.0f
+#define ENG_FP8_SCALE_MAX 0x1p100f
 /* Index of the first scale outside [-ENG_FP8_SCALE_MAX, ENG_FP8_SCALE_MAX] or not
  * finite, or n when all n are usable. */
 size_t eng_fp8_scales_check(const float *scale, size_t n);

@@ -65,12 +65,12 @@ static inline __m256 pow2i256(__m256 n)
     _mm256_castsi256_ps( \
         _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))), 16))
 
-/* FP8: sign-extend 8 bytes to 32 bits, shift the magnitude to bits 26..20 and keep
- * it with the sign (eng_e4m3_bits). */
-#define V_LOAD_E4M3(p)                                                                                    \
-    _mm256_castsi256_ps(_mm256_and_si256(                                                                 \
-        _mm256_slli_epi32(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p))), 20), \
-        _mm256_set1_epi32((int)0x87f00000u)))
+/* FP8: 8 bytes sign-extended to 16 bits, shifted so the sign lands in bit 15 and
+ * the rest in bits 13..7 (eng_e4m3_as_f16), then widened as halves. */
+#define V_LOAD_E4M3(p)                                                                                           \
+    _mm256_cvtph_ps(                                                                                             \
+        _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(const void *)(p))), 7), \
+                      _mm_set1_epi16((short)0xbf80)))
 
 #define SIMD_IMPL_NAME eng_kernels_avx2
 #define SIMD_ISA_STRING "avx2"

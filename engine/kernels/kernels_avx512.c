@@ -44,12 +44,12 @@ static inline __m128 hsum4_512(__m512 a, __m512 b, __m512 c, __m512 d)
     _mm512_castsi512_ps( \
         _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(p))), 16))
 
-/* FP8: sign-extend 16 bytes to 32 bits, shift the magnitude to bits 26..20 and keep
- * it with the sign (eng_e4m3_bits). */
-#define V_LOAD_E4M3(p)                                                                                    \
-    _mm512_castsi512_ps(_mm512_and_si512(                                                                 \
-        _mm512_slli_epi32(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))), 20), \
-        _mm512_set1_epi32((int)0x87f00000u)))
+/* FP8: 16 bytes sign-extended to 16 bits, shifted so the sign lands in bit 15 and
+ * the rest in bits 13..7 (eng_e4m3_as_f16), then widened as halves. */
+#define V_LOAD_E4M3(p)                                                                                   \
+    _mm512_cvtph_ps(_mm256_and_si256(                                                                    \
+        _mm256_slli_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(p))), 7), \
+        _mm256_set1_epi16((short)0xbf80)))
 
 #define SIMD_IMPL_NAME eng_kernels_avx512
 #define SIMD_ISA_STRING "avx512"

@@ -45,27 +45,24 @@ static inline float eng_bf16_to_f32(uint16_t h)
 
 float eng_f16_to_f32(uint16_t h);
 
-/* float8 e4m3fn (1 sign bit, 4 exponent bits with bias 7, 3 mantissa bits). Its 7
- * magnitude bits placed at bits 26..20 of an f32 (sign at 31) give the value times
- * 2^-120 exactly, e4m3 subnormals becoming f32 subnormals; so one multiply by
- * scale * 2^120 yields e4m3 value * scale rounded once, the dequantised weight.
- * The vector variants do the same with integer shifts. The NaN codes 0x7f/0xff,
- * which no checkpoint holds, read as +-480. */
-#define ENG_E4M3_UNBIAS 0x1p120f
+/* float8 e4m3fn (1 sign bit, 4 exponent bits with bias 7, 3 mantissa bits). Its
+ * bits moved into an IEEE half (sign to bit 15, the other 7 to bits 13..7) are the
+ * same number times 2^-8 (bias 15 instead of 7; e4m3 subnormals become f16
+ * subnormals), which the vector variants widen with vcvtph2ps. One multiply by
+ * scale * 2^8 then yields e4m3 value * scale rounded once: the dequantised weight.
+ * No f32 subnormal is ever an operand (on x86 each costs a microcode assist). The
+ * NaN codes 0x7f/0xff, which no checkpoint holds, read as +-480. */
+#define ENG_E4M3_F16_UNSCALE 256.0f
 
-static inline float eng_e4m3_bits(uint8_t b)
+static inline uint16_t eng_e4m3_as_f16(uint8_t b)
 {
-    union {
-        uint32_t u;
-        float f;
-    } v = {.u = ((uint32_t)(b & 0x80) << 24) | ((uint32_t)(b & 0x7f) << 20)};
-    return v.f;
+    return (uint16_t)(((b & 0x80) << 8) | ((b & 0x7f) << 7));
 }
 
 /* The dequantised weight: e4m3 value * scale in f32 (|scale| < ENG_FP8_SCALE_MAX). */
 static inline float eng_e4m3_scaled(uint8_t b, float scale)
 {
-    return eng_e4m3_bits(b) * (scale * ENG_E4M3_UNBIAS);
+    return eng_f16_to_f32(eng_e4m3_as_f16(b)) * (scale * ENG_E4M3_F16_UNSCALE);
 }
 
 /* The scales of FP8 row o: one per block of block_in inputs. */

@@ -37,8 +37,8 @@ ALWAYS_INLINE size_t dt_size(eng_dtype dt) /* inlined, unlike eng_dtype_size */
     return dt == ENG_DT_F32 ? 4 : dt == ENG_DT_F8E4M3 ? 1 : 2;
 }
 
-/* FP8 loads give e4m3 value * 2^-120 (eng_e4m3_bits); the caller multiplies by
- * its block's scale * 2^120. */
+/* FP8 loads give e4m3 value * 2^-8 (eng_e4m3_as_f16); the caller multiplies by
+ * its block's scale * 2^8. */
 ALWAYS_INLINE V load_w(const char *row, int i, eng_dtype dt)
 {
     switch (dt) {
@@ -54,7 +54,7 @@ static float scalar_w(const char *row, int i, eng_dtype dt)
     switch (dt) {
     case ENG_DT_BF16: return eng_bf16_to_f32(((const uint16_t *)row)[i]);
     case ENG_DT_F16: return eng_f16_to_f32(((const uint16_t *)row)[i]);
-    case ENG_DT_F8E4M3: return eng_e4m3_bits(((const uint8_t *)row)[i]);
+    case ENG_DT_F8E4M3: return eng_f16_to_f32(eng_e4m3_as_f16(((const uint8_t *)row)[i]));
     default: return ((const float *)row)[i];
     }
 }
@@ -98,7 +98,7 @@ ALWAYS_INLINE void mm_tile(float *y, int ldy, int valid_t, int valid_o, V *part,
         if (fp8)
 #pragma GCC unroll 8
             for (int j = 0; j < NO; j++)
-                sv[j] = V_SET1(sr[j][b] * ENG_E4M3_UNBIAS);
+                sv[j] = V_SET1(sr[j][b] * ENG_E4M3_F16_UNSCALE);
         for (; i + VL <= end; i += VL) {
             V wv[MM_DEC_NG * MM_NR];
 #pragma GCC unroll 8
@@ -119,7 +119,7 @@ ALWAYS_INLINE void mm_tile(float *y, int ldy, int valid_t, int valid_o, V *part,
         for (int j = 0; j < NO; j++)
             for (int k = 0; k < VL; k++)
                 wt[j][k] = k >= rem ? 0.0f
-                           : fp8    ? scalar_w(wr[j], i + k, dt) * (sr[j][(i + k) / bi] * ENG_E4M3_UNBIAS)
+                           : fp8    ? scalar_w(wr[j], i + k, dt) * (sr[j][(i + k) / bi] * ENG_E4M3_F16_UNSCALE)
                                     : scalar_w(wr[j], i + k, dt);
         for (int t = 0; t < MT; t++) {
             for (int k = 0; k < VL; k++)
@@ -197,9 +197,9 @@ static void pack_rows(float *buf, const char *const *wr, const float *const *sr,
             const char *src = wr[j] + k0;
             int i = 0;
             for (; i + VL <= kc; i += VL)
-                V_STORE(dst + i, V_MUL(load_w(src, i, dt), V_SET1(sr[j][(k0 + i) / bi] * ENG_E4M3_UNBIAS)));
+                V_STORE(dst + i, V_MUL(load_w(src, i, dt), V_SET1(sr[j][(k0 + i) / bi] * ENG_E4M3_F16_UNSCALE)));
             for (; i < kc; i++)
-                dst[i] = scalar_w(src, i, dt) * (sr[j][(k0 + i) / bi] * ENG_E4M3_UNBIAS);
+                dst[i] = scalar_w(src, i, dt) * (sr[j][(k0 + i) / bi] * ENG_E4M3_F16_UNSCALE);
             continue;
         }
         const char *src = wr[j] + (size_t)k0 * 2;
@@ -306,7 +306,7 @@ static void to_f32(float *dst, const void *src, eng_dtype dt, size_t n)
     const char *s = src;
     size_t esz = dt_size(dt);
     /* an FP8 weight without its scale: the e4m3 value alone */
-    float unbias = dt == ENG_DT_F8E4M3 ? ENG_E4M3_UNBIAS : 1.0f;
+    float unbias = dt == ENG_DT_F8E4M3 ? ENG_E4M3_F16_UNSCALE : 1.0f;
     size_t i = 0;
     for (; i + VL <= n; i += VL)
         V_STORE(dst + i, V_MUL(load_w(s + esz * i, 0, dt), V_SET1(unbias)));

@@ -246,7 +246,7 @@ if (mode === "tokens") {
     w.stderr.on("data", (d) => { werr += d; });
     const end = Date.now() + 30000;
     while (!/refused worker 'intruder'/.test(serveErr) && Date.now() < end) await sleep(50);
-    assert.match(serveErr, /refused worker 'intruder' at [\d.:]+: the worker serves model 'dense'; this cluster serves 'moe'/);
+    assert.match(serveErr, new RegExp(`refused worker 'intruder' at [\\d.:]+: the worker serves model 'dense'; this cluster serves '${modelName}'`));
     while (!/refused/.test(werr) && Date.now() < end) await sleep(50);
     assert.match(werr, /refused: the worker serves model 'dense'/);
     assert.ok(!status().workers.some((x) => x.id === "intruder"));

@@ -6,6 +6,8 @@
 #   moe            2 layers, 8 experts top-2, untied, bf16
 #   moe16          2 layers, 16 experts top-4 (expert parallelism tests)
 #   moe128         2 layers, 128 experts top-8, hidden 64, expert ffn 32 (expert parallelism tests)
+#   dense-fp8      dense's shape in Qwen's -FP8 layout (F8_E4M3 projections + block scales)
+#   moe-fp8        moe's shape in Qwen's -FP8 layout
 # usage: make_fixture_models.sh PYTHON MAKE_MODEL_PY TOKENIZER_DIR MODELS_DIR
 set -eu
 py=$1 mm=$2 tok=$3 out=$4
@@ -22,4 +24,6 @@ make dense-sharded --seed 11 --shards 3
 make moe --seed 12 --moe
 make moe16 --seed 13 --moe --experts 16 --experts-per-tok 4
 make moe128 --seed 14 --moe --experts 128 --experts-per-tok 8 --hidden 64 --heads 2 --kv-heads 1 --moe-ffn 32
-echo "models in $out: dense dense-sharded moe moe16 moe128"
+make dense-fp8 --seed 15 --fp8
+make moe-fp8 --seed 16 --moe --fp8
+echo "models in $out: dense dense-sharded moe moe16 moe128 dense-fp8 moe-fp8"
