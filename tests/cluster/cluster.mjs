@@ -33,7 +33,9 @@ import { spawn, spawnSync, execFileSync } from "node:child_process";
 import { once } from "node:events";
 import { readFileSync, readdirSync } from "node:fs";
 import assert from "node:assert/strict";
-import { referenceGenerator } from "../common/reference.mjs";
+import {
+  referenceGenerator, referenceRequest, sameTokens, streamCompletion as streamReference, GREEDY, SEEDED, promptOf,
+} from "../common/reference.mjs";
 import OpenAI from "openai";
 import { freePort, metricValue, check, checksPassed, sleep } from "../deploy/lib.mjs";
 
@@ -142,43 +144,8 @@ function isErrorEvent(e) {
 // ------------------------------------------------------------------ references
 
 const generate = referenceGenerator(tandem, modelDir);
-
-// The request for a reference: token-id prompt and the same sampling, explicitly.
-function completionParams(ref, maxTokens, samp) {
-  const p = { model: modelName, prompt: ref.prompt_tokens, max_tokens: maxTokens, temperature: samp.temperature,
-    logprobs: 0, top_p: samp.top_p ?? 1, top_k: samp.top_k ?? 0, min_p: 0 };
-  if (samp.seed !== undefined) p.seed = samp.seed;
-  return p;
-}
-
-function sameTokens(what, ref, text, logprobs, finish) {
-  assert.equal(text, ref.text, `${what}: text`);
-  assert.equal(logprobs.length, ref.tokens.length, `${what}: token count`);
-  for (let i = 0; i < logprobs.length; i++)
-    assert.ok(Math.abs(logprobs[i] - ref.logprobs[i].logprob) <= 1e-3 + 1e-3 * Math.abs(ref.logprobs[i].logprob),
-      `${what}: logprob ${i}: ${logprobs[i]} vs ${ref.logprobs[i].logprob}`);
-  assert.equal(finish, ref.finish_reason, `${what}: finish_reason`);
-}
-
-async function streamCompletion(params, onChunk) {
-  const stream = await client.completions.create({ ...params, stream: true });
-  let text = "", finish = null;
-  const lps = [];
-  for await (const ch of stream) {
-    const c = ch.choices[0];
-    if (!c) continue;
-    text += c.text;
-    if (c.logprobs) lps.push(...c.logprobs.token_logprobs);
-    if (c.finish_reason) finish = c.finish_reason;
-    if (onChunk) onChunk(ch);
-  }
-  return { text, lps, finish };
-}
-
-const GREEDY = { temperature: 0 };
-const SEEDED = { temperature: 0.8, top_k: 40, top_p: 0.95, seed: 1234 };
-const words = "the quick brown fox jumps over a lazy dog while seven cats sing about distributed inference".split(" ");
-const promptOf = (n, salt = 0) => Array.from({ length: n }, (_, i) => words[(i * 7 + salt) % words.length]).join(" ");
+const completionParams = (ref, maxTokens, samp) => referenceRequest(modelName, ref, maxTokens, samp);
+const streamCompletion = (p, onChunk) => streamReference(client, p, onChunk);
 
 // ------------------------------------------------------------------ checks
 

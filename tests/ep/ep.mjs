@@ -20,7 +20,9 @@
 import { spawn, execFileSync } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
 import assert from "node:assert/strict";
-import { referenceGenerator } from "../common/reference.mjs";
+import {
+  referenceGenerator, referenceRequest, sameTokens, streamCompletion as streamReference, GREEDY, SEEDED, promptOf,
+} from "../common/reference.mjs";
 import OpenAI from "openai";
 import { metricValue, check, sleep, waitFor } from "../deploy/lib.mjs";
 
@@ -102,42 +104,8 @@ async function blocksInUse(skip = new Set()) {
 // ------------------------------------------------------------------ references
 
 const generate = referenceGenerator(tandem, modelDir);
-
-function params(ref, maxTokens, samp) {
-  const p = { model: modelName, prompt: ref.prompt_tokens, max_tokens: maxTokens, temperature: samp.temperature,
-    logprobs: 0, top_p: samp.top_p ?? 1, top_k: samp.top_k ?? 0, min_p: 0 };
-  if (samp.seed !== undefined) p.seed = samp.seed;
-  return p;
-}
-
-// Bit for bit: both sides print float32 logprobs, so compare them as float32.
-function sameTokens(what, ref, text, logprobs, finish) {
-  assert.equal(text, ref.text, `${what}: text`);
-  assert.equal(logprobs.length, ref.tokens.length, `${what}: token count`);
-  for (let i = 0; i < logprobs.length; i++)
-    assert.equal(Math.fround(logprobs[i]), Math.fround(ref.logprobs[i].logprob), `${what}: logprob ${i}`);
-  assert.equal(finish, ref.finish_reason, `${what}: finish_reason`);
-}
-
-async function streamCompletion(p, onChunk) {
-  const stream = await client.completions.create({ ...p, stream: true });
-  let text = "", finish = null;
-  const lps = [];
-  for await (const ch of stream) {
-    const c = ch.choices[0];
-    if (!c) continue;
-    text += c.text;
-    if (c.logprobs) lps.push(...c.logprobs.token_logprobs);
-    if (c.finish_reason) finish = c.finish_reason;
-    if (onChunk) onChunk(ch);
-  }
-  return { text, lps, finish };
-}
-
-const GREEDY = { temperature: 0 };
-const SEEDED = { temperature: 0.8, top_k: 40, top_p: 0.95, seed: 1234 };
-const words = "the quick brown fox jumps over a lazy dog while seven cats sing about distributed inference".split(" ");
-const promptOf = (n, salt = 0) => Array.from({ length: n }, (_, i) => words[(i * 7 + salt) % words.length]).join(" ");
+const params = (ref, maxTokens, samp) => referenceRequest(modelName, ref, maxTokens, samp);
+const streamCompletion = (p, onChunk) => streamReference(client, p, onChunk);
 
 // ------------------------------------------------------------------ checks
 
