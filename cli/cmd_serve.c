@@ -22,6 +22,7 @@
 #include <string.h>
 #include <netdb.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -54,6 +55,7 @@ typedef struct serve_args {
     cli_log_opts log;
     int ep_size, prefill_ep, decode_ep, ep_deadline_ms;
     int no_prefix_cache;
+    const char *ep_transport, *expert_placement;
 } serve_args;
 
 #define S serve_args
@@ -85,6 +87,12 @@ static const cli_opt OPTS[] = {
                 "--ep-size for the decode pool (or the colocated workers) only"),
     CLI_INT_OPT(S, ep_deadline_ms, "--ep-deadline-ms", "N", 1, 3600 * 1000, "10000",
                 "how long an EP rank's exchange waits for another rank"),
+    CLI_STR_OPT(S, expert_placement, "--expert-placement", "FILE", NULL,
+                "JSON {\"ranks\": [[expert ids of rank 0], ...]} for every EP\ngroup (all pools must then have the "
+                "same size); an expert\nmay be on several ranks; default: contiguous ranges",
+                0),
+    CLI_CHOICE_OPT(S, ep_transport, "--ep-transport", "auto|tcp|rdma", "auto",
+                   "how the EP exchange's payloads travel (auto: RDMA when a\ndevice works, else TCP)", 0),
 };
 #undef S
 
@@ -96,8 +104,9 @@ static const cli_command CMD = {
 };
 
 /* fork + exec of ourselves with argv; the child's stdout goes to out_fd (-1: our
- * stderr, so that every log line of the cluster reads in one place). */
-static pid_t spawn(const char *name, char *const argv[], int out_fd, const sigset_t *unblock)
+ * stderr, so that every log line of the cluster reads in one place); keep_fd (> 2), a
+ * close-on-exec descriptor of ours, is passed on to the child. */
+static pid_t spawn(const char *name, char *const argv[], int out_fd, int keep_fd, const sigset_t *unblock)
 {
     pid_t pid = fork();
     if (pid < 0) {
@@ -111,6 +120,8 @@ static pid_t spawn(const char *name, char *const argv[], int out_fd, const sigse
         dup2(out_fd >= 0 ? out_fd : 2, 1);
         if (out_fd > 2)
             close(out_fd);
+        if (keep_fd > 2)
+            fcntl(keep_fd, F_SETFD, 0);
         pthread_sigmask(SIG_UNBLOCK, unblock, NULL);
         execv("/proc/self/exe", argv);
         eng_log(ENG_LOG_ERROR, "serve", NULL, "exec %s: %s", name, strerror(errno));
@@ -194,10 +205,41 @@ static void stop_range(int from, int to, double grace)
         }
 }
 
+static char ep_secret_path[64]; /* the EP groups' secret, removed with the cluster */
+
 static void stop_all(void)
 {
     stop_range(1, n_children, 15); /* workers first: the coordinator then sees them leave */
     stop_range(0, 1, 15);
+    if (ep_secret_path[0])
+        unlink(ep_secret_path);
+}
+
+/* A new random secret for the EP groups (every rank proves it to the others), in a file
+ * only we can read; 0 or -1. */
+static int make_ep_secret(void)
+{
+    const char *dir = getenv("TMPDIR");
+    snprintf(ep_secret_path, sizeof ep_secret_path, "%s/tandem-ep-XXXXXX", dir && strlen(dir) < 40 ? dir : "/tmp");
+    unsigned char raw[32];
+    char hex[2 * sizeof raw + 2];
+    int fd = mkstemp(ep_secret_path), ok = 0;
+    if (fd >= 0 && getrandom(raw, sizeof raw, 0) == (ssize_t)sizeof raw) {
+        for (size_t i = 0; i < sizeof raw; i++)
+            snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+        hex[2 * sizeof raw] = '\n';
+        ok = write(fd, hex, 2 * sizeof raw + 1) == (ssize_t)(2 * sizeof raw + 1);
+    }
+    if (fd >= 0)
+        close(fd);
+    if (!ok) {
+        eng_log(ENG_LOG_ERROR, "serve", NULL, "cannot write the EP secret file %s: %s", ep_secret_path,
+                strerror(errno));
+        if (fd >= 0)
+            unlink(ep_secret_path);
+        ep_secret_path[0] = 0;
+    }
+    return ok ? 0 : -1;
 }
 
 /* Copies the coordinator's stdout to our stderr after its first line was read. */
@@ -240,26 +282,37 @@ static int read_line(int fd, char *line, size_t cap, double timeout)
     return 0;
 }
 
-/* Binds host:port for a moment: the port bound (port 0: one the kernel picked), or 0
- * when it cannot be bound. The default gRPC port is taken only when free, and an EP
- * rank's exchange port is picked this way; another process taking it in between
- * makes that process fail to start, which is reported. */
-static int try_bind(const char *host, int port)
+/* A close-on-exec socket listening on host:port (port 0: one the kernel picks), its port
+ * in *bound; -1 when it cannot be bound. */
+static int listen_on(const char *host, int port, int *bound)
 {
     struct addrinfo *ai = NULL;
+    *bound = 0;
     if (eng_addr_resolve(host, port, 1, &ai, NULL) < 0)
-        return 0;
-    int fd = socket(ai->ai_family, SOCK_STREAM, 0), one = 1, bound = 0;
+        return -1;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
     struct sockaddr_storage sa;
     socklen_t len = sizeof sa;
     if (fd >= 0)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (fd >= 0 && bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        bound = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
-                                               : ((struct sockaddr_in *)&sa)->sin_port);
+    if (fd >= 0 && bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 64) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        *bound = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
+                                                : ((struct sockaddr_in *)&sa)->sin_port);
+    freeaddrinfo(ai);
+    if (!*bound && fd >= 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/* The default gRPC port is taken only when it is free at this moment (0 otherwise). */
+static int try_bind(const char *host, int port)
+{
+    int bound, fd = listen_on(host, port, &bound);
     if (fd >= 0)
         close(fd);
-    freeaddrinfo(ai);
     return bound;
 }
 
@@ -312,6 +365,11 @@ int cmd_serve(int argc, char **argv)
     int ep_prefill = a.prefill_ep ? a.prefill_ep : a.ep_size ? a.ep_size : 1;
     int ep_decode = a.decode_ep ? a.decode_ep : a.ep_size ? a.ep_size : 1;
     int bad = check_ep(model, ep_prefill > ep_decode ? ep_prefill : ep_decode);
+    if (!bad && a.expert_placement &&
+        (ep_prefill > 1 ? ep_prefill : ep_decode) != (ep_decode > 1 ? ep_decode : ep_prefill))
+        bad = cli_usage_error(&CMD, "--expert-placement gives one placement: both pools' EP groups need the same size");
+    if (!bad && a.expert_placement && ep_prefill <= 1 && ep_decode <= 1)
+        bad = cli_usage_error(&CMD, "--expert-placement needs EP groups (--ep-size N > 1)");
     if (bad)
         return bad;
     int n_workers = n_prefill * ep_prefill + n_decode * ep_decode;
@@ -355,7 +413,7 @@ int cmd_serve(int argc, char **argv)
     if (colocated)
         cargv[k++] = "--colocated";
     cargv[k] = NULL;
-    if (spawn("coordinator", cargv, pfd[1], &set) < 0)
+    if (spawn("coordinator", cargv, pfd[1], -1, &set) < 0)
         return 1;
     close(pfd[1]);
     char line[512], http_url[300] = "", rpc_addr[300] = "", model_name[256] = "";
@@ -373,21 +431,27 @@ int cmd_serve(int argc, char **argv)
     /* 2. the workers */
     char threads_s[16], kv_s[16], deadline_s[16];
     char group_peers[64 * (ENG_HOST_MAX + 8)]; /* an EP group's exchange addresses: --ep-size <= 64 */
+    int group_fds[64];                         /* listening on them, each handed to its rank */
     snprintf(threads_s, sizeof threads_s, "%d", threads);
     snprintf(kv_s, sizeof kv_s, "%d", a.kv_blocks);
     snprintf(deadline_s, sizeof deadline_s, "%d", a.ep_deadline_ms);
+    if ((ep_prefill > 1 || ep_decode > 1) && make_ep_secret() < 0) {
+        stop_all();
+        return 1;
+    }
     for (int i = 0; i < n_workers; i++) {
         int in_prefill = i < n_prefill * ep_prefill, ep = in_prefill ? ep_prefill : ep_decode;
         int j = in_prefill ? i : i - n_prefill * ep_prefill; /* the process's index in its pool */
         int rank = j % ep;
         const char *role = colocated ? "both" : in_prefill ? "prefill" : "decode";
-        char id[64], group[32], rank_s[16], ep_s[16];
+        char id[64], group[32], rank_s[16], ep_s[16], fd_s[16];
+        int listen_fd = -1;
         snprintf(group, sizeof group, "%s-%d", role, j / ep + 1);
         if (ep > 1)
             snprintf(id, sizeof id, "%s-r%d", group, rank);
         else
             snprintf(id, sizeof id, "%s", group);
-        char *wargv[44];
+        char *wargv[52];
         k = 0;
         wargv[k++] = "tandem", wargv[k++] = "worker", wargv[k++] = "--role", wargv[k++] = (char *)role;
         wargv[k++] = "--model", wargv[k++] = (char *)model, wargv[k++] = "--coordinator", wargv[k++] = rpc_addr;
@@ -400,13 +464,14 @@ int cmd_serve(int argc, char **argv)
         if (a.no_prefix_cache && in_prefill)
             wargv[k++] = "--no-prefix-cache";
         if (ep > 1) {
-            if (rank == 0) { /* a new group: its ranks' exchange addresses */
+            if (rank == 0) { /* a new group: its ranks' exchange addresses, bound here */
                 size_t off = 0;
                 for (int r = 0; r < ep; r++) {
-                    int p = try_bind(host, 0);
+                    int p;
+                    group_fds[r] = listen_on(host, 0, &p);
                     eng_error err;
                     char one[ENG_HOST_MAX + 8];
-                    if (!p || eng_addr_join(host, p, one, sizeof one, &err) < 0) {
+                    if (group_fds[r] < 0 || eng_addr_join(host, p, one, sizeof one, &err) < 0) {
                         eng_log(ENG_LOG_ERROR, "serve", NULL, "no free port on %s for an EP exchange", host);
                         stop_all();
                         return 1;
@@ -414,14 +479,24 @@ int cmd_serve(int argc, char **argv)
                     off += (size_t)snprintf(group_peers + off, sizeof group_peers - off, "%s%s", r ? "," : "", one);
                 }
             }
+            listen_fd = group_fds[rank];
+            snprintf(fd_s, sizeof fd_s, "%d", listen_fd);
             snprintf(rank_s, sizeof rank_s, "%d", rank);
             snprintf(ep_s, sizeof ep_s, "%d", ep);
             wargv[k++] = "--ep-size", wargv[k++] = ep_s, wargv[k++] = "--ep-rank", wargv[k++] = rank_s;
             wargv[k++] = "--group", wargv[k++] = group, wargv[k++] = "--ep-peers", wargv[k++] = group_peers;
             wargv[k++] = "--ep-deadline-ms", wargv[k++] = deadline_s;
+            wargv[k++] = "--ep-transport", wargv[k++] = (char *)a.ep_transport;
+            wargv[k++] = "--ep-listen-fd", wargv[k++] = fd_s;
+            wargv[k++] = "--ep-secret-file", wargv[k++] = ep_secret_path;
+            if (a.expert_placement)
+                wargv[k++] = "--expert-placement", wargv[k++] = (char *)a.expert_placement;
         }
         wargv[k] = NULL;
-        if (spawn(id, wargv, -1, &set) < 0) {
+        pid_t pid = spawn(id, wargv, -1, listen_fd, &set);
+        if (listen_fd >= 0)
+            close(listen_fd); /* the rank has its own copy */
+        if (pid < 0) {
             stop_all();
             return 1;
         }

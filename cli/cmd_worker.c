@@ -65,6 +65,18 @@ static const cli_opt OPTS[] = {
                 "every rank's exchange address, HOST:PORT,... in rank order\n(this rank listens on its own)", 0),
     CLI_INT_OPT(W, o.ep_deadline_ms, "--ep-deadline-ms", "N", 1, 3600 * 1000, "10000",
                 "how long an exchange waits for another rank before the\ngroup is broken"),
+    CLI_INT_OPT(W, o.ep_listen_fd, "--ep-listen-fd", "FD", -1, 1 << 20, "-1",
+                "an inherited socket already listening on this rank's\n--ep-peers address (tandem serve passes one)"),
+    CLI_STR_OPT(W, o.expert_placement, "--expert-placement", "FILE", NULL,
+                "JSON {\"ranks\": [[expert ids of rank 0], ...]}, the same on\nevery rank; an expert may be on several "
+                "ranks (replicas);\ndefault: contiguous ranges",
+                0),
+    CLI_STR_OPT(W, o.ep_secret_file, "--ep-secret-file", "FILE", NULL,
+                "the EP group's shared secret (16-1024 bytes), the same on\nevery rank; ranks prove it to each other "
+                "when they connect",
+                0),
+    CLI_CHOICE_OPT(W, o.ep_transport, "--ep-transport", "auto|tcp|rdma", "auto",
+                   "how the EP exchange's payloads travel (auto: RDMA when a\ndevice works, else TCP)", 0),
     CLI_LOG_OPTS(W, log),
     CLI_TLS_OPTS(W, tls),
 };

@@ -605,8 +605,9 @@ static const met_spec tandem_specs[MET_N_TANDEM] = {
     [MET_EP_BALANCE] = {MET_GAUGE, "tandem_ep_balancedness",
                         "Mean over max of the token rows this EP rank dispatched per rank (1: even).", RW, NULL, 0},
     [MET_EP_BYTES] = {MET_COUNTER, "tandem_ep_exchange_bytes_total",
-                      "Bytes of the EP exchange (dispatch and combine messages), sent and received.",
-                      RW | MET_L(MET_DIRECTION), NULL, 0},
+                      "Bytes of the EP exchange, sent and received, over TCP (headers, credits, inline payloads) and "
+                      "RDMA (payloads).",
+                      RW | MET_L(MET_DIRECTION) | MET_L(MET_TRANSPORT), NULL, 0},
     [MET_EP_SECONDS] = {MET_HISTOGRAM, "tandem_ep_exchange_seconds",
                         "Time of one MoE layer's EP exchange, this rank's expert compute excluded.", RW, BUCKETS(ep_b)},
     [MET_WORKER_STATE] = {MET_GAUGE, "tandem_worker_state",

@@ -128,11 +128,11 @@ typedef enum met_id {
     MET_WEIGHT_NEEDED,       /* gauge tandem_weight_needed_bytes [role, worker] (workers) */
     MET_EP_DISPATCHED,       /* counter tandem_ep_dispatched_tokens_total [role, worker, layer, rank] (EP ranks) */
     MET_EP_BALANCE,          /* gauge tandem_ep_balancedness [role, worker] (EP ranks) */
-    MET_EP_BYTES,            /* counter tandem_ep_exchange_bytes_total [role, worker, direction] (EP ranks) */
-    MET_EP_SECONDS,          /* histogram tandem_ep_exchange_seconds [role, worker] (EP ranks) */
-    MET_WORKER_STATE,        /* gauge tandem_worker_state [role, worker, state] 0/1 (coordinator) */
-    MET_MIGRATIONS,          /* counter tandem_request_migrations_total [reason] (coordinator) */
-    MET_RESUME_GAP,          /* histogram tandem_request_resume_gap_seconds [] (coordinator) */
+    MET_EP_BYTES,     /* counter tandem_ep_exchange_bytes_total [role, worker, direction, transport] (EP ranks) */
+    MET_EP_SECONDS,   /* histogram tandem_ep_exchange_seconds [role, worker] (EP ranks) */
+    MET_WORKER_STATE, /* gauge tandem_worker_state [role, worker, state] 0/1 (coordinator) */
+    MET_MIGRATIONS,   /* counter tandem_request_migrations_total [reason] (coordinator) */
+    MET_RESUME_GAP,   /* histogram tandem_request_resume_gap_seconds [] (coordinator) */
     /* prefill workers with a prefix cache, [role, worker]; in this order (worker.c) */
     MET_PREFIX_QUERIES,      /* counter tandem_prefix_cache_queries_total (prompt tokens looked up) */
     MET_PREFIX_HITS,         /* counter tandem_prefix_cache_hits_total (prompt tokens found cached) */

@@ -14,7 +14,7 @@ PACKAGES=(
   libcjson-dev libpcre2-dev libutf8proc-dev        # engine: JSON, tokenizer regex, NFC
   libmicrohttpd-dev                                # coordinator HTTP server
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler # control plane
-  libxxhash-dev                                    # KV transfer checksums (XXH3-64)
+  libxxhash-dev libssl-dev                         # KV checksums (XXH3-64), EP handshake HMAC
   libibverbs-dev rdma-core ibverbs-utils           # RDMA transport
   qemu-system-x86 linux-image-amd64 busybox-static # Soft-RoCE VM for RDMA tests
   python3 python3-numpy python3-jinja2             # test checkpoints, Jinja2 reference

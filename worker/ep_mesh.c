@@ -19,27 +19,49 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/addr.h"
+#include "common/file.h"
 #include "common/log.h"
 #include "ep.h"
+#include "ep_rdma.h"
 
 #define EP_MAGIC 0x31504554u    /* "TEP1" */
 #define EP_MAX_MSG (1ull << 34) /* a message's payload: 16 GiB (rows x hidden x 4) */
 #define EP_HANDSHAKE_MS 2000
+#define EP_SECRET_MIN 16   /* bytes of a --ep-secret-file, at least */
+#define EP_SECRET_MAX 1024 /* and at most */
+
+/* Frames of the mesh itself, besides the engine's WRK_EP_DISPATCH and WRK_EP_COMBINE. */
+enum {
+    EP_CREDIT = 16, /* xfer: a transfer id the peer may write its next payload under, into slot */
+    EP_RDMA_OFFER,  /* forming: ep_rdma_offer's bytes */
+    EP_RDMA_HELLO,  /* forming: the queue pair's hello (maybe empty) */
+    EP_RDMA_REPLY,  /* forming: the answer to it (maybe empty) */
+};
 
 typedef struct ep_hdr {
     uint32_t magic, kind, epoch, layer;
     uint64_t step, len;
+    uint64_t xfer; /* 0: len payload bytes follow; else they went by RDMA under this transfer */
+    uint32_t slot, pad;
 } ep_hdr;
 
 typedef struct ep_hello {
     uint32_t magic, size, rank, formations;
-    uint64_t group; /* FNV-1a of the group name */
+    uint64_t group;    /* FNV-1a of the group name */
+    uint32_t rdma;     /* 1: payloads go by RDMA (every rank must agree) */
+    uint32_t auth;     /* 1: a proof of the group secret follows (every rank must agree) */
+    uint8_t nonce[16]; /* fresh per connection: the peer's proof covers it */
 } ep_hello;
 
 typedef struct ep_msg {
@@ -57,14 +79,20 @@ typedef struct ep_peer {
     size_t rgot;         /* bytes of header + payload read so far */
     unsigned char *rdata;
     uint32_t formations; /* from its handshake */
+    /* RDMA credits it gave us, oldest first: transfer id and its slot */
+    uint64_t credit_id[EP_RDMA_SLOTS];
+    uint32_t credit_slot[EP_RDMA_SLOTS];
+    int n_credits;
 } ep_peer;
 
 struct wrk_ep {
     wrk_ep_options opt;
     char group[128];
     uint64_t group_hash;
-    int lo, hi; /* owned experts */
-    int *owner; /* [n_experts] the rank that runs each expert */
+    uint8_t *held; /* [n_experts] 1: this rank holds the expert */
+    int n_held;
+    int *holders; /* [n_experts][size]: the ranks holding each expert, n_holders[e] of them */
+    int *n_holders;
     int listen_fd;
     int wake[2]; /* wakes the mesh thread's poll */
     ep_peer peers[WRK_EP_MAX_SIZE];
@@ -79,7 +107,12 @@ struct wrk_ep {
     uint64_t step;
     uint32_t step_epoch; /* the epoch of the step the engine is in */
     char why[300];
+    char refused[200]; /* the last refusal logged (the same one is logged once) */
     wrk_ep_metrics met;
+    ep_rdma *rdma;                       /* NULL: payloads travel on the TCP connections */
+    unsigned char secret[EP_SECRET_MAX]; /* --ep-secret-file; secret_len 0: none */
+    size_t secret_len;
+    char transport[200];
     uint64_t *sent_rows; /* [size] rows dispatched to each rank, for the balance gauge */
 };
 
@@ -130,6 +163,7 @@ static void free_queue(ep_peer *p)
         free(m);
     }
     p->head = p->tail = NULL;
+    p->n_credits = 0;
     free(p->rdata);
     p->rdata = NULL;
     p->rgot = 0;
@@ -175,6 +209,8 @@ static void reset(wrk_ep *ep)
         p->fd = -1;
         free_queue(p);
     }
+    if (ep->rdma)
+        ep_rdma_reset(ep->rdma);
     ep->broken = 0;
     pthread_mutex_unlock(&ep->mu);
 }
@@ -252,7 +288,9 @@ static ep_hello my_hello(wrk_ep *ep)
                       .size = (uint32_t)ep->opt.size,
                       .rank = (uint32_t)ep->opt.rank,
                       .formations = ep->formations,
-                      .group = ep->group_hash};
+                      .group = ep->group_hash,
+                      .rdma = ep->rdma != NULL,
+                      .auth = ep->secret_len > 0};
 }
 
 static int check_hello(wrk_ep *ep, const ep_hello *h, char *why, size_t cap)
@@ -262,20 +300,83 @@ static int check_hello(wrk_ep *ep, const ep_hello *h, char *why, size_t cap)
         snprintf(why, cap, "handshake from another group, size or rank (size %u, rank %u)", h->size, h->rank);
         return -1;
     }
+    if (h->rdma != (ep->rdma != NULL)) {
+        snprintf(why, cap, "rank %u's exchange is %s, ours is %s (--ep-transport must agree)", h->rank,
+                 h->rdma ? "rdma" : "tcp", ep->rdma ? "rdma" : "tcp");
+        return -1;
+    }
+    if (h->auth != (ep->secret_len > 0)) {
+        snprintf(why, cap, "rank %u %s a group secret and we %s (--ep-secret-file must agree)", h->rank,
+                 h->auth ? "has" : "has no", ep->secret_len ? "have" : "do not");
+        return -1;
+    }
     return 0;
 }
 
 /* Exchanges hellos on a new connection; returns the peer's rank or -1. */
+/* HMAC-SHA256 under the group secret of what `from` proves to `to`: the group, both ranks
+ * and both connection nonces, so a proof is good for one connection only. */
+static void proof(const wrk_ep *ep, const ep_hello *from, const ep_hello *to, unsigned char out[32])
+{
+    unsigned char msg[8 + 4 + 4 + 16 + 16];
+    memcpy(msg, &ep->group_hash, 8);
+    memcpy(msg + 8, &from->rank, 4);
+    memcpy(msg + 12, &to->rank, 4);
+    memcpy(msg + 16, from->nonce, 16);
+    memcpy(msg + 32, to->nonce, 16);
+    unsigned int len = 32;
+    HMAC(EVP_sha256(), ep->secret, (int)ep->secret_len, msg, sizeof msg, out, &len);
+}
+
+/* Exchanges hellos (and, with a group secret, proofs of it) on a new connection;
+ * returns the peer's rank or -1. */
 static int handshake(wrk_ep *ep, int fd, char *why, size_t cap)
 {
     ep_hello mine = my_hello(ep), theirs;
+    if (getrandom(mine.nonce, sizeof mine.nonce, 0) != (ssize_t)sizeof mine.nonce) {
+        snprintf(why, cap, "getrandom: %s", strerror(errno));
+        return -1;
+    }
     struct iovec iov = {&mine, sizeof mine};
     double deadline = now_s() + EP_HANDSHAKE_MS / 1000.0;
     if (write_all(fd, &iov, 1, deadline, why, cap) < 0 ||
         read_all(fd, &theirs, sizeof theirs, deadline, why, cap) < 0 || check_hello(ep, &theirs, why, cap) < 0)
         return -1;
+    if (ep->secret_len) {
+        unsigned char ours[32], got[32], want[32];
+        proof(ep, &mine, &theirs, ours);
+        proof(ep, &theirs, &mine, want);
+        struct iovec piov = {ours, sizeof ours};
+        if (write_all(fd, &piov, 1, deadline, why, cap) < 0 || read_all(fd, got, sizeof got, deadline, why, cap) < 0)
+            return -1;
+        if (CRYPTO_memcmp(got, want, sizeof got) != 0) {
+            snprintf(why, cap, "rank %u does not know the group secret (--ep-secret-file)", theirs.rank);
+            return -1;
+        }
+    }
     ep->peers[theirs.rank].formations = theirs.formations;
     return (int)theirs.rank;
+}
+
+/* The group secret: the file's bytes without trailing whitespace. */
+static int load_secret(wrk_ep *ep, const char *path, eng_error *err)
+{
+    size_t len;
+    char *s = eng_read_file(path, &len, err);
+    if (!s)
+        return -1;
+    while (len && (s[len - 1] == '\n' || s[len - 1] == '\r' || s[len - 1] == ' ' || s[len - 1] == '\t'))
+        len--;
+    int ok = len >= EP_SECRET_MIN && len <= EP_SECRET_MAX;
+    if (ok)
+        memcpy(ep->secret, s, len);
+    OPENSSL_cleanse(s, len);
+    free(s);
+    if (!ok)
+        return eng_fail(err, "--ep-secret-file %s: the secret must be %d to %d bytes", path, EP_SECRET_MIN,
+                        EP_SECRET_MAX);
+    ep->secret_len = len;
+    return 0;
 }
 
 static int dial(wrk_ep *ep, int peer)
@@ -306,8 +407,119 @@ static int dial(wrk_ep *ep, int peer)
 
 /* ------------------------------------------------------------------ the mesh thread */
 
+static int read_peer(wrk_ep *ep, int i, char *why, size_t cap);
+
+static int send_frame(wrk_ep *ep, int peer, int kind, const void *data, size_t len, double deadline, char *why,
+                      size_t cap)
+{
+    ep_hdr h = {.magic = EP_MAGIC, .kind = (uint32_t)kind, .len = len};
+    struct iovec iov[2] = {{&h, sizeof h}, {(void *)data, len}};
+    return write_all(ep->peers[peer].fd, iov, len ? 2 : 1, deadline, why, cap);
+}
+
+/* Forming: the next frame from peer, which must be of this kind (queued by read_peer). */
+static ep_msg *await_frame(wrk_ep *ep, int peer, int kind, double deadline, char *why, size_t cap)
+{
+    ep_peer *p = &ep->peers[peer];
+    for (;;) {
+        pthread_mutex_lock(&ep->mu);
+        ep_msg *m = p->head;
+        if (m) {
+            p->head = m->next;
+            if (!p->head)
+                p->tail = NULL;
+        }
+        pthread_mutex_unlock(&ep->mu);
+        if (m && m->h.kind == (uint32_t)kind)
+            return m;
+        if (m) {
+            snprintf(why, cap, "rank %d sent kind %u while the group formed (expected %d)", peer, m->h.kind, kind);
+            free(m->data);
+            free(m);
+            return NULL;
+        }
+        int ms = (int)((deadline - now_s()) * 1000);
+        struct pollfd pf = {.fd = p->fd, .events = POLLIN};
+        if (ms <= 0 || poll(&pf, 1, ms) == 0) {
+            snprintf(why, cap, "rank %d did not set up RDMA within %d ms", peer, ep->opt.deadline_ms);
+            return NULL;
+        }
+        if (read_peer(ep, peer, why, cap) < 0)
+            return NULL;
+    }
+}
+
+/* Forming, every rank connected: the queue pairs and first credits of every pair of
+ * ranks. All sends of a phase go out before its receives, so no rank waits for one that
+ * waits for it. */
+static int rdma_setup(wrk_ep *ep, char *why, size_t cap)
+{
+    int n = ep->opt.size, me = ep->opt.rank;
+    double deadline = now_s() + ep->opt.deadline_ms / 1000.0;
+    unsigned char buf[EP_RDMA_SLOTS * 8 + KVT_DESCRIPTOR_MAX + KVT_HELLO_MAX];
+    size_t len;
+    eng_error err;
+    for (int i = 0; i < n; i++)
+        if (i != me && (ep_rdma_offer(ep->rdma, i, buf, sizeof buf, &len, &err) < 0 ||
+                        send_frame(ep, i, EP_RDMA_OFFER, buf, len, deadline, why, cap) < 0))
+            goto fail;
+    for (int i = 0; i < n; i++) {
+        if (i == me)
+            continue;
+        ep_msg *m = await_frame(ep, i, EP_RDMA_OFFER, deadline, why, cap);
+        if (!m)
+            return -1;
+        ep_peer *p = &ep->peers[i];
+        int rc = ep_rdma_take_offer(ep->rdma, i, m->data, m->h.len, p->credit_id, buf, sizeof buf, &len, &err);
+        free(m->data);
+        free(m);
+        if (rc < 0 || send_frame(ep, i, EP_RDMA_HELLO, buf, len, deadline, why, cap) < 0)
+            goto fail;
+        for (int s = 0; s < EP_RDMA_SLOTS; s++)
+            p->credit_slot[s] = (uint32_t)s;
+        p->n_credits = EP_RDMA_SLOTS;
+    }
+    for (int i = 0; i < n; i++) {
+        if (i == me)
+            continue;
+        ep_msg *m = await_frame(ep, i, EP_RDMA_HELLO, deadline, why, cap);
+        if (!m)
+            return -1;
+        int rc = ep_rdma_accept(ep->rdma, m->data, m->h.len, buf, sizeof buf, &len, &err);
+        free(m->data);
+        free(m);
+        if (rc < 0 || send_frame(ep, i, EP_RDMA_REPLY, buf, len, deadline, why, cap) < 0)
+            goto fail;
+    }
+    for (int i = 0; i < n; i++) {
+        if (i == me)
+            continue;
+        ep_msg *m = await_frame(ep, i, EP_RDMA_REPLY, deadline, why, cap);
+        if (!m)
+            return -1;
+        int rc = ep_rdma_take_reply(ep->rdma, i, m->data, m->h.len, &err);
+        free(m->data);
+        free(m);
+        if (rc < 0)
+            goto fail;
+    }
+    return 0;
+fail:
+    if (!why[0])
+        snprintf(why, cap, "RDMA setup: %.240s", err.msg);
+    return -1;
+}
+
 static void form_complete(wrk_ep *ep)
 {
+    char why[300] = "";
+    if (ep->rdma && rdma_setup(ep, why, sizeof why) < 0) {
+        ep_log(ep, ENG_LOG_WARN, "the group did not form: %s", why);
+        pthread_mutex_lock(&ep->mu);
+        break_locked(ep, why);
+        pthread_mutex_unlock(&ep->mu);
+        return;
+    }
     uint32_t top = ep->formations;
     for (int i = 0; i < ep->opt.size; i++)
         if (i != ep->opt.rank && ep->peers[i].formations > top)
@@ -319,8 +531,32 @@ static void form_complete(wrk_ep *ep)
     ep->ready = 1;
     ep->why[0] = 0;
     pthread_mutex_unlock(&ep->mu);
-    ep_log(ep, ENG_LOG_INFO, "group complete (epoch %u): experts %d..%d here", ep->epoch, ep->lo, ep->hi - 1);
+    ep_log(ep, ENG_LOG_INFO, "group complete (epoch %u): %d experts here, exchange over %s", ep->epoch, ep->n_held,
+           ep->rdma ? "rdma" : "tcp");
     notify(ep);
+}
+
+/* Payload bytes that follow a header on the TCP connection. */
+static uint64_t wire_len(const ep_hdr *h)
+{
+    return h->xfer ? 0 : h->len;
+}
+
+/* A credit from peer i: it may write one more payload to it by RDMA. */
+static int take_credit(wrk_ep *ep, int i, const ep_hdr *h, char *why, size_t cap)
+{
+    ep_peer *p = &ep->peers[i];
+    pthread_mutex_lock(&ep->mu);
+    int ok = ep->rdma && p->n_credits < EP_RDMA_SLOTS && h->slot < EP_RDMA_SLOTS && h->xfer;
+    if (ok) {
+        p->credit_id[p->n_credits] = h->xfer;
+        p->credit_slot[p->n_credits++] = h->slot;
+        pthread_cond_broadcast(&ep->cv);
+    }
+    pthread_mutex_unlock(&ep->mu);
+    if (!ok)
+        snprintf(why, cap, "rank %d sent a credit it could not give", i);
+    return ok ? 0 : -1;
 }
 
 /* Reads what is there from peer i into its queue; -1 with why on EOF or a bad frame. */
@@ -333,7 +569,7 @@ static int read_peer(wrk_ep *ep, int i, char *why, size_t cap)
             r = recv(p->fd, (char *)&p->rh + p->rgot, sizeof p->rh - p->rgot, MSG_DONTWAIT);
         } else {
             size_t off = p->rgot - sizeof p->rh;
-            r = recv(p->fd, p->rdata + off, p->rh.len - off, MSG_DONTWAIT);
+            r = recv(p->fd, p->rdata + off, wire_len(&p->rh) - off, MSG_DONTWAIT);
         }
         if (r == 0) {
             snprintf(why, cap, "rank %d closed the connection", i);
@@ -351,13 +587,21 @@ static int read_peer(wrk_ep *ep, int i, char *why, size_t cap)
                 snprintf(why, cap, "rank %d sent a bad frame", i);
                 return -1;
             }
-            if (!(p->rdata = malloc(p->rh.len ? p->rh.len : 1))) {
+            if (!(p->rdata = malloc(wire_len(&p->rh) ? wire_len(&p->rh) : 1))) {
                 snprintf(why, cap, "out of memory for a message of %llu bytes", (unsigned long long)p->rh.len);
                 return -1;
             }
         }
-        if (p->rgot < sizeof p->rh || p->rgot - sizeof p->rh < p->rh.len)
+        if (p->rgot < sizeof p->rh || p->rgot - sizeof p->rh < wire_len(&p->rh))
             continue;
+        if (p->rh.kind == EP_CREDIT) {
+            free(p->rdata);
+            p->rdata = NULL;
+            p->rgot = 0;
+            if (take_credit(ep, i, &p->rh, why, cap) < 0)
+                return -1;
+            continue;
+        }
         ep_msg *m = malloc(sizeof *m);
         if (!m) {
             snprintf(why, cap, "out of memory");
@@ -372,7 +616,9 @@ static int read_peer(wrk_ep *ep, int i, char *why, size_t cap)
         else
             p->head = m;
         p->tail = m;
-        met_inc(ep->met.bytes_received, (double)(sizeof m->h + m->h.len));
+        met_inc(ep->met.bytes_received, (double)(sizeof m->h + wire_len(&m->h)));
+        if (m->h.xfer)
+            met_inc(ep->met.bytes_received_rdma, (double)m->h.len);
         pthread_cond_broadcast(&ep->cv);
         pthread_mutex_unlock(&ep->mu);
         notify(ep);
@@ -443,8 +689,10 @@ static void *mesh_main(void *arg)
                 char hwhy[200];
                 int r = handshake(ep, fd, hwhy, sizeof hwhy);
                 if (r < 0 || r < me) {
-                    ep_log(ep, ENG_LOG_WARN, "refused a connection: %s",
-                           r < 0 ? hwhy : "a lower rank must be dialled, not accept");
+                    const char *reason = r < 0 ? hwhy : "a lower rank must be dialled, not accept";
+                    if (strcmp(reason, ep->refused))
+                        ep_log(ep, ENG_LOG_WARN, "refused a connection: %s", reason);
+                    snprintf(ep->refused, sizeof ep->refused, "%s", reason);
                     close(fd);
                 } else if (ready || ep->peers[r].fd >= 0) {
                     /* a rank we hold a connection to came again: it restarted */
@@ -503,8 +751,32 @@ static int parse_peers(wrk_ep *ep, const char *list, eng_error *err)
     return 0;
 }
 
+/* A listening socket handed over by our parent (tandem serve binds every rank's exchange
+ * port itself, so that no other process can take it between choosing and binding). */
+static int adopt_listener(wrk_ep *ep, int fd, eng_error *err)
+{
+    ep_peer *me = &ep->peers[ep->opt.rank];
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    struct sockaddr_storage sa;
+    socklen_t salen = sizeof sa;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 || !listening ||
+        getsockname(fd, (struct sockaddr *)&sa, &salen) < 0)
+        return eng_fail(err, "--ep-listen-fd %d is not a listening socket", fd);
+    int port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
+                                              : ((struct sockaddr_in *)&sa)->sin_port);
+    if (port != me->port)
+        return eng_fail(err, "--ep-listen-fd %d listens on port %d, but --ep-peers gives rank %d port %d", fd, port,
+                        ep->opt.rank, me->port);
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    ep->listen_fd = fd;
+    return 0;
+}
+
 static int open_listener(wrk_ep *ep, eng_error *err)
 {
+    if (ep->opt.listen_fd > 2)
+        return adopt_listener(ep, ep->opt.listen_fd, err);
     ep_peer *me = &ep->peers[ep->opt.rank];
     struct addrinfo *ai = NULL;
     if (eng_addr_resolve(me->host, me->port, 1, &ai, err) < 0)
@@ -549,20 +821,39 @@ int wrk_ep_start(const wrk_ep_options *opt, wrk_ep **out, eng_error *err)
     ep->group_hash = 1469598103934665603ull;
     for (const char *c = ep->group; *c; c++)
         ep->group_hash = (ep->group_hash ^ (unsigned char)*c) * 1099511628211ull;
-    wrk_ep_range(opt->n_experts, opt->size, opt->rank, &ep->lo, &ep->hi);
-    ep->owner = malloc((size_t)opt->n_experts * sizeof *ep->owner);
-    ep->sent_rows = calloc((size_t)opt->size, sizeof *ep->sent_rows);
-    if (!ep->owner || !ep->sent_rows) {
-        free(ep->owner);
+    size_t E = (size_t)opt->n_experts, N = (size_t)opt->size;
+    ep->held = malloc(E);
+    ep->holders = malloc(E * N * sizeof *ep->holders);
+    ep->n_holders = calloc(E, sizeof *ep->n_holders);
+    ep->sent_rows = calloc(N, sizeof *ep->sent_rows);
+    wrk_ep_placement ranges = {0};
+    const wrk_ep_placement *pl = opt->placement;
+    if (!pl && wrk_ep_placement_load(NULL, opt->n_experts, opt->size, &ranges, err) == 0)
+        pl = &ranges;
+    int ok = pl && ep->held && ep->holders && ep->n_holders && ep->sent_rows;
+    if (ok && (pl->n_experts != opt->n_experts || pl->size != opt->size)) {
+        eng_fail(err, "the expert placement is for %d experts and %d ranks, not %d and %d", pl->n_experts, pl->size,
+                 opt->n_experts, opt->size);
+        ok = 0;
+    } else if (!ok && pl) {
+        eng_fail(err, "out of memory");
+    }
+    for (size_t e = 0; ok && e < E; e++) {
+        ep->held[e] = pl->held[(size_t)opt->rank * E + e];
+        ep->n_held += ep->held[e];
+        for (size_t r = 0; r < N; r++)
+            if (pl->held[r * E + e])
+                ep->holders[e * N + (size_t)ep->n_holders[e]++] = (int)r;
+    }
+    wrk_ep_placement_free(&ranges);
+    ep->opt.placement = NULL;
+    if (!ok) {
+        free(ep->held);
+        free(ep->holders);
+        free(ep->n_holders);
         free(ep->sent_rows);
         free(ep);
-        return eng_fail(err, "out of memory");
-    }
-    for (int r = 0; r < opt->size; r++) {
-        int lo, hi;
-        wrk_ep_range(opt->n_experts, opt->size, r, &lo, &hi);
-        for (int e = lo; e < hi; e++)
-            ep->owner[e] = r;
+        return -1;
     }
     ep->listen_fd = ep->wake[0] = ep->wake[1] = -1;
     for (int i = 0; i < WRK_EP_MAX_SIZE; i++)
@@ -570,8 +861,17 @@ int wrk_ep_start(const wrk_ep_options *opt, wrk_ep **out, eng_error *err)
     pthread_mutex_init(&ep->mu, NULL);
     pthread_cond_init(&ep->cv, NULL);
     snprintf(ep->why, sizeof ep->why, "the group is forming");
-    if (parse_peers(ep, opt->peers, err) < 0 || open_listener(ep, err) < 0)
+    if (parse_peers(ep, opt->peers, err) < 0 || (opt->secret_file && load_secret(ep, opt->secret_file, err) < 0) ||
+        open_listener(ep, err) < 0)
         goto fail;
+    ep_rdma_options ro = {.which = opt->transport,
+                          .device = opt->rdma_device,
+                          .size = opt->size,
+                          .rank = opt->rank,
+                          .timeout_ms = ep->opt.deadline_ms};
+    if (ep_rdma_open(&ro, &ep->rdma, ep->transport, sizeof ep->transport, err) < 0)
+        goto fail;
+    ep->opt.transport = ep->opt.rdma_device = ep->opt.secret_file = NULL;
     if (pipe2(ep->wake, O_CLOEXEC | O_NONBLOCK) < 0) {
         eng_fail(err, "pipe: %s", strerror(errno));
         goto fail;
@@ -615,14 +915,23 @@ void wrk_ep_stop(wrk_ep *ep)
         close(ep->wake[0]);
         close(ep->wake[1]);
     }
+    ep_rdma_close(ep->rdma);
     pthread_mutex_destroy(&ep->mu);
     pthread_cond_destroy(&ep->cv);
-    free(ep->owner);
+    OPENSSL_cleanse(ep->secret, sizeof ep->secret);
+    free(ep->held);
+    free(ep->holders);
+    free(ep->n_holders);
     free(ep->sent_rows);
     free(ep);
 }
 
 /* ------------------------------------------------------------------ queries */
+
+const char *wrk_ep_transport(const wrk_ep *ep)
+{
+    return ep->transport;
+}
 
 int wrk_ep_ready(wrk_ep *ep, char *why, size_t cap)
 {
@@ -644,15 +953,22 @@ int wrk_ep_pending(wrk_ep *ep)
     return any;
 }
 
-void wrk_ep_owned(const wrk_ep *ep, int *lo, int *hi)
+int wrk_ep_holds(const wrk_ep *ep, int expert)
 {
-    *lo = ep->lo;
-    *hi = ep->hi;
+    return expert >= 0 && expert < ep->opt.n_experts && ep->held[expert];
 }
 
-int wrk_ep_owner(const wrk_ep *ep, int expert)
+int wrk_ep_experts_held(const wrk_ep *ep)
 {
-    return ep->owner[expert];
+    return ep->n_held;
+}
+
+int wrk_ep_pick(const wrk_ep *ep, int expert, int token)
+{
+    if (ep->held[expert])
+        return ep->opt.rank;
+    int n = ep->n_holders[expert];
+    return ep->holders[(size_t)expert * (size_t)ep->opt.size + (size_t)(token % n)];
 }
 int wrk_ep_rank(const wrk_ep *ep)
 {
@@ -734,6 +1050,33 @@ static int same_group_locked(wrk_ep *ep)
     return ep->ready && ep->epoch == ep->step_epoch;
 }
 
+/* Under mu: waits (up to deadline) for a credit from peer and takes it; 0, or -1 once
+ * the group is no longer the step's or the deadline passed. */
+static int take_credit_locked(wrk_ep *ep, ep_peer *p, const struct timespec *deadline, uint64_t *id, uint32_t *slot)
+{
+    int timed_out = 0;
+    while (same_group_locked(ep) && !p->n_credits && !timed_out)
+        timed_out = pthread_cond_timedwait(&ep->cv, &ep->mu, deadline) == ETIMEDOUT;
+    if (!same_group_locked(ep) || !p->n_credits)
+        return -1;
+    *id = p->credit_id[0];
+    *slot = p->credit_slot[0];
+    p->n_credits--;
+    memmove(p->credit_id, p->credit_id + 1, (size_t)p->n_credits * sizeof *p->credit_id);
+    memmove(p->credit_slot, p->credit_slot + 1, (size_t)p->n_credits * sizeof *p->credit_slot);
+    return 0;
+}
+
+static struct timespec deadline_ts(int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long ns = ts.tv_nsec + (long)(ms % 1000) * 1000000L;
+    ts.tv_sec += ms / 1000 + ns / 1000000000L;
+    ts.tv_nsec = ns % 1000000000L;
+    return ts;
+}
+
 int wrk_ep_send(wrk_ep *ep, int peer, int kind, int layer, const void *const *parts, const size_t *lens, int n_parts,
                 eng_error *err)
 {
@@ -746,6 +1089,10 @@ int wrk_ep_send(wrk_ep *ep, int peer, int kind, int layer, const void *const *pa
         iov[i + 1] = (struct iovec){(void *)parts[i], lens[i]};
         h.len += lens[i];
     }
+    /* by RDMA when there is a payload that fits a slot: needs the peer's credit */
+    int by_rdma = ep->rdma && h.len && h.len <= ep_rdma_slot_bytes(ep->rdma);
+    struct timespec deadline = deadline_ts(ep->opt.deadline_ms);
+    char why[300] = "";
     pthread_mutex_lock(&ep->mu);
     if (!same_group_locked(ep)) {
         broken_error(ep, err);
@@ -754,16 +1101,31 @@ int wrk_ep_send(wrk_ep *ep, int peer, int kind, int layer, const void *const *pa
     }
     h.epoch = ep->epoch;
     h.step = ep->step;
-    int fd = ep->peers[peer].fd;
+    int fd = ep->peers[peer].fd, rc = 0;
+    if (by_rdma && take_credit_locked(ep, &ep->peers[peer], &deadline, &h.xfer, &h.slot) < 0) {
+        if (same_group_locked(ep))
+            snprintf(why, sizeof why, "no RDMA credit within the deadline");
+        rc = -1;
+    }
     ep->users++;
     pthread_mutex_unlock(&ep->mu);
-    char why[300] = "";
-    int rc = write_all(fd, iov, n_parts + 1, now_s() + ep->opt.deadline_ms / 1000.0, why, sizeof why);
+    if (rc == 0 && by_rdma) {
+        eng_error e;
+        rc = ep_rdma_write(ep->rdma, peer, h.xfer, (int)h.slot, parts, lens, n_parts, ep->opt.deadline_ms, &e);
+        if (rc < 0)
+            snprintf(why, sizeof why, "RDMA: %.240s", e.msg);
+    }
+    if (rc == 0)
+        rc = write_all(fd, iov, by_rdma ? 1 : n_parts + 1, now_s() + ep->opt.deadline_ms / 1000.0, why, sizeof why);
     pthread_mutex_lock(&ep->mu);
     ep->users--;
-    if (rc == 0)
-        met_inc(ep->met.bytes_sent, (double)(sizeof h + h.len));
-    else {
+    if (rc == 0) {
+        met_inc(ep->met.bytes_sent, (double)(sizeof h + wire_len(&h)));
+        if (by_rdma)
+            met_inc(ep->met.bytes_sent_rdma, (double)h.len);
+    } else if (!why[0]) {
+        broken_error(ep, err); /* the group broke while we waited for a credit */
+    } else {
         char msg[400];
         snprintf(msg, sizeof msg, "to rank %d, layer %d of step %llu: %s", peer, layer, (unsigned long long)h.step,
                  why);
@@ -775,15 +1137,28 @@ int wrk_ep_send(wrk_ep *ep, int peer, int kind, int layer, const void *const *pa
     return rc;
 }
 
+/* The payload of m, which came by RDMA: copied out of its slot, whose new credit goes
+ * back to peer. Called with ep->users held. */
+static int rdma_take(wrk_ep *ep, int peer, ep_msg *m, char *why, size_t cap)
+{
+    eng_error e;
+    int slot;
+    ep_hdr credit = {.magic = EP_MAGIC, .kind = EP_CREDIT, .epoch = m->h.epoch, .step = m->h.step};
+    if (ep_rdma_read(ep->rdma, peer, m->h.xfer, m->h.len, ep->opt.deadline_ms, (void **)&m->data, &slot, &e) < 0 ||
+        ep_rdma_issue(ep->rdma, peer, slot, &credit.xfer, &e) < 0) {
+        snprintf(why, cap, "rank %d, RDMA: %.240s", peer, e.msg);
+        return -1;
+    }
+    credit.slot = (uint32_t)slot;
+    struct iovec iov = {&credit, sizeof credit};
+    return write_all(ep->peers[peer].fd, &iov, 1, now_s() + ep->opt.deadline_ms / 1000.0, why, cap);
+}
+
 int wrk_ep_recv(wrk_ep *ep, int peer, int kind, int layer, void **data, size_t *len, eng_error *err)
 {
     *data = NULL;
     *len = 0;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    long ns = ts.tv_nsec + (long)(ep->opt.deadline_ms % 1000) * 1000000L;
-    ts.tv_sec += ep->opt.deadline_ms / 1000 + ns / 1000000000L;
-    ts.tv_nsec = ns % 1000000000L;
+    struct timespec ts = deadline_ts(ep->opt.deadline_ms);
     pthread_mutex_lock(&ep->mu);
     ep_peer *p = &ep->peers[peer];
     int timed_out = 0;
@@ -813,10 +1188,25 @@ int wrk_ep_recv(wrk_ep *ep, int peer, int kind, int layer, void **data, size_t *
             p->head = m->next;
             if (!p->head)
                 p->tail = NULL;
-            *data = m->data;
-            *len = m->h.len;
-            free(m);
             rc = 0;
+            if (m->h.xfer) {
+                char why[300] = "";
+                ep->users++;
+                pthread_mutex_unlock(&ep->mu);
+                rc = rdma_take(ep, peer, m, why, sizeof why);
+                pthread_mutex_lock(&ep->mu);
+                ep->users--;
+                pthread_cond_broadcast(&ep->cv);
+                if (rc < 0) {
+                    break_locked(ep, why);
+                    broken_error(ep, err);
+                }
+            }
+            *data = rc == 0 ? m->data : NULL;
+            *len = rc == 0 ? m->h.len : 0;
+            if (rc < 0)
+                free(m->data);
+            free(m);
         }
     }
     pthread_mutex_unlock(&ep->mu);

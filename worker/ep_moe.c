@@ -1,7 +1,9 @@
 /* ep_moe.c: one MoE layer across an EP group (ep.h), DeepEP's dispatch / combine.
  *
  *   1. route: this rank's tokens pick their experts (eng_moe_route, as one process);
- *   2. dispatch: to every rank, each token that picked one of its experts, once, with
+ *   2. dispatch: to every rank, each token that picked one of the experts it runs for
+ *      that token (wrk_ep_pick: this rank when it holds a replica, else a holder chosen
+ *      by the token's index), once, with
  *      the list of (row, expert) picks; an empty message when there is none (idle
  *      ranks take part too, so every rank hears from every other at every layer);
  *   3. run: every rank runs its experts over the rows gathered from all ranks
@@ -10,8 +12,9 @@
  *      its tokens' weighted outputs in increasing expert id order (eng_moe_combine).
  *
  * The origin does the same route and the same combine as one process does, and an
- * expert's output row depends only on its input row (batch-invariant kernels), so the
- * layer's result is bitwise that of eng_moe_layer in a single process.
+ * expert's output row depends only on its input row and the expert's weights
+ * (batch-invariant kernels; every replica maps the same tensors), so the layer's result
+ * is bitwise that of eng_moe_layer in a single process, whichever rank ran a pick.
  *
  * A dispatch message: u32 n_rows, u32 n_picks, n_picks x (u32 row, u32 expert),
  * n_rows x hidden f32. A combine message: n_picks x hidden f32, in dispatch order. */
@@ -58,10 +61,8 @@ static int parse_dispatch(wrk_ep *ep, int from, void *msg, size_t len, int H, ep
         goto bad;
     s->picks = (const uint32_t *)((const char *)msg + sizeof head);
     s->rows = (const float *)(s->picks + 2 * (size_t)s->n_picks);
-    int lo, hi;
-    wrk_ep_owned(ep, &lo, &hi);
     for (uint32_t q = 0; q < s->n_picks; q++)
-        if (s->picks[2 * q] >= s->n_rows || s->picks[2 * q + 1] < (uint32_t)lo || s->picks[2 * q + 1] >= (uint32_t)hi)
+        if (s->picks[2 * q] >= s->n_rows || !wrk_ep_holds(ep, (int)s->picks[2 * q + 1]))
             goto bad;
     return 0;
 bad:
@@ -91,7 +92,7 @@ static int exchange(wrk_ep *ep, eng_model *m, int layer, const float *x, int T, 
         last[r] = -1;
     for (int t = 0; t < T; t++)
         for (int j = 0; j < K; j++) {
-            int r = wrk_ep_owner(ep, sel[t * K + j]);
+            int r = wrk_ep_pick(ep, sel[t * K + j], t);
             d[r].head[1]++;
             if (last[r] != t)
                 d[r].head[0]++, last[r] = t;
@@ -107,7 +108,7 @@ static int exchange(wrk_ep *ep, eng_model *m, int layer, const float *x, int T, 
     }
     for (int t = 0; t < T; t++)
         for (int j = 0; j < K; j++) {
-            int r = wrk_ep_owner(ep, sel[t * K + j]);
+            int r = wrk_ep_pick(ep, sel[t * K + j], t);
             ep_dest *o = &d[r];
             if (last[r] != t) {
                 memcpy(o->rows + (size_t)o->head[0] * H, x + (size_t)t * H, (size_t)H * sizeof(float));

@@ -130,16 +130,22 @@ static void weight_metrics_init(wrk_worker *w)
     met_set(met_get(f[MET_WEIGHT_NEEDED], own), (double)eng_model_used_weight_bytes(w->model));
 }
 
+static met_metric *ep_bytes(wrk_worker *w, const char *direction, const char *transport)
+{
+    met_labels l = {.role = w->role_name, .worker = w->id, .direction = direction, .transport = transport};
+    return met_get(w->met.family[MET_EP_BYTES], l);
+}
+
 static void ep_metrics_init(wrk_worker *w)
 {
     met_family *const *f = w->met.family;
     const met_labels own = {.role = w->role_name, .worker = w->id};
     wrk_ep_metrics m = {
         .dispatched = f[MET_EP_DISPATCHED],
-        .bytes_sent = met_get(f[MET_EP_BYTES],
-                              (met_labels){.role = own.role, .worker = own.worker, .direction = "sent"}),
-        .bytes_received = met_get(f[MET_EP_BYTES],
-                                  (met_labels){.role = own.role, .worker = own.worker, .direction = "received"}),
+        .bytes_sent = ep_bytes(w, "sent", "tcp"),
+        .bytes_received = ep_bytes(w, "received", "tcp"),
+        .bytes_sent_rdma = ep_bytes(w, "sent", "rdma"),
+        .bytes_received_rdma = ep_bytes(w, "received", "rdma"),
         .exchange_seconds = met_get(f[MET_EP_SECONDS], own),
         .balance = met_get(f[MET_EP_BALANCE], own),
         .role = own.role,
@@ -427,9 +433,10 @@ static void on_transfer_end(void *user, uint64_t id, kvt_state state)
     pthread_cond_signal(&w->cv);
 }
 
-/* An EP rank's share of the experts, from config.json (before the weights load, so
- * that nobody else's experts are ever touched). */
-static int expert_mask(const wrk_options *opt, uint8_t **out, eng_error *err)
+/* Which rank of the EP group holds which experts, from config.json and
+ * --expert-placement (before the weights load, so that nobody else's experts are ever
+ * touched). */
+static int ep_placement(const wrk_options *opt, wrk_ep_placement *out, eng_error *err)
 {
     eng_config c;
     if (eng_config_load(opt->model_dir, &c, err) < 0)
@@ -440,12 +447,7 @@ static int expert_mask(const wrk_options *opt, uint8_t **out, eng_error *err)
         return eng_fail(err, "--ep-size %d is larger than the model's %d experts", opt->ep_size, c.num_experts);
     if (opt->ep_rank < 0 || opt->ep_rank >= opt->ep_size)
         return eng_fail(err, "--ep-rank %d is not in [0, %d)", opt->ep_rank, opt->ep_size);
-    int lo, hi;
-    wrk_ep_range(c.num_experts, opt->ep_size, opt->ep_rank, &lo, &hi);
-    if (!(*out = calloc((size_t)c.num_experts, 1)))
-        return eng_fail(err, "out of memory");
-    memset(*out + lo, 1, (size_t)(hi - lo));
-    return 0;
+    return wrk_ep_placement_load(opt->expert_placement, c.num_experts, opt->ep_size, out, err);
 }
 
 /* The mesh thread's news (a message, the group formed or broke) wakes the engine. */
@@ -457,21 +459,25 @@ static void ep_notify(void *ctx)
     pthread_mutex_unlock(&w->mu);
 }
 
-static int start_ep(wrk_worker *w, eng_error *err)
+static int start_ep(wrk_worker *w, const wrk_ep_placement *placement, eng_error *err)
 {
     wrk_ep_options eo = {.group = w->opt.group,
                          .size = w->opt.ep_size,
                          .rank = w->opt.ep_rank,
                          .peers = w->opt.ep_peers,
                          .deadline_ms = w->opt.ep_deadline_ms,
+                         .listen_fd = w->opt.ep_listen_fd,
+                         .secret_file = w->opt.ep_secret_file,
                          .n_experts = w->cfg->num_experts,
+                         .placement = placement,
+                         .transport = w->opt.ep_transport,
+                         .rdma_device = w->opt.rdma_device,
                          .notify = ep_notify,
                          .notify_ctx = w};
     if (wrk_ep_start(&eo, &w->ep, err) < 0)
         return -1;
-    int lo, hi;
-    wrk_ep_owned(w->ep, &lo, &hi);
-    w->experts = hi - lo;
+    wrk_log(w, ENG_LOG_INFO, NULL, "EP exchange: %s", wrk_ep_transport(w->ep));
+    w->experts = wrk_ep_experts_held(w->ep);
     eng_model_set_moe(w->model, wrk_ep_moe, w->ep);
     return 0;
 }
@@ -535,17 +541,25 @@ int wrk_start(const wrk_options *opt, wrk_worker **out, eng_error *err)
     if (metrics_server_start(w, err) < 0)
         goto fail;
     eng_model_options mo = {.n_threads = opt->threads};
-    uint8_t *mask = NULL;
-    if (opt->ep_size > 1 && expert_mask(opt, &mask, err) < 0)
+    wrk_ep_placement placement = {0};
+    if (opt->expert_placement && opt->ep_size <= 1) {
+        eng_fail(err, "--expert-placement needs --ep-size N > 1");
         goto fail;
-    mo.expert_mask = mask;
+    }
+    if (opt->ep_size > 1) {
+        if (ep_placement(opt, &placement, err) < 0)
+            goto fail;
+        mo.expert_mask = placement.held + (size_t)opt->ep_rank * (size_t)placement.n_experts;
+    }
     int loaded = eng_model_load(opt->model_dir, &mo, &w->model, err);
-    free(mask);
+    if (loaded == 0) {
+        w->cfg = eng_model_config(w->model);
+        w->experts = w->cfg->is_moe ? w->cfg->num_experts : 0;
+    }
+    if (loaded == 0 && opt->ep_size > 1)
+        loaded = start_ep(w, &placement, err);
+    wrk_ep_placement_free(&placement);
     if (loaded < 0)
-        goto fail;
-    w->cfg = eng_model_config(w->model);
-    w->experts = w->cfg->is_moe ? w->cfg->num_experts : 0;
-    if (opt->ep_size > 1 && start_ep(w, err) < 0)
         goto fail;
     w->max_context = w->cfg->max_position_embeddings > 0 ? w->cfg->max_position_embeddings : 4096;
     w->layout = eng_model_kv_layout(w->model, w->opt.block_size);

@@ -4,7 +4,8 @@
 // `tandem generate --raw --json` on the same checkpoint, bit for bit (text, token
 // count, every logprob as a float32, finish reason).
 //
-// usage: node ep.mjs TANDEM TANDEMCTL MODEL_DIR PREFILL_EP DECODE_EP exact|faults
+// usage: node ep.mjs TANDEM TANDEMCTL MODEL_DIR PREFILL_EP DECODE_EP exact|faults [PLACEMENT]
+// (PLACEMENT: an --expert-placement file for every group; then each rank holds its list)
 // Checks:
 //   - tandemctl status: every rank registered and healthy with its group, rank, size
 //     and expert count; each group's ranks hold all the experts between them;
@@ -19,6 +20,7 @@
 // Every process started here is killed when the script exits, whatever happens.
 import { spawn, execFileSync } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
+import http from "node:http";
 import assert from "node:assert/strict";
 import {
   referenceGenerator, referenceRequest, sameTokens, streamCompletion as streamReference, GREEDY, SEEDED, promptOf,
@@ -26,7 +28,8 @@ import {
 import OpenAI from "openai";
 import { metricValue, check, sleep, waitFor } from "../deploy/lib.mjs";
 
-const [tandem, tandemctl, modelDir, prefillEp, decodeEp, mode = ""] = process.argv.slice(2);
+const [tandem, tandemctl, modelDir, prefillEp, decodeEp, mode = "", placementFile] = process.argv.slice(2);
+const placement = placementFile ? JSON.parse(readFileSync(placementFile, "utf8")).ranks : null;
 const faults = mode === "faults";
 const modelName = modelDir.replace(/\/+$/, "").split("/").pop();
 const nExperts = JSON.parse(readFileSync(`${modelDir}/config.json`, "utf8")).num_experts;
@@ -46,6 +49,7 @@ const serveArgs = ["serve", "--model", modelDir, "--port", "0", "--rpc-port", "0
   "--kv-blocks", "512", "--heartbeat-ms", "200", "--prefill-workers", "1", "--decode-workers", String(decodeGroups),
   "--prefill-ep-size", prefillEp, "--decode-ep-size", decodeEp];
 if (faults) serveArgs.push("--ep-deadline-ms", "3000");
+if (placementFile) serveArgs.push("--expert-placement", placementFile);
 const serve = spawn(tandem, serveArgs, { stdio: ["ignore", "pipe", "pipe"], detached: true });
 procs.push(serve);
 let serveErr = "", serveOut = "";
@@ -65,7 +69,14 @@ const upRe = /tandem: serving .* at (\S+)\/v1 .*gRPC ([\d.:]+)\)/;
   }
 }
 const [, baseUrl, rpcAddr] = upRe.exec(serveOut);
-const client = new OpenAI({ baseURL: `${baseUrl}/v1`, apiKey: "unused", maxRetries: 0, timeout: 120000 });
+// A new connection per request: this script still blocks its event loop at times
+// (execFileSync of tandemctl, Atomics.wait between its retries), and a kept-alive socket
+// left idle past the coordinator's 30 s --idle-timeout meanwhile, its close unseen because
+// the client's own idle timer could not run, was reused by the next request, which failed
+// with "socket hang up" (reproduced: 2 of 2 after a 31 s block, 0 of 2 without keep-alive).
+const freshAgent = new http.Agent({ keepAlive: false });
+const client = new OpenAI({ baseURL: `${baseUrl}/v1`, apiKey: "unused", maxRetries: 0, timeout: 120000,
+  httpAgent: freshAgent });
 console.log(`cluster up at ${baseUrl}: ${serveOut.trim()}`);
 
 // tandemctl status; a call the coordinator did not answer in time (a loaded machine) is
@@ -82,10 +93,15 @@ function status() {
   }
 }
 
-async function metricsText(addr) {
-  const r = await fetch(`http://${addr}/metrics`);
-  assert.equal(r.status, 200);
-  return r.text();
+function metricsText(addr) {
+  return new Promise((resolve, reject) => {
+    http.get(`http://${addr}/metrics`, { agent: freshAgent }, (r) => {
+      let body = "";
+      r.setEncoding("utf8");
+      r.on("data", (d) => { body += d; });
+      r.on("end", () => (r.statusCode === 200 ? resolve(body) : reject(new Error(`/metrics: ${r.statusCode}`))));
+    }).on("error", reject);
+  });
 }
 
 
@@ -121,13 +137,16 @@ await check("tandemctl status: every rank healthy with its group, rank, size and
     if (size > 1) {
       assert.ok(w.group, `${w.id}: group`);
       assert.ok(w.ep_rank >= 0 && w.ep_rank < size, `${w.id}: ep_rank`);
+      if (placement) assert.equal(w.experts, placement[w.ep_rank].length, `${w.id}: experts from the placement`);
     }
     const g = groups.get(w.group || w.id) ?? { experts: 0, ranks: new Set() };
     g.experts += w.experts;
     g.ranks.add(w.ep_rank);
     groups.set(w.group || w.id, g);
   }
-  for (const [name, g] of groups) assert.equal(g.experts, nExperts, `group ${name} holds every expert once`);
+  const held = placement ? placement.reduce((n, l) => n + l.length, 0) : nExperts;
+  for (const [name, g] of groups)
+    assert.equal(g.experts, g.ranks.size > 1 ? held : nExperts, `group ${name} holds every expert (replicas counted)`);
   const table = execFileSync(tandemctl, ["status", "--coordinator", rpcAddr], { encoding: "utf8" });
   assert.match(table, /EP GROUP RANK\/SIZE EXPERTS/);
 });
@@ -224,7 +243,11 @@ async function underLoad(hurt) {
 if (faults) {
   const victimId = `decode-1-r${Number(decodeEp) - 1}`;
   const restart = (v) => {
-    const p = spawn(tandem, v.argv.slice(1), { stdio: ["ignore", "ignore", "pipe"], detached: true });
+    // the same command, except the listening socket tandem serve handed to the first one
+    const argv = v.argv.slice(1);
+    const fd = argv.indexOf("--ep-listen-fd");
+    if (fd >= 0) argv.splice(fd, 2);
+    const p = spawn(tandem, argv, { stdio: ["ignore", "ignore", "pipe"], detached: true });
     p.stderr.setEncoding("utf8");
     p.stderr.on("data", (d) => { if (process.env.TANDEM_TEST_VERBOSE) process.stderr.write(d); });
     procs.push(p);

@@ -49,11 +49,15 @@ typedef struct wrk_options {
     const char *id;           /* worker id; NULL = "<role>-<host>:<port>" */
     int lease_ms;             /* KV reservation lease; 0 = 30000 */
     /* Expert parallelism: ep_size > 1 makes this worker rank ep_rank of EP group
-     * `group`, holding only its contiguous share of the experts (worker/ep.h). */
+     * `group`, holding only its share of the experts (worker/ep.h). */
     int ep_size, ep_rank;
     const char *group;
-    const char *ep_peers; /* every rank's exchange address, "host:port,...", by rank */
-    int ep_deadline_ms;   /* every exchange receive; 0 = 10000 */
+    const char *ep_peers;         /* every rank's exchange address, "host:port,...", by rank */
+    int ep_deadline_ms;           /* every exchange receive; 0 = 10000 */
+    const char *ep_transport;     /* exchange payloads: "auto", "tcp", "rdma"; NULL = auto */
+    int ep_listen_fd;             /* > 2: an inherited socket listening on this rank's exchange address */
+    const char *ep_secret_file;   /* the EP group's shared secret; NULL = none */
+    const char *expert_placement; /* JSON: each rank's experts (ep_placement.c); NULL = contiguous ranges */
     /* wrk_drain: decode streams still running this long after it are ended with
      * Error.migrate, so that the coordinator resumes them on other workers; 0 = at once. */
     double drain_timeout_s;
