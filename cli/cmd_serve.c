@@ -53,6 +53,7 @@ typedef struct serve_args {
     const char *model, *host;
     int n_prefill, n_decode, colocated, port, threads, kv_blocks, rpc_port, heartbeat_ms, ready_timeout;
     cli_log_opts log;
+    const char *worker_log_level;
     int ep_size, prefill_ep, decode_ep, ep_deadline_ms;
     int no_prefix_cache;
     const char *ep_transport, *expert_placement;
@@ -78,6 +79,11 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(S, ready_timeout, "--ready-timeout", "S", 1, 86400, "300",
                 "seconds to wait for every worker to register"),
     CLI_LOG_OPTS(S, log),
+    CLI_CHOICE_OPT(S, worker_log_level, "--worker-log-level", "error|warn|info|debug", "warn",
+                   "the workers' --log-level: by default only what went wrong,\n"
+                   "so that their lines do not bury the coordinator's; raise it\n"
+                   "at run time with `tandemctl log-level info --all`",
+                   0),
     CLI_INT_OPT(S, ep_size, "--ep-size", "N", 1, 64, NULL,
                 "expert parallelism (MoE models): every worker of both pools\n"
                 "is an EP group of N rank processes, each holding 1/N of the\n"
@@ -457,7 +463,7 @@ int cmd_serve(int argc, char **argv)
         wargv[k++] = "--model", wargv[k++] = (char *)model, wargv[k++] = "--coordinator", wargv[k++] = rpc_addr;
         wargv[k++] = "--host", wargv[k++] = (char *)host, wargv[k++] = "--port", wargv[k++] = "0";
         wargv[k++] = "--metrics-port", wargv[k++] = "0", wargv[k++] = "--threads", wargv[k++] = threads_s;
-        wargv[k++] = "--id", wargv[k++] = id, wargv[k++] = "--log-level", wargv[k++] = (char *)a.log.level;
+        wargv[k++] = "--id", wargv[k++] = id, wargv[k++] = "--log-level", wargv[k++] = (char *)a.worker_log_level;
         wargv[k++] = "--log-format", wargv[k++] = (char *)a.log.format;
         if (a.kv_blocks)
             wargv[k++] = "--kv-blocks", wargv[k++] = kv_s;

@@ -1,19 +1,23 @@
 /* tandemctl.c: the operator's view of a running cluster, over the coordinator's
  * Admin service (gRPC).
  *
- *   tandemctl status                 workers by state and role, then every worker
- *   tandemctl get workers            every worker: role, address, state, load, KV
- *   tandemctl describe worker ID     everything the coordinator knows about one worker
+ *   tandemctl status                    workers by state and role, then every worker
+ *   tandemctl get workers|requests      every worker / every request in flight
+ *   tandemctl describe worker|request ID   everything known about one of them
  *   tandemctl cordon ID | uncordon ID   take a worker out of rotation, put it back
- *   tandemctl drain ID [--wait]      the worker finishes its requests, admits nothing new
- *   tandemctl cancel REQUEST_ID      cancel a request in flight
+ *   tandemctl drain ID [--deadline D] [--wait]   finish its requests, admit nothing new
+ *   tandemctl role ID prefill|decode|both        drain, then switch role in place
+ *   tandemctl log-level LEVEL [ID|--all]         log verbosity, at run time
+ *   tandemctl config [ID]               a process's effective settings
+ *   tandemctl cancel REQUEST_ID         cancel a request in flight
  *
  * Every command takes --coordinator HOST:PORT (default $TANDEM_COORDINATOR, else
- * 127.0.0.1:50051) and -o table|json. Exit status: 0 done, 1 the operation failed
- * (an unknown id, a bad argument; one line on stderr), 2 the coordinator could not
- * be reached. A separate binary that loads no model, so that it runs anywhere the
- * cluster is reachable from. */
+ * 127.0.0.1:50051), -o table|json and --timeout (each call's deadline). Exit status:
+ * 0 done, 1 the operation failed (an unknown id, a bad argument; one line on
+ * stderr), 2 the coordinator could not be reached. A separate binary that loads no
+ * model, so that it runs anywhere the cluster is reachable from. */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +25,7 @@
 
 #include "cli_args.h"
 #include "cli_tls.h"
+#include "common/log.h"
 #include "model/kvcache.h"
 #include "plan.h"
 #include "rpc.h"
@@ -34,6 +39,9 @@ typedef struct ctl_args {
     int json;
     int wait;
     int migrate;
+    int all;
+    float timeout;
+    const char *deadline;
     cli_tls_opts tls;
     const char *args[2]; /* the command's arguments */
 } ctl_args;
@@ -42,12 +50,26 @@ typedef struct ctl_args {
     CLI_ENV_OPT(ctl_args, coordinator, "--coordinator", "HOST:PORT", "TANDEM_COORDINATOR", "127.0.0.1:50051",          \
                 "the coordinator's gRPC address (`tandem serve` and\n`tandem coordinator` print it when they start)"), \
         CLI_CHOICE_OPT(ctl_args, output, "-o", "table|json", "table", "output format", 0),                             \
-        CLI_FLAG_OPT(ctl_args, json, "--json", "the same as -o json"), CLI_TLS_OPTS(ctl_args, tls)
+        CLI_FLAG_OPT(ctl_args, json, "--json", "the same as -o json"),                                                 \
+        CLI_FLOAT_OPT(ctl_args, timeout, "--timeout", "S", 0.1, 3600, "30",                                            \
+                      "seconds each call to the coordinator may take (a loaded\nmachine may need more than a few)"),   \
+        CLI_TLS_OPTS(ctl_args, tls)
+#define DEADLINE_OPT                                                                                   \
+    CLI_STR_OPT(ctl_args, deadline, "--deadline", "DURATION", NULL,                                    \
+                "streams still running this long after the drain began\n(90s, 10m, 1h) move to other " \
+                "workers and go on there;\ndefault: the worker's --drain-timeout (30 s)",              \
+                0)
 
 static const cli_opt OPTS[] = {COMMON_OPTS};
 static const cli_opt DRAIN_OPTS[] = {
     COMMON_OPTS,
+    DEADLINE_OPT,
     CLI_FLAG_OPT(ctl_args, wait, "--wait", "print the worker's progress until it is drained"),
+};
+static const cli_opt ROLE_OPTS[] = {COMMON_OPTS, DEADLINE_OPT};
+static const cli_opt LOG_OPTS[] = {
+    COMMON_OPTS,
+    CLI_FLAG_OPT(ctl_args, all, "--all", "the coordinator and every worker"),
 };
 static const cli_opt CORDON_OPTS[] = {
     COMMON_OPTS,
@@ -63,7 +85,19 @@ static const cli_opt CORDON_OPTS[] = {
     }
 #define CTL_COMMAND(nm, use, text, nargs) CTL_COMMAND_WITH(nm, use, text, nargs, OPTS)
 
-enum { CMD_STATUS, CMD_GET, CMD_DESCRIBE, CMD_CORDON, CMD_UNCORDON, CMD_DRAIN, CMD_CANCEL, N_CMDS };
+enum {
+    CMD_STATUS,
+    CMD_GET,
+    CMD_DESCRIBE,
+    CMD_CORDON,
+    CMD_UNCORDON,
+    CMD_DRAIN,
+    CMD_ROLE,
+    CMD_LOG_LEVEL,
+    CMD_CONFIG,
+    CMD_CANCEL,
+    N_CMDS
+};
 
 /* One row per command: its --help comes from here and the shared option table. */
 static const cli_command CMDS[N_CMDS] = {
@@ -71,12 +105,16 @@ static const cli_command CMDS[N_CMDS] = {
                                "  The cluster: workers counted by role and state, then every worker\n"
                                "  (as `get workers`; EP groups when there are any).",
                                0),
-    [CMD_GET] = CTL_COMMAND("get", "workers [options]",
-                            "  Every worker: id, role, address, state, running and queued requests,\n"
-                            "  KV blocks used/total, seconds since its last heartbeat.",
+    [CMD_GET] = CTL_COMMAND("get", "workers|requests [options]",
+                            "  workers: every worker: id, role, address, state, running and queued\n"
+                            "  requests, KV blocks used/total, seconds since its last heartbeat.\n"
+                            "  requests: every request in flight: id, state (waiting, prefill, decode),\n"
+                            "  prompt tokens, tokens generated/max, its worker pair, age.",
                             1),
-    [CMD_DESCRIBE] = CTL_COMMAND("describe", "worker ID [options]",
-                                 "  Everything the coordinator knows about one worker.", 2),
+    [CMD_DESCRIBE] = CTL_COMMAND("describe", "worker ID | request ID [options]",
+                                 "  Everything the coordinator knows about one worker or one request in\n"
+                                 "  flight (for a request also failovers, migrations and timings).",
+                                 2),
     [CMD_CORDON] = CTL_COMMAND_WITH("cordon", "ID [--migrate] [options]",
                                     "  Takes a worker out of rotation: the coordinator sends it no new request\n"
                                     "  from now on; the requests it has finish (or, with --migrate, move).",
@@ -84,9 +122,23 @@ static const cli_command CMDS[N_CMDS] = {
     [CMD_UNCORDON] = CTL_COMMAND("uncordon", "ID [options]", "  Puts a cordoned worker back into rotation.", 1),
     [CMD_DRAIN] = CTL_COMMAND_WITH("drain", "ID [options]",
                                    "  Drains a worker as SIGTERM does, but it stays up: cordoned here at once,\n"
-                                   "  it admits nothing new and finishes its requests (up to its --drain-timeout;\n"
-                                   "  the streams left then migrate to other decode workers); then it is drained.",
+                                   "  it admits nothing new and finishes its requests (up to --deadline, else its\n"
+                                   "  --drain-timeout; the streams left then migrate to other decode workers).",
                                    1, DRAIN_OPTS),
+    [CMD_ROLE] = CTL_COMMAND_WITH("role", "ID prefill|decode|both [options]",
+                                  "  Changes a worker's role in place: it drains (as `drain`), then registers\n"
+                                  "  again in its new role and the coordinator routes to it accordingly.\n"
+                                  "  Prints its progress until it is back, ready, in the new role.",
+                                  2, ROLE_OPTS),
+    [CMD_LOG_LEVEL] = CTL_COMMAND_WITH("log-level", "error|warn|info|debug [ID | --all] [options]",
+                                       "  Sets the log level of the coordinator (no ID, or ID coordinator), of one\n"
+                                       "  worker, or of every process (--all), from now on.",
+                                       2, LOG_OPTS),
+    [CMD_CONFIG] = CTL_COMMAND("config", "[ID] [options]",
+                               "  The effective settings of the coordinator (no ID, or ID coordinator) or of\n"
+                               "  a worker: options after their defaults, model, KV layout, transport; for a\n"
+                               "  worker also a warning per setting the workers of its pool disagree on.",
+                               1),
     [CMD_CANCEL] = CTL_COMMAND("cancel", "REQUEST_ID [options]", "  Cancels a request in flight.", 1),
 };
 
@@ -94,32 +146,43 @@ static const cli_command CMDS[N_CMDS] = {
 static const cli_command TOP = {
     .name = "tandemctl",
     .usage = "COMMAND [ARGS] [options]   (tandemctl COMMAND --help for each)",
-    .about = "  status                 workers by role and state, then every worker\n"
-             "  get workers            every worker: role, address, state, load, KV\n"
-             "  describe worker ID     everything the coordinator knows about one worker\n"
-             "  cordon ID [--migrate]  no new requests to this worker (--migrate: its\n"
-             "                         streams move to other decode workers now)\n"
-             "  uncordon ID            the worker is back in rotation\n"
-             "  drain ID [--wait]      the worker finishes its requests, admits nothing new\n"
-             "  cancel REQUEST_ID      cancel a request in flight\n"
-             "  plan --profile ...     capacity planning: which prefill:decode split (no cluster)\n"
+    .about = "  status                     workers by role and state, then every worker\n"
+             "  get workers|requests       every worker / every request in flight\n"
+             "  describe worker|request ID everything known about one of them\n"
+             "  cordon ID [--migrate]      no new requests to this worker (--migrate: its\n"
+             "                             streams move to other decode workers now)\n"
+             "  uncordon ID                the worker is back in rotation\n"
+             "  drain ID [--wait]          the worker finishes its requests, admits nothing new\n"
+             "  role ID prefill|decode     drain, then switch the worker's role in place\n"
+             "  log-level LEVEL [ID|--all] log verbosity of a process, at run time\n"
+             "  config [ID]                a process's effective settings\n"
+             "  cancel REQUEST_ID          cancel a request in flight\n"
+             "  plan --profile ...         capacity planning: which prefill:decode split (no cluster)\n"
              "Exit status: 0 done, 1 the operation failed, 2 the coordinator is unreachable.",
     .opts = OPTS,
     .n_opts = CLI_COUNT(OPTS),
 };
 
-/* One Admin call. A fresh channel's first connection attempt may fail on a busy
- * machine (gRPC fails fast instead of waiting): UNAVAILABLE is retried for up to
- * three seconds before it counts. Failures are reported here, as one line; the
- * return value is the exit status. */
+/* Each call's deadline (--timeout). */
+static int call_ms = 30000;
+
+/* One Admin call within --timeout. gRPC fails a call at once while its channel cannot
+ * connect, and on a busy machine a fresh channel's first connection attempts may fail
+ * ("tcp handshaker shutdown"): UNAVAILABLE is retried until the --timeout is spent, so
+ * an unreachable coordinator is reported after --timeout. Failures are reported here,
+ * as one line; the return value is the exit status. */
 static int admin_call(rpc_channel *ch, const char *addr, const char *method, const ProtobufCMessage *q,
                       const ProtobufCMessageDescriptor *d, void **out)
 {
     rpc_status st;
-    for (int tries = 0;; tries++) {
-        if (rpc_unary_msg(ch, method, q, d, 5000, out, &st) == 0)
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long left = call_ms - ((now.tv_sec - t0.tv_sec) * 1000L + (now.tv_nsec - t0.tv_nsec) / 1000000L);
+        if (rpc_unary_msg(ch, method, q, d, left > 1 ? (int)left : 1, out, &st) == 0)
             return EXIT_OK;
-        if (st.code != RPC_UNAVAILABLE || tries >= 30)
+        if (st.code != RPC_UNAVAILABLE || left <= 100)
             break;
         struct timespec ts = {0, 100 * 1000000L};
         nanosleep(&ts, NULL);
@@ -140,6 +203,15 @@ static const char *role_name(int r)
     case TANDEM__ROLE__ROLE_BOTH: return "both";
     default: return "?";
     }
+}
+
+/* prefill, decode, both: the Tandem__Role; 0 for another name. */
+static int role_parse(const char *s)
+{
+    for (int r = TANDEM__ROLE__ROLE_PREFILL; r <= TANDEM__ROLE__ROLE_BOTH; r++)
+        if (!strcmp(s, role_name(r)))
+            return r;
+    return 0;
 }
 
 /* The engine's own description of a layout ("f32 bs16 L28 kv8 d128"), "-" for none. */
@@ -299,19 +371,21 @@ static void print_status(const Tandem__ClusterStatus *cs)
     }
 }
 
-/* describe worker: one "key: value" line per field of the JSON object. */
-static void print_describe(const Tandem__WorkerStatus *w)
+/* "key value" lines of a JSON object: numbers as given, null as "-". */
+static void print_fields(const cJSON *o)
 {
-    cJSON *o = worker_json(w);
     for (const cJSON *f = o->child; f; f = f->next) {
         if (cJSON_IsString(f))
             printf("%-22s %s\n", f->string, *f->valuestring ? f->valuestring : "-");
         else if (cJSON_IsBool(f))
             printf("%-22s %s\n", f->string, cJSON_IsTrue(f) ? "yes" : "no");
-        else
+        else if (cJSON_IsNull(f))
+            printf("%-22s -\n", f->string);
+        else if (f->valuedouble == floor(f->valuedouble))
             printf("%-22s %.0f\n", f->string, f->valuedouble);
+        else
+            printf("%-22s %.3f\n", f->string, f->valuedouble);
     }
-    cJSON_Delete(o);
 }
 
 static int find_command(const char *name)
@@ -341,7 +415,9 @@ static int show(rpc_channel *ch, const char *addr, int cmd, const char *id, int 
         } else if (json) {
             rc = print_json(worker_json(w));
         } else {
-            print_describe(w);
+            cJSON *o = worker_json(w);
+            print_fields(o);
+            cJSON_Delete(o);
         }
     } else if (json) {
         cJSON *arr = cJSON_CreateArray();
@@ -386,55 +462,229 @@ static int cordon(rpc_channel *ch, const char *addr, const char *id, int on, int
     return rc;
 }
 
-/* drain ID: Admin.Drain, then with --wait one line per change of the worker's
- * state or load until it is drained. */
-static int drain(rpc_channel *ch, const char *addr, const char *id, int wait, int json)
+/* Polls Admin.Status until the worker is drained (role 0) or back, ready, in `role`,
+ * printing (when print) one line per change of its state and load. */
+static int watch(rpc_channel *ch, const char *addr, const char *id, int role, int print)
 {
-    Tandem__WorkerRequest q = TANDEM__WORKER_REQUEST__INIT;
-    q.worker_id = (char *)id;
-    Tandem__WorkerReply *rep = NULL;
-    int rc = admin_call(ch, addr, RPC_ADMIN_DRAIN, &q.base, &tandem__worker_reply__descriptor, (void **)&rep);
-    if (rc)
-        return rc;
-    rpc_msg_free(rep);
-    if (!json)
-        printf("worker %s draining\n", id);
-    char last[160] = "";
+    char last[200] = "";
     for (;;) {
         Tandem__StatusRequest sq = TANDEM__STATUS_REQUEST__INIT;
         Tandem__ClusterStatus *cs = NULL;
-        if ((rc = admin_call(ch, addr, RPC_ADMIN_STATUS, &sq.base, &tandem__cluster_status__descriptor, (void **)&cs)))
+        int rc = admin_call(ch, addr, RPC_ADMIN_STATUS, &sq.base, &tandem__cluster_status__descriptor, (void **)&cs);
+        if (rc)
             return rc;
         const Tandem__WorkerStatus *w = NULL;
         for (size_t i = 0; i < cs->n_workers && !w; i++)
             if (!strcmp(id_of(cs->workers[i]), id))
                 w = cs->workers[i];
-        int state = w ? w->state : 0;
-        char now[160];
-        snprintf(now, sizeof now, "worker %s %s: %u running, %u queued, KV %u/%u", id, rpc_worker_state_name(state),
-                 w && w->load ? w->load->running : 0, w && w->load ? w->load->queued : 0,
-                 w && w->load ? w->load->kv_blocks_used : 0, w && w->load ? w->load->kv_blocks_total : 0);
+        int state = w ? w->state : 0, now_role = w && w->info ? w->info->role : 0;
+        const Tandem__WorkerLoad *ld = w ? w->load : NULL;
+        char now[200], as[32] = "";
+        if (role)
+            snprintf(as, sizeof as, " (%s)", role_name(now_role));
+        snprintf(now, sizeof now, "worker %s%s %s: %u running, %u queued, KV %u/%u", id, as,
+                 rpc_worker_state_name(state), ld ? ld->running : 0, ld ? ld->queued : 0, ld ? ld->kv_blocks_used : 0,
+                 ld ? ld->kv_blocks_total : 0);
         rpc_msg_free(cs);
         if (!w) {
-            fprintf(stderr, "tandemctl: worker '%s' left the cluster while draining\n", id);
+            fprintf(stderr, "tandemctl: worker '%s' left the cluster\n", id);
             return EXIT_FAILED;
         }
-        int done = state == TANDEM__WORKER_STATE__WORKER_DRAINED;
-        if (wait && !json && strcmp(now, last))
+        if (state == TANDEM__WORKER_STATE__WORKER_FAILED && role) {
+            fprintf(stderr, "tandemctl: worker '%s' failed while changing its role\n", id);
+            return EXIT_FAILED;
+        }
+        if (print && strcmp(now, last))
             printf("%s\n", now);
         snprintf(last, sizeof last, "%s", now);
-        if (!wait || done) {
-            if (!json)
-                return EXIT_OK;
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "worker", id);
-            cJSON_AddStringToObject(o, "state", rpc_worker_state_name(state));
-            return print_json(o);
-        }
+        if (role ? now_role == role && state == TANDEM__WORKER_STATE__WORKER_READY
+                 : state == TANDEM__WORKER_STATE__WORKER_DRAINED)
+            return EXIT_OK;
         fflush(stdout);
         struct timespec ts = {0, 200 * 1000000L};
         nanosleep(&ts, NULL);
     }
+}
+
+/* "90s", "10m", "1h", "500ms", or seconds: milliseconds, 1 ms to 7 days; -1 otherwise. */
+static long parse_duration(const char *s)
+{
+    char *end;
+    double v = strtod(s, &end);
+    double unit = !*end || !strcmp(end, "s") ? 1000
+                  : !strcmp(end, "ms")       ? 1
+                  : !strcmp(end, "m")        ? 60000
+                  : !strcmp(end, "h")        ? 3600000
+                                             : -1;
+    if (end == s || unit < 0 || !isfinite(v) || v * unit < 1 || v * unit > 7 * 24 * 3600e3)
+        return -1;
+    return (long)(v * unit);
+}
+
+/* drain ID and role ID ROLE: Admin.Drain / Admin.SetRole, then (drain --wait, role)
+ * the worker's progress until it is drained / back in its new role. */
+static int drain(rpc_channel *ch, const char *addr, const char *id, int role, long deadline_ms, int wait, int json)
+{
+    Tandem__WorkerRequest q = TANDEM__WORKER_REQUEST__INIT;
+    q.worker_id = (char *)id;
+    q.deadline_ms = (uint32_t)deadline_ms;
+    q.role = (Tandem__Role)role;
+    Tandem__WorkerReply *rep = NULL;
+    int rc = admin_call(ch, addr, role ? RPC_ADMIN_SET_ROLE : RPC_ADMIN_DRAIN, &q.base,
+                        &tandem__worker_reply__descriptor, (void **)&rep);
+    if (rc)
+        return rc;
+    rpc_msg_free(rep);
+    if (!json && role)
+        printf("worker %s draining, then becoming %s\n", id, role_name(role));
+    else if (!json)
+        printf("worker %s draining\n", id);
+    if ((wait || role) && (rc = watch(ch, addr, id, role, !json)))
+        return rc;
+    if (!json)
+        return EXIT_OK;
+    Tandem__StatusRequest sq = TANDEM__STATUS_REQUEST__INIT;
+    Tandem__ClusterStatus *cs = NULL;
+    if ((rc = admin_call(ch, addr, RPC_ADMIN_STATUS, &sq.base, &tandem__cluster_status__descriptor, (void **)&cs)))
+        return rc;
+    for (size_t i = 0; i < cs->n_workers; i++)
+        if (!strcmp(id_of(cs->workers[i]), id))
+            rc = print_json(worker_json(cs->workers[i]));
+    rpc_msg_free(cs);
+    return rc;
+}
+
+static cJSON *request_json(const Tandem__RequestStatus *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", r->request_id ? r->request_id : "");
+    cJSON_AddStringToObject(o, "state", r->state ? r->state : "");
+    cJSON_AddNumberToObject(o, "prompt_tokens", r->prompt_tokens);
+    cJSON_AddNumberToObject(o, "tokens", r->tokens);
+    cJSON_AddNumberToObject(o, "max_tokens", r->max_tokens);
+    cJSON_AddStringToObject(o, "decode_worker", r->decode_worker ? r->decode_worker : "");
+    cJSON_AddStringToObject(o, "prefill_worker", r->prefill_worker ? r->prefill_worker : "");
+    cJSON_AddNumberToObject(o, "failovers", r->failovers);
+    cJSON_AddNumberToObject(o, "migrations", r->migrations);
+    cJSON_AddNumberToObject(o, "age_s", r->age_s);
+    if (r->ttft_s >= 0)
+        cJSON_AddNumberToObject(o, "ttft_s", r->ttft_s);
+    else
+        cJSON_AddNullToObject(o, "ttft_s");
+    if (r->since_token_s >= 0)
+        cJSON_AddNumberToObject(o, "since_token_s", r->since_token_s);
+    else
+        cJSON_AddNullToObject(o, "since_token_s");
+    return o;
+}
+
+/* get requests, describe request ID: one Admin.Requests call. */
+static int show_requests(rpc_channel *ch, const char *addr, const char *id, int json)
+{
+    Tandem__StatusRequest q = TANDEM__STATUS_REQUEST__INIT;
+    Tandem__RequestList *l = NULL;
+    int rc = admin_call(ch, addr, RPC_ADMIN_REQUESTS, &q.base, &tandem__request_list__descriptor, (void **)&l);
+    if (rc)
+        return rc;
+    if (id) {
+        const Tandem__RequestStatus *r = NULL;
+        for (size_t i = 0; i < l->n_requests && !r; i++)
+            if (l->requests[i]->request_id && !strcmp(l->requests[i]->request_id, id))
+                r = l->requests[i];
+        if (!r) {
+            fprintf(stderr, "tandemctl: no request '%s' in flight\n", id);
+            rc = EXIT_FAILED;
+        } else if (json) {
+            rc = print_json(request_json(r));
+        } else {
+            cJSON *o = request_json(r);
+            print_fields(o);
+            cJSON_Delete(o);
+        }
+    } else if (json) {
+        cJSON *arr = cJSON_CreateArray();
+        for (size_t i = 0; i < l->n_requests; i++)
+            cJSON_AddItemToArray(arr, request_json(l->requests[i]));
+        rc = print_json(arr);
+    } else {
+        /* 96 columns with ids up to 33 characters (chatcmpl- and 24 hex digits) */
+        printf("%-33s %-7s %6s %9s %-14s %-14s %7s\n", "REQUEST", "STATE", "PROMPT", "TOKENS", "DECODE", "PREFILL",
+               "AGE");
+        for (size_t i = 0; i < l->n_requests; i++) {
+            const Tandem__RequestStatus *r = l->requests[i];
+            char tok[32], age[24];
+            snprintf(tok, sizeof tok, "%u/%u", r->tokens, r->max_tokens);
+            snprintf(age, sizeof age, "%.1fs", r->age_s);
+            printf("%-33s %-7s %6u %9s %-14s %-14s %7s\n", r->request_id, r->state, r->prompt_tokens, tok,
+                   *r->decode_worker ? r->decode_worker : "-", *r->prefill_worker ? r->prefill_worker : "-", age);
+        }
+    }
+    rpc_msg_free(l);
+    return rc;
+}
+
+/* log-level LEVEL [ID|--all]: each process changed on a line; any that failed
+ * make it exit 1. */
+static int log_level(rpc_channel *ch, const char *addr, const char *level, const char *id, int all, int json)
+{
+    Tandem__WorkerRequest q = TANDEM__WORKER_REQUEST__INIT;
+    q.worker_id = (char *)(id ? id : "");
+    q.log_level = (char *)level;
+    q.all = all;
+    Tandem__LogLevelReply *rep = NULL;
+    int rc = admin_call(ch, addr, RPC_ADMIN_SET_LOG_LEVEL, &q.base, &tandem__log_level_reply__descriptor,
+                        (void **)&rep);
+    if (rc)
+        return rc;
+    if (json) {
+        cJSON *o = cJSON_CreateObject(), *ch_ = cJSON_AddArrayToObject(o, "changed"),
+              *f = cJSON_AddArrayToObject(o, "failed");
+        cJSON_AddStringToObject(o, "log_level", level);
+        for (size_t i = 0; i < rep->n_changed; i++)
+            cJSON_AddItemToArray(ch_, cJSON_CreateString(rep->changed[i]));
+        for (size_t i = 0; i < rep->n_failed; i++)
+            cJSON_AddItemToArray(f, cJSON_CreateString(rep->failed[i]));
+        print_json(o);
+    } else {
+        for (size_t i = 0; i < rep->n_changed; i++)
+            printf("%s: log level %s\n", rep->changed[i], level);
+    }
+    for (size_t i = 0; i < rep->n_failed; i++)
+        fprintf(stderr, "tandemctl: %s\n", rep->failed[i]);
+    rc = rep->n_failed ? EXIT_FAILED : EXIT_OK;
+    rpc_msg_free(rep);
+    return rc;
+}
+
+/* config [ID]: "key value" lines, then a warning line per setting the pool disagrees on. */
+static int config(rpc_channel *ch, const char *addr, const char *id, int json)
+{
+    Tandem__WorkerRequest q = TANDEM__WORKER_REQUEST__INIT;
+    q.worker_id = (char *)(id ? id : "");
+    Tandem__ConfigReply *rep = NULL;
+    int rc = admin_call(ch, addr, RPC_ADMIN_CONFIG, &q.base, &tandem__config_reply__descriptor, (void **)&rep);
+    if (rc)
+        return rc;
+    if (json) {
+        cJSON *o = cJSON_CreateObject(), *set = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "id", rep->id ? rep->id : "");
+        for (size_t i = 0; i < rep->n_settings; i++)
+            cJSON_AddStringToObject(set, rep->settings[i]->key, rep->settings[i]->value);
+        cJSON_AddItemToObject(o, "settings", set);
+        cJSON *w = cJSON_AddArrayToObject(o, "warnings");
+        for (size_t i = 0; i < rep->n_warnings; i++)
+            cJSON_AddItemToArray(w, cJSON_CreateString(rep->warnings[i]));
+        rc = print_json(o);
+    } else {
+        printf("%-18s %s\n", "id", rep->id);
+        for (size_t i = 0; i < rep->n_settings; i++)
+            if (strcmp(rep->settings[i]->key, "id"))
+                printf("%-18s %s\n", rep->settings[i]->key, rep->settings[i]->value);
+        for (size_t i = 0; i < rep->n_warnings; i++)
+            printf("%swarning: the pool disagrees on %s\n", i ? "" : "\n", rep->warnings[i]);
+    }
+    rpc_msg_free(rep);
+    return rc;
 }
 
 static int cancel(rpc_channel *ch, const char *addr, const char *id, int json)
@@ -495,14 +745,31 @@ int main(int argc, char **argv)
     if (rc != CLI_RUN)
         return rc ? EXIT_FAILED : EXIT_OK;
     const char *arg0 = a.args[0], *arg1 = a.args[1];
-    if (cmd == CMD_GET && (!arg0 || strcmp(arg0, "workers")))
-        return cli_usage_error(c, "get what? `get workers`"), EXIT_FAILED;
-    if (cmd == CMD_DESCRIBE && (!arg0 || strcmp(arg0, "worker") || !arg1))
-        return cli_usage_error(c, "describe what? `describe worker ID`"), EXIT_FAILED;
-    if ((cmd == CMD_CORDON || cmd == CMD_UNCORDON || cmd == CMD_DRAIN || cmd == CMD_CANCEL) && !arg0)
-        return cli_usage_error(c, "needs %s", cmd == CMD_CANCEL ? "a REQUEST_ID" : "a worker ID"), EXIT_FAILED;
+    const char *bad = NULL;
+    int role = 0;
+    long deadline_ms = 0;
+    eng_log_level level;
+    if (cmd == CMD_GET && (!arg0 || (strcmp(arg0, "workers") && strcmp(arg0, "requests"))))
+        bad = "get what? `get workers` or `get requests`";
+    else if (cmd == CMD_DESCRIBE && (!arg0 || (strcmp(arg0, "worker") && strcmp(arg0, "request")) || !arg1))
+        bad = "describe what? `describe worker ID` or `describe request ID`";
+    else if ((cmd == CMD_CORDON || cmd == CMD_UNCORDON || cmd == CMD_DRAIN || cmd == CMD_ROLE) && !arg0)
+        bad = "needs a worker ID";
+    else if (cmd == CMD_CANCEL && !arg0)
+        bad = "needs a REQUEST_ID";
+    else if (cmd == CMD_ROLE && (!arg1 || (role = role_parse(arg1)) == 0))
+        bad = "the new role must be prefill, decode or both";
+    else if (a.deadline && (deadline_ms = parse_duration(a.deadline)) < 0)
+        bad = "--deadline must be a duration from 1ms to 7 days: 90s, 10m, 1h, 500ms";
+    else if (cmd == CMD_LOG_LEVEL && (!arg0 || eng_log_level_parse(arg0, &level) < 0))
+        bad = "the level must be error, warn, info or debug";
+    else if (cmd == CMD_LOG_LEVEL && a.all && arg1)
+        bad = "an ID or --all, not both";
+    if (bad)
+        return cli_usage_error(c, "%s", bad), EXIT_FAILED;
     if ((rc = cli_tls_apply(c, &a.tls)) != CLI_RUN)
         return rc ? EXIT_FAILED : EXIT_OK;
+    call_ms = (int)(a.timeout * 1000);
     int json = a.json || !strcmp(a.output, "json");
     rpc_channel *ch = NULL;
     rpc_status st;
@@ -510,12 +777,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "tandemctl: %s: %s\n", a.coordinator, st.msg);
         return EXIT_FAILED;
     }
+    int requests = (cmd == CMD_GET && !strcmp(arg0, "requests")) || (cmd == CMD_DESCRIBE && !strcmp(arg0, "request"));
     switch (cmd) {
     case CMD_CORDON:
     case CMD_UNCORDON: rc = cordon(ch, a.coordinator, arg0, cmd == CMD_CORDON, a.migrate, json); break;
-    case CMD_DRAIN: rc = drain(ch, a.coordinator, arg0, a.wait, json); break;
+    case CMD_DRAIN:
+    case CMD_ROLE: rc = drain(ch, a.coordinator, arg0, role, deadline_ms, a.wait, json); break;
+    case CMD_LOG_LEVEL: rc = log_level(ch, a.coordinator, arg0, arg1, a.all, json); break;
+    case CMD_CONFIG: rc = config(ch, a.coordinator, arg0, json); break;
     case CMD_CANCEL: rc = cancel(ch, a.coordinator, arg0, json); break;
-    default: rc = show(ch, a.coordinator, cmd, arg1, json);
+    default: rc = requests ? show_requests(ch, a.coordinator, arg1, json) : show(ch, a.coordinator, cmd, arg1, json);
     }
     rpc_channel_destroy(ch);
     return rc;

@@ -42,6 +42,37 @@ struct coord_coordinator {
     int rpc_port;
 };
 
+static void add_setting(coord_setting *s, int *n, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void add_setting(coord_setting *s, int *n, const char *key, const char *fmt, ...)
+{
+    if (*n >= COORD_MAX_SETTINGS)
+        return;
+    snprintf(s[*n].key, sizeof s[*n].key, "%s", key);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s[*n].value, sizeof s[*n].value, fmt, ap);
+    va_end(ap);
+    (*n)++;
+}
+
+/* What Admin.Config answers for the coordinator: its options as they took effect. */
+static void show_settings(coord_coordinator *c, const coord_options *opt, const char *host)
+{
+    coord_setting s[COORD_MAX_SETTINGS];
+    int n = 0;
+    add_setting(s, &n, "model", "%s", c->model_name);
+    add_setting(s, &n, "model_dir", "%s", opt->model_dir);
+    add_setting(s, &n, "model_layout", "L%d kv%d d%d, context %d", c->cfg.num_hidden_layers, c->cfg.num_key_value_heads,
+                c->cfg.head_dim, c->cfg.max_position_embeddings);
+    add_setting(s, &n, "http", "%s://%s:%d", opt->tls_cert ? "https" : "http", host, coord_http_port(c->http));
+    add_setting(s, &n, "grpc", "%s:%d", host, c->rpc_port);
+    add_setting(s, &n, "mode", "%s", opt->colocated ? "colocated" : "disaggregated");
+    add_setting(s, &n, "heartbeat_ms", "%d", coord_registry_heartbeat_ms(c->registry));
+    add_setting(s, &n, "api_keys", "%s", opt->api_key_file ? opt->api_key_file : "none (the HTTP API is open)");
+    coord_admin_set_settings(c->admin, s, n);
+}
+
 int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, eng_error *err)
 {
     *out = NULL;
@@ -159,6 +190,7 @@ int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, e
     };
     if (coord_http_start(&hc, &c->http, err) < 0)
         goto fail;
+    show_settings(c, opt, host);
     eng_log(ENG_LOG_INFO, "coordinator", NULL,
             "serving %s (L%d kv%d d%d, context %d, %s mode) on http://%s:%d, gRPC %s:%d", c->model_name,
             c->cfg.num_hidden_layers, c->cfg.num_key_value_heads, c->cfg.head_dim, c->cfg.max_position_embeddings,

@@ -57,6 +57,10 @@ struct coord_backend_call {
     int refs;
     int waiting; /* counted in the queue depth */
     struct coord_backend_call *prev, *next;
+    /* what Admin.Requests shows, guarded by r->mu */
+    char at_decode[128], at_prefill[128];
+    int shown_gen, shown_failovers, shown_migrations;
+    double t_submit, t_first, t_last;
     /* the thread's own */
     char exclude[MAX_EXCLUDE][128];
     int n_exclude;
@@ -290,6 +294,29 @@ static void set_waiting(coord_backend_call *c, int waiting)
     pthread_mutex_unlock(&r->mu);
 }
 
+/* The pair an attempt runs on, for Admin.Requests. */
+static void show_route(coord_backend_call *c, const char *decode, const char *prefill, int failovers)
+{
+    pthread_mutex_lock(&c->r->mu);
+    snprintf(c->at_decode, sizeof c->at_decode, "%s", decode);
+    snprintf(c->at_prefill, sizeof c->at_prefill, "%s", prefill);
+    c->shown_failovers = failovers;
+    c->shown_migrations = c->migrations;
+    pthread_mutex_unlock(&c->r->mu);
+}
+
+/* A token delivered, for Admin.Requests. */
+static void show_token(coord_backend_call *c)
+{
+    double now = eng_now_s();
+    pthread_mutex_lock(&c->r->mu);
+    c->shown_gen = c->n_gen;
+    if (!c->t_first)
+        c->t_first = now;
+    c->t_last = now;
+    pthread_mutex_unlock(&c->r->mu);
+}
+
 static int is_cancelled(coord_backend_call *c)
 {
     pthread_mutex_lock(&c->r->mu);
@@ -357,6 +384,7 @@ static int deliver(coord_backend_call *c, const Tandem__Token *t, attempt_state 
         s.top[k].logprob = t->top[k]->logprob;
     }
     c->gen[c->n_gen++] = t->id;
+    show_token(c);
     double now = eng_now_s();
     if (c->resuming) {
         c->resuming = 0;
@@ -653,7 +681,7 @@ static void *call_main(void *arg)
 {
     coord_backend_call *c = arg;
     coord_router *r = c->r;
-    int failures = 0;
+    int failures = 0, failovers = 0; /* failovers: failures in all, for Admin.Requests */
     double wait_until = eng_now_s() + r->cfg.wait_ms / 1000.0;
     char last_why[512] = "";
     for (;;) {
@@ -702,6 +730,7 @@ static void *call_main(void *arg)
         if (!rt.colocated)
             p = v[rt.prefill];
         free(v);
+        show_route(c, d.id, rt.colocated ? "" : p.id, failovers);
         attempt_state as = {.finish = COORD_FINISH_STOP};
         int delivered = c->n_gen;
         outcome o = attempt(c, &d, rt.colocated ? NULL : &p, &as);
@@ -746,6 +775,7 @@ static void *call_main(void *arg)
             failures = 0;
         } else {
             failures++;
+            failovers++;
             note_retry(r, "failover");
             if (failures > r->cfg.max_failures) {
                 coord_fail(&c->err, c->n_gen ? 502 : 503, "server_error", NULL, NULL,
@@ -840,6 +870,7 @@ static int be_submit(void *self, const coord_gen_request *req, const coord_token
                                   : "%d requests are already in flight (the limit); retry later",
                           waiting ? r->cfg.max_waiting : r->cfg.max_requests);
     }
+    c->t_submit = eng_now_s();
     c->next = r->calls;
     if (r->calls)
         r->calls->prev = c;
@@ -951,6 +982,38 @@ int coord_router_active(coord_router *r)
     int n = r->n_calls;
     pthread_mutex_unlock(&r->mu);
     return n;
+}
+
+int coord_router_requests(coord_router *r, coord_request_view **out, int *n)
+{
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&r->mu);
+    coord_request_view *v = calloc((size_t)r->n_calls + 1, sizeof *v);
+    if (!v) {
+        pthread_mutex_unlock(&r->mu);
+        return -1;
+    }
+    double now = eng_now_s();
+    int k = 0;
+    for (coord_backend_call *c = r->calls; c; c = c->next, k++) {
+        coord_request_view *q = &v[k];
+        snprintf(q->id, sizeof q->id, "%s", c->id);
+        snprintf(q->decode, sizeof q->decode, "%s", c->at_decode);
+        snprintf(q->prefill, sizeof q->prefill, "%s", c->at_prefill);
+        q->n_prompt = c->n_prompt;
+        q->n_gen = c->shown_gen;
+        q->max_tokens = c->max_tokens;
+        q->failovers = c->shown_failovers;
+        q->migrations = c->shown_migrations;
+        q->age_s = now - c->t_submit;
+        q->ttft_s = c->t_first ? c->t_first - c->t_submit : -1;
+        q->since_token_s = c->t_last ? now - c->t_last : -1;
+    }
+    pthread_mutex_unlock(&r->mu);
+    *out = v;
+    *n = k;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ life */

@@ -67,6 +67,20 @@ int coord_router_active(coord_router *r);
  * failure, counted with reason "cordon". Returns the number of streams moved. */
 int coord_router_migrate_from(coord_router *r, const char *worker_id);
 
+/* One request in flight, as Admin.Requests shows it. */
+typedef struct coord_request_view {
+    char id[96];
+    char decode[128], prefill[128]; /* its current pair; "" while waiting (prefill: colocated too) */
+    int n_prompt, n_gen, max_tokens;
+    int failovers;  /* runs on another pair after a worker failed */
+    int migrations; /* moves of its stream to another decode worker (resumed after the tokens sent) */
+    double age_s, ttft_s, since_token_s; /* the last two < 0 before the first token */
+} coord_request_view;
+
+/* A malloc'd copy of every request in flight (*n of them, newest first); free() it.
+ * Returns -1 when memory runs out. */
+int coord_router_requests(coord_router *r, coord_request_view **out, int *n);
+
 /* ------------------------------------------------------------------ the choice, pure */
 
 typedef struct coord_route {

@@ -147,10 +147,12 @@ static void on_generate(void *user, rpc_call *call, const rpc_bytes *bytes)
     }
     wrk_req *r = NULL;
     int code = RPC_OK, retryable = 0;
-    if (g->colocated && w->opt.role != WRK_ROLE_BOTH) {
+    wrk_role role = wrk_role_now(w);
+    if (g->colocated && role != WRK_ROLE_BOTH) {
         code = RPC_FAILED_PRECONDITION;
-        snprintf(msg, sizeof msg, "colocated requests need a worker with role both; this one is %s", w->role_name);
-    } else if (!g->colocated && w->opt.role == WRK_ROLE_PREFILL) {
+        snprintf(msg, sizeof msg, "colocated requests need a worker with role both; this one is %s",
+                 wrk_role_name(role));
+    } else if (!g->colocated && role == WRK_ROLE_PREFILL) {
         code = RPC_FAILED_PRECONDITION;
         snprintf(msg, sizeof msg, "this is a prefill worker: it serves Prefill.Run, not Decode.Generate");
     } else if (!(r = wrk_req_new(w, g->colocated ? REQ_COLOCATED : REQ_DECODE, g->request_id))) {
@@ -440,7 +442,7 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
     kvt_peer *peer = NULL;
     kvt_send *send = NULL;
     eng_error err;
-    if (w->opt.role == WRK_ROLE_DECODE) {
+    if (wrk_role_now(w) == WRK_ROLE_DECODE) {
         code = RPC_FAILED_PRECONDITION;
         snprintf(msg, sizeof msg, "this is a decode worker: it does not serve Prefill.Run");
     } else if (!(r = wrk_req_new(w, REQ_PREFILL, q->request_id))) {
@@ -571,24 +573,12 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
     rpc_msg_free(q);
 }
 
-/* Worker.Drain: what SIGTERM does, asked by the coordinator (tandemctl drain). */
-static void on_drain(void *user, rpc_call *call, const rpc_bytes *req, rpc_bytes *resp, rpc_status *st)
-{
-    (void)call, (void)req;
-    wrk_drain(user);
-    Tandem__WorkerReply rep = TANDEM__WORKER_REPLY__INIT;
-    rep.state = TANDEM__WORKER_STATE__WORKER_DRAINING;
-    if (rpc_pack(&rep.base, resp) < 0)
-        rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
-}
-
 int wrk_service_register(wrk_worker *w, rpc_status *st)
 {
     if (rpc_server_add_unary(w->server, RPC_PREFILL_RUN, on_prefill, w, st) < 0 ||
         rpc_server_add_stream(w->server, RPC_DECODE_GENERATE, on_generate, w, st) < 0 ||
         rpc_server_add_unary(w->server, RPC_DECODE_KV_READY, on_kv_ready, w, st) < 0 ||
-        rpc_server_add_unary(w->server, RPC_DECODE_KV_HELLO, on_kv_hello, w, st) < 0 ||
-        rpc_server_add_unary(w->server, RPC_WORKER_DRAIN, on_drain, w, st) < 0)
+        rpc_server_add_unary(w->server, RPC_DECODE_KV_HELLO, on_kv_hello, w, st) < 0 || wrk_control_register(w, st) < 0)
         return -1;
     return 0;
 }

@@ -20,7 +20,7 @@ void wrk_log(wrk_worker *w, eng_log_level level, const char *request_id, const c
     if (!eng_log_enabled(level))
         return;
     char who[sizeof w->id + 16];
-    snprintf(who, sizeof who, "%s %s", w->role_name, w->id);
+    snprintf(who, sizeof who, "%s %s", wrk_role_name(wrk_role_now(w)), w->id);
     va_list ap;
     va_start(ap, fmt);
     eng_logv(level, who, request_id, fmt, ap);
@@ -258,7 +258,7 @@ static int do_register(wrk_worker *w, uint32_t *interval_ms, char *why, size_t c
     ep.descriptor.len = w->descriptor_len;
     Tandem__WorkerInfo info = TANDEM__WORKER_INFO__INIT;
     info.worker_id = w->id;
-    info.role = (Tandem__Role)w->opt.role;
+    info.role = (Tandem__Role)wrk_role_now(w);
     info.rpc_address = w->rpc_address;
     info.metrics_address = w->metrics_address;
     info.capacity = &c;
@@ -374,6 +374,10 @@ static void *registry_main(void *arg)
                 failures++;
                 wait_ms = 500;
             }
+        } else if (wrk_take_new_role(w)) {
+            registered = 0;
+            atomic_store(&w->registered, 0);
+            wait_ms = 0;
         } else {
             int hb = do_heartbeat(w, &interval, why, sizeof why);
             if (hb == 0) {
@@ -522,6 +526,7 @@ int wrk_start(const wrk_options *opt, wrk_worker **out, eng_error *err)
     }
     snprintf(w->host, sizeof w->host, "%s", opt->host && *opt->host ? opt->host : "127.0.0.1");
     w->role_name = wrk_role_name(opt->role);
+    atomic_init(&w->role, (int)opt->role);
     snprintf(w->id, sizeof w->id, "%s", opt->id && *opt->id ? opt->id : "starting");
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
@@ -656,16 +661,6 @@ void wrk_drain(wrk_worker *w)
     w->reg_now = 1; /* tell the coordinator now, not at the next interval */
     pthread_cond_broadcast(&w->reg_cv);
     pthread_mutex_unlock(&w->reg_mu);
-}
-
-int wrk_in_flight(wrk_worker *w)
-{
-    pthread_mutex_lock(&w->mu);
-    int n = w->open_runs;
-    for (wrk_req *r = w->reqs; r; r = r->next)
-        n += r->kind != REQ_PREFILL; /* a prefill is counted by its Run handler */
-    pthread_mutex_unlock(&w->mu);
-    return n;
 }
 
 void wrk_stop(wrk_worker *w)

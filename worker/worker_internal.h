@@ -2,6 +2,7 @@
  *   worker.c   lifecycle (start/stop), registration and heartbeats, metrics, logging
  *   service.c  the gRPC handlers (Prefill.Run, Decode.Generate/KvReady/KvHello)
  *   engine.c   the engine thread: step planning, eng_forward, sampling, KV push
+ *   control.c  the Worker service: Drain, SetRole, SetLogLevel, Config (tandemctl)
  *
  * Locking: one mutex (w->mu) guards the request list, every request's state fields,
  * the counters, and the KV pool's allocator (eng_kv_alloc/free via eng_seq_reserve/
@@ -124,7 +125,8 @@ struct wrk_worker {
     char model_name[256];
     char rpc_address[300];
     char metrics_address[300];
-    const char *role_name;
+    const char *role_name; /* at start: the metrics' role label (wrk_role_now is the role now) */
+    atomic_int role;       /* wrk_role; changed by Worker.SetRole once drained */
 
     eng_model *model;
     const eng_config *cfg;
@@ -164,6 +166,7 @@ struct wrk_worker {
     int stopping;
     int draining;              /* wrk_drain: admit nothing new, let the rest finish */
     double drain_deadline;     /* then the streams left are handed back for migration */
+    int next_role;             /* Worker.SetRole: the role to take once drained; 0 none */
     int open_runs;             /* Prefill.Run handlers past admission (they outlive their request's DONE) */
     atomic_int started;        /* model loaded, services running: /startupz passes */
     atomic_int registered;     /* the coordinator accepted our registration */
@@ -210,6 +213,13 @@ rpc_channel *wrk_channel(wrk_worker *w, const char *address, rpc_status *st);
 
 /* service.c */
 int wrk_service_register(wrk_worker *w, rpc_status *st);
+
+/* control.c */
+int wrk_control_register(wrk_worker *w, rpc_status *st);
+wrk_role wrk_role_now(wrk_worker *w);
+/* Registration thread: after Worker.SetRole, once drained with nothing in flight,
+ * takes the new role and stops draining. 1 when it did (register again now). */
+int wrk_take_new_role(wrk_worker *w);
 
 /* engine.c */
 void *wrk_engine_main(void *arg);

@@ -57,6 +57,16 @@ void eng_log_set_format(eng_log_format format)
     atomic_store(&current_format, (int)format);
 }
 
+eng_log_format eng_log_get_format(void)
+{
+    return (eng_log_format)atomic_load(&current_format);
+}
+
+const char *eng_log_level_name(eng_log_level level)
+{
+    return (unsigned)level <= ENG_LOG_DEBUG ? LEVEL_NAMES[level] : "debug";
+}
+
 void eng_log_set_sink(eng_log_sink s, void *ctx)
 {
     sink = s;

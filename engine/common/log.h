@@ -36,6 +36,9 @@ int eng_log_format_parse(const char *name, eng_log_format *out);
 void eng_log_set_level(eng_log_level level);
 eng_log_level eng_log_get_level(void);
 void eng_log_set_format(eng_log_format format);
+eng_log_format eng_log_get_format(void);
+/* "error", "warn", "info", "debug" (the names eng_log_level_parse reads). */
+const char *eng_log_level_name(eng_log_level level);
 
 /* Where finished lines (no newline) go instead of stderr; NULL restores stderr. Tests
  * use it to read what was logged. Set it before the threads that log start. */

@@ -46,7 +46,14 @@
 #define RPC_ADMIN_CORDON "/tandem.Admin/Cordon"
 #define RPC_ADMIN_UNCORDON "/tandem.Admin/Uncordon"
 #define RPC_ADMIN_DRAIN "/tandem.Admin/Drain"
+#define RPC_ADMIN_REQUESTS "/tandem.Admin/Requests"
+#define RPC_ADMIN_SET_ROLE "/tandem.Admin/SetRole"
+#define RPC_ADMIN_SET_LOG_LEVEL "/tandem.Admin/SetLogLevel"
+#define RPC_ADMIN_CONFIG "/tandem.Admin/Config"
 #define RPC_WORKER_DRAIN "/tandem.Worker/Drain"
+#define RPC_WORKER_SET_ROLE "/tandem.Worker/SetRole"
+#define RPC_WORKER_SET_LOG_LEVEL "/tandem.Worker/SetLogLevel"
+#define RPC_WORKER_CONFIG "/tandem.Worker/Config"
 
 /* gRPC's status codes, same numbers, so they travel unchanged. */
 typedef enum rpc_code {

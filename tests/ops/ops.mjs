@@ -16,9 +16,10 @@
 //     missing argument; 2 for an unreachable coordinator (flag and $TANDEM_COORDINATOR);
 //   - `--help` of every command exits 0 and shows its options.
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { basename } from "node:path";
 import OpenAI from "openai";
+import { tandemctlAt } from "./tandemctl.mjs";
 import { start, freePort, waitFor, get, metricValue, check, checksPassed } from "../deploy/lib.mjs";
 
 const [tandem, tandemctl, model] = process.argv.slice(2);
@@ -43,17 +44,7 @@ async function worker(role, id) {
 const workers = [await worker("prefill", "prefill-0"), await worker("decode", "decode-0"), await worker("decode", "decode-1")];
 const [, d0, d1] = workers;
 
-// tandemctl ARGS -> { code, out, err }
-function ctl(args, env = {}) {
-  const r = spawnSync(tandemctl, args, { encoding: "utf8", timeout: 30000, env: { ...process.env, ...env } });
-  return { code: r.status, out: r.stdout, err: r.stderr };
-}
-function ctlOk(...args) {
-  const r = ctl([...args, "--coordinator", rpcAddr]);
-  assert.equal(r.code, 0, `tandemctl ${args.join(" ")}: ${r.err}`);
-  return r.out;
-}
-const workersJson = () => JSON.parse(ctlOk("get", "workers", "-o", "json"));
+const { ctl, ctlOk, workersJson } = tandemctlAt(tandemctl, rpcAddr);
 const stateOf = (id) => workersJson().find((w) => w.id === id)?.state;
 const tokensOn = async (w) => metricValue((await get(w.metrics, "/metrics")).text, "tandem_generation_tokens_total") || 0;
 const complete = (i) => client.completions.create({ model: modelName, prompt: `Request number ${i} says`, max_tokens: 6,
@@ -166,10 +157,10 @@ await check("exit status: 1 for an unknown id or bad arguments, 2 for an unreach
     assert.equal(r.err.trim().split("\n").length, 1, r.err);
   }
   const dead = `127.0.0.1:${await freePort()}`;
-  let r = ctl(["status", "--coordinator", dead]);
+  let r = ctl(["status", "--coordinator", dead, "--timeout", "2"]); // unreachable: reported after --timeout
   assert.equal(r.code, 2, r.err);
   assert.match(r.err, /unreachable/);
-  r = ctl(["cordon", "decode-0"], { TANDEM_COORDINATOR: dead });
+  r = ctl(["cordon", "decode-0", "--timeout", "2"], { TANDEM_COORDINATOR: dead });
   assert.equal(r.code, 2, r.err);
   r = ctl(["get", "workers"], { TANDEM_COORDINATOR: rpcAddr });
   assert.equal(r.code, 0, r.err);
