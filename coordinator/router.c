@@ -47,9 +47,9 @@ struct coord_backend_call {
     int32_t *gen;
     int n_gen;
     double t_last_token; /* when the last one was delivered */
-    int migrations;      /* times the stream moved to another decode worker */
     int resuming;        /* migrated, its next token not delivered yet: a resume gap to observe */
-    /* guarded by r->mu */
+    /* guarded by r->mu (the request's thread, the only writer, reads them without) */
+    int migrations; /* times the stream moved to another decode worker */
     rpc_stream *stream;
     char decode_id[128]; /* the decode worker of the current attempt */
     int cordon_migrate;  /* coord_router_migrate_from: move the stream off decode_id */
@@ -362,8 +362,8 @@ typedef struct attempt_state {
     int handed_back; /* the decode worker ended the stream for migration (its drain deadline) */
 } attempt_state;
 
-/* Hands one streamed token to the sink, or checks it against what was delivered
- * before a failover. Returns OUT_DONE with as->finish set when it was the last
+/* Hands one streamed token, the next one due, to the sink (and observes the resume
+ * gap when it is the first after a migration). Returns OUT_DONE with as->finish set when it was the last
  * token, -1 (as int) to go on, or OUT_CANCELLED / OUT_FAIL. */
 static int deliver(coord_backend_call *c, const Tandem__Token *t, attempt_state *as)
 {
@@ -645,10 +645,7 @@ end:
 static int migrate(coord_backend_call *c, const char *from, const attempt_state *as)
 {
     coord_router *r = c->r;
-    pthread_mutex_lock(&r->mu);
-    const char *reason = c->cordon_migrate ? "cordon" : as->handed_back ? "drain" : "failure";
-    c->cordon_migrate = 0;
-    pthread_mutex_unlock(&r->mu);
+    const char *reason = as->handed_back ? "drain" : "failure";
     int input = c->n_prompt + c->n_gen;
     if (c->migrations >= r->cfg.migration_limit)
         return coord_fail(&c->err, 502, "server_error", NULL, NULL,
@@ -660,7 +657,12 @@ static int migrate(coord_backend_call *c, const char *from, const attempt_state 
                           "decode worker %s lost the stream after %d tokens (%s); with its prompt that is %d tokens, "
                           "more than --migration-max-tokens %d, so it is not migrated; the response is incomplete",
                           from, c->n_gen, as->why, input, r->cfg.migration_max_tokens);
+    pthread_mutex_lock(&r->mu);
+    if (c->cordon_migrate)
+        reason = "cordon";
+    c->cordon_migrate = 0;
     c->migrations++;
+    pthread_mutex_unlock(&r->mu);
     c->resuming = 1;
     if (r->cfg.met)
         met_inc(met_get(r->cfg.met->family[MET_MIGRATIONS], (met_labels){.reason = reason}), 1);
