@@ -59,7 +59,7 @@ struct coord_backend_call {
     struct coord_backend_call *prev, *next;
     /* what Admin.Requests shows, guarded by r->mu */
     char at_decode[128], at_prefill[128];
-    int shown_gen, shown_failovers, shown_migrations;
+    int shown_gen, shown_failovers;
     double t_submit, t_first, t_last;
     /* the thread's own */
     char exclude[MAX_EXCLUDE][128];
@@ -301,7 +301,6 @@ static void show_route(coord_backend_call *c, const char *decode, const char *pr
     snprintf(c->at_decode, sizeof c->at_decode, "%s", decode);
     snprintf(c->at_prefill, sizeof c->at_prefill, "%s", prefill);
     c->shown_failovers = failovers;
-    c->shown_migrations = c->migrations;
     pthread_mutex_unlock(&c->r->mu);
 }
 
@@ -1007,7 +1006,7 @@ int coord_router_requests(coord_router *r, coord_request_view **out, int *n)
         q->n_gen = c->shown_gen;
         q->max_tokens = c->max_tokens;
         q->failovers = c->shown_failovers;
-        q->migrations = c->shown_migrations;
+        q->migrations = c->migrations;
         q->age_s = now - c->t_submit;
         q->ttft_s = c->t_first ? c->t_first - c->t_submit : -1;
         q->since_token_s = c->t_last ? now - c->t_last : -1;
