@@ -245,6 +245,15 @@ async function killMidway(s, w, min) {
   w.kill("SIGKILL");
   await w.exited;
 }
+// The worker of ws (but not ws[skip]) that runs a sequence; its index.
+async function holder(ws, skip = -1) {
+  let k = -1;
+  await waitFor("a worker running the stream", async () => {
+    const n = await Promise.all(ws.map((w, i) => (i === skip ? 0 : running(w))));
+    return (k = n.findIndex((x) => x > 0)) >= 0;
+  }, 120000, 5);
+  return k;
+}
 // One stream, alone: its progress and how it ended.
 function one(client, max_tokens) {
   const s = { progress: [0], done: [false] };
@@ -290,11 +299,11 @@ await check("--migration-limit and --migration-max-tokens: a stream that may not
     await ready(c, ["prefill-a", "decode-a", "decode-b", "decode-c"]);
     const s = one(c.client, 200);
     await waitFor("the first token", () => s.progress[0] > 0, 120000, 5);
-    const first = (await Promise.all(ws.map(running))).findIndex((n) => n > 0);
+    const first = await holder(ws);
     await killMidway(s, ws[first], 2); // moves (1 of at most 1)
     const after = s.progress[0];
     await waitFor("the stream resumed", () => s.progress[0] > after, 120000, 5);
-    const second = (await Promise.all(ws.map((w, k) => k === first ? 0 : running(w)))).findIndex((n) => n > 0);
+    const second = await holder(ws, first);
     await killMidway(s, ws[second], after + 1); // may not move again
     assert.match((await s.result).error, /it already moved 1 time, the --migration-limit; the response is incomplete/);
     for (const p of [pa, c, ...ws.filter((_, k) => k !== first && k !== second)]) p.kill("SIGTERM");
