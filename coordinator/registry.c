@@ -134,6 +134,23 @@ static entry *find_locked(coord_registry *r, const char *id)
 
 /* ------------------------------------------------------------------ metrics */
 
+/* The series export_locked writes for worker v, dropped when it is forgotten or
+ * registers again in another role (else they would stay, frozen, under the old labels). */
+static void unexport_locked(coord_registry *r, const coord_worker_view *v)
+{
+    const met_tandem *m = r->cfg.met;
+    if (!m)
+        return;
+    const met_labels l = {.role = coord_role_name(v->role), .worker = v->id};
+    const int load[] = {MET_KV_BLOCKS_USED, MET_KV_BLOCKS_CAPACITY, MET_KV_USAGE_PERC, MET_REQUESTS_RUNNING,
+                        MET_REQUESTS_WAITING};
+    for (size_t i = 0; i < sizeof load / sizeof *load; i++)
+        met_remove(m->family[load[i]], l);
+    for (int s = TANDEM__WORKER_STATE__WORKER_READY; s <= TANDEM__WORKER_STATE__WORKER_STARTING; s++)
+        met_remove(m->family[MET_WORKER_STATE],
+                   (met_labels){.role = l.role, .worker = l.worker, .state = rpc_worker_state_name(s)});
+}
+
 static void export_locked(coord_registry *r, double now)
 {
     const met_tandem *m = r->cfg.met;
@@ -181,6 +198,7 @@ static void *health_main(void *arg)
                 eng_log(ENG_LOG_WARN, "registry", NULL, "forgot worker %s (%s, %s): no heartbeat for %.0f s", e->v.id,
                         coord_role_name(e->v.role), e->v.rpc_address, now - e->last_seen);
                 coord_prefix_keys_clear(&e->keys);
+                unexport_locked(r, &e->v);
                 memmove(&r->w[i], &r->w[i + 1], (size_t)(r->n - i - 1) * sizeof *r->w); /* keeps the order */
                 r->n--, i--;
                 continue;
@@ -282,6 +300,8 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
         memset(e, 0, sizeof *e);
     }
     uint64_t regs = e->v.registrations;
+    if (replaced && e->v.role != (int)info->role) /* tandemctl role */
+        unexport_locked(r, &e->v);
     memset(&e->v, 0, sizeof e->v);
     coord_prefix_keys_clear(&e->keys); /* a restarted worker's cache starts empty */
     snprintf(e->v.id, sizeof e->v.id, "%s", id);

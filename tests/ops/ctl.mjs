@@ -141,6 +141,10 @@ await check("role prefill-2 decode under load: 0 failed, 1 prefill + 3 decode, r
   assert.match(st, /^ {2}decode +3: 3 ready$/m);
   assert.equal(workersJson().find((w) => w.id === "prefill-2").role, "decode");
   assert.match(coord.err, /re-registered worker prefill-2 \(decode\)/);
+  const m = (await get(coordAddr, "/metrics")).text;
+  assert.equal(metricValue(m, "tandem_worker_state", { role: "decode", worker: "prefill-2", state: "ready" }), 1);
+  assert.ok(Number.isNaN(metricValue(m, "tandem_worker_state", { role: "prefill", worker: "prefill-2" })),
+    "series under the old role left behind");
   assert.match(p2.err, /role prefill -> decode, registering again/);
   // Routes: new requests decode on prefill-2 too, and never prefill there.
   const promptBefore = await counter(p2, "tandem_prompt_tokens_total");
