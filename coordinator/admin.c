@@ -21,6 +21,8 @@
 
 /* Calls from here to a worker: short, they only set a flag or read settings there. */
 #define WORKER_CALL_MS 10000
+/* One Admin.Config warning line, every part cut to its precision in pool_warnings. */
+#define WARNING_MAX 400
 
 struct coord_admin {
     coord_registry *reg;
@@ -399,7 +401,8 @@ static const char *setting(const Tandem__ConfigReply *c, const char *key)
 
 /* One warning per setting of `mine` that another worker of its pool has otherwise:
  * "max_running: decode-1 has 32, decode-0 has 64". Returns the number written. */
-static size_t pool_warnings(admin *a, const char *id, const Tandem__ConfigReply *mine, char (*out)[320], size_t cap)
+static size_t pool_warnings(admin *a, const char *id, const Tandem__ConfigReply *mine, char (*out)[WARNING_MAX],
+                            size_t cap)
 {
     coord_worker_view *v = NULL;
     int n = 0, role = 0;
@@ -418,13 +421,14 @@ static size_t pool_warnings(admin *a, const char *id, const Tandem__ConfigReply 
         rpc_status st = {0};
         if (call_worker(a, v[i].id, RPC_WORKER_CONFIG, &q.base, &tandem__config_reply__descriptor, (void **)&other,
                         &st) < 0) {
-            snprintf(out[k++], sizeof out[0], "%s: settings unknown (%.150s)", v[i].id, st.msg);
+            snprintf(out[k++], sizeof out[0], "%.128s: settings unknown (%.200s)", v[i].id, st.msg);
             continue;
         }
         for (size_t s = 0; s < mine->n_settings && k < cap; s++) {
             const char *key = mine->settings[s]->key, *val = mine->settings[s]->value, *theirs = setting(other, key);
             if (!per_worker(key) && theirs && strcmp(theirs, val))
-                snprintf(out[k++], sizeof out[0], "%s: %s has %.100s, %s has %.100s", key, v[i].id, theirs, id, val);
+                snprintf(out[k++], sizeof out[0], "%.40s: %.60s has %.80s, %.60s has %.80s", key, v[i].id, theirs, id,
+                         val);
         }
         rpc_msg_free(other);
     }
@@ -475,7 +479,7 @@ static void on_config(void *user, rpc_call *call, const rpc_bytes *req, rpc_byte
     Tandem__ConfigReply *mine = NULL;
     if (call_worker(a, id, RPC_WORKER_CONFIG, &q->base, &tandem__config_reply__descriptor, (void **)&mine, st) == 0) {
         enum { MAX_WARNINGS = 64 };
-        char(*warn)[320] = calloc(MAX_WARNINGS, sizeof *warn);
+        char(*warn)[WARNING_MAX] = calloc(MAX_WARNINGS, sizeof *warn);
         char *wp[MAX_WARNINGS];
         size_t nw = warn ? pool_warnings(a, id, mine, warn, MAX_WARNINGS) : 0;
         for (size_t i = 0; i < nw; i++)
