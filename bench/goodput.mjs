@@ -21,8 +21,9 @@
 //          [--seed S (1)] [--profile FILE] [--build DIR (build)] [--cache DIR] [--out FILE.json]
 // Needs tandem and tandemctl built in the build directory
 // (cmake --build build --target tandem tandemctl) and scripts/setup.sh's packages.
-import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
+import { execFile, execFileSync, spawn } from "node:child_process";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
+import { promisify } from "node:util";
 import { homedir, loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -95,34 +96,38 @@ function stopCluster() {
 process.on("exit", () => current?.proc.kill("SIGKILL"));
 for (const s of ["SIGINT", "SIGTERM"]) process.on(s, () => { current?.proc.kill("SIGKILL"); process.exit(130); });
 
+// The cluster's log goes straight to a file: a pipe that nobody drains while a load
+// runs would fill and block the processes that log.
 function startCluster(tandem, model, args, logPath) {
   return new Promise((resolve, reject) => {
+    const logFd = openSync(logPath, "w");
     const proc = spawn(tandem, ["serve", "--model", model, "--port", "0", "--rpc-port", "0", ...args],
-      { stdio: ["ignore", "pipe", "pipe"] });
+      { stdio: ["ignore", "pipe", logFd] });
+    closeSync(logFd);
     current = { proc };
-    let out = "", log = "";
+    let out = "";
     const timer = setTimeout(() => reject(new Error(`the cluster did not come up within ${READY_S} s`)), READY_S * 1000);
     proc.stdout.on("data", (d) => {
       out += d;
       const m = /serving .* at (http:\/\/127\.0\.0\.1:\d+)\/v1 /.exec(out);
       if (m) { clearTimeout(timer); resolve(m[1]); }
     });
-    proc.stderr.on("data", (d) => { log += d; writeFileSync(logPath, log); });
     proc.on("exit", (code) => {
       clearTimeout(timer);
+      const log = readFileSync(logPath, "utf8");
       const why = log.split("\n").find((l) => /error|cannot|fail|invalid/i.test(l)) || log.trim().split("\n").pop();
       reject(new Error(`tandem serve exited (${code})${why ? ": " + why : ""}`));
     });
   });
 }
 
-function loadgen(o, url, rate, outPath, label) {
+async function loadgen(o, url, rate, outPath, label) {
   const args = [join(ROOT, "bench/loadgen.mjs"), "--url", url, "--model", MODEL_NAME, "--workload", o.workload,
     "--rate", String(rate), "--seed", o.seed, "--ttft-slo", o["ttft-slo"], "--tpot-slo", o["tpot-slo"],
     "--out", outPath, "--time-limit-s", String(RUN_LIMIT_S), "--label", label];
   if (o.requests) args.push("--requests", o.requests);
-  const line = execFileSync(process.execPath, args, { encoding: "utf8", timeout: (RUN_LIMIT_S + 60) * 1000 });
-  process.stderr.write(line);
+  const { stdout } = await promisify(execFile)(process.execPath, args, { encoding: "utf8", timeout: (RUN_LIMIT_S + 60) * 1000 });
+  process.stderr.write(stdout);
   return JSON.parse(readFileSync(outPath, "utf8")).summary;
 }
 
@@ -176,7 +181,7 @@ async function main() {
     console.error(`== ${cand.name}: tandem serve ${args.join(" ")}; rates ${rates.join(", ")} req/s`);
     let url;
     try {
-      url = await startCluster(tandem, model, args, join(tmp, "serve.log"));
+      url = await startCluster(tandem, model, args, join(tmp, `${cand.colocated ? "colocated" : "split"}.log`));
     } catch (e) {
       await stopCluster();
       fail(`${cand.name}: ${e.message}`);
@@ -184,7 +189,7 @@ async function main() {
     const points = [];
     try {
       for (let k = 0; k < rates.length; k++)
-        points.push({ rate: rates[k], measured: loadgen(o, url, rates[k], join(tmp, `run-${k}.json`), cand.name), predicted: pred[k] });
+        points.push({ rate: rates[k], measured: await loadgen(o, url, rates[k], join(tmp, `run-${k}.json`), cand.name), predicted: pred[k] });
     } catch (e) {
       await stopCluster();
       fail(`${cand.name}: the load failed: ${e.message.split("\n")[0]}`);

@@ -18,6 +18,7 @@
 // Prints one summary line (JSON with --out: every request and the summary); exits 1
 // with one line when the arguments or the workload are wrong or nothing came back.
 import { createRequire } from "node:module";
+import { setMaxListeners } from "node:events";
 import { writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
@@ -80,6 +81,7 @@ async function main() {
   const OpenAI = require("openai").default ?? require("openai");
   const client = new OpenAI({ baseURL: `${o.url}/v1`, apiKey: "unused", maxRetries: 0, timeout: o["time-limit-s"] * 1000 });
   const limit = AbortSignal.timeout(o["time-limit-s"] * 1000);
+  setMaxListeners(0, limit); // one listener per request in flight, by design
 
   async function one(i, t0) {
     const q = reqs[i];

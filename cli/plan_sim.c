@@ -147,8 +147,10 @@ static int retry_waiting(sim *m)
             return -1;
     if (rc == 0)
         k--;
-    memmove(m->waiting.v, m->waiting.v + k, (size_t)(m->waiting.n - k) * sizeof *m->waiting.v);
-    m->waiting.n -= k;
+    if (k > 0) {
+        memmove(m->waiting.v, m->waiting.v + k, (size_t)(m->waiting.n - k) * sizeof *m->waiting.v);
+        m->waiting.n -= k;
+    }
     return 0;
 }
 
