@@ -54,7 +54,7 @@ typedef struct serve_args {
     int n_prefill, n_decode, colocated, port, threads, kv_blocks, rpc_port, heartbeat_ms, ready_timeout;
     cli_log_opts log;
     const char *worker_log_level;
-    int ep_size, prefill_ep, decode_ep, ep_deadline_ms;
+    int ep_size, prefill_ep, decode_ep, ep_deadline_ms, prefill_deadline_ms, decode_deadline_ms;
     int no_prefix_cache;
     const char *ep_transport, *expert_placement;
 } serve_args;
@@ -93,6 +93,10 @@ static const cli_opt OPTS[] = {
                 "--ep-size for the decode pool (or the colocated workers) only"),
     CLI_INT_OPT(S, ep_deadline_ms, "--ep-deadline-ms", "N", 1, 3600 * 1000, "10000",
                 "how long an EP rank's exchange waits for another rank"),
+    CLI_INT_OPT(S, prefill_deadline_ms, "--prefill-ep-deadline-ms", "N", 1, 3600 * 1000, NULL,
+                "--ep-deadline-ms for the prefill pool only"),
+    CLI_INT_OPT(S, decode_deadline_ms, "--decode-ep-deadline-ms", "N", 1, 3600 * 1000, NULL,
+                "--ep-deadline-ms for the decode pool (or the colocated workers) only"),
     CLI_STR_OPT(S, expert_placement, "--expert-placement", "FILE", NULL,
                 "JSON {\"ranks\": [[expert ids of rank 0], ...]} for every EP\ngroup (all pools must then have the "
                 "same size); an expert\nmay be on several ranks; default: contiguous ranges",
@@ -435,12 +439,16 @@ int cmd_serve(int argc, char **argv)
         pthread_detach(drain);
 
     /* 2. the workers */
-    char threads_s[16], kv_s[16], deadline_s[16];
-    char group_peers[64 * (ENG_HOST_MAX + 8)]; /* an EP group's exchange addresses: --ep-size <= 64 */
-    int group_fds[64];                         /* listening on them, each handed to its rank */
+    char threads_s[16], kv_s[16], deadline_s[2][16]; /* [in_prefill] */
+    char group_peers[64 * (ENG_HOST_MAX + 8)];       /* an EP group's exchange addresses: --ep-size <= 64 */
+    int group_fds[64];                               /* listening on them, each handed to its rank */
     snprintf(threads_s, sizeof threads_s, "%d", threads);
     snprintf(kv_s, sizeof kv_s, "%d", a.kv_blocks);
-    snprintf(deadline_s, sizeof deadline_s, "%d", a.ep_deadline_ms);
+    /* prefill steps carry many tokens, so their exchanges wait longer for the slowest
+     * rank; decode steps are short, and a short deadline finds a stalled rank sooner */
+    snprintf(deadline_s[1], sizeof deadline_s[1], "%d",
+             a.prefill_deadline_ms ? a.prefill_deadline_ms : a.ep_deadline_ms);
+    snprintf(deadline_s[0], sizeof deadline_s[0], "%d", a.decode_deadline_ms ? a.decode_deadline_ms : a.ep_deadline_ms);
     if ((ep_prefill > 1 || ep_decode > 1) && make_ep_secret() < 0) {
         stop_all();
         return 1;
@@ -491,7 +499,7 @@ int cmd_serve(int argc, char **argv)
             snprintf(ep_s, sizeof ep_s, "%d", ep);
             wargv[k++] = "--ep-size", wargv[k++] = ep_s, wargv[k++] = "--ep-rank", wargv[k++] = rank_s;
             wargv[k++] = "--group", wargv[k++] = group, wargv[k++] = "--ep-peers", wargv[k++] = group_peers;
-            wargv[k++] = "--ep-deadline-ms", wargv[k++] = deadline_s;
+            wargv[k++] = "--ep-deadline-ms", wargv[k++] = deadline_s[in_prefill];
             wargv[k++] = "--ep-transport", wargv[k++] = (char *)a.ep_transport;
             wargv[k++] = "--ep-listen-fd", wargv[k++] = fd_s;
             wargv[k++] = "--ep-secret-file", wargv[k++] = ep_secret_path;

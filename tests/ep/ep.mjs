@@ -48,7 +48,8 @@ const decodeGroups = faults ? 2 : 1;
 const serveArgs = ["serve", "--model", modelDir, "--port", "0", "--rpc-port", "0", "--threads-per-worker", "1",
   "--kv-blocks", "512", "--heartbeat-ms", "200", "--prefill-workers", "1", "--decode-workers", String(decodeGroups),
   "--prefill-ep-size", prefillEp, "--decode-ep-size", decodeEp];
-if (faults) serveArgs.push("--ep-deadline-ms", "3000");
+// faults: a short exchange deadline for the decode pool only (the prefill pool keeps 10 s)
+if (faults) serveArgs.push("--decode-ep-deadline-ms", "3000");
 if (placementFile) serveArgs.push("--expert-placement", placementFile);
 const serve = spawn(tandem, serveArgs, { stdio: ["ignore", "pipe", "pipe"], detached: true });
 procs.push(serve);
@@ -253,6 +254,15 @@ if (faults) {
     procs.push(p);
   };
   const groupOf = (id) => status().workers.filter((w) => w.group === "decode-1").map((w) => w.id).concat([id]);
+
+  await check("each pool's ranks run with their pool's exchange deadline", async () => {
+    const deadline = (id) => {
+      const argv = rankProcess(id)?.argv ?? [];
+      return argv[argv.indexOf("--ep-deadline-ms") + 1];
+    };
+    assert.equal(deadline(victimId), "3000", `${victimId}`);
+    assert.equal(deadline("prefill-1-r0"), "10000", "prefill-1-r0");
+  });
 
   await check(`SIGKILL of ${victimId} under 16 streams: exact or explicit errors, KV clean, group back`, async () => {
     const victim = rankProcess(victimId);
