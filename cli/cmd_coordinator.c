@@ -48,6 +48,9 @@ static const cli_opt OPTS[] = {
                   "KV-aware routing: a prompt token a prefill worker holds in\n"
                   "its prefix cache counts as W queued tokens less there;\n"
                   "0: pick the prefill worker by load only"),
+    CLI_INT_OPT(C, o.ttft_slo_ms, "--ttft-slo-ms", "N", 0, 3600 * 1000, "0",
+                "admission control: a request whose predicted time to first\n"
+                "token exceeds N ms gets 503 and Retry-After at once; 0: off"),
     CLI_FLOAT_OPT(C, drain_timeout, "--drain-timeout", "S", 0, 86400, "30",
                   "on SIGTERM, seconds to let requests in flight finish"),
     CLI_LOG_OPTS(C, log),

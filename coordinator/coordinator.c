@@ -131,6 +131,7 @@ int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, e
         .migration_limit = opt->limits.migration_limit,
         .migration_max_tokens = opt->limits.migration_max_tokens,
         .overlap_weight = opt->router_overlap_weight,
+        .ttft_slo_ms = opt->ttft_slo_ms,
         .met = &c->met,
     };
     if (coord_router_new(&ro, &c->router, err) < 0)

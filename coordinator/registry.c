@@ -355,6 +355,7 @@ int coord_registry_heartbeat(coord_registry *r, const Tandem__WorkerLoad *l)
             e->v.last_batch = l->batch->last_batch;
         }
         e->v.ep_ready = l->ep_ready;
+        e->v.prefill_rate = l->prefill_tokens_per_s;
         const Tandem__PrefixCacheSummary *pc = l->prefix_cache;
         e->v.has_prefix_cache = pc != NULL;
         if (pc) {
@@ -425,6 +426,15 @@ void coord_registry_note_sent(coord_registry *r, const char *id, int streams, in
         e->v.sent_blocks += (uint32_t)blocks;
         e->v.sent_prompt_tokens += prompt_tokens;
     }
+    pthread_mutex_unlock(&r->mu);
+}
+
+void coord_registry_note_admitted(coord_registry *r, const char *id, int tokens)
+{
+    pthread_mutex_lock(&r->mu);
+    entry *e = find_locked(r, id);
+    if (e)
+        e->v.admitted_tokens = e->v.admitted_tokens + tokens > 0 ? e->v.admitted_tokens + tokens : 0;
     pthread_mutex_unlock(&r->mu);
 }
 

@@ -80,6 +80,8 @@ typedef struct coord_worker_view {
     uint32_t ep_rank, ep_size, experts;
     int ep_ready;
     double since_heartbeat_s;
+    double prefill_rate;     /* measured input tokens per second of its forward steps; 0: not yet */
+    int64_t admitted_tokens; /* prompt tokens admitted to it and not yet prefilled (admission.h) */
     /* Prefix cache (prefill workers that have one): what its heartbeat said. */
     int has_prefix_cache;
     uint32_t prefix_blocks;
@@ -112,6 +114,10 @@ int coord_registry_snapshot(coord_registry *r, coord_worker_view **out, int *n);
 /* The router sent streams/blocks/prompt tokens to worker id (counted until its next
  * heartbeat). Unknown ids are ignored. */
 void coord_registry_note_sent(coord_registry *r, const char *id, int streams, int blocks, uint64_t prompt_tokens);
+/* Admission control's count of prompt tokens on prefill worker id: admitted (tokens > 0)
+ * or prefilled / given up (< 0). Unlike the load above, heartbeats do not reset it: it
+ * covers requests still on their way to the worker. Unknown ids are ignored. */
+void coord_registry_note_admitted(coord_registry *r, const char *id, int tokens);
 /* A call to worker id failed as unreachable: out of rotation until it heartbeats again. */
 void coord_registry_mark_failed(coord_registry *r, const char *id, const char *why);
 /* An operator takes worker id out of rotation (on 1) or puts it back (0); its

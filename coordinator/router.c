@@ -24,6 +24,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "router.h"
+#include "admission.h"
 
 #define MAX_EXCLUDE 16
 
@@ -66,6 +67,8 @@ struct coord_backend_call {
     int n_exclude;
     coord_error err;
     int attempt;
+    char admitted_on[128];             /* admission counts its prompt on this prefill worker (count_admitted) */
+    double t_admitted, predicted_ttft; /* admission's prediction, to learn its error from */
 };
 
 struct coord_router {
@@ -77,6 +80,8 @@ struct coord_router {
     atomic_ulong seq;
     chan *chans;
     met_metric *m_waiting;
+    double ttft_bias; /* admission: how much later first tokens come than predicted (decaying mean) */
+    uint64_t ttft_samples;
 };
 
 /* One channel per worker address, kept for the router's life: gRPC reconnects a
@@ -346,6 +351,36 @@ static void note_retry(coord_router *r, const char *reason)
         met_inc(met_get(r->cfg.met->family[MET_ROUTER_RETRIES], (met_labels){.reason = reason}), 1);
 }
 
+/* With --ttft-slo-ms: an admitted prompt counts on one prefill worker until its
+ * Prefill.Run is answered (or the request ends): first the predicted one, then the one
+ * that computes it (to), then none (NULL). */
+static void count_admitted(coord_backend_call *c, const char *to)
+{
+    coord_registry *reg = c->r->cfg.registry;
+    if (c->admitted_on[0] && (!to || strcmp(to, c->admitted_on))) {
+        coord_registry_note_admitted(reg, c->admitted_on, -c->n_prompt);
+        c->admitted_on[0] = 0;
+    }
+    if (to && c->r->cfg.ttft_slo_ms > 0 && !c->admitted_on[0]) {
+        coord_registry_note_admitted(reg, to, c->n_prompt);
+        snprintf(c->admitted_on, sizeof c->admitted_on, "%s", to);
+    }
+}
+
+/* Admission's predictions leave out what is not prefill compute (the decode worker's
+ * reservation, the transfer, the hops); what they missed by, averaged, is added to the
+ * next ones, so the objective holds for what the client sees. */
+static void learn_ttft(coord_backend_call *c, double now)
+{
+    if (c->predicted_ttft <= 0 || c->migrations)
+        return;
+    coord_router *r = c->r;
+    pthread_mutex_lock(&r->mu);
+    double miss = (now - c->t_admitted) - c->predicted_ttft;
+    r->ttft_bias = r->ttft_samples++ ? 0.8 * r->ttft_bias + 0.2 * miss : miss;
+    pthread_mutex_unlock(&r->mu);
+}
+
 typedef enum outcome {
     OUT_DONE,      /* finished; c->finish set */
     OUT_CANCELLED, /* cancel() or the sink stopped */
@@ -393,8 +428,10 @@ static int deliver(coord_backend_call *c, const Tandem__Token *t, attempt_state 
                 (now - c->t_last_token) * 1e3);
     }
     c->t_last_token = now;
-    if (c->n_gen == 1)
+    if (c->n_gen == 1) {
         set_waiting(c, 0); /* out of the queue once its first token is out */
+        learn_ttft(c, now);
+    }
     if (c->sink.on_token(c->sink.ctx, &s))
         return OUT_CANCELLED;
     if (t->finish_reason == TANDEM__FINISH_REASON__FINISH_STOP) {
@@ -570,9 +607,11 @@ static outcome attempt(coord_backend_call *c, const coord_worker_view *d, const 
     pr.sampling = &sp;
     pr.target = ev->kv_target;
     coord_registry_note_sent(r->cfg.registry, p->id, 0, 0, (uint64_t)c->n_prompt + (uint64_t)c->n_gen);
+    count_admitted(c, p->id);
     Tandem__PrefillResult *res = NULL;
     int prc = rpc_unary_msg(pch, RPC_PREFILL_RUN, &pr.base, &tandem__prefill_result__descriptor, r->cfg.prefill_ms,
                             (void **)&res, &st);
+    count_admitted(c, NULL);
     uint64_t transfer_id = ev->kv_target->transfer_id;
     rpc_msg_free(ev);
     if (prc < 0) {
@@ -674,6 +713,7 @@ static int migrate(coord_backend_call *c, const char *from, const attempt_state 
 
 static void finish(coord_backend_call *c, coord_finish f, const coord_error *err)
 {
+    count_admitted(c, NULL);
     set_waiting(c, 0);
     c->sink.on_done(c->sink.ctx, f, f == COORD_FINISH_ERROR ? err : NULL);
 }
@@ -800,6 +840,40 @@ static void *call_main(void *arg)
 
 /* ------------------------------------------------------------------ coord_backend */
 
+static void note_rejected(coord_router *r, const char *reason)
+{
+    if (r->cfg.met)
+        met_inc(met_get(r->cfg.met->family[MET_REQUESTS_REJECTED], (met_labels){.reason = reason}), 1);
+}
+
+/* --ttft-slo-ms: refuses (503, at once) a request whose best predicted TTFT misses the
+ * objective; an admitted one is counted on its predicted prefill worker right away
+ * (admission.h). */
+static int admit(coord_router *r, const coord_gen_request *req, coord_worker_view *v, int n, char *on, size_t cap,
+                 double *predicted, coord_error *err)
+{
+    coord_registry_match_prefix(r->cfg.registry, req->prompt, req->n_prompt, v, n);
+    double ttft = 0;
+    int best = coord_admission_best(v, n, req->n_prompt, &ttft);
+    if (best < 0)
+        return 0; /* nothing measured yet */
+    *predicted = ttft;
+    pthread_mutex_lock(&r->mu);
+    if (r->ttft_bias > 0)
+        ttft += r->ttft_bias;
+    pthread_mutex_unlock(&r->mu);
+    if (ttft * 1000.0 > r->cfg.ttft_slo_ms) {
+        note_rejected(r, "ttft_slo");
+        return coord_fail(err, 503, "server_error", NULL, "ttft_slo_exceeded",
+                          "the predicted time to first token, %.0f ms, exceeds the objective of %d ms "
+                          "(prefill workers busy); retry later",
+                          ttft * 1000.0, r->cfg.ttft_slo_ms);
+    }
+    coord_registry_note_admitted(r->cfg.registry, v[best].id, req->n_prompt);
+    snprintf(on, cap, "%s", v[best].id);
+    return 0;
+}
+
 static int be_submit(void *self, const coord_gen_request *req, const coord_token_sink *sink, coord_backend_call **out,
                      coord_error *err)
 {
@@ -821,6 +895,13 @@ static int be_submit(void *self, const coord_gen_request *req, const coord_token
     int rc = coord_route_pick(v, n, r->cfg.colocated, req->n_prompt, req->n_prompt + 1, NULL, 0, &rt, NULL, why,
                               sizeof why);
     uint32_t max_context = rc < 0 ? 0 : v[rt.decode].max_context;
+    char admitted_on[128] = "";
+    double predicted = 0;
+    if (rc == 0 && r->cfg.ttft_slo_ms > 0 &&
+        admit(r, req, v, n, admitted_on, sizeof admitted_on, &predicted, err) < 0) {
+        free(v);
+        return -1;
+    }
     free(v);
     if (rc < 0)
         return coord_fail(err, 503, "server_error", NULL, NULL, "no worker can take the request: %s", why);
@@ -839,6 +920,9 @@ static int be_submit(void *self, const coord_gen_request *req, const coord_token
     else
         snprintf(c->id, sizeof c->id, "req-%lu", (unsigned long)atomic_fetch_add(&r->seq, 1));
     c->n_prompt = req->n_prompt;
+    snprintf(c->admitted_on, sizeof c->admitted_on, "%s", admitted_on);
+    c->predicted_ttft = predicted;
+    c->t_admitted = eng_now_s();
     c->n_stop = req->n_stop_ids;
     c->samp = req->sampling;
     c->max_tokens = req->max_tokens;
@@ -865,6 +949,7 @@ static int be_submit(void *self, const coord_gen_request *req, const coord_token
     if (r->n_calls >= r->cfg.max_requests || r->n_waiting >= r->cfg.max_waiting) {
         int waiting = r->n_waiting >= r->cfg.max_waiting;
         pthread_mutex_unlock(&r->mu);
+        note_rejected(r, waiting ? "max_waiting" : "max_requests");
         free(c->prompt), free(c->stop_ids), free(c->gen), free(c);
         return coord_fail(err, 429, "rate_limit_error", NULL, "too_many_requests",
                           waiting ? "%d requests already wait for a worker (the limit); retry later"

@@ -49,6 +49,7 @@ typedef struct coord_router_config {
      * queued tokens less on it (1: cached and queued work weigh the same; 0: load only,
      * the prefix caches ignored). The coordinator's --router-overlap-weight, default 1. */
     double overlap_weight;
+    int ttft_slo_ms; /* > 0: refuse at once what is predicted to miss it (admission.h); 0: off */
 } coord_router_config;
 
 typedef struct coord_router coord_router;

@@ -640,6 +640,10 @@ static const met_spec tandem_specs[MET_N_TANDEM] = {
     [MET_PREFIX_HIT_RATE] = {MET_GAUGE, "tandem_prefix_cache_hit_rate",
                              "Prompt tokens found cached over prompt tokens looked up, since start (0 to 1).", RW, NULL,
                              0},
+    [MET_REQUESTS_REJECTED] = {MET_COUNTER, "tandem_requests_rejected_total",
+                               "Requests refused at arrival: ttft_slo (predicted to miss --ttft-slo-ms, 503), "
+                               "max_requests or max_waiting (a queue at its bound, 429).",
+                               MET_L(MET_REASON), NULL, 0},
 };
 
 int met_tandem_register(met_registry *r, met_tandem *m, eng_error *err)

@@ -141,6 +141,7 @@ typedef enum met_id {
     MET_PREFIX_EVICTIONS,    /* counter tandem_prefix_cache_evictions_total (blocks) */
     MET_PREFIX_BLOCKS,       /* gauge tandem_prefix_cache_blocks */
     MET_PREFIX_HIT_RATE,     /* gauge tandem_prefix_cache_hit_rate, 0..1 */
+    MET_REQUESTS_REJECTED,   /* counter tandem_requests_rejected_total [reason] (coordinator) */
     MET_N_TANDEM
 } met_id;
 

@@ -574,6 +574,16 @@ static void drain_failed_transfers(wrk_worker *w)
     }
 }
 
+/* Outside w->mu: the measured speed (heartbeats carry it; the coordinator predicts TTFT
+ * from it) decays by a tenth per step, so it follows the last few dozen steps. */
+static void note_speed(wrk_worker *w, int tokens, double seconds)
+{
+    pthread_mutex_lock(&w->mu);
+    w->rate_tokens = 0.9 * w->rate_tokens + tokens;
+    w->rate_seconds = 0.9 * w->rate_seconds + seconds;
+    pthread_mutex_unlock(&w->mu);
+}
+
 /* Outside w->mu: one forward step of the planned requests. An EP rank runs every
  * step of its group, with zero tokens of its own when it has none (every MoE layer
  * still exchanges: the others' tokens may need our experts). */
@@ -584,10 +594,14 @@ static void run_step(wrk_worker *w, wrk_step *s)
     if (w->ep && wrk_ep_step_begin(w->ep, &err) < 0) {
         rc = -1;
     } else if (s->n) {
-        int any_push = 0;
-        for (int i = 0; i < s->n; i++)
+        int any_push = 0, tokens = 0;
+        for (int i = 0; i < s->n; i++) {
             any_push |= s->reqs[i]->kind == REQ_PREFILL;
+            tokens += s->items[i].n_tokens;
+        }
+        double t0 = eng_now_s();
         rc = eng_forward(w->model, w->pool, s->items, s->n, any_push ? push_layer : NULL, s, &err);
+        note_speed(w, tokens, eng_now_s() - t0);
     } else {
         rc = wrk_ep_idle_step(w->ep, w->model, &err);
     }

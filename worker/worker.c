@@ -324,6 +324,7 @@ static int do_heartbeat(wrk_worker *w, uint32_t *interval_ms, char *why, size_t 
     b.max_batch = w->max_batch;
     b.last_batch = w->last_batch;
     l.draining = w->draining;
+    l.prefill_tokens_per_s = w->rate_seconds > 0 ? (float)(w->rate_tokens / w->rate_seconds) : 0;
     pthread_mutex_unlock(&w->mu);
     l.batch = &b;
     if (w->ep) {

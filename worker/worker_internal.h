@@ -172,7 +172,8 @@ struct wrk_worker {
     atomic_int registered;     /* the coordinator accepted our registration */
     int n_reserved_or_running; /* DECODE/COLOCATED requests holding decode slots */
     uint64_t steps, batched_seqs;
-    uint64_t preemptions; /* sequences that gave their blocks back to let others grow */
+    uint64_t preemptions;             /* sequences that gave their blocks back to let others grow */
+    double rate_tokens, rate_seconds; /* decaying sums over forward steps: the measured speed */
     uint32_t max_batch, last_batch;
 
     pthread_t engine_thread;

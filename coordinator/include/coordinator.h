@@ -43,6 +43,9 @@ typedef struct coord_options {
     /* KV-aware routing: a prompt token a prefill worker holds cached counts as this many
      * queued tokens less on it; 0: pick by load only (docs/architecture.md). */
     float router_overlap_weight;
+    /* > 0: a request predicted to wait longer for its first token is refused at once
+     * (503, Retry-After); 0: off. */
+    int ttft_slo_ms;
     coord_limits limits;
     const char *api_key_file;       /* NULL: the HTTP API is open; else 'Authorization: Bearer KEY' */
     int auth_probes;                /* with keys: /health, probes and /metrics need one too */

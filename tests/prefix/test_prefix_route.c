@@ -3,9 +3,13 @@
  * own keys name (the same chain, salted by model and layout): whole blocks of the
  * leading chain only, never the prompt's last token, nothing under another model or
  * layout. coord_route_pick takes the prefill worker with the least queued tokens minus
- * its credit for the cached part of the prompt, and by load alone without credit. */
+ * its credit for the cached part of the prompt, and by load alone without credit.
+ * Admission's TTFT prediction: waiting plus uncached tokens over the measured speed,
+ * the router's admitted count when larger than the worker's queue, none before a
+ * measurement, the best healthy prefill worker. */
 #include <string.h>
 
+#include "admission.h"
 #include "check.h"
 #include "common/block_hash.h"
 #include "prefix_index.h"
@@ -88,9 +92,28 @@ static void picking(void)
           "a lower weight lets load win");
 }
 
+static void predicting(void)
+{
+    enum { P = TANDEM__ROLE__ROLE_PREFILL, D = TANDEM__ROLE__ROLE_DECODE };
+    coord_worker_view v[] = {worker("p1", P, 1000), worker("p2", P, 3000), worker("d1", D, 0)};
+    double t = 0;
+    CHECK(coord_predict_ttft_s(&v[0], 500) < 0, "no speed measured: no prediction");
+    CHECK(coord_admission_best(v, 3, 500, &t) == -1, "nothing measured: admit");
+    v[0].prefill_rate = 1000, v[1].prefill_rate = 4000, v[2].prefill_rate = 1e9;
+    CHECK(coord_predict_ttft_s(&v[0], 500) == 1.5, "(1000 queued + 500) / 1000 per s");
+    v[0].cached_tokens = 400;
+    CHECK(coord_predict_ttft_s(&v[0], 500) == 1.1, "the cached part is not computed");
+    v[0].admitted_tokens = 2000;
+    CHECK(coord_predict_ttft_s(&v[0], 500) == 2.1, "admitted on their way count when more than the queue");
+    CHECK(coord_admission_best(v, 3, 500, &t) == 1 && t == 3500.0 / 4000, "the faster worker, never a decode one");
+    v[1].healthy = 0;
+    CHECK(coord_admission_best(v, 3, 500, &t) == 0 && t == 2.1, "unhealthy workers are not candidates");
+}
+
 int main(void)
 {
     matching();
     picking();
+    predicting();
     return check_summary();
 }
