@@ -140,11 +140,15 @@ await check("KV-aware routing: a cached prompt goes back to the worker that hold
   assert.equal(await metric(b, "tandem_prefix_cache_hits_total") - bHits,
     Math.floor((ref.prompt_tokens - 1) / BLOCK) * BLOCK, "b reused the whole cached prefix");
 
+  // the coordinator knows the hit from b's next heartbeat
+  const js = await waitFor("prefill-b's hit in tandemctl describe", () => {
+    const j = JSON.parse(ctl("describe", "worker", "prefill-b", "--json"));
+    return j.prefix_cache_hit_tokens > 0 && j;
+  }, 10000, 100);
+  assert.ok(js.prefix_cache_blocks > 0, JSON.stringify(js));
   const table = ctl("status");
   assert.match(table, /PREFIX BLOCKS\s+HIT RATE/);
   assert.match(table, /prefill-b\s+\d+\s+\d+\.\d%/);
-  const js = JSON.parse(ctl("describe", "worker", "prefill-b", "--json"));
-  assert.ok(js.prefix_cache_blocks > 0 && js.prefix_cache_hit_tokens > 0, JSON.stringify(js));
   b.kill("SIGTERM");
   await b.exited;
 });
