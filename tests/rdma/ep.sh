@@ -2,9 +2,10 @@
 # ranks (tandem serve --colocated --ep-size 2, moe16: 16 experts top-4) whose exchange
 # payloads go by RDMA over rxe0, then the same group with --ep-transport tcp. A greedy and a
 # seeded completion from each must equal single-process `tandem generate` in text and in
-# every logprob (as float32), both ranks must say their exchange ran over that transport, and their
-# /metrics must count exchange payload bytes sent by RDMA (none in the TCP run). Any failed
-# check exits non-zero.
+# every logprob (as float32), both ranks must say their exchange ran over that transport
+# (an info line, hence --worker-log-level info: serve's workers log warnings only by
+# default), and their /metrics must count exchange payload bytes sent by RDMA (none in the
+# TCP run). Any failed check exits non-zero.
 set -e
 ibv_devices | grep rxe0
 ulimit -l unlimited 2>/dev/null || true
@@ -18,7 +19,7 @@ $T generate --model $M --raw --prompt "$PROMPT" --max-tokens 10 --temperature 0.
 
 run_group() { # transport http-port rpc-port
   tr=$1 http=$2 rpc=$3
-  $T serve --model $M --colocated --decode-workers 1 --ep-size 2 --ep-transport $tr --threads-per-worker 1 \
+  $T serve --model $M --colocated --decode-workers 1 --ep-size 2 --ep-transport $tr --threads-per-worker 1 --worker-log-level info \
     --kv-blocks 64 --port $http --rpc-port $rpc --ready-timeout 600 > /tmp/serve-$tr.out 2> /tmp/serve-$tr.log &
   serve=$!
   up=0
