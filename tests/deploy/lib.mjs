@@ -3,13 +3,22 @@
 // probes and metric values.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
+import { writeSync } from "node:fs";
 import net from "node:net";
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// A failing test shows the last lines each child wrote on stderr (unless they were echoed
+// as they came): a flake in CI can then be told apart from a process that failed.
 const children = [];
-process.on("exit", () => {
+process.on("exit", (code) => {
   for (const p of children) if (p.exitCode === null && p.signalCode === null) try { p.kill("SIGKILL"); } catch {}
+  if (code === 0 || process.env.TANDEM_TEST_VERBOSE) return;
+  for (const p of children) {
+    const tail = p.err.trimEnd().split("\n").slice(-15).filter((l) => l);
+    // fd 2 directly: after an uncaught exception process.stderr drops what 'exit' writes
+    if (tail.length) writeSync(2, `--- last stderr lines of ${p.name}:\n${tail.join("\n")}\n`);
+  }
 });
 for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => process.exit(1));
 
@@ -17,6 +26,7 @@ for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => process.exit(1));
 export function start(cmd, args, name) {
   const p = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
   children.push(p);
+  p.name = name;
   p.out = "";
   p.err = "";
   p.stdout.setEncoding("utf8").on("data", (d) => { p.out += d; });
