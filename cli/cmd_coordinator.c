@@ -162,7 +162,8 @@ int cmd_coordinator(int argc, char **argv)
     char http[300], rpc[300];
     eng_addr_join(o.host, coord_coordinator_http_port(c), http, sizeof http, NULL);
     eng_addr_join(o.host, coord_coordinator_rpc_port(c), rpc, sizeof rpc, NULL);
-    printf("coordinator http://%s rpc %s model %s\n", http, rpc, coord_coordinator_model(c));
+    printf("coordinator %s://%s rpc %s model %s\n", o.tls_cert ? "https" : "http", http, rpc,
+           coord_coordinator_model(c));
     fflush(stdout);
     pthread_t hup;
     if (o.api_key_file && pthread_create(&hup, NULL, reload_on_sighup, c) == 0)

@@ -30,6 +30,7 @@
 
 #include "cli_args.h"
 #include "cli_log.h"
+#include "cli_tls.h"
 #include "commands.h"
 #include "common/addr.h"
 #include "common/clock.h"
@@ -57,6 +58,8 @@ typedef struct serve_args {
     int ep_size, prefill_ep, decode_ep, ep_deadline_ms, prefill_deadline_ms, decode_deadline_ms;
     int no_prefix_cache;
     const char *ep_transport, *expert_placement;
+    const char *api_key_file, *tls_cert, *tls_key; /* the coordinator's HTTP plane */
+    cli_tls_opts rpc_tls;                          /* every process's gRPC */
 } serve_args;
 
 #define S serve_args
@@ -79,6 +82,14 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(S, ready_timeout, "--ready-timeout", "S", 1, 86400, "300",
                 "seconds to wait for every worker to register"),
     CLI_LOG_OPTS(S, log),
+    CLI_STR_OPT(S, api_key_file, "--api-key-file", "F", NULL,
+                "passed to the coordinator: HTTP API keys, one per line\n"
+                "(401 without one; SIGHUP to the coordinator reloads them)",
+                0),
+    CLI_STR_OPT(S, tls_cert, "--tls-cert", "F", NULL, "passed to the coordinator: PEM certificate (chain) for HTTPS",
+                0),
+    CLI_STR_OPT(S, tls_key, "--tls-key", "F", NULL, "passed to the coordinator: PEM private key of --tls-cert", 0),
+    CLI_TLS_OPTS(S, rpc_tls),
     CLI_CHOICE_OPT(S, worker_log_level, "--worker-log-level", "error|warn|info|debug", "warn",
                    "the workers' --log-level: by default only what went wrong,\n"
                    "so that their lines do not bury the coordinator's; raise it\n"
@@ -112,6 +123,18 @@ static const cli_command CMD = {
     .opts = OPTS,
     .n_opts = CLI_COUNT(OPTS),
 };
+
+/* Appends the --rpc-tls-* options that were given to argv; returns how many words. */
+static int add_rpc_tls(char **argv, const cli_tls_opts *tls)
+{
+    const char *names[3] = {"--rpc-tls-ca", "--rpc-tls-cert", "--rpc-tls-key"};
+    const char *values[3] = {tls->ca, tls->cert, tls->key};
+    int k = 0;
+    for (int i = 0; i < 3; i++)
+        if (values[i])
+            argv[k++] = (char *)names[i], argv[k++] = (char *)values[i];
+    return k;
+}
 
 /* fork + exec of ourselves with argv; the child's stdout goes to out_fd (-1: our
  * stderr, so that every log line of the cluster reads in one place); keep_fd (> 2), a
@@ -391,6 +414,10 @@ int cmd_serve(int argc, char **argv)
         threads = cpus > n_workers ? (int)(cpus / n_workers) : 1;
     }
 
+    /* serve's own channel (it waits on Admin.Status) speaks the cluster's mTLS too */
+    if ((exit_status = cli_tls_apply(&CMD, &a.rpc_tls)) != CLI_RUN)
+        return exit_status;
+
     /* Blocked here and in every thread; children unblock them before exec. */
     sigset_t set;
     sigemptyset(&set);
@@ -413,7 +440,7 @@ int cmd_serve(int argc, char **argv)
     snprintf(port_s, sizeof port_s, "%d", a.port);
     snprintf(hb_s, sizeof hb_s, "%d", a.heartbeat_ms);
     cli_log_apply(&a.log);
-    char *cargv[20];
+    char *cargv[32];
     int k = 0;
     cargv[k++] = "tandem", cargv[k++] = "coordinator", cargv[k++] = "--model", cargv[k++] = (char *)model;
     cargv[k++] = "--host", cargv[k++] = (char *)host, cargv[k++] = "--port", cargv[k++] = port_s;
@@ -422,6 +449,13 @@ int cmd_serve(int argc, char **argv)
     cargv[k++] = (char *)a.log.format;
     if (colocated)
         cargv[k++] = "--colocated";
+    if (a.api_key_file)
+        cargv[k++] = "--api-key-file", cargv[k++] = (char *)a.api_key_file;
+    if (a.tls_cert)
+        cargv[k++] = "--tls-cert", cargv[k++] = (char *)a.tls_cert;
+    if (a.tls_key)
+        cargv[k++] = "--tls-key", cargv[k++] = (char *)a.tls_key;
+    k += add_rpc_tls(cargv + k, &a.rpc_tls);
     cargv[k] = NULL;
     if (spawn("coordinator", cargv, pfd[1], -1, &set) < 0)
         return 1;
@@ -465,7 +499,7 @@ int cmd_serve(int argc, char **argv)
             snprintf(id, sizeof id, "%s-r%d", group, rank);
         else
             snprintf(id, sizeof id, "%s", group);
-        char *wargv[52];
+        char *wargv[64];
         k = 0;
         wargv[k++] = "tandem", wargv[k++] = "worker", wargv[k++] = "--role", wargv[k++] = (char *)role;
         wargv[k++] = "--model", wargv[k++] = (char *)model, wargv[k++] = "--coordinator", wargv[k++] = rpc_addr;
@@ -506,6 +540,7 @@ int cmd_serve(int argc, char **argv)
             if (a.expert_placement)
                 wargv[k++] = "--expert-placement", wargv[k++] = (char *)a.expert_placement;
         }
+        k += add_rpc_tls(wargv + k, &a.rpc_tls);
         wargv[k] = NULL;
         pid_t pid = spawn(id, wargv, -1, listen_fd, &set);
         if (listen_fd >= 0)
