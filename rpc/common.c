@@ -78,22 +78,31 @@ grpc_byte_buffer *rpc_bb_from(const void *data, size_t len)
 
 int rpc_bb_to_bytes(grpc_byte_buffer *bb, rpc_bytes *out)
 {
+    /* One copy: each slice gRPC received goes straight into the result. (Reading them
+     * all into one slice first, grpc_byte_buffer_reader_readall, would copy a 64 MiB
+     * message twice and hold three times its size at the peak.) The reader's output
+     * buffer is the decompressed message, so its length is the result's. */
     grpc_byte_buffer_reader r;
     out->data = NULL;
     out->len = 0;
     if (!grpc_byte_buffer_reader_init(&r, bb))
         return -1;
-    grpc_slice s = grpc_byte_buffer_reader_readall(&r);
-    grpc_byte_buffer_reader_destroy(&r);
-    size_t n = GRPC_SLICE_LENGTH(s);
-    out->data = malloc(n ? n : 1);
-    if (!out->data) {
+    size_t n = grpc_byte_buffer_length(r.buffer_out), at = 0;
+    uint8_t *data = malloc(n ? n : 1);
+    grpc_slice s;
+    while (data && grpc_byte_buffer_reader_next(&r, &s)) {
+        size_t k = GRPC_SLICE_LENGTH(s);
+        if (k > n - at)
+            k = n - at; /* cannot happen: the slices make up the length */
+        memcpy(data + at, GRPC_SLICE_START_PTR(s), k);
+        at += k;
         grpc_slice_unref(s);
-        return -1;
     }
-    memcpy(out->data, GRPC_SLICE_START_PTR(s), n);
-    out->len = n;
-    grpc_slice_unref(s);
+    grpc_byte_buffer_reader_destroy(&r);
+    if (!data)
+        return -1;
+    out->data = data;
+    out->len = at;
     return 0;
 }
 

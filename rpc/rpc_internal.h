@@ -23,7 +23,8 @@ typedef struct rpc_tag {
 
 /* A byte buffer holding a copy of data; NULL when memory runs out. */
 grpc_byte_buffer *rpc_bb_from(const void *data, size_t len);
-/* Copies a byte buffer into heap bytes (always allocated, even for 0 bytes). */
+/* Copies a byte buffer into heap bytes, slice by slice (one copy; always allocated, even
+ * for 0 bytes). */
 int rpc_bb_to_bytes(grpc_byte_buffer *bb, rpc_bytes *out);
 /* now + ms on the monotonic clock; infinite when ms < 0. */
 gpr_timespec rpc_deadline_in(int ms);
