@@ -307,7 +307,7 @@ static void ignore_done(void *ctx, coord_finish f, const coord_error *e)
     (void)ctx, (void)f, (void)e;
 }
 
-/* Issue 12: requests in flight are capped (429), and max_tokens cannot size an
+/* Issue 12: requests in flight and requests waiting are capped (429), and max_tokens cannot size an
  * allocation beyond the worker's context (it used to overflow at INT_MAX). */
 static void test_router_admission(void)
 {
@@ -340,6 +340,23 @@ static void test_router_admission(void)
     CHECK(be.submit(be.self, &g, &sink, &calls[2], &e) == -1 && e.status == 429 && strstr(e.message, "in flight"),
           "third request: %d %s", e.status, e.message);
     for (int i = 0; i < 3; i++)
+        if (calls[i]) {
+            be.cancel(be.self, calls[i]);
+            be.release(be.self, calls[i]);
+            calls[i] = NULL;
+        }
+    coord_router_free(r);
+
+    /* requests waiting for a worker are capped on their own (a request waits until its
+     * first token; nobody listens at the worker's address, so both would wait) */
+    cfg.max_requests = 8, cfg.max_waiting = 1;
+    REQUIRE(coord_router_new(&cfg, &r, &err) == 0, "%s", err.msg);
+    be = coord_router_backend(r);
+    CHECK(be.submit(be.self, &g, &sink, &calls[0], &e) == 0, "%s", e.message);
+    CHECK(be.submit(be.self, &g, &sink, &calls[1], &e) == -1 && e.status == 429 &&
+              strstr(e.message, "wait for a worker"),
+          "second waiting request: %d %s", e.status, e.message);
+    for (int i = 0; i < 2; i++)
         if (calls[i]) {
             be.cancel(be.self, calls[i]);
             be.release(be.self, calls[i]);
