@@ -2,15 +2,19 @@
  * arbitrary bytes. The first byte picks the message: the requests the handlers accept
  * (Registry, Decode, Prefill, Admin, Worker) and the replies and stream events their
  * callers read. Each goes through rpc_unpack, as the handlers do; what parses must pack
- * again and pack the same once more (nothing unpacked is left half-formed), and a
- * WorkerInfo or WorkerLoad then goes through the real registry's checks
- * (coord_registry_register / _heartbeat), which are the Registry handlers' whole work. */
+ * again and pack the same once more (nothing unpacked is left half-formed). Then the
+ * handlers' own checks: a WorkerInfo or WorkerLoad goes through the real registry
+ * (coord_registry_register / _heartbeat, the Registry handlers' whole work), and a
+ * GenerateRequest or PrefillRequest through wrk_check_request, the checks the worker's
+ * Decode.Generate and Prefill.Run run before taking a request (Qwen3's vocabulary, a
+ * 4096-token context). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
 #include "registry.h"
+#include "request_check.h"
 #include "rpc.h"
 #include "tandem.pb-c.h"
 
@@ -38,6 +42,21 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
+static void check_request(const ProtobufCMessage *m)
+{
+    eng_sampling s;
+    char msg[512];
+    if (m->descriptor == &tandem__generate_request__descriptor) {
+        const Tandem__GenerateRequest *g = (const Tandem__GenerateRequest *)m;
+        wrk_check_request(4096, 151936, g->prompt, g->n_prompt, g->generated, g->n_generated, g->sampling, &s, msg,
+                          sizeof msg);
+    } else {
+        const Tandem__PrefillRequest *p = (const Tandem__PrefillRequest *)m;
+        wrk_check_request(4096, 151936, p->prompt, p->n_prompt, p->generated, p->n_generated, p->sampling, &s, msg,
+                          sizeof msg);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
@@ -61,6 +80,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         coord_registry_register(reg, (const Tandem__WorkerInfo *)m, reason, sizeof reason);
     else if (d == &tandem__worker_load__descriptor)
         coord_registry_heartbeat(reg, (const Tandem__WorkerLoad *)m);
+    else if (d == &tandem__generate_request__descriptor || d == &tandem__prefill_request__descriptor)
+        check_request(m);
     rpc_msg_free(m);
     return 0;
 }

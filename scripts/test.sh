@@ -35,6 +35,7 @@ build build-asan -DCMAKE_BUILD_TYPE=Debug -DTANDEM_SANITIZE=ON
    ctest --output-on-failure -L asan --timeout 900)
 
 build build-fuzz -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DTANDEM_FUZZ=ON
-(cd build-fuzz && ctest --output-on-failure -L fuzz --timeout 900)
+# -V: each harness's one line (its executions and seeds, or its finding) is printed
+(cd build-fuzz && ctest -V -L fuzz --timeout 900)
 
 scripts/format.sh --check

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "request_check.h"
 #include "worker_internal.h"
 
 static int blocks_for(const wrk_worker *w, int tokens)
@@ -17,52 +18,15 @@ static int blocks_for(const wrk_worker *w, int tokens)
     return (tokens + w->layout.block_size - 1) / w->layout.block_size;
 }
 
-static int check_tokens(wrk_worker *w, const char *what, const int32_t *ids, size_t n, char *msg, size_t cap)
-{
-    for (size_t i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= w->cfg->vocab_size)
-            return snprintf(msg, cap, "%s token %d at %zu is outside the vocabulary (%d)", what, ids[i], i,
-                            w->cfg->vocab_size),
-                   RPC_INVALID_ARGUMENT;
-    return RPC_OK;
-}
-
-/* Shared checks of a request's prompt, the tokens it already generated (a migrated
- * request resumes after them) and sampling; fills r. Returns an rpc_code. */
+/* The checks (request_check.c), then fills r. Returns an rpc_code. */
 static int take_request(wrk_worker *w, wrk_req *r, const int32_t *prompt, size_t n_prompt, const int32_t *generated,
                         size_t n_generated, const Tandem__SamplingParams *sp, char *msg, size_t cap)
 {
-    int code;
-    if (n_prompt == 0)
-        return snprintf(msg, cap, "the prompt is empty"), RPC_INVALID_ARGUMENT;
-    if (n_prompt >= (size_t)w->max_context || n_generated >= (size_t)w->max_context - n_prompt)
-        return snprintf(msg, cap, "the prompt has %zu tokens and %zu were generated; the context holds %d", n_prompt,
-                        n_generated, w->max_context),
-               RPC_INVALID_ARGUMENT;
-    if ((code = check_tokens(w, "prompt", prompt, n_prompt, msg, cap)) != RPC_OK ||
-        (code = check_tokens(w, "generated", generated, n_generated, msg, cap)) != RPC_OK)
+    eng_sampling s;
+    int code = wrk_check_request(w->max_context, w->cfg->vocab_size, prompt, n_prompt, generated, n_generated, sp, &s,
+                                 msg, cap);
+    if (code != RPC_OK)
         return code;
-    if (!sp)
-        return snprintf(msg, cap, "no sampling parameters"), RPC_INVALID_ARGUMENT;
-    eng_sampling s = {.temperature = sp->temperature,
-                      .top_k = sp->top_k,
-                      .top_p = sp->top_p,
-                      .min_p = sp->min_p,
-                      .presence_penalty = sp->presence_penalty,
-                      .frequency_penalty = sp->frequency_penalty,
-                      .repetition_penalty = sp->repetition_penalty,
-                      .seed = sp->seed};
-    eng_error err;
-    if (eng_sampling_check(&s, &err) < 0)
-        return snprintf(msg, cap, "%s", err.msg), RPC_INVALID_ARGUMENT;
-    if (sp->max_tokens == 0)
-        return snprintf(msg, cap, "max_tokens must be at least 1"), RPC_INVALID_ARGUMENT;
-    if (sp->top_logprobs > ENG_MAX_TOP_LOGPROBS)
-        return snprintf(msg, cap, "top_logprobs %u is above %d", sp->top_logprobs, ENG_MAX_TOP_LOGPROBS),
-               RPC_INVALID_ARGUMENT;
-    if (n_generated >= sp->max_tokens)
-        return snprintf(msg, cap, "%zu tokens were generated already; max_tokens is %u", n_generated, sp->max_tokens),
-               RPC_INVALID_ARGUMENT;
     r->samp = s;
     r->n_prompt = (int)n_prompt;
     r->n_resumed = (int)n_generated;
