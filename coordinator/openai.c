@@ -466,7 +466,7 @@ static int check_json_bytes(const char *s, size_t len, coord_error *err)
         unsigned char ch = (unsigned char)s[i];
         if (ch < 0x20 && (in_string || (ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r')))
             return BAD(NULL,
-                       "The request body contains the control character U+%04X at byte %zu; JSON requires "
+                       "The request body contains the control character U+%04X at byte %zu; JSON requires it "
                        "written as an escape (\\u%04X) inside a string",
                        ch, i, ch);
         if (!in_string) {
