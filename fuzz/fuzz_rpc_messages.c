@@ -7,7 +7,8 @@
  * (coord_registry_register / _heartbeat, the Registry handlers' whole work), and a
  * GenerateRequest or PrefillRequest through wrk_check_request, the checks the worker's
  * Decode.Generate and Prefill.Run run before taking a request (Qwen3's vocabulary, a
- * 4096-token context). */
+ * 4096-token context), and a PrefillRequest's KV target through wrk_check_target (a
+ * prefill worker with an f16 bs16 L2 kv2 d64 pool on TCP). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,9 @@ static void check_request(const ProtobufCMessage *m)
         const Tandem__PrefillRequest *p = (const Tandem__PrefillRequest *)m;
         wrk_check_request(4096, 151936, p->prompt, p->n_prompt, p->generated, p->n_generated, p->sampling, &s, msg,
                           sizeof msg);
+        static const eng_kv_layout mine = {
+            .dtype = ENG_DT_F16, .block_size = 16, .n_layers = 2, .n_kv_heads = 2, .head_dim = 64};
+        wrk_check_target(&mine, "tcp", p->target, (int)(p->n_prompt + p->n_generated), msg, sizeof msg);
     }
 }
 

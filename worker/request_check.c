@@ -1,6 +1,8 @@
 /* request_check.c: see request_check.h. */
 #include <stdio.h>
+#include <string.h>
 
+#include "kvtransfer.h"
 #include "request_check.h"
 #include "rpc.h"
 
@@ -46,6 +48,45 @@ int wrk_check_request(int max_context, int vocab_size, const int32_t *prompt, si
                RPC_INVALID_ARGUMENT;
     if (n_generated >= sp->max_tokens)
         return snprintf(msg, cap, "%zu tokens were generated already; max_tokens is %u", n_generated, sp->max_tokens),
+               RPC_INVALID_ARGUMENT;
+    return RPC_OK;
+}
+
+int wrk_check_target(const eng_kv_layout *mine, const char *transport, const Tandem__KvTarget *t, int n_prompt,
+                     char *msg, size_t cap)
+{
+    if (!t)
+        return snprintf(msg, cap, "no KV target"), RPC_INVALID_ARGUMENT;
+    eng_kv_layout theirs = {0};
+    if (t->layout)
+        theirs = (eng_kv_layout){.dtype = (eng_dtype)t->layout->dtype,
+                                 .block_size = (int)t->layout->block_size,
+                                 .n_layers = (int)t->layout->layers,
+                                 .n_kv_heads = (int)t->layout->kv_heads,
+                                 .head_dim = (int)t->layout->head_dim};
+    if (!eng_kv_layout_equal(&theirs, mine)) {
+        char a[96], b[96];
+        eng_kv_layout_str(&theirs, a, sizeof a);
+        eng_kv_layout_str(mine, b, sizeof b);
+        return snprintf(msg, cap, "KV layout mismatch: target %s, this prefill worker %s", a, b), RPC_INVALID_ARGUMENT;
+    }
+    int need = (n_prompt + mine->block_size - 1) / mine->block_size;
+    if (t->n_block_ids != (size_t)need)
+        return snprintf(msg, cap, "the target has %zu blocks; a prompt of %d tokens needs %d", t->n_block_ids, n_prompt,
+                        need),
+               RPC_INVALID_ARGUMENT;
+    if (t->pool_blocks == 0)
+        return snprintf(msg, cap, "the target does not say its pool size (pool_blocks)"), RPC_INVALID_ARGUMENT;
+    for (size_t i = 0; i < t->n_block_ids; i++)
+        if (t->block_ids[i] < 0 || (uint32_t)t->block_ids[i] >= t->pool_blocks)
+            return snprintf(msg, cap, "target block %d is outside its pool of %u", t->block_ids[i], t->pool_blocks),
+                   RPC_INVALID_ARGUMENT;
+    char name[32];
+    eng_error err;
+    if (kvt_descriptor_transport(t->descriptor.data, t->descriptor.len, name, sizeof name, &err) < 0)
+        return snprintf(msg, cap, "bad KV descriptor: %s", err.msg), RPC_INVALID_ARGUMENT;
+    if (strcmp(name, transport))
+        return snprintf(msg, cap, "the target speaks %s; this prefill worker %s", name, transport),
                RPC_INVALID_ARGUMENT;
     return RPC_OK;
 }

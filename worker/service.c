@@ -328,43 +328,6 @@ static void on_kv_hello(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_
 /* ------------------------------------------------------------------ Prefill.Run */
 
 /* The target must be ours to write: same layout, a block for every prompt block. */
-static int check_target(wrk_worker *w, const Tandem__KvTarget *t, int n_prompt, char *msg, size_t cap)
-{
-    if (!t)
-        return snprintf(msg, cap, "no KV target"), RPC_INVALID_ARGUMENT;
-    eng_kv_layout theirs = {0};
-    if (t->layout)
-        theirs = (eng_kv_layout){.dtype = (eng_dtype)t->layout->dtype,
-                                 .block_size = (int)t->layout->block_size,
-                                 .n_layers = (int)t->layout->layers,
-                                 .n_kv_heads = (int)t->layout->kv_heads,
-                                 .head_dim = (int)t->layout->head_dim};
-    if (!eng_kv_layout_equal(&theirs, &w->layout)) {
-        char a[96], b[96];
-        eng_kv_layout_str(&theirs, a, sizeof a);
-        eng_kv_layout_str(&w->layout, b, sizeof b);
-        return snprintf(msg, cap, "KV layout mismatch: target %s, this prefill worker %s", a, b), RPC_INVALID_ARGUMENT;
-    }
-    if (t->n_block_ids != (size_t)blocks_for(w, n_prompt))
-        return snprintf(msg, cap, "the target has %zu blocks; a prompt of %d tokens needs %d", t->n_block_ids, n_prompt,
-                        blocks_for(w, n_prompt)),
-               RPC_INVALID_ARGUMENT;
-    if (t->pool_blocks == 0)
-        return snprintf(msg, cap, "the target does not say its pool size (pool_blocks)"), RPC_INVALID_ARGUMENT;
-    for (size_t i = 0; i < t->n_block_ids; i++)
-        if (t->block_ids[i] < 0 || (uint32_t)t->block_ids[i] >= t->pool_blocks)
-            return snprintf(msg, cap, "target block %d is outside its pool of %u", t->block_ids[i], t->pool_blocks),
-                   RPC_INVALID_ARGUMENT;
-    char name[32];
-    eng_error err;
-    if (kvt_descriptor_transport(t->descriptor.data, t->descriptor.len, name, sizeof name, &err) < 0)
-        return snprintf(msg, cap, "bad KV descriptor: %s", err.msg), RPC_INVALID_ARGUMENT;
-    if (strcmp(name, kvt_name(w->kvt)))
-        return snprintf(msg, cap, "the target speaks %s; this prefill worker %s", name, kvt_name(w->kvt)),
-               RPC_INVALID_ARGUMENT;
-    return RPC_OK;
-}
-
 /* Delivers the peer's handshake to the decode worker when its transport needs one. */
 static int relay_hello(wrk_worker *w, kvt_peer *peer, const Tandem__KvTarget *t, const char *id, char *msg, size_t cap)
 {
@@ -414,7 +377,8 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
         snprintf(msg, sizeof msg, "out of memory");
     } else if ((code = take_request(w, r, q->prompt, q->n_prompt, q->generated, q->n_generated, q->sampling, msg,
                                     sizeof msg)) == RPC_OK &&
-               (code = check_target(w, q->target, wrk_input_tokens(r), msg, sizeof msg)) == RPC_OK) {
+               (code = wrk_check_target(&w->layout, kvt_name(w->kvt), q->target, wrk_input_tokens(r), msg,
+                                        sizeof msg)) == RPC_OK) {
         if (blocks_for(w, wrk_input_tokens(r)) > eng_kv_pool_blocks(w->pool)) {
             code = RPC_RESOURCE_EXHAUSTED;
             snprintf(msg, sizeof msg, "the prompt needs %d KV blocks; the pool has %d",
