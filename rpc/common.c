@@ -126,10 +126,49 @@ int rpc_pack(const ProtobufCMessage *m, rpc_bytes *out)
     return 0;
 }
 
+/* 1 when m or a message inside it holds a field numbered 0. Protobuf has no field 0,
+ * and protobuf-c refuses one, except when its tag is written in more bytes than needed
+ * (0x80 0x00): then it keeps it as an unknown field, and packing the message again
+ * writes a tag (0x00) that no parser reads back (fuzz_rpc_messages found it). */
+static int has_field_zero(const ProtobufCMessage *m)
+{
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0)
+            return 1;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        const char *at = (const char *)m + f->offset;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
+            ProtobufCMessage *const *items = *(ProtobufCMessage *const *const *)at;
+            for (size_t k = 0; k < n; k++)
+                if (has_field_zero(items[k]))
+                    return 1;
+            continue;
+        }
+        /* a oneof member is there only while the oneof's case names it */
+        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+            *(const uint32_t *)((const char *)m + f->quantifier_offset) != f->id)
+            continue;
+        const ProtobufCMessage *sub = *(ProtobufCMessage *const *)at;
+        if (sub && has_field_zero(sub))
+            return 1;
+    }
+    return 0;
+}
+
 void *rpc_unpack(const ProtobufCMessageDescriptor *d, const void *data, size_t len, rpc_status *st)
 {
     static const uint8_t empty[1];
     ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, data ? data : empty);
+    if (m && has_field_zero(m)) {
+        protobuf_c_message_free_unpacked(m, NULL);
+        rpc_status_set(st, RPC_INVALID_ARGUMENT, "%zu bytes as %s: a field numbered 0", len, d->name);
+        return NULL;
+    }
     if (!m)
         rpc_status_set(st, RPC_INVALID_ARGUMENT, "cannot parse %zu bytes as %s", len, d->name);
     return m;
