@@ -110,8 +110,20 @@ static int connect_to(int port)
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0)
+    int rc = fd < 0 ? -1 : connect(fd, (struct sockaddr *)&a, sizeof a);
+    if (rc < 0 && errno == EINTR) { /* libFuzzer's timer signal: the connect goes on */
+        struct pollfd p = {fd, POLLOUT, 0};
+        int e = 0;
+        socklen_t el = sizeof e;
+        while (poll(&p, 1, HANG_MS) < 0 && errno == EINTR)
+            ;
+        rc = getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) == 0 && e == 0 && (p.revents & POLLOUT) ? 0 : -1;
+        errno = e;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "fuzz_kv_frames: cannot connect to the receiver: %s\n", strerror(errno));
         abort();
+    }
     return fd;
 }
 
