@@ -166,7 +166,7 @@ static int time_transfers(const char *which, size_t bytes_per_token, int layers,
                 if (kvt_expect(rt, rr, run * (size_t)runs, &id, err) < 0)
                     goto done;
                 double t0 = eng_now_s();
-                int ok = kvt_send_begin(peer, sr, id, &s, err) == 0;
+                int ok = kvt_send_begin(peer, sr, id, NULL, &s, err) == 0;
                 for (int i = 0; ok && i < runs; i++)
                     if (kvt_send_write(s, (uint64_t)i * run, (uint64_t)i * run, run, err) < 0) {
                         kvt_send_abort(s, err->msg);

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/addr.h"
 #include "common/log.h"
 #include "router.h"
 #include "admission.h"
@@ -550,6 +551,13 @@ static outcome attempt(coord_backend_call *c, const coord_worker_view *d, const 
     g.generated = c->gen;
     g.sampling = &sp;
     g.colocated = p == NULL;
+    char prefill_host[ENG_HOST_MAX] = "";
+    eng_error aerr;
+    if (p && eng_addr_split(p->rpc_address, prefill_host, &(int){0}, &aerr) < 0) {
+        coord_fail(&c->err, 500, "server_error", NULL, NULL, "prefill worker %s: %s", p->id, aerr.msg);
+        return OUT_FAIL;
+    }
+    g.prefill_host = prefill_host;
     rpc_stream *s = NULL;
     if (rpc_stream_open_msg(dch, RPC_DECODE_GENERATE, &g.base, r->cfg.stream_ms, &s, &st) < 0) {
         snprintf(as->blame, sizeof as->blame, "%s", d->id);

@@ -158,12 +158,12 @@ int kvt_peer_reply(kvt_peer *p, const void *reply, size_t len, eng_error *err)
     return p->t->ops->peer_reply(p, reply, len, err);
 }
 
-int kvt_send_begin(kvt_peer *p, kvt_region *src, uint64_t id, kvt_send **out, eng_error *err)
+int kvt_send_begin(kvt_peer *p, kvt_region *src, uint64_t id, const kvt_secret *secret, kvt_send **out, eng_error *err)
 {
     if (!src || src->t != p->t)
         return eng_fail(err, "kvtransfer: send source is not a region of this transport");
     double t_start = eng_now_s();
-    if (p->t->ops->send_begin(p, src, id, out, err) < 0) {
+    if (p->t->ops->send_begin(p, src, id, secret, out, err) < 0) {
         kvt_count_send(p->t, 0, 0, 0);
         return -1;
     }

@@ -512,9 +512,16 @@ static void on_begin(rconn *c, const rdma_msg *m)
 {
     rdma_transport *t = c->t;
     char why[300];
-    rx *x = (rx *)kvt_rx_begin(&t->base, m->id, m->begin.region_id, c, why, sizeof why);
+    kvt_secret secret;
+    memcpy(secret.bytes, m->begin.secret, sizeof secret.bytes);
+    int refused;
+    /* No source address: a queue pair's peer was named over the control plane, so only
+     * the secret is checked here. */
+    rx *x = (rx *)kvt_rx_begin(&t->base, m->id, m->begin.region_id, c, NULL, &secret, &refused, why, sizeof why);
     if (!x) {
         send_verdict(c, m->id, 0, why);
+        if (refused)
+            conn_fail(c, "%s", why);
         return;
     }
     c->refs++;
@@ -923,7 +930,8 @@ static void tx_free(rdma_transport *t, tx *s) /* holds t->mu */
     free(s);
 }
 
-static int rdma_send_begin(kvt_peer *pb, kvt_region *src, uint64_t id, kvt_send **out, eng_error *err)
+static int rdma_send_begin(kvt_peer *pb, kvt_region *src, uint64_t id, const kvt_secret *secret, kvt_send **out,
+                           eng_error *err)
 {
     rpeer *p = (rpeer *)pb;
     rdma_transport *t = (rdma_transport *)pb->t;
@@ -961,6 +969,8 @@ static int rdma_send_begin(kvt_peer *pb, kvt_region *src, uint64_t id, kvt_send 
     s->next = c->txs;
     c->txs = s;
     rdma_msg m = {.type = RM_BEGIN, .id = id, .begin.region_id = p->d.region_id};
+    if (secret)
+        memcpy(m.begin.secret, secret->bytes, sizeof m.begin.secret);
     int rc = send_sync(c, &m, NULL, NULL, err);
     struct timespec dl;
     eng_deadline_after_ms(&dl, t->io_timeout_ms);

@@ -46,7 +46,7 @@ int rdma_hello_decode(const void *buf, size_t len, rdma_hello *h, eng_error *err
 /* Messages over the queue pair (SEND/RECV into fixed-size slots). The bulk data never
  * travels in them: it goes by RDMA WRITE straight into the receiver's region. */
 enum {
-    RM_BEGIN = 1, /* s->r  id, region_id: bind the transfer to this queue pair, answer GO */
+    RM_BEGIN = 1, /* s->r  id, region_id, secret: bind the transfer to this queue pair, answer GO */
     RM_SPANS,     /* r->s  id, pairs = spans the transfer may write (before GO) */
     RM_GO,        /* r->s  id, n_spans sent before it (0: anywhere in the region) */
     RM_RUNS,      /* s->r  id, pairs = (dst_off, len) runs in write order */
@@ -66,6 +66,7 @@ typedef struct rdma_msg {
         uint64_t word[3];
         struct {
             uint64_t region_id;
+            unsigned char secret[16]; /* KVT_SECRET_BYTES: the two last words, as bytes */
         } begin;
         struct {
             uint64_t n_spans;

@@ -21,7 +21,7 @@
  * u64 words whose meaning the type decides}, then for WRITE the payload and for
  * ABORT/VERDICT a reason text. The words, as struct frame names them:
  *   HELLO   sender->receiver  instance (the receiver the descriptor named), version
- *   BEGIN   sender->receiver  id, region_id
+ *   BEGIN   sender->receiver  id, region_id, secret (16 bytes: kvt_expect_guarded's, or zeros)
  *   WRITE   sender->receiver  id, dst_off, len; the payload
  *   FINISH  sender->receiver  id, bytes, checksum (XXH3-64 of all payload bytes in order)
  *   ABORT   sender->receiver  id, reason_len; the reason
@@ -72,6 +72,7 @@ typedef struct frame {
         } hello;
         struct {
             uint64_t region_id;
+            unsigned char secret[KVT_SECRET_BYTES]; /* the two last words, as bytes */
         } begin;
         struct {
             uint64_t dst_off, len;
@@ -95,6 +96,7 @@ typedef struct tcp_transport tcp_transport;
 typedef struct in_conn {
     tcp_transport *t;
     int fd;
+    char addr[64]; /* the sender's numeric address, for kvt_expect_guarded's peer check */
     pthread_t thread;
     int done; /* thread finished; the listener or kvt_destroy joins it */
     struct in_conn *next;
@@ -115,6 +117,7 @@ typedef struct tx_item {
     int type;       /* F_BEGIN, F_WRITE, F_FINISH, F_ABORT */
     tx_transfer *s; /* NULL for ABORT (its transfer is already gone) */
     uint64_t id, region_id, dst_off, len;
+    kvt_secret secret; /* BEGIN */
     const char *src;
     char *reason; /* ABORT: owned */
     int corrupt;
@@ -439,7 +442,11 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
         switch (f.type) {
         case F_BEGIN: {
             pthread_mutex_lock(&t->base.mu);
-            tcp_rx *x = (tcp_rx *)kvt_rx_begin(&t->base, f.id, f.begin.region_id, c, verdict, sizeof verdict);
+            kvt_secret secret;
+            memcpy(secret.bytes, f.begin.secret, sizeof secret.bytes);
+            int refused;
+            tcp_rx *x = (tcp_rx *)kvt_rx_begin(&t->base, f.id, f.begin.region_id, c, c->addr, &secret, &refused,
+                                               verdict, sizeof verdict);
             nack = !x;
             if (x && !(x->hash = XXH3_createState())) {
                 snprintf(verdict, sizeof verdict, "out of memory");
@@ -449,6 +456,11 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
                 XXH3_64bits_reset(x->hash);
             }
             pthread_mutex_unlock(&t->base.mu);
+            if (refused) { /* whoever sent it may not write here at all: tell it and hang up */
+                send_verdict(c, f.id, 0, verdict);
+                snprintf(why, why_len, "%s", verdict);
+                goto out;
+            }
             break;
         }
         case F_WRITE: {
@@ -604,7 +616,9 @@ static void *listener_main(void *arg)
 {
     tcp_transport *t = arg;
     for (;;) {
-        int fd = accept4(t->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        struct sockaddr_storage from;
+        socklen_t from_len = sizeof from;
+        int fd = accept4(t->listen_fd, (struct sockaddr *)&from, &from_len, SOCK_CLOEXEC);
         pthread_mutex_lock(&t->base.mu);
         int stopping = t->stopping;
         pthread_mutex_unlock(&t->base.mu);
@@ -638,6 +652,8 @@ static void *listener_main(void *arg)
         }
         c->t = t;
         c->fd = fd;
+        if (kvt_numeric_addr((struct sockaddr *)&from, from_len, c->addr, sizeof c->addr) < 0)
+            c->addr[0] = '\0'; /* matches no named peer */
         pthread_mutex_lock(&t->base.mu);
         if (pthread_create(&c->thread, NULL, in_conn_main, c) != 0) {
             pthread_mutex_unlock(&t->base.mu);
@@ -798,6 +814,7 @@ static int send_batch(tcp_peer *p, batch *b, char *why, size_t why_len)
         frame f = {.magic = FRAME_MAGIC, .type = (uint32_t)it->type, .id = it->id};
         if (it->type == F_BEGIN) {
             f.begin.region_id = it->region_id;
+            memcpy(f.begin.secret, it->secret.bytes, sizeof f.begin.secret);
         } else if (it->type == F_WRITE) {
             f.write.dst_off = it->dst_off;
             f.write.len = it->len;
@@ -1052,7 +1069,8 @@ static size_t tcp_peer_hello(kvt_peer *p, void *buf, size_t cap)
     return 0;
 }
 
-static int tcp_send_begin(kvt_peer *pb, kvt_region *src, uint64_t id, kvt_send **out, eng_error *err)
+static int tcp_send_begin(kvt_peer *pb, kvt_region *src, uint64_t id, const kvt_secret *secret, kvt_send **out,
+                          eng_error *err)
 {
     tcp_peer *p = (tcp_peer *)pb;
     tcp_transport *t = p->t;
@@ -1070,6 +1088,8 @@ static int tcp_send_begin(kvt_peer *pb, kvt_region *src, uint64_t id, kvt_send *
     pthread_mutex_lock(&t->base.mu);
     int ok = p->alive;
     tx_item it = {.type = F_BEGIN, .s = s, .id = id, .region_id = p->region_id};
+    if (secret)
+        it.secret = *secret;
     if (ok && q_push(p, &it) < 0)
         ok = -1;
     if (ok == 1) {

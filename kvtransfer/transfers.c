@@ -9,7 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "transport.h"
@@ -132,13 +135,20 @@ size_t kvt_largest_region(kvt_transport *t)
 
 /* ---------------------------------------------------------------- expecting */
 
-static int expect(kvt_transport *t, kvt_region *r, kvt_span *spans, int n_spans, uint64_t expected_bytes, uint64_t *id,
-                  eng_error *err)
+/* guard: NULL, or the secret and peers of kvt_expect_guarded (copied into the transfer). */
+static int expect(kvt_transport *t, kvt_region *r, kvt_span *spans, int n_spans, uint64_t expected_bytes,
+                  const kvt_rx *guard, uint64_t *id, eng_error *err)
 {
     kvt_rx *x = calloc(1, t->ops->rx_size);
     if (!x) {
         free(spans);
         return eng_fail(err, "kvtransfer: out of memory");
+    }
+    if (guard) {
+        x->guarded = 1;
+        x->secret = guard->secret;
+        memcpy(x->peers, guard->peers, sizeof x->peers);
+        x->n_peers = guard->n_peers;
     }
     x->region = r;
     x->spans = spans;
@@ -162,7 +172,7 @@ int kvt_expect(kvt_transport *t, kvt_region *r, uint64_t expected_bytes, uint64_
     if (expected_bytes > r->len)
         return eng_fail(err, "kvtransfer: expecting %llu bytes but the region holds only %zu",
                         (unsigned long long)expected_bytes, r->len);
-    return expect(t, r, NULL, 0, expected_bytes, id, err);
+    return expect(t, r, NULL, 0, expected_bytes, NULL, id, err);
 }
 
 static int span_cmp(const void *a, const void *b)
@@ -171,8 +181,8 @@ static int span_cmp(const void *a, const void *b)
     return x->off < y->off ? -1 : x->off > y->off;
 }
 
-int kvt_expect_spans(kvt_transport *t, kvt_region *r, const kvt_span *spans, int n, uint64_t expected_bytes,
-                     uint64_t *id, eng_error *err)
+static int expect_spans(kvt_transport *t, kvt_region *r, const kvt_span *spans, int n, uint64_t expected_bytes,
+                        const kvt_rx *guard, uint64_t *id, eng_error *err)
 {
     if (!r || r->t != t)
         return eng_fail(err, "kvtransfer: expect into a region of another transport");
@@ -211,7 +221,95 @@ int kvt_expect_spans(kvt_transport *t, kvt_region *r, const kvt_span *spans, int
         free(s);
         return eng_fail(err, "kvtransfer: expect with only empty spans");
     }
-    return expect(t, r, s, k, expected_bytes, id, err);
+    return expect(t, r, s, k, expected_bytes, guard, id, err);
+}
+
+int kvt_expect_spans(kvt_transport *t, kvt_region *r, const kvt_span *spans, int n, uint64_t expected_bytes,
+                     uint64_t *id, eng_error *err)
+{
+    return expect_spans(t, r, spans, n, expected_bytes, NULL, id, err);
+}
+
+/* Writes host's numeric addresses (IPv4-mapped IPv6 ones as IPv4, as accept reports them
+ * on a dual-stack socket) into g->peers. */
+static int resolve_peers(const char *host, kvt_rx *g, eng_error *err)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    int rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc != 0)
+        return eng_fail(err, "kvtransfer: cannot resolve the transfer's peer %.100s: %s", host, gai_strerror(rc));
+    for (struct addrinfo *a = res; a && g->n_peers < (int)(sizeof g->peers / sizeof g->peers[0]); a = a->ai_next) {
+        char num[64];
+        if (kvt_numeric_addr(a->ai_addr, a->ai_addrlen, num, sizeof num) < 0)
+            continue;
+        int dup = 0;
+        for (int i = 0; i < g->n_peers; i++)
+            dup |= strcmp(g->peers[i], num) == 0;
+        if (!dup)
+            snprintf(g->peers[g->n_peers++], sizeof g->peers[0], "%s", num);
+    }
+    freeaddrinfo(res);
+    if (g->n_peers == 0)
+        return eng_fail(err, "kvtransfer: the transfer's peer %.100s has no usable address", host);
+    return 0;
+}
+
+int kvt_expect_guarded(kvt_transport *t, kvt_region *r, const kvt_span *spans, int n, uint64_t expected_bytes,
+                       const char *peer_host, uint64_t *id, kvt_secret *secret, eng_error *err)
+{
+    kvt_rx g = {0};
+    if (peer_host && resolve_peers(peer_host, &g, err) < 0)
+        return -1;
+    if (getrandom(g.secret.bytes, sizeof g.secret.bytes, 0) != (ssize_t)sizeof g.secret.bytes)
+        return eng_fail(err, "kvtransfer: no randomness for the transfer secret: %s", strerror(errno));
+    if (expect_spans(t, r, spans, n, expected_bytes, &g, id, err) < 0)
+        return -1;
+    *secret = g.secret;
+    return 0;
+}
+
+int kvt_numeric_addr(const struct sockaddr *sa, socklen_t len, char *out, size_t cap)
+{
+    struct sockaddr_in v4;
+    const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)sa;
+    if (sa->sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr)) {
+        v4 = (struct sockaddr_in){.sin_family = AF_INET};
+        memcpy(&v4.sin_addr, &v6->sin6_addr.s6_addr[12], 4);
+        sa = (const struct sockaddr *)&v4;
+        len = sizeof v4;
+    }
+    return getnameinfo(sa, len, out, (socklen_t)cap, NULL, 0, NI_NUMERICHOST) == 0 ? 0 : -1;
+}
+
+/* Equal secrets, in time that does not depend on where they differ. */
+static int secret_equal(const kvt_secret *a, const kvt_secret *b)
+{
+    volatile uint8_t diff = 0;
+    for (size_t i = 0; i < sizeof a->bytes; i++)
+        diff |= a->bytes[i] ^ b->bytes[i];
+    return diff == 0;
+}
+
+/* kvt_expect_guarded's checks on a BEGIN for x; -1 with the reason (counted). */
+static int begin_guard(kvt_transport *t, const kvt_rx *x, const char *conn_addr, const kvt_secret *secret, char *why,
+                       size_t cap)
+{
+    static const kvt_secret none;
+    if (!secret_equal(&x->secret, secret ? secret : &none)) {
+        t->stats.refused_secret++;
+        snprintf(why, cap, "transfer %" PRIu64 " refused: wrong transfer secret", x->id);
+        return -1;
+    }
+    int named = x->n_peers == 0;
+    for (int i = 0; i < x->n_peers && conn_addr; i++)
+        named |= strcmp(x->peers[i], conn_addr) == 0;
+    if (!named) {
+        t->stats.refused_peer++;
+        snprintf(why, cap, "transfer %" PRIu64 " refused: the connection from %.64s is not the transfer's peer", x->id,
+                 conn_addr ? conn_addr : "?");
+        return -1;
+    }
+    return 0;
 }
 
 int kvt_spans_cover(const kvt_span *spans, int n, uint64_t off, uint64_t len)
@@ -257,14 +355,21 @@ void kvt_rx_end(kvt_transport *t, kvt_rx *x, kvt_state st, const char *reason)
     pthread_cond_broadcast(&t->cv);
 }
 
-kvt_rx *kvt_rx_begin(kvt_transport *t, uint64_t id, uint64_t region_id, void *conn, char *why, size_t cap)
+kvt_rx *kvt_rx_begin(kvt_transport *t, uint64_t id, uint64_t region_id, void *conn, const char *conn_addr,
+                     const kvt_secret *secret, int *refused, char *why, size_t cap)
 {
     kvt_rx *x = kvt_rx_find(t, id);
+    *refused = 0;
     if (!x) {
+        t->stats.refused_unknown++;
         snprintf(why, cap,
                  "transfer %" PRIu64 " is not expected here (never opened, or "
                  "forgotten by the receiver)",
                  id);
+        return NULL;
+    }
+    if (x->guarded && begin_guard(t, x, conn_addr, secret, why, cap) < 0) {
+        *refused = 1;
         return NULL;
     }
     if (x->conn) {

@@ -26,6 +26,7 @@
 #define KVT_TRANSPORT_H
 
 #include <pthread.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "common/clock.h"
@@ -58,7 +59,9 @@ typedef struct kvt_ops {
     int (*connect)(kvt_peer *p, eng_error *err);
     size_t (*peer_hello)(kvt_peer *p, void *buf, size_t cap);
     int (*peer_reply)(kvt_peer *p, const void *reply, size_t len, eng_error *err);
-    int (*send_begin)(kvt_peer *p, kvt_region *src, uint64_t id, kvt_send **out, eng_error *err);
+    /* secret: NULL sends zeros */
+    int (*send_begin)(kvt_peer *p, kvt_region *src, uint64_t id, const kvt_secret *secret, kvt_send **out,
+                      eng_error *err);
     int (*send_write)(kvt_send *s, uint64_t src_off, uint64_t dst_off, uint64_t len, eng_error *err);
     /* Frees s; *bytes: the payload bytes it sent. */
     int (*send_finish)(kvt_send *s, int timeout_ms, uint64_t *bytes, eng_error *err);
@@ -98,6 +101,10 @@ struct kvt_rx {
     uint64_t expected; /* 0: any count */
     kvt_span *spans;   /* where it may write (sorted, merged); NULL: anywhere in the region */
     int n_spans;
+    int guarded; /* kvt_expect_guarded: BEGIN must carry secret (and come from peers) */
+    kvt_secret secret;
+    char peers[4][64]; /* numeric addresses of the named peer host; n_peers 0: any */
+    int n_peers;
     kvt_state state;
     char reason[300];
     void *conn;     /* the transport's connection it was begun on; NULL before and after */
@@ -131,9 +138,13 @@ void kvt_transport_fini(kvt_transport *t);
 
 /* ---- receiving, all with t->mu held */
 kvt_rx *kvt_rx_find(kvt_transport *t, uint64_t id);
-/* The sender's BEGIN for id on conn, naming region region_id: binds the transfer to conn
- * and returns it, or returns NULL with the refusal for the sender in why. */
-kvt_rx *kvt_rx_begin(kvt_transport *t, uint64_t id, uint64_t region_id, void *conn, char *why, size_t cap);
+/* The sender's BEGIN for id on conn (from numeric address conn_addr, NULL when the
+ * transport cannot tell), naming region region_id and carrying secret: binds the transfer
+ * to conn and returns it, or returns NULL with the refusal for the sender in why. *refused
+ * is set to 1 when the refusal is one of kvt_expect_guarded's (counted in the stats): the
+ * transport must then close the connection. */
+kvt_rx *kvt_rx_begin(kvt_transport *t, uint64_t id, uint64_t region_id, void *conn, const char *conn_addr,
+                     const kvt_secret *secret, int *refused, char *why, size_t cap);
 /* 0 when a run [off, off + len) may land for x; -1 with the reason in why. */
 int kvt_rx_run_ok(const kvt_rx *x, uint64_t off, uint64_t len, char *why, size_t cap);
 /* The verdict on a finished transfer whose x->bytes arrived hashing to got_sum: 0 when they
@@ -145,6 +156,8 @@ void kvt_rx_end(kvt_transport *t, kvt_rx *x, kvt_state st, const char *reason);
 /* Connection conn is gone: fails its pending transfers with reason and unbinds all of
  * them. Returns how many were bound. */
 int kvt_rx_fail_conn(kvt_transport *t, const void *conn, const char *reason);
+/* The numeric address of sa (an IPv4-mapped IPv6 one as IPv4); -1 when it has none. */
+int kvt_numeric_addr(const struct sockaddr *sa, socklen_t len, char *out, size_t cap);
 /* The largest registered region's size. */
 size_t kvt_largest_region(kvt_transport *t);
 

@@ -644,6 +644,11 @@ static const met_spec tandem_specs[MET_N_TANDEM] = {
                                "Requests refused at arrival: ttft_slo (predicted to miss --ttft-slo-ms, 503), "
                                "max_requests or max_waiting (a queue at its bound, 429).",
                                MET_L(MET_REASON), NULL, 0},
+    [MET_KV_REFUSED] = {MET_COUNTER, "tandem_kv_refused_frames_total",
+                        "KV transfer BEGINs this receiver refused (writing nothing): unknown_transfer (none "
+                        "expected under that id), bad_secret (not the reservation's secret; the connection is "
+                        "closed), wrong_peer (not from the prefill worker named for it; closed).",
+                        RW | MET_L(MET_REASON), NULL, 0},
 };
 
 int met_tandem_register(met_registry *r, met_tandem *m, eng_error *err)

@@ -142,6 +142,7 @@ typedef enum met_id {
     MET_PREFIX_BLOCKS,       /* gauge tandem_prefix_cache_blocks */
     MET_PREFIX_HIT_RATE,     /* gauge tandem_prefix_cache_hit_rate, 0..1 */
     MET_REQUESTS_REJECTED,   /* counter tandem_requests_rejected_total [reason] (coordinator) */
+    MET_KV_REFUSED,          /* counter tandem_kv_refused_frames_total [role, worker, reason] (workers) */
     MET_N_TANDEM
 } met_id;
 

@@ -185,7 +185,7 @@ int ep_rdma_write(ep_rdma *r, int peer, uint64_t id, int slot, const void *const
     }
     kvt_send *s;
     uint64_t dst = ((uint64_t)r->rank * EP_RDMA_SLOTS + (uint64_t)slot) * r->slot;
-    if (kvt_send_begin(r->peer[peer], r->send, id, &s, err) < 0)
+    if (kvt_send_begin(r->peer[peer], r->send, id, NULL, &s, err) < 0)
         return -1;
     if (kvt_send_write(s, 0, dst, total, err) < 0) {
         kvt_send_abort(s, err->msg);

@@ -80,7 +80,8 @@ static void on_stream_cancel(void *arg)
 /* Opens the incoming transfer confined to this request's prompt blocks in every
  * layer, so a sender with wrong block ids fails the transfer instead of overwriting
  * another request's KV. */
-static int expect_blocks(wrk_worker *w, const int32_t *blocks, int nb, uint64_t expected, uint64_t *id, eng_error *err)
+static int expect_blocks(wrk_worker *w, const int32_t *blocks, int nb, uint64_t expected, const char *peer_host,
+                         uint64_t *id, kvt_secret *secret, eng_error *err)
 {
     wrk_run *runs = malloc((size_t)nb * sizeof *runs);
     kvt_span *spans = runs ? malloc((size_t)nb * (size_t)w->layout.n_layers * sizeof *spans) : NULL;
@@ -93,7 +94,7 @@ static int expect_blocks(wrk_worker *w, const int32_t *blocks, int nb, uint64_t 
         for (int k = 0; k < nr; k++)
             spans[n++] = (kvt_span){.off = eng_kv_unit_offset(w->pool, l, runs[k].src),
                                     .len = (uint64_t)runs[k].n * w->unit_bytes};
-    int rc = kvt_expect_spans(w->kvt, w->region, spans, n, expected, id, err);
+    int rc = kvt_expect_guarded(w->kvt, w->region, spans, n, expected, peer_host, id, secret, err);
     free(spans);
     free(runs);
     return rc;
@@ -185,7 +186,9 @@ static void on_generate(void *user, rpc_call *call, const rpc_bytes *bytes)
         int nb = blocks_for(w, wrk_input_tokens(r));
         uint64_t expected = (uint64_t)w->layout.n_layers * (uint64_t)nb * w->unit_bytes;
         eng_error err;
-        if (expect_blocks(w, r->seq.blocks, nb, expected, &r->transfer_id, &err) < 0) {
+        kvt_secret secret;
+        const char *peer_host = g->prefill_host && g->prefill_host[0] ? g->prefill_host : NULL;
+        if (expect_blocks(w, r->seq.blocks, nb, expected, peer_host, &r->transfer_id, &secret, &err) < 0) {
             pthread_mutex_lock(&w->mu);
             wrk_req_end_locked(w, r, RPC_UNAVAILABLE, 1, err.msg);
         } else {
@@ -210,6 +213,8 @@ static void on_generate(void *user, rpc_call *call, const rpc_bytes *bytes)
             t.lease_ms = (uint32_t)w->opt.lease_ms;
             t.rpc_address = w->rpc_address;
             t.pool_blocks = (uint32_t)eng_kv_pool_blocks(w->pool);
+            t.transfer_secret.data = secret.bytes;
+            t.transfer_secret.len = sizeof secret.bytes;
             Tandem__GenerateEvent ev = TANDEM__GENERATE_EVENT__INIT;
             ev.event_case = TANDEM__GENERATE_EVENT__EVENT_KV_TARGET;
             ev.kv_target = &t;
@@ -388,7 +393,8 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
             snprintf(msg, sizeof msg, "cannot reach decode worker %s's KV endpoint: %s", q->target->decode_worker_id,
                      err.msg);
         } else if ((code = relay_hello(w, peer, q->target, r->id, msg, sizeof msg)) == RPC_OK &&
-                   kvt_send_begin(peer, w->region, q->target->transfer_id, &send, &err) < 0) {
+                   kvt_send_begin(peer, w->region, q->target->transfer_id,
+                                  (const kvt_secret *)q->target->transfer_secret.data, &send, &err) < 0) {
             code = RPC_UNAVAILABLE;
             snprintf(msg, sizeof msg, "KV transfer to %s: %s", q->target->decode_worker_id, err.msg);
         }

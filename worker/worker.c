@@ -118,6 +118,12 @@ static void collect(void *ctx, met_registry *reg)
         met_inc(w->m_kv_bytes, (double)(ks.bytes_received - w->kv_bytes_seen));
         w->kv_bytes_seen = ks.bytes_received;
     }
+    const uint64_t refused[3] = {ks.refused_unknown, ks.refused_secret, ks.refused_peer};
+    for (int i = 0; i < 3; i++)
+        if (refused[i] > w->kv_refused_seen[i]) {
+            met_inc(w->m_kv_refused[i], (double)(refused[i] - w->kv_refused_seen[i]));
+            w->kv_refused_seen[i] = refused[i];
+        }
 }
 
 /* What the checkpoint's mapping costs this worker, against what it may need (an EP
@@ -177,6 +183,10 @@ static int metrics_init(wrk_worker *w, eng_error *err)
     met_labels transfer = {.role = own.role, .worker = own.worker, .transport = kvt_name(w->kvt)};
     w->m_kv_bytes = met_get(f[MET_KV_TRANSFER_BYTES], transfer);
     w->m_kv_seconds = met_get(f[MET_KV_TRANSFER_SECONDS], transfer);
+    const char *refusals[3] = {"unknown_transfer", "bad_secret", "wrong_peer"};
+    for (int i = 0; i < 3; i++)
+        w->m_kv_refused[i] = met_get(f[MET_KV_REFUSED],
+                                     (met_labels){.role = own.role, .worker = own.worker, .reason = refusals[i]});
     w->m_ttft = met_get(f[MET_TTFT], own);
     w->m_itl = met_get(f[MET_ITL], own);
     w->m_e2e = met_get(f[MET_E2E], own);

@@ -159,6 +159,8 @@ struct wrk_worker {
     met_metric *m_pc_blocks, *m_pc_hit_rate;
     met_metric *m_weight_resident;
     uint64_t kv_bytes_seen;
+    met_metric *m_kv_refused[3]; /* reasons: unknown_transfer, bad_secret, wrong_peer */
+    uint64_t kv_refused_seen[3];
 
     pthread_mutex_t mu;
     pthread_cond_t cv; /* wakes the engine thread */

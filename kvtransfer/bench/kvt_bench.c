@@ -173,7 +173,7 @@ int main(int argc, char **argv)
             get(c2p[0], &id, sizeof id);
             kvt_send *s;
             t0 = eng_now_s();
-            if (kvt_send_begin(p, r, id, &s, &err) < 0)
+            if (kvt_send_begin(p, r, id, NULL, &s, &err) < 0)
                 die("sender", err.msg);
             for (size_t off = 0; off < total; off += run)
                 if (kvt_send_write(s, off, off, run < total - off ? run : total - off, &err) < 0)

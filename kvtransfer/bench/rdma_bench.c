@@ -151,7 +151,7 @@ int main(int argc, char **argv)
             get(in, &id, sizeof id);
             kvt_send *s;
             double t0 = eng_now_s();
-            if (kvt_send_begin(p, r, id, &s, &err) < 0)
+            if (kvt_send_begin(p, r, id, NULL, &s, &err) < 0)
                 die("begin", err.msg);
             for (size_t i = 0; i < n; i++) /* reverse order at the destination: no coalescing */
                 if (kvt_send_write(s, i * run, (n - 1 - i) * run, run, &err) < 0)
@@ -168,7 +168,7 @@ int main(int argc, char **argv)
             get(in, &id, sizeof id);
             kvt_send *s;
             double t0 = eng_now_s();
-            if (kvt_send_begin(p, r, id, &s, &err) < 0 || kvt_send_write(s, 0, 0, run, &err) < 0 ||
+            if (kvt_send_begin(p, r, id, NULL, &s, &err) < 0 || kvt_send_write(s, 0, 0, run, &err) < 0 ||
                 kvt_send_finish(s, 120000, &err) < 0)
                 die("latency transfer", err.msg);
             lat[k] = (eng_now_s() - t0) * 1e6;

@@ -130,6 +130,12 @@ typedef enum kvt_state {
  * put it in the KvTarget). expected_bytes > 0 makes the transfer fail unless exactly that
  * many bytes arrived (guards against a sender that skipped runs); 0 accepts any count. */
 int kvt_expect(kvt_transport *t, kvt_region *r, uint64_t expected_bytes, uint64_t *id, eng_error *err);
+/* A per-transfer secret (kvt_expect_guarded). */
+#define KVT_SECRET_BYTES 16
+typedef struct kvt_secret {
+    uint8_t bytes[KVT_SECRET_BYTES];
+} kvt_secret;
+
 /* A byte range of a region. */
 typedef struct kvt_span {
     uint64_t off, len;
@@ -141,6 +147,14 @@ typedef struct kvt_span {
  * Pass, for instance, each layer's runs of the request's blocks. */
 int kvt_expect_spans(kvt_transport *t, kvt_region *r, const kvt_span *spans, int n, uint64_t expected_bytes,
                      uint64_t *id, eng_error *err);
+/* kvt_expect_spans for a transfer that only one sender may begin: the receiver makes a
+ * random secret (returned in *secret, for the KvTarget) and refuses a BEGIN for this id
+ * that does not carry it (compared in constant time), or, when peer_host is not NULL,
+ * that arrives on a connection whose source address is not one of peer_host's
+ * (resolved here; TCP only: RDMA connections are checked by the secret alone). A refused
+ * BEGIN writes nothing, closes its connection and is counted in kvt_stats. */
+int kvt_expect_guarded(kvt_transport *t, kvt_region *r, const kvt_span *spans, int n, uint64_t expected_bytes,
+                       const char *peer_host, uint64_t *id, kvt_secret *secret, eng_error *err);
 /* Waits up to timeout_ms (0: just look; -1: no limit) for the transfer to end.
  * KVT_PENDING after the timeout, KVT_FAILED with the reason in err (also for ids that are
  * unknown or forgotten). */
@@ -175,8 +189,10 @@ size_t kvt_peer_hello(kvt_peer *p, void *buf, size_t cap);
 /* The receiver's reply to this peer's hello (a zero-length reply does nothing). */
 int kvt_peer_reply(kvt_peer *p, const void *reply, size_t len, eng_error *err);
 
-/* Starts transfer id (from the receiver's kvt_expect) reading from the local region src. */
-int kvt_send_begin(kvt_peer *p, kvt_region *src, uint64_t id, kvt_send **out, eng_error *err);
+/* Starts transfer id (from the receiver's kvt_expect) reading from the local region src.
+ * secret: the one kvt_expect_guarded made for id (it travels in the BEGIN); NULL for a
+ * transfer opened without one. */
+int kvt_send_begin(kvt_peer *p, kvt_region *src, uint64_t id, const kvt_secret *secret, kvt_send **out, eng_error *err);
 /* Queues one run: len bytes at src_off in the local region to dst_off in the receiver's.
  * Returns at once; -1 when the run lies outside the source region or the transfer already
  * failed (peer gone, receiver rejected it): then abort it. */
@@ -198,6 +214,9 @@ typedef struct kvt_stats {
     double recv_seconds;     /* summed first byte -> verified, over verified incoming ones */
     uint64_t sends_ok, sends_failed;
     uint64_t recvs_ok, recvs_failed;
+    /* BEGINs refused (kvt_expect_guarded): for no transfer expected here, with a wrong
+     * secret, from a host that is not the transfer's peer */
+    uint64_t refused_unknown, refused_secret, refused_peer;
 } kvt_stats;
 
 void kvt_get_stats(kvt_transport *t, kvt_stats *out);

@@ -114,7 +114,7 @@ static int both_ways(int li, int to, int from, uint64_t my_seed, uint64_t peer_s
         if (inflight[i % 2])
             CHECK_OK(kvt_send_finish(inflight[i % 2], 30000, &err), &err);
         plan(send_plan, i, sb, db);
-        CHECK_OK(kvt_send_begin(p, e.rsrc, peer_ids[i], &inflight[i % 2], &err), &err);
+        CHECK_OK(kvt_send_begin(p, e.rsrc, peer_ids[i], NULL, &inflight[i % 2], &err), &err);
         CHECK_OK(send_blocks(inflight[i % 2], &e.src, sb, &e.dst, db, K_BLOCKS, &err), &err);
     }
     for (int i = 0; i < 2; i++)
@@ -207,11 +207,11 @@ static void scenario_kill_sender(void)
         kvt_peer *p;
         kvt_send *big, *sync;
         CHECK_OK(kvt_connect(e.t, desc, dlen, &p, &err), &err);
-        CHECK_OK(kvt_send_begin(p, e.rsrc, ids[0], &big, &err), &err);
+        CHECK_OK(kvt_send_begin(p, e.rsrc, ids[0], NULL, &big, &err), &err);
         for (int i = 0; i < POOL_BLOCKS / 2; i++)
             CHECK_OK(kvt_send_write(big, i * ub, i * ub, ub, &err), &err);
         /* A verdict on a later transfer proves the earlier frames were received. */
-        CHECK_OK(kvt_send_begin(p, e.rsrc, ids[1], &sync, &err), &err);
+        CHECK_OK(kvt_send_begin(p, e.rsrc, ids[1], NULL, &sync, &err), &err);
         CHECK_OK(kvt_send_write(sync, 0, (POOL_BLOCKS - 1) * ub, ub, &err), &err);
         CHECK_OK(kvt_send_finish(sync, 30000, &err), &err);
         char byte = 1;
@@ -288,7 +288,7 @@ static void scenario_kill_receiver(void)
     kvt_peer *p;
     kvt_send *s;
     CHECK_OK(kvt_connect(e.t, desc, dlen, &p, &err), &err);
-    CHECK_OK(kvt_send_begin(p, e.rsrc, id, &s, &err), &err);
+    CHECK_OK(kvt_send_begin(p, e.rsrc, id, NULL, &s, &err), &err);
     /* Every layer's blocks, several times over: still streaming when the kill lands. */
     for (int rep = 0; rep < 4; rep++)
         for (int layer = 0; layer < l->n_layers; layer++)

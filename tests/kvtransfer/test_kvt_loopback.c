@@ -91,7 +91,7 @@ static void transfer_ok(side *a, side *b, int k, int lo, int span, uint64_t *rng
     CHECK_OK(kvt_connect(a->t, b->desc, b->dlen, &p, &err), &err);
     char hello[KVT_HELLO_MAX];
     CHECK(kvt_peer_hello(p, hello, sizeof hello) == 0); /* TCP needs no hello */
-    CHECK_OK(kvt_send_begin(p, a->rsrc, id, &s, &err), &err);
+    CHECK_OK(kvt_send_begin(p, a->rsrc, id, NULL, &s, &err), &err);
     CHECK_OK(send_blocks(s, &a->src, sb, &b->dst, db, k, &err), &err);
     CHECK_OK(kvt_send_finish(s, 20000, &err), &err);
     CHECK(kvt_wait(b->t, id, 5000, &err) == KVT_OK);
@@ -159,7 +159,7 @@ static kvt_send *begin(side *a, side *b, uint64_t expect, uint64_t *id)
     kvt_send *s;
     CHECK_OK(kvt_expect(b->t, b->rdst, expect, id, &err), &err);
     CHECK_OK(kvt_connect(a->t, b->desc, b->dlen, &p, &err), &err);
-    CHECK_OK(kvt_send_begin(p, a->rsrc, *id, &s, &err), &err);
+    CHECK_OK(kvt_send_begin(p, a->rsrc, *id, NULL, &s, &err), &err);
     return s;
 }
 
@@ -268,7 +268,7 @@ static void test_spans(side *a, side *b)
     kvt_send *s;
     CHECK_OK(kvt_expect_spans(b->t, b->rdst, sp, 3, 0, &id, &err), &err);
     CHECK_OK(kvt_connect(a->t, b->desc, b->dlen, &p, &err), &err);
-    CHECK_OK(kvt_send_begin(p, a->rsrc, id, &s, &err), &err);
+    CHECK_OK(kvt_send_begin(p, a->rsrc, id, NULL, &s, &err), &err);
     CHECK_OK(kvt_send_write(s, 0, 2 * ub, 2 * ub, &err), &err); /* blocks 2-3: one run */
     CHECK_OK(kvt_send_write(s, 0, 7 * ub, ub, &err), &err);
     CHECK_OK(kvt_send_finish(s, 10000, &err), &err);
@@ -277,7 +277,7 @@ static void test_spans(side *a, side *b)
     CHECK(memcmp(b->dst.mem + 2 * ub, a->src.mem, 2 * ub) == 0);
 
     CHECK_OK(kvt_expect_spans(b->t, b->rdst, sp, 3, 0, &id, &err), &err);
-    CHECK_OK(kvt_send_begin(p, a->rsrc, id, &s, &err), &err);
+    CHECK_OK(kvt_send_begin(p, a->rsrc, id, NULL, &s, &err), &err);
     CHECK_OK(kvt_send_write(s, 0, 3 * ub, 2 * ub, &err), &err); /* blocks 3-4: 4 is not its */
     CHECK(kvt_send_finish(s, 10000, &err) == -1 && strstr(err.msg, "outside the transfer's blocks"));
     CHECK(kvt_wait(b->t, id, 1000, &err) == KVT_FAILED);
@@ -306,7 +306,7 @@ static void test_abort_and_short(side *a, side *b)
 
     kvt_peer *p;
     CHECK_OK(kvt_connect(a->t, b->desc, b->dlen, &p, &err), &err);
-    CHECK_OK(kvt_send_begin(p, a->rsrc, 12345, &s, &err), &err); /* never expected */
+    CHECK_OK(kvt_send_begin(p, a->rsrc, 12345, NULL, &s, &err), &err); /* never expected */
     kvt_send_write(s, 0, 0, ub, &err);
     CHECK(kvt_send_finish(s, 10000, &err) == -1 && strstr(err.msg, "not expected"));
 
@@ -357,7 +357,7 @@ static void test_bad_descriptors(side *a, side *b)
     CHECK_OK(kvt_expect(b->t, b->rdst, 0, &id, &err), &err);
     CHECK_OK(kvt_connect(a->t, stale, b->dlen, &p, &err), &err);
     kvt_send *s;
-    if (kvt_send_begin(p, a->rsrc, id, &s, &err) == 0) {
+    if (kvt_send_begin(p, a->rsrc, id, NULL, &s, &err) == 0) {
         kvt_send_write(s, 0, 0, 4096, &err);
         CHECK(kvt_send_finish(s, 10000, &err) == -1);
     }
@@ -486,7 +486,7 @@ static void test_hung_receiver(const test_layout *l)
         kvt_peer *p;
         kvt_send *s;
         CHECK_OK(kvt_connect(t, desc, (size_t)n, &p, &err), &err);
-        CHECK_OK(kvt_send_begin(p, r, 1, &s, &err), &err);
+        CHECK_OK(kvt_send_begin(p, r, 1, NULL, &s, &err), &err);
         CHECK_OK(kvt_send_write(s, 0, 0, mode == 0 ? src.bytes : 4096, &err), &err);
         double t0 = eng_now_s();
         CHECK(kvt_send_finish(s, mode == 0 ? 30000 : 500, &err) == -1);

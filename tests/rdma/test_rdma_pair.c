@@ -170,7 +170,7 @@ static void both_ways(kvt_transport *t, chan c, int me)
             int psb[K_BLOCKS], pdb[K_BLOCKS];
             plan(me, L, i, psb, pdb, K_BLOCKS);
             kvt_send *s;
-            CHECK_OK(kvt_send_begin(p, rs, peer_ids[i], &s, &err), &err);
+            CHECK_OK(kvt_send_begin(p, rs, peer_ids[i], NULL, &s, &err), &err);
             CHECK_OK(send_blocks(s, &src, psb, &dst, pdb, K_BLOCKS, &err), &err);
             CHECK_OK(kvt_send_finish(s, 60000, &err), &err);
         }
@@ -228,7 +228,7 @@ static void child_sender(chan c)
     kvt_send *s;
     int sb[BIG_K], db[BIG_K];
     big_plan(sb, db);
-    CHECK_OK(kvt_send_begin(p, rs, id, &s, &err), &err);
+    CHECK_OK(kvt_send_begin(p, rs, id, NULL, &s, &err), &err);
     CHECK_OK(send_blocks(s, &src, sb, &dst, db, BIG_K / 2, &err), &err); /* half the blocks */
     char half = 1;
     put(c, &half, 1);
@@ -322,7 +322,7 @@ static void a_forget(kvt_transport *t, chan c)
     int sb[BIG_K], db[BIG_K];
     big_plan(sb, db);
     kvt_send *s;
-    CHECK_OK(kvt_send_begin(p, rs, id, &s, &err), &err);
+    CHECK_OK(kvt_send_begin(p, rs, id, NULL, &s, &err), &err);
     CHECK_OK(send_blocks(s, &src, sb, &src, db, BIG_K / 2, &err), &err);
     char m = 1;
     put(c, &m, 1);
@@ -340,7 +340,7 @@ static void a_forget(kvt_transport *t, chan c)
     size_t dlen = get(c, desc, sizeof desc);
     CHECK(get(c, &id, sizeof id) == sizeof id);
     p = link_to_twice(t, c, desc, dlen);
-    CHECK_OK(kvt_send_begin(p, rs, id, &s, &err), &err);
+    CHECK_OK(kvt_send_begin(p, rs, id, NULL, &s, &err), &err);
     CHECK_OK(send_blocks(s, &src, sb, &src, db, BIG_K, &err), &err);
     CHECK_OK(kvt_send_finish(s, 60000, &err), &err);
     CHECK_OK(kvt_deregister(t, rs, &err), &err);
@@ -448,7 +448,7 @@ int main(void)
         int sb[BIG_K], db[BIG_K];
         big_plan(sb, db);
         kvt_send *s;
-        CHECK_OK(kvt_send_begin(p, rs, id, &s, &err), &err);
+        CHECK_OK(kvt_send_begin(p, rs, id, NULL, &s, &err), &err);
         CHECK_OK(send_blocks(s, &src, sb, &src, db, BIG_K / 2, &err), &err);
         kill(d, SIGKILL);
         reap(d, 1);
