@@ -22,7 +22,7 @@ typedef struct entry {
     double failed_at;       /* when the router saw it unreachable; 0 = not */
     int cordoned;           /* an operator took it out of rotation */
     int logged_state;       /* Tandem__WorkerState last logged, to report each change once */
-    coord_prefix_keys keys; /* its cached blocks, from its latest heartbeat */
+    coord_prefix_keys keys; /* its cached blocks: its latest heartbeat's, and expected since */
 } entry;
 
 struct coord_registry {
@@ -385,6 +385,15 @@ void coord_registry_match_prefix(coord_registry *r, const int32_t *tokens, int n
         entry *e = v[i].has_prefix_cache ? find_locked(r, v[i].id) : NULL;
         v[i].cached_tokens = e ? coord_prefix_cached_tokens(&e->keys, r->cfg.model, &v[i].layout, tokens, n_tokens) : 0;
     }
+    pthread_mutex_unlock(&r->mu);
+}
+
+void coord_registry_expect_prefix(coord_registry *r, const char *id, const int32_t *tokens, int n_tokens)
+{
+    pthread_mutex_lock(&r->mu);
+    entry *e = find_locked(r, id);
+    if (e && e->v.has_prefix_cache) /* without memory nothing is recorded: only less informed */
+        coord_prefix_keys_expect(&e->keys, r->cfg.model, &e->v.layout, tokens, n_tokens);
     pthread_mutex_unlock(&r->mu);
 }
 

@@ -128,6 +128,10 @@ int coord_registry_cordon(coord_registry *r, const char *id, int on);
 /* Sets v[i].cached_tokens for a prompt: how much of it worker v[i] holds in its prefix
  * cache, from the block keys of its latest heartbeat (coord_prefix_cached_tokens). */
 void coord_registry_match_prefix(coord_registry *r, const int32_t *tokens, int n_tokens, coord_worker_view *v, int n);
+/* The router sent the prompt tokens[0..n_tokens) to prefill worker id: its blocks count as
+ * cached there until the worker's next heartbeat (coord_prefix_keys_expect), so the next
+ * turn of the conversation finds them. Unknown ids and workers without a cache are ignored. */
+void coord_registry_expect_prefix(coord_registry *r, const char *id, const int32_t *tokens, int n_tokens);
 
 /* Healthy workers by role: [0] prefill, [1] decode, [2] both. */
 void coord_registry_counts(coord_registry *r, int counts[3]);

@@ -615,6 +615,7 @@ static outcome attempt(coord_backend_call *c, const coord_worker_view *d, const 
     pr.sampling = &sp;
     pr.target = ev->kv_target;
     coord_registry_note_sent(r->cfg.registry, p->id, 0, 0, (uint64_t)c->n_prompt + (uint64_t)c->n_gen);
+    coord_registry_expect_prefix(r->cfg.registry, p->id, c->prompt, c->n_prompt);
     count_admitted(c, p->id);
     Tandem__PrefillResult *res = NULL;
     int prc = rpc_unary_msg(pch, RPC_PREFILL_RUN, &pr.base, &tandem__prefill_result__descriptor, r->cfg.prefill_ms,
@@ -643,6 +644,9 @@ static outcome attempt(coord_backend_call *c, const coord_worker_view *d, const 
         }
         goto end;
     }
+    /* again now the blocks are in p's cache: a heartbeat sent during the prefill did not
+     * list them, and its arrival forgot the expectation recorded above */
+    coord_registry_expect_prefix(r->cfg.registry, p->id, c->prompt, c->n_prompt);
     if (r->cfg.met && res->timings) {
         met_labels l = {.role = "coordinator", .worker = p->id, .transport = d->transport};
         met_inc(met_get(r->cfg.met->family[MET_KV_TRANSFER_BYTES], l), (double)res->timings->kv_bytes);

@@ -4,6 +4,9 @@
  * leading chain only, never the prompt's last token, nothing under another model or
  * layout. coord_route_pick takes the prefill worker with the least queued tokens minus
  * its credit for the cached part of the prompt, and by load alone without credit.
+ * Between heartbeats the blocks of a prompt sent to a worker count as held there, so a
+ * conversation's next turn goes back to it rather than by load; the next summary
+ * replaces them, and they are bounded.
  * Admission's TTFT prediction: waiting plus uncached tokens over the measured speed,
  * the router's admitted count when larger than the worker's queue, none before a
  * measurement, the best healthy prefill worker. */
@@ -92,6 +95,52 @@ static void picking(void)
           "a lower weight lets load win");
 }
 
+/* Turn 1 of a conversation went to p2 moments ago; p2's last summary predates it. */
+static void expecting(void)
+{
+    enum { P = TANDEM__ROLE__ROLE_PREFILL, D = TANDEM__ROLE__ROLE_DECODE };
+    static int32_t turn[120];
+    for (int i = 0; i < 120; i++)
+        turn[i] = 500 + i * 7;
+    coord_prefix_keys p2 = {0};
+    REQUIRE(coord_prefix_keys_expect(&p2, "m", &LAY, turn, 72) == 0, "expect turn 1");
+    CHECK(p2.n_expected == 4, "turn 1's 4 whole blocks, not its partial fifth (%zu)", p2.n_expected);
+    CHECK(coord_prefix_cached_tokens(&p2, "m", &LAY, turn, 120) == 64, "turn 2 finds turn 1's blocks on p2");
+    CHECK(coord_prefix_cached_tokens(&p2, "other", &LAY, turn, 120) == 0, "under another model: nothing");
+    REQUIRE(coord_prefix_keys_expect(&p2, "m", &LAY, turn, 72) == 0, "the same prompt again");
+    CHECK(p2.n_expected == 4, "recorded once (%zu)", p2.n_expected);
+
+    coord_worker_view v[] = {worker("p1", P, 90), worker("p2", P, 100), worker("d1", D, 0)};
+    coord_prefix_keys none = {0};
+    const coord_prefix_keys *held[2] = {&none, &p2};
+    for (int i = 0; i < 2; i++) {
+        v[i].cached_tokens = coord_prefix_cached_tokens(held[i], "m", &LAY, turn, 120);
+        v[i].prefill_credit = 1.0 * v[i].cached_tokens;
+    }
+    coord_route r;
+    char why[256];
+    CHECK(coord_route_pick(v, 3, 0, 120, 121, NULL, 0, &r, NULL, why, sizeof why) == 0 && r.prefill == 1,
+          "turn 2 goes where turn 1 went, though p1 is less loaded (%s)", why);
+
+    uint64_t summary[1] = {42}; /* p2's next heartbeat: its summary says what it holds */
+    REQUIRE(coord_prefix_keys_set(&p2, summary, 1) == 0, "heartbeat");
+    CHECK(p2.n_expected == 0 && coord_prefix_cached_tokens(&p2, "m", &LAY, turn, 120) == 0,
+          "the summary replaces the expectation");
+    v[1].cached_tokens = 0, v[1].prefill_credit = 0;
+    CHECK(coord_route_pick(v, 3, 0, 120, 121, NULL, 0, &r, NULL, why, sizeof why) == 0 && r.prefill == 0,
+          "without it turn 2 goes by load, to p1");
+
+    static int32_t many[(COORD_PREFIX_EXPECTED_MAX + 10) * 16];
+    for (size_t i = 0; i < sizeof many / sizeof *many; i++)
+        many[i] = (int32_t)(i % 150000);
+    REQUIRE(coord_prefix_keys_expect(&p2, "m", &LAY, many, (int)(sizeof many / sizeof *many)) == 0, "a long prompt");
+    CHECK(p2.n_expected == COORD_PREFIX_EXPECTED_MAX, "bounded: %zu", p2.n_expected);
+    CHECK(coord_prefix_keys_expect(&p2, "m", &LAY, turn, 72) == 0 && p2.n_expected == COORD_PREFIX_EXPECTED_MAX,
+          "full: nothing more recorded");
+    coord_prefix_keys_clear(&p2);
+    CHECK(p2.n_expected == 0 && p2.expected == NULL, "cleared");
+}
+
 static void predicting(void)
 {
     enum { P = TANDEM__ROLE__ROLE_PREFILL, D = TANDEM__ROLE__ROLE_DECODE };
@@ -114,6 +163,7 @@ int main(void)
 {
     matching();
     picking();
+    expecting();
     predicting();
     return check_summary();
 }
