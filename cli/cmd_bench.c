@@ -1,9 +1,13 @@
-/* cmd_bench.c: `tandem bench`, the engine's speed on one sequence.
+/* cmd_bench.c: `tandem bench`, the engine's speed on S concurrent sequences
+ * (one by default).
  *
- * Prefill of P tokens (in the same 512-token chunks as `tandem generate`), then D
- * greedy decode steps, timed separately, after one untimed warm-up token that
- * brings the mapped weights into memory. Reports tokens/s for both phases and the
- * peak resident set against what it should be: the weights plus the KV cache. */
+ * Prefill of P tokens per sequence (in the same 512-token chunks as `tandem
+ * generate`, one sequence after another), then D greedy decode steps in which all
+ * S sequences go through one eng_forward batch, as continuous batching runs them;
+ * both phases timed separately, after one untimed warm-up token that brings the
+ * mapped weights into memory. Reports tokens/s for both phases (decode: all
+ * sequences' tokens together) and the peak resident set against what it should
+ * be: the weights plus the KV cache. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +25,7 @@
 
 typedef struct bench_args {
     const char *model;
-    int prompt_tokens, decode_tokens, threads, json;
+    int prompt_tokens, decode_tokens, sequences, threads, json;
 } bench_args;
 
 #define B bench_args
@@ -29,6 +33,7 @@ static const cli_opt OPTS[] = {
     CLI_STR_OPT(B, model, "--model", "DIR", NULL, "Hugging Face checkpoint folder", CLI_REQUIRED),
     CLI_INT_OPT(B, prompt_tokens, "--prompt-tokens", "P", 1, 1 << 20, "512", "prompt length to prefill"),
     CLI_INT_OPT(B, decode_tokens, "--decode-tokens", "D", 1, 1 << 20, "64", "decode steps after it"),
+    CLI_INT_OPT(B, sequences, "--sequences", "S", 1, 256, "1", "sequences decoded together in each step"),
     CLI_INT_OPT(B, threads, "--threads", "N", 1, 4096, NULL, "compute threads; default: one per CPU"),
     CLI_FLAG_OPT(B, json, "--json", "one JSON object: prefill_tok_s, decode_tok_s, peak_rss_bytes, ..."),
 };
@@ -36,7 +41,7 @@ static const cli_opt OPTS[] = {
 
 static const cli_command CMD = {
     .name = "tandem bench",
-    .usage = "--model DIR [--prompt-tokens P] [--decode-tokens D] [--threads N] [--json]",
+    .usage = "--model DIR [--prompt-tokens P] [--decode-tokens D] [--sequences S] [--threads N] [--json]",
     .opts = OPTS,
     .n_opts = CLI_COUNT(OPTS),
 };
@@ -57,13 +62,14 @@ int cmd_bench(int argc, char **argv)
     if (exit_status != CLI_RUN)
         return exit_status;
     const char *model = a.model;
-    int P = a.prompt_tokens, D = a.decode_tokens, threads = a.threads, json = a.json;
+    int P = a.prompt_tokens, D = a.decode_tokens, S = a.sequences, threads = a.threads, json = a.json;
 
     eng_error err = {{0}};
     eng_model *m = NULL;
     eng_kv_pool *kv = NULL;
-    eng_seq seq = {0};
-    int32_t *prompt = NULL;
+    eng_seq *seqs = NULL;
+    eng_batch_item *items = NULL;
+    int32_t *prompt = NULL, *next = NULL;
     float *logits = NULL;
     int status = 1;
     double t0 = eng_now_s();
@@ -74,9 +80,12 @@ int cmd_bench(int argc, char **argv)
     int V = c->vocab_size;
     eng_kv_layout layout = eng_model_kv_layout(m, KV_BLOCK);
     int n_blocks = (P + D + KV_BLOCK - 1) / KV_BLOCK;
+    seqs = calloc((size_t)S, sizeof *seqs);
+    items = calloc((size_t)S, sizeof *items);
     prompt = malloc((size_t)P * sizeof *prompt);
-    logits = malloc((size_t)V * sizeof *logits);
-    if (!prompt || !logits) {
+    next = malloc((size_t)S * sizeof *next);
+    logits = malloc((size_t)S * (size_t)V * sizeof *logits);
+    if (!seqs || !items || !prompt || !next || !logits) {
         eng_fail(&err, "out of memory");
         goto fail;
     }
@@ -84,32 +93,44 @@ int cmd_bench(int argc, char **argv)
     int ordinary = V < 151643 ? V : 151643;
     for (int i = 0; i < P; i++)
         prompt[i] = (int32_t)(((long long)i * 7919 + 13) % ordinary);
-    if (eng_kv_pool_create(&layout, n_blocks, &kv, &err) < 0)
+    if (eng_kv_pool_create(&layout, n_blocks * S, &kv, &err) < 0)
         goto fail;
     double load_s = eng_now_s() - t0;
 
     /* warm-up: one token touches every weight page once */
-    eng_batch_item warm = {.seq = &seq, .tokens = prompt, .n_tokens = 1, .logits = logits};
-    if (eng_seq_reserve(kv, &seq, 1, &err) < 0 || eng_forward(m, kv, &warm, 1, NULL, NULL, &err) < 0)
+    eng_batch_item warm = {.seq = &seqs[0], .tokens = prompt, .n_tokens = 1, .logits = logits};
+    if (eng_seq_reserve(kv, &seqs[0], 1, &err) < 0 || eng_forward(m, kv, &warm, 1, NULL, NULL, &err) < 0)
         goto fail;
-    eng_seq_release(kv, &seq);
+    eng_seq_release(kv, &seqs[0]);
 
-    if (eng_seq_reserve(kv, &seq, P + D, &err) < 0)
-        goto fail;
-    double t1 = eng_now_s();
-    for (int done = 0; done < P;) {
-        int n = P - done < PREFILL_CHUNK ? P - done : PREFILL_CHUNK;
-        eng_batch_item it = {
-            .seq = &seq, .tokens = prompt + done, .n_tokens = n, .logits = done + n == P ? logits : NULL};
-        if (eng_forward(m, kv, &it, 1, NULL, NULL, &err) < 0)
+    for (int q = 0; q < S; q++)
+        if (eng_seq_reserve(kv, &seqs[q], P + D, &err) < 0)
             goto fail;
-        done += n;
+    double t1 = eng_now_s();
+    for (int q = 0; q < S; q++) {
+        /* each sequence's prompt starts with its own token, so that no two decode alike */
+        int32_t first = prompt[0];
+        prompt[0] = (int32_t)((first + q) % ordinary);
+        for (int done = 0; done < P;) {
+            int n = P - done < PREFILL_CHUNK ? P - done : PREFILL_CHUNK;
+            eng_batch_item it = {.seq = &seqs[q],
+                                 .tokens = prompt + done,
+                                 .n_tokens = n,
+                                 .logits = done + n == P ? logits + (size_t)q * V : NULL};
+            if (eng_forward(m, kv, &it, 1, NULL, NULL, &err) < 0)
+                goto fail;
+            done += n;
+        }
+        prompt[0] = first;
     }
     double t2 = eng_now_s();
     for (int s = 0; s < D; s++) {
-        int32_t tok = argmax(logits, V);
-        eng_batch_item it = {.seq = &seq, .tokens = &tok, .n_tokens = 1, .logits = logits};
-        if (eng_forward(m, kv, &it, 1, NULL, NULL, &err) < 0)
+        for (int q = 0; q < S; q++) {
+            next[q] = argmax(logits + (size_t)q * V, V);
+            items[q] = (eng_batch_item){
+                .seq = &seqs[q], .tokens = &next[q], .n_tokens = 1, .logits = logits + (size_t)q * V};
+        }
+        if (eng_forward(m, kv, items, S, NULL, NULL, &err) < 0)
             goto fail;
     }
     double t3 = eng_now_s();
@@ -118,13 +139,14 @@ int cmd_bench(int argc, char **argv)
     getrusage(RUSAGE_SELF, &ru);
     double rss = (double)ru.ru_maxrss * 1024.0;
     double wbytes = (double)eng_model_weight_bytes(m), kvbytes = (double)eng_kv_pool_bytes(kv);
-    double prefill_tok_s = P / (t2 - t1), decode_tok_s = D / (t3 - t2);
+    double prefill_tok_s = (double)P * S / (t2 - t1), decode_tok_s = (double)D * S / (t3 - t2);
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "prefill_tok_s", prefill_tok_s);
         cJSON_AddNumberToObject(o, "decode_tok_s", decode_tok_s);
         cJSON_AddNumberToObject(o, "prompt_tokens", P);
         cJSON_AddNumberToObject(o, "decode_tokens", D);
+        cJSON_AddNumberToObject(o, "sequences", S);
         cJSON_AddNumberToObject(o, "prefill_s", t2 - t1);
         cJSON_AddNumberToObject(o, "decode_s", t3 - t2);
         cJSON_AddNumberToObject(o, "load_s", load_s);
@@ -141,8 +163,8 @@ int cmd_bench(int argc, char **argv)
         free(s);
     } else {
         printf("model %s: %d threads, kernels %s\n", model, eng_model_threads(m), eng_kernels_isa());
-        printf("prefill %d tokens: %.2f s, %.1f tok/s\n", P, t2 - t1, prefill_tok_s);
-        printf("decode  %d tokens: %.2f s, %.1f tok/s\n", D, t3 - t2, decode_tok_s);
+        printf("prefill %d x %d tokens: %.2f s, %.1f tok/s\n", S, P, t2 - t1, prefill_tok_s);
+        printf("decode  %d x %d tokens: %.2f s, %.1f tok/s\n", S, D, t3 - t2, decode_tok_s);
         printf("peak RSS %.1f MiB = %.3f x (weights %.1f MiB + KV %.1f MiB)\n", rss / 1048576, rss / (wbytes + kvbytes),
                wbytes / 1048576, kvbytes / 1048576);
     }
@@ -151,9 +173,13 @@ int cmd_bench(int argc, char **argv)
 fail:
     fprintf(stderr, "tandem bench: %s\n", err.msg);
 done:
-    if (kv)
-        eng_seq_release(kv, &seq);
+    if (kv && seqs)
+        for (int q = 0; q < S; q++)
+            eng_seq_release(kv, &seqs[q]);
     eng_kv_pool_destroy(kv);
+    free(seqs);
+    free(items);
+    free(next);
     free(prompt);
     free(logits);
     eng_model_free(m);

@@ -97,6 +97,16 @@ if rc == 0:
     bj = json.loads(out)
     for k in ("prefill_tok_s", "decode_tok_s", "peak_rss_bytes", "weight_bytes", "kv_bytes"):
         check(bj.get(k, 0) > 0, f"bench reports {k}")
+# three sequences decoded together: every sequence's tokens are counted, and the KV
+# cache holds all three (40 + 4 positions each, 16-position blocks)
+rc, out, err = run("bench", "--model", dense, "--prompt-tokens", "40", "--decode-tokens", "4", "--sequences", "3",
+                   "--threads", "2", "--json")
+check(rc == 0, f"bench --sequences 3: {err}")
+if rc == 0:
+    b1 = json.loads(run("bench", "--model", dense, "--prompt-tokens", "40", "--decode-tokens", "4", "--json")[1])
+    b3 = json.loads(out)
+    check(b3["sequences"] == 3 and b3["decode_tok_s"] > 0, f"bench --sequences 3 reports {b3}")
+    check(b3["kv_bytes"] == 3 * b1["kv_bytes"], f"bench --sequences 3 KV {b3['kv_bytes']} != 3 x {b1['kv_bytes']}")
 
 # bad input: non-zero exit, one line naming the problem
 # without --raw the prompt is one user message through the chat template
@@ -111,6 +121,7 @@ fails_with("--top-p", "generate", "--model", dense, "--prompt", "Hi", "--raw", "
 fails_with("empty", "generate", "--model", dense, "--prompt", "", "--raw")
 fails_with("/nonexistent/prompt.txt", "generate", "--model", dense, "--prompt-file", "/nonexistent/prompt.txt", "--raw")
 fails_with("--model", "bench", "--prompt-tokens", "4")
+fails_with("--sequences", "bench", "--model", dense, "--sequences", "0")
 tmp = tempfile.mkdtemp()
 try:
     for f in os.listdir(dense):
