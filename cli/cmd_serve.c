@@ -53,6 +53,7 @@ static int n_children;
 typedef struct serve_args {
     const char *model, *host;
     int n_prefill, n_decode, colocated, port, threads, kv_blocks, rpc_port, heartbeat_ms, ready_timeout;
+    int kv_max_conns, kv_io_timeout_ms;
     cli_log_opts log;
     const char *worker_log_level;
     int ep_size, prefill_ep, decode_ep, ep_deadline_ms, prefill_deadline_ms, decode_deadline_ms;
@@ -74,6 +75,10 @@ static const cli_opt OPTS[] = {
                 "compute threads per worker; default: CPUs / workers, at least 1"),
     CLI_INT_OPT(S, kv_blocks, "--kv-blocks", "N", 1, 1 << 30, NULL,
                 "KV pool size per worker in blocks; default: the worker's own"),
+    CLI_INT_OPT(S, kv_max_conns, "--kv-max-conns", "N", 1, 65536, "256",
+                "passed to every worker: incoming TCP KV connections at once"),
+    CLI_INT_OPT(S, kv_io_timeout_ms, "--kv-io-timeout-ms", "N", 1, 3600 * 1000, "10000",
+                "passed to every worker: a TCP KV peer silent this long\nbefore its hello or mid-transfer is cut off"),
     CLI_INT_OPT(S, rpc_port, "--rpc-port", "N", 0, 65535, NULL,
                 "the coordinator's gRPC port; default: 50051 when free, so that a\n"
                 "bare `tandemctl status` finds it, else any free port"),
@@ -474,10 +479,13 @@ int cmd_serve(int argc, char **argv)
 
     /* 2. the workers */
     char threads_s[16], kv_s[16], deadline_s[2][16]; /* [in_prefill] */
-    char group_peers[64 * (ENG_HOST_MAX + 8)];       /* an EP group's exchange addresses: --ep-size <= 64 */
-    int group_fds[64];                               /* listening on them, each handed to its rank */
+    char kv_conns_s[16], kv_timeout_s[16];
+    char group_peers[64 * (ENG_HOST_MAX + 8)]; /* an EP group's exchange addresses: --ep-size <= 64 */
+    int group_fds[64];                         /* listening on them, each handed to its rank */
     snprintf(threads_s, sizeof threads_s, "%d", threads);
     snprintf(kv_s, sizeof kv_s, "%d", a.kv_blocks);
+    snprintf(kv_conns_s, sizeof kv_conns_s, "%d", a.kv_max_conns);
+    snprintf(kv_timeout_s, sizeof kv_timeout_s, "%d", a.kv_io_timeout_ms);
     /* prefill steps carry many tokens, so their exchanges wait longer for the slowest
      * rank; decode steps are short, and a short deadline finds a stalled rank sooner */
     snprintf(deadline_s[1], sizeof deadline_s[1], "%d",
@@ -507,6 +515,8 @@ int cmd_serve(int argc, char **argv)
         wargv[k++] = "--metrics-port", wargv[k++] = "0", wargv[k++] = "--threads", wargv[k++] = threads_s;
         wargv[k++] = "--id", wargv[k++] = id, wargv[k++] = "--log-level", wargv[k++] = (char *)a.worker_log_level;
         wargv[k++] = "--log-format", wargv[k++] = (char *)a.log.format;
+        wargv[k++] = "--kv-max-conns", wargv[k++] = kv_conns_s;
+        wargv[k++] = "--kv-io-timeout-ms", wargv[k++] = kv_timeout_s;
         if (a.kv_blocks)
             wargv[k++] = "--kv-blocks", wargv[k++] = kv_s;
         if (a.no_prefix_cache && in_prefill)

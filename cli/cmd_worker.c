@@ -51,6 +51,11 @@ static const cli_opt OPTS[] = {
                 "verbs device for rdma; default: the first with an active port", 0),
     CLI_STR_OPT(W, o.id, "--id", "NAME", NULL, "worker id; default: ROLE-HOST:PORT", 0),
     CLI_INT_OPT(W, o.lease_ms, "--lease-ms", "N", 1, 24 * 3600 * 1000, "30000", "KV reservation lease"),
+    CLI_INT_OPT(W, o.kv_max_conns, "--kv-max-conns", "N", 1, 65536, "256",
+                "incoming TCP KV connections at once (a thread each);\nbeyond, a new one is closed at once"),
+    CLI_INT_OPT(W, o.kv_io_timeout_ms, "--kv-io-timeout-ms", "N", 1, 3600 * 1000, "10000",
+                "TCP KV: a peer silent this long before its hello or\nmid-transfer is cut off (its transfer "
+                "fails); also connect\nand a send that makes no progress"),
     CLI_FLAG_OPT(W, o.no_prefix_cache, "--no-prefix-cache",
                  "prefill: keep no KV blocks after a request (prefix caching\nis on by default)"),
     CLI_FLOAT_OPT(W, drain_timeout, "--drain-timeout", "S", 0, 86400, "30",

@@ -97,6 +97,7 @@ typedef struct in_conn {
     tcp_transport *t;
     int fd;
     char addr[64]; /* the sender's numeric address, for kvt_expect_guarded's peer check */
+    int greeted;   /* its hello is in: from now on it may idle between transfers */
     pthread_t thread;
     int done; /* thread finished; the listener or kvt_destroy joins it */
     struct in_conn *next;
@@ -287,15 +288,52 @@ typedef struct rxbuf {
     size_t pos, len;
 } rxbuf;
 
+/* 1 when a transfer begun on c has not ended: its sender owes more frames. */
+static int conn_busy(tcp_transport *t, const in_conn *c)
+{
+    int busy = 0;
+    pthread_mutex_lock(&t->base.mu);
+    for (kvt_rx *x = t->base.rxs; x && !busy; x = x->next)
+        busy = x->conn == c && x->state == KVT_PENDING;
+    pthread_mutex_unlock(&t->base.mu);
+    return busy;
+}
+
+/* Waits until c has bytes to read. A cached connection may idle between transfers as
+ * long as it likes (senders reuse it); anywhere else (before the hello, inside a frame,
+ * or while a transfer begun on it is pending) io_timeout_ms without a byte ends it, so
+ * a stalled peer does not hold its reader thread. */
+static int wait_readable(in_conn *c, int may_idle, char *why, size_t why_len)
+{
+    tcp_transport *t = c->t;
+    for (;;) {
+        struct pollfd pfd = {c->fd, POLLIN, 0};
+        int n = poll(&pfd, 1, t->io_timeout_ms);
+        if (n > 0)
+            return 0;
+        if (n < 0 && errno != EINTR) {
+            snprintf(why, why_len, "poll failed: %s", strerror(errno));
+            return -1;
+        }
+        if (n == 0 && !(may_idle && !conn_busy(t, c))) {
+            snprintf(why, why_len, "no data from the sender for %d ms %s", t->io_timeout_ms,
+                     !c->greeted ? "(no hello)" : "mid-transfer");
+            return -1;
+        }
+    }
+}
+
 /* Receives at least one more byte into the staging buffer (which must not be full). */
-static int rd_more(int fd, rxbuf *r, char *why, size_t why_len)
+static int rd_more(in_conn *c, rxbuf *r, char *why, size_t why_len)
 {
     if (r->pos > 0) {
         memmove(r->buf, r->buf + r->pos, r->len);
         r->pos = 0;
     }
     for (;;) {
-        ssize_t n = recv(fd, r->buf + r->len, STAGE_BYTES - r->len, 0);
+        if (wait_readable(c, c->greeted && r->len == 0, why, why_len) < 0)
+            return -1;
+        ssize_t n = recv(c->fd, r->buf + r->len, STAGE_BYTES - r->len, 0);
         if (n > 0) {
             r->len += (size_t)n;
             return 0;
@@ -312,10 +350,10 @@ static int rd_more(int fd, rxbuf *r, char *why, size_t why_len)
 }
 
 /* Takes exactly n (<= STAGE_BYTES) bytes from the connection. */
-static int rd_exact(int fd, rxbuf *r, void *dst, size_t n, char *why, size_t why_len)
+static int rd_exact(in_conn *c, rxbuf *r, void *dst, size_t n, char *why, size_t why_len)
 {
     while (r->len < n)
-        if (rd_more(fd, r, why, why_len) < 0)
+        if (rd_more(c, r, why, why_len) < 0)
             return -1;
     memcpy(dst, r->buf + r->pos, n);
     r->pos += n;
@@ -330,15 +368,10 @@ static int rx_payload(tcp_transport *t, in_conn *c, rxbuf *rb, uint64_t id, uint
                       size_t why_len)
 {
     while (len > 0) {
-        if (rb->len == 0) {
-            /* Wait for data before marking the transfer "writing": a sender that stalls
-             * mid-run must not make kvt_forget() wait with it. */
-            struct pollfd pfd = {c->fd, POLLIN, 0};
-            if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
-                snprintf(why, why_len, "poll failed: %s", strerror(errno));
-                return -1;
-            }
-        }
+        /* Wait for data before marking the transfer "writing": a sender that stalls
+         * mid-run must not make kvt_forget() wait with it. */
+        if (rb->len == 0 && wait_readable(c, 0, why, why_len) < 0)
+            return -1;
         pthread_mutex_lock(&t->base.mu);
         tcp_rx *x = find_rx(t, id);
         int accept = x && x->base.conn == c && x->base.state == KVT_PENDING;
@@ -364,7 +397,7 @@ static int rx_payload(tcp_transport *t, in_conn *c, rxbuf *rb, uint64_t id, uint
                 failed = snprintf(why, why_len, "peer closed the connection mid-run");
             else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                 failed = snprintf(why, why_len, "recv failed: %s", strerror(errno));
-        } else if (rd_more(c->fd, rb, why, why_len) < 0) { /* to be dropped next round */
+        } else if (rd_more(c, rb, why, why_len) < 0) { /* to be dropped next round */
             return -1;
         }
         if (accept) {
@@ -398,16 +431,9 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
     }
 
     /* A peer that connects and says nothing would hold this thread forever: the hello
-     * must come within io_timeout_ms. (After it, a cached connection may idle.) */
-    struct timeval tv = {t->io_timeout_ms / 1000, (t->io_timeout_ms % 1000) * 1000};
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (rd_exact(c->fd, &rb, hdr, FRAME_BYTES, why, why_len) < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            snprintf(why, why_len, "no hello within %d ms", t->io_timeout_ms);
+     * must come within io_timeout_ms (wait_readable). */
+    if (rd_exact(c, &rb, hdr, FRAME_BYTES, why, why_len) < 0)
         goto out;
-    }
-    tv = (struct timeval){0, 0};
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     decode_frame(hdr, &f);
     if (f.magic != FRAME_MAGIC || f.type != F_HELLO || f.hello.version != PROTO_VERSION) {
         snprintf(why, why_len, "not a kvtransfer peer (bad hello)");
@@ -427,10 +453,11 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
         }
         goto out;
     }
+    c->greeted = 1;
 
     uint64_t last_nack = 0;
     for (;;) {
-        if (rd_exact(c->fd, &rb, hdr, FRAME_BYTES, why, why_len) < 0)
+        if (rd_exact(c, &rb, hdr, FRAME_BYTES, why, why_len) < 0)
             goto out;
         decode_frame(hdr, &f);
         if (f.magic != FRAME_MAGIC) {
@@ -534,7 +561,7 @@ static void in_conn_serve(in_conn *c, char *why, size_t why_len)
                 snprintf(why, why_len, "protocol error: abort reason of %" PRIu64 " bytes", n);
                 goto out;
             }
-            if (rd_exact(c->fd, &rb, text, n, why, why_len) < 0)
+            if (rd_exact(c, &rb, text, n, why, why_len) < 0)
                 goto out;
             text[n] = '\0';
             pthread_mutex_lock(&t->base.mu);

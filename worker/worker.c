@@ -500,7 +500,9 @@ static int start_ep(wrk_worker *w, const wrk_ep_placement *placement, eng_error 
 static int open_transport(wrk_worker *w, eng_error *err)
 {
     const char *which = w->opt.kv_transport ? w->opt.kv_transport : "auto";
-    kvt_open_options to = {.tcp = {.bind_host = w->host}, .rdma = {.device = w->opt.rdma_device, .gid_index = -1}};
+    kvt_open_options to = {
+        .tcp = {.bind_host = w->host, .io_timeout_ms = w->opt.kv_io_timeout_ms, .max_conns = w->opt.kv_max_conns},
+        .rdma = {.device = w->opt.rdma_device, .gid_index = -1}};
     if (kvt_open(which, &to, &w->kvt, err) < 0)
         return -1;
     wrk_log(w, ENG_LOG_INFO, NULL, "KV transport: %s", kvt_choice(w->kvt));

@@ -66,7 +66,9 @@ typedef struct kvt_tcp_options {
     int port;                   /* 0 = chosen by the OS */
     const char *advertise_host; /* put in descriptors; NULL = bind_host ("0.0.0.0" is refused) */
     int io_timeout_ms;          /* connect, a send that makes no progress, and an accepted
-                                 * connection's hello; 0 = 10000 */
+                                 * connection silent before its hello, inside a frame or while
+                                 * a transfer begun on it is pending (between transfers it may
+                                 * idle); 0 = 10000 */
     int max_conns;              /* incoming connections at once; beyond, a new one is closed; 0 = 256 */
 } kvt_tcp_options;
 

@@ -1,9 +1,14 @@
 /* test_kvt_limits.c: the TCP KV receiver's limits (issue 12). A peer that connects
  * and never sends its hello is cut off after io_timeout_ms (it used to hold its
  * reader thread forever), and connections beyond max_conns are closed at once (each
- * holds a thread and a staging buffer). Raw sockets on loopback play the peers. */
+ * holds a thread and a staging buffer). A greeted connection may idle between
+ * transfers (senders cache it), but one that stalls mid-transfer (after its BEGIN, or
+ * inside a run) is cut off after io_timeout_ms too and its transfer fails. Raw sockets
+ * on loopback play the peers. */
 #include <arpa/inet.h>
+#include <endian.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -36,6 +41,57 @@ static int closed_within(int fd, int limit_ms)
     errno = 0;
     ssize_t n = recv(fd, b, sizeof b, 0);
     return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+/* One 40-byte frame header as tcp.c writes it: magic, type, id, three words. */
+static int send_frame(int fd, uint32_t type, uint64_t id, uint64_t w0, uint64_t w1, uint64_t w2)
+{
+    unsigned char b[40];
+    uint32_t u32[2] = {htole32(0x3154564bu), htole32(type)};
+    uint64_t u64[4] = {htole64(id), htole64(w0), htole64(w1), htole64(w2)};
+    memcpy(b, u32, 8);
+    memcpy(b + 8, u64, 32);
+    return send(fd, b, sizeof b, 0) == (ssize_t)sizeof b ? 0 : -1;
+}
+
+enum { F_HELLO = 1, F_BEGIN = 2, F_WRITE = 3 };
+
+/* A peer that greets, idles (kept), then begins a transfer and stalls: after its BEGIN
+ * (stall_in_run 0) or inside a run's payload (1). The connection must close within a
+ * few io_timeouts and the transfer fail. */
+static void stalled_transfer(kvt_transport *t, kvt_region *r, int port, int stall_in_run)
+{
+    eng_error err;
+    char desc[KVT_DESCRIPTOR_MAX + 1] = {0};
+    size_t dl;
+    REQUIRE(kvt_descriptor(t, r, desc, KVT_DESCRIPTOR_MAX, &dl, &err) == 0, "%s", err.msg);
+    unsigned long long instance, region_id;
+    REQUIRE(sscanf(desc, "kvt1 tcp %*s %*d %llx %llu", &instance, &region_id) == 2, "%s", desc);
+    uint64_t id;
+    REQUIRE(kvt_expect(t, r, 0, &id, &err) == 0, "%s", err.msg);
+
+    int fd = connect_to(port);
+    REQUIRE(fd >= 0 && send_frame(fd, F_HELLO, 0, instance, 1, 0) == 0);
+    usleep(1200 * 1000); /* over twice io_timeout_ms, idle with nothing begun */
+    char b[1];
+    errno = 0;
+    CHECK(recv(fd, b, 1, MSG_DONTWAIT) < 0 && errno == EAGAIN, "an idle greeted connection was closed");
+    REQUIRE(send_frame(fd, F_BEGIN, id, region_id, 0, 0) == 0);
+    if (stall_in_run) {
+        REQUIRE(send_frame(fd, F_WRITE, id, 0, 4096, 0) == 0);
+        char part[100] = {0};
+        REQUIRE(send(fd, part, sizeof part, 0) == (ssize_t)sizeof part);
+    }
+    double t0 = eng_now_s();
+    CHECK(closed_within(fd, 5000), "a peer stalled %s was kept", stall_in_run ? "inside a run" : "after BEGIN");
+    double dt = eng_now_s() - t0;
+    CHECK(dt < 2.0, "closed after %.1f s", dt);
+    CHECK(kvt_wait(t, id, 2000, &err) == KVT_FAILED, "the stalled transfer did not fail");
+    printf("peer stalled %s: cut off after %.2f s; transfer: %s\n", stall_in_run ? "inside a run" : "after BEGIN", dt,
+           err.msg);
+    CHECK(strstr(err.msg, "mid-transfer") != NULL, "%s", err.msg);
+    kvt_forget(t, id);
+    close(fd);
 }
 
 int main(void)
@@ -78,6 +134,15 @@ int main(void)
     t0 = eng_now_s();
     CHECK(closed_within(again, 5000) && eng_now_s() - t0 > 0.3, "a new connection was not served until its timeout");
     close(again);
+
+    size_t pool_bytes = 1 << 16;
+    void *pool = calloc(1, pool_bytes);
+    kvt_region *r = NULL;
+    REQUIRE(pool && kvt_register(t, pool, pool_bytes, &r, &err) == 0, "%s", err.msg);
+    stalled_transfer(t, r, port, 0);
+    stalled_transfer(t, r, port, 1);
+    REQUIRE(kvt_deregister(t, r, &err) == 0, "%s", err.msg);
+    free(pool);
     kvt_destroy(t);
     return check_summary();
 }

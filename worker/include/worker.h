@@ -48,6 +48,9 @@ typedef struct wrk_options {
     const char *rdma_device;  /* verbs device ("mlx5_0"); NULL = the first with an active port */
     const char *id;           /* worker id; NULL = "<role>-<host>:<port>" */
     int lease_ms;             /* KV reservation lease; 0 = 30000 */
+    int kv_max_conns;         /* incoming TCP KV connections at once; 0 = 256 */
+    int kv_io_timeout_ms;     /* TCP KV: connect, a stalled send, a peer silent before its hello or
+                               * mid-transfer; 0 = 10000 */
     /* Expert parallelism: ep_size > 1 makes this worker rank ep_rank of EP group
      * `group`, holding only its share of the experts (worker/ep.h). */
     int ep_size, ep_rank;
