@@ -58,6 +58,8 @@ typedef struct serve_args {
     const char *worker_log_level;
     int ep_size, prefill_ep, decode_ep, ep_deadline_ms, prefill_deadline_ms, decode_deadline_ms;
     int no_prefix_cache;
+    float overlap_weight; /* the coordinator's routing and admission */
+    int ttft_slo_ms;
     const char *ep_transport, *expert_placement;
     const char *api_key_file, *tls_cert, *tls_key; /* the coordinator's HTTP plane */
     cli_tls_opts rpc_tls;                          /* every process's gRPC */
@@ -83,6 +85,12 @@ static const cli_opt OPTS[] = {
                 "the coordinator's gRPC port; default: 50051 when free, so that a\n"
                 "bare `tandemctl status` finds it, else any free port"),
     CLI_FLAG_OPT(S, no_prefix_cache, "--no-prefix-cache", "prefill workers keep no KV blocks after a request"),
+    CLI_FLOAT_OPT(S, overlap_weight, "--router-overlap-weight", "W", 0, 1000, "1",
+                  "passed to the coordinator: a prompt token a prefill worker\n"
+                  "holds cached counts as W queued tokens less there; 0: load only"),
+    CLI_INT_OPT(S, ttft_slo_ms, "--ttft-slo-ms", "N", 0, 3600 * 1000, "0",
+                "passed to the coordinator: a request predicted to wait longer\n"
+                "than N ms for its first token gets 503 at once; 0: off"),
     CLI_INT_OPT(S, heartbeat_ms, "--heartbeat-ms", "N", 10, 600000, "500", "worker heartbeat interval"),
     CLI_INT_OPT(S, ready_timeout, "--ready-timeout", "S", 1, 86400, "300",
                 "seconds to wait for every worker to register"),
@@ -440,18 +448,21 @@ int cmd_serve(int argc, char **argv)
     }
     if (rpc_port < 0)
         rpc_port = try_bind(host, 50051) ? 50051 : 0;
-    char port_s[16], hb_s[16], rpc_s[16];
+    char port_s[16], hb_s[16], rpc_s[16], weight_s[32], slo_s[16];
     snprintf(rpc_s, sizeof rpc_s, "%d", rpc_port);
     snprintf(port_s, sizeof port_s, "%d", a.port);
     snprintf(hb_s, sizeof hb_s, "%d", a.heartbeat_ms);
+    snprintf(weight_s, sizeof weight_s, "%g", (double)a.overlap_weight);
+    snprintf(slo_s, sizeof slo_s, "%d", a.ttft_slo_ms);
     cli_log_apply(&a.log);
-    char *cargv[32];
+    char *cargv[40];
     int k = 0;
     cargv[k++] = "tandem", cargv[k++] = "coordinator", cargv[k++] = "--model", cargv[k++] = (char *)model;
     cargv[k++] = "--host", cargv[k++] = (char *)host, cargv[k++] = "--port", cargv[k++] = port_s;
     cargv[k++] = "--rpc-port", cargv[k++] = rpc_s, cargv[k++] = "--heartbeat-ms", cargv[k++] = hb_s;
     cargv[k++] = "--log-level", cargv[k++] = (char *)a.log.level, cargv[k++] = "--log-format";
     cargv[k++] = (char *)a.log.format;
+    cargv[k++] = "--router-overlap-weight", cargv[k++] = weight_s, cargv[k++] = "--ttft-slo-ms", cargv[k++] = slo_s;
     if (colocated)
         cargv[k++] = "--colocated";
     if (a.api_key_file)
