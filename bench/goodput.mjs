@@ -55,9 +55,9 @@ function parseArgs(argv) {
   return o;
 }
 
-const load = () => loadavg().map((x) => x.toFixed(1)).join(" ");
+export const load = () => loadavg().map((x) => x.toFixed(1)).join(" ");
 
-function makeModel(o) {
+export function makeModel(o) {
   const model = join(o.cache, MODEL_NAME);
   if (existsSync(join(model, "model.safetensors"))) return model;
   console.error(`== writing the bench model to ${model}`);
@@ -80,7 +80,7 @@ function plan(o, tandemctl, profile, extra) {
 
 // A running `tandem serve`: its URL, and a stop that always ends it.
 let current = null;
-function stopCluster() {
+export function stopCluster() {
   const c = current;
   current = null;
   if (!c || c.proc.exitCode !== null) return Promise.resolve();
@@ -96,9 +96,9 @@ function stopCluster() {
 process.on("exit", () => current?.proc.kill("SIGKILL"));
 for (const s of ["SIGINT", "SIGTERM"]) process.on(s, () => { current?.proc.kill("SIGKILL"); process.exit(130); });
 
-// The cluster's log goes straight to a file: a pipe that nobody drains while a load
+// Resolves with the cluster's HTTP URL and gRPC address. The cluster's log goes straight to a file: a pipe that nobody drains while a load
 // runs would fill and block the processes that log.
-function startCluster(tandem, model, args, logPath) {
+export function startCluster(tandem, model, args, logPath) {
   return new Promise((resolve, reject) => {
     const logFd = openSync(logPath, "w");
     const proc = spawn(tandem, ["serve", "--model", model, "--port", "0", "--rpc-port", "0", ...args],
@@ -109,8 +109,8 @@ function startCluster(tandem, model, args, logPath) {
     const timer = setTimeout(() => reject(new Error(`the cluster did not come up within ${READY_S} s`)), READY_S * 1000);
     proc.stdout.on("data", (d) => {
       out += d;
-      const m = /serving .* at (http:\/\/127\.0\.0\.1:\d+)\/v1 /.exec(out);
-      if (m) { clearTimeout(timer); resolve(m[1]); }
+      const m = /serving .* at (http:\/\/127\.0\.0\.1:\d+)\/v1 .*gRPC (127\.0\.0\.1:\d+)/.exec(out);
+      if (m) { clearTimeout(timer); resolve({ url: m[1], rpc: m[2] }); }
     });
     proc.on("exit", (code) => {
       clearTimeout(timer);
@@ -181,7 +181,7 @@ async function main() {
     console.error(`== ${cand.name}: tandem serve ${args.join(" ")}; rates ${rates.join(", ")} req/s`);
     let url;
     try {
-      url = await startCluster(tandem, model, args, join(tmp, `${cand.colocated ? "colocated" : "split"}.log`));
+      ({ url } = await startCluster(tandem, model, args, join(tmp, `${cand.colocated ? "colocated" : "split"}.log`)));
     } catch (e) {
       await stopCluster();
       fail(`${cand.name}: ${e.message}`);
