@@ -5,7 +5,8 @@
 // `tools`, rendered by the model's real chat template, Qwen-Agent's use_raw_api way),
 // then turns of a user question and the model's answer, every turn resending the whole
 // history through /v1/chat/completions with the official `openai` client, streamed.
-// All conversations run at once, each turn sent when the previous one answered.
+// --concurrency conversations run at once (all by default), each turn sent when the
+// previous one answered.
 //
 // For every round, every mode gets its own fresh `tandem serve` (2 prefill + 2 decode
 // workers on the bench model, as bench/goodput.mjs makes it) and the same conversations
@@ -20,7 +21,7 @@
 // the no-cache / cache TTFT ratios. Every cluster is stopped before the next (SIGTERM,
 // SIGKILL after 15 s), also on failure; only 127.0.0.1 is contacted.
 //
-// usage: node bench/multiturn.mjs [--conversations N (16)] [--turns T (6)] [--max-tokens M (16)]
+// usage: node bench/multiturn.mjs [--conversations N (16)] [--concurrency C (16)] [--turns T (6)] [--max-tokens M (16)]
 //          [--rounds R (3)] [--seed S (1)] [--tools K (7)] [--modes cache,nocache,loadonly]
 //          [--threads-per-worker T (1)] [--build DIR (build)] [--cache DIR] [--out FILE.json]
 // Needs tandem and tandemctl built (cmake --build build --target tandem tandemctl) and
@@ -50,7 +51,7 @@ function fail(msg) {
 }
 
 function parseArgs(argv) {
-  const o = { conversations: "16", turns: "6", "max-tokens": "16", rounds: "3", seed: "1", tools: "7",
+  const o = { conversations: "16", concurrency: "16", turns: "6", "max-tokens": "16", rounds: "3", seed: "1", tools: "7",
     modes: "cache,nocache,loadonly", "threads-per-worker": "1", build: join(ROOT, "build"), out: "",
     cache: process.env.TANDEM_BENCH_CACHE || join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "tandem", "bench") };
   for (let i = 0; i < argv.length; i += 2) {
@@ -58,7 +59,7 @@ function parseArgs(argv) {
     if (!argv[i].startsWith("--") || !(key in o) || i + 1 >= argv.length) fail(`bad option ${argv[i]} (see the usage at the top of this file)`);
     o[key] = argv[i + 1];
   }
-  for (const k of ["conversations", "turns", "max-tokens", "rounds", "tools", "threads-per-worker"])
+  for (const k of ["conversations", "concurrency", "turns", "max-tokens", "rounds", "tools", "threads-per-worker"])
     if (!/^[1-9]\d*$/.test(o[k])) fail(`--${k} must be a positive integer`);
   if (!/^\d+$/.test(o.seed)) fail("--seed must be a non-negative integer");
   if (Number(o.turns) < 2) fail("--turns must be at least 2 (turns 2.. are measured)");
@@ -117,7 +118,7 @@ async function prefixCounters(tandemctl, rpc) {
   return { queries, hits };
 }
 
-// One mode's run: every conversation at once, each turn after the last one answered.
+// One mode's run: --concurrency conversations at once, each turn after the last one answered.
 async function runConversations(o, url, seed, tools) {
   const OpenAI = require("openai").default ?? require("openai");
   const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: "unused", maxRetries: 0, timeout: REQUEST_TIMEOUT_S * 1000 });
@@ -149,8 +150,11 @@ async function runConversations(o, url, seed, tools) {
     }
     return out;
   };
-  const all = await Promise.all(Array.from({ length: Number(o.conversations) }, (_, c) => conversation(c)));
-  return all.flat();
+  const all = [];
+  let next = 0;
+  const lane = async () => { while (next < Number(o.conversations)) all.push(...(await conversation(next++))); };
+  await Promise.all(Array.from({ length: Math.min(Number(o.concurrency), Number(o.conversations)) }, lane));
+  return all;
 }
 
 async function runMode(o, paths, mode, round, tools, tmp) {
@@ -195,7 +199,7 @@ async function main() {
   const first = runs[0].turns.filter((t) => t.turn === 1).map((t) => t.prompt_tokens);
   const last = runs[0].turns.filter((t) => t.turn === Number(o.turns)).map((t) => t.prompt_tokens);
   const ms = (x) => (Number.isFinite(x) ? x.toFixed(0) : "-");
-  console.log(`${o.conversations} conversations x ${o.turns} turns, all at once; ${o.tools} tools in the system prompt; ` +
+  console.log(`${o.conversations} conversations x ${o.turns} turns, ${o.concurrency} at once; ${o.tools} tools in the system prompt; ` +
     `prompt tokens turn 1 ${Math.min(...first)}-${Math.max(...first)}, turn ${o.turns} ${Math.min(...last)}-${Math.max(...last)}; ` +
     `max_tokens ${o["max-tokens"]}, temperature 0; 2 prefill + 2 decode workers, ${o["threads-per-worker"]} thread each; ` +
     `${o.rounds} rounds, seeds ${o.seed}..${Number(o.seed) + Number(o.rounds) - 1}, modes rotating`);
