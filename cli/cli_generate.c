@@ -133,7 +133,7 @@ static int ensure_pool(cli_session *s, int need, eng_error *err)
     if (want > s->context)
         want = s->context > need ? s->context : need;
     int blocks = (int)((want + KV_BLOCK - 1) / KV_BLOCK);
-    eng_kv_layout layout = eng_model_kv_layout(s->model, KV_BLOCK);
+    eng_kv_layout layout = eng_model_kv_layout(s->model, KV_BLOCK, ENG_DT_F32);
     if (eng_kv_pool_create(&layout, blocks, &s->kv, err) < 0)
         return -1;
     s->kv_tokens = blocks * KV_BLOCK;

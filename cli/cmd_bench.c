@@ -78,7 +78,7 @@ int cmd_bench(int argc, char **argv)
         goto fail;
     const eng_config *c = eng_model_config(m);
     int V = c->vocab_size;
-    eng_kv_layout layout = eng_model_kv_layout(m, KV_BLOCK);
+    eng_kv_layout layout = eng_model_kv_layout(m, KV_BLOCK, ENG_DT_F32);
     int n_blocks = (P + D + KV_BLOCK - 1) / KV_BLOCK;
     seqs = calloc((size_t)S, sizeof *seqs);
     items = calloc((size_t)S, sizeof *items);

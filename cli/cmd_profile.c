@@ -276,7 +276,7 @@ int cmd_profile(int argc, char **argv)
     if (eng_model_load(a.model, &mo, &p.m, &err) < 0)
         goto fail;
     const eng_config *cfg = eng_model_config(p.m);
-    eng_kv_layout layout = eng_model_kv_layout(p.m, KV_BLOCK);
+    eng_kv_layout layout = eng_model_kv_layout(p.m, KV_BLOCK, ENG_DT_F32);
     size_t bytes_per_token = eng_kv_unit_bytes(&layout) / KV_BLOCK * (size_t)layout.n_layers;
     p.vocab = cfg->vocab_size;
     p.n_seqs = B > 4 ? B : 4;

@@ -580,7 +580,7 @@ int wrk_start(const wrk_options *opt, wrk_worker **out, eng_error *err)
     if (loaded < 0)
         goto fail;
     w->max_context = w->cfg->max_position_embeddings > 0 ? w->cfg->max_position_embeddings : 4096;
-    w->layout = eng_model_kv_layout(w->model, w->opt.block_size);
+    w->layout = eng_model_kv_layout(w->model, w->opt.block_size, ENG_DT_F32);
     w->unit_bytes = eng_kv_unit_bytes(&w->layout);
     size_t block_bytes = w->unit_bytes * (size_t)w->layout.n_layers;
     int n_blocks = w->opt.kv_blocks;

@@ -76,6 +76,62 @@ float eng_f16_to_f32(uint16_t h)
     return v.f;
 }
 
+static uint32_t f32_bits(float f)
+{
+    union {
+        float f;
+        uint32_t u;
+    } v = {.f = f};
+    return v.u;
+}
+
+static uint16_t f32_to_bf16(float f)
+{
+    uint32_t x = f32_bits(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((x >> 16) | 0x40); /* NaN stays a quiet NaN */
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
+}
+
+/* Keeps the bits of m above the lowest shift, rounded to nearest even (shift >= 1). */
+static uint32_t shift_round_even(uint32_t m, int shift)
+{
+    uint32_t h = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    return h + (rem > half || (rem == half && (h & 1)));
+}
+
+static uint16_t f32_to_f16(float f)
+{
+    uint32_t x = f32_bits(f), ax = x & 0x7fffffffu;
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    if (ax > 0x7f800000u)
+        return (uint16_t)(sign | 0x7e00 | ((ax >> 13) & 0x3ff));
+    if (ax >= 0x477ff000u) /* 65520 and up (the tie above 65504) round to infinity */
+        return (uint16_t)(sign | 0x7c00);
+    if (ax >= 0x38800000u) /* normal half; a carry out of the mantissa bumps the exponent */
+        return (uint16_t)(sign | shift_round_even(ax - 0x38000000u, 13));
+    int shift = 126 - (int)(ax >> 23); /* subnormal half: units of 2^-24 */
+    if (shift > 24)
+        return sign;
+    return (uint16_t)(sign | shift_round_even((ax & 0x7fffffu) | 0x800000u, shift));
+}
+
+void eng_from_f32(void *dst, const float *src, eng_dtype dt, size_t n)
+{
+    uint16_t *d16 = dst;
+    switch (dt) {
+    case ENG_DT_BF16:
+        for (size_t i = 0; i < n; i++)
+            d16[i] = f32_to_bf16(src[i]);
+        break;
+    case ENG_DT_F16:
+        for (size_t i = 0; i < n; i++)
+            d16[i] = f32_to_f16(src[i]);
+        break;
+    default: memcpy(dst, src, n * sizeof(float)); break;
+    }
+}
+
 #if defined(__x86_64__) || defined(__i386__)
 /* F16C and AVX512-BF16 are read from CPUID directly: clang before 16 rejects "f16c" and
  * "avx512bf16" in __builtin_cpu_supports. Whether the OS saves the wider registers is

@@ -68,6 +68,10 @@ void eng_matmul(eng_pool *pool, float *y, const float *x, const void *w, eng_dty
 /* dst[i] = (float)src[i] for one row of any dtype (embedding lookup, norm weights);
  * FP8 gives the bare e4m3 values (no scale). */
 void eng_to_f32(float *dst, const void *src, eng_dtype dt, size_t n);
+/* dst[i] = src[i] rounded to nearest even in dt (F32, F16 or BF16): how K/V enter a
+ * cache of that dtype. Rounding is per element, so a value gets the same bits
+ * whichever step writes it; eng_to_f32 of the result is exact. */
+void eng_from_f32(void *dst, const float *src, eng_dtype dt, size_t n);
 
 float eng_dot(const float *a, const float *b, int n);
 void eng_axpy(float *y, float a, const float *x, int n); /* y += a * x */

@@ -52,7 +52,7 @@ static int run_state_reserve(eng_model *m, int T, int max_len, eng_error *err)
     if (max_len > rs->score_cap) {
         int n_tasks = eng_pool_threads(m->pool) * ENG_ATT_TASKS_PER_THREAD;
         int group = c->num_attention_heads / c->num_key_value_heads;
-        if (grow(&rs->scores, (size_t)n_tasks * group * max_len))
+        if (grow(&rs->scores, (size_t)n_tasks * ((size_t)group * max_len + (size_t)c->head_dim)))
             return eng_fail(err, "out of memory for attention over %d positions", max_len);
         rs->score_cap = max_len;
     }
@@ -68,13 +68,14 @@ typedef struct step_ctx {
     int layer, T;
 } step_ctx;
 
-static float *kv_slot(eng_kv_pool *kv, int layer, const eng_seq *seq, int pos, int kv_head, int is_v)
+static void *kv_slot(eng_kv_pool *kv, int layer, const eng_seq *seq, int pos, int kv_head, int is_v)
 {
     const eng_kv_layout *l = eng_kv_pool_layout(kv);
     int bs = l->block_size;
-    float *unit = eng_kv_unit(kv, layer, seq->blocks[pos / bs]);
-    size_t k_size = (size_t)l->n_kv_heads * bs * l->head_dim;
-    return unit + (is_v ? k_size : 0) + ((size_t)kv_head * bs + pos % bs) * l->head_dim;
+    size_t row = (size_t)l->head_dim * eng_dtype_size(l->dtype);
+    unsigned char *unit = eng_kv_unit(kv, layer, seq->blocks[pos / bs]);
+    size_t k_bytes = (size_t)l->n_kv_heads * bs * row;
+    return unit + (is_v ? k_bytes : 0) + ((size_t)kv_head * bs + pos % bs) * row;
 }
 
 static void qk_rope_store(void *arg, int t)
@@ -95,9 +96,10 @@ static void qk_rope_store(void *arg, int t)
     eng_rope_neox(q, NH, HD, cs, sn);
     eng_rope_neox(k, NKV, HD, cs, sn);
     const eng_seq *seq = s->items[m->rs.item[t]].seq;
+    eng_dtype dt = eng_kv_pool_layout(s->kv)->dtype;
     for (int h = 0; h < NKV; h++) {
-        memcpy(kv_slot(s->kv, s->layer, seq, pos, h, 0), k + h * HD, HD * sizeof(float));
-        memcpy(kv_slot(s->kv, s->layer, seq, pos, h, 1), v + h * HD, HD * sizeof(float));
+        eng_from_f32(kv_slot(s->kv, s->layer, seq, pos, h, 0), k + h * HD, dt, (size_t)HD);
+        eng_from_f32(kv_slot(s->kv, s->layer, seq, pos, h, 1), v + h * HD, dt, (size_t)HD);
     }
 }
 
@@ -114,10 +116,13 @@ static void attention_task(void *arg, int task)
     int HD = c->head_dim, NH = c->num_attention_heads, NKV = c->num_key_value_heads, group = NH / NKV;
     const eng_kv_layout *l = eng_kv_pool_layout(s->kv);
     int bs = l->block_size;
-    size_t k_size = (size_t)NKV * bs * HD; /* V follows K in a unit */
+    size_t row = (size_t)HD * eng_dtype_size(l->dtype);
+    size_t k_bytes = (size_t)NKV * bs * row; /* V follows K in a unit */
     int n_tasks = eng_pool_threads(m->pool) * ENG_ATT_TASKS_PER_THREAD;
     int pairs = s->T * NKV;
-    float *scores = m->rs.scores + (size_t)task * group * m->rs.score_cap; /* [group][score_cap] */
+    /* per task: [group][score_cap] scores, then one V row widened to f32 */
+    float *scores = m->rs.scores + (size_t)task * ((size_t)group * m->rs.score_cap + (size_t)HD);
+    float *vrow = scores + (size_t)group * m->rs.score_cap;
     float scale = 1.0f / sqrtf((float)HD);
     /* Strided, not contiguous: in a prefill chunk later tokens attend over more
      * positions, and striding gives every task a similar share of them. */
@@ -130,11 +135,11 @@ static void attention_task(void *arg, int task)
         /* scores = q . K for a block's keys at a time: one small matmul (the block's
          * K rows are the weight rows), then the 1/sqrt(head_dim) scale */
         for (int j0 = 0; j0 < n; j0 += bs) {
-            const float *k = (const float *)eng_kv_unit(s->kv, s->layer, seq->blocks[j0 / bs]) + (size_t)g * bs * HD;
+            const unsigned char *k = (const unsigned char *)eng_kv_unit(s->kv, s->layer, seq->blocks[j0 / bs]) +
+                                     (size_t)g * bs * row;
             int nj = n - j0 < bs ? n - j0 : bs;
             for (int h = 0; h < group; h++)
-                eng_matmul(NULL, scores + (size_t)h * m->rs.score_cap + j0, q + (size_t)h * HD, k, ENG_DT_F32, 1, HD,
-                           nj);
+                eng_matmul(NULL, scores + (size_t)h * m->rs.score_cap + j0, q + (size_t)h * HD, k, l->dtype, 1, HD, nj);
         }
         for (int h = 0; h < group; h++) {
             eng_scale(scores + (size_t)h * m->rs.score_cap, scale, n);
@@ -142,11 +147,18 @@ static void attention_task(void *arg, int task)
         }
         memset(o, 0, (size_t)group * HD * sizeof(float));
         for (int j0 = 0; j0 < n; j0 += bs) {
-            const float *v = (const float *)eng_kv_unit(s->kv, s->layer, seq->blocks[j0 / bs]) + k_size +
-                             (size_t)g * bs * HD;
-            for (int j = j0; j < n && j < j0 + bs; j++, v += HD)
+            const unsigned char *v = (const unsigned char *)eng_kv_unit(s->kv, s->layer, seq->blocks[j0 / bs]) +
+                                     k_bytes + (size_t)g * bs * row;
+            for (int j = j0; j < n && j < j0 + bs; j++, v += row) {
+                /* one V row widened at a time (exact), shared by the group's heads */
+                const float *vf = (const float *)v;
+                if (l->dtype != ENG_DT_F32) {
+                    eng_to_f32(vrow, v, l->dtype, (size_t)HD);
+                    vf = vrow;
+                }
                 for (int h = 0; h < group; h++)
-                    eng_axpy(o + (size_t)h * HD, scores[(size_t)h * m->rs.score_cap + j], v, HD);
+                    eng_axpy(o + (size_t)h * HD, scores[(size_t)h * m->rs.score_cap + j], vf, HD);
+            }
         }
     }
 }
@@ -202,7 +214,7 @@ static int check_batch(eng_model *m, eng_kv_pool *kv, const eng_batch_item *item
                        int *max_len_out, eng_error *err)
 {
     const eng_config *c = &m->cfg;
-    eng_kv_layout want = eng_model_kv_layout(m, eng_kv_pool_layout(kv)->block_size);
+    eng_kv_layout want = eng_model_kv_layout(m, eng_kv_pool_layout(kv)->block_size, eng_kv_pool_layout(kv)->dtype);
     if (!eng_kv_layout_equal(&want, eng_kv_pool_layout(kv))) {
         char a[96], b[96];
         eng_kv_layout_str(eng_kv_pool_layout(kv), a, sizeof a);

@@ -41,11 +41,16 @@ void eng_kv_layout_str(const eng_kv_layout *l, char *buf, size_t len)
              l->head_dim);
 }
 
+int eng_kv_dtype_ok(eng_dtype dt)
+{
+    return dt == ENG_DT_F32 || dt == ENG_DT_F16 || dt == ENG_DT_BF16;
+}
+
 int eng_kv_pool_create(const eng_kv_layout *layout, int n_blocks, eng_kv_pool **out, eng_error *err)
 {
     *out = NULL;
     if (layout->block_size <= 0 || layout->n_layers <= 0 || layout->n_kv_heads <= 0 || layout->head_dim <= 0 ||
-        n_blocks <= 0 || eng_dtype_size(layout->dtype) == 0)
+        n_blocks <= 0 || !eng_kv_dtype_ok(layout->dtype))
         return eng_fail(err, "KV pool: invalid layout or block count (%d blocks)", n_blocks);
     eng_kv_pool *p = calloc(1, sizeof *p);
     if (!p)

@@ -20,13 +20,17 @@
 #include "kernels/kernels.h"
 
 typedef struct eng_kv_layout {
-    eng_dtype dtype; /* of stored K/V values */
+    eng_dtype dtype; /* of stored K/V values: F32, F16 or BF16 (eng_kv_dtype_ok) */
     int block_size;  /* tokens per block */
     int n_layers;
     int n_kv_heads;
     int head_dim;
 } eng_kv_layout;
 
+/* Whether K/V can be stored in dt: F32, F16 or BF16. The forward pass rounds each
+ * K/V value once to dt when it writes it (eng_from_f32) and attention reads the
+ * stored values in place, so every writer of a position stores the same bits. */
+int eng_kv_dtype_ok(eng_dtype dt);
 /* Bytes of one (layer, block) unit: 2 * kv_heads * block_size * head_dim * dtype size. */
 size_t eng_kv_unit_bytes(const eng_kv_layout *l);
 int eng_kv_layout_equal(const eng_kv_layout *a, const eng_kv_layout *b);

@@ -356,10 +356,10 @@ const eng_config *eng_model_config(const eng_model *m)
     return &m->cfg;
 }
 
-eng_kv_layout eng_model_kv_layout(const eng_model *m, int block_size)
+eng_kv_layout eng_model_kv_layout(const eng_model *m, int block_size, eng_dtype dtype)
 {
     eng_kv_layout l;
-    l.dtype = ENG_DT_F32;
+    l.dtype = dtype;
     l.block_size = block_size > 0 ? block_size : 16;
     l.n_layers = m->cfg.num_hidden_layers;
     l.n_kv_heads = m->cfg.num_key_value_heads;

@@ -29,8 +29,8 @@ typedef struct eng_model_options {
 int eng_model_load(const char *dir, const eng_model_options *opt, eng_model **out, eng_error *err);
 void eng_model_free(eng_model *m);
 const eng_config *eng_model_config(const eng_model *m);
-/* The KV layout this model needs (dtype f32, the given block size). */
-eng_kv_layout eng_model_kv_layout(const eng_model *m, int block_size);
+/* The KV layout this model needs with K/V stored in dtype and the given block size. */
+eng_kv_layout eng_model_kv_layout(const eng_model *m, int block_size, eng_dtype dtype);
 /* Bytes of all tensors in the checkpoint's files (what the mapping can bring in). */
 size_t eng_model_weight_bytes(const eng_model *m);
 /* What this process may bring in: all tensors but the experts outside its mask. */

@@ -28,7 +28,7 @@ typedef struct eng_run_state {
     float *out;      /* [T][hidden] what a sublayer adds to the residual */
     int *pos;        /* [T] position of each token */
     int *item;       /* [T] which batch item each token belongs to */
-    float *scores;   /* attention scratch: per task, (heads / kv_heads) rows of score_cap floats */
+    float *scores;   /* attention scratch: per task, (heads / kv_heads) rows of score_cap floats and head_dim floats */
     int score_cap;
 } eng_run_state;
 

@@ -11,9 +11,10 @@
  * offset, so every pool row is checked at many positions and in many batch sizes
  * against its result computed alone (1 row, 1 thread). Two shapes: one with n_in
  * above every variant's input blocking and not a multiple of any vector width,
- * one with n_out wide enough to be split between threads. eng_dot_rows (attention
- * scores over a block's keys) must likewise give a key the same score whatever
- * the number of keys in the call. */
+ * one with n_out wide enough to be split between threads. eng_dot_rows, and
+ * eng_matmul over a KV-cache block's keys in each cache dtype (f32, f16, bf16: how
+ * attention scores them), must likewise give a key the same score whatever the
+ * number of keys in the call. */
 #include "kernels/kernels_impl.h"
 
 #include <stdio.h>
@@ -99,9 +100,44 @@ static void check_dot_rows(void)
     }
 }
 
+/* Attention scores over a cache block: one query against the block's keys as the
+ * rows of a matrix in the cache's dtype (eng_matmul, n_out = the keys in the call).
+ * A key's score must not depend on how many keys share the call, or a position's
+ * attention would differ between a prefill chunk and a decode step. */
+static void check_key_scores(eng_dtype dt)
+{
+    enum { DIM = 133, KEYS = 21 };
+    float q[DIM], alone[KEYS], out[KEYS];
+    for (int i = 0; i < DIM; i++)
+        q[i] = rnd_f();
+    eng_weight keys = rnd_matrix(dt, KEYS, DIM);
+    size_t row = (size_t)DIM * eng_dtype_size(dt);
+    for (size_t v = 0; v < sizeof VARIANTS / sizeof VARIANTS[0]; v++) {
+        if (!eng_kernels_variant(VARIANTS[v]))
+            continue;
+        setenv("TANDEM_ISA", VARIANTS[v], 1);
+        CHECK(strcmp(eng_kernels_init(), VARIANTS[v]) == 0, "TANDEM_ISA=%s not selected", VARIANTS[v]);
+        const unsigned char *k = keys.w;
+        for (int j = 0; j < KEYS; j++)
+            eng_matmul(NULL, alone + j, q, k + j * row, dt, 1, DIM, 1);
+        for (int first = 0; first < KEYS; first++)
+            for (int n = 1; first + n <= KEYS; n++) {
+                eng_matmul(NULL, out, q, k + first * row, dt, 1, DIM, n);
+                CHECK(memcmp(out, alone + first, (size_t)n * sizeof(float)) == 0,
+                      "%s %s keys %d..%d scored together differ from alone", VARIANTS[v], eng_dtype_name(dt), first,
+                      first + n - 1);
+            }
+    }
+    unsetenv("TANDEM_ISA");
+    rnd_matrix_free(&keys);
+}
+
 int main(void)
 {
     check_dot_rows();
+    check_key_scores(ENG_DT_F32);
+    check_key_scores(ENG_DT_F16);
+    check_key_scores(ENG_DT_BF16);
     eng_pool *pools[2] = {eng_pool_create(1), eng_pool_create(3)};
     CHECK(pools[0] && pools[1], "thread pools");
     if (!pools[0] || !pools[1])

@@ -92,6 +92,47 @@ static void test_f16_all_values(void)
     }
 }
 
+static float widen16(uint16_t h, eng_dtype dt)
+{
+    float f;
+    eng_to_f32(&f, &h, dt, 1);
+    return f;
+}
+
+static uint16_t narrow16(float f, eng_dtype dt)
+{
+    uint16_t h;
+    eng_from_f32(&h, &f, dt, 1);
+    return h;
+}
+
+/* eng_from_f32 (how K/V enter a bf16 or f16 cache): every finite value comes back
+ * as itself (both signs), a value between two neighbours goes to the nearer, a tie
+ * to the even one (midpoints are exact in f32), past the largest to infinity; NaN
+ * stays NaN. */
+static void test_from_f32_rounding(eng_dtype dt, uint16_t max_finite, uint16_t inf, float overflow_tie)
+{
+    const char *name = eng_dtype_name(dt);
+    for (uint32_t h = 0; h <= max_finite; h++) {
+        float x = widen16((uint16_t)h, dt);
+        CHECK(narrow16(x, dt) == h, "%s %04x does not come back as itself", name, h);
+        CHECK(narrow16(-x, dt) == (h | 0x8000), "%s -%04x does not come back as itself", name, h);
+        if (h == max_finite)
+            break;
+        float mid = (float)(((double)x + (double)widen16((uint16_t)(h + 1), dt)) / 2);
+        uint16_t even = (h & 1) ? (uint16_t)(h + 1) : (uint16_t)h;
+        CHECK(narrow16(mid, dt) == even, "%s tie after %04x: want %04x got %04x", name, h, even, narrow16(mid, dt));
+        CHECK(narrow16(nextafterf(mid, 0), dt) == h, "%s just below the tie after %04x", name, h);
+        CHECK(narrow16(nextafterf(mid, INFINITY), dt) == h + 1, "%s just above the tie after %04x", name, h);
+    }
+    CHECK(narrow16(overflow_tie, dt) == inf, "%s: the tie past the largest", name);
+    CHECK(narrow16(nextafterf(overflow_tie, 0), dt) == max_finite, "%s: just below the tie past the largest", name);
+    CHECK(isnan(widen16(narrow16(NAN, dt), dt)), "%s: NaN", name);
+    float three[3] = {1.0f, 2.0f, 3.0f}, back[3];
+    eng_from_f32(back, three, ENG_DT_F32, 3);
+    CHECK(memcmp(back, three, sizeof three) == 0, "f32: eng_from_f32 copies");
+}
+
 /* Every e4m3 code but the NaNs, alone and scaled (eng_e4m3_scaled is the value
  * times the scale rounded once: a double product of 4 by 24 bits is exact). */
 static void test_e4m3_all_values(void)
@@ -508,6 +549,8 @@ int main(void)
     test_dispatch();
     test_f16_all_values();
     test_e4m3_all_values();
+    test_from_f32_rounding(ENG_DT_BF16, 0x7f7f, 0x7f80, 0x1.ffp127f);
+    test_from_f32_rounding(ENG_DT_F16, 0x7bff, 0x7c00, 65520.0f);
     for (int v = 0; v < N_VARIANTS; v++) {
         const eng_kernel_impl *k = eng_kernels_variant(VARIANTS[v]);
         if (!k)

@@ -65,10 +65,11 @@ static void copy_kv(eng_kv_pool *kv, const eng_seq *seq, unsigned char *out)
 /* Runs the prompt in chunks (sizes repeat from the list; 0 ends it) then DECODE
  * greedy steps. With other != NULL, every step also carries a chunk of a second
  * sequence's prompt, so the sequence shares each matmul with other rows. */
-static int run(eng_model *m, const int32_t *prompt, const int *chunks, const int32_t *other, run_out *out)
+static int run(eng_model *m, eng_dtype kv_dt, const int32_t *prompt, const int *chunks, const int32_t *other,
+               run_out *out)
 {
     int V = eng_model_config(m)->vocab_size;
-    eng_kv_layout l = eng_model_kv_layout(m, BLOCK);
+    eng_kv_layout l = eng_model_kv_layout(m, BLOCK, kv_dt);
     eng_kv_pool *kv = NULL;
     if (eng_kv_pool_create(&l, 32, &kv, &err) < 0)
         return -1;
@@ -115,22 +116,11 @@ static int run(eng_model *m, const int32_t *prompt, const int *chunks, const int
     return rc ? -1 : 0;
 }
 
-static void test_model(const char *name, const ckpt_spec *spec)
+/* Every run of one model and KV dtype against its first. */
+static void test_model_kv(eng_model *m2, eng_model *m1, const char *name, eng_dtype kv_dt)
 {
-    const char *dir = ckpt_tmpdir(name);
-    CHECK(ckpt_write(dir, spec) == 0, "%s: write", name);
-    eng_model *m2 = NULL, *m1 = NULL;
-    eng_model_options opt2 = {.n_threads = 2}, opt1 = {.n_threads = 1};
-    CHECK(eng_model_load(dir, &opt2, &m2, &err) == 0, "%s: load: %s", name, err.msg);
-    CHECK(eng_model_load(dir, &opt1, &m1, &err) == 0, "%s: load: %s", name, err.msg);
-    if (!m1 || !m2) {
-        eng_model_free(m1);
-        eng_model_free(m2);
-        ckpt_remove(dir);
-        return;
-    }
     int V = eng_model_config(m2)->vocab_size;
-    eng_kv_layout l = eng_model_kv_layout(m2, BLOCK);
+    eng_kv_layout l = eng_model_kv_layout(m2, BLOCK, kv_dt);
     size_t n_logits = (size_t)(1 + DECODE) * V;
     int32_t prompt[PROMPT], other[PROMPT];
     for (int i = 0; i < PROMPT; i++) {
@@ -156,16 +146,33 @@ static void test_model(const char *name, const ckpt_spec *spec)
     for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
         run_out *o = r == 0 ? &ref : &got;
         eng_model *m = runs[r].one_thread ? m1 : m2;
-        int rc = run(m, prompt, runs[r].chunks, runs[r].other ? other : NULL, o);
-        CHECK(rc == 0, "%s %s: %s: %s", eng_kernels_isa(), name, runs[r].what, err.msg);
+        int rc = run(m, kv_dt, prompt, runs[r].chunks, runs[r].other ? other : NULL, o);
+        CHECK(rc == 0, "%s %s kv %s: %s: %s", eng_kernels_isa(), name, eng_dtype_name(kv_dt), runs[r].what, err.msg);
         if (rc != 0 || r == 0)
             continue;
-        CHECK(memcmp(ref.kv, got.kv, kv_bytes(&l)) == 0, "%s %s: %s: K/V cache differs from one chunk",
-              eng_kernels_isa(), name, runs[r].what);
-        CHECK(memcmp(ref.logits, got.logits, n_logits * sizeof(float)) == 0, "%s %s: %s: logits differ from one chunk",
-              eng_kernels_isa(), name, runs[r].what);
+        CHECK(memcmp(ref.kv, got.kv, kv_bytes(&l)) == 0, "%s %s kv %s: %s: K/V cache differs from one chunk",
+              eng_kernels_isa(), name, eng_dtype_name(kv_dt), runs[r].what);
+        CHECK(memcmp(ref.logits, got.logits, n_logits * sizeof(float)) == 0,
+              "%s %s kv %s: %s: logits differ from one chunk", eng_kernels_isa(), name, eng_dtype_name(kv_dt),
+              runs[r].what);
     }
     free(ref.logits), free(ref.kv), free(got.logits), free(got.kv);
+}
+
+/* ... for each KV dtype. */
+static void test_model(const char *name, const ckpt_spec *spec)
+{
+    const char *dir = ckpt_tmpdir(name);
+    CHECK(ckpt_write(dir, spec) == 0, "%s: write", name);
+    eng_model *m2 = NULL, *m1 = NULL;
+    eng_model_options opt2 = {.n_threads = 2}, opt1 = {.n_threads = 1};
+    CHECK(eng_model_load(dir, &opt2, &m2, &err) == 0, "%s: load: %s", name, err.msg);
+    CHECK(eng_model_load(dir, &opt1, &m1, &err) == 0, "%s: load: %s", name, err.msg);
+    if (m1 && m2) {
+        static const eng_dtype kv_dts[] = {ENG_DT_BF16, ENG_DT_F16, ENG_DT_F32};
+        for (size_t d = 0; d < sizeof kv_dts / sizeof kv_dts[0]; d++)
+            test_model_kv(m2, m1, name, kv_dts[d]);
+    }
     eng_model_free(m1);
     eng_model_free(m2);
     ckpt_remove(dir);
@@ -190,7 +197,7 @@ int main(void)
         ckpt_defaults(&s, 1);
         s.dtype = "F32";
         test_model("moe-f32", &s);
-        printf("%s: checked K/V and logits across chunkings, batching and threads\n", variants[v]);
+        printf("%s: checked K/V (bf16, f16, f32) and logits across chunkings, batching and threads\n", variants[v]);
     }
     return check_summary();
 }

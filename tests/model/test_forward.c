@@ -59,7 +59,7 @@ static int run_chunked(eng_model *m, int block_size, const int32_t *prompt, cons
 {
     const eng_config *c = eng_model_config(m);
     int V = c->vocab_size;
-    eng_kv_layout l = eng_model_kv_layout(m, block_size);
+    eng_kv_layout l = eng_model_kv_layout(m, block_size, ENG_DT_F32);
     eng_kv_pool *kv = NULL;
     if (eng_kv_pool_create(&l, 64, &kv, &err) < 0)
         return -1;
@@ -119,7 +119,7 @@ static void test_model(const char *name, const ckpt_spec *spec)
     float *alone = malloc(3 * run * sizeof(float)), *batched = malloc(3 * run * sizeof(float));
     for (int p = 0; p < 3; p++)
         CHECK(run_chunked(m, 16, prompts[p], one, alone + p * run) == 0, "%s: alone %d", name, p);
-    eng_kv_layout l = eng_model_kv_layout(m, 16);
+    eng_kv_layout l = eng_model_kv_layout(m, 16, ENG_DT_F32);
     eng_kv_pool *kv = NULL;
     CHECK(eng_kv_pool_create(&l, 64, &kv, &err) == 0, "pool: %s", err.msg);
     eng_seq seq[3] = {{0}};
@@ -181,7 +181,7 @@ static void test_model(const char *name, const ckpt_spec *spec)
     seq[0].n_past = 0;
     eng_seq_release(kv, &seq[0]);
     eng_kv_pool_destroy(kv);
-    eng_kv_layout other = eng_model_kv_layout(m, 16);
+    eng_kv_layout other = eng_model_kv_layout(m, 16, ENG_DT_F32);
     other.head_dim *= 2;
     CHECK(eng_kv_pool_create(&other, 4, &kv, &err) == 0, "pool");
     CHECK(eng_seq_reserve(kv, &seq[0], 1, &err) == 0, "reserve");
