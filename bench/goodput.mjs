@@ -6,9 +6,11 @@
 // 2. asks `tandemctl plan` for every candidate's goodput and the recommendation;
 // 3. runs, one after the other, the best prefill:decode split (the recommendation when
 //    it is one) and colocated serving with `tandem serve` on free loopback ports, and
-//    replays the workload open-loop with bench/loadgen.mjs at each rate (by default
-//    0.7, 1 and 1.3 times that configuration's predicted goodput), the same seed and
-//    count at every rate;
+//    replays the workload open-loop with bench/loadgen.mjs at each rate, the same seed
+//    and count at every rate; by default (--rates auto) it starts at that configuration's
+//    predicted goodput and steps the rate up or down by RATE_STEP until the measured
+//    attainment has been both at or above the goal and below it, so the measured goodput
+//    is bracketed by rates actually run (at most MAX_RATES rates per configuration);
 // 4. prints, per configuration and rate, the measured SLO attainment, TTFT and TPOT
 //    next to the planner's prediction for the same trace (`tandemctl plan --rate`), and
 //    the measured goodput (the rate where attainment crosses the goal, interpolated
@@ -30,7 +32,7 @@ import { fileURLToPath } from "node:url";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const MODEL_NAME = "qwen3-h512-l8-bf16";
-const READY_S = 180, STOP_GRACE_S = 15, RUN_LIMIT_S = 900, GOAL = 0.9;
+const READY_S = 180, STOP_GRACE_S = 15, RUN_LIMIT_S = 900, GOAL = 0.9, RATE_STEP = 1.6, MAX_RATES = 4;
 
 function fail(msg) {
   console.error(`goodput: ${msg}`);
@@ -144,6 +146,22 @@ function crossing(points) {
   return { value: p[p.length - 1].rate, bound: ">=" };
 }
 
+// Rates for --rates auto: from the predicted goodput, up by RATE_STEP past the highest rate
+// that met the goal or down past the lowest that missed it, until both kinds were seen (the
+// goodput then lies between two rates run) or MAX_RATES were run; an unbracketed result is
+// reported as a bound, not a value. measure(rate) runs one rate and returns its attainment.
+export async function bracketRates(start, measure) {
+  const points = [];
+  for (let rate = start; points.length < MAX_RATES;) {
+    points.push({ rate, attainment: await measure(rate) });
+    const met = points.filter((p) => p.attainment >= GOAL), missed = points.filter((p) => p.attainment < GOAL);
+    if (met.length && missed.length) break;
+    const next = met.length ? Math.max(...met.map((p) => p.rate)) * RATE_STEP : Math.min(...missed.map((p) => p.rate)) / RATE_STEP;
+    rate = +next.toPrecision(3);
+  }
+  return points;
+}
+
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   const tandem = join(o.build, "cli/tandem"), tandemctl = join(o.build, "cli/tandemctl");
@@ -170,15 +188,12 @@ async function main() {
   for (const cand of [best, coloc]) {
     if (o.rates === "auto" && cand.unbounded)
       fail(`${cand.name}: every request meets the SLOs even arriving at once; give --rates or more --requests`);
-    const base = o.rates === "auto" ? cand.goodput : 0;
-    const rates = o.rates === "auto"
-      ? (base > 0 ? [0.7, 1, 1.3].map((f) => +(f * base).toPrecision(3)) : fail(`${cand.name}: predicted goodput 0; give --rates`))
-      : o.rates.split(",").map(Number);
-    const pred = plan(o, tandemctl, profile, ["--rate", rates.join(",")]).candidates.find((c) => c.name === cand.name).at;
+    if (o.rates === "auto" && !(cand.goodput > 0)) fail(`${cand.name}: predicted goodput 0; give --rates`);
     const args = ["--threads-per-worker", o["threads-per-worker"]].concat(cand.colocated
       ? ["--colocated", "--decode-workers", String(cand.colocated)]
       : ["--prefill-workers", String(cand.prefill), "--decode-workers", String(cand.decode)]);
-    console.error(`== ${cand.name}: tandem serve ${args.join(" ")}; rates ${rates.join(", ")} req/s`);
+    console.error(`== ${cand.name}: tandem serve ${args.join(" ")}; rates ` +
+      (o.rates === "auto" ? `from ${+cand.goodput.toPrecision(3)} req/s by x${RATE_STEP} until bracketed` : `${o.rates} req/s`));
     let url;
     try {
       ({ url } = await startCluster(tandem, model, args, join(tmp, `${cand.colocated ? "colocated" : "split"}.log`)));
@@ -186,15 +201,23 @@ async function main() {
       await stopCluster();
       fail(`${cand.name}: ${e.message}`);
     }
-    const points = [];
+    const runs = [];
+    const measure = async (rate) => {
+      const summary = await loadgen(o, url, rate, join(tmp, `run-${runs.length}.json`), cand.name);
+      runs.push({ rate, measured: summary });
+      return summary.attainment;
+    };
     try {
-      for (let k = 0; k < rates.length; k++)
-        points.push({ rate: rates[k], measured: await loadgen(o, url, rates[k], join(tmp, `run-${k}.json`), cand.name), predicted: pred[k] });
+      if (o.rates === "auto") await bracketRates(+cand.goodput.toPrecision(3), measure);
+      else for (const rate of o.rates.split(",").map(Number)) await measure(rate);
     } catch (e) {
       await stopCluster();
       fail(`${cand.name}: the load failed: ${e.message.split("\n")[0]}`);
     }
     await stopCluster();
+    runs.sort((a, b) => a.rate - b.rate);
+    const pred = plan(o, tandemctl, profile, ["--rate", runs.map((r) => r.rate).join(",")]).candidates.find((c) => c.name === cand.name).at;
+    const points = runs.map((r, k) => ({ ...r, predicted: pred[k] }));
     const measured = crossing(points.map((p) => ({ rate: p.rate, attainment: p.measured.attainment })));
     results.push({ name: cand.name, predicted_goodput: cand.goodput, measured_goodput: measured, points });
   }
@@ -218,7 +241,8 @@ async function main() {
   console.log("| --- | ---: | ---: | ---: |");
   for (const r of results) {
     const g = r.measured_goodput;
-    const ratio = g.bound === "=" && g.value > 0 ? (r.predicted_goodput / g.value).toFixed(2) : "-";
+    // A goodput known only as a bound gives the ratio as the opposite bound.
+    const ratio = g.value > 0 ? { "=": "", "<": "> ", ">=": "<= " }[g.bound] + (r.predicted_goodput / g.value).toFixed(2) : "-";
     console.log(`| ${r.name} | ${g.bound === "=" ? "" : g.bound + " "}${g.value.toFixed(3)} | ${r.predicted_goodput.toFixed(3)} | ${ratio} |`);
   }
   const [s, c] = results;
