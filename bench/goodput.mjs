@@ -184,11 +184,13 @@ async function main() {
   console.error(`== plan: recommendation ${search.recommendation}; ` +
     search.candidates.map((c) => `${c.name} ${c.goodput.toFixed(3)}`).join(", ") + " req/s predicted");
 
+  // Checked before any cluster runs, so a run is not thrown away half done.
+  for (const cand of o.rates === "auto" ? [best, coloc] : []) {
+    if (cand.unbounded) fail(`${cand.name}: every request meets the SLOs even arriving at once; give --rates or more --requests`);
+    if (!(cand.goodput > 0)) fail(`${cand.name}: predicted goodput 0; give --rates`);
+  }
   const results = [];
   for (const cand of [best, coloc]) {
-    if (o.rates === "auto" && cand.unbounded)
-      fail(`${cand.name}: every request meets the SLOs even arriving at once; give --rates or more --requests`);
-    if (o.rates === "auto" && !(cand.goodput > 0)) fail(`${cand.name}: predicted goodput 0; give --rates`);
     const args = ["--threads-per-worker", o["threads-per-worker"]].concat(cand.colocated
       ? ["--colocated", "--decode-workers", String(cand.colocated)]
       : ["--prefill-workers", String(cand.prefill), "--decode-workers", String(cand.decode)]);
