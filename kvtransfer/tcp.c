@@ -134,7 +134,8 @@ typedef struct tcp_peer {
     int fd;
     int alive;
     int has_threads;
-    uint64_t epoch; /* bumped per connection, so transfers never cross connections */
+    uint64_t epoch;   /* bumped per connection, so transfers never cross connections */
+    double last_used; /* kvt_connect or a send_begin on it last */
     pthread_t sender, reader;
     pthread_cond_t q_cv;
     tx_item *q;
@@ -160,6 +161,7 @@ struct tcp_transport {
     kvt_transport base; /* base.cv also: a writer finished a chunk, a batch went out */
     int io_timeout_ms;
     int max_conns;
+    int peer_idle_ms;
     char host[128];
     int port;
     uint64_t instance;
@@ -881,8 +883,16 @@ static void *sender_main(void *arg)
     if (!b)
         peer_fail_locked(p, "out of memory for the send batch");
     for (;;) {
-        while (p->alive && p->q_len == 0)
-            pthread_cond_wait(&p->q_cv, &t->base.mu);
+        while (p->alive && p->q_len == 0) {
+            /* A connection nobody used for peer_idle_ms closes, so a receiver gone
+             * quiet (or gone) holds no threads or descriptors here; the next
+             * kvt_connect dials again. */
+            struct timespec dl;
+            eng_deadline_after_ms(&dl, t->peer_idle_ms);
+            if (pthread_cond_timedwait(&p->q_cv, &t->base.mu, &dl) == ETIMEDOUT && p->q_len == 0 && !p->txs &&
+                eng_now_s() - p->last_used >= t->peer_idle_ms / 1000.0)
+                peer_fail_locked(p, "closed after being idle");
+        }
         if (!p->alive)
             break;
         b->n_items = 0;
@@ -1045,6 +1055,7 @@ static int tcp_connect(kvt_peer *pb, eng_error *err)
     pthread_mutex_lock(&p->connect_mu);
     pthread_mutex_lock(&t->base.mu);
     int alive = p->alive, stopping = t->stopping;
+    p->last_used = eng_now_s();
     pthread_mutex_unlock(&t->base.mu);
     if (stopping) {
         rc = eng_fail(err, "kvtransfer: transport is shutting down");
@@ -1064,6 +1075,7 @@ static int tcp_connect(kvt_peer *pb, eng_error *err)
             p->fd = fd;
             p->epoch++;
             p->alive = 1;
+            p->last_used = eng_now_s();
             p->dead_reason[0] = '\0';
             if (pthread_create(&p->sender, NULL, sender_main, p) != 0) {
                 p->alive = 0;
@@ -1114,6 +1126,7 @@ static int tcp_send_begin(kvt_peer *pb, kvt_region *src, uint64_t id, const kvt_
     s->state = KVT_PENDING;
     pthread_mutex_lock(&t->base.mu);
     int ok = p->alive;
+    p->last_used = eng_now_s();
     tx_item it = {.type = F_BEGIN, .s = s, .id = id, .region_id = p->region_id};
     if (secret)
         it.secret = *secret;
@@ -1327,6 +1340,7 @@ int kvt_tcp_create(const kvt_tcp_options *opt, kvt_transport **out, eng_error *e
     kvt_transport_init(&t->base, &tcp_ops);
     t->io_timeout_ms = o.io_timeout_ms > 0 ? o.io_timeout_ms : 10000;
     t->max_conns = o.max_conns > 0 ? o.max_conns : 256;
+    t->peer_idle_ms = o.peer_idle_ms > 0 ? o.peer_idle_ms : 60000;
     snprintf(t->host, sizeof t->host, "%s", adv);
     t->port = bound_port;
     t->listen_fd = fd;

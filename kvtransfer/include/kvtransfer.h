@@ -70,6 +70,8 @@ typedef struct kvt_tcp_options {
                                  * a transfer begun on it is pending (between transfers it may
                                  * idle); 0 = 10000 */
     int max_conns;              /* incoming connections at once; beyond, a new one is closed; 0 = 256 */
+    int peer_idle_ms;           /* a cached outgoing connection unused this long is closed (its
+                                 * threads end; kvt_connect dials again); 0 = 60000 */
 } kvt_tcp_options;
 
 /* Starts a TCP transport: it listens at once (receiving) and connects on demand (sending). */
@@ -183,7 +185,8 @@ int kvt_accept(kvt_transport *t, const void *hello, size_t len, eng_error *err);
 /* ---------------------------------------------------------------- sending */
 
 /* The cached connection to the receiver named by desc, (re)connecting when there is none or
- * it broke. Peers live until kvt_destroy. */
+ * it broke or was closed for idling (kvt_tcp_options.peer_idle_ms). The peer entry lives
+ * until kvt_destroy; use it for kvt_send_begin right after this call. */
 int kvt_connect(kvt_transport *t, const void *desc, size_t len, kvt_peer **out, eng_error *err);
 /* Bytes the receiver must pass to kvt_accept_hello before this peer's first write; 0 when
  * none are needed (always for TCP, and once the peer is connected). */

@@ -3,8 +3,9 @@
  * reader thread forever), and connections beyond max_conns are closed at once (each
  * holds a thread and a staging buffer). A greeted connection may idle between
  * transfers (senders cache it), but one that stalls mid-transfer (after its BEGIN, or
- * inside a run) is cut off after io_timeout_ms too and its transfer fails. Raw sockets
- * on loopback play the peers. */
+ * inside a run) is cut off after io_timeout_ms too and its transfer fails. On the
+ * sending side, a cached connection unused for peer_idle_ms closes and its threads end;
+ * the next kvt_connect dials again. Raw sockets on loopback play the peers. */
 #include <arpa/inet.h>
 #include <endian.h>
 #include <errno.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <dirent.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -94,6 +96,54 @@ static void stalled_transfer(kvt_transport *t, kvt_region *r, int port, int stal
     close(fd);
 }
 
+/* The threads this process runs now. */
+static int thread_count(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* A sender's cached connection to r idles out: its threads end, and the peer works again
+ * after kvt_connect. */
+static void idle_peer_expires(kvt_transport *rt, kvt_region *r)
+{
+    eng_error err;
+    char desc[KVT_DESCRIPTOR_MAX];
+    size_t dl;
+    REQUIRE(kvt_descriptor(rt, r, desc, sizeof desc, &dl, &err) == 0, "%s", err.msg);
+    kvt_tcp_options o = {.bind_host = "127.0.0.1", .peer_idle_ms = 300};
+    kvt_transport *st = NULL;
+    static char src[4096];
+    kvt_region *sr = NULL;
+    REQUIRE(kvt_tcp_create(&o, &st, &err) == 0 && kvt_register(st, src, sizeof src, &sr, &err) == 0, "%s", err.msg);
+    int base = thread_count();
+    for (int round = 0; round < 2; round++) {
+        kvt_peer *p = NULL;
+        uint64_t id;
+        kvt_send *s = NULL;
+        REQUIRE(kvt_connect(st, desc, dl, &p, &err) == 0 && kvt_expect(rt, r, sizeof src, &id, &err) == 0, "%s",
+                err.msg);
+        CHECK(thread_count() > base, "no sender threads after kvt_connect");
+        CHECK(kvt_send_begin(p, sr, id, NULL, &s, &err) == 0 && kvt_send_write(s, 0, 0, sizeof src, &err) == 0 &&
+                  kvt_send_finish(s, 5000, &err) == 0,
+              "round %d: %s", round, err.msg);
+        kvt_forget(rt, id);
+        double t0 = eng_now_s();
+        while (thread_count() > base && eng_now_s() - t0 < 5)
+            usleep(20000);
+        CHECK(thread_count() == base, "round %d: the idle peer's threads still run after %.1f s", round,
+              eng_now_s() - t0);
+        printf("idle sender connection closed %.2f s after its last transfer (peer_idle_ms 300)\n", eng_now_s() - t0);
+    }
+    REQUIRE(kvt_deregister(st, sr, &err) == 0, "%s", err.msg);
+    kvt_destroy(st);
+}
+
 int main(void)
 {
     /* a free port, then the transport on it */
@@ -141,6 +191,7 @@ int main(void)
     REQUIRE(pool && kvt_register(t, pool, pool_bytes, &r, &err) == 0, "%s", err.msg);
     stalled_transfer(t, r, port, 0);
     stalled_transfer(t, r, port, 1);
+    idle_peer_expires(t, r);
     REQUIRE(kvt_deregister(t, r, &err) == 0, "%s", err.msg);
     free(pool);
     kvt_destroy(t);
