@@ -22,8 +22,8 @@
 #                                 [--decode D] [--context C] [--sequences S]
 #                                 [--batch-prompt B] [--only LIST]
 #                                 [--build DIR] [--cache DIR] [--no-build]
-# (LIST: comma-separated scenarios, default bf16,ctx,fp8,batch; --no-build uses
-#  the tandem and membw already built in the build directory)
+# (LIST: comma-separated scenarios of bf16, ctx, fp8, batch; default all four)
+# (--no-build uses the tandem and membw already built in the build directory)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
