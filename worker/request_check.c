@@ -75,10 +75,6 @@ int wrk_check_target(const eng_kv_layout *mine, const char *transport, const Tan
         return snprintf(msg, cap, "the target has %zu blocks; a prompt of %d tokens needs %d", t->n_block_ids, n_prompt,
                         need),
                RPC_INVALID_ARGUMENT;
-    if (t->transfer_secret.len != KVT_SECRET_BYTES)
-        return snprintf(msg, cap, "the target's transfer secret has %zu bytes, not %d", t->transfer_secret.len,
-                        KVT_SECRET_BYTES),
-               RPC_INVALID_ARGUMENT;
     if (t->pool_blocks == 0)
         return snprintf(msg, cap, "the target does not say its pool size (pool_blocks)"), RPC_INVALID_ARGUMENT;
     for (size_t i = 0; i < t->n_block_ids; i++)
@@ -91,6 +87,10 @@ int wrk_check_target(const eng_kv_layout *mine, const char *transport, const Tan
         return snprintf(msg, cap, "bad KV descriptor: %s", err.msg), RPC_INVALID_ARGUMENT;
     if (strcmp(name, transport))
         return snprintf(msg, cap, "the target speaks %s; this prefill worker %s", name, transport),
+               RPC_INVALID_ARGUMENT;
+    if (t->transfer_secret.len != KVT_SECRET_BYTES)
+        return snprintf(msg, cap, "the target's transfer secret has %zu bytes, not %d", t->transfer_secret.len,
+                        KVT_SECRET_BYTES),
                RPC_INVALID_ARGUMENT;
     return RPC_OK;
 }

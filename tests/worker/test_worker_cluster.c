@@ -670,6 +670,31 @@ static void cancels_and_errors(proc *d, proc *p)
     rpc_msg_free(t);
     rpc_stream_close(s);
 
+    /* a target without the reservation's secret: the prefill worker refuses one with none,
+     * and the decode worker refuses the transfer of one with a wrong secret (issue 12) */
+    s = reserve(d, "wrong-secret", 40, 5, &t, &st);
+    REQUIRE(s && t->kv_target->transfer_secret.len == 16, "reserve: %s", s ? "no secret" : st.msg);
+    pr.request_id = "wrong-secret";
+    pr.target = t->kv_target;
+    t->kv_target->transfer_secret.len = 0;
+    res = NULL;
+    rc = rpc_unary_msg(p->ch, RPC_PREFILL_RUN, &pr.base, &tandem__prefill_result__descriptor, 10000, (void **)&res,
+                       &st);
+    CHECK(rc < 0 && st.code == RPC_INVALID_ARGUMENT && strstr(st.msg, "secret"), "target without a secret: %s %s",
+          rpc_code_name(st.code), st.msg);
+    rpc_msg_free(res);
+    t->kv_target->transfer_secret.len = 16;
+    t->kv_target->transfer_secret.data[0] ^= 1;
+    res = NULL;
+    rc = rpc_unary_msg(p->ch, RPC_PREFILL_RUN, &pr.base, &tandem__prefill_result__descriptor, 10000, (void **)&res,
+                       &st);
+    CHECK(rc < 0 && st.code == RPC_UNAVAILABLE && strstr(st.msg, "secret"), "wrong secret refused: %s %s",
+          rpc_code_name(st.code), st.msg);
+    rpc_msg_free(res);
+    rpc_msg_free(t);
+    rpc_stream_close(s);
+    CHECK(wait_blocks_free(d->id, 1) >= 0, "wrong-secret reservation freed");
+
     /* prompt + max_tokens beyond the pool: admitted all the same, with the prompt's
      * blocks only (the sequence grows as it generates) */
     s = reserve(d, "grows", 100, 39000, &t, &st);
