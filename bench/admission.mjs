@@ -136,7 +136,7 @@ async function main() {
     const others = other.length ? other.map((q) => `${q.status}${q.status === 200 ? " incomplete" : ""}`).join(" ") : "none";
     console.log(`| ${x.round + 1} | ${ms(x.alone_ms)} | ${x.capacity.toFixed(2)} | ${x.slo} | ${x.rs.length} | ${ok.length} | ` +
       `${ms(pct(t, 50))} / ${ms(pct(t, 99))} / ${ms(Math.max(...t))} | ${no.length} | ` +
-      `${pct(h, 50).toFixed(1)} / ${pct(h, 99).toFixed(1)} / ${Math.max(...h).toFixed(1)} | ${others} | ${x.load_before.split(" ")[0]} / ${x.load_after.split(" ")[0]} |`);
+      `${h.length ? `${pct(h, 50).toFixed(1)} / ${pct(h, 99).toFixed(1)} / ${Math.max(...h).toFixed(1)}` : "-"} | ${others} | ${x.load_before.split(" ")[0]} / ${x.load_after.split(" ")[0]} |`);
   }
 }
 
