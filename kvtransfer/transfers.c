@@ -300,7 +300,9 @@ static int begin_guard(kvt_transport *t, const kvt_rx *x, const char *conn_addr,
         snprintf(why, cap, "transfer %" PRIu64 " refused: wrong transfer secret", x->id);
         return -1;
     }
-    int named = x->n_peers == 0;
+    /* A transport that knows no source address (RDMA: the queue pair's peer was named
+     * over the control plane) is judged by the secret alone. */
+    int named = x->n_peers == 0 || !conn_addr;
     for (int i = 0; i < x->n_peers && conn_addr; i++)
         named |= strcmp(x->peers[i], conn_addr) == 0;
     if (!named) {
