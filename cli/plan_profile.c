@@ -279,7 +279,7 @@ int plan_profile_parse(const char *json, plan_profile *out, eng_error *err)
     if (!o)
         return eng_fail(err, "profile: not JSON");
     int rc = -1;
-    double threads, layers, bs, ctx;
+    double threads = 0, layers = 0, bs = 0, ctx = 0; /* set by num() before use; gcc -O3 cannot see it */
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(o, "format");
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(o, "model");
     if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, "tandem-profile-1")) {
