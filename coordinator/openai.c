@@ -799,11 +799,10 @@ static void add_finish(cJSON *choice, coord_finish finish)
         cJSON_AddNullToObject(choice, "finish_reason");
 }
 
-char *coord_format_response(const coord_request *req, const coord_accum *a, coord_finish finish,
-                            const coord_usage *usage)
+/* A response or chunk envelope holding choice 0, which *choice points at. */
+static cJSON *with_one_choice(const coord_request *req, const char *object, cJSON **choice)
 {
-    int chat = req->api == COORD_API_CHAT;
-    cJSON *root = envelope(req, chat ? "chat.completion" : "text_completion");
+    cJSON *root = envelope(req, object);
     cJSON *choices = cJSON_AddArrayToObject(root, "choices");
     cJSON *c = cJSON_CreateObject();
     if (!root || !choices || !c) {
@@ -813,6 +812,17 @@ char *coord_format_response(const coord_request *req, const coord_accum *a, coor
     }
     cJSON_AddItemToArray(choices, c);
     cJSON_AddNumberToObject(c, "index", 0);
+    *choice = c;
+    return root;
+}
+
+char *coord_format_response(const coord_request *req, const coord_accum *a, coord_finish finish,
+                            const coord_usage *usage)
+{
+    int chat = req->api == COORD_API_CHAT;
+    cJSON *c, *root = with_one_choice(req, chat ? "chat.completion" : "text_completion", &c);
+    if (!root)
+        return NULL;
     int has_tools = a->tool_calls && cJSON_GetArraySize(a->tool_calls) > 0;
     if (chat) {
         cJSON *msg = cJSON_AddObjectToObject(c, "message");
@@ -851,19 +861,9 @@ char *coord_format_response(const coord_request *req, const coord_accum *a, coor
 static cJSON *chunk(const coord_request *req, cJSON **choice)
 {
     int chat = req->api == COORD_API_CHAT;
-    cJSON *root = envelope(req, chat ? "chat.completion.chunk" : "text_completion");
-    cJSON *choices = cJSON_AddArrayToObject(root, "choices");
-    cJSON *c = cJSON_CreateObject();
-    if (!root || !choices || !c) {
-        cJSON_Delete(c);
-        cJSON_Delete(root);
-        return NULL;
-    }
-    cJSON_AddItemToArray(choices, c);
-    cJSON_AddNumberToObject(c, "index", 0);
-    if (req->include_usage)
+    cJSON *root = with_one_choice(req, chat ? "chat.completion.chunk" : "text_completion", choice);
+    if (root && req->include_usage)
         cJSON_AddNullToObject(root, "usage");
-    *choice = c;
     return root;
 }
 

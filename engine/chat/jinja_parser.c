@@ -651,13 +651,14 @@ static jnode *parse_not(parser *P)
     return parse_compare(P);
 }
 
-static jnode *parse_and(parser *P)
+/* `and` and `or`: left-associative chains of the next-tighter level. */
+static jnode *parse_chain(parser *P, const char *op, jnode_kind kind, jnode *(*operand)(parser *))
 {
-    jnode *l = parse_not(P);
-    while (l && is_name(P, "and")) {
+    jnode *l = operand(P);
+    while (l && is_name(P, op)) {
         int line = cur(P)->line;
         advance(P);
-        jnode *r = parse_not(P), *n = r ? node(P, N_AND, line) : NULL;
+        jnode *r = operand(P), *n = r ? node(P, kind, line) : NULL;
         if (!n)
             return NULL;
         n->a = l;
@@ -667,20 +668,14 @@ static jnode *parse_and(parser *P)
     return l;
 }
 
+static jnode *parse_and(parser *P)
+{
+    return parse_chain(P, "and", N_AND, parse_not);
+}
+
 static jnode *parse_or(parser *P)
 {
-    jnode *l = parse_and(P);
-    while (l && is_name(P, "or")) {
-        int line = cur(P)->line;
-        advance(P);
-        jnode *r = parse_and(P), *n = r ? node(P, N_OR, line) : NULL;
-        if (!n)
-            return NULL;
-        n->a = l;
-        n->b = r;
-        l = n;
-    }
-    return l;
+    return parse_chain(P, "or", N_OR, parse_and);
 }
 
 static jnode *parse_condexpr(parser *P)
