@@ -138,6 +138,21 @@ static int blocks_for(const coord_worker_view *v, int tokens)
 
 /* 1 when a is a better decode choice than b for a request needing `need(x)` blocks:
  * room for it first, then fewer streams, then more free blocks. */
+/* Whether a worker can ever hold the request: its context fits the prompt and its
+ * whole KV pool the request's tokens; counts why not, for the error message. */
+static int can_hold(const coord_worker_view *v, int n_prompt, int cap_tokens, int *ctx_short, int *too_small)
+{
+    if (v->max_context && (uint32_t)n_prompt >= v->max_context) {
+        ++*ctx_short;
+        return 0;
+    }
+    if ((long)v->kv_total < blocks_for(v, cap_tokens)) {
+        ++*too_small;
+        return 0;
+    }
+    return 1;
+}
+
 static int better_decode(const coord_worker_view *a, const coord_worker_view *b, int cap_tokens)
 {
     int fa = free_blocks(a) >= blocks_for(a, cap_tokens), fb = free_blocks(b) >= blocks_for(b, cap_tokens);
@@ -174,14 +189,8 @@ int coord_route_pick(const coord_worker_view *v, int n, int force_colocated, int
         for (int i = 0; i < n; i++) {
             if (!v[i].healthy || v[i].role != TANDEM__ROLE__ROLE_BOTH || excluded(v[i].id, exclude, n_exclude))
                 continue;
-            if (v[i].max_context && (uint32_t)n_prompt >= v[i].max_context) {
-                ctx_short++;
+            if (!can_hold(&v[i], n_prompt, cap_tokens, &ctx_short, &too_small))
                 continue;
-            }
-            if ((long)v[i].kv_total < blocks_for(&v[i], cap_tokens)) {
-                too_small++;
-                continue;
-            }
             if (best < 0 || better_decode(&v[i], &v[best], cap_tokens))
                 best = i;
         }
@@ -210,14 +219,8 @@ int coord_route_pick(const coord_worker_view *v, int n, int force_colocated, int
         if (v[i].role != TANDEM__ROLE__ROLE_DECODE && v[i].role != TANDEM__ROLE__ROLE_BOTH)
             continue;
         any_dec++;
-        if (v[i].max_context && (uint32_t)n_prompt >= v[i].max_context) {
-            ctx_short++;
+        if (!can_hold(&v[i], n_prompt, cap_tokens, &ctx_short, &too_small))
             continue;
-        }
-        if ((long)v[i].kv_total < blocks_for(&v[i], cap_tokens)) {
-            too_small++;
-            continue;
-        }
         /* the best prefill partner for this decode worker: same layout, least queued */
         int p = -1;
         for (int j = 0; j < n; j++) {
