@@ -19,6 +19,7 @@
 #include "commands.h"
 #include "common/clock.h"
 #include "model/model.h"
+#include "sampling/sampler.h"
 
 #define PREFILL_CHUNK 512
 #define KV_BLOCK 16
@@ -45,15 +46,6 @@ static const cli_command CMD = {
     .opts = OPTS,
     .n_opts = CLI_COUNT(OPTS),
 };
-
-static int argmax(const float *x, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return best;
-}
 
 int cmd_bench(int argc, char **argv)
 {
@@ -126,7 +118,7 @@ int cmd_bench(int argc, char **argv)
     double t2 = eng_now_s();
     for (int s = 0; s < D; s++) {
         for (int q = 0; q < S; q++) {
-            next[q] = argmax(logits + (size_t)q * V, V);
+            next[q] = eng_argmax(logits + (size_t)q * V, V);
             items[q] = (eng_batch_item){
                 .seq = &seqs[q], .tokens = &next[q], .n_tokens = 1, .logits = logits + (size_t)q * V};
         }

@@ -432,8 +432,7 @@ static int sample_random(const eng_sampling *s, const float *logits, int vocab, 
     return pick < 0 ? -1 : 0;
 }
 
-/* Argmax of the penalised logits, ties to the lowest id. */
-static int32_t greedy(const float *logits, int vocab)
+int32_t eng_argmax(const float *logits, int vocab)
 {
     float best = -INFINITY;
     int32_t id = -1;
@@ -477,7 +476,7 @@ int eng_sample_probs(const eng_sampling *s, float *logits, int vocab, const int3
     free(saved);
     memset(probs, 0, (size_t)vocab * sizeof *probs);
     if (s->temperature < GREEDY_EPS) {
-        int32_t id = greedy(logits, vocab);
+        int32_t id = eng_argmax(logits, vocab);
         if (id < 0)
             return -1;
         probs[id] = 1.0f;
@@ -524,7 +523,7 @@ int eng_sample(const eng_sampling *s, float *logits, int vocab, const int32_t *p
     int32_t id = -1;
     int rc = 0;
     if (s->temperature < GREEDY_EPS) {
-        id = greedy(logits, vocab);
+        id = eng_argmax(logits, vocab);
         rc = id < 0 ? -1 : 0;
     } else {
         rc = sample_random(s, logits, vocab, (uint64_t)n_generated, &id);

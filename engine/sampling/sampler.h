@@ -40,6 +40,10 @@ void eng_sampling_from_gen_config(const eng_gen_config *gen, eng_sampling *s);
  * one line naming the bad parameter (eng_sample rejects the same, without a message). */
 int eng_sampling_check(const eng_sampling *s, eng_error *err);
 
+/* Greedy decoding's pick: the id of the largest logit, ties to the lowest id;
+ * -1 when none is above -inf (all -inf or NaN). */
+int32_t eng_argmax(const float *logits, int vocab);
+
 /* The one uniform in [0, 1) that step `step` of a request seeded `seed` draws. */
 double eng_sample_uniform(uint64_t seed, uint64_t step);
 

@@ -14,6 +14,7 @@
 #include "ckpt.h"
 #include "kernels/kernels_impl.h"
 #include "model/model.h"
+#include "sampling/sampler.h"
 
 #define PROMPT 40
 #define DECODE 3
@@ -21,15 +22,6 @@
 #define BLOCK 16
 
 static eng_error err;
-
-static int argmax(const float *x, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return best;
-}
 
 /* One run's results: logits after the prompt and after each decode step, and
  * every (layer, K/V, kv head, position) row of the cache, in that order. */
@@ -89,7 +81,7 @@ static int run(eng_model *m, eng_dtype kv_dt, const int32_t *prompt, const int *
             if (!chunks[c + 1])
                 c = -1; /* repeat the list */
         } else {
-            tok = argmax(out->logits + (size_t)(step - 1) * V, V);
+            tok = eng_argmax(out->logits + (size_t)(step - 1) * V, V);
             items[0].tokens = &tok;
             items[0].n_tokens = 1;
             items[0].logits = out->logits + (size_t)step * V;

@@ -9,6 +9,7 @@
 #include "check.h"
 #include "ckpt.h"
 #include "model/model.h"
+#include "sampling/sampler.h"
 
 static eng_error err;
 
@@ -31,15 +32,6 @@ static double rel_diff(const float *a, const float *b, int n)
     if (d / mx > max_seen)
         max_seen = d / mx;
     return d / mx;
-}
-
-static int argmax(const float *x, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return best;
 }
 
 static int layers_done;
@@ -73,7 +65,7 @@ static int run_chunked(eng_model *m, int block_size, const int32_t *prompt, cons
         done += n;
     }
     for (int s = 0; s < DECODE && rc == 0; s++) {
-        int32_t tok = argmax(out + (size_t)s * V, V);
+        int32_t tok = eng_argmax(out + (size_t)s * V, V);
         eng_batch_item it = {.seq = &seq, .tokens = &tok, .n_tokens = 1, .logits = out + (size_t)(s + 1) * V};
         rc = eng_seq_reserve(kv, &seq, seq.n_past + 1, &err) || eng_forward(m, kv, &it, 1, NULL, NULL, &err);
     }
@@ -141,7 +133,7 @@ static void test_model(const char *name, const ckpt_spec *spec)
                 it->logits = fed[p] + k == PROMPT ? batched + p * run : NULL;
                 fed[p] += k;
             } else {
-                next[p] = argmax(batched + p * run + (size_t)(steps[p] - 1) * V, V);
+                next[p] = eng_argmax(batched + p * run + (size_t)(steps[p] - 1) * V, V);
                 it->tokens = &next[p];
                 it->n_tokens = 1;
                 it->logits = batched + p * run + (size_t)steps[p] * V;
