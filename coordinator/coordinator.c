@@ -6,7 +6,6 @@
  * then HTTP) last; stop closes HTTP first so that no request arrives while the
  * router drains, then gRPC (no Admin call may reach a freed router), then the router
  * (it waits for its request threads), then the rest. */
-#include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +15,7 @@
 #include "chat/template.h"
 #include "chat_pipeline.h"
 #include "common/addr.h"
+#include "common/file.h"
 #include "common/log.h"
 #include "coordinator.h"
 #include "http.h"
@@ -84,16 +84,9 @@ int coord_coordinator_start(const coord_options *opt, coord_coordinator **out, e
     c->opt = *opt;
     const char *host = opt->host && *opt->host ? opt->host : "127.0.0.1";
     c->opt.host = host;
-    {
-        /* the served model name is the folder's name, as the workers report it */
-        char tmp[256];
-        snprintf(tmp, sizeof tmp, "%s", opt->model_dir);
-        size_t n = strlen(tmp);
-        while (n > 1 && tmp[n - 1] == '/')
-            tmp[--n] = 0;
-        snprintf(c->model_name, sizeof c->model_name, "%s", basename(tmp));
-        c->models[0] = c->model_name;
-    }
+    /* the served model name is the folder's name, as the workers report it */
+    eng_path_last_name(opt->model_dir, c->model_name, sizeof c->model_name);
+    c->models[0] = c->model_name;
     if (eng_config_load(opt->model_dir, &c->cfg, err) < 0 ||
         eng_gen_config_load(opt->model_dir, &c->cfg, &c->gen, err) < 0 ||
         eng_tokenizer_load(opt->model_dir, &c->tok, err) < 0)

@@ -5,7 +5,6 @@
  * Registration keeps retrying until the coordinator answers, so workers may start
  * before it; a heartbeat answered with `reregister` (the coordinator restarted or
  * dropped us) registers again at once. */
-#include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/file.h"
 #include "worker_internal.h"
 
 void wrk_log(wrk_worker *w, eng_log_level level, const char *request_id, const char *fmt, ...)
@@ -547,14 +547,7 @@ int wrk_start(const wrk_options *opt, wrk_worker **out, eng_error *err)
     pthread_cond_init(&w->reg_cv, NULL);
     pthread_mutex_init(&w->chan_mu, NULL);
     pthread_mutex_init(&w->fail_mu, NULL);
-    {
-        char tmp[256];
-        snprintf(tmp, sizeof tmp, "%s", opt->model_dir);
-        size_t n = strlen(tmp);
-        while (n > 1 && tmp[n - 1] == '/')
-            tmp[--n] = 0;
-        snprintf(w->model_name, sizeof w->model_name, "%s", basename(tmp));
-    }
+    eng_path_last_name(opt->model_dir, w->model_name, sizeof w->model_name);
 
     if (metrics_server_start(w, err) < 0)
         goto fail;

@@ -35,3 +35,16 @@ char *eng_read_file(const char *path, size_t *len, eng_error *err)
         *len = b.len;
     return eng_buf_take(&b);
 }
+
+void eng_path_last_name(const char *path, char *out, size_t cap)
+{
+    size_t end = strlen(path);
+    while (end > 1 && path[end - 1] == '/')
+        end--;
+    size_t start = end;
+    while (start > 0 && path[start - 1] != '/')
+        start--;
+    if (start == end && end > 0) /* the root */
+        start = end - 1;
+    snprintf(out, cap, "%.*s", (int)(end - start), path + start);
+}
