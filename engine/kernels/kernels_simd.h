@@ -24,11 +24,12 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-#define MM_NR 4      /* outputs per tile (V_REDUCE4 sums them); divides kernels.c's ROW_ALIGN */
-#define MM_DEC_MAX 4 /* fewer tokens than this take the decode loop */
-#define MM_DEC_NG 2  /* groups of MM_NR outputs a single decode token sums side by side */
-#define MM_KC 1024   /* inputs per packed weight block: MM_NR * MM_KC floats = 16 KiB */
-#define MM_TC 96     /* tokens per prefill chunk (a multiple of MM_MR): 24 KiB of partial sums, inputs in L2 */
+#define MM_NR 4       /* outputs per tile (V_REDUCE4 sums them); divides kernels.c's ROW_ALIGN */
+#define MM_DEC_MAX 4  /* fewer tokens than this take the decode loop */
+#define MM_DEC_NG 2   /* groups of MM_NR outputs a single decode token sums side by side */
+#define MM_KC 1024    /* inputs per packed weight block: MM_NR * MM_KC floats = 16 KiB */
+#define CACHE_LINE 64 /* bytes; the decode loop prefetches one per weight row and line */
+#define MM_TC 96      /* tokens per prefill chunk (a multiple of MM_MR): 24 KiB of partial sums, inputs in L2 */
 
 /* ---- loading VL weights of any dtype as f32 ---- */
 
@@ -76,10 +77,13 @@ static float scalar_w(const char *row, int i, eng_dtype dt)
  * partial chunk is padded and results go to y (valid_t x valid_o of them), else
  * the accumulators are saved in part for the next block (NG 1 only). Missing tokens
  * or outputs of a partial tile repeat a valid row and are dropped at the end. Each
- * group of MM_NR outputs is reduced on its own, so NG changes nothing but speed. */
+ * group of MM_NR outputs is reduced on its own, so NG changes nothing but speed.
+ * ahead (bytes, 0 for none): while a cache line of each weight row is read, the
+ * line that far past it is prefetched (a prefetch never faults, so past the
+ * matrix's end is harmless). */
 ALWAYS_INLINE void mm_tile(float *y, int ldy, int valid_t, int valid_o, V *part, const float *const *xr,
                            const char *const *wr, const float *const *sr, int bi, eng_dtype dt, int kc, int first,
-                           int last, const int MT, const int NG)
+                           int last, size_t ahead, const int MT, const int NG)
 {
     const int NO = NG * MM_NR;
     const int fp8 = dt == ENG_DT_F8E4M3;
@@ -101,6 +105,10 @@ ALWAYS_INLINE void mm_tile(float *y, int ldy, int valid_t, int valid_o, V *part,
                 sv[j] = V_SET1(sr[j][b] * ENG_E4M3_F16_UNSCALE);
         for (; i + VL <= end; i += VL) {
             V wv[MM_DEC_NG * MM_NR];
+            if (ahead && (i * dt_size(dt)) % CACHE_LINE == 0)
+#pragma GCC unroll 8
+                for (int j = 0; j < NO; j++)
+                    __builtin_prefetch(wr[j] + ahead + i * dt_size(dt), 0, 3);
 #pragma GCC unroll 8
             for (int j = 0; j < NO; j++)
                 wv[j] = fp8 ? V_MUL(load_w(wr[j], i, dt), sv[j]) : load_w(wr[j], i, dt);
@@ -162,7 +170,12 @@ ALWAYS_INLINE void weight_rows(const char **wr, const float **sr, const eng_weig
 /* Few tokens (decode): memory bound. Weights are read in place, MM_NR rows side by
  * side against all T tokens, so each weight is read from memory once; a single
  * token takes MM_DEC_NG groups of MM_NR rows at once, enough independent FMA
- * chains to hide their latency. */
+ * chains to hide their latency. A tile's rows are adjacent in memory, so the next
+ * tile starts a tile's bytes further on: that is what is prefetched. A row is only
+ * 16-32 cache lines (1024 inputs of FP8 or bf16), too short for the hardware
+ * prefetcher to find 4-8 interleaved streams before they end; without it, FP8
+ * decode on a Xeon read at 0.6x and bf16 at 0.85-0.9x of the bandwidth of one
+ * plain streaming read. */
 ALWAYS_INLINE void dec_rows(float *y, int ldy, const float *x, const eng_weight *w, eng_dtype dt, int n_in, int o0,
                             int o1, const int T)
 {
@@ -170,16 +183,18 @@ ALWAYS_INLINE void dec_rows(float *y, int ldy, const float *x, const eng_weight 
     for (int t = 0; t < T; t++)
         xr[t] = x + (size_t)t * n_in;
     int o = o0;
+    size_t row_bytes = (size_t)n_in * dt_size(dt);
     const char *wr[MM_DEC_NG * MM_NR];
     const float *sr[MM_DEC_NG * MM_NR];
     if (T == 1)
         for (; o + MM_DEC_NG * MM_NR <= o1; o += MM_DEC_NG * MM_NR) {
             weight_rows(wr, sr, w, n_in, o, o1, MM_DEC_NG * MM_NR);
-            mm_tile(y + o, ldy, T, o1 - o, NULL, xr, wr, sr, w->block_in, dt, n_in, 1, 1, T, MM_DEC_NG);
+            mm_tile(y + o, ldy, T, o1 - o, NULL, xr, wr, sr, w->block_in, dt, n_in, 1, 1, MM_DEC_NG * MM_NR * row_bytes,
+                    T, MM_DEC_NG);
         }
     for (; o < o1; o += MM_NR) {
         weight_rows(wr, sr, w, n_in, o, o1, MM_NR);
-        mm_tile(y + o, ldy, T, o1 - o, NULL, xr, wr, sr, w->block_in, dt, n_in, 1, 1, T, 1);
+        mm_tile(y + o, ldy, T, o1 - o, NULL, xr, wr, sr, w->block_in, dt, n_in, 1, 1, MM_NR * row_bytes, T, 1);
     }
 }
 
@@ -241,7 +256,7 @@ static void gemm_rows(float *y, int ldy, const float *x, const eng_weight *w, in
                     for (int i = 0; i < MM_MR; i++)
                         xr[i] = x + (size_t)(t0 + t + (t + i < tc ? i : 0)) * n_in + k0;
                     mm_tile(y + (size_t)(t0 + t) * ldy + o, ldy, tc - t, o1 - o, part + (size_t)t * MM_NR, xr, pr, NULL,
-                            0, ENG_DT_F32, kc, k0 == 0, k0 + kc == n_in, MM_MR, 1);
+                            0, ENG_DT_F32, kc, k0 == 0, k0 + kc == n_in, 0, MM_MR, 1);
                 }
             }
         }
