@@ -26,7 +26,8 @@ static const ProtobufCMessageDescriptor *const MESSAGES[] = {
     &tandem__heartbeat_reply__descriptor,  &tandem__generate_event__descriptor,   &tandem__kv_ready_reply__descriptor,
     &tandem__kv_hello_reply__descriptor,   &tandem__prefill_result__descriptor,   &tandem__cluster_status__descriptor,
     &tandem__cancel_reply__descriptor,     &tandem__worker_reply__descriptor,     &tandem__log_level_reply__descriptor,
-    &tandem__config_reply__descriptor,     &tandem__request_list__descriptor,
+    &tandem__config_reply__descriptor,     &tandem__request_list__descriptor,     &tandem__kv_renew_request__descriptor,
+    &tandem__kv_renew_reply__descriptor,
 };
 #define N_MESSAGES (sizeof MESSAGES / sizeof MESSAGES[0])
 

@@ -2,7 +2,8 @@
  * (tandem.proto's header): Decode.Generate reserves KV blocks and answers with a
  * KvTarget (or, colocated, queues the whole request here); Prefill.Run queues a
  * prompt whose KV the engine pushes into that target and waits for the receiver's
- * verdict; Decode.KvReady checks the transfer and lets the sequence join the batch;
+ * verdict, renewing the reservation's lease (Decode.KvRenew) while the prompt waits and
+ * computes; Decode.KvReady checks the transfer and lets the sequence join the batch;
  * Decode.KvHello relays a transport handshake. Every check that can fail before any
  * work is done happens here, so the engine thread only sees well-formed requests. */
 #include <stdio.h>
@@ -239,6 +240,24 @@ static void on_generate(void *user, rpc_call *call, const rpc_bytes *bytes)
 
 /* ------------------------------------------------------------------ Decode.KvReady */
 
+/* Under w->mu: the DECODE request `id` that waits for its KV through `transfer`, or NULL
+ * with the reason (KvReady and KvRenew name a reservation the same way). */
+static wrk_req *reserved_req(wrk_worker *w, const char *id, uint64_t transfer, char *reason, size_t cap)
+{
+    wrk_req *r = w->reqs;
+    while (r && !(r->kind == REQ_DECODE && !strcmp(r->id, id)))
+        r = r->next;
+    if (!r)
+        snprintf(reason, cap, "unknown request %s (ended, or never reserved here)", id);
+    else if (r->ending || r->state != ST_RESERVED || r->arming)
+        snprintf(reason, cap, "request %s is not waiting for its KV", id), r = NULL;
+    else if (r->transfer_id != transfer)
+        snprintf(reason, cap, "transfer %llu is not request %s's (%llu)", (unsigned long long)transfer, id,
+                 (unsigned long long)r->transfer_id),
+            r = NULL;
+    return r;
+}
+
 static void on_kv_ready(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_bytes *resp, rpc_status *st)
 {
     (void)call;
@@ -249,21 +268,11 @@ static void on_kv_ready(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_
     char reason[900] = "";
     int ok = 0;
     pthread_mutex_lock(&w->mu);
-    wrk_req *r = w->reqs;
-    while (r && !(r->kind == REQ_DECODE && !strcmp(r->id, q->request_id)))
-        r = r->next;
-    if (!r)
-        snprintf(reason, sizeof reason, "unknown request %s (ended, or never reserved here)", q->request_id);
-    else if (r->ending || r->state != ST_RESERVED || r->arming)
-        snprintf(reason, sizeof reason, "request %s is not waiting for its KV", q->request_id), r = NULL;
-    else if (r->transfer_id != q->transfer_id)
-        snprintf(reason, sizeof reason, "transfer %llu is not request %s's (%llu)", (unsigned long long)q->transfer_id,
-                 q->request_id, (unsigned long long)r->transfer_id),
-            r = NULL;
-    else if (!q->first_token || q->first_token->id < 0 || q->first_token->id >= w->cfg->vocab_size ||
-             q->first_token->index != (uint32_t)r->n_resumed)
+    wrk_req *r = reserved_req(w, q->request_id, q->transfer_id, reason, sizeof reason);
+    if (r && (!q->first_token || q->first_token->id < 0 || q->first_token->id >= w->cfg->vocab_size ||
+              q->first_token->index != (uint32_t)r->n_resumed))
         snprintf(reason, sizeof reason, "no valid first token (index %d expected)", r->n_resumed), r = NULL;
-    else if (q->prompt_tokens != (uint32_t)wrk_input_tokens(r))
+    else if (r && q->prompt_tokens != (uint32_t)wrk_input_tokens(r))
         snprintf(reason, sizeof reason, "prompt_tokens %u, but the request has %d", q->prompt_tokens,
                  wrk_input_tokens(r)),
             r = NULL;
@@ -301,6 +310,32 @@ static void on_kv_ready(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_
             ok ? "verified, joining the batch" : "refused: ", reason);
     Tandem__KvReadyReply rep = TANDEM__KV_READY_REPLY__INIT;
     rep.ok = ok;
+    rep.reason = reason;
+    if (rpc_pack(&rep.base, resp) < 0)
+        rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    rpc_msg_free(q);
+}
+
+/* ------------------------------------------------------------------ Decode.KvRenew */
+
+/* The prefill worker still holds the request: the lease starts again from now. */
+static void on_kv_renew(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_bytes *resp, rpc_status *st)
+{
+    (void)call;
+    wrk_worker *w = user;
+    Tandem__KvRenewRequest *q = rpc_unpack(&tandem__kv_renew_request__descriptor, bytes->data, bytes->len, st);
+    if (!q)
+        return;
+    char reason[900] = "";
+    pthread_mutex_lock(&w->mu);
+    wrk_req *r = reserved_req(w, q->request_id, q->transfer_id, reason, sizeof reason);
+    if (r)
+        r->lease_deadline = eng_now_s() + w->opt.lease_ms / 1000.0;
+    pthread_mutex_unlock(&w->mu);
+    wrk_log(w, ENG_LOG_DEBUG, q->request_id, "KvRenew transfer %llu: %s%s", (unsigned long long)q->transfer_id,
+            r ? "lease renewed" : "refused: ", reason);
+    Tandem__KvRenewReply rep = TANDEM__KV_RENEW_REPLY__INIT;
+    rep.ok = r != NULL;
     rep.reason = reason;
     if (rpc_pack(&rep.base, resp) < 0)
         rpc_status_set(st, RPC_RESOURCE_EXHAUSTED, "out of memory");
@@ -362,6 +397,37 @@ static int relay_hello(wrk_worker *w, kvt_peer *peer, const Tandem__KvTarget *t,
     return ok ? RPC_OK : RPC_UNAVAILABLE;
 }
 
+/* Seconds between Decode.KvRenew calls for a lease of lease_ms: a third of it, so that
+ * one late or lost renewal does not end it; at least the Run handler's 50 ms tick. */
+static double renew_interval_s(uint32_t lease_ms)
+{
+    return lease_ms > 150 ? lease_ms / 3000.0 : 0.05;
+}
+
+/* Decode.KvRenew for the target's reservation. 1: renewed, or the decode worker did not
+ * answer (it may only be busy; the push fails anyway if it is gone); 0: refused (the
+ * reservation is gone), with the reason in why. */
+static int renew_lease(wrk_worker *w, const Tandem__KvTarget *t, const char *id, char *why, size_t cap)
+{
+    rpc_status st;
+    rpc_channel *ch = wrk_channel(w, t->rpc_address, &st);
+    Tandem__KvRenewRequest q = TANDEM__KV_RENEW_REQUEST__INIT;
+    q.request_id = t->request_id;
+    q.transfer_id = t->transfer_id;
+    Tandem__KvRenewReply *rep = NULL;
+    int timeout_ms = t->lease_ms / 2 > 100 ? (int)(t->lease_ms / 2) : 100;
+    if (!ch || rpc_unary_msg(ch, RPC_DECODE_KV_RENEW, &q.base, &tandem__kv_renew_reply__descriptor, timeout_ms,
+                             (void **)&rep, &st) < 0) {
+        wrk_log(w, ENG_LOG_WARN, id, "KvRenew to %s: %s", t->rpc_address, st.msg);
+        return 1;
+    }
+    int ok = rep->ok;
+    if (!ok)
+        snprintf(why, cap, "decode worker %s dropped the reservation: %s", t->decode_worker_id, rep->reason);
+    rpc_msg_free(rep);
+    return ok;
+}
+
 static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_bytes *resp, rpc_status *st)
 {
     wrk_worker *w = user;
@@ -421,7 +487,9 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
             wrk_req_link(w, r);
             w->open_runs++;
             counted = 1;
-            /* Wait for the engine; notice the caller leaving (it cannot call us back). */
+            /* Wait for the engine; notice the caller leaving (it cannot call us back);
+             * keep the decode worker's reservation while the prompt queues or computes. */
+            double renew_every = renew_interval_s(q->target->lease_ms), next_renew = eng_now_s() + renew_every;
             while (!r->done) {
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
@@ -432,6 +500,15 @@ static void on_prefill(void *user, rpc_call *call, const rpc_bytes *bytes, rpc_b
                 if (!r->done && !r->cancelled && rpc_call_cancelled(call)) {
                     r->cancelled = 1;
                     pthread_cond_signal(&w->cv);
+                }
+                if (!r->done && !r->ending && eng_now_s() >= next_renew) {
+                    pthread_mutex_unlock(&w->mu);
+                    char why[900];
+                    int kept = renew_lease(w, q->target, r->id, why, sizeof why);
+                    pthread_mutex_lock(&w->mu);
+                    next_renew = eng_now_s() + renew_every;
+                    if (!kept && !r->ending) /* nobody waits for this KV any more */
+                        wrk_req_end_locked(w, r, RPC_ABORTED, 1, why);
                 }
             }
             if (r->ending) {
@@ -512,7 +589,8 @@ int wrk_service_register(wrk_worker *w, rpc_status *st)
     if (rpc_server_add_unary(w->server, RPC_PREFILL_RUN, on_prefill, w, st) < 0 ||
         rpc_server_add_stream(w->server, RPC_DECODE_GENERATE, on_generate, w, st) < 0 ||
         rpc_server_add_unary(w->server, RPC_DECODE_KV_READY, on_kv_ready, w, st) < 0 ||
-        rpc_server_add_unary(w->server, RPC_DECODE_KV_HELLO, on_kv_hello, w, st) < 0 || wrk_control_register(w, st) < 0)
+        rpc_server_add_unary(w->server, RPC_DECODE_KV_HELLO, on_kv_hello, w, st) < 0 ||
+        rpc_server_add_unary(w->server, RPC_DECODE_KV_RENEW, on_kv_renew, w, st) < 0 || wrk_control_register(w, st) < 0)
         return -1;
     return 0;
 }

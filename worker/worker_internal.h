@@ -1,6 +1,6 @@
 /* worker_internal.h: the worker's shared state, between its three files:
  *   worker.c   lifecycle (start/stop), registration and heartbeats, metrics, logging
- *   service.c  the gRPC handlers (Prefill.Run, Decode.Generate/KvReady/KvHello)
+ *   service.c  the gRPC handlers (Prefill.Run, Decode.Generate/KvReady/KvHello/KvRenew)
  *   engine.c   the engine thread: step planning, eng_forward, sampling, KV push
  *   control.c  the Worker service: Drain, SetRole, SetLogLevel, Config (tandemctl)
  *
@@ -95,7 +95,7 @@ typedef struct wrk_req {
     rpc_call *call;
     uint64_t transfer_id;
     int have_transfer;
-    double lease_deadline;
+    double lease_deadline; /* RESERVED: ends then unless KvRenew or KvReady come first */
     double t_arrival, t_last_token;
 
     /* PREFILL: the push into the decode worker's blocks. */

@@ -40,6 +40,7 @@
 #define RPC_DECODE_GENERATE "/tandem.Decode/Generate" /* server streaming */
 #define RPC_DECODE_KV_READY "/tandem.Decode/KvReady"
 #define RPC_DECODE_KV_HELLO "/tandem.Decode/KvHello" /* transport handshake relay */
+#define RPC_DECODE_KV_RENEW "/tandem.Decode/KvRenew" /* the prefill worker keeps a reservation */
 #define RPC_PREFILL_RUN "/tandem.Prefill/Run"
 #define RPC_ADMIN_STATUS "/tandem.Admin/Status"
 #define RPC_ADMIN_CANCEL "/tandem.Admin/Cancel"

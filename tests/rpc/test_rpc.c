@@ -746,11 +746,11 @@ static void test_method_names(void)
     const ProtobufCServiceDescriptor *services[] = {&tandem__registry__descriptor, &tandem__decode__descriptor,
                                                     &tandem__prefill__descriptor, &tandem__admin__descriptor,
                                                     &tandem__worker__descriptor};
-    const char *names[] = {RPC_REGISTRY_REGISTER, RPC_REGISTRY_HEARTBEAT,   RPC_DECODE_GENERATE, RPC_DECODE_KV_READY,
-                           RPC_DECODE_KV_HELLO,   RPC_PREFILL_RUN,          RPC_ADMIN_STATUS,    RPC_ADMIN_CANCEL,
-                           RPC_ADMIN_CORDON,      RPC_ADMIN_UNCORDON,       RPC_ADMIN_DRAIN,     RPC_ADMIN_REQUESTS,
-                           RPC_ADMIN_SET_ROLE,    RPC_ADMIN_SET_LOG_LEVEL,  RPC_ADMIN_CONFIG,    RPC_WORKER_DRAIN,
-                           RPC_WORKER_SET_ROLE,   RPC_WORKER_SET_LOG_LEVEL, RPC_WORKER_CONFIG};
+    const char *names[] = {RPC_REGISTRY_REGISTER, RPC_REGISTRY_HEARTBEAT, RPC_DECODE_GENERATE,      RPC_DECODE_KV_READY,
+                           RPC_DECODE_KV_HELLO,   RPC_DECODE_KV_RENEW,    RPC_PREFILL_RUN,          RPC_ADMIN_STATUS,
+                           RPC_ADMIN_CANCEL,      RPC_ADMIN_CORDON,       RPC_ADMIN_UNCORDON,       RPC_ADMIN_DRAIN,
+                           RPC_ADMIN_REQUESTS,    RPC_ADMIN_SET_ROLE,     RPC_ADMIN_SET_LOG_LEVEL,  RPC_ADMIN_CONFIG,
+                           RPC_WORKER_DRAIN,      RPC_WORKER_SET_ROLE,    RPC_WORKER_SET_LOG_LEVEL, RPC_WORKER_CONFIG};
     const int n_names = (int)(sizeof names / sizeof names[0]);
     int n_methods = 0;
     for (size_t i = 0; i < sizeof services / sizeof services[0]; i++) {
