@@ -22,6 +22,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { timedCompletion, tokenPrompts } from "./completion.mjs";
 import { load, makeModel, startCluster, stopCluster } from "./goodput.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -55,34 +56,11 @@ const pct = (xs, p) => {
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
 };
 
-// One streamed completion: status, the time to the answer's head, the time to the first
-// token (accepted) or the error body (refused); a timeout or a broken stream is kept as such.
-async function request(url, prompt) {
-  const t0 = performance.now();
-  try {
-    const res = await fetch(`${url}/v1/completions`, {
-      method: "POST", headers: { "content-type": "application/json" },
-      body: JSON.stringify({ model: MODEL_NAME, prompt, max_tokens: 2, temperature: 0, stream: true }),
-      signal: AbortSignal.timeout(REQUEST_TIMEOUT_S * 1000) });
-    const head = performance.now() - t0;
-    if (res.status !== 200) return { status: res.status, head, body: await res.text() };
-    const reader = res.body.getReader();
-    let text = "", ttft = NaN;
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      text += new TextDecoder().decode(value);
-      if (Number.isNaN(ttft) && text.includes('"text"')) ttft = performance.now() - t0;
-    }
-    return { status: 200, head, ttft, complete: text.includes("[DONE]") };
-  } catch (e) {
-    return { status: e.name === "TimeoutError" ? "timeout" : "error", head: performance.now() - t0, body: e.message };
-  }
-}
+const request = (url, prompt) => timedCompletion(url, MODEL_NAME, prompt, { timeoutMs: REQUEST_TIMEOUT_S * 1000 });
 
 async function round(o, paths, r, tmp) {
-  let seed = Number(o.seed) * 7919 + r + 1;
-  const prompt = () => Array.from({ length: Number(o["prompt-tokens"]) }, () => 1000 + ((seed = (seed * 48271) % 2147483647) % 30000));
+  const prompts = tokenPrompts(Number(o.seed) * 7919 + r + 1);
+  const prompt = () => prompts(Number(o["prompt-tokens"]));
   const base = ["--prefill-workers", "1", "--decode-workers", "1", "--no-prefix-cache", "--threads-per-worker", o["threads-per-worker"]];
   const loadBefore = load();
   let url;

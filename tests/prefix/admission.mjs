@@ -17,6 +17,7 @@
 // usage: node admission.mjs TANDEM MODEL_DIR
 import assert from "node:assert/strict";
 import { basename } from "node:path";
+import { timedCompletion, tokenPrompts } from "../../bench/completion.mjs";
 import { start, freePort, waitFor, get, metricValue, check, checksPassed, sleep } from "../deploy/lib.mjs";
 
 const [tandem, model] = process.argv.slice(2);
@@ -36,37 +37,15 @@ for (const [role, id, extra] of [["prefill", "prefill-0", ["--no-prefix-cache"]]
 const routable = async () => (await get(`127.0.0.1:${http}`, "/health")).status === 200;
 await waitFor("a route", routable, 120000, 100);
 
-let seed = 1;
-const promptIds = () => Array.from({ length: 2048 }, () => 1000 + ((seed = (seed * 48271) % 2147483647) % 30000));
-
-// One streamed completion: its status, headers, time to the answer's head, and time to
-// the first token (accepted) or the error body (refused).
-async function request() {
-  const t0 = performance.now();
-  const res = await fetch(`http://127.0.0.1:${http}/v1/completions`, {
-    method: "POST", headers: { "content-type": "application/json" },
-    body: JSON.stringify({ model: modelName, prompt: promptIds(), max_tokens: 2, temperature: 0, stream: true }),
-    signal: AbortSignal.timeout(60000) });
-  const head = performance.now() - t0;
-  if (res.status !== 200)
-    return { status: res.status, head, retryAfter: res.headers.get("retry-after"), body: await res.json() };
-  const reader = res.body.getReader();
-  let text = "", ttft = null;
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    text += new TextDecoder().decode(value);
-    if (ttft === null && text.includes('"text"')) ttft = performance.now() - t0;
-  }
-  return { status: 200, head, ttft, complete: text.includes("[DONE]") };
-}
+const prompts = tokenPrompts(1);
+const request = () => timedCompletion(`http://127.0.0.1:${http}`, modelName, prompts(2048), { timeoutMs: 60000 });
 
 let t1 = 0;
 await check("capacity: TTFT of one request at a time", async () => {
   const times = [];
   for (let i = 0; i < 6; i++) {
     const r = await request();
-    assert.equal(r.status, 200);
+    assert.equal(r.status, 200, r.body);
     times.push(r.ttft);
   }
   times.sort((a, b) => a - b);
@@ -100,7 +79,7 @@ await check(`twice the capacity with --ttft-slo-ms ${slo}: accepted within it (m
   assert.ok(ok.length > 0 && refused.length > 0, "some accepted and some refused");
   for (const r of ok) assert.ok(r.complete, "an accepted stream completes");
   for (const r of refused) {
-    assert.equal(r.body.error.code, "ttft_slo_exceeded", JSON.stringify(r.body));
+    assert.equal(JSON.parse(r.body).error.code, "ttft_slo_exceeded", r.body);
     assert.ok(r.retryAfter, "Retry-After");
   }
   const ttft50 = q(ok.map((r) => r.ttft), 0.5), head50 = q(refused.map((r) => r.head), 0.5);
