@@ -216,67 +216,80 @@ const char *eng_kernels_isa(void)
 
 /* ---- eng_matmul: the thread split ---- */
 
-typedef struct matmul_job {
-    const eng_kernel_impl *impl;
-    float *y;
-    const float *x;
-    const eng_weight *w;
-    int n_tokens, n_in, n_out;
-    int rows_per_task;
-} matmul_job;
-
-static void matmul_task(void *ctx, int task)
-{
-    const matmul_job *j = ctx;
-    int o0 = task * j->rows_per_task;
-    int o1 = o0 + j->rows_per_task;
-    if (o1 > j->n_out)
-        o1 = j->n_out;
-    if (o0 < o1)
-        j->impl->matmul_rows(j->y, j->n_out, j->x, j->w, j->n_tokens, j->n_in, o0, o1);
-}
-
-/* Rows are handed out in multiples of 16 so that every variant's output tiles
- * stay whole inside a task (only speed depends on it, never a result). A few tasks per thread let a thread that has its
- * core to itself take over work from one that is sharing (the pool hands tasks
- * to whichever thread is free). Tiny products run on the caller: waking threads
- * would cost more than the work. */
+/* Rows are handed out in blocks of 16 so that every variant's output tiles stay
+ * whole inside a task (only speed depends on it, never a result). The blocks of
+ * all of a call's matrices form one list, cut into contiguous runs, a few per
+ * thread: a thread that has its core to itself takes over work from one that is
+ * sharing (the pool hands tasks to whichever thread is free). Tiny products run on
+ * the caller: waking threads would cost more than the work. */
 #define ROW_ALIGN 16
 #define TASKS_PER_THREAD 4
 #define MIN_PARALLEL_MACS (1 << 15)
 
-void eng_matmul_weight(eng_pool *pool, float *y, const float *x, const eng_weight *w, int n_tokens, int n_in, int n_out)
+typedef struct matmul_job {
+    const eng_kernel_impl *impl;
+    const float *x;
+    const eng_matmul_out *outs;
+    int n_outs;
+    int n_tokens, n_in;
+    int blocks_per_task;
+} matmul_job;
+
+static int row_blocks(int n_out)
 {
-    if (n_tokens <= 0 || n_out <= 0)
-        return;
-    if (n_in <= 0) { /* an empty sum */
-        memset(y, 0, (size_t)n_tokens * n_out * sizeof(float));
-        return;
+    return n_out > 0 ? (n_out + ROW_ALIGN - 1) / ROW_ALIGN : 0;
+}
+
+/* Blocks [b0, b1) of the list, matrix by matrix. */
+static void matmul_task(void *ctx, int task)
+{
+    const matmul_job *j = ctx;
+    int b0 = task * j->blocks_per_task, b1 = b0 + j->blocks_per_task;
+    for (int p = 0, first = 0; p < j->n_outs && first < b1; first += row_blocks(j->outs[p].n_out), p++) {
+        const eng_matmul_out *out = &j->outs[p];
+        int o0 = (b0 > first ? b0 - first : 0) * ROW_ALIGN, o1 = (b1 - first) * ROW_ALIGN;
+        if (o1 > out->n_out)
+            o1 = out->n_out;
+        if (o0 < o1)
+            j->impl->matmul_rows(out->y, out->n_out, j->x, out->w, j->n_tokens, j->n_in, o0, o1);
     }
-    matmul_job j = {
-        .impl = K(),
-        .y = y,
-        .x = x,
-        .w = w,
-        .n_tokens = n_tokens,
-        .n_in = n_in,
-        .n_out = n_out,
-    };
+}
+
+void eng_matmul_multi(eng_pool *pool, const float *x, int n_tokens, int n_in, const eng_matmul_out *outs, int n_outs)
+{
+    if (n_tokens <= 0)
+        return;
+    long long rows = 0;
+    int blocks = 0;
+    for (int p = 0; p < n_outs; p++) {
+        if (outs[p].n_out <= 0)
+            continue;
+        if (n_in <= 0) /* an empty sum */
+            memset(outs[p].y, 0, (size_t)n_tokens * outs[p].n_out * sizeof(float));
+        rows += outs[p].n_out;
+        blocks += row_blocks(outs[p].n_out);
+    }
+    if (n_in <= 0 || blocks == 0)
+        return;
+    matmul_job j = {.impl = K(), .x = x, .outs = outs, .n_outs = n_outs, .n_tokens = n_tokens, .n_in = n_in};
     int n_threads = eng_pool_threads(pool);
-    long long macs = (long long)n_tokens * n_in * n_out;
     int n_tasks = n_threads > 1 ? n_threads * TASKS_PER_THREAD : 1;
-    if (macs < MIN_PARALLEL_MACS)
+    if ((long long)n_tokens * n_in * rows < MIN_PARALLEL_MACS)
         n_tasks = 1;
-    int blocks = (n_out + ROW_ALIGN - 1) / ROW_ALIGN;
     if (n_tasks > blocks)
         n_tasks = blocks;
-    j.rows_per_task = ((blocks + n_tasks - 1) / n_tasks) * ROW_ALIGN;
+    j.blocks_per_task = (blocks + n_tasks - 1) / n_tasks;
     if (n_tasks == 1) {
-        j.rows_per_task = n_out;
         matmul_task(&j, 0);
         return;
     }
     eng_pool_run(pool, matmul_task, &j, n_tasks);
+}
+
+void eng_matmul_weight(eng_pool *pool, float *y, const float *x, const eng_weight *w, int n_tokens, int n_in, int n_out)
+{
+    eng_matmul_out out = {.y = y, .w = w, .n_out = n_out};
+    eng_matmul_multi(pool, x, n_tokens, n_in, &out, 1);
 }
 
 /* One scale of 1 for all of an FP8 matrix: a block as large as any matrix

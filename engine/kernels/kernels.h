@@ -61,6 +61,16 @@ size_t eng_fp8_scales_check(const float *scale, size_t n);
  * Different variants (TANDEM_ISA) sum in different orders and may differ. */
 void eng_matmul_weight(eng_pool *pool, float *y, const float *x, const eng_weight *w, int n_tokens, int n_in,
                        int n_out);
+/* Several matrices applied to the same input in one parallel run (q/k/v, gate/up):
+ * outs[p].y[t][o] = sum_i x[t][i] * outs[p].w[o][i], o < outs[p].n_out. Each output
+ * gets exactly the bits eng_matmul_weight gives it; only the threads' hand-offs
+ * are shared (one pool run instead of one per matrix). */
+typedef struct eng_matmul_out {
+    float *y; /* [n_tokens][n_out] */
+    const eng_weight *w;
+    int n_out;
+} eng_matmul_out;
+void eng_matmul_multi(eng_pool *pool, const float *x, int n_tokens, int n_in, const eng_matmul_out *outs, int n_outs);
 /* The same for a matrix without scales (an FP8 one reads as if every scale were 1). */
 void eng_matmul(eng_pool *pool, float *y, const float *x, const void *w, eng_dtype wdt, int n_tokens, int n_in,
                 int n_out);

@@ -178,9 +178,8 @@ static void attention_block(eng_model *m, step_ctx *s)
     int T = s->T, H = c->hidden_size;
     int Q = c->num_attention_heads * c->head_dim, KV = c->num_key_value_heads * c->head_dim;
     rmsnorm_rows(m, rs->xb, rs->x, w->attn_norm, T);
-    eng_matmul_weight(m->pool, rs->q, rs->xb, &w->wq, T, H, Q);
-    eng_matmul_weight(m->pool, rs->k, rs->xb, &w->wk, T, H, KV);
-    eng_matmul_weight(m->pool, rs->v, rs->xb, &w->wv, T, H, KV);
+    const eng_matmul_out qkv[] = {{rs->q, &w->wq, Q}, {rs->k, &w->wk, KV}, {rs->v, &w->wv, KV}};
+    eng_matmul_multi(m->pool, rs->xb, T, H, qkv, 3);
     eng_pool_run(m->pool, qk_rope_store, s, T);
     eng_pool_run(m->pool, attention_task, s, eng_pool_threads(m->pool) * ENG_ATT_TASKS_PER_THREAD);
     eng_matmul_weight(m->pool, rs->out, rs->att, &w->wo, T, Q, H);
@@ -200,8 +199,8 @@ static int mlp_block(eng_model *m, int layer, int T, eng_error *err)
                       : eng_moe_layer(m, layer, rs->xb, T, m->expert_mask, rs->out, err) < 0)
             return -1;
     } else {
-        eng_matmul_weight(m->pool, rs->hb, rs->xb, &w->gate, T, H, F);
-        eng_matmul_weight(m->pool, rs->hb2, rs->xb, &w->up, T, H, F);
+        const eng_matmul_out gate_up[] = {{rs->hb, &w->gate, F}, {rs->hb2, &w->up, F}};
+        eng_matmul_multi(m->pool, rs->xb, T, H, gate_up, 2);
         for (int t = 0; t < T; t++)
             eng_silu_mul(rs->hb + (size_t)t * F, rs->hb2 + (size_t)t * F, F);
         eng_matmul_weight(m->pool, rs->out, rs->hb, &w->down, T, F, H);

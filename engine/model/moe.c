@@ -137,8 +137,8 @@ int eng_moe_run_experts(eng_model *m, int layer, const float *x, const int *rows
                 r++;
             }
         /* down(silu(gate(x)) * up(x)) */
-        eng_matmul_weight(m->pool, g, xe, &w->exp_gate[e], r, H, F);
-        eng_matmul_weight(m->pool, u, xe, &w->exp_up[e], r, H, F);
+        const eng_matmul_out gate_up[] = {{g, &w->exp_gate[e], F}, {u, &w->exp_up[e], F}};
+        eng_matmul_multi(m->pool, xe, r, H, gate_up, 2);
         for (int i = 0; i < r; i++)
             eng_silu_mul(g + (size_t)i * F, u + (size_t)i * F, F);
         eng_matmul_weight(m->pool, ye, g, &w->exp_down[e], r, F, H);

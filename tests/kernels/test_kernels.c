@@ -308,6 +308,47 @@ static void test_matmul(void)
         eng_pool_destroy(pools[th]);
 }
 
+/* Several matrices in one run give each output the bits a call of its own gives
+ * it: the shared list of row blocks puts task boundaries inside matrices and
+ * across their ends (n_out not multiples of 16, an empty matrix in between). */
+static void test_matmul_multi(void)
+{
+    static const int n_outs[] = {37, 0, 16, 70, 5};
+    enum { N = sizeof n_outs / sizeof n_outs[0], N_IN = 300 };
+    eng_pool *pool = eng_pool_create(3);
+    CHECK(pool != NULL, "pool of 3");
+    static const int nts[] = {1, 2, 3, 4, 9};
+    for (int dt = 0; dt <= ENG_DT_F8E4M3; dt++)
+        for (size_t c = 0; c < sizeof nts / sizeof nts[0]; c++) {
+            int nt = nts[c];
+            float *x = malloc((size_t)nt * N_IN * sizeof(float));
+            for (size_t i = 0; i < (size_t)nt * N_IN; i++)
+                x[i] = rnd_f();
+            eng_weight w[N];
+            eng_matmul_out outs[N];
+            float *alone[N];
+            for (int p = 0; p < N; p++) {
+                w[p] = rnd_matrix((eng_dtype)dt, n_outs[p] ? n_outs[p] : 1, N_IN);
+                outs[p] = (eng_matmul_out){malloc(((size_t)nt * n_outs[p] + 1) * sizeof(float)), &w[p], n_outs[p]};
+                alone[p] = malloc(((size_t)nt * n_outs[p] + 1) * sizeof(float));
+                outs[p].y[(size_t)nt * n_outs[p]] = -777.0f;
+                eng_matmul_weight(pool, alone[p], x, &w[p], nt, N_IN, n_outs[p]);
+            }
+            eng_matmul_multi(pool, x, nt, N_IN, outs, N);
+            for (int p = 0; p < N; p++) {
+                CHECK(memcmp(outs[p].y, alone[p], (size_t)nt * n_outs[p] * sizeof(float)) == 0,
+                      "matmul_multi %s nt=%d: matrix %d differs from its own call", eng_dtype_name((eng_dtype)dt), nt,
+                      p);
+                CHECK(outs[p].y[(size_t)nt * n_outs[p]] == -777.0f, "matmul_multi wrote past matrix %d", p);
+                rnd_matrix_free(&w[p]);
+                free(outs[p].y);
+                free(alone[p]);
+            }
+            free(x);
+        }
+    eng_pool_destroy(pool);
+}
+
 /* ---- element-wise kernels ---- */
 
 static void fill(float *v, int n, float s)
@@ -562,5 +603,6 @@ int main(void)
     }
     test_public_api();
     test_matmul();
+    test_matmul_multi();
     return check_summary();
 }
