@@ -39,16 +39,15 @@ static void message(const uint8_t *data, size_t size)
     rdma_msg m, back;
     const unsigned char *payload;
     static unsigned char buf[RDMA_MSG_BYTES];
-    static uint64_t pairs[2 * RDMA_MSG_MAX_PAIRS];
+    static uint64_t words[(RDMA_MSG_BYTES - RDMA_MSG_HEADER) / 8];
     eng_error err;
     if (rdma_msg_decode(data, size, &m, &payload, &err) < 0)
         return;
-    int has_pairs = m.type == RM_SPANS || m.type == RM_RUNS;
-    if (has_pairs)
-        for (uint32_t i = 0; i < m.n; i++)
-            for (int which = 0; which < 2; which++)
-                pairs[2 * i + which] = rdma_msg_pair(payload, i, which);
-    size_t len = rdma_msg_encode(&m, has_pairs ? pairs : NULL, has_pairs ? NULL : (const char *)payload, buf);
+    int width = rdma_msg_item_words(m.type);
+    for (uint32_t i = 0; i < m.n && width; i++)
+        for (int which = 0; which < width; which++)
+            words[(size_t)width * i + (size_t)which] = rdma_msg_word(payload, m.type, i, which);
+    size_t len = rdma_msg_encode(&m, width ? words : NULL, width ? NULL : (const char *)payload, buf);
     if (len != size || memcmp(buf, data, RDMA_MSG_HEADER - 8) ||
         memcmp(buf + RDMA_MSG_HEADER, payload, size - RDMA_MSG_HEADER) ||
         rdma_msg_decode(buf, len, &back, &payload, &err) || memcmp(&m, &back, sizeof m))

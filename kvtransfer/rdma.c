@@ -84,6 +84,9 @@ typedef struct rregion {
 typedef struct rx {
     kvt_rx base;
     int closed;     /* FINISH or ABORT arrived: no more writes can come */
+    struct ibv_mr **windows; /* one remote-writable registration per span, from BEGIN until
+                              * the transfer closes, fails or is forgotten */
+    int n_windows;
     uint64_t *runs; /* (dst_off, len) pairs in write order */
     size_t n_runs, cap_runs;
     char bad_run[160]; /* why the first run that may not land is wrong; "" none */
@@ -94,11 +97,11 @@ typedef struct tx { /* outgoing transfer */
     rconn *c;
     rregion *src;
     uint64_t id, remote_size, remote_addr;
-    uint32_t rkey;
     kvt_state state;
     char reason[300];
     int go;
-    kvt_span *spans;
+    kvt_span *spans; /* where the receiver lets it write, */
+    uint32_t *rkeys; /* and each span's remote key */
     int n_spans, cap_spans;
     rdma_run pending;
     int has_pending;
@@ -236,6 +239,53 @@ int kvt_rdma_probe(char *name, size_t name_cap, char *why, size_t why_cap)
     snprintf(name, name_cap, "%s", ibv_get_device_name(ctx->device));
     ibv_close_device(ctx);
     return 1;
+}
+
+/* ---------------------------------------------------------------- transfer windows */
+
+/* Remote write access is granted per transfer, never to the region: the region is
+ * registered for local access only, and BEGIN registers each span the transfer may write
+ * (its blocks in every layer) with IBV_ACCESS_REMOTE_WRITE. Only those registrations'
+ * keys reach the sender (in SPANS, over the queue pair that presented the secret). Once
+ * the transfer closes (FINISH, ABORT), fails with its queue pair, or is forgotten, they
+ * are deregistered: ibv_dereg_mr returns only when the device will no longer access memory
+ * through the key, so a late or replayed write, or one with another transfer's key, gets
+ * a remote access error and lands nowhere. A transfer opened without spans may write
+ * anywhere in the region, so its one window is the whole region. */
+static void close_windows(rx *x)
+{
+    for (int i = 0; i < x->n_windows; i++)
+        ibv_dereg_mr(x->windows[i]);
+    free(x->windows);
+    x->windows = NULL;
+    x->n_windows = 0;
+}
+
+/* Registers x's windows; fills words with (off, len, rkey) per span. -1 with the reason. */
+static int open_windows(rdma_transport *t, rx *x, uint64_t *words, char *why, size_t cap)
+{
+    kvt_span whole = {0, x->base.region->len};
+    const kvt_span *spans = x->base.n_spans ? x->base.spans : &whole;
+    int n = x->base.n_spans ? x->base.n_spans : 1;
+    if (!(x->windows = calloc((size_t)n, sizeof *x->windows))) {
+        snprintf(why, cap, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        struct ibv_mr *mr = ibv_reg_mr(t->pd, x->base.region->base + spans[i].off, spans[i].len,
+                                       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+        if (!mr) {
+            snprintf(why, cap, "cannot register the transfer's span %d of %d (%" PRIu64 " bytes): %s", i + 1, n,
+                     spans[i].len, strerror(errno));
+            close_windows(x);
+            return -1;
+        }
+        x->windows[x->n_windows++] = mr;
+        words[3 * i] = spans[i].off;
+        words[3 * i + 1] = spans[i].len;
+        words[3 * i + 2] = mr->rkey;
+    }
+    return n;
 }
 
 /* ---------------------------------------------------------------- queue pairs */
@@ -398,6 +448,9 @@ static void conn_fail(rconn *c, const char *fmt, ...)
             s->state = KVT_FAILED;
             snprintf(s->reason, sizeof s->reason, "%s", why);
         }
+    for (kvt_rx *x = t->base.rxs; x; x = x->next)
+        if (x->conn == c)
+            close_windows((rx *)x);
     c->refs -= kvt_rx_fail_conn(&t->base, c, why); /* the transfers' references */
     pthread_cond_broadcast(&t->base.cv);
 }
@@ -431,12 +484,12 @@ static int has_room(const rconn *c)
 }
 
 /* From the poller: send now or queue in the outbox (never waits). */
-static void send_async(rconn *c, const rdma_msg *m, const uint64_t *pairs, const char *text)
+static void send_async(rconn *c, const rdma_msg *m, const uint64_t *words, const char *text)
 {
     unsigned char buf[RDMA_MSG_BYTES];
     if (c->state != C_UP)
         return;
-    size_t len = rdma_msg_encode(m, pairs, text, buf);
+    size_t len = rdma_msg_encode(m, words, text, buf);
     if (!c->out_head && has_room(c)) {
         post_msg_now(c, buf, len, NULL);
         return;
@@ -484,12 +537,12 @@ static int wait_room(rconn *c, eng_error *err)
     return 0;
 }
 
-static int send_sync(rconn *c, const rdma_msg *m, const uint64_t *pairs, const char *text, eng_error *err)
+static int send_sync(rconn *c, const rdma_msg *m, const uint64_t *words, const char *text, eng_error *err)
 {
     unsigned char buf[RDMA_MSG_BYTES];
     if (wait_room(c, err) < 0)
         return -1;
-    size_t len = rdma_msg_encode(m, pairs, text, buf);
+    size_t len = rdma_msg_encode(m, words, text, buf);
     if (post_msg_now(c, buf, len, NULL) < 0)
         return eng_fail(err, "kvtransfer: RDMA connection to the peer failed: %s", c->reason);
     return 0;
@@ -525,13 +578,23 @@ static void on_begin(rconn *c, const rdma_msg *m)
         return;
     }
     c->refs++;
-    const kvt_span *spans = x->base.spans;
-    int n_spans = x->base.n_spans;
-    for (int i = 0; i < n_spans; i += RDMA_MSG_MAX_PAIRS) {
-        int n = n_spans - i < RDMA_MSG_MAX_PAIRS ? n_spans - i : RDMA_MSG_MAX_PAIRS;
-        rdma_msg sm = {.type = RM_SPANS, .id = m->id, .n = (uint32_t)n};
-        send_async(c, &sm, (const uint64_t *)(spans + i), NULL);
+    uint64_t *words = malloc(3 * sizeof *words * (size_t)(x->base.n_spans ? x->base.n_spans : 1));
+    int n_spans = words ? open_windows(t, x, words, why, sizeof why) : -1;
+    if (n_spans < 0) { /* no key went out, so nothing can be written: closed */
+        if (!words)
+            snprintf(why, sizeof why, "out of memory");
+        x->closed = 1;
+        send_verdict(c, m->id, 0, why);
+        kvt_rx_end(&t->base, &x->base, KVT_FAILED, why);
+        free(words);
+        return;
     }
+    for (int i = 0; i < n_spans; i += RDMA_MSG_MAX_SPANS) {
+        int n = n_spans - i < RDMA_MSG_MAX_SPANS ? n_spans - i : RDMA_MSG_MAX_SPANS;
+        rdma_msg sm = {.type = RM_SPANS, .id = m->id, .n = (uint32_t)n};
+        send_async(c, &sm, words + 3 * (size_t)i, NULL);
+    }
+    free(words);
     rdma_msg go = {.type = RM_GO, .id = m->id, .go.n_spans = (uint64_t)n_spans};
     send_async(c, &go, NULL, NULL);
 }
@@ -542,7 +605,7 @@ static void on_runs(rconn *c, const rdma_msg *m, const unsigned char *p)
     if (!x || x->base.conn != c || x->closed)
         return;
     for (uint32_t i = 0; i < m->n; i++) {
-        uint64_t off = rdma_msg_pair(p, i, 0), len = rdma_msg_pair(p, i, 1);
+        uint64_t off = rdma_msg_word(p, RM_RUNS, i, 0), len = rdma_msg_word(p, RM_RUNS, i, 1);
         if (!x->bad_run[0])
             kvt_rx_run_ok(&x->base, off, len, x->bad_run, sizeof x->bad_run);
         if (push_pair(&x->runs, &x->n_runs, &x->cap_runs, off, len) < 0 && !x->bad_run[0])
@@ -572,7 +635,8 @@ static void on_finish(rconn *c, const rdma_msg *m)
         send_verdict(c, m->id, 0, "the receiver forgot this transfer");
         return;
     }
-    x->closed = 1;
+    x->closed = 1; /* RC ordering: every write of it has landed; none may follow */
+    close_windows(x);
     char why[300] = "";
     uint64_t bytes = 0, sum = 0;
     for (size_t i = 0; i < x->n_runs; i++)
@@ -598,6 +662,7 @@ static void on_abort(rconn *c, const rdma_msg *m, const unsigned char *p)
     if (!x || x->base.conn != c || x->closed)
         return;
     x->closed = 1;
+    close_windows(x);
     char why[300];
     snprintf(why, sizeof why, "aborted by sender: %.*s", (int)(m->n < 200 ? m->n : 200), (const char *)p);
     kvt_rx_end(&c->t->base, &x->base, KVT_FAILED, why);
@@ -642,15 +707,19 @@ static void on_message(rconn *c, const void *buf, size_t len)
                 if (s->n_spans == s->cap_spans) {
                     int nc = s->cap_spans ? 2 * s->cap_spans : 64;
                     kvt_span *q = realloc(s->spans, (size_t)nc * sizeof *q);
-                    if (!q) {
+                    if (q)
+                        s->spans = q;
+                    uint32_t *k = q ? realloc(s->rkeys, (size_t)nc * sizeof *k) : NULL;
+                    if (!k) {
                         s->state = KVT_FAILED;
                         snprintf(s->reason, sizeof s->reason, "out of memory");
                         break;
                     }
-                    s->spans = q;
+                    s->rkeys = k;
                     s->cap_spans = nc;
                 }
-                s->spans[s->n_spans++] = (kvt_span){rdma_msg_pair(p, i, 0), rdma_msg_pair(p, i, 1)};
+                s->spans[s->n_spans] = (kvt_span){rdma_msg_word(p, RM_SPANS, i, 0), rdma_msg_word(p, RM_SPANS, i, 1)};
+                s->rkeys[s->n_spans++] = (uint32_t)rdma_msg_word(p, RM_SPANS, i, 2);
             }
         }
         break;
@@ -773,7 +842,8 @@ static int rdma_region_add(kvt_transport *base, kvt_region *reg, eng_error *err)
 {
     rdma_transport *t = (rdma_transport *)base;
     rregion *r = (rregion *)reg;
-    r->mr = ibv_reg_mr(t->pd, reg->base, reg->len, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+    /* Local access only: remote writes go through each transfer's own windows. */
+    r->mr = ibv_reg_mr(t->pd, reg->base, reg->len, IBV_ACCESS_LOCAL_WRITE);
     if (!r->mr)
         return eng_fail(err,
                         "kvtransfer: ibv_reg_mr of %zu bytes failed: %s (raise the locked "
@@ -792,11 +862,9 @@ static int rdma_descriptor(kvt_transport *base, const kvt_region *reg, void *buf
                            eng_error *err)
 {
     rdma_transport *t = (rdma_transport *)base;
-    const rregion *r = (const rregion *)reg;
     rdma_desc d = {.instance = t->instance,
                    .lid = t->lid,
                    .region_id = reg->id,
-                   .rkey = r->mr->rkey,
                    .addr = (uintptr_t)reg->base,
                    .size = reg->len};
     memcpy(d.gid, t->gid.raw, 16);
@@ -816,12 +884,14 @@ static void rdma_rx_forget(kvt_transport *base, kvt_rx *xb)
         return;
     if (!x->closed)
         conn_fail(c, "transfer %" PRIu64 " was forgotten while its writes could still land", x->base.id);
+    close_windows(x);
     c->refs--;
     x->base.conn = NULL;
 }
 
 static void rdma_rx_free(kvt_rx *xb)
 {
+    close_windows((rx *)xb);
     free(((rx *)xb)->runs);
 }
 
@@ -926,6 +996,7 @@ static void tx_free(rdma_transport *t, tx *s) /* holds t->mu */
     pthread_cond_broadcast(&t->base.cv);
     XXH3_freeState(s->hash);
     free(s->spans);
+    free(s->rkeys);
     free(s->runs);
     free(s);
 }
@@ -964,7 +1035,6 @@ static int rdma_send_begin(kvt_peer *pb, kvt_region *src, uint64_t id, const kvt
     s->id = id;
     s->remote_size = p->d.size;
     s->remote_addr = p->d.addr;
-    s->rkey = p->d.rkey;
     s->hash = h;
     s->next = c->txs;
     c->txs = s;
@@ -990,10 +1060,16 @@ static int rdma_send_begin(kvt_peer *pb, kvt_region *src, uint64_t id, const kvt
     return rc;
 }
 
-/* Hashes and posts one coalesced run (split at the device's message limit). */
+/* Hashes and posts one coalesced run (split at the device's message limit) with the key of
+ * the span it lies in (rdma_send_write checked each piece; pieces that continue each other
+ * stay in one span, as merged spans never touch). */
 static int post_run(tx *s, const rdma_run *run, eng_error *err)
 {
     rdma_transport *t = (rdma_transport *)s->base.t;
+    int span = kvt_spans_find(s->spans, s->n_spans, run->dst, run->len);
+    if (span < 0)
+        return eng_fail(err, "kvtransfer: run to [%" PRIu64 ", +%" PRIu64 ") lies outside the receiver's spans",
+                        run->dst, run->len);
     XXH3_64bits_update(s->hash, s->src->base.base + run->src, run->len);
     s->bytes += run->len;
     pthread_mutex_lock(&t->base.mu);
@@ -1016,7 +1092,7 @@ static int post_run(tx *s, const rdma_run *run, eng_error *err)
                                  .opcode = IBV_WR_RDMA_WRITE,
                                  .send_flags = IBV_SEND_SIGNALED};
         wr.wr.rdma.remote_addr = s->remote_addr + run->dst + done;
-        wr.wr.rdma.rkey = s->rkey;
+        wr.wr.rdma.rkey = s->rkeys[span];
         struct ibv_send_wr *bad;
         if (ibv_post_send(s->c->qp, &wr, &bad) != 0) {
             conn_fail(s->c, "posting an RDMA write: %s", strerror(errno));
@@ -1044,7 +1120,7 @@ static int rdma_send_write(kvt_send *sb, uint64_t src_off, uint64_t dst_off, uin
                         "source region",
                         src_off, len, s->src->base.len);
     if (dst_off > s->remote_size || len > s->remote_size - dst_off ||
-        (s->n_spans && !kvt_spans_cover(s->spans, s->n_spans, dst_off, len))) {
+        kvt_spans_find(s->spans, s->n_spans, dst_off, len) < 0) {
         pthread_mutex_lock(&t->base.mu);
         if (s->state == KVT_PENDING) {
             s->state = KVT_FAILED;
@@ -1145,6 +1221,7 @@ static void rdma_destroy(kvt_transport *base)
             m = s->next;
             XXH3_freeState(s->hash);
             free(s->spans);
+            free(s->rkeys);
             free(s->runs);
             free(s);
         }

@@ -21,9 +21,8 @@ int rdma_desc_encode(const rdma_desc *d, char *buf, size_t cap, size_t *len, eng
     }
     gid[32] = '\0';
     int n = snprintf(buf, cap,
-                     "kvt1 rdma v1 inst=%016" PRIx64 " region=%" PRIu64 " gid=%s lid=%u rkey=%" PRIu32 " addr=%" PRIx64
-                     " size=%" PRIu64,
-                     d->instance, d->region_id, gid, (unsigned)d->lid, d->rkey, d->addr, d->size);
+                     "kvt1 rdma v2 inst=%016" PRIx64 " region=%" PRIu64 " gid=%s lid=%u addr=%" PRIx64 " size=%" PRIu64,
+                     d->instance, d->region_id, gid, (unsigned)d->lid, d->addr, d->size);
     if (n < 0 || (size_t)n >= cap)
         return eng_fail(err, "kvtransfer: descriptor buffer of %zu bytes is too small", cap);
     *len = (size_t)n;
@@ -52,10 +51,10 @@ int rdma_desc_decode(const void *buf, size_t len, rdma_desc *d, eng_error *err)
     int used = 0;
     memset(d, 0, sizeof *d);
     int got = sscanf(s,
-                     "kvt1 rdma v1 inst=%16" SCNx64 " region=%" SCNu64 " gid=%32s lid=%u rkey=%" SCNu32 " addr=%" SCNx64
-                     " size=%" SCNu64 "%n",
-                     &d->instance, &d->region_id, gid, &lid, &d->rkey, &d->addr, &d->size, &used);
-    if (got != 7 || (size_t)used != len)
+                     "kvt1 rdma v2 inst=%16" SCNx64 " region=%" SCNu64 " gid=%32s lid=%u addr=%" SCNx64 " size=%" SCNu64
+                     "%n",
+                     &d->instance, &d->region_id, gid, &lid, &d->addr, &d->size, &used);
+    if (got != 6 || (size_t)used != len)
         return eng_fail(err, "kvtransfer: malformed RDMA descriptor \"%.80s\"", s);
     if (strlen(gid) != 32 || lid > 0xffff || d->size == 0 || d->addr + d->size < d->addr)
         return eng_fail(err, "kvtransfer: bad fields in RDMA descriptor \"%.80s\"", s);
@@ -69,7 +68,7 @@ int rdma_desc_decode(const void *buf, size_t len, rdma_desc *d, eng_error *err)
     return 0;
 }
 
-#define HELLO_MAGIC 0x31524b54u /* "TKR1" */
+#define HELLO_MAGIC 0x32524b54u /* "TKR2": SPANS carry a remote key per span */
 
 static void put64(unsigned char *p, uint64_t v)
 {
@@ -141,26 +140,32 @@ int rdma_hello_decode(const void *buf, size_t len, rdma_hello *h, eng_error *err
     return 0;
 }
 
+int rdma_msg_item_words(uint32_t type)
+{
+    return type == RM_RUNS ? 2 : type == RM_SPANS ? 3 : 0;
+}
+
 /* Layout: type 0, n 4, id 8, a 16, b 24, c 32, zero 40..48, payload. */
-size_t rdma_msg_encode(const rdma_msg *m, const uint64_t *pairs, const char *text, void *buf)
+size_t rdma_msg_encode(const rdma_msg *m, const uint64_t *words, const char *text, void *buf)
 {
     unsigned char *p = buf;
     uint32_t n = m->n;
+    size_t width = (size_t)rdma_msg_item_words(m->type);
     memset(p, 0, RDMA_MSG_HEADER);
     if (text && n > RDMA_MSG_BYTES - RDMA_MSG_HEADER)
         n = RDMA_MSG_BYTES - RDMA_MSG_HEADER;
-    if (pairs && n > RDMA_MSG_MAX_PAIRS)
-        n = RDMA_MSG_MAX_PAIRS;
+    if (words && n > (RDMA_MSG_BYTES - RDMA_MSG_HEADER) / (8 * width))
+        n = (uint32_t)((RDMA_MSG_BYTES - RDMA_MSG_HEADER) / (8 * width));
     put32(p, m->type);
     put32(p + 4, n);
     put64(p + 8, m->id);
     for (int i = 0; i < 3; i++)
         put64(p + 16 + 8 * i, m->word[i]);
     size_t len = RDMA_MSG_HEADER;
-    if (pairs) {
-        for (uint32_t i = 0; i < 2 * n; i++)
-            put64(p + len + 8 * i, pairs[i]);
-        len += 16 * (size_t)n;
+    if (words) {
+        for (size_t i = 0; i < width * n; i++)
+            put64(p + len + 8 * i, words[i]);
+        len += 8 * width * n;
     } else if (text) {
         memcpy(p + len, text, n);
         len += n;
@@ -180,16 +185,17 @@ int rdma_msg_decode(const void *buf, size_t len, rdma_msg *m, const unsigned cha
         m->word[i] = get64(p + 16 + 8 * i);
     *payload = p + RDMA_MSG_HEADER;
     size_t body = len - RDMA_MSG_HEADER;
-    int pairs = m->type == RM_SPANS || m->type == RM_RUNS;
-    if (m->type < RM_BEGIN || m->type > RM_PING || (pairs ? (size_t)m->n * 16 != body : m->n != body))
+    size_t width = (size_t)rdma_msg_item_words(m->type);
+    if (m->type < RM_BEGIN || m->type > RM_PING || (width ? (size_t)m->n * 8 * width != body : m->n != body))
         return eng_fail(err, "kvtransfer: malformed RDMA message (type %u, %u items, %zu bytes)", (unsigned)m->type,
                         (unsigned)m->n, len);
     return 0;
 }
 
-uint64_t rdma_msg_pair(const unsigned char *payload, size_t i, int which)
+uint64_t rdma_msg_word(const unsigned char *payload, uint32_t type, size_t i, int which)
 {
-    return get64(payload + 16 * i + 8 * (size_t)which);
+    size_t width = (size_t)rdma_msg_item_words(type);
+    return get64(payload + 8 * (width * i + (size_t)which));
 }
 
 int rdma_run_add(rdma_run *pending, int *has_pending, uint64_t src, uint64_t dst, uint64_t len, uint64_t max_len,

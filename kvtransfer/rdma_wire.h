@@ -13,13 +13,14 @@
 
 #include "common/error.h"
 
-/* What a writer needs to reach a registered region. */
+/* What a writer needs to reach a registered region. It holds no remote key: the region
+ * itself is registered without remote access, and each transfer's keys travel in its
+ * SPANS messages (see RM_SPANS). */
 typedef struct rdma_desc {
     uint64_t instance;  /* the receiving transport (random per process) */
     uint64_t region_id; /* its region */
     uint8_t gid[16];
     uint16_t lid;
-    uint32_t rkey;
     uint64_t addr, size; /* remote base address and length of the region */
 } rdma_desc;
 
@@ -47,8 +48,9 @@ int rdma_hello_decode(const void *buf, size_t len, rdma_hello *h, eng_error *err
  * travels in them: it goes by RDMA WRITE straight into the receiver's region. */
 enum {
     RM_BEGIN = 1, /* s->r  id, region_id, secret: bind the transfer to this queue pair, answer GO */
-    RM_SPANS,     /* r->s  id, pairs = spans the transfer may write (before GO) */
-    RM_GO,        /* r->s  id, n_spans sent before it (0: anywhere in the region) */
+    RM_SPANS,     /* r->s  id, items = (off, len, rkey): the spans the transfer may write, each
+                   * with the remote key of its own registration (before GO) */
+    RM_GO,        /* r->s  id, n_spans sent before it */
     RM_RUNS,      /* s->r  id, pairs = (dst_off, len) runs in write order */
     RM_FINISH,    /* s->r  id, bytes, checksum (XXH3-64), n_runs sent */
     RM_ABORT,     /* s->r  id, text = reason */
@@ -57,7 +59,8 @@ enum {
 };
 #define RDMA_MSG_BYTES 4096
 #define RDMA_MSG_HEADER 48
-#define RDMA_MSG_MAX_PAIRS ((RDMA_MSG_BYTES - RDMA_MSG_HEADER) / 16)
+#define RDMA_MSG_MAX_PAIRS ((RDMA_MSG_BYTES - RDMA_MSG_HEADER) / 16) /* RUNS items */
+#define RDMA_MSG_MAX_SPANS ((RDMA_MSG_BYTES - RDMA_MSG_HEADER) / 24) /* SPANS items */
 
 typedef struct rdma_msg {
     uint32_t type, n; /* n: pairs, or text bytes */
@@ -83,12 +86,16 @@ typedef struct rdma_msg {
     };
 } rdma_msg;
 
-/* Writes the header and n pairs (or n text bytes) into buf (RDMA_MSG_BYTES); returns the
- * message length. */
-size_t rdma_msg_encode(const rdma_msg *m, const uint64_t *pairs, const char *text, void *buf);
-/* Reads a received message; *payload points at its pairs or text inside buf. */
+/* 64-bit words per item of a message of this type: 2 for RUNS, 3 for SPANS, 0 for the
+ * others (they carry text or nothing). */
+int rdma_msg_item_words(uint32_t type);
+/* Writes the header and n items (words: n * rdma_msg_item_words) or n text bytes into buf
+ * (RDMA_MSG_BYTES), clipping n to what fits; returns the message length. */
+size_t rdma_msg_encode(const rdma_msg *m, const uint64_t *words, const char *text, void *buf);
+/* Reads a received message; *payload points at its items or text inside buf. */
 int rdma_msg_decode(const void *buf, size_t len, rdma_msg *m, const unsigned char **payload, eng_error *err);
-uint64_t rdma_msg_pair(const unsigned char *payload, size_t i, int which); /* which: 0 off, 1 len */
+/* Word `which` of item i of a decoded message of type `type`. */
+uint64_t rdma_msg_word(const unsigned char *payload, uint32_t type, size_t i, int which);
 
 /* Coalescing: a run that continues the pending one on both sides (and keeps it under
  * max_len) extends it; otherwise the pending run is returned in *flush (return 1) and the

@@ -314,7 +314,7 @@ static int begin_guard(kvt_transport *t, const kvt_rx *x, const char *conn_addr,
     return 0;
 }
 
-int kvt_spans_cover(const kvt_span *spans, int n, uint64_t off, uint64_t len)
+int kvt_spans_find(const kvt_span *spans, int n, uint64_t off, uint64_t len)
 {
     int lo = 0, hi = n - 1, at = -1;
     while (lo <= hi) { /* the last span starting at or before off */
@@ -326,7 +326,7 @@ int kvt_spans_cover(const kvt_span *spans, int n, uint64_t off, uint64_t len)
             hi = mid - 1;
         }
     }
-    return at >= 0 && off - spans[at].off <= spans[at].len && len <= spans[at].len - (off - spans[at].off);
+    return at >= 0 && off - spans[at].off <= spans[at].len && len <= spans[at].len - (off - spans[at].off) ? at : -1;
 }
 
 /* ---------------------------------------------------------------- what transports call */
@@ -402,7 +402,7 @@ int kvt_rx_run_ok(const kvt_rx *x, uint64_t off, uint64_t len, char *why, size_t
         snprintf(why, cap, "run [%" PRIu64 ", +%" PRIu64 ") lies outside the %zu-byte region", off, len, size);
         return -1;
     }
-    if (x->spans && !kvt_spans_cover(x->spans, x->n_spans, off, len)) {
+    if (x->spans && kvt_spans_find(x->spans, x->n_spans, off, len) < 0) {
         snprintf(why, cap, "run [%" PRIu64 ", +%" PRIu64 ") lies outside the transfer's blocks", off, len);
         return -1;
     }

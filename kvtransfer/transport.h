@@ -12,7 +12,8 @@
  * from its own threads, always with t->mu held, and moves the bytes.
  *
  * What the interface promises and the RDMA transport keeps (rdma.c's header says how):
- *  - descriptor: "kvt1 rdma ..." with what a writer needs (GID, rkey, base address, size);
+ *  - descriptor: "kvt1 rdma ..." with what a writer needs to reach the region (GID, base
+ *    address, size); no remote key: each transfer's keys travel in its SPANS messages;
  *  - connect/hello/accept_hello/peer_reply: the RC queue pairs' QPN, PSN, GID and MTU go
  *    one way in the hello and the other way in the reply, over the control plane;
  *  - finish: the notice carries the byte count, the XXH3-64 of the payload in write order,
@@ -165,8 +166,9 @@ size_t kvt_largest_region(kvt_transport *t);
  * t->mu. */
 void kvt_count_send(kvt_transport *t, int ok, uint64_t bytes, double seconds);
 
-/* 1 when [off, off + len) lies inside one of the n sorted, merged spans. */
-int kvt_spans_cover(const kvt_span *spans, int n, uint64_t off, uint64_t len);
+/* The index of the one of the n sorted, merged spans that [off, off + len) lies inside;
+ * -1 when none holds all of it. */
+int kvt_spans_find(const kvt_span *spans, int n, uint64_t off, uint64_t len);
 
 /* Waits on t->cv (t->mu held) until woken or the deadline (eng_deadline_after_ms) passed;
  * ms < 0: no deadline. 0 when it passed. */

@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "kvt_util.h"
-#include "transport.h" /* kvt_spans_cover, tested directly */
+#include "transport.h" /* kvt_spans_find, tested directly */
 
 typedef struct side {
     kvt_transport *t;
@@ -254,10 +254,10 @@ static void test_spans(side *a, side *b)
     size_t ub = unit_bytes(&a->src.l);
     kvt_span sp[3] = {{7 * ub, ub}, {2 * ub, ub}, {3 * ub, ub}}; /* blocks 7, 2, 3 */
     kvt_span merged[2] = {{2 * ub, 2 * ub}, {7 * ub, ub}};
-    CHECK(kvt_spans_cover(merged, 2, 2 * ub, 2 * ub) && kvt_spans_cover(merged, 2, 3 * ub, ub));
-    CHECK(kvt_spans_cover(merged, 2, 7 * ub, ub) && kvt_spans_cover(merged, 2, 4 * ub, 0));
-    CHECK(!kvt_spans_cover(merged, 2, 2 * ub, 3 * ub) && !kvt_spans_cover(merged, 2, ub, ub));
-    CHECK(!kvt_spans_cover(merged, 2, 7 * ub + 1, ub) && !kvt_spans_cover(merged, 2, 0, 1));
+    CHECK(kvt_spans_find(merged, 2, 2 * ub, 2 * ub) == 0 && kvt_spans_find(merged, 2, 3 * ub, ub) == 0);
+    CHECK(kvt_spans_find(merged, 2, 7 * ub, ub) == 1 && kvt_spans_find(merged, 2, 4 * ub, 0) == 0);
+    CHECK(kvt_spans_find(merged, 2, 2 * ub, 3 * ub) < 0 && kvt_spans_find(merged, 2, ub, ub) < 0);
+    CHECK(kvt_spans_find(merged, 2, 7 * ub + 1, ub) < 0 && kvt_spans_find(merged, 2, 0, 1) < 0);
     uint64_t id;
     kvt_span bad = {b->dst.bytes - 10, 20};
     CHECK(kvt_expect_spans(b->t, b->rdst, &bad, 1, 0, &id, &err) == -1 && strstr(err.msg, "outside"));

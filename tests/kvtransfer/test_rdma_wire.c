@@ -13,7 +13,6 @@ static void test_descriptor(void)
     rdma_desc d = {.instance = 0x0123456789abcdefull,
                    .region_id = 3,
                    .lid = 7,
-                   .rkey = 0xdeadbeef,
                    .addr = 0x7f0012345000ull,
                    .size = 123456789};
     for (int i = 0; i < 16; i++)
@@ -36,12 +35,15 @@ static void test_descriptor(void)
     const char *bad[] = {"kvt1 tcp 127.0.0.1 5000",
                          "kvt1 rdma v2 inst=1",
                          "",
+                         "kvt1 rdma v2 inst=0000000000000001 region=1 gid=00000000000000000000000000000000 "
+                         "lid=0 addr=1000 size=0", /* empty region */
+                         "kvt1 rdma v2 inst=0000000000000001 region=1 gid=00000000000000000000000000000000 "
+                         "lid=70000 addr=1000 size=10", /* lid too big */
+                         "kvt1 rdma v2 inst=0000000000000001 region=1 gid=00000000000000000000000000000000 "
+                         "lid=0 addr=1000 size=10 extra",
+                         /* v1 carried the region's remote key, which no longer grants access */
                          "kvt1 rdma v1 inst=0000000000000001 region=1 gid=00000000000000000000000000000000 "
-                         "lid=0 rkey=1 addr=1000 size=0", /* empty region */
-                         "kvt1 rdma v1 inst=0000000000000001 region=1 gid=00000000000000000000000000000000 "
-                         "lid=70000 rkey=1 addr=1000 size=10", /* lid too big */
-                         "kvt1 rdma v1 inst=0000000000000001 region=1 gid=00000000000000000000000000000000 "
-                         "lid=0 rkey=1 addr=1000 size=10 extra"};
+                         "lid=0 rkey=1 addr=1000 size=10"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         CHECK(rdma_desc_decode(bad[i], strlen(bad[i]), &e, &err) == -1);
 }
@@ -88,7 +90,16 @@ static void test_messages(void)
     CHECK_OK(rdma_msg_decode(buf, len, &r, &p, &err), &err);
     CHECK(r.type == RM_RUNS && r.id == 42 && r.n == RDMA_MSG_MAX_PAIRS);
     for (uint32_t i = 0; i < r.n; i++)
-        CHECK(rdma_msg_pair(p, i, 0) == pairs[2 * i] && rdma_msg_pair(p, i, 1) == pairs[2 * i + 1]);
+        CHECK(rdma_msg_word(p, RM_RUNS, i, 0) == pairs[2 * i] && rdma_msg_word(p, RM_RUNS, i, 1) == pairs[2 * i + 1]);
+    m = (rdma_msg){.type = RM_SPANS, .id = 43, .n = RDMA_MSG_MAX_SPANS + 5}; /* (off, len, rkey) */
+    len = rdma_msg_encode(&m, pairs, NULL, buf);
+    CHECK(len == RDMA_MSG_HEADER + 24 * (size_t)RDMA_MSG_MAX_SPANS);
+    CHECK_OK(rdma_msg_decode(buf, len, &r, &p, &err), &err);
+    CHECK(r.type == RM_SPANS && r.n == RDMA_MSG_MAX_SPANS);
+    for (uint32_t i = 0; i < r.n; i++)
+        for (int w = 0; w < 3; w++)
+            CHECK(rdma_msg_word(p, RM_SPANS, i, w) == pairs[3 * i + (uint32_t)w]);
+    CHECK(rdma_msg_decode(buf, len - 16, &r, &p, &err) == -1); /* not whole spans */
     m = (rdma_msg){.type = RM_FINISH, .id = 7, .finish = {.bytes = 1, .checksum = 2, .n_runs = 3}};
     len = rdma_msg_encode(&m, NULL, NULL, buf);
     CHECK_OK(rdma_msg_decode(buf, len, &r, &p, &err), &err);
