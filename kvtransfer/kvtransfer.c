@@ -118,6 +118,20 @@ int kvt_connect(kvt_transport *t, const void *desc, size_t len, kvt_peer **out, 
     if (len > KVT_DESCRIPTOR_MAX)
         return eng_fail(err, "kvtransfer: descriptor of %zu bytes is too long", len);
     pthread_mutex_lock(&t->mu);
+    /* Entries of receivers no longer used (a decode worker restarted under a new
+     * descriptor, or gone) go here, so the cache holds only what is in use. */
+    kvt_peer *expired = NULL;
+    double now = eng_now_s();
+    for (kvt_peer **pp = &t->peers; *pp && t->ops->peer_expired;) {
+        kvt_peer *q = *pp;
+        if (t->ops->peer_expired(q, now)) {
+            *pp = q->next;
+            q->next = expired;
+            expired = q;
+        } else {
+            pp = &q->next;
+        }
+    }
     kvt_peer *p = t->peers;
     while (p && !(p->desc_len == len && memcmp(p->desc, desc, len) == 0))
         p = p->next;
@@ -137,7 +151,13 @@ int kvt_connect(kvt_transport *t, const void *desc, size_t len, kvt_peer **out, 
         p->next = t->peers;
         t->peers = p;
     }
+    p->handed_out = now;
     pthread_mutex_unlock(&t->mu);
+    for (kvt_peer *q = expired, *next; q; q = next) {
+        next = q->next;
+        t->ops->peer_free(q);
+        free(q);
+    }
     if (t->ops->connect(p, err) < 0)
         return -1;
     *out = p;

@@ -1260,6 +1260,43 @@ static int tcp_descriptor(kvt_transport *base, const kvt_region *rb, void *buf, 
     return 0;
 }
 
+/* Idle-closed (or broken) and unused for peer_idle_ms: nobody holds it (kvt_connect's
+ * contract) and nothing refers to it. */
+static int tcp_peer_expired(kvt_peer *pb, double now)
+{
+    tcp_peer *p = (tcp_peer *)pb;
+    double idle = p->t->peer_idle_ms / 1000.0;
+    if (p->alive || p->txs || p->q_len || now - p->last_used < idle || now - pb->handed_out < idle)
+        return 0;
+    if (pthread_mutex_trylock(&p->connect_mu) != 0)
+        return 0; /* a (re)connect is under way */
+    pthread_mutex_unlock(&p->connect_mu);
+    return 1;
+}
+
+/* Closes p's connection if it is still open, then waits for its threads (they end once
+ * the socket is shut down) and frees what it holds. */
+static void tcp_peer_free(kvt_peer *pb)
+{
+    tcp_peer *p = (tcp_peer *)pb;
+    tcp_transport *t = p->t;
+    pthread_mutex_lock(&p->connect_mu);
+    pthread_mutex_lock(&t->base.mu);
+    peer_fail_locked(p, "transport destroyed");
+    pthread_mutex_unlock(&t->base.mu);
+    if (p->has_threads) {
+        pthread_join(p->sender, NULL);
+        pthread_join(p->reader, NULL);
+    }
+    if (p->fd >= 0)
+        close(p->fd);
+    pthread_mutex_unlock(&p->connect_mu);
+    q_drop(p, NULL);
+    free(p->q);
+    pthread_cond_destroy(&p->q_cv);
+    pthread_mutex_destroy(&p->connect_mu);
+}
+
 static void tcp_destroy(kvt_transport *base)
 {
     tcp_transport *t = (tcp_transport *)base;
@@ -1272,24 +1309,9 @@ static void tcp_destroy(kvt_transport *base)
     reap_conns(t, 1);
 
     for (kvt_peer *pb = t->base.peers, *next; pb; pb = next) {
-        tcp_peer *p = (tcp_peer *)pb;
         next = pb->next;
-        pthread_mutex_lock(&p->connect_mu);
-        pthread_mutex_lock(&t->base.mu);
-        peer_fail_locked(p, "transport destroyed");
-        pthread_mutex_unlock(&t->base.mu);
-        if (p->has_threads) {
-            pthread_join(p->sender, NULL);
-            pthread_join(p->reader, NULL);
-        }
-        if (p->fd >= 0)
-            close(p->fd);
-        pthread_mutex_unlock(&p->connect_mu);
-        q_drop(p, NULL);
-        free(p->q);
-        pthread_cond_destroy(&p->q_cv);
-        pthread_mutex_destroy(&p->connect_mu);
-        free(p);
+        tcp_peer_free(pb);
+        free(pb);
     }
     kvt_transport_fini(&t->base);
     free(t);
@@ -1371,6 +1393,8 @@ static const kvt_ops tcp_ops = {
     .connect = tcp_connect,
     .peer_hello = tcp_peer_hello,
     .peer_reply = tcp_peer_reply,
+    .peer_expired = tcp_peer_expired,
+    .peer_free = tcp_peer_free,
     .send_begin = tcp_send_begin,
     .send_write = tcp_send_write,
     .send_finish = tcp_send_finish,

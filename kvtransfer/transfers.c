@@ -514,5 +514,8 @@ void kvt_get_stats(kvt_transport *t, kvt_stats *out)
 {
     pthread_mutex_lock(&t->mu);
     *out = t->stats;
+    out->peers = 0;
+    for (const kvt_peer *p = t->peers; p; p = p->next)
+        out->peers++;
     pthread_mutex_unlock(&t->mu);
 }

@@ -60,6 +60,12 @@ typedef struct kvt_ops {
     int (*connect)(kvt_peer *p, eng_error *err);
     size_t (*peer_hello)(kvt_peer *p, void *buf, size_t cap);
     int (*peer_reply)(kvt_peer *p, const void *reply, size_t len, eng_error *err);
+    /* Optional, with t->mu held: 1 when p may be freed now (its connection closed for
+     * idling, nothing queued or open on it, no connect under way, and neither used nor
+     * handed out by kvt_connect for the idle time); kvt_connect then unlinks it and calls
+     * peer_free without t->mu. Without it, peers live until destroy. */
+    int (*peer_expired)(kvt_peer *p, double now);
+    void (*peer_free)(kvt_peer *p); /* what the transport hung on p, not p itself */
     /* secret: NULL sends zeros */
     int (*send_begin)(kvt_peer *p, kvt_region *src, uint64_t id, const kvt_secret *secret, kvt_send **out,
                       eng_error *err);
@@ -118,6 +124,7 @@ struct kvt_peer {
     kvt_transport *t;
     char desc[KVT_DESCRIPTOR_MAX]; /* the descriptor it was made for: the cache's key */
     size_t desc_len;
+    double handed_out; /* kvt_connect last returned it (eng_now_s) */
     kvt_peer *next;
 };
 

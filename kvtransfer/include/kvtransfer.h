@@ -185,8 +185,12 @@ int kvt_accept(kvt_transport *t, const void *hello, size_t len, eng_error *err);
 /* ---------------------------------------------------------------- sending */
 
 /* The cached connection to the receiver named by desc, (re)connecting when there is none or
- * it broke or was closed for idling (kvt_tcp_options.peer_idle_ms). The peer entry lives
- * until kvt_destroy; use it for kvt_send_begin right after this call. */
+ * it broke or was closed for idling (kvt_tcp_options.peer_idle_ms). Use the peer for
+ * kvt_send_begin right after this call. TCP: an entry whose connection was closed for
+ * idling, with no transfer open, that kvt_connect has not returned for peer_idle_ms, is
+ * freed by a later kvt_connect (so the cache does not grow with every receiver ever
+ * sent to); call kvt_connect again rather than keeping the pointer. RDMA: entries live
+ * until kvt_destroy. */
 int kvt_connect(kvt_transport *t, const void *desc, size_t len, kvt_peer **out, eng_error *err);
 /* Bytes the receiver must pass to kvt_accept_hello before this peer's first write; 0 when
  * none are needed (always for TCP, and once the peer is connected). */
@@ -222,6 +226,7 @@ typedef struct kvt_stats {
     /* BEGINs refused (kvt_expect_guarded): for no transfer expected here, with a wrong
      * secret, from a host that is not the transfer's peer */
     uint64_t refused_unknown, refused_secret, refused_peer;
+    uint64_t peers; /* sender peer entries cached now (one per receiver descriptor) */
 } kvt_stats;
 
 void kvt_get_stats(kvt_transport *t, kvt_stats *out);

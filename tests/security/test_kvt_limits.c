@@ -5,7 +5,8 @@
  * transfers (senders cache it), but one that stalls mid-transfer (after its BEGIN, or
  * inside a run) is cut off after io_timeout_ms too and its transfer fails. On the
  * sending side, a cached connection unused for peer_idle_ms closes and its threads end;
- * the next kvt_connect dials again. Raw sockets on loopback play the peers. */
+ * the next kvt_connect dials again, and frees the entries of receivers that idled out.
+ * Raw sockets on loopback play the peers. */
 #include <arpa/inet.h>
 #include <endian.h>
 #include <errno.h>
@@ -144,6 +145,60 @@ static void idle_peer_expires(kvt_transport *rt, kvt_region *r)
     kvt_destroy(st);
 }
 
+/* A sender that sent to three receivers (three descriptors: as many decode worker
+ * restarts) keeps an entry for each only while it may be used: once their connections
+ * closed for idling and peer_idle_ms passed, the next kvt_connect frees them, and the
+ * cache holds just the receiver in use (it used to keep every entry until kvt_destroy). */
+static void idle_peers_freed(void)
+{
+    eng_error err;
+    kvt_tcp_options ro = {.bind_host = "127.0.0.1"}; /* main's receiver admits only 2 connections */
+    kvt_transport *rt = NULL;
+    REQUIRE(kvt_tcp_create(&ro, &rt, &err) == 0, "%s", err.msg);
+    enum { N = 3 };
+    static char dst[N][4096], src[4096];
+    kvt_region *r[N];
+    char desc[N][KVT_DESCRIPTOR_MAX];
+    size_t dl[N];
+    kvt_tcp_options o = {.bind_host = "127.0.0.1", .peer_idle_ms = 300};
+    kvt_transport *st = NULL;
+    kvt_region *sr = NULL;
+    REQUIRE(kvt_tcp_create(&o, &st, &err) == 0 && kvt_register(st, src, sizeof src, &sr, &err) == 0, "%s", err.msg);
+    int base = thread_count();
+    for (int i = 0; i < N; i++) {
+        kvt_peer *p = NULL;
+        kvt_send *s = NULL;
+        uint64_t id;
+        REQUIRE(kvt_register(rt, dst[i], sizeof dst[i], &r[i], &err) == 0 &&
+                    kvt_descriptor(rt, r[i], desc[i], sizeof desc[i], &dl[i], &err) == 0 &&
+                    kvt_expect(rt, r[i], sizeof src, &id, &err) == 0 && kvt_connect(st, desc[i], dl[i], &p, &err) == 0,
+                "%s", err.msg);
+        CHECK(kvt_send_begin(p, sr, id, NULL, &s, &err) == 0 && kvt_send_write(s, 0, 0, sizeof src, &err) == 0 &&
+                  kvt_send_finish(s, 5000, &err) == 0,
+              "receiver %d: %s", i, err.msg);
+        kvt_forget(rt, id);
+    }
+    kvt_stats ks;
+    kvt_get_stats(st, &ks);
+    CHECK(ks.peers == N, "%llu peer entries after sending to %d receivers", (unsigned long long)ks.peers, N);
+    double t0 = eng_now_s();
+    while (thread_count() > base && eng_now_s() - t0 < 5)
+        usleep(20000);
+    usleep(100 * 1000); /* past peer_idle_ms since each was handed out, too */
+    kvt_peer *p = NULL;
+    REQUIRE(kvt_connect(st, desc[0], dl[0], &p, &err) == 0, "%s", err.msg);
+    kvt_get_stats(st, &ks);
+    CHECK(ks.peers == 1, "%llu peer entries after the others idled out (want 1: the one in use)",
+          (unsigned long long)ks.peers);
+    printf("sender peer entries: %d after sending to %d receivers, %llu once they idled out and kvt_connect ran\n", N,
+           N, (unsigned long long)ks.peers);
+    REQUIRE(kvt_deregister(st, sr, &err) == 0, "%s", err.msg);
+    kvt_destroy(st);
+    for (int i = 0; i < N; i++)
+        REQUIRE(kvt_deregister(rt, r[i], &err) == 0, "%s", err.msg);
+    kvt_destroy(rt);
+}
+
 int main(void)
 {
     /* a free port, then the transport on it */
@@ -192,6 +247,7 @@ int main(void)
     stalled_transfer(t, r, port, 0);
     stalled_transfer(t, r, port, 1);
     idle_peer_expires(t, r);
+    idle_peers_freed();
     REQUIRE(kvt_deregister(t, r, &err) == 0, "%s", err.msg);
     free(pool);
     kvt_destroy(t);
