@@ -83,7 +83,7 @@ typedef struct rregion {
 /* An incoming transfer; base.conn is the rconn that began it, holding a reference on it. */
 typedef struct rx {
     kvt_rx base;
-    int closed;     /* FINISH or ABORT arrived: no more writes can come */
+    int closed;              /* FINISH or ABORT arrived: no more writes can come */
     struct ibv_mr **windows; /* one remote-writable registration per span, from BEGIN until
                               * the transfer closes, fails or is forgotten */
     int n_windows;
@@ -862,11 +862,8 @@ static int rdma_descriptor(kvt_transport *base, const kvt_region *reg, void *buf
                            eng_error *err)
 {
     rdma_transport *t = (rdma_transport *)base;
-    rdma_desc d = {.instance = t->instance,
-                   .lid = t->lid,
-                   .region_id = reg->id,
-                   .addr = (uintptr_t)reg->base,
-                   .size = reg->len};
+    rdma_desc d = {
+        .instance = t->instance, .lid = t->lid, .region_id = reg->id, .addr = (uintptr_t)reg->base, .size = reg->len};
     memcpy(d.gid, t->gid.raw, 16);
     return rdma_desc_encode(&d, buf, cap, len, err);
 }

@@ -50,10 +50,9 @@ int rdma_desc_decode(const void *buf, size_t len, rdma_desc *d, eng_error *err)
     unsigned lid;
     int used = 0;
     memset(d, 0, sizeof *d);
-    int got = sscanf(s,
-                     "kvt1 rdma v2 inst=%16" SCNx64 " region=%" SCNu64 " gid=%32s lid=%u addr=%" SCNx64 " size=%" SCNu64
-                     "%n",
-                     &d->instance, &d->region_id, gid, &lid, &d->addr, &d->size, &used);
+    int got = sscanf(
+        s, "kvt1 rdma v2 inst=%16" SCNx64 " region=%" SCNu64 " gid=%32s lid=%u addr=%" SCNx64 " size=%" SCNu64 "%n",
+        &d->instance, &d->region_id, gid, &lid, &d->addr, &d->size, &used);
     if (got != 6 || (size_t)used != len)
         return eng_fail(err, "kvtransfer: malformed RDMA descriptor \"%.80s\"", s);
     if (strlen(gid) != 32 || lid > 0xffff || d->size == 0 || d->addr + d->size < d->addr)

@@ -10,11 +10,8 @@
 static void test_descriptor(void)
 {
     eng_error err;
-    rdma_desc d = {.instance = 0x0123456789abcdefull,
-                   .region_id = 3,
-                   .lid = 7,
-                   .addr = 0x7f0012345000ull,
-                   .size = 123456789};
+    rdma_desc d = {
+        .instance = 0x0123456789abcdefull, .region_id = 3, .lid = 7, .addr = 0x7f0012345000ull, .size = 123456789};
     for (int i = 0; i < 16; i++)
         d.gid[i] = (uint8_t)(i * 17);
     char buf[KVT_DESCRIPTOR_MAX], name[16];
@@ -32,9 +29,7 @@ static void test_descriptor(void)
     CHECK(rdma_desc_decode(buf, len / 2, &e, &err) == -1); /* cut short */
     buf[40] = 'z';
     CHECK(rdma_desc_decode(buf, len, &e, &err) == -1); /* not hex */
-    const char *bad[] = {"kvt1 tcp 127.0.0.1 5000",
-                         "kvt1 rdma v2 inst=1",
-                         "",
+    const char *bad[] = {"kvt1 tcp 127.0.0.1 5000", "kvt1 rdma v2 inst=1", "",
                          "kvt1 rdma v2 inst=0000000000000001 region=1 gid=00000000000000000000000000000000 "
                          "lid=0 addr=1000 size=0", /* empty region */
                          "kvt1 rdma v2 inst=0000000000000001 region=1 gid=00000000000000000000000000000000 "
