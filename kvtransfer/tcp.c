@@ -290,21 +290,25 @@ typedef struct rxbuf {
     size_t pos, len;
 } rxbuf;
 
-/* 1 when a transfer begun on c has not ended: its sender owes more frames. */
+/* 1 when a transfer begun on c is streaming: some of its bytes came and it has not
+ * ended, so its sender owes more frames soon. A transfer begun but still without bytes
+ * does not count: a prefill worker begins the transfer when the prompt is queued and
+ * sends nothing until its prefill starts, which may take many io timeouts on a busy
+ * worker (the decode worker's lease, renewed by the prefill worker, bounds that wait). */
 static int conn_busy(tcp_transport *t, const in_conn *c)
 {
     int busy = 0;
     pthread_mutex_lock(&t->base.mu);
     for (kvt_rx *x = t->base.rxs; x && !busy; x = x->next)
-        busy = x->conn == c && x->state == KVT_PENDING;
+        busy = x->conn == c && x->state == KVT_PENDING && x->bytes > 0;
     pthread_mutex_unlock(&t->base.mu);
     return busy;
 }
 
-/* Waits until c has bytes to read. A cached connection may idle between transfers as
- * long as it likes (senders reuse it); anywhere else (before the hello, inside a frame,
- * or while a transfer begun on it is pending) io_timeout_ms without a byte ends it, so
- * a stalled peer does not hold its reader thread. */
+/* Waits until c has bytes to read. A cached connection may idle between transfers (and
+ * before a begun transfer's first bytes) as long as it likes (senders reuse it);
+ * anywhere else (before the hello, inside a frame, or while a transfer on it streams)
+ * io_timeout_ms without a byte ends it, so a stalled peer does not hold its reader thread. */
 static int wait_readable(in_conn *c, int may_idle, char *why, size_t why_len)
 {
     tcp_transport *t = c->t;

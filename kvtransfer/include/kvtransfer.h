@@ -67,8 +67,9 @@ typedef struct kvt_tcp_options {
     const char *advertise_host; /* put in descriptors; NULL = bind_host ("0.0.0.0" is refused) */
     int io_timeout_ms;          /* connect, a send that makes no progress, and an accepted
                                  * connection silent before its hello, inside a frame or while
-                                 * a transfer begun on it is pending (between transfers it may
-                                 * idle); 0 = 10000 */
+                                 * a transfer on it streams (some bytes came, not ended); between
+                                 * transfers, and after a BEGIN until its first byte, it may
+                                 * idle; 0 = 10000 */
     int max_conns;              /* incoming connections at once; beyond, a new one is closed; 0 = 256 */
     int peer_idle_ms;           /* a cached outgoing connection unused this long is closed (its
                                  * threads end; kvt_connect dials again); 0 = 60000 */

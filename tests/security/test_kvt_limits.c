@@ -2,8 +2,9 @@
  * and never sends its hello is cut off after io_timeout_ms (it used to hold its
  * reader thread forever), and connections beyond max_conns are closed at once (each
  * holds a thread and a staging buffer). A greeted connection may idle between
- * transfers (senders cache it), but one that stalls mid-transfer (after its BEGIN, or
- * inside a run) is cut off after io_timeout_ms too and its transfer fails. On the
+ * transfers (senders cache it) and after a BEGIN until its transfer's first byte (a
+ * prefill worker begins when the prompt is queued), but one that stalls mid-transfer
+ * (after a run, or inside one) is cut off after io_timeout_ms too and its transfer fails. On the
  * sending side, a cached connection unused for peer_idle_ms closes and its threads end;
  * the next kvt_connect dials again, and frees the entries of receivers that idled out.
  * Raw sockets on loopback play the peers. */
@@ -59,9 +60,11 @@ static int send_frame(int fd, uint32_t type, uint64_t id, uint64_t w0, uint64_t 
 
 enum { F_HELLO = 1, F_BEGIN = 2, F_WRITE = 3 };
 
-/* A peer that greets, idles (kept), then begins a transfer and stalls: after its BEGIN
- * (stall_in_run 0) or inside a run's payload (1). The connection must close within a
- * few io_timeouts and the transfer fail. */
+/* A peer that greets and idles (kept), begins a transfer and idles again before its
+ * first byte (kept too: a prefill worker begins a transfer when the prompt is queued
+ * and sends nothing until its prefill starts), then sends a whole run and stalls
+ * between frames (stall_in_run 0) or part of a run and stalls inside it (1). The
+ * connection must close within a few io_timeouts and the transfer fail. */
 static void stalled_transfer(kvt_transport *t, kvt_region *r, int port, int stall_in_run)
 {
     eng_error err;
@@ -80,17 +83,21 @@ static void stalled_transfer(kvt_transport *t, kvt_region *r, int port, int stal
     errno = 0;
     CHECK(recv(fd, b, 1, MSG_DONTWAIT) < 0 && errno == EAGAIN, "an idle greeted connection was closed");
     REQUIRE(send_frame(fd, F_BEGIN, id, region_id, 0, 0) == 0);
-    if (stall_in_run) {
-        REQUIRE(send_frame(fd, F_WRITE, id, 0, 4096, 0) == 0);
-        char part[100] = {0};
-        REQUIRE(send(fd, part, sizeof part, 0) == (ssize_t)sizeof part);
-    }
+    usleep(1200 * 1000); /* begun, no byte yet: queued at the sender */
+    errno = 0;
+    CHECK(recv(fd, b, 1, MSG_DONTWAIT) < 0 && errno == EAGAIN,
+          "a connection whose transfer had no byte yet was closed");
+    CHECK(kvt_wait(t, id, 0, &err) == KVT_PENDING, "a begun transfer without bytes failed: %s", err.msg);
+    static char payload[4096];
+    size_t n = stall_in_run ? 100 : sizeof payload;
+    REQUIRE(send_frame(fd, F_WRITE, id, 0, sizeof payload, 0) == 0);
+    REQUIRE(send(fd, payload, n, 0) == (ssize_t)n);
     double t0 = eng_now_s();
-    CHECK(closed_within(fd, 5000), "a peer stalled %s was kept", stall_in_run ? "inside a run" : "after BEGIN");
+    CHECK(closed_within(fd, 5000), "a peer stalled %s was kept", stall_in_run ? "inside a run" : "after a run");
     double dt = eng_now_s() - t0;
     CHECK(dt < 2.0, "closed after %.1f s", dt);
     CHECK(kvt_wait(t, id, 2000, &err) == KVT_FAILED, "the stalled transfer did not fail");
-    printf("peer stalled %s: cut off after %.2f s; transfer: %s\n", stall_in_run ? "inside a run" : "after BEGIN", dt,
+    printf("peer stalled %s: cut off after %.2f s; transfer: %s\n", stall_in_run ? "inside a run" : "after a run", dt,
            err.msg);
     CHECK(strstr(err.msg, "mid-transfer") != NULL, "%s", err.msg);
     kvt_forget(t, id);
