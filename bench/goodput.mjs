@@ -2,7 +2,7 @@
 //
 // 1. profiles one worker (`tandem profile`, unless --profile gives one) on the bench
 //    model (a random dense Qwen3 made once by tests/tools/make_model.py, as
-//    bench/serving.sh makes it);
+//    bench/serving.sh makes it), alone and beside workers - 1 co-runners;
 // 2. asks `tandemctl plan` for every candidate's goodput and the recommendation;
 // 3. runs, one after the other, the best prefill:decode split (the recommendation when
 //    it is one) and colocated serving with `tandem serve` on free loopback ports, and
@@ -174,7 +174,8 @@ async function main() {
   if (!profile) {
     profile = join(tmp, "profile.json");
     console.error(`== profiling one worker (${o["threads-per-worker"]} thread); load average ${load()}`);
-    execFileSync(tandem, ["profile", "--model", model, "--threads", o["threads-per-worker"], "--out", profile],
+    execFileSync(tandem, ["profile", "--model", model, "--threads", o["threads-per-worker"],
+      "--co-runners", String(Number(o.workers) - 1), "--out", profile],
       { stdio: ["ignore", "ignore", "inherit"], timeout: 900000 });
   }
   const search = plan(o, tandemctl, profile, []);

@@ -8,12 +8,20 @@
  *   - decode steps: B sequences of one token each at context C, for a grid of B and C;
  *   - KV transfers over loopback with the transport the workers use (TCP; RDMA too
  *     when a verbs device exists): a whole prompt's KV as one run per layer, and one
- *     layer alone (the part of a push that compute does not hide).
+ *     layer alone (the part of a push that compute does not hide);
+ *   - with --co-runners K, the same steps again while k = 1..K other workers (each its
+ *     own model, KV pool and compute threads, in threads of this process) run those
+ *     steps back to back on the same machine: a cluster's workers share cores, caches
+ *     and the memory bus, and the planner reads each k's measured slowdown (median,
+ *     min and max over the steps of contended / alone) instead of assuming ideal
+ *     processor sharing.
  * Each step is described by what the planner's cost model needs: items, tokens per
  * item, the context already cached per item, and the rows of logits computed. The
  * decode points' KV blocks hold a fixed byte pattern, not a real history: a step's
  * time does not depend on the values. */
 #include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,10 +34,11 @@
 #include "model/model.h"
 
 #define KV_BLOCK 16
+#define MAX_CO_RUNNERS 16
 
 typedef struct profile_args {
     const char *model, *out;
-    int threads, json, repeats, max_tokens, max_batch, max_context;
+    int threads, json, repeats, max_tokens, max_batch, max_context, co_runners;
 } profile_args;
 
 #define A profile_args
@@ -44,13 +53,16 @@ static const cli_opt OPTS[] = {
                 "longest prefill step (the workers' --max-batch-tokens)"),
     CLI_INT_OPT(A, max_batch, "--max-batch", "B", 1, 1024, "16", "largest decode batch"),
     CLI_INT_OPT(A, max_context, "--max-context", "C", 16, 1 << 16, "1024", "longest decode context"),
+    CLI_INT_OPT(A, co_runners, "--co-runners", "K", 0, MAX_CO_RUNNERS, "0",
+                "also time the steps beside 1..K other workers running\nsteps on the same machine (K: the cluster's "
+                "workers - 1)"),
 };
 #undef A
 
 static const cli_command CMD = {
     .name = "tandem profile",
     .usage = "--model DIR [--threads N] [--json] [--out FILE] [--repeats R] [--max-tokens T] [--max-batch B] "
-             "[--max-context C]",
+             "[--max-context C] [--co-runners K]",
     .about = "Times prefill steps, decode steps and KV transfers of one worker on this machine\n"
              "and writes the profile that `tandemctl plan` reads. Takes a minute or two for a\n"
              "small model; the machine should be otherwise idle for figures worth planning on.",
@@ -65,15 +77,21 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static void add_spread(cJSON *o, double *t, int n)
+static double add_spread(cJSON *o, double *t, int n, const char *unit)
 {
+    char key[16];
     qsort(t, (size_t)n, sizeof *t, cmp_double);
     double med = n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
-    cJSON_AddNumberToObject(o, "min_s", t[0]);
-    cJSON_AddNumberToObject(o, "median_s", med);
-    cJSON_AddNumberToObject(o, "max_s", t[n - 1]);
+    snprintf(key, sizeof key, "min%s", unit);
+    cJSON_AddNumberToObject(o, key, t[0]);
+    snprintf(key, sizeof key, "median%s", unit);
+    cJSON_AddNumberToObject(o, key, med);
+    snprintf(key, sizeof key, "max%s", unit);
+    cJSON_AddNumberToObject(o, key, t[n - 1]);
+    return med;
 }
 
+/* One worker's engine: a model, its KV pool and the buffers of the largest step. */
 typedef struct profiler {
     eng_model *m;
     eng_kv_pool *kv;
@@ -86,43 +104,203 @@ typedef struct profiler {
     double *times;
 } profiler;
 
+/* A step shape as the profile records it. */
+typedef struct step_shape {
+    int items, per_item, context, with_logits;
+} step_shape;
+
 static void release_all(profiler *p)
 {
     for (int i = 0; i < p->n_seqs; i++)
         eng_seq_release(p->kv, &p->seqs[i]);
 }
 
-/* One step of `items` sequences each adding `per_item` tokens after `context` cached
- * ones, `logits` of them wanting logits; timed p->repeats times, appended to arr. */
-static int time_step(profiler *p, cJSON *arr, const char *phase, int items, int per_item, int context, int with_logits,
-                     eng_error *err)
+static void profiler_close(profiler *p)
 {
-    for (int r = 0; r < p->repeats; r++) {
+    if (p->kv) {
         release_all(p);
-        for (int i = 0; i < items; i++) {
-            if (eng_seq_reserve(p->kv, &p->seqs[i], context + per_item, err) < 0)
-                return -1;
-            p->seqs[i].n_past = context; /* blocks hold the pool's pattern as history */
-            p->items[i] = (eng_batch_item){.seq = &p->seqs[i],
-                                           .tokens = p->tokens + (size_t)i * per_item,
-                                           .n_tokens = per_item,
-                                           .logits = with_logits ? p->logits + (size_t)i * p->vocab : NULL};
-        }
-        double t0 = eng_now_s();
-        if (eng_forward(p->m, p->kv, p->items, items, NULL, NULL, err) < 0)
-            return -1;
-        p->times[r] = eng_now_s() - t0;
+        eng_kv_pool_destroy(p->kv);
     }
+    free(p->seqs);
+    free(p->items);
+    free(p->tokens);
+    free(p->logits);
+    free(p->times);
+    eng_model_free(p->m);
+    memset(p, 0, sizeof *p);
+}
+
+/* Loads the model and sizes the pool and buffers for the largest point: B decoding at
+ * C, four prompts of T / 4, or a chunk of T / 4 after C. */
+static int profiler_open(profiler *p, const profile_args *a, eng_error *err)
+{
+    int T = a->max_tokens, B = a->max_batch, C = a->max_context;
+    memset(p, 0, sizeof *p);
+    p->repeats = a->repeats;
+    eng_model_options mo = {.n_threads = a->threads};
+    if (eng_model_load(a->model, &mo, &p->m, err) < 0)
+        return -1;
+    eng_kv_layout layout = eng_model_kv_layout(p->m, KV_BLOCK, ENG_DT_F32);
+    p->vocab = eng_model_config(p->m)->vocab_size;
+    p->n_seqs = B > 4 ? B : 4;
+    int pool_blocks = B * ((C + KV_BLOCK) / KV_BLOCK);
+    if (pool_blocks < 4 * ((T / 4 + KV_BLOCK - 1) / KV_BLOCK) + 1)
+        pool_blocks = 4 * ((T / 4 + KV_BLOCK - 1) / KV_BLOCK) + 1;
+    if (pool_blocks < (C + T + KV_BLOCK - 1) / KV_BLOCK)
+        pool_blocks = (C + T + KV_BLOCK - 1) / KV_BLOCK;
+    size_t n_tok = (size_t)p->n_seqs * (size_t)(T > C ? T : C + 1);
+    p->seqs = calloc((size_t)p->n_seqs, sizeof *p->seqs);
+    p->items = calloc((size_t)p->n_seqs, sizeof *p->items);
+    p->tokens = malloc(n_tok * sizeof *p->tokens);
+    p->logits = malloc((size_t)p->n_seqs * (size_t)p->vocab * sizeof *p->logits);
+    p->times = malloc((size_t)a->repeats * sizeof *p->times);
+    if (!p->seqs || !p->items || !p->tokens || !p->logits || !p->times) {
+        profiler_close(p);
+        return eng_fail(err, "out of memory");
+    }
+    int ordinary = p->vocab < 151643 ? p->vocab : 151643; /* no special tokens */
+    for (size_t i = 0; i < n_tok; i++)
+        p->tokens[i] = (int32_t)((i * 7919 + 13) % (size_t)ordinary);
+    if (eng_kv_pool_create(&layout, pool_blocks, &p->kv, err) < 0) {
+        profiler_close(p);
+        return -1;
+    }
+    memset(eng_kv_pool_base(p->kv), 0x3c, eng_kv_pool_bytes(p->kv)); /* resident, finite floats */
+    return 0;
+}
+
+/* Runs one step of shape s (its blocks hold the pool's pattern as history); seconds, or -1. */
+static double run_step(profiler *p, const step_shape *s, eng_error *err)
+{
+    release_all(p);
+    for (int i = 0; i < s->items; i++) {
+        if (eng_seq_reserve(p->kv, &p->seqs[i], s->context + s->per_item, err) < 0)
+            return -1;
+        p->seqs[i].n_past = s->context;
+        p->items[i] = (eng_batch_item){.seq = &p->seqs[i],
+                                       .tokens = p->tokens + (size_t)i * s->per_item,
+                                       .n_tokens = s->per_item,
+                                       .logits = s->with_logits ? p->logits + (size_t)i * p->vocab : NULL};
+    }
+    double t0 = eng_now_s();
+    if (eng_forward(p->m, p->kv, p->items, s->items, NULL, NULL, err) < 0)
+        return -1;
+    return eng_now_s() - t0;
+}
+
+/* Times shape s p->repeats times and appends the point to arr; its median to *median. */
+static int time_step(profiler *p, cJSON *arr, const char *phase, const step_shape *s, double *median, eng_error *err)
+{
+    for (int r = 0; r < p->repeats; r++)
+        if ((p->times[r] = run_step(p, s, err)) < 0)
+            return -1;
     release_all(p);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "phase", phase);
-    cJSON_AddNumberToObject(o, "items", items);
-    cJSON_AddNumberToObject(o, "tokens_per_item", per_item);
-    cJSON_AddNumberToObject(o, "context", context);
-    cJSON_AddNumberToObject(o, "logits", with_logits ? items : 0);
-    add_spread(o, p->times, p->repeats);
+    cJSON_AddNumberToObject(o, "items", s->items);
+    cJSON_AddNumberToObject(o, "tokens_per_item", s->per_item);
+    cJSON_AddNumberToObject(o, "context", s->context);
+    cJSON_AddNumberToObject(o, "logits", s->with_logits ? s->items : 0);
+    double med = add_spread(o, p->times, p->repeats, "_s");
+    if (median)
+        *median = med;
     cJSON_AddItemToArray(arr, o);
     return 0;
+}
+
+/* ---------------------------------------------------------------- co-runners */
+
+/* Another worker on the machine: its own engine running the profile's step shapes
+ * back to back, from its own starting point, until told to stop. */
+typedef struct co_runner {
+    profiler p;
+    const step_shape *shapes;
+    int n_shapes, first;
+    atomic_int *stop;
+    atomic_int steps; /* done so far: the timed steps start once each has run one */
+    eng_error err;
+    atomic_int failed;
+    pthread_t thread;
+} co_runner;
+
+static void *co_runner_main(void *arg)
+{
+    co_runner *c = arg;
+    for (int k = c->first; !atomic_load(c->stop); k = (k + 1) % c->n_shapes) {
+        if (run_step(&c->p, &c->shapes[k], &c->err) < 0) {
+            atomic_store(&c->failed, 1);
+            break;
+        }
+        atomic_fetch_add(&c->steps, 1);
+    }
+    release_all(&c->p);
+    return NULL;
+}
+
+/* The steps again beside k = 1..K co-runners; each k's slowdown is the spread over the
+ * steps of (median contended / median alone). Appends {co_runners, slowdown, steps}. */
+static int time_contention(profiler *p, const profile_args *a, const step_shape *shapes, const char *const *phases,
+                           const double *alone, int n_shapes, cJSON *out, eng_error *err)
+{
+    co_runner *cr = calloc((size_t)a->co_runners, sizeof *cr);
+    double *ratio = malloc((size_t)n_shapes * sizeof *ratio);
+    atomic_int stop = 0;
+    int started = 0, rc = -1;
+    if (!cr || !ratio) {
+        eng_fail(err, "out of memory");
+        goto done;
+    }
+    for (int j = 0; j < a->co_runners; j++)
+        if (profiler_open(&cr[j].p, a, err) < 0)
+            goto done;
+    for (int k = 1; k <= a->co_runners; k++) {
+        atomic_store(&stop, 0);
+        for (started = 0; started < k; started++) {
+            co_runner *c = &cr[started];
+            c->shapes = shapes;
+            c->n_shapes = n_shapes;
+            c->first = started * n_shapes / k;
+            c->stop = &stop;
+            atomic_store(&c->steps, 0);
+            if (pthread_create(&c->thread, NULL, co_runner_main, c) != 0) {
+                eng_fail(err, "cannot start a co-runner thread");
+                goto done;
+            }
+        }
+        for (int j = 0; j < k; j++) /* each co-runner's weights paged in and busy */
+            while (atomic_load(&cr[j].steps) < 1 && !atomic_load(&cr[j].failed))
+                nanosleep(&(struct timespec){0, 1000000}, NULL);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToArray(out, o);
+        cJSON_AddNumberToObject(o, "co_runners", k);
+        cJSON *slow = cJSON_AddObjectToObject(o, "slowdown");
+        cJSON *steps = cJSON_AddArrayToObject(o, "steps");
+        for (int i = 0; i < n_shapes; i++) {
+            double med;
+            if (time_step(p, steps, phases[i], &shapes[i], &med, err) < 0)
+                goto done;
+            ratio[i] = med / alone[i];
+        }
+        atomic_store(&stop, 1);
+        for (; started > 0; started--)
+            pthread_join(cr[started - 1].thread, NULL);
+        for (int j = 0; j < k; j++)
+            if (atomic_load(&cr[j].failed)) {
+                eng_fail(err, "co-runner %d: %s", j + 1, cr[j].err.msg);
+                goto done;
+            }
+        add_spread(slow, ratio, n_shapes, "");
+    }
+    rc = 0;
+done:
+    atomic_store(&stop, 1);
+    for (; started > 0; started--)
+        pthread_join(cr[started - 1].thread, NULL);
+    for (int j = 0; cr && j < a->co_runners; j++)
+        profiler_close(&cr[j].p);
+    free(cr);
+    free(ratio);
+    return rc;
 }
 
 /* KV transfers through one transport kind, both ends in this process over loopback. */
@@ -183,7 +361,7 @@ static int time_transfers(const char *which, size_t bytes_per_token, int layers,
             cJSON_AddNumberToObject(o, "tokens", TOKENS[k]);
             cJSON_AddNumberToObject(o, "runs", runs);
             cJSON_AddNumberToObject(o, "bytes", (double)run * runs);
-            add_spread(o, times, repeats);
+            add_spread(o, times, repeats, "_s");
             cJSON_AddItemToArray(pts, o);
         }
     }
@@ -221,6 +399,13 @@ static void print_table(const cJSON *prof)
                1e3 * cJSON_GetObjectItem(s, "max_s")->valuedouble);
     }
     const cJSON *x;
+    cJSON_ArrayForEach(x, cJSON_GetObjectItem(prof, "contention"))
+    {
+        const cJSON *sd = cJSON_GetObjectItem(x, "slowdown");
+        printf("beside %d co-runner(s): steps %.2fx slower (median; %.2fx to %.2fx over the steps)\n",
+               cJSON_GetObjectItem(x, "co_runners")->valueint, cJSON_GetObjectItem(sd, "median")->valuedouble,
+               cJSON_GetObjectItem(sd, "min")->valuedouble, cJSON_GetObjectItem(sd, "max")->valuedouble);
+    }
     cJSON_ArrayForEach(x, cJSON_GetObjectItem(prof, "kv_transfer"))
     {
         printf("KV transfer over %s:\n", cJSON_GetObjectItem(x, "transport")->valuestring);
@@ -267,41 +452,20 @@ int cmd_profile(int argc, char **argv)
         return rc;
     int T = a.max_tokens, B = a.max_batch, C = a.max_context;
     eng_error err = {{0}};
-    profiler p = {.repeats = a.repeats};
+    profiler p = {0};
     cJSON *prof = cJSON_CreateObject();
     char *text = NULL;
-    int status = 1;
+    int status = 1, n_shapes = 0;
+    enum { MAX_SHAPES = 64 }; /* 7 prompt lengths + 2 + 11 batch sizes x 3 contexts at most */
+    step_shape shapes[MAX_SHAPES];
+    const char *phases[MAX_SHAPES];
+    double alone[MAX_SHAPES];
     double t_start = eng_now_s();
-    eng_model_options mo = {.n_threads = a.threads};
-    if (eng_model_load(a.model, &mo, &p.m, &err) < 0)
+    if (profiler_open(&p, &a, &err) < 0)
         goto fail;
     const eng_config *cfg = eng_model_config(p.m);
     eng_kv_layout layout = eng_model_kv_layout(p.m, KV_BLOCK, ENG_DT_F32);
     size_t bytes_per_token = eng_kv_unit_bytes(&layout) / KV_BLOCK * (size_t)layout.n_layers;
-    p.vocab = cfg->vocab_size;
-    p.n_seqs = B > 4 ? B : 4;
-    /* blocks for the largest point: B decoding at C, four prompts of T / 4, or a chunk after C */
-    int pool_blocks = B * ((C + KV_BLOCK) / KV_BLOCK);
-    if (pool_blocks < 4 * ((T / 4 + KV_BLOCK - 1) / KV_BLOCK) + 1)
-        pool_blocks = 4 * ((T / 4 + KV_BLOCK - 1) / KV_BLOCK) + 1;
-    if (pool_blocks < (C + T + KV_BLOCK - 1) / KV_BLOCK)
-        pool_blocks = (C + T + KV_BLOCK - 1) / KV_BLOCK;
-    size_t n_tok = (size_t)p.n_seqs * (size_t)(T > C ? T : C + 1);
-    p.seqs = calloc((size_t)p.n_seqs, sizeof *p.seqs);
-    p.items = calloc((size_t)p.n_seqs, sizeof *p.items);
-    p.tokens = malloc(n_tok * sizeof *p.tokens);
-    p.logits = malloc((size_t)p.n_seqs * (size_t)p.vocab * sizeof *p.logits);
-    p.times = malloc((size_t)a.repeats * sizeof *p.times);
-    if (!p.seqs || !p.items || !p.tokens || !p.logits || !p.times) {
-        eng_fail(&err, "out of memory");
-        goto fail;
-    }
-    int ordinary = p.vocab < 151643 ? p.vocab : 151643; /* no special tokens */
-    for (size_t i = 0; i < n_tok; i++)
-        p.tokens[i] = (int32_t)((i * 7919 + 13) % (size_t)ordinary);
-    if (eng_kv_pool_create(&layout, pool_blocks, &p.kv, &err) < 0)
-        goto fail;
-    memset(eng_kv_pool_base(p.kv), 0x3c, eng_kv_pool_bytes(p.kv)); /* resident, finite floats */
 
     cJSON_AddStringToObject(prof, "format", "tandem-profile-1");
     const char *base = strrchr(a.model, '/');
@@ -324,25 +488,34 @@ int cmd_profile(int argc, char **argv)
 
     /* warm-up: one token brings every weight page in */
     cJSON *scratch = cJSON_CreateArray();
-    int warm = time_step(&p, scratch, "warm-up", 1, 1, 0, 1, &err);
+    int warm = time_step(&p, scratch, "warm-up", &(step_shape){1, 1, 0, 1}, NULL, &err);
     cJSON_Delete(scratch);
     if (warm < 0)
         goto fail;
 
-    cJSON *steps = cJSON_AddArrayToObject(prof, "steps");
-    for (int L = 16; L <= T; L = L < T && L * 4 > T ? T : L * 4)
-        if (time_step(&p, steps, "prefill", 1, L, 0, 1, &err) < 0)
-            goto fail;
+    for (int L = 16; L <= T; L = L < T && L * 4 > T ? T : L * 4) {
+        phases[n_shapes] = "prefill";
+        shapes[n_shapes++] = (step_shape){1, L, 0, 1};
+    }
     /* a batch of four prompts, and a chunk continuing a long prompt */
-    if (time_step(&p, steps, "prefill", 4, T / 4, 0, 1, &err) < 0 ||
-        time_step(&p, steps, "prefill", 1, T / 4, C, 0, &err) < 0)
-        goto fail;
+    phases[n_shapes] = "prefill";
+    shapes[n_shapes++] = (step_shape){4, T / 4, 0, 1};
+    phases[n_shapes] = "prefill";
+    shapes[n_shapes++] = (step_shape){1, T / 4, C, 0};
     const int contexts[] = {16, C / 4 > 16 ? C / 4 : 16, C};
     for (int b = 1; b <= B; b = b < B && b * 2 > B ? B : b * 2)
         for (int k = 0; k < 3; k++)
-            if ((k == 0 || contexts[k] > contexts[k - 1]) &&
-                time_step(&p, steps, "decode", b, 1, contexts[k], 1, &err) < 0)
-                goto fail;
+            if (k == 0 || contexts[k] > contexts[k - 1]) {
+                phases[n_shapes] = "decode";
+                shapes[n_shapes++] = (step_shape){b, 1, contexts[k], 1};
+            }
+    cJSON *steps = cJSON_AddArrayToObject(prof, "steps");
+    for (int i = 0; i < n_shapes; i++)
+        if (time_step(&p, steps, phases[i], &shapes[i], &alone[i], &err) < 0)
+            goto fail;
+    if (a.co_runners > 0 &&
+        time_contention(&p, &a, shapes, phases, alone, n_shapes, cJSON_AddArrayToObject(prof, "contention"), &err) < 0)
+        goto fail;
 
     cJSON *xfers = cJSON_AddArrayToObject(prof, "kv_transfer");
     char dev[64], why[256];
@@ -374,15 +547,6 @@ fail:
 done:
     free(text);
     cJSON_Delete(prof);
-    if (p.kv) {
-        release_all(&p);
-        eng_kv_pool_destroy(p.kv);
-    }
-    free(p.seqs);
-    free(p.items);
-    free(p.tokens);
-    free(p.logits);
-    free(p.times);
-    eng_model_free(p.m);
+    profiler_close(&p);
     return status;
 }

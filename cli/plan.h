@@ -44,6 +44,8 @@ double plan_fit_cost(const plan_shape *s, const double *t, int n, plan_cost *out
 
 /* ---------------------------------------------------------------- profile */
 
+enum { PLAN_MAX_CO_RUNNERS = 64 };
+
 typedef struct plan_profile {
     char model[128];
     int threads, layers, block_size, max_context;
@@ -51,6 +53,11 @@ typedef struct plan_profile {
     plan_cost cost;
     double fit_error;                        /* median relative error of the cost over the profile's steps */
     double xfer_latency_s, xfer_bytes_per_s; /* a KV push: latency + bytes / rate (the profile's TCP points) */
+    /* measured contention (`tandem profile --co-runners K`): a step beside k other busy
+     * workers takes slowdown[k] times as long (median over the profile's steps), for
+     * k = 1..co_runners; 0 co_runners: not measured */
+    int co_runners;
+    double slowdown[PLAN_MAX_CO_RUNNERS + 1];
 } plan_profile;
 
 /* Reads a `tandem profile` JSON text (plan_profile_load: from a file) and fits it. */
@@ -108,7 +115,8 @@ typedef struct plan_cluster {
     int max_batch_tokens;            /* the workers' --max-batch-tokens */
     int max_running;                 /* the workers' --max-running */
     int kv_blocks;                   /* decode KV pool per worker, in blocks */
-    double cores;                    /* CPUs the workers share; steps slow down beyond them */
+    double cores;                    /* CPUs the workers share; steps slow down beyond them (profiles
+                                        without measured contention) */
 } plan_cluster;
 
 typedef struct plan_outcome {

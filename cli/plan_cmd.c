@@ -48,7 +48,8 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(A, kv_blocks, "--kv-blocks", "N", 0, 1 << 30, "0",
                 "KV blocks per worker; 0: max-running full contexts (the\nworkers' default when memory allows)"),
     CLI_FLOAT_OPT(A, cores, "--cores", "C", 0, 1e6, "0",
-                  "CPUs all workers share; 0: workers x the profile's threads\n(no sharing)"),
+                  "CPUs all workers share, for a profile without --co-runners\nfigures; 0: workers x the profile's "
+                  "threads (no sharing)"),
     CLI_CHOICE_OPT(A, output, "-o", "table|json", "table", "output format", 0),
     CLI_FLAG_OPT(A, json, "--json", "the same as -o json"),
 };
@@ -224,6 +225,7 @@ int plan_command(int argc, char **argv)
     cJSON_AddNumberToObject(doc, "requests", pl.n);
     cJSON_AddNumberToObject(doc, "seed", a.seed);
     cJSON_AddNumberToObject(doc, "cost_fit_error", prof.fit_error);
+    cJSON_AddItemToObject(doc, "slowdown", cJSON_CreateDoubleArray(prof.slowdown + 1, prof.co_runners));
     cJSON *arr = cJSON_AddArrayToObject(doc, "candidates");
     if (!json) {
         printf("workload %s: %d requests (seed %d), arrivals gamma shape %g; profile %s, %d thread(s) per worker\n",
@@ -232,8 +234,15 @@ int plan_command(int argc, char **argv)
                "(median error %.1f%%); KV push %.3g ms + %.3g GB/s\n",
                prof.cost.c[0], prof.cost.c[1], prof.cost.c[2], prof.cost.c[3], 100 * prof.fit_error,
                1e3 * prof.xfer_latency_s, prof.xfer_bytes_per_s / 1e9);
-        printf("SLOs: TTFT <= %g ms, TPOT <= %g ms for %g%% of requests; %d workers on %g cores\n\n", a.ttft_slo,
-               a.tpot_slo, 100 * a.attainment, a.workers, base.cores);
+        printf("SLOs: TTFT <= %g ms, TPOT <= %g ms for %g%% of requests; %d workers", a.ttft_slo, a.tpot_slo,
+               100 * a.attainment, a.workers);
+        if (prof.co_runners) {
+            printf(", steps slowed by the measured contention:");
+            for (int k = 1; k <= prof.co_runners; k++)
+                printf(" %.2fx beside %d", prof.slowdown[k], k);
+            printf("\n\n");
+        } else
+            printf(" on %g cores (ideal sharing; no measured contention in the profile)\n\n", base.cores);
         printf("%-22s %9s %11s %11s %11s %11s %11s\n", "candidate", n_rates ? "rate" : "goodput", "attainment",
                "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99");
     }

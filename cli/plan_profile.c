@@ -272,6 +272,31 @@ done:
     return rc;
 }
 
+/* "contention": [{"co_runners": 1, "slowdown": {"median": ...}}, ...], k = 1, 2, ... in order */
+static int parse_contention(const cJSON *arr, plan_profile *p, eng_error *err)
+{
+    if (!arr)
+        return 0;
+    int n = cJSON_GetArraySize(arr);
+    if (!cJSON_IsArray(arr) || n > PLAN_MAX_CO_RUNNERS)
+        return eng_fail(err, "profile: \"contention\" must be an array of at most %d entries", PLAN_MAX_CO_RUNNERS);
+    p->slowdown[0] = 1;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, arr)
+    {
+        double k, s;
+        if (num(x, "co_runners", 1, PLAN_MAX_CO_RUNNERS, &k, "contention", err) < 0 ||
+            num(cJSON_GetObjectItemCaseSensitive(x, "slowdown"), "median", 0.01, 1e6, &s, "contention slowdown", err) <
+                0)
+            return -1;
+        if ((int)k != p->co_runners + 1)
+            return eng_fail(err, "profile: \"contention\" entry %d is for %g co-runners; want %d", p->co_runners + 1, k,
+                            p->co_runners + 1);
+        p->slowdown[++p->co_runners] = s;
+    }
+    return 0;
+}
+
 int plan_profile_parse(const char *json, plan_profile *out, eng_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -291,7 +316,8 @@ int plan_profile_parse(const char *json, plan_profile *out, eng_error *err)
         num(o, "max_context", 1, 1 << 24, &ctx, "the", err) < 0 ||
         num(o, "kv_bytes_per_token", 1, 1e12, &out->kv_bytes_per_token, "the", err) < 0 ||
         parse_steps(cJSON_GetObjectItemCaseSensitive(o, "steps"), out, err) < 0 ||
-        parse_transfer(cJSON_GetObjectItemCaseSensitive(o, "kv_transfer"), out, err) < 0)
+        parse_transfer(cJSON_GetObjectItemCaseSensitive(o, "kv_transfer"), out, err) < 0 ||
+        parse_contention(cJSON_GetObjectItemCaseSensitive(o, "contention"), out, err) < 0)
         goto done;
     out->threads = (int)threads;
     out->layers = (int)layers;

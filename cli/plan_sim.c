@@ -16,12 +16,16 @@
  *     chunk is computed; the KV push overlaps the layers, so what remains is the last
  *     layer's push (profile latency + bytes / rate); then the sequence joins the decode
  *     worker's batch and the client gets its first token.
- * A step's time comes from the profile's cost model (plan.h). Workers share `cores`
- * CPUs: while k workers with `threads` threads each are inside a step, each runs at
- * min(1, cores / (k * threads)) of its profiled speed (processor sharing).
+ * A step's time comes from the profile's cost model (plan.h), measured in a worker
+ * running alone. While k + 1 workers are inside a step at once, each runs at
+ * 1 / slowdown[k] of that speed, the slowdown the profile measured beside k busy
+ * co-runners (shared cores, caches and memory bus); beyond the k measured, the last
+ * measured slowdown grows as processor sharing would. A profile without contention
+ * figures gets ideal processor sharing of `cores` CPUs: min(1, cores / ((k + 1) *
+ * threads)).
  * Not modelled: preemption when a decode pool runs out (the default pool holds
- * max_running full contexts), the coordinator's own CPU time, memory bandwidth
- * shared between workers, heartbeat lag in the router's view of the load. */
+ * max_running full contexts), the coordinator's and the clients' CPU time, heartbeat
+ * lag in the router's view of the load. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -246,9 +250,11 @@ static int end_step(sim *m, worker *w)
 
 static double speed(const sim *m)
 {
-    int busy = 0;
+    int busy = 0, K = m->p->co_runners;
     for (int k = 0; k < m->n_w; k++)
         busy += m->w[k].work_left >= 0;
+    if (K > 0)
+        return busy <= K + 1 ? 1 / m->p->slowdown[busy > 0 ? busy - 1 : 0] : (double)(K + 1) / busy / m->p->slowdown[K];
     double want = (double)busy * m->p->threads;
     return want > m->c->cores ? m->c->cores / want : 1;
 }

@@ -1,8 +1,8 @@
 #!/bin/sh
-# smoke.sh: `tandem profile` on a fixture model, then `tandemctl plan` on its profile and
-# each workload in bench/workloads/: both exit 0, the profile has the measured parts, the
-# plan names every candidate and a recommendation; a broken workload is refused with
-# exit status 1 and one line naming the problem.
+# smoke.sh: `tandem profile` on a fixture model (alone and beside one co-runner), then
+# `tandemctl plan` on its profile and each workload in bench/workloads/: both exit 0, the
+# profile has the measured parts, the plan names every candidate and a recommendation; a
+# broken workload is refused with exit status 1 and one line naming the problem.
 # usage: smoke.sh TANDEM TANDEMCTL MODEL_DIR SOURCE_DIR
 set -eu
 tandem=$1 ctl=$2 model=$3 src=$4
@@ -11,17 +11,18 @@ trap 'rm -rf "$tmp"' EXIT
 fail() { echo "plan smoke: $*" >&2; exit 1; }
 
 "$tandem" profile --model "$model" --threads 1 --repeats 2 --max-tokens 64 --max-batch 2 --max-context 64 \
-    --out "$tmp/profile.json" >"$tmp/table.txt" || fail "tandem profile failed"
+    --co-runners 1 --out "$tmp/profile.json" >"$tmp/table.txt" || fail "tandem profile failed"
 for key in '"format":\s*"tandem-profile-1"' '"phase":\s*"prefill"' '"phase":\s*"decode"' '"transport":\s*"tcp"' \
-    '"median_s":\s*[0-9]'; do
+    '"median_s":\s*[0-9]' '"co_runners":\s*1'; do
     grep -Eq "$key" "$tmp/profile.json" || fail "the profile lacks $key"
 done
 grep -q "^decode " "$tmp/table.txt" || fail "the table lacks decode rows"
+grep -q "^beside 1 co-runner" "$tmp/table.txt" || fail "the table lacks the co-runner slowdown"
 
 for w in "$src"/bench/workloads/*.json; do
     "$ctl" plan --profile "$tmp/profile.json" --workload "$w" --ttft-slo 2000 --tpot-slo 100 --workers 3 \
         >"$tmp/plan.txt" || fail "tandemctl plan failed on $w"
-    for c in "colocated x3" "1 prefill + 2 decode" "2 prefill + 1 decode" "recommendation: "; do
+    for c in "colocated x3" "1 prefill + 2 decode" "2 prefill + 1 decode" "recommendation: " "x beside 1"; do
         grep -q "$c" "$tmp/plan.txt" || { cat "$tmp/plan.txt" >&2; fail "the plan for $w lacks '$c'"; }
     done
 done

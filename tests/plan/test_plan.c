@@ -1,9 +1,11 @@
 /* test_plan.c: the capacity planner's parts (cli/plan_*.c) against cases whose answer
  * is known in closed form: the simulator's queue against M/D/1 and D/D/1, batching,
- * the KV push, processor sharing and admission against hand-computed timelines, the
+ * the KV push, processor sharing, measured contention and admission against
+ * hand-computed timelines, the
  * cost fit against the coefficients that made its points, the trace's arrival gaps
  * against the gamma distribution's moments, and bad workload files. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -144,6 +146,30 @@ static void test_sharing_and_admission(void)
     CHECK(s.attainment == 0);
 }
 
+/* Measured contention replaces processor sharing: two colocated workers with a 1.5x
+ * slowdown beside one co-runner take 1.5 steps each; a third worker (beyond what was
+ * measured) scales the last slowdown by processor sharing, 1.5 x 3 / 2. A worker alone
+ * runs at full speed whatever the profile measured. */
+static void test_measured_contention(void)
+{
+    plan_profile p = profile(0.1, 0, 0, 0);
+    p.co_runners = 1;
+    p.slowdown[0] = 1;
+    p.slowdown[1] = 1.5;
+    plan_cluster c = colocated(2);
+    c.cores = 1; /* ignored: the measured slowdown applies */
+    plan_request r[3] = {{0, 10, 1}, {0, 10, 1}, {0, 10, 1}};
+    plan_outcome o[3];
+    eng_error err;
+    REQUIRE(plan_simulate(&p, &c, r, 2, o, &err) == 0, "%s", err.msg);
+    CHECK(fabs(o[0].ttft - 0.15) < 1e-9 && fabs(o[1].ttft - 0.15) < 1e-9, "%.6f %.6f", o[0].ttft, o[1].ttft);
+    c = colocated(3);
+    REQUIRE(plan_simulate(&p, &c, r, 3, o, &err) == 0, "%s", err.msg);
+    CHECK(fabs(o[2].ttft - 0.225) < 1e-9, "three at once: %.6f", o[2].ttft);
+    REQUIRE(plan_simulate(&p, &c, r, 1, o, &err) == 0, "%s", err.msg);
+    CHECK(fabs(o[0].ttft - 0.1) < 1e-9, "alone: %.6f", o[0].ttft);
+}
+
 static void test_fit(void)
 {
     plan_cost truth = {{0.02, 0.0005, 2e-6, 0.004}}, got;
@@ -256,6 +282,21 @@ static void test_bad_files(void)
     eng_error err = {{0}};
     CHECK(plan_profile_parse("{\"format\":\"other\"}", &p, &err) < 0 && strstr(err.msg, "tandem-profile-1"));
     CHECK(plan_profile_load("/nonexistent/profile.json", &p, &err) < 0 && strstr(err.msg, "cannot open"));
+    /* contention entries must count co-runners 1, 2, ... */
+    static const char good[] =
+        "{\"format\":\"tandem-profile-1\",\"threads\":1,\"layers\":2,\"kv_block_size\":16,\"max_context\":64,"
+        "\"kv_bytes_per_token\":64,\"steps\":[{\"items\":1,\"tokens_per_item\":1,\"context\":0,\"logits\":1,"
+        "\"median_s\":0.01},{\"items\":1,\"tokens_per_item\":64,\"context\":0,\"logits\":1,\"median_s\":0.05}],"
+        "\"kv_transfer\":[{\"points\":[{\"bytes\":1000,\"median_s\":0.001},{\"bytes\":100000,\"median_s\":0.01}]}],"
+        "\"contention\":[{\"co_runners\":1,\"slowdown\":{\"median\":1.4}},{\"co_runners\":%d,\"slowdown\":{"
+        "\"median\":2.1}}]}";
+    char text[sizeof good + 8];
+    snprintf(text, sizeof text, good, 2);
+    REQUIRE(plan_profile_parse(text, &p, &err) == 0, "%s", err.msg);
+    CHECK(p.co_runners == 2 && p.slowdown[1] == 1.4 && p.slowdown[2] == 2.1, "%d %g %g", p.co_runners, p.slowdown[1],
+          p.slowdown[2]);
+    snprintf(text, sizeof text, good, 3);
+    CHECK(plan_profile_parse(text, &p, &err) < 0 && strstr(err.msg, "want 2"), "%s", err.msg);
 }
 
 int main(void)
@@ -264,6 +305,7 @@ int main(void)
     test_batching();
     test_disaggregated();
     test_sharing_and_admission();
+    test_measured_contention();
     test_fit();
     test_trace();
     test_bad_files();
