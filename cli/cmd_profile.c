@@ -211,94 +211,135 @@ static int time_step(profiler *p, cJSON *arr, const char *phase, const step_shap
 /* ---------------------------------------------------------------- co-runners */
 
 /* Another worker on the machine: its own engine running the profile's step shapes
- * back to back, from its own starting point, until told to stop. */
+ * back to back, from its own starting point, while the profiler lets it (index <
+ * *active). */
 typedef struct co_runner {
     profiler p;
     const step_shape *shapes;
-    int n_shapes, first;
-    atomic_int *stop;
-    atomic_int steps; /* done so far: the timed steps start once each has run one */
-    eng_error err;
+    int n_shapes, next, index;
+    atomic_int *active, *quit;
+    atomic_int in_step; /* set before it looks at *active: once it reads 0 after a pause, no step runs */
+    atomic_int started; /* steps begun */
     atomic_int failed;
+    eng_error err;
     pthread_t thread;
 } co_runner;
+
+static void pause_ms(void)
+{
+    nanosleep(&(struct timespec){0, 1000000}, NULL);
+}
 
 static void *co_runner_main(void *arg)
 {
     co_runner *c = arg;
-    for (int k = c->first; !atomic_load(c->stop); k = (k + 1) % c->n_shapes) {
-        if (run_step(&c->p, &c->shapes[k], &c->err) < 0) {
+    while (!atomic_load(c->quit)) {
+        atomic_store(&c->in_step, 1);
+        if (c->index >= atomic_load(c->active)) {
+            atomic_store(&c->in_step, 0);
+            pause_ms();
+            continue;
+        }
+        atomic_fetch_add(&c->started, 1);
+        double t = run_step(&c->p, &c->shapes[c->next], &c->err);
+        atomic_store(&c->in_step, 0);
+        if (t < 0) {
             atomic_store(&c->failed, 1);
             break;
         }
-        atomic_fetch_add(&c->steps, 1);
+        c->next = (c->next + 1) % c->n_shapes;
     }
     release_all(&c->p);
     return NULL;
 }
 
-/* The steps again beside k = 1..K co-runners; each k's slowdown is the spread over the
- * steps of (median contended / median alone). Appends {co_runners, slowdown, steps}. */
-static int time_contention(profiler *p, const profile_args *a, const step_shape *shapes, const char *const *phases,
-                           const double *alone, int n_shapes, cJSON *out, eng_error *err)
+/* Lets co-runners 0..k-1 run and returns once each is inside a step (or has failed);
+ * k = 0: once none is. */
+static void set_active(co_runner *cr, int n, atomic_int *active, int k)
 {
-    co_runner *cr = calloc((size_t)a->co_runners, sizeof *cr);
-    double *ratio = malloc((size_t)n_shapes * sizeof *ratio);
-    atomic_int stop = 0;
-    int started = 0, rc = -1;
-    if (!cr || !ratio) {
+    int before[MAX_CO_RUNNERS];
+    for (int j = 0; j < n; j++)
+        before[j] = atomic_load(&cr[j].started);
+    atomic_store(active, k);
+    for (int j = 0; j < n; j++)
+        while (!atomic_load(&cr[j].failed) &&
+               (j < k ? atomic_load(&cr[j].started) == before[j] : atomic_load(&cr[j].in_step)))
+            pause_ms();
+}
+
+/* Every shape timed alone (into steps) and then beside k = 1..K co-runners (into
+ * contention[k - 1].steps), one shape after the other, so that a change in the
+ * machine's other load hits both sides of a ratio alike. Each k's slowdown is the
+ * spread over the shapes of median beside k / median alone. */
+static int time_steps(profiler *p, const profile_args *a, const step_shape *shapes, const char *const *phases,
+                      int n_shapes, cJSON *steps, cJSON *contention, eng_error *err)
+{
+    int K = a->co_runners, running = 0, rc = -1;
+    co_runner *cr = calloc((size_t)(K ? K : 1), sizeof *cr);
+    double *alone = malloc((size_t)n_shapes * sizeof *alone);
+    double *ratio = malloc((size_t)n_shapes * (size_t)(K ? K : 1) * sizeof *ratio);
+    atomic_int active = 0, quit = 0;
+    cJSON *per_k[MAX_CO_RUNNERS];
+    if (!cr || !alone || !ratio) {
         eng_fail(err, "out of memory");
         goto done;
     }
-    for (int j = 0; j < a->co_runners; j++)
-        if (profiler_open(&cr[j].p, a, err) < 0)
-            goto done;
-    for (int k = 1; k <= a->co_runners; k++) {
-        atomic_store(&stop, 0);
-        for (started = 0; started < k; started++) {
-            co_runner *c = &cr[started];
-            c->shapes = shapes;
-            c->n_shapes = n_shapes;
-            c->first = started * n_shapes / k;
-            c->stop = &stop;
-            atomic_store(&c->steps, 0);
-            if (pthread_create(&c->thread, NULL, co_runner_main, c) != 0) {
-                eng_fail(err, "cannot start a co-runner thread");
-                goto done;
-            }
-        }
-        for (int j = 0; j < k; j++) /* each co-runner's weights paged in and busy */
-            while (atomic_load(&cr[j].steps) < 1 && !atomic_load(&cr[j].failed))
-                nanosleep(&(struct timespec){0, 1000000}, NULL);
+    for (int k = 1; k <= K; k++) {
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddItemToArray(out, o);
+        cJSON_AddItemToArray(contention, o);
         cJSON_AddNumberToObject(o, "co_runners", k);
-        cJSON *slow = cJSON_AddObjectToObject(o, "slowdown");
-        cJSON *steps = cJSON_AddArrayToObject(o, "steps");
-        for (int i = 0; i < n_shapes; i++) {
-            double med;
-            if (time_step(p, steps, phases[i], &shapes[i], &med, err) < 0)
-                goto done;
-            ratio[i] = med / alone[i];
+        per_k[k - 1] = cJSON_AddArrayToObject(o, "steps");
+    }
+    for (int j = 0; j < K; j++) {
+        co_runner *c = &cr[j];
+        if (profiler_open(&c->p, a, err) < 0)
+            goto done;
+        c->shapes = shapes;
+        c->n_shapes = n_shapes;
+        c->next = j * n_shapes / K;
+        c->index = j;
+        c->active = &active;
+        c->quit = &quit;
+        if (pthread_create(&c->thread, NULL, co_runner_main, c) != 0) {
+            eng_fail(err, "cannot start a co-runner thread");
+            goto done;
         }
-        atomic_store(&stop, 1);
-        for (; started > 0; started--)
-            pthread_join(cr[started - 1].thread, NULL);
-        for (int j = 0; j < k; j++)
+        running++;
+    }
+    set_active(cr, K, &active, K); /* warm-up: each co-runner's first step brings its weights in */
+    for (int j = 0; j < K; j++)
+        while (atomic_load(&cr[j].started) < 2 && !atomic_load(&cr[j].failed))
+            pause_ms();
+    for (int i = 0; i < n_shapes; i++) {
+        for (int k = 0; k <= K; k++) {
+            double med;
+            set_active(cr, K, &active, k);
+            if (time_step(p, k ? per_k[k - 1] : steps, phases[i], &shapes[i], &med, err) < 0)
+                goto done;
+            if (k == 0)
+                alone[i] = med;
+            else
+                ratio[(size_t)(k - 1) * (size_t)n_shapes + (size_t)i] = med / alone[i];
+        }
+        set_active(cr, K, &active, 0);
+        for (int j = 0; j < K; j++)
             if (atomic_load(&cr[j].failed)) {
                 eng_fail(err, "co-runner %d: %s", j + 1, cr[j].err.msg);
                 goto done;
             }
-        add_spread(slow, ratio, n_shapes, "");
     }
+    for (int k = 1; k <= K; k++)
+        add_spread(cJSON_AddObjectToObject(cJSON_GetArrayItem(contention, k - 1), "slowdown"),
+                   ratio + (size_t)(k - 1) * (size_t)n_shapes, n_shapes, "");
     rc = 0;
 done:
-    atomic_store(&stop, 1);
-    for (; started > 0; started--)
-        pthread_join(cr[started - 1].thread, NULL);
-    for (int j = 0; cr && j < a->co_runners; j++)
+    atomic_store(&quit, 1);
+    for (int j = 0; j < running; j++)
+        pthread_join(cr[j].thread, NULL);
+    for (int j = 0; cr && j < K; j++)
         profiler_close(&cr[j].p);
     free(cr);
+    free(alone);
     free(ratio);
     return rc;
 }
@@ -459,7 +500,6 @@ int cmd_profile(int argc, char **argv)
     enum { MAX_SHAPES = 64 }; /* 7 prompt lengths + 2 + 11 batch sizes x 3 contexts at most */
     step_shape shapes[MAX_SHAPES];
     const char *phases[MAX_SHAPES];
-    double alone[MAX_SHAPES];
     double t_start = eng_now_s();
     if (profiler_open(&p, &a, &err) < 0)
         goto fail;
@@ -510,11 +550,8 @@ int cmd_profile(int argc, char **argv)
                 shapes[n_shapes++] = (step_shape){b, 1, contexts[k], 1};
             }
     cJSON *steps = cJSON_AddArrayToObject(prof, "steps");
-    for (int i = 0; i < n_shapes; i++)
-        if (time_step(&p, steps, phases[i], &shapes[i], &alone[i], &err) < 0)
-            goto fail;
-    if (a.co_runners > 0 &&
-        time_contention(&p, &a, shapes, phases, alone, n_shapes, cJSON_AddArrayToObject(prof, "contention"), &err) < 0)
+    cJSON *contention = a.co_runners ? cJSON_AddArrayToObject(prof, "contention") : NULL;
+    if (time_steps(&p, &a, shapes, phases, n_shapes, steps, contention, &err) < 0)
         goto fail;
 
     cJSON *xfers = cJSON_AddArrayToObject(prof, "kv_transfer");
