@@ -21,10 +21,12 @@
 // usage: node bench/goodput.mjs --workload FILE --ttft-slo MS --tpot-slo MS
 //          [--workers N (2)] [--threads-per-worker T (1)] [--rates auto|R,R,...] [--requests N]
 //          [--seed S (1)] [--profile FILE] [--build DIR (build)] [--cache DIR] [--out FILE.json]
+//          [--configs split,colocated (both; one alone keeps a slow workload's run short)]
+// With --out FILE.json the profile taken is kept too, as FILE.profile.json.
 // Needs tandem and tandemctl built in the build directory
 // (cmake --build build --target tandem tandemctl) and scripts/setup.sh's packages.
 import { execFile, execFileSync, spawn } from "node:child_process";
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
+import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
 import { promisify } from "node:util";
 import { homedir, loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -41,7 +43,7 @@ function fail(msg) {
 
 function parseArgs(argv) {
   const o = { workload: "", "ttft-slo": "", "tpot-slo": "", workers: "2", "threads-per-worker": "1", rates: "auto",
-    requests: "", seed: "1", profile: "", build: join(ROOT, "build"), out: "",
+    requests: "", seed: "1", profile: "", configs: "split,colocated", build: join(ROOT, "build"), out: "",
     cache: process.env.TANDEM_BENCH_CACHE || join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "tandem", "bench") };
   for (let i = 0; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, "");
@@ -54,6 +56,8 @@ function parseArgs(argv) {
     if (!/^\d+$/.test(o[k])) fail(`--${k} must be a non-negative integer`);
   if (Number(o.workers) < 2) fail("--workers must be at least 2");
   if (o.rates !== "auto" && !o.rates.split(",").every((r) => Number(r) > 0)) fail("--rates wants auto or R,R,... above 0");
+  o.configs = o.configs.split(",");
+  if (!o.configs.length || !o.configs.every((c) => c === "split" || c === "colocated")) fail("--configs wants split, colocated or both");
   return o;
 }
 
@@ -177,21 +181,23 @@ async function main() {
     execFileSync(tandem, ["profile", "--model", model, "--threads", o["threads-per-worker"],
       "--co-runners", String(Number(o.workers) - 1), "--out", profile],
       { stdio: ["ignore", "ignore", "inherit"], timeout: 900000 });
+    if (o.out) copyFileSync(profile, o.out.replace(/\.json$/, "") + ".profile.json"); // kept for the record
   }
   const search = plan(o, tandemctl, profile, []);
   const splits = search.candidates.filter((c) => !c.colocated);
   const best = splits.reduce((a, b) => (b.goodput > a.goodput ? b : a));
   const coloc = search.candidates.find((c) => c.colocated);
+  const chosen = [best, coloc].filter((c) => o.configs.includes(c.colocated ? "colocated" : "split"));
   console.error(`== plan: recommendation ${search.recommendation}; ` +
     search.candidates.map((c) => `${c.name} ${c.goodput.toFixed(3)}`).join(", ") + " req/s predicted");
 
   // Checked before any cluster runs, so a run is not thrown away half done.
-  for (const cand of o.rates === "auto" ? [best, coloc] : []) {
+  for (const cand of o.rates === "auto" ? chosen : []) {
     if (cand.unbounded) fail(`${cand.name}: every request meets the SLOs even arriving at once; give --rates or more --requests`);
     if (!(cand.goodput > 0)) fail(`${cand.name}: predicted goodput 0; give --rates`);
   }
   const results = [];
-  for (const cand of [best, coloc]) {
+  for (const cand of chosen) {
     const args = ["--threads-per-worker", o["threads-per-worker"]].concat(cand.colocated
       ? ["--colocated", "--decode-workers", String(cand.colocated)]
       : ["--prefill-workers", String(cand.prefill), "--decode-workers", String(cand.decode)]);
@@ -249,9 +255,10 @@ async function main() {
     console.log(`| ${r.name} | ${g.bound === "=" ? "" : g.bound + " "}${g.value.toFixed(3)} | ${r.predicted_goodput.toFixed(3)} | ${ratio} |`);
   }
   const [s, c] = results;
-  const sg = s.measured_goodput, cg = c.measured_goodput;
+  const sg = s.measured_goodput, cg = c?.measured_goodput;
   console.log(`\nplanner's recommendation: ${search.recommendation}; measured: ` +
-    (sg.bound === "=" && cg.bound === "=" ? `${sg.value >= cg.value ? s.name : c.name} had the higher goodput`
+    (!c ? `${s.name} alone (--configs)`
+      : sg.bound === "=" && cg.bound === "=" ? `${sg.value >= cg.value ? s.name : c.name} had the higher goodput`
       : "not decided by the rates run (a goodput outside their range)"));
   if (o.out) writeFileSync(o.out, JSON.stringify({ plan: search, results }, null, 1) + "\n");
 }
