@@ -1,7 +1,8 @@
 /* cmd_profile.c: `tandem profile`, what one worker costs on this machine, for the
  * capacity planner (`tandemctl plan`).
  *
- * Every figure is a real eng_forward step or a real kvtransfer transfer, timed
+ * Every figure is a real eng_forward step (with its rows of logits sampled, as the
+ * worker does) or a real kvtransfer transfer, timed
  * `--repeats` times (min / median / max kept, so the spread shows):
  *   - prefill steps: one prompt of L tokens from position 0, a batch of prompts, and a
  *     chunk that starts deep in a prompt (chunked prefill);
@@ -32,6 +33,7 @@
 #include "common/clock.h"
 #include "kvtransfer.h"
 #include "model/model.h"
+#include "sampling/sampler.h"
 
 #define KV_BLOCK 16
 #define MAX_CO_RUNNERS 16
@@ -169,7 +171,10 @@ static int profiler_open(profiler *p, const profile_args *a, eng_error *err)
     return 0;
 }
 
-/* Runs one step of shape s (its blocks hold the pool's pattern as history); seconds, or -1. */
+/* Runs one step of shape s (its blocks hold the pool's pattern as history) as the worker's
+ * engine thread does: the forward pass, then a token sampled from every row of logits
+ * (greedy, bench/loadgen.mjs's sampling; eng_sample's pass over the vocabulary costs a
+ * millisecond or more per row, as much as the LM head itself). Seconds, or -1. */
 static double run_step(profiler *p, const step_shape *s, eng_error *err)
 {
     release_all(p);
@@ -182,9 +187,16 @@ static double run_step(profiler *p, const step_shape *s, eng_error *err)
                                        .n_tokens = s->per_item,
                                        .logits = s->with_logits ? p->logits + (size_t)i * p->vocab : NULL};
     }
+    eng_sampling greedy;
+    eng_sampling_defaults(&greedy);
     double t0 = eng_now_s();
     if (eng_forward(p->m, p->kv, p->items, s->items, NULL, NULL, err) < 0)
         return -1;
+    for (int i = 0; i < s->items && s->with_logits; i++) {
+        eng_sample_result res;
+        if (eng_sample(&greedy, p->items[i].logits, p->vocab, p->items[i].tokens, s->per_item, NULL, 0, 0, &res) < 0)
+            return eng_fail(err, "sampling failed");
+    }
     return eng_now_s() - t0;
 }
 
