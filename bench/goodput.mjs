@@ -22,7 +22,8 @@
 //          [--workers N (2)] [--threads-per-worker T (1)] [--rates auto|R,R,...] [--requests N]
 //          [--seed S (1)] [--profile FILE] [--build DIR (build)] [--cache DIR] [--out FILE.json]
 //          [--configs split,colocated (both; one alone keeps a slow workload's run short)]
-// With --out FILE.json the profile taken is kept too, as FILE.profile.json.
+// With --out FILE.json the profile taken is kept too, as FILE.profile.json (and its
+// table as FILE.profile.txt).
 // Needs tandem and tandemctl built in the build directory
 // (cmake --build build --target tandem tandemctl) and scripts/setup.sh's packages.
 import { execFile, execFileSync, spawn } from "node:child_process";
@@ -178,10 +179,13 @@ async function main() {
   if (!profile) {
     profile = join(tmp, "profile.json");
     console.error(`== profiling one worker (${o["threads-per-worker"]} thread); load average ${load()}`);
-    execFileSync(tandem, ["profile", "--model", model, "--threads", o["threads-per-worker"],
+    const table = execFileSync(tandem, ["profile", "--model", model, "--threads", o["threads-per-worker"],
       "--co-runners", String(Number(o.workers) - 1), "--out", profile],
-      { stdio: ["ignore", "ignore", "inherit"], timeout: 900000 });
-    if (o.out) copyFileSync(profile, o.out.replace(/\.json$/, "") + ".profile.json"); // kept for the record
+      { stdio: ["ignore", "pipe", "inherit"], encoding: "utf8", timeout: 900000 });
+    if (o.out) { // kept for the record
+      copyFileSync(profile, o.out.replace(/\.json$/, "") + ".profile.json");
+      writeFileSync(o.out.replace(/\.json$/, "") + ".profile.txt", table);
+    }
   }
   const search = plan(o, tandemctl, profile, []);
   const splits = search.candidates.filter((c) => !c.colocated);
