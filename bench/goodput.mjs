@@ -202,7 +202,10 @@ async function main() {
   }
   const results = [];
   for (const cand of chosen) {
-    const args = ["--threads-per-worker", o["threads-per-worker"]].concat(cand.colocated
+    // No prefix cache: every rate replays the same prompts on the same cluster, so from the
+    // second rate on a prefill worker would find them all cached (TTFT 60 ms where a
+    // prefill takes 400), and the planner does not model the cache.
+    const args = ["--threads-per-worker", o["threads-per-worker"], "--no-prefix-cache"].concat(cand.colocated
       ? ["--colocated", "--decode-workers", String(cand.colocated)]
       : ["--prefill-workers", String(cand.prefill), "--decode-workers", String(cand.decode)]);
     console.error(`== ${cand.name}: tandem serve ${args.join(" ")}; rates ` +
