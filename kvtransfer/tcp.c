@@ -797,6 +797,7 @@ static void q_drop(tcp_peer *p, tx_transfer *s)
 #define BATCH_BYTES (8u << 20)
 #define WINDOW_BYTES (1u << 20)
 #define WINDOW_IOVS 256
+#define VERDICT_GRACE_MS 1000 /* after a failed send, how long the reader may take to read a verdict */
 
 typedef struct batch {
     tx_item items[BATCH_ITEMS];
@@ -921,6 +922,15 @@ static void *sender_main(void *arg)
         }
         pthread_cond_broadcast(&t->base.cv);
         if (rc < 0) {
+            /* A receiver that refuses a transfer sends its verdict and hangs up, so a send
+             * can fail (EPIPE) while the verdict still waits in our receive buffer: give the
+             * reader a moment to read it, so the transfer fails with the receiver's reason
+             * rather than "broken pipe". A reader blocked on a silent peer is woken by
+             * peer_fail_locked's shutdown after the wait. */
+            struct timespec dl;
+            eng_deadline_after_ms(&dl, VERDICT_GRACE_MS);
+            while (p->alive && kvt_wait_until(&t->base, &dl, VERDICT_GRACE_MS))
+                ;
             peer_fail_locked(p, why);
             break;
         }
