@@ -284,7 +284,7 @@ static int parse_contention(const cJSON *arr, plan_profile *p, eng_error *err)
     const cJSON *x;
     cJSON_ArrayForEach(x, arr)
     {
-        double k, s;
+        double k = 0, s = 0; /* set by num() on success; gcc -O3 cannot tell */
         if (num(x, "co_runners", 1, PLAN_MAX_CO_RUNNERS, &k, "contention", err) < 0 ||
             num(cJSON_GetObjectItemCaseSensitive(x, "slowdown"), "median", 0.01, 1e6, &s, "contention slowdown", err) <
                 0)
