@@ -37,9 +37,11 @@ void cli_choose_sampling(const cli_sampling_opts *a, const eng_gen_config *g, en
     s->seed = a->have_seed ? a->seed : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 20);
 }
 
-int cli_session_open(cli_session *s, const char *model_dir, int n_threads, int want_template, eng_error *err)
+int cli_session_open(cli_session *s, const char *model_dir, int n_threads, eng_dtype kv_dtype, int want_template,
+                     eng_error *err)
 {
     memset(s, 0, sizeof *s);
+    s->kv_dtype = kv_dtype;
     eng_model_options opt = {.n_threads = n_threads};
     if (eng_model_load(model_dir, &opt, &s->model, err) < 0 ||
         eng_gen_config_load(model_dir, eng_model_config(s->model), &s->gen, err) < 0 ||
@@ -133,7 +135,7 @@ static int ensure_pool(cli_session *s, int need, eng_error *err)
     if (want > s->context)
         want = s->context > need ? s->context : need;
     int blocks = (int)((want + KV_BLOCK - 1) / KV_BLOCK);
-    eng_kv_layout layout = eng_model_kv_layout(s->model, KV_BLOCK, ENG_DT_F32);
+    eng_kv_layout layout = eng_model_kv_layout(s->model, KV_BLOCK, s->kv_dtype);
     if (eng_kv_pool_create(&layout, blocks, &s->kv, err) < 0)
         return -1;
     s->kv_tokens = blocks * KV_BLOCK;

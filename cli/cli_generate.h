@@ -50,6 +50,7 @@ typedef struct cli_session {
     eng_gen_config gen;
     eng_chat_template *tmpl; /* NULL unless loaded with want_template */
     int context;             /* max_position_embeddings */
+    eng_dtype kv_dtype;      /* of every pool the session makes (--kv-dtype) */
     eng_kv_pool *kv;
     int kv_tokens; /* capacity of the pool in tokens */
     eng_seq seq;
@@ -59,8 +60,9 @@ typedef struct cli_session {
 } cli_session;
 
 /* Loads the model, tokenizer, generation config and, with want_template, the chat
- * template of tokenizer_config.json. */
-int cli_session_open(cli_session *s, const char *model_dir, int n_threads, int want_template, eng_error *err);
+ * template of tokenizer_config.json; its KV cache stores kv_dtype. */
+int cli_session_open(cli_session *s, const char *model_dir, int n_threads, eng_dtype kv_dtype, int want_template,
+                     eng_error *err);
 void cli_session_close(cli_session *s);
 
 /* The prompt text of an OpenAI-style request through the model's chat template, and

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "cli_args.h"
+#include "cli_kv.h"
 #include "commands.h"
 #include "common/clock.h"
 #include "model/model.h"
@@ -25,7 +26,7 @@
 #define KV_BLOCK 16
 
 typedef struct bench_args {
-    const char *model;
+    const char *model, *kv_dtype;
     int prompt_tokens, decode_tokens, sequences, threads, json;
 } bench_args;
 
@@ -36,13 +37,15 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(B, decode_tokens, "--decode-tokens", "D", 1, 1 << 20, "64", "decode steps after it"),
     CLI_INT_OPT(B, sequences, "--sequences", "S", 1, 256, "1", "sequences decoded together in each step"),
     CLI_INT_OPT(B, threads, "--threads", "N", 1, 4096, NULL, "compute threads; default: one per CPU"),
+    CLI_KV_DTYPE_OPT(B, kv_dtype),
     CLI_FLAG_OPT(B, json, "--json", "one JSON object: prefill_tok_s, decode_tok_s, peak_rss_bytes, ..."),
 };
 #undef B
 
 static const cli_command CMD = {
     .name = "tandem bench",
-    .usage = "--model DIR [--prompt-tokens P] [--decode-tokens D] [--sequences S] [--threads N] [--json]",
+    .usage = "--model DIR [--prompt-tokens P] [--decode-tokens D] [--sequences S] [--threads N] [--kv-dtype "
+             "bf16|f16|f32] [--json]",
     .opts = OPTS,
     .n_opts = CLI_COUNT(OPTS),
 };
@@ -70,7 +73,7 @@ int cmd_bench(int argc, char **argv)
         goto fail;
     const eng_config *c = eng_model_config(m);
     int V = c->vocab_size;
-    eng_kv_layout layout = eng_model_kv_layout(m, KV_BLOCK, ENG_DT_F32);
+    eng_kv_layout layout = eng_model_kv_layout(m, KV_BLOCK, cli_kv_dtype(a.kv_dtype));
     int n_blocks = (P + D + KV_BLOCK - 1) / KV_BLOCK;
     seqs = calloc((size_t)S, sizeof *seqs);
     items = calloc((size_t)S, sizeof *items);
@@ -145,6 +148,7 @@ int cmd_bench(int argc, char **argv)
         cJSON_AddNumberToObject(o, "threads", eng_model_threads(m));
         cJSON_AddStringToObject(o, "kernels", eng_kernels_isa());
         cJSON_AddNumberToObject(o, "weight_bytes", wbytes);
+        cJSON_AddStringToObject(o, "kv_dtype", eng_dtype_name(layout.dtype));
         cJSON_AddNumberToObject(o, "kv_bytes", kvbytes);
         cJSON_AddNumberToObject(o, "peak_rss_bytes", rss);
         cJSON_AddNumberToObject(o, "rss_over_weights_kv", rss / (wbytes + kvbytes));

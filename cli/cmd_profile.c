@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "cli_args.h"
+#include "cli_kv.h"
 #include "commands.h"
 #include "common/clock.h"
 #include "kvtransfer.h"
@@ -39,7 +40,7 @@
 #define MAX_CO_RUNNERS 16
 
 typedef struct profile_args {
-    const char *model, *out;
+    const char *model, *out, *kv_dtype;
     int threads, json, repeats, max_tokens, max_batch, max_context, co_runners;
 } profile_args;
 
@@ -48,6 +49,7 @@ static const cli_opt OPTS[] = {
     CLI_STR_OPT(A, model, "--model", "DIR", NULL, "Hugging Face checkpoint folder", CLI_REQUIRED),
     CLI_INT_OPT(A, threads, "--threads", "N", 1, 4096, NULL,
                 "compute threads, as the worker will run with; default: one per CPU"),
+    CLI_KV_DTYPE_OPT(A, kv_dtype),
     CLI_FLAG_OPT(A, json, "--json", "print the profile (JSON) on stdout instead of the table"),
     CLI_STR_OPT(A, out, "--out", "FILE", NULL, "also write the profile (JSON) to FILE", 0),
     CLI_INT_OPT(A, repeats, "--repeats", "R", 1, 100, "3", "timings of each point (min, median, max kept)"),
@@ -63,7 +65,8 @@ static const cli_opt OPTS[] = {
 
 static const cli_command CMD = {
     .name = "tandem profile",
-    .usage = "--model DIR [--threads N] [--json] [--out FILE] [--repeats R] [--max-tokens T] [--max-batch B] "
+    .usage = "--model DIR [--threads N] [--kv-dtype bf16|f16|f32] [--json] [--out FILE] [--repeats R] [--max-tokens T] "
+             "[--max-batch B] "
              "[--max-context C] [--co-runners K]",
     .about = "Times prefill steps, decode steps and KV transfers of one worker on this machine\n"
              "and writes the profile that `tandemctl plan` reads. Takes a minute or two for a\n"
@@ -142,7 +145,7 @@ static int profiler_open(profiler *p, const profile_args *a, eng_error *err)
     eng_model_options mo = {.n_threads = a->threads};
     if (eng_model_load(a->model, &mo, &p->m, err) < 0)
         return -1;
-    eng_kv_layout layout = eng_model_kv_layout(p->m, KV_BLOCK, ENG_DT_F32);
+    eng_kv_layout layout = eng_model_kv_layout(p->m, KV_BLOCK, cli_kv_dtype(a->kv_dtype));
     p->vocab = eng_model_config(p->m)->vocab_size;
     p->n_seqs = B > 4 ? B : 4;
     int pool_blocks = B * ((C + KV_BLOCK) / KV_BLOCK);
@@ -516,8 +519,8 @@ int cmd_profile(int argc, char **argv)
     if (profiler_open(&p, &a, &err) < 0)
         goto fail;
     const eng_config *cfg = eng_model_config(p.m);
-    eng_kv_layout layout = eng_model_kv_layout(p.m, KV_BLOCK, ENG_DT_F32);
-    size_t bytes_per_token = eng_kv_unit_bytes(&layout) / KV_BLOCK * (size_t)layout.n_layers;
+    const eng_kv_layout *layout = eng_kv_pool_layout(p.kv);
+    size_t bytes_per_token = eng_kv_unit_bytes(layout) / KV_BLOCK * (size_t)layout->n_layers;
 
     cJSON_AddStringToObject(prof, "format", "tandem-profile-1");
     const char *base = strrchr(a.model, '/');
@@ -525,8 +528,9 @@ int cmd_profile(int argc, char **argv)
     cJSON_AddNumberToObject(prof, "threads", eng_model_threads(p.m));
     cJSON_AddStringToObject(prof, "kernels", eng_kernels_isa());
     cJSON_AddNumberToObject(prof, "repeats", a.repeats);
-    cJSON_AddNumberToObject(prof, "layers", layout.n_layers);
+    cJSON_AddNumberToObject(prof, "layers", layout->n_layers);
     cJSON_AddNumberToObject(prof, "kv_block_size", KV_BLOCK);
+    cJSON_AddStringToObject(prof, "kv_dtype", eng_dtype_name(layout->dtype));
     cJSON_AddNumberToObject(prof, "kv_bytes_per_token", (double)bytes_per_token);
     cJSON_AddNumberToObject(prof, "max_context",
                             cfg->max_position_embeddings > 0 ? cfg->max_position_embeddings : 4096);
@@ -572,7 +576,7 @@ int cmd_profile(int argc, char **argv)
     for (int k = 0; k < 2 && kinds[k]; k++) {
         cJSON *x = cJSON_CreateObject();
         cJSON_AddItemToArray(xfers, x);
-        if (time_transfers(kinds[k], bytes_per_token, layout.n_layers, T, a.repeats, p.times, x, &err) < 0)
+        if (time_transfers(kinds[k], bytes_per_token, layout->n_layers, T, a.repeats, p.times, x, &err) < 0)
             goto fail;
     }
     cJSON_AddItemToObject(prof, "load_average_after", load_average());

@@ -244,7 +244,7 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
     else if (!info->model || strcmp(info->model, r->cfg.model))
         snprintf(reason, cap, "the worker serves model '%s'; this cluster serves '%s'", info->model ? info->model : "",
                  r->cfg.model);
-    else if (!kl || lay.block_size <= 0 || !eng_dtype_size(lay.dtype) || lay.n_layers != r->cfg.n_layers ||
+    else if (!kl || lay.block_size <= 0 || !eng_kv_dtype_ok(lay.dtype) || lay.n_layers != r->cfg.n_layers ||
              lay.n_kv_heads != r->cfg.n_kv_heads || lay.head_dim != r->cfg.head_dim)
         snprintf(reason, cap, "KV layout %s does not fit this model (L%d kv%d d%d)", ls, r->cfg.n_layers,
                  r->cfg.n_kv_heads, r->cfg.head_dim);

@@ -520,6 +520,9 @@ int wrk_start(const wrk_options *opt, wrk_worker **out, eng_error *err)
         return eng_fail(err, "no model directory");
     if (opt->role != WRK_ROLE_PREFILL && opt->role != WRK_ROLE_DECODE && opt->role != WRK_ROLE_BOTH)
         return eng_fail(err, "role must be prefill, decode or both");
+    eng_dtype kv_dt;
+    if (eng_kv_dtype_parse(opt->kv_dtype ? opt->kv_dtype : "bf16", &kv_dt) < 0)
+        return eng_fail(err, "KV dtype '%s': must be bf16, f16 or f32", opt->kv_dtype);
     wrk_worker *w = calloc(1, sizeof *w);
     if (!w)
         return eng_fail(err, "out of memory");
@@ -573,7 +576,7 @@ int wrk_start(const wrk_options *opt, wrk_worker **out, eng_error *err)
     if (loaded < 0)
         goto fail;
     w->max_context = w->cfg->max_position_embeddings > 0 ? w->cfg->max_position_embeddings : 4096;
-    w->layout = eng_model_kv_layout(w->model, w->opt.block_size, ENG_DT_F32);
+    w->layout = eng_model_kv_layout(w->model, w->opt.block_size, kv_dt);
     w->unit_bytes = eng_kv_unit_bytes(&w->layout);
     size_t block_bytes = w->unit_bytes * (size_t)w->layout.n_layers;
     int n_blocks = w->opt.kv_blocks;

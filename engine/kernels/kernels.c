@@ -132,6 +132,21 @@ void eng_from_f32(void *dst, const float *src, eng_dtype dt, size_t n)
     }
 }
 
+void eng_round_to(eng_dtype dt, float *x, size_t n)
+{
+    switch (dt) {
+    case ENG_DT_BF16:
+        for (size_t i = 0; i < n; i++)
+            x[i] = eng_bf16_to_f32(f32_to_bf16(x[i]));
+        break;
+    case ENG_DT_F16:
+        for (size_t i = 0; i < n; i++)
+            x[i] = eng_f16_to_f32(f32_to_f16(x[i]));
+        break;
+    default: break;
+    }
+}
+
 #if defined(__x86_64__) || defined(__i386__)
 /* F16C and AVX512-BF16 are read from CPUID directly: clang before 16 rejects "f16c" and
  * "avx512bf16" in __builtin_cpu_supports. Whether the OS saves the wider registers is

@@ -82,6 +82,9 @@ void eng_to_f32(float *dst, const void *src, eng_dtype dt, size_t n);
  * cache of that dtype. Rounding is per element, so a value gets the same bits
  * whichever step writes it; eng_to_f32 of the result is exact. */
 void eng_from_f32(void *dst, const float *src, eng_dtype dt, size_t n);
+/* x[i] = x[i] rounded to nearest even in dt and widened back (what eng_from_f32 then
+ * eng_to_f32 give), in place; F32 leaves x as it is. Per element, like eng_from_f32. */
+void eng_round_to(eng_dtype dt, float *x, size_t n);
 
 float eng_dot(const float *a, const float *b, int n);
 void eng_axpy(float *y, float a, const float *x, int n); /* y += a * x */

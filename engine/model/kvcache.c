@@ -46,6 +46,17 @@ int eng_kv_dtype_ok(eng_dtype dt)
     return dt == ENG_DT_F32 || dt == ENG_DT_F16 || dt == ENG_DT_BF16;
 }
 
+int eng_kv_dtype_parse(const char *name, eng_dtype *out)
+{
+    static const eng_dtype all[] = {ENG_DT_BF16, ENG_DT_F16, ENG_DT_F32};
+    for (size_t i = 0; name && i < sizeof all / sizeof all[0]; i++)
+        if (!strcmp(name, eng_dtype_name(all[i]))) {
+            *out = all[i];
+            return 0;
+        }
+    return -1;
+}
+
 int eng_kv_pool_create(const eng_kv_layout *layout, int n_blocks, eng_kv_pool **out, eng_error *err)
 {
     *out = NULL;

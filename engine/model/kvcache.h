@@ -31,6 +31,8 @@ typedef struct eng_kv_layout {
  * K/V value once to dt when it writes it (eng_from_f32) and attention reads the
  * stored values in place, so every writer of a position stores the same bits. */
 int eng_kv_dtype_ok(eng_dtype dt);
+/* The KV dtype named "bf16", "f16" or "f32" (--kv-dtype) in *out; -1 for any other name. */
+int eng_kv_dtype_parse(const char *name, eng_dtype *out);
 /* Bytes of one (layer, block) unit: 2 * kv_heads * block_size * head_dim * dtype size. */
 size_t eng_kv_unit_bytes(const eng_kv_layout *l);
 int eng_kv_layout_equal(const eng_kv_layout *a, const eng_kv_layout *b);

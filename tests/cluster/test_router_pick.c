@@ -103,6 +103,10 @@ static void test_layouts(void)
     v[2].healthy = 0;
     CHECK(coord_route_pick(v, 3, 0, 10, 20, NULL, 0, &r, NULL, why, sizeof why) < 0, "mismatch");
     CHECK(strstr(why, "layout") && strstr(why, "f16 bs16") && strstr(why, "f32 bs16"), "%s", why);
+    /* bf16 (the workers' default) against f32: never paired either */
+    v[1].layout.dtype = ENG_DT_BF16;
+    CHECK(coord_route_pick(v, 3, 0, 10, 20, NULL, 0, &r, NULL, why, sizeof why) < 0, "bf16 against f32");
+    CHECK(strstr(why, "bf16 bs16") && strstr(why, "f32 bs16"), "%s", why);
     /* block size differs: also a mismatch */
     v[1].layout.dtype = ENG_DT_F32;
     v[1].layout.block_size = 32;
@@ -195,6 +199,9 @@ static void test_registry(void)
     lay.dtype = (Tandem__DType)7; /* a dtype the engine has no name or size for */
     CHECK(coord_registry_register(reg, &in, why, sizeof why) == 0 && strstr(why, "KV layout unknown bs16 L2 kv2 d64"),
           "%s", why);
+    info_init(&in, &cap, &lay, "p1", P, "tiny");
+    lay.dtype = (Tandem__DType)ENG_DT_F8E4M3; /* a weight dtype, never a KV cache's */
+    CHECK(coord_registry_register(reg, &in, why, sizeof why) == 0 && strstr(why, "KV layout f8e4m3 bs16"), "%s", why);
     info_init(&in, &cap, &lay, "p1", 0, "tiny");
     CHECK(coord_registry_register(reg, &in, why, sizeof why) == 0 && strstr(why, "role"), "%s", why);
     info_init(&in, &cap, &lay, "p1", P, "tiny");

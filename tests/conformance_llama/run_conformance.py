@@ -2,6 +2,8 @@
 """Greedy generation of `tandem generate --raw --json` against llama.cpp on the same
 weights (tests/tools/llama_ref.mjs on the GGUF that make_model.py writes beside the
 Hugging Face folder), over dense and MoE shapes and prompts of 1 to ~500 tokens.
+Tandem runs with its default KV cache (bf16) against llama.cpp with a BF16 cache; the
+cases of KV_F32 run both sides at f32 on the weights of the case they name.
 
 The rule, per prompt:
   - the prompt ids are equal;
@@ -45,6 +47,11 @@ CASES = {
                           "--head-dim", "48", "--experts", "8", "--experts-per-tok", "2", "--moe-ffn", "96", "--fp8"],
 }
 
+# name: the case whose weights it runs with an f32 KV cache on both sides
+KV_F32 = {
+    "dense-gqa2-kvf32": "dense-gqa2",
+}
+
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog near the river bank.",
     "In 1969, astronauts landed on the Moon and walked on its dusty surface for hours.",
@@ -86,14 +93,16 @@ def compare(r, t):
                                f"tandem {math.exp(t['logprobs'][i]['logprob']):.5f}"), None
     return len(r["tokens"]), max_dp, None, None
 
-def run_case(name, flags, a):
+def run_case(name, a):
+    weights = KV_F32.get(name, name)
+    kv = "f32" if name in KV_F32 else "bf16"
     out = os.path.join(a.work, name)
     shutil.rmtree(out, ignore_errors=True)
-    seed = 100 + sorted(CASES).index(name)
+    seed = 100 + sorted(CASES).index(weights)
     subprocess.run([sys.executable, a.make_model, "--tokenizer-dir", a.tokenizer_dir, "--out", out,
-                    "--gguf", "f32", "--seed", str(seed), *flags], check=True)
+                    "--gguf", "f32", "--seed", str(seed), *CASES[weights]], check=True)
     ps = prompts()
-    ref = subprocess.run([a.node, a.llama_ref, os.path.join(out, "model-f32.gguf"), str(N_TOKENS)],
+    ref = subprocess.run([a.node, a.llama_ref, os.path.join(out, "model-f32.gguf"), str(N_TOKENS), kv.upper()],
                          input=json.dumps(ps), capture_output=True, text=True, check=True)
     refs = json.loads(ref.stdout)
     if len(refs) != len(ps):
@@ -101,7 +110,8 @@ def run_case(name, flags, a):
     problems, report = [], []
     for prompt, r in zip(ps, refs):
         p = subprocess.run([a.tandem, "generate", "--model", out, "--prompt", prompt, "--raw", "--json",
-                            "--max-tokens", str(N_TOKENS), "--temperature", "0", "--top-logprobs", "2"],
+                            "--max-tokens", str(N_TOKENS), "--temperature", "0", "--top-logprobs", "2",
+                            *(["--kv-dtype", kv] if kv != "bf16" else [])],  # bf16: tandem's default
                            capture_output=True, text=True)
         if p.returncode != 0:
             problems.append(f"tandem failed: {p.stderr.strip()}")
@@ -131,11 +141,11 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     failed = 0
-    for name, flags in CASES.items():
+    for name in [*CASES, *KV_F32]:
         if a.only and a.only != name:
             continue
         t0 = time.time()
-        problems, report = run_case(name, flags, a)
+        problems, report = run_case(name, a)
         status = "FAIL" if problems else "ok"
         print(f"{status:4s} {name} ({time.time() - t0:.0f} s)")
         for line in report:

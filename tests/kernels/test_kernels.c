@@ -131,6 +131,18 @@ static void test_from_f32_rounding(eng_dtype dt, uint16_t max_finite, uint16_t i
     float three[3] = {1.0f, 2.0f, 3.0f}, back[3];
     eng_from_f32(back, three, ENG_DT_F32, 3);
     CHECK(memcmp(back, three, sizeof three) == 0, "f32: eng_from_f32 copies");
+    /* eng_round_to (q before it meets the cache's K) is eng_from_f32 then eng_to_f32 */
+    float xs[] = {0.1f, -1.0f / 3, 65519.0f, 1e-30f, -0.0f, 1e38f, nextafterf(1.0f, 2.0f), INFINITY};
+    enum { NX = sizeof xs / sizeof xs[0] };
+    float r[NX], f32[NX];
+    memcpy(r, xs, sizeof xs);
+    memcpy(f32, xs, sizeof xs);
+    eng_round_to(dt, r, NX);
+    eng_round_to(ENG_DT_F32, f32, NX);
+    CHECK(memcmp(f32, xs, sizeof xs) == 0, "f32: eng_round_to leaves the values");
+    for (int i = 0; i < NX; i++)
+        CHECK(!memcmp(&r[i], &(float){widen16(narrow16(xs[i], dt), dt)}, sizeof(float)), "%s: eng_round_to(%g) = %g",
+              name, (double)xs[i], (double)r[i]);
 }
 
 /* Every e4m3 code but the NaNs, alone and scaled (eng_e4m3_scaled is the value

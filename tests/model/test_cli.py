@@ -107,6 +107,21 @@ if rc == 0:
     b3 = json.loads(out)
     check(b3["sequences"] == 3 and b3["decode_tok_s"] > 0, f"bench --sequences 3 reports {b3}")
     check(b3["kv_bytes"] == 3 * b1["kv_bytes"], f"bench --sequences 3 KV {b3['kv_bytes']} != 3 x {b1['kv_bytes']}")
+    # the KV cache is bf16 unless --kv-dtype says otherwise: f32 takes twice the bytes, f16 the same
+    check(b1["kv_dtype"] == "bf16", f"bench's default KV dtype {b1['kv_dtype']}")
+    for dt, times in (("f32", 2), ("f16", 1)):
+        rc, out, err = run("bench", "--model", dense, "--prompt-tokens", "40", "--decode-tokens", "4", "--json",
+                           "--kv-dtype", dt)
+        b = json.loads(out) if rc == 0 else {}
+        check(b.get("kv_dtype") == dt and b.get("kv_bytes") == times * b1["kv_bytes"],
+              f"bench --kv-dtype {dt}: {rc} {err} {b}")
+
+# every KV dtype generates; f16 and f32 on one prompt give the greedy ids bf16 gives
+# here (the fixture's top-1 margins are far wider than the rounding)
+if d:
+    for dt in ("f32", "f16", "bf16"):
+        k = gen(dense, "The capital of France is", "--max-tokens", "9", "--temperature", "0", "--kv-dtype", dt)
+        check(k and k["tokens"] == d["tokens"], f"--kv-dtype {dt}: {k and k['tokens']} != {d['tokens']}")
 
 # bad input: non-zero exit, one line naming the problem
 # without --raw the prompt is one user message through the chat template
@@ -122,6 +137,9 @@ fails_with("empty", "generate", "--model", dense, "--prompt", "", "--raw")
 fails_with("/nonexistent/prompt.txt", "generate", "--model", dense, "--prompt-file", "/nonexistent/prompt.txt", "--raw")
 fails_with("--model", "bench", "--prompt-tokens", "4")
 fails_with("--sequences", "bench", "--model", dense, "--sequences", "0")
+fails_with("--kv-dtype must be one of bf16|f16|f32, got 'f8'", "generate", "--model", dense, "--prompt", "Hi", "--raw",
+           "--kv-dtype", "f8")
+fails_with("--kv-dtype must be one of bf16|f16|f32", "bench", "--model", dense, "--kv-dtype", "fp32")
 tmp = tempfile.mkdtemp()
 try:
     for f in os.listdir(dense):

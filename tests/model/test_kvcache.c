@@ -17,6 +17,19 @@ int main(void)
     CHECK(eng_kv_layout_equal(&l, &l2), "equal layouts");
     l2.block_size = 32;
     CHECK(!eng_kv_layout_equal(&l, &l2), "different block size");
+    /* --kv-dtype's names; a layout's size follows its dtype */
+    eng_dtype dt = ENG_DT_F8E4M3;
+    CHECK(eng_kv_dtype_parse("bf16", &dt) == 0 && dt == ENG_DT_BF16, "bf16");
+    CHECK(eng_kv_dtype_parse("f16", &dt) == 0 && dt == ENG_DT_F16, "f16");
+    CHECK(eng_kv_dtype_parse("f32", &dt) == 0 && dt == ENG_DT_F32, "f32");
+    CHECK(eng_kv_dtype_parse("f8e4m3", &dt) < 0 && eng_kv_dtype_parse("BF16", &dt) < 0 &&
+              eng_kv_dtype_parse("", &dt) < 0 && eng_kv_dtype_parse(NULL, &dt) < 0 && dt == ENG_DT_F32,
+          "only a KV dtype's own name parses");
+    l2 = l;
+    l2.dtype = ENG_DT_BF16;
+    CHECK(eng_kv_unit_bytes(&l2) * 2 == eng_kv_unit_bytes(&l) && !eng_kv_layout_equal(&l, &l2), "bf16 halves a unit");
+    eng_kv_layout_str(&l2, s, sizeof s);
+    CHECK(!strcmp(s, "bf16 bs16 L3 kv2 d8"), "layout string '%s'", s);
 
     eng_error err = {{0}};
     eng_kv_pool *p = NULL;

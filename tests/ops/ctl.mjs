@@ -82,7 +82,7 @@ await check("config: effective settings, and a warning where the decode pool dis
   const d1 = ctlOk("config", "decode-1");
   narrow(d1);
   assert.match(d1, /^role\s+decode$/m);
-  assert.match(d1, /^kv_layout\s+f32 bs16 /m);
+  assert.match(d1, /^kv_layout\s+bf16 bs16 /m);
   assert.match(d1, /^kv_transport\s+tcp/m);
   assert.match(d1, /^warning: the pool disagrees on max_batch_tokens: decode-2 has 1024, decode-1 has 2048$/m);
   const j = JSON.parse(ctlOk("config", "prefill-1", "-o", "json"));
