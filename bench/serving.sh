@@ -14,7 +14,8 @@
 #
 # usage: bench/serving.sh [--requests N] [--concurrency C] [--min-prompt P] [--max-prompt P]
 #                         [--max-tokens T] [--seed S] [--threads-per-worker T]
-#                         [--modes "disagg colocated"] [--build DIR] [--cache DIR] [--no-build]
+#                         [--modes "disagg colocated"] [--kv-dtype bf16|f16|f32] [--build DIR] [--cache DIR]
+#                         [--no-build]
 # (--no-build uses the tandem, tandemctl and kvt_bench already built in the build directory)
 set -euo pipefail
 
@@ -27,6 +28,7 @@ MAX_TOKENS=32
 SEED=42
 TPW=1
 MODES="disagg colocated"
+KV_DTYPE=bf16
 BUILD=$ROOT/build
 CACHE=${TANDEM_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem/bench}
 READY_S=180       # seconds for a cluster to come up
@@ -58,6 +60,7 @@ while [ $# -gt 0 ]; do
         --seed) SEED=$2 ;;
         --threads-per-worker) TPW=$2 ;;
         --modes) MODES=$2 ;;
+        --kv-dtype) KV_DTYPE=$2 ;;
         --build) BUILD=$2 ;;
         --cache) CACHE=$2 ;;
         *) usage ;;
@@ -126,13 +129,13 @@ timeout 300 "$BUILD/kvtransfer/kvt_bench" 64 3 >"$OUT/kvt.txt" || die "kvt_bench
 
 RUNS=()
 for mode in $MODES; do
-    args=(serve --model "$MODEL" --port 0 --rpc-port 0 --threads-per-worker "$TPW")
+    args=(serve --model "$MODEL" --port 0 --rpc-port 0 --threads-per-worker "$TPW" --kv-dtype "$KV_DTYPE")
     if [ "$mode" = disagg ]; then
         args+=(--prefill-workers 1 --decode-workers 1)
-        label="disaggregated (1 prefill + 1 decode, $TPW thread each)"
+        label="disaggregated (1 prefill + 1 decode, $TPW thread each, $KV_DTYPE KV)"
     else
         args+=(--colocated --decode-workers 2)
-        label="colocated (2 workers, role both, $TPW thread each)"
+        label="colocated (2 workers, role both, $TPW thread each, $KV_DTYPE KV)"
     fi
     echo "== $mode: tandem ${args[*]}" >&2
     LOG=$OUT/$mode.log

@@ -317,7 +317,8 @@ function report(argv) {
     const ex = r.kv.exposed_ms;
     const perReq = r.kv.bytes / r.kv.transfers;
     console.log(`${r.mode}: KV moved ${(r.kv.bytes / 1e6).toFixed(1)} MB in ${r.kv.transfers} transfers ` +
-      `(${(perReq / 1e6).toFixed(2)} MB each on average, ${(perReq / r.kv.layers / 1024).toFixed(0)} KiB per layer), ${r.kv.seconds.toFixed(2)} s summed from prefill start to the last ` +
+      `(${(perReq / 1e6).toFixed(2)} MB each on average, ${(perReq / r.kv.layers / 1024).toFixed(0)} KiB per layer, ` +
+      `${(r.kv.bytes / r.workload.prompt_tokens).toFixed(0)} bytes per prompt token), ${r.kv.seconds.toFixed(2)} s summed from prefill start to the last ` +
       `block acknowledged: ${gbs.toFixed(3)} GB/s effective (transfer overlapped with compute, so bounded by compute)`);
     if (ex.length)
       console.log(`${r.mode}: transfer time not hidden by compute, per request: p50 ${pct(ex, 50).toFixed(1)} ms, ` +
