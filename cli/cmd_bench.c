@@ -44,8 +44,8 @@ static const cli_opt OPTS[] = {
 
 static const cli_command CMD = {
     .name = "tandem bench",
-    .usage = "--model DIR [--prompt-tokens P] [--decode-tokens D] [--sequences S] [--threads N] [--kv-dtype "
-             "bf16|f16|f32] [--json]",
+    .usage = "--model DIR [--prompt-tokens P] [--decode-tokens D] [--sequences S] [--threads N] "
+             "[--kv-dtype bf16|f16|f32] [--json]",
     .opts = OPTS,
     .n_opts = CLI_COUNT(OPTS),
 };

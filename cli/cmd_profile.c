@@ -65,9 +65,8 @@ static const cli_opt OPTS[] = {
 
 static const cli_command CMD = {
     .name = "tandem profile",
-    .usage = "--model DIR [--threads N] [--kv-dtype bf16|f16|f32] [--json] [--out FILE] [--repeats R] [--max-tokens T] "
-             "[--max-batch B] "
-             "[--max-context C] [--co-runners K]",
+    .usage = "--model DIR [--threads N] [--kv-dtype bf16|f16|f32] [--json] [--out FILE] [--repeats R] "
+             "[--max-tokens T] [--max-batch B] [--max-context C] [--co-runners K]",
     .about = "Times prefill steps, decode steps and KV transfers of one worker on this machine\n"
              "and writes the profile that `tandemctl plan` reads. Takes a minute or two for a\n"
              "small model; the machine should be otherwise idle for figures worth planning on.",

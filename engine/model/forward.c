@@ -97,8 +97,9 @@ static void qk_rope_store(void *arg, int t)
     eng_rope_neox(k, NKV, HD, cs, sn);
     const eng_seq *seq = s->items[m->rs.item[t]].seq;
     eng_dtype dt = eng_kv_pool_layout(s->kv)->dtype;
-    /* q meets K in the cache's dtype, as llama.cpp's attention over an f16/bf16 cache
-     * converts q before its q.K dot products: the same scores from the same bits. */
+    /* q meets K in the cache's dtype, as llama.cpp's attention over a bf16 cache (and
+     * its f16 decode path) converts q before its q.K dot products: the same scores
+     * from the same bits (docs/architecture.md, "KV layout"). */
     eng_round_to(dt, q, (size_t)NH * HD);
     for (int h = 0; h < NKV; h++) {
         eng_from_f32(kv_slot(s->kv, s->layer, seq, pos, h, 0), k + h * HD, dt, (size_t)HD);
