@@ -75,6 +75,9 @@ struct coord_backend_call {
 struct coord_router {
     coord_router_config cfg;
     pthread_mutex_t mu;
+    /* Held from a call's registry snapshot until its pick is noted in the registry:
+     * a burst of calls must see each other's picks, or all take the same idle pair. */
+    pthread_mutex_t pick_mu;
     pthread_cond_t cv;
     coord_backend_call *calls;
     int n_calls, n_waiting, stopping;
@@ -136,8 +139,6 @@ static int blocks_for(const coord_worker_view *v, int tokens)
     return (tokens + bs - 1) / bs;
 }
 
-/* 1 when a is a better decode choice than b for a request needing `need(x)` blocks:
- * room for it first, then fewer streams, then more free blocks. */
 /* Whether a worker can ever hold the request: its context fits the prompt and its
  * whole KV pool the request's tokens; counts why not, for the error message. */
 static int can_hold(const coord_worker_view *v, int n_prompt, int cap_tokens, int *ctx_short, int *too_small)
@@ -153,6 +154,8 @@ static int can_hold(const coord_worker_view *v, int n_prompt, int cap_tokens, in
     return 1;
 }
 
+/* 1 when a is a better decode choice than b for a request of cap_tokens tokens:
+ * room for it first, then fewer streams, then more free blocks. */
 static int better_decode(const coord_worker_view *a, const coord_worker_view *b, int cap_tokens)
 {
     int fa = free_blocks(a) >= blocks_for(a, cap_tokens), fb = free_blocks(b) >= blocks_for(b, cap_tokens);
@@ -571,9 +574,6 @@ static outcome attempt(coord_backend_call *c, const coord_worker_view *d, const 
         rpc_stream_close(s);
         return OUT_CANCELLED;
     }
-    /* A decode worker reserves the prompt (+ generated) and the next token; the rest grows on demand. */
-    coord_registry_note_sent(r->cfg.registry, d->id, 1, blocks_for(d, c->n_prompt + c->n_gen + 1), 0);
-
     outcome o;
     if (!p) {
         o = stream_tokens(c, s, d, as);
@@ -617,8 +617,6 @@ static outcome attempt(coord_backend_call *c, const coord_worker_view *d, const 
     pr.generated = c->gen;
     pr.sampling = &sp;
     pr.target = ev->kv_target;
-    coord_registry_note_sent(r->cfg.registry, p->id, 0, 0, (uint64_t)c->n_prompt + (uint64_t)c->n_gen);
-    coord_registry_expect_prefix(r->cfg.registry, p->id, c->prompt, c->n_prompt);
     count_admitted(c, p->id);
     Tandem__PrefillResult *res = NULL;
     int prc = rpc_unary_msg(pch, RPC_PREFILL_RUN, &pr.base, &tandem__prefill_result__descriptor, r->cfg.prefill_ms,
@@ -648,7 +646,7 @@ static outcome attempt(coord_backend_call *c, const coord_worker_view *d, const 
         goto end;
     }
     /* again now the blocks are in p's cache: a heartbeat sent during the prefill did not
-     * list them, and its arrival forgot the expectation recorded above */
+     * list them, and its arrival forgot the expectation recorded at the pick */
     coord_registry_expect_prefix(r->cfg.registry, p->id, c->prompt, c->n_prompt);
     if (r->cfg.met && res->timings) {
         met_labels l = {.role = "coordinator", .worker = p->id, .transport = d->transport};
@@ -747,7 +745,9 @@ static void *call_main(void *arg)
         }
         coord_worker_view *v = NULL;
         int n = 0;
+        pthread_mutex_lock(&r->pick_mu);
         if (coord_registry_snapshot(r->cfg.registry, &v, &n) < 0) {
+            pthread_mutex_unlock(&r->pick_mu);
             coord_fail(&c->err, 500, "server_error", NULL, NULL, "out of memory");
             finish(c, COORD_FINISH_ERROR, &c->err);
             break;
@@ -767,6 +767,7 @@ static void *call_main(void *arg)
             v[i].prefill_credit = r->cfg.overlap_weight * v[i].cached_tokens;
         if (coord_route_pick(v, n, r->cfg.colocated, input, cap_tokens, ex, c->n_exclude, &rt, &full, why, sizeof why) <
             0) {
+            pthread_mutex_unlock(&r->pick_mu);
             free(v);
             /* Workers may come back (restart) or excluded ones may be the only ones:
              * wait a little, then give up with the reason. */
@@ -786,6 +787,14 @@ static void *call_main(void *arg)
         if (!rt.colocated)
             p = v[rt.prefill];
         free(v);
+        /* A decode worker reserves the prompt (+ generated) and the next token; the rest
+         * grows on demand. Noted now, before any RPC, so the next pick sees this one. */
+        coord_registry_note_sent(r->cfg.registry, d.id, 1, blocks_for(&d, input + 1), 0);
+        if (!rt.colocated) {
+            coord_registry_note_sent(r->cfg.registry, p.id, 0, 0, (uint64_t)input);
+            coord_registry_expect_prefix(r->cfg.registry, p.id, c->prompt, c->n_prompt);
+        }
+        pthread_mutex_unlock(&r->pick_mu);
         show_route(c, d.id, rt.colocated ? "" : p.id, failovers);
         attempt_state as = {.finish = COORD_FINISH_STOP};
         int delivered = c->n_gen;
@@ -1153,6 +1162,7 @@ int coord_router_new(const coord_router_config *cfg, coord_router **out, eng_err
     if (r->cfg.migration_max_tokens <= 0)
         r->cfg.migration_max_tokens = 32768;
     pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->pick_mu, NULL);
     pthread_cond_init(&r->cv, NULL);
     atomic_init(&r->seq, 1);
     if (cfg->met)
@@ -1179,6 +1189,7 @@ void coord_router_free(coord_router *r)
         free(c);
     }
     pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&r->pick_mu);
     pthread_cond_destroy(&r->cv);
     free(r);
 }
