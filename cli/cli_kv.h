@@ -6,10 +6,9 @@
 #include "cli_args.h"
 #include "model/kvcache.h"
 
-/* The row for the const char * field f of struct st. bf16 whatever the checkpoint's
- * dtype: vLLM stores KV in the model's dtype, and Qwen3 is published in bf16. */
+/* The row for the const char * field f of struct st. */
 #define CLI_KV_DTYPE_OPT(st, f)                                                  \
-    CLI_CHOICE_OPT(st, f, "--kv-dtype", "bf16|f16|f32", "bf16",                  \
+    CLI_CHOICE_OPT(st, f, "--kv-dtype", "bf16|f16|f32", ENG_KV_DTYPE_DEFAULT,    \
                    "how the KV cache stores K and V; f32 is exact, with twice\n" \
                    "the memory and KV transfer bytes",                           \
                    0)
@@ -18,7 +17,7 @@
 static inline eng_dtype cli_kv_dtype(const char *name)
 {
     eng_dtype dt = ENG_DT_BF16;
-    (void)eng_kv_dtype_parse(name, &dt);
+    (void)eng_kv_dtype_parse(name ? name : ENG_KV_DTYPE_DEFAULT, &dt);
     return dt;
 }
 

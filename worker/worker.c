@@ -521,7 +521,7 @@ int wrk_start(const wrk_options *opt, wrk_worker **out, eng_error *err)
     if (opt->role != WRK_ROLE_PREFILL && opt->role != WRK_ROLE_DECODE && opt->role != WRK_ROLE_BOTH)
         return eng_fail(err, "role must be prefill, decode or both");
     eng_dtype kv_dt;
-    if (eng_kv_dtype_parse(opt->kv_dtype ? opt->kv_dtype : "bf16", &kv_dt) < 0)
+    if (eng_kv_dtype_parse(opt->kv_dtype ? opt->kv_dtype : ENG_KV_DTYPE_DEFAULT, &kv_dt) < 0)
         return eng_fail(err, "KV dtype '%s': must be bf16, f16 or f32", opt->kv_dtype);
     wrk_worker *w = calloc(1, sizeof *w);
     if (!w)

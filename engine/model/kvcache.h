@@ -31,6 +31,9 @@ typedef struct eng_kv_layout {
  * K/V value once to dt when it writes it (eng_from_f32) and attention reads the
  * stored values in place, so every writer of a position stores the same bits. */
 int eng_kv_dtype_ok(eng_dtype dt);
+/* The KV dtype when none is named: the model's own, as vLLM stores KV (Qwen3 is
+ * published in bf16, and its FP8 checkpoints keep bf16 activations). */
+#define ENG_KV_DTYPE_DEFAULT "bf16"
 /* The KV dtype named "bf16", "f16" or "f32" (--kv-dtype) in *out; -1 for any other name. */
 int eng_kv_dtype_parse(const char *name, eng_dtype *out);
 /* Bytes of one (layer, block) unit: 2 * kv_heads * block_size * head_dim * dtype size. */

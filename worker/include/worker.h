@@ -42,7 +42,7 @@ typedef struct wrk_options {
     int threads;              /* compute threads; 0 = one per CPU */
     int kv_blocks;            /* 0 = what fits the memory budget (wrk_default_kv_blocks) */
     int block_size;           /* tokens per KV block; 0 = 16 */
-    const char *kv_dtype;     /* how K/V are stored: "bf16", "f16", "f32"; NULL = bf16 */
+    const char *kv_dtype;     /* how K/V are stored: "bf16", "f16", "f32"; NULL = ENG_KV_DTYPE_DEFAULT */
     int max_batch_tokens;     /* tokens per forward step; 0 = 2048 */
     int max_running;          /* sequences decoding at once (and reservations); 0 = 64 */
     const char *kv_transport; /* "auto", "tcp", "rdma"; NULL = auto */
