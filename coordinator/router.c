@@ -12,6 +12,7 @@
  * stream pointer and cancel flag, so cancel() (HTTP thread, Admin.Cancel) can
  * cancel the stream the request thread is reading. Sink callbacks run only on the
  * request's thread, never under a lock. */
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -84,7 +85,9 @@ struct coord_router {
     atomic_ulong seq;
     chan *chans;
     met_metric *m_waiting;
-    double ttft_bias; /* admission: how much later first tokens come than predicted (decaying mean) */
+    /* admission: how much later first tokens come than predicted (decaying mean) and
+     * how much that miss varies (decaying mean deviation): learn_ttft */
+    double ttft_bias, ttft_dev;
     uint64_t ttft_samples;
 };
 
@@ -375,8 +378,14 @@ static void count_admitted(coord_backend_call *c, const char *to)
 }
 
 /* Admission's predictions leave out what is not prefill compute (the decode worker's
- * reservation, the transfer, the hops); what they missed by, averaged, is added to the
- * next ones, so the objective holds for what the client sees. */
+ * reservation, the transfer, the hops) and what comes after admission (a later prompt
+ * that shares the step of an earlier one delays its first token). What they missed by
+ * is learned as TCP learns a round-trip time (Jacobson's SRTT and RTTVAR, RFC 6298):
+ * a decaying mean and a decaying mean deviation; the next predictions add the mean and
+ * TTFT_DEV_MARGIN deviations, so the objective holds at the tail of what clients see,
+ * not only on average. */
+#define TTFT_DEV_MARGIN 2.0
+
 static void learn_ttft(coord_backend_call *c, double now)
 {
     if (c->predicted_ttft <= 0 || c->migrations)
@@ -384,8 +393,23 @@ static void learn_ttft(coord_backend_call *c, double now)
     coord_router *r = c->r;
     pthread_mutex_lock(&r->mu);
     double miss = (now - c->t_admitted) - c->predicted_ttft;
-    r->ttft_bias = r->ttft_samples++ ? 0.8 * r->ttft_bias + 0.2 * miss : miss;
+    if (r->ttft_samples++) {
+        r->ttft_dev = 0.75 * r->ttft_dev + 0.25 * fabs(miss - r->ttft_bias);
+        r->ttft_bias = 0.875 * r->ttft_bias + 0.125 * miss;
+    } else {
+        r->ttft_bias = miss;
+        r->ttft_dev = fabs(miss) / 2;
+    }
     pthread_mutex_unlock(&r->mu);
+}
+
+/* What admission adds to a prediction: the learned miss and its spread, never less than 0. */
+static double ttft_margin(coord_router *r)
+{
+    pthread_mutex_lock(&r->mu);
+    double m = r->ttft_bias + TTFT_DEV_MARGIN * r->ttft_dev;
+    pthread_mutex_unlock(&r->mu);
+    return m > 0 ? m : 0;
 }
 
 typedef enum outcome {
@@ -882,10 +906,7 @@ static int admit(coord_router *r, const coord_gen_request *req, coord_worker_vie
     if (best < 0)
         return 0; /* nothing measured yet */
     *predicted = ttft;
-    pthread_mutex_lock(&r->mu);
-    if (r->ttft_bias > 0)
-        ttft += r->ttft_bias;
-    pthread_mutex_unlock(&r->mu);
+    ttft += ttft_margin(r);
     if (ttft * 1000.0 > r->cfg.ttft_slo_ms) {
         note_rejected(r, "ttft_slo");
         return coord_fail(err, 503, "server_error", NULL, "ttft_slo_exceeded",
