@@ -369,6 +369,11 @@ void eng_softmax(float *x, int n)
     K()->softmax(x, n);
 }
 
+double eng_sum_exp(const float *x, int n, float shift)
+{
+    return K()->sum_exp(x, n, shift);
+}
+
 void eng_rope_neox(float *x, int n_heads, int head_dim, const float *cos, const float *sin)
 {
     K()->rope_neox(x, n_heads, head_dim, cos, sin);

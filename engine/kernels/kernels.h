@@ -108,6 +108,11 @@ void eng_silu_mul(float *g, const float *u, int n);
 /* In-place softmax over n values; returns nothing, max-subtracted for stability. */
 void eng_softmax(float *x, int n);
 
+/* sum of exp(x[i] - shift) for i < n, in double, x unchanged: the sum of a log-sum-exp
+ * (the sampler's log_softmax over a 151,936-entry vocabulary, every token). shift >= every
+ * x[i] keeps each term in (0, 1]; -inf terms add 0 (or at most 1.2e-38 each). */
+double eng_sum_exp(const float *x, int n, float shift);
+
 /* NeoX rotary embedding of n_heads vectors of head_dim at one position: pairs
  * (i, i + head_dim/2) rotated by (cos[i], sin[i]), i < head_dim/2. */
 void eng_rope_neox(float *x, int n_heads, int head_dim, const float *cos, const float *sin);

@@ -26,6 +26,7 @@ typedef struct eng_kernel_impl {
     void (*rmsnorm)(float *y, const float *x, const float *w, int n, float eps);
     void (*silu_mul)(float *g, const float *u, int n);
     void (*softmax)(float *x, int n);
+    double (*sum_exp)(const float *x, int n, float shift);
     void (*rope_neox)(float *x, int n_heads, int head_dim, const float *cos, const float *sin);
 } eng_kernel_impl;
 

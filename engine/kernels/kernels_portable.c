@@ -136,6 +136,14 @@ static void softmax(float *x, int n)
         x[i] *= inv;
 }
 
+static double sum_exp(const float *x, int n, float shift)
+{
+    double sum = 0.0;
+    for (int i = 0; i < n; i++)
+        sum += expf(x[i] - shift);
+    return sum;
+}
+
 static void rope_neox(float *x, int n_heads, int head_dim, const float *cos, const float *sin)
 {
     int half = head_dim / 2;
@@ -161,5 +169,6 @@ const eng_kernel_impl eng_kernels_portable = {
     .rmsnorm = rmsnorm,
     .silu_mul = silu_mul,
     .softmax = softmax,
+    .sum_exp = sum_exp,
     .rope_neox = rope_neox,
 };

@@ -515,6 +515,30 @@ static void softmax(float *x, int n)
     scale(x, (float)(1.0 / sum), n);
 }
 
+/* Four vector sums side by side (independent add chains), folded into a double every
+ * SUM_EXP_CHUNK values, so no f32 partial sum grows past a few thousand terms. */
+#define SUM_EXP_CHUNK 4096
+static double sum_exp(const float *x, int n, float shift)
+{
+    V s = V_SET1(shift);
+    double sum = 0.0;
+    int i = 0;
+    while (i + 4 * VL <= n) {
+        V a0 = V_ZERO(), a1 = V_ZERO(), a2 = V_ZERO(), a3 = V_ZERO();
+        int end = n - i > SUM_EXP_CHUNK ? i + SUM_EXP_CHUNK : n;
+        for (; i + 4 * VL <= end; i += 4 * VL) {
+            a0 = V_ADD(a0, v_exp(V_SUB(V_LOAD(x + i), s)));
+            a1 = V_ADD(a1, v_exp(V_SUB(V_LOAD(x + i + VL), s)));
+            a2 = V_ADD(a2, v_exp(V_SUB(V_LOAD(x + i + 2 * VL), s)));
+            a3 = V_ADD(a3, v_exp(V_SUB(V_LOAD(x + i + 3 * VL), s)));
+        }
+        sum += V_REDUCE(V_ADD(V_ADD(a0, a1), V_ADD(a2, a3)));
+    }
+    for (; i < n; i++)
+        sum += expf(x[i] - shift);
+    return sum;
+}
+
 static void rope_neox(float *x, int n_heads, int head_dim, const float *cos, const float *sin)
 {
     int half = head_dim / 2;
@@ -546,5 +570,6 @@ const eng_kernel_impl SIMD_IMPL_NAME = {
     .rmsnorm = rmsnorm,
     .silu_mul = silu_mul,
     .softmax = softmax,
+    .sum_exp = sum_exp,
     .rope_neox = rope_neox,
 };

@@ -19,6 +19,8 @@
  * tokens needed to reach top_p (gathered by decreasing probability thresholds). */
 #include "sampling/sampler.h"
 
+#include "kernels/kernels.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -501,11 +503,9 @@ int eng_sample(const eng_sampling *s, float *logits, int vocab, const int32_t *p
         bad_call(s, logits, vocab, prompt, n_prompt, generated, n_generated, &rmax))
         return -1;
 
-    /* 1. Raw log_softmax statistics and the top alternatives. */
-    double sum = 0.0;
-    for (int i = 0; i < vocab; i++)
-        sum += expf(logits[i] - rmax);
-    double lse = (double)rmax + log(sum);
+    /* 1. Raw log_softmax statistics and the top alternatives (the sum vectorised: a
+     * scalar expf over the vocabulary took 2.2 ms a token, a decode step's worth). */
+    double lse = (double)rmax + log(eng_sum_exp(logits, vocab, rmax));
     int n_top = n_top_logprobs < vocab ? n_top_logprobs : vocab;
     memset(out, 0, sizeof *out);
     top_n_raw(logits, vocab, n_top, out->top);

@@ -369,6 +369,24 @@ static void fill(float *v, int n, float s)
         v[i] = rnd_f() * s;
 }
 
+/* sum_exp over a whole Qwen3 vocabulary of logits (many chunks): within 1e-6 of the sum
+ * in double, so a sampled token's logprob moves by at most 1e-6. */
+static void test_sum_exp_vocab(const eng_kernel_impl *k)
+{
+    enum { VOCAB = 151936 };
+    float *x = malloc(VOCAB * sizeof *x);
+    fill(x, VOCAB, 20);
+    float top = -INFINITY;
+    for (int i = 0; i < VOCAB; i++)
+        top = x[i] > top ? x[i] : top;
+    double want = 0;
+    for (int i = 0; i < VOCAB; i++)
+        want += exp((double)x[i] - top);
+    double got = k->sum_exp(x, VOCAB, top);
+    CHECK(fabs(got - want) <= 1e-6 * want, "%s sum_exp over the vocabulary: got %.12g want %.12g", k->name, got, want);
+    free(x);
+}
+
 static void test_vector_ops(const eng_kernel_impl *k)
 {
     static const int sizes[] = {1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100, 128, 1000, 1027};
@@ -440,6 +458,20 @@ static void test_vector_ops(const eng_kernel_impl *k)
             CHECK(fabs(c[i] - e[i] / sum) <= 2e-6 * (e[i] / sum) + 1e-9, "%s softmax n=%d i=%d got %g want %g", k->name,
                   n, i, c[i], e[i] / sum);
         CHECK(c[n] == 99.0f, "%s softmax wrote past the end", k->name);
+
+        /* sum_exp: a log-sum-exp's sum, x left as it was; -inf terms add nothing */
+        float top = -INFINITY;
+        for (int i = 0; i < n; i++) {
+            c[i] = i % 7 == 3 ? -INFINITY : a[i] * 30 + 500;
+            top = c[i] > top ? c[i] : top;
+        }
+        sum = 0;
+        for (int i = 0; i < n; i++)
+            sum += exp((double)c[i] - top);
+        c[n] = 99.0f;
+        double got = k->sum_exp(c, n, top);
+        CHECK(fabs(got - sum) <= 1e-6 * sum + 1e-30, "%s sum_exp n=%d got %.9g want %.9g", k->name, n, got, sum);
+        CHECK(c[n] == 99.0f && (n < 4 || c[3] == -INFINITY), "%s sum_exp wrote to x", k->name);
         free(e);
         free(a);
         free(b);
@@ -561,6 +593,7 @@ static void test_public_api(void)
         SAME(eng_rmsnorm(c1, a, w, N, 1e-5f), k->rmsnorm(c2, a, w, N, 1e-5f), "rmsnorm");
         SAME(eng_silu_mul(c1, b, N), k->silu_mul(c2, b, N), "silu_mul");
         SAME(eng_softmax(c1, N), k->softmax(c2, N), "softmax");
+        CHECK(eng_sum_exp(a, N, 2.0f) == k->sum_exp(a, N, 2.0f), "%s public sum_exp differs", k->name);
         SAME(eng_rope_neox(c1, 2, 38, b, w), k->rope_neox(c2, 2, 38, b, w), "rope");
         SAME(eng_to_f32(c1, h, ENG_DT_BF16, N), k->to_f32(c2, h, ENG_DT_BF16, N), "to_f32");
         SAME(eng_axpy_rows(c1, p, b, 4, 19, 17), k->axpy_rows(c2, p, b, 4, 19, 17), "axpy_rows");
@@ -610,6 +643,7 @@ int main(void)
             continue;
         test_to_f32(k);
         test_vector_ops(k);
+        test_sum_exp_vocab(k);
         test_rope(k);
         test_attention_rows(k);
     }
