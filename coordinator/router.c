@@ -377,6 +377,9 @@ static void count_admitted(coord_backend_call *c, const char *to)
     }
 }
 
+/* How long a failed prefill waits for its decode stream's verdict (attempt). */
+#define DECODE_VERDICT_GRACE_MS 500
+
 /* Admission's predictions leave out what is not prefill compute (the decode worker's
  * reservation, the transfer, the hops) and what comes after admission (a later prompt
  * that shares the step of an earlier one delays its first token). What they missed by
@@ -653,10 +656,14 @@ static outcome attempt(coord_backend_call *c, const coord_worker_view *d, const 
             o = OUT_CANCELLED;
             goto end;
         }
-        /* Whose fault? If the decode stream already ended, the decode worker's. */
+        /* Whose fault? If the decode stream ends with an error, the decode worker's: a
+         * decode worker that died makes the prefill's KV push fail, often before gRPC has
+         * seen its stream end, so wait a little for that (a busy machine delays it by
+         * hundreds of ms; blaming the prefill worker would take a healthy one out). */
         Tandem__GenerateEvent *late = NULL;
         rpc_status dst;
-        rpc_next dn = rpc_stream_next_msg(s, 0, &tandem__generate_event__descriptor, (void **)&late, &dst);
+        rpc_next dn = rpc_stream_next_msg(s, DECODE_VERDICT_GRACE_MS, &tandem__generate_event__descriptor,
+                                          (void **)&late, &dst);
         rpc_msg_free(late);
         if (dn == RPC_NEXT_END && dst.code != RPC_OK) {
             o = classify(c, dst.code, 1, dst.msg, d->id, as);

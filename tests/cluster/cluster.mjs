@@ -415,7 +415,8 @@ if (mode === "disagg") {
       }
     });
     const failed = failedOn(victimId, logFrom);
-    assert.ok(failed.length > 0, `no request failed on ${victimId}: the kill hit nothing`);
+    assert.ok(failed.length > 0, `no request failed on ${victimId}: the kill hit nothing; the log since:\n` +
+      serveErr.slice(logFrom).split("\n").filter((l) => /failed|attempt|route|decode-1/.test(l)).slice(0, 40).join("\n"));
     console.log(`   ${failed.length} attempt(s) failed on ${victimId}; streamed: ${4 - errors} completed by a rerun, ` +
       `${errors} ended with an error event`);
     // Out of rotation once the router saw the failure or, at the latest, after the
