@@ -11,14 +11,11 @@
  *     when a verbs device exists): a whole prompt's KV as one run per layer, and one
  *     layer alone (the part of a push that compute does not hide);
  *   - with --co-runners K, the same steps again while k = 1..K other workers (each its
- *     own model, KV pool and compute threads, in threads of this process) run steps
- *     back to back on the same machine, once decode steps and once prefill steps: a
- *     cluster's workers share cores, caches and the memory bus, and what a step loses
- *     depends on what runs beside it (a prefill step beside decode steps, which stream
- *     the weights, ran 1.4x as long on the 2-core build machine; beside prefill steps
- *     1.0x). The planner reads, for each k and each kind of co-runner, the slowdown of
- *     prefill steps and of decode steps (median, min and max over the steps of
- *     contended / alone) instead of assuming ideal processor sharing.
+ *     own model, KV pool and compute threads, in threads of this process) run those
+ *     steps back to back on the same machine: a cluster's workers share cores, caches
+ *     and the memory bus, and the planner reads each k's measured slowdown (median,
+ *     min and max over the steps of contended / alone) instead of assuming ideal
+ *     processor sharing.
  * Each step is described by what the planner's cost model needs: items, tokens per
  * item, the context already cached per item, and the rows of logits computed. The
  * decode points' KV blocks hold a fixed byte pattern, not a real history: a step's
@@ -41,7 +38,6 @@
 
 #define KV_BLOCK 16
 #define MAX_CO_RUNNERS 16
-enum { MAX_SHAPES = 64 }; /* 7 prompt lengths + 2 + 11 batch sizes x 3 contexts at most */
 
 typedef struct profile_args {
     const char *model, *out, *kv_dtype;
@@ -228,20 +224,14 @@ static int time_step(profiler *p, cJSON *arr, const char *phase, const step_shap
 
 /* ---------------------------------------------------------------- co-runners */
 
-/* What co-runners run: decode steps (memory-bound: each streams the weights) or prefill
- * steps (compute-bound). */
-enum { BESIDE_DECODE, BESIDE_PREFILL, N_BESIDE };
-static const char *const BESIDE[N_BESIDE] = {"decode", "prefill"};
-
-/* Another worker on the machine: its own engine running the profile's step shapes of
- * the phase BESIDE[*beside] back to back, from its own starting point, while the
- * profiler lets it (index < *active; *beside changes only while none runs). */
+/* Another worker on the machine: its own engine running the profile's step shapes
+ * back to back, from its own starting point, while the profiler lets it (index <
+ * *active). */
 typedef struct co_runner {
     profiler p;
     const step_shape *shapes;
-    const char *const *phases;
     int n_shapes, next, index;
-    atomic_int *active, *quit, *beside;
+    atomic_int *active, *quit;
     atomic_int in_step; /* set before it looks at *active: once it reads 0 after a pause, no step runs */
     atomic_int started; /* steps begun */
     atomic_int failed;
@@ -264,9 +254,6 @@ static void *co_runner_main(void *arg)
             pause_ms();
             continue;
         }
-        const char *want = BESIDE[atomic_load(c->beside)];
-        while (strcmp(c->phases[c->next], want)) /* the profile has shapes of both phases */
-            c->next = (c->next + 1) % c->n_shapes;
         atomic_fetch_add(&c->started, 1);
         double t = run_step(&c->p, &c->shapes[c->next], &c->err);
         atomic_store(&c->in_step, 0);
@@ -294,58 +281,39 @@ static void set_active(co_runner *cr, int n, atomic_int *active, int k)
             pause_ms();
 }
 
-/* The spread of ratio[0..n) over the shapes of phase `only` (NULL: all) into o[key]. */
-static void add_slowdown(cJSON *o, const char *key, const double *ratio, const char *const *phases, int n,
-                         const char *only)
-{
-    double r[MAX_SHAPES];
-    int m = 0;
-    for (int i = 0; i < n; i++)
-        if (!only || !strcmp(phases[i], only))
-            r[m++] = ratio[i];
-    if (m)
-        add_spread(cJSON_AddObjectToObject(o, key), r, m, "");
-}
-
-/* Every shape timed alone (into steps) and then beside k = 1..K co-runners running
- * decode steps and beside k running prefill steps (into the contention entry of k and
- * that kind), one shape after the other, so that a change in the machine's other load
- * hits both sides of a ratio alike. Each entry's slowdowns are the spread, over all
- * shapes and over the prefill and the decode shapes alone, of median beside / median
- * alone. */
+/* Every shape timed alone (into steps) and then beside k = 1..K co-runners (into
+ * contention[k - 1].steps), one shape after the other, so that a change in the
+ * machine's other load hits both sides of a ratio alike. Each k's slowdown is the
+ * spread over the shapes of median beside k / median alone. */
 static int time_steps(profiler *p, const profile_args *a, const step_shape *shapes, const char *const *phases,
                       int n_shapes, cJSON *steps, cJSON *contention, eng_error *err)
 {
     int K = a->co_runners, running = 0, rc = -1;
     co_runner *cr = calloc((size_t)(K ? K : 1), sizeof *cr);
     double *alone = malloc((size_t)n_shapes * sizeof *alone);
-    double *ratio = malloc((size_t)n_shapes * (size_t)(K ? K : 1) * N_BESIDE * sizeof *ratio);
-    atomic_int active = 0, quit = 0, beside = BESIDE_DECODE;
-    cJSON *entry[MAX_CO_RUNNERS][N_BESIDE], *per[MAX_CO_RUNNERS][N_BESIDE];
+    double *ratio = malloc((size_t)n_shapes * (size_t)(K ? K : 1) * sizeof *ratio);
+    atomic_int active = 0, quit = 0;
+    cJSON *per_k[MAX_CO_RUNNERS];
     if (!cr || !alone || !ratio) {
         eng_fail(err, "out of memory");
         goto done;
     }
-    for (int k = 1; k <= K; k++)
-        for (int b = 0; b < N_BESIDE; b++) {
-            cJSON *o = entry[k - 1][b] = cJSON_CreateObject();
-            cJSON_AddItemToArray(contention, o);
-            cJSON_AddNumberToObject(o, "co_runners", k);
-            cJSON_AddStringToObject(o, "beside", BESIDE[b]);
-            per[k - 1][b] = cJSON_AddArrayToObject(o, "steps");
-        }
+    for (int k = 1; k <= K; k++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToArray(contention, o);
+        cJSON_AddNumberToObject(o, "co_runners", k);
+        per_k[k - 1] = cJSON_AddArrayToObject(o, "steps");
+    }
     for (int j = 0; j < K; j++) {
         co_runner *c = &cr[j];
         if (profiler_open(&c->p, a, err) < 0)
             goto done;
         c->shapes = shapes;
-        c->phases = phases;
         c->n_shapes = n_shapes;
         c->next = j * n_shapes / K;
         c->index = j;
         c->active = &active;
         c->quit = &quit;
-        c->beside = &beside;
         if (pthread_create(&c->thread, NULL, co_runner_main, c) != 0) {
             eng_fail(err, "cannot start a co-runner thread");
             goto done;
@@ -357,20 +325,15 @@ static int time_steps(profiler *p, const profile_args *a, const step_shape *shap
         while (atomic_load(&cr[j].started) < 2 && !atomic_load(&cr[j].failed))
             pause_ms();
     for (int i = 0; i < n_shapes; i++) {
-        double med;
-        set_active(cr, K, &active, 0);
-        if (time_step(p, steps, phases[i], &shapes[i], &med, err) < 0)
-            goto done;
-        alone[i] = med;
-        for (int b = 0; b < N_BESIDE && K; b++) {
-            set_active(cr, K, &active, 0); /* co-runners switch kinds only between steps */
-            atomic_store(&beside, b);
-            for (int k = 1; k <= K; k++) {
-                set_active(cr, K, &active, k);
-                if (time_step(p, per[k - 1][b], phases[i], &shapes[i], &med, err) < 0)
-                    goto done;
-                ratio[((size_t)(k - 1) * N_BESIDE + (size_t)b) * (size_t)n_shapes + (size_t)i] = med / alone[i];
-            }
+        for (int k = 0; k <= K; k++) {
+            double med;
+            set_active(cr, K, &active, k);
+            if (time_step(p, k ? per_k[k - 1] : steps, phases[i], &shapes[i], &med, err) < 0)
+                goto done;
+            if (k == 0)
+                alone[i] = med;
+            else
+                ratio[(size_t)(k - 1) * (size_t)n_shapes + (size_t)i] = med / alone[i];
         }
         set_active(cr, K, &active, 0);
         for (int j = 0; j < K; j++)
@@ -380,12 +343,8 @@ static int time_steps(profiler *p, const profile_args *a, const step_shape *shap
             }
     }
     for (int k = 1; k <= K; k++)
-        for (int b = 0; b < N_BESIDE; b++) {
-            const double *r = ratio + ((size_t)(k - 1) * N_BESIDE + (size_t)b) * (size_t)n_shapes;
-            add_slowdown(entry[k - 1][b], "slowdown", r, phases, n_shapes, NULL);
-            add_slowdown(entry[k - 1][b], "slowdown_prefill", r, phases, n_shapes, "prefill");
-            add_slowdown(entry[k - 1][b], "slowdown_decode", r, phases, n_shapes, "decode");
-        }
+        add_spread(cJSON_AddObjectToObject(cJSON_GetArrayItem(contention, k - 1), "slowdown"),
+                   ratio + (size_t)(k - 1) * (size_t)n_shapes, n_shapes, "");
     rc = 0;
 done:
     atomic_store(&quit, 1);
@@ -497,12 +456,9 @@ static void print_table(const cJSON *prof)
     const cJSON *x;
     cJSON_ArrayForEach(x, cJSON_GetObjectItem(prof, "contention"))
     {
-        const cJSON *sp = cJSON_GetObjectItem(x, "slowdown_prefill"), *sd = cJSON_GetObjectItem(x, "slowdown_decode");
-        printf("beside %d co-runner(s) running %s steps: prefill steps %.2fx slower (median; %.2fx to %.2fx), "
-               "decode steps %.2fx (%.2fx to %.2fx)\n",
-               cJSON_GetObjectItem(x, "co_runners")->valueint, cJSON_GetObjectItem(x, "beside")->valuestring,
-               cJSON_GetObjectItem(sp, "median")->valuedouble, cJSON_GetObjectItem(sp, "min")->valuedouble,
-               cJSON_GetObjectItem(sp, "max")->valuedouble, cJSON_GetObjectItem(sd, "median")->valuedouble,
+        const cJSON *sd = cJSON_GetObjectItem(x, "slowdown");
+        printf("beside %d co-runner(s): steps %.2fx slower (median; %.2fx to %.2fx over the steps)\n",
+               cJSON_GetObjectItem(x, "co_runners")->valueint, cJSON_GetObjectItem(sd, "median")->valuedouble,
                cJSON_GetObjectItem(sd, "min")->valuedouble, cJSON_GetObjectItem(sd, "max")->valuedouble);
     }
     cJSON_ArrayForEach(x, cJSON_GetObjectItem(prof, "kv_transfer"))
@@ -555,6 +511,7 @@ int cmd_profile(int argc, char **argv)
     cJSON *prof = cJSON_CreateObject();
     char *text = NULL;
     int status = 1, n_shapes = 0;
+    enum { MAX_SHAPES = 64 }; /* 7 prompt lengths + 2 + 11 batch sizes x 3 contexts at most */
     step_shape shapes[MAX_SHAPES];
     const char *phases[MAX_SHAPES];
     double t_start = eng_now_s();

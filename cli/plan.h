@@ -46,10 +46,6 @@ double plan_fit_cost(const plan_shape *s, const double *t, int n, plan_cost *out
 
 enum { PLAN_MAX_CO_RUNNERS = 64 };
 
-/* Kinds of step, for contention: decode tokens only (memory-bound: the step streams the
- * weights) or with prompt tokens (compute-bound); tandem profile's "beside" names. */
-typedef enum { PLAN_STEP_DECODE, PLAN_STEP_PREFILL, PLAN_STEP_KINDS } plan_step_kind;
-
 typedef struct plan_profile {
     char model[128];
     int threads, layers, block_size, max_context;
@@ -57,13 +53,11 @@ typedef struct plan_profile {
     plan_cost cost;
     double fit_error;                        /* median relative error of the cost over the profile's steps */
     double xfer_latency_s, xfer_bytes_per_s; /* a KV push: latency + bytes / rate (the profile's TCP points) */
-    /* measured contention (`tandem profile --co-runners K`): a step of kind a beside k
-     * other busy workers, all running steps of kind b, takes slowdown[a][b][k] times as
-     * long (median over the profile's steps of kind a), for k = 1..co_runners
-     * (slowdown[a][b][0] = 1); 0 co_runners: not measured. A profile from before the
-     * kinds were told apart gives every (a, b) the same figure. */
+    /* measured contention (`tandem profile --co-runners K`): a step beside k other busy
+     * workers takes slowdown[k] times as long (median over the profile's steps), for
+     * k = 1..co_runners; 0 co_runners: not measured */
     int co_runners;
-    double slowdown[PLAN_STEP_KINDS][PLAN_STEP_KINDS][PLAN_MAX_CO_RUNNERS + 1];
+    double slowdown[PLAN_MAX_CO_RUNNERS + 1];
 } plan_profile;
 
 /* Reads a `tandem profile` JSON text (plan_profile_load: from a file) and fits it. */

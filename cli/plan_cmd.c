@@ -225,14 +225,7 @@ int plan_command(int argc, char **argv)
     cJSON_AddNumberToObject(doc, "requests", pl.n);
     cJSON_AddNumberToObject(doc, "seed", a.seed);
     cJSON_AddNumberToObject(doc, "cost_fit_error", prof.fit_error);
-    static const char *const KIND[PLAN_STEP_KINDS] = {"decode", "prefill"};
-    cJSON *slow = cJSON_AddObjectToObject(doc, "slowdown"); /* "prefill_beside_decode": [k = 1, 2, ...], ... */
-    for (int a = 0; a < PLAN_STEP_KINDS; a++)
-        for (int b = 0; b < PLAN_STEP_KINDS; b++) {
-            char key[32];
-            snprintf(key, sizeof key, "%s_beside_%s", KIND[a], KIND[b]);
-            cJSON_AddItemToObject(slow, key, cJSON_CreateDoubleArray(prof.slowdown[a][b] + 1, prof.co_runners));
-        }
+    cJSON_AddItemToObject(doc, "slowdown", cJSON_CreateDoubleArray(prof.slowdown + 1, prof.co_runners));
     cJSON *arr = cJSON_AddArrayToObject(doc, "candidates");
     if (!json) {
         printf("workload %s: %d requests (seed %d), arrivals gamma shape %g; profile %s, %d thread(s) per worker\n",
@@ -244,12 +237,9 @@ int plan_command(int argc, char **argv)
         printf("SLOs: TTFT <= %g ms, TPOT <= %g ms for %g%% of requests; %d workers", a.ttft_slo, a.tpot_slo,
                100 * a.attainment, a.workers);
         if (prof.co_runners) {
-            printf(",\nsteps slowed by the measured contention (prefill / decode steps):");
+            printf(", steps slowed by the measured contention:");
             for (int k = 1; k <= prof.co_runners; k++)
-                for (int b = 0; b < PLAN_STEP_KINDS; b++)
-                    printf("%s beside %d %s %.2fx / %.2fx", k > 1 || b ? "," : "", k,
-                           b == PLAN_STEP_DECODE ? "decoding" : "prefilling", prof.slowdown[PLAN_STEP_PREFILL][b][k],
-                           prof.slowdown[PLAN_STEP_DECODE][b][k]);
+                printf(" %.2fx beside %d", prof.slowdown[k], k);
             printf("\n\n");
         } else
             printf(" on %g cores (ideal sharing; no measured contention in the profile)\n\n", base.cores);

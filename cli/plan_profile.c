@@ -272,61 +272,28 @@ done:
     return rc;
 }
 
-/* "contention": [{"co_runners": k, "beside": "decode" or "prefill", "slowdown_prefill":
- * {"median": ...}, "slowdown_decode": {"median": ...}}, ...]: every k in 1..K with both
- * kinds, in any order; an entry without "beside" (an older profile) has one
- * "slowdown" for every kind of step beside either kind. */
+/* "contention": [{"co_runners": 1, "slowdown": {"median": ...}}, ...], k = 1, 2, ... in order */
 static int parse_contention(const cJSON *arr, plan_profile *p, eng_error *err)
 {
-    static const char *const BESIDE[PLAN_STEP_KINDS] = {"decode", "prefill"};
-    static const char *const OWN[PLAN_STEP_KINDS] = {"slowdown_decode", "slowdown_prefill"};
     if (!arr)
         return 0;
     int n = cJSON_GetArraySize(arr);
-    if (!cJSON_IsArray(arr) || n > PLAN_STEP_KINDS * PLAN_MAX_CO_RUNNERS)
-        return eng_fail(err, "profile: \"contention\" must be an array of at most %d entries",
-                        PLAN_STEP_KINDS * PLAN_MAX_CO_RUNNERS);
-    unsigned char seen[PLAN_MAX_CO_RUNNERS + 1][PLAN_STEP_KINDS] = {{0}};
+    if (!cJSON_IsArray(arr) || n > PLAN_MAX_CO_RUNNERS)
+        return eng_fail(err, "profile: \"contention\" must be an array of at most %d entries", PLAN_MAX_CO_RUNNERS);
+    p->slowdown[0] = 1;
     const cJSON *x;
     cJSON_ArrayForEach(x, arr)
     {
-        double k = 0, s[PLAN_STEP_KINDS] = {0}; /* set by num() on success; gcc -O3 cannot tell */
-        if (num(x, "co_runners", 1, PLAN_MAX_CO_RUNNERS, &k, "contention", err) < 0)
+        double k = 0, s = 0; /* set by num() on success; gcc -O3 cannot tell */
+        if (num(x, "co_runners", 1, PLAN_MAX_CO_RUNNERS, &k, "contention", err) < 0 ||
+            num(cJSON_GetObjectItemCaseSensitive(x, "slowdown"), "median", 0.01, 1e6, &s, "contention slowdown", err) <
+                0)
             return -1;
-        int ki = (int)k, b0 = 0, b1 = PLAN_STEP_KINDS - 1;
-        const cJSON *beside = cJSON_GetObjectItemCaseSensitive(x, "beside");
-        if (beside) {
-            if (!cJSON_IsString(beside) ||
-                (strcmp(beside->valuestring, BESIDE[0]) && strcmp(beside->valuestring, BESIDE[1])))
-                return eng_fail(err, "profile: contention \"beside\" must be \"decode\" or \"prefill\"");
-            b0 = b1 = strcmp(beside->valuestring, BESIDE[0]) ? 1 : 0;
-            for (int a = 0; a < PLAN_STEP_KINDS; a++)
-                if (num(cJSON_GetObjectItemCaseSensitive(x, OWN[a]), "median", 0.01, 1e6, &s[a], OWN[a], err) < 0)
-                    return -1;
-        } else {
-            if (num(cJSON_GetObjectItemCaseSensitive(x, "slowdown"), "median", 0.01, 1e6, &s[0], "contention slowdown",
-                    err) < 0)
-                return -1;
-            s[1] = s[0];
-        }
-        for (int b = b0; b <= b1; b++) {
-            if (seen[ki][b]++)
-                return eng_fail(err, "profile: contention beside %d co-runner(s) running %s steps is given twice", ki,
-                                BESIDE[b]);
-            for (int a = 0; a < PLAN_STEP_KINDS; a++)
-                p->slowdown[a][b][ki] = s[a];
-        }
-        if (ki > p->co_runners)
-            p->co_runners = ki;
+        if ((int)k != p->co_runners + 1)
+            return eng_fail(err, "profile: \"contention\" entry %d is for %g co-runners; want %d", p->co_runners + 1, k,
+                            p->co_runners + 1);
+        p->slowdown[++p->co_runners] = s;
     }
-    for (int k = 1; k <= p->co_runners; k++)
-        for (int b = 0; b < PLAN_STEP_KINDS; b++)
-            if (!seen[k][b])
-                return eng_fail(err, "profile: contention beside %d co-runner(s) running %s steps is missing", k,
-                                BESIDE[b]);
-    for (int a = 0; a < PLAN_STEP_KINDS; a++)
-        for (int b = 0; b < PLAN_STEP_KINDS; b++)
-            p->slowdown[a][b][0] = 1;
     return 0;
 }
 

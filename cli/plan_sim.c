@@ -17,15 +17,12 @@
  *     layer's push (profile latency + bytes / rate); then the sequence joins the decode
  *     worker's batch and the client gets its first token.
  * A step's time comes from the profile's cost model (plan.h), measured in a worker
- * running alone. While a worker is inside a step beside k other busy workers, it runs
- * at 1 / the slowdown the profile measured for its kind of step (prefill: any prompt
- * tokens; else decode) beside k co-runners (shared cores, caches and memory bus), the
- * figures beside decoding and beside prefilling co-runners mixed in the proportion of
- * the others' kinds of step (a prefill step beside a decode step, which streams the
- * weights, loses far more than beside another prefill step); beyond the k measured,
- * the last measured slowdown grows as processor sharing would. A profile without
- * contention figures gets ideal processor sharing of `cores` CPUs: min(1, cores /
- * ((k + 1) * threads)).
+ * running alone. While k + 1 workers are inside a step at once, each runs at
+ * 1 / slowdown[k] of that speed, the slowdown the profile measured beside k busy
+ * co-runners (shared cores, caches and memory bus); beyond the k measured, the last
+ * measured slowdown grows as processor sharing would. A profile without contention
+ * figures gets ideal processor sharing of `cores` CPUs: min(1, cores / ((k + 1) *
+ * threads)).
  * Not modelled: preemption when a decode pool runs out (the default pool holds
  * max_running full contexts), the coordinator's and the clients' CPU time, heartbeat
  * lag in the router's view of the load. */
@@ -53,7 +50,6 @@ typedef struct worker {
     worker_role role;
     list queue, running, step; /* prompts waiting or in prefill; decoding; in this step */
     double work_left;          /* seconds of the current step at full speed; < 0 idle */
-    plan_step_kind kind;       /* of the current step */
     int admitted;              /* sequences reserved or running here (decode side) */
     int blocks_used;
     long long queued_tokens; /* prompt tokens still to compute (prefill side) */
@@ -68,7 +64,6 @@ typedef struct sim {
     int n_w;
     list waiting, xfer; /* at the router; KV on the wire */
     double now;
-    double *speed; /* each worker's speed in its current step (run's scratch) */
 } sim;
 
 static int push(list *l, int x)
@@ -194,7 +189,6 @@ static void start_step(sim *m, worker *w)
         add_terms(x, 1, s->chunk, s->prefilled, s->prefilled + s->chunk == m->req[i].prompt);
         w->step.v[w->step.n++] = i;
     }
-    w->kind = w->step.n > w->running.n ? PLAN_STEP_PREFILL : PLAN_STEP_DECODE;
     w->work_left = w->step.n ? plan_cost_seconds(&m->p->cost, x) : -1;
 }
 
@@ -254,25 +248,14 @@ static int end_step(sim *m, worker *w)
     return 0;
 }
 
-/* The speed of busy worker w beside the others busy now (see the top of the file). */
-static double speed(const sim *m, const worker *w)
+static double speed(const sim *m)
 {
-    int others = 0, prefilling = 0, K = m->p->co_runners;
+    int busy = 0, K = m->p->co_runners;
     for (int k = 0; k < m->n_w; k++)
-        if (&m->w[k] != w && m->w[k].work_left >= 0) {
-            others++;
-            prefilling += m->w[k].kind == PLAN_STEP_PREFILL;
-        }
-    if (K > 0) {
-        if (!others)
-            return 1;
-        int k = others < K ? others : K;
-        double f = (double)prefilling / others;
-        const double(*s)[PLAN_MAX_CO_RUNNERS + 1] = m->p->slowdown[w->kind];
-        double slow = (1 - f) * s[PLAN_STEP_DECODE][k] + f * s[PLAN_STEP_PREFILL][k];
-        return others > K ? (double)(K + 1) / (others + 1) / slow : 1 / slow;
-    }
-    double want = (double)(others + 1) * m->p->threads;
+        busy += m->w[k].work_left >= 0;
+    if (K > 0)
+        return busy <= K + 1 ? 1 / m->p->slowdown[busy > 0 ? busy - 1 : 0] : (double)(K + 1) / busy / m->p->slowdown[K];
+    double want = (double)busy * m->p->threads;
     return want > m->c->cores ? m->c->cores / want : 1;
 }
 
@@ -282,14 +265,12 @@ static int run(sim *m, int n)
 {
     int next = 0;
     for (;;) {
-        double t = INFINITY;
+        double sp = speed(m), t = INFINITY;
         if (next < n)
             t = m->req[next].arrival;
         for (int k = 0; k < m->n_w; k++)
-            if (m->w[k].work_left >= 0) {
-                m->speed[k] = speed(m, &m->w[k]);
-                t = fmin(t, m->now + m->w[k].work_left / m->speed[k]);
-            }
+            if (m->w[k].work_left >= 0)
+                t = fmin(t, m->now + m->w[k].work_left / sp);
         for (int k = 0; k < m->xfer.n; k++)
             t = fmin(t, m->s[m->xfer.v[k]].t_join);
         if (t == INFINITY)
@@ -300,7 +281,7 @@ static int run(sim *m, int n)
             worker *w = &m->w[k];
             if (w->work_left < 0)
                 continue;
-            w->work_left -= dt * m->speed[k];
+            w->work_left -= dt * sp;
             if (w->work_left <= 1e-9 && end_step(m, w) < 0)
                 return -1;
         }
@@ -339,9 +320,8 @@ int plan_simulate(const plan_profile *p, const plan_cluster *c, const plan_reque
     sim m = {.p = p, .c = c, .req = reqs, .n_w = c->n_prefill + c->n_decode + c->n_both};
     m.s = calloc((size_t)n, sizeof *m.s);
     m.w = calloc((size_t)m.n_w, sizeof *m.w);
-    m.speed = calloc((size_t)m.n_w, sizeof *m.speed);
     int rc = -1;
-    if (!m.s || !m.w || !m.speed)
+    if (!m.s || !m.w)
         goto done;
     for (int k = 0; k < m.n_w; k++) {
         worker *w = &m.w[k];
@@ -374,7 +354,6 @@ done:
         free(m.w[k].step.v);
     }
     free(m.w);
-    free(m.speed);
     free(m.s);
     free(m.waiting.v);
     free(m.xfer.v);

@@ -150,23 +150,12 @@ static void test_sharing_and_admission(void)
  * slowdown beside one co-runner take 1.5 steps each; a third worker (beyond what was
  * measured) scales the last slowdown by processor sharing, 1.5 x 3 / 2. A worker alone
  * runs at full speed whatever the profile measured. */
-/* Sets slowdown[a][b][1] (one co-runner measured) for every pair of kinds. */
-static void one_co_runner(plan_profile *p, double pp, double pd, double dp, double dd)
-{
-    p->co_runners = 1;
-    for (int a = 0; a < PLAN_STEP_KINDS; a++)
-        for (int b = 0; b < PLAN_STEP_KINDS; b++)
-            p->slowdown[a][b][0] = 1;
-    p->slowdown[PLAN_STEP_PREFILL][PLAN_STEP_PREFILL][1] = pp;
-    p->slowdown[PLAN_STEP_PREFILL][PLAN_STEP_DECODE][1] = pd;
-    p->slowdown[PLAN_STEP_DECODE][PLAN_STEP_PREFILL][1] = dp;
-    p->slowdown[PLAN_STEP_DECODE][PLAN_STEP_DECODE][1] = dd;
-}
-
 static void test_measured_contention(void)
 {
     plan_profile p = profile(0.1, 0, 0, 0);
-    one_co_runner(&p, 1.5, 1.5, 1.5, 1.5);
+    p.co_runners = 1;
+    p.slowdown[0] = 1;
+    p.slowdown[1] = 1.5;
     plan_cluster c = colocated(2);
     c.cores = 1; /* ignored: the measured slowdown applies */
     plan_request r[3] = {{0, 10, 1}, {0, 10, 1}, {0, 10, 1}};
@@ -179,28 +168,6 @@ static void test_measured_contention(void)
     CHECK(fabs(o[2].ttft - 0.225) < 1e-9, "three at once: %.6f", o[2].ttft);
     REQUIRE(plan_simulate(&p, &c, r, 1, o, &err) == 0, "%s", err.msg);
     CHECK(fabs(o[0].ttft - 0.1) < 1e-9, "alone: %.6f", o[0].ttft);
-}
-
-/* The slowdown follows the kinds of step running at once. Two colocated workers, each
- * step 0.1 s alone: r0 (3 tokens) prefills alone on A, 0 .. 0.1; from 0.1 A decodes
- * (0.8x beside a prefill step) while B prefills r1 (0.5x beside a decode step): A's
- * step ends at 0.225, B has 0.0375 s of work left and ends at 0.3 (r1's TTFT 0.2); A's
- * next step did 0.06 by then and ends alone at 0.34 (r0's TPOT (0.34 - 0.1) / 2). */
-static void test_contention_by_kind(void)
-{
-    plan_profile p = profile(0.1, 0, 0, 0);
-    one_co_runner(&p, 1.5, 2.0, 1.25, 1.5);
-    plan_cluster c = colocated(2);
-    plan_request r[2] = {{0, 10, 3}, {0.1, 10, 1}};
-    plan_outcome o[2];
-    eng_error err;
-    REQUIRE(plan_simulate(&p, &c, r, 2, o, &err) == 0, "%s", err.msg);
-    CHECK(fabs(o[1].ttft - 0.2) < 1e-9, "prefill beside decode: %.6f", o[1].ttft);
-    CHECK(fabs(o[0].tpot - 0.12) < 1e-9, "decode beside prefill: %.6f", o[0].tpot);
-    /* both prefilling at once: the prefill-beside-prefill figure */
-    plan_request both[2] = {{0, 10, 1}, {0, 10, 1}};
-    REQUIRE(plan_simulate(&p, &c, both, 2, o, &err) == 0, "%s", err.msg);
-    CHECK(fabs(o[0].ttft - 0.15) < 1e-9 && fabs(o[1].ttft - 0.15) < 1e-9, "%.6f %.6f", o[0].ttft, o[1].ttft);
 }
 
 static void test_fit(void)
@@ -315,34 +282,21 @@ static void test_bad_files(void)
     eng_error err = {{0}};
     CHECK(plan_profile_parse("{\"format\":\"other\"}", &p, &err) < 0 && strstr(err.msg, "tandem-profile-1"));
     CHECK(plan_profile_load("/nonexistent/profile.json", &p, &err) < 0 && strstr(err.msg, "cannot open"));
-    /* contention: every k in 1..K beside both kinds; an older entry (no "beside") counts for both */
+    /* contention entries must count co-runners 1, 2, ... */
     static const char good[] =
         "{\"format\":\"tandem-profile-1\",\"threads\":1,\"layers\":2,\"kv_block_size\":16,\"max_context\":64,"
         "\"kv_bytes_per_token\":64,\"steps\":[{\"items\":1,\"tokens_per_item\":1,\"context\":0,\"logits\":1,"
         "\"median_s\":0.01},{\"items\":1,\"tokens_per_item\":64,\"context\":0,\"logits\":1,\"median_s\":0.05}],"
         "\"kv_transfer\":[{\"points\":[{\"bytes\":1000,\"median_s\":0.001},{\"bytes\":100000,\"median_s\":0.01}]}],"
-        "\"contention\":[{\"co_runners\":1,\"slowdown\":{\"median\":1.4}},{\"co_runners\":2,\"beside\":\"decode\","
-        "\"slowdown_prefill\":{\"median\":2.1},\"slowdown_decode\":{\"median\":1.7}}%s]}";
-    static const char prefill2[] = ",{\"co_runners\":2,\"beside\":\"prefill\",\"slowdown_prefill\":{\"median\":1.1},"
-                                   "\"slowdown_decode\":{\"median\":1.2}}";
-    char text[sizeof good + sizeof prefill2 * 2];
-    snprintf(text, sizeof text, good, prefill2);
+        "\"contention\":[{\"co_runners\":1,\"slowdown\":{\"median\":1.4}},{\"co_runners\":%d,\"slowdown\":{"
+        "\"median\":2.1}}]}";
+    char text[sizeof good + 8];
+    snprintf(text, sizeof text, good, 2);
     REQUIRE(plan_profile_parse(text, &p, &err) == 0, "%s", err.msg);
-    CHECK(p.co_runners == 2, "%d", p.co_runners);
-    CHECK(p.slowdown[PLAN_STEP_PREFILL][PLAN_STEP_DECODE][1] == 1.4 &&
-          p.slowdown[PLAN_STEP_DECODE][PLAN_STEP_PREFILL][1] == 1.4);
-    CHECK(p.slowdown[PLAN_STEP_PREFILL][PLAN_STEP_DECODE][2] == 2.1 &&
-          p.slowdown[PLAN_STEP_DECODE][PLAN_STEP_DECODE][2] == 1.7);
-    CHECK(p.slowdown[PLAN_STEP_PREFILL][PLAN_STEP_PREFILL][2] == 1.1 &&
-          p.slowdown[PLAN_STEP_DECODE][PLAN_STEP_PREFILL][2] == 1.2);
-    CHECK(p.slowdown[PLAN_STEP_DECODE][PLAN_STEP_DECODE][0] == 1);
-    snprintf(text, sizeof text, good, "");
-    CHECK(plan_profile_parse(text, &p, &err) < 0 && strstr(err.msg, "2 co-runner(s) running prefill steps is missing"),
-          "%s", err.msg);
-    char twice[sizeof prefill2 * 2];
-    snprintf(twice, sizeof twice, "%s%s", prefill2, prefill2);
-    snprintf(text, sizeof text, good, twice);
-    CHECK(plan_profile_parse(text, &p, &err) < 0 && strstr(err.msg, "given twice"), "%s", err.msg);
+    CHECK(p.co_runners == 2 && p.slowdown[1] == 1.4 && p.slowdown[2] == 2.1, "%d %g %g", p.co_runners, p.slowdown[1],
+          p.slowdown[2]);
+    snprintf(text, sizeof text, good, 3);
+    CHECK(plan_profile_parse(text, &p, &err) < 0 && strstr(err.msg, "want 2"), "%s", err.msg);
 }
 
 int main(void)
@@ -352,7 +306,6 @@ int main(void)
     test_disaggregated();
     test_sharing_and_admission();
     test_measured_contention();
-    test_contention_by_kind();
     test_fit();
     test_trace();
     test_bad_files();
