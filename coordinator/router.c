@@ -820,7 +820,7 @@ static void *call_main(void *arg)
         free(v);
         /* A decode worker reserves the prompt (+ generated) and the next token; the rest
          * grows on demand. Noted now, before any RPC, so the next pick sees this one. */
-        coord_registry_note_sent(r->cfg.registry, d.id, 1, blocks_for(&d, input + 1), 0);
+        coord_registry_note_sent(r->cfg.registry, d.id, 1, blocks_for(&d, cap_tokens), 0);
         if (!rt.colocated) {
             coord_registry_note_sent(r->cfg.registry, p.id, 0, 0, (uint64_t)input);
             coord_registry_expect_prefix(r->cfg.registry, p.id, c->prompt, c->n_prompt);

