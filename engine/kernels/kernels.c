@@ -344,14 +344,10 @@ void eng_scale(float *y, float a, int n)
     K()->scale(y, a, n);
 }
 
-void eng_dot_rows(float *out, const float *q, const float *k, int n, size_t stride, int dim, float scale)
+void eng_axpy_rows(float *y, int ny, const float *p, size_t ldp, const void *v, eng_dtype dt, int n, size_t stride,
+                   int dim)
 {
-    K()->dot_rows(out, q, k, n, stride, dim, scale);
-}
-
-void eng_axpy_rows(float *y, const float *p, const float *v, int n, size_t stride, int dim)
-{
-    K()->axpy_rows(y, p, v, n, stride, dim);
+    K()->axpy_rows(y, ny, p, ldp, v, dt, n, stride, dim);
 }
 
 void eng_rmsnorm(float *y, const float *x, const float *w, int n, float eps)

@@ -90,14 +90,16 @@ float eng_dot(const float *a, const float *b, int n);
 void eng_axpy(float *y, float a, const float *x, int n); /* y += a * x */
 void eng_scale(float *y, float a, int n);                /* y *= a */
 
-/* Attention over keys/values stored as rows with a fixed stride (floats), e.g. the
- * slots of one KV-cache block (each out[j] is summed the same way whatever n is):
- *   eng_dot_rows:  out[j] = scale * dot(q, k + j*stride, dim)          for j < n
- *   eng_axpy_rows: y[d] += sum_j p[j] * v[j*stride + d]                for d < dim
- * One call per block instead of one eng_dot/eng_axpy per position keeps y in
- * registers across all n rows and amortises the call and reduction overhead. */
-void eng_dot_rows(float *out, const float *q, const float *k, int n, size_t stride, int dim, float scale);
-void eng_axpy_rows(float *y, const float *p, const float *v, int n, size_t stride, int dim);
+/* y[h][d] += sum_j p[h*ldp + j] * v[j*stride + d] for h < ny, d < dim: attention's
+ * weighted sums, for the ny query heads that share a kv head, over the values of one
+ * KV-cache block, rows of dtype dt (F32, F16 or BF16) stride elements apart, read in
+ * place (y rows are dim apart). Each y[h][d] takes the rows in order j = 0..n-1, one
+ * rounding (fused multiply-add) per row, exactly as eng_axpy of each widened row
+ * would: so neither a split of the rows between calls nor the number of heads in a
+ * call changes a result. One call per block keeps y in registers across the rows and
+ * widens each value once for all the heads. */
+void eng_axpy_rows(float *y, int ny, const float *p, size_t ldp, const void *v, eng_dtype dt, int n, size_t stride,
+                   int dim);
 
 /* y = x * rsqrt(mean(x^2) + eps) * w, computed in f32. y may alias x. */
 void eng_rmsnorm(float *y, const float *x, const float *w, int n, float eps);

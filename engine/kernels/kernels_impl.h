@@ -21,8 +21,8 @@ typedef struct eng_kernel_impl {
     float (*dot)(const float *a, const float *b, int n);
     void (*axpy)(float *y, float a, const float *x, int n);
     void (*scale)(float *y, float a, int n);
-    void (*dot_rows)(float *out, const float *q, const float *k, int n, size_t stride, int dim, float scale);
-    void (*axpy_rows)(float *y, const float *p, const float *v, int n, size_t stride, int dim);
+    void (*axpy_rows)(float *y, int ny, const float *p, size_t ldp, const void *v, eng_dtype dt, int n, size_t stride,
+                      int dim);
     void (*rmsnorm)(float *y, const float *x, const float *w, int n, float eps);
     void (*silu_mul)(float *g, const float *u, int n);
     void (*softmax)(float *x, int n);

@@ -91,16 +91,19 @@ static void scale(float *y, float a, int n)
         y[i] *= a;
 }
 
-static void dot_rows(float *out, const float *q, const float *k, int n, size_t stride, int dim, float scale)
+/* Each row widened CHUNK values at a time and added to each head as eng_axpy would. */
+static void axpy_rows(float *y, int ny, const float *p, size_t ldp, const void *v, eng_dtype dt, int n, size_t stride,
+                      int dim)
 {
+    float buf[CHUNK];
+    size_t esz = eng_dtype_size(dt);
     for (int j = 0; j < n; j++)
-        out[j] = dot(q, k + (size_t)j * stride, dim) * scale;
-}
-
-static void axpy_rows(float *y, const float *p, const float *v, int n, size_t stride, int dim)
-{
-    for (int j = 0; j < n; j++)
-        axpy(y, p[j], v + (size_t)j * stride, dim);
+        for (int c = 0; c < dim; c += CHUNK) {
+            int len = dim - c < CHUNK ? dim - c : CHUNK;
+            to_f32(buf, (const char *)v + ((size_t)j * stride + (size_t)c) * esz, dt, (size_t)len);
+            for (int h = 0; h < ny; h++)
+                axpy(y + (size_t)h * dim + c, p[(size_t)h * ldp + j], buf, len);
+        }
 }
 
 static void rmsnorm(float *y, const float *x, const float *w, int n, float eps)
@@ -164,7 +167,6 @@ const eng_kernel_impl eng_kernels_portable = {
     .dot = dot,
     .axpy = axpy,
     .scale = scale,
-    .dot_rows = dot_rows,
     .axpy_rows = axpy_rows,
     .rmsnorm = rmsnorm,
     .silu_mul = silu_mul,

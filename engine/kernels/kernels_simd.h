@@ -367,78 +367,76 @@ static void scale(float *y, float a, int n)
         y[i] *= a;
 }
 
-/* Four keys at a time, one accumulator each: independent chains hide the FMA
- * latency that a single 128-element dot cannot. A key left over is summed the
- * same way alone, so its score does not depend on n. */
-static void dot_rows(float *out, const float *q, const float *k, int n, size_t stride, int dim, float scale)
-{
-    int dv = dim / VL * VL;
-    int j = 0;
-    for (; j + 4 <= n; j += 4) {
-        const float *k0 = k + (size_t)j * stride, *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
-        V a0 = V_ZERO(), a1 = V_ZERO(), a2 = V_ZERO(), a3 = V_ZERO();
-        for (int d = 0; d < dv; d += VL) {
-            V qv = V_LOAD(q + d);
-            a0 = V_FMA(qv, V_LOAD(k0 + d), a0);
-            a1 = V_FMA(qv, V_LOAD(k1 + d), a1);
-            a2 = V_FMA(qv, V_LOAD(k2 + d), a2);
-            a3 = V_FMA(qv, V_LOAD(k3 + d), a3);
-        }
-        float s0 = V_REDUCE(a0), s1 = V_REDUCE(a1), s2 = V_REDUCE(a2), s3 = V_REDUCE(a3);
-        for (int d = dv; d < dim; d++) {
-            s0 += q[d] * k0[d];
-            s1 += q[d] * k1[d];
-            s2 += q[d] * k2[d];
-            s3 += q[d] * k3[d];
-        }
-        out[j] = s0 * scale;
-        out[j + 1] = s1 * scale;
-        out[j + 2] = s2 * scale;
-        out[j + 3] = s3 * scale;
-    }
-    for (; j < n; j++) {
-        const float *kr = k + (size_t)j * stride;
-        V a = V_ZERO();
-        for (int d = 0; d < dv; d += VL)
-            a = V_FMA(V_LOAD(q + d), V_LOAD(kr + d), a);
-        float s = V_REDUCE(a);
-        for (int d = dv; d < dim; d++)
-            s += q[d] * kr[d];
-        out[j] = s * scale;
-    }
-}
-
-/* y is held in up to four vectors while every row is added, so it is loaded and
- * stored once per call rather than once per row. */
-static void axpy_rows(float *y, const float *p, const float *v, int n, size_t stride, int dim)
+/* NH heads' y (rows dim apart) held in registers, four vectors each, while every
+ * value row is added: y is loaded and stored once per call rather than once per
+ * row, and each value is widened once (load_w) for all NH heads. */
+ALWAYS_INLINE void axpy_rows_heads(float *y, const float *p, size_t ldp, const char *v, eng_dtype dt, int n, size_t rb,
+                                   int dim, const int NH)
 {
     int d = 0;
     for (; d + 4 * VL <= dim; d += 4 * VL) {
-        V y0 = V_LOAD(y + d), y1 = V_LOAD(y + d + VL), y2 = V_LOAD(y + d + 2 * VL), y3 = V_LOAD(y + d + 3 * VL);
+        V acc[2][4];
+#pragma GCC unroll 2
+        for (int h = 0; h < NH; h++)
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++)
+                acc[h][k] = V_LOAD(y + (size_t)h * dim + d + k * VL);
         for (int j = 0; j < n; j++) {
-            const float *vr = v + (size_t)j * stride + d;
-            V pj = V_SET1(p[j]);
-            y0 = V_FMA(pj, V_LOAD(vr), y0);
-            y1 = V_FMA(pj, V_LOAD(vr + VL), y1);
-            y2 = V_FMA(pj, V_LOAD(vr + 2 * VL), y2);
-            y3 = V_FMA(pj, V_LOAD(vr + 3 * VL), y3);
+            const char *vr = v + (size_t)j * rb;
+            V w[4];
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++)
+                w[k] = load_w(vr, d + k * VL, dt);
+#pragma GCC unroll 2
+            for (int h = 0; h < NH; h++) {
+                V ph = V_SET1(p[(size_t)h * ldp + j]);
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++)
+                    acc[h][k] = V_FMA(ph, w[k], acc[h][k]);
+            }
         }
-        V_STORE(y + d, y0);
-        V_STORE(y + d + VL, y1);
-        V_STORE(y + d + 2 * VL, y2);
-        V_STORE(y + d + 3 * VL, y3);
+#pragma GCC unroll 2
+        for (int h = 0; h < NH; h++)
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++)
+                V_STORE(y + (size_t)h * dim + d + k * VL, acc[h][k]);
     }
-    for (; d + VL <= dim; d += VL) {
-        V y0 = V_LOAD(y + d);
-        for (int j = 0; j < n; j++)
-            y0 = V_FMA(V_SET1(p[j]), V_LOAD(v + (size_t)j * stride + d), y0);
-        V_STORE(y + d, y0);
-    }
-    for (; d < dim; d++) {
-        float acc = y[d];
-        for (int j = 0; j < n; j++)
-            acc += p[j] * v[(size_t)j * stride + d];
-        y[d] = acc;
+    for (; d + VL <= dim; d += VL)
+        for (int h = 0; h < NH; h++) {
+            V acc = V_LOAD(y + (size_t)h * dim + d);
+            for (int j = 0; j < n; j++)
+                acc = V_FMA(V_SET1(p[(size_t)h * ldp + j]), load_w(v + (size_t)j * rb, d, dt), acc);
+            V_STORE(y + (size_t)h * dim + d, acc);
+        }
+    for (; d < dim; d++)
+        for (int h = 0; h < NH; h++) {
+            float acc = y[(size_t)h * dim + d];
+            for (int j = 0; j < n; j++)
+                acc += p[(size_t)h * ldp + j] * scalar_w(v + (size_t)j * rb, d, dt);
+            y[(size_t)h * dim + d] = acc;
+        }
+}
+
+/* Heads two at a time (eight accumulators and four values fit AVX2's sixteen
+ * registers), with the dtype a constant in each copy so no load branches on it. */
+ALWAYS_INLINE void axpy_rows_dt(float *y, int ny, const float *p, size_t ldp, const void *v, eng_dtype dt, int n,
+                                size_t stride, int dim)
+{
+    size_t rb = stride * dt_size(dt);
+    int h = 0;
+    for (; h + 2 <= ny; h += 2)
+        axpy_rows_heads(y + (size_t)h * dim, p + (size_t)h * ldp, ldp, v, dt, n, rb, dim, 2);
+    if (h < ny)
+        axpy_rows_heads(y + (size_t)h * dim, p + (size_t)h * ldp, ldp, v, dt, n, rb, dim, 1);
+}
+
+static void axpy_rows(float *y, int ny, const float *p, size_t ldp, const void *v, eng_dtype dt, int n, size_t stride,
+                      int dim)
+{
+    switch (dt) {
+    case ENG_DT_BF16: axpy_rows_dt(y, ny, p, ldp, v, ENG_DT_BF16, n, stride, dim); break;
+    case ENG_DT_F16: axpy_rows_dt(y, ny, p, ldp, v, ENG_DT_F16, n, stride, dim); break;
+    default: axpy_rows_dt(y, ny, p, ldp, v, ENG_DT_F32, n, stride, dim); break;
     }
 }
 
@@ -565,7 +563,6 @@ const eng_kernel_impl SIMD_IMPL_NAME = {
     .dot = dot,
     .axpy = axpy,
     .scale = scale,
-    .dot_rows = dot_rows,
     .axpy_rows = axpy_rows,
     .rmsnorm = rmsnorm,
     .silu_mul = silu_mul,

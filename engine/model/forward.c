@@ -28,8 +28,9 @@ static int grow(float **p, size_t n)
     return 0;
 }
 
-/* Sizes the run state for T tokens and attention over up to max_len positions. */
-static int run_state_reserve(eng_model *m, int T, int max_len, eng_error *err)
+/* Sizes the run state for T tokens and attention over up to max_len positions in
+ * cache blocks of block_size. */
+static int run_state_reserve(eng_model *m, int T, int max_len, int block_size, eng_error *err)
 {
     const eng_config *c = &m->cfg;
     eng_run_state *rs = &m->rs;
@@ -49,12 +50,17 @@ static int run_state_reserve(eng_model *m, int T, int max_len, eng_error *err)
         rs->item = it;
         rs->cap = T;
     }
-    if (max_len > rs->score_cap) {
+    if (max_len > rs->score_cap || block_size > rs->score_block) {
         int n_tasks = eng_pool_threads(m->pool) * ENG_ATT_TASKS_PER_THREAD;
         int group = c->num_attention_heads / c->num_key_value_heads;
-        if (grow(&rs->scores, (size_t)n_tasks * ((size_t)group * max_len + (size_t)c->head_dim)))
+        if (max_len < rs->score_cap)
+            max_len = rs->score_cap;
+        if (block_size < rs->score_block)
+            block_size = rs->score_block;
+        if (grow(&rs->scores, (size_t)n_tasks * group * ((size_t)max_len + (size_t)block_size)))
             return eng_fail(err, "out of memory for attention over %d positions", max_len);
         rs->score_cap = max_len;
+        rs->score_block = block_size;
     }
     return 0;
 }
@@ -112,6 +118,36 @@ static void qk_rope_store(void *arg, int t)
  * row is read from memory once for all of them. Each head's scores and output are
  * summed over positions in increasing order, whatever the split into tasks. */
 
+/* Blocks of a sequence lie anywhere in the pool, so the hardware prefetcher (which
+ * follows a stream within a page) starts cold at every block: the attention asks for
+ * the block this many ahead of the one it reads. Two blocks of one kv head, 8 KiB in
+ * bf16, cover the memory latency at decode speed. */
+#define ATT_PREFETCH_BLOCKS 2
+#define ATT_CACHE_LINE 64
+
+/* The kv head's rows of chunk i of a context of nb blocks: its K rows of block i for
+ * i < nb, then its V rows of block i - nb (the order the attention reads them). */
+static const unsigned char *att_chunk(const step_ctx *s, const eng_seq *seq, int g, int nb, int i)
+{
+    const eng_kv_layout *l = eng_kv_pool_layout(s->kv);
+    size_t row = (size_t)l->head_dim * eng_dtype_size(l->dtype);
+    size_t at = (size_t)g * l->block_size * row;
+    if (i >= nb) {
+        i -= nb;
+        at += (size_t)l->n_kv_heads * l->block_size * row; /* V follows K in a unit */
+    }
+    return (const unsigned char *)eng_kv_unit(s->kv, s->layer, seq->blocks[i]) + at;
+}
+
+static void att_prefetch(const step_ctx *s, const eng_seq *seq, int g, int nb, int i, size_t bytes)
+{
+    if (i >= 2 * nb)
+        return;
+    const unsigned char *p = att_chunk(s, seq, g, nb, i);
+    for (size_t at = 0; at < bytes; at += ATT_CACHE_LINE)
+        __builtin_prefetch(p + at, 0, 3);
+}
+
 static void attention_task(void *arg, int task)
 {
     step_ctx *s = arg;
@@ -121,48 +157,43 @@ static void attention_task(void *arg, int task)
     const eng_kv_layout *l = eng_kv_pool_layout(s->kv);
     int bs = l->block_size;
     size_t row = (size_t)HD * eng_dtype_size(l->dtype);
-    size_t k_bytes = (size_t)NKV * bs * row; /* V follows K in a unit */
     int n_tasks = eng_pool_threads(m->pool) * ENG_ATT_TASKS_PER_THREAD;
     int pairs = s->T * NKV;
-    /* per task: [group][score_cap] scores, then one V row widened to f32 */
-    float *scores = m->rs.scores + (size_t)task * ((size_t)group * m->rs.score_cap + (size_t)HD);
-    float *vrow = scores + (size_t)group * m->rs.score_cap;
+    /* per task: [group][score_cap] scores, then [group][score_block] for one block's */
+    float *scores = m->rs.scores + (size_t)task * group * ((size_t)m->rs.score_cap + (size_t)m->rs.score_block);
+    float *block_scores = scores + (size_t)group * m->rs.score_cap;
     float scale = 1.0f / sqrtf((float)HD);
     /* Strided, not contiguous: in a prefill chunk later tokens attend over more
      * positions, and striding gives every task a similar share of them. */
     for (int p = task; p < pairs; p += n_tasks) {
         int t = p / NKV, g = p % NKV;
         int n = m->rs.pos[t] + 1; /* positions 0..pos */
+        int nb = (n + bs - 1) / bs;
         const eng_seq *seq = s->items[m->rs.item[t]].seq;
         const float *q = m->rs.q + ((size_t)t * NH + (size_t)g * group) * HD;
         float *o = m->rs.att + ((size_t)t * NH + (size_t)g * group) * HD;
+        for (int i = 0; i < ATT_PREFETCH_BLOCKS; i++)
+            att_prefetch(s, seq, g, nb, i, (size_t)bs * row);
         /* scores = q . K for a block's keys at a time: one small matmul (the block's
          * K rows are the weight rows), then the 1/sqrt(head_dim) scale */
-        for (int j0 = 0; j0 < n; j0 += bs) {
-            const unsigned char *k = (const unsigned char *)eng_kv_unit(s->kv, s->layer, seq->blocks[j0 / bs]) +
-                                     (size_t)g * bs * row;
-            int nj = n - j0 < bs ? n - j0 : bs;
+        for (int b = 0; b < nb; b++) {
+            int j0 = b * bs, nj = n - j0 < bs ? n - j0 : bs;
+            att_prefetch(s, seq, g, nb, b + ATT_PREFETCH_BLOCKS, (size_t)bs * row);
+            eng_matmul(NULL, block_scores, q, att_chunk(s, seq, g, nb, b), l->dtype, group, HD, nj);
             for (int h = 0; h < group; h++)
-                eng_matmul(NULL, scores + (size_t)h * m->rs.score_cap + j0, q + (size_t)h * HD, k, l->dtype, 1, HD, nj);
+                memcpy(scores + (size_t)h * m->rs.score_cap + j0, block_scores + (size_t)h * nj, nj * sizeof(float));
         }
         for (int h = 0; h < group; h++) {
             eng_scale(scores + (size_t)h * m->rs.score_cap, scale, n);
             eng_softmax(scores + (size_t)h * m->rs.score_cap, n);
         }
+        /* out = the scores' weighted sum of V, a block's rows at a time */
         memset(o, 0, (size_t)group * HD * sizeof(float));
-        for (int j0 = 0; j0 < n; j0 += bs) {
-            const unsigned char *v = (const unsigned char *)eng_kv_unit(s->kv, s->layer, seq->blocks[j0 / bs]) +
-                                     k_bytes + (size_t)g * bs * row;
-            for (int j = j0; j < n && j < j0 + bs; j++, v += row) {
-                /* one V row widened at a time (exact), shared by the group's heads */
-                const float *vf = (const float *)v;
-                if (l->dtype != ENG_DT_F32) {
-                    eng_to_f32(vrow, v, l->dtype, (size_t)HD);
-                    vf = vrow;
-                }
-                for (int h = 0; h < group; h++)
-                    eng_axpy(o + (size_t)h * HD, scores[(size_t)h * m->rs.score_cap + j], vf, HD);
-            }
+        for (int b = 0; b < nb; b++) {
+            int j0 = b * bs, nj = n - j0 < bs ? n - j0 : bs;
+            att_prefetch(s, seq, g, nb, nb + b + ATT_PREFETCH_BLOCKS, (size_t)bs * row);
+            eng_axpy_rows(o, group, scores + j0, (size_t)m->rs.score_cap, att_chunk(s, seq, g, nb, nb + b), l->dtype,
+                          nj, (size_t)HD, HD);
         }
     }
 }
@@ -260,7 +291,8 @@ int eng_forward(eng_model *m, eng_kv_pool *kv, eng_batch_item *items, int n_item
     int T = 0, max_len = 0;
     if (n_items <= 0)
         return eng_fail(err, "empty batch");
-    if (check_batch(m, kv, items, n_items, &T, &max_len, err) < 0 || run_state_reserve(m, T, max_len, err) < 0 ||
+    if (check_batch(m, kv, items, n_items, &T, &max_len, err) < 0 ||
+        run_state_reserve(m, T, max_len, eng_kv_pool_layout(kv)->block_size, err) < 0 ||
         eng_rope_reserve(m, max_len, err) < 0)
         return -1;
     eng_run_state *rs = &m->rs;

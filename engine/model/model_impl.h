@@ -28,8 +28,10 @@ typedef struct eng_run_state {
     float *out;      /* [T][hidden] what a sublayer adds to the residual */
     int *pos;        /* [T] position of each token */
     int *item;       /* [T] which batch item each token belongs to */
-    float *scores;   /* attention scratch: per task, (heads / kv_heads) rows of score_cap floats and head_dim floats */
+    float *scores;   /* attention scratch: per task, (heads / kv_heads) rows of score_cap floats, then as many of
+                        score_block */
     int score_cap;
+    int score_block;
 } eng_run_state;
 
 struct eng_model {

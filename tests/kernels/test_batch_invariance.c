@@ -11,10 +11,11 @@
  * offset, so every pool row is checked at many positions and in many batch sizes
  * against its result computed alone (1 row, 1 thread). Two shapes: one with n_in
  * above every variant's input blocking and not a multiple of any vector width,
- * one with n_out wide enough to be split between threads. eng_dot_rows, and
- * eng_matmul over a KV-cache block's keys in each cache dtype (f32, f16, bf16: how
- * attention scores them), must likewise give a key the same score whatever the
- * number of keys in the call. */
+ * one with n_out wide enough to be split between threads. eng_matmul over a
+ * KV-cache block's keys in each cache dtype (f32, f16, bf16: how attention scores
+ * them) must likewise give a key the same score whatever the number of keys in the
+ * call, and eng_axpy_rows the same weighted sum of values however the rows are split
+ * between calls. */
 #include "kernels/kernels_impl.h"
 
 #include <stdio.h>
@@ -77,27 +78,41 @@ static void check_shape(eng_pool *pools[], int n_pools, eng_dtype dt, int n_in, 
     free(y);
 }
 
-static void check_dot_rows(void)
+/* Attention's weighted sums of values over a cache block (eng_axpy_rows, rows in the
+ * cache's dtype): the rows of a context split between calls anywhere (a block
+ * boundary, which moves with the chunking), and heads summed together or alone,
+ * must give the bits of one call. */
+static void check_value_rows(eng_dtype dt)
 {
-    enum { DIM = 133, KEYS = 21 };
-    float q[DIM], k[KEYS * DIM], alone[KEYS], out[KEYS];
-    for (int i = 0; i < DIM; i++)
-        q[i] = rnd_f();
-    for (int i = 0; i < KEYS * DIM; i++)
-        k[i] = rnd_f();
-    for (size_t v = 0; v < sizeof VARIANTS / sizeof VARIANTS[0]; v++) {
-        const eng_kernel_impl *impl = eng_kernels_variant(VARIANTS[v]);
+    enum { DIM = 133, ROWS = 21, HEADS = 3 };
+    float p[HEADS][ROWS], whole[HEADS][DIM], split[HEADS][DIM], alone[DIM];
+    for (int h = 0; h < HEADS; h++)
+        for (int i = 0; i < ROWS; i++)
+            p[h][i] = rnd_f();
+    void *v = rnd_weights(dt, (size_t)ROWS * DIM);
+    size_t row = (size_t)DIM * eng_dtype_size(dt);
+    for (size_t vi = 0; vi < sizeof VARIANTS / sizeof VARIANTS[0]; vi++) {
+        const eng_kernel_impl *impl = eng_kernels_variant(VARIANTS[vi]);
         if (!impl)
             continue;
-        for (int j = 0; j < KEYS; j++)
-            impl->dot_rows(alone + j, q, k + (size_t)j * DIM, 1, DIM, DIM, 0.3f);
-        for (int first = 0; first < KEYS; first++)
-            for (int n = 1; first + n <= KEYS; n++) {
-                impl->dot_rows(out, q, k + (size_t)first * DIM, n, DIM, DIM, 0.3f);
-                CHECK(memcmp(out, alone + first, (size_t)n * sizeof(float)) == 0,
-                      "%s dot_rows: keys %d..%d scored together differ from alone", VARIANTS[v], first, first + n - 1);
-            }
+        memset(whole, 0, sizeof whole);
+        impl->axpy_rows(&whole[0][0], HEADS, &p[0][0], ROWS, v, dt, ROWS, DIM, DIM);
+        for (int h = 0; h < HEADS; h++) {
+            memset(alone, 0, sizeof alone);
+            impl->axpy_rows(alone, 1, p[h], ROWS, v, dt, ROWS, DIM, DIM);
+            CHECK(memcmp(alone, whole[h], sizeof alone) == 0, "%s %s head %d alone differs from %d heads together",
+                  VARIANTS[vi], eng_dtype_name(dt), h, HEADS);
+        }
+        for (int cut = 0; cut <= ROWS; cut++) {
+            memset(split, 0, sizeof split);
+            impl->axpy_rows(&split[0][0], HEADS, &p[0][0], ROWS, v, dt, cut, DIM, DIM);
+            impl->axpy_rows(&split[0][0], HEADS, &p[0][cut], ROWS, (const char *)v + cut * row, dt, ROWS - cut, DIM,
+                            DIM);
+            CHECK(memcmp(split, whole, sizeof whole) == 0, "%s %s values split at row %d differ from one call",
+                  VARIANTS[vi], eng_dtype_name(dt), cut);
+        }
     }
+    free(v);
 }
 
 /* Attention scores over a cache block: one query against the block's keys as the
@@ -134,7 +149,9 @@ static void check_key_scores(eng_dtype dt)
 
 int main(void)
 {
-    check_dot_rows();
+    check_value_rows(ENG_DT_F32);
+    check_value_rows(ENG_DT_F16);
+    check_value_rows(ENG_DT_BF16);
     check_key_scores(ENG_DT_F32);
     check_key_scores(ENG_DT_F16);
     check_key_scores(ENG_DT_BF16);
