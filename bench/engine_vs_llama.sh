@@ -5,9 +5,8 @@
 # Makes the models once (tests/tools/make_model.py: a bf16 Hugging Face directory
 # with a GGUF of the same bf16 values, and an FP8 one in Qwen's -FP8 layout with a
 # bf16 GGUF and a Q8_0 GGUF of its dequantised weights) in a cache directory
-# outside the repository, measures this machine's memory-read bandwidth
-# (bench/membw), then runs `tandem bench --json` and tests/tools/llama_bench.mjs in
-# turn for several rounds (the order flips every round so that drift in machine
+# outside the repository, then runs `tandem bench --json` and
+# tests/tools/llama_bench.mjs in turn for several rounds (the order flips every round so that drift in machine
 # load hits both alike), in these scenarios:
 #   bf16     prompt P, decode D, one sequence (bf16 weights on both sides)
 #   ctx      decode D at context --context (one sequence; prefill timed too)
@@ -16,7 +15,11 @@
 #   batch    --sequences S decoded together: Tandem's batched step against
 #            llama.cpp with S parallel sequences in one context (prompt --batch-prompt)
 # and prints every round, the medians, the ratios, peak RSS against weights +
-# KV cache, and each decode's roofline: bytes read per step / bandwidth.
+# KV cache, and each decode's roofline: bytes read per step / bandwidth. The
+# memory-read bandwidth (bench/membw) is measured right before every run and each
+# run's decode is set against its own reading: on a VM the host's other tenants
+# move it by half within minutes (36 to 57 GB/s in one quarter of an hour), so one
+# reading at the start says little about the runs that follow it.
 #
 # usage: bench/engine_vs_llama.sh [--rounds N] [--threads T] [--prompt P]
 #                                 [--decode D] [--context C] [--sequences S]
@@ -122,24 +125,40 @@ if wants bf16 || wants ctx || wants batch; then make_model "$MODEL" bf16 bf16; f
 if wants fp8; then make_model "$FP8_MODEL" FP8 bf16,q8_0 --fp8; fi
 
 cut -d' ' -f1 /proc/loadavg >"$OUT/load.before"
-echo "== memory-read bandwidth, $THREADS threads" >&2
-"$BUILD/bench/membw" --threads "$THREADS" >"$OUT/membw.json"
 
-# run_engine SCENARIO MODEL P D S / run_llama SCENARIO GGUF P D S: one JSON line each,
-# tagged with its scenario (and, for llama.cpp, the GGUF's weight type).
+# tag JSONFILE SCENARIO [GGUF]: the run's JSON line with its scenario, the GGUF's
+# weight type (llama.cpp), the peak RSS /usr/bin/time saw (llama.cpp) and the
+# bandwidth membw read just before it, appended to $OUT/runs.jsonl
+tag() {
+    "$PY" - "$@" "$OUT" <<'PYEOF'
+import json, os, sys
+f, scenario, out = sys.argv[1], sys.argv[2], sys.argv[-1]
+o = json.loads(open(f).read().strip().splitlines()[-1])
+o["scenario"] = scenario
+o["engine"] = "tandem" if len(sys.argv) == 4 else "llama"
+if o["engine"] == "llama":
+    o["gguf"] = os.path.basename(sys.argv[3])[:-len(".gguf")]
+    o["peak_rss_bytes"] = int(open(f"{out}/llama.rss").read().split()[-1]) * 1024
+o["membw_gb_s"] = json.load(open(f"{out}/membw.json"))["read_gb_s"]
+print(json.dumps(o))
+PYEOF
+}
+
+# run_engine SCENARIO MODEL P D S / run_llama SCENARIO GGUF P D S: one JSON line each
+# in $OUT/runs.jsonl, after a bandwidth reading.
 run_engine() {
+    "$BUILD/bench/membw" --threads "$THREADS" >"$OUT/membw.json"
     "$BUILD/cli/tandem" bench --model "$2" --prompt-tokens "$3" --decode-tokens "$4" --sequences "$5" \
         --threads "$THREADS" --json >"$OUT/engine.line"
-    "$PY" -c 'import json,sys; o=json.loads(open(sys.argv[1]).read()); o["scenario"]=sys.argv[2]; print(json.dumps(o))' \
-        "$OUT/engine.line" "$1" >>"$OUT/engine.jsonl"
+    tag "$OUT/engine.line" "$1" >>"$OUT/runs.jsonl"
 }
 run_llama() {
     # llama_bench.mjs prints one JSON line; /usr/bin/time adds the peak RSS (KiB)
     # of the node process, which includes node's own runtime.
+    "$BUILD/bench/membw" --threads "$THREADS" >"$OUT/membw.json"
     (cd "$NODE_DIR" && /usr/bin/time -f '%M' -o "$OUT/llama.rss" \
         node tools/llama_bench.mjs "$2" "$3" "$4" "$THREADS" "$5") >"$OUT/llama.line"
-    "$PY" -c 'import json,sys; o=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); o["peak_rss_bytes"]=int(open(sys.argv[2]).read().split()[-1])*1024; o["scenario"]=sys.argv[3]; o["gguf"]=sys.argv[4]; print(json.dumps(o))' \
-        "$OUT/llama.line" "$OUT/llama.rss" "$1" "$(basename "$2" .gguf)" >>"$OUT/llama.jsonl"
+    tag "$OUT/llama.line" "$1" "$2" >>"$OUT/runs.jsonl"
 }
 # one scenario's runs for round $1, Tandem first in odd rounds
 scenario() {
@@ -161,9 +180,10 @@ done
 "$PY" - "$OUT" "$ROUNDS" "$THREADS" <<'PYEOF'
 import json, os, statistics, sys
 out, rounds, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-bw = json.load(open(f"{out}/membw.json"))["read_gb_s"]
-eng = [json.loads(l) for l in open(f"{out}/engine.jsonl")]
-lla = [json.loads(l) for l in open(f"{out}/llama.jsonl")]
+runs = [json.loads(l) for l in open(f"{out}/runs.jsonl")]
+eng = [r for r in runs if r["engine"] == "tandem"]
+lla = [r for r in runs if r["engine"] == "llama"]
+bws = sorted(r["membw_gb_s"] for r in runs)
 med = lambda rows, k: statistics.median(r[k] for r in rows)
 TARGETS = {  # issue 13's acceptance 3: (what, least Tandem / llama.cpp ratio)
     ("bf16", "model-bf16", "prefill_tok_s"): 1.5, ("bf16", "model-bf16", "decode_tok_s"): 1.0,
@@ -175,7 +195,8 @@ TITLE = {"bf16": "bf16, one sequence", "fp8": "FP8 (Tandem) against llama.cpp bf
 
 print(f"Qwen3-0.6B-shaped models, {threads} threads, {rounds} rounds (alternating); kernels: {eng[0]['kernels']}; "
       f"load average (1 min) {open(f'{out}/load.before').read().strip()} before, {os.getloadavg()[0]:.1f} after")
-print(f"memory read bandwidth ({threads} threads): {bw:.1f} GB/s")
+print(f"memory read bandwidth ({threads} threads), read before each run: median {statistics.median(bws):.1f} GB/s"
+      f" ({bws[0]:.1f} to {bws[-1]:.1f})")
 for sc in ("bf16", "fp8", "batch", "ctx"):
     e = [r for r in eng if r["scenario"] == sc]
     if not e:
@@ -204,11 +225,16 @@ for sc in ("bf16", "fp8", "batch", "ctx"):
           f" (target <= 1.15x); llama.cpp process {max(r['peak_rss_bytes'] for g in ggufs for r in ls[g]) / 2**20:.0f} MiB")
     # A decode step reads every weight once (the tied embedding is the lm_head) plus
     # each sequence's KV cache of the positions so far: on average P + D/2 of them.
+    # Each run against the bandwidth read just before it; the median over the rounds.
     kv_per_pos = kv / (-(-(P + D) // 16) * 16 * S)
     step_bytes = w + S * kv_per_pos * (P + D / 2)
-    roof = S * bw * 1e9 / step_bytes
-    print(f"decode roofline: {S} x {bw:.1f} GB/s / ({w / 1e9:.3f} GB weights + {S} x {kv_per_pos * (P + D / 2) / 1e9:.3f} GB KV"
-          f" per step) = {roof:.1f} tok/s; tandem at {med(e, 'decode_tok_s') / roof:.0%}"
-          + "".join(f", llama.cpp {g[6:]} at {med(ls[g], 'decode_tok_s') / roof:.0%}" for g in ggufs)
+    roof = lambda r: S * r["membw_gb_s"] * 1e9 / step_bytes
+    share = lambda rows: statistics.median(r["decode_tok_s"] / roof(r) for r in rows)
+    print(f"decode roofline: {S} x bandwidth / ({w / 1e9:.3f} GB weights + {S} x {kv_per_pos * (P + D / 2) / 1e9:.3f} GB KV"
+          f" per step) = {statistics.median(roof(r) for r in e):.1f} tok/s at Tandem's runs' median bandwidth;"
+          f" each run against its own reading, median over the rounds: tandem at {share(e):.0%}"
+          + "".join(f", llama.cpp {g[6:]} at {share(ls[g]):.0%}" for g in ggufs)
           + (" (llama.cpp's own bytes differ: Q8_0 weights, f16 KV)" if sc == "fp8" else ""))
+    print("bandwidth before each run (GB/s): " + "; ".join(
+        f"{c} " + " ".join(f"{r['membw_gb_s']:.1f}" for r in rows) for c, rows in zip(cols, allrows)))
 PYEOF
