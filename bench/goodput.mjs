@@ -3,31 +3,39 @@
 // 1. profiles one worker (`tandem profile`, unless --profile gives one) on the bench
 //    model (a random dense Qwen3 made once by tests/tools/make_model.py, as
 //    bench/serving.sh makes it), alone and beside workers - 1 co-runners;
-// 2. asks `tandemctl plan` for every candidate's goodput and the recommendation;
-// 3. runs, one after the other, the best prefill:decode split (the recommendation when
+// 2. measures the serving path's CPU per streamed token (unless --serving-cpu gives
+//    it): a colocated cluster of the same workers serves CALIBRATION_REQUESTS requests
+//    of the workload at its own rate, and every thread of the cluster's processes but
+//    the engines' (named tandem-engine and tandem-compute), plus the load generator,
+//    is what that costs: the coordinator, the clients, gRPC and the KV transfer share
+//    the workers' cores on this machine, and the planner charges it (--serving-cpu);
+// 3. asks `tandemctl plan` for every candidate's goodput and the recommendation;
+// 4. runs, one after the other, the best prefill:decode split (the recommendation when
 //    it is one) and colocated serving with `tandem serve` on free loopback ports, and
 //    replays the workload open-loop with bench/loadgen.mjs at each rate, the same seed
 //    and count at every rate; by default (--rates auto) it starts at that configuration's
 //    predicted goodput and steps the rate up or down by RATE_STEP until the measured
 //    attainment has been both at or above the goal and below it, so the measured goodput
 //    is bracketed by rates actually run (at most MAX_RATES rates per configuration);
-// 4. prints, per configuration and rate, the measured SLO attainment, TTFT and TPOT
+// 5. prints, per configuration and rate, the measured SLO attainment, TTFT and TPOT
 //    next to the planner's prediction for the same trace (`tandemctl plan --rate`), and
 //    the measured goodput (the rate where attainment crosses the goal, interpolated
-//    between the rates run) next to the predicted one.
+//    between the rates run) next to the predicted one, and the serving CPU per token
+//    each rate's run measured (the calibration's figure is what the plan used).
 // Every cluster is stopped (SIGTERM, SIGKILL after 15 s) before the next, also on
 // failure; every wait is bounded; only 127.0.0.1 is contacted.
 //
 // usage: node bench/goodput.mjs --workload FILE --ttft-slo MS --tpot-slo MS
 //          [--workers N (2)] [--threads-per-worker T (1)] [--rates auto|R,R,...] [--requests N]
-//          [--seed S (1)] [--profile FILE] [--build DIR (build)] [--cache DIR] [--out FILE.json]
+//          [--seed S (1)] [--profile FILE] [--serving-cpu MS (per token; skips the calibration)]
+//          [--build DIR (build)] [--cache DIR] [--out FILE.json]
 //          [--configs split,colocated (both; one alone keeps a slow workload's run short)]
 // With --out FILE.json the profile taken is kept too, as FILE.profile.json (and its
 // table as FILE.profile.txt).
 // Needs tandem and tandemctl built in the build directory
 // (cmake --build build --target tandem tandemctl) and scripts/setup.sh's packages.
 import { execFile, execFileSync, spawn } from "node:child_process";
-import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
+import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
 import { promisify } from "node:util";
 import { homedir, loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -36,6 +44,8 @@ import { fileURLToPath } from "node:url";
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const MODEL_NAME = "qwen3-h512-l8-bf16";
 const READY_S = 180, STOP_GRACE_S = 15, RUN_LIMIT_S = 900, GOAL = 0.9, RATE_STEP = 1.6, MAX_RATES = 4;
+const CALIBRATION_REQUESTS = 30;
+const CLK_TCK = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }));
 
 function fail(msg) {
   console.error(`goodput: ${msg}`);
@@ -44,7 +54,7 @@ function fail(msg) {
 
 function parseArgs(argv) {
   const o = { workload: "", "ttft-slo": "", "tpot-slo": "", workers: "2", "threads-per-worker": "1", rates: "auto",
-    requests: "", seed: "1", profile: "", configs: "split,colocated", build: join(ROOT, "build"), out: "",
+    requests: "", seed: "1", profile: "", "serving-cpu": "", configs: "split,colocated", build: join(ROOT, "build"), out: "",
     cache: process.env.TANDEM_BENCH_CACHE || join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "tandem", "bench") };
   for (let i = 0; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, "");
@@ -56,6 +66,7 @@ function parseArgs(argv) {
   for (const k of ["workers", "threads-per-worker", "seed"].concat(o.requests ? ["requests"] : []))
     if (!/^\d+$/.test(o[k])) fail(`--${k} must be a non-negative integer`);
   if (Number(o.workers) < 2) fail("--workers must be at least 2");
+  if (o["serving-cpu"] && !(Number(o["serving-cpu"]) >= 0)) fail("--serving-cpu must be a number of ms, 0 or more");
   if (o.rates !== "auto" && !o.rates.split(",").every((r) => Number(r) > 0)) fail("--rates wants auto or R,R,... above 0");
   o.configs = o.configs.split(",");
   if (!o.configs.length || !o.configs.every((c) => c === "split" || c === "colocated")) fail("--configs wants split, colocated or both");
@@ -78,9 +89,10 @@ export function makeModel(o) {
   return model;
 }
 
-function plan(o, tandemctl, profile, extra) {
+function plan(o, tandemctl, profile, servingCpu, extra) {
   const args = ["plan", "--profile", profile, "--workload", o.workload, "--ttft-slo", o["ttft-slo"],
-    "--tpot-slo", o["tpot-slo"], "--workers", o.workers, "--seed", o.seed, "-o", "json", ...extra];
+    "--tpot-slo", o["tpot-slo"], "--workers", o.workers, "--seed", o.seed, "--serving-cpu", String(servingCpu),
+    "-o", "json", ...extra];
   if (o.requests) args.push("--requests", o.requests);
   return JSON.parse(execFileSync(tandemctl, args, { encoding: "utf8", timeout: 120000 }));
 }
@@ -128,11 +140,49 @@ export function startCluster(tandem, model, args, logPath) {
   });
 }
 
-async function loadgen(o, url, rate, outPath, label) {
+// CPU seconds so far of process `root` and its descendants: {engine, other}, engine
+// being the threads named tandem-engine or tandem-compute (the model's work).
+export function clusterCpu(root) {
+  const parent = new Map();
+  for (const p of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    try { parent.set(p, statFields(`/proc/${p}/stat`).fields[1]); } catch { /* gone */ }
+  }
+  const tree = [String(root)];
+  for (let k = 0; k < tree.length; k++)
+    for (const [p, pp] of parent) if (pp === tree[k]) tree.push(p);
+  const cpu = { engine: 0, other: 0 };
+  for (const p of tree) {
+    let tasks = [];
+    try { tasks = readdirSync(`/proc/${p}/task`); } catch { continue; }
+    for (const t of tasks) {
+      try {
+        const { comm, fields } = statFields(`/proc/${p}/task/${t}/stat`);
+        const s = (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime + stime
+        cpu[comm === "tandem-engine" || comm === "tandem-compute" ? "engine" : "other"] += s;
+      } catch { /* ended */ }
+    }
+  }
+  return cpu;
+}
+
+// /proc/.../stat: the command name (in parentheses, may hold spaces) and the fields
+// after it (fields[0] is the state, fields[1] the parent pid, fields[11..12] utime, stime).
+function statFields(path) {
+  const text = readFileSync(path, "utf8");
+  const close = text.lastIndexOf(")");
+  return { comm: text.slice(text.indexOf("(") + 1, close), fields: text.slice(close + 2).split(" ") };
+}
+
+// One loadgen run's serving CPU per streamed token in ms: the cluster's threads but
+// the engines', and the load generator itself.
+const servingMsPerToken = (before, after, summary) =>
+  summary.tokens > 0 ? 1e3 * (after.other - before.other + summary.client_cpu_s) / summary.tokens : NaN;
+
+async function loadgen(o, url, rate, outPath, label, requests = o.requests) {
   const args = [join(ROOT, "bench/loadgen.mjs"), "--url", url, "--model", MODEL_NAME, "--workload", o.workload,
     "--rate", String(rate), "--seed", o.seed, "--ttft-slo", o["ttft-slo"], "--tpot-slo", o["tpot-slo"],
     "--out", outPath, "--time-limit-s", String(RUN_LIMIT_S), "--label", label];
-  if (o.requests) args.push("--requests", o.requests);
+  if (requests) args.push("--requests", String(requests));
   const { stdout } = await promisify(execFile)(process.execPath, args, { encoding: "utf8", timeout: (RUN_LIMIT_S + 60) * 1000 });
   process.stderr.write(stdout);
   return JSON.parse(readFileSync(outPath, "utf8")).summary;
@@ -187,7 +237,24 @@ async function main() {
       writeFileSync(o.out.replace(/\.json$/, "") + ".profile.txt", table);
     }
   }
-  const search = plan(o, tandemctl, profile, []);
+  let servingCpu = Number(o["serving-cpu"] || NaN);
+  if (!(servingCpu >= 0)) {
+    const args = ["--threads-per-worker", o["threads-per-worker"], "--no-prefix-cache", "--colocated", "--decode-workers", o.workers];
+    console.error(`== serving CPU: ${CALIBRATION_REQUESTS} requests at the workload's rate on tandem serve ${args.join(" ")}`);
+    try {
+      const { url } = await startCluster(tandem, model, args, join(tmp, "calibration.log"));
+      const before = clusterCpu(current.proc.pid);
+      const summary = await loadgen(o, url, 0, join(tmp, "calibration.json"), "calibration", CALIBRATION_REQUESTS);
+      servingCpu = +servingMsPerToken(before, clusterCpu(current.proc.pid), summary).toPrecision(3);
+    } catch (e) {
+      await stopCluster();
+      fail(`calibration: ${e.message.split("\n")[0]}`);
+    }
+    await stopCluster();
+    if (!(servingCpu >= 0)) fail("calibration: no token came back");
+  }
+  console.error(`== serving CPU: ${servingCpu} ms per streamed token`);
+  const search = plan(o, tandemctl, profile, servingCpu, []);
   const splits = search.candidates.filter((c) => !c.colocated);
   const best = splits.reduce((a, b) => (b.goodput > a.goodput ? b : a));
   const coloc = search.candidates.find((c) => c.colocated);
@@ -219,7 +286,9 @@ async function main() {
     }
     const runs = [];
     const measure = async (rate) => {
+      const before = clusterCpu(current.proc.pid);
       const summary = await loadgen(o, url, rate, join(tmp, `run-${runs.length}.json`), cand.name);
+      summary.serving_cpu_ms_per_token = servingMsPerToken(before, clusterCpu(current.proc.pid), summary);
       runs.push({ rate, measured: summary });
       return summary.attainment;
     };
@@ -232,7 +301,7 @@ async function main() {
     }
     await stopCluster();
     runs.sort((a, b) => a.rate - b.rate);
-    const pred = plan(o, tandemctl, profile, ["--rate", runs.map((r) => r.rate).join(",")]).candidates.find((c) => c.name === cand.name).at;
+    const pred = plan(o, tandemctl, profile, servingCpu, ["--rate", runs.map((r) => r.rate).join(",")]).candidates.find((c) => c.name === cand.name).at;
     const points = runs.map((r, k) => ({ ...r, predicted: pred[k] }));
     const measured = crossing(points.map((p) => ({ rate: p.rate, attainment: p.measured.attainment })));
     results.push({ name: cand.name, predicted_goodput: cand.goodput, measured_goodput: measured, points });
@@ -241,17 +310,18 @@ async function main() {
   const ms = (x) => (Number.isFinite(x) ? x.toFixed(0) : "-");
   console.log(`workload ${search.workload}: ${search.requests} requests per rate (seed ${o.seed}); ` +
     `SLOs TTFT <= ${o["ttft-slo"]} ms, TPOT <= ${o["tpot-slo"]} ms for ${100 * GOAL}%; profile ${search.profile}; ` +
-    `cost fit median error ${(100 * search.cost_fit_error).toFixed(1)}%`);
-  console.log("measured / predicted; TTFT and TPOT in ms; load = 1-minute load average before / after the rate");
-  console.log("| configuration | rate req/s | attainment | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 | load |");
-  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    `cost fit median error ${(100 * search.cost_fit_error).toFixed(1)}%; serving CPU ${servingCpu} ms per token`);
+  console.log("measured / predicted; TTFT and TPOT in ms; load = 1-minute load average before / after the rate; " +
+    "serving = the run's serving CPU per token, ms");
+  console.log("| configuration | rate req/s | attainment | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 | load | serving |");
+  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
   for (const r of results)
     for (const p of r.points) {
       const m = p.measured, q = p.predicted;
       console.log(`| ${r.name} | ${p.rate} | ${(100 * m.attainment).toFixed(0)}% / ${(100 * q.attainment).toFixed(0)}% | ` +
         `${ms(m.ttft_p50_ms)} / ${ms(q.ttft_p50_ms)} | ${ms(m.ttft_p99_ms)} / ${ms(q.ttft_p99_ms)} | ` +
         `${ms(m.tpot_p50_ms)} / ${ms(q.tpot_p50_ms)} | ${ms(m.tpot_p99_ms)} / ${ms(q.tpot_p99_ms)} | ` +
-        `${m.load_average_before[0]} / ${m.load_average_after[0]} |`);
+        `${m.load_average_before[0]} / ${m.load_average_after[0]} | ${m.serving_cpu_ms_per_token.toFixed(2)} |`);
     }
   console.log("\n| configuration | measured goodput req/s | predicted goodput req/s | predicted / measured |");
   console.log("| --- | ---: | ---: | ---: |");
@@ -267,7 +337,7 @@ async function main() {
     (!c ? `${s.name} alone (--configs)`
       : sg.bound === "=" && cg.bound === "=" ? `${sg.value >= cg.value ? s.name : c.name} had the higher goodput`
       : "not decided by the rates run (a goodput outside their range)"));
-  if (o.out) writeFileSync(o.out, JSON.stringify({ plan: search, results }, null, 1) + "\n");
+  if (o.out) writeFileSync(o.out, JSON.stringify({ plan: search, serving_cpu_ms_per_token: servingCpu, results }, null, 1) + "\n");
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) main().catch(async (e) => { await stopCluster(); fail(e.stack || e.message); });

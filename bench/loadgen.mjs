@@ -117,12 +117,14 @@ async function main() {
     fail(`the warm-up request failed: ${e.message}`);
   }
   const load0 = loadavg();
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const pending = reqs.map((q, i) => new Promise((resolve) => {
     setTimeout(() => resolve(one(i, t0)), Math.max(0, t0 + q.arrival * 1000 - performance.now()));
   }));
   const recs = await Promise.all(pending);
   const wall = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
   const ok = recs.filter((r) => !r.error);
   const ttft = ok.map((r) => r.ttft), tpot = ok.map((r) => r.tpot);
   const sloT = o["ttft-slo"] / 1000, sloP = o["tpot-slo"] / 1000;
@@ -132,6 +134,7 @@ async function main() {
     attainment: met === null ? null : met / n, ttft_slo_ms: o["ttft-slo"] || null, tpot_slo_ms: o["tpot-slo"] || null,
     ttft_p50_ms: 1e3 * pct(ttft, 0.5), ttft_p99_ms: 1e3 * pct(ttft, 0.99),
     tpot_p50_ms: 1e3 * pct(tpot, 0.5), tpot_p99_ms: 1e3 * pct(tpot, 0.99),
+    tokens: recs.reduce((n, r) => n + r.tokens, 0), client_cpu_s: (cpu.user + cpu.system) / 1e6,
     wall_s: wall, load_average_before: load0.map((x) => +x.toFixed(2)), load_average_after: loadavg().map((x) => +x.toFixed(2)),
   };
   if (o.out) writeFileSync(o.out, JSON.stringify({ summary, requests: recs }, null, 1) + "\n");

@@ -115,8 +115,12 @@ typedef struct plan_cluster {
     int max_batch_tokens;            /* the workers' --max-batch-tokens */
     int max_running;                 /* the workers' --max-running */
     int kv_blocks;                   /* decode KV pool per worker, in blocks */
-    double cores;                    /* CPUs the workers share; steps slow down beyond them (profiles
-                                        without measured contention) */
+    double cores;                    /* CPUs the workers share; steps slow down beyond them */
+    /* CPU seconds that the other processes on those CPUs (the coordinator, the clients,
+     * the workers' RPC and KV threads) spend per token streamed to a client; 0 when
+     * they run elsewhere. Modelled as one more runnable thread while that work is
+     * outstanding (see plan_sim.c). */
+    double serving_cpu_per_token;
 } plan_cluster;
 
 typedef struct plan_outcome {

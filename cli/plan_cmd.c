@@ -21,7 +21,7 @@ enum { MAX_WORKERS = 64, MAX_RATES = 32 };
 
 typedef struct plan_args {
     const char *profile, *workload, *rates, *output;
-    float ttft_slo, tpot_slo, attainment, cores;
+    float ttft_slo, tpot_slo, attainment, cores, serving_cpu;
     int workers, requests, seed, max_batch_tokens, max_running, kv_blocks, json, ttft_given, tpot_given;
 } plan_args;
 
@@ -48,8 +48,11 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(A, kv_blocks, "--kv-blocks", "N", 0, 1 << 30, "0",
                 "KV blocks per worker; 0: max-running full contexts (the\nworkers' default when memory allows)"),
     CLI_FLOAT_OPT(A, cores, "--cores", "C", 0, 1e6, "0",
-                  "CPUs all workers share, for a profile without --co-runners\nfigures; 0: workers x the profile's "
-                  "threads (no sharing)"),
+                  "CPUs all workers share (for a profile without --co-runners\nfigures, and for --serving-cpu); 0: "
+                  "workers x the profile's\nthreads"),
+    CLI_FLOAT_OPT(A, serving_cpu, "--serving-cpu", "MS", 0, 1000, "0",
+                  "CPU ms per streamed token that other processes on the\nworkers' cores spend (the coordinator, "
+                  "the clients, RPC\nand KV threads; bench/goodput.mjs measures it); 0: they\nrun elsewhere"),
     CLI_CHOICE_OPT(A, output, "-o", "table|json", "table", "output format", 0),
     CLI_FLAG_OPT(A, json, "--json", "the same as -o json"),
 };
@@ -204,6 +207,7 @@ int plan_command(int argc, char **argv)
                                                  ((prof.max_context + prof.block_size - 1) / prof.block_size),
                                              1 << 30),
         .cores = a.cores > 0 ? a.cores : (double)a.workers * prof.threads,
+        .serving_cpu_per_token = a.serving_cpu / 1e3,
     };
     for (int p = 0; p < a.workers; p++) {
         candidate *c = &cands[n_cands++];
@@ -226,6 +230,8 @@ int plan_command(int argc, char **argv)
     cJSON_AddNumberToObject(doc, "seed", a.seed);
     cJSON_AddNumberToObject(doc, "cost_fit_error", prof.fit_error);
     cJSON_AddItemToObject(doc, "slowdown", cJSON_CreateDoubleArray(prof.slowdown + 1, prof.co_runners));
+    cJSON_AddNumberToObject(doc, "serving_cpu_ms_per_token", a.serving_cpu);
+    cJSON_AddNumberToObject(doc, "cores", base.cores);
     cJSON *arr = cJSON_AddArrayToObject(doc, "candidates");
     if (!json) {
         printf("workload %s: %d requests (seed %d), arrivals gamma shape %g; profile %s, %d thread(s) per worker\n",
@@ -240,9 +246,13 @@ int plan_command(int argc, char **argv)
             printf(", steps slowed by the measured contention:");
             for (int k = 1; k <= prof.co_runners; k++)
                 printf(" %.2fx beside %d", prof.slowdown[k], k);
-            printf("\n\n");
+            printf("\n");
         } else
-            printf(" on %g cores (ideal sharing; no measured contention in the profile)\n\n", base.cores);
+            printf(" on %g cores (ideal sharing; no measured contention in the profile)\n", base.cores);
+        if (a.serving_cpu > 0)
+            printf("serving path: %g ms of CPU per streamed token on the workers' %g cores\n", a.serving_cpu,
+                   base.cores);
+        printf("\n");
         printf("%-22s %9s %11s %11s %11s %11s %11s\n", "candidate", n_rates ? "rate" : "goodput", "attainment",
                "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99");
     }

@@ -23,9 +23,15 @@
  * measured slowdown grows as processor sharing would. A profile without contention
  * figures gets ideal processor sharing of `cores` CPUs: min(1, cores / ((k + 1) *
  * threads)).
+ * The serving path's own CPU (serving_cpu_per_token: the coordinator turning each
+ * token into an SSE event, the client reading it, the RPC and KV threads) is work
+ * queued with every token a client receives and done by one more runnable thread on
+ * the same `cores` while any is left: with T busy compute threads the steps then run
+ * at max(cores, T) / max(cores, T + 1) of their speed and that thread at min(1,
+ * cores / (T + 1)). On two cores with both workers in a step, a third runnable
+ * thread takes a third of the machine until its work is done.
  * Not modelled: preemption when a decode pool runs out (the default pool holds
- * max_running full contexts), the coordinator's and the clients' CPU time, heartbeat
- * lag in the router's view of the load. */
+ * max_running full contexts), heartbeat lag in the router's view of the load. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +70,7 @@ typedef struct sim {
     int n_w;
     list waiting, xfer; /* at the router; KV on the wire */
     double now;
+    double serving_left; /* CPU seconds of serving work queued by tokens sent and not yet done */
 } sim;
 
 static int push(list *l, int x)
@@ -206,6 +213,7 @@ static void finish_seq(sim *m, int i)
 static void emit(sim *m, int i)
 {
     seq *s = &m->s[i];
+    m->serving_left += m->c->serving_cpu_per_token;
     if (s->generated++ == 0)
         s->t_first = m->now;
     s->t_last = m->now;
@@ -248,14 +256,32 @@ static int end_step(sim *m, worker *w)
     return 0;
 }
 
-static double speed(const sim *m)
+static int busy_workers(const sim *m)
 {
-    int busy = 0, K = m->p->co_runners;
+    int busy = 0;
     for (int k = 0; k < m->n_w; k++)
         busy += m->w[k].work_left >= 0;
+    return busy;
+}
+
+/* The steps' speed (1: as profiled alone) while `busy` workers are in a step. */
+static double speed(const sim *m, int busy)
+{
+    int K = m->p->co_runners;
+    double want = (double)busy * m->p->threads, cores = m->c->cores, sp;
     if (K > 0)
-        return busy <= K + 1 ? 1 / m->p->slowdown[busy > 0 ? busy - 1 : 0] : (double)(K + 1) / busy / m->p->slowdown[K];
-    double want = (double)busy * m->p->threads;
+        sp = busy <= K + 1 ? 1 / m->p->slowdown[busy > 0 ? busy - 1 : 0] : (double)(K + 1) / busy / m->p->slowdown[K];
+    else
+        sp = want > cores ? cores / want : 1;
+    if (m->serving_left > 0) /* the serving thread takes its share of the cores */
+        sp *= fmax(cores, want) / fmax(cores, want + 1);
+    return sp;
+}
+
+/* The serving thread's speed (CPU seconds of its work done per second). */
+static double serving_speed(const sim *m, int busy)
+{
+    double want = (double)busy * m->p->threads + 1;
     return want > m->c->cores ? m->c->cores / want : 1;
 }
 
@@ -265,9 +291,12 @@ static int run(sim *m, int n)
 {
     int next = 0;
     for (;;) {
-        double sp = speed(m), t = INFINITY;
+        int busy = busy_workers(m);
+        double sp = speed(m, busy), bg = serving_speed(m, busy), t = INFINITY;
         if (next < n)
             t = m->req[next].arrival;
+        if (m->serving_left > 0)
+            t = fmin(t, m->now + m->serving_left / bg);
         for (int k = 0; k < m->n_w; k++)
             if (m->w[k].work_left >= 0)
                 t = fmin(t, m->now + m->w[k].work_left / sp);
@@ -277,6 +306,8 @@ static int run(sim *m, int n)
             return 0; /* all done, or stuck at the router (never admitted) */
         double dt = t - m->now;
         m->now = t;
+        if (m->serving_left > 0 && (m->serving_left -= dt * bg) <= 1e-12)
+            m->serving_left = 0;
         for (int k = 0; k < m->n_w; k++) {
             worker *w = &m->w[k];
             if (w->work_left < 0)
@@ -317,6 +348,8 @@ int plan_simulate(const plan_profile *p, const plan_cluster *c, const plan_reque
         return eng_fail(err, "plan: a cluster is colocated (both workers only) or has prefill and decode workers");
     if (c->max_batch_tokens < 1 || c->max_running < 1 || c->kv_blocks < 1 || !(c->cores > 0))
         return eng_fail(err, "plan: max_batch_tokens, max_running, kv_blocks and cores must be positive");
+    if (!(c->serving_cpu_per_token >= 0) || c->serving_cpu_per_token > 1)
+        return eng_fail(err, "plan: serving_cpu_per_token must be in [0, 1] s");
     sim m = {.p = p, .c = c, .req = reqs, .n_w = c->n_prefill + c->n_decode + c->n_both};
     m.s = calloc((size_t)n, sizeof *m.s);
     m.w = calloc((size_t)m.n_w, sizeof *m.w);

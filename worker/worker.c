@@ -617,6 +617,9 @@ int wrk_start(const wrk_options *opt, wrk_worker **out, eng_error *err)
         eng_fail(err, "cannot start the engine thread");
         goto fail;
     }
+    /* named, so that top -H and bench/goodput.mjs can tell the engine's CPU from the
+     * serving path's (gRPC, KV transfer) */
+    pthread_setname_np(w->engine_thread, "tandem-engine");
     w->engine_started = 1;
     if (rpc_server_start(w->server, &st) < 0) {
         eng_fail(err, "gRPC: %s", st.msg);

@@ -146,6 +146,7 @@ eng_pool *eng_pool_create(int n_threads)
             eng_pool_destroy(p);
             return NULL;
         }
+        pthread_setname_np(p->threads[i], "tandem-compute"); /* as the engine thread is named (worker.c) */
     }
     return p;
 }

@@ -1,8 +1,8 @@
 #!/bin/sh
 # smoke.sh: `tandem profile` on a fixture model (alone and beside one co-runner), then
 # `tandemctl plan` on its profile and each workload in bench/workloads/: both exit 0, the
-# profile has the measured parts, the plan names every candidate and a recommendation; a
-# broken workload is refused with exit status 1 and one line naming the problem.
+# profile has the measured parts, the plan names every candidate and a recommendation,
+# --serving-cpu is shown and never raises a goodput; a broken workload is refused with exit status 1 and one line naming the problem.
 # usage: smoke.sh TANDEM TANDEMCTL MODEL_DIR SOURCE_DIR
 set -eu
 tandem=$1 ctl=$2 model=$3 src=$4
@@ -26,6 +26,28 @@ for w in "$src"/bench/workloads/*.json; do
         grep -q "$c" "$tmp/plan.txt" || { cat "$tmp/plan.txt" >&2; fail "the plan for $w lacks '$c'"; }
     done
 done
+
+# the serving path's CPU on the workers' cores: named in the plan, and it can only lower
+# a candidate's goodput
+w=$src/bench/workloads/decode-heavy.json
+"$ctl" plan --profile "$tmp/profile.json" --workload "$w" --ttft-slo 2000 --tpot-slo 100 -o json >"$tmp/p0.json" ||
+    fail "tandemctl plan failed"
+"$ctl" plan --profile "$tmp/profile.json" --workload "$w" --ttft-slo 2000 --tpot-slo 100 --serving-cpu 2 \
+    -o json >"$tmp/p2.json" || fail "tandemctl plan --serving-cpu failed"
+"$ctl" plan --profile "$tmp/profile.json" --workload "$w" --ttft-slo 2000 --tpot-slo 100 --serving-cpu 2 \
+    >"$tmp/p2.txt" || fail "tandemctl plan --serving-cpu failed"
+grep -q "serving path: 2 ms of CPU per streamed token" "$tmp/p2.txt" || fail "the plan does not name the serving CPU"
+/usr/bin/python3 - "$tmp/p0.json" "$tmp/p2.json" <<'PYEOF' || fail "--serving-cpu raised a goodput"
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:])
+assert b["serving_cpu_ms_per_token"] == 2
+for x, y in zip(a["candidates"], b["candidates"]):
+    assert y["goodput"] <= x["goodput"] * 1.005, (x["name"], x["goodput"], y["goodput"])
+PYEOF
+if "$ctl" plan --profile "$tmp/profile.json" --workload "$w" --ttft-slo 1 --tpot-slo 1 --serving-cpu -1 \
+    2>"$tmp/err.txt" >/dev/null; then
+    fail "a negative --serving-cpu was accepted"
+fi
 
 echo '{"name": "bad", "arrival": {"rate": -1, "shape": 1}}' >"$tmp/bad.json"
 if "$ctl" plan --profile "$tmp/profile.json" --workload "$tmp/bad.json" --ttft-slo 1 --tpot-slo 1 \

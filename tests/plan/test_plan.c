@@ -1,7 +1,7 @@
 /* test_plan.c: the capacity planner's parts (cli/plan_*.c) against cases whose answer
  * is known in closed form: the simulator's queue against M/D/1 and D/D/1, batching,
- * the KV push, processor sharing, measured contention and admission against
- * hand-computed timelines, the
+ * the KV push, processor sharing, measured contention, the serving path's CPU and
+ * admission against hand-computed timelines, the
  * cost fit against the coefficients that made its points, the trace's arrival gaps
  * against the gamma distribution's moments, and bad workload files. */
 #include <math.h>
@@ -170,6 +170,29 @@ static void test_measured_contention(void)
     CHECK(fabs(o[0].ttft - 0.1) < 1e-9, "alone: %.6f", o[0].ttft);
 }
 
+/* The serving path's CPU: each token a client receives queues serving_cpu_per_token
+ * of work for one more runnable thread. One worker on one core, steps of 0.1 s, 50 ms
+ * per token: after each token the next step shares the core half and half until the
+ * 50 ms are done (0.1 s), then runs alone: 0.15 s a step. With a second core the
+ * serving thread has a core of its own and nothing slows down. */
+static void test_serving_cpu(void)
+{
+    plan_profile p = profile(0.1, 0, 0, 0);
+    plan_cluster c = colocated(1);
+    c.cores = 1;
+    c.serving_cpu_per_token = 0.05;
+    plan_request r = {0, 10, 3};
+    plan_outcome o;
+    eng_error err;
+    REQUIRE(plan_simulate(&p, &c, &r, 1, &o, &err) == 0, "%s", err.msg);
+    CHECK(fabs(o.ttft - 0.1) < 1e-9 && fabs(o.tpot - 0.15) < 1e-9, "one core: ttft %.6f tpot %.6f", o.ttft, o.tpot);
+    c.cores = 2;
+    REQUIRE(plan_simulate(&p, &c, &r, 1, &o, &err) == 0, "%s", err.msg);
+    CHECK(fabs(o.ttft - 0.1) < 1e-9 && fabs(o.tpot - 0.1) < 1e-9, "two cores: ttft %.6f tpot %.6f", o.ttft, o.tpot);
+    c.serving_cpu_per_token = -1;
+    CHECK(plan_simulate(&p, &c, &r, 1, &o, &err) < 0 && strstr(err.msg, "serving_cpu_per_token"));
+}
+
 static void test_fit(void)
 {
     plan_cost truth = {{0.02, 0.0005, 2e-6, 0.004}}, got;
@@ -306,6 +329,7 @@ int main(void)
     test_disaggregated();
     test_sharing_and_admission();
     test_measured_contention();
+    test_serving_cpu();
     test_fit();
     test_trace();
     test_bad_files();
