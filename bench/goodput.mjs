@@ -5,10 +5,14 @@
 //    bench/serving.sh makes it), alone and beside workers - 1 co-runners;
 // 2. measures the serving path's CPU per streamed token (unless --serving-cpu gives
 //    it): a colocated cluster of the same workers serves CALIBRATION_REQUESTS requests
-//    of the workload at its own rate, and every thread of the cluster's processes but
-//    the engines' (named tandem-engine and tandem-compute), plus the load generator,
-//    is what that costs: the coordinator, the clients, gRPC and the KV transfer share
-//    the workers' cores on this machine, and the planner charges it (--serving-cpu);
+//    of the workload at the rate the planner gives colocated serving as its goodput
+//    without that cost, and every thread of the cluster's processes but the engines'
+//    (named tandem-engine and tandem-compute), plus the load generator, is what that
+//    costs: the coordinator, the clients, gRPC and the KV transfer share the workers'
+//    cores on this machine, and the planner charges it (--serving-cpu). The cost per
+//    token falls as the load rises (messages batch, event loops wake once for several
+//    tokens: 1.2 ms a token at 0.5 req/s, 0.3 ms at 10-17 req/s for decode-heavy), so
+//    it is measured near the rates where goodput is decided;
 // 3. asks `tandemctl plan` for every candidate's goodput and the recommendation;
 // 4. runs, one after the other, the best prefill:decode split (the recommendation when
 //    it is one) and colocated serving with `tandem serve` on free loopback ports, and
@@ -44,7 +48,7 @@ import { fileURLToPath } from "node:url";
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const MODEL_NAME = "qwen3-h512-l8-bf16";
 const READY_S = 180, STOP_GRACE_S = 15, RUN_LIMIT_S = 900, GOAL = 0.9, RATE_STEP = 1.6, MAX_RATES = 4;
-const CALIBRATION_REQUESTS = 30;
+const CALIBRATION_REQUESTS = 60;
 const CLK_TCK = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }));
 
 function fail(msg) {
@@ -240,11 +244,13 @@ async function main() {
   let servingCpu = Number(o["serving-cpu"] || NaN);
   if (!(servingCpu >= 0)) {
     const args = ["--threads-per-worker", o["threads-per-worker"], "--no-prefix-cache", "--colocated", "--decode-workers", o.workers];
-    console.error(`== serving CPU: ${CALIBRATION_REQUESTS} requests at the workload's rate on tandem serve ${args.join(" ")}`);
+    const free = plan(o, tandemctl, profile, 0, []).candidates.find((c) => c.colocated);
+    const rate = free.goodput > 0 && !free.unbounded ? +free.goodput.toPrecision(3) : 0; // 0: the workload's own
+    console.error(`== serving CPU: ${CALIBRATION_REQUESTS} requests at ${rate || "the workload's"} req/s on tandem serve ${args.join(" ")}`);
     try {
       const { url } = await startCluster(tandem, model, args, join(tmp, "calibration.log"));
       const before = clusterCpu(current.proc.pid);
-      const summary = await loadgen(o, url, 0, join(tmp, "calibration.json"), "calibration", CALIBRATION_REQUESTS);
+      const summary = await loadgen(o, url, rate, join(tmp, "calibration.json"), "calibration", CALIBRATION_REQUESTS);
       servingCpu = +servingMsPerToken(before, clusterCpu(current.proc.pid), summary).toPrecision(3);
     } catch (e) {
       await stopCluster();
