@@ -48,6 +48,26 @@ export async function freePort() {
   return port;
 }
 
+// Starts `tandem coordinator` (args: everything but its ports) on two free loopback
+// ports and returns once it answers /livez (it binds gRPC before HTTP), with .http and
+// .rpc set: workers started after that cannot take its ports first. freePort() only
+// finds a port free for the moment; a worker's own ephemeral ports can land on it
+// before a coordinator still starting binds it (seen in CI: "cannot listen ... address
+// in use"). A coordinator that exits before it answers is started again on fresh
+// ports, three times at most.
+export async function startCoordinator(tandem, args, name = "coordinator") {
+  for (let attempt = 1; ; attempt++) {
+    const http = await freePort(), rpc = await freePort();
+    const p = start(tandem, ["coordinator", "--port", String(http), "--rpc-port", String(rpc), ...args], name);
+    p.http = `127.0.0.1:${http}`;
+    p.rpc = `127.0.0.1:${rpc}`;
+    await waitFor(`${name} listening on ${p.http}`,
+      async () => p.exitCode !== null || p.signalCode !== null || (await get(p.http, "/livez")).status === 200, 60000, 50);
+    if (p.exitCode === null && p.signalCode === null) return p;
+    if (attempt === 3) throw new Error(`${name} exited before it listened: ${p.err.trim().split("\n").pop()}`);
+  }
+}
+
 // Polls fn() until it returns something truthy; fails with what() after ms.
 export async function waitFor(what, fn, ms = 30000, every = 50) {
   const end = Date.now() + ms;

@@ -25,7 +25,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { basename } from "node:path";
 import OpenAI from "openai";
-import { start, freePort, waitFor, get, metricValue, check, checksPassed, sleep } from "../deploy/lib.mjs";
+import { start, startCoordinator, freePort, waitFor, get, metricValue, check, checksPassed, sleep } from "../deploy/lib.mjs";
 
 const [tandem, tandemctl, model] = process.argv.slice(2);
 const t0 = Date.now();
@@ -33,11 +33,7 @@ const modelName = basename(model.replace(/\/+$/, ""));
 const N = 32, TOKENS = 48;
 
 async function coordinator(extra = []) {
-  const http = await freePort(), rpc = await freePort();
-  const p = start(tandem, ["coordinator", "--model", model, "--port", String(http), "--rpc-port", String(rpc),
-    "--heartbeat-ms", "200", ...extra], "coordinator");
-  p.http = `127.0.0.1:${http}`;
-  p.rpc = `127.0.0.1:${rpc}`;
+  const p = await startCoordinator(tandem, ["--model", model, "--heartbeat-ms", "200", ...extra]);
   p.client = new OpenAI({ baseURL: `http://${p.http}/v1`, apiKey: "unused", maxRetries: 0, timeout: 120000 });
   return p;
 }

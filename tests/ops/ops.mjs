@@ -20,17 +20,15 @@ import { spawn } from "node:child_process";
 import { basename } from "node:path";
 import OpenAI from "openai";
 import { tandemctlAt } from "./tandemctl.mjs";
-import { start, freePort, waitFor, get, metricValue, check, checksPassed } from "../deploy/lib.mjs";
+import { start, startCoordinator, freePort, waitFor, get, metricValue, check, checksPassed } from "../deploy/lib.mjs";
 
 const [tandem, tandemctl, model] = process.argv.slice(2);
 const t0 = Date.now();
 const modelName = basename(model.replace(/\/+$/, ""));
 
-const http = await freePort(), rpc = await freePort();
-const coordAddr = `127.0.0.1:${http}`, rpcAddr = `127.0.0.1:${rpc}`;
 const HEARTBEAT_MS = 200;
-const coord = start(tandem, ["coordinator", "--model", model, "--port", String(http), "--rpc-port", String(rpc),
-  "--heartbeat-ms", String(HEARTBEAT_MS)], "coordinator");
+const coord = await startCoordinator(tandem, ["--model", model, "--heartbeat-ms", String(HEARTBEAT_MS)]);
+const coordAddr = coord.http, rpcAddr = coord.rpc;
 const client = new OpenAI({ baseURL: `http://${coordAddr}/v1`, apiKey: "unused", maxRetries: 0, timeout: 120000 });
 
 async function worker(role, id) {
