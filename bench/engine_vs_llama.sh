@@ -6,8 +6,8 @@
 # with a GGUF of the same bf16 values, and an FP8 one in Qwen's -FP8 layout with a
 # bf16 GGUF and a Q8_0 GGUF of its dequantised weights) in a cache directory
 # outside the repository, then runs `tandem bench --json` and
-# tests/tools/llama_bench.mjs in turn for several rounds (the order flips every round so that drift in machine
-# load hits both alike), in these scenarios:
+# tests/tools/llama_bench.mjs in turn for several rounds (the order flips every
+# round so that drift in machine load hits both alike), in these scenarios:
 #   bf16     prompt P, decode D, one sequence (bf16 weights on both sides)
 #   ctx      decode D at context --context (one sequence; prefill timed too)
 #   fp8      Tandem on the FP8 checkpoint against llama.cpp on the bf16 and on

@@ -177,6 +177,14 @@ function statFields(path) {
   return { comm: text.slice(text.indexOf("(") + 1, close), fields: text.slice(close + 2).split(" ") };
 }
 
+// `tandem serve` arguments for a candidate of the plan. No prefix cache: every rate
+// replays the same prompts on the same cluster, so from the second rate on a prefill
+// worker would find them all cached (TTFT 60 ms where a prefill takes 400), and the
+// planner does not model the cache.
+const serveArgs = (o, cand) => ["--threads-per-worker", o["threads-per-worker"], "--no-prefix-cache"].concat(cand.colocated
+  ? ["--colocated", "--decode-workers", String(cand.colocated)]
+  : ["--prefill-workers", String(cand.prefill), "--decode-workers", String(cand.decode)]);
+
 // One loadgen run's serving CPU per streamed token in ms: the cluster's threads but
 // the engines', and the load generator itself.
 const servingMsPerToken = (before, after, summary) =>
@@ -243,8 +251,8 @@ async function main() {
   }
   let servingCpu = Number(o["serving-cpu"] || NaN);
   if (!(servingCpu >= 0)) {
-    const args = ["--threads-per-worker", o["threads-per-worker"], "--no-prefix-cache", "--colocated", "--decode-workers", o.workers];
     const free = plan(o, tandemctl, profile, 0, []).candidates.find((c) => c.colocated);
+    const args = serveArgs(o, free);
     const rate = free.goodput > 0 && !free.unbounded ? +free.goodput.toPrecision(3) : 0; // 0: the workload's own
     console.error(`== serving CPU: ${CALIBRATION_REQUESTS} requests at ${rate || "the workload's"} req/s on tandem serve ${args.join(" ")}`);
     try {
@@ -275,12 +283,7 @@ async function main() {
   }
   const results = [];
   for (const cand of chosen) {
-    // No prefix cache: every rate replays the same prompts on the same cluster, so from the
-    // second rate on a prefill worker would find them all cached (TTFT 60 ms where a
-    // prefill takes 400), and the planner does not model the cache.
-    const args = ["--threads-per-worker", o["threads-per-worker"], "--no-prefix-cache"].concat(cand.colocated
-      ? ["--colocated", "--decode-workers", String(cand.colocated)]
-      : ["--prefill-workers", String(cand.prefill), "--decode-workers", String(cand.decode)]);
+    const args = serveArgs(o, cand);
     console.error(`== ${cand.name}: tandem serve ${args.join(" ")}; rates ` +
       (o.rates === "auto" ? `from ${+cand.goodput.toPrecision(3)} req/s by x${RATE_STEP} until bracketed` : `${o.rates} req/s`));
     let url;

@@ -2,7 +2,8 @@
 # smoke.sh: `tandem profile` on a fixture model (alone and beside one co-runner), then
 # `tandemctl plan` on its profile and each workload in bench/workloads/: both exit 0, the
 # profile has the measured parts, the plan names every candidate and a recommendation,
-# --serving-cpu is shown and never raises a goodput; a broken workload is refused with exit status 1 and one line naming the problem.
+# --serving-cpu is shown and never raises a goodput; a broken workload is refused with
+# exit status 1 and one line naming the problem.
 # usage: smoke.sh TANDEM TANDEMCTL MODEL_DIR SOURCE_DIR
 set -eu
 tandem=$1 ctl=$2 model=$3 src=$4
