@@ -233,9 +233,12 @@ static int metrics_server_start(wrk_worker *w, eng_error *err)
         return eng_fail(err, "out of memory");
     if (w->opt.metrics_port < 0)
         return 0;
-    if (met_server_start(w->metrics, w->host, w->opt.metrics_port, probe, w, &w->met_server, err) < 0)
+    if (met_server_start(w->metrics, w->host, w->opt.metrics_port, probe, w, &w->met_server, err) < 0 ||
+        eng_addr_join(w->host, met_server_port(w->met_server), w->metrics_address, sizeof w->metrics_address, err) < 0)
         return -1;
-    return eng_addr_join(w->host, met_server_port(w->met_server), w->metrics_address, sizeof w->metrics_address, err);
+    /* Says which port --metrics-port 0 got, before a load that can take minutes. */
+    wrk_log(w, ENG_LOG_INFO, NULL, "metrics and probes on http://%s", w->metrics_address);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ registration */

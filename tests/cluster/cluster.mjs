@@ -37,7 +37,7 @@ import {
   referenceGenerator, referenceRequest, sameTokens, streamCompletion as streamReference, GREEDY, SEEDED, promptOf,
 } from "../common/reference.mjs";
 import OpenAI from "openai";
-import { freePort, metricValue, check, checksPassed, sleep } from "../deploy/lib.mjs";
+import { metricValue, check, checksPassed, sleep } from "../deploy/lib.mjs";
 
 const [tandem, tandemctl, modelDir, mode = "disagg", promtool] = process.argv.slice(2);
 if (mode === "disagg" && !promtool) {
@@ -58,8 +58,7 @@ const t0 = Date.now();
 
 // ------------------------------------------------------------------ the cluster
 
-const port = await freePort();
-const serveArgs = ["serve", "--model", modelDir, "--port", String(port), "--threads-per-worker", "1",
+const serveArgs = ["serve", "--model", modelDir, "--port", "0", "--threads-per-worker", "1",
   "--kv-blocks", "2048", "--heartbeat-ms", "200", "--rpc-port", "0"];
 if (colocated) serveArgs.push("--colocated", "--decode-workers", "2");
 else serveArgs.push("--prefill-workers", "2", "--decode-workers", "2");

@@ -16,25 +16,22 @@
 import assert from "node:assert/strict";
 import { basename } from "node:path";
 import { timedCompletion, tokenPrompts } from "../../bench/completion.mjs";
-import { start, freePort, waitFor, get, metricValue, check, checksPassed } from "../deploy/lib.mjs";
+import { start, startCoordinator, startWorker, waitFor, get, metricValue, check, checksPassed } from "../deploy/lib.mjs";
 
 const [tandem, model] = process.argv.slice(2);
 const modelName = basename(model.replace(/\/+$/, ""));
 const LEASE_MS = 1000;
-const [http, rpc, decodeMetrics] = [await freePort(), await freePort(), await freePort()];
-const rpcAddr = `127.0.0.1:${rpc}`;
-start(tandem, ["coordinator", "--model", model, "--port", String(http), "--rpc-port", String(rpc),
-  "--heartbeat-ms", "100"], "coordinator");
+const coord = await startCoordinator(tandem, ["--model", model, "--heartbeat-ms", "100"]);
 const prefill = start(tandem, ["worker", "--role", "prefill", "--id", "prefill-0", "--model", model, "--threads", "1",
-  "--kv-blocks", "4096", "--no-prefix-cache", "--coordinator", rpcAddr], "prefill-0");
-start(tandem, ["worker", "--role", "decode", "--id", "decode-0", "--model", model, "--threads", "1", "--kv-blocks",
-  "4096", "--lease-ms", String(LEASE_MS), "--metrics-port", String(decodeMetrics), "--coordinator", rpcAddr],
-"decode-0");
-await waitFor("a route", async () => (await get(`127.0.0.1:${http}`, "/health")).status === 200, 120000, 100);
+  "--kv-blocks", "4096", "--no-prefix-cache", "--coordinator", coord.rpc], "prefill-0");
+const decode = await startWorker(tandem, ["--role", "decode", "--id", "decode-0", "--model", model, "--threads", "1",
+  "--kv-blocks", "4096", "--lease-ms", String(LEASE_MS), "--coordinator", coord.rpc], "decode-0");
+const routable = async () => (await get(coord.http, "/health")).status === 200;
+await waitFor("a route", routable, 120000, 100);
 
 const prompts = tokenPrompts(1);
-const request = () => timedCompletion(`http://127.0.0.1:${http}`, modelName, prompts(2048), { timeoutMs: 240000 });
-const blocksInUse = async () => metricValue((await get(`127.0.0.1:${decodeMetrics}`, "/metrics")).text,
+const request = () => timedCompletion(`http://${coord.http}`, modelName, prompts(2048), { timeoutMs: 240000 });
+const blocksInUse = async () => metricValue((await get(decode.metrics, "/metrics")).text,
   "tandem_kv_blocks_used");
 
 let t1 = 0;
@@ -71,7 +68,7 @@ await check("a stopped prefill worker's reservations are freed within a few leas
     console.log(`   decode pool empty ${(performance.now() - t0).toFixed(0)} ms after SIGSTOP`);
     prefill.kill("SIGCONT");
     await Promise.all(pending); // their renewals are refused: the coordinator tries them again
-    await waitFor("a route again", async () => (await get(`127.0.0.1:${http}`, "/health")).status === 200, 30000);
+    await waitFor("a route again", routable, 30000);
     const r = await request();
     assert.ok(r.status === 200 && r.complete, r.body);
     await waitFor("the decode pool empty at the end", async () => (await blocksInUse()) === 0, 10000, 50);

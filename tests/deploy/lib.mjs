@@ -48,24 +48,34 @@ export async function freePort() {
   return port;
 }
 
-// Starts `tandem coordinator` (args: everything but its ports) on two free loopback
-// ports and returns once it answers /livez (it binds gRPC before HTTP), with .http and
-// .rpc set: workers started after that cannot take its ports first. freePort() only
-// finds a port free for the moment; a worker's own ephemeral ports can land on it
-// before a coordinator still starting binds it (seen in CI: "cannot listen ... address
-// in use"). A coordinator that exits before it answers is started again on fresh
-// ports, three times at most.
+// Resolves with the match of re in p's stdout or stderr (which: "out" or "err") once a
+// line it printed matches; throws with p's last stderr line if p exits first.
+async function announced(p, which, re, what) {
+  let m = null;
+  await waitFor(`${p.name}: ${what}`, () => (m = p[which].match(re)) || p.exitCode !== null || p.signalCode !== null,
+    120000, 20);
+  if (!m) throw new Error(`${p.name} exited before ${what}: ${p.err.trim().split("\n").pop()}`);
+  return m;
+}
+
+// Servers in tests listen on ports the kernel picks (port 0) and say which: a port that
+// freePort() found free can be taken by another process's ephemeral port before the
+// server binds it (seen in CI: "cannot listen ... address in use").
+//
+// `tandem coordinator` (args may name its ports instead); returns once it listens, with
+// .http, .rpc ("127.0.0.1:N") and .scheme ("http" or "https") from the line it prints.
 export async function startCoordinator(tandem, args, name = "coordinator") {
-  for (let attempt = 1; ; attempt++) {
-    const http = await freePort(), rpc = await freePort();
-    const p = start(tandem, ["coordinator", "--port", String(http), "--rpc-port", String(rpc), ...args], name);
-    p.http = `127.0.0.1:${http}`;
-    p.rpc = `127.0.0.1:${rpc}`;
-    await waitFor(`${name} listening on ${p.http}`,
-      async () => p.exitCode !== null || p.signalCode !== null || (await get(p.http, "/livez")).status === 200, 60000, 50);
-    if (p.exitCode === null && p.signalCode === null) return p;
-    if (attempt === 3) throw new Error(`${name} exited before it listened: ${p.err.trim().split("\n").pop()}`);
-  }
+  const p = start(tandem, ["coordinator", "--port", "0", "--rpc-port", "0", ...args], name);
+  [, p.scheme, p.http, p.rpc] = await announced(p, "out", /^coordinator (https?):\/\/(\S+) rpc (\S+)/m, "it listens");
+  return p;
+}
+
+// `tandem worker` with /metrics on a port the kernel picks; returns once that listens
+// (before the model loads), with .metrics set.
+export async function startWorker(tandem, args, name) {
+  const p = start(tandem, ["worker", "--metrics-port", "0", ...args], name);
+  [, p.metrics] = await announced(p, "err", /metrics and probes on http:\/\/(\S+)/, "/metrics listens");
+  return p;
 }
 
 // Polls fn() until it returns something truthy; fails with what() after ms.

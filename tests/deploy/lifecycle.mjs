@@ -23,7 +23,7 @@ import { mkdtempSync, readdirSync, copyFileSync, readFileSync, writeFileSync, rm
 import { tmpdir } from "node:os";
 import { join, basename } from "node:path";
 import OpenAI from "openai";
-import { start, freePort, waitFor, get, metricValue, check, checksPassed, sleep } from "./lib.mjs";
+import { startCoordinator, startWorker, waitFor, get, metricValue, check, checksPassed, sleep } from "./lib.mjs";
 
 const [tandem, tandemctl, modelSrc] = process.argv.slice(2);
 const t0 = Date.now();
@@ -38,19 +38,15 @@ execFileSync("mkdir", ["-p", slowModel]);
 for (const f of readdirSync(modelSrc)) if (f !== "config.json") copyFileSync(join(modelSrc, f), join(slowModel, f));
 execFileSync("mkfifo", [join(slowModel, "config.json")]);
 
-const http = await freePort(), rpc = await freePort();
-const coordAddr = `127.0.0.1:${http}`;
-const common = ["--model", modelSrc, "--threads", "1", "--kv-blocks", "512", "--coordinator", `127.0.0.1:${rpc}`];
-const coord = start(tandem, ["coordinator", "--model", modelSrc, "--port", String(http), "--rpc-port", String(rpc),
-  "--heartbeat-ms", "200"], "coordinator");
+const coord = await startCoordinator(tandem, ["--model", modelSrc, "--heartbeat-ms", "200"]);
+const coordAddr = coord.http;
+const common = ["--model", modelSrc, "--threads", "1", "--kv-blocks", "512", "--coordinator", coord.rpc];
 const client = new OpenAI({ baseURL: `http://${coordAddr}/v1`, apiKey: "unused", maxRetries: 0, timeout: 60000 });
 
 async function worker(role, name, model = modelSrc) {
-  const mport = await freePort();
-  const args = ["worker", "--role", role, "--id", name, "--metrics-port", String(mport), ...common];
+  const args = ["--role", role, "--id", name, ...common];
   args[args.indexOf("--model") + 1] = model;
-  const p = start(tandem, args, name);
-  p.metrics = `127.0.0.1:${mport}`;
+  const p = await startWorker(tandem, args, name);
   p.id = name;
   return p;
 }
@@ -130,7 +126,7 @@ await check("SIGTERM drains a decode worker: the stream completes, new requests 
     drained.kill("SIGTERM");
     await waitFor("/readyz 503 on the draining worker", async () => (await get(drained.metrics, "/readyz")).status === 503, 5000, 10);
     assert.match((await get(drained.metrics, "/readyz")).text, /draining/);
-    const st = JSON.parse(execFileSync(tandemctl, ["status", "--coordinator", `127.0.0.1:${rpc}`, "--json"], { encoding: "utf8" }));
+    const st = JSON.parse(execFileSync(tandemctl, ["status", "--coordinator", coord.rpc, "--json"], { encoding: "utf8" }));
     assert.equal(st.workers.find((w) => w.id === drained.id).state, "draining");
     // the coordinator heard at once: new requests meet the other decode worker only
     await sleep(100);

@@ -21,7 +21,7 @@ import assert from "node:assert/strict";
 import { basename } from "node:path";
 import OpenAI from "openai";
 import { tandemctlAt } from "./tandemctl.mjs";
-import { start, startCoordinator, freePort, waitFor, get, metricValue, check, checksPassed } from "../deploy/lib.mjs";
+import { startCoordinator, startWorker, freePort, waitFor, get, metricValue, check, checksPassed } from "../deploy/lib.mjs";
 
 const [tandem, tandemctl, model] = process.argv.slice(2);
 const t0 = Date.now();
@@ -32,11 +32,8 @@ const coordAddr = coord.http, rpcAddr = coord.rpc;
 const client = new OpenAI({ baseURL: `http://${coordAddr}/v1`, apiKey: "unused", maxRetries: 0, timeout: 120000 });
 
 async function worker(role, id, extra = []) {
-  const mport = await freePort();
-  const p = start(tandem, ["worker", "--role", role, "--id", id, "--metrics-port", String(mport), "--model", model,
+  return startWorker(tandem, ["--role", role, "--id", id, "--model", model,
     "--threads", "1", "--kv-blocks", "512", "--coordinator", rpcAddr, ...extra], id);
-  p.metrics = `127.0.0.1:${mport}`;
-  return p;
 }
 const [, p2, , d2] = [await worker("prefill", "prefill-1"), await worker("prefill", "prefill-2"),
   await worker("decode", "decode-1"), await worker("decode", "decode-2", ["--max-batch-tokens", "1024"])];

@@ -25,7 +25,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { basename } from "node:path";
 import OpenAI from "openai";
-import { start, startCoordinator, freePort, waitFor, get, metricValue, check, checksPassed, sleep } from "../deploy/lib.mjs";
+import { startCoordinator, startWorker, waitFor, get, metricValue, check, checksPassed, sleep } from "../deploy/lib.mjs";
 
 const [tandem, tandemctl, model] = process.argv.slice(2);
 const t0 = Date.now();
@@ -38,10 +38,8 @@ async function coordinator(extra = []) {
   return p;
 }
 async function worker(coord, role, id, extra = []) {
-  const mport = await freePort();
-  const p = start(tandem, ["worker", "--role", role, "--id", id, "--metrics-port", String(mport), "--model", model,
+  const p = await startWorker(tandem, ["--role", role, "--id", id, "--model", model,
     "--threads", "1", "--kv-blocks", "512", "--coordinator", coord.rpc, ...extra], id);
-  p.metrics = `127.0.0.1:${mport}`;
   p.id = id;
   return p;
 }

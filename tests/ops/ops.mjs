@@ -20,7 +20,7 @@ import { spawn } from "node:child_process";
 import { basename } from "node:path";
 import OpenAI from "openai";
 import { tandemctlAt } from "./tandemctl.mjs";
-import { start, startCoordinator, freePort, waitFor, get, metricValue, check, checksPassed } from "../deploy/lib.mjs";
+import { startCoordinator, startWorker, freePort, waitFor, get, metricValue, check, checksPassed } from "../deploy/lib.mjs";
 
 const [tandem, tandemctl, model] = process.argv.slice(2);
 const t0 = Date.now();
@@ -32,10 +32,8 @@ const coordAddr = coord.http, rpcAddr = coord.rpc;
 const client = new OpenAI({ baseURL: `http://${coordAddr}/v1`, apiKey: "unused", maxRetries: 0, timeout: 120000 });
 
 async function worker(role, id) {
-  const mport = await freePort();
-  const p = start(tandem, ["worker", "--role", role, "--id", id, "--metrics-port", String(mport), "--model", model,
+  const p = await startWorker(tandem, ["--role", role, "--id", id, "--model", model,
     "--threads", "1", "--kv-blocks", "256", "--coordinator", rpcAddr], id);
-  p.metrics = `127.0.0.1:${mport}`;
   p.id = id;
   return p;
 }

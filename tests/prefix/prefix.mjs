@@ -19,22 +19,18 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { basename } from "node:path";
 import OpenAI from "openai";
-import { start, freePort, waitFor, get, metricValue, check, checksPassed } from "../deploy/lib.mjs";
+import { startCoordinator, startWorker, waitFor, get, metricValue, check, checksPassed } from "../deploy/lib.mjs";
 
 const [tandem, tandemctl, model] = process.argv.slice(2);
 const modelName = basename(model.replace(/\/+$/, ""));
 const BLOCK = 16;
-const http = await freePort(), rpc = await freePort();
-const rpcAddr = `127.0.0.1:${rpc}`;
-start(tandem, ["coordinator", "--model", model, "--port", String(http), "--rpc-port", String(rpc),
-  "--heartbeat-ms", "200"], "coordinator");
-const client = new OpenAI({ baseURL: `http://127.0.0.1:${http}/v1`, apiKey: "unused", maxRetries: 0, timeout: 120000 });
+const coord = await startCoordinator(tandem, ["--model", model, "--heartbeat-ms", "200"]);
+const rpcAddr = coord.rpc;
+const client = new OpenAI({ baseURL: `http://${coord.http}/v1`, apiKey: "unused", maxRetries: 0, timeout: 120000 });
 
 async function worker(role, id, extra = []) {
-  const mport = await freePort();
-  const p = start(tandem, ["worker", "--role", role, "--id", id, "--metrics-port", String(mport), "--model", model,
+  const p = await startWorker(tandem, ["--role", role, "--id", id, "--model", model,
     "--threads", "1", "--kv-blocks", "256", "--coordinator", rpcAddr, ...extra], id);
-  p.metrics = `127.0.0.1:${mport}`;
   p.id = id;
   await waitFor(`${id} ready`, async () => (await get(p.metrics, "/readyz")).status === 200, 120000, 100);
   return p;

@@ -11,7 +11,7 @@ import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, basename } from "node:path";
 import OpenAI from "openai";
-import { start, freePort, waitFor, get, check, checksPassed } from "../deploy/lib.mjs";
+import { start, startCoordinator, waitFor, get, check, checksPassed } from "../deploy/lib.mjs";
 
 const [tandem, modelDir] = process.argv.slice(2);
 const model = basename(modelDir.replace(/\/+$/, ""));
@@ -22,12 +22,11 @@ const KEY1 = "sk-tandem-test-" + Math.random().toString(36).slice(2);
 const KEY2 = "sk-tandem-next-" + Math.random().toString(36).slice(2);
 writeFileSync(keyFile, `# test keys\n${KEY1}\n`);
 
-const http = await freePort(), rpc = await freePort();
-const addr = `127.0.0.1:${http}`;
-const coord = start(tandem, ["coordinator", "--model", modelDir, "--port", String(http), "--rpc-port", String(rpc),
-  "--colocated", "--heartbeat-ms", "200", "--api-key-file", keyFile], "coordinator");
+const coord = await startCoordinator(tandem, ["--model", modelDir, "--colocated", "--heartbeat-ms", "200",
+  "--api-key-file", keyFile]);
+const addr = coord.http;
 const worker = start(tandem, ["worker", "--role", "both", "--id", "both-0", "--model", modelDir, "--threads", "1",
-  "--kv-blocks", "256", "--coordinator", `127.0.0.1:${rpc}`], "worker");
+  "--kv-blocks", "256", "--coordinator", coord.rpc], "worker");
 
 const client = (apiKey) => new OpenAI({ baseURL: `http://${addr}/v1`, apiKey, maxRetries: 0, timeout: 60000 });
 
@@ -109,11 +108,9 @@ assert.equal(c.code, 0, "coordinator exit");
 
 await check("--auth-probes: the probes and /metrics need the key too", async () => {
   writeFileSync(keyFile, `${KEY1}\n`);
-  const port = await freePort();
-  const p = start(tandem, ["coordinator", "--model", modelDir, "--port", String(port), "--rpc-port", "0",
-    "--api-key-file", keyFile, "--auth-probes"], "coordinator-2");
-  const a = `127.0.0.1:${port}`;
-  await waitFor("/livez answering", async () => (await get(a, "/livez")).status !== 0);
+  const p = await startCoordinator(tandem, ["--model", modelDir, "--api-key-file", keyFile, "--auth-probes"],
+    "coordinator-2");
+  const a = p.http;
   for (const path of ["/livez", "/readyz", "/health", "/metrics"]) {
     assert.equal((await get(a, path)).status, 401, path);
     const r = await fetch(`http://${a}${path}`, { headers: { Authorization: `Bearer ${KEY1}` } });

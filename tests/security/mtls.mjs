@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, basename } from "node:path";
 import OpenAI from "openai";
-import { start, freePort, waitFor, get, check, checksPassed, sleep } from "../deploy/lib.mjs";
+import { start, startCoordinator, waitFor, get, check, checksPassed, sleep } from "../deploy/lib.mjs";
 
 const [tandem, tandemctl, modelDir] = process.argv.slice(2);
 const model = basename(modelDir.replace(/\/+$/, ""));
@@ -35,10 +35,8 @@ const cluster = makeCa("cluster"), rogue = makeCa("rogue");
 // the rogue process trusts the cluster CA (so only its own certificate is wrong)
 const rogueArgs = [...rogue]; rogueArgs[1] = cluster[1];
 
-const http = await freePort(), rpc = await freePort();
-const addr = `127.0.0.1:${http}`, rpcAddr = `127.0.0.1:${rpc}`;
-const coord = start(tandem, ["coordinator", "--model", modelDir, "--port", String(http), "--rpc-port", String(rpc),
-  "--colocated", "--heartbeat-ms", "200", ...cluster], "coordinator");
+const coord = await startCoordinator(tandem, ["--model", modelDir, "--colocated", "--heartbeat-ms", "200", ...cluster]);
+const addr = coord.http, rpcAddr = coord.rpc;
 const worker = (id, tls) => start(tandem, ["worker", "--role", "both", "--id", id, "--model", modelDir, "--threads",
   "1", "--kv-blocks", "256", "--coordinator", rpcAddr, ...tls], id);
 const good = worker("good-0", cluster);

@@ -14,7 +14,7 @@ import https from "node:https";
 import { tmpdir } from "node:os";
 import { join, basename } from "node:path";
 import OpenAI from "openai";
-import { start, freePort, waitFor, get, check, checksPassed } from "../deploy/lib.mjs";
+import { start, waitFor, get, check, checksPassed } from "../deploy/lib.mjs";
 
 const [tandem, tandemctl, modelDir] = process.argv.slice(2);
 const model = basename(modelDir.replace(/\/+$/, ""));
@@ -33,9 +33,9 @@ const rpcTls = ["--rpc-tls-ca", file("ca.pem"), "--rpc-tls-cert", file("node.pem
 const key = "sk-serve-tls-test-key";
 writeFileSync(file("keys"), `${key}\n`);
 
-const http = await freePort(), rpc = await freePort();
-const url = `https://127.0.0.1:${http}`, rpcAddr = `127.0.0.1:${rpc}`;
-const serve = start(tandem, ["serve", "--model", modelDir, "--port", String(http), "--rpc-port", String(rpc),
+// Ports the kernel picks; the ready line says which.
+let url = "", rpcAddr = "";
+const serve = start(tandem, ["serve", "--model", modelDir, "--port", "0", "--rpc-port", "0",
   "--prefill-workers", "1", "--decode-workers", "1", "--threads-per-worker", "1", "--kv-blocks", "256",
   "--heartbeat-ms", "200", "--api-key-file", file("keys"), "--tls-cert", file("node.pem"), "--tls-key",
   file("node.key"), ...rpcTls], "serve");
@@ -46,10 +46,11 @@ const ctl = (tls) => spawnSync(tandemctl, ["--coordinator", rpcAddr, "--json", .
   timeout: 30000 });
 
 await check("tandem serve with every security option comes up (workers register over mTLS)", async () => {
-  await waitFor("tandem serve's ready line", async () => {
+  const m = await waitFor("tandem serve's ready line", async () => {
     assert.equal(serve.exitCode, null, `tandem serve exited: ${serve.err}`);
-    return /tandem: serving .* at https:/.test(serve.out);
+    return serve.out.match(/tandem: serving .* at (https:\/\/\S+)\/v1 .*; gRPC (\S+)\)/);
   }, 120000, 100);
+  [, url, rpcAddr] = m;
 });
 
 await check("the OpenAI client over HTTPS with the right key gets a completion", async () => {
@@ -67,7 +68,7 @@ await check("a wrong or missing key gets 401", async () => {
 });
 
 await check("plaintext HTTP gets no answer", async () => {
-  const r = await get(`127.0.0.1:${http}`, "/health").catch((e) => ({ status: e.code ?? e.message }));
+  const r = await get(url.replace("https://", ""), "/health").catch((e) => ({ status: e.code ?? e.message }));
   assert.notEqual(r.status, 200);
 });
 

@@ -10,7 +10,7 @@ import https from "node:https";
 import { tmpdir } from "node:os";
 import { join, basename } from "node:path";
 import OpenAI from "openai";
-import { start, freePort, waitFor, get, check, checksPassed } from "../deploy/lib.mjs";
+import { start, startCoordinator, waitFor, get, check, checksPassed } from "../deploy/lib.mjs";
 
 const [tandem, modelDir] = process.argv.slice(2);
 const model = basename(modelDir.replace(/\/+$/, ""));
@@ -21,12 +21,11 @@ execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramg
   "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
   { stdio: "ignore" });
 
-const http = await freePort(), rpc = await freePort();
-const url = `https://127.0.0.1:${http}`;
-const coord = start(tandem, ["coordinator", "--model", modelDir, "--port", String(http), "--rpc-port", String(rpc),
-  "--colocated", "--heartbeat-ms", "200", "--tls-cert", cert, "--tls-key", key], "coordinator");
+const coord = await startCoordinator(tandem, ["--model", modelDir, "--colocated", "--heartbeat-ms", "200",
+  "--tls-cert", cert, "--tls-key", key]);
+const url = `https://${coord.http}`;
 const worker = start(tandem, ["worker", "--role", "both", "--id", "both-0", "--model", modelDir, "--threads", "1",
-  "--kv-blocks", "256", "--coordinator", `127.0.0.1:${rpc}`], "worker");
+  "--kv-blocks", "256", "--coordinator", coord.rpc], "worker");
 const trusted = new https.Agent({ ca: readFileSync(cert) });
 const client = (httpAgent) => new OpenAI({ baseURL: `${url}/v1`, apiKey: "unused", maxRetries: 0, timeout: 30000,
   httpAgent });
@@ -52,7 +51,7 @@ await check("a client that does not trust the certificate is refused", async () 
 });
 
 await check("plaintext HTTP gets no answer", async () => {
-  const r = await get(`127.0.0.1:${http}`, "/health");
+  const r = await get(coord.http, "/health");
   assert.equal(r.status, 0, `plaintext answered ${r.status}`);
 });
 
