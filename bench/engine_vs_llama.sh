@@ -23,9 +23,11 @@
 #
 # usage: bench/engine_vs_llama.sh [--rounds N] [--threads T] [--prompt P]
 #                                 [--decode D] [--context C] [--sequences S]
-#                                 [--batch-prompt B] [--only LIST]
+#                                 [--batch-prompt B] [--only LIST] [--matmul-dtype M]
 #                                 [--build DIR] [--cache DIR] [--no-build]
 # (LIST: comma-separated scenarios of bf16, ctx, fp8, batch; default all four)
+# (M: Tandem's --matmul-dtype, f32 by default or bf16)
+# (llama.cpp rounds a bf16 matrix's inputs to bf16 anyway: bf16 is like for like)
 # (--no-build uses the tandem and membw already built in the build directory)
 set -euo pipefail
 
@@ -38,6 +40,7 @@ CONTEXT=4096
 SEQUENCES=16
 BATCH_PROMPT=128
 ONLY=bf16,ctx,fp8,batch
+MATMUL_DTYPE=f32
 BUILD=$ROOT/build
 CACHE=${TANDEM_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem/bench}
 
@@ -62,6 +65,7 @@ while [ $# -gt 0 ]; do
         --sequences) SEQUENCES=$2 ;;
         --batch-prompt) BATCH_PROMPT=$2 ;;
         --only) ONLY=$2 ;;
+        --matmul-dtype) MATMUL_DTYPE=$2 ;;
         --build) BUILD=$2 ;;
         --cache) CACHE=$2 ;;
         *) usage ;;
@@ -74,6 +78,10 @@ done
 [ "$PROMPT" -ge 2 ] && [ "$BATCH_PROMPT" -ge 2 ] || { echo "engine_vs_llama: a prompt needs at least 2 tokens" >&2; exit 2; }
 [[ $ONLY =~ ^(bf16|ctx|fp8|batch)(,(bf16|ctx|fp8|batch))*$ ]] || {
     echo "engine_vs_llama: --only '$ONLY' is not a comma-separated list of bf16, ctx, fp8, batch" >&2
+    exit 2
+}
+[[ $MATMUL_DTYPE =~ ^(f32|bf16)$ ]] || {
+    echo "engine_vs_llama: --matmul-dtype '$MATMUL_DTYPE' is not f32 or bf16" >&2
     exit 2
 }
 wants() { [[ ,$ONLY, == *,$1,* ]]; }
@@ -149,7 +157,7 @@ PYEOF
 run_engine() {
     "$BUILD/bench/membw" --threads "$THREADS" >"$OUT/membw.json"
     "$BUILD/cli/tandem" bench --model "$2" --prompt-tokens "$3" --decode-tokens "$4" --sequences "$5" \
-        --threads "$THREADS" --json >"$OUT/engine.line"
+        --threads "$THREADS" --matmul-dtype "$MATMUL_DTYPE" --json >"$OUT/engine.line"
     tag "$OUT/engine.line" "$1" >>"$OUT/runs.jsonl"
 }
 run_llama() {
@@ -194,6 +202,7 @@ TITLE = {"bf16": "bf16, one sequence", "fp8": "FP8 (Tandem) against llama.cpp bf
          "batch": "aggregate decode, sequences decoded together", "ctx": "one sequence at long context"}
 
 print(f"Qwen3-0.6B-shaped models, {threads} threads, {rounds} rounds (alternating); kernels: {eng[0]['kernels']}; "
+      f"tandem --matmul-dtype {eng[0]['matmul_dtype']}; "
       f"load average (1 min) {open(f'{out}/load.before').read().strip()} before, {os.getloadavg()[0]:.1f} after")
 print(f"memory read bandwidth ({threads} threads), read before each run: median {statistics.median(bws):.1f} GB/s"
       f" ({bws[0]:.1f} to {bws[-1]:.1f})")

@@ -5,8 +5,10 @@
  * as GFLOP/s, and the CPU time it took), for the variant TANDEM_ISA selects and N
  * threads.
  *
- * usage: kernel_bench [--threads N] [--tokens P] [--dtype bf16|f16|f32|f8e4m3] [--shape NAME]
- * (f8e4m3: with a scale per 128 x 128 block, as in Qwen's -FP8 checkpoints) */
+ * usage: kernel_bench [--threads N] [--tokens P] [--dtype bf16|f16|f32|f8e4m3] [--matmul-dtype f32|bf16]
+ *                     [--shape NAME]
+ * (f8e4m3: with a scale per 128 x 128 block, as in Qwen's -FP8 checkpoints; --matmul-dtype
+ * bf16: bf16 weights on inputs rounded to bf16, as `tandem --matmul-dtype bf16` runs them) */
 #include "common/clock.h"
 #include "kernels/kernels.h"
 
@@ -36,11 +38,14 @@ int main(int argc, char **argv)
     int threads = 2, tokens = 512;
     eng_dtype dt = ENG_DT_BF16;
     const char *only = NULL;
+    int x_bf16 = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--threads") == 0)
             threads = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--tokens") == 0)
             tokens = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--matmul-dtype") == 0)
+            x_bf16 = strcmp(argv[i + 1], "bf16") == 0;
         else if (strcmp(argv[i], "--shape") == 0)
             only = argv[i + 1];
         else if (strcmp(argv[i], "--dtype") == 0)
@@ -50,12 +55,14 @@ int main(int argc, char **argv)
                                                       : ENG_DT_BF16;
     }
     if (threads < 1 || tokens < 1) {
-        fprintf(stderr,
-                "usage: kernel_bench [--threads N] [--tokens P] [--dtype bf16|f16|f32|f8e4m3] [--shape NAME]\n");
+        fprintf(stderr, "usage: kernel_bench [--threads N] [--tokens P] [--dtype bf16|f16|f32|f8e4m3] "
+                        "[--matmul-dtype f32|bf16] [--shape NAME]\n");
         return 2;
     }
     eng_pool *pool = eng_pool_create(threads);
-    printf("isa=%s threads=%d dtype=%s prefill_tokens=%d\n", eng_kernels_init(), threads, eng_dtype_name(dt), tokens);
+    x_bf16 = x_bf16 && dt == ENG_DT_BF16;
+    printf("isa=%s threads=%d dtype=%s matmul_dtype=%s prefill_tokens=%d\n", eng_kernels_init(), threads,
+           eng_dtype_name(dt), x_bf16 ? "bf16" : "f32", tokens);
     for (size_t s = 0; s < sizeof SHAPES / sizeof SHAPES[0]; s++) {
         if (only && strcmp(only, SHAPES[s].name) != 0)
             continue;
@@ -64,9 +71,10 @@ int main(int argc, char **argv)
         unsigned char *w = malloc(wbytes);
         float *x = malloc((size_t)tokens * n_in * sizeof(float));
         float *y = malloc((size_t)tokens * n_out * sizeof(float));
+        float *scratch = malloc((size_t)tokens * n_in * sizeof(float));
         size_t n_scales = (size_t)((n_out + 127) / 128) * ((n_in + 127) / 128);
         float *scales = malloc(n_scales * sizeof(float));
-        if (!pool || !w || !x || !y || !scales) {
+        if (!pool || !w || !x || !y || !scratch || !scales) {
             fprintf(stderr, "kernel_bench: out of memory\n");
             return 1;
         }
@@ -95,7 +103,7 @@ int main(int argc, char **argv)
             x[i] = (float)((i % 97) - 48) / 64.0f;
         for (size_t i = 0; i < n_scales; i++)
             scales[i] = 1.0f / (float)(64 + i % 64);
-        eng_weight wt = {.w = w, .dt = dt};
+        eng_weight wt = {.w = w, .dt = dt, .x_bf16 = x_bf16};
         if (dt == ENG_DT_F8E4M3)
             wt = (eng_weight){.w = w, .dt = dt, .scale = scales, .block_out = 128, .block_in = 128};
         /* Decode: enough repetitions to stream ~2 GB, best of them. */
@@ -103,7 +111,7 @@ int main(int argc, char **argv)
         double best = 1e30;
         for (int r = 0; r < reps; r++) {
             double t0 = eng_now_s();
-            eng_matmul_weight(pool, y, x, &wt, 1, n_in, n_out);
+            eng_matmul_weight(pool, y, x, scratch, &wt, 1, n_in, n_out);
             double d = eng_now_s() - t0;
             best = d < best ? d : best;
         }
@@ -113,7 +121,7 @@ int main(int argc, char **argv)
         double pbest = 1e30, pcpu = 1e30;
         for (int r = 0; r < preps; r++) {
             double t0 = eng_now_s(), c0 = cpu_s();
-            eng_matmul_weight(pool, y, x, &wt, tokens, n_in, n_out);
+            eng_matmul_weight(pool, y, x, scratch, &wt, tokens, n_in, n_out);
             double d = eng_now_s() - t0, c = cpu_s() - c0;
             pbest = d < pbest ? d : pbest;
             pcpu = c < pcpu ? c : pcpu;
@@ -126,6 +134,7 @@ int main(int argc, char **argv)
         free(scales);
         free(x);
         free(y);
+        free(scratch);
     }
     eng_pool_destroy(pool);
     return 0;

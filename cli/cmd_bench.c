@@ -16,7 +16,7 @@
 #include <time.h>
 
 #include "cli_args.h"
-#include "cli_kv.h"
+#include "cli_dtypes.h"
 #include "commands.h"
 #include "common/clock.h"
 #include "model/model.h"
@@ -26,7 +26,7 @@
 #define KV_BLOCK 16
 
 typedef struct bench_args {
-    const char *model, *kv_dtype;
+    const char *model, *kv_dtype, *matmul_dtype;
     int prompt_tokens, decode_tokens, sequences, threads, json;
 } bench_args;
 
@@ -38,6 +38,7 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(B, sequences, "--sequences", "S", 1, 256, "1", "sequences decoded together in each step"),
     CLI_INT_OPT(B, threads, "--threads", "N", 1, 4096, NULL, "compute threads; default: one per CPU"),
     CLI_KV_DTYPE_OPT(B, kv_dtype),
+    CLI_MATMUL_DTYPE_OPT(B, matmul_dtype),
     CLI_FLAG_OPT(B, json, "--json", "one JSON object: prefill_tok_s, decode_tok_s, peak_rss_bytes, ..."),
 };
 #undef B
@@ -45,7 +46,7 @@ static const cli_opt OPTS[] = {
 static const cli_command CMD = {
     .name = "tandem bench",
     .usage = "--model DIR [--prompt-tokens P] [--decode-tokens D] [--sequences S] [--threads N] "
-             "[--kv-dtype bf16|f16|f32] [--json]",
+             "[--kv-dtype bf16|f16|f32] [--matmul-dtype f32|bf16] [--json]",
     .opts = OPTS,
     .n_opts = CLI_COUNT(OPTS),
 };
@@ -68,7 +69,7 @@ int cmd_bench(int argc, char **argv)
     float *logits = NULL;
     int status = 1;
     double t0 = eng_now_s();
-    eng_model_options opt = {.n_threads = threads};
+    eng_model_options opt = {.n_threads = threads, .matmul_dtype = cli_matmul_dtype(a.matmul_dtype)};
     if (eng_model_load(model, &opt, &m, &err) < 0)
         goto fail;
     const eng_config *c = eng_model_config(m);
@@ -149,6 +150,7 @@ int cmd_bench(int argc, char **argv)
         cJSON_AddStringToObject(o, "kernels", eng_kernels_isa());
         cJSON_AddNumberToObject(o, "weight_bytes", wbytes);
         cJSON_AddStringToObject(o, "kv_dtype", eng_dtype_name(layout.dtype));
+        cJSON_AddStringToObject(o, "matmul_dtype", eng_dtype_name(layout.matmul_dtype));
         cJSON_AddNumberToObject(o, "kv_bytes", kvbytes);
         cJSON_AddNumberToObject(o, "peak_rss_bytes", rss);
         cJSON_AddNumberToObject(o, "rss_over_weights_kv", rss / (wbytes + kvbytes));

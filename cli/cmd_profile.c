@@ -29,7 +29,7 @@
 #include <time.h>
 
 #include "cli_args.h"
-#include "cli_kv.h"
+#include "cli_dtypes.h"
 #include "commands.h"
 #include "common/clock.h"
 #include "kvtransfer.h"
@@ -40,7 +40,7 @@
 #define MAX_CO_RUNNERS 16
 
 typedef struct profile_args {
-    const char *model, *out, *kv_dtype;
+    const char *model, *out, *kv_dtype, *matmul_dtype;
     int threads, json, repeats, max_tokens, max_batch, max_context, co_runners;
 } profile_args;
 
@@ -50,6 +50,7 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(A, threads, "--threads", "N", 1, 4096, NULL,
                 "compute threads, as the worker will run with; default: one per CPU"),
     CLI_KV_DTYPE_OPT(A, kv_dtype),
+    CLI_MATMUL_DTYPE_OPT(A, matmul_dtype),
     CLI_FLAG_OPT(A, json, "--json", "print the profile (JSON) on stdout instead of the table"),
     CLI_STR_OPT(A, out, "--out", "FILE", NULL, "also write the profile (JSON) to FILE", 0),
     CLI_INT_OPT(A, repeats, "--repeats", "R", 1, 100, "3", "timings of each point (min, median, max kept)"),
@@ -141,7 +142,7 @@ static int profiler_open(profiler *p, const profile_args *a, eng_error *err)
     int T = a->max_tokens, B = a->max_batch, C = a->max_context;
     memset(p, 0, sizeof *p);
     p->repeats = a->repeats;
-    eng_model_options mo = {.n_threads = a->threads};
+    eng_model_options mo = {.n_threads = a->threads, .matmul_dtype = cli_matmul_dtype(a->matmul_dtype)};
     if (eng_model_load(a->model, &mo, &p->m, err) < 0)
         return -1;
     eng_kv_layout layout = eng_model_kv_layout(p->m, KV_BLOCK, cli_kv_dtype(a->kv_dtype));
@@ -530,6 +531,7 @@ int cmd_profile(int argc, char **argv)
     cJSON_AddNumberToObject(prof, "layers", layout->n_layers);
     cJSON_AddNumberToObject(prof, "kv_block_size", KV_BLOCK);
     cJSON_AddStringToObject(prof, "kv_dtype", eng_dtype_name(layout->dtype));
+    cJSON_AddStringToObject(prof, "matmul_dtype", eng_dtype_name(layout->matmul_dtype));
     cJSON_AddNumberToObject(prof, "kv_bytes_per_token", (double)bytes_per_token);
     cJSON_AddNumberToObject(prof, "max_context",
                             cfg->max_position_embeddings > 0 ? cfg->max_position_embeddings : 4096);

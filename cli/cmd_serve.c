@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #include "cli_args.h"
-#include "cli_kv.h"
+#include "cli_dtypes.h"
 #include "cli_log.h"
 #include "cli_tls.h"
 #include "commands.h"
@@ -62,7 +62,7 @@ typedef struct serve_args {
     float overlap_weight; /* the coordinator's routing and admission */
     int ttft_slo_ms;
     const char *ep_transport, *expert_placement;
-    const char *kv_dtype;
+    const char *kv_dtype, *matmul_dtype;
     const char *api_key_file, *tls_cert, *tls_key; /* the coordinator's HTTP plane */
     cli_tls_opts rpc_tls;                          /* every process's gRPC */
 } serve_args;
@@ -80,6 +80,7 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(S, kv_blocks, "--kv-blocks", "N", 1, 1 << 30, NULL,
                 "KV pool size per worker in blocks; default: the worker's own"),
     CLI_KV_DTYPE_OPT(S, kv_dtype),
+    CLI_MATMUL_DTYPE_OPT(S, matmul_dtype),
     CLI_INT_OPT(S, kv_max_conns, "--kv-max-conns", "N", 1, 65536, "256",
                 "passed to every worker: incoming TCP KV connections at once"),
     CLI_INT_OPT(S, kv_io_timeout_ms, "--kv-io-timeout-ms", "N", 1, 3600 * 1000, "10000",
@@ -532,6 +533,7 @@ int cmd_serve(int argc, char **argv)
         wargv[k++] = "--kv-max-conns", wargv[k++] = kv_conns_s;
         wargv[k++] = "--kv-io-timeout-ms", wargv[k++] = kv_timeout_s;
         wargv[k++] = "--kv-dtype", wargv[k++] = (char *)a.kv_dtype;
+        wargv[k++] = "--matmul-dtype", wargv[k++] = (char *)a.matmul_dtype;
         if (a.kv_blocks)
             wargv[k++] = "--kv-blocks", wargv[k++] = kv_s;
         if (a.no_prefix_cache && in_prefill)

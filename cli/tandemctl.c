@@ -26,6 +26,7 @@
 #include "cli_args.h"
 #include "cli_tls.h"
 #include "common/log.h"
+#include "kv_layout_msg.h"
 #include "model/kvcache.h"
 #include "plan.h"
 #include "rpc.h"
@@ -222,11 +223,7 @@ static void layout_str(const Tandem__KvLayout *l, char *buf, size_t cap)
         snprintf(buf, cap, "-");
         return;
     }
-    eng_kv_layout lay = {.dtype = (eng_dtype)l->dtype,
-                         .block_size = (int)l->block_size,
-                         .n_layers = (int)l->layers,
-                         .n_kv_heads = (int)l->kv_heads,
-                         .head_dim = (int)l->head_dim};
+    eng_kv_layout lay = kv_layout_from_msg(l);
     eng_kv_layout_str(&lay, buf, cap);
 }
 

@@ -18,6 +18,7 @@
 
 #include "admin.h"
 #include "common/log.h"
+#include "kv_layout_msg.h"
 
 /* Calls from here to a worker: short, they only set a flag or read settings there. */
 #define WORKER_CALL_MS 10000
@@ -63,14 +64,9 @@ static void on_status(void *user, rpc_call *call, const rpc_bytes *req, rpc_byte
         tandem__worker_info__init(&wi[i]);
         tandem__worker_load__init(&wl[i]);
         tandem__capacity__init(&cap[i]);
-        tandem__kv_layout__init(&lay[i]);
         tandem__batch_stats__init(&bs[i]);
         tandem__transport_endpoint__init(&ep[i]);
-        lay[i].dtype = (Tandem__DType)v[i].layout.dtype;
-        lay[i].block_size = (uint32_t)v[i].layout.block_size;
-        lay[i].layers = (uint32_t)v[i].layout.n_layers;
-        lay[i].kv_heads = (uint32_t)v[i].layout.n_kv_heads;
-        lay[i].head_dim = (uint32_t)v[i].layout.head_dim;
+        kv_layout_to_msg(&v[i].layout, &lay[i]);
         cap[i].max_running = v[i].max_running;
         cap[i].max_context = v[i].max_context;
         cap[i].kv_blocks_total = v[i].kv_total;

@@ -14,6 +14,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "kv_layout_msg.h"
 #include "registry.h"
 
 typedef struct entry {
@@ -224,13 +225,7 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
     reason[0] = 0;
     const char *id = info->worker_id ? info->worker_id : "";
     const Tandem__KvLayout *kl = info->kv_layout;
-    eng_kv_layout lay = {0};
-    if (kl)
-        lay = (eng_kv_layout){.dtype = (eng_dtype)kl->dtype,
-                              .block_size = (int)kl->block_size,
-                              .n_layers = (int)kl->layers,
-                              .n_kv_heads = (int)kl->kv_heads,
-                              .head_dim = (int)kl->head_dim};
+    eng_kv_layout lay = kv_layout_from_msg(kl);
     char ls[96];
     eng_kv_layout_str(&lay, ls, sizeof ls);
     if (!*id || strlen(id) >= sizeof((coord_worker_view *)0)->id)
@@ -244,7 +239,8 @@ int coord_registry_register(coord_registry *r, const Tandem__WorkerInfo *info, c
     else if (!info->model || strcmp(info->model, r->cfg.model))
         snprintf(reason, cap, "the worker serves model '%s'; this cluster serves '%s'", info->model ? info->model : "",
                  r->cfg.model);
-    else if (!kl || lay.block_size <= 0 || !eng_kv_dtype_ok(lay.dtype) || lay.n_layers != r->cfg.n_layers ||
+    else if (!kl || lay.block_size <= 0 || !eng_kv_dtype_ok(lay.dtype) ||
+             (lay.matmul_dtype != ENG_DT_F32 && lay.matmul_dtype != ENG_DT_BF16) || lay.n_layers != r->cfg.n_layers ||
              lay.n_kv_heads != r->cfg.n_kv_heads || lay.head_dim != r->cfg.head_dim)
         snprintf(reason, cap, "KV layout %s does not fit this model (L%d kv%d d%d)", ls, r->cfg.n_layers,
                  r->cfg.n_kv_heads, r->cfg.head_dim);

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "kv_layout_msg.h"
 #include "kvtransfer.h"
 #include "request_check.h"
 #include "rpc.h"
@@ -57,13 +58,7 @@ int wrk_check_target(const eng_kv_layout *mine, const char *transport, const Tan
 {
     if (!t)
         return snprintf(msg, cap, "no KV target"), RPC_INVALID_ARGUMENT;
-    eng_kv_layout theirs = {0};
-    if (t->layout)
-        theirs = (eng_kv_layout){.dtype = (eng_dtype)t->layout->dtype,
-                                 .block_size = (int)t->layout->block_size,
-                                 .n_layers = (int)t->layout->layers,
-                                 .n_kv_heads = (int)t->layout->kv_heads,
-                                 .head_dim = (int)t->layout->head_dim};
+    eng_kv_layout theirs = kv_layout_from_msg(t->layout);
     if (!eng_kv_layout_equal(&theirs, mine)) {
         char a[96], b[96];
         eng_kv_layout_str(&theirs, a, sizeof a);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kv_layout_msg.h"
 #include "request_check.h"
 #include "worker_internal.h"
 
@@ -195,12 +196,8 @@ static void on_generate(void *user, rpc_call *call, const rpc_bytes *bytes)
         } else {
             r->have_transfer = 1;
             r->lease_deadline = eng_now_s() + w->opt.lease_ms / 1000.0;
-            Tandem__KvLayout lay = TANDEM__KV_LAYOUT__INIT;
-            lay.dtype = (Tandem__DType)w->layout.dtype;
-            lay.block_size = (uint32_t)w->layout.block_size;
-            lay.layers = (uint32_t)w->layout.n_layers;
-            lay.kv_heads = (uint32_t)w->layout.n_kv_heads;
-            lay.head_dim = (uint32_t)w->layout.head_dim;
+            Tandem__KvLayout lay;
+            kv_layout_to_msg(&w->layout, &lay);
             Tandem__KvTarget t = TANDEM__KV_TARGET__INIT;
             t.request_id = r->id;
             t.decode_worker_id = w->id;

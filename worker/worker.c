@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/file.h"
+#include "kv_layout_msg.h"
 #include "worker_internal.h"
 
 void wrk_log(wrk_worker *w, eng_log_level level, const char *request_id, const char *fmt, ...)
@@ -243,20 +244,10 @@ static int metrics_server_start(wrk_worker *w, eng_error *err)
 
 /* ------------------------------------------------------------------ registration */
 
-static void fill_layout(const wrk_worker *w, Tandem__KvLayout *l)
-{
-    tandem__kv_layout__init(l);
-    l->dtype = (Tandem__DType)w->layout.dtype;
-    l->block_size = (uint32_t)w->layout.block_size;
-    l->layers = (uint32_t)w->layout.n_layers;
-    l->kv_heads = (uint32_t)w->layout.n_kv_heads;
-    l->head_dim = (uint32_t)w->layout.head_dim;
-}
-
 static int do_register(wrk_worker *w, uint32_t *interval_ms, char *why, size_t cap)
 {
     Tandem__KvLayout lay;
-    fill_layout(w, &lay);
+    kv_layout_to_msg(&w->layout, &lay);
     Tandem__Capacity c = TANDEM__CAPACITY__INIT;
     c.max_running = (uint32_t)w->opt.max_running;
     c.max_batch_tokens = (uint32_t)w->opt.max_batch_tokens;
@@ -558,6 +549,12 @@ int wrk_start(const wrk_options *opt, wrk_worker **out, eng_error *err)
     if (metrics_server_start(w, err) < 0)
         goto fail;
     eng_model_options mo = {.n_threads = opt->threads};
+    const char *mm = opt->matmul_dtype ? opt->matmul_dtype : "f32";
+    if (strcmp(mm, "f32") != 0 && strcmp(mm, "bf16") != 0) {
+        eng_fail(err, "matmul dtype '%s': must be f32 or bf16", mm);
+        goto fail;
+    }
+    mo.matmul_dtype = strcmp(mm, "bf16") == 0 ? ENG_DT_BF16 : ENG_DT_F32;
     wrk_ep_placement placement = {0};
     if (opt->expert_placement && opt->ep_size <= 1) {
         eng_fail(err, "--expert-placement needs --ep-size N > 1");

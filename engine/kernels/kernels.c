@@ -244,6 +244,7 @@ const char *eng_kernels_isa(void)
 typedef struct matmul_job {
     const eng_kernel_impl *impl;
     const float *x;
+    const void *xr; /* x rounded for the matrices with x_bf16: bf16 (matmul_rows_bf16), else f32 */
     const eng_matmul_out *outs;
     int n_outs;
     int n_tokens, n_in;
@@ -265,17 +266,24 @@ static void matmul_task(void *ctx, int task)
         int o0 = (b0 > first ? b0 - first : 0) * ROW_ALIGN, o1 = (b1 - first) * ROW_ALIGN;
         if (o1 > out->n_out)
             o1 = out->n_out;
-        if (o0 < o1)
+        if (o0 >= o1)
+            continue;
+        if (!out->w->x_bf16)
             j->impl->matmul_rows(out->y, out->n_out, j->x, out->w, j->n_tokens, j->n_in, o0, o1);
+        else if (j->impl->matmul_rows_bf16)
+            j->impl->matmul_rows_bf16(out->y, out->n_out, j->xr, out->w, j->n_tokens, j->n_in, o0, o1);
+        else
+            j->impl->matmul_rows(out->y, out->n_out, j->xr, out->w, j->n_tokens, j->n_in, o0, o1);
     }
 }
 
-void eng_matmul_multi(eng_pool *pool, const float *x, int n_tokens, int n_in, const eng_matmul_out *outs, int n_outs)
+void eng_matmul_multi(eng_pool *pool, const float *x, float *scratch, int n_tokens, int n_in,
+                      const eng_matmul_out *outs, int n_outs)
 {
     if (n_tokens <= 0)
         return;
     long long rows = 0;
-    int blocks = 0;
+    int blocks = 0, x_bf16 = 0;
     for (int p = 0; p < n_outs; p++) {
         if (outs[p].n_out <= 0)
             continue;
@@ -283,10 +291,21 @@ void eng_matmul_multi(eng_pool *pool, const float *x, int n_tokens, int n_in, co
             memset(outs[p].y, 0, (size_t)n_tokens * outs[p].n_out * sizeof(float));
         rows += outs[p].n_out;
         blocks += row_blocks(outs[p].n_out);
+        x_bf16 |= outs[p].w->x_bf16;
     }
     if (n_in <= 0 || blocks == 0)
         return;
     matmul_job j = {.impl = K(), .x = x, .outs = outs, .n_outs = n_outs, .n_tokens = n_tokens, .n_in = n_in};
+    if (x_bf16) { /* once per call, on the caller: each row is rounded on its own */
+        size_t n = (size_t)n_tokens * (size_t)n_in;
+        if (j.impl->matmul_rows_bf16) {
+            eng_from_f32(scratch, x, ENG_DT_BF16, n);
+        } else {
+            memcpy(scratch, x, n * sizeof(float));
+            eng_round_to(ENG_DT_BF16, scratch, n);
+        }
+        j.xr = scratch;
+    }
     int n_threads = eng_pool_threads(pool);
     int n_tasks = n_threads > 1 ? n_threads * TASKS_PER_THREAD : 1;
     if ((long long)n_tokens * n_in * rows < MIN_PARALLEL_MACS)
@@ -301,10 +320,11 @@ void eng_matmul_multi(eng_pool *pool, const float *x, int n_tokens, int n_in, co
     eng_pool_run(pool, matmul_task, &j, n_tasks);
 }
 
-void eng_matmul_weight(eng_pool *pool, float *y, const float *x, const eng_weight *w, int n_tokens, int n_in, int n_out)
+void eng_matmul_weight(eng_pool *pool, float *y, const float *x, float *scratch, const eng_weight *w, int n_tokens,
+                       int n_in, int n_out)
 {
     eng_matmul_out out = {.y = y, .w = w, .n_out = n_out};
-    eng_matmul_multi(pool, x, n_tokens, n_in, &out, 1);
+    eng_matmul_multi(pool, x, scratch, n_tokens, n_in, &out, 1);
 }
 
 /* One scale of 1 for all of an FP8 matrix: a block as large as any matrix
@@ -319,7 +339,7 @@ void eng_matmul(eng_pool *pool, float *y, const float *x, const void *w, eng_dty
     if (wdt == ENG_DT_F8E4M3)
         wt = (eng_weight){
             .w = w, .dt = wdt, .scale = &unit_scale, .block_out = WHOLE_MATRIX_BLOCK, .block_in = WHOLE_MATRIX_BLOCK};
-    eng_matmul_weight(pool, y, x, &wt, n_tokens, n_in, n_out);
+    eng_matmul_weight(pool, y, x, NULL, &wt, n_tokens, n_in, n_out);
 }
 
 /* ---- the rest forward to the chosen variant ---- */

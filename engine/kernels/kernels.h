@@ -38,6 +38,11 @@ typedef struct eng_weight {
     eng_dtype dt;
     const float *scale;      /* F8E4M3 only: [ceil(n_out / block_out)][ceil(n_in / block_in)] */
     int block_out, block_in; /* F8E4M3 only; block_in a multiple of ENG_FP8_BLOCK_ALIGN */
+    /* BF16 only (--matmul-dtype bf16): every input is rounded to bf16 (nearest even)
+     * before it meets this matrix, as llama.cpp does for bf16 weights, and the
+     * products of bf16 pairs are summed in f32; with AVX512-BF16 twice the
+     * multiply-adds per instruction. 0: inputs stay f32 (exact). */
+    int x_bf16;
 } eng_weight;
 
 /* block_in must be a multiple of this (the widest vector), so that a vector of
@@ -58,9 +63,12 @@ size_t eng_fp8_scales_check(const float *scale, size_t n);
  * threads (the split is over outputs, never over n_in). Decode steps, prefill
  * chunks of any size and rows gathered from several places (expert parallelism,
  * migration, prefix caching) therefore all give the same bits for the same row.
- * Different variants (TANDEM_ISA) sum in different orders and may differ. */
-void eng_matmul_weight(eng_pool *pool, float *y, const float *x, const eng_weight *w, int n_tokens, int n_in,
-                       int n_out);
+ * Different variants (TANDEM_ISA) sum in different orders and may differ.
+ *
+ * scratch: room for n_tokens * n_in floats where a matrix has x_bf16 (x rounded to
+ * bf16 goes there, x itself is left as it is); NULL where none has. */
+void eng_matmul_weight(eng_pool *pool, float *y, const float *x, float *scratch, const eng_weight *w, int n_tokens,
+                       int n_in, int n_out);
 /* Several matrices applied to the same input in one parallel run (q/k/v, gate/up):
  * outs[p].y[t][o] = sum_i x[t][i] * outs[p].w[o][i], o < outs[p].n_out. Each output
  * gets exactly the bits eng_matmul_weight gives it; only the threads' hand-offs
@@ -70,7 +78,8 @@ typedef struct eng_matmul_out {
     const eng_weight *w;
     int n_out;
 } eng_matmul_out;
-void eng_matmul_multi(eng_pool *pool, const float *x, int n_tokens, int n_in, const eng_matmul_out *outs, int n_outs);
+void eng_matmul_multi(eng_pool *pool, const float *x, float *scratch, int n_tokens, int n_in,
+                      const eng_matmul_out *outs, int n_outs);
 /* The same for a matrix without scales (an FP8 one reads as if every scale were 1). */
 void eng_matmul(eng_pool *pool, float *y, const float *x, const void *w, eng_dtype wdt, int n_tokens, int n_in,
                 int n_out);

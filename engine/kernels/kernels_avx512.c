@@ -1,8 +1,9 @@
 /* kernels_avx512.c: the AVX-512 variant (F, BW, VL, DQ and BF16 required).
  *
- * Only the vector vocabulary lives here; the loops are in kernels_simd.h, shared
- * with the AVX2 variant. bf16 weights widen with a zero-extend and a 16-bit shift,
- * f16 with vcvtph2ps; both are exact. */
+ * The vector vocabulary for the loops of kernels_simd.h, shared with the AVX2
+ * variant (bf16 weights widen with a zero-extend and a 16-bit shift, f16 with
+ * vcvtph2ps; both are exact), and the one loop only this ISA has: the matmul on
+ * inputs rounded to bf16, with vdpbf16ps. */
 #include "kernels/kernels_impl.h"
 
 #include <immintrin.h>
@@ -51,6 +52,125 @@ static inline __m128 hsum4_512(__m512 a, __m512 b, __m512 c, __m512 d)
         _mm256_slli_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(p))), 7), \
         _mm256_set1_epi16((short)0xbf80)))
 
+static void matmul_rows_bf16(float *y, int ldy, const uint16_t *x, const eng_weight *w, int n_tokens, int n_in, int o0,
+                             int o1);
+#define SIMD_MATMUL_ROWS_BF16 matmul_rows_bf16
+
 #define SIMD_IMPL_NAME eng_kernels_avx512
 #define SIMD_ISA_STRING "avx512"
 #include "kernels/kernels_simd.h"
+
+/* ---- matmul on inputs rounded to bf16 (eng_weight.x_bf16), bf16 weights ----
+ *
+ * vdpbf16ps adds the products of inputs 2l and 2l + 1 (each exact in f32) to lane l,
+ * twice the inputs of an f32 FMA per instruction. Every output is summed the same
+ * way: one accumulator taking the inputs 32 at a time front to back (a last partial
+ * chunk zero-padded by masked loads), then the fixed sum of V_REDUCE4. The tiles
+ * and token loops are matmul_rows' (decode: weights read in place, prefetched a tile
+ * ahead; prefill: chunks of MM_TC tokens, blocks of MM_KC inputs with the
+ * accumulators kept in part between blocks), so here too a row's result cannot
+ * depend on the rows around it. bf16 weights need no widening, so prefill reads
+ * them in place too. */
+#define BF_VL 32 /* inputs per vdpbf16ps */
+
+ALWAYS_INLINE void bf16_chunk(V (*acc)[MM_DEC_NG * MM_NR], const uint16_t *const *xr, const uint16_t *const *wr, int i,
+                              __mmask32 m, const int MT, const int NO)
+{
+    __m512bh wv[MM_DEC_NG * MM_NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NO; j++)
+        wv[j] = (__m512bh)_mm512_maskz_loadu_epi16(m, wr[j] + i);
+#pragma GCC unroll 8
+    for (int t = 0; t < MT; t++) {
+        __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, xr[t] + i);
+#pragma GCC unroll 8
+        for (int j = 0; j < NO; j++)
+            acc[t][j] = _mm512_dpbf16_ps(acc[t][j], wv[j], xv);
+    }
+}
+
+/* mm_tile's contract, for bf16 inputs and weights (ahead: bytes to prefetch past
+ * the chunk of each weight row being read, 0 for none). */
+ALWAYS_INLINE void bf16_tile(float *y, int ldy, int valid_t, int valid_o, V *part, const uint16_t *const *xr,
+                             const uint16_t *const *wr, int kc, int first, int last, size_t ahead, const int MT,
+                             const int NG)
+{
+    const int NO = NG * MM_NR;
+    V acc[MM_MR][MM_DEC_NG * MM_NR];
+    tile_begin(acc, part, first, MT, NG);
+    int i = 0;
+    for (; i + BF_VL <= kc; i += BF_VL) { /* a chunk is one cache line of each weight row */
+        if (ahead)
+#pragma GCC unroll 8
+            for (int j = 0; j < NO; j++)
+                __builtin_prefetch((const char *)(wr[j] + i) + ahead, 0, 3);
+        bf16_chunk(acc, xr, wr, i, (__mmask32)~0u, MT, NO);
+    }
+    if (i < kc) /* only the row's last block has a partial chunk */
+        bf16_chunk(acc, xr, wr, i, (__mmask32)((1u << (kc - i)) - 1), MT, NO);
+    tile_end(y, ldy, valid_t, valid_o, part, acc, last, MT, NG);
+}
+
+static void bf16_weight_rows(const uint16_t **wr, const eng_weight *w, int n_in, int o, int o1, int n)
+{
+    const char *rows[MM_DEC_NG * MM_NR];
+    const float *unused[MM_DEC_NG * MM_NR];
+    weight_rows(rows, unused, w, n_in, o, o1, n);
+    for (int j = 0; j < n; j++)
+        wr[j] = (const uint16_t *)(const void *)rows[j];
+}
+
+ALWAYS_INLINE void bf16_dec_rows(float *y, int ldy, const uint16_t *x, const eng_weight *w, int n_in, int o0, int o1,
+                                 const int T)
+{
+    const uint16_t *xr[MM_MR], *wr[MM_DEC_NG * MM_NR];
+    for (int t = 0; t < T; t++)
+        xr[t] = x + (size_t)t * n_in;
+    size_t row_bytes = (size_t)n_in * 2;
+    int o = o0;
+    if (T == 1)
+        for (; o + MM_DEC_NG * MM_NR <= o1; o += MM_DEC_NG * MM_NR) {
+            bf16_weight_rows(wr, w, n_in, o, o1, MM_DEC_NG * MM_NR);
+            bf16_tile(y + o, ldy, T, o1 - o, NULL, xr, wr, n_in, 1, 1, MM_DEC_NG * MM_NR * row_bytes, T, MM_DEC_NG);
+        }
+    for (; o < o1; o += MM_NR) {
+        bf16_weight_rows(wr, w, n_in, o, o1, MM_NR);
+        bf16_tile(y + o, ldy, T, o1 - o, NULL, xr, wr, n_in, 1, 1, MM_NR * row_bytes, T, 1);
+    }
+}
+
+static void bf16_gemm_rows(float *y, int ldy, const uint16_t *x, const eng_weight *w, int n_tokens, int n_in, int o0,
+                           int o1)
+{
+    V part[MM_TC * MM_NR];
+    for (int t0 = 0; t0 < n_tokens; t0 += MM_TC) {
+        int tc = n_tokens - t0 < MM_TC ? n_tokens - t0 : MM_TC;
+        for (int o = o0; o < o1; o += MM_NR) {
+            const uint16_t *rows[MM_NR];
+            bf16_weight_rows(rows, w, n_in, o, o1, MM_NR);
+            for (int k0 = 0; k0 < n_in; k0 += MM_KC) {
+                int kc = n_in - k0 < MM_KC ? n_in - k0 : MM_KC;
+                for (int t = 0; t < tc; t += MM_MR) {
+                    const uint16_t *xr[MM_MR], *wr[MM_NR];
+                    for (int j = 0; j < MM_NR; j++)
+                        wr[j] = rows[j] + k0;
+                    for (int i = 0; i < MM_MR; i++)
+                        xr[i] = x + (size_t)(t0 + t + (t + i < tc ? i : 0)) * n_in + k0;
+                    bf16_tile(y + (size_t)(t0 + t) * ldy + o, ldy, tc - t, o1 - o, part + (size_t)t * MM_NR, xr, wr, kc,
+                              k0 == 0, k0 + kc == n_in, 0, MM_MR, 1);
+                }
+            }
+        }
+    }
+}
+
+static void matmul_rows_bf16(float *y, int ldy, const uint16_t *x, const eng_weight *w, int n_tokens, int n_in, int o0,
+                             int o1)
+{
+    switch (n_tokens) {
+    case 1: bf16_dec_rows(y, ldy, x, w, n_in, o0, o1, 1); break;
+    case 2: bf16_dec_rows(y, ldy, x, w, n_in, o0, o1, 2); break;
+    case 3: bf16_dec_rows(y, ldy, x, w, n_in, o0, o1, 3); break;
+    default: bf16_gemm_rows(y, ldy, x, w, n_tokens, n_in, o0, o1); break;
+    }
+}

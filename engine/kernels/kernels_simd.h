@@ -69,6 +69,43 @@ static float scalar_w(const char *row, int i, eng_dtype dt)
  * Tiles only decide how many such accumulators live in registers at once, never
  * what goes into one, so a row's result cannot depend on the rows around it. */
 
+/* The start of a tile's pass over a block of inputs: accumulators from zero (the
+ * row's first block) or from where the previous block left them in part. */
+ALWAYS_INLINE void tile_begin(V (*acc)[MM_DEC_NG * MM_NR], const V *part, int first, const int MT, const int NG)
+{
+#pragma GCC unroll 8
+    for (int t = 0; t < MT; t++)
+#pragma GCC unroll 8
+        for (int j = 0; j < NG * MM_NR; j++)
+            acc[t][j] = first ? V_ZERO() : part[t * MM_NR + j];
+}
+
+/* The end of a tile's pass over a block of inputs: its accumulators saved in part
+ * for the next block, or (last block) each token's groups of MM_NR outputs reduced
+ * by V_REDUCE4 into y, valid_t x valid_o of them. */
+ALWAYS_INLINE void tile_end(float *y, int ldy, int valid_t, int valid_o, V *part, V (*acc)[MM_DEC_NG * MM_NR], int last,
+                            const int MT, const int NG)
+{
+#pragma GCC unroll 8
+    for (int t = 0; t < MT; t++) {
+        if (!last) {
+#pragma GCC unroll 8
+            for (int j = 0; j < NG * MM_NR; j++)
+                part[t * MM_NR + j] = acc[t][j];
+        } else if (t < valid_t) {
+#pragma GCC unroll 8
+            for (int g = 0; g < NG; g++) {
+                int n = valid_o - g * MM_NR;
+                if (n <= 0)
+                    break;
+                float r[MM_NR];
+                V_REDUCE4(r, acc[t][g * MM_NR], acc[t][g * MM_NR + 1], acc[t][g * MM_NR + 2], acc[t][g * MM_NR + 3]);
+                memcpy(y + (size_t)t * ldy + g * MM_NR, r, (size_t)(n < MM_NR ? n : MM_NR) * sizeof(float));
+            }
+        }
+    }
+}
+
 /* acc[t][j] for MT tokens x NG * MM_NR outputs over inputs [0, kc) of the given
  * rows (x rows f32; weight rows of dtype dt, both already offset to the block start;
  * FP8: sr[j] are row j's scales, one per bi inputs, and every weight is the e4m3
@@ -88,11 +125,7 @@ ALWAYS_INLINE void mm_tile(float *y, int ldy, int valid_t, int valid_o, V *part,
     const int NO = NG * MM_NR;
     const int fp8 = dt == ENG_DT_F8E4M3;
     V acc[MM_MR][MM_DEC_NG * MM_NR];
-#pragma GCC unroll 8
-    for (int t = 0; t < MT; t++)
-#pragma GCC unroll 8
-        for (int j = 0; j < NO; j++)
-            acc[t][j] = first ? V_ZERO() : part[t * MM_NR + j];
+    tile_begin(acc, part, first, MT, NG);
     int i = 0;
     /* FP8 goes one scale block at a time (bi is a multiple of VL, so no vector
      * straddles two); other dtypes take the whole range as one block. */
@@ -136,24 +169,7 @@ ALWAYS_INLINE void mm_tile(float *y, int ldy, int valid_t, int valid_o, V *part,
                 acc[t][j] = V_FMA(V_LOAD(wt[j]), V_LOAD(xt), acc[t][j]);
         }
     }
-#pragma GCC unroll 8
-    for (int t = 0; t < MT; t++) {
-        if (!last) {
-#pragma GCC unroll 8
-            for (int j = 0; j < NO; j++)
-                part[t * MM_NR + j] = acc[t][j];
-        } else if (t < valid_t) {
-#pragma GCC unroll 8
-            for (int g = 0; g < NG; g++) {
-                int n = valid_o - g * MM_NR;
-                if (n <= 0)
-                    break;
-                float r[MM_NR];
-                V_REDUCE4(r, acc[t][g * MM_NR], acc[t][g * MM_NR + 1], acc[t][g * MM_NR + 2], acc[t][g * MM_NR + 3]);
-                memcpy(y + (size_t)t * ldy + g * MM_NR, r, (size_t)(n < MM_NR ? n : MM_NR) * sizeof(float));
-            }
-        }
-    }
+    tile_end(y, ldy, valid_t, valid_o, part, acc, last, MT, NG);
 }
 
 /* Rows o .. o + n of W and, for FP8, their scales (repeating row o past o1). */
@@ -559,6 +575,9 @@ static void rope_neox(float *x, int n_heads, int head_dim, const float *cos, con
 const eng_kernel_impl SIMD_IMPL_NAME = {
     .name = SIMD_ISA_STRING,
     .matmul_rows = matmul_rows,
+#ifdef SIMD_MATMUL_ROWS_BF16
+    .matmul_rows_bf16 = SIMD_MATMUL_ROWS_BF16,
+#endif
     .to_f32 = to_f32,
     .dot = dot,
     .axpy = axpy,

@@ -41,6 +41,9 @@ static int run_state_reserve(eng_model *m, int T, int max_len, int block_size, e
             grow(&rs->v, T * KV) || grow(&rs->att, T * Q) || grow(&rs->hb, T * (F ? F : 1)) ||
             grow(&rs->hb2, T * (F ? F : 1)) || grow(&rs->out, T * H))
             return eng_fail(err, "out of memory for the activations of %d tokens", T);
+        size_t widest = H > Q ? H : Q;
+        if (m->matmul_dtype == ENG_DT_BF16 && grow(&rs->xr, T * (widest > F ? widest : F)))
+            return eng_fail(err, "out of memory for the activations of %d tokens", T);
         int *p = realloc(rs->pos, (size_t)T * sizeof *p);
         if (p)
             rs->pos = p;
@@ -214,10 +217,10 @@ static void attention_block(eng_model *m, step_ctx *s)
     int Q = c->num_attention_heads * c->head_dim, KV = c->num_key_value_heads * c->head_dim;
     rmsnorm_rows(m, rs->xb, rs->x, w->attn_norm, T);
     const eng_matmul_out qkv[] = {{rs->q, &w->wq, Q}, {rs->k, &w->wk, KV}, {rs->v, &w->wv, KV}};
-    eng_matmul_multi(m->pool, rs->xb, T, H, qkv, 3);
+    eng_matmul_multi(m->pool, rs->xb, rs->xr, T, H, qkv, 3);
     eng_pool_run(m->pool, qk_rope_store, s, T);
     eng_pool_run(m->pool, attention_task, s, eng_pool_threads(m->pool) * ENG_ATT_TASKS_PER_THREAD);
-    eng_matmul_weight(m->pool, rs->out, rs->att, &w->wo, T, Q, H);
+    eng_matmul_weight(m->pool, rs->out, rs->att, rs->xr, &w->wo, T, Q, H);
     eng_axpy(rs->x, 1.0f, rs->out, T * H);
 }
 
@@ -235,10 +238,10 @@ static int mlp_block(eng_model *m, int layer, int T, eng_error *err)
             return -1;
     } else {
         const eng_matmul_out gate_up[] = {{rs->hb, &w->gate, F}, {rs->hb2, &w->up, F}};
-        eng_matmul_multi(m->pool, rs->xb, T, H, gate_up, 2);
+        eng_matmul_multi(m->pool, rs->xb, rs->xr, T, H, gate_up, 2);
         for (int t = 0; t < T; t++)
             eng_silu_mul(rs->hb + (size_t)t * F, rs->hb2 + (size_t)t * F, F);
-        eng_matmul_weight(m->pool, rs->out, rs->hb, &w->down, T, F, H);
+        eng_matmul_weight(m->pool, rs->out, rs->hb, rs->xr, &w->down, T, F, H);
     }
     eng_axpy(rs->x, 1.0f, rs->out, T * H);
     return 0;
@@ -330,7 +333,7 @@ int eng_forward(eng_model *m, eng_kv_pool *kv, eng_batch_item *items, int n_item
             if (items[i].logits)
                 eng_rmsnorm(rs->xb + (size_t)r++ * H, rs->x + (size_t)(t + items[i].n_tokens - 1) * H, m->final_norm, H,
                             c->rms_norm_eps);
-        eng_matmul_weight(m->pool, logits, rs->xb, &m->lm_head, n_out, H, c->vocab_size);
+        eng_matmul_weight(m->pool, logits, rs->xb, rs->xr, &m->lm_head, n_out, H, c->vocab_size);
         for (int i = 0, r = 0; i < n_items; i++)
             if (items[i].logits)
                 memcpy(items[i].logits, logits + (size_t)r++ * c->vocab_size, (size_t)c->vocab_size * sizeof(float));

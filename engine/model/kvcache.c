@@ -32,13 +32,13 @@ size_t eng_kv_unit_bytes(const eng_kv_layout *l)
 int eng_kv_layout_equal(const eng_kv_layout *a, const eng_kv_layout *b)
 {
     return a->dtype == b->dtype && a->block_size == b->block_size && a->n_layers == b->n_layers &&
-           a->n_kv_heads == b->n_kv_heads && a->head_dim == b->head_dim;
+           a->n_kv_heads == b->n_kv_heads && a->head_dim == b->head_dim && a->matmul_dtype == b->matmul_dtype;
 }
 
 void eng_kv_layout_str(const eng_kv_layout *l, char *buf, size_t len)
 {
-    snprintf(buf, len, "%s bs%d L%d kv%d d%d", eng_dtype_name(l->dtype), l->block_size, l->n_layers, l->n_kv_heads,
-             l->head_dim);
+    snprintf(buf, len, "%s bs%d L%d kv%d d%d%s", eng_dtype_name(l->dtype), l->block_size, l->n_layers, l->n_kv_heads,
+             l->head_dim, l->matmul_dtype == ENG_DT_BF16 ? " mm-bf16" : "");
 }
 
 int eng_kv_dtype_ok(eng_dtype dt)

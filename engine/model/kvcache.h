@@ -25,6 +25,9 @@ typedef struct eng_kv_layout {
     int n_layers;
     int n_kv_heads;
     int head_dim;
+    /* What computed the values: F32 or BF16 matmul inputs (eng_model_options). Blocks
+     * computed one way are not what the other would compute, so they never mix. */
+    eng_dtype matmul_dtype;
 } eng_kv_layout;
 
 /* Whether K/V can be stored in dt: F32, F16 or BF16. The forward pass rounds each
@@ -39,7 +42,8 @@ int eng_kv_dtype_parse(const char *name, eng_dtype *out);
 /* Bytes of one (layer, block) unit: 2 * kv_heads * block_size * head_dim * dtype size. */
 size_t eng_kv_unit_bytes(const eng_kv_layout *l);
 int eng_kv_layout_equal(const eng_kv_layout *a, const eng_kv_layout *b);
-/* "f32 bs16 L28 kv8 d128": for logs and error messages. */
+/* "f32 bs16 L28 kv8 d128" ("... mm-bf16" for bf16 matmul inputs): for logs and
+ * error messages. */
 void eng_kv_layout_str(const eng_kv_layout *l, char *buf, size_t len);
 
 typedef struct eng_kv_pool eng_kv_pool;

@@ -77,6 +77,7 @@ static int get_matrix(eng_model *m, const char *name, int64_t rows, int64_t cols
     *out = (eng_weight){0};
     if (eng_st_get(m->st, name, 2, shape, &out->w, &out->dt, err) < 0)
         return -1;
+    out->x_bf16 = m->matmul_dtype == ENG_DT_BF16 && out->dt == ENG_DT_BF16;
     return out->dt == ENG_DT_F8E4M3 ? get_fp8_scales(m, name, rows, cols, out, err) : 0;
 }
 
@@ -256,6 +257,11 @@ int eng_model_load(const char *dir, const eng_model_options *opt, eng_model **ou
     }
     if (eng_st_open(dir, &m->st, err) < 0)
         goto fail;
+    m->matmul_dtype = opt ? opt->matmul_dtype : ENG_DT_F32;
+    if (m->matmul_dtype != ENG_DT_F32 && m->matmul_dtype != ENG_DT_BF16) {
+        eng_fail(err, "matmul dtype %s: only f32 and bf16 are supported", eng_dtype_name(m->matmul_dtype));
+        goto fail;
+    }
 
     /* Embedding rows are looked up, not multiplied: no FP8 there (Qwen's -FP8
      * checkpoints keep it bf16). */
@@ -269,9 +275,10 @@ int eng_model_load(const char *dir, const eng_model_options *opt, eng_model **ou
     }
     if (get_vector(m, "model.norm.weight", c->hidden_size, &m->final_norm, err) < 0)
         goto fail;
-    if (c->tie_word_embeddings)
+    if (c->tie_word_embeddings) {
         m->lm_head = m->embed;
-    else if (get_matrix(m, "lm_head.weight", c->vocab_size, c->hidden_size, &m->lm_head, err) < 0)
+        m->lm_head.x_bf16 = m->matmul_dtype == ENG_DT_BF16 && m->lm_head.dt == ENG_DT_BF16;
+    } else if (get_matrix(m, "lm_head.weight", c->vocab_size, c->hidden_size, &m->lm_head, err) < 0)
         goto fail;
     m->layers = calloc((size_t)c->num_hidden_layers, sizeof *m->layers);
     if (!m->layers) {
@@ -342,6 +349,7 @@ void eng_model_free(eng_model *m)
     free(rs->hb);
     free(rs->hb2);
     free(rs->out);
+    free(rs->xr);
     free(rs->pos);
     free(rs->item);
     free(rs->scores);
@@ -364,6 +372,7 @@ eng_kv_layout eng_model_kv_layout(const eng_model *m, int block_size, eng_dtype 
     l.n_layers = m->cfg.num_hidden_layers;
     l.n_kv_heads = m->cfg.num_key_value_heads;
     l.head_dim = m->cfg.head_dim;
+    l.matmul_dtype = m->matmul_dtype;
     return l;
 }
 

@@ -24,6 +24,11 @@ typedef struct eng_model_options {
      * share of each MoE layer (expert parallelism); shares of disjoint sets add up
      * to the full layer. Only owned experts' weights are touched. */
     const uint8_t *expert_mask;
+    /* What the matmuls with bf16 weights multiply: ENG_DT_F32 (inputs stay f32: exact,
+     * the default) or ENG_DT_BF16 (inputs rounded to bf16, as llama.cpp does on a bf16
+     * GGUF; twice the multiply-adds per instruction with AVX512-BF16). Every worker
+     * of a cluster must use the same: it changes what K/V hold. */
+    eng_dtype matmul_dtype;
 } eng_model_options;
 
 int eng_model_load(const char *dir, const eng_model_options *opt, eng_model **out, eng_error *err);

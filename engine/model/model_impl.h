@@ -26,6 +26,8 @@ typedef struct eng_run_state {
     float *att;      /* [T][heads * head_dim] attention output */
     float *hb, *hb2; /* [T][intermediate_size] dense MLP */
     float *out;      /* [T][hidden] what a sublayer adds to the residual */
+    float *xr;       /* [T][max(hidden, heads * head_dim, intermediate_size)] scratch of eng_matmul: inputs rounded
+                        to bf16 (matmul_dtype bf16 only) */
     int *pos;        /* [T] position of each token */
     int *item;       /* [T] which batch item each token belongs to */
     float *scores;   /* attention scratch: per task, (heads / kv_heads) rows of score_cap floats, then as many of
@@ -38,6 +40,7 @@ struct eng_model {
     eng_config cfg;
     eng_st *st;
     eng_pool *pool;
+    eng_dtype matmul_dtype; /* eng_model_options */
     eng_weight embed, lm_head;
     float *final_norm;
     eng_layer_weights *layers;

@@ -70,9 +70,14 @@ int eng_moe_route(eng_model *m, int layer, const float *x, int n_tokens, int *se
     const eng_config *c = &m->cfg;
     int H = c->hidden_size, E = c->num_experts, K = c->num_experts_per_tok;
     float *probs = malloc((size_t)n_tokens * E * sizeof(float));
-    if (!probs)
+    float *xr = m->matmul_dtype == ENG_DT_BF16 ? malloc((size_t)n_tokens * H * sizeof(float)) : NULL;
+    if (!probs || (m->matmul_dtype == ENG_DT_BF16 && !xr)) {
+        free(probs);
+        free(xr);
         return eng_fail(err, "out of memory routing %d tokens in layer %d", n_tokens, layer);
-    eng_matmul_weight(m->pool, probs, x, &m->layers[layer].router, n_tokens, H, E);
+    }
+    eng_matmul_weight(m->pool, probs, x, xr, &m->layers[layer].router, n_tokens, H, E);
+    free(xr);
     for (size_t t = 0; t < (size_t)n_tokens; t++) {
         eng_softmax(probs + t * E, E);
         top_k(probs + t * E, E, K, sel + t * K, sel_w + t * K);
@@ -121,8 +126,9 @@ int eng_moe_run_experts(eng_model *m, int layer, const float *x, const int *rows
     float *g = malloc(n * F * sizeof(float));
     float *u = malloc(n * F * sizeof(float));
     float *ye = malloc(n * H * sizeof(float));
+    float *xr = m->matmul_dtype == ENG_DT_BF16 ? malloc(n * (H > F ? H : F) * sizeof(float)) : NULL;
     int rc = -1;
-    if (!pick || !xe || !g || !u || !ye) {
+    if (!pick || !xe || !g || !u || !ye || (m->matmul_dtype == ENG_DT_BF16 && !xr)) {
         eng_fail(err, "out of memory in MoE layer %d for %d picks", layer, n_picks);
         goto done;
     }
@@ -138,10 +144,10 @@ int eng_moe_run_experts(eng_model *m, int layer, const float *x, const int *rows
             }
         /* down(silu(gate(x)) * up(x)) */
         const eng_matmul_out gate_up[] = {{g, &w->exp_gate[e], F}, {u, &w->exp_up[e], F}};
-        eng_matmul_multi(m->pool, xe, r, H, gate_up, 2);
+        eng_matmul_multi(m->pool, xe, xr, r, H, gate_up, 2);
         for (int i = 0; i < r; i++)
             eng_silu_mul(g + (size_t)i * F, u + (size_t)i * F, F);
-        eng_matmul_weight(m->pool, ye, g, &w->exp_down[e], r, F, H);
+        eng_matmul_weight(m->pool, ye, g, xr, &w->exp_down[e], r, F, H);
         for (int i = 0; i < r; i++)
             memcpy(y + (size_t)pick[i] * H, ye + (size_t)i * H, (size_t)H * sizeof(float));
     }
@@ -153,6 +159,7 @@ done:
     free(g);
     free(u);
     free(ye);
+    free(xr);
     return rc;
 }
 

@@ -6,6 +6,7 @@
 //        colocated  --colocated --decode-workers 2: tokens, streaming, chat, drain
 //        tokens     --prefill-workers 2 --decode-workers 2: tokens and chat only (e.g. MoE)
 //        tokens_colocated  the same, colocated
+//        tokens_mmbf16  tokens with --matmul-dtype bf16 on the cluster and on `tandem generate`
 // Checks (disagg):
 //   - chat and text completions, streaming and not; a streamed greedy answer equals
 //     the non-streamed one;
@@ -45,6 +46,7 @@ if (mode === "disagg" && !promtool) {
   process.exit(2);
 }
 const colocated = mode === "colocated" || mode === "tokens_colocated";
+const matmulArgs = mode === "tokens_mmbf16" ? ["--matmul-dtype", "bf16"] : [];
 const modelName = modelDir.replace(/\/+$/, "").split("/").pop();
 const procs = [];
 process.on("exit", () => {
@@ -62,6 +64,7 @@ const serveArgs = ["serve", "--model", modelDir, "--port", "0", "--threads-per-w
   "--kv-blocks", "2048", "--heartbeat-ms", "200", "--rpc-port", "0"];
 if (colocated) serveArgs.push("--colocated", "--decode-workers", "2");
 else serveArgs.push("--prefill-workers", "2", "--decode-workers", "2");
+serveArgs.push(...matmulArgs);
 const serve = spawn(tandem, serveArgs, { stdio: ["ignore", "pipe", "pipe"], detached: true });
 procs.push(serve);
 let serveErr = "";
@@ -142,7 +145,7 @@ function isErrorEvent(e) {
 
 // ------------------------------------------------------------------ references
 
-const generate = referenceGenerator(tandem, modelDir);
+const generate = referenceGenerator(tandem, modelDir, matmulArgs);
 const completionParams = (ref, maxTokens, samp) => referenceRequest(modelName, ref, maxTokens, samp);
 const streamCompletion = (p, onChunk) => streamReference(client, p, onChunk);
 
@@ -218,6 +221,14 @@ if (mode === "tokens") {
     assert.ok(!status().workers.some((x) => x.id === "intruder"));
     w.kill("SIGTERM");
     await once(w, "exit");
+  });
+}
+
+if (mode === "tokens_mmbf16") {
+  await check("every worker registered K/V computed with bf16 matmul inputs", async () => {
+    const layouts = [...serveErr.matchAll(/registered worker \S+ .*?, KV (.*?) x \d+ blocks/g)].map((m) => m[1]);
+    assert.equal(layouts.length, 4, serveErr);
+    for (const l of layouts) assert.match(l, / mm-bf16$/);
   });
 }
 

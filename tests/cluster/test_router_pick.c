@@ -107,6 +107,12 @@ static void test_layouts(void)
     v[1].layout.dtype = ENG_DT_BF16;
     CHECK(coord_route_pick(v, 3, 0, 10, 20, NULL, 0, &r, NULL, why, sizeof why) < 0, "bf16 against f32");
     CHECK(strstr(why, "bf16 bs16") && strstr(why, "f32 bs16"), "%s", why);
+    /* the prefill worker's KV dtype, but computed with bf16 matmul inputs: never paired */
+    v[1].layout.dtype = ENG_DT_F32;
+    v[1].layout.matmul_dtype = ENG_DT_BF16;
+    CHECK(coord_route_pick(v, 3, 0, 10, 20, NULL, 0, &r, NULL, why, sizeof why) < 0, "matmul dtype mismatch");
+    CHECK(strstr(why, "mm-bf16") != NULL, "%s", why);
+    v[1].layout.matmul_dtype = ENG_DT_F32;
     /* block size differs: also a mismatch */
     v[1].layout.dtype = ENG_DT_F32;
     v[1].layout.block_size = 32;

@@ -11,13 +11,13 @@ const execFileAsync = promisify(execFile);
 // Asynchronous on purpose: a synchronous spawn blocked the event loop for seconds, and
 // the HTTP client then reused keep-alive connections the coordinator had closed as idle
 // meanwhile ("Connection error.", "socket hang up").
-export function referenceGenerator(tandem, modelDir) {
+export function referenceGenerator(tandem, modelDir, extra = []) {
   const cache = new Map();
   return async function generate(prompt, maxTokens, samp) {
     const key = JSON.stringify([prompt, maxTokens, samp]);
     if (!cache.has(key)) {
       const args = ["generate", "--model", modelDir, "--raw", "--prompt", prompt, "--max-tokens", String(maxTokens),
-        "--json", "--threads", "1", "--temperature", String(samp.temperature)];
+        "--json", "--threads", "1", "--temperature", String(samp.temperature), ...extra];
       if (samp.top_k !== undefined) args.push("--top-k", String(samp.top_k));
       if (samp.top_p !== undefined) args.push("--top-p", String(samp.top_p));
       if (samp.seed !== undefined) args.push("--seed", String(samp.seed));

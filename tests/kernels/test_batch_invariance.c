@@ -32,12 +32,16 @@
 
 static const char *const VARIANTS[] = {"portable", "avx2", "avx512"};
 
-static void check_shape(eng_pool *pools[], int n_pools, eng_dtype dt, int n_in, int n_out)
+/* x_bf16: bf16 weights taking their inputs rounded to bf16 (--matmul-dtype bf16). */
+static void check_shape(eng_pool *pools[], int n_pools, eng_dtype dt, int x_bf16, int n_in, int n_out)
 {
     float *xs = malloc((size_t)POOL_ROWS * n_in * sizeof(float));
+    float *scratch = malloc((size_t)POOL_ROWS * n_in * sizeof(float));
     for (size_t i = 0; i < (size_t)POOL_ROWS * n_in; i++)
         xs[i] = rnd_f();
     eng_weight w = rnd_matrix(dt, n_out, n_in);
+    w.x_bf16 = x_bf16;
+    const char *mode = x_bf16 ? "bf16 x bf16" : eng_dtype_name(dt);
     float *alone = malloc((size_t)POOL_ROWS * n_out * sizeof(float));
     float *x = malloc((size_t)POOL_ROWS * n_in * sizeof(float));
     float *y = malloc((size_t)POOL_ROWS * n_out * sizeof(float));
@@ -47,7 +51,7 @@ static void check_shape(eng_pool *pools[], int n_pools, eng_dtype dt, int n_in, 
         setenv("TANDEM_ISA", VARIANTS[v], 1);
         CHECK(strcmp(eng_kernels_init(), VARIANTS[v]) == 0, "TANDEM_ISA=%s not selected", VARIANTS[v]);
         for (int r = 0; r < POOL_ROWS; r++)
-            eng_matmul_weight(NULL, alone + (size_t)r * n_out, xs + (size_t)r * n_in, &w, 1, n_in, n_out);
+            eng_matmul_weight(NULL, alone + (size_t)r * n_out, xs + (size_t)r * n_in, scratch, &w, 1, n_in, n_out);
         int differ = 0;
         for (int p = 0; p < n_pools; p++)
             for (int B = 1; B <= POOL_ROWS; B++) {
@@ -55,7 +59,7 @@ static void check_shape(eng_pool *pools[], int n_pools, eng_dtype dt, int n_in, 
                 for (int i = 0; i < B; i++)
                     memcpy(x + (size_t)i * n_in, xs + (size_t)((start + i) % POOL_ROWS) * n_in,
                            (size_t)n_in * sizeof(float));
-                eng_matmul_weight(pools[p], y, x, &w, B, n_in, n_out);
+                eng_matmul_weight(pools[p], y, x, scratch, &w, B, n_in, n_out);
                 for (int i = 0; i < B; i++) {
                     int r = (start + i) % POOL_ROWS;
                     int same = memcmp(y + (size_t)i * n_out, alone + (size_t)r * n_out,
@@ -64,14 +68,15 @@ static void check_shape(eng_pool *pools[], int n_pools, eng_dtype dt, int n_in, 
                     CHECK(same,
                           "%s %s n_in=%d n_out=%d threads=%d: row %d at position %d of a batch of %d "
                           "differs from the row alone",
-                          VARIANTS[v], eng_dtype_name(dt), n_in, n_out, eng_pool_threads(pools[p]), r, i, B);
+                          VARIANTS[v], mode, n_in, n_out, eng_pool_threads(pools[p]), r, i, B);
                 }
             }
-        printf("%-8s %-4s n_in=%4d n_out=%3d: %d of %d batched rows differ from alone\n", VARIANTS[v],
-               eng_dtype_name(dt), n_in, n_out, differ, n_pools * POOL_ROWS * (POOL_ROWS + 1) / 2);
+        printf("%-8s %-11s n_in=%4d n_out=%3d: %d of %d batched rows differ from alone\n", VARIANTS[v], mode, n_in,
+               n_out, differ, n_pools * POOL_ROWS * (POOL_ROWS + 1) / 2);
     }
     unsetenv("TANDEM_ISA");
     free(xs);
+    free(scratch);
     rnd_matrix_free(&w);
     free(alone);
     free(x);
@@ -159,11 +164,13 @@ int main(void)
     CHECK(pools[0] && pools[1], "thread pools");
     if (!pools[0] || !pools[1])
         return check_summary();
-    for (int dt = 0; dt <= ENG_DT_F8E4M3; dt++) {
+    /* every dtype, then bf16 weights on inputs rounded to bf16 */
+    for (int d = 0; d <= ENG_DT_F8E4M3 + 1; d++) {
+        eng_dtype dt = d > ENG_DT_F8E4M3 ? ENG_DT_BF16 : (eng_dtype)d;
         /* n_in past an input block (1024 floats) and not a multiple of a vector; one output tile and a bit */
-        check_shape(pools, 1, (eng_dtype)dt, 1100, 5);
+        check_shape(pools, 1, dt, d > ENG_DT_F8E4M3, 1100, 5);
         /* outputs split between threads (tasks of 16 rows): 1 and 3 threads */
-        check_shape(pools, 2, (eng_dtype)dt, 77, 67);
+        check_shape(pools, 2, dt, d > ENG_DT_F8E4M3, 77, 67);
     }
     eng_pool_destroy(pools[0]);
     eng_pool_destroy(pools[1]);

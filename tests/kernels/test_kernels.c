@@ -199,15 +199,25 @@ static void ref_matmul(double *y, const float *x, const eng_weight *w, int nt, i
         }
 }
 
-static void test_matmul_shape(eng_pool *pools[4], eng_dtype dt, int nt, int n_in, int n_out)
+/* x_bf16 (bf16 weights only): inputs rounded to bf16 first, against a reference on
+ * the rounded inputs; x itself must stay as it was. */
+static void test_matmul_shape(eng_pool *pools[4], eng_dtype dt, int x_bf16, int nt, int n_in, int n_out)
 {
-    float *x = malloc((size_t)nt * n_in * sizeof(float));
-    for (size_t i = 0; i < (size_t)nt * n_in; i++)
+    size_t nx = (size_t)nt * n_in;
+    float *x = malloc(nx * sizeof(float)), *x0 = malloc(nx * sizeof(float));
+    float *scratch = x_bf16 ? malloc(nx * sizeof(float)) : NULL;
+    for (size_t i = 0; i < nx; i++)
         x[i] = rnd_f();
     eng_weight w = rnd_matrix(dt, n_out, n_in);
+    w.x_bf16 = x_bf16;
     size_t ny = (size_t)nt * n_out;
     double *ref = malloc(ny * sizeof(double)), *mag = malloc(ny * sizeof(double));
-    ref_matmul(ref, x, &w, nt, n_in, n_out, mag);
+    memcpy(x0, x, nx * sizeof(float));
+    if (x_bf16)
+        eng_round_to(ENG_DT_BF16, x0, nx);
+    ref_matmul(ref, x0, &w, nt, n_in, n_out, mag);
+    memcpy(x0, x, nx * sizeof(float));
+    const char *mode = x_bf16 ? "bf16 x bf16" : eng_dtype_name(dt);
     /* FP8: the same matrix dequantised to f32 must give bitwise the same result */
     float *deq = NULL;
     if (dt == ENG_DT_F8E4M3) {
@@ -227,8 +237,9 @@ static void test_matmul_shape(eng_pool *pools[4], eng_dtype dt, int nt, int n_in
         use_variant(VARIANTS[v]);
         for (int th = 1; th <= 3; th++) {
             y[ny] = -777.0f;
-            eng_matmul_weight(pools[th], y, x, &w, nt, n_in, n_out);
+            eng_matmul_weight(pools[th], y, x, scratch, &w, nt, n_in, n_out);
             CHECK(y[ny] == -777.0f, "%s matmul wrote past y", VARIANTS[v]);
+            CHECK(memcmp(x, x0, nx * sizeof(float)) == 0, "%s matmul %s changed its input", VARIANTS[v], mode);
             if (th == 1 && deq) {
                 eng_matmul(pools[th], y1, x, deq, ENG_DT_F32, nt, n_in, n_out);
                 CHECK(memcmp(y, y1, ny * sizeof(float)) == 0,
@@ -240,31 +251,32 @@ static void test_matmul_shape(eng_pool *pools[4], eng_dtype dt, int nt, int n_in
                 for (size_t i = 0; i < ny; i++) {
                     double err = fabs(y[i] - ref[i]);
                     CHECK(err <= 1e-6 * mag[i] + 1e-6 * sqrt(n_in) + 1e-30,
-                          "%s matmul %s nt=%d n_in=%d n_out=%d idx=%zu got %.9g want %.9g", VARIANTS[v],
-                          eng_dtype_name(dt), nt, n_in, n_out, i, y[i], ref[i]);
+                          "%s matmul %s nt=%d n_in=%d n_out=%d idx=%zu got %.9g want %.9g", VARIANTS[v], mode, nt, n_in,
+                          n_out, i, y[i], ref[i]);
                 }
                 if (v == 0)
                     memcpy(port, y, ny * sizeof(float));
                 else
                     for (size_t i = 0; i < ny; i++)
                         CHECK(fabsf(y[i] - port[i]) <= 2e-6 * mag[i] + 1e-30,
-                              "%s vs portable %s nt=%d n_in=%d n_out=%d idx=%zu", VARIANTS[v], eng_dtype_name(dt), nt,
-                              n_in, n_out, i);
+                              "%s vs portable %s nt=%d n_in=%d n_out=%d idx=%zu", VARIANTS[v], mode, nt, n_in, n_out,
+                              i);
             } else {
                 CHECK(memcmp(y, y1, ny * sizeof(float)) == 0,
-                      "%s matmul %s nt=%d n_in=%d n_out=%d: %d threads differ from 1", VARIANTS[v], eng_dtype_name(dt),
-                      nt, n_in, n_out, th);
+                      "%s matmul %s nt=%d n_in=%d n_out=%d: %d threads differ from 1", VARIANTS[v], mode, nt, n_in,
+                      n_out, th);
             }
         }
         /* A token's result must not depend on the rest of the batch
          * (test_batch_invariance checks this at every batch size). */
         int t = nt - 1;
-        eng_matmul_weight(pools[2], single, x + (size_t)t * n_in, &w, 1, n_in, n_out);
+        eng_matmul_weight(pools[2], single, x + (size_t)t * n_in, scratch, &w, 1, n_in, n_out);
         CHECK(memcmp(single, y1 + (size_t)t * n_out, (size_t)n_out * sizeof(float)) == 0,
-              "%s matmul %s nt=%d n_in=%d n_out=%d: batch changes token %d", VARIANTS[v], eng_dtype_name(dt), nt, n_in,
-              n_out, t);
+              "%s matmul %s nt=%d n_in=%d n_out=%d: batch changes token %d", VARIANTS[v], mode, nt, n_in, n_out, t);
     }
     free(x);
+    free(x0);
+    free(scratch);
     rnd_matrix_free(&w);
     free(deq);
     free(ref);
@@ -293,7 +305,9 @@ static void test_matmul(void)
                 for (size_t c = 0; c < sizeof nts / sizeof nts[0]; c++) {
                     if (!full && (c % 5) != (a + b) % 5)
                         continue;
-                    test_matmul_shape(pools, (eng_dtype)dt, nts[c], n_ins[a], n_outs[b]);
+                    test_matmul_shape(pools, (eng_dtype)dt, 0, nts[c], n_ins[a], n_outs[b]);
+                    if (dt == ENG_DT_BF16)
+                        test_matmul_shape(pools, ENG_DT_BF16, 1, nts[c], n_ins[a], n_outs[b]);
                 }
             }
     /* An empty sum is zero on every path (decode and prefill token counts). */
@@ -311,11 +325,13 @@ static void test_matmul(void)
         }
     }
     /* Larger shapes that cross every blocking boundary and use many tasks. */
-    test_matmul_shape(pools, ENG_DT_BF16, 37, 1040, 300);
-    test_matmul_shape(pools, ENG_DT_F16, 70, 200, 129);
-    test_matmul_shape(pools, ENG_DT_F32, 19, 333, 97);
-    test_matmul_shape(pools, ENG_DT_F8E4M3, 1, 2100, 70);
-    test_matmul_shape(pools, ENG_DT_F8E4M3, 101, 2100, 70);
+    test_matmul_shape(pools, ENG_DT_BF16, 0, 37, 1040, 300);
+    test_matmul_shape(pools, ENG_DT_BF16, 1, 37, 1040, 300);
+    test_matmul_shape(pools, ENG_DT_BF16, 1, 1, 2100, 70);
+    test_matmul_shape(pools, ENG_DT_F16, 0, 70, 200, 129);
+    test_matmul_shape(pools, ENG_DT_F32, 0, 19, 333, 97);
+    test_matmul_shape(pools, ENG_DT_F8E4M3, 0, 1, 2100, 70);
+    test_matmul_shape(pools, ENG_DT_F8E4M3, 0, 101, 2100, 70);
     for (int th = 1; th <= 3; th++)
         eng_pool_destroy(pools[th]);
 }
@@ -330,33 +346,38 @@ static void test_matmul_multi(void)
     eng_pool *pool = eng_pool_create(3);
     CHECK(pool != NULL, "pool of 3");
     static const int nts[] = {1, 2, 3, 4, 9};
-    for (int dt = 0; dt <= ENG_DT_F8E4M3; dt++)
+    /* every dtype, then bf16 with every other matrix taking its inputs as bf16 */
+    for (int d = 0; d <= ENG_DT_F8E4M3 + 1; d++)
         for (size_t c = 0; c < sizeof nts / sizeof nts[0]; c++) {
+            eng_dtype dt = d > ENG_DT_F8E4M3 ? ENG_DT_BF16 : (eng_dtype)d;
             int nt = nts[c];
             float *x = malloc((size_t)nt * N_IN * sizeof(float));
+            float *scratch = malloc((size_t)nt * N_IN * sizeof(float));
             for (size_t i = 0; i < (size_t)nt * N_IN; i++)
                 x[i] = rnd_f();
             eng_weight w[N];
             eng_matmul_out outs[N];
             float *alone[N];
             for (int p = 0; p < N; p++) {
-                w[p] = rnd_matrix((eng_dtype)dt, n_outs[p] ? n_outs[p] : 1, N_IN);
+                w[p] = rnd_matrix(dt, n_outs[p] ? n_outs[p] : 1, N_IN);
+                w[p].x_bf16 = d > ENG_DT_F8E4M3 && p % 2;
                 outs[p] = (eng_matmul_out){malloc(((size_t)nt * n_outs[p] + 1) * sizeof(float)), &w[p], n_outs[p]};
                 alone[p] = malloc(((size_t)nt * n_outs[p] + 1) * sizeof(float));
                 outs[p].y[(size_t)nt * n_outs[p]] = -777.0f;
-                eng_matmul_weight(pool, alone[p], x, &w[p], nt, N_IN, n_outs[p]);
+                eng_matmul_weight(pool, alone[p], x, scratch, &w[p], nt, N_IN, n_outs[p]);
             }
-            eng_matmul_multi(pool, x, nt, N_IN, outs, N);
+            eng_matmul_multi(pool, x, scratch, nt, N_IN, outs, N);
             for (int p = 0; p < N; p++) {
                 CHECK(memcmp(outs[p].y, alone[p], (size_t)nt * n_outs[p] * sizeof(float)) == 0,
-                      "matmul_multi %s nt=%d: matrix %d differs from its own call", eng_dtype_name((eng_dtype)dt), nt,
-                      p);
+                      "matmul_multi %s%s nt=%d: matrix %d differs from its own call", eng_dtype_name(dt),
+                      w[p].x_bf16 ? " (bf16 inputs)" : "", nt, p);
                 CHECK(outs[p].y[(size_t)nt * n_outs[p]] == -777.0f, "matmul_multi wrote past matrix %d", p);
                 rnd_matrix_free(&w[p]);
                 free(outs[p].y);
                 free(alone[p]);
             }
             free(x);
+            free(scratch);
         }
     eng_pool_destroy(pool);
 }

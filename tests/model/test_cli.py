@@ -122,6 +122,13 @@ if d:
     for dt in ("f32", "f16", "bf16"):
         k = gen(dense, "The capital of France is", "--max-tokens", "9", "--temperature", "0", "--kv-dtype", dt)
         check(k and k["tokens"] == d["tokens"], f"--kv-dtype {dt}: {k and k['tokens']} != {d['tokens']}")
+    # bf16 matmul inputs: the same greedy ids here too, and bench says which it ran
+    k = gen(dense, "The capital of France is", "--max-tokens", "9", "--temperature", "0", "--matmul-dtype", "bf16")
+    check(k and k["tokens"] == d["tokens"], f"--matmul-dtype bf16: {k and k['tokens']} != {d['tokens']}")
+    for mm in ("f32", "bf16"):
+        rc, out, err = run("bench", "--model", dense, "--prompt-tokens", "40", "--decode-tokens", "4", "--json",
+                           *(["--matmul-dtype", mm] if mm != "f32" else []))
+        check(rc == 0 and json.loads(out)["matmul_dtype"] == mm, f"bench --matmul-dtype {mm}: {rc} {err} {out}")
 
 # bad input: non-zero exit, one line naming the problem
 # without --raw the prompt is one user message through the chat template
@@ -140,6 +147,8 @@ fails_with("--sequences", "bench", "--model", dense, "--sequences", "0")
 fails_with("--kv-dtype must be one of bf16|f16|f32, got 'f8'", "generate", "--model", dense, "--prompt", "Hi", "--raw",
            "--kv-dtype", "f8")
 fails_with("--kv-dtype must be one of bf16|f16|f32", "bench", "--model", dense, "--kv-dtype", "fp32")
+fails_with("--matmul-dtype must be one of f32|bf16, got 'f16'", "generate", "--model", dense, "--prompt", "Hi", "--raw",
+           "--matmul-dtype", "f16")
 tmp = tempfile.mkdtemp()
 try:
     for f in os.listdir(dense):
