@@ -76,23 +76,6 @@ float eng_f16_to_f32(uint16_t h)
     return v.f;
 }
 
-static uint32_t f32_bits(float f)
-{
-    union {
-        float f;
-        uint32_t u;
-    } v = {.f = f};
-    return v.u;
-}
-
-static uint16_t f32_to_bf16(float f)
-{
-    uint32_t x = f32_bits(f);
-    if ((x & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((x >> 16) | 0x40); /* NaN stays a quiet NaN */
-    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
-}
-
 /* Keeps the bits of m above the lowest shift, rounded to nearest even (shift >= 1). */
 static uint32_t shift_round_even(uint32_t m, int shift)
 {
@@ -102,7 +85,7 @@ static uint32_t shift_round_even(uint32_t m, int shift)
 
 static uint16_t f32_to_f16(float f)
 {
-    uint32_t x = f32_bits(f), ax = x & 0x7fffffffu;
+    uint32_t x = eng_f32_bits(f), ax = x & 0x7fffffffu;
     uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
     if (ax > 0x7f800000u)
         return (uint16_t)(sign | 0x7e00 | ((ax >> 13) & 0x3ff));
@@ -116,13 +99,18 @@ static uint16_t f32_to_f16(float f)
     return (uint16_t)(sign | shift_round_even((ax & 0x7fffffu) | 0x800000u, shift));
 }
 
+static inline const eng_kernel_impl *K(void); /* the chosen variant, below */
+
 void eng_from_f32(void *dst, const float *src, eng_dtype dt, size_t n)
 {
     uint16_t *d16 = dst;
     switch (dt) {
     case ENG_DT_BF16:
-        for (size_t i = 0; i < n; i++)
-            d16[i] = f32_to_bf16(src[i]);
+        if (K()->from_f32_bf16)
+            K()->from_f32_bf16(d16, src, n);
+        else
+            for (size_t i = 0; i < n; i++)
+                d16[i] = eng_f32_to_bf16(src[i]);
         break;
     case ENG_DT_F16:
         for (size_t i = 0; i < n; i++)
@@ -137,7 +125,7 @@ void eng_round_to(eng_dtype dt, float *x, size_t n)
     switch (dt) {
     case ENG_DT_BF16:
         for (size_t i = 0; i < n; i++)
-            x[i] = eng_bf16_to_f32(f32_to_bf16(x[i]));
+            x[i] = eng_bf16_to_f32(eng_f32_to_bf16(x[i]));
         break;
     case ENG_DT_F16:
         for (size_t i = 0; i < n; i++)

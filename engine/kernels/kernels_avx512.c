@@ -55,6 +55,8 @@ static inline __m128 hsum4_512(__m512 a, __m512 b, __m512 c, __m512 d)
 static void matmul_rows_bf16(float *y, int ldy, const uint16_t *x, const eng_weight *w, int n_tokens, int n_in, int o0,
                              int o1);
 #define SIMD_MATMUL_ROWS_BF16 matmul_rows_bf16
+static void from_f32_bf16(uint16_t *dst, const float *src, size_t n);
+#define SIMD_FROM_F32_BF16 from_f32_bf16
 
 #define SIMD_IMPL_NAME eng_kernels_avx512
 #define SIMD_ISA_STRING "avx512"
@@ -162,6 +164,24 @@ static void bf16_gemm_rows(float *y, int ldy, const uint16_t *x, const eng_weigh
             }
         }
     }
+}
+
+/* vcvtneps2bf16 rounds to nearest even and quiets a NaN as eng_f32_to_bf16 does, but
+ * reads a subnormal input as zero: a vector holding one takes the scalar rule. */
+static void from_f32_bf16(uint16_t *dst, const float *src, size_t n)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(src + i);
+        if (_mm512_fpclass_ps_mask(v, 0x20)) { /* 0x20: subnormal */
+            for (int k = 0; k < 16; k++)
+                dst[i + k] = eng_f32_to_bf16(src[i + k]);
+            continue;
+        }
+        _mm256_storeu_si256((__m256i *)(void *)(dst + i), (__m256i)_mm512_cvtneps_pbh(v));
+    }
+    for (; i < n; i++)
+        dst[i] = eng_f32_to_bf16(src[i]);
 }
 
 static void matmul_rows_bf16(float *y, int ldy, const uint16_t *x, const eng_weight *w, int n_tokens, int n_in, int o0,

@@ -23,6 +23,9 @@ typedef struct eng_kernel_impl {
     void (*matmul_rows_bf16)(float *y, int ldy, const uint16_t *x, const eng_weight *w, int n_tokens, int n_in, int o0,
                              int o1);
     void (*to_f32)(float *dst, const void *src, eng_dtype dt, size_t n);
+    /* dst[i] = eng_f32_to_bf16(src[i]), bit for bit, with a conversion instruction;
+     * NULL: eng_from_f32 loops over eng_f32_to_bf16. */
+    void (*from_f32_bf16)(uint16_t *dst, const float *src, size_t n);
     float (*dot)(const float *a, const float *b, int n);
     void (*axpy)(float *y, float a, const float *x, int n);
     void (*scale)(float *y, float a, int n);
@@ -50,6 +53,24 @@ static inline float eng_bf16_to_f32(uint16_t h)
 }
 
 float eng_f16_to_f32(uint16_t h);
+
+static inline uint32_t eng_f32_bits(float f)
+{
+    union {
+        float f;
+        uint32_t u;
+    } v = {.f = f};
+    return v.u;
+}
+
+/* f rounded to bf16, nearest even (eng_from_f32's rule); a NaN stays a quiet NaN. */
+static inline uint16_t eng_f32_to_bf16(float f)
+{
+    uint32_t x = eng_f32_bits(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((x >> 16) | 0x40);
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
+}
 
 /* float8 e4m3fn (1 sign bit, 4 exponent bits with bias 7, 3 mantissa bits). Its
  * bits moved into an IEEE half (sign to bit 15, the other 7 to bits 13..7) are the

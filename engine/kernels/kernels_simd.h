@@ -577,6 +577,7 @@ const eng_kernel_impl SIMD_IMPL_NAME = {
     .matmul_rows = matmul_rows,
 #ifdef SIMD_MATMUL_ROWS_BF16
     .matmul_rows_bf16 = SIMD_MATMUL_ROWS_BF16,
+    .from_f32_bf16 = SIMD_FROM_F32_BF16,
 #endif
     .to_f32 = to_f32,
     .dot = dot,

@@ -655,6 +655,41 @@ static void test_dispatch(void)
     printf("\n");
 }
 
+/* A variant's vector f32 -> bf16 (eng_from_f32's fast path: K/V writes, bf16 matmul
+ * inputs) gives eng_f32_to_bf16's bits for every kind of value: random bit patterns
+ * (NaNs, infinities, subnormals among them), exact ties, and vectors that hold one
+ * subnormal among normal values; lengths with and without a partial vector. */
+static void test_from_f32_bf16(const eng_kernel_impl *k)
+{
+    if (!k->from_f32_bf16)
+        return;
+    enum { N = 16 * 64 + 7 };
+    float *x = malloc(N * sizeof *x);
+    uint16_t *got = malloc((N + 1) * sizeof *got);
+    for (int round = 0; round < 4; round++) {
+        for (int i = 0; i < N; i++) {
+            uint32_t u = rnd_u32();
+            if (round == 1) /* ties: the low 16 bits exactly half */
+                u = (u & 0xffff0000u) | 0x8000u;
+            else if (round == 2) /* subnormals, one in every vector */
+                u = i % 16 == 5 ? (u & 0x807fffffu) : (u & 0xbfffffffu) | 0x3f000000u;
+            else if (round == 3) /* NaNs and infinities */
+                u = (u & 0x807fffffu) | 0x7f800000u | (i % 3 == 0 ? 0 : 0x10000u);
+            memcpy(&x[i], &u, sizeof u);
+        }
+        for (int n = N - 7; n <= N; n += 7) {
+            got[n] = 0xabcd;
+            k->from_f32_bf16(got, x, (size_t)n);
+            CHECK(got[n] == 0xabcd, "%s from_f32_bf16 wrote past %d", k->name, n);
+            for (int i = 0; i < n; i++)
+                CHECK(got[i] == eng_f32_to_bf16(x[i]), "%s from_f32_bf16 round %d: %08x -> %04x, want %04x", k->name,
+                      round, eng_f32_bits(x[i]), got[i], eng_f32_to_bf16(x[i]));
+        }
+    }
+    free(x);
+    free(got);
+}
+
 int main(void)
 {
     test_dispatch();
@@ -667,6 +702,7 @@ int main(void)
         if (!k)
             continue;
         test_to_f32(k);
+        test_from_f32_bf16(k);
         test_vector_ops(k);
         test_sum_exp_vocab(k);
         test_rope(k);
