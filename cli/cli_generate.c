@@ -37,13 +37,12 @@ void cli_choose_sampling(const cli_sampling_opts *a, const eng_gen_config *g, en
     s->seed = a->have_seed ? a->seed : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 20);
 }
 
-int cli_session_open(cli_session *s, const char *model_dir, int n_threads, eng_dtype kv_dtype, eng_dtype matmul_dtype,
+int cli_session_open(cli_session *s, const char *model_dir, const eng_model_options *mo, eng_dtype kv_dtype,
                      int want_template, eng_error *err)
 {
     memset(s, 0, sizeof *s);
     s->kv_dtype = kv_dtype;
-    eng_model_options opt = {.n_threads = n_threads, .matmul_dtype = matmul_dtype};
-    if (eng_model_load(model_dir, &opt, &s->model, err) < 0 ||
+    if (eng_model_load(model_dir, mo, &s->model, err) < 0 ||
         eng_gen_config_load(model_dir, eng_model_config(s->model), &s->gen, err) < 0 ||
         eng_tokenizer_load(model_dir, &s->tok, err) < 0 ||
         (want_template && eng_chat_template_load(model_dir, &s->tmpl, err) < 0)) {

@@ -60,9 +60,9 @@ typedef struct cli_session {
 } cli_session;
 
 /* Loads the model, tokenizer, generation config and, with want_template, the chat
- * template of tokenizer_config.json; its KV cache stores kv_dtype, its matmuls take
- * matmul_dtype inputs (eng_model_options). */
-int cli_session_open(cli_session *s, const char *model_dir, int n_threads, eng_dtype kv_dtype, eng_dtype matmul_dtype,
+ * template of tokenizer_config.json, the model loaded with mo; its KV cache stores
+ * kv_dtype. */
+int cli_session_open(cli_session *s, const char *model_dir, const eng_model_options *mo, eng_dtype kv_dtype,
                      int want_template, eng_error *err);
 void cli_session_close(cli_session *s);
 

@@ -16,7 +16,7 @@
 #include <time.h>
 
 #include "cli_args.h"
-#include "cli_dtypes.h"
+#include "cli_model.h"
 #include "commands.h"
 #include "common/clock.h"
 #include "model/model.h"
@@ -27,7 +27,7 @@
 
 typedef struct bench_args {
     const char *model, *kv_dtype, *matmul_dtype;
-    int prompt_tokens, decode_tokens, sequences, threads, json;
+    int prompt_tokens, decode_tokens, sequences, threads, json, mmap;
 } bench_args;
 
 #define B bench_args
@@ -39,6 +39,7 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(B, threads, "--threads", "N", 1, 4096, NULL, "compute threads; default: one per CPU"),
     CLI_KV_DTYPE_OPT(B, kv_dtype),
     CLI_MATMUL_DTYPE_OPT(B, matmul_dtype),
+    CLI_MMAP_OPT(B, mmap),
     CLI_FLAG_OPT(B, json, "--json", "one JSON object: prefill_tok_s, decode_tok_s, peak_rss_bytes, ..."),
 };
 #undef B
@@ -46,7 +47,7 @@ static const cli_opt OPTS[] = {
 static const cli_command CMD = {
     .name = "tandem bench",
     .usage = "--model DIR [--prompt-tokens P] [--decode-tokens D] [--sequences S] [--threads N] "
-             "[--kv-dtype bf16|f16|f32] [--matmul-dtype f32|bf16] [--json]",
+             "[--kv-dtype bf16|f16|f32] [--matmul-dtype f32|bf16] [--mmap] [--json]",
     .opts = OPTS,
     .n_opts = CLI_COUNT(OPTS),
 };
@@ -69,7 +70,8 @@ int cmd_bench(int argc, char **argv)
     float *logits = NULL;
     int status = 1;
     double t0 = eng_now_s();
-    eng_model_options opt = {.n_threads = threads, .matmul_dtype = cli_matmul_dtype(a.matmul_dtype)};
+    eng_model_options opt = {
+        .n_threads = threads, .matmul_dtype = cli_matmul_dtype(a.matmul_dtype), .mmap_weights = a.mmap};
     if (eng_model_load(model, &opt, &m, &err) < 0)
         goto fail;
     const eng_config *c = eng_model_config(m);

@@ -29,13 +29,13 @@
 
 #include "chat/parser.h"
 #include "cli_generate.h"
-#include "cli_dtypes.h"
+#include "cli_model.h"
 #include "commands.h"
 #include "common/buf.h"
 
 typedef struct chat_args {
     const char *model, *kv_dtype, *matmul_dtype, *system;
-    int no_think, verbose, max_tokens, threads;
+    int no_think, verbose, max_tokens, threads, mmap;
     cli_sampling_opts sampling;
 } chat_args;
 
@@ -49,6 +49,7 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(C, threads, "--threads", "N", 1, 4096, NULL, "compute threads; default: one per CPU"),
     CLI_KV_DTYPE_OPT(C, kv_dtype),
     CLI_MATMUL_DTYPE_OPT(C, matmul_dtype),
+    CLI_MMAP_OPT(C, mmap),
     CLI_FLAG_OPT(C, verbose, "--verbose", "one line per turn on stderr: tokens, cache reuse, speed"),
 };
 #undef C
@@ -309,8 +310,11 @@ int cmd_chat(int argc, char **argv)
     size_t cap = 0;
     int status = 1, interactive = isatty(STDIN_FILENO);
 
-    if (cli_session_open(&c.s, a.model, a.threads, cli_kv_dtype(a.kv_dtype), cli_matmul_dtype(a.matmul_dtype), 1,
-                         &err) < 0)
+    if (cli_session_open(&c.s, a.model,
+                         &(eng_model_options){.n_threads = a.threads,
+                                              .matmul_dtype = cli_matmul_dtype(a.matmul_dtype),
+                                              .mmap_weights = a.mmap},
+                         cli_kv_dtype(a.kv_dtype), 1, &err) < 0)
         goto fail;
     /* No SA_RESTART: Ctrl-C at the prompt interrupts getline, which ends the chat. */
     struct sigaction sa = {.sa_handler = on_sigint};

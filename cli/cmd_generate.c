@@ -15,7 +15,7 @@
 
 #include "chat/parser.h"
 #include "cli_generate.h"
-#include "cli_dtypes.h"
+#include "cli_model.h"
 #include "commands.h"
 #include "common/buf.h"
 #include "common/clock.h"
@@ -26,7 +26,7 @@
 
 typedef struct gen_args {
     const char *model, *kv_dtype, *matmul_dtype, *prompt, *prompt_file;
-    int raw, no_think, json, max_tokens, top_logprobs, threads;
+    int raw, no_think, json, max_tokens, top_logprobs, threads, mmap;
     cli_sampling_opts sampling;
 } gen_args;
 
@@ -47,6 +47,7 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(G, threads, "--threads", "N", 1, 4096, NULL, "compute threads; default: one per CPU"),
     CLI_KV_DTYPE_OPT(G, kv_dtype),
     CLI_MATMUL_DTYPE_OPT(G, matmul_dtype),
+    CLI_MMAP_OPT(G, mmap),
     CLI_FLAG_OPT(G, json, "--json",
                  "print one JSON object: prompt_tokens, tokens, text, reasoning_content,\n"
                  "content, tool_calls (not with --raw), finish_reason, logprobs, timing"),
@@ -201,8 +202,11 @@ int cmd_generate(int argc, char **argv)
     }
     if (!text)
         goto fail;
-    if (cli_session_open(&s, a.model, a.threads, cli_kv_dtype(a.kv_dtype), cli_matmul_dtype(a.matmul_dtype), !a.raw,
-                         &err) < 0 ||
+    if (cli_session_open(&s, a.model,
+                         &(eng_model_options){.n_threads = a.threads,
+                                              .matmul_dtype = cli_matmul_dtype(a.matmul_dtype),
+                                              .mmap_weights = a.mmap},
+                         cli_kv_dtype(a.kv_dtype), !a.raw, &err) < 0 ||
         build_prompt(&s, text, len, &a, &rendered, &prompt, &n_prompt, &err) < 0)
         goto fail;
     cli_choose_sampling(&a.sampling, &s.gen, &samp);

@@ -29,7 +29,7 @@
 #include <time.h>
 
 #include "cli_args.h"
-#include "cli_dtypes.h"
+#include "cli_model.h"
 #include "commands.h"
 #include "common/clock.h"
 #include "kvtransfer.h"
@@ -41,7 +41,7 @@
 
 typedef struct profile_args {
     const char *model, *out, *kv_dtype, *matmul_dtype;
-    int threads, json, repeats, max_tokens, max_batch, max_context, co_runners;
+    int threads, json, repeats, max_tokens, max_batch, max_context, co_runners, mmap;
 } profile_args;
 
 #define A profile_args
@@ -51,6 +51,7 @@ static const cli_opt OPTS[] = {
                 "compute threads, as the worker will run with; default: one per CPU"),
     CLI_KV_DTYPE_OPT(A, kv_dtype),
     CLI_MATMUL_DTYPE_OPT(A, matmul_dtype),
+    CLI_MMAP_OPT(A, mmap),
     CLI_FLAG_OPT(A, json, "--json", "print the profile (JSON) on stdout instead of the table"),
     CLI_STR_OPT(A, out, "--out", "FILE", NULL, "also write the profile (JSON) to FILE", 0),
     CLI_INT_OPT(A, repeats, "--repeats", "R", 1, 100, "3", "timings of each point (min, median, max kept)"),
@@ -142,7 +143,8 @@ static int profiler_open(profiler *p, const profile_args *a, eng_error *err)
     int T = a->max_tokens, B = a->max_batch, C = a->max_context;
     memset(p, 0, sizeof *p);
     p->repeats = a->repeats;
-    eng_model_options mo = {.n_threads = a->threads, .matmul_dtype = cli_matmul_dtype(a->matmul_dtype)};
+    eng_model_options mo = {
+        .n_threads = a->threads, .matmul_dtype = cli_matmul_dtype(a->matmul_dtype), .mmap_weights = a->mmap};
     if (eng_model_load(a->model, &mo, &p->m, err) < 0)
         return -1;
     eng_kv_layout layout = eng_model_kv_layout(p->m, KV_BLOCK, cli_kv_dtype(a->kv_dtype));

@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #include "cli_args.h"
-#include "cli_dtypes.h"
+#include "cli_model.h"
 #include "cli_log.h"
 #include "cli_tls.h"
 #include "commands.h"
@@ -53,7 +53,7 @@ static int n_children;
 
 typedef struct serve_args {
     const char *model, *host;
-    int n_prefill, n_decode, colocated, port, threads, kv_blocks, rpc_port, heartbeat_ms, ready_timeout;
+    int n_prefill, n_decode, colocated, port, threads, kv_blocks, rpc_port, heartbeat_ms, ready_timeout, mmap;
     int kv_max_conns, kv_io_timeout_ms;
     cli_log_opts log;
     const char *worker_log_level;
@@ -81,6 +81,7 @@ static const cli_opt OPTS[] = {
                 "KV pool size per worker in blocks; default: the worker's own"),
     CLI_KV_DTYPE_OPT(S, kv_dtype),
     CLI_MATMUL_DTYPE_OPT(S, matmul_dtype),
+    CLI_MMAP_OPT(S, mmap),
     CLI_INT_OPT(S, kv_max_conns, "--kv-max-conns", "N", 1, 65536, "256",
                 "passed to every worker: incoming TCP KV connections at once"),
     CLI_INT_OPT(S, kv_io_timeout_ms, "--kv-io-timeout-ms", "N", 1, 3600 * 1000, "10000",
@@ -534,6 +535,8 @@ int cmd_serve(int argc, char **argv)
         wargv[k++] = "--kv-io-timeout-ms", wargv[k++] = kv_timeout_s;
         wargv[k++] = "--kv-dtype", wargv[k++] = (char *)a.kv_dtype;
         wargv[k++] = "--matmul-dtype", wargv[k++] = (char *)a.matmul_dtype;
+        if (a.mmap)
+            wargv[k++] = "--mmap";
         if (a.kv_blocks)
             wargv[k++] = "--kv-blocks", wargv[k++] = kv_s;
         if (a.no_prefix_cache && in_prefill)

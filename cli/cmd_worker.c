@@ -14,7 +14,7 @@
 
 #include "cli_args.h"
 #include "cli_drain.h"
-#include "cli_dtypes.h"
+#include "cli_model.h"
 #include "cli_log.h"
 #include "cli_tls.h"
 #include "commands.h"
@@ -47,6 +47,7 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(W, o.block_size, "--block-size", "N", 1, 4096, "16", "tokens per KV block"),
     CLI_KV_DTYPE_OPT(W, o.kv_dtype),
     CLI_MATMUL_DTYPE_OPT(W, o.matmul_dtype),
+    CLI_MMAP_OPT(W, o.mmap_weights),
     CLI_INT_OPT(W, o.max_batch_tokens, "--max-batch-tokens", "N", 1, 1 << 24, "2048", "tokens per forward step"),
     CLI_INT_OPT(W, o.max_running, "--max-running", "N", 1, 1 << 20, "64", "sequences decoding at once"),
     CLI_CHOICE_OPT(W, o.kv_transport, "--kv-transport", "auto|tcp|rdma", "auto", "how KV blocks travel", 0),

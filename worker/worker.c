@@ -548,7 +548,7 @@ int wrk_start(const wrk_options *opt, wrk_worker **out, eng_error *err)
 
     if (metrics_server_start(w, err) < 0)
         goto fail;
-    eng_model_options mo = {.n_threads = opt->threads};
+    eng_model_options mo = {.n_threads = opt->threads, .mmap_weights = opt->mmap_weights};
     const char *mm = opt->matmul_dtype ? opt->matmul_dtype : "f32";
     if (strcmp(mm, "f32") != 0 && strcmp(mm, "bf16") != 0) {
         eng_fail(err, "matmul dtype '%s': must be f32 or bf16", mm);

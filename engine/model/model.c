@@ -255,7 +255,7 @@ int eng_model_load(const char *dir, const eng_model_options *opt, eng_model **ou
         }
         memcpy(m->expert_mask, opt->expert_mask, (size_t)c->num_experts);
     }
-    if (eng_st_open(dir, &m->st, err) < 0)
+    if (eng_st_open(dir, !(opt && opt->mmap_weights), &m->st, err) < 0)
         goto fail;
     m->matmul_dtype = opt ? opt->matmul_dtype : ENG_DT_F32;
     if (m->matmul_dtype != ENG_DT_F32 && m->matmul_dtype != ENG_DT_BF16) {

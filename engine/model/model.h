@@ -29,6 +29,11 @@ typedef struct eng_model_options {
      * GGUF; twice the multiply-adds per instruction with AVX512-BF16). Every worker
      * of a cluster must use the same: it changes what K/V hold. */
     eng_dtype matmul_dtype;
+    /* 1: map the checkpoint's files (pages shared by every process on the machine that
+     * maps them: several workers of one model on one host hold it once); 0: read the
+     * weights this process uses into its own memory, on huge pages where the kernel
+     * allows (decode streams them faster: docs/benchmarks.md). */
+    int mmap_weights;
 } eng_model_options;
 
 int eng_model_load(const char *dir, const eng_model_options *opt, eng_model **out, eng_error *err);

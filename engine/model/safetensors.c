@@ -19,11 +19,15 @@
 
 typedef struct st_file {
     char *path;
-    void *map;
+    void *map; /* the file's bytes at their offsets: its mapping, or (in memory) a private region */
     size_t size;
+    int fd;       /* in memory: open, tensors are read when first asked for; else -1 */
+    void *region; /* in memory: the anonymous mapping map lies in (map rounded up to a huge page) */
+    size_t region_size;
 } st_file;
 
 struct eng_st {
+    int in_memory;
     st_file *files;
     int n_files;
     eng_st_tensor *tensors;
@@ -60,11 +64,50 @@ static int add_tensor(eng_st *st, const eng_st_tensor *t)
     return 0;
 }
 
-/* Maps one file and adds its tensors. */
+/* bytes [off, off + n) of f into place (in memory). */
+static int read_range(const st_file *f, size_t off, size_t n, eng_error *err)
+{
+    while (n > 0) {
+        ssize_t r = pread(f->fd, (char *)f->map + off, n > (1u << 30) ? (1u << 30) : n, (off_t)off);
+        if (r <= 0)
+            return eng_fail(err, "%s: cannot read bytes %zu..%zu: %s", f->path, off, off + n,
+                            r < 0 ? strerror(errno) : "the file is shorter than it was");
+        off += (size_t)r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+#define HUGE_PAGE (2u << 20)
+
+/* In memory: a private region for the file's bytes, 2 MiB aligned and advised to use
+ * huge pages (the weights of one decode step span a GB: with 4 KiB pages of a file
+ * mapping every page is a TLB miss); only its header is read here. */
+static int open_in_memory(st_file *f, int fd, eng_error *err)
+{
+    f->fd = fd; /* eng_st_close closes it */
+    f->region_size = f->size + HUGE_PAGE;
+    f->region = mmap(NULL, f->region_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (f->region == MAP_FAILED) {
+        f->region = NULL;
+        return eng_fail(err, "%s: cannot reserve %zu bytes: %s", f->path, f->size, strerror(errno));
+    }
+    f->map = (void *)(((uintptr_t)f->region + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    (void)madvise(f->map, f->size, MADV_HUGEPAGE); /* a hint: without huge pages it still works */
+    if (read_range(f, 0, 8, err) < 0)
+        return -1;
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--)
+        hlen = (hlen << 8) | ((const unsigned char *)f->map)[i];
+    return hlen > f->size - 8 ? 0 : read_range(f, 8, (size_t)hlen, err); /* a bad length is named below */
+}
+
+/* Maps one file (or, in memory, reads its header) and adds its tensors. */
 static int open_file(eng_st *st, const char *path, eng_error *err)
 {
     st_file *f = &st->files[st->n_files];
     memset(f, 0, sizeof *f);
+    f->fd = -1;
     f->path = strdup(path);
     if (!f->path)
         return eng_fail(err, "%s: out of memory", path);
@@ -83,11 +126,16 @@ static int open_file(eng_st *st, const char *path, eng_error *err)
         return eng_fail(err, "%s: truncated file (%lld bytes, no safetensors header)", path, (long long)sb.st_size);
     }
     f->size = (size_t)sb.st_size;
-    f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (f->map == MAP_FAILED) {
-        f->map = NULL;
-        return eng_fail(err, "%s: cannot mmap: %s", path, strerror(errno));
+    if (st->in_memory) {
+        if (open_in_memory(f, fd, err) < 0)
+            return -1;
+    } else {
+        f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        close(fd);
+        if (f->map == MAP_FAILED) {
+            f->map = NULL;
+            return eng_fail(err, "%s: cannot mmap: %s", path, strerror(errno));
+        }
     }
 
     uint64_t hlen = 0;
@@ -161,6 +209,7 @@ static int open_file(eng_st *st, const char *path, eng_error *err)
         }
         t.data = data + ob;
         t.nbytes = (size_t)(oe - ob);
+        t.file_index = st->n_files - 1;
         t.name = strdup(it->string);
         if (!t.name || add_tensor(st, &t) < 0) {
             free((void *)t.name);
@@ -241,12 +290,13 @@ static int read_index(const char *dir, const char *path, eng_st *st, char ***sha
     return 0;
 }
 
-int eng_st_open(const char *dir, eng_st **out, eng_error *err)
+int eng_st_open(const char *dir, int in_memory, eng_st **out, eng_error *err)
 {
     *out = NULL;
     eng_st *st = calloc(1, sizeof *st);
     if (!st)
         return eng_fail(err, "out of memory");
+    st->in_memory = in_memory;
     char index_path[4096], single[4096];
     snprintf(index_path, sizeof index_path, "%s/model.safetensors.index.json", dir);
     snprintf(single, sizeof single, "%s/model.safetensors", dir);
@@ -319,9 +369,14 @@ void eng_st_close(eng_st *st)
         free((void *)st->tensors[i].name);
     free(st->tensors);
     for (int i = 0; i < st->n_files; i++) {
-        if (st->files[i].map)
-            munmap(st->files[i].map, st->files[i].size);
-        free(st->files[i].path);
+        st_file *f = &st->files[i];
+        if (f->region)
+            munmap(f->region, f->region_size);
+        else if (f->map)
+            munmap(f->map, f->size);
+        if (f->fd >= 0)
+            close(f->fd);
+        free(f->path);
     }
     free(st->files);
     free(st->source);
@@ -380,10 +435,10 @@ static void shape_str(char *buf, size_t len, int n, const int64_t *shape)
         snprintf(buf + used, len - used, "]");
 }
 
-int eng_st_get(const eng_st *st, const char *name, int n_dims, const int64_t *shape, const void **data, eng_dtype *dt,
+int eng_st_get(eng_st *st, const char *name, int n_dims, const int64_t *shape, const void **data, eng_dtype *dt,
                eng_error *err)
 {
-    const eng_st_tensor *t = eng_st_find(st, name);
+    eng_st_tensor *t = (eng_st_tensor *)eng_st_find(st, name);
     if (!t)
         return eng_fail(err, "%s: missing tensor %s", st->source, name);
     if (!strcmp(t->dtype, "BF16"))
@@ -405,6 +460,12 @@ int eng_st_get(const eng_st *st, const char *name, int n_dims, const int64_t *sh
         shape_str(got, sizeof got, t->n_dims, t->shape);
         shape_str(want, sizeof want, n_dims, shape);
         return eng_fail(err, "%s: tensor %s has shape %s, expected %s", t->file, name, got, want);
+    }
+    if (st->in_memory && !t->loaded) {
+        const st_file *f = &st->files[t->file_index];
+        if (read_range(f, (size_t)((const char *)t->data - (const char *)f->map), t->nbytes, err) < 0)
+            return -1;
+        t->loaded = 1;
     }
     *data = t->data;
     return 0;

@@ -386,18 +386,17 @@ if (mode === "disagg") {
   });
 
   await check("a decode worker SIGKILLed mid-request: reruns, explicit errors, routed around, taken back", async () => {
-    const victimId = "decode-1";
-    // the worker's pid and exact command line, from /proc (a child of tandem serve)
-    let victim = null;
+    // the decode workers' pids and exact command lines, from /proc (children of tandem serve)
+    const procsOf = {};
     for (const d of readdirSync("/proc")) {
       if (!/^\d+$/.test(d)) continue;
       let argv;
       try { argv = readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0").filter(Boolean); } catch { continue; }
-      if (argv[1] === "worker" && argv.includes(rpcAddr) && argv[argv.indexOf("--id") + 1] === victimId)
-        victim = { pid: Number(d), argv };
+      const id = argv[argv.indexOf("--id") + 1];
+      if (argv[1] === "worker" && argv.includes(rpcAddr) && /^decode-/.test(id)) procsOf[id] = { pid: Number(d), argv };
     }
-    assert.ok(victim, "decode-1's process");
-    const n = 48;
+    assert.deepEqual(Object.keys(procsOf).sort(), ["decode-1", "decode-2"], "the decode workers' processes");
+    const n = 256; // long enough to be running when the kill lands (48 sometimes were done)
     const prompts = Array.from({ length: 8 }, (_, i) => promptOf(40 + 10 * i, 20 + i));
     const refs = await Promise.all(prompts.map((p) => generate(p, n, GREEDY)));
     let streamedTokens = 0;
@@ -408,6 +407,16 @@ if (mode === "disagg") {
       .then((r) => ({ ok: true, r }), (e) => ({ ok: false, e })));
     const end = Date.now() + 10000;
     while (streamedTokens < 8 && Date.now() < end) await sleep(5);
+    // the victim: a decode worker running some of them now, by its own /metrics (the
+    // router balances by load, so usually both are; a fixed choice once found its
+    // worker idle and the kill hit nothing)
+    let victimId = null;
+    for (const w of status().workers.filter((x) => x.id in procsOf)) {
+      const m = await (await fetch(`http://${w.metrics_address}/metrics`)).text();
+      if ((metricValue(m, "tandem_num_requests_running") || 0) > 0 && (!victimId || w.id === "decode-1")) victimId = w.id;
+    }
+    assert.ok(victimId, "a decode worker running the requests");
+    const victim = procsOf[victimId];
     const logFrom = serveErr.length;
     process.kill(victim.pid, "SIGKILL");
     const sres = await Promise.all(streamed), pres = await Promise.all(plain);
@@ -426,7 +435,7 @@ if (mode === "disagg") {
     });
     const failed = failedOn(victimId, logFrom);
     assert.ok(failed.length > 0, `no request failed on ${victimId}: the kill hit nothing; the log since:\n` +
-      serveErr.slice(logFrom).split("\n").filter((l) => /failed|attempt|route|decode-1/.test(l)).slice(0, 40).join("\n"));
+      serveErr.slice(logFrom).split("\n").filter((l) => /failed|attempt|route|decode-/.test(l)).slice(0, 40).join("\n"));
     console.log(`   ${failed.length} attempt(s) failed on ${victimId}; streamed: ${4 - errors} completed by a rerun, ` +
       `${errors} ended with an error event`);
     // Out of rotation once the router saw the failure or, at the latest, after the

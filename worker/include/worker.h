@@ -44,6 +44,7 @@ typedef struct wrk_options {
     int block_size;           /* tokens per KV block; 0 = 16 */
     const char *kv_dtype;     /* how K/V are stored: "bf16", "f16", "f32"; NULL = ENG_KV_DTYPE_DEFAULT */
     const char *matmul_dtype; /* what matmuls with bf16 weights multiply: "f32" or "bf16"; NULL = "f32" */
+    int mmap_weights;         /* map the checkpoint's files instead of reading them (eng_model_options) */
     int max_batch_tokens;     /* tokens per forward step; 0 = 2048 */
     int max_running;          /* sequences decoding at once (and reservations); 0 = 64 */
     const char *kv_transport; /* "auto", "tcp", "rdma"; NULL = auto */

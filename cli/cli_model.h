@@ -1,7 +1,7 @@
-/* cli_dtypes.h: --kv-dtype and --matmul-dtype, the same rows in every command that
- * runs the model (worker, serve, generate, chat, profile, bench). */
-#ifndef CLI_DTYPES_H
-#define CLI_DTYPES_H
+/* cli_model.h: --kv-dtype, --matmul-dtype and --mmap, the same rows in every command
+ * that runs the model (worker, serve, generate, chat, profile, bench). */
+#ifndef CLI_MODEL_H
+#define CLI_MODEL_H
 
 #include "cli_args.h"
 #include "model/kvcache.h"
@@ -31,6 +31,13 @@ static inline eng_dtype cli_kv_dtype(const char *name)
                    "(about twice the prefill speed with AVX512-BF16); every\n"        \
                    "worker of a cluster must use the same",                           \
                    0)
+
+/* The row for the int field f of struct st. */
+#define CLI_MMAP_OPT(st, f)                                                         \
+    CLI_FLAG_OPT(st, f, "--mmap",                                                   \
+                 "map the checkpoint's files instead of reading the weights into\n" \
+                 "this process's memory: one copy in the page cache for every\n"    \
+                 "process on the machine, but slower decode (4 KiB pages)")
 
 /* The dtype of a parsed --matmul-dtype. */
 static inline eng_dtype cli_matmul_dtype(const char *name)
