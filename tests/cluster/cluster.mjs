@@ -396,7 +396,9 @@ if (mode === "disagg") {
       if (argv[1] === "worker" && argv.includes(rpcAddr) && /^decode-/.test(id)) procsOf[id] = { pid: Number(d), argv };
     }
     assert.deepEqual(Object.keys(procsOf).sort(), ["decode-1", "decode-2"], "the decode workers' processes");
-    const n = 256; // long enough to be running when the kill lands (48 sometimes were done)
+    // long enough to be running when the kill lands: the fixture decodes a token in well
+    // under a millisecond, and 48 or 256 were sometimes all done before tandemctl answered
+    const n = 1024;
     const prompts = Array.from({ length: 8 }, (_, i) => promptOf(40 + 10 * i, 20 + i));
     const refs = await Promise.all(prompts.map((p) => generate(p, n, GREEDY)));
     let streamedTokens = 0;
@@ -407,15 +409,14 @@ if (mode === "disagg") {
       .then((r) => ({ ok: true, r }), (e) => ({ ok: false, e })));
     const end = Date.now() + 10000;
     while (streamedTokens < 8 && Date.now() < end) await sleep(5);
-    // the victim: a decode worker running some of them now, by its own /metrics (the
-    // router balances by load, so usually both are; a fixed choice once found its
-    // worker idle and the kill hit nothing)
-    let victimId = null;
-    for (const w of status().workers.filter((x) => x.id in procsOf)) {
-      const m = await (await fetch(`http://${w.metrics_address}/metrics`)).text();
-      if ((metricValue(m, "tandem_num_requests_running") || 0) > 0 && (!victimId || w.id === "decode-1")) victimId = w.id;
-    }
-    assert.ok(victimId, "a decode worker running the requests");
+    // the victim: the decode worker streaming the most of them now, as the coordinator
+    // sees its requests (a fixed choice once found its worker idle and the kill hit nothing)
+    const decoding = {};
+    for (const r of JSON.parse(execFileSync(tandemctl, ["get", "requests", "-o", "json", "--coordinator", rpcAddr],
+      { encoding: "utf8" })))
+      if (r.tokens > 0 && r.decode_worker in procsOf) decoding[r.decode_worker] = (decoding[r.decode_worker] || 0) + 1;
+    const victimId = Object.keys(decoding).sort((a, b) => decoding[b] - decoding[a])[0];
+    assert.ok(victimId, `a decode worker streaming the requests: ${JSON.stringify(decoding)}`);
     const victim = procsOf[victimId];
     const logFrom = serveErr.length;
     process.kill(victim.pid, "SIGKILL");
