@@ -80,9 +80,9 @@ static int read_range(const st_file *f, size_t off, size_t n, eng_error *err)
 
 #define HUGE_PAGE (2u << 20)
 
-/* In memory: a private region for the file's bytes, 2 MiB aligned and advised to use
- * huge pages (the weights of one decode step span a GB: with 4 KiB pages of a file
- * mapping every page is a TLB miss); only its header is read here. */
+/* In memory: a private region for the file's bytes, 2 MiB aligned (the weights of one
+ * decode step span a GB: with 4 KiB pages every 4 KiB is a TLB miss, so tensors go on
+ * huge pages as they are read); only its header is read here. */
 static int open_in_memory(st_file *f, int fd, eng_error *err)
 {
     f->fd = fd; /* eng_st_close closes it */
@@ -93,7 +93,6 @@ static int open_in_memory(st_file *f, int fd, eng_error *err)
         return eng_fail(err, "%s: cannot reserve %zu bytes: %s", f->path, f->size, strerror(errno));
     }
     f->map = (void *)(((uintptr_t)f->region + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
-    (void)madvise(f->map, f->size, MADV_HUGEPAGE); /* a hint: without huge pages it still works */
     if (read_range(f, 0, 8, err) < 0)
         return -1;
     uint64_t hlen = 0;
@@ -415,9 +414,11 @@ size_t eng_st_resident_bytes(const eng_st *st)
         unsigned long lo, hi;
         size_t kb;
         if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) { /* a mapping's first line; then its fields */
-            ours = 0;
-            for (int i = 0; i < st->n_files; i++)
-                ours |= (uintptr_t)st->files[i].map == lo;
+            ours = 0; /* in memory, madvise splits a file's region into several mappings */
+            for (int i = 0; i < st->n_files; i++) {
+                uintptr_t a = (uintptr_t)st->files[i].map, b = a + st->files[i].size;
+                ours |= lo < b && hi > a; /* overlaps the file's bytes */
+            }
         } else if (ours && sscanf(line, "Rss: %zu kB", &kb) == 1) {
             total += kb * 1024;
         }
@@ -463,6 +464,13 @@ int eng_st_get(eng_st *st, const char *name, int n_dims, const int64_t *shape, c
     }
     if (st->in_memory && !t->loaded) {
         const st_file *f = &st->files[t->file_index];
+        /* Huge pages only for the whole 2 MiB pages inside the tensor: one reaching into
+         * a neighbour would bring in bytes nobody asked for (an EP rank's unowned
+         * experts). A hint: without huge pages it still works. */
+        uintptr_t lo = ((uintptr_t)t->data + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+        uintptr_t hi = ((uintptr_t)t->data + t->nbytes) & ~(uintptr_t)(HUGE_PAGE - 1);
+        if (lo < hi)
+            (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
         if (read_range(f, (size_t)((const char *)t->data - (const char *)f->map), t->nbytes, err) < 0)
             return -1;
         t->loaded = 1;
