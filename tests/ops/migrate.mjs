@@ -30,7 +30,9 @@ import { startCoordinator, startWorker, waitFor, get, metricValue, check, checks
 const [tandem, tandemctl, model] = process.argv.slice(2);
 const t0 = Date.now();
 const modelName = basename(model.replace(/\/+$/, ""));
-const N = 32, TOKENS = 48;
+// TOKENS: long enough that every stream is midway at once (at 48 the first streams sometimes ended
+// before the last began, and the SIGKILL check waited in vain)
+const N = 32, TOKENS = 256;
 
 async function coordinator(extra = []) {
   const p = await startCoordinator(tandem, ["--model", model, "--heartbeat-ms", "200", ...extra]);
