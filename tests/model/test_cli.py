@@ -115,6 +115,14 @@ if rc == 0:
         b = json.loads(out) if rc == 0 else {}
         check(b.get("kv_dtype") == dt and b.get("kv_bytes") == times * b1["kv_bytes"],
               f"bench --kv-dtype {dt}: {rc} {err} {b}")
+    # --roofline: every decode step next to a read pass over its bytes; the share is a
+    # ratio of two timings of this machine, so only its sanity is checked (a step that
+    # computes can be faster than a pass only through caches, and the fixture is tiny)
+    rc, out, err = run("bench", "--model", dense, "--prompt-tokens", "40", "--decode-tokens", "8", "--json",
+                       "--roofline")
+    b = json.loads(out) if rc == 0 else {}
+    check(rc == 0 and 0 < b.get("roofline_share_q1", 0) <= b.get("roofline_share", 0) <= b.get("roofline_share_q3", 0)
+          and b.get("roofline_read_gb_s", 0) > 0, f"bench --roofline: {rc} {err} {b}")
 
 # every KV dtype generates; f16 and f32 on one prompt give the greedy ids bf16 gives
 # here (the fixture's top-1 margins are far wider than the rounding)
