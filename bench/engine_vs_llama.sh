@@ -19,7 +19,10 @@
 # memory-read bandwidth (bench/membw) is measured right before every run and each
 # run's decode is set against its own reading: on a VM the host's other tenants
 # move it by half within minutes (36 to 57 GB/s in one quarter of an hour), so one
-# reading at the start says little about the runs that follow it.
+# reading at the start says little about the runs that follow it. Each Tandem run
+# is repeated with `tandem bench --roofline`, which reads the step's bytes right
+# after every decode step and reports the median share: the roofline at the same
+# moment, which llama.cpp's runs cannot have.
 #
 # usage: bench/engine_vs_llama.sh [--rounds N] [--threads T] [--prompt P]
 #                                 [--decode D] [--context C] [--sequences S]
@@ -148,6 +151,9 @@ if o["engine"] == "llama":
     o["gguf"] = os.path.basename(sys.argv[3])[:-len(".gguf")]
     o["peak_rss_bytes"] = int(open(f"{out}/llama.rss").read().split()[-1]) * 1024
 o["membw_gb_s"] = json.load(open(f"{out}/membw.json"))["read_gb_s"]
+if o["engine"] == "tandem":
+    roof = json.loads(open(f"{out}/roof.line").read().strip().splitlines()[-1])
+    o["roofline_share"], o["roofline_read_gb_s"] = roof["roofline_share"], roof["roofline_read_gb_s"]
 print(json.dumps(o))
 PYEOF
 }
@@ -158,6 +164,10 @@ run_engine() {
     "$BUILD/bench/membw" --threads "$THREADS" >"$OUT/membw.json"
     "$BUILD/cli/tandem" bench --model "$2" --prompt-tokens "$3" --decode-tokens "$4" --sequences "$5" \
         --threads "$THREADS" --matmul-dtype "$MATMUL_DTYPE" --json >"$OUT/engine.line"
+    # the same run again with a read pass after each decode step (its own process:
+    # the pass's buffer would count in the peak RSS)
+    "$BUILD/cli/tandem" bench --model "$2" --prompt-tokens "$3" --decode-tokens "$4" --sequences "$5" \
+        --threads "$THREADS" --matmul-dtype "$MATMUL_DTYPE" --roofline --json >"$OUT/roof.line"
     tag "$OUT/engine.line" "$1" >>"$OUT/runs.jsonl"
 }
 run_llama() {
@@ -244,6 +254,10 @@ for sc in ("bf16", "fp8", "batch", "ctx"):
           f" each run against its own reading, median over the rounds: tandem at {share(e):.0%}"
           + "".join(f", llama.cpp {g[6:]} at {share(ls[g]):.0%}" for g in ggufs)
           + (" (llama.cpp's own bytes differ: Q8_0 weights, f16 KV)" if sc == "fp8" else ""))
+    print(f"decode roofline, a read pass of the step's bytes after every step (tandem bench --roofline, median of"
+          f" the steps): tandem at {med(e, 'roofline_share'):.0%} (rounds: "
+          + " ".join(f"{r['roofline_share']:.0%}" for r in e) + "; the passes read "
+          + " ".join(f"{r['roofline_read_gb_s']:.1f}" for r in e) + " GB/s)")
     print("bandwidth before each run (GB/s): " + "; ".join(
         f"{c} " + " ".join(f"{r['membw_gb_s']:.1f}" for r in rows) for c, rows in zip(cols, allrows)))
 PYEOF

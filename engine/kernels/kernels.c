@@ -347,15 +347,108 @@ void eng_axpy(float *y, float a, const float *x, int n)
     K()->axpy(y, a, x, n);
 }
 
-void eng_scale(float *y, float a, int n)
+static float att_value(const char *row, int e, eng_dtype dt)
 {
-    K()->scale(y, a, n);
+    switch (dt) {
+    case ENG_DT_BF16: return eng_bf16_to_f32(((const uint16_t *)(const void *)row)[e]);
+    case ENG_DT_F16: return eng_f16_to_f32(((const uint16_t *)(const void *)row)[e]);
+    default: return ((const float *)(const void *)row)[e];
+    }
 }
 
-void eng_axpy_rows(float *y, int ny, const float *p, size_t ldp, const void *v, eng_dtype dt, int n, size_t stride,
-                   int dim)
+/* Whether the variant's own loop takes this cache (head_dim a multiple of its
+ * 2 * att_lanes values); the scalar loop below takes the rest. */
+static int att_vector(const eng_kernel_impl *impl, const eng_kv_view *kv)
 {
-    K()->axpy_rows(y, ny, p, ldp, v, dt, n, stride, dim);
+    return impl->attend_span && kv->dim % (2 * impl->att_lanes) == 0;
+}
+
+/* Where the state keeps output e of a head (bf16 sums of the variant's loop are
+ * arranged in chunks of 2 * att_lanes: even-indexed values, then odd-indexed). */
+static size_t att_index(const eng_kernel_impl *impl, const eng_kv_view *kv, int e)
+{
+    if (kv->dt != ENG_DT_BF16 || !att_vector(impl, kv))
+        return (size_t)e;
+    int lanes = impl->att_lanes, c = e / (2 * lanes) * (2 * lanes), k = e - c;
+    return (size_t)c + (size_t)(k & 1) * lanes + (size_t)(k >> 1);
+}
+
+void eng_attend_span(float *state, float *work, const float *q, int n_heads, float scale, const eng_kv_view *kv, int p0,
+                     int p1)
+{
+    const eng_kernel_impl *impl = K();
+    if (att_vector(impl, kv)) {
+        impl->attend_span(state, work, q, n_heads, scale, kv, p0, p1);
+        return;
+    }
+    /* Scalar, in order: the same online softmax group by group. */
+    int dim = kv->dim, nkv = kv->n_kv_heads, group = n_heads / nkv, bs = kv->block_size;
+    size_t row = (size_t)dim * eng_dtype_size(kv->dt), head_bytes = (size_t)bs * row;
+    float *m = state, *l = state + n_heads, *o = state + 2 * (size_t)n_heads, *s = work;
+    for (int h = 0; h < n_heads; h++) {
+        m[h] = -INFINITY;
+        l[h] = 0.0f;
+    }
+    memset(o, 0, (size_t)n_heads * dim * sizeof(float));
+    for (int j0 = p0; j0 < p1;) {
+        int j1 = (j0 / ENG_ATT_GROUP + 1) * ENG_ATT_GROUP;
+        if (j1 > p1)
+            j1 = p1;
+        for (int h = 0; h < n_heads; h++) {
+            float *sh = s + (size_t)h * ENG_ATT_GROUP, gm = -INFINITY, sum = 0.0f;
+            for (int j = j0; j < j1; j++) {
+                const char *k = (const char *)kv->units[j / bs] + (size_t)(h / group) * head_bytes +
+                                (size_t)(j % bs) * row;
+                float d = 0.0f;
+                for (int e = 0; e < dim; e++)
+                    d += q[(size_t)h * dim + e] * att_value(k, e, kv->dt);
+                sh[j - j0] = d * scale;
+                gm = sh[j - j0] > gm ? sh[j - j0] : gm;
+            }
+            if (gm > m[h]) {
+                float f = expf(m[h] - gm);
+                l[h] *= f;
+                for (int e = 0; e < dim; e++)
+                    o[(size_t)h * dim + e] *= f;
+                m[h] = gm;
+            }
+            for (int j = j0; j < j1; j++) {
+                float p = expf(sh[j - j0] - m[h]);
+                const char *v = (const char *)kv->units[j / bs] + (size_t)(nkv + h / group) * head_bytes +
+                                (size_t)(j % bs) * row;
+                sum += p;
+                for (int e = 0; e < dim; e++)
+                    o[(size_t)h * dim + e] += p * att_value(v, e, kv->dt);
+            }
+            l[h] += sum;
+        }
+        j0 = j1;
+    }
+}
+
+void eng_attend_merge(float *state, const float *next, int n_heads, int dim)
+{
+    float *m = state, *l = state + n_heads, *o = state + 2 * (size_t)n_heads;
+    const float *nm = next, *nl = next + n_heads, *no = next + 2 * (size_t)n_heads;
+    for (int h = 0; h < n_heads; h++) {
+        float top = m[h] > nm[h] ? m[h] : nm[h], f = expf(m[h] - top), nf = expf(nm[h] - top);
+        l[h] = l[h] * f + nl[h] * nf;
+        for (size_t e = (size_t)h * dim; e < (size_t)(h + 1) * dim; e++)
+            o[e] = o[e] * f + no[e] * nf;
+        m[h] = top;
+    }
+}
+
+void eng_attend_finish(float *y, const float *state, int n_heads, const eng_kv_view *kv)
+{
+    const eng_kernel_impl *impl = K();
+    int dim = kv->dim;
+    const float *l = state + n_heads, *o = state + 2 * (size_t)n_heads;
+    for (int h = 0; h < n_heads; h++) {
+        float inv = 1.0f / l[h];
+        for (int e = 0; e < dim; e++)
+            y[(size_t)h * dim + e] = o[(size_t)h * dim + att_index(impl, kv, e)] * inv;
+    }
 }
 
 void eng_rmsnorm(float *y, const float *x, const float *w, int n, float eps)

@@ -97,18 +97,33 @@ void eng_round_to(eng_dtype dt, float *x, size_t n);
 
 float eng_dot(const float *a, const float *b, int n);
 void eng_axpy(float *y, float a, const float *x, int n); /* y += a * x */
-void eng_scale(float *y, float a, int n);                /* y *= a */
+/* ---- attention over the KV cache ----
+ *
+ * One sequence's cache for one layer, as the attention reads it: position j lies
+ * in units[j / block_size], which holds the K rows of kv head 0, 1, ... (block_size
+ * rows of dim values of dtype dt, F32, F16 or BF16, each), then their V rows. */
+typedef struct eng_kv_view {
+    const void *const *units;
+    int block_size, n_kv_heads, dim;
+    eng_dtype dt;
+} eng_kv_view;
 
-/* y[h][d] += sum_j p[h*ldp + j] * v[j*stride + d] for h < ny, d < dim: attention's
- * weighted sums, for the ny query heads that share a kv head, over the values of one
- * KV-cache block, rows of dtype dt (F32, F16 or BF16) stride elements apart, read in
- * place (y rows are dim apart). Each y[h][d] takes the rows in order j = 0..n-1, one
- * rounding (fused multiply-add) per row, exactly as eng_axpy of each widened row
- * would: so neither a split of the rows between calls nor the number of heads in a
- * call changes a result. One call per block keeps y in registers across the rows and
- * widens each value once for all the heads. */
-void eng_axpy_rows(float *y, int ny, const float *p, size_t ldp, const void *v, eng_dtype dt, int n, size_t stride,
-                   int dim);
+/* A token's attention is taken span by span: eng_attend_span over positions
+ * [p0, p1) gives a state (per head the largest score, the sum of exp(score -
+ * largest), and the sums of exp(score - largest) * V), eng_attend_merge folds the
+ * next span's state into the running one, eng_attend_finish divides. Scores are
+ * scale * (q_h . K_j), head h reading kv head h / (n_heads / n_kv_heads). Within a
+ * span the softmax runs online over groups of ENG_ATT_GROUP positions (multiples
+ * of it apart), so a result depends only on the spans' bounds, never on the block
+ * size, the batch or the thread that ran it. */
+#define ENG_ATT_GROUP 16
+#define ENG_ATT_STATE_FLOATS(n_heads, dim) ((size_t)(n_heads) * ((size_t)(dim) + 2))
+#define ENG_ATT_WORK_FLOATS(n_heads, dim) ((size_t)(n_heads) * ((size_t)(dim) + ENG_ATT_GROUP))
+void eng_attend_span(float *state, float *work, const float *q, int n_heads, float scale, const eng_kv_view *kv, int p0,
+                     int p1);
+void eng_attend_merge(float *state, const float *next, int n_heads, int dim);
+/* y[h * dim + d], the attention output of head h, from a merged state. */
+void eng_attend_finish(float *y, const float *state, int n_heads, const eng_kv_view *kv);
 
 /* y = x * rsqrt(mean(x^2) + eps) * w, computed in f32. y may alias x. */
 void eng_rmsnorm(float *y, const float *x, const float *w, int n, float eps);

@@ -61,6 +61,14 @@ static inline __m256 pow2i256(__m256 n)
 #define V_REDUCE4(dst, a, b, c, d) _mm_storeu_ps((dst), hsum4_256((a), (b), (c), (d)))
 #define V_REDUCE_MAX(v) hmax256(v)
 #define V_LOAD_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+/* 2 VL bf16 values as f32: the even-indexed ones (each 32-bit word's low half shifted
+ * up) and the odd-indexed ones (its high half, masked): one load, two operations. */
+#define V_LOAD_BF16_EVEN_ODD(p, even, odd)                                                      \
+    do {                                                                                        \
+        __m256i w_ = _mm256_loadu_si256((const __m256i *)(const void *)(p));                    \
+        (even) = _mm256_castsi256_ps(_mm256_slli_epi32(w_, 16));                                \
+        (odd) = _mm256_castsi256_ps(_mm256_and_si256(w_, _mm256_set1_epi32((int)0xffff0000u))); \
+    } while (0)
 #define V_LOAD_BF16(p)   \
     _mm256_castsi256_ps( \
         _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))), 16))

@@ -45,6 +45,23 @@ static inline __m128 hsum4_512(__m512 a, __m512 b, __m512 c, __m512 d)
     _mm512_castsi512_ps( \
         _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(p))), 16))
 
+/* 2 VL bf16 values as f32: the even-indexed ones (each 32-bit word's low half shifted
+ * up) and the odd-indexed ones (its high half, masked): one load, two operations. */
+#define V_LOAD_BF16_EVEN_ODD(p, even, odd)                                                      \
+    do {                                                                                        \
+        __m512i w_ = _mm512_loadu_si512((const void *)(p));                                     \
+        (even) = _mm512_castsi512_ps(_mm512_slli_epi32(w_, 16));                                \
+        (odd) = _mm512_castsi512_ps(_mm512_and_si512(w_, _mm512_set1_epi32((int)0xffff0000u))); \
+    } while (0)
+
+/* Attention scores over a bf16 cache with q rounded to bf16: vdpbf16ps adds the
+ * products of values 2l and 2l + 1 (each exact in f32), the odd one first, to lane
+ * l, which is what att_scores' f32 FMAs on the even/odd halves compute, with no
+ * widening and half the instructions (subnormal products aside: it flushes them). */
+#define ATT_DPBF16(acc, w, x) _mm512_dpbf16_ps((acc), (__m512bh)(w), (__m512bh)(x))
+#define ATT_LOADI(p) _mm512_loadu_si512((const void *)(p))
+#define VI __m512i
+
 /* FP8: 16 bytes sign-extended to 16 bits, shifted so the sign lands in bit 15 and
  * the rest in bits 13..7 (eng_e4m3_as_f16), then widened as halves. */
 #define V_LOAD_E4M3(p)                                                                                   \

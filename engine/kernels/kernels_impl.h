@@ -28,9 +28,12 @@ typedef struct eng_kernel_impl {
     void (*from_f32_bf16)(uint16_t *dst, const float *src, size_t n);
     float (*dot)(const float *a, const float *b, int n);
     void (*axpy)(float *y, float a, const float *x, int n);
-    void (*scale)(float *y, float a, int n);
-    void (*axpy_rows)(float *y, int ny, const float *p, size_t ldp, const void *v, eng_dtype dt, int n, size_t stride,
-                      int dim);
+    /* eng_attend_span for a head_dim that is a multiple of 2 * att_lanes (NULL: none):
+     * bf16 rows are taken as their even- and odd-indexed values in chunks of
+     * 2 * att_lanes, and the state's sums are kept in that order. */
+    void (*attend_span)(float *state, float *work, const float *q, int n_heads, float scale, const eng_kv_view *kv,
+                        int p0, int p1);
+    int att_lanes;
     void (*rmsnorm)(float *y, const float *x, const float *w, int n, float eps);
     void (*silu_mul)(float *g, const float *u, int n);
     void (*softmax)(float *x, int n);

@@ -85,27 +85,6 @@ static void axpy(float *y, float a, const float *x, int n)
         y[i] += a * x[i];
 }
 
-static void scale(float *y, float a, int n)
-{
-    for (int i = 0; i < n; i++)
-        y[i] *= a;
-}
-
-/* Each row widened CHUNK values at a time and added to each head as eng_axpy would. */
-static void axpy_rows(float *y, int ny, const float *p, size_t ldp, const void *v, eng_dtype dt, int n, size_t stride,
-                      int dim)
-{
-    float buf[CHUNK];
-    size_t esz = eng_dtype_size(dt);
-    for (int j = 0; j < n; j++)
-        for (int c = 0; c < dim; c += CHUNK) {
-            int len = dim - c < CHUNK ? dim - c : CHUNK;
-            to_f32(buf, (const char *)v + ((size_t)j * stride + (size_t)c) * esz, dt, (size_t)len);
-            for (int h = 0; h < ny; h++)
-                axpy(y + (size_t)h * dim + c, p[(size_t)h * ldp + j], buf, len);
-        }
-}
-
 static void rmsnorm(float *y, const float *x, const float *w, int n, float eps)
 {
     double ss = 0.0;
@@ -166,8 +145,6 @@ const eng_kernel_impl eng_kernels_portable = {
     .to_f32 = to_f32,
     .dot = dot,
     .axpy = axpy,
-    .scale = scale,
-    .axpy_rows = axpy_rows,
     .rmsnorm = rmsnorm,
     .silu_mul = silu_mul,
     .softmax = softmax,

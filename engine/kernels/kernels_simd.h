@@ -383,76 +383,257 @@ static void scale(float *y, float a, int n)
         y[i] *= a;
 }
 
-/* NH heads' y (rows dim apart) held in registers, four vectors each, while every
- * value row is added: y is loaded and stored once per call rather than once per
- * row, and each value is widened once (load_w) for all NH heads. */
-ALWAYS_INLINE void axpy_rows_heads(float *y, const float *p, size_t ldp, const char *v, eng_dtype dt, int n, size_t rb,
-                                   int dim, const int NH)
+/* ---- attention over a span of the cache (eng_attend_span) ----
+ *
+ * The cache is read in the order it lies in memory: for each group of ENG_ATT_GROUP
+ * positions, every kv head's K rows, then every kv head's V rows, so a thread
+ * given a span streams it front to back (this VM reads 4 KiB pieces of one kv
+ * head, 64 KiB apart, at half the speed of one stream). An online softmax (a
+ * running largest score per head, the sums rescaled when it grows) lets each
+ * group's V rows follow its K rows at once. Rows are taken 2 VL values at a time;
+ * bf16 ones as their even- and odd-indexed values (a shift and a mask: half the
+ * work of widening each half), with q and the output sums kept in that same
+ * arrangement (att_slot, undone by eng_attend_finish). Each score is one
+ * accumulator over the arranged values front to back, then V_REDUCE4, times the
+ * scale; each output sum adds the rows in order, one FMA each. Nothing depends on
+ * anything but the positions and the cache's layout. */
+
+/* The cache is read nearly in memory order: each line read, the line this many
+ * bytes on is asked for (the hardware prefetcher alone left attention waiting on
+ * memory at a third of its in-cache speed). */
+#define ATT_AHEAD 4096
+/* Chunks of 2 VL outputs per head a V row adds to at once: with two heads, 16
+ * accumulators of AVX-512's 32 registers, 8 of AVX2's 16. */
+#define ATT_VC (VL >= 16 ? 4 : 2)
+_Static_assert(ENG_ATT_GROUP % VL == 0, "a group's scores are whole vectors");
+
+/* Where value e of a 2 VL chunk sits in the arranged order. */
+ALWAYS_INLINE int att_slot(int e, eng_dtype dt)
 {
-    int d = 0;
-    for (; d + 4 * VL <= dim; d += 4 * VL) {
-        V acc[2][4];
+    return dt == ENG_DT_BF16 ? (e & 1) * VL + (e >> 1) : e;
+}
+
+ALWAYS_INLINE void att_load2(const char *row, int i, eng_dtype dt, V *a, V *b)
+{
+    if (dt == ENG_DT_BF16) {
+        V_LOAD_BF16_EVEN_ODD((const uint16_t *)row + i, *a, *b);
+        return;
+    }
+    *a = load_w(row, i, dt);
+    *b = load_w(row, i + VL, dt);
+}
+
+/* s[g * ENG_ATT_GROUP + r] = scale * (q_g . row r) for r < nrows (at most MM_NR;
+ * missing rows repeat row 0 and are dropped), G heads of arranged q (dim apart). */
+ALWAYS_INLINE void att_scores(float *s, const float *qa, const char *const *rows, int nrows, int dim, eng_dtype dt,
+                              float scale, const int G)
+{
+    const char *wr[MM_NR];
+    for (int r = 0; r < MM_NR; r++)
+        wr[r] = rows[r < nrows ? r : 0];
+    V acc[2][MM_NR];
 #pragma GCC unroll 2
-        for (int h = 0; h < NH; h++)
+    for (int g = 0; g < G; g++)
 #pragma GCC unroll 4
-            for (int k = 0; k < 4; k++)
-                acc[h][k] = V_LOAD(y + (size_t)h * dim + d + k * VL);
-        for (int j = 0; j < n; j++) {
-            const char *vr = v + (size_t)j * rb;
-            V w[4];
+        for (int r = 0; r < MM_NR; r++)
+            acc[g][r] = V_ZERO();
+#ifdef ATT_DPBF16
+    if (dt == ENG_DT_BF16) /* qa's rows hold q as bf16, in order */
+        for (int i = 0; i < dim; i += 2 * VL) {
+            VI w[MM_NR];
 #pragma GCC unroll 4
-            for (int k = 0; k < 4; k++)
-                w[k] = load_w(vr, d + k * VL, dt);
+            for (int r = 0; r < MM_NR; r++) {
+                __builtin_prefetch(wr[r] + (size_t)i * 2 + ATT_AHEAD, 0, 3);
+                w[r] = ATT_LOADI((const uint16_t *)(const void *)wr[r] + i);
+            }
 #pragma GCC unroll 2
-            for (int h = 0; h < NH; h++) {
-                V ph = V_SET1(p[(size_t)h * ldp + j]);
+            for (int g = 0; g < G; g++) {
+                VI x = ATT_LOADI((const uint16_t *)(const void *)(qa + (size_t)g * dim) + i);
 #pragma GCC unroll 4
-                for (int k = 0; k < 4; k++)
-                    acc[h][k] = V_FMA(ph, w[k], acc[h][k]);
+                for (int r = 0; r < MM_NR; r++)
+                    acc[g][r] = ATT_DPBF16(acc[g][r], w[r], x);
+            }
+        }
+    else
+#endif
+        for (int i = 0; i < dim; i += 2 * VL) {
+            V w0[MM_NR], w1[MM_NR];
+#pragma GCC unroll 4
+            for (int r = 0; r < MM_NR; r++) {
+                for (size_t at = 0; at < 2 * VL * dt_size(dt); at += CACHE_LINE)
+                    __builtin_prefetch(wr[r] + (size_t)i * dt_size(dt) + at + ATT_AHEAD, 0, 3);
+                att_load2(wr[r], i, dt, &w0[r], &w1[r]);
+            }
+#pragma GCC unroll 2
+            for (int g = 0; g < G; g++) {
+                V x0 = V_LOAD(qa + (size_t)g * dim + i), x1 = V_LOAD(qa + (size_t)g * dim + i + VL);
+#pragma GCC unroll 4
+                for (int r = 0; r < MM_NR; r++) /* the odd value first, as vdpbf16ps adds them */
+                    acc[g][r] = V_FMA(w0[r], x0, V_FMA(w1[r], x1, acc[g][r]));
             }
         }
 #pragma GCC unroll 2
-        for (int h = 0; h < NH; h++)
-#pragma GCC unroll 4
-            for (int k = 0; k < 4; k++)
-                V_STORE(y + (size_t)h * dim + d + k * VL, acc[h][k]);
+    for (int g = 0; g < G; g++) {
+        float r4[MM_NR];
+        V_REDUCE4(r4, acc[g][0], acc[g][1], acc[g][2], acc[g][3]);
+        for (int r = 0; r < nrows; r++)
+            s[(size_t)g * ENG_ATT_GROUP + r] = r4[r] * scale;
     }
-    for (; d + VL <= dim; d += VL)
-        for (int h = 0; h < NH; h++) {
-            V acc = V_LOAD(y + (size_t)h * dim + d);
-            for (int j = 0; j < n; j++)
-                acc = V_FMA(V_SET1(p[(size_t)h * ldp + j]), load_w(v + (size_t)j * rb, d, dt), acc);
-            V_STORE(y + (size_t)h * dim + d, acc);
-        }
-    for (; d < dim; d++)
-        for (int h = 0; h < NH; h++) {
-            float acc = y[(size_t)h * dim + d];
-            for (int j = 0; j < n; j++)
-                acc += p[(size_t)h * ldp + j] * scalar_w(v + (size_t)j * rb, d, dt);
-            y[(size_t)h * dim + d] = acc;
-        }
 }
 
-/* Heads two at a time (eight accumulators and four values fit AVX2's sixteen
- * registers), with the dtype a constant in each copy so no load branches on it. */
-ALWAYS_INLINE void axpy_rows_dt(float *y, int ny, const float *p, size_t ldp, const void *v, eng_dtype dt, int n,
-                                size_t stride, int dim)
+/* o[g] += sum_r p[g * ENG_ATT_GROUP + r] * row r over nrows rows, G heads of arranged
+ * sums (dim apart), NC chunks of 2 VL sums of each head in registers at a time from
+ * d0 on, each row read once front to back. */
+ALWAYS_INLINE void att_values_at(float *o, const float *p, const char *const *rows, int nrows, int dim, int d0,
+                                 eng_dtype dt, const int G, const int NC)
 {
-    size_t rb = stride * dt_size(dt);
-    int h = 0;
-    for (; h + 2 <= ny; h += 2)
-        axpy_rows_heads(y + (size_t)h * dim, p + (size_t)h * ldp, ldp, v, dt, n, rb, dim, 2);
-    if (h < ny)
-        axpy_rows_heads(y + (size_t)h * dim, p + (size_t)h * ldp, ldp, v, dt, n, rb, dim, 1);
+    V acc[2][2 * ATT_VC];
+#pragma GCC unroll 2
+    for (int g = 0; g < G; g++)
+#pragma GCC unroll 8
+        for (int k = 0; k < 2 * NC; k++)
+            acc[g][k] = V_LOAD(o + (size_t)g * dim + d0 + k * VL);
+    for (int r = 0; r < nrows; r++) {
+        V pr[2];
+#pragma GCC unroll 2
+        for (int g = 0; g < G; g++)
+            pr[g] = V_SET1(p[(size_t)g * ENG_ATT_GROUP + r]);
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++) {
+            V w0, w1;
+            for (size_t at = 0; at < 2 * VL * dt_size(dt); at += CACHE_LINE)
+                __builtin_prefetch(rows[r] + (size_t)(d0 + 2 * c * VL) * dt_size(dt) + at + ATT_AHEAD, 0, 3);
+            att_load2(rows[r], d0 + 2 * c * VL, dt, &w0, &w1);
+#pragma GCC unroll 2
+            for (int g = 0; g < G; g++) {
+                acc[g][2 * c] = V_FMA(pr[g], w0, acc[g][2 * c]);
+                acc[g][2 * c + 1] = V_FMA(pr[g], w1, acc[g][2 * c + 1]);
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int g = 0; g < G; g++)
+#pragma GCC unroll 8
+        for (int k = 0; k < 2 * NC; k++)
+            V_STORE(o + (size_t)g * dim + d0 + k * VL, acc[g][k]);
 }
 
-static void axpy_rows(float *y, int ny, const float *p, size_t ldp, const void *v, eng_dtype dt, int n, size_t stride,
-                      int dim)
+ALWAYS_INLINE void att_values(float *o, const float *p, const char *const *rows, int nrows, int dim, eng_dtype dt,
+                              const int G)
 {
-    switch (dt) {
-    case ENG_DT_BF16: axpy_rows_dt(y, ny, p, ldp, v, ENG_DT_BF16, n, stride, dim); break;
-    case ENG_DT_F16: axpy_rows_dt(y, ny, p, ldp, v, ENG_DT_F16, n, stride, dim); break;
-    default: axpy_rows_dt(y, ny, p, ldp, v, ENG_DT_F32, n, stride, dim); break;
+    int d = 0;
+    for (; d + 2 * ATT_VC * VL <= dim; d += 2 * ATT_VC * VL)
+        att_values_at(o, p, rows, nrows, dim, d, dt, G, ATT_VC);
+    for (; d < dim; d += 2 * VL)
+        att_values_at(o, p, rows, nrows, dim, d, dt, G, 1);
+}
+
+/* The online softmax step of one head for a group's scores s[0..nr): the running
+ * largest score m, sum l and sums o (dim of them) rescaled if the group raises m,
+ * and s replaced by exp(s - m) (the rest of the row zero). */
+ALWAYS_INLINE void att_softmax_step(float *s, int nr, float *m, float *l, float *o, int dim)
+{
+    for (int r = nr; r < ENG_ATT_GROUP; r++)
+        s[r] = -INFINITY;
+    V vmax = V_LOAD(s);
+    for (int r = VL; r < ENG_ATT_GROUP; r += VL)
+        vmax = V_MAX(vmax, V_LOAD(s + r));
+    float gm = V_REDUCE_MAX(vmax);
+    if (gm > *m) {
+        float f = expf(*m - gm); /* 0 for the first group (m = -inf) */
+        *l *= f;
+        for (int d = 0; d < dim; d += VL)
+            V_STORE(o + d, V_MUL(V_LOAD(o + d), V_SET1(f)));
+        *m = gm;
+    }
+    V vm = V_SET1(*m), sum = V_ZERO();
+    for (int r = 0; r < ENG_ATT_GROUP; r += VL) {
+        V e = v_exp(V_SUB(V_LOAD(s + r), vm));
+        if (r + VL > nr) { /* v_exp clamps: -inf gives a tiny number, not 0 */
+            float t[VL];
+            V_STORE(t, e);
+            for (int k = 0; k < VL; k++)
+                t[k] = r + k < nr ? t[k] : 0.0f;
+            e = V_LOAD(t);
+        }
+        V_STORE(s + r, e);
+        sum = V_ADD(sum, e);
+    }
+    *l += V_REDUCE(sum);
+}
+
+ALWAYS_INLINE void att_span_dt(float *state, float *work, const float *q, int nh, float scale, const eng_kv_view *kv,
+                               int p0, int p1, eng_dtype dt)
+{
+    int dim = kv->dim, nkv = kv->n_kv_heads, group = nh / nkv, bs = kv->block_size;
+    size_t rb = (size_t)dim * dt_size(dt), head_bytes = (size_t)bs * rb;
+    float *m = state, *l = state + nh, *o = state + 2 * (size_t)nh;
+    float *qa = work, *sc = work + (size_t)nh * dim; /* [nh][ENG_ATT_GROUP] */
+    for (int h = 0; h < nh; h++) {
+        m[h] = -INFINITY;
+        l[h] = 0.0f;
+    }
+#ifdef ATT_DPBF16
+    if (dt == ENG_DT_BF16)
+        for (int h = 0; h < nh; h++) /* head h's in the first half of its f32 row */
+            for (int e = 0; e < dim; e++)
+                ((uint16_t *)(void *)(qa + (size_t)h * dim))[e] = eng_f32_to_bf16(q[(size_t)h * dim + e]);
+    else
+#endif
+        for (int h = 0; h < nh; h++)
+            for (int e = 0; e < dim; e++) {
+                int c = e / (2 * VL) * (2 * VL);
+                qa[(size_t)h * dim + c + att_slot(e - c, dt)] = q[(size_t)h * dim + e];
+            }
+    memset(o, 0, (size_t)nh * dim * sizeof(float));
+    const char *kr[ENG_ATT_GROUP], *vr[ENG_ATT_GROUP];
+    for (int j0 = p0; j0 < p1;) {
+        int j1 = (j0 / ENG_ATT_GROUP + 1) * ENG_ATT_GROUP, nr;
+        if (j1 > p1)
+            j1 = p1;
+        nr = j1 - j0;
+        for (int r = 0; r < nr; r++) { /* kv head 0's rows; head g's are g * head_bytes on */
+            int j = j0 + r;
+            const char *unit = (const char *)kv->units[j / bs];
+            kr[r] = unit + (size_t)(j % bs) * rb;
+            vr[r] = kr[r] + (size_t)nkv * head_bytes;
+        }
+        for (int g = 0; g < nkv; g++) {
+            const char *rows[MM_NR];
+            for (int r = 0; r < nr; r += MM_NR) {
+                int n4 = nr - r < MM_NR ? nr - r : MM_NR;
+                for (int k = 0; k < n4; k++)
+                    rows[k] = kr[r + k] + (size_t)g * head_bytes;
+                int h = g * group, h1 = h + group;
+                for (; h + 2 <= h1; h += 2)
+                    att_scores(sc + (size_t)h * ENG_ATT_GROUP + r, qa + (size_t)h * dim, rows, n4, dim, dt, scale, 2);
+                if (h < h1)
+                    att_scores(sc + (size_t)h * ENG_ATT_GROUP + r, qa + (size_t)h * dim, rows, n4, dim, dt, scale, 1);
+            }
+        }
+        for (int h = 0; h < nh; h++)
+            att_softmax_step(sc + (size_t)h * ENG_ATT_GROUP, nr, &m[h], &l[h], o + (size_t)h * dim, dim);
+        for (int g = 0; g < nkv; g++) {
+            const char *rows[ENG_ATT_GROUP];
+            for (int r = 0; r < nr; r++)
+                rows[r] = vr[r] + (size_t)g * head_bytes;
+            int h = g * group, h1 = h + group;
+            for (; h + 2 <= h1; h += 2)
+                att_values(o + (size_t)h * dim, sc + (size_t)h * ENG_ATT_GROUP, rows, nr, dim, dt, 2);
+            if (h < h1)
+                att_values(o + (size_t)h * dim, sc + (size_t)h * ENG_ATT_GROUP, rows, nr, dim, dt, 1);
+        }
+        j0 = j1;
+    }
+}
+
+static void attend_span(float *state, float *work, const float *q, int nh, float scale, const eng_kv_view *kv, int p0,
+                        int p1)
+{
+    switch (kv->dt) {
+    case ENG_DT_BF16: att_span_dt(state, work, q, nh, scale, kv, p0, p1, ENG_DT_BF16); break;
+    case ENG_DT_F16: att_span_dt(state, work, q, nh, scale, kv, p0, p1, ENG_DT_F16); break;
+    default: att_span_dt(state, work, q, nh, scale, kv, p0, p1, ENG_DT_F32); break;
     }
 }
 
@@ -582,8 +763,8 @@ const eng_kernel_impl SIMD_IMPL_NAME = {
     .to_f32 = to_f32,
     .dot = dot,
     .axpy = axpy,
-    .scale = scale,
-    .axpy_rows = axpy_rows,
+    .attend_span = attend_span,
+    .att_lanes = VL,
     .rmsnorm = rmsnorm,
     .silu_mul = silu_mul,
     .softmax = softmax,

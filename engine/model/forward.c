@@ -48,22 +48,27 @@ static int run_state_reserve(eng_model *m, int T, int max_len, int block_size, e
         if (p)
             rs->pos = p;
         int *it = p ? realloc(rs->item, (size_t)T * sizeof *it) : NULL;
-        if (!p || !it)
+        if (it)
+            rs->item = it;
+        int *fs = it ? realloc(rs->att_first_span, ((size_t)T + 1) * sizeof *fs) : NULL;
+        if (!p || !it || !fs)
             return eng_fail(err, "out of memory for the activations of %d tokens", T);
-        rs->item = it;
+        rs->att_first_span = fs;
         rs->cap = T;
     }
-    if (max_len > rs->score_cap || block_size > rs->score_block) {
+    int max_blocks = (max_len + block_size - 1) / block_size;
+    if (!rs->att_work || max_blocks > rs->att_max_blocks) {
         int n_tasks = eng_pool_threads(m->pool) * ENG_ATT_TASKS_PER_THREAD;
-        int group = c->num_attention_heads / c->num_key_value_heads;
-        if (max_len < rs->score_cap)
-            max_len = rs->score_cap;
-        if (block_size < rs->score_block)
-            block_size = rs->score_block;
-        if (grow(&rs->scores, (size_t)n_tasks * group * ((size_t)max_len + (size_t)block_size)))
+        size_t state = ENG_ATT_STATE_FLOATS(c->num_attention_heads, c->head_dim);
+        size_t per_task = 2 * state + ENG_ATT_WORK_FLOATS(c->num_attention_heads, c->head_dim);
+        const void **units = realloc(rs->att_units, (size_t)n_tasks * max_blocks * sizeof *units);
+        if (units)
+            rs->att_units = units;
+        if (!units || (!rs->att_work && grow(&rs->att_work, (size_t)n_tasks * per_task)))
             return eng_fail(err, "out of memory for attention over %d positions", max_len);
-        rs->score_cap = max_len;
-        rs->score_block = block_size;
+        rs->att_tasks = n_tasks;
+        rs->att_work_floats = per_task;
+        rs->att_max_blocks = max_blocks;
     }
     return 0;
 }
@@ -121,83 +126,125 @@ static void qk_rope_store(void *arg, int t)
  * row is read from memory once for all of them. Each head's scores and output are
  * summed over positions in increasing order, whatever the split into tasks. */
 
-/* Blocks of a sequence lie anywhere in the pool, so the hardware prefetcher (which
- * follows a stream within a page) starts cold at every block: the attention asks for
- * the block this many ahead of the one it reads. Two blocks of one kv head, 8 KiB in
- * bf16, cover the memory latency at decode speed. */
-#define ATT_PREFETCH_BLOCKS 2
-#define ATT_CACHE_LINE 64
+/* A step's attention is cut into spans of ATT_SPAN positions of one token: a
+ * thread streams a span's part of the cache (every kv head, K then V) front to back.
+ * With few tokens (decode) the spans are the tasks and each token's span states are
+ * merged in order afterwards; with many, a token is a task and merges its spans in
+ * the same order as it goes. Either way a token's attention is the same sequence of
+ * operations, so which way a step went never changes a result. */
+#define ATT_SPAN 256      /* a multiple of ENG_ATT_GROUP */
+#define ATT_TOKEN_TASKS 2 /* tokens per thread from which tokens are the tasks */
 
-/* The kv head's rows of chunk i of a context of nb blocks: its K rows of block i for
- * i < nb, then its V rows of block i - nb (the order the attention reads them). */
-static const unsigned char *att_chunk(const step_ctx *s, const eng_seq *seq, int g, int nb, int i)
+static int att_spans(int n)
 {
+    return (n + ATT_SPAN - 1) / ATT_SPAN;
+}
+
+/* Token t's cache for the layer being run, its block units in `units`. */
+static eng_kv_view att_view(const step_ctx *s, int t, const void **units)
+{
+    const eng_model *m = s->m;
     const eng_kv_layout *l = eng_kv_pool_layout(s->kv);
-    size_t row = (size_t)l->head_dim * eng_dtype_size(l->dtype);
-    size_t at = (size_t)g * l->block_size * row;
-    if (i >= nb) {
-        i -= nb;
-        at += (size_t)l->n_kv_heads * l->block_size * row; /* V follows K in a unit */
-    }
-    return (const unsigned char *)eng_kv_unit(s->kv, s->layer, seq->blocks[i]) + at;
+    const eng_seq *seq = s->items[m->rs.item[t]].seq;
+    int nb = (m->rs.pos[t] + l->block_size) / l->block_size; /* positions 0..pos */
+    for (int b = 0; b < nb; b++)
+        units[b] = eng_kv_unit(s->kv, s->layer, seq->blocks[b]);
+    return (eng_kv_view){
+        .units = units, .block_size = l->block_size, .n_kv_heads = l->n_kv_heads, .dim = l->head_dim, .dt = l->dtype};
 }
 
-static void att_prefetch(const step_ctx *s, const eng_seq *seq, int g, int nb, int i, size_t bytes)
+/* Span `span` of token t's attention into state. */
+static void att_span(const step_ctx *s, int t, int span, float *state, float *work, const void **units)
 {
-    if (i >= 2 * nb)
-        return;
-    const unsigned char *p = att_chunk(s, seq, g, nb, i);
-    for (size_t at = 0; at < bytes; at += ATT_CACHE_LINE)
-        __builtin_prefetch(p + at, 0, 3);
+    const eng_config *c = &s->m->cfg;
+    eng_kv_view kv = att_view(s, t, units);
+    int n = s->m->rs.pos[t] + 1, p0 = span * ATT_SPAN, p1 = p0 + ATT_SPAN < n ? p0 + ATT_SPAN : n;
+    eng_attend_span(state, work, s->m->rs.q + (size_t)t * c->num_attention_heads * c->head_dim, c->num_attention_heads,
+                    1.0f / sqrtf((float)c->head_dim), &kv, p0, p1);
 }
 
-static void attention_task(void *arg, int task)
+/* Tasks of a step with few tokens: every span of every token, states kept apart. */
+static void attention_span_task(void *arg, int task)
 {
     step_ctx *s = arg;
-    eng_model *m = s->m;
+    eng_run_state *rs = &s->m->rs;
+    const eng_config *c = &s->m->cfg;
+    size_t state_floats = ENG_ATT_STATE_FLOATS(c->num_attention_heads, c->head_dim);
+    float *work = rs->att_work + (size_t)task * rs->att_work_floats;
+    const void **units = rs->att_units + (size_t)task * rs->att_max_blocks;
+    for (int i = task, t = 0; i < rs->att_n_spans; i += rs->att_tasks) {
+        while (rs->att_first_span[t + 1] <= i)
+            t++;
+        att_span(s, t, i - rs->att_first_span[t], rs->att_states + (size_t)i * state_floats, work + state_floats,
+                 units);
+    }
+}
+
+/* Tasks of a step with many tokens: whole tokens, spans merged as they come. */
+static void attention_token_task(void *arg, int task)
+{
+    step_ctx *s = arg;
+    eng_run_state *rs = &s->m->rs;
+    const eng_config *c = &s->m->cfg;
+    int NH = c->num_attention_heads, HD = c->head_dim;
+    size_t state_floats = ENG_ATT_STATE_FLOATS(NH, HD);
+    float *state = rs->att_work + (size_t)task * rs->att_work_floats, *next = state + state_floats;
+    float *work = next + state_floats;
+    const void **units = rs->att_units + (size_t)task * rs->att_max_blocks;
+    for (int t = task; t < s->T; t += rs->att_tasks) {
+        int spans = att_spans(rs->pos[t] + 1);
+        att_span(s, t, 0, state, work, units);
+        for (int i = 1; i < spans; i++) {
+            att_span(s, t, i, next, work, units);
+            eng_attend_merge(state, next, NH, HD);
+        }
+        eng_attend_finish(rs->att + (size_t)t * NH * HD, state, NH,
+                          &(eng_kv_view){.dim = HD, .dt = eng_kv_pool_layout(s->kv)->dtype});
+    }
+}
+
+/* Whether a step of T tokens runs its attention span by span (few tokens), and
+ * then where each token's span states go. */
+static int att_by_spans(const eng_model *m, int T)
+{
+    return T < ATT_TOKEN_TASKS * eng_pool_threads(m->pool);
+}
+
+static int att_plan(eng_model *m, int T, eng_error *err)
+{
+    eng_run_state *rs = &m->rs;
+    if (!att_by_spans(m, T))
+        return 0;
+    rs->att_first_span[0] = 0;
+    for (int t = 0; t < T; t++)
+        rs->att_first_span[t + 1] = rs->att_first_span[t] + att_spans(rs->pos[t] + 1);
+    rs->att_n_spans = rs->att_first_span[T];
+    if (rs->att_n_spans > rs->att_states_cap) {
+        size_t state = ENG_ATT_STATE_FLOATS(m->cfg.num_attention_heads, m->cfg.head_dim);
+        if (grow(&rs->att_states, (size_t)rs->att_n_spans * state))
+            return eng_fail(err, "out of memory for attention over %d spans", rs->att_n_spans);
+        rs->att_states_cap = rs->att_n_spans;
+    }
+    return 0;
+}
+
+static void attention(eng_model *m, step_ctx *s)
+{
+    eng_run_state *rs = &m->rs;
     const eng_config *c = &m->cfg;
-    int HD = c->head_dim, NH = c->num_attention_heads, NKV = c->num_key_value_heads, group = NH / NKV;
-    const eng_kv_layout *l = eng_kv_pool_layout(s->kv);
-    int bs = l->block_size;
-    size_t row = (size_t)HD * eng_dtype_size(l->dtype);
-    int n_tasks = eng_pool_threads(m->pool) * ENG_ATT_TASKS_PER_THREAD;
-    int pairs = s->T * NKV;
-    /* per task: [group][score_cap] scores, then [group][score_block] for one block's */
-    float *scores = m->rs.scores + (size_t)task * group * ((size_t)m->rs.score_cap + (size_t)m->rs.score_block);
-    float *block_scores = scores + (size_t)group * m->rs.score_cap;
-    float scale = 1.0f / sqrtf((float)HD);
-    /* Strided, not contiguous: in a prefill chunk later tokens attend over more
-     * positions, and striding gives every task a similar share of them. */
-    for (int p = task; p < pairs; p += n_tasks) {
-        int t = p / NKV, g = p % NKV;
-        int n = m->rs.pos[t] + 1; /* positions 0..pos */
-        int nb = (n + bs - 1) / bs;
-        const eng_seq *seq = s->items[m->rs.item[t]].seq;
-        const float *q = m->rs.q + ((size_t)t * NH + (size_t)g * group) * HD;
-        float *o = m->rs.att + ((size_t)t * NH + (size_t)g * group) * HD;
-        for (int i = 0; i < ATT_PREFETCH_BLOCKS; i++)
-            att_prefetch(s, seq, g, nb, i, (size_t)bs * row);
-        /* scores = q . K for a block's keys at a time: one small matmul (the block's
-         * K rows are the weight rows), then the 1/sqrt(head_dim) scale */
-        for (int b = 0; b < nb; b++) {
-            int j0 = b * bs, nj = n - j0 < bs ? n - j0 : bs;
-            att_prefetch(s, seq, g, nb, b + ATT_PREFETCH_BLOCKS, (size_t)bs * row);
-            eng_matmul(NULL, block_scores, q, att_chunk(s, seq, g, nb, b), l->dtype, group, HD, nj);
-            for (int h = 0; h < group; h++)
-                memcpy(scores + (size_t)h * m->rs.score_cap + j0, block_scores + (size_t)h * nj, nj * sizeof(float));
-        }
-        for (int h = 0; h < group; h++) {
-            eng_scale(scores + (size_t)h * m->rs.score_cap, scale, n);
-            eng_softmax(scores + (size_t)h * m->rs.score_cap, n);
-        }
-        /* out = the scores' weighted sum of V, a block's rows at a time */
-        memset(o, 0, (size_t)group * HD * sizeof(float));
-        for (int b = 0; b < nb; b++) {
-            int j0 = b * bs, nj = n - j0 < bs ? n - j0 : bs;
-            att_prefetch(s, seq, g, nb, nb + b + ATT_PREFETCH_BLOCKS, (size_t)bs * row);
-            eng_axpy_rows(o, group, scores + j0, (size_t)m->rs.score_cap, att_chunk(s, seq, g, nb, nb + b), l->dtype,
-                          nj, (size_t)HD, HD);
-        }
+    int NH = c->num_attention_heads, HD = c->head_dim;
+    if (!att_by_spans(m, s->T)) {
+        eng_pool_run(m->pool, attention_token_task, s, rs->att_tasks);
+        return;
+    }
+    size_t state_floats = ENG_ATT_STATE_FLOATS(NH, HD);
+    eng_pool_run(m->pool, attention_span_task, s, rs->att_tasks);
+    eng_kv_view dims = {.dim = HD, .dt = eng_kv_pool_layout(s->kv)->dtype};
+    for (int t = 0; t < s->T; t++) {
+        float *state = rs->att_states + (size_t)rs->att_first_span[t] * state_floats;
+        for (int i = rs->att_first_span[t] + 1; i < rs->att_first_span[t + 1]; i++)
+            eng_attend_merge(state, rs->att_states + (size_t)i * state_floats, NH, HD);
+        eng_attend_finish(rs->att + (size_t)t * NH * HD, state, NH, &dims);
     }
 }
 
@@ -219,7 +266,7 @@ static void attention_block(eng_model *m, step_ctx *s)
     const eng_matmul_out qkv[] = {{rs->q, &w->wq, Q}, {rs->k, &w->wk, KV}, {rs->v, &w->wv, KV}};
     eng_matmul_multi(m->pool, rs->xb, rs->xr, T, H, qkv, 3);
     eng_pool_run(m->pool, qk_rope_store, s, T);
-    eng_pool_run(m->pool, attention_task, s, eng_pool_threads(m->pool) * ENG_ATT_TASKS_PER_THREAD);
+    attention(m, s);
     eng_matmul_weight(m->pool, rs->out, rs->att, rs->xr, &w->wo, T, Q, H);
     eng_axpy(rs->x, 1.0f, rs->out, T * H);
 }
@@ -310,6 +357,8 @@ int eng_forward(eng_model *m, eng_kv_pool *kv, eng_batch_item *items, int n_item
                        m->embed.dt, (size_t)H);
         }
 
+    if (att_plan(m, T, err) < 0)
+        return -1;
     step_ctx s = {.m = m, .kv = kv, .items = items, .T = T};
     for (int l = 0; l < c->num_hidden_layers; l++) {
         s.layer = l;

@@ -72,6 +72,8 @@ int eng_kv_pool_create(const eng_kv_layout *layout, int n_blocks, eng_kv_pool **
     p->bytes = p->unit_bytes * (size_t)n_blocks * (size_t)layout->n_layers;
     void *base = mmap(NULL, p->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     p->base = base == MAP_FAILED ? NULL : base;
+    if (p->base) /* fewer page faults as rows are written, fewer TLB misses as attention reads */
+        madvise(p->base, p->bytes, MADV_HUGEPAGE);
     p->free_ids = malloc((size_t)n_blocks * sizeof *p->free_ids);
     p->in_use = calloc((size_t)n_blocks, 1);
     if (!p->base || !p->free_ids || !p->in_use) {

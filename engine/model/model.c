@@ -358,7 +358,10 @@ void eng_model_free(eng_model *m)
     free(rs->xr);
     free(rs->pos);
     free(rs->item);
-    free(rs->scores);
+    free(rs->att_work);
+    free(rs->att_states);
+    free(rs->att_units);
+    free(rs->att_first_span);
     if (m->pool)
         eng_pool_destroy(m->pool);
     eng_st_close(m->st);

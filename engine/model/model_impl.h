@@ -30,10 +30,14 @@ typedef struct eng_run_state {
                         to bf16 (matmul_dtype bf16 only) */
     int *pos;        /* [T] position of each token */
     int *item;       /* [T] which batch item each token belongs to */
-    float *scores;   /* attention scratch: per task, (heads / kv_heads) rows of score_cap floats, then as many of
-                        score_block */
-    int score_cap;
-    int score_block;
+    /* attention (forward.c): att_tasks tasks, each with att_work_floats of scratch and
+     * room for the block units of att_max_blocks blocks; a step with few tokens keeps
+     * every span's state (att_states, att_first_span[t] the first of token t's) */
+    int att_tasks, att_max_blocks, att_n_spans, att_states_cap;
+    size_t att_work_floats;
+    float *att_work, *att_states;
+    const void **att_units;
+    int *att_first_span; /* [cap + 1] */
 } eng_run_state;
 
 struct eng_model {

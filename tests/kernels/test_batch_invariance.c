@@ -11,11 +11,9 @@
  * offset, so every pool row is checked at many positions and in many batch sizes
  * against its result computed alone (1 row, 1 thread). Two shapes: one with n_in
  * above every variant's input blocking and not a multiple of any vector width,
- * one with n_out wide enough to be split between threads. eng_matmul over a
- * KV-cache block's keys in each cache dtype (f32, f16, bf16: how attention scores
- * them) must likewise give a key the same score whatever the number of keys in the
- * call, and eng_axpy_rows the same weighted sum of values however the rows are split
- * between calls. */
+ * one with n_out wide enough to be split between threads. (Attention's results
+ * depend on the positions only: test_kernels checks a cache cut into blocks of two
+ * sizes, test_chunk_invariance whole forward passes.) */
 #include "kernels/kernels_impl.h"
 
 #include <stdio.h>
@@ -83,83 +81,8 @@ static void check_shape(eng_pool *pools[], int n_pools, eng_dtype dt, int x_bf16
     free(y);
 }
 
-/* Attention's weighted sums of values over a cache block (eng_axpy_rows, rows in the
- * cache's dtype): the rows of a context split between calls anywhere (a block
- * boundary, which moves with the chunking), and heads summed together or alone,
- * must give the bits of one call. */
-static void check_value_rows(eng_dtype dt)
-{
-    enum { DIM = 133, ROWS = 21, HEADS = 3 };
-    float p[HEADS][ROWS], whole[HEADS][DIM], split[HEADS][DIM], alone[DIM];
-    for (int h = 0; h < HEADS; h++)
-        for (int i = 0; i < ROWS; i++)
-            p[h][i] = rnd_f();
-    void *v = rnd_weights(dt, (size_t)ROWS * DIM);
-    size_t row = (size_t)DIM * eng_dtype_size(dt);
-    for (size_t vi = 0; vi < sizeof VARIANTS / sizeof VARIANTS[0]; vi++) {
-        const eng_kernel_impl *impl = eng_kernels_variant(VARIANTS[vi]);
-        if (!impl)
-            continue;
-        memset(whole, 0, sizeof whole);
-        impl->axpy_rows(&whole[0][0], HEADS, &p[0][0], ROWS, v, dt, ROWS, DIM, DIM);
-        for (int h = 0; h < HEADS; h++) {
-            memset(alone, 0, sizeof alone);
-            impl->axpy_rows(alone, 1, p[h], ROWS, v, dt, ROWS, DIM, DIM);
-            CHECK(memcmp(alone, whole[h], sizeof alone) == 0, "%s %s head %d alone differs from %d heads together",
-                  VARIANTS[vi], eng_dtype_name(dt), h, HEADS);
-        }
-        for (int cut = 0; cut <= ROWS; cut++) {
-            memset(split, 0, sizeof split);
-            impl->axpy_rows(&split[0][0], HEADS, &p[0][0], ROWS, v, dt, cut, DIM, DIM);
-            impl->axpy_rows(&split[0][0], HEADS, &p[0][cut], ROWS, (const char *)v + cut * row, dt, ROWS - cut, DIM,
-                            DIM);
-            CHECK(memcmp(split, whole, sizeof whole) == 0, "%s %s values split at row %d differ from one call",
-                  VARIANTS[vi], eng_dtype_name(dt), cut);
-        }
-    }
-    free(v);
-}
-
-/* Attention scores over a cache block: one query against the block's keys as the
- * rows of a matrix in the cache's dtype (eng_matmul, n_out = the keys in the call).
- * A key's score must not depend on how many keys share the call, or a position's
- * attention would differ between a prefill chunk and a decode step. */
-static void check_key_scores(eng_dtype dt)
-{
-    enum { DIM = 133, KEYS = 21 };
-    float q[DIM], alone[KEYS], out[KEYS];
-    for (int i = 0; i < DIM; i++)
-        q[i] = rnd_f();
-    eng_weight keys = rnd_matrix(dt, KEYS, DIM);
-    size_t row = (size_t)DIM * eng_dtype_size(dt);
-    for (size_t v = 0; v < sizeof VARIANTS / sizeof VARIANTS[0]; v++) {
-        if (!eng_kernels_variant(VARIANTS[v]))
-            continue;
-        setenv("TANDEM_ISA", VARIANTS[v], 1);
-        CHECK(strcmp(eng_kernels_init(), VARIANTS[v]) == 0, "TANDEM_ISA=%s not selected", VARIANTS[v]);
-        const unsigned char *k = keys.w;
-        for (int j = 0; j < KEYS; j++)
-            eng_matmul(NULL, alone + j, q, k + j * row, dt, 1, DIM, 1);
-        for (int first = 0; first < KEYS; first++)
-            for (int n = 1; first + n <= KEYS; n++) {
-                eng_matmul(NULL, out, q, k + first * row, dt, 1, DIM, n);
-                CHECK(memcmp(out, alone + first, (size_t)n * sizeof(float)) == 0,
-                      "%s %s keys %d..%d scored together differ from alone", VARIANTS[v], eng_dtype_name(dt), first,
-                      first + n - 1);
-            }
-    }
-    unsetenv("TANDEM_ISA");
-    rnd_matrix_free(&keys);
-}
-
 int main(void)
 {
-    check_value_rows(ENG_DT_F32);
-    check_value_rows(ENG_DT_F16);
-    check_value_rows(ENG_DT_BF16);
-    check_key_scores(ENG_DT_F32);
-    check_key_scores(ENG_DT_F16);
-    check_key_scores(ENG_DT_BF16);
     eng_pool *pools[2] = {eng_pool_create(1), eng_pool_create(3)};
     CHECK(pools[0] && pools[1], "thread pools");
     if (!pools[0] || !pools[1])

@@ -435,12 +435,6 @@ static void test_vector_ops(const eng_kernel_impl *k)
                   k->name, n, i);
         CHECK(c[n] == 99.0f, "%s axpy wrote past the end", k->name);
 
-        memcpy(c, a, n * sizeof(float));
-        k->scale(c, -1.7f, n);
-        for (int i = 0; i < n; i++)
-            CHECK(fabs(c[i] - (-1.7 * a[i])) <= 1e-6 * fabs(a[i]) + 1e-7, "%s scale n=%d i=%d", k->name, n, i);
-        CHECK(c[n] == 99.0f, "%s scale wrote past the end", k->name);
-
         double ss = 0;
         for (int i = 0; i < n; i++)
             ss += (double)a[i] * a[i];
@@ -506,57 +500,104 @@ static void test_vector_ops(const eng_kernel_impl *k)
           "%s silu extremes: %g %g %g %g", k->name, g[0], g[1], g[2], g[3]);
 }
 
-/* eng_axpy_rows over value rows of each cache dtype, read in place, for 1-3 heads:
- * within rounding of the sum in double, and bit for bit what eng_axpy of each
- * widened row gives each head (the order the attention's conformance and
- * invariance rest on). */
-static void test_axpy_rows(const eng_kernel_impl *k)
+/* ---- attention over the KV cache ---- */
+
+/* Attention of every head through eng_attend_span over spans of `span` positions,
+ * merged and finished, as forward.c runs it, with the cache cut into blocks of bs.
+ * k and v: [nkv][n][dim] values of dt; q rounded to dt. */
+static void attend_blocks(float *y, const float *q, const unsigned char *k, const unsigned char *v, int nh, int nkv,
+                          int dim, int n, int bs, int span, eng_dtype dt)
 {
-    static const int dims[] = {1, 7, 16, 33, 64, 100, 128, 200, 300};
-    static const int ns[] = {0, 1, 3, 4, 5, 16, 17};
-    static const eng_dtype dts[] = {ENG_DT_F32, ENG_DT_F16, ENG_DT_BF16};
+    size_t row = (size_t)dim * eng_dtype_size(dt), head = (size_t)bs * row;
+    int nb = (n + bs - 1) / bs;
+    unsigned char *cache = calloc((size_t)nb, 2 * nkv * head);
+    const void **units = malloc((size_t)nb * sizeof *units);
+    for (int b = 0; b < nb; b++) {
+        unsigned char *u = cache + (size_t)b * 2 * nkv * head;
+        units[b] = u;
+        for (int g = 0; g < nkv; g++)
+            for (int r = 0; r < bs && b * bs + r < n; r++) {
+                size_t at = ((size_t)g * n + (size_t)b * bs + r) * row;
+                memcpy(u + g * head + r * row, k + at, row);
+                memcpy(u + (nkv + g) * head + r * row, v + at, row);
+            }
+    }
+    eng_kv_view kv = {.units = units, .block_size = bs, .n_kv_heads = nkv, .dim = dim, .dt = dt};
+    size_t sf = ENG_ATT_STATE_FLOATS(nh, dim);
+    float *state = malloc(2 * sf * sizeof(float)), *work = malloc(ENG_ATT_WORK_FLOATS(nh, dim) * sizeof(float));
+    float scale = 1.0f / sqrtf((float)dim);
+    for (int p0 = 0; p0 < n; p0 += span) {
+        eng_attend_span(p0 ? state + sf : state, work, q, nh, scale, &kv, p0, p0 + span < n ? p0 + span : n);
+        if (p0)
+            eng_attend_merge(state, state + sf, nh, dim);
+    }
+    eng_attend_finish(y, state, nh, &kv);
+    free(cache);
+    free(units);
+    free(state);
+    free(work);
+}
+
+/* eng_attend_span against softmax attention in double, for each cache dtype and a
+ * head_dim that is (128, 64, 32) or is not (40) a multiple of a variant's chunk,
+ * 1-3 query heads per kv head, lengths around a group (16) and past a span; and the
+ * same bits whatever the block size (a result may depend on the positions only). */
+static void test_attend(const char *variant)
+{
+    use_variant(variant);
+    static const eng_dtype dts[] = {ENG_DT_BF16, ENG_DT_F16, ENG_DT_F32};
+    static const int dims[] = {128, 64, 32, 40}, ns[] = {1, 5, 16, 17, 40, 300};
     for (size_t ti = 0; ti < sizeof dts / sizeof dts[0]; ti++)
         for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++)
             for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
                 eng_dtype dt = dts[ti];
-                int dim = dims[di], n = ns[ni], ny = 1 + (int)((di + ni) % 3);
-                size_t stride = (size_t)dim + (di % 2) * 5, ldp = (size_t)n + 2; /* rows need not be packed */
-                size_t ys = (size_t)ny * dim;
-                void *v = rnd_weights(dt, n * stride + 1);
-                float *vf = malloc((n * stride + 1) * sizeof(float)), *p = malloc(ny * ldp * sizeof(float));
-                float *y = malloc((ys + 1) * sizeof(float)), *y0 = malloc(ys * sizeof(float));
-                float *ya = malloc(ys * sizeof(float));
-                k->to_f32(vf, v, dt, n * stride);
-                fill(p, (int)(ny * ldp), 1);
-                fill(y0, (int)ys, 1);
-                memcpy(y, y0, ys * sizeof(float));
-                memcpy(ya, y0, ys * sizeof(float));
-                y[ys] = 55.0f;
-                k->axpy_rows(y, ny, p, ldp, v, dt, n, stride, dim);
-                for (int h = 0; h < ny; h++)
-                    for (int j = 0; j < n; j++)
-                        k->axpy(ya + (size_t)h * dim, p[h * ldp + j], vf + j * stride, dim);
-                for (int h = 0; h < ny; h++)
-                    for (int d = 0; d < dim; d++) {
-                        double s = y0[h * dim + d], m = fabs(s);
-                        for (int j = 0; j < n; j++) {
-                            s += (double)p[h * ldp + j] * vf[j * stride + d];
-                            m += fabs((double)p[h * ldp + j] * vf[j * stride + d]);
-                        }
-                        CHECK(fabs(y[h * dim + d] - s) <= 1e-6 * m + 1e-7, "%s axpy_rows %s dim=%d n=%d h=%d d=%d",
-                              k->name, eng_dtype_name(dt), dim, n, h, d);
+                int dim = dims[di], n = ns[ni], nkv = 1 + (int)(ni % 2), group = 1 + (int)((di + ni) % 3);
+                int nh = nkv * group;
+                size_t nv = (size_t)nkv * n * dim;
+                unsigned char *k = rnd_weights(dt, nv), *v = rnd_weights(dt, nv);
+                float *q = malloc((size_t)nh * dim * sizeof(float));
+                float *y = malloc((size_t)nh * dim * sizeof(float)), *y7 = malloc((size_t)nh * dim * sizeof(float));
+                for (int i = 0; i < nh * dim; i++)
+                    q[i] = 3.0f * rnd_f(); /* scores of a few units: a softmax far from uniform */
+                eng_round_to(dt, q, (size_t)nh * dim);
+                attend_blocks(y, q, k, v, nh, nkv, dim, n, 16, 256, dt);
+                attend_blocks(y7, q, k, v, nh, nkv, dim, n, 7, 256, dt);
+                CHECK(memcmp(y, y7, (size_t)nh * dim * sizeof(float)) == 0,
+                      "%s attend %s dim=%d n=%d: blocks of 7 differ from blocks of 16", variant, eng_dtype_name(dt),
+                      dim, n);
+                double *sc = malloc((size_t)n * sizeof(double));
+                for (int h = 0; h < nh; h++) {
+                    int g = h / group;
+                    double mx = -1e300, sum = 0;
+                    for (int j = 0; j < n; j++) {
+                        double d = 0;
+                        for (int e = 0; e < dim; e++)
+                            d += (double)q[h * dim + e] * ref_weight(k, dt, ((size_t)g * n + j) * dim + e);
+                        sc[j] = d / sqrt((double)dim);
+                        mx = sc[j] > mx ? sc[j] : mx;
                     }
-                CHECK(memcmp(y, ya, ys * sizeof(float)) == 0,
-                      "%s axpy_rows %s dim=%d n=%d ny=%d differs from axpy per row", k->name, eng_dtype_name(dt), dim,
-                      n, ny);
-                CHECK(y[ys] == 55.0f, "%s axpy_rows wrote past the end", k->name);
+                    for (int j = 0; j < n; j++)
+                        sum += sc[j] = exp(sc[j] - mx);
+                    for (int e = 0; e < dim; e++) {
+                        double want = 0, mag = 0;
+                        for (int j = 0; j < n; j++) {
+                            double x = sc[j] / sum * ref_weight(v, dt, ((size_t)g * n + j) * dim + e);
+                            want += x;
+                            mag += fabs(x);
+                        }
+                        CHECK(fabs(y[h * dim + e] - want) <= 2e-5 * mag + 1e-6,
+                              "%s attend %s dim=%d n=%d h=%d e=%d: %g != %g", variant, eng_dtype_name(dt), dim, n, h, e,
+                              y[h * dim + e], want);
+                    }
+                }
+                free(sc);
+                free(k);
                 free(v);
-                free(vf);
-                free(p);
+                free(q);
                 free(y);
-                free(y0);
-                free(ya);
+                free(y7);
             }
+    unsetenv("TANDEM_ISA");
 }
 
 static void test_rope(const eng_kernel_impl *k)
@@ -616,15 +657,12 @@ static void test_public_api(void)
         CHECK(memcmp(c1, c2, sizeof c1) == 0, "%s public %s differs", k->name, what); \
     } while (0)
         SAME(eng_axpy(c1, 0.5f, b, N), k->axpy(c2, 0.5f, b, N), "axpy");
-        SAME(eng_scale(c1, 0.5f, N), k->scale(c2, 0.5f, N), "scale");
         SAME(eng_rmsnorm(c1, a, w, N, 1e-5f), k->rmsnorm(c2, a, w, N, 1e-5f), "rmsnorm");
         SAME(eng_silu_mul(c1, b, N), k->silu_mul(c2, b, N), "silu_mul");
         SAME(eng_softmax(c1, N), k->softmax(c2, N), "softmax");
         CHECK(eng_sum_exp(a, N, 2.0f) == k->sum_exp(a, N, 2.0f), "%s public sum_exp differs", k->name);
         SAME(eng_rope_neox(c1, 2, 38, b, w), k->rope_neox(c2, 2, 38, b, w), "rope");
         SAME(eng_to_f32(c1, h, ENG_DT_BF16, N), k->to_f32(c2, h, ENG_DT_BF16, N), "to_f32");
-        SAME(eng_axpy_rows(c1, 2, p, 2, h, ENG_DT_BF16, 2, 19, 17),
-             k->axpy_rows(c2, 2, p, 2, h, ENG_DT_BF16, 2, 19, 17), "axpy_rows");
 #undef SAME
     }
 }
@@ -706,7 +744,7 @@ int main(void)
         test_vector_ops(k);
         test_sum_exp_vocab(k);
         test_rope(k);
-        test_axpy_rows(k);
+        test_attend(VARIANTS[v]);
     }
     test_public_api();
     test_matmul();

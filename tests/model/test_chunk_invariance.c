@@ -1,7 +1,9 @@
 /* test_chunk_invariance.c: a sequence's K/V cache entries and logits are bitwise
  * the same however its prompt is run: in one chunk, in chunks of other sizes,
  * token by token, batched with another sequence's tokens, or with another thread
- * count; for every kernel variant this CPU runs.
+ * count; for every kernel variant this CPU runs. The prompt is longer than one span
+ * of the attention (forward.c), so a token's spans are merged both ways: as tasks of
+ * their own (a step of one or two tokens) and inside a token's task.
  *
  * This is what migration and prefix caching rely on: K/V computed for a position
  * in a prefill chunk of one size must equal what a decode step, or a chunk of
@@ -16,7 +18,7 @@
 #include "model/model.h"
 #include "sampling/sampler.h"
 
-#define PROMPT 40
+#define PROMPT 264 /* past a span of the attention (ATT_SPAN, 256 positions) */
 #define DECODE 3
 #define N_POS (PROMPT + DECODE) /* positions written: the prompt and the decode steps */
 #define BLOCK 16
@@ -63,7 +65,8 @@ static int run(eng_model *m, eng_dtype kv_dt, const int32_t *prompt, const int *
     int V = eng_model_config(m)->vocab_size;
     eng_kv_layout l = eng_model_kv_layout(m, BLOCK, kv_dt);
     eng_kv_pool *kv = NULL;
-    if (eng_kv_pool_create(&l, 32, &kv, &err) < 0)
+    /* the other sequence takes up to 5 tokens a step */
+    if (eng_kv_pool_create(&l, 6 * ((N_POS + BLOCK - 1) / BLOCK) + 2, &kv, &err) < 0)
         return -1;
     eng_seq seq = {0}, oseq = {0};
     int done = 0, ofed = 0, step = 0, rc = 0;
