@@ -8,7 +8,7 @@
  * usage: kernel_bench [--threads N] [--tokens P] [--dtype bf16|f16|f32|f8e4m3] [--matmul-dtype f32|bf16]
  *                     [--shape NAME]
  * (f8e4m3: with a scale per 128 x 128 block, as in Qwen's -FP8 checkpoints; --matmul-dtype
- * bf16: bf16 weights on inputs rounded to bf16, as `tandem --matmul-dtype bf16` runs them) */
+ * bf16: bf16 or FP8 weights on inputs rounded to bf16, as `tandem --matmul-dtype bf16` runs them) */
 #include "common/clock.h"
 #include "kernels/kernels.h"
 
@@ -60,7 +60,7 @@ int main(int argc, char **argv)
         return 2;
     }
     eng_pool *pool = eng_pool_create(threads);
-    x_bf16 = x_bf16 && dt == ENG_DT_BF16;
+    x_bf16 = x_bf16 && (dt == ENG_DT_BF16 || dt == ENG_DT_F8E4M3);
     printf("isa=%s threads=%d dtype=%s matmul_dtype=%s prefill_tokens=%d\n", eng_kernels_init(), threads,
            eng_dtype_name(dt), x_bf16 ? "bf16" : "f32", tokens);
     for (size_t s = 0; s < sizeof SHAPES / sizeof SHAPES[0]; s++) {
@@ -105,7 +105,7 @@ int main(int argc, char **argv)
             scales[i] = 1.0f / (float)(64 + i % 64);
         eng_weight wt = {.w = w, .dt = dt, .x_bf16 = x_bf16};
         if (dt == ENG_DT_F8E4M3)
-            wt = (eng_weight){.w = w, .dt = dt, .scale = scales, .block_out = 128, .block_in = 128};
+            wt = (eng_weight){.w = w, .dt = dt, .scale = scales, .block_out = 128, .block_in = 128, .x_bf16 = x_bf16};
         /* Decode: enough repetitions to stream ~2 GB, best of them. */
         int reps = (int)(2e9 / wbytes) + 2;
         double best = 1e30;

@@ -26,9 +26,10 @@ static inline eng_dtype cli_kv_dtype(const char *name)
 /* The row for the const char * field f of struct st. */
 #define CLI_MATMUL_DTYPE_OPT(st, f)                                                   \
     CLI_CHOICE_OPT(st, f, "--matmul-dtype", "f32|bf16", "f32",                        \
-                   "what matmuls with bf16 weights multiply: f32 inputs (exact) or\n" \
-                   "inputs rounded to bf16, as llama.cpp does on a bf16 GGUF\n"       \
-                   "(about twice the prefill speed with AVX512-BF16); every\n"        \
+                   "what matmuls with bf16 or FP8 weights multiply: f32 inputs\n"     \
+                   "(exact) or inputs rounded to bf16, as llama.cpp does on a bf16\n" \
+                   "GGUF (with AVX512-BF16 about twice the prefill speed, and FP8\n"  \
+                   "decode no longer bound by widening the weights); every\n"         \
                    "worker of a cluster must use the same",                           \
                    0)
 

@@ -165,7 +165,6 @@ int cmd_bench(int argc, char **argv)
             eng_fail(&err, "out of memory for the --roofline read pass (%.0f MiB)", most / 1048576);
             goto fail;
         }
-        t2 = eng_now_s();
     }
     double decode_s = 0;
     for (int s = 0; s < D; s++) {

@@ -158,8 +158,9 @@ static int cpu_has(const char *isa)
     __builtin_cpu_init();
     if (strcmp(isa, "avx512") == 0)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && cpu_has_avx512bf16() &&
-               __builtin_cpu_supports("fma") && cpu_has_f16c();
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512vbmi") && cpu_has_avx512bf16() && __builtin_cpu_supports("fma") &&
+               cpu_has_f16c();
     if (strcmp(isa, "avx2") == 0)
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
 #endif

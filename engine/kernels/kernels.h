@@ -38,12 +38,18 @@ typedef struct eng_weight {
     eng_dtype dt;
     const float *scale;      /* F8E4M3 only: [ceil(n_out / block_out)][ceil(n_in / block_in)] */
     int block_out, block_in; /* F8E4M3 only; block_in a multiple of ENG_FP8_BLOCK_ALIGN */
-    /* BF16 only (--matmul-dtype bf16): every input is rounded to bf16 (nearest even)
-     * before it meets this matrix, as llama.cpp does for bf16 weights, and the
-     * products of bf16 pairs are summed in f32; with AVX512-BF16 twice the
-     * multiply-adds per instruction. 0: inputs stay f32 (exact). */
+    /* BF16, or F8E4M3 with block_in a multiple of ENG_FP8_BF16_BLOCK_ALIGN
+     * (--matmul-dtype bf16): every input is rounded to bf16 (nearest even) before it
+     * meets this matrix, as llama.cpp does for bf16 weights, and the products of bf16
+     * pairs (an e4m3 value is exact in bf16) are summed in f32, FP8 block by block
+     * and each block's sum times its scale; with AVX512-BF16 twice the multiply-adds
+     * per instruction. 0: inputs stay f32 (exact). */
     int x_bf16;
 } eng_weight;
+
+/* FP8 blocks of this many inputs (or a multiple) can take bf16 inputs: the width
+ * of one e4m3-to-bf16 conversion. */
+#define ENG_FP8_BF16_BLOCK_ALIGN 64
 
 /* block_in must be a multiple of this (the widest vector), so that a vector of
  * inputs never straddles two scales. Every scale must be finite with magnitude

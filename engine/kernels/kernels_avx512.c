@@ -1,4 +1,4 @@
-/* kernels_avx512.c: the AVX-512 variant (F, BW, VL, DQ and BF16 required).
+/* kernels_avx512.c: the AVX-512 variant (F, BW, VL, DQ, BF16 and VBMI required).
  *
  * The vector vocabulary for the loops of kernels_simd.h, shared with the AVX2
  * variant (bf16 weights widen with a zero-extend and a 16-bit shift, f16 with
@@ -183,6 +183,159 @@ static void bf16_gemm_rows(float *y, int ldy, const uint16_t *x, const eng_weigh
     }
 }
 
+/* ---- FP8 weights on inputs rounded to bf16 (eng_weight.x_bf16) ----
+ *
+ * Each e4m3 code becomes its bf16 value (exact: three mantissa bits) with two
+ * vpermi2b lookups by the code's low seven bits, one for the high byte (the sign
+ * then copied over) and one for the low byte, and an unpack that pairs them: 64
+ * weights in five instructions, where widening to f32 took five for 16. vdpbf16ps
+ * sums the products block by block (the scales' block_in, a multiple of 64), and
+ * each block's sum times its scale is added to the row's total with one FMA. The
+ * unpack pairs bytes within 128-bit lanes, so a chunk's weights come out as inputs
+ * {0-7, 16-23, 32-39, 48-55} and {8-15, 24-31, 40-47, 56-63}; the inputs are
+ * permuted alike (vpermt2w) as they are loaded. One tile shape per token count as
+ * for bf16 weights, and every row summed in the same order, so a row's result is
+ * the same in any batch. */
+#define FP8_CHUNK 64 /* inputs per conversion */
+
+/* bf16 bits of e4m3fn code c (sign clear): subnormals m * 2^-9, normals
+ * (1 + m/8) * 2^(e-7), 0x7f NaN. */
+#define E4M3_SUB(m) ((m) == 0 ? 0 : (m) < 2 ? 0x3b00 : (m) < 4 ? 0x3b80 | ((m)&1) << 6 : 0x3c00 | ((m)&3) << 5)
+#define E4M3_BF16(c) ((c) == 0x7f ? 0x7fc0 : (c) >> 3 == 0 ? E4M3_SUB(c) : ((((c) >> 3) + 120) << 7) | ((c)&7) << 4)
+#define E4M3_HI(c) (uint8_t)(E4M3_BF16(c) >> 8)
+#define E4M3_LO(c) (uint8_t)(E4M3_BF16(c) & 0xff)
+#define X8(F, c) F(c), F(c + 1), F(c + 2), F(c + 3), F(c + 4), F(c + 5), F(c + 6), F(c + 7)
+#define X128(F)                                                                                                 \
+    X8(F, 0), X8(F, 8), X8(F, 16), X8(F, 24), X8(F, 32), X8(F, 40), X8(F, 48), X8(F, 56), X8(F, 64), X8(F, 72), \
+        X8(F, 80), X8(F, 88), X8(F, 96), X8(F, 104), X8(F, 112), X8(F, 120)
+static const uint8_t E4M3_BF16_HI[128] __attribute__((aligned(64))) = {X128(E4M3_HI)};
+static const uint8_t E4M3_BF16_LO[128] __attribute__((aligned(64))) = {X128(E4M3_LO)};
+
+typedef struct fp8_consts {
+    __m512i lo0, lo1, hi0, hi1, sign, perm0, perm1;
+} fp8_consts;
+
+static inline fp8_consts fp8_consts_load(void)
+{
+    fp8_consts c;
+    c.lo0 = _mm512_load_si512((const void *)E4M3_BF16_LO);
+    c.lo1 = _mm512_load_si512((const void *)(E4M3_BF16_LO + 64));
+    c.hi0 = _mm512_load_si512((const void *)E4M3_BF16_HI);
+    c.hi1 = _mm512_load_si512((const void *)(E4M3_BF16_HI + 64));
+    c.sign = _mm512_set1_epi8((char)0x80);
+    short p0[32], p1[32];
+    for (int k = 0; k < 32; k++) { /* word k of each half: input 16 * (k / 8) + k % 8 (+ 8) */
+        p0[k] = (short)(16 * (k / 8) + k % 8);
+        p1[k] = (short)(16 * (k / 8) + 8 + k % 8);
+    }
+    c.perm0 = _mm512_loadu_si512((const void *)p0);
+    c.perm1 = _mm512_loadu_si512((const void *)p1);
+    return c;
+}
+
+ALWAYS_INLINE void fp8_chunk_bf16(__m512i b, const fp8_consts *c, __m512i *w0, __m512i *w1)
+{
+    __m512i lo = _mm512_permutex2var_epi8(c->lo0, b, c->lo1);
+    __m512i hi = _mm512_permutex2var_epi8(c->hi0, b, c->hi1);
+    hi = _mm512_ternarylogic_epi32(hi, b, c->sign, 0xf8); /* hi | (b & 0x80) */
+    *w0 = _mm512_unpacklo_epi8(lo, hi);
+    *w1 = _mm512_unpackhi_epi8(lo, hi);
+}
+
+/* MT tokens' totals for NG * MM_NR rows of FP8 weights (wr, their scales sr) over
+ * all n_in inputs (x rows xr in bf16), reduced into y (valid_t x valid_o of them).
+ * ahead: bytes past each chunk to prefetch in every row (0: none). */
+ALWAYS_INLINE void fp8_bf16_tile(float *y, int ldy, int valid_t, int valid_o, const uint16_t *const *xr,
+                                 const uint8_t *const *wr, const float *const *sr, int bi, int n_in, size_t ahead,
+                                 const fp8_consts *c, const int MT, const int NG)
+{
+    const int NO = NG * MM_NR;
+    V tot[MM_MR][MM_DEC_NG * MM_NR], part[MM_MR][MM_DEC_NG * MM_NR];
+    tile_begin(tot, NULL, 1, MT, NG);
+    for (int b0 = 0, blk = 0; b0 < n_in; b0 += bi, blk++) {
+        int end = b0 + bi < n_in ? b0 + bi : n_in;
+        tile_begin(part, NULL, 1, MT, NG);
+        for (int i = b0; i < end; i += FP8_CHUNK) {
+            int rem = end - i; /* below 64 only in a row's last chunk */
+            __mmask64 m = rem >= 64 ? ~0ull : (1ull << rem) - 1;
+            __mmask32 m0 = (__mmask32)m, m1 = (__mmask32)(m >> 32);
+            __m512i x0[MM_MR], x1[MM_MR];
+#pragma GCC unroll 8
+            for (int t = 0; t < MT; t++) {
+                __m512i a = _mm512_maskz_loadu_epi16(m0, xr[t] + i), b = _mm512_maskz_loadu_epi16(m1, xr[t] + i + 32);
+                x0[t] = _mm512_permutex2var_epi16(a, c->perm0, b);
+                x1[t] = _mm512_permutex2var_epi16(a, c->perm1, b);
+            }
+#pragma GCC unroll 8
+            for (int j = 0; j < NO; j++) {
+                if (ahead)
+                    __builtin_prefetch(wr[j] + i + ahead, 0, 3);
+                __m512i w0, w1;
+                fp8_chunk_bf16(_mm512_maskz_loadu_epi8(m, wr[j] + i), c, &w0, &w1);
+#pragma GCC unroll 8
+                for (int t = 0; t < MT; t++) {
+                    part[t][j] = _mm512_dpbf16_ps(part[t][j], (__m512bh)w0, (__m512bh)x0[t]);
+                    part[t][j] = _mm512_dpbf16_ps(part[t][j], (__m512bh)w1, (__m512bh)x1[t]);
+                }
+            }
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < NO; j++) {
+            V s = V_SET1(sr[j][blk]);
+#pragma GCC unroll 8
+            for (int t = 0; t < MT; t++)
+                tot[t][j] = V_FMA(part[t][j], s, tot[t][j]);
+        }
+    }
+    tile_end(y, ldy, valid_t, valid_o, NULL, tot, 1, MT, NG);
+}
+
+/* Tokens [t0, t0 + T) against rows [o, o + NG * MM_NR) (past o1: repeats, dropped). */
+ALWAYS_INLINE void fp8_bf16_at(float *y, int ldy, const uint16_t *x, const eng_weight *w, int n_in, int t0, int o,
+                               int o1, size_t ahead, const fp8_consts *c, const int T, const int NG)
+{
+    const uint16_t *xr[MM_MR];
+    for (int t = 0; t < T; t++)
+        xr[t] = x + (size_t)(t0 + t) * n_in;
+    const char *rows[MM_DEC_NG * MM_NR];
+    const float *sr[MM_DEC_NG * MM_NR];
+    weight_rows(rows, sr, w, n_in, o, o1, NG * MM_NR);
+    fp8_bf16_tile(y + (size_t)t0 * ldy + o, ldy, T, o1 - o, xr, (const uint8_t *const *)rows, sr, w->block_in, n_in,
+                  ahead, c, T, NG);
+}
+
+/* Three tokens at a time in prefill: 3 x 4 sums, 6 permuted inputs and the tables
+ * fill AVX-512's registers. */
+#define FP8_MT 3
+
+static void fp8_bf16_rows(float *y, int ldy, const uint16_t *x, const eng_weight *w, int n_tokens, int n_in, int o0,
+                          int o1)
+{
+    fp8_consts c = fp8_consts_load();
+    if (n_tokens == 1) { /* decode: rows read once, a tile ahead prefetched, as matmul_rows does */
+        int o = o0;
+        for (; o + MM_DEC_NG * MM_NR <= o1; o += MM_DEC_NG * MM_NR)
+            fp8_bf16_at(y, ldy, x, w, n_in, 0, o, o1, (size_t)MM_DEC_NG * MM_NR * n_in, &c, 1, MM_DEC_NG);
+        for (; o < o1; o += MM_NR)
+            fp8_bf16_at(y, ldy, x, w, n_in, 0, o, o1, (size_t)MM_NR * n_in, &c, 1, 1);
+        return;
+    }
+    /* Chunks of MM_TC tokens (their inputs in L2), each tile of rows (in L1) against
+     * every token of the chunk. */
+    for (int t0 = 0; t0 < n_tokens; t0 += MM_TC) {
+        int t1 = n_tokens - t0 < MM_TC ? n_tokens : t0 + MM_TC;
+        for (int o = o0; o < o1; o += MM_NR) {
+            int t = t0;
+            for (; t + FP8_MT <= t1; t += FP8_MT)
+                fp8_bf16_at(y, ldy, x, w, n_in, t, o, o1, 0, &c, FP8_MT, 1);
+            if (t1 - t == 2)
+                fp8_bf16_at(y, ldy, x, w, n_in, t, o, o1, 0, &c, 2, 1);
+            else if (t1 - t == 1)
+                fp8_bf16_at(y, ldy, x, w, n_in, t, o, o1, 0, &c, 1, 1);
+        }
+    }
+}
+
 /* vcvtneps2bf16 rounds to nearest even and quiets a NaN as eng_f32_to_bf16 does, but
  * reads a subnormal input as zero: a vector holding one takes the scalar rule. */
 static void from_f32_bf16(uint16_t *dst, const float *src, size_t n)
@@ -204,6 +357,10 @@ static void from_f32_bf16(uint16_t *dst, const float *src, size_t n)
 static void matmul_rows_bf16(float *y, int ldy, const uint16_t *x, const eng_weight *w, int n_tokens, int n_in, int o0,
                              int o1)
 {
+    if (w->dt == ENG_DT_F8E4M3) {
+        fp8_bf16_rows(y, ldy, x, w, n_tokens, n_in, o0, o1);
+        return;
+    }
     switch (n_tokens) {
     case 1: bf16_dec_rows(y, ldy, x, w, n_in, o0, o1, 1); break;
     case 2: bf16_dec_rows(y, ldy, x, w, n_in, o0, o1, 2); break;

@@ -17,7 +17,7 @@ typedef struct eng_kernel_impl {
      * n_tokens or o0/o1, so results change neither with the batch nor with the
      * thread count. */
     void (*matmul_rows)(float *y, int ldy, const float *x, const eng_weight *w, int n_tokens, int n_in, int o0, int o1);
-    /* The same for x already rounded to bf16 and bf16 weights (eng_weight.x_bf16),
+    /* The same for x already rounded to bf16 and bf16 or FP8 weights (eng_weight.x_bf16),
      * with a bf16 dot-product instruction; NULL where the ISA has none: x rounded to
      * bf16 and widened back then goes through matmul_rows. */
     void (*matmul_rows_bf16)(float *y, int ldy, const uint16_t *x, const eng_weight *w, int n_tokens, int n_in, int o0,

@@ -72,9 +72,10 @@ static int get_fp8_scales(eng_model *m, const char *name, int64_t rows, int64_t 
 
 /* A matrix [rows][cols] in any supported dtype; FP8 with its block scales. */
 /* Whether a matrix of dtype dt takes its inputs rounded to bf16 (eng_weight.x_bf16). */
-static int takes_bf16_inputs(const eng_model *m, eng_dtype dt)
+static int takes_bf16_inputs(const eng_model *m, const eng_weight *w)
 {
-    return m->matmul_dtype == ENG_DT_BF16 && dt == ENG_DT_BF16;
+    return m->matmul_dtype == ENG_DT_BF16 &&
+           (w->dt == ENG_DT_BF16 || (w->dt == ENG_DT_F8E4M3 && w->block_in % ENG_FP8_BF16_BLOCK_ALIGN == 0));
 }
 
 static int get_matrix(eng_model *m, const char *name, int64_t rows, int64_t cols, eng_weight *out, eng_error *err)
@@ -83,8 +84,10 @@ static int get_matrix(eng_model *m, const char *name, int64_t rows, int64_t cols
     *out = (eng_weight){0};
     if (eng_st_get(m->st, name, 2, shape, &out->w, &out->dt, err) < 0)
         return -1;
-    out->x_bf16 = takes_bf16_inputs(m, out->dt);
-    return out->dt == ENG_DT_F8E4M3 ? get_fp8_scales(m, name, rows, cols, out, err) : 0;
+    if (out->dt == ENG_DT_F8E4M3 && get_fp8_scales(m, name, rows, cols, out, err) < 0)
+        return -1;
+    out->x_bf16 = takes_bf16_inputs(m, out);
+    return 0;
 }
 
 /* Loads a norm vector and converts it to f32 (into *out, malloc'd). */
@@ -283,7 +286,7 @@ int eng_model_load(const char *dir, const eng_model_options *opt, eng_model **ou
         goto fail;
     if (c->tie_word_embeddings) {
         m->lm_head = m->embed;
-        m->lm_head.x_bf16 = takes_bf16_inputs(m, m->lm_head.dt); /* the embedding was not loaded as a matrix */
+        m->lm_head.x_bf16 = takes_bf16_inputs(m, &m->lm_head); /* the embedding was not loaded as a matrix */
     } else if (get_matrix(m, "lm_head.weight", c->vocab_size, c->hidden_size, &m->lm_head, err) < 0)
         goto fail;
     m->layers = calloc((size_t)c->num_hidden_layers, sizeof *m->layers);

@@ -71,20 +71,26 @@ static void *rnd_weights(eng_dtype dt, size_t n)
 
 /* An n_out x n_in matrix of dtype dt. FP8 gets a scale per block with a full
  * 24-bit mantissa (so that weight * scale really rounds), magnitude 2^-9 .. 2^3. */
-static eng_weight rnd_matrix(eng_dtype dt, int n_out, int n_in)
+/* FP8: scales for blocks of RND_FP8_BLOCK_OUT x block_in. */
+static eng_weight rnd_matrix_blocks(eng_dtype dt, int n_out, int n_in, int block_in)
 {
     eng_weight m = {.w = rnd_weights(dt, (size_t)n_out * n_in), .dt = dt};
     if (dt != ENG_DT_F8E4M3)
         return m;
     size_t n = (size_t)((n_out + RND_FP8_BLOCK_OUT - 1) / RND_FP8_BLOCK_OUT) *
-               (size_t)((n_in + RND_FP8_BLOCK_IN - 1) / RND_FP8_BLOCK_IN);
+               (size_t)((n_in + block_in - 1) / block_in);
     float *s = malloc((n + 1) * sizeof *s);
     for (size_t i = 0; i < n; i++)
         s[i] = (0.75f + 0.25f * rnd_f()) * (float)(1 << (rnd_u32() % 12)) / 1024.0f;
     m.scale = s;
     m.block_out = RND_FP8_BLOCK_OUT;
-    m.block_in = RND_FP8_BLOCK_IN;
+    m.block_in = block_in;
     return m;
+}
+
+static inline eng_weight rnd_matrix(eng_dtype dt, int n_out, int n_in)
+{
+    return rnd_matrix_blocks(dt, n_out, n_in, RND_FP8_BLOCK_IN);
 }
 
 static void rnd_matrix_free(eng_weight *m)

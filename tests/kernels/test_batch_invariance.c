@@ -30,16 +30,16 @@
 
 static const char *const VARIANTS[] = {"portable", "avx2", "avx512"};
 
-/* x_bf16: bf16 weights taking their inputs rounded to bf16 (--matmul-dtype bf16). */
+/* x_bf16: bf16 or FP8 weights taking their inputs rounded to bf16 (--matmul-dtype bf16). */
 static void check_shape(eng_pool *pools[], int n_pools, eng_dtype dt, int x_bf16, int n_in, int n_out)
 {
     float *xs = malloc((size_t)POOL_ROWS * n_in * sizeof(float));
     float *scratch = malloc((size_t)POOL_ROWS * n_in * sizeof(float));
     for (size_t i = 0; i < (size_t)POOL_ROWS * n_in; i++)
         xs[i] = rnd_f();
-    eng_weight w = rnd_matrix(dt, n_out, n_in);
+    eng_weight w = rnd_matrix_blocks(dt, n_out, n_in, x_bf16 ? ENG_FP8_BF16_BLOCK_ALIGN : RND_FP8_BLOCK_IN);
     w.x_bf16 = x_bf16;
-    const char *mode = x_bf16 ? "bf16 x bf16" : eng_dtype_name(dt);
+    const char *mode = x_bf16 ? (dt == ENG_DT_F8E4M3 ? "f8e4m3 x bf16" : "bf16 x bf16") : eng_dtype_name(dt);
     float *alone = malloc((size_t)POOL_ROWS * n_out * sizeof(float));
     float *x = malloc((size_t)POOL_ROWS * n_in * sizeof(float));
     float *y = malloc((size_t)POOL_ROWS * n_out * sizeof(float));
@@ -87,9 +87,9 @@ int main(void)
     CHECK(pools[0] && pools[1], "thread pools");
     if (!pools[0] || !pools[1])
         return check_summary();
-    /* every dtype, then bf16 weights on inputs rounded to bf16 */
-    for (int d = 0; d <= ENG_DT_F8E4M3 + 1; d++) {
-        eng_dtype dt = d > ENG_DT_F8E4M3 ? ENG_DT_BF16 : (eng_dtype)d;
+    /* every dtype, then bf16 and FP8 weights on inputs rounded to bf16 */
+    for (int d = 0; d <= ENG_DT_F8E4M3 + 2; d++) {
+        eng_dtype dt = d == ENG_DT_F8E4M3 + 1 ? ENG_DT_BF16 : d > ENG_DT_F8E4M3 ? ENG_DT_F8E4M3 : (eng_dtype)d;
         /* n_in past an input block (1024 floats) and not a multiple of a vector; one output tile and a bit */
         check_shape(pools, 1, dt, d > ENG_DT_F8E4M3, 1100, 5);
         /* outputs split between threads (tasks of 16 rows): 1 and 3 threads */

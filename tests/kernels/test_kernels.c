@@ -199,8 +199,9 @@ static void ref_matmul(double *y, const float *x, const eng_weight *w, int nt, i
         }
 }
 
-/* x_bf16 (bf16 weights only): inputs rounded to bf16 first, against a reference on
- * the rounded inputs; x itself must stay as it was. */
+/* x_bf16 (bf16 weights, or FP8 ones in blocks of ENG_FP8_BF16_BLOCK_ALIGN inputs):
+ * inputs rounded to bf16 first, against a reference on the rounded inputs; x itself
+ * must stay as it was. */
 static void test_matmul_shape(eng_pool *pools[4], eng_dtype dt, int x_bf16, int nt, int n_in, int n_out)
 {
     size_t nx = (size_t)nt * n_in;
@@ -208,7 +209,7 @@ static void test_matmul_shape(eng_pool *pools[4], eng_dtype dt, int x_bf16, int 
     float *scratch = x_bf16 ? malloc(nx * sizeof(float)) : NULL;
     for (size_t i = 0; i < nx; i++)
         x[i] = rnd_f();
-    eng_weight w = rnd_matrix(dt, n_out, n_in);
+    eng_weight w = rnd_matrix_blocks(dt, n_out, n_in, x_bf16 ? ENG_FP8_BF16_BLOCK_ALIGN : RND_FP8_BLOCK_IN);
     w.x_bf16 = x_bf16;
     size_t ny = (size_t)nt * n_out;
     double *ref = malloc(ny * sizeof(double)), *mag = malloc(ny * sizeof(double));
@@ -217,10 +218,10 @@ static void test_matmul_shape(eng_pool *pools[4], eng_dtype dt, int x_bf16, int 
         eng_round_to(ENG_DT_BF16, x0, nx);
     ref_matmul(ref, x0, &w, nt, n_in, n_out, mag);
     memcpy(x0, x, nx * sizeof(float));
-    const char *mode = x_bf16 ? "bf16 x bf16" : eng_dtype_name(dt);
-    /* FP8: the same matrix dequantised to f32 must give bitwise the same result */
+    const char *mode = x_bf16 ? (dt == ENG_DT_F8E4M3 ? "f8e4m3 x bf16" : "bf16 x bf16") : eng_dtype_name(dt);
+    /* FP8 on f32 inputs: the same matrix dequantised to f32 must give bitwise the same result */
     float *deq = NULL;
-    if (dt == ENG_DT_F8E4M3) {
+    if (dt == ENG_DT_F8E4M3 && !x_bf16) {
         deq = malloc((size_t)n_out * n_in * sizeof(float) + 64);
         for (int o = 0; o < n_out; o++)
             for (int i = 0; i < n_in; i++)
@@ -306,8 +307,8 @@ static void test_matmul(void)
                     if (!full && (c % 5) != (a + b) % 5)
                         continue;
                     test_matmul_shape(pools, (eng_dtype)dt, 0, nts[c], n_ins[a], n_outs[b]);
-                    if (dt == ENG_DT_BF16)
-                        test_matmul_shape(pools, ENG_DT_BF16, 1, nts[c], n_ins[a], n_outs[b]);
+                    if (dt == ENG_DT_BF16 || dt == ENG_DT_F8E4M3)
+                        test_matmul_shape(pools, (eng_dtype)dt, 1, nts[c], n_ins[a], n_outs[b]);
                 }
             }
     /* An empty sum is zero on every path (decode and prefill token counts). */
@@ -328,6 +329,8 @@ static void test_matmul(void)
     test_matmul_shape(pools, ENG_DT_BF16, 0, 37, 1040, 300);
     test_matmul_shape(pools, ENG_DT_BF16, 1, 37, 1040, 300);
     test_matmul_shape(pools, ENG_DT_BF16, 1, 1, 2100, 70);
+    test_matmul_shape(pools, ENG_DT_F8E4M3, 1, 37, 1040, 300);
+    test_matmul_shape(pools, ENG_DT_F8E4M3, 1, 1, 2100, 70);
     test_matmul_shape(pools, ENG_DT_F16, 0, 70, 200, 129);
     test_matmul_shape(pools, ENG_DT_F32, 0, 19, 333, 97);
     test_matmul_shape(pools, ENG_DT_F8E4M3, 0, 1, 2100, 70);
