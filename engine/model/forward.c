@@ -121,12 +121,8 @@ static void qk_rope_store(void *arg, int t)
     }
 }
 
-/* ---- attention: one (token, kv head) pair at a time, causal over the cache ----
- * The query heads that share a kv head are done together, so each cached K and V
- * row is read from memory once for all of them. Each head's scores and output are
- * summed over positions in increasing order, whatever the split into tasks. */
-
-/* A step's attention is cut into spans of ATT_SPAN positions of one token: a
+/* ---- attention: causal over the cache, span by span (eng_attend_span) ----
+ * A step's attention is cut into spans of ATT_SPAN positions of one token: a
  * thread streams a span's part of the cache (every kv head, K then V) front to back.
  * With few tokens (decode) the spans are the tasks and each token's span states are
  * merged in order afterwards; with many, a token is a task and merges its spans in
