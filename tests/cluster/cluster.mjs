@@ -397,8 +397,9 @@ if (mode === "disagg") {
     }
     assert.deepEqual(Object.keys(procsOf).sort(), ["decode-1", "decode-2"], "the decode workers' processes");
     // long enough to be running when the kill lands: the fixture decodes a token in well
-    // under a millisecond, and 48 or 256 were sometimes all done before tandemctl answered
-    const n = 1024;
+    // under a millisecond, and 48, 256 and (attention got faster, 2026-12-07) 1024
+    // were sometimes all done before tandemctl answered
+    const n = 2048;
     const prompts = Array.from({ length: 8 }, (_, i) => promptOf(40 + 10 * i, 20 + i));
     const refs = await Promise.all(prompts.map((p) => generate(p, n, GREEDY)));
     let streamedTokens = 0;
