@@ -364,14 +364,10 @@ static int att_vector(const eng_kernel_impl *impl, const eng_kv_view *kv)
     return impl->attend_span && kv->dim % (2 * impl->att_lanes) == 0;
 }
 
-/* Where the state keeps output e of a head (bf16 sums of the variant's loop are
- * arranged in chunks of 2 * att_lanes: even-indexed values, then odd-indexed). */
-static size_t att_index(const eng_kernel_impl *impl, const eng_kv_view *kv, int e)
+/* The lanes the state of this cache is arranged by (eng_att_slot). */
+static int att_lanes(const eng_kernel_impl *impl, const eng_kv_view *kv)
 {
-    if (kv->dt != ENG_DT_BF16 || !att_vector(impl, kv))
-        return (size_t)e;
-    int lanes = impl->att_lanes, c = e / (2 * lanes) * (2 * lanes), k = e - c;
-    return (size_t)c + (size_t)(k & 1) * lanes + (size_t)(k >> 1);
+    return kv->dt == ENG_DT_BF16 && att_vector(impl, kv) ? impl->att_lanes : 0;
 }
 
 void eng_attend_span(float *state, float *work, const float *q, int n_heads, float scale, const eng_kv_view *kv, int p0,
@@ -442,13 +438,12 @@ void eng_attend_merge(float *state, const float *next, int n_heads, int dim)
 
 void eng_attend_finish(float *y, const float *state, int n_heads, const eng_kv_view *kv)
 {
-    const eng_kernel_impl *impl = K();
-    int dim = kv->dim;
+    int dim = kv->dim, lanes = att_lanes(K(), kv);
     const float *l = state + n_heads, *o = state + 2 * (size_t)n_heads;
     for (int h = 0; h < n_heads; h++) {
         float inv = 1.0f / l[h];
         for (int e = 0; e < dim; e++)
-            y[(size_t)h * dim + e] = o[(size_t)h * dim + att_index(impl, kv, e)] * inv;
+            y[(size_t)h * dim + e] = o[(size_t)h * dim + eng_att_slot(e, lanes)] * inv;
     }
 }
 

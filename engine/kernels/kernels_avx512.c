@@ -211,6 +211,12 @@ static void bf16_gemm_rows(float *y, int ldy, const uint16_t *x, const eng_weigh
 static const uint8_t E4M3_BF16_HI[128] __attribute__((aligned(64))) = {X128(E4M3_HI)};
 static const uint8_t E4M3_BF16_LO[128] __attribute__((aligned(64))) = {X128(E4M3_LO)};
 
+/* The inputs in the unpack's order: word k of each half is input 16 * (k / 8) + k % 8
+ * (+ 8 for the second). */
+#define P8(c) c, c + 1, c + 2, c + 3, c + 4, c + 5, c + 6, c + 7
+static const short FP8_PERM0[32] __attribute__((aligned(64))) = {P8(0), P8(16), P8(32), P8(48)};
+static const short FP8_PERM1[32] __attribute__((aligned(64))) = {P8(8), P8(24), P8(40), P8(56)};
+
 typedef struct fp8_consts {
     __m512i lo0, lo1, hi0, hi1, sign, perm0, perm1;
 } fp8_consts;
@@ -223,13 +229,8 @@ static inline fp8_consts fp8_consts_load(void)
     c.hi0 = _mm512_load_si512((const void *)E4M3_BF16_HI);
     c.hi1 = _mm512_load_si512((const void *)(E4M3_BF16_HI + 64));
     c.sign = _mm512_set1_epi8((char)0x80);
-    short p0[32], p1[32];
-    for (int k = 0; k < 32; k++) { /* word k of each half: input 16 * (k / 8) + k % 8 (+ 8) */
-        p0[k] = (short)(16 * (k / 8) + k % 8);
-        p1[k] = (short)(16 * (k / 8) + 8 + k % 8);
-    }
-    c.perm0 = _mm512_loadu_si512((const void *)p0);
-    c.perm1 = _mm512_loadu_si512((const void *)p1);
+    c.perm0 = _mm512_load_si512((const void *)FP8_PERM0);
+    c.perm1 = _mm512_load_si512((const void *)FP8_PERM1);
     return c;
 }
 

@@ -67,6 +67,17 @@ static inline uint32_t eng_f32_bits(float f)
 }
 
 /* f rounded to bf16, nearest even (eng_from_f32's rule); a NaN stays a quiet NaN. */
+/* Where an attention state keeps value e of a head's row: a variant's loop that
+ * takes bf16 rows as even- and odd-indexed values (att_lanes, 0 for none) keeps them
+ * in chunks of 2 * lanes, even-indexed first; every other row stays in order. */
+static inline size_t eng_att_slot(int e, int lanes)
+{
+    if (lanes == 0)
+        return (size_t)e;
+    int c = e / (2 * lanes) * (2 * lanes), k = e - c;
+    return (size_t)c + (size_t)(k & 1) * lanes + (size_t)(k >> 1);
+}
+
 static inline uint16_t eng_f32_to_bf16(float f)
 {
     uint32_t x = eng_f32_bits(f);

@@ -393,7 +393,7 @@ static void scale(float *y, float a, int n)
  * group's V rows follow its K rows at once. Rows are taken 2 VL values at a time;
  * bf16 ones as their even- and odd-indexed values (a shift and a mask: half the
  * work of widening each half), with q and the output sums kept in that same
- * arrangement (att_slot, undone by eng_attend_finish). Each score is one
+ * arrangement (eng_att_slot, undone by eng_attend_finish). Each score is one
  * accumulator over the arranged values front to back, then V_REDUCE4, times the
  * scale; each output sum adds the rows in order, one FMA each. Nothing depends on
  * anything but the positions and the cache's layout. */
@@ -406,12 +406,6 @@ static void scale(float *y, float a, int n)
  * accumulators of AVX-512's 32 registers, 8 of AVX2's 16. */
 #define ATT_VC (VL >= 16 ? 4 : 2)
 _Static_assert(ENG_ATT_GROUP % VL == 0, "a group's scores are whole vectors");
-
-/* Where value e of a 2 VL chunk sits in the arranged order. */
-ALWAYS_INLINE int att_slot(int e, eng_dtype dt)
-{
-    return dt == ENG_DT_BF16 ? (e & 1) * VL + (e >> 1) : e;
-}
 
 ALWAYS_INLINE void att_load2(const char *row, int i, eng_dtype dt, V *a, V *b)
 {
@@ -581,10 +575,8 @@ ALWAYS_INLINE void att_span_dt(float *state, float *work, const float *q, int nh
     else
 #endif
         for (int h = 0; h < nh; h++)
-            for (int e = 0; e < dim; e++) {
-                int c = e / (2 * VL) * (2 * VL);
-                qa[(size_t)h * dim + c + att_slot(e - c, dt)] = q[(size_t)h * dim + e];
-            }
+            for (int e = 0; e < dim; e++)
+                qa[(size_t)h * dim + eng_att_slot(e, dt == ENG_DT_BF16 ? VL : 0)] = q[(size_t)h * dim + e];
     memset(o, 0, (size_t)nh * dim * sizeof(float));
     const char *kr[ENG_ATT_GROUP], *vr[ENG_ATT_GROUP];
     for (int j0 = p0; j0 < p1;) {

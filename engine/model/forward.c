@@ -136,26 +136,20 @@ static int att_spans(int n)
     return (n + ATT_SPAN - 1) / ATT_SPAN;
 }
 
-/* Token t's cache for the layer being run, its block units in `units`. */
-static eng_kv_view att_view(const step_ctx *s, int t, const void **units)
-{
-    const eng_model *m = s->m;
-    const eng_kv_layout *l = eng_kv_pool_layout(s->kv);
-    const eng_seq *seq = s->items[m->rs.item[t]].seq;
-    int nb = (m->rs.pos[t] + l->block_size) / l->block_size; /* positions 0..pos */
-    for (int b = 0; b < nb; b++)
-        units[b] = eng_kv_unit(s->kv, s->layer, seq->blocks[b]);
-    return (eng_kv_view){
-        .units = units, .block_size = l->block_size, .n_kv_heads = l->n_kv_heads, .dim = l->head_dim, .dt = l->dtype};
-}
-
-/* Span `span` of token t's attention into state. */
+/* Span `span` of token t's attention into state; `units` gets the span's blocks of
+ * the layer being run (only those: a span reads no other). */
 static void att_span(const step_ctx *s, int t, int span, float *state, float *work, const void **units)
 {
-    const eng_config *c = &s->m->cfg;
-    eng_kv_view kv = att_view(s, t, units);
-    int n = s->m->rs.pos[t] + 1, p0 = span * ATT_SPAN, p1 = p0 + ATT_SPAN < n ? p0 + ATT_SPAN : n;
-    eng_attend_span(state, work, s->m->rs.q + (size_t)t * c->num_attention_heads * c->head_dim, c->num_attention_heads,
+    const eng_model *m = s->m;
+    const eng_config *c = &m->cfg;
+    const eng_kv_layout *l = eng_kv_pool_layout(s->kv);
+    const eng_seq *seq = s->items[m->rs.item[t]].seq;
+    int n = m->rs.pos[t] + 1, p0 = span * ATT_SPAN, p1 = p0 + ATT_SPAN < n ? p0 + ATT_SPAN : n;
+    for (int b = p0 / l->block_size; b <= (p1 - 1) / l->block_size; b++)
+        units[b] = eng_kv_unit(s->kv, s->layer, seq->blocks[b]);
+    eng_kv_view kv = {
+        .units = units, .block_size = l->block_size, .n_kv_heads = l->n_kv_heads, .dim = l->head_dim, .dt = l->dtype};
+    eng_attend_span(state, work, m->rs.q + (size_t)t * c->num_attention_heads * c->head_dim, c->num_attention_heads,
                     1.0f / sqrtf((float)c->head_dim), &kv, p0, p1);
 }
 
