@@ -365,9 +365,12 @@ int eng_forward(eng_model *m, eng_kv_pool *kv, eng_batch_item *items, int n_item
     for (int i = 0; i < n_items; i++)
         n_out += items[i].logits != NULL;
     if (n_out) {
-        float *logits = malloc((size_t)n_out * c->vocab_size * sizeof(float));
-        if (!logits)
-            return eng_fail(err, "out of memory for %d rows of logits", n_out);
+        if (n_out > rs->logits_rows) {
+            if (grow(&rs->logits, (size_t)n_out * c->vocab_size))
+                return eng_fail(err, "out of memory for %d rows of logits", n_out);
+            rs->logits_rows = n_out;
+        }
+        float *logits = rs->logits;
         for (int i = 0, t = 0, r = 0; i < n_items; t += items[i].n_tokens, i++)
             if (items[i].logits)
                 eng_rmsnorm(rs->xb + (size_t)r++ * H, rs->x + (size_t)(t + items[i].n_tokens - 1) * H, m->final_norm, H,
@@ -376,7 +379,6 @@ int eng_forward(eng_model *m, eng_kv_pool *kv, eng_batch_item *items, int n_item
         for (int i = 0, r = 0; i < n_items; i++)
             if (items[i].logits)
                 memcpy(items[i].logits, logits + (size_t)r++ * c->vocab_size, (size_t)c->vocab_size * sizeof(float));
-        free(logits);
     }
     for (int i = 0; i < n_items; i++)
         items[i].seq->n_past += items[i].n_tokens;

@@ -365,6 +365,7 @@ void eng_model_free(eng_model *m)
     free(rs->att_states);
     free(rs->att_units);
     free(rs->att_first_span);
+    free(rs->logits);
     if (m->pool)
         eng_pool_destroy(m->pool);
     eng_st_close(m->st);

@@ -38,6 +38,12 @@ typedef struct eng_run_state {
     float *att_work, *att_states;
     const void **att_units;
     int *att_first_span; /* [cap + 1] */
+    /* [logits_rows][vocab] the LM head's rows of a step, kept between steps: freed
+     * and allocated anew every step, 64 rows of Qwen3's vocabulary (39 MB, above
+     * glibc's mmap threshold) were fresh pages to fault in at every decode step, which
+     * made a step of 64 sequences 2.3x one of 48 */
+    float *logits;
+    int logits_rows;
 } eng_run_state;
 
 struct eng_model {
