@@ -57,7 +57,7 @@ static const cli_opt OPTS[] = {
     CLI_INT_OPT(A, repeats, "--repeats", "R", 1, 100, "3", "timings of each point (min, median, max kept)"),
     CLI_INT_OPT(A, max_tokens, "--max-tokens", "T", 64, 1 << 16, "2048",
                 "longest prefill step (the workers' --max-batch-tokens)"),
-    CLI_INT_OPT(A, max_batch, "--max-batch", "B", 1, 1024, "16", "largest decode batch"),
+    CLI_INT_OPT(A, max_batch, "--max-batch", "B", 1, 1024, "64", "largest decode batch (the workers' --max-running)"),
     CLI_INT_OPT(A, max_context, "--max-context", "C", 16, 1 << 16, "1024", "longest decode context"),
     CLI_INT_OPT(A, co_runners, "--co-runners", "K", 0, MAX_CO_RUNNERS, "0",
                 "also time the steps beside 1..K other workers running\nsteps on the same machine (K: the cluster's "

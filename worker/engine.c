@@ -590,18 +590,23 @@ static void note_speed(wrk_worker *w, int tokens, double seconds)
 static void run_step(wrk_worker *w, wrk_step *s)
 {
     eng_error err;
-    int rc;
+    int rc, tokens = 0;
+    long long positions = 0; /* attended positions: the planner's attention term (cli/plan.h) */
+    double t0 = eng_now_s(), t1 = t0;
     if (w->ep && wrk_ep_step_begin(w->ep, &err) < 0) {
         rc = -1;
     } else if (s->n) {
-        int any_push = 0, tokens = 0;
+        int any_push = 0;
         for (int i = 0; i < s->n; i++) {
+            const eng_batch_item *it = &s->items[i];
             any_push |= s->reqs[i]->kind == REQ_PREFILL;
-            tokens += s->items[i].n_tokens;
+            tokens += it->n_tokens;
+            positions += (long long)it->n_tokens * it->seq->n_past + (long long)it->n_tokens * (it->n_tokens + 1) / 2;
         }
-        double t0 = eng_now_s();
+        t0 = eng_now_s();
         rc = eng_forward(w->model, w->pool, s->items, s->n, any_push ? push_layer : NULL, s, &err);
-        note_speed(w, tokens, eng_now_s() - t0);
+        t1 = eng_now_s();
+        note_speed(w, tokens, t1 - t0);
     } else {
         rc = wrk_ep_idle_step(w->ep, w->model, &err);
     }
@@ -609,6 +614,12 @@ static void run_step(wrk_worker *w, wrk_step *s)
         wrk_ep_step_end(w->ep);
     if (rc == 0) {
         after_step(w, s);
+        /* a step as `tandem profile` times it, in the cluster: set against the planner's cost */
+        if (s->n)
+            wrk_log(w, ENG_LOG_DEBUG, NULL,
+                    "step: %d sequences, %d tokens, %lld positions attended; forward %.2f ms, then sampling and "
+                    "streaming %.2f ms",
+                    s->n, tokens, positions, 1e3 * (t1 - t0), 1e3 * (eng_now_s() - t1));
         return;
     }
     wrk_log(w, ENG_LOG_ERROR, NULL, "step of %d sequences failed: %s", s->n, err.msg);
