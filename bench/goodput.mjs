@@ -12,7 +12,10 @@
 //    cores on this machine, and the planner charges it (--serving-cpu). The cost per
 //    token falls as the load rises (messages batch, event loops wake once for several
 //    tokens: 1.2 ms a token at 0.5 req/s, 0.3 ms at 10-17 req/s for decode-heavy), so
-//    it is measured near the rates where goodput is decided;
+//    it is measured near the rates where goodput is decided. The same run's workers log
+//    each step (--worker-log-level debug), and the time their engine threads spent
+//    handing tokens to streams after the steps, per token, is the plan's --stream-cpu
+//    (the profile's steps do not include it);
 // 3. asks `tandemctl plan` for every candidate's goodput and the recommendation;
 // 4. runs, one after the other, the best prefill:decode split (the recommendation when
 //    it is one) and colocated serving with `tandem serve` on free loopback ports, and
@@ -32,7 +35,8 @@
 //
 // usage: node bench/goodput.mjs --workload FILE --ttft-slo MS --tpot-slo MS
 //          [--workers N (2)] [--threads-per-worker T (1)] [--rates auto|R,R,...] [--requests N]
-//          [--seed S (1)] [--profile FILE] [--serving-cpu MS (per token; skips the calibration)]
+//          [--seed S (1)] [--profile FILE] [--serving-cpu MS] [--stream-cpu MS]
+//          (per token; both given: no calibration)
 //          [--build DIR (build)] [--cache DIR] [--out FILE.json]
 //          [--configs split,colocated (both; one alone keeps a slow workload's run short)]
 // With --out FILE.json the profile taken is kept too, as FILE.profile.json (and its
@@ -59,7 +63,7 @@ function fail(msg) {
 
 function parseArgs(argv) {
   const o = { workload: "", "ttft-slo": "", "tpot-slo": "", workers: "2", "threads-per-worker": "1", rates: "auto",
-    requests: "", seed: "1", profile: "", "serving-cpu": "", configs: "split,colocated", build: join(ROOT, "build"), out: "",
+    requests: "", seed: "1", profile: "", "serving-cpu": "", "stream-cpu": "", configs: "split,colocated", build: join(ROOT, "build"), out: "",
     cache: process.env.TANDEM_BENCH_CACHE || join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "tandem", "bench") };
   for (let i = 0; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, "");
@@ -71,7 +75,8 @@ function parseArgs(argv) {
   for (const k of ["workers", "threads-per-worker", "seed"].concat(o.requests ? ["requests"] : []))
     if (!/^\d+$/.test(o[k])) fail(`--${k} must be a non-negative integer`);
   if (Number(o.workers) < 2) fail("--workers must be at least 2");
-  if (o["serving-cpu"] && !(Number(o["serving-cpu"]) >= 0)) fail("--serving-cpu must be a number of ms, 0 or more");
+  for (const k of ["serving-cpu", "stream-cpu"])
+    if (o[k] && !(Number(o[k]) >= 0)) fail(`--${k} must be a number of ms, 0 or more`);
   if (o.rates !== "auto" && !o.rates.split(",").every((r) => Number(r) > 0)) fail("--rates wants auto or R,R,... above 0");
   o.configs = o.configs.split(",");
   if (!o.configs.length || !o.configs.every((c) => c === "split" || c === "colocated")) fail("--configs wants split, colocated or both");
@@ -94,9 +99,9 @@ export function makeModel(o) {
   return model;
 }
 
-function plan(o, tandemctl, profile, servingCpu, extra) {
+function plan(o, tandemctl, profile, cpu, extra) {
   const args = ["plan", "--profile", profile, "--workload", o.workload, "--ttft-slo", o["ttft-slo"],
-    "--tpot-slo", o["tpot-slo"], "--workers", o.workers, "--seed", o.seed, "--serving-cpu", String(servingCpu),
+    "--tpot-slo", o["tpot-slo"], "--workers", o.workers, "--seed", o.seed, "--serving-cpu", String(cpu.serving), "--stream-cpu", String(cpu.stream),
     "-o", "json", ...extra];
   if (o.requests) args.push("--requests", o.requests);
   return JSON.parse(execFileSync(tandemctl, args, { encoding: "utf8", timeout: 120000 }));
@@ -191,6 +196,14 @@ const serveArgs = (o, cand) => ["--threads-per-worker", o["threads-per-worker"],
 const servingMsPerToken = (before, after, summary) =>
   summary.tokens > 0 ? 1e3 * (after.other - before.other + summary.client_cpu_s) / summary.tokens : NaN;
 
+// The workers' engine threads' streaming time per token, from their debug step log
+// lines ("streamed N tokens in X ms", worker/engine.c); NaN when no step streamed.
+export function streamMsPerToken(log) {
+  let tokens = 0, ms = 0;
+  for (const m of log.matchAll(/streamed (\d+) tokens in ([\d.]+) ms/g)) { tokens += Number(m[1]); ms += Number(m[2]); }
+  return tokens > 0 ? ms / tokens : NaN;
+}
+
 async function loadgen(o, url, rate, outPath, label, requests = o.requests) {
   const args = [join(ROOT, "bench/loadgen.mjs"), "--url", url, "--model", MODEL_NAME, "--workload", o.workload,
     "--rate", String(rate), "--seed", o.seed, "--ttft-slo", o["ttft-slo"], "--tpot-slo", o["tpot-slo"],
@@ -262,26 +275,28 @@ async function main() {
       writeFileSync(o.out.replace(/\.json$/, "") + ".profile.txt", table);
     }
   }
-  let servingCpu = Number(o["serving-cpu"] || NaN);
-  if (!(servingCpu >= 0)) {
-    const free = plan(o, tandemctl, profile, 0, []).candidates.find((c) => c.colocated);
-    const args = serveArgs(o, free);
+  const cpu = { serving: Number(o["serving-cpu"] || NaN), stream: Number(o["stream-cpu"] || NaN) };
+  if (!(cpu.serving >= 0 && cpu.stream >= 0)) {
+    const free = plan(o, tandemctl, profile, { serving: 0, stream: 0 }, []).candidates.find((c) => c.colocated);
+    const args = serveArgs(o, free).concat(["--worker-log-level", "debug"]);
     const rate = free.goodput > 0 && !free.unbounded ? +free.goodput.toPrecision(3) : 0; // 0: the workload's own
     console.error(`== serving CPU: ${CALIBRATION_REQUESTS} requests at ${rate || "the workload's"} req/s on tandem serve ${args.join(" ")}`);
+    const logPath = join(tmp, "calibration.log");
     try {
-      const { url } = await startCluster(tandem, model, args, join(tmp, "calibration.log"));
+      const { url } = await startCluster(tandem, model, args, logPath);
       const before = clusterCpu(current.proc.pid);
       const summary = await loadgen(o, url, rate, join(tmp, "calibration.json"), "calibration", CALIBRATION_REQUESTS);
-      servingCpu = +servingMsPerToken(before, clusterCpu(current.proc.pid), summary).toPrecision(3);
+      if (!(cpu.serving >= 0)) cpu.serving = +servingMsPerToken(before, clusterCpu(current.proc.pid), summary).toPrecision(3);
     } catch (e) {
       await stopCluster();
       fail(`calibration: ${e.message.split("\n")[0]}`);
     }
     await stopCluster();
-    if (!(servingCpu >= 0)) fail("calibration: no token came back");
+    if (!(cpu.stream >= 0)) cpu.stream = +streamMsPerToken(readFileSync(logPath, "utf8")).toPrecision(3);
+    if (!(cpu.serving >= 0) || !(cpu.stream >= 0)) fail("calibration: no token came back");
   }
-  console.error(`== serving CPU: ${servingCpu} ms per streamed token`);
-  const search = plan(o, tandemctl, profile, servingCpu, []);
+  console.error(`== serving CPU: ${cpu.serving} ms per streamed token; streaming on the engine threads: ${cpu.stream} ms per token`);
+  const search = plan(o, tandemctl, profile, cpu, []);
   const splits = search.candidates.filter((c) => !c.colocated);
   const best = splits.reduce((a, b) => (b.goodput > a.goodput ? b : a));
   const coloc = search.candidates.find((c) => c.colocated);
@@ -323,7 +338,7 @@ async function main() {
     }
     await stopCluster();
     runs.sort((a, b) => a.rate - b.rate);
-    const pred = plan(o, tandemctl, profile, servingCpu, ["--rate", runs.map((r) => r.rate).join(",")]).candidates.find((c) => c.name === cand.name).at;
+    const pred = plan(o, tandemctl, profile, cpu, ["--rate", runs.map((r) => r.rate).join(",")]).candidates.find((c) => c.name === cand.name).at;
     const points = runs.map((r, k) => ({ ...r, predicted: pred[k] }));
     const measured = crossing(points.map((p) => ({ rate: p.rate, attainment: p.measured.attainment })));
     results.push({ name: cand.name, predicted_goodput: cand.goodput, measured_goodput: measured, points });
@@ -332,7 +347,8 @@ async function main() {
   const ms = (x) => (Number.isFinite(x) ? x.toFixed(0) : "-");
   console.log(`workload ${search.workload}: ${search.requests} requests per rate (seed ${o.seed}); ` +
     `SLOs TTFT <= ${o["ttft-slo"]} ms, TPOT <= ${o["tpot-slo"]} ms for ${100 * GOAL}%; profile ${search.profile}; ` +
-    `cost fit median error ${(100 * search.cost_fit_error).toFixed(1)}%; serving CPU ${servingCpu} ms per token`);
+    `cost fit median error ${(100 * search.cost_fit_error).toFixed(1)}%; serving CPU ${cpu.serving} ms per token; ` +
+    `streaming ${cpu.stream} ms per token`);
   console.log("measured / predicted; TTFT and TPOT in ms; load = 1-minute load average before / after the rate; " +
     "serving = the run's serving CPU per token, ms");
   console.log("| configuration | rate req/s | attainment | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 | load | serving |");
@@ -359,7 +375,7 @@ async function main() {
     (!c ? `${s.name} alone (--configs)`
       : sg.bound === "=" && cg.bound === "=" ? `${sg.value >= cg.value ? s.name : c.name} had the higher goodput`
       : "not decided by the rates run (a goodput outside their range)"));
-  if (o.out) writeFileSync(o.out, JSON.stringify({ plan: search, serving_cpu_ms_per_token: servingCpu, results }, null, 1) + "\n");
+  if (o.out) writeFileSync(o.out, JSON.stringify({ plan: search, serving_cpu_ms_per_token: cpu.serving, stream_cpu_ms_per_token: cpu.stream, results }, null, 1) + "\n");
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) main().catch(async (e) => { await stopCluster(); fail(e.stack || e.message); });

@@ -7,6 +7,8 @@
  *   - prefill steps: one prompt of L tokens from position 0, a batch of prompts, and a
  *     chunk that starts deep in a prompt (chunked prefill);
  *   - decode steps: B sequences of one token each at context C, for a grid of B and C;
+ *   - mixed steps, as continuous batching runs them: B decoding sequences and the
+ *     first chunk of one more prompt in the same forward pass;
  *   - KV transfers over loopback with the transport the workers use (TCP; RDMA too
  *     when a verbs device exists): a whole prompt's KV as one run per layer, and one
  *     layer alone (the part of a push that compute does not hide);
@@ -110,9 +112,10 @@ typedef struct profiler {
     double *times;
 } profiler;
 
-/* A step shape as the profile records it. */
+/* A step shape as the profile records it: items alike, and for a mixed step one more
+ * item, the first `chunk` tokens of a prompt (from position 0, no logits). */
 typedef struct step_shape {
-    int items, per_item, context, with_logits;
+    int items, per_item, context, with_logits, chunk;
 } step_shape;
 
 static void release_all(profiler *p)
@@ -149,8 +152,8 @@ static int profiler_open(profiler *p, const profile_args *a, eng_error *err)
         return -1;
     eng_kv_layout layout = eng_model_kv_layout(p->m, KV_BLOCK, cli_kv_dtype(a->kv_dtype));
     p->vocab = eng_model_config(p->m)->vocab_size;
-    p->n_seqs = B > 4 ? B : 4;
-    int pool_blocks = B * ((C + KV_BLOCK) / KV_BLOCK);
+    p->n_seqs = B + 1 > 4 ? B + 1 : 4; /* B decoding and a mixed step's prompt */
+    int pool_blocks = B * ((C + KV_BLOCK) / KV_BLOCK) + (T / 4 + KV_BLOCK - 1) / KV_BLOCK;
     if (pool_blocks < 4 * ((T / 4 + KV_BLOCK - 1) / KV_BLOCK) + 1)
         pool_blocks = 4 * ((T / 4 + KV_BLOCK - 1) / KV_BLOCK) + 1;
     if (pool_blocks < (C + T + KV_BLOCK - 1) / KV_BLOCK)
@@ -192,10 +195,18 @@ static double run_step(profiler *p, const step_shape *s, eng_error *err)
                                        .n_tokens = s->per_item,
                                        .logits = s->with_logits ? p->logits + (size_t)i * p->vocab : NULL};
     }
+    int n = s->items;
+    if (s->chunk) {
+        if (eng_seq_reserve(p->kv, &p->seqs[n], s->chunk, err) < 0)
+            return -1;
+        p->items[n] = (eng_batch_item){
+            .seq = &p->seqs[n], .tokens = p->tokens + (size_t)n * s->per_item, .n_tokens = s->chunk};
+        n++;
+    }
     eng_sampling greedy;
     eng_sampling_defaults(&greedy);
     double t0 = eng_now_s();
-    if (eng_forward(p->m, p->kv, p->items, s->items, NULL, NULL, err) < 0)
+    if (eng_forward(p->m, p->kv, p->items, n, NULL, NULL, err) < 0)
         return -1;
     for (int i = 0; i < s->items && s->with_logits; i++) {
         eng_sample_result res;
@@ -218,6 +229,7 @@ static int time_step(profiler *p, cJSON *arr, const char *phase, const step_shap
     cJSON_AddNumberToObject(o, "tokens_per_item", s->per_item);
     cJSON_AddNumberToObject(o, "context", s->context);
     cJSON_AddNumberToObject(o, "logits", s->with_logits ? s->items : 0);
+    cJSON_AddNumberToObject(o, "prompt_chunk", s->chunk);
     double med = add_spread(o, p->times, p->repeats, "_s");
     if (median)
         *median = med;
@@ -444,14 +456,15 @@ static void print_table(const cJSON *prof)
     printf("profile of %s: %d threads, kernels %s, %.0f s\n", cJSON_GetObjectItem(prof, "model")->valuestring,
            cJSON_GetObjectItem(prof, "threads")->valueint, cJSON_GetObjectItem(prof, "kernels")->valuestring,
            cJSON_GetObjectItem(prof, "seconds")->valuedouble);
-    printf("%-8s %6s %9s %8s %7s %10s %10s %10s\n", "step", "items", "tok/item", "context", "logits", "min ms",
-           "median ms", "max ms");
+    printf("%-8s %6s %9s %8s %7s %6s %10s %10s %10s\n", "step", "items", "tok/item", "context", "logits", "chunk",
+           "min ms", "median ms", "max ms");
     const cJSON *s;
     cJSON_ArrayForEach(s, steps)
     {
-        printf("%-8s %6d %9d %8d %7d %10.2f %10.2f %10.2f\n", cJSON_GetObjectItem(s, "phase")->valuestring,
+        printf("%-8s %6d %9d %8d %7d %6d %10.2f %10.2f %10.2f\n", cJSON_GetObjectItem(s, "phase")->valuestring,
                cJSON_GetObjectItem(s, "items")->valueint, cJSON_GetObjectItem(s, "tokens_per_item")->valueint,
                cJSON_GetObjectItem(s, "context")->valueint, cJSON_GetObjectItem(s, "logits")->valueint,
+               cJSON_GetObjectItem(s, "prompt_chunk")->valueint,
                1e3 * cJSON_GetObjectItem(s, "min_s")->valuedouble,
                1e3 * cJSON_GetObjectItem(s, "median_s")->valuedouble,
                1e3 * cJSON_GetObjectItem(s, "max_s")->valuedouble);
@@ -514,7 +527,7 @@ int cmd_profile(int argc, char **argv)
     cJSON *prof = cJSON_CreateObject();
     char *text = NULL;
     int status = 1, n_shapes = 0;
-    enum { MAX_SHAPES = 64 }; /* 7 prompt lengths + 2 + 11 batch sizes x 3 contexts at most */
+    enum { MAX_SHAPES = 64 }; /* 7 prompt lengths + 2 + 11 batch sizes x 3 contexts + 4 mixed at most */
     step_shape shapes[MAX_SHAPES];
     const char *phases[MAX_SHAPES];
     double t_start = eng_now_s();
@@ -547,26 +560,35 @@ int cmd_profile(int argc, char **argv)
 
     /* warm-up: one token brings every weight page in */
     cJSON *scratch = cJSON_CreateArray();
-    int warm = time_step(&p, scratch, "warm-up", &(step_shape){1, 1, 0, 1}, NULL, &err);
+    int warm = time_step(&p, scratch, "warm-up", &(step_shape){1, 1, 0, 1, 0}, NULL, &err);
     cJSON_Delete(scratch);
     if (warm < 0)
         goto fail;
 
     for (int L = 16; L <= T; L = L < T && L * 4 > T ? T : L * 4) {
         phases[n_shapes] = "prefill";
-        shapes[n_shapes++] = (step_shape){1, L, 0, 1};
+        shapes[n_shapes++] = (step_shape){1, L, 0, 1, 0};
     }
     /* a batch of four prompts, and a chunk continuing a long prompt */
     phases[n_shapes] = "prefill";
-    shapes[n_shapes++] = (step_shape){4, T / 4, 0, 1};
+    shapes[n_shapes++] = (step_shape){4, T / 4, 0, 1, 0};
     phases[n_shapes] = "prefill";
-    shapes[n_shapes++] = (step_shape){1, T / 4, C, 0};
+    shapes[n_shapes++] = (step_shape){1, T / 4, C, 0, 0};
     const int contexts[] = {16, C / 4 > 16 ? C / 4 : 16, C};
     for (int b = 1; b <= B; b = b < B && b * 2 > B ? B : b * 2)
         for (int k = 0; k < 3; k++)
             if (k == 0 || contexts[k] > contexts[k - 1]) {
                 phases[n_shapes] = "decode";
-                shapes[n_shapes++] = (step_shape){b, 1, contexts[k], 1};
+                shapes[n_shapes++] = (step_shape){b, 1, contexts[k], 1, 0};
+            }
+    /* mixed: a decode batch of 8 and of B / 2 at context C / 4, each with a prompt's
+     * first chunk of 64 and of T / 8 tokens */
+    const int mixed_b[] = {B < 8 ? B : 8, B / 2 > 8 ? B / 2 : 0}, chunks[] = {T / 8 < 64 ? T / 8 : 64, T / 8};
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < 2; k++)
+            if (mixed_b[i] && (k == 0 || chunks[k] > chunks[0])) {
+                phases[n_shapes] = "mixed";
+                shapes[n_shapes++] = (step_shape){mixed_b[i], 1, contexts[1], 1, chunks[k]};
             }
     cJSON *steps = cJSON_AddArrayToObject(prof, "steps");
     cJSON *contention = a.co_runners ? cJSON_AddArrayToObject(prof, "contention") : NULL;

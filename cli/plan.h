@@ -29,9 +29,10 @@ typedef struct plan_cost {
 } plan_cost;
 
 /* One step shape: `items` sequences adding `per_item` tokens each after `context`
- * cached ones, `logits` rows of logits in all. */
+ * cached ones, `logits` rows of logits in all; and `chunk` more rows of one prompt
+ * from position 0, without logits (a mixed step: a decode batch and a prompt's chunk). */
 typedef struct plan_shape {
-    double items, per_item, context, logits;
+    double items, per_item, context, logits, chunk;
 } plan_shape;
 
 void plan_shape_terms(const plan_shape *s, double x[PLAN_COST_TERMS]);
@@ -121,6 +122,11 @@ typedef struct plan_cluster {
      * they run elsewhere. Modelled as one more runnable thread while that work is
      * outstanding (see plan_sim.c). */
     double serving_cpu_per_token;
+    /* Seconds a worker's engine thread spends after a step handing each token it
+     * produced to the token's stream (wrk emit_token: the message, the gRPC send);
+     * `tandem profile` times the forward pass and sampling only. Added to every step,
+     * per token it streams. */
+    double stream_cpu_per_token;
 } plan_cluster;
 
 typedef struct plan_outcome {

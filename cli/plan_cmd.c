@@ -21,7 +21,7 @@ enum { MAX_WORKERS = 64, MAX_RATES = 32 };
 
 typedef struct plan_args {
     const char *profile, *workload, *rates, *output;
-    float ttft_slo, tpot_slo, attainment, cores, serving_cpu;
+    float ttft_slo, tpot_slo, attainment, cores, serving_cpu, stream_cpu;
     int workers, requests, seed, max_batch_tokens, max_running, kv_blocks, json, ttft_given, tpot_given;
 } plan_args;
 
@@ -53,6 +53,10 @@ static const cli_opt OPTS[] = {
     CLI_FLOAT_OPT(A, serving_cpu, "--serving-cpu", "MS", 0, 1000, "0",
                   "CPU ms per streamed token that other processes on the\nworkers' cores spend (the coordinator, "
                   "the clients, RPC\nand KV threads; bench/goodput.mjs measures it); 0: they\nrun elsewhere"),
+    CLI_FLOAT_OPT(A, stream_cpu, "--stream-cpu", "MS", 0, 1000, "0",
+                  "ms a worker's engine thread spends handing each token to\nits stream, between steps (a debug-level "
+                  "worker log\nshows it; bench/goodput.mjs measures it); each step\nlasts that much longer per token "
+                  "it streams"),
     CLI_CHOICE_OPT(A, output, "-o", "table|json", "table", "output format", 0),
     CLI_FLAG_OPT(A, json, "--json", "the same as -o json"),
 };
@@ -208,6 +212,7 @@ int plan_command(int argc, char **argv)
                                              1 << 30),
         .cores = a.cores > 0 ? a.cores : (double)a.workers * prof.threads,
         .serving_cpu_per_token = a.serving_cpu / 1e3,
+        .stream_cpu_per_token = a.stream_cpu / 1e3,
     };
     for (int p = 0; p < a.workers; p++) {
         candidate *c = &cands[n_cands++];
@@ -231,6 +236,7 @@ int plan_command(int argc, char **argv)
     cJSON_AddNumberToObject(doc, "cost_fit_error", prof.fit_error);
     cJSON_AddItemToObject(doc, "slowdown", cJSON_CreateDoubleArray(prof.slowdown + 1, prof.co_runners));
     cJSON_AddNumberToObject(doc, "serving_cpu_ms_per_token", a.serving_cpu);
+    cJSON_AddNumberToObject(doc, "stream_cpu_ms_per_token", a.stream_cpu);
     cJSON_AddNumberToObject(doc, "cores", base.cores);
     cJSON *arr = cJSON_AddArrayToObject(doc, "candidates");
     if (!json) {
@@ -252,6 +258,8 @@ int plan_command(int argc, char **argv)
         if (a.serving_cpu > 0)
             printf("serving path: %g ms of CPU per streamed token on the workers' %g cores\n", a.serving_cpu,
                    base.cores);
+        if (a.stream_cpu > 0)
+            printf("streaming: %g ms of the engine thread per token, after each step\n", a.stream_cpu);
         printf("\n");
         printf("%-22s %9s %11s %11s %11s %11s %11s\n", "candidate", n_rates ? "rate" : "goodput", "attainment",
                "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99");

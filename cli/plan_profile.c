@@ -60,9 +60,9 @@ void plan_shape_terms(const plan_shape *s, double x[PLAN_COST_TERMS])
 {
     double rows = s->items * s->per_item;
     x[0] = 1;
-    x[1] = rows;
+    x[1] = rows + s->chunk;
     /* row j of an item attends to context + j + 1 positions */
-    x[2] = s->items * (s->per_item * s->context + s->per_item * (s->per_item + 1) / 2);
+    x[2] = s->items * (s->per_item * s->context + s->per_item * (s->per_item + 1) / 2) + s->chunk * (s->chunk + 1) / 2;
     x[3] = s->logits;
 }
 
@@ -221,7 +221,9 @@ static int parse_steps(const cJSON *steps, plan_profile *p, eng_error *err)
             num(x, "tokens_per_item", 1, 1e7, &s[i].per_item, "step", err) < 0 ||
             num(x, "context", 0, 1e7, &s[i].context, "step", err) < 0 ||
             num(x, "logits", 0, 1e6, &s[i].logits, "step", err) < 0 ||
-            num(x, "median_s", 1e-9, 1e6, &t[i], "step", err) < 0)
+            num(x, "median_s", 1e-9, 1e6, &t[i], "step", err) < 0 ||
+            (cJSON_HasObjectItem(x, "prompt_chunk") &&
+             num(x, "prompt_chunk", 0, 1e7, &s[i].chunk, "step", err) < 0))
             goto done;
         i++;
     }

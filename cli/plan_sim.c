@@ -30,6 +30,9 @@
  * at max(cores, T) / max(cores, T + 1) of their speed and that thread at min(1,
  * cores / (T + 1)). On two cores with both workers in a step, a third runnable
  * thread takes a third of the machine until its work is done.
+ * The engine thread's own streaming (stream_cpu_per_token: each token's message and
+ * gRPC send after the step, not in the profile's steps) lengthens the step that
+ * produced the tokens.
  * Not modelled: preemption when a decode pool runs out (the default pool holds
  * max_running full contexts), heartbeat lag in the router's view of the load. */
 #include <math.h>
@@ -169,7 +172,7 @@ static int retry_waiting(sim *m)
 
 static void add_terms(double *x, double items, double per_item, double context, double logits)
 {
-    plan_shape sh = {items, per_item, context, logits};
+    plan_shape sh = {items, per_item, context, logits, 0};
     double t[PLAN_COST_TERMS];
     plan_shape_terms(&sh, t);
     for (int k = 1; k < PLAN_COST_TERMS; k++)
@@ -186,17 +189,19 @@ static void start_step(sim *m, worker *w)
         add_terms(x, 1, 1, m->req[i].prompt + m->s[i].generated - 1, 1);
         w->step.v[w->step.n++] = i;
     }
-    int budget = m->c->max_batch_tokens - w->running.n;
+    int budget = m->c->max_batch_tokens - w->running.n, streamed = w->running.n;
     for (int k = 0; k < w->queue.n && budget > 0; k++) {
         int i = w->queue.v[k];
         seq *s = &m->s[i];
         int left = m->req[i].prompt - s->prefilled;
         s->chunk = left < budget ? left : budget;
         budget -= s->chunk;
-        add_terms(x, 1, s->chunk, s->prefilled, s->prefilled + s->chunk == m->req[i].prompt);
+        int last = s->prefilled + s->chunk == m->req[i].prompt;
+        add_terms(x, 1, s->chunk, s->prefilled, last);
+        streamed += last && s->prefill_w == s->decode_w; /* colocated: its first token, streamed here */
         w->step.v[w->step.n++] = i;
     }
-    w->work_left = w->step.n ? plan_cost_seconds(&m->p->cost, x) : -1;
+    w->work_left = w->step.n ? plan_cost_seconds(&m->p->cost, x) + streamed * m->c->stream_cpu_per_token : -1;
 }
 
 static void finish_seq(sim *m, int i)
@@ -350,6 +355,8 @@ int plan_simulate(const plan_profile *p, const plan_cluster *c, const plan_reque
         return eng_fail(err, "plan: max_batch_tokens, max_running, kv_blocks and cores must be positive");
     if (!(c->serving_cpu_per_token >= 0) || c->serving_cpu_per_token > 1)
         return eng_fail(err, "plan: serving_cpu_per_token must be in [0, 1] s");
+    if (!(c->stream_cpu_per_token >= 0) || c->stream_cpu_per_token > 1)
+        return eng_fail(err, "plan: stream_cpu_per_token must be in [0, 1] s");
     sim m = {.p = p, .c = c, .req = reqs, .n_w = c->n_prefill + c->n_decode + c->n_both};
     m.s = calloc((size_t)n, sizeof *m.s);
     m.w = calloc((size_t)m.n_w, sizeof *m.w);

@@ -216,6 +216,8 @@ typedef struct wrk_step {
     eng_batch_item *items;
     int *lo, *hi; /* PREFILL: blocks to push this step, [lo, hi) */
     wrk_run *runs;
+    int streamed;          /* tokens handed to their streams after this step's forward */
+    double stream_seconds; /* the engine thread's time doing so (not in `tandem profile`'s steps) */
 } wrk_step;
 
 /* eng_forward's callback: layer `layer` of every item is in the cache, so push it. */
@@ -249,7 +251,7 @@ static int sample(wrk_worker *w, wrk_req *r, eng_sample_result *res)
 
 /* Outside w->mu: sample the next token of a DECODE/COLOCATED sequence, stream it.
  * Returns the finish reason (0 more, 1 stop, 2 length) or -1 when it must end. */
-static int emit_token(wrk_worker *w, wrk_req *r)
+static int emit_token(wrk_worker *w, wrk_step *s, wrk_req *r)
 {
     eng_sample_result res;
     if (sample(w, r, &res) < 0) {
@@ -257,6 +259,7 @@ static int emit_token(wrk_worker *w, wrk_req *r)
         r->end_code = RPC_INVALID_ARGUMENT;
         return -1;
     }
+    double t0 = eng_now_s();
     r->gen[r->n_gen++] = res.id;
     int finish = wrk_finish_reason(res.id, r->stop_ids, r->n_stop, r->n_prompt, r->n_gen, r->cap_tokens);
     Tandem__Token tok;
@@ -272,7 +275,10 @@ static int emit_token(wrk_worker *w, wrk_req *r)
         met_observe(w->m_itl, t - r->t_last_token);
     r->t_last_token = t;
     met_inc(w->m_gen_tokens, 1);
-    if (rpc_call_send_msg(r->call, &ev.base, 5000) < 0) {
+    int sent = rpc_call_send_msg(r->call, &ev.base, 5000);
+    s->streamed++;
+    s->stream_seconds += eng_now_s() - t0;
+    if (sent < 0) {
         r->end_code = RPC_CANCELLED;
         snprintf(r->end_msg, sizeof r->end_msg, "the Generate stream is gone");
         return -1;
@@ -493,7 +499,7 @@ static void after_step(wrk_worker *w, wrk_step *s)
     for (int i = 0; i < s->n; i++) {
         wrk_req *r = s->reqs[i];
         if (r->state == ST_RUNNING) {
-            int f = emit_token(w, r);
+            int f = emit_token(w, s, r);
             pthread_mutex_lock(&w->mu);
             if (f < 0)
                 wrk_req_end_locked(w, r, r->end_code, 0, r->end_msg);
@@ -535,7 +541,7 @@ static void after_step(wrk_worker *w, wrk_step *s)
             continue;
         }
         /* COLOCATED: its first token, then it decodes here */
-        int f = emit_token(w, r);
+        int f = emit_token(w, s, r);
         pthread_mutex_lock(&w->mu);
         if (f < 0)
             wrk_req_end_locked(w, r, r->end_code, 0, r->end_msg);
@@ -613,13 +619,17 @@ static void run_step(wrk_worker *w, wrk_step *s)
     if (w->ep)
         wrk_ep_step_end(w->ep);
     if (rc == 0) {
+        s->streamed = 0;
+        s->stream_seconds = 0;
         after_step(w, s);
-        /* a step as `tandem profile` times it, in the cluster: set against the planner's cost */
+        /* a step as `tandem profile` times it (forward and sampling), in the cluster, and
+         * what the profile leaves out (streaming): set against the planner's costs */
         if (s->n)
             wrk_log(w, ENG_LOG_DEBUG, NULL,
                     "step: %d sequences, %d tokens, %lld positions attended; forward %.2f ms, then sampling and "
-                    "streaming %.2f ms",
-                    s->n, tokens, positions, 1e3 * (t1 - t0), 1e3 * (eng_now_s() - t1));
+                    "streaming %.2f ms; streamed %d tokens in %.3f ms",
+                    s->n, tokens, positions, 1e3 * (t1 - t0), 1e3 * (eng_now_s() - t1), s->streamed,
+                    1e3 * s->stream_seconds);
         return;
     }
     wrk_log(w, ENG_LOG_ERROR, NULL, "step of %d sequences failed: %s", s->n, err.msg);

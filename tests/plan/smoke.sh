@@ -13,8 +13,8 @@ fail() { echo "plan smoke: $*" >&2; exit 1; }
 
 "$tandem" profile --model "$model" --threads 1 --repeats 2 --max-tokens 64 --max-batch 2 --max-context 64 \
     --co-runners 1 --out "$tmp/profile.json" >"$tmp/table.txt" || fail "tandem profile failed"
-for key in '"format":\s*"tandem-profile-1"' '"phase":\s*"prefill"' '"phase":\s*"decode"' '"transport":\s*"tcp"' \
-    '"median_s":\s*[0-9]' '"co_runners":\s*1'; do
+for key in '"format":\s*"tandem-profile-1"' '"phase":\s*"prefill"' '"phase":\s*"decode"' '"phase":\s*"mixed"' \
+    '"prompt_chunk":\s*[1-9]' '"transport":\s*"tcp"' '"median_s":\s*[0-9]' '"co_runners":\s*1'; do
     grep -Eq "$key" "$tmp/profile.json" || fail "the profile lacks $key"
 done
 grep -q "^decode " "$tmp/table.txt" || fail "the table lacks decode rows"
@@ -38,12 +38,16 @@ w=$src/bench/workloads/decode-heavy.json
 "$ctl" plan --profile "$tmp/profile.json" --workload "$w" --ttft-slo 2000 --tpot-slo 100 --serving-cpu 2 \
     >"$tmp/p2.txt" || fail "tandemctl plan --serving-cpu failed"
 grep -q "serving path: 2 ms of CPU per streamed token" "$tmp/p2.txt" || fail "the plan does not name the serving CPU"
-/usr/bin/python3 - "$tmp/p0.json" "$tmp/p2.json" <<'PYEOF' || fail "--serving-cpu raised a goodput"
+# the engine threads' streaming likewise
+"$ctl" plan --profile "$tmp/profile.json" --workload "$w" --ttft-slo 2000 --tpot-slo 100 --stream-cpu 1 \
+    -o json >"$tmp/s1.json" || fail "tandemctl plan --stream-cpu failed"
+/usr/bin/python3 - "$tmp/p0.json" "$tmp/p2.json" "$tmp/s1.json" <<'PYEOF' || fail "--serving-cpu or --stream-cpu raised a goodput"
 import json, sys
-a, b = (json.load(open(f)) for f in sys.argv[1:])
-assert b["serving_cpu_ms_per_token"] == 2
-for x, y in zip(a["candidates"], b["candidates"]):
+a, b, c = (json.load(open(f)) for f in sys.argv[1:])
+assert b["serving_cpu_ms_per_token"] == 2 and c["stream_cpu_ms_per_token"] == 1
+for x, y, z in zip(a["candidates"], b["candidates"], c["candidates"]):
     assert y["goodput"] <= x["goodput"] * 1.005, (x["name"], x["goodput"], y["goodput"])
+    assert z["goodput"] <= x["goodput"] * 1.005, (x["name"], x["goodput"], z["goodput"])
 PYEOF
 if "$ctl" plan --profile "$tmp/profile.json" --workload "$w" --ttft-slo 1 --tpot-slo 1 --serving-cpu -1 \
     2>"$tmp/err.txt" >/dev/null; then

@@ -193,6 +193,31 @@ static void test_serving_cpu(void)
     CHECK(plan_simulate(&p, &c, &r, 1, &o, &err) < 0 && strstr(err.msg, "serving_cpu_per_token"));
 }
 
+/* The engine thread's streaming lengthens each step by its tokens: colocated, the
+ * prompt's step streams the first token; disaggregated, the prefill worker streams
+ * nothing and the decode worker every token. */
+static void test_stream_cpu(void)
+{
+    plan_profile p = profile(0.1, 0, 0, 0);
+    plan_cluster c = colocated(1);
+    c.stream_cpu_per_token = 0.02;
+    plan_request r[2] = {{0, 10, 3}, {0, 10, 3}};
+    plan_outcome o[2];
+    eng_error err;
+    REQUIRE(plan_simulate(&p, &c, r, 1, o, &err) == 0, "%s", err.msg);
+    CHECK(fabs(o[0].ttft - 0.12) < 1e-9 && fabs(o[0].tpot - 0.12) < 1e-9, "ttft %.6f tpot %.6f", o[0].ttft, o[0].tpot);
+    /* two sequences in each step: two tokens streamed after it */
+    REQUIRE(plan_simulate(&p, &c, r, 2, o, &err) == 0, "%s", err.msg);
+    CHECK(fabs(o[1].ttft - 0.14) < 1e-9 && fabs(o[1].tpot - 0.14) < 1e-9, "ttft %.6f tpot %.6f", o[1].ttft, o[1].tpot);
+    plan_cluster d = {.n_prefill = 1, .n_decode = 1, .max_batch_tokens = 2048, .max_running = 64, .kv_blocks = 1 << 20,
+                      .cores = 2, .stream_cpu_per_token = 0.02};
+    REQUIRE(plan_simulate(&p, &d, r, 1, o, &err) == 0, "%s", err.msg);
+    CHECK(o[0].ttft > 0.1 && o[0].ttft < 0.11 && fabs(o[0].tpot - 0.12) < 1e-9, "split: ttft %.6f tpot %.6f",
+          o[0].ttft, o[0].tpot);
+    c.stream_cpu_per_token = 2;
+    CHECK(plan_simulate(&p, &c, r, 1, o, &err) < 0 && strstr(err.msg, "stream_cpu_per_token"));
+}
+
 static void test_fit(void)
 {
     plan_cost truth = {{0.02, 0.0005, 2e-6, 0.004}}, got;
@@ -200,10 +225,10 @@ static void test_fit(void)
     double t[16], x[PLAN_COST_TERMS];
     int n = 0;
     for (int L = 16; L <= 2048; L *= 4)
-        s[n++] = (plan_shape){1, L, 0, 1};
+        s[n++] = (plan_shape){1, L, 0, 1, 0};
     for (int b = 1; b <= 16; b *= 4)
         for (int ctx = 16; ctx <= 1024; ctx *= 8)
-            s[n++] = (plan_shape){b, 1, ctx, b};
+            s[n++] = (plan_shape){b, 1, ctx, b, 0};
     for (int i = 0; i < n; i++) {
         plan_shape_terms(&s[i], x);
         t[i] = plan_cost_seconds(&truth, x);
@@ -331,6 +356,7 @@ int main(void)
     test_measured_contention();
     test_serving_cpu();
     test_fit();
+    test_stream_cpu();
     test_trace();
     test_bad_files();
     return check_summary();
