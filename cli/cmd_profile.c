@@ -464,8 +464,7 @@ static void print_table(const cJSON *prof)
         printf("%-8s %6d %9d %8d %7d %6d %10.2f %10.2f %10.2f\n", cJSON_GetObjectItem(s, "phase")->valuestring,
                cJSON_GetObjectItem(s, "items")->valueint, cJSON_GetObjectItem(s, "tokens_per_item")->valueint,
                cJSON_GetObjectItem(s, "context")->valueint, cJSON_GetObjectItem(s, "logits")->valueint,
-               cJSON_GetObjectItem(s, "prompt_chunk")->valueint,
-               1e3 * cJSON_GetObjectItem(s, "min_s")->valuedouble,
+               cJSON_GetObjectItem(s, "prompt_chunk")->valueint, 1e3 * cJSON_GetObjectItem(s, "min_s")->valuedouble,
                1e3 * cJSON_GetObjectItem(s, "median_s")->valuedouble,
                1e3 * cJSON_GetObjectItem(s, "max_s")->valuedouble);
     }

@@ -222,8 +222,7 @@ static int parse_steps(const cJSON *steps, plan_profile *p, eng_error *err)
             num(x, "context", 0, 1e7, &s[i].context, "step", err) < 0 ||
             num(x, "logits", 0, 1e6, &s[i].logits, "step", err) < 0 ||
             num(x, "median_s", 1e-9, 1e6, &t[i], "step", err) < 0 ||
-            (cJSON_HasObjectItem(x, "prompt_chunk") &&
-             num(x, "prompt_chunk", 0, 1e7, &s[i].chunk, "step", err) < 0))
+            (cJSON_HasObjectItem(x, "prompt_chunk") && num(x, "prompt_chunk", 0, 1e7, &s[i].chunk, "step", err) < 0))
             goto done;
         i++;
     }

@@ -209,11 +209,16 @@ static void test_stream_cpu(void)
     /* two sequences in each step: two tokens streamed after it */
     REQUIRE(plan_simulate(&p, &c, r, 2, o, &err) == 0, "%s", err.msg);
     CHECK(fabs(o[1].ttft - 0.14) < 1e-9 && fabs(o[1].tpot - 0.14) < 1e-9, "ttft %.6f tpot %.6f", o[1].ttft, o[1].tpot);
-    plan_cluster d = {.n_prefill = 1, .n_decode = 1, .max_batch_tokens = 2048, .max_running = 64, .kv_blocks = 1 << 20,
-                      .cores = 2, .stream_cpu_per_token = 0.02};
+    plan_cluster d = {.n_prefill = 1,
+                      .n_decode = 1,
+                      .max_batch_tokens = 2048,
+                      .max_running = 64,
+                      .kv_blocks = 1 << 20,
+                      .cores = 2,
+                      .stream_cpu_per_token = 0.02};
     REQUIRE(plan_simulate(&p, &d, r, 1, o, &err) == 0, "%s", err.msg);
-    CHECK(o[0].ttft > 0.1 && o[0].ttft < 0.11 && fabs(o[0].tpot - 0.12) < 1e-9, "split: ttft %.6f tpot %.6f",
-          o[0].ttft, o[0].tpot);
+    CHECK(o[0].ttft > 0.1 && o[0].ttft < 0.11 && fabs(o[0].tpot - 0.12) < 1e-9, "split: ttft %.6f tpot %.6f", o[0].ttft,
+          o[0].tpot);
     c.stream_cpu_per_token = 2;
     CHECK(plan_simulate(&p, &c, r, 1, o, &err) < 0 && strstr(err.msg, "stream_cpu_per_token"));
 }
