@@ -23,9 +23,23 @@ char *plan_read_text(const char *path, eng_error *err);
  *   t = c[0] + c[1] * tokens + c[2] * attention + c[3] * logits
  * tokens: rows through the layers; attention: sum over those rows of the positions
  * they attend to (context + own position + 1); logits: rows through the LM head. */
-enum { PLAN_COST_TERMS = 4 };
+enum { PLAN_COST_TERMS = 4, PLAN_MAX_KNOTS = 32 };
+
+/* What the linear cost misses at the measured shapes (measured - fitted seconds),
+ * interpolated linearly between them and held beyond the first and last: a step is
+ * not linear in its rows (a matmul reads its weights once per tile of rows, so 64
+ * rows cost less than 8 x 8; the decode steps of the bench model cost 2.3-5 ms more
+ * a row from 1 to 8 sequences and 1.8 from 32 to 64), and one line through decode,
+ * prefill and mixed steps missed the decode batches of the cluster by 10-40%. */
+typedef struct plan_knots {
+    int n;
+    double at[PLAN_MAX_KNOTS], residual[PLAN_MAX_KNOTS];
+} plan_knots;
+
 typedef struct plan_cost {
     double c[PLAN_COST_TERMS];
+    plan_knots decode;  /* by decode batch size: the mean over the contexts measured */
+    plan_knots prefill; /* by prompt rows in the step: one prompt from position 0 */
 } plan_cost;
 
 /* One step shape: `items` sequences adding `per_item` tokens each after `context`
@@ -38,9 +52,15 @@ typedef struct plan_shape {
 void plan_shape_terms(const plan_shape *s, double x[PLAN_COST_TERMS]);
 double plan_cost_seconds(const plan_cost *c, const double x[PLAN_COST_TERMS]);
 
+/* A step's seconds: the linear cost of its terms x, plus the knots' corrections for
+ * its decode_items sequences of one token and its prefill_rows prompt rows. */
+double plan_step_seconds(const plan_cost *c, const double x[PLAN_COST_TERMS], int decode_items, int prefill_rows);
+
 /* Fits the cost to n measured steps (median seconds in t[]), minimising the squared
- * relative error with every coefficient >= 0 (exact, over the 16 subsets of terms).
- * Returns the median relative error of the fit, or -1 when n < 1. */
+ * relative error with every coefficient >= 0 (exact, over the 16 subsets of terms),
+ * then sets the knots from what that leaves at the decode steps (by batch) and the
+ * single prompts (by length). Returns the median relative error of
+ * plan_step_seconds over the steps, or -1 when n < 1. */
 double plan_fit_cost(const plan_shape *s, const double *t, int n, plan_cost *out);
 
 /* ---------------------------------------------------------------- profile */
@@ -52,7 +72,7 @@ typedef struct plan_profile {
     int threads, layers, block_size, max_context;
     double kv_bytes_per_token;
     plan_cost cost;
-    double fit_error;                        /* median relative error of the cost over the profile's steps */
+    double fit_error;                        /* median relative error of plan_step_seconds over the profile's steps */
     double xfer_latency_s, xfer_bytes_per_s; /* a KV push: latency + bytes / rate (the profile's TCP points) */
     /* measured contention (`tandem profile --co-runners K`): a step beside k other busy
      * workers takes slowdown[k] times as long (median over the profile's steps), for

@@ -74,6 +74,75 @@ double plan_cost_seconds(const plan_cost *c, const double x[PLAN_COST_TERMS])
     return t;
 }
 
+static double knots_at(const plan_knots *k, double x)
+{
+    if (k->n == 0 || x <= 0)
+        return 0;
+    if (x <= k->at[0])
+        return k->residual[0];
+    for (int i = 1; i < k->n; i++)
+        if (x <= k->at[i]) {
+            double f = (x - k->at[i - 1]) / (k->at[i] - k->at[i - 1]);
+            return k->residual[i - 1] + f * (k->residual[i] - k->residual[i - 1]);
+        }
+    return k->residual[k->n - 1];
+}
+
+double plan_step_seconds(const plan_cost *c, const double x[PLAN_COST_TERMS], int decode_items, int prefill_rows)
+{
+    double t = plan_cost_seconds(c, x) + knots_at(&c->decode, decode_items) + knots_at(&c->prefill, prefill_rows);
+    return t > 1e-6 ? t : 1e-6; /* a correction never makes a step free */
+}
+
+/* Adds residual r at x (several at one x are averaged; count[] holds how many); the
+ * knots stay sorted by x. */
+static void knots_add(plan_knots *k, int *count, double x, double r)
+{
+    int i = 0;
+    while (i < k->n && k->at[i] < x)
+        i++;
+    if (i < k->n && k->at[i] == x) {
+        k->residual[i] += (r - k->residual[i]) / ++count[i];
+        return;
+    }
+    if (k->n == PLAN_MAX_KNOTS)
+        return; /* more distinct shapes than knots: the others have the linear cost alone */
+    memmove(k->at + i + 1, k->at + i, (size_t)(k->n - i) * sizeof *k->at);
+    memmove(k->residual + i + 1, k->residual + i, (size_t)(k->n - i) * sizeof *k->residual);
+    memmove(count + i + 1, count + i, (size_t)(k->n - i) * sizeof *count);
+    k->at[i] = x;
+    k->residual[i] = r;
+    count[i] = 1;
+    k->n++;
+}
+
+/* The decode items and prompt rows of shape s, as plan_step_seconds takes them; a
+ * decode step has every item one token with its logits. */
+static void shape_rows(const plan_shape *s, int *decode_items, int *prefill_rows)
+{
+    int decode = s->per_item == 1 && s->logits == s->items;
+    *decode_items = decode ? (int)s->items : 0;
+    *prefill_rows = (int)(decode ? s->chunk : s->items * s->per_item + s->chunk);
+}
+
+/* The knots from the steps the linear cost in c was fitted to: decode steps by batch
+ * size, single prompts from position 0 by length; other shapes (mixed, a batch of
+ * prompts, a chunk deep in a prompt) inform the fit only. */
+static void fit_knots(const plan_shape *s, const double *t, const double *X, int n, plan_cost *c)
+{
+    int count_d[PLAN_MAX_KNOTS] = {0}, count_p[PLAN_MAX_KNOTS] = {0};
+    c->decode.n = c->prefill.n = 0;
+    for (int i = 0; i < n; i++) {
+        double r = t[i] - plan_cost_seconds(c, &X[i * PLAN_COST_TERMS]);
+        if (s[i].chunk > 0)
+            continue;
+        if (s[i].per_item == 1 && s[i].logits == s[i].items)
+            knots_add(&c->decode, count_d, s[i].items, r);
+        else if (s[i].items == 1 && s[i].context == 0)
+            knots_add(&c->prefill, count_p, s[i].per_item, r);
+    }
+}
+
 /* Least squares of sum_i ((X[i] . c - t[i]) / t[i])^2 over the columns in `mask`
  * (others 0), by Householder QR of the weighted columns (each scaled to 1: the terms
  * differ by orders of magnitude). Returns the sum of squares, or -1 when the columns
@@ -181,8 +250,12 @@ double plan_fit_cost(const plan_shape *s, const double *t, int n, plan_cost *out
         plan_shape_terms(&s[i], &X[i * PLAN_COST_TERMS]);
     if (nonneg_rel_fit(X, t, n, PLAN_COST_TERMS, out->c) < 0)
         goto done;
-    for (int i = 0; i < n; i++)
-        e[i] = fabs(plan_cost_seconds(out, &X[i * PLAN_COST_TERMS]) / t[i] - 1);
+    fit_knots(s, t, X, n, out);
+    for (int i = 0; i < n; i++) {
+        int d, p;
+        shape_rows(&s[i], &d, &p);
+        e[i] = fabs(plan_step_seconds(out, &X[i * PLAN_COST_TERMS], d, p) / t[i] - 1);
+    }
     qsort(e, (size_t)n, sizeof *e, cmp_double);
     r = e[n / 2];
 done:

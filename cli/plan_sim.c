@@ -16,7 +16,8 @@
  *     chunk is computed; the KV push overlaps the layers, so what remains is the last
  *     layer's push (profile latency + bytes / rate); then the sequence joins the decode
  *     worker's batch and the client gets its first token.
- * A step's time comes from the profile's cost model (plan.h), measured in a worker
+ * A step's time comes from the profile's cost model (plan.h: the linear fit and its
+ * knots at the measured decode batches and prompt lengths), measured in a worker
  * running alone. While k + 1 workers are inside a step at once, each runs at
  * 1 / slowdown[k] of that speed, the slowdown the profile measured beside k busy
  * co-runners (shared cores, caches and memory bus); beyond the k measured, the last
@@ -189,19 +190,22 @@ static void start_step(sim *m, worker *w)
         add_terms(x, 1, 1, m->req[i].prompt + m->s[i].generated - 1, 1);
         w->step.v[w->step.n++] = i;
     }
-    int budget = m->c->max_batch_tokens - w->running.n, streamed = w->running.n;
+    int budget = m->c->max_batch_tokens - w->running.n, streamed = w->running.n, prompt_rows = 0;
     for (int k = 0; k < w->queue.n && budget > 0; k++) {
         int i = w->queue.v[k];
         seq *s = &m->s[i];
         int left = m->req[i].prompt - s->prefilled;
         s->chunk = left < budget ? left : budget;
         budget -= s->chunk;
+        prompt_rows += s->chunk;
         int last = s->prefilled + s->chunk == m->req[i].prompt;
         add_terms(x, 1, s->chunk, s->prefilled, last);
         streamed += last && s->prefill_w == s->decode_w; /* colocated: its first token, streamed here */
         w->step.v[w->step.n++] = i;
     }
-    w->work_left = w->step.n ? plan_cost_seconds(&m->p->cost, x) + streamed * m->c->stream_cpu_per_token : -1;
+    w->work_left = w->step.n ? plan_step_seconds(&m->p->cost, x, w->running.n, prompt_rows) +
+                                   streamed * m->c->stream_cpu_per_token
+                             : -1;
 }
 
 static void finish_seq(sim *m, int i)

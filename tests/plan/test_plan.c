@@ -15,7 +15,7 @@
 static plan_profile profile(double c0, double c1, double c2, double c3)
 {
     plan_profile p = {.threads = 1, .layers = 4, .block_size = 16, .max_context = 1 << 20};
-    p.cost = (plan_cost){{c0, c1, c2, c3}};
+    p.cost = (plan_cost){.c = {c0, c1, c2, c3}};
     p.kv_bytes_per_token = 1000;
     p.xfer_latency_s = 0.002;
     p.xfer_bytes_per_s = 1e6;
@@ -225,7 +225,7 @@ static void test_stream_cpu(void)
 
 static void test_fit(void)
 {
-    plan_cost truth = {{0.02, 0.0005, 2e-6, 0.004}}, got;
+    plan_cost truth = {.c = {0.02, 0.0005, 2e-6, 0.004}}, got;
     plan_shape s[16];
     double t[16], x[PLAN_COST_TERMS];
     int n = 0;
@@ -247,6 +247,43 @@ static void test_fit(void)
     CHECK(plan_fit_cost(s, t, n, &got) >= 0);
     for (int k = 0; k < PLAN_COST_TERMS; k++)
         CHECK(got.c[k] >= 0);
+}
+
+/* A step cost that is not linear in the batch (decode: 10 ms + 8 ms * sqrt(B), the
+ * shape of matmuls whose weights are read once per tile of rows): the knots give back
+ * every measured point, interpolate between them, and hold the last one's residual. */
+static void test_knots(void)
+{
+    plan_shape s[16];
+    double t[16], x[PLAN_COST_TERMS];
+    int n = 0;
+    for (int L = 16; L <= 2048; L *= 4) {
+        s[n] = (plan_shape){1, L, 0, 1, 0};
+        t[n++] = 0.01 + 0.0005 * L;
+    }
+    for (int b = 1; b <= 64; b *= 2) {
+        s[n] = (plan_shape){b, 1, 16, b, 0};
+        t[n++] = 0.01 + 0.008 * sqrt(b);
+    }
+    plan_cost c;
+    CHECK(plan_fit_cost(s, t, n, &c) < 1e-9, "the knots reproduce the measured steps");
+    CHECK(c.decode.n == 7 && c.prefill.n == 4, "%d decode and %d prefill knots", c.decode.n, c.prefill.n);
+    for (int i = 0; i < n; i++) {
+        plan_shape_terms(&s[i], x);
+        int decode = s[i].per_item == 1 && s[i].logits == s[i].items;
+        double got = plan_step_seconds(&c, x, decode ? (int)s[i].items : 0, decode ? 0 : (int)s[i].per_item);
+        CHECK(fabs(got / t[i] - 1) < 1e-9, "step %d: %g s, measured %g", i, got, t[i]);
+    }
+    /* between two batches measured: between their times */
+    plan_shape_terms(&(plan_shape){12, 1, 16, 12, 0}, x);
+    double mid = plan_step_seconds(&c, x, 12, 0);
+    CHECK(mid > 0.01 + 0.008 * sqrt(8) && mid < 0.01 + 0.008 * sqrt(16), "batch 12: %g s", mid);
+    /* beyond the last: the linear cost's slope from there on */
+    double x64[PLAN_COST_TERMS], x128[PLAN_COST_TERMS];
+    plan_shape_terms(&(plan_shape){64, 1, 16, 64, 0}, x64);
+    plan_shape_terms(&(plan_shape){128, 1, 16, 128, 0}, x128);
+    double d = plan_step_seconds(&c, x128, 128, 0) - plan_step_seconds(&c, x64, 64, 0);
+    CHECK(fabs(d - (plan_cost_seconds(&c, x128) - plan_cost_seconds(&c, x64))) < 1e-12, "extrapolated by %g s", d);
 }
 
 /* Gamma gaps: mean 1 / rate and squared coefficient of variation 1 / shape. */
@@ -361,6 +398,7 @@ int main(void)
     test_measured_contention();
     test_serving_cpu();
     test_fit();
+    test_knots();
     test_stream_cpu();
     test_trace();
     test_bad_files();
