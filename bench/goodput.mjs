@@ -277,7 +277,13 @@ async function main() {
   }
   const cpu = { serving: Number(o["serving-cpu"] || NaN), stream: Number(o["stream-cpu"] || NaN) };
   if (!(cpu.serving >= 0 && cpu.stream >= 0)) {
-    const free = plan(o, tandemctl, profile, { serving: 0, stream: 0 }, []).candidates.find((c) => c.colocated);
+    // Without those costs a short trace can fit the cluster even arriving at once (the
+    // plan says "unbounded"); a 4x longer one gives a rate near the real goodput then,
+    // where the cost per token is lower than at the workload's own rate.
+    const noCost = { serving: 0, stream: 0 }, first = plan(o, tandemctl, profile, noCost, []);
+    let free = first.candidates.find((c) => c.colocated);
+    if (free.unbounded)
+      free = plan({ ...o, requests: String(4 * first.requests) }, tandemctl, profile, noCost, []).candidates.find((c) => c.colocated);
     const args = serveArgs(o, free).concat(["--worker-log-level", "debug"]);
     const rate = free.goodput > 0 && !free.unbounded ? +free.goodput.toPrecision(3) : 0; // 0: the workload's own
     console.error(`== serving CPU: ${CALIBRATION_REQUESTS} requests at ${rate || "the workload's"} req/s on tandem serve ${args.join(" ")}`);
