@@ -242,10 +242,11 @@ int plan_command(int argc, char **argv)
     if (!json) {
         printf("workload %s: %d requests (seed %d), arrivals gamma shape %g; profile %s, %d thread(s) per worker\n",
                wl.name, pl.n, a.seed, wl.shape, prof.model, prof.threads);
-        printf("cost model: step = %.3g s + %.3g s/token + %.3g s/attended position + %.3g s/logits row "
-               "(median error %.1f%%); KV push %.3g ms + %.3g GB/s\n",
-               prof.cost.c[0], prof.cost.c[1], prof.cost.c[2], prof.cost.c[3], 100 * prof.fit_error,
-               1e3 * prof.xfer_latency_s, prof.xfer_bytes_per_s / 1e9);
+        printf("cost model: step = %.3g s + %.3g s/token + %.3g s/attended position + %.3g s/logits row, "
+               "corrected at %d decode batches and %d prompt lengths (median error %.1f%%); KV push %.3g ms + %.3g "
+               "GB/s\n",
+               prof.cost.c[0], prof.cost.c[1], prof.cost.c[2], prof.cost.c[3], prof.cost.decode.n, prof.cost.prefill.n,
+               100 * prof.fit_error, 1e3 * prof.xfer_latency_s, prof.xfer_bytes_per_s / 1e9);
         printf("SLOs: TTFT <= %g ms, TPOT <= %g ms for %g%% of requests; %d workers", a.ttft_slo, a.tpot_slo,
                100 * a.attainment, a.workers);
         if (prof.co_runners) {
