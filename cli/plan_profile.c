@@ -133,13 +133,13 @@ static void fit_knots(const plan_shape *s, const double *t, const double *X, int
     int count_d[PLAN_MAX_KNOTS] = {0}, count_p[PLAN_MAX_KNOTS] = {0};
     c->decode.n = c->prefill.n = 0;
     for (int i = 0; i < n; i++) {
+        int d, p;
+        shape_rows(&s[i], &d, &p);
         double r = t[i] - plan_cost_seconds(c, &X[i * PLAN_COST_TERMS]);
-        if (s[i].chunk > 0)
-            continue;
-        if (s[i].per_item == 1 && s[i].logits == s[i].items)
-            knots_add(&c->decode, count_d, s[i].items, r);
-        else if (s[i].items == 1 && s[i].context == 0)
-            knots_add(&c->prefill, count_p, s[i].per_item, r);
+        if (d > 0 && p == 0)
+            knots_add(&c->decode, count_d, d, r);
+        else if (d == 0 && s[i].items == 1 && s[i].context == 0 && s[i].chunk == 0)
+            knots_add(&c->prefill, count_p, p, r);
     }
 }
 

@@ -598,7 +598,7 @@ static void run_step(wrk_worker *w, wrk_step *s)
     eng_error err;
     int rc, tokens = 0;
     long long positions = 0; /* attended positions: the planner's attention term (cli/plan.h) */
-    double t0 = eng_now_s(), t1 = t0;
+    double t0 = 0, t1 = 0;
     if (w->ep && wrk_ep_step_begin(w->ep, &err) < 0) {
         rc = -1;
     } else if (s->n) {

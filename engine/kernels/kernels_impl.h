@@ -66,7 +66,6 @@ static inline uint32_t eng_f32_bits(float f)
     return v.u;
 }
 
-/* f rounded to bf16, nearest even (eng_from_f32's rule); a NaN stays a quiet NaN. */
 /* Where an attention state keeps value e of a head's row: a variant's loop that
  * takes bf16 rows as even- and odd-indexed values (att_lanes, 0 for none) keeps them
  * in chunks of 2 * lanes, even-indexed first; every other row stays in order. */
@@ -78,6 +77,7 @@ static inline size_t eng_att_slot(int e, int lanes)
     return (size_t)c + (size_t)(k & 1) * lanes + (size_t)(k >> 1);
 }
 
+/* f rounded to bf16, nearest even (eng_from_f32's rule); a NaN stays a quiet NaN. */
 static inline uint16_t eng_f32_to_bf16(float f)
 {
     uint32_t x = eng_f32_bits(f);
