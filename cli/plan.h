@@ -39,7 +39,7 @@ typedef struct plan_knots {
 typedef struct plan_cost {
     double c[PLAN_COST_TERMS];
     plan_knots decode;  /* by decode batch size: the mean over the contexts measured */
-    plan_knots prefill; /* by prompt rows in the step: one prompt from position 0 */
+    plan_knots prefill; /* by the step's longest prompt chunk: one prompt from position 0 */
 } plan_cost;
 
 /* One step shape: `items` sequences adding `per_item` tokens each after `context`
@@ -53,8 +53,12 @@ void plan_shape_terms(const plan_shape *s, double x[PLAN_COST_TERMS]);
 double plan_cost_seconds(const plan_cost *c, const double x[PLAN_COST_TERMS]);
 
 /* A step's seconds: the linear cost of its terms x, plus the knots' corrections for
- * its decode_items sequences of one token and its prefill_rows prompt rows. */
-double plan_step_seconds(const plan_cost *c, const double x[PLAN_COST_TERMS], int decode_items, int prefill_rows);
+ * its decode_items sequences of one token and its longest prompt chunk. The prompt
+ * knots go by the chunk, not by the step's prompt rows: what the line misses of a
+ * long prompt is its own attention (a single prompt of 2048 took 235 ms more than the
+ * line), and a step of 4-7 prompts in 2048 rows took what the line gives (1087-1351
+ * ms against 1242), where the 2048-row knot had charged it 1480. */
+double plan_step_seconds(const plan_cost *c, const double x[PLAN_COST_TERMS], int decode_items, int longest_chunk);
 
 /* Fits the cost to n measured steps (median seconds in t[]), minimising the squared
  * relative error with every coefficient >= 0 (exact, over the 16 subsets of terms),

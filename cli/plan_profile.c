@@ -88,9 +88,9 @@ static double knots_at(const plan_knots *k, double x)
     return k->residual[k->n - 1];
 }
 
-double plan_step_seconds(const plan_cost *c, const double x[PLAN_COST_TERMS], int decode_items, int prefill_rows)
+double plan_step_seconds(const plan_cost *c, const double x[PLAN_COST_TERMS], int decode_items, int longest_chunk)
 {
-    double t = plan_cost_seconds(c, x) + knots_at(&c->decode, decode_items) + knots_at(&c->prefill, prefill_rows);
+    double t = plan_cost_seconds(c, x) + knots_at(&c->decode, decode_items) + knots_at(&c->prefill, longest_chunk);
     return t > 1e-6 ? t : 1e-6; /* a correction never makes a step free */
 }
 
@@ -116,13 +116,13 @@ static void knots_add(plan_knots *k, int *count, double x, double r)
     k->n++;
 }
 
-/* The decode items and prompt rows of shape s, as plan_step_seconds takes them; a
- * decode step has every item one token with its logits. */
-static void shape_rows(const plan_shape *s, int *decode_items, int *prefill_rows)
+/* The decode items and longest prompt chunk of shape s, as plan_step_seconds takes
+ * them; a decode step has every item one token with its logits. */
+static void shape_rows(const plan_shape *s, int *decode_items, int *longest_chunk)
 {
     int decode = s->per_item == 1 && s->logits == s->items;
     *decode_items = decode ? (int)s->items : 0;
-    *prefill_rows = (int)(decode ? s->chunk : s->items * s->per_item + s->chunk);
+    *longest_chunk = (int)(decode ? s->chunk : fmax(s->per_item, s->chunk));
 }
 
 /* The knots from the steps the linear cost in c was fitted to: decode steps by batch

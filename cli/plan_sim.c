@@ -190,20 +190,20 @@ static void start_step(sim *m, worker *w)
         add_terms(x, 1, 1, m->req[i].prompt + m->s[i].generated - 1, 1);
         w->step.v[w->step.n++] = i;
     }
-    int budget = m->c->max_batch_tokens - w->running.n, streamed = w->running.n, prompt_rows = 0;
+    int budget = m->c->max_batch_tokens - w->running.n, streamed = w->running.n, longest_chunk = 0;
     for (int k = 0; k < w->queue.n && budget > 0; k++) {
         int i = w->queue.v[k];
         seq *s = &m->s[i];
         int left = m->req[i].prompt - s->prefilled;
         s->chunk = left < budget ? left : budget;
         budget -= s->chunk;
-        prompt_rows += s->chunk;
+        longest_chunk = s->chunk > longest_chunk ? s->chunk : longest_chunk;
         int last = s->prefilled + s->chunk == m->req[i].prompt;
         add_terms(x, 1, s->chunk, s->prefilled, last);
         streamed += last && s->prefill_w == s->decode_w; /* colocated: its first token, streamed here */
         w->step.v[w->step.n++] = i;
     }
-    w->work_left = w->step.n ? plan_step_seconds(&m->p->cost, x, w->running.n, prompt_rows) +
+    w->work_left = w->step.n ? plan_step_seconds(&m->p->cost, x, w->running.n, longest_chunk) +
                                    streamed * m->c->stream_cpu_per_token
                              : -1;
 }

@@ -284,6 +284,13 @@ static void test_knots(void)
     plan_shape_terms(&(plan_shape){128, 1, 16, 128, 0}, x128);
     double d = plan_step_seconds(&c, x128, 128, 0) - plan_step_seconds(&c, x64, 64, 0);
     CHECK(fabs(d - (plan_cost_seconds(&c, x128) - plan_cost_seconds(&c, x64))) < 1e-12, "extrapolated by %g s", d);
+    /* a step of 4 prompts of 256 takes the knot of a prompt of 256, not of its 1024 rows */
+    double x1[PLAN_COST_TERMS], x4[PLAN_COST_TERMS];
+    plan_shape_terms(&(plan_shape){1, 256, 0, 1, 0}, x1);
+    plan_shape_terms(&(plan_shape){4, 256, 0, 4, 0}, x4);
+    double knot = plan_step_seconds(&c, x1, 0, 256) - plan_cost_seconds(&c, x1);
+    d = plan_step_seconds(&c, x4, 0, 256) - plan_cost_seconds(&c, x4);
+    CHECK(fabs(d - knot) < 1e-12, "4 prompts of 256: %g s over the line, one: %g", d, knot);
 }
 
 /* Gamma gaps: mean 1 / rate and squared coefficient of variation 1 / shape. */
