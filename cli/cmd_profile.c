@@ -3,7 +3,11 @@
  *
  * Every figure is a real eng_forward step (with its rows of logits sampled, as the
  * worker does) or a real kvtransfer transfer, timed
- * `--repeats` times (min / median / max kept, so the spread shows):
+ * `--repeats` times (min / median / max kept, so the spread shows). The steps are
+ * timed in rounds, each shape once per round: a shared machine's speed moves by
+ * 20-30% within a minute, and repeats back to back put a shape's every timing in one
+ * moment (profiles minutes apart had one shape 35% apart and its neighbours not),
+ * where rounds spread each shape's timings over the whole profile:
  *   - prefill steps: one prompt of L tokens from position 0, a batch of prompts, and a
  *     chunk that starts deep in a prompt (chunked prefill);
  *   - decode steps: B sequences of one token each at context C, for a grid of B and C;
@@ -56,7 +60,8 @@ static const cli_opt OPTS[] = {
     CLI_MMAP_OPT(A, mmap),
     CLI_FLAG_OPT(A, json, "--json", "print the profile (JSON) on stdout instead of the table"),
     CLI_STR_OPT(A, out, "--out", "FILE", NULL, "also write the profile (JSON) to FILE", 0),
-    CLI_INT_OPT(A, repeats, "--repeats", "R", 1, 100, "3", "timings of each point (min, median, max kept)"),
+    CLI_INT_OPT(A, repeats, "--repeats", "R", 1, 100, "5",
+                "timings of each point, in rounds over the points (min,\nmedian, max kept)"),
     CLI_INT_OPT(A, max_tokens, "--max-tokens", "T", 64, 1 << 16, "2048",
                 "longest prefill step (the workers' --max-batch-tokens)"),
     CLI_INT_OPT(A, max_batch, "--max-batch", "B", 1, 1024, "64", "largest decode batch (the workers' --max-running)"),
@@ -108,8 +113,8 @@ typedef struct profiler {
     int32_t *tokens;
     float *logits;
     eng_batch_item *items;
-    int vocab, repeats;
-    double *times;
+    int vocab;
+    double *times; /* --repeats timings of a KV transfer */
 } profiler;
 
 /* A step shape as the profile records it: items alike, and for a mixed step one more
@@ -145,7 +150,6 @@ static int profiler_open(profiler *p, const profile_args *a, eng_error *err)
 {
     int T = a->max_tokens, B = a->max_batch, C = a->max_context;
     memset(p, 0, sizeof *p);
-    p->repeats = a->repeats;
     eng_model_options mo = {
         .n_threads = a->threads, .matmul_dtype = cli_matmul_dtype(a->matmul_dtype), .mmap_weights = a->mmap};
     if (eng_model_load(a->model, &mo, &p->m, err) < 0)
@@ -216,13 +220,9 @@ static double run_step(profiler *p, const step_shape *s, eng_error *err)
     return eng_now_s() - t0;
 }
 
-/* Times shape s p->repeats times and appends the point to arr; its median to *median. */
-static int time_step(profiler *p, cJSON *arr, const char *phase, const step_shape *s, double *median, eng_error *err)
+/* Appends shape s's point, timed n times (t[], reordered), to arr; returns its median. */
+static double add_step(cJSON *arr, const char *phase, const step_shape *s, double *t, int n)
 {
-    for (int r = 0; r < p->repeats; r++)
-        if ((p->times[r] = run_step(p, s, err)) < 0)
-            return -1;
-    release_all(p);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "phase", phase);
     cJSON_AddNumberToObject(o, "items", s->items);
@@ -230,11 +230,9 @@ static int time_step(profiler *p, cJSON *arr, const char *phase, const step_shap
     cJSON_AddNumberToObject(o, "context", s->context);
     cJSON_AddNumberToObject(o, "logits", s->with_logits ? s->items : 0);
     cJSON_AddNumberToObject(o, "prompt_chunk", s->chunk);
-    double med = add_spread(o, p->times, p->repeats, "_s");
-    if (median)
-        *median = med;
+    double med = add_spread(o, t, n, "_s");
     cJSON_AddItemToArray(arr, o);
-    return 0;
+    return med;
 }
 
 /* ---------------------------------------------------------------- co-runners */
@@ -298,18 +296,20 @@ static void set_active(co_runner *cr, int n, atomic_int *active, int k)
 
 /* Every shape timed alone (into steps) and then beside k = 1..K co-runners (into
  * contention[k - 1].steps), one shape after the other, so that a change in the
- * machine's other load hits both sides of a ratio alike. Each k's slowdown is the
- * spread over the shapes of median beside k / median alone. */
+ * machine's other load hits both sides of a ratio alike; all of that once per round,
+ * a->repeats rounds. Each k's slowdown is the spread over the shapes of median beside
+ * k / median alone. */
 static int time_steps(profiler *p, const profile_args *a, const step_shape *shapes, const char *const *phases,
                       int n_shapes, cJSON *steps, cJSON *contention, eng_error *err)
 {
     int K = a->co_runners, running = 0, rc = -1;
     co_runner *cr = calloc((size_t)(K ? K : 1), sizeof *cr);
-    double *alone = malloc((size_t)n_shapes * sizeof *alone);
     double *ratio = malloc((size_t)n_shapes * (size_t)(K ? K : 1) * sizeof *ratio);
+    /* times[((i * (K + 1)) + k) * repeats + r]: shape i beside k co-runners, round r */
+    double *times = malloc((size_t)n_shapes * (size_t)(K + 1) * (size_t)a->repeats * sizeof *times);
     atomic_int active = 0, quit = 0;
     cJSON *per_k[MAX_CO_RUNNERS];
-    if (!cr || !alone || !ratio) {
+    if (!cr || !times || !ratio) {
         eng_fail(err, "out of memory");
         goto done;
     }
@@ -339,23 +339,33 @@ static int time_steps(profiler *p, const profile_args *a, const step_shape *shap
     for (int j = 0; j < K; j++)
         while (atomic_load(&cr[j].started) < 2 && !atomic_load(&cr[j].failed))
             pause_ms();
-    for (int i = 0; i < n_shapes; i++) {
-        for (int k = 0; k <= K; k++) {
-            double med;
-            set_active(cr, K, &active, k);
-            if (time_step(p, k ? per_k[k - 1] : steps, phases[i], &shapes[i], &med, err) < 0)
-                goto done;
-            if (k == 0)
-                alone[i] = med;
-            else
-                ratio[(size_t)(k - 1) * (size_t)n_shapes + (size_t)i] = med / alone[i];
-        }
-        set_active(cr, K, &active, 0);
-        for (int j = 0; j < K; j++)
-            if (atomic_load(&cr[j].failed)) {
-                eng_fail(err, "co-runner %d: %s", j + 1, cr[j].err.msg);
-                goto done;
+    for (int r = 0; r < a->repeats; r++)
+        for (int i = 0; i < n_shapes; i++) {
+            for (int k = 0; k <= K; k++) {
+                set_active(cr, K, &active, k);
+                double t = run_step(p, &shapes[i], err);
+                if (t < 0)
+                    goto done;
+                times[((size_t)i * (size_t)(K + 1) + (size_t)k) * (size_t)a->repeats + (size_t)r] = t;
             }
+            release_all(p);
+            set_active(cr, K, &active, 0);
+            for (int j = 0; j < K; j++)
+                if (atomic_load(&cr[j].failed)) {
+                    eng_fail(err, "co-runner %d: %s", j + 1, cr[j].err.msg);
+                    goto done;
+                }
+        }
+    for (int i = 0; i < n_shapes; i++) {
+        double *t = times + (size_t)i * (size_t)(K + 1) * (size_t)a->repeats, alone = 0;
+        for (int k = 0; k <= K; k++) {
+            double med = add_step(k ? per_k[k - 1] : steps, phases[i], &shapes[i], t + (size_t)k * a->repeats,
+                                  a->repeats);
+            if (k == 0)
+                alone = med;
+            else
+                ratio[(size_t)(k - 1) * (size_t)n_shapes + (size_t)i] = med / alone;
+        }
     }
     for (int k = 1; k <= K; k++)
         add_spread(cJSON_AddObjectToObject(cJSON_GetArrayItem(contention, k - 1), "slowdown"),
@@ -368,7 +378,7 @@ done:
     for (int j = 0; cr && j < K; j++)
         profiler_close(&cr[j].p);
     free(cr);
-    free(alone);
+    free(times);
     free(ratio);
     return rc;
 }
@@ -558,11 +568,9 @@ int cmd_profile(int argc, char **argv)
     }
 
     /* warm-up: one token brings every weight page in */
-    cJSON *scratch = cJSON_CreateArray();
-    int warm = time_step(&p, scratch, "warm-up", &(step_shape){1, 1, 0, 1, 0}, NULL, &err);
-    cJSON_Delete(scratch);
-    if (warm < 0)
+    if (run_step(&p, &(step_shape){1, 1, 0, 1, 0}, &err) < 0)
         goto fail;
+    release_all(&p);
 
     for (int L = 16; L <= T; L = L < T && L * 4 > T ? T : L * 4) {
         phases[n_shapes] = "prefill";
