@@ -5,7 +5,7 @@
  * worker does) or a real kvtransfer transfer, timed
  * `--repeats` times (min / median / max kept, so the spread shows). The steps are
  * timed in rounds, each shape once per round: a shared machine's speed moves by
- * 20-30% within a minute, and repeats back to back put a shape's every timing in one
+ * 20-25% over minutes, and repeats back to back put a shape's every timing in one
  * moment (profiles minutes apart had one shape 35% apart and its neighbours not),
  * where rounds spread each shape's timings over the whole profile:
  *   - prefill steps: one prompt of L tokens from position 0, a batch of prompts, and a

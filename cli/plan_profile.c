@@ -118,7 +118,7 @@ static void knots_add(plan_knots *k, int *count, double x, double r)
 
 /* The decode items and longest prompt chunk of shape s, as plan_step_seconds takes
  * them; a decode step has every item one token with its logits. */
-static void shape_rows(const plan_shape *s, int *decode_items, int *longest_chunk)
+static void knot_keys(const plan_shape *s, int *decode_items, int *longest_chunk)
 {
     int decode = s->per_item == 1 && s->logits == s->items;
     *decode_items = decode ? (int)s->items : 0;
@@ -134,7 +134,7 @@ static void fit_knots(const plan_shape *s, const double *t, const double *X, int
     c->decode.n = c->prefill.n = 0;
     for (int i = 0; i < n; i++) {
         int d, p;
-        shape_rows(&s[i], &d, &p);
+        knot_keys(&s[i], &d, &p);
         double r = t[i] - plan_cost_seconds(c, &X[i * PLAN_COST_TERMS]);
         if (d > 0 && p == 0)
             knots_add(&c->decode, count_d, d, r);
@@ -253,7 +253,7 @@ double plan_fit_cost(const plan_shape *s, const double *t, int n, plan_cost *out
     fit_knots(s, t, X, n, out);
     for (int i = 0; i < n; i++) {
         int d, p;
-        shape_rows(&s[i], &d, &p);
+        knot_keys(&s[i], &d, &p);
         e[i] = fabs(plan_step_seconds(out, &X[i * PLAN_COST_TERMS], d, p) / t[i] - 1);
     }
     qsort(e, (size_t)n, sizeof *e, cmp_double);
