@@ -95,6 +95,12 @@ await check("drain --wait under 4 seeded streams: every stream completes as undi
   const errors = async () => metricValue((await get(coordAddr, "/metrics")).text, "tandem_requests_total",
     { role: "coordinator", outcome: "error" }) || 0;
   const errorsBefore = await errors();
+  // The router spreads a burst by the load it sees: wait until the previous case's
+  // requests have left its view of both decode workers, or all 4 streams may land on
+  // decode-0 and the drain finds nothing running.
+  await waitFor("both decode workers idle in the coordinator's view", () =>
+    workersJson().filter((w) => w.role === "decode" && w.state === "ready" && w.running === 0 && w.queued === 0)
+      .length === 2, 30000, 100);
   const N = 4, TOKENS = 120;
   const params = (i) => ({ model: modelName, prompt: `Stream ${i} begins`, max_tokens: TOKENS, temperature: 0.8,
     seed: 100 + i });
