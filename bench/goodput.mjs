@@ -18,7 +18,12 @@
 //    (the profile's steps do not include it);
 // 3. asks `tandemctl plan` for every candidate's goodput and the recommendation;
 // 4. runs, one after the other, the best prefill:decode split (the recommendation when
-//    it is one) and colocated serving with `tandem serve` on free loopback ports, and
+//    it is one) and colocated serving with `tandem serve` on free loopback ports; each
+//    is profiled afresh right before its rates (unless --profile gave one), and its
+//    predictions are from that profile: this VM's speed moves 20-45% over minutes
+//    (benchmarks.md), so a profile taken a configuration earlier can describe another
+//    machine than the one the rates meet; the first profile's prediction is printed
+//    beside it. Then it
 //    replays the workload open-loop with bench/loadgen.mjs at each rate, the same seed
 //    and count at every rate; by default (--rates auto) it starts at that configuration's
 //    predicted goodput and steps the rate up or down by RATE_STEP until the measured
@@ -39,12 +44,12 @@
 //          (per token; both given: no calibration)
 //          [--build DIR (build)] [--cache DIR] [--out FILE.json]
 //          [--configs split,colocated (both; one alone keeps a slow workload's run short)]
-// With --out FILE.json the profile taken is kept too, as FILE.profile.json (and its
-// table as FILE.profile.txt).
+// With --out FILE.json the profiles taken are kept too, as FILE.profile.json (and its
+// table as FILE.profile.txt), FILE.profile-split.json and FILE.profile-colocated.json.
 // Needs tandem and tandemctl built in the build directory
 // (cmake --build build --target tandem tandemctl) and scripts/setup.sh's packages.
 import { execFile, execFileSync, spawn } from "node:child_process";
-import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
+import { closeSync, copyFileSync, statSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
 import { promisify } from "node:util";
 import { homedir, loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -187,7 +192,8 @@ function statFields(path) {
 // replays the same prompts on the same cluster, so from the second rate on a prefill
 // worker would find them all cached (TTFT 60 ms where a prefill takes 400), and the
 // planner does not model the cache.
-const serveArgs = (o, cand) => ["--threads-per-worker", o["threads-per-worker"], "--no-prefix-cache"].concat(cand.colocated
+const serveArgs = (o, cand) => ["--threads-per-worker", o["threads-per-worker"], "--no-prefix-cache",
+  "--worker-log-level", "debug"].concat(cand.colocated
   ? ["--colocated", "--decode-workers", String(cand.colocated)]
   : ["--prefill-workers", String(cand.prefill), "--decode-workers", String(cand.decode)]);
 
@@ -202,6 +208,21 @@ export function streamMsPerToken(log) {
   let tokens = 0, ms = 0;
   for (const m of log.matchAll(/streamed (\d+) tokens in ([\d.]+) ms/g)) { tokens += Number(m[1]); ms += Number(m[2]); }
   return tokens > 0 ? ms / tokens : NaN;
+}
+
+// The workers' steps logged during one rate against the profile's cost for them
+// (`tandemctl plan-check`): measured / profile per kind of step and in all; this VM's
+// speed moves 20-45% over minutes, and this says by how much it moved for a rate.
+function stepsAgainstProfile(tandemctl, profile, log, path) {
+  writeFileSync(path, log);
+  const r = JSON.parse(execFileSync(tandemctl, ["plan-check", "--profile", profile, "--log", path, "-o", "json"],
+    { encoding: "utf8", timeout: 120000 }));
+  const by = { all: r.all.ratio };
+  for (const k of ["prompt", "decode", "mixed"]) {
+    const t = r.steps.filter((s) => s.kind === k), p = t.reduce((a, s) => a + s.profile_ms, 0);
+    if (p > 0) by[k] = t.reduce((a, s) => a + s.measured_ms, 0) / p;
+  }
+  return by;
 }
 
 async function loadgen(o, url, rate, outPath, label, requests = o.requests) {
@@ -263,18 +284,21 @@ async function main() {
   const tmp = mkdtempSync(join(tmpdir(), "goodput-"));
   process.on("exit", () => rmSync(tmp, { recursive: true, force: true }));
   const model = makeModel(o);
-  let profile = o.profile;
-  if (!profile) {
-    profile = join(tmp, "profile.json");
+  // A fresh profile (kept beside --out for the record), or --profile's.
+  const takeProfile = (suffix) => {
+    if (o.profile) return o.profile;
+    const path = join(tmp, `profile${suffix}.json`);
     console.error(`== profiling one worker (${o["threads-per-worker"]} thread); load average ${load()}`);
     const table = execFileSync(tandem, ["profile", "--model", model, "--threads", o["threads-per-worker"],
-      "--co-runners", String(Number(o.workers) - 1), "--out", profile],
+      "--co-runners", String(Number(o.workers) - 1), "--out", path],
       { stdio: ["ignore", "pipe", "inherit"], encoding: "utf8", timeout: 900000 });
-    if (o.out) { // kept for the record
-      copyFileSync(profile, o.out.replace(/\.json$/, "") + ".profile.json");
-      writeFileSync(o.out.replace(/\.json$/, "") + ".profile.txt", table);
+    if (o.out) {
+      copyFileSync(path, o.out.replace(/\.json$/, "") + `.profile${suffix}.json`);
+      writeFileSync(o.out.replace(/\.json$/, "") + `.profile${suffix}.txt`, table);
     }
-  }
+    return path;
+  };
+  const profile = takeProfile("");
   const cpu = { serving: Number(o["serving-cpu"] || NaN), stream: Number(o["stream-cpu"] || NaN) };
   if (!(cpu.serving >= 0 && cpu.stream >= 0)) {
     // Without those costs a short trace can fit the cluster even arriving at once (the
@@ -284,7 +308,7 @@ async function main() {
     let free = first.candidates.find((c) => c.colocated);
     if (free.unbounded)
       free = plan({ ...o, requests: String(4 * first.requests) }, tandemctl, profile, noCost, []).candidates.find((c) => c.colocated);
-    const args = serveArgs(o, free).concat(["--worker-log-level", "debug"]);
+    const args = serveArgs(o, free);
     const rate = free.goodput > 0 && !free.unbounded ? +free.goodput.toPrecision(3) : 0; // 0: the workload's own
     console.error(`== serving CPU: ${CALIBRATION_REQUESTS} requests at ${rate || "the workload's"} req/s on tandem serve ${args.join(" ")}`);
     const logPath = join(tmp, "calibration.log");
@@ -316,23 +340,29 @@ async function main() {
     if (!(cand.goodput > 0)) fail(`${cand.name}: predicted goodput 0; give --rates`);
   }
   const results = [];
-  for (const cand of chosen) {
+  for (const first of chosen) {
+    const config = first.colocated ? "colocated" : "split", own = takeProfile(o.profile ? "" : `-${config}`);
+    const cand = own === profile ? first : plan(o, tandemctl, own, cpu, []).candidates.find((c) => c.name === first.name);
+    if (o.rates === "auto" && !(cand.goodput > 0 && !cand.unbounded))
+      fail(`${cand.name}: the fresh profile predicts goodput ${cand.unbounded ? "unbounded" : 0}; give --rates`);
     const args = serveArgs(o, cand);
     console.error(`== ${cand.name}: tandem serve ${args.join(" ")}; rates ` +
       (o.rates === "auto" ? `from ${+cand.goodput.toPrecision(3)} req/s by x${RATE_STEP} until bracketed, then narrowed to within x${NARROW}` : `${o.rates} req/s`));
     let url;
+    const logPath = join(tmp, `${config}.log`);
     try {
-      ({ url } = await startCluster(tandem, model, args, join(tmp, `${cand.colocated ? "colocated" : "split"}.log`)));
+      ({ url } = await startCluster(tandem, model, args, logPath));
     } catch (e) {
       await stopCluster();
       fail(`${cand.name}: ${e.message}`);
     }
     const runs = [];
     const measure = async (rate) => {
-      const before = clusterCpu(current.proc.pid);
+      const before = clusterCpu(current.proc.pid), logFrom = statSync(logPath).size;
       const summary = await loadgen(o, url, rate, join(tmp, `run-${runs.length}.json`), cand.name);
       summary.serving_cpu_ms_per_token = servingMsPerToken(before, clusterCpu(current.proc.pid), summary);
-      runs.push({ rate, measured: summary });
+      const steps = stepsAgainstProfile(tandemctl, own, readFileSync(logPath).subarray(logFrom), join(tmp, "rate.log"));
+      runs.push({ rate, measured: summary, steps });
       return summary.attainment;
     };
     try {
@@ -344,10 +374,11 @@ async function main() {
     }
     await stopCluster();
     runs.sort((a, b) => a.rate - b.rate);
-    const pred = plan(o, tandemctl, profile, cpu, ["--rate", runs.map((r) => r.rate).join(",")]).candidates.find((c) => c.name === cand.name).at;
+    const pred = plan(o, tandemctl, own, cpu, ["--rate", runs.map((r) => r.rate).join(",")]).candidates.find((c) => c.name === cand.name).at;
     const points = runs.map((r, k) => ({ ...r, predicted: pred[k] }));
     const measured = crossing(points.map((p) => ({ rate: p.rate, attainment: p.measured.attainment })));
-    results.push({ name: cand.name, predicted_goodput: cand.goodput, measured_goodput: measured, points });
+    results.push({ name: cand.name, predicted_goodput: cand.goodput, first_profile_goodput: first.goodput,
+      measured_goodput: measured, points });
   }
 
   const ms = (x) => (Number.isFinite(x) ? x.toFixed(0) : "-");
@@ -356,24 +387,29 @@ async function main() {
     `cost fit median error ${(100 * search.cost_fit_error).toFixed(1)}%; serving CPU ${cpu.serving} ms per token; ` +
     `streaming ${cpu.stream} ms per token`);
   console.log("measured / predicted; TTFT and TPOT in ms; load = 1-minute load average before / after the rate; " +
-    "serving = the run's serving CPU per token, ms");
-  console.log("| configuration | rate req/s | attainment | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 | load | serving |");
-  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    "serving = the run's serving CPU per token, ms; steps = the workers' steps during the rate against the " +
+    "profile's cost for them (`tandemctl plan-check`), in all (prompt, decode, mixed)");
+  console.log("| configuration | rate req/s | attainment | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 | load | serving | steps |");
+  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
   for (const r of results)
     for (const p of r.points) {
       const m = p.measured, q = p.predicted;
       console.log(`| ${r.name} | ${p.rate} | ${(100 * m.attainment).toFixed(0)}% / ${(100 * q.attainment).toFixed(0)}% | ` +
         `${ms(m.ttft_p50_ms)} / ${ms(q.ttft_p50_ms)} | ${ms(m.ttft_p99_ms)} / ${ms(q.ttft_p99_ms)} | ` +
         `${ms(m.tpot_p50_ms)} / ${ms(q.tpot_p50_ms)} | ${ms(m.tpot_p99_ms)} / ${ms(q.tpot_p99_ms)} | ` +
-        `${m.load_average_before[0]} / ${m.load_average_after[0]} | ${m.serving_cpu_ms_per_token.toFixed(2)} |`);
+        `${m.load_average_before[0]} / ${m.load_average_after[0]} | ${m.serving_cpu_ms_per_token.toFixed(2)} | ` +
+        `${p.steps.all.toFixed(2)} (${["prompt", "decode", "mixed"].map((k) => p.steps[k]?.toFixed(2) ?? "-").join(", ")}) |`);
     }
-  console.log("\n| configuration | measured goodput req/s | predicted goodput req/s | predicted / measured |");
-  console.log("| --- | ---: | ---: | ---: |");
+  console.log("\npredicted: from the profile taken right before the configuration's rates; first profile: from the " +
+    "one the recommendation was made with");
+  console.log("| configuration | measured goodput req/s | predicted goodput req/s | predicted / measured | first profile's prediction |");
+  console.log("| --- | ---: | ---: | ---: | ---: |");
   for (const r of results) {
     const g = r.measured_goodput;
     // A goodput known only as a bound gives the ratio as the opposite bound.
     const ratio = g.value > 0 ? { "=": "", "<": "> ", ">=": "<= " }[g.bound] + (r.predicted_goodput / g.value).toFixed(2) : "-";
-    console.log(`| ${r.name} | ${g.bound === "=" ? "" : g.bound + " "}${g.value.toFixed(3)} | ${r.predicted_goodput.toFixed(3)} | ${ratio} |`);
+    console.log(`| ${r.name} | ${g.bound === "=" ? "" : g.bound + " "}${g.value.toFixed(3)} | ${r.predicted_goodput.toFixed(3)} | ${ratio} | ` +
+      `${r.first_profile_goodput.toFixed(3)} |`);
   }
   const [s, c] = results;
   const sg = s.measured_goodput, cg = c?.measured_goodput;

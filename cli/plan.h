@@ -170,7 +170,26 @@ typedef struct plan_summary {
 /* Percentiles are nearest-rank, as bench/loadgen.mjs reports them. */
 void plan_summarize(const plan_outcome *o, int n, double ttft_slo, double tpot_slo, plan_summary *out);
 
+/* ---------------------------------------------------------------- logged steps */
+
+/* One step of a worker's debug log (worker/engine.c, "step: ..."): what the step
+ * computed, as plan_step_seconds takes it, and what it took, forward and sampling
+ * (the profile's steps) without the streaming after them (--stream-cpu's part). */
+typedef struct plan_logged_step {
+    char worker[64];
+    double x[PLAN_COST_TERMS];
+    int decode_items, longest_chunk;
+    double seconds;
+} plan_logged_step;
+
+/* 1: line is a step line, parsed into out; 0: any other line (or an older worker's
+ * step line, which lacks the knots' keys). */
+int plan_parse_step_line(const char *line, plan_logged_step *out);
+
 /* `tandemctl plan` (plan_cmd.c): argv[0] is "plan". Returns the exit status. */
 int plan_command(int argc, char **argv);
+
+/* `tandemctl plan-check` (plan_check_cmd.c): argv[0] is "plan-check". */
+int plan_check_command(int argc, char **argv);
 
 #endif

@@ -160,6 +160,8 @@ static const cli_command TOP = {
              "  config [ID]                a process's effective settings\n"
              "  cancel REQUEST_ID          cancel a request in flight\n"
              "  plan --profile ...         capacity planning: which prefill:decode split (no cluster)\n"
+             "  plan-check --profile P --log F\n"
+             "                             a cluster's logged steps against the profile's cost\n"
              "Exit status: 0 done, 1 the operation failed, 2 the coordinator is unreachable.",
     .opts = OPTS,
     .n_opts = CLI_COUNT(OPTS),
@@ -728,6 +730,8 @@ int main(int argc, char **argv)
     ctl_args a = {0};
     if (argc > 1 && !strcmp(argv[1], "plan")) /* works offline: its own options (plan_cmd.c) */
         return plan_command(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "plan-check")) /* offline too (plan_check_cmd.c) */
+        return plan_check_command(argc - 1, argv + 1);
     command_first(argc, argv);
     int cmd = argc > 1 ? find_command(argv[1]) : -1;
     if (cmd < 0) {

@@ -596,7 +596,7 @@ static void note_speed(wrk_worker *w, int tokens, double seconds)
 static void run_step(wrk_worker *w, wrk_step *s)
 {
     eng_error err;
-    int rc, tokens = 0;
+    int rc, tokens = 0, decoding = 0, longest_chunk = 0, logits = 0;
     long long positions = 0; /* attended positions: the planner's attention term (cli/plan.h) */
     double t0 = 0, t1 = 0;
     if (w->ep && wrk_ep_step_begin(w->ep, &err) < 0) {
@@ -607,6 +607,12 @@ static void run_step(wrk_worker *w, wrk_step *s)
             const eng_batch_item *it = &s->items[i];
             any_push |= s->reqs[i]->kind == REQ_PREFILL;
             tokens += it->n_tokens;
+            /* the planner's knots: decode items of one token, and the longest prompt chunk */
+            if (it->n_tokens == 1 && s->reqs[i]->kind != REQ_PREFILL && it->seq->n_past > 0)
+                decoding++;
+            else if (it->n_tokens > longest_chunk)
+                longest_chunk = it->n_tokens;
+            logits += it->logits != NULL;
             positions += (long long)it->n_tokens * it->seq->n_past + (long long)it->n_tokens * (it->n_tokens + 1) / 2;
         }
         t0 = eng_now_s();
@@ -623,13 +629,14 @@ static void run_step(wrk_worker *w, wrk_step *s)
         s->stream_seconds = 0;
         after_step(w, s);
         /* a step as `tandem profile` times it (forward and sampling), in the cluster, and
-         * what the profile leaves out (streaming): set against the planner's costs */
+         * what the profile leaves out (streaming): `tandemctl plan-check` sets these
+         * lines against the planner's costs (cli/plan_check.c parses this format) */
         if (s->n)
             wrk_log(w, ENG_LOG_DEBUG, NULL,
-                    "step: %d sequences, %d tokens, %lld positions attended; forward %.2f ms, then sampling and "
-                    "streaming %.2f ms; streamed %d tokens in %.3f ms",
-                    s->n, tokens, positions, 1e3 * (t1 - t0), 1e3 * (eng_now_s() - t1), s->streamed,
-                    1e3 * s->stream_seconds);
+                    "step: %d sequences, %d tokens, %lld positions attended, %d decoding, longest prompt chunk %d, "
+                    "%d logits; forward %.2f ms, then sampling and streaming %.2f ms; streamed %d tokens in %.3f ms",
+                    s->n, tokens, positions, decoding, longest_chunk, logits, 1e3 * (t1 - t0), 1e3 * (eng_now_s() - t1),
+                    s->streamed, 1e3 * s->stream_seconds);
         return;
     }
     wrk_log(w, ENG_LOG_ERROR, NULL, "step of %d sequences failed: %s", s->n, err.msg);

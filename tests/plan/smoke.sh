@@ -3,7 +3,8 @@
 # `tandemctl plan` on its profile and each workload in bench/workloads/: both exit 0, the
 # profile has the measured parts, the plan names every candidate and a recommendation,
 # --serving-cpu is shown and never raises a goodput; a broken workload is refused with
-# exit status 1 and one line naming the problem.
+# exit status 1 and one line naming the problem; `tandemctl plan-check` reads a real
+# cluster's debug step log back against the profile.
 # usage: smoke.sh TANDEM TANDEMCTL MODEL_DIR SOURCE_DIR
 set -eu
 tandem=$1 ctl=$2 model=$3 src=$4
@@ -53,6 +54,37 @@ if "$ctl" plan --profile "$tmp/profile.json" --workload "$w" --ttft-slo 1 --tpot
     2>"$tmp/err.txt" >/dev/null; then
     fail "a negative --serving-cpu was accepted"
 fi
+
+# a real cluster's steps against the profile: `tandem serve` with debug worker logs
+# serves two requests; `tandemctl plan-check` reads their prompt and decode steps back
+"$tandem" serve --model "$model" --port 0 --rpc-port 0 --threads-per-worker 1 --prefill-workers 1 \
+    --decode-workers 1 --worker-log-level debug >"$tmp/serve.out" 2>"$tmp/serve.log" &
+serve=$!
+trap 'kill $serve 2>/dev/null || true; rm -rf "$tmp"' EXIT
+i=0
+until url=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$tmp/serve.out" | head -1) && [ -n "$url" ]; do
+    i=$((i + 1))
+    [ $i -le 600 ] && kill -0 $serve 2>/dev/null || { cat "$tmp/serve.log" >&2; fail "tandem serve did not come up"; }
+    sleep 0.1
+done
+/usr/bin/python3 - "$url" <<'PYEOF' || fail "a request to the cluster failed"
+import json, sys, urllib.request
+for prompt in ("The planner checks", "a cluster's steps"):
+    req = urllib.request.Request(sys.argv[1] + "/v1/completions", method="POST",
+        data=json.dumps({"prompt": prompt, "max_tokens": 8, "temperature": 0}).encode(),
+        headers={"Content-Type": "application/json"})
+    assert json.load(urllib.request.urlopen(req, timeout=120))["choices"][0]["text"] is not None
+PYEOF
+kill $serve
+wait $serve || true
+"$ctl" plan-check --profile "$tmp/profile.json" --log "$tmp/serve.log" >"$tmp/check.txt" || fail "plan-check failed"
+for row in '^prefill-[0-9]+ +prompt +2 ' '^decode-[0-9]+ +decode +1[0-9] ' '^all +16 '; do
+    grep -Eq "$row" "$tmp/check.txt" || { cat "$tmp/check.txt" "$tmp/serve.log" >&2; fail "plan-check lacks a row '$row'"; }
+done
+if "$ctl" plan-check --profile "$tmp/profile.json" --log "$tmp/table.txt" 2>"$tmp/err.txt" >/dev/null; then
+    fail "plan-check accepted a log without steps"
+fi
+grep -q "no step lines" "$tmp/err.txt" || fail "unclear error: $(cat "$tmp/err.txt")"
 
 echo '{"name": "bad", "arrival": {"rate": -1, "shape": 1}}' >"$tmp/bad.json"
 if "$ctl" plan --profile "$tmp/profile.json" --workload "$tmp/bad.json" --ttft-slo 1 --tpot-slo 1 \

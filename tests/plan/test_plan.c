@@ -294,6 +294,33 @@ static void test_knots(void)
 }
 
 /* Gamma gaps: mean 1 / rate and squared coefficient of variation 1 / shape. */
+/* A worker's debug step line (worker/engine.c's format) read back as the cost terms;
+ * other lines, and an older worker's step line without the knots' keys, are not steps. */
+static void test_step_line(void)
+{
+    plan_logged_step s;
+    const char *line = "2026-12-07T16:20:01.123Z DEBUG decode decode-1: step: 9 sequences, 264 tokens, 40000 "
+                       "positions attended, 8 decoding, longest prompt chunk 256, 8 logits; forward 120.50 ms, then "
+                       "sampling and streaming 3.50 ms; streamed 8 tokens in 2.000 ms\n";
+    CHECK(plan_parse_step_line(line, &s) == 1, "a step line not read");
+    CHECK(!strcmp(s.worker, "decode-1"), "worker '%s'", s.worker);
+    CHECK(s.x[0] == 1 && s.x[1] == 264 && s.x[2] == 40000 && s.x[3] == 8, "terms %g %g %g %g", s.x[0], s.x[1], s.x[2],
+          s.x[3]);
+    CHECK(s.decode_items == 8 && s.longest_chunk == 256, "knots' keys %d %d", s.decode_items, s.longest_chunk);
+    CHECK(fabs(s.seconds - 0.122) < 1e-12, "seconds %.6f (forward and sampling, not streaming)", s.seconds);
+    CHECK(!plan_parse_step_line("2026-12-07T16:20:01.123Z DEBUG decode decode-1: step: 1 sequences, 1 tokens, 17 "
+                                "positions attended; forward 8.00 ms, then sampling and streaming 0.50 ms; streamed "
+                                "1 tokens in 0.200 ms",
+                                &s),
+          "an older step line read");
+    CHECK(!plan_parse_step_line("INFO worker w: serving on 127.0.0.1:1234", &s), "a non-step line read");
+    CHECK(!plan_parse_step_line("DEBUG x w: step: 2 sequences, 1 tokens, 1 positions attended, 0 decoding, longest "
+                                "prompt chunk 1, 0 logits; forward 1 ms, then sampling and streaming 1 ms; streamed 0 "
+                                "tokens in 0 ms",
+                                &s),
+          "a step of fewer tokens than sequences read");
+}
+
 static void test_trace(void)
 {
     enum { N = 200000 };
@@ -408,6 +435,7 @@ int main(void)
     test_knots();
     test_stream_cpu();
     test_trace();
+    test_step_line();
     test_bad_files();
     return check_summary();
 }
