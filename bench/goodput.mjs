@@ -387,8 +387,9 @@ async function main() {
     `cost fit median error ${(100 * search.cost_fit_error).toFixed(1)}%; serving CPU ${cpu.serving} ms per token; ` +
     `streaming ${cpu.stream} ms per token`);
   console.log("measured / predicted; TTFT and TPOT in ms; load = 1-minute load average before / after the rate; " +
-    "serving = the run's serving CPU per token, ms; steps = the workers' steps during the rate against the " +
-    "profile's cost for them (`tandemctl plan-check`), in all (prompt, decode, mixed)");
+    "serving = the run's serving CPU per token, ms; steps = the workers' steps' time during the rate over the " +
+    "profile's cost for them (`tandemctl plan-check`) / the same in the simulation (contention, the serving path's " +
+    "share of the cores), and the measured by kind of step (prompt, decode, mixed)");
   console.log("| configuration | rate req/s | attainment | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 | load | serving | steps |");
   console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
   for (const r of results)
@@ -398,7 +399,7 @@ async function main() {
         `${ms(m.ttft_p50_ms)} / ${ms(q.ttft_p50_ms)} | ${ms(m.ttft_p99_ms)} / ${ms(q.ttft_p99_ms)} | ` +
         `${ms(m.tpot_p50_ms)} / ${ms(q.tpot_p50_ms)} | ${ms(m.tpot_p99_ms)} / ${ms(q.tpot_p99_ms)} | ` +
         `${m.load_average_before[0]} / ${m.load_average_after[0]} | ${m.serving_cpu_ms_per_token.toFixed(2)} | ` +
-        `${p.steps.all.toFixed(2)} (${["prompt", "decode", "mixed"].map((k) => p.steps[k]?.toFixed(2) ?? "-").join(", ")}) |`);
+        `${p.steps.all.toFixed(2)} / ${q.step_stretch.toFixed(2)} (${["prompt", "decode", "mixed"].map((k) => p.steps[k]?.toFixed(2) ?? "-").join(", ")}) |`);
     }
   console.log("\npredicted: from the profile taken right before the configuration's rates; first profile: from the " +
     "one the recommendation was made with");

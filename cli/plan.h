@@ -158,13 +158,17 @@ typedef struct plan_outcome {
     double end;        /* the last token's time */
 } plan_outcome;
 
-/* Runs the trace (sorted by arrival) through the cluster; out[i] is request i's. */
+/* Runs the trace (sorted by arrival) through the cluster; out[i] is request i's.
+ * step_stretch (may be NULL): how much longer the steps took than as profiled alone,
+ * all steps' time over their profiled time (contention, the serving path's share of
+ * the cores); `tandemctl plan-check` measures the same ratio on a real cluster. */
 int plan_simulate(const plan_profile *p, const plan_cluster *c, const plan_request *reqs, int n, plan_outcome *out,
-                  eng_error *err);
+                  double *step_stretch, eng_error *err);
 
 typedef struct plan_summary {
     double attainment; /* share of requests meeting both SLOs */
     double ttft_p50, ttft_p99, tpot_p50, tpot_p99;
+    double step_stretch; /* plan_simulate's (plan_summarize sets it to 0) */
 } plan_summary;
 
 /* Percentiles are nearest-rank, as bench/loadgen.mjs reports them. */

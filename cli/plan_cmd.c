@@ -94,9 +94,11 @@ typedef struct planner {
 static int at_rate(planner *pl, const plan_cluster *c, double rate, plan_summary *s, eng_error *err)
 {
     plan_trace(pl->w, rate, pl->seed, pl->trace, pl->n);
-    if (plan_simulate(pl->p, c, pl->trace, pl->n, pl->out, err) < 0)
+    double stretch;
+    if (plan_simulate(pl->p, c, pl->trace, pl->n, pl->out, &stretch, err) < 0)
         return -1;
     plan_summarize(pl->out, pl->n, pl->ttft_slo, pl->tpot_slo, s);
+    s->step_stretch = stretch;
     return 0;
 }
 
@@ -161,6 +163,7 @@ static cJSON *summary_json(const plan_summary *s)
     cJSON_AddNumberToObject(o, "ttft_p99_ms", 1e3 * s->ttft_p99);
     cJSON_AddNumberToObject(o, "tpot_p50_ms", 1e3 * s->tpot_p50);
     cJSON_AddNumberToObject(o, "tpot_p99_ms", 1e3 * s->tpot_p99);
+    cJSON_AddNumberToObject(o, "step_stretch", s->step_stretch);
     return o;
 }
 

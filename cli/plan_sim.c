@@ -75,6 +75,7 @@ typedef struct sim {
     list waiting, xfer; /* at the router; KV on the wire */
     double now;
     double serving_left; /* CPU seconds of serving work queued by tokens sent and not yet done */
+    double step_work, step_wall; /* the steps' seconds as profiled alone, and as they ran here */
 } sim;
 
 static int push(list *l, int x)
@@ -206,6 +207,8 @@ static void start_step(sim *m, worker *w)
     w->work_left = w->step.n ? plan_step_seconds(&m->p->cost, x, w->running.n, longest_chunk) +
                                    streamed * m->c->stream_cpu_per_token
                              : -1;
+    if (w->step.n)
+        m->step_work += w->work_left;
 }
 
 static void finish_seq(sim *m, int i)
@@ -322,6 +325,7 @@ static int run(sim *m, int n)
             if (w->work_left < 0)
                 continue;
             w->work_left -= dt * sp;
+            m->step_wall += dt;
             if (w->work_left <= 1e-9 && end_step(m, w) < 0)
                 return -1;
         }
@@ -350,7 +354,7 @@ static int run(sim *m, int n)
 }
 
 int plan_simulate(const plan_profile *p, const plan_cluster *c, const plan_request *reqs, int n, plan_outcome *out,
-                  eng_error *err)
+                  double *step_stretch, eng_error *err)
 {
     int colocated = c->n_both > 0;
     if (colocated ? c->n_prefill || c->n_decode || c->n_both < 1 : c->n_prefill < 1 || c->n_decode < 1)
@@ -388,6 +392,8 @@ int plan_simulate(const plan_profile *p, const plan_cluster *c, const plan_reque
         out[i].tpot = reqs[i].output > 1 ? (s->t_last - s->t_first) / (reqs[i].output - 1) : 0;
         out[i].end = s->t_last;
     }
+    if (step_stretch)
+        *step_stretch = m.step_work > 0 ? m.step_wall / m.step_work : 1;
     rc = 0;
 done:
     if (rc < 0)

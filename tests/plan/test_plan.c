@@ -43,7 +43,7 @@ static double mean_ttft(const plan_profile *p, const plan_cluster *c, const plan
     eng_error err;
     plan_trace(w, 0, seed, r, n);
     double sum = -1;
-    if (plan_simulate(p, c, r, n, o, &err) == 0) {
+    if (plan_simulate(p, c, r, n, o, NULL, &err) == 0) {
         sum = 0;
         for (int i = 0; i < n; i++)
             sum += o[i].ttft;
@@ -81,7 +81,7 @@ static void test_batching(void)
     plan_request r[2] = {{0, 100, 5}, {0, 100, 5}};
     plan_outcome o[2];
     eng_error err;
-    REQUIRE(plan_simulate(&p, &c, r, 2, o, &err) == 0, "%s", err.msg);
+    REQUIRE(plan_simulate(&p, &c, r, 2, o, NULL, &err) == 0, "%s", err.msg);
     for (int i = 0; i < 2; i++) {
         CHECK(fabs(o[i].ttft - 0.012) < 1e-9, "ttft %.6f", o[i].ttft);
         CHECK(fabs(o[i].tpot - 0.012) < 1e-9, "tpot %.6f", o[i].tpot);
@@ -89,12 +89,12 @@ static void test_batching(void)
     /* a prompt over the budget takes two steps (chunked prefill), logits on the last only */
     c.max_batch_tokens = 60;
     plan_request one = {0, 100, 1};
-    REQUIRE(plan_simulate(&p, &c, &one, 1, o, &err) == 0, "%s", err.msg);
+    REQUIRE(plan_simulate(&p, &c, &one, 1, o, NULL, &err) == 0, "%s", err.msg);
     CHECK(fabs(o[0].ttft - (0.01 + 0.011)) < 1e-9, "chunked ttft %.6f", o[0].ttft);
     /* the attention term: a step of 100 prompt tokens attends to 1 + 2 + ... + 100 positions */
     plan_profile pa = profile(0, 0, 1e-6, 0);
     c.max_batch_tokens = 2048;
-    REQUIRE(plan_simulate(&pa, &c, &one, 1, o, &err) == 0, "%s", err.msg);
+    REQUIRE(plan_simulate(&pa, &c, &one, 1, o, NULL, &err) == 0, "%s", err.msg);
     CHECK(fabs(o[0].ttft - 5050e-6) < 1e-12, "attention ttft %.9f", o[0].ttft);
 }
 
@@ -108,14 +108,14 @@ static void test_disaggregated(void)
     plan_request r = {0, 400, 3};
     plan_outcome o;
     eng_error err;
-    REQUIRE(plan_simulate(&p, &c, &r, 1, &o, &err) == 0, "%s", err.msg);
+    REQUIRE(plan_simulate(&p, &c, &r, 1, &o, NULL, &err) == 0, "%s", err.msg);
     double push = 0.002 + 400.0 * 1000 / 4 / 1e6; /* one layer of 400 tokens' KV */
     CHECK(fabs(o.ttft - (0.011 + push)) < 1e-9, "ttft %.6f want %.6f", o.ttft, 0.011 + push);
     CHECK(fabs(o.tpot - 0.011) < 1e-9, "tpot %.6f", o.tpot);
     /* a cluster shape that is neither */
     plan_cluster bad = c;
     bad.n_decode = 0;
-    CHECK(plan_simulate(&p, &bad, &r, 1, &o, &err) < 0 && strstr(err.msg, "prefill and decode"));
+    CHECK(plan_simulate(&p, &bad, &r, 1, &o, NULL, &err) < 0 && strstr(err.msg, "prefill and decode"));
 }
 
 /* Two colocated workers on one core: the router spreads two requests (fewest streams),
@@ -128,18 +128,18 @@ static void test_sharing_and_admission(void)
     plan_request r[2] = {{0, 10, 1}, {0, 10, 1}};
     plan_outcome o[2];
     eng_error err;
-    REQUIRE(plan_simulate(&p, &c, r, 2, o, &err) == 0, "%s", err.msg);
+    REQUIRE(plan_simulate(&p, &c, r, 2, o, NULL, &err) == 0, "%s", err.msg);
     CHECK(fabs(o[0].ttft - 0.2) < 1e-9 && fabs(o[1].ttft - 0.2) < 1e-9, "%.6f %.6f", o[0].ttft, o[1].ttft);
     /* max_running 1 on one worker: the second request waits at the router for the first */
     c = colocated(1);
     c.max_running = 1;
     plan_request q[2] = {{0, 10, 3}, {0, 10, 3}};
-    REQUIRE(plan_simulate(&p, &c, q, 2, o, &err) == 0, "%s", err.msg);
+    REQUIRE(plan_simulate(&p, &c, q, 2, o, NULL, &err) == 0, "%s", err.msg);
     CHECK(fabs(o[0].ttft - 0.1) < 1e-9 && fabs(o[1].ttft - 0.4) < 1e-9, "%.6f %.6f", o[0].ttft, o[1].ttft);
     /* a pool too small for the prompt: never admitted, the request fails */
     c.kv_blocks = 1;
     plan_request big = {0, 100, 1};
-    REQUIRE(plan_simulate(&p, &c, &big, 1, o, &err) == 0, "%s", err.msg);
+    REQUIRE(plan_simulate(&p, &c, &big, 1, o, NULL, &err) == 0, "%s", err.msg);
     CHECK(isinf(o[0].ttft));
     plan_summary s;
     plan_summarize(o, 1, 1, 1, &s);
@@ -161,13 +161,16 @@ static void test_measured_contention(void)
     plan_request r[3] = {{0, 10, 1}, {0, 10, 1}, {0, 10, 1}};
     plan_outcome o[3];
     eng_error err;
-    REQUIRE(plan_simulate(&p, &c, r, 2, o, &err) == 0, "%s", err.msg);
+    double stretch;
+    REQUIRE(plan_simulate(&p, &c, r, 2, o, &stretch, &err) == 0, "%s", err.msg);
     CHECK(fabs(o[0].ttft - 0.15) < 1e-9 && fabs(o[1].ttft - 0.15) < 1e-9, "%.6f %.6f", o[0].ttft, o[1].ttft);
+    CHECK(fabs(stretch - 1.5) < 1e-9, "side by side the steps took %.6f x their profiled time", stretch);
     c = colocated(3);
-    REQUIRE(plan_simulate(&p, &c, r, 3, o, &err) == 0, "%s", err.msg);
+    REQUIRE(plan_simulate(&p, &c, r, 3, o, NULL, &err) == 0, "%s", err.msg);
     CHECK(fabs(o[2].ttft - 0.225) < 1e-9, "three at once: %.6f", o[2].ttft);
-    REQUIRE(plan_simulate(&p, &c, r, 1, o, &err) == 0, "%s", err.msg);
+    REQUIRE(plan_simulate(&p, &c, r, 1, o, &stretch, &err) == 0, "%s", err.msg);
     CHECK(fabs(o[0].ttft - 0.1) < 1e-9, "alone: %.6f", o[0].ttft);
+    CHECK(fabs(stretch - 1) < 1e-9, "alone the steps took %.6f x their profiled time", stretch);
 }
 
 /* The serving path's CPU: each token a client receives queues serving_cpu_per_token
@@ -184,13 +187,15 @@ static void test_serving_cpu(void)
     plan_request r = {0, 10, 3};
     plan_outcome o;
     eng_error err;
-    REQUIRE(plan_simulate(&p, &c, &r, 1, &o, &err) == 0, "%s", err.msg);
+    double stretch;
+    REQUIRE(plan_simulate(&p, &c, &r, 1, &o, &stretch, &err) == 0, "%s", err.msg);
     CHECK(fabs(o.ttft - 0.1) < 1e-9 && fabs(o.tpot - 0.15) < 1e-9, "one core: ttft %.6f tpot %.6f", o.ttft, o.tpot);
+    CHECK(fabs(stretch - 0.4 / 0.3) < 1e-9, "steps of 0.1, 0.15, 0.15 s: %.6f x", stretch);
     c.cores = 2;
-    REQUIRE(plan_simulate(&p, &c, &r, 1, &o, &err) == 0, "%s", err.msg);
+    REQUIRE(plan_simulate(&p, &c, &r, 1, &o, NULL, &err) == 0, "%s", err.msg);
     CHECK(fabs(o.ttft - 0.1) < 1e-9 && fabs(o.tpot - 0.1) < 1e-9, "two cores: ttft %.6f tpot %.6f", o.ttft, o.tpot);
     c.serving_cpu_per_token = -1;
-    CHECK(plan_simulate(&p, &c, &r, 1, &o, &err) < 0 && strstr(err.msg, "serving_cpu_per_token"));
+    CHECK(plan_simulate(&p, &c, &r, 1, &o, NULL, &err) < 0 && strstr(err.msg, "serving_cpu_per_token"));
 }
 
 /* The engine thread's streaming lengthens each step by its tokens: colocated, the
@@ -204,10 +209,10 @@ static void test_stream_cpu(void)
     plan_request r[2] = {{0, 10, 3}, {0, 10, 3}};
     plan_outcome o[2];
     eng_error err;
-    REQUIRE(plan_simulate(&p, &c, r, 1, o, &err) == 0, "%s", err.msg);
+    REQUIRE(plan_simulate(&p, &c, r, 1, o, NULL, &err) == 0, "%s", err.msg);
     CHECK(fabs(o[0].ttft - 0.12) < 1e-9 && fabs(o[0].tpot - 0.12) < 1e-9, "ttft %.6f tpot %.6f", o[0].ttft, o[0].tpot);
     /* two sequences in each step: two tokens streamed after it */
-    REQUIRE(plan_simulate(&p, &c, r, 2, o, &err) == 0, "%s", err.msg);
+    REQUIRE(plan_simulate(&p, &c, r, 2, o, NULL, &err) == 0, "%s", err.msg);
     CHECK(fabs(o[1].ttft - 0.14) < 1e-9 && fabs(o[1].tpot - 0.14) < 1e-9, "ttft %.6f tpot %.6f", o[1].ttft, o[1].tpot);
     plan_cluster d = {.n_prefill = 1,
                       .n_decode = 1,
@@ -216,11 +221,11 @@ static void test_stream_cpu(void)
                       .kv_blocks = 1 << 20,
                       .cores = 2,
                       .stream_cpu_per_token = 0.02};
-    REQUIRE(plan_simulate(&p, &d, r, 1, o, &err) == 0, "%s", err.msg);
+    REQUIRE(plan_simulate(&p, &d, r, 1, o, NULL, &err) == 0, "%s", err.msg);
     CHECK(o[0].ttft > 0.1 && o[0].ttft < 0.11 && fabs(o[0].tpot - 0.12) < 1e-9, "split: ttft %.6f tpot %.6f", o[0].ttft,
           o[0].tpot);
     c.stream_cpu_per_token = 2;
-    CHECK(plan_simulate(&p, &c, r, 1, o, &err) < 0 && strstr(err.msg, "stream_cpu_per_token"));
+    CHECK(plan_simulate(&p, &c, r, 1, o, NULL, &err) < 0 && strstr(err.msg, "stream_cpu_per_token"));
 }
 
 static void test_fit(void)
