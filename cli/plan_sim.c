@@ -74,7 +74,7 @@ typedef struct sim {
     int n_w;
     list waiting, xfer; /* at the router; KV on the wire */
     double now;
-    double serving_left; /* CPU seconds of serving work queued by tokens sent and not yet done */
+    double serving_left;         /* CPU seconds of serving work queued by tokens sent and not yet done */
     double step_work, step_wall; /* the steps' seconds as profiled alone, and as they ran here */
 } sim;
 
