@@ -630,7 +630,7 @@ static void run_step(wrk_worker *w, wrk_step *s)
         after_step(w, s);
         /* a step as `tandem profile` times it (forward and sampling), in the cluster, and
          * what the profile leaves out (streaming): `tandemctl plan-check` sets these
-         * lines against the planner's costs (cli/plan_check.c parses this format) */
+         * lines against the planner's costs (cli/plan_steps.c parses this format) */
         if (s->n)
             wrk_log(w, ENG_LOG_DEBUG, NULL,
                     "step: %d sequences, %d tokens, %lld positions attended, %d decoding, longest prompt chunk %d, "
