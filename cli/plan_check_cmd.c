@@ -74,6 +74,12 @@ static void add(tally *t, double measured, double profiled)
     t->profiled += profiled;
 }
 
+/* measured / profile; 0 for no profiled time */
+static double ratio(const tally *t)
+{
+    return t->profiled > 0 ? t->measured / t->profiled : 0;
+}
+
 static cJSON *tally_json(const char *worker, const char *kind, const tally *t)
 {
     cJSON *o = cJSON_CreateObject();
@@ -82,14 +88,14 @@ static cJSON *tally_json(const char *worker, const char *kind, const tally *t)
     cJSON_AddNumberToObject(o, "steps", t->steps);
     cJSON_AddNumberToObject(o, "measured_ms", 1e3 * t->measured);
     cJSON_AddNumberToObject(o, "profile_ms", 1e3 * t->profiled);
-    cJSON_AddNumberToObject(o, "ratio", t->profiled > 0 ? t->measured / t->profiled : 0);
+    cJSON_AddNumberToObject(o, "ratio", ratio(t));
     return o;
 }
 
 static void print_row(const char *worker, const char *kind, const tally *t)
 {
     printf("%-20s %-7s %7d %13.1f %13.1f %9.3f\n", worker, kind, t->steps, 1e3 * t->measured, 1e3 * t->profiled,
-           t->profiled > 0 ? t->measured / t->profiled : 0);
+           ratio(t));
 }
 
 int plan_check_command(int argc, char **argv)
@@ -179,7 +185,7 @@ int plan_check_command(int argc, char **argv)
             printf("%s%.2fx beside %d%s", k == 1 ? "the profile's contention (not applied here): " : ", ",
                    prof.slowdown[k], k, k == prof.co_runners ? "\n" : "");
         printf("\n");
-        printf("%-20s %-7s %7s %13s %13s %9s\n", "worker", "steps", "count", "measured ms", "profile ms", "ratio");
+        printf("%-20s %-7s %7s %13s %13s %9s\n", "worker", "kind", "steps", "measured ms", "profile ms", "ratio");
         for (int i = 0; i < n_workers; i++)
             for (int k = 0; k < N_KINDS; k++)
                 if (w[i].kind[k].steps)
