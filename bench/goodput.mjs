@@ -34,7 +34,11 @@
 //    next to the planner's prediction for the same trace (`tandemctl plan --rate`), and
 //    the measured goodput (the rate where attainment crosses the goal, interpolated
 //    between the rates run) next to the predicted one, and the serving CPU per token
-//    each rate's run measured (the calibration's figure is what the plan used).
+//    each rate's run measured (the calibration's figure is what the plan used); and,
+//    after the fact, the goodput the model gives at the speed the host actually ran
+//    the configuration's steps (`tandemctl plan --step-scale` with the median over its
+//    rates of `tandemctl plan-check`'s measured ratio / the simulated stretch): near
+//    the measurement, the miss was the host's drift; far from it, the model's.
 // Every cluster is stopped (SIGTERM, SIGKILL after 15 s) before the next, also on
 // failure; every wait is bounded; only 127.0.0.1 is contacted.
 //
@@ -202,27 +206,24 @@ const serveArgs = (o, cand) => ["--threads-per-worker", o["threads-per-worker"],
 const servingMsPerToken = (before, after, summary) =>
   summary.tokens > 0 ? 1e3 * (after.other - before.other + summary.client_cpu_s) / summary.tokens : NaN;
 
-// The workers' engine threads' streaming time per token, from their debug step log
-// lines ("streamed N tokens in X ms", worker/engine.c); NaN when no step streamed.
-export function streamMsPerToken(log) {
-  let tokens = 0, ms = 0;
-  for (const m of log.matchAll(/streamed (\d+) tokens in ([\d.]+) ms/g)) { tokens += Number(m[1]); ms += Number(m[2]); }
-  return tokens > 0 ? ms / tokens : NaN;
+// The workers' steps in a debug log against the profile's cost for them
+// (`tandemctl plan-check -o json`, which reads the step lines worker/engine.c writes).
+const planCheck = (tandemctl, profile, path) =>
+  JSON.parse(execFileSync(tandemctl, ["plan-check", "--profile", profile, "--log", path, "-o", "json"],
+    { encoding: "utf8", timeout: 120000 }));
+
+// The workers' engine threads' streaming time per token; NaN when no step streamed.
+function streamMsPerToken(tandemctl, profile, logPath) {
+  const all = planCheck(tandemctl, profile, logPath).all;
+  return all.streamed_tokens > 0 ? all.streaming_ms / all.streamed_tokens : NaN;
 }
 
-// The workers' steps logged during one rate against the profile's cost for them
-// (`tandemctl plan-check`): measured / profile per kind of step and in all; this VM's
-// speed moves 20-45% over minutes, and this says by how much it moved for a rate.
+// The steps logged during one rate, measured / profile per kind of step and in all;
+// this VM's speed moves 20-45% over minutes, and this says by how much it moved for a rate.
 function stepsAgainstProfile(tandemctl, profile, log, path) {
   writeFileSync(path, log);
-  const r = JSON.parse(execFileSync(tandemctl, ["plan-check", "--profile", profile, "--log", path, "-o", "json"],
-    { encoding: "utf8", timeout: 120000 }));
-  const by = { all: r.all.ratio };
-  for (const k of ["prompt", "decode", "mixed"]) {
-    const t = r.steps.filter((s) => s.kind === k), p = t.reduce((a, s) => a + s.profile_ms, 0);
-    if (p > 0) by[k] = t.reduce((a, s) => a + s.measured_ms, 0) / p;
-  }
-  return by;
+  const r = planCheck(tandemctl, profile, path);
+  return Object.fromEntries([["all", r.all.ratio]].concat(r.kinds.map((k) => [k.kind, k.ratio])));
 }
 
 async function loadgen(o, url, rate, outPath, label, requests = o.requests) {
@@ -322,7 +323,7 @@ async function main() {
       fail(`calibration: ${e.message.split("\n")[0]}`);
     }
     await stopCluster();
-    if (!(cpu.stream >= 0)) cpu.stream = +streamMsPerToken(readFileSync(logPath, "utf8")).toPrecision(3);
+    if (!(cpu.stream >= 0)) cpu.stream = +streamMsPerToken(tandemctl, profile, logPath).toPrecision(3);
     if (!(cpu.serving >= 0) || !(cpu.stream >= 0)) fail("calibration: no token came back");
   }
   console.error(`== serving CPU: ${cpu.serving} ms per streamed token; streaming on the engine threads: ${cpu.stream} ms per token`);
@@ -377,8 +378,14 @@ async function main() {
     const pred = plan(o, tandemctl, own, cpu, ["--rate", runs.map((r) => r.rate).join(",")]).candidates.find((c) => c.name === cand.name).at;
     const points = runs.map((r, k) => ({ ...r, predicted: pred[k] }));
     const measured = crossing(points.map((p) => ({ rate: p.rate, attainment: p.measured.attainment })));
+    // After the fact: the host's speed during the rates against the profile's (the
+    // median over the rates of measured steps / simulated stretch), and what the model
+    // gives at that speed; it tells the scheduling model's error from the host's drift.
+    const scales = points.map((p) => p.steps.all / p.predicted.step_stretch).sort((a, b) => a - b);
+    const hostScale = +Math.min(10, Math.max(0.1, scales[scales.length >> 1])).toFixed(3);
+    const atRunSpeed = plan(o, tandemctl, own, cpu, ["--step-scale", String(hostScale)]).candidates.find((c) => c.name === cand.name);
     results.push({ name: cand.name, predicted_goodput: cand.goodput, first_profile_goodput: first.goodput,
-      measured_goodput: measured, points });
+      measured_goodput: measured, host_scale: hostScale, at_run_speed_goodput: atRunSpeed.goodput, points });
   }
 
   const ms = (x) => (Number.isFinite(x) ? x.toFixed(0) : "-");
@@ -402,15 +409,16 @@ async function main() {
         `${p.steps.all.toFixed(2)} / ${q.step_stretch.toFixed(2)} (${["prompt", "decode", "mixed"].map((k) => p.steps[k]?.toFixed(2) ?? "-").join(", ")}) |`);
     }
   console.log("\npredicted: from the profile taken right before the configuration's rates; first profile: from the " +
-    "one the recommendation was made with");
-  console.log("| configuration | measured goodput req/s | predicted goodput req/s | predicted / measured | first profile's prediction |");
-  console.log("| --- | ---: | ---: | ---: | ---: |");
+    "one the recommendation was made with; at the run's speed: after the fact, with every step scaled by the host's " +
+    "speed during the rates (`tandemctl plan --step-scale`, the median over the rates of measured steps / simulated)");
+  console.log("| configuration | measured goodput req/s | predicted goodput req/s | predicted / measured | first profile's prediction | at the run's speed (scale) |");
+  console.log("| --- | ---: | ---: | ---: | ---: | ---: |");
   for (const r of results) {
     const g = r.measured_goodput;
     // A goodput known only as a bound gives the ratio as the opposite bound.
     const ratio = g.value > 0 ? { "=": "", "<": "> ", ">=": "<= " }[g.bound] + (r.predicted_goodput / g.value).toFixed(2) : "-";
     console.log(`| ${r.name} | ${g.bound === "=" ? "" : g.bound + " "}${g.value.toFixed(3)} | ${r.predicted_goodput.toFixed(3)} | ${ratio} | ` +
-      `${r.first_profile_goodput.toFixed(3)} |`);
+      `${r.first_profile_goodput.toFixed(3)} | ${r.at_run_speed_goodput.toFixed(3)} (x${r.host_scale}) |`);
   }
   const [s, c] = results;
   const sg = s.measured_goodput, cg = c?.measured_goodput;

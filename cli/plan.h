@@ -151,6 +151,11 @@ typedef struct plan_cluster {
      * `tandem profile` times the forward pass and sampling only. Added to every step,
      * per token it streams. */
     double stream_cpu_per_token;
+    /* Every step's profiled cost is multiplied by this (1: as profiled): the host's
+     * speed while a cluster served against its speed while profiling, as `tandemctl
+     * plan-check` measures it, to ask what the model predicts at the speed a run
+     * actually had (a diagnosis after the fact, not a prediction). */
+    double step_scale;
 } plan_cluster;
 
 typedef struct plan_outcome {
@@ -184,6 +189,8 @@ typedef struct plan_logged_step {
     double x[PLAN_COST_TERMS];
     int decode_items, longest_chunk;
     double seconds;
+    int streamed_tokens;   /* handed to their streams after the step ... */
+    double stream_seconds; /* ... in this long (not in seconds) */
 } plan_logged_step;
 
 /* 1: line is a step line, parsed into out; 0: any other line (or an older worker's

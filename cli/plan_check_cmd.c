@@ -4,7 +4,9 @@
  * A worker at --log-level debug logs every step it runs (worker/engine.c); this sums,
  * per worker and kind of step (prompt, decode, mixed), the time those steps took and
  * the time the profile's cost model gives the same steps (plan_step_seconds), and
- * prints the ratio. The planner's predictions stand on that cost: a ratio far from 1
+ * prints the ratio, per worker, per kind across workers and in all, with the
+ * tokens streamed after the steps and the time that took (bench/goodput.mjs's
+ * --stream-cpu). The planner's predictions stand on that cost: a ratio far from 1
  * says the machine ran the cluster at another speed than it ran the profile (another
  * moment's load, contention the profile did not see), whatever the scheduling model.
  * bench/goodput.mjs prints it for every rate it runs. */
@@ -53,6 +55,8 @@ static const cli_command CMD = {
 typedef struct tally {
     int steps;
     double measured, profiled; /* seconds */
+    long long streamed;        /* tokens handed to their streams after the steps ... */
+    double streaming;          /* ... in this long (seconds, not in measured) */
 } tally;
 
 typedef struct worker_tally {
@@ -67,11 +71,13 @@ static step_kind kind_of(const plan_logged_step *s)
     return s->decode_items ? STEP_MIXED : STEP_PROMPT;
 }
 
-static void add(tally *t, double measured, double profiled)
+static void add(tally *t, const plan_logged_step *s, double profiled)
 {
     t->steps++;
-    t->measured += measured;
+    t->measured += s->seconds;
     t->profiled += profiled;
+    t->streamed += s->streamed_tokens;
+    t->streaming += s->stream_seconds;
 }
 
 /* measured / profile; 0 for no profiled time */
@@ -89,6 +95,8 @@ static cJSON *tally_json(const char *worker, const char *kind, const tally *t)
     cJSON_AddNumberToObject(o, "measured_ms", 1e3 * t->measured);
     cJSON_AddNumberToObject(o, "profile_ms", 1e3 * t->profiled);
     cJSON_AddNumberToObject(o, "ratio", ratio(t));
+    cJSON_AddNumberToObject(o, "streamed_tokens", (double)t->streamed);
+    cJSON_AddNumberToObject(o, "streaming_ms", 1e3 * t->streaming);
     return o;
 }
 
@@ -123,7 +131,7 @@ int plan_check_command(int argc, char **argv)
         return 1;
     }
     int n_workers = 0, status = 1;
-    tally all = {0};
+    tally all = {0}, kinds[N_KINDS] = {{0}};
     char line[LINE_MAX_BYTES];
     while (fgets(line, sizeof line, f)) {
         size_t len = strlen(line);
@@ -147,8 +155,10 @@ int plan_check_command(int argc, char **argv)
             memcpy(w[n_workers++].id, s.worker, sizeof s.worker);
         }
         double profiled = plan_step_seconds(&prof.cost, s.x, s.decode_items, s.longest_chunk);
-        add(&w[k].kind[kind_of(&s)], s.seconds, profiled);
-        add(&all, s.seconds, profiled);
+        step_kind kind = kind_of(&s);
+        add(&w[k].kind[kind], &s, profiled);
+        add(&kinds[kind], &s, profiled);
+        add(&all, &s, profiled);
     }
     if (ferror(f)) {
         fprintf(stderr, "tandemctl plan-check: %s: read error\n", a.log);
@@ -170,6 +180,10 @@ int plan_check_command(int argc, char **argv)
             for (int k = 0; k < N_KINDS; k++)
                 if (w[i].kind[k].steps)
                     cJSON_AddItemToArray(arr, tally_json(w[i].id, KIND_NAME[k], &w[i].kind[k]));
+        cJSON *by_kind = cJSON_AddArrayToObject(doc, "kinds");
+        for (int k = 0; k < N_KINDS; k++)
+            if (kinds[k].steps)
+                cJSON_AddItemToArray(by_kind, tally_json("all", KIND_NAME[k], &kinds[k]));
         cJSON_AddItemToObject(doc, "all", tally_json("all", "all", &all));
         char *text = cJSON_Print(doc);
         if (text)
@@ -190,7 +204,14 @@ int plan_check_command(int argc, char **argv)
             for (int k = 0; k < N_KINDS; k++)
                 if (w[i].kind[k].steps)
                     print_row(w[i].id, KIND_NAME[k], &w[i].kind[k]);
+        if (n_workers > 1)
+            for (int k = 0; k < N_KINDS; k++)
+                if (kinds[k].steps)
+                    print_row("all", KIND_NAME[k], &kinds[k]);
         print_row("all", "", &all);
+        if (all.streamed)
+            printf("\nstreamed %lld tokens in %.1f ms after the steps (%.4f ms a token; not in measured)\n",
+                   all.streamed, 1e3 * all.streaming, 1e3 * all.streaming / (double)all.streamed);
     }
     status = 0;
 done:

@@ -21,7 +21,7 @@ enum { MAX_WORKERS = 64, MAX_RATES = 32 };
 
 typedef struct plan_args {
     const char *profile, *workload, *rates, *output;
-    float ttft_slo, tpot_slo, attainment, cores, serving_cpu, stream_cpu;
+    float ttft_slo, tpot_slo, attainment, cores, serving_cpu, stream_cpu, step_scale;
     int workers, requests, seed, max_batch_tokens, max_running, kv_blocks, json, ttft_given, tpot_given;
 } plan_args;
 
@@ -57,6 +57,9 @@ static const cli_opt OPTS[] = {
                   "ms a worker's engine thread spends handing each token to\nits stream, between steps (a debug-level "
                   "worker log\nshows it; bench/goodput.mjs measures it); each step\nlasts that much longer per token "
                   "it streams"),
+    CLI_FLOAT_OPT(A, step_scale, "--step-scale", "F", 0.1, 10, "1",
+                  "every step takes F times the profile's cost: to see what\nthe model gives at the speed a cluster "
+                  "really ran (its\n`tandemctl plan-check` ratio over the plan's step_stretch),\nafter the fact"),
     CLI_CHOICE_OPT(A, output, "-o", "table|json", "table", "output format", 0),
     CLI_FLAG_OPT(A, json, "--json", "the same as -o json"),
 };
@@ -216,6 +219,7 @@ int plan_command(int argc, char **argv)
         .cores = a.cores > 0 ? a.cores : (double)a.workers * prof.threads,
         .serving_cpu_per_token = a.serving_cpu / 1e3,
         .stream_cpu_per_token = a.stream_cpu / 1e3,
+        .step_scale = a.step_scale,
     };
     for (int p = 0; p < a.workers; p++) {
         candidate *c = &cands[n_cands++];
@@ -240,6 +244,7 @@ int plan_command(int argc, char **argv)
     cJSON_AddItemToObject(doc, "slowdown", cJSON_CreateDoubleArray(prof.slowdown + 1, prof.co_runners));
     cJSON_AddNumberToObject(doc, "serving_cpu_ms_per_token", a.serving_cpu);
     cJSON_AddNumberToObject(doc, "stream_cpu_ms_per_token", a.stream_cpu);
+    cJSON_AddNumberToObject(doc, "step_scale", a.step_scale);
     cJSON_AddNumberToObject(doc, "cores", base.cores);
     cJSON *arr = cJSON_AddArrayToObject(doc, "candidates");
     if (!json) {
@@ -264,6 +269,8 @@ int plan_command(int argc, char **argv)
                    base.cores);
         if (a.stream_cpu > 0)
             printf("streaming: %g ms of the engine thread per token, after each step\n", a.stream_cpu);
+        if (a.step_scale != 1)
+            printf("every step at %g times the profile's cost (--step-scale)\n", a.step_scale);
         printf("\n");
         printf("%-22s %9s %11s %11s %11s %11s %11s\n", "candidate", n_rates ? "rate" : "goodput", "attainment",
                "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99");

@@ -33,7 +33,8 @@
  * thread takes a third of the machine until its work is done.
  * The engine thread's own streaming (stream_cpu_per_token: each token's message and
  * gRPC send after the step, not in the profile's steps) lengthens the step that
- * produced the tokens.
+ * produced the tokens. step_scale multiplies every step's profiled cost (a host
+ * found running at another speed than it profiled).
  * Not modelled: preemption when a decode pool runs out (the default pool holds
  * max_running full contexts), heartbeat lag in the router's view of the load. */
 #include <math.h>
@@ -204,11 +205,13 @@ static void start_step(sim *m, worker *w)
         streamed += last && s->prefill_w == s->decode_w; /* colocated: its first token, streamed here */
         w->step.v[w->step.n++] = i;
     }
-    w->work_left = w->step.n ? plan_step_seconds(&m->p->cost, x, w->running.n, longest_chunk) +
-                                   streamed * m->c->stream_cpu_per_token
-                             : -1;
-    if (w->step.n)
-        m->step_work += w->work_left;
+    if (!w->step.n) {
+        w->work_left = -1;
+        return;
+    }
+    double cost = plan_step_seconds(&m->p->cost, x, w->running.n, longest_chunk);
+    w->work_left = m->c->step_scale * cost + streamed * m->c->stream_cpu_per_token;
+    m->step_work += cost + streamed * m->c->stream_cpu_per_token; /* as profiled: the stretch shows the scale */
 }
 
 static void finish_seq(sim *m, int i)
@@ -365,6 +368,8 @@ int plan_simulate(const plan_profile *p, const plan_cluster *c, const plan_reque
         return eng_fail(err, "plan: serving_cpu_per_token must be in [0, 1] s");
     if (!(c->stream_cpu_per_token >= 0) || c->stream_cpu_per_token > 1)
         return eng_fail(err, "plan: stream_cpu_per_token must be in [0, 1] s");
+    if (!(c->step_scale >= 0.1 && c->step_scale <= 10))
+        return eng_fail(err, "plan: step_scale must be in [0.1, 10]");
     sim m = {.p = p, .c = c, .req = reqs, .n_w = c->n_prefill + c->n_decode + c->n_both};
     m.s = calloc((size_t)n, sizeof *m.s);
     m.w = calloc((size_t)m.n_w, sizeof *m.w);

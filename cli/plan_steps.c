@@ -28,7 +28,8 @@ int plan_parse_step_line(const char *line, plan_logged_step *out)
                &stream_ms) != 10)
         return 0;
     if (seqs < 1 || tokens < seqs || positions < tokens || decoding < 0 || decoding > seqs || chunk < 0 ||
-        chunk > tokens || logits < 0 || logits > seqs || !(forward_ms >= 0) || !(after_ms >= 0) || !(stream_ms >= 0))
+        chunk > tokens || logits < 0 || logits > seqs || streamed < 0 || !(forward_ms >= 0) || !(after_ms >= 0) ||
+        !(stream_ms >= 0))
         return 0;
     memcpy(out->worker, id, n);
     out->worker[n] = 0;
@@ -38,6 +39,8 @@ int plan_parse_step_line(const char *line, plan_logged_step *out)
     out->x[3] = logits;
     out->decode_items = decoding;
     out->longest_chunk = chunk;
+    out->streamed_tokens = streamed;
+    out->stream_seconds = stream_ms / 1e3;
     /* streaming is timed inside "sampling and streaming"; a clock step can make the
      * difference negative by a hair */
     double ms = forward_ms + after_ms - stream_ms;

@@ -78,9 +78,21 @@ PYEOF
 kill $serve
 wait $serve || true
 "$ctl" plan-check --profile "$tmp/profile.json" --log "$tmp/serve.log" >"$tmp/check.txt" || fail "plan-check failed"
-for row in '^prefill-[0-9]+ +prompt +2 ' '^decode-[0-9]+ +decode +1[0-9] ' '^all +16 '; do
+for row in '^prefill-[0-9]+ +prompt +2 ' '^decode-[0-9]+ +decode +1[0-9] ' '^all +prompt +2 ' '^all +decode +1[0-9] ' \
+    '^all +16 ' '^streamed 1[0-9] tokens in '; do
     grep -Eq "$row" "$tmp/check.txt" || { cat "$tmp/check.txt" "$tmp/serve.log" >&2; fail "plan-check lacks a row '$row'"; }
 done
+"$ctl" plan-check --profile "$tmp/profile.json" --log "$tmp/serve.log" -o json >"$tmp/check.json" ||
+    fail "plan-check -o json failed"
+/usr/bin/python3 - "$tmp/check.json" <<'PYEOF' || fail "plan-check -o json: $(cat "$tmp/check.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+kinds = {k["kind"]: k for k in r["kinds"]}
+assert kinds["prompt"]["steps"] == 2 and kinds["decode"]["steps"] + kinds["prompt"]["steps"] == r["all"]["steps"] == 16
+# the requests ran one after the other: each decode step streamed its one token (the
+# first tokens came with the prefill worker's hand-off)
+assert r["all"]["streamed_tokens"] == kinds["decode"]["steps"] and r["all"]["streaming_ms"] > 0
+PYEOF
 if "$ctl" plan-check --profile "$tmp/profile.json" --log "$tmp/table.txt" 2>"$tmp/err.txt" >/dev/null; then
     fail "plan-check accepted a log without steps"
 fi

@@ -24,8 +24,24 @@ static plan_profile profile(double c0, double c1, double c2, double c3)
 
 static plan_cluster colocated(int n)
 {
-    return (plan_cluster){
-        .n_both = n, .max_batch_tokens = 2048, .max_running = 1 << 20, .kv_blocks = 1 << 30, .cores = n};
+    return (plan_cluster){.n_both = n,
+                          .max_batch_tokens = 2048,
+                          .max_running = 1 << 20,
+                          .kv_blocks = 1 << 30,
+                          .cores = n,
+                          .step_scale = 1};
+}
+
+/* one prefill and one decode worker on two cores */
+static plan_cluster split(void)
+{
+    return (plan_cluster){.n_prefill = 1,
+                          .n_decode = 1,
+                          .max_batch_tokens = 2048,
+                          .max_running = 64,
+                          .kv_blocks = 1 << 20,
+                          .cores = 2,
+                          .step_scale = 1};
 }
 
 static plan_workload poisson(double rate, double shape, int prompt, int output)
@@ -103,8 +119,7 @@ static void test_batching(void)
 static void test_disaggregated(void)
 {
     plan_profile p = profile(0.01, 0, 0, 0.001);
-    plan_cluster c = {
-        .n_prefill = 1, .n_decode = 1, .max_batch_tokens = 2048, .max_running = 64, .kv_blocks = 1 << 20, .cores = 2};
+    plan_cluster c = split();
     plan_request r = {0, 400, 3};
     plan_outcome o;
     eng_error err;
@@ -116,6 +131,16 @@ static void test_disaggregated(void)
     plan_cluster bad = c;
     bad.n_decode = 0;
     CHECK(plan_simulate(&p, &bad, &r, 1, &o, NULL, &err) < 0 && strstr(err.msg, "prefill and decode"));
+    /* a host at half the profile's speed: every step twice as long, the push as it was */
+    plan_cluster slow = c;
+    slow.step_scale = 2;
+    double stretch;
+    REQUIRE(plan_simulate(&p, &slow, &r, 1, &o, &stretch, &err) == 0, "%s", err.msg);
+    CHECK(fabs(o.ttft - (0.022 + push)) < 1e-9 && fabs(o.tpot - 0.022) < 1e-9, "scaled: ttft %.6f tpot %.6f", o.ttft,
+          o.tpot);
+    CHECK(fabs(stretch - 2) < 1e-9, "a scaled run's stretch %.6f", stretch);
+    slow.step_scale = 0;
+    CHECK(plan_simulate(&p, &slow, &r, 1, &o, NULL, &err) < 0 && strstr(err.msg, "step_scale"));
 }
 
 /* Two colocated workers on one core: the router spreads two requests (fewest streams),
@@ -214,13 +239,8 @@ static void test_stream_cpu(void)
     /* two sequences in each step: two tokens streamed after it */
     REQUIRE(plan_simulate(&p, &c, r, 2, o, NULL, &err) == 0, "%s", err.msg);
     CHECK(fabs(o[1].ttft - 0.14) < 1e-9 && fabs(o[1].tpot - 0.14) < 1e-9, "ttft %.6f tpot %.6f", o[1].ttft, o[1].tpot);
-    plan_cluster d = {.n_prefill = 1,
-                      .n_decode = 1,
-                      .max_batch_tokens = 2048,
-                      .max_running = 64,
-                      .kv_blocks = 1 << 20,
-                      .cores = 2,
-                      .stream_cpu_per_token = 0.02};
+    plan_cluster d = split();
+    d.stream_cpu_per_token = 0.02;
     REQUIRE(plan_simulate(&p, &d, r, 1, o, NULL, &err) == 0, "%s", err.msg);
     CHECK(o[0].ttft > 0.1 && o[0].ttft < 0.11 && fabs(o[0].tpot - 0.12) < 1e-9, "split: ttft %.6f tpot %.6f", o[0].ttft,
           o[0].tpot);
@@ -313,6 +333,8 @@ static void test_step_line(void)
           s.x[3]);
     CHECK(s.decode_items == 8 && s.longest_chunk == 256, "knots' keys %d %d", s.decode_items, s.longest_chunk);
     CHECK(fabs(s.seconds - 0.122) < 1e-12, "seconds %.6f (forward and sampling, not streaming)", s.seconds);
+    CHECK(s.streamed_tokens == 8 && fabs(s.stream_seconds - 0.002) < 1e-12, "streamed %d tokens in %.6f s",
+          s.streamed_tokens, s.stream_seconds);
     CHECK(!plan_parse_step_line("2026-12-07T16:20:01.123Z DEBUG decode decode-1: step: 1 sequences, 1 tokens, 17 "
                                 "positions attended; forward 8.00 ms, then sampling and streaming 0.50 ms; streamed "
                                 "1 tokens in 0.200 ms",
