@@ -10,9 +10,15 @@
  * where rounds spread each shape's timings over the whole profile:
  *   - prefill steps: one prompt of L tokens from position 0, a batch of prompts, and a
  *     chunk that starts deep in a prompt (chunked prefill);
- *   - decode steps: B sequences of one token each at context C, for a grid of B and C;
+ *   - decode steps: B sequences of one token each at context C, for a grid of B
+ *     (1, 2, 3, 4, 6, 8, 12, ...: a step's cost is a staircase in B, as the matmul
+ *     takes tokens in tiles, and knots at powers of two alone missed batches of 9-12
+ *     by 5-8%) and C;
  *   - mixed steps, as continuous batching runs them: B decoding sequences and the
  *     first chunk of one more prompt in the same forward pass;
+ *   a decode or mixed step is timed after an untimed step of the same shape, as a
+ *   worker runs them one after the other: the caches then hold what the step before
+ *   left (timed cold, after other shapes, they took 2-8% longer than in a cluster);
  *   - KV transfers over loopback with the transport the workers use (TCP; RDMA too
  *     when a verbs device exists): a whole prompt's KV as one run per layer, and one
  *     layer alone (the part of a push that compute does not hide);
@@ -294,6 +300,16 @@ static void set_active(co_runner *cr, int n, atomic_int *active, int k)
             pause_ms();
 }
 
+/* The decode batch after b: 1, 2, 3, 4, 6, 8, 12, 16, ... (b plus half the largest
+ * power of two in it). */
+static int next_batch(int b)
+{
+    int pow2 = 1;
+    while (pow2 * 2 <= b)
+        pow2 *= 2;
+    return b + (pow2 > 1 ? pow2 / 2 : 1);
+}
+
 /* Every shape timed alone (into steps) and then beside k = 1..K co-runners (into
  * contention[k - 1].steps), one shape after the other, so that a change in the
  * machine's other load hits both sides of a ratio alike; all of that once per round,
@@ -343,6 +359,8 @@ static int time_steps(profiler *p, const profile_args *a, const step_shape *shap
         for (int i = 0; i < n_shapes; i++) {
             for (int k = 0; k <= K; k++) {
                 set_active(cr, K, &active, k);
+                if (shapes[i].per_item == 1 && run_step(p, &shapes[i], err) < 0) /* decode, mixed: warm */
+                    goto done;
                 double t = run_step(p, &shapes[i], err);
                 if (t < 0)
                     goto done;
@@ -536,7 +554,7 @@ int cmd_profile(int argc, char **argv)
     cJSON *prof = cJSON_CreateObject();
     char *text = NULL;
     int status = 1, n_shapes = 0;
-    enum { MAX_SHAPES = 64 }; /* 7 prompt lengths + 2 + 11 batch sizes x 3 contexts + 4 mixed at most */
+    enum { MAX_SHAPES = 96 }; /* 7 prompt lengths + 2 + 21 batch sizes x 3 contexts + 4 mixed at most */
     step_shape shapes[MAX_SHAPES];
     const char *phases[MAX_SHAPES];
     double t_start = eng_now_s();
@@ -582,7 +600,7 @@ int cmd_profile(int argc, char **argv)
     phases[n_shapes] = "prefill";
     shapes[n_shapes++] = (step_shape){1, T / 4, C, 0, 0};
     const int contexts[] = {16, C / 4 > 16 ? C / 4 : 16, C};
-    for (int b = 1; b <= B; b = b < B && b * 2 > B ? B : b * 2)
+    for (int b = 1; b <= B; b = b < B && next_batch(b) > B ? B : next_batch(b))
         for (int k = 0; k < 3; k++)
             if (k == 0 || contexts[k] > contexts[k - 1]) {
                 phases[n_shapes] = "decode";
