@@ -366,6 +366,9 @@ static void matmul_rows_bf16(float *y, int ldy, const uint16_t *x, const eng_wei
     case 1: bf16_dec_rows(y, ldy, x, w, n_in, o0, o1, 1); break;
     case 2: bf16_dec_rows(y, ldy, x, w, n_in, o0, o1, 2); break;
     case 3: bf16_dec_rows(y, ldy, x, w, n_in, o0, o1, 3); break;
+    case 4: bf16_dec_rows(y, ldy, x, w, n_in, o0, o1, 4); break;
+    case 5: bf16_dec_rows(y, ldy, x, w, n_in, o0, o1, 5); break;
+    case 6: bf16_dec_rows(y, ldy, x, w, n_in, o0, o1, 6); break;
     default: bf16_gemm_rows(y, ldy, x, w, n_tokens, n_in, o0, o1); break;
     }
 }
