@@ -11,14 +11,15 @@
  *   - prefill steps: one prompt of L tokens from position 0, a batch of prompts, and a
  *     chunk that starts deep in a prompt (chunked prefill);
  *   - decode steps: B sequences of one token each at context C, for a grid of B
- *     (1, 2, 3, 4, 6, 8, 12, ...: a step's cost is a staircase in B, as the matmul
- *     takes tokens in tiles, and knots at powers of two alone missed batches of 9-12
- *     by 5-8%) and C;
+ *     (1, 2, 3, 4, 6, 8, 12, ...: a step's cost is a staircase in B, as the matmuls
+ *     take tokens in tiles, and knots at the powers of two alone missed the batches
+ *     between them by 5-27%) and C;
  *   - mixed steps, as continuous batching runs them: B decoding sequences and the
  *     first chunk of one more prompt in the same forward pass;
- *   a decode or mixed step is timed after an untimed step of the same shape, as a
- *   worker runs them one after the other: the caches then hold what the step before
- *   left (timed cold, after other shapes, they took 2-8% longer than in a cluster);
+ *   - decode and mixed steps are timed right after an untimed step of the same
+ *     shape, as a worker runs them one after the other, the caches holding what the
+ *     step before left (timed cold, after other shapes, they took 2-8% longer than in
+ *     a cluster);
  *   - KV transfers over loopback with the transport the workers use (TCP; RDMA too
  *     when a verbs device exists): a whole prompt's KV as one run per layer, and one
  *     layer alone (the part of a push that compute does not hide);
