@@ -210,8 +210,9 @@ static void start_step(sim *m, worker *w)
         return;
     }
     double cost = plan_step_seconds(&m->p->cost, x, w->running.n, longest_chunk);
-    w->work_left = m->c->step_scale * cost + streamed * m->c->stream_cpu_per_token;
-    m->step_work += cost + streamed * m->c->stream_cpu_per_token; /* as profiled: the stretch shows the scale */
+    double streaming = streamed * m->c->stream_cpu_per_token;
+    w->work_left = m->c->step_scale * cost + streaming;
+    m->step_work += cost + streaming; /* as profiled: the stretch shows the scale */
 }
 
 static void finish_seq(sim *m, int i)
