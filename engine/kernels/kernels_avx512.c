@@ -355,13 +355,10 @@ static void from_f32_bf16(uint16_t *dst, const float *src, size_t n)
         dst[i] = eng_f32_to_bf16(src[i]);
 }
 
-static void matmul_rows_bf16(float *y, int ldy, const uint16_t *x, const eng_weight *w, int n_tokens, int n_in, int o0,
-                             int o1)
+/* dec_rows_any for bf16 inputs and weights. */
+static void bf16_dec_rows_any(float *y, int ldy, const void *x, const eng_weight *w, int n_tokens, int n_in, int o0,
+                              int o1)
 {
-    if (w->dt == ENG_DT_F8E4M3) {
-        fp8_bf16_rows(y, ldy, x, w, n_tokens, n_in, o0, o1);
-        return;
-    }
     switch (n_tokens) {
     case 1: bf16_dec_rows(y, ldy, x, w, n_in, o0, o1, 1); break;
     case 2: bf16_dec_rows(y, ldy, x, w, n_in, o0, o1, 2); break;
@@ -369,6 +366,20 @@ static void matmul_rows_bf16(float *y, int ldy, const uint16_t *x, const eng_wei
     case 4: bf16_dec_rows(y, ldy, x, w, n_in, o0, o1, 4); break;
     case 5: bf16_dec_rows(y, ldy, x, w, n_in, o0, o1, 5); break;
     case 6: bf16_dec_rows(y, ldy, x, w, n_in, o0, o1, 6); break;
-    default: bf16_gemm_rows(y, ldy, x, w, n_tokens, n_in, o0, o1); break;
+    default: break;
     }
+}
+
+/* matmul_rows' choice of loop, for bf16 inputs. */
+static void matmul_rows_bf16(float *y, int ldy, const uint16_t *x, const eng_weight *w, int n_tokens, int n_in, int o0,
+                             int o1)
+{
+    if (w->dt == ENG_DT_F8E4M3)
+        fp8_bf16_rows(y, ldy, x, w, n_tokens, n_in, o0, o1);
+    else if (n_tokens < MM_DEC_MAX)
+        bf16_dec_rows_any(y, ldy, x, w, n_tokens, n_in, o0, o1);
+    else if (n_tokens <= MM_DEC_PASS_MAX)
+        dec_passes(bf16_dec_rows_any, sizeof(uint16_t), y, ldy, x, w, n_tokens, n_in, o0, o1);
+    else
+        bf16_gemm_rows(y, ldy, x, w, n_tokens, n_in, o0, o1);
 }

@@ -8,7 +8,8 @@
  * eng_matmul sums every output in one fixed order (see "matmul" below) and has
  * two loop nests that only differ in how many of those sums run side by side:
  *  - few tokens (decode, fewer than MM_DEC_MAX): memory bound. Weights are read in
- *    place, MM_NR rows at a time against all tokens, each weight once.
+ *    place, MM_NR rows at a time against all tokens, each weight once. Up to twice
+ *    that many tokens take it in passes over chunks of rows held in L2.
  *  - many tokens (prefill): compute bound. Blocks of MM_NR weight rows are widened
  *    to f32 into an L1-sized buffer and reused by tiles of MM_MR tokens x MM_NR
  *    outputs, all accumulators in registers.
@@ -283,17 +284,13 @@ static void gemm_rows(float *y, int ldy, const float *x, const eng_weight *w, in
     }
 }
 
-/* Which loop runs changes only the speed, never a bit of the result. */
-static void matmul_rows(float *y, int ldy, const float *x, const eng_weight *w, int n_tokens, int n_in, int o0, int o1)
+/* Fewer than MM_DEC_MAX tokens: the decode loop, one instantiation per dtype and
+ * token count (no dtype branch inside). x is f32. */
+static void dec_rows_any(float *y, int ldy, const void *x, const eng_weight *w, int n_tokens, int n_in, int o0, int o1)
 {
-    if (n_tokens >= MM_DEC_MAX) {
-        gemm_rows(y, ldy, x, w, n_tokens, n_in, o0, o1);
-        return;
-    }
-    /* One instantiation per dtype and token count: no dtype branch inside. */
-#define DEC_T(DT, T)                                 \
-    case T:                                          \
-        dec_rows(y, ldy, x, w, DT, n_in, o0, o1, T); \
+#define DEC_T(DT, T)                                                \
+    case T:                                                         \
+        dec_rows(y, ldy, (const float *)x, w, DT, n_in, o0, o1, T); \
         break
 #if MM_MR == 6
 #define DEC_T_WIDE(DT) \
@@ -322,6 +319,48 @@ static void matmul_rows(float *y, int ldy, const float *x, const eng_weight *w, 
 #undef DEC_DT
 #undef DEC_T_WIDE
 #undef DEC_T
+}
+
+/* A few tokens more than the decode loop takes (MM_DEC_MAX .. MM_DEC_PASS_MAX):
+ * packing weights into tiles costs more than reading them once per group of
+ * tokens, as long as the second and later reads come from L2. So the rows go in
+ * chunks of about MM_DEC_CHUNK bytes of weights, and each chunk takes one decode
+ * pass per group of at most MM_MR tokens (groups as even as they go). On AVX2
+ * (lm_head, 2 threads) 4-6 tokens took 37-43 ms this way against 48-54 packed and
+ * 50 in passes over all the rows; at 8 the two were even and from 12 on packing
+ * won, its tiles doing twice the FMAs per weight loaded. */
+#define MM_DEC_PASS_MAX (2 * MM_MR)
+#define MM_DEC_CHUNK (128 * 1024)
+
+typedef void dec_rows_fn(float *y, int ldy, const void *x, const eng_weight *w, int n_tokens, int n_in, int o0, int o1);
+
+/* dec: the decode loop for fewer than MM_DEC_MAX tokens; x_size: bytes per input. */
+static void dec_passes(dec_rows_fn *dec, size_t x_size, float *y, int ldy, const void *x, const eng_weight *w,
+                       int n_tokens, int n_in, int o0, int o1)
+{
+    size_t row_bytes = (size_t)n_in * dt_size(w->dt);
+    int rows = (int)(MM_DEC_CHUNK / row_bytes) / (MM_DEC_NG * MM_NR) * (MM_DEC_NG * MM_NR);
+    rows = rows > MM_DEC_NG * MM_NR ? rows : MM_DEC_NG * MM_NR;
+    int passes = (n_tokens + MM_MR - 1) / MM_MR;
+    for (int c0 = o0; c0 < o1; c0 += rows) {
+        int c1 = o1 - c0 < rows ? o1 : c0 + rows;
+        for (int p = 0, t0 = 0; p < passes; p++) {
+            int tp = (n_tokens - t0) / (passes - p);
+            dec(y + (size_t)t0 * ldy, ldy, (const char *)x + (size_t)t0 * n_in * x_size, w, tp, n_in, c0, c1);
+            t0 += tp;
+        }
+    }
+}
+
+/* Which loop runs changes only the speed, never a bit of the result. */
+static void matmul_rows(float *y, int ldy, const float *x, const eng_weight *w, int n_tokens, int n_in, int o0, int o1)
+{
+    if (n_tokens < MM_DEC_MAX)
+        dec_rows_any(y, ldy, x, w, n_tokens, n_in, o0, o1);
+    else if (n_tokens <= MM_DEC_PASS_MAX)
+        dec_passes(dec_rows_any, sizeof(float), y, ldy, x, w, n_tokens, n_in, o0, o1);
+    else
+        gemm_rows(y, ldy, x, w, n_tokens, n_in, o0, o1);
 }
 
 /* ---- element-wise kernels ---- */

@@ -38,7 +38,7 @@ PROB_TOL = {"f32": 2e-3, "bf16": 5e-3}
 # by 4.1e-2 on the one-token prompt (where the rounding is all there is to tell them
 # apart: 500x what the matching pair shows) and 9e-3 to 4.6e-2 on the others.
 PROB_TOL_MATMUL_BF16 = 3e-2
-PROB_TOL_FP8_MATMUL_BF16 = 5e-2  # see dense-fp8-mmbf16 below
+PROB_TOL_FP8_MATMUL_BF16 = 8e-2  # see dense-fp8-mmbf16 below
 
 # name: make_model.py flags. Every real Qwen3 has head_dim != hidden / heads; so do these.
 CASES = {
@@ -79,7 +79,10 @@ RERUNS = {
     # 5.4e-2 apart, ids apart within 4-9 steps), and on the f32 GGUF it keeps the inputs
     # f32, so what remains is the input rounding alone, as with the f32 engine against
     # the bf16 GGUF above: dense 1.9e-2, 4.3e-2, 2.4e-2, 2.4e-2 by prompt, every id
-    # equal. A looser bound than bf16 weights' still catches a
+    # equal. The AVX2 and portable variants have no bf16 dot product: they round the
+    # inputs to bf16 and sum them in f32 against each weight times its scale (2026-12-07,
+    # Zen 1 host: 1.4e-2, 5.3e-2, 2.1e-2, 2.3e-2; portable 1.4e-2, 5.3e-2, 3.2e-2, 2.2e-2,
+    # every id equal). A looser bound than bf16 weights' still catches a
     # broken kernel (tests/kernels check it against a double reference exactly); MoE is
     # left out: the rounding flips near-tied experts (top-1 p 1.8e-1 apart).
     "dense-fp8-mmbf16": ("dense-fp8", "bf16", "bf16", 4, "f32", PROB_TOL_FP8_MATMUL_BF16),
