@@ -338,9 +338,9 @@ typedef void dec_rows_fn(float *y, int ldy, const void *x, const eng_weight *w, 
 static void dec_passes(dec_rows_fn *dec, size_t x_size, float *y, int ldy, const void *x, const eng_weight *w,
                        int n_tokens, int n_in, int o0, int o1)
 {
-    size_t row_bytes = (size_t)n_in * dt_size(w->dt);
-    int rows = (int)(MM_DEC_CHUNK / row_bytes) / (MM_DEC_NG * MM_NR) * (MM_DEC_NG * MM_NR);
-    rows = rows > MM_DEC_NG * MM_NR ? rows : MM_DEC_NG * MM_NR;
+    const int tile = MM_DEC_NG * MM_NR; /* the rows a single token's decode tile takes */
+    int rows = (int)(MM_DEC_CHUNK / ((size_t)n_in * dt_size(w->dt))) / tile * tile;
+    rows = rows > tile ? rows : tile;
     int passes = (n_tokens + MM_MR - 1) / MM_MR;
     for (int c0 = o0; c0 < o1; c0 += rows) {
         int c1 = o1 - c0 < rows ? o1 : c0 + rows;
